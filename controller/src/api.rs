@@ -1,0 +1,443 @@
+//! The `Cluster` gRPC service: apply/create/update/get/list/delete/watch/status
+//! over the replicated store, with validation through shoal-api.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::str::FromStr;
+
+use serde_json::Value;
+use shoal_api::selector::LabelSelector;
+use shoal_api::{Kind, Object};
+use shoal_proto::cluster_server::{Cluster, ClusterServer};
+use shoal_proto::{
+    ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest, ClusterStatusResponse, DeleteRequest,
+    GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest, ObjectResponse, WatchEvent,
+    WatchRequest,
+};
+use shoal_store::{Consistency, EventType, Store, StoreError, Write};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+
+/// Metadata fields only the server sets; ignored when comparing for `apply`.
+const SERVER_META: [&str; 5] = ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp"];
+
+/// How many times `apply` re-reads and retries after a concurrent change.
+const APPLY_ATTEMPTS: usize = 5;
+
+/// Serves the cluster API, the Raft RPCs and gRPC reflection until `shutdown` resolves.
+pub async fn serve(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(ClusterServer::new(ClusterService::new(store.clone())))
+        .add_service(store.raft_service())
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Implementation of the `Cluster` service on one controller.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    store: Store,
+}
+
+impl ClusterService {
+    /// Wraps a store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    async fn apply_objects(&self, objects: Vec<Object>, dry_run: bool) -> Result<Vec<ApplyResult>, ApiError> {
+        let mut seen = HashSet::new();
+        for o in &objects {
+            if !seen.insert(o.key()) {
+                return Err(ApiError::Invalid(format!(
+                    "{} {:?} appears twice in one apply",
+                    o.kind(),
+                    o.name()
+                )));
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut writes = Vec::new();
+            let mut results = Vec::new();
+            for o in &objects {
+                let key = o.key();
+                let mut desired = o.to_json();
+                strip_server_meta(&mut desired);
+                let current = self.store.get(&key, Consistency::Linearizable).await?;
+                let action = match current {
+                    None => {
+                        writes.push(Write::Create { key: key.clone(), object: desired.clone() });
+                        "created"
+                    }
+                    Some(cur) => {
+                        // Status is owned by the system, never by the manifest.
+                        match cur.get("status") {
+                            Some(s) => desired["status"] = s.clone(),
+                            None => {
+                                if let Some(m) = desired.as_object_mut() {
+                                    m.remove("status");
+                                }
+                            }
+                        }
+                        if same_desired_state(&cur, &desired) {
+                            desired = cur.clone();
+                            "unchanged"
+                        } else {
+                            writes.push(Write::Update {
+                                key: key.clone(),
+                                object: desired.clone(),
+                                expected_revision: Some(revision_of(&cur)),
+                            });
+                            "configured"
+                        }
+                    }
+                };
+                results.push(ApplyResult {
+                    kind: o.kind().to_string(),
+                    namespace: o.namespace().to_string(),
+                    name: o.name().to_string(),
+                    action: action.to_string(),
+                    object_json: desired.to_string(),
+                });
+            }
+            if writes.is_empty() || dry_run {
+                return Ok(results);
+            }
+            match self.store.write(writes).await {
+                Ok(outcomes) => {
+                    let by_key: BTreeMap<String, Value> =
+                        outcomes.into_iter().map(|w| (w.key, w.object)).collect();
+                    for r in &mut results {
+                        let key = key_for(&r.kind, &r.namespace, &r.name);
+                        if let Some(v) = by_key.get(&key) {
+                            r.object_json = v.to_string();
+                        }
+                    }
+                    return Ok(results);
+                }
+                Err(
+                    e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }),
+                ) if attempt < APPLY_ATTEMPTS => {
+                    tracing::debug!("apply raced with another writer ({e}); retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The store key of an object: `Kind/namespace/name` ("" namespace when cluster-scoped).
+pub fn key_for(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
+    Kind::from_str(kind).map_err(|e| ApiError::Invalid(format!("kind {kind:?}: {e}")))
+}
+
+/// Namespace to use for a kind: "" for cluster-scoped kinds, `default` when unset.
+fn effective_namespace(kind: Kind, ns: &str) -> String {
+    if !kind.namespaced() {
+        String::new()
+    } else if ns.is_empty() {
+        "default".to_string()
+    } else {
+        ns.to_string()
+    }
+}
+
+fn list_prefix(kind: Kind, ns: &str) -> String {
+    if kind.namespaced() && !ns.is_empty() { format!("{kind}/{ns}/") } else { format!("{kind}/") }
+}
+
+fn parse_object(json: &str, what: &str) -> Result<Object, ApiError> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| ApiError::Invalid(format!("{what}: not valid JSON: {e}")))?;
+    let o = Object::from_json(&v).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))?;
+    o.validate().map_err(|e| ApiError::Invalid(format!("{what} ({} {}): {e}", o.kind(), o.name())))?;
+    Ok(o)
+}
+
+fn strip_server_meta(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in SERVER_META {
+            m.remove(k);
+        }
+    }
+}
+
+fn same_desired_state(current: &Value, desired: &Value) -> bool {
+    let mut a = current.clone();
+    let mut b = desired.clone();
+    strip_server_meta(&mut a);
+    strip_server_meta(&mut b);
+    a == b
+}
+
+fn revision_of(v: &Value) -> u64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(|r| match r {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// Object filter from a label selector and a field selector (`spec.nodeName=X`).
+#[derive(Debug, Clone)]
+struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Vec<(String, String, bool)>,
+}
+
+impl Filter {
+    fn parse(labels: &str, fields: &str) -> Result<Self, ApiError> {
+        let labels = if labels.trim().is_empty() {
+            None
+        } else {
+            Some(
+                LabelSelector::parse(labels)
+                    .map_err(|e| ApiError::Invalid(format!("label selector {labels:?}: {e}")))?,
+            )
+        };
+        let mut fs = Vec::new();
+        for part in fields.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v, eq) = if let Some((k, v)) = part.split_once("!=") {
+                (k, v, false)
+            } else if let Some((k, v)) = part.split_once("==") {
+                (k, v, true)
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k, v, true)
+            } else {
+                return Err(ApiError::Invalid(format!("field selector {part:?}: expected FIELD=VALUE")));
+            };
+            let k = k.trim();
+            if !["spec.nodeName", "metadata.name", "metadata.namespace", "status.phase"].contains(&k) {
+                return Err(ApiError::Invalid(format!(
+                    "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase)"
+                )));
+            }
+            fs.push((k.to_string(), v.trim().to_string(), eq));
+        }
+        Ok(Self { labels, fields: fs })
+    }
+
+    fn matches(&self, v: &Value) -> bool {
+        if let Some(sel) = &self.labels {
+            if !sel.matches(&labels_of(v)) {
+                return false;
+            }
+        }
+        self.fields.iter().all(|(k, want, eq)| {
+            let ptr = format!("/{}", k.replace('.', "/"));
+            let got = v.pointer(&ptr).and_then(Value::as_str).unwrap_or("");
+            (got == want) == *eq
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let req = request.into_inner();
+        let mut objects = Vec::with_capacity(req.objects_json.len());
+        for (i, j) in req.objects_json.iter().enumerate() {
+            objects.push(parse_object(j, &format!("object {}", i + 1))?);
+        }
+        let results = self.apply_objects(objects, req.dry_run).await?;
+        Ok(Response::new(ApplyResponse { results }))
+    }
+
+    async fn create(&self, request: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
+        let o = parse_object(&request.into_inner().object_json, "object")?;
+        let mut v = o.to_json();
+        strip_server_meta(&mut v);
+        let out = self.store.write(vec![Write::Create { key: o.key(), object: v }]).await.map_err(ApiError::from)?;
+        let object_json = out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default();
+        Ok(Response::new(ObjectResponse { object_json }))
+    }
+
+    async fn update(&self, request: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
+        let o = parse_object(&request.into_inner().object_json, "object")?;
+        let v = o.to_json();
+        let expected = match revision_of(&v) {
+            0 => None,
+            r => Some(r),
+        };
+        let mut v = v;
+        strip_server_meta(&mut v);
+        let out = self
+            .store
+            .write(vec![Write::Update { key: o.key(), object: v, expected_revision: expected }])
+            .await
+            .map_err(ApiError::from)?;
+        let object_json = out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default();
+        Ok(Response::new(ObjectResponse { object_json }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let ns = effective_namespace(kind, &req.namespace);
+        let consistency = if req.stale { Consistency::Local } else { Consistency::Linearizable };
+        match self.store.get(&key_for(&kind.to_string(), &ns, &req.name), consistency).await {
+            Ok(Some(v)) => Ok(Response::new(ObjectResponse { object_json: v.to_string() })),
+            Ok(None) => Err(ApiError::NotFound {
+                kind: kind.to_string().to_lowercase(),
+                namespace: ns,
+                name: req.name,
+            }
+            .into()),
+            Err(e) => Err(ApiError::from(e).into()),
+        }
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
+        let consistency = if req.stale { Consistency::Local } else { Consistency::Linearizable };
+        let (items, rev) =
+            self.store.list(&list_prefix(kind, &req.namespace), consistency).await.map_err(ApiError::from)?;
+        let items_json = items.iter().filter(|v| filter.matches(v)).map(Value::to_string).collect();
+        Ok(Response::new(ListResponse { items_json, resource_version: rev }))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<ObjectResponse>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let ns = effective_namespace(kind, &req.namespace);
+        let key = key_for(&kind.to_string(), &ns, &req.name);
+        let expected = (req.resource_version != 0).then_some(req.resource_version);
+        match self.store.write(vec![Write::Delete { key, expected_revision: expected }]).await {
+            Ok(out) => Ok(Response::new(ObjectResponse {
+                object_json: out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default(),
+            })),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::NotFound {
+                kind: kind.to_string().to_lowercase(),
+                namespace: ns,
+                name: req.name,
+            }
+            .into()),
+            Err(e) => Err(ApiError::from(e).into()),
+        }
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let kind = parse_kind(&req.kind)?;
+        let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
+        let after = (req.resource_version != 0).then_some(req.resource_version);
+        let mut events =
+            self.store.watch(&list_prefix(kind, &req.namespace), after).await.map_err(ApiError::from)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                let msg = match ev {
+                    Ok(ev) => {
+                        if !filter.matches(&ev.object) {
+                            continue;
+                        }
+                        let t = match ev.event_type {
+                            EventType::Added => "ADDED",
+                            EventType::Modified => "MODIFIED",
+                            EventType::Deleted => "DELETED",
+                        };
+                        Ok(WatchEvent {
+                            r#type: t.to_string(),
+                            object_json: ev.object.to_string(),
+                            resource_version: ev.revision,
+                        })
+                    }
+                    Err(e) => Err(crate::error::to_status(&ApiError::from(e))),
+                };
+                let stop = msg.is_err();
+                if tx.send(msg).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let s = self.store.status().await;
+        let members = s
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                id: m.id,
+                address: m.address.clone(),
+                leader: m.leader,
+                healthy: m.healthy,
+                term: m.term,
+                last_log_index: m.last_log_index,
+                last_applied: m.last_applied,
+                matched_index: m.matched_index,
+                error: m.error.clone().unwrap_or_default(),
+                voter: m.voter,
+            })
+            .collect();
+        Ok(Response::new(ClusterStatusResponse {
+            leader_id: s.leader_id.unwrap_or(0),
+            term: s.term,
+            commit_index: s.commit_index,
+            members,
+            answered_by: self.store.node_id(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn apply_comparison_ignores_server_fields() {
+        let cur = json!({"kind":"Pod","metadata":{"name":"a","uid":"u","resourceVersion":"7","generation":1,"creationTimestamp":"x"},"spec":{"n":1}});
+        let same = json!({"kind":"Pod","metadata":{"name":"a"},"spec":{"n":1}});
+        let changed = json!({"kind":"Pod","metadata":{"name":"a","labels":{"x":"y"}},"spec":{"n":1}});
+        assert!(same_desired_state(&cur, &same));
+        assert!(!same_desired_state(&cur, &changed));
+        assert_eq!(revision_of(&cur), 7);
+    }
+
+    #[test]
+    fn field_selector_filters_and_rejects_unknown_fields() {
+        let f = Filter::parse("", "spec.nodeName=n1").unwrap();
+        assert!(f.matches(&json!({"spec":{"nodeName":"n1"}})));
+        assert!(!f.matches(&json!({"spec":{"nodeName":"n2"}})));
+        let f = Filter::parse("", "spec.nodeName!=n1").unwrap();
+        assert!(f.matches(&json!({"spec":{}})));
+        assert!(Filter::parse("", "spec.bogus=1").is_err());
+        assert!(Filter::parse("", "nonsense").is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! Test harness: start/stop/kill controller processes, clients, polling.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_proto::cluster_client::ClusterClient;
+use shoal_proto::{ClusterStatusRequest, ListRequest, ObjectRequest};
+use tonic::transport::Channel;
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with the last observation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("never ran");
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One controller member: its process (if running), address and data directory.
+#[derive(Debug)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// A cluster of controller processes; every process is killed on drop.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub members: Vec<Member>,
+    pub peers: Vec<String>,
+    pub snapshot_every: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` members with fresh data directories.
+    pub fn start(n: u64, snapshot_every: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<Member> = (1..=n)
+            .map(|id| Member {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("c{id}")),
+                child: None,
+                log: dir.path().join(format!("c{id}.log")),
+            })
+            .collect();
+        let peers = members.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
+        let mut c = TestCluster { members, peers, snapshot_every, _dir: dir };
+        for id in 1..=n {
+            c.start_member(id);
+        }
+        c
+    }
+
+    fn member(&mut self, id: u64) -> &mut Member {
+        self.members.iter_mut().find(|m| m.id == id).expect("member id")
+    }
+
+    /// (Re)starts member `id` with its existing data directory.
+    pub fn start_member(&mut self, id: u64) {
+        let peers = self.peers.clone();
+        let snapshot_every = self.snapshot_every;
+        let m = self.member(id);
+        assert!(m.child.is_none(), "member {id} already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-controller"));
+        cmd.arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&m.addr)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--snapshot-every")
+            .arg(snapshot_every.to_string())
+            .env("SHOAL_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for p in &peers {
+            cmd.arg("--peer").arg(p);
+        }
+        m.child = Some(cmd.spawn().expect("spawn shoal-controller"));
+    }
+
+    /// Sends SIGKILL to member `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.member(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM to member `id` and waits for it to exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut c) = self.member(id).child.take() {
+            // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(status)) = c.try_wait() {
+                    assert!(status.success(), "member {id} exited with {status} on SIGTERM");
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("member {id} did not stop within 10 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Address of member `id`.
+    pub fn addr(&self, id: u64) -> String {
+        self.members.iter().find(|m| m.id == id).map(|m| m.addr.clone()).expect("member")
+    }
+
+    /// Prints every member's log (for failures).
+    pub fn dump_logs(&self) {
+        for m in &self.members {
+            let s = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<&str> = s.lines().rev().take(40).collect();
+            eprintln!("---- member {} log (last 40 lines) ----", m.id);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// Waits until some member reports a leader and returns its id.
+    pub async fn wait_leader(&self, among: &[u64]) -> u64 {
+        let addrs: Vec<String> = among.iter().map(|id| self.addr(*id)).collect();
+        eventually("a leader", Duration::from_secs(20), || {
+            let addrs = addrs.clone();
+            let among = among.to_vec();
+            async move {
+                for a in &addrs {
+                    if let Ok(mut c) = client(a).await {
+                        if let Ok(s) = c.status(ClusterStatusRequest {}).await {
+                            let s = s.into_inner();
+                            if s.leader_id != 0 && among.contains(&s.leader_id) {
+                                return Ok(s.leader_id);
+                            }
+                        }
+                    }
+                }
+                Err("no member reports a live leader".to_string())
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Connects a cluster API client with a short timeout.
+pub async fn client(addr: &str) -> Result<ClusterClient<Channel>, String> {
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(ClusterClient::new(ch))
+}
+
+/// A minimal valid Pod object as JSON.
+pub fn pod_json(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "shoal/v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"test": "raft"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:latest"}]}
+    })
+    .to_string()
+}
+
+/// Creates a pod through the member at `addr`.
+pub async fn create_pod(addr: &str, name: &str) -> Result<(), String> {
+    let mut c = client(addr).await?;
+    c.create(ObjectRequest { object_json: pod_json(name) }).await.map_err(|e| e.message().to_string())?;
+    Ok(())
+}
+
+/// Names of the pods in `addr`'s local copy (stale read: no leader involved).
+pub async fn local_pod_names(addr: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    let mut c = client(addr).await?;
+    let r = c
+        .list(ListRequest { kind: "Pod".into(), namespace: "default".into(), stale: true, ..Default::default() })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(r.items_json
+        .iter()
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .filter_map(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(String::from))
+        .collect())
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the controller: real `shoal-controller` processes on
+//! loopback forming a Raft cluster, driven over the gRPC cluster API.
+
+mod cluster;
+mod harness;
