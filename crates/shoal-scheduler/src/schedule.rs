@@ -1,9 +1,8 @@
 //! The placement algorithm: filter, score, bind, one pod after the other.
 //!
 //! Cost: for each pending pod, one pass over the nodes that pass its *static*
-//! filters (readiness, cordon, taints, `nodeSelector`) checking the *dynamic*
-//! ones (resources, host ports) and scoring, then one pass over the feasible
-//! nodes to normalise scores. Static filters depend only on the pod's
+//! filters (readiness, cordon, taints, `nodeSelector`), checking the *dynamic*
+//! ones (resources, host ports) and scoring in the same loop. Static filters depend only on the pod's
 //! selector and tolerations, so their result is computed once per distinct
 //! (selector, tolerations) pair and reused; usage per node is updated
 //! incrementally as pods are bound. Every feasible node is scored (no
@@ -38,12 +37,11 @@ const STATIC_CACHE_LIMIT: usize = 64;
 pub fn schedule(pending: &[PodRequest], nodes: &[NodeInfo], bound: &[BoundPod]) -> SchedulePlan {
     let mut cluster = Cluster::new(nodes, bound);
     let mut cache = StaticCache::default();
-    let mut candidates = Vec::with_capacity(cluster.nodes.len());
     let mut plan = SchedulePlan::default();
     for pod in pending {
         let statics = cache.get(pod, &cluster.nodes);
         cluster.focus_owner(pod.owner.as_deref());
-        match cluster.best_node(pod, &statics.eligible, &mut candidates) {
+        match cluster.best_node(pod, statics) {
             Some(i) => {
                 cluster.bind(i, pod);
                 plan.bindings.push(Binding {
@@ -80,15 +78,6 @@ struct Eligible {
     prefer_no_schedule: u32,
 }
 
-/// A node that passed every filter for the current pod.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    node: u32,
-    least_allocated: f64,
-    same_owner: u32,
-    prefer_no_schedule: u32,
-}
-
 /// Mutable view of the cluster during one call.
 #[derive(Debug)]
 struct Cluster<'a> {
@@ -101,6 +90,8 @@ struct Cluster<'a> {
     owner_pods: Vec<Vec<u32>>,
     /// Pods of `focused` per node; all zero when no owner is focused.
     same_owner: Vec<u32>,
+    /// Largest value in `same_owner`.
+    max_same_owner: u32,
     focused: Option<u32>,
 }
 
@@ -115,14 +106,16 @@ impl<'a> Cluster<'a> {
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
         let inv = |v: u64| if v == 0 { 0.0 } else { 1.0 / v as f64 };
+        // Capped so that the hot loop may convert through i64.
+        let cap = |v: u64| v.min(i64::MAX as u64);
         let mut free: Vec<Free> = sorted
             .iter()
             .map(|n| Free {
-                cpu: n.allocatable.cpu_millis,
-                memory: n.allocatable.memory_bytes,
+                cpu: cap(n.allocatable.cpu_millis),
+                memory: cap(n.allocatable.memory_bytes),
                 pods: n.allocatable.pods,
-                inv_cpu: inv(n.allocatable.cpu_millis),
-                inv_memory: inv(n.allocatable.memory_bytes),
+                inv_cpu: inv(cap(n.allocatable.cpu_millis)),
+                inv_memory: inv(cap(n.allocatable.memory_bytes)),
             })
             .collect();
         let mut ports: Vec<BTreeSet<(u16, Protocol)>> =
@@ -151,6 +144,7 @@ impl<'a> Cluster<'a> {
             owner_ids: cluster_owner_ids,
             owner_pods,
             same_owner,
+            max_same_owner: 0,
             focused: None,
         }
     }
@@ -167,29 +161,44 @@ impl<'a> Cluster<'a> {
                 self.same_owner[n as usize] = 0;
             }
         }
+        self.max_same_owner = 0;
         if let Some(new) = id {
             for &n in &self.owner_pods[new as usize] {
-                self.same_owner[n as usize] += 1;
+                let count = &mut self.same_owner[n as usize];
+                *count += 1;
+                self.max_same_owner = self.max_same_owner.max(*count);
             }
         }
         self.focused = id;
     }
 
-    /// The best feasible node for `pod` among `eligible`, if any.
-    fn best_node(
-        &self,
-        pod: &PodRequest,
-        eligible: &[Eligible],
-        candidates: &mut Vec<Candidate>,
-    ) -> Option<usize> {
+    /// The best feasible node for `pod` among `eligible`, if any, in one pass.
+    ///
+    /// Score = least allocated (0..=100: mean free fraction of cpu and memory
+    /// after placing the pod) + spread (100 × (1 − same-owner pods on the node /
+    /// most same-owner pods on any node)) + taints (100 × (1 − untolerated
+    /// `PreferNoSchedule` taints / most such taints on an eligible node)), each
+    /// weighted. The normalising maxima are known before the pass, so no
+    /// per-node scratch space or second pass is needed.
+    fn best_node(&self, pod: &PodRequest, statics: &Statics) -> Option<usize> {
         let cpu = pod.requests.cpu_millis;
         let memory = pod.requests.memory_bytes;
         let slots = pod.requests.pods.max(1);
         let check_ports = !pod.host_ports.is_empty();
-        candidates.clear();
-        let mut max_same_owner = 0;
-        let mut max_prefer = 0;
-        for e in eligible {
+        let per_unit = |max: u32| {
+            if max == 0 {
+                0.0
+            } else {
+                100.0 / f64::from(max)
+            }
+        };
+        // Constant terms (100 × weight) are left out: they do not change the winner.
+        let spread_penalty = WEIGHT_SPREAD * per_unit(self.max_same_owner);
+        let taint_penalty = WEIGHT_TAINT * per_unit(statics.max_prefer_no_schedule);
+        let least_allocated_weight = WEIGHT_LEAST_ALLOCATED * 50.0;
+        let mut best = usize::MAX;
+        let mut best_score = f64::NEG_INFINITY;
+        for e in &statics.eligible {
             let i = e.node as usize;
             let f = self.free[i];
             if f.cpu < cpu || f.memory < memory || f.pods < slots {
@@ -198,37 +207,19 @@ impl<'a> Cluster<'a> {
             if check_ports && pod.host_ports.iter().any(|p| self.ports[i].contains(p)) {
                 continue;
             }
-            let least_allocated = ((f.cpu - cpu) as f64 * f.inv_cpu
-                + (f.memory - memory) as f64 * f.inv_memory)
-                * 50.0;
-            let same_owner = self.same_owner[i];
-            max_same_owner = max_same_owner.max(same_owner);
-            max_prefer = max_prefer.max(e.prefer_no_schedule);
-            candidates.push(Candidate {
-                node: e.node,
-                least_allocated,
-                same_owner,
-                prefer_no_schedule: e.prefer_no_schedule,
-            });
-        }
-        let reverse = |value: u32, max: u32| {
-            if max == 0 {
-                100.0
-            } else {
-                100.0 * f64::from(max - value) / f64::from(max)
-            }
-        };
-        let mut best: Option<(u32, f64)> = None;
-        for c in candidates.iter() {
-            let score = WEIGHT_LEAST_ALLOCATED * c.least_allocated
-                + WEIGHT_SPREAD * reverse(c.same_owner, max_same_owner)
-                + WEIGHT_TAINT * reverse(c.prefer_no_schedule, max_prefer);
-            // Candidates come in name order: only a strictly better score wins a tie.
-            if best.is_none_or(|(_, s)| score > s) {
-                best = Some((c.node, score));
+            // Signed conversions compile to one instruction; free amounts are capped at i64::MAX.
+            let score = least_allocated_weight
+                * ((f.cpu - cpu) as i64 as f64 * f.inv_cpu
+                    + (f.memory - memory) as i64 as f64 * f.inv_memory)
+                - spread_penalty * f64::from(self.same_owner[i])
+                - taint_penalty * f64::from(e.prefer_no_schedule);
+            // Eligible nodes come in name order: only a strictly better score wins a tie.
+            if score > best_score {
+                best = i;
+                best_score = score;
             }
         }
-        best.map(|(n, _)| n as usize)
+        (best != usize::MAX).then_some(best)
     }
 
     /// Accounts `pod` on node `i`.
@@ -243,6 +234,7 @@ impl<'a> Cluster<'a> {
             self.owner_pods[id as usize].push(i as u32);
             if self.focused == Some(id) {
                 self.same_owner[i] += 1;
+                self.max_same_owner = self.max_same_owner.max(self.same_owner[i]);
             }
         }
     }
@@ -292,6 +284,8 @@ struct Statics {
     selector: BTreeMap<String, String>,
     tolerations: Vec<Toleration>,
     eligible: Vec<Eligible>,
+    /// Largest `prefer_no_schedule` among `eligible`.
+    max_prefer_no_schedule: u32,
     /// Rejections by the static filters, one reason per rejected node.
     reasons: BTreeMap<FitReason, usize>,
 }
@@ -371,6 +365,11 @@ fn static_filter(pod: &PodRequest, nodes: &[&NodeInfo]) -> Statics {
     Statics {
         selector: pod.node_selector.clone(),
         tolerations: pod.tolerations.clone(),
+        max_prefer_no_schedule: eligible
+            .iter()
+            .map(|e| e.prefer_no_schedule)
+            .max()
+            .unwrap_or(0),
         eligible,
         reasons,
     }

@@ -205,3 +205,14 @@ fn bound_pods_on_unknown_nodes_are_ignored() {
         "a"
     );
 }
+
+#[test]
+fn huge_quantities_do_not_overflow() {
+    let mut big = node("big", u64::MAX, 1);
+    big.allocatable.memory_bytes = u64::MAX;
+    let small = node("small", 1000, 1);
+    let plan = schedule(&[pod("p", 10, 10)], &[small, big], &[]);
+    assert_eq!(node_of(&plan, "p"), "big");
+    let plan = schedule(&[pod("q", u64::MAX, 10)], &[node("a", 1000, 1)], &[]);
+    assert_eq!(error_of(&plan, "q"), "0/1 nodes: 1 insufficient cpu");
+}
