@@ -1,0 +1,76 @@
+//! Small file-system and process helpers shared by the runtime's modules.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Writes `data` to `path` atomically (temporary file, fsync-free rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Sixteen random hex digits from the kernel's random source.
+pub fn random_hex() -> String {
+    let mut buf = [0u8; 8];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        buf = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(buf)
+}
+
+/// A path as a C string.
+pub fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other(format!("{}: path contains NUL", path.display())))
+}
+
+/// Whether another process holds an exclusive `flock` on `path`.
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else { return false };
+    // SAFETY: valid fd for the duration of the call.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// Names accepted for containers, pods and volumes: 1–100 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with(['.', '-'])
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1_a.b"));
+        assert!(!valid_name("../x"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn atomic_write_and_random() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f.json");
+        write_atomic(&p, b"1").unwrap();
+        write_atomic(&p, b"2").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"2");
+        assert_eq!(random_hex().len(), 16);
+        assert_ne!(random_hex(), random_hex());
+    }
+}
