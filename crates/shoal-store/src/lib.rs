@@ -2,3 +2,23 @@
 //! log, the vote and the state machine; revisions and watch. Must never depend on
 //! shoal-api (objects are JSON values here).
 #![warn(missing_docs)]
+
+mod error;
+mod log_store;
+mod network;
+mod state_machine;
+mod store;
+pub mod testing;
+mod types;
+mod watch;
+
+pub use error::StoreError;
+pub use log_store::SledLogStore;
+pub use network::{MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
+pub use state_machine::SledStateMachine;
+pub use store::{Store, StoreConfig};
+pub use types::{
+    ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft, TypeConfig, WatchEvent,
+    Write, WriteOutcome,
+};
+pub use watch::WatchStream;

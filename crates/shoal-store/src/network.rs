@@ -1,0 +1,262 @@
+//! The Raft transport over tonic: openraft messages travel as JSON in `RaftPayload.data`.
+//! This module is the one place that converts between openraft types and protobuf.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, ServerState};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_proto::raft_client::RaftClient;
+use shoal_proto::raft_server::{Raft as RaftRpc, RaftServer};
+use shoal_proto::{MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::types::{Command, StoreRaft, TypeConfig};
+
+/// Largest gRPC message accepted or sent on the Raft service (snapshot chunks, big batches).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The leader's answer to a forwarded write.
+pub(crate) type ForwardResult = Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// Encodes a message into a payload.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, serde_json::Error> {
+    Ok(RaftPayload { data: serde_json::to_vec(v)? })
+}
+
+/// Decodes a payload.
+pub(crate) fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(&p.data)
+}
+
+fn bad_request(what: &str, e: serde_json::Error) -> Status {
+    Status::invalid_argument(format!("decoding {what} payload: {e}"))
+}
+
+fn encode_status<T: Serialize>(what: &str, v: &T) -> Result<Response<RaftPayload>, Status> {
+    encode(v).map(Response::new).map_err(|e| Status::internal(format!("encoding {what} reply: {e}")))
+}
+
+/// Cached lazily-connecting gRPC clients to the other members, by id and address.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PeerClients {
+    map: Arc<Mutex<HashMap<(u64, String), RaftClient<Channel>>>>,
+}
+
+impl PeerClients {
+    /// A client for member `id` at `addr` (`host:port`); connects on first use.
+    pub(crate) fn client(&self, id: u64, addr: &str) -> Result<RaftClient<Channel>, Status> {
+        let key = (id, addr.to_owned());
+        if let Ok(map) = self.map.lock()
+            && let Some(c) = map.get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("member {id} address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let c = RaftClient::new(ep.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        if let Ok(mut map) = self.map.lock() {
+            map.insert(key, c.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// True when a gRPC failure proves the request never reached the peer (safe to resend).
+pub(crate) fn never_delivered(s: &Status) -> bool {
+    if s.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let m = s.message().to_ascii_lowercase();
+    m.contains("connect") || m.contains("refused")
+}
+
+/// Builds one [`RaftPeer`] per replication target.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    pub(crate) clients: PeerClients,
+}
+
+/// openraft's view of one remote member.
+#[derive(Debug)]
+pub struct RaftPeer {
+    target: u64,
+    addr: String,
+    clients: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        RaftPeer { target, addr: node.addr.clone(), clients: self.clients.clone() }
+    }
+}
+
+impl RaftPeer {
+    async fn call<Req, Resp, E>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        kind: Rpc,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client =
+            self.clients.client(self.target, &self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = Request::new(payload);
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|s| {
+            if s.code() == tonic::Code::Unavailable {
+                RPCError::Unreachable(Unreachable::new(&s))
+            } else {
+                RPCError::Network(NetworkError::new(&s))
+            }
+        })?;
+        let res: Result<Resp, RaftError<u64, E>> =
+            decode(&reply.into_inner()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(&rpc, &option, Rpc::Append).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(&rpc, &option, Rpc::Snapshot).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(&rpc, &option, Rpc::Vote).await
+    }
+}
+
+/// The tonic service of one member: answers Raft RPCs, forwarded writes, ReadIndex and
+/// MemberInfo. Mount it with [`crate::Store::raft_service`].
+#[derive(Clone)]
+pub struct RaftGrpc {
+    pub(crate) raft: StoreRaft,
+}
+
+impl std::fmt::Debug for RaftGrpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGrpc").field("node_id", &self.raft.metrics().borrow().id).finish()
+    }
+}
+
+impl RaftGrpc {
+    /// Wraps the service for a tonic server, with large message limits.
+    pub(crate) fn into_server(self) -> RaftServer<RaftGrpc> {
+        RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn server_state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Learner",
+        ServerState::Shutdown => "Shutdown",
+    }
+}
+
+/// This member's MemberInfo answer, from its Raft metrics.
+pub(crate) fn member_info(raft: &StoreRaft) -> MemberInfoResponse {
+    let m = raft.metrics().borrow().clone();
+    MemberInfoResponse {
+        id: m.id,
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied: m.last_applied.map_or(0, |l| l.index),
+        current_leader: m.current_leader.unwrap_or(0),
+        state: server_state_name(m.state).to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftGrpc {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(|e| bad_request("append_entries", e))?;
+        let res = self.raft.append_entries(req).await;
+        encode_status("append_entries", &res)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: VoteRequest<u64> = decode(request.get_ref()).map_err(|e| bad_request("vote", e))?;
+        let res = self.raft.vote(req).await;
+        encode_status("vote", &res)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(|e| bad_request("install_snapshot", e))?;
+        let res = self.raft.install_snapshot(req).await;
+        encode_status("install_snapshot", &res)
+    }
+
+    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let cmd: Command = decode(request.get_ref()).map_err(|e| bad_request("forward", e))?;
+        let res: ForwardResult = self.raft.client_write(cmd).await;
+        encode_status("forward", &res)
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |l| l.index) })),
+            Err(e) => Err(Status::unavailable(format!("read index on member {}: {e}", self.raft.metrics().borrow().id))),
+        }
+    }
+
+    async fn member_info(&self, _request: Request<MemberInfoRequest>) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new(member_info(&self.raft)))
+    }
+}

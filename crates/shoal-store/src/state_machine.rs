@@ -1,0 +1,444 @@
+//! The replicated state machine: objects in sled tree `state`, last applied log id, membership
+//! and the current snapshot in tree `sm_meta`; applied changes go to the watch hub.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::StoreError;
+use crate::types::{ApplyResult, Command, EventType, TypeConfig, WatchEvent, Write, WriteOutcome};
+use crate::watch::{WatchHub, WatchStream};
+
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+type Membership = StoredMembership<u64, BasicNode>;
+
+/// The serialized form of a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
+    objects: Vec<(String, Value)>,
+}
+
+#[derive(Debug)]
+struct Applied {
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
+}
+
+#[derive(Debug)]
+struct Shared {
+    db: sled::Db,
+    state: sled::Tree,
+    sm_meta: sled::Tree,
+    /// Held for writing while applying or installing, for reading while listing: a list sees
+    /// one revision exactly.
+    applied: RwLock<Applied>,
+    hub: Mutex<WatchHub>,
+}
+
+/// The state machine handle; clones share the state (it is also the snapshot builder).
+#[derive(Debug, Clone)]
+pub struct SledStateMachine {
+    shared: Arc<Shared>,
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn lock_poisoned() -> StorageError<u64> {
+    sm_err("state machine lock poisoned")
+}
+
+/// The revision stored in an object's `metadata.resourceVersion`.
+pub(crate) fn revision_of(obj: &Value) -> u64 {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn metadata_mut(obj: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+    let map = obj.as_object_mut()?;
+    let md = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    if !md.is_object() {
+        *md = Value::Object(Default::default());
+    }
+    md.as_object_mut()
+}
+
+/// Stamps server-owned metadata on `obj` written at `index` over `prev`.
+fn stamp(mut obj: Value, index: u64, prev: Option<&Value>) -> Value {
+    let spec_changed = prev.is_none_or(|p| p.get("spec") != obj.get("spec"));
+    let Some(md) = metadata_mut(&mut obj) else { return obj };
+    md.insert("resourceVersion".into(), Value::String(index.to_string()));
+    match prev {
+        Some(p) => {
+            for f in ["uid", "creationTimestamp"] {
+                match p.pointer(&format!("/metadata/{f}")) {
+                    Some(v) => md.insert(f.into(), v.clone()),
+                    None => md.remove(f),
+                };
+            }
+            let g = p.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
+            md.insert("generation".into(), Value::from(if spec_changed { g + 1 } else { g }));
+        }
+        None => {
+            md.insert("generation".into(), Value::from(1u64));
+        }
+    }
+    obj
+}
+
+impl SledStateMachine {
+    /// Opens the state trees of `db`; `watch_history` bounds the resumable event history.
+    pub fn open(db: &sled::Db, watch_history: usize) -> Result<Self, StoreError> {
+        let state = db.open_tree("state")?;
+        let sm_meta = db.open_tree("sm_meta")?;
+        let get = |k: &[u8]| -> Result<Option<sled::IVec>, StoreError> { Ok(sm_meta.get(k)?) };
+        let decode = |what: &str, b: &[u8]| -> Result<_, StoreError> {
+            serde_json::from_slice::<Value>(b).map_err(|e| StoreError::Storage(format!("sm_meta/{what}: {e}")))
+        };
+        let mut last_applied: Option<LogId<u64>> = match get(LAST_APPLIED)? {
+            Some(b) => serde_json::from_value(decode("last_applied", &b)?)
+                .map_err(|e| StoreError::Storage(format!("sm_meta/last_applied: {e}")))?,
+            None => None,
+        };
+        let mut membership: Membership = match get(MEMBERSHIP)? {
+            Some(b) => serde_json::from_value(decode("membership", &b)?)
+                .map_err(|e| StoreError::Storage(format!("sm_meta/membership: {e}")))?,
+            None => Membership::default(),
+        };
+        let sm = Self {
+            shared: Arc::new(Shared {
+                db: db.clone(),
+                state,
+                sm_meta,
+                applied: RwLock::new(Applied { last_applied, membership: membership.clone() }),
+                hub: Mutex::new(WatchHub::new(watch_history, last_applied.map_or(0, |l| l.index))),
+            }),
+        };
+        // A crash in the middle of installing a snapshot: redo the install from the stored copy.
+        if let Some((meta, data)) = sm.stored_snapshot().map_err(|e| StoreError::Storage(e.to_string()))? {
+            if meta.last_log_id > last_applied {
+                let body: SnapshotBody = serde_json::from_slice(&data)
+                    .map_err(|e| StoreError::Storage(format!("sm_meta/snapshot_data: {e}")))?;
+                sm.replace_state(&body).map_err(|e| StoreError::Storage(e.to_string()))?;
+                last_applied = body.last_applied;
+                membership = body.membership;
+                let mut a = sm.shared.applied.write().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+                *a = Applied { last_applied, membership };
+                drop(a);
+                sm.hub()?.reset(last_applied.map_or(0, |l| l.index));
+            }
+        }
+        Ok(sm)
+    }
+
+    fn hub(&self) -> Result<std::sync::MutexGuard<'_, WatchHub>, StoreError> {
+        self.shared.hub.lock().map_err(|_| StoreError::Storage("watch hub lock poisoned".into()))
+    }
+
+    /// The index of the last applied entry (0 before any).
+    pub fn last_applied_index(&self) -> u64 {
+        self.shared.applied.read().map(|a| a.last_applied.map_or(0, |l| l.index)).unwrap_or(0)
+    }
+
+    /// Reads one object.
+    pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let _a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        match self.shared.state.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?,
+            )),
+        }
+    }
+
+    /// Lists every object whose key starts with `prefix`, with the revision the list reflects.
+    pub fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), StoreError> {
+        let a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let mut out = Vec::new();
+        for kv in self.shared.state.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            out.push(serde_json::from_slice(&v).map_err(|e| {
+                StoreError::Storage(format!("state/{}: {e}", String::from_utf8_lossy(&k)))
+            })?);
+        }
+        Ok((out, a.last_applied.map_or(0, |l| l.index)))
+    }
+
+    /// Starts a watch (see [`crate::Store::watch`]).
+    pub fn watch(&self, prefix: &str, after: Option<u64>) -> Result<WatchStream, StoreError> {
+        // Taking the read lock first orders this against apply (which holds the write lock
+        // while publishing), so `current` is exact.
+        let a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let current = a.last_applied.map_or(0, |l| l.index);
+        let mut hub = self.hub()?;
+        hub.subscribe(prefix, after, current)
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>, StorageError<u64>> {
+        let m = self.shared.sm_meta.get(SNAPSHOT_META).map_err(read_err)?;
+        let d = self.shared.sm_meta.get(SNAPSHOT_DATA).map_err(read_err)?;
+        match (m, d) {
+            (Some(m), Some(d)) => {
+                let meta = serde_json::from_slice(&m).map_err(read_err)?;
+                Ok(Some((meta, d.to_vec())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Replaces every object and the applied state with a snapshot body (atomically in sled).
+    fn replace_state(&self, body: &SnapshotBody) -> Result<(), StorageError<u64>> {
+        let mut encoded = Vec::with_capacity(body.objects.len());
+        for (k, v) in &body.objects {
+            encoded.push((k.clone(), serde_json::to_vec(v).map_err(sm_err)?));
+        }
+        let la = serde_json::to_vec(&body.last_applied).map_err(sm_err)?;
+        let mem = serde_json::to_vec(&body.membership).map_err(sm_err)?;
+        let old_keys: Vec<sled::IVec> =
+            self.shared.state.iter().keys().collect::<Result<_, _>>().map_err(sm_err)?;
+        use sled::Transactional;
+        (&self.shared.state, &self.shared.sm_meta)
+            .transaction(|(s, m)| {
+                for k in &old_keys {
+                    s.remove(k)?;
+                }
+                for (k, v) in &encoded {
+                    s.insert(k.as_bytes(), v.as_slice())?;
+                }
+                m.insert(LAST_APPLIED, la.as_slice())?;
+                m.insert(MEMBERSHIP, mem.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| sm_err(format!("{e:?}")))?;
+        Ok(())
+    }
+
+    /// Applies one command against `overlay` (pending writes of this apply call) and the tree.
+    fn apply_command(
+        &self,
+        overlay: &mut BTreeMap<String, Option<Value>>,
+        index: u64,
+        cmd: Command,
+        events: &mut Vec<WatchEvent>,
+    ) -> Result<ApplyResult, StorageError<u64>> {
+        let mut local: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(cmd.writes.len());
+        let mut evs = Vec::with_capacity(cmd.writes.len());
+        for w in cmd.writes {
+            let key = w.key().to_owned();
+            let current: Option<Value> = match local.get(&key).or_else(|| overlay.get(&key)) {
+                Some(v) => v.clone(),
+                None => match self.shared.state.get(key.as_bytes()).map_err(read_err)? {
+                    Some(b) => Some(serde_json::from_slice(&b).map_err(read_err)?),
+                    None => None,
+                },
+            };
+            let check = |expected: Option<u64>, cur: &Value| -> Result<(), StoreError> {
+                match expected {
+                    Some(e) if e != revision_of(cur) => {
+                        Err(StoreError::Conflict { key: key.clone(), expected: e, actual: revision_of(cur) })
+                    }
+                    _ => Ok(()),
+                }
+            };
+            let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> = match (w, current) {
+                (Write::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
+                (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
+                    let obj = stamp(object, index, None);
+                    Ok((Some(obj.clone()), outcome(&key, index, obj, true), EventType::Added))
+                }
+                (Write::Update { .. }, None) | (Write::Delete { .. }, None) => {
+                    Err(StoreError::NotFound { key: key.clone() })
+                }
+                (Write::Update { object, expected_revision, .. }, Some(cur)) => check(expected_revision, &cur)
+                    .map(|()| {
+                        let obj = stamp(object, index, Some(&cur));
+                        (Some(obj.clone()), outcome(&key, index, obj, false), EventType::Modified)
+                    }),
+                (Write::Put { object, .. }, Some(cur)) => {
+                    let obj = stamp(object, index, Some(&cur));
+                    Ok((Some(obj.clone()), outcome(&key, index, obj, false), EventType::Modified))
+                }
+                (Write::Delete { expected_revision, .. }, Some(mut cur)) => {
+                    check(expected_revision, &cur).map(|()| {
+                        if let Some(md) = metadata_mut(&mut cur) {
+                            md.insert("resourceVersion".into(), Value::String(index.to_string()));
+                        }
+                        (None, outcome(&key, index, cur, false), EventType::Deleted)
+                    })
+                }
+            };
+            match res {
+                Err(e) => return Ok(Err(e)),
+                Ok((new, out, et)) => {
+                    evs.push(WatchEvent { revision: index, event_type: et, key: key.clone(), object: out.object.clone() });
+                    local.insert(key, new);
+                    outcomes.push(out);
+                }
+            }
+        }
+        overlay.extend(local);
+        events.extend(evs);
+        Ok(Ok(outcomes))
+    }
+}
+
+fn outcome(key: &str, revision: u64, object: Value, created: bool) -> WriteOutcome {
+    WriteOutcome { key: key.to_owned(), revision, object, created }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let body = {
+            let a = self.shared.applied.read().map_err(|_| lock_poisoned())?;
+            let mut objects = Vec::new();
+            for kv in self.shared.state.iter() {
+                let (k, v) = kv.map_err(read_err)?;
+                objects.push((String::from_utf8_lossy(&k).into_owned(), serde_json::from_slice(&v).map_err(read_err)?));
+            }
+            SnapshotBody { last_applied: a.last_applied, membership: a.membership.clone(), objects }
+        };
+        let data = serde_json::to_vec(&body).map_err(sm_err)?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let snapshot_id = match body.last_applied {
+            Some(l) => format!("{}-{}-{}-{nanos}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => format!("none-{nanos}"),
+        };
+        let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
+        let m = serde_json::to_vec(&meta).map_err(sm_err)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, m);
+        batch.insert(SNAPSHOT_DATA, data.as_slice());
+        self.shared.sm_meta.apply_batch(batch).map_err(sm_err)?;
+        // The snapshot allows purging the log: make it (and the state it reflects) durable first.
+        self.shared.db.flush_async().await.map_err(sm_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SledStateMachine {
+    type SnapshotBuilder = SledStateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+        let a = self.shared.applied.read().map_err(|_| lock_poisoned())?;
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut a = self.shared.applied.write().map_err(|_| lock_poisoned())?;
+        let mut last_applied = a.last_applied;
+        let mut membership = a.membership.clone();
+        let mut overlay: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut results = Vec::new();
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => results.push(Ok(Vec::new())),
+                EntryPayload::Normal(cmd) => {
+                    results.push(self.apply_command(&mut overlay, entry.log_id.index, cmd, &mut events)?)
+                }
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    results.push(Ok(Vec::new()));
+                }
+            }
+        }
+        let mut encoded = Vec::with_capacity(overlay.len());
+        for (k, v) in overlay {
+            let v = match v {
+                Some(v) => Some(serde_json::to_vec(&v).map_err(sm_err)?),
+                None => None,
+            };
+            encoded.push((k, v));
+        }
+        let la = serde_json::to_vec(&last_applied).map_err(sm_err)?;
+        let mem = serde_json::to_vec(&membership).map_err(sm_err)?;
+        use sled::Transactional;
+        (&self.shared.state, &self.shared.sm_meta)
+            .transaction(|(s, m)| {
+                for (k, v) in &encoded {
+                    match v {
+                        Some(v) => s.insert(k.as_bytes(), v.as_slice())?,
+                        None => s.remove(k.as_bytes())?,
+                    };
+                }
+                m.insert(LAST_APPLIED, la.as_slice())?;
+                m.insert(MEMBERSHIP, mem.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| sm_err(format!("{e:?}")))?;
+        a.last_applied = last_applied;
+        a.membership = membership;
+        // Published under the write lock: a concurrent list+watch sees either before or after.
+        self.hub().map_err(sm_err)?.publish(events);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = serde_json::from_slice(&data).map_err(sm_err)?;
+        // Keep the snapshot first (durably), so a crash mid-install is redone on open.
+        let m = serde_json::to_vec(meta).map_err(sm_err)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, m);
+        batch.insert(SNAPSHOT_DATA, data.as_slice());
+        self.shared.sm_meta.apply_batch(batch).map_err(sm_err)?;
+        self.shared.db.flush_async().await.map_err(sm_err)?;
+        let body = SnapshotBody {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            objects: body.objects,
+        };
+        let mut a = self.shared.applied.write().map_err(|_| lock_poisoned())?;
+        self.replace_state(&body)?;
+        a.last_applied = body.last_applied;
+        a.membership = body.membership;
+        self.hub().map_err(sm_err)?.reset(body.last_applied.map_or(0, |l| l.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        Ok(self
+            .stored_snapshot()?
+            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

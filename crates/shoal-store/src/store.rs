@@ -1,0 +1,539 @@
+//! [`Store`]: one member of the replicated object store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use serde_json::Value;
+use shoal_proto::raft_server::RaftServer;
+use shoal_proto::{MemberInfoRequest, ReadIndexRequest};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::StoreError;
+use crate::log_store::SledLogStore;
+use crate::network::{ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered};
+use crate::state_machine::SledStateMachine;
+use crate::types::{ClusterStatus, Command, Consistency, MemberStatus, StoreRaft, Write, WriteOutcome};
+use crate::watch::WatchStream;
+
+/// How to run one member.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This member's Raft id (stable across restarts, non-zero).
+    pub node_id: u64,
+    /// Directory of the sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// `host:port` of this member's gRPC server, as the others reach it.
+    pub advertise_addr: String,
+    /// All initial members including this one; empty = a single-member cluster.
+    pub peers: BTreeMap<u64, String>,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Randomised election timeout range.
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot after this many logs since the last one.
+    pub snapshot_every: u64,
+    /// Logs kept after a snapshot (the rest is purged).
+    pub keep_logs_after_snapshot: u64,
+    /// Number of watch events kept for resuming watchers.
+    pub watch_history: usize,
+    /// How long a write or linearizable read keeps retrying across leader changes.
+    pub request_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// A configuration with defaults for everything but identity and paths.
+    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            advertise_addr: advertise_addr.into(),
+            peers: BTreeMap::new(),
+            heartbeat_ms: 100,
+            election_timeout_ms: (300, 600),
+            snapshot_every: 5000,
+            keep_logs_after_snapshot: 1000,
+            watch_history: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Inner {
+    cfg: StoreConfig,
+    raft: StoreRaft,
+    sm: SledStateMachine,
+    db: sled::Db,
+    clients: PeerClients,
+    leader_rx: watch::Receiver<Option<u64>>,
+}
+
+/// One member of the replicated object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("node_id", &self.inner.cfg.node_id)
+            .field("data_dir", &self.inner.cfg.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("store.sled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(&path).flush_every_ms(Some(200)).open() {
+            Ok(db) => return Ok(db),
+            // A previous instance in this process may still be releasing the file lock.
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                if std::time::Instant::now() > deadline {
+                    return Err(StoreError::Storage(format!("opening {}: {e}", path.display())));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(StoreError::Storage(format!("opening {}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Checks a key of the form `Kind/namespace/name` (namespace may be empty).
+fn validate_key(key: &str) -> Result<(), StoreError> {
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts.len() != 3 || parts[0].is_empty() || parts[2].is_empty() {
+        return Err(StoreError::Invalid(format!("key {key:?}: expected Kind/namespace/name")));
+    }
+    Ok(())
+}
+
+/// Fills server-owned creation metadata on a proposed object.
+fn fill_creation_metadata(key: &str, obj: &mut Value) -> Result<(), StoreError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(StoreError::Invalid(format!("object for {key}: expected a JSON object")));
+    };
+    let md = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let Some(md) = md.as_object_mut() else {
+        return Err(StoreError::Invalid(format!("object for {key}: metadata: expected a JSON object")));
+    };
+    md.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    md.insert(
+        "creationTimestamp".into(),
+        Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
+    Ok(())
+}
+
+/// What one attempt of a write produced.
+enum Attempt {
+    Done(Result<Vec<WriteOutcome>, StoreError>),
+    Retry(StoreError),
+}
+
+fn classify(res: ForwardResult) -> Attempt {
+    match res {
+        Ok(resp) => Attempt::Done(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Attempt::Retry(StoreError::Unavailable(format!("leadership moved to {:?}", f.leader_id)))
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Attempt::Done(Err(StoreError::Storage(format!("unexpected membership error: {e}"))))
+        }
+        Err(RaftError::Fatal(e)) => Attempt::Done(Err(StoreError::Indeterminate(format!("leader failed: {e}")))),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the member's sled database and starts its Raft node. Does not serve
+    /// gRPC and does not form a cluster: mount [`Store::raft_service`] and call
+    /// [`Store::bootstrap`].
+    pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        if cfg.node_id == 0 {
+            return Err(StoreError::Invalid("node_id: must be non-zero".into()));
+        }
+        let db = open_db(&cfg.data_dir)?;
+        let log = SledLogStore::open(&db)?;
+        let sm = SledStateMachine::open(&db, cfg.watch_history)?;
+        let config = Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms.0,
+            election_timeout_max: cfg.election_timeout_ms.1,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.keep_logs_after_snapshot,
+            snapshot_max_chunk_size: 1024 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::Invalid(format!("raft config: {e}")))?;
+        let clients = PeerClients::default();
+        let network = NetworkFactory { clients: clients.clone() };
+        let raft = StoreRaft::new(cfg.node_id, Arc::new(config), network, log, sm.clone())
+            .await
+            .map_err(|e| StoreError::Storage(format!("starting raft for member {}: {e}", cfg.node_id)))?;
+
+        let mut metrics = raft.metrics();
+        let first = metrics.borrow().current_leader;
+        let (tx, leader_rx) = watch::channel(first);
+        tokio::spawn(async move {
+            while metrics.changed().await.is_ok() {
+                let l = metrics.borrow().current_leader;
+                tx.send_if_modified(|v| {
+                    let changed = *v != l;
+                    *v = l;
+                    changed
+                });
+            }
+            tx.send_replace(None);
+        });
+        Ok(Store { inner: Arc::new(Inner { cfg, raft, sm, db, clients, leader_rx }) })
+    }
+
+    /// The tonic service carrying Raft traffic to this member; serve it next to the API.
+    pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
+        RaftGrpc { raft: self.inner.raft.clone() }.into_server()
+    }
+
+    /// Forms the cluster from `peers` once: if this data dir was never initialized, the
+    /// lowest-id peer initializes the membership and the others wait until they joined.
+    /// A no-op on restart.
+    pub async fn bootstrap(&self) -> Result<(), StoreError> {
+        let raft = &self.inner.raft;
+        let cfg = &self.inner.cfg;
+        if raft.is_initialized().await.map_err(|e| StoreError::Storage(e.to_string()))? {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = if cfg.peers.is_empty() {
+            BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))])
+        } else {
+            if !cfg.peers.contains_key(&cfg.node_id) {
+                return Err(StoreError::Invalid(format!("peers: member {} is not listed", cfg.node_id)));
+            }
+            cfg.peers.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect()
+        };
+        let lowest = members.keys().next().copied().unwrap_or(cfg.node_id);
+        if lowest == cfg.node_id {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(StoreError::Storage(format!("initializing member {}: {e}", cfg.node_id))),
+            }
+        }
+        let mut m = raft.metrics();
+        loop {
+            if m.borrow().current_leader.is_some() && m.borrow().membership_config.membership().voter_ids().count() > 0
+            {
+                return Ok(());
+            }
+            tracing::debug!(node = cfg.node_id, "waiting to join the cluster");
+            if m.changed().await.is_err() {
+                return Err(StoreError::Shutdown);
+            }
+        }
+    }
+
+    /// This member's id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.cfg.node_id
+    }
+
+    /// True when this member is the leader now.
+    pub async fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.node_id)
+    }
+
+    /// The current leader id, updated on every change (for leader-only loops).
+    pub fn leader_changes(&self) -> watch::Receiver<Option<u64>> {
+        self.inner.leader_rx.clone()
+    }
+
+    fn leader_addr(&self, id: u64) -> Option<String> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// Waits for any metrics change or `step`, whichever is first (bounded by `deadline`).
+    async fn pause(&self, deadline: Instant) {
+        let mut m = self.inner.raft.metrics();
+        let step = Instant::now() + Duration::from_millis(50);
+        let until = step.min(deadline);
+        let _ = tokio::time::timeout_at(until, m.changed()).await;
+        tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(20))).await;
+    }
+
+    /// Applies `batch` atomically as one Raft entry and returns one outcome per write.
+    ///
+    /// On a follower the batch is forwarded to the leader. Attempts are repeated for up to
+    /// `request_timeout` while the failure proves the batch was not proposed (no leader,
+    /// leadership moved, leader unreachable before delivery). When the leader is lost after the
+    /// batch was delivered, the result is [`StoreError::Indeterminate`]: it may have been
+    /// applied; the caller re-reads (preconditions make a blind retry safe).
+    pub async fn write(&self, batch: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut writes = batch;
+        for w in &mut writes {
+            validate_key(w.key())?;
+            match w {
+                Write::Create { key, object } | Write::Put { key, object } => fill_creation_metadata(key, object)?,
+                Write::Update { key, object, .. } => {
+                    if !object.is_object() {
+                        return Err(StoreError::Invalid(format!("object for {key}: expected a JSON object")));
+                    }
+                }
+                Write::Delete { .. } => {}
+            }
+        }
+        let cmd = Command { writes };
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        let me = self.inner.cfg.node_id;
+        let mut last_err = StoreError::NoLeader;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(last_err);
+            }
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let attempt = match leader {
+                None => Attempt::Retry(StoreError::NoLeader),
+                Some(l) if l == me => classify(self.inner.raft.client_write(cmd.clone()).await),
+                Some(l) => self.forward(l, &cmd, deadline).await,
+            };
+            match attempt {
+                Attempt::Done(r) => return r,
+                Attempt::Retry(e) => {
+                    tracing::debug!(node = me, error = %e, "write not proposed, retrying");
+                    last_err = e;
+                    self.pause(deadline).await;
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: u64, cmd: &Command, deadline: Instant) -> Attempt {
+        let Some(addr) = self.leader_addr(leader) else {
+            return Attempt::Retry(StoreError::Unavailable(format!("leader {leader} has no address")));
+        };
+        let mut client = match self.inner.clients.client(leader, &addr) {
+            Ok(c) => c,
+            Err(s) => return Attempt::Done(Err(StoreError::Invalid(s.message().to_owned()))),
+        };
+        let payload = match encode(cmd) {
+            Ok(p) => p,
+            Err(e) => return Attempt::Done(Err(StoreError::Invalid(format!("encoding command: {e}")))),
+        };
+        let mut req = tonic::Request::new(payload);
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100)));
+        match client.forward(req).await {
+            Ok(resp) => match decode::<ForwardResult>(resp.get_ref()) {
+                Ok(r) => classify(r),
+                Err(e) => Attempt::Done(Err(StoreError::Indeterminate(format!("leader {leader} reply: {e}")))),
+            },
+            Err(s) if never_delivered(&s) => {
+                Attempt::Retry(StoreError::Unavailable(format!("leader {leader} at {addr}: {}", s.message())))
+            }
+            Err(s) => Attempt::Done(Err(StoreError::Indeterminate(format!(
+                "forwarding to leader {leader} at {addr}: {}",
+                s.message()
+            )))),
+        }
+    }
+
+    /// Makes the next local read linearizable (see [`Consistency::Linearizable`]).
+    async fn linearize(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + self.inner.cfg.request_timeout;
+        let me = self.inner.cfg.node_id;
+        let mut last_err = StoreError::NoLeader;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(last_err);
+            }
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            match leader {
+                None => last_err = StoreError::NoLeader,
+                Some(l) if l == me => match self.inner.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::Fatal(_)) => return Err(StoreError::Shutdown),
+                    Err(e) => last_err = StoreError::Unavailable(e.to_string()),
+                },
+                Some(l) => match self.read_index_from(l, deadline).await {
+                    Ok(index) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        return self
+                            .inner
+                            .raft
+                            .wait(Some(left))
+                            .applied_index_at_least(Some(index), "linearizable read")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| StoreError::Unavailable(format!("waiting to apply index {index}: {e}")));
+                    }
+                    Err(e) => last_err = e,
+                },
+            }
+            self.pause(deadline).await;
+        }
+    }
+
+    async fn read_index_from(&self, leader: u64, deadline: Instant) -> Result<u64, StoreError> {
+        let addr =
+            self.leader_addr(leader).ok_or_else(|| StoreError::Unavailable(format!("leader {leader} has no address")))?;
+        let mut client = self.inner.clients.client(leader, &addr).map_err(|s| StoreError::Invalid(s.message().into()))?;
+        let mut req = tonic::Request::new(ReadIndexRequest {});
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2)));
+        client
+            .read_index(req)
+            .await
+            .map(|r| r.get_ref().index)
+            .map_err(|s| StoreError::Unavailable(format!("read index from leader {leader} at {addr}: {}", s.message())))
+    }
+
+    /// Reads one object by key.
+    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<Value>, StoreError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        self.inner.sm.get(key)
+    }
+
+    /// Lists every object whose key starts with `prefix` and the revision the list reflects
+    /// (pass it to [`Store::watch`] to follow changes without gaps).
+    pub async fn list(&self, prefix: &str, consistency: Consistency) -> Result<(Vec<Value>, u64), StoreError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        self.inner.sm.list(prefix)
+    }
+
+    /// Follows changes under `prefix` as this member applies them. `None`: from now on;
+    /// `Some(r)`: every event with revision > r first (`TooOld` if r left the history).
+    pub async fn watch(&self, prefix: &str, after_revision: Option<u64>) -> Result<WatchStream, StoreError> {
+        self.inner.sm.watch(prefix, after_revision)
+    }
+
+    /// The revision this member has applied up to.
+    pub fn applied_revision(&self) -> u64 {
+        self.inner.sm.last_applied_index()
+    }
+
+    /// Asks every member for its Raft state (1 s timeout each).
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let me = self.inner.cfg.node_id;
+        let matched = m.replication.clone().unwrap_or_default();
+        let nodes: Vec<(u64, String)> =
+            m.membership_config.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+        let queries = nodes.into_iter().map(|(id, addr)| {
+            let clients = self.inner.clients.clone();
+            let raft = self.inner.raft.clone();
+            let matched_index = matched.get(&id).and_then(|l| l.map(|l| l.index));
+            async move {
+                let info = if id == me {
+                    Ok(crate::network::member_info(&raft))
+                } else {
+                    match clients.client(id, &addr) {
+                        Err(s) => Err(s.message().to_owned()),
+                        Ok(mut c) => {
+                            let mut req = tonic::Request::new(MemberInfoRequest {});
+                            req.set_timeout(Duration::from_secs(1));
+                            match tokio::time::timeout(Duration::from_secs(1), c.member_info(req)).await {
+                                Ok(Ok(r)) => Ok(r.into_inner()),
+                                Ok(Err(s)) => Err(s.message().to_owned()),
+                                Err(_) => Err("timed out after 1s".to_owned()),
+                            }
+                        }
+                    }
+                };
+                match info {
+                    Ok(i) => MemberStatus {
+                        id,
+                        addr,
+                        leader: i.state == "Leader",
+                        healthy: true,
+                        term: i.term,
+                        last_log_index: i.last_log_index,
+                        last_applied: i.last_applied,
+                        matched_index,
+                        error: None,
+                    },
+                    Err(e) => MemberStatus {
+                        id,
+                        addr,
+                        leader: false,
+                        healthy: false,
+                        term: 0,
+                        last_log_index: 0,
+                        last_applied: 0,
+                        matched_index,
+                        error: Some(e),
+                    },
+                }
+            }
+        });
+        let members = futures::future::join_all(queries).await;
+        ClusterStatus { node_id: me, leader: m.current_leader, members }
+    }
+
+    /// Builds a snapshot now and waits (up to 30 s) until it is in place.
+    pub async fn trigger_snapshot(&self) -> Result<(), StoreError> {
+        let target = self.applied_revision();
+        self.inner.raft.trigger().snapshot().await.map_err(|_| StoreError::Shutdown)?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot built")
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("snapshot of member {}: {e}", self.node_id())))
+    }
+
+    /// Purges the log up to `index` (at most up to the last snapshot) and waits (up to 30 s).
+    pub async fn purge_log_upto(&self, index: u64) -> Result<(), StoreError> {
+        self.inner.raft.trigger().purge_log(index).await.map_err(|_| StoreError::Shutdown)?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= index), "log purged")
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("purging log of member {} to {index}: {e}", self.node_id())))
+    }
+
+    /// Stops the Raft node and flushes sled. Other calls fail afterwards; the data dir can be
+    /// reopened once every clone of this `Store` and its service are dropped.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let res = self.inner.raft.shutdown().await;
+        let flushed = self.inner.db.flush_async().await;
+        res.map_err(|e| StoreError::Storage(format!("stopping raft of member {}: {e}", self.node_id())))?;
+        flushed?;
+        Ok(())
+    }
+
+    /// The underlying openraft handle (metrics, advanced use).
+    pub fn raft(&self) -> &StoreRaft {
+        &self.inner.raft
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_need_three_parts() {
+        assert!(validate_key("Pod/default/web").is_ok());
+        assert!(validate_key("Node//n1").is_ok());
+        assert!(validate_key("Pod/web").is_err());
+        assert!(validate_key("/a/b").is_err());
+        assert!(validate_key("Pod/a/").is_err());
+    }
+}

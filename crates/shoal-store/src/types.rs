@@ -1,0 +1,162 @@
+//! Public value types of the store and the Raft type configuration.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::StoreError;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of the store: commands are write batches.
+    pub TypeConfig:
+        D = Command,
+        R = ApplyResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The Raft handle type of the store.
+pub type StoreRaft = openraft::Raft<TypeConfig>;
+
+/// One Raft log entry's payload: a batch applied atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Writes applied in order, all or nothing.
+    pub writes: Vec<Write>,
+}
+
+/// What applying one command produced (identical on every replica).
+pub type ApplyResult = Result<Vec<WriteOutcome>, StoreError>;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// The leader confirms its leadership (followers ask it with ReadIndex), this member waits
+    /// until it applied up to the leader's commit index, then reads locally.
+    #[default]
+    Linearizable,
+    /// Read this member's state machine as it is (may be stale on a follower).
+    Local,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    /// Create a new object; fails with `AlreadyExists` if the key exists.
+    Create {
+        /// `Kind/namespace/name`.
+        key: String,
+        /// The object document.
+        object: Value,
+    },
+    /// Replace an existing object; fails with `NotFound` or `Conflict`.
+    Update {
+        /// `Kind/namespace/name`.
+        key: String,
+        /// The new object document.
+        object: Value,
+        /// Compare-and-swap on the current revision when set.
+        expected_revision: Option<u64>,
+    },
+    /// Create or replace, without precondition.
+    Put {
+        /// `Kind/namespace/name`.
+        key: String,
+        /// The object document.
+        object: Value,
+    },
+    /// Remove an object; fails with `NotFound` or `Conflict`.
+    Delete {
+        /// `Kind/namespace/name`.
+        key: String,
+        /// Compare-and-swap on the current revision when set.
+        expected_revision: Option<u64>,
+    },
+}
+
+impl Write {
+    /// The key this write touches.
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Create { key, .. }
+            | Write::Update { key, .. }
+            | Write::Put { key, .. }
+            | Write::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// The result of one applied write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// The key written.
+    pub key: String,
+    /// The revision of the write (the log index of its entry).
+    pub revision: u64,
+    /// The stored object after the write; for a delete, the object as it was (with
+    /// `metadata.resourceVersion` set to the deletion's revision).
+    pub object: Value,
+    /// True when the write created the object.
+    pub created: bool,
+}
+
+/// The kind of change a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    /// The object was created.
+    Added,
+    /// The object was replaced.
+    Modified,
+    /// The object was removed.
+    Deleted,
+}
+
+/// One change published to watchers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The revision of the change (log index); writes of one batch share it.
+    pub revision: u64,
+    /// Added, Modified or Deleted.
+    pub event_type: EventType,
+    /// The object's key.
+    pub key: String,
+    /// The object after the change (for Deleted: the last state).
+    pub object: Value,
+}
+
+/// One member as seen by [`crate::Store::status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Raft node id.
+    pub id: u64,
+    /// Advertised gRPC address.
+    pub addr: String,
+    /// True when the member answered and says it is the leader.
+    pub leader: bool,
+    /// True when the member answered its MemberInfo in time.
+    pub healthy: bool,
+    /// The member's current term.
+    pub term: u64,
+    /// The member's last log index.
+    pub last_log_index: u64,
+    /// The member's last applied index.
+    pub last_applied: u64,
+    /// The index the leader knows to be replicated on it (only when asked on the leader).
+    pub matched_index: Option<u64>,
+    /// Why the member did not answer.
+    pub error: Option<String>,
+}
+
+/// The cluster as seen from one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The member that answered.
+    pub node_id: u64,
+    /// The leader as this member knows it.
+    pub leader: Option<u64>,
+    /// Every voter and learner of the current membership.
+    pub members: Vec<MemberStatus>,
+}
