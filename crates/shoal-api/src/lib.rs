@@ -1,4 +1,50 @@
-//! Shoal's resource model: Pod, Deployment, Service, Node, Event; multi-document
-//! YAML manifests; validation; label selectors; quantities. Pure: no I/O, and it
-//! must never depend on another crate of ours.
+//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints;
+//! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
+//! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
+
+pub mod deployment;
+pub mod endpoints;
+pub mod event;
+pub mod intorstring;
+pub mod kind;
+pub mod manifest;
+pub mod meta;
+pub mod namespace;
+pub mod node;
+pub mod object;
+pub mod pod;
+pub mod quantity;
+pub mod selector;
+pub mod service;
+pub mod validation;
+
+pub use deployment::{
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, DeploymentStrategyType,
+    PodTemplateMeta, PodTemplateSpec, RollingUpdate, template_hash,
+};
+pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
+pub use event::{Event, EventSource, EventType};
+pub use intorstring::IntOrString;
+pub use kind::{API_VERSION, Kind, UnknownKind};
+pub use manifest::{ManifestError, parse_manifests};
+pub use meta::{
+    Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Protocol,
+    find_condition,
+};
+pub use namespace::{Namespace, NamespacePhase, NamespaceStatus};
+pub use node::{
+    Node, NodeAddress, NodeAddressType, NodeSpec, NodeStatus, NodeSystemInfo, Taint, WireguardInfo,
+};
+pub use object::{DEFAULT_NAMESPACE, Object, Resource, key_for};
+pub use pod::{
+    Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume,
+    HttpGetAction, Pod, PodPhase, PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements,
+    RestartPolicy, SecurityContext, TaintEffect, TcpSocketAction, Toleration, TolerationOperator,
+    Volume, VolumeMount,
+};
+pub use quantity::{Quantity, QuantityError, ResourceList, Resources};
+pub use selector::{LabelSelector, LabelSelectorSpec, SelectorError};
+pub use service::{Service, ServicePort, ServiceSpec, ServiceType};
+pub use validation::{FieldError, ValidationErrors};

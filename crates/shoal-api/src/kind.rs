@@ -1,0 +1,192 @@
+//! The kinds of objects Shoal stores.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// The API version Shoal writes on every object.
+pub const API_VERSION: &str = "shoal/v1";
+
+/// A kind of object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A group of containers sharing a network namespace, bound to one node.
+    Pod,
+    /// A replicated, rolling-updated set of pods made from a template.
+    Deployment,
+    /// A stable virtual IP and DNS name load-balanced to selected pods.
+    Service,
+    /// A machine running the agent (cluster-scoped).
+    Node,
+    /// A record of something that happened to an object.
+    Event,
+    /// A namespace for other objects (cluster-scoped).
+    Namespace,
+    /// The ready addresses behind a Service (written by the controller).
+    Endpoints,
+}
+
+/// The name given to [`Kind::from_str`] is not a kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep)"
+)]
+pub struct UnknownKind(pub String);
+
+impl Kind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Kind; 7] = [
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Node,
+        Kind::Event,
+        Kind::Namespace,
+        Kind::Endpoints,
+    ];
+
+    /// The name as written in manifests: `Pod`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::Deployment => "Deployment",
+            Kind::Service => "Service",
+            Kind::Node => "Node",
+            Kind::Event => "Event",
+            Kind::Namespace => "Namespace",
+            Kind::Endpoints => "Endpoints",
+        }
+    }
+
+    /// True for kinds that live in a namespace (all but Node and Namespace).
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Node | Kind::Namespace)
+    }
+
+    /// The lower-case plural: `pods`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Deployment => "deployments",
+            Kind::Service => "services",
+            Kind::Node => "nodes",
+            Kind::Event => "events",
+            Kind::Namespace => "namespaces",
+            Kind::Endpoints => "endpoints",
+        }
+    }
+
+    /// The API version Shoal writes: `shoal/v1`.
+    pub fn api_version(self) -> &'static str {
+        API_VERSION
+    }
+
+    /// The Kubernetes API version of the same kind: `v1`, or `apps/v1` for Deployment.
+    pub fn kubernetes_api_version(self) -> &'static str {
+        match self {
+            Kind::Deployment => "apps/v1",
+            _ => "v1",
+        }
+    }
+
+    /// True when manifests may use `api_version` for this kind (`shoal/v1` or Kubernetes').
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        api_version == API_VERSION || api_version == self.kubernetes_api_version()
+    }
+
+    /// The kind written exactly as in manifests (`Pod`), if it is one.
+    pub fn from_manifest_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
+    /// `deployment`, `deployments`, `deploy`, `service`, `services`, `svc`, `node`, `nodes`,
+    /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`.
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "pod" | "pods" | "po" => Kind::Pod,
+            "deployment" | "deployments" | "deploy" => Kind::Deployment,
+            "service" | "services" | "svc" => Kind::Service,
+            "node" | "nodes" | "no" => Kind::Node,
+            "event" | "events" | "ev" => Kind::Event,
+            "namespace" | "namespaces" | "ns" => Kind::Namespace,
+            "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
+            _ => return Err(UnknownKind(s.to_string())),
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let s = String::deserialize(d)?;
+        Kind::from_manifest_name(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, got {s:?}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_case_insensitive() {
+        for (s, k) in [
+            ("pod", Kind::Pod),
+            ("PODS", Kind::Pod),
+            ("po", Kind::Pod),
+            ("Deploy", Kind::Deployment),
+            ("deployments", Kind::Deployment),
+            ("svc", Kind::Service),
+            ("no", Kind::Node),
+            ("nodes", Kind::Node),
+            ("ev", Kind::Event),
+            ("ns", Kind::Namespace),
+            ("ep", Kind::Endpoints),
+            ("Endpoints", Kind::Endpoints),
+        ] {
+            assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
+        }
+        let e = "widgets".parse::<Kind>().unwrap_err().to_string();
+        assert!(e.starts_with("unknown kind \"widgets\""), "{e}");
+    }
+
+    #[test]
+    fn names_and_scope() {
+        assert_eq!(Kind::Pod.to_string(), "Pod");
+        assert_eq!(Kind::Deployment.plural(), "deployments");
+        assert_eq!(Kind::Pod.api_version(), "shoal/v1");
+        assert!(Kind::Pod.namespaced());
+        assert!(!Kind::Node.namespaced());
+        assert!(!Kind::Namespace.namespaced());
+        assert!(Kind::Deployment.accepts_api_version("apps/v1"));
+        assert!(!Kind::Deployment.accepts_api_version("v1"));
+        assert!(Kind::Pod.accepts_api_version("v1"));
+        assert!(Kind::Pod.accepts_api_version("shoal/v1"));
+        assert!(!Kind::Pod.accepts_api_version("apps/v1"));
+        for k in Kind::ALL {
+            assert_eq!(k.to_string().parse::<Kind>().unwrap(), k);
+            assert_eq!(k.plural().parse::<Kind>().unwrap(), k);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), k);
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Multi-document YAML manifests: parse, default and validate every document, or
+//! report the first bad one with file, document, object and field path.
+
+use crate::object::Object;
+use crate::validation::ValidationErrors;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Why a manifest was rejected. Every variant names the file and the 1-based document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The YAML itself is malformed.
+    #[error("{file}: document {document}: line {line}, column {column}: invalid YAML: {message}")]
+    Syntax {
+        /// File name as given (`-` for stdin).
+        file: String,
+        /// 1-based document index.
+        document: usize,
+        /// 1-based line in the file.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A document does not fit the schema or breaks a validation rule.
+    #[error("{}", Invalid { file, document, object, errors })]
+    Invalid {
+        /// File name as given (`-` for stdin).
+        file: String,
+        /// 1-based document index.
+        document: usize,
+        /// `Kind name` as far as it could be read (`Deployment web`).
+        object: Option<String>,
+        /// The problems, each with its field path.
+        errors: ValidationErrors,
+    },
+    /// The same object (kind, namespace, name) appears twice.
+    #[error(
+        "{file}: document {document} ({object}): the same object is already defined in document {first}"
+    )]
+    Duplicate {
+        /// File name as given (`-` for stdin).
+        file: String,
+        /// 1-based index of the second occurrence.
+        document: usize,
+        /// `Kind name`.
+        object: String,
+        /// 1-based index of the first occurrence.
+        first: usize,
+    },
+}
+
+struct Invalid<'a> {
+    file: &'a str,
+    document: &'a usize,
+    object: &'a Option<String>,
+    errors: &'a ValidationErrors,
+}
+
+impl fmt::Display for Invalid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.object {
+            Some(o) => format!("{}: document {} ({o})", self.file, self.document),
+            None => format!("{}: document {}", self.file, self.document),
+        };
+        if self.errors.errors.is_empty() {
+            return write!(f, "{prefix}: invalid");
+        }
+        for (i, e) in self.errors.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{prefix}: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ManifestError {
+    /// The file name the error refers to.
+    pub fn file(&self) -> &str {
+        match self {
+            ManifestError::Syntax { file, .. }
+            | ManifestError::Invalid { file, .. }
+            | ManifestError::Duplicate { file, .. } => file,
+        }
+    }
+
+    /// The 1-based document index the error refers to.
+    pub fn document(&self) -> usize {
+        match self {
+            ManifestError::Syntax { document, .. }
+            | ManifestError::Invalid { document, .. }
+            | ManifestError::Duplicate { document, .. } => *document,
+        }
+    }
+}
+
+/// "Kind name" from a raw document, as far as it can be read.
+fn describe(value: &serde_json::Value) -> Option<String> {
+    let kind = value.get("kind").and_then(|k| k.as_str())?;
+    match value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+    {
+        Some(name) if !name.is_empty() => Some(format!("{kind} {name}")),
+        _ => Some(kind.to_string()),
+    }
+}
+
+fn syntax_error(file: &str, document: usize, e: &serde_yaml_ng::Error) -> ManifestError {
+    let mut message = e.to_string();
+    let (line, column) = match e.location() {
+        Some(l) => {
+            // The location is reported separately: drop " at line L column C" from the text.
+            let at = format!(" at line {} column {}", l.line(), l.column());
+            message = message.replacen(&at, "", 1);
+            (l.line(), l.column())
+        }
+        None => (0, 0),
+    };
+    ManifestError::Syntax {
+        file: file.to_string(),
+        document,
+        line,
+        column,
+        message,
+    }
+}
+
+/// Parses a multi-document YAML (or JSON) manifest. `source` names the file in
+/// messages (`-` for stdin). Empty documents are skipped; every other document must be
+/// a supported kind with a supported `apiVersion`, without unknown fields, and valid.
+/// Namespaced objects without a namespace get `default`. Returns every object, in
+/// order, or the first error: nothing half-parses.
+pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
+    let mut objects = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Syntax first, for the whole file, so that a YAML error anywhere is reported as such.
+    let mut documents = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let yaml =
+            serde_yaml_ng::Value::deserialize(doc).map_err(|e| syntax_error(source, i + 1, &e))?;
+        documents.push(yaml);
+    }
+    for (i, mut yaml) in documents.into_iter().enumerate() {
+        let document = i + 1;
+        if yaml.is_null() {
+            continue;
+        }
+        let invalid = |object: Option<String>, errors: ValidationErrors| ManifestError::Invalid {
+            file: source.to_string(),
+            document,
+            object,
+            errors,
+        };
+        yaml.apply_merge().map_err(|e| {
+            invalid(
+                None,
+                ValidationErrors::single("", format!("invalid merge key: {e}")),
+            )
+        })?;
+        let json: serde_json::Value = serde_json::to_value(&yaml).map_err(|e| {
+            invalid(
+                None,
+                ValidationErrors::single("", format!("cannot be represented as JSON: {e}")),
+            )
+        })?;
+        let described = describe(&json);
+        let mut object = Object::from_json(&json).map_err(|e| invalid(described.clone(), e))?;
+        object.set_defaults();
+        object
+            .validate()
+            .map_err(|e| invalid(Some(object.describe()), e))?;
+        if let Some(first) = seen.insert(object.key(), document) {
+            return Err(ManifestError::Duplicate {
+                file: source.to_string(),
+                document,
+                object: object.describe(),
+                first,
+            });
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+
+    const WEB: &str = include_str!("../../../examples/web.yaml");
+
+    #[test]
+    fn example_manifest_parses() {
+        let objs = parse_manifests("web.yaml", WEB).unwrap();
+        let keys: Vec<String> = objs.iter().map(Object::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "Deployment/default/web",
+                "Service/default/web",
+                "Pod/default/web-1"
+            ]
+        );
+        let Object::Deployment(d) = &objs[0] else {
+            panic!("not a deployment")
+        };
+        assert_eq!(d.spec.replicas, 3);
+        let c = &d.spec.template.spec.containers[0];
+        assert_eq!(c.resources.requests["cpu"].as_millis(), 100);
+        assert_eq!(c.resources.requests["memory"].as_bytes(), 32 << 20);
+    }
+
+    #[test]
+    fn replicas_error_format() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: busybox}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: three\n";
+        let e = parse_manifests("web.yaml", text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "web.yaml: document 2 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\""
+        );
+        assert_eq!(e.document(), 2);
+    }
+
+    #[test]
+    fn unknown_field_names_the_path() {
+        let text = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicyy: Always\n";
+        let e = parse_manifests("pod.yaml", text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "pod.yaml: document 1 (Pod p): spec.containers[0].imagePullPolicyy: unknown field"
+            ),
+            "{e}"
+        );
+        let text = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: p, generateName: x}\nspec: {containers: [{name: c, image: i}]}\n";
+        let e = parse_manifests("pod.yaml", text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("pod.yaml: document 1 (Pod p): metadata.generateName: unknown field"),
+            "{e}"
+        );
+        let text = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\nextra: 1\n";
+        let e = parse_manifests("pod.yaml", text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("pod.yaml: document 1 (Pod p): extra: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let text = "apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n";
+        let e = parse_manifests("bad.yaml", text).unwrap_err();
+        match &e {
+            ManifestError::Syntax { document, line, .. } => {
+                assert_eq!(*document, 2);
+                assert!(*line >= 7, "line {line}");
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+        assert!(
+            e.to_string().starts_with("bad.yaml: document 2: line "),
+            "{e}"
+        );
+        let text = "kind: Pod\n  bad: indent\n";
+        let e = parse_manifests("bad.yaml", text).unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax { line: 2, .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("bad.yaml: document 1: line 2, column "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_name_is_reported() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1}\nspec: {containers: [{name: c, image: busybox}]}\n";
+        let e = parse_manifests("-", text).unwrap_err().to_string();
+        assert!(e.starts_with("-: document 1 (Pod Web_1): metadata.name: \"Web_1\" is not a valid DNS-1123 subdomain"), "{e}");
+    }
+
+    #[test]
+    fn error_in_second_document_names_it_and_nothing_is_returned() {
+        let text = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\n# just a comment\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: lots}}}]}\n";
+        let e = parse_manifests("m.yaml", text).unwrap_err();
+        assert_eq!(e.document(), 3);
+        let s = e.to_string();
+        assert!(s.starts_with("m.yaml: document 3 (Pod p): spec.containers[0].resources.requests.cpu: invalid quantity \"lots\""), "{s}");
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 80}]}\n";
+        let e = parse_manifests("m.yaml", text).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("m.yaml: document 2 (Service Web): metadata.name:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn all_validation_errors_are_listed() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: -x}}\nspec: {containers: [{name: C, image: busybox}]}\n";
+        let s = parse_manifests("m.yaml", text).unwrap_err().to_string();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 2, "{s}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("m.yaml: document 1 (Pod p): ")),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_api_versions_are_accepted() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox}]}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: node1}\n";
+        let objs = parse_manifests("k8s.yaml", text).unwrap();
+        assert_eq!(
+            objs.iter().map(Object::kind).collect::<Vec<_>>(),
+            [Kind::Deployment, Kind::Namespace, Kind::Node]
+        );
+        assert_eq!(objs[0].namespace(), "default");
+        assert_eq!(objs[0].meta().namespace.as_deref(), Some("default"));
+        assert_eq!(objs[1].meta().namespace, None);
+        let text = "apiVersion: v1\nkind: Deployment\nmetadata: {name: web}\n";
+        let e = parse_manifests("k8s.yaml", text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "k8s.yaml: document 1 (Deployment web): apiVersion: unsupported apiVersion \"v1\" for Deployment: expected shoal/v1 or apps/v1"
+        );
+    }
+
+    #[test]
+    fn empty_input_and_documents_are_skipped() {
+        assert!(parse_manifests("e.yaml", "").unwrap().is_empty());
+        assert!(
+            parse_manifests("e.yaml", "---\n---\n# c\n")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn duplicates_and_non_mappings_are_rejected() {
+        let doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let e = parse_manifests("d.yaml", &format!("{doc}---\n{doc}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "d.yaml: document 2 (Namespace a): the same object is already defined in document 1"
+        );
+        let e = parse_manifests("d.yaml", "- a\n- b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("d.yaml: document 1: expected a mapping"),
+            "{e}"
+        );
+        let e = parse_manifests("d.yaml", "apiVersion: v1\napiVersion: v1\n").unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn json_manifests_and_merge_keys() {
+        let text = r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}"#;
+        assert_eq!(parse_manifests("n.json", text).unwrap().len(), 1);
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - &base {name: a, image: busybox}\n  - <<: *base\n    name: b\n";
+        let objs = parse_manifests("m.yaml", text).unwrap();
+        let Object::Pod(p) = &objs[0] else {
+            panic!("not a pod")
+        };
+        assert_eq!(p.spec.containers[1].image, "busybox");
+        assert_eq!(p.spec.containers[1].name, "b");
+    }
+}

@@ -1,0 +1,46 @@
+//! Namespace: a scope for the names of namespaced objects.
+
+use crate::meta::ObjectMeta;
+use crate::validation::{self as v, ValidationErrors};
+use serde::{Deserialize, Serialize};
+
+/// A namespace (cluster-scoped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespace {
+    /// Name (DNS-1123 label), labels, server-set fields.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Observed state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NamespaceStatus>,
+}
+
+/// Lifecycle phase of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NamespacePhase {
+    /// In use.
+    #[default]
+    Active,
+    /// Being deleted with its objects.
+    Terminating,
+}
+
+/// Observed state of a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceStatus {
+    /// Phase.
+    #[serde(default)]
+    pub phase: NamespacePhase,
+}
+
+impl Namespace {
+    /// Checks the name (DNS-1123 label) and labels.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::new();
+        self.metadata
+            .validate(crate::Kind::Namespace, v::check_dns1123_label, &mut errs);
+        errs.into_result()
+    }
+}

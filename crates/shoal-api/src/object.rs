@@ -1,0 +1,564 @@
+//! `Object`: any stored object, its key, and its JSON form (always with `apiVersion`
+//! and `kind`).
+
+use crate::deployment::Deployment;
+use crate::endpoints::Endpoints;
+use crate::event::Event;
+use crate::kind::{API_VERSION, Kind};
+use crate::meta::ObjectMeta;
+use crate::namespace::Namespace;
+use crate::node::Node;
+use crate::pod::Pod;
+use crate::service::Service;
+use crate::validation::{FieldError, ValidationErrors};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The namespace objects get when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Any object of a supported kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A pod.
+    Pod(Pod),
+    /// A deployment.
+    Deployment(Deployment),
+    /// A service.
+    Service(Service),
+    /// A node.
+    Node(Node),
+    /// An event.
+    Event(Event),
+    /// A namespace.
+    Namespace(Namespace),
+    /// The endpoints of a service.
+    Endpoints(Endpoints),
+}
+
+/// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
+pub trait Resource:
+    Clone + Serialize + DeserializeOwned + Into<Object> + TryFrom<Object, Error = Object>
+{
+    /// The kind.
+    const KIND: Kind;
+    /// The metadata.
+    fn metadata(&self) -> &ObjectMeta;
+    /// The metadata, mutable.
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! each_kind {
+    ($($kind:ident),*) => {
+        $(
+            impl From<$kind> for Object {
+                fn from(v: $kind) -> Object {
+                    Object::$kind(v)
+                }
+            }
+
+            impl TryFrom<Object> for $kind {
+                type Error = Object;
+
+                /// Unwraps the object, or gives it back when it is of another kind.
+                fn try_from(o: Object) -> Result<$kind, Object> {
+                    match o {
+                        Object::$kind(v) => Ok(v),
+                        other => Err(other),
+                    }
+                }
+            }
+
+            impl Resource for $kind {
+                const KIND: Kind = Kind::$kind;
+
+                fn metadata(&self) -> &ObjectMeta {
+                    &self.metadata
+                }
+
+                fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                    &mut self.metadata
+                }
+            }
+        )*
+
+        impl Object {
+            /// The kind.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(Object::$kind(_) => Kind::$kind,)*
+                }
+            }
+
+            /// The metadata.
+            pub fn meta(&self) -> &ObjectMeta {
+                match self {
+                    $(Object::$kind(v) => &v.metadata,)*
+                }
+            }
+
+            /// The metadata, mutable.
+            pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+                match self {
+                    $(Object::$kind(v) => &mut v.metadata,)*
+                }
+            }
+
+            /// Checks the object with the rules of its kind.
+            pub fn validate(&self) -> Result<(), ValidationErrors> {
+                match self {
+                    $(Object::$kind(v) => v.validate(),)*
+                }
+            }
+
+            fn decode(kind: Kind, value: serde_json::Value) -> Result<Object, ValidationErrors> {
+                Ok(match kind {
+                    $(Kind::$kind => Object::$kind(decode_as(value)?),)*
+                })
+            }
+
+            fn inner_to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+                match self {
+                    $(Object::$kind(v) => serde_json::to_value(v),)*
+                }
+            }
+        }
+    };
+}
+
+each_kind!(Pod, Deployment, Service, Node, Event, Namespace, Endpoints);
+
+/// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
+/// kinds (`Node//node1`).
+pub fn key_for(kind: Kind, namespace: &str, name: &str) -> String {
+    let ns = if kind.namespaced() { namespace } else { "" };
+    format!("{kind}/{ns}/{name}")
+}
+
+/// Reads `apiVersion` and `kind` of a JSON object and checks they are supported.
+pub(crate) fn type_of(value: &serde_json::Value) -> Result<Kind, ValidationErrors> {
+    let Some(map) = value.as_object() else {
+        return Err(ValidationErrors::single(
+            "",
+            format!(
+                "expected a mapping with apiVersion, kind, metadata and spec, got {}",
+                describe_json(value)
+            ),
+        ));
+    };
+    let kind = match map.get("kind") {
+        None => return Err(ValidationErrors::single("kind", "required field is missing")),
+        Some(serde_json::Value::String(s)) => Kind::from_manifest_name(s).ok_or_else(|| {
+            ValidationErrors::single(
+                "kind",
+                format!(
+                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints"
+                ),
+            )
+        })?,
+        Some(other) => {
+            return Err(ValidationErrors::single(
+                "kind",
+                format!("expected a string, got {}", describe_json(other)),
+            ));
+        }
+    };
+    match map.get("apiVersion") {
+        None => Err(ValidationErrors::single(
+            "apiVersion",
+            format!(
+                "required field is missing: use {API_VERSION} or {}",
+                kind.kubernetes_api_version()
+            ),
+        )),
+        Some(serde_json::Value::String(v)) if kind.accepts_api_version(v) => Ok(kind),
+        Some(v) => Err(ValidationErrors::single(
+            "apiVersion",
+            format!(
+                "unsupported apiVersion {} for {kind}: expected {API_VERSION} or {}",
+                describe_json(v),
+                kind.kubernetes_api_version()
+            ),
+        )),
+    }
+}
+
+fn describe_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Array(_) => "a list".into(),
+        serde_json::Value::Object(_) => "a mapping".into(),
+        other => other.to_string(),
+    }
+}
+
+fn decode_as<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ValidationErrors> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.inner().to_string();
+        let mut errs = ValidationErrors::new();
+        errs.errors.push(humanize(&path, &message));
+        errs
+    })
+}
+
+fn strip_ticks(s: &str) -> String {
+    s.replace('`', "")
+}
+
+fn expected_phrase(e: &str) -> String {
+    match e {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer".into(),
+        "i32" => "a 32-bit integer".into(),
+        "i8" | "i16" | "i64" | "isize" => "an integer".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a mapping".into(),
+        "a formatted date and time string or a unix timestamp"
+        | "a formatted date and time string" => {
+            "an RFC 3339 timestamp such as \"2025-01-31T12:00:00Z\"".into()
+        }
+        e if e.starts_with("struct ") => "a mapping".into(),
+        e if e.starts_with("enum ") => "a string".into(),
+        e if e.starts_with("one of ") || e.starts_with('`') => {
+            let list = strip_ticks(e);
+            if list.starts_with("one of ") {
+                list
+            } else {
+                format!("one of {list}").replace(" or ", ", ")
+            }
+        }
+        e => e.to_string(),
+    }
+}
+
+fn got_phrase(u: &str) -> String {
+    if let Some(s) = u.strip_prefix("string ") {
+        return s.to_string();
+    }
+    for prefix in ["integer ", "floating point ", "boolean ", "character "] {
+        if let Some(s) = u.strip_prefix(prefix) {
+            return strip_ticks(s);
+        }
+    }
+    match u {
+        "map" => "a mapping".into(),
+        "sequence" => "a list".into(),
+        "unit value" | "null" | "Option value" => "null".into(),
+        u => strip_ticks(u),
+    }
+}
+
+/// Turns serde's wording into ours: `expected a non-negative integer, got "three"`,
+/// `spec.x: unknown field`, `spec.y: required field is missing`.
+pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
+    let child = |name: &str| {
+        let last = path.rsplit('.').next().unwrap_or("");
+        if path.is_empty() {
+            name.to_string()
+        } else if last == name {
+            path.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let between_ticks = |s: &str| s.split('`').nth(1).unwrap_or("").to_string();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = between_ticks(message);
+        let supported = rest
+            .split_once(", expected ")
+            .map(|(_, list)| strip_ticks(list.trim_start_matches("one of ")).replace(" or ", ", "))
+            .filter(|l| !l.is_empty());
+        return FieldError {
+            field: child(&name),
+            message: match supported {
+                Some(list) => format!("unknown field (supported fields: {list})"),
+                None => "unknown field".into(),
+            },
+        };
+    }
+    if message.starts_with("missing field `") {
+        return FieldError {
+            field: child(&between_ticks(message)),
+            message: "required field is missing".into(),
+        };
+    }
+    if message.starts_with("unknown variant `") {
+        let value = between_ticks(message);
+        let expected = message
+            .split_once(", expected ")
+            .map(|(_, e)| expected_phrase(e))
+            .unwrap_or_else(|| "a supported value".into());
+        return FieldError {
+            field: path.to_string(),
+            message: format!("expected {expected}, got {value:?}"),
+        };
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+                return FieldError {
+                    field: path.to_string(),
+                    message: format!(
+                        "expected {}, got {}",
+                        expected_phrase(expected),
+                        got_phrase(got)
+                    ),
+                };
+            }
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid length ") {
+        if let Some((n, expected)) = rest.split_once(", expected ") {
+            return FieldError {
+                field: path.to_string(),
+                message: format!("expected {}, got {n} elements", expected_phrase(expected)),
+            };
+        }
+    }
+    if message.starts_with("input ")
+        || message.starts_with("premature end of input")
+        || message.starts_with("trailing input")
+    {
+        return FieldError {
+            field: path.to_string(),
+            message: format!(
+                "expected an RFC 3339 timestamp such as \"2025-01-31T12:00:00Z\" ({message})"
+            ),
+        };
+    }
+    FieldError {
+        field: path.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct Typed<'a, T> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: Kind,
+    #[serde(flatten)]
+    object: &'a T,
+}
+
+impl Object {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// The namespace: `""` for cluster-scoped kinds, `default` when unset.
+    pub fn namespace(&self) -> &str {
+        if self.kind().namespaced() {
+            self.meta()
+                .namespace
+                .as_deref()
+                .unwrap_or(DEFAULT_NAMESPACE)
+        } else {
+            ""
+        }
+    }
+
+    /// The store key `Kind/namespace/name` (see [`key_for`]).
+    pub fn key(&self) -> String {
+        key_for(self.kind(), self.namespace(), self.name())
+    }
+
+    /// "Kind name" for messages (`Deployment web`).
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind(), self.name())
+    }
+
+    /// Fills in defaults a manifest may omit: `metadata.namespace` (`default`) for
+    /// namespaced kinds, a Service's `targetPort`.
+    pub fn set_defaults(&mut self) {
+        if self.kind().namespaced() && self.meta().namespace.is_none() {
+            self.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_string());
+        }
+        if let Object::Service(s) = self {
+            s.set_defaults();
+        }
+    }
+
+    /// The JSON form, with `apiVersion: shoal/v1` and `kind`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = match self.inner_to_value() {
+            Ok(serde_json::Value::Object(m)) => m,
+            // Serializing these types cannot fail: every map key is a string.
+            _ => serde_json::Map::new(),
+        };
+        value.insert("apiVersion".into(), API_VERSION.into());
+        value.insert("kind".into(), self.kind().as_str().into());
+        serde_json::Value::Object(value)
+    }
+
+    /// The JSON form as compact text.
+    pub fn to_json_string(&self) -> String {
+        self.to_json().to_string()
+    }
+
+    /// Decodes the JSON form (as stored by the server: with status and server-set
+    /// metadata). `apiVersion` may be `shoal/v1` or the Kubernetes one. Unknown fields
+    /// are errors. Does not validate or apply defaults.
+    pub fn from_json(value: &serde_json::Value) -> Result<Object, ValidationErrors> {
+        let kind = type_of(value)?;
+        let mut value = value.clone();
+        if let Some(m) = value.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        Object::decode(kind, value)
+    }
+
+    /// Decodes JSON text (see [`Object::from_json`]).
+    pub fn from_json_str(text: &str) -> Result<Object, ValidationErrors> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ValidationErrors::single("", format!("invalid JSON: {e}")))?;
+        Object::from_json(&value)
+    }
+
+    /// The YAML form (fields in declaration order, `apiVersion` and `kind` first).
+    pub fn to_yaml_string(&self) -> String {
+        let result = match self {
+            Object::Pod(v) => typed_yaml(Kind::Pod, v),
+            Object::Deployment(v) => typed_yaml(Kind::Deployment, v),
+            Object::Service(v) => typed_yaml(Kind::Service, v),
+            Object::Node(v) => typed_yaml(Kind::Node, v),
+            Object::Event(v) => typed_yaml(Kind::Event, v),
+            Object::Namespace(v) => typed_yaml(Kind::Namespace, v),
+            Object::Endpoints(v) => typed_yaml(Kind::Endpoints, v),
+        };
+        // Serializing these types cannot fail: every map key is a string.
+        result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))
+    }
+}
+
+fn typed_yaml<T: Serialize>(kind: Kind, object: &T) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&Typed {
+        api_version: API_VERSION,
+        kind,
+        object,
+    })
+}
+
+impl Serialize for Object {
+    /// Serializes the JSON form (with `apiVersion` and `kind`).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    /// Deserializes the JSON form (see [`Object::from_json`]).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Object, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Object::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys() {
+        assert_eq!(key_for(Kind::Node, "", "node1"), "Node//node1");
+        assert_eq!(key_for(Kind::Node, "default", "node1"), "Node//node1");
+        assert_eq!(key_for(Kind::Pod, "default", "web-1"), "Pod/default/web-1");
+        let o = Object::from_json(
+            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+        )
+        .unwrap();
+        assert_eq!(o.key(), "Node//n1");
+        assert_eq!(o.namespace(), "");
+    }
+
+    #[test]
+    fn humanized_messages() {
+        let e = humanize(
+            "spec.replicas",
+            "invalid type: string \"three\", expected a non-negative integer",
+        );
+        assert_eq!(
+            e.to_string(),
+            "spec.replicas: expected a non-negative integer, got \"three\""
+        );
+        let e = humanize("spec.x", "invalid value: integer `-1`, expected u32");
+        assert_eq!(
+            e.to_string(),
+            "spec.x: expected a non-negative integer, got -1"
+        );
+        let e = humanize("spec", "invalid type: unit value, expected struct PodSpec");
+        assert_eq!(e.to_string(), "spec: expected a mapping, got null");
+        let e = humanize(
+            "spec.restartPolicy",
+            "unknown variant `Sometimes`, expected one of `Always`, `OnFailure`, `Never`",
+        );
+        assert_eq!(
+            e.to_string(),
+            "spec.restartPolicy: expected one of Always, OnFailure, Never, got \"Sometimes\""
+        );
+        let e = humanize(
+            "spec.strategy.type",
+            "unknown variant `Blue`, expected `RollingUpdate` or `Recreate`",
+        );
+        assert_eq!(
+            e.to_string(),
+            "spec.strategy.type: expected one of RollingUpdate, Recreate, got \"Blue\""
+        );
+        let e = humanize("spec.containers[0]", "missing field `image`");
+        assert_eq!(
+            e.to_string(),
+            "spec.containers[0].image: required field is missing"
+        );
+        let e = humanize("", "missing field `spec`");
+        assert_eq!(e.to_string(), "spec: required field is missing");
+    }
+
+    #[test]
+    fn type_errors() {
+        let e =
+            Object::from_json(&json!({"apiVersion": "v1", "metadata": {"name": "x"}})).unwrap_err();
+        assert_eq!(e.to_string(), "kind: required field is missing");
+        let e =
+            Object::from_json(&json!({"apiVersion": "apps/v1", "kind": "ReplicaSet"})).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("kind: unsupported kind \"ReplicaSet\""),
+            "{e}"
+        );
+        let e = Object::from_json(&json!({"apiVersion": "apps/v1", "kind": "Pod"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "apiVersion: unsupported apiVersion \"apps/v1\" for Pod: expected shoal/v1 or v1"
+        );
+        let e = Object::from_json(&json!({"kind": "Deployment"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "apiVersion: required field is missing: use shoal/v1 or apps/v1"
+        );
+        let e = Object::from_json(&json!([1])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("expected a mapping with apiVersion"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resource_trait_conversions() {
+        let o = Object::from_json(
+            &json!({"apiVersion": "shoal/v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+        )
+        .unwrap();
+        let ns: Namespace = o.clone().try_into().unwrap();
+        assert_eq!(ns.metadata().name, "prod");
+        assert_eq!(<Namespace as Resource>::KIND, Kind::Namespace);
+        let back: Result<Pod, Object> = o.clone().try_into();
+        assert_eq!(back.unwrap_err(), o);
+        assert_eq!(Object::from(ns), o);
+    }
+}

@@ -1,0 +1,965 @@
+//! Pod: containers sharing a network namespace and volumes, bound to one node.
+
+use crate::meta::{Condition, ObjectMeta, Protocol, is_default};
+use crate::quantity::{self, ResourceList, Resources};
+use crate::validation::{self as v, ValidationErrors, index, join};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A pod: `metadata`, desired `spec` and observed `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pod {
+    /// Name, namespace, labels, server-set fields.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What should run.
+    pub spec: PodSpec,
+    /// What runs (written by the scheduler and the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+fn default_grace() -> i64 {
+    30
+}
+
+/// When the agent restarts a pod's exited containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Always restart (the default).
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// What should run: the pod's containers and their environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    /// The containers (at least one), started in order.
+    pub containers: Vec<Container>,
+    /// Volumes the containers may mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// Labels a node must have to run this pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// The node the pod is bound to (set by the scheduler, or by hand to skip it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// When exited containers are restarted (default `Always`).
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Seconds between SIGTERM and SIGKILL when stopping (default 30).
+    #[serde(default = "default_grace")]
+    pub termination_grace_period_seconds: i64,
+    /// Taints of nodes this pod tolerates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Host name inside the pod (default: the pod's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// When the agent fetches a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Fetch the image from the controller's image store every time a container starts.
+    Always,
+    /// Fetch only if the node lacks it (what Shoal does by default).
+    IfNotPresent,
+    /// Never fetch: the image must already be on the node.
+    Never,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    /// Name, unique in the pod (DNS-1123 label).
+    pub name: String,
+    /// Image reference `name:tag` (or `name@sha256:...`).
+    pub image: String,
+    /// When to fetch the image (default: if not present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables, added to the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Working directory (absolute; default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Ports the container listens on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    /// Requested and limited cpu, memory and pids.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resources: ResourceRequirements,
+    /// Volumes mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Restarts the container when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Marks the container ready (and the pod an endpoint) when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// User and group to run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// An environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Value (default empty).
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A port a container listens on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// Name, referable from a Service's `targetPort` (IANA service name, at most 15 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Port number in the pod's network namespace.
+    pub container_port: i32,
+    /// Port on the node forwarded to it (unset: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+    /// `TCP` (default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Requested (for scheduling) and limited (enforced) resources.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirements {
+    /// Amounts reserved on the node; default to the limits when only limits are given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: ResourceList,
+    /// Amounts enforced with cgroups.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: ResourceList,
+}
+
+/// A volume mounted into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Name of a volume of the pod.
+    pub name: String,
+    /// Absolute path in the container.
+    pub mount_path: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
+}
+
+/// A volume of the pod; exactly one source must be set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Volume {
+    /// Name (DNS-1123 label), unique in the pod.
+    pub name: String,
+    /// A directory that starts empty and lives as long as the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolume>,
+    /// A directory of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathVolume>,
+}
+
+/// `emptyDir: {}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptyDirVolume {}
+
+/// `hostPath: {path: /data}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostPathVolume {
+    /// Absolute path on the node.
+    pub path: String,
+    /// Mount read-only in every container.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
+}
+
+fn default_period() -> i32 {
+    10
+}
+fn default_timeout() -> i32 {
+    1
+}
+fn default_failure() -> i32 {
+    3
+}
+fn default_success() -> i32 {
+    1
+}
+
+/// A health check; exactly one of `exec`, `tcpSocket`, `httpGet` must be set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    /// Run a command in the container; exit status 0 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// Open a TCP connection to the pod's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    /// HTTP GET; a status in 200..400 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// Seconds after the container starts before the first check (default 0).
+    #[serde(default)]
+    pub initial_delay_seconds: i32,
+    /// Seconds between checks (default 10).
+    #[serde(default = "default_period")]
+    pub period_seconds: i32,
+    /// Seconds before a check times out (default 1).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: i32,
+    /// Consecutive failures that count as failed (default 3).
+    #[serde(default = "default_failure")]
+    pub failure_threshold: i32,
+    /// Consecutive successes that count as succeeded (default 1; must be 1 for liveness).
+    #[serde(default = "default_success")]
+    pub success_threshold: i32,
+}
+
+impl Probe {
+    /// A probe with the given action fields unset and default timings.
+    pub fn with_defaults() -> Probe {
+        Probe {
+            exec: None,
+            tcp_socket: None,
+            http_get: None,
+            initial_delay_seconds: 0,
+            period_seconds: default_period(),
+            timeout_seconds: default_timeout(),
+            failure_threshold: default_failure(),
+            success_threshold: default_success(),
+        }
+    }
+}
+
+/// `exec: {command: [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecAction {
+    /// Command and arguments (not run through a shell).
+    pub command: Vec<String>,
+}
+
+/// `tcpSocket: {port: 8080}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSocketAction {
+    /// Port number or name of a container port.
+    pub port: crate::IntOrString,
+}
+
+fn default_http_path() -> String {
+    "/".to_string()
+}
+
+/// `httpGet: {path: /healthz, port: 8080}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGetAction {
+    /// Request path (default `/`).
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    /// Port number or name of a container port.
+    pub port: crate::IntOrString,
+}
+
+/// User and group a container runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityContext {
+    /// Numeric user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
+    /// Numeric group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i64>,
+}
+
+/// How a toleration matches a taint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TolerationOperator {
+    /// Key and value must match (the default).
+    #[default]
+    Equal,
+    /// Key must match, any value (an empty key tolerates every taint).
+    Exists,
+}
+
+/// Effect of a node taint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// Pods that do not tolerate it are not scheduled on the node.
+    NoSchedule,
+    /// The scheduler avoids the node for pods that do not tolerate it.
+    PreferNoSchedule,
+    /// Pods that do not tolerate it are not scheduled and are evicted.
+    NoExecute,
+}
+
+/// A taint the pod tolerates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// Taint key (empty with `Exists`: every key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    /// Taint value for `Equal`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// Effect to tolerate (unset: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    /// True when this toleration covers `taint`.
+    pub fn tolerates(&self, taint: &crate::node::Taint) -> bool {
+        if let Some(e) = self.effect {
+            if e != taint.effect {
+                return false;
+            }
+        }
+        match self.operator {
+            TolerationOperator::Exists => self.key.is_empty() || self.key == taint.key,
+            TolerationOperator::Equal => self.key == taint.key && self.value == taint.value,
+        }
+    }
+}
+
+/// Lifecycle phase of a pod.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PodPhase {
+    /// Accepted, not yet running (unscheduled, or image/sandbox being prepared).
+    #[default]
+    Pending,
+    /// Bound to a node, at least one container running or restarting.
+    Running,
+    /// All containers exited 0 and will not restart.
+    Succeeded,
+    /// All containers stopped, at least one failed, none will restart.
+    Failed,
+    /// The node stopped reporting.
+    Unknown,
+}
+
+impl PodPhase {
+    /// `Running` etc.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPhase::Pending => "Pending",
+            PodPhase::Running => "Running",
+            PodPhase::Succeeded => "Succeeded",
+            PodPhase::Failed => "Failed",
+            PodPhase::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Observed state of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodStatus {
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: PodPhase,
+    /// Node running the pod (as reported by its agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The pod's IP address.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// The node's IP address.
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// `PodScheduled`, `Initialized`, `ContainersReady`, `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One entry per container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+    /// Human-readable details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// CamelCase reason (e.g. `Evicted`, `NodeLost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the agent accepted the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+}
+
+/// Observed state of one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStatus {
+    /// Container name.
+    pub name: String,
+    /// Passed its readiness probe (or running, without one).
+    #[serde(default)]
+    pub ready: bool,
+    /// Number of restarts.
+    #[serde(default)]
+    pub restart_count: i32,
+    /// Image reference it runs.
+    #[serde(default)]
+    pub image: String,
+    /// Runtime id of the container.
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
+    /// Current state.
+    #[serde(default)]
+    pub state: ContainerState,
+    /// State before the last restart.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub last_state: ContainerState,
+}
+
+/// State of a container: at most one of the fields is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerState {
+    /// Not running yet (e.g. `ContainerCreating`, `CrashLoopBackOff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<ContainerStateWaiting>,
+    /// Running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<ContainerStateRunning>,
+    /// Exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<ContainerStateTerminated>,
+}
+
+/// A container that is not running yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateWaiting {
+    /// Why (`ContainerCreating`, `ImagePullBackOff`, `CrashLoopBackOff`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Details.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// A running container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateRunning {
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// An exited container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStateTerminated {
+    /// Exit status (128 + signal number when killed by a signal).
+    pub exit_code: i32,
+    /// Signal that killed it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Details.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Resource names a container may request or limit.
+pub const CONTAINER_RESOURCES: [&str; 3] = [quantity::CPU, quantity::MEMORY, quantity::PIDS];
+
+impl Container {
+    /// Effective requests: the request, or the limit when only a limit is given.
+    pub fn effective_requests(&self) -> Resources {
+        let mut list = self.resources.limits.clone();
+        list.extend(self.resources.requests.clone());
+        list.remove(quantity::PODS);
+        Resources::from_list(&list)
+    }
+}
+
+impl PodSpec {
+    /// Sum of the containers' effective requests, plus one pod (what the scheduler reserves).
+    pub fn resource_requests(&self) -> Resources {
+        let mut r: Resources = self
+            .containers
+            .iter()
+            .map(Container::effective_requests)
+            .sum();
+        r.pods = 1;
+        r
+    }
+
+    /// Host ports used, as (port, protocol).
+    pub fn host_ports(&self) -> Vec<(i32, Protocol)> {
+        self.containers
+            .iter()
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| p.host_port.filter(|h| *h > 0).map(|h| (h, p.protocol)))
+            .collect()
+    }
+
+    /// Checks the spec; field paths start with `path` (`spec` or `spec.template.spec`).
+    pub fn validate(&self, path: &str, errs: &mut ValidationErrors) {
+        let cpath = join(path, "containers");
+        if self.containers.is_empty() {
+            errs.push(&cpath, "at least one container is required");
+        }
+        let mut volume_names = BTreeSet::new();
+        for (i, vol) in self.volumes.iter().enumerate() {
+            let p = index(&join(path, "volumes"), i);
+            errs.check(join(&p, "name"), v::check_dns1123_label(&vol.name));
+            if !volume_names.insert(vol.name.as_str()) {
+                errs.push(
+                    join(&p, "name"),
+                    format!("duplicate volume name {:?}", vol.name),
+                );
+            }
+            match (&vol.empty_dir, &vol.host_path) {
+                (Some(_), None) => {}
+                (None, Some(hp)) => {
+                    if !hp.path.starts_with('/') {
+                        errs.push(
+                            join(&p, "hostPath.path"),
+                            format!("must be an absolute path, got {:?}", hp.path),
+                        );
+                    }
+                }
+                _ => errs.push(&p, "exactly one of emptyDir or hostPath must be set"),
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut host_ports = BTreeSet::new();
+        let mut port_names = BTreeSet::new();
+        for (i, c) in self.containers.iter().enumerate() {
+            let p = index(&cpath, i);
+            errs.check(join(&p, "name"), v::check_dns1123_label(&c.name));
+            if !names.insert(c.name.as_str()) {
+                errs.push(
+                    join(&p, "name"),
+                    format!("duplicate container name {:?}", c.name),
+                );
+            }
+            if c.image.trim().is_empty() {
+                errs.push(join(&p, "image"), "required field is missing");
+            } else if c.image.chars().any(char::is_whitespace) {
+                errs.push(
+                    join(&p, "image"),
+                    format!("must not contain whitespace, got {:?}", c.image),
+                );
+            }
+            for (j, e) in c.env.iter().enumerate() {
+                errs.check(
+                    join(&index(&join(&p, "env"), j), "name"),
+                    v::check_env_name(&e.name),
+                );
+            }
+            if let Some(wd) = &c.working_dir {
+                if !wd.starts_with('/') {
+                    errs.push(
+                        join(&p, "workingDir"),
+                        format!("must be an absolute path, got {wd:?}"),
+                    );
+                }
+            }
+            for (j, port) in c.ports.iter().enumerate() {
+                let pp = index(&join(&p, "ports"), j);
+                if let Some(n) = &port.name {
+                    errs.check(join(&pp, "name"), v::check_port_name(n));
+                    if !port_names.insert(n.clone()) {
+                        errs.push(
+                            join(&pp, "name"),
+                            format!("duplicate port name {n:?} in the pod"),
+                        );
+                    }
+                }
+                errs.check(
+                    join(&pp, "containerPort"),
+                    v::check_port(port.container_port),
+                );
+                if let Some(h) = port.host_port {
+                    if h != 0 {
+                        errs.check(join(&pp, "hostPort"), v::check_port(h));
+                        if !host_ports.insert((h, port.protocol)) {
+                            errs.push(
+                                join(&pp, "hostPort"),
+                                format!("host port {h}/{} is used twice in the pod", port.protocol),
+                            );
+                        }
+                    }
+                }
+            }
+            validate_resources(&c.resources, &join(&p, "resources"), errs);
+            for (j, m) in c.volume_mounts.iter().enumerate() {
+                let mp = index(&join(&p, "volumeMounts"), j);
+                if !volume_names.contains(m.name.as_str()) {
+                    errs.push(
+                        join(&mp, "name"),
+                        format!("no volume named {:?} in spec.volumes", m.name),
+                    );
+                }
+                if !m.mount_path.starts_with('/') {
+                    errs.push(
+                        join(&mp, "mountPath"),
+                        format!("must be an absolute path, got {:?}", m.mount_path),
+                    );
+                }
+            }
+            let mut mount_paths = BTreeSet::new();
+            for (j, m) in c.volume_mounts.iter().enumerate() {
+                if !mount_paths.insert(m.mount_path.as_str()) {
+                    errs.push(
+                        join(&index(&join(&p, "volumeMounts"), j), "mountPath"),
+                        format!("{:?} is mounted twice", m.mount_path),
+                    );
+                }
+            }
+            if let Some(pr) = &c.liveness_probe {
+                validate_probe(pr, c, &join(&p, "livenessProbe"), true, errs);
+            }
+            if let Some(pr) = &c.readiness_probe {
+                validate_probe(pr, c, &join(&p, "readinessProbe"), false, errs);
+            }
+            if let Some(sc) = &c.security_context {
+                for (f, val) in [
+                    ("runAsUser", sc.run_as_user),
+                    ("runAsGroup", sc.run_as_group),
+                ] {
+                    if let Some(x) = val {
+                        if !(0..=i64::from(u32::MAX)).contains(&x) {
+                            errs.push(
+                                join(&join(&p, "securityContext"), f),
+                                format!("must be between 0 and 4294967295, got {x}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        v::validate_labels(&self.node_selector, &join(path, "nodeSelector"), errs);
+        if let Some(n) = &self.node_name {
+            errs.check(join(path, "nodeName"), v::check_dns1123_subdomain(n));
+        }
+        if self.termination_grace_period_seconds < 0 {
+            errs.push(
+                join(path, "terminationGracePeriodSeconds"),
+                format!(
+                    "must not be negative, got {}",
+                    self.termination_grace_period_seconds
+                ),
+            );
+        }
+        for (i, t) in self.tolerations.iter().enumerate() {
+            let p = index(&join(path, "tolerations"), i);
+            if !t.key.is_empty() {
+                errs.check(join(&p, "key"), v::check_label_key(&t.key));
+            }
+            match t.operator {
+                TolerationOperator::Exists if !t.value.is_empty() => {
+                    errs.push(join(&p, "value"), "must be empty when operator is Exists");
+                }
+                TolerationOperator::Equal if t.key.is_empty() => {
+                    errs.push(join(&p, "key"), "required when operator is Equal");
+                }
+                TolerationOperator::Equal => {
+                    errs.check(join(&p, "value"), v::check_label_value(&t.value));
+                }
+                _ => {}
+            }
+        }
+        if let Some(h) = &self.hostname {
+            errs.check(join(path, "hostname"), v::check_dns1123_label(h));
+        }
+    }
+}
+
+fn validate_resources(r: &ResourceRequirements, path: &str, errs: &mut ValidationErrors) {
+    for (field, list) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in list {
+            let p = format!("{path}.{field}.{name}");
+            if !CONTAINER_RESOURCES.contains(&name.as_str()) {
+                errs.push(
+                    &p,
+                    format!("unsupported resource {name:?}: expected cpu, memory or pids"),
+                );
+            } else if q.is_negative() {
+                errs.push(&p, format!("must not be negative, got {q}"));
+            }
+        }
+    }
+    for (name, req) in &r.requests {
+        if let Some(lim) = r.limits.get(name) {
+            if req > lim {
+                errs.push(
+                    format!("{path}.requests.{name}"),
+                    format!("request {req} is greater than limit {lim}"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_port_ref(
+    port: &crate::IntOrString,
+    c: &Container,
+    path: &str,
+    errs: &mut ValidationErrors,
+) {
+    match port {
+        crate::IntOrString::Int(n) => errs.check(path, v::check_port(*n)),
+        crate::IntOrString::String(name) => {
+            if !c
+                .ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(name.as_str()))
+            {
+                errs.push(
+                    path,
+                    format!("no port named {name:?} in container {:?}", c.name),
+                );
+            }
+        }
+    }
+}
+
+fn validate_probe(
+    p: &Probe,
+    c: &Container,
+    path: &str,
+    liveness: bool,
+    errs: &mut ValidationErrors,
+) {
+    let n = usize::from(p.exec.is_some())
+        + usize::from(p.tcp_socket.is_some())
+        + usize::from(p.http_get.is_some());
+    if n != 1 {
+        errs.push(
+            path,
+            "exactly one of exec, tcpSocket or httpGet must be set",
+        );
+    }
+    if let Some(e) = &p.exec {
+        if e.command.is_empty() {
+            errs.push(join(path, "exec.command"), "must not be empty");
+        }
+    }
+    if let Some(t) = &p.tcp_socket {
+        validate_port_ref(&t.port, c, &join(path, "tcpSocket.port"), errs);
+    }
+    if let Some(h) = &p.http_get {
+        validate_port_ref(&h.port, c, &join(path, "httpGet.port"), errs);
+        if !h.path.starts_with('/') {
+            errs.push(
+                join(path, "httpGet.path"),
+                format!("must start with '/', got {:?}", h.path),
+            );
+        }
+    }
+    if p.initial_delay_seconds < 0 {
+        errs.push(
+            join(path, "initialDelaySeconds"),
+            format!("must not be negative, got {}", p.initial_delay_seconds),
+        );
+    }
+    for (f, val) in [
+        ("periodSeconds", p.period_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("failureThreshold", p.failure_threshold),
+        ("successThreshold", p.success_threshold),
+    ] {
+        if val < 1 {
+            errs.push(join(path, f), format!("must be at least 1, got {val}"));
+        }
+    }
+    if liveness && p.success_threshold != 1 {
+        errs.push(
+            join(path, "successThreshold"),
+            format!(
+                "must be 1 for a liveness probe, got {}",
+                p.success_threshold
+            ),
+        );
+    }
+}
+
+impl Pod {
+    /// Checks metadata and spec.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::new();
+        self.metadata
+            .validate(crate::Kind::Pod, v::check_dns1123_subdomain, &mut errs);
+        self.spec.validate("spec", &mut errs);
+        errs.into_result()
+    }
+
+    /// The phase, `Pending` when no status was written yet.
+    pub fn phase(&self) -> PodPhase {
+        self.status.as_ref().map_or(PodPhase::Pending, |s| s.phase)
+    }
+
+    /// True when the `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            crate::meta::find_condition(&s.conditions, "Ready")
+                .is_some_and(|c| c.status == crate::ConditionStatus::True)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Taint;
+
+    fn pod_spec(json: serde_json::Value) -> PodSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = pod_spec(serde_json::json!({"containers": [{"name": "app", "image": "busybox"}]}));
+        assert_eq!(s.restart_policy, RestartPolicy::Always);
+        assert_eq!(s.termination_grace_period_seconds, 30);
+        let mut errs = ValidationErrors::new();
+        s.validate("spec", &mut errs);
+        assert!(errs.is_empty(), "{errs}");
+        let p: Probe =
+            serde_json::from_value(serde_json::json!({"tcpSocket": {"port": 80}})).unwrap();
+        assert_eq!(
+            (
+                p.period_seconds,
+                p.timeout_seconds,
+                p.failure_threshold,
+                p.success_threshold
+            ),
+            (10, 1, 3, 1)
+        );
+    }
+
+    #[test]
+    fn validation_finds_each_problem() {
+        let s = pod_spec(serde_json::json!({
+            "containers": [
+                {"name": "App", "image": "busybox",
+                 "ports": [{"containerPort": 70000, "hostPort": 8080}, {"containerPort": 81, "hostPort": 8080}],
+                 "resources": {"requests": {"cpu": "2", "gpu": "1"}, "limits": {"cpu": "1"}},
+                 "volumeMounts": [{"name": "missing", "mountPath": "rel"}],
+                 "livenessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": "http"}, "successThreshold": 2}},
+                {"name": "App", "image": ""}
+            ],
+            "volumes": [{"name": "v"}],
+            "tolerations": [{"operator": "Exists", "value": "x"}]
+        }));
+        let mut errs = ValidationErrors::new();
+        s.validate("spec", &mut errs);
+        let text = errs.to_string();
+        for want in [
+            "spec.containers[0].name: \"App\" is not a valid DNS-1123 label",
+            "spec.containers[1].name: duplicate container name",
+            "spec.containers[1].image: required field is missing",
+            "spec.containers[0].ports[0].containerPort: must be between 1 and 65535, got 70000",
+            "spec.containers[0].ports[1].hostPort: host port 8080/TCP is used twice",
+            "spec.containers[0].resources.requests.gpu: unsupported resource \"gpu\"",
+            "spec.containers[0].resources.requests.cpu: request 2 is greater than limit 1",
+            "spec.containers[0].volumeMounts[0].name: no volume named \"missing\"",
+            "spec.containers[0].volumeMounts[0].mountPath: must be an absolute path",
+            "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket or httpGet",
+            "spec.containers[0].livenessProbe.tcpSocket.port: no port named \"http\"",
+            "spec.containers[0].livenessProbe.successThreshold: must be 1",
+            "spec.volumes[0]: exactly one of emptyDir or hostPath",
+            "spec.tolerations[0].value: must be empty when operator is Exists",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn requests_default_to_limits_and_sum() {
+        let s = pod_spec(serde_json::json!({"containers": [
+            {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}},
+            {"name": "b", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"memory": "64Mi"}}}
+        ]}));
+        let r = s.resource_requests();
+        assert_eq!(r.cpu_millis, 1100);
+        assert_eq!(r.memory_bytes, (32 + 64) << 20);
+        assert_eq!(r.pods, 1);
+    }
+
+    #[test]
+    fn tolerations_match_taints() {
+        let taint = Taint {
+            key: "dedicated".into(),
+            value: "db".into(),
+            effect: TaintEffect::NoSchedule,
+        };
+        let eq = Toleration {
+            key: "dedicated".into(),
+            value: "db".into(),
+            ..Default::default()
+        };
+        assert!(eq.tolerates(&taint));
+        let wrong = Toleration {
+            key: "dedicated".into(),
+            value: "web".into(),
+            ..Default::default()
+        };
+        assert!(!wrong.tolerates(&taint));
+        let all = Toleration {
+            operator: TolerationOperator::Exists,
+            ..Default::default()
+        };
+        assert!(all.tolerates(&taint));
+        let other_effect = Toleration {
+            operator: TolerationOperator::Exists,
+            key: "dedicated".into(),
+            effect: Some(TaintEffect::NoExecute),
+            ..Default::default()
+        };
+        assert!(!other_effect.tolerates(&taint));
+    }
+}
