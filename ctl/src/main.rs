@@ -1,2 +1,20 @@
-//! Entry point.
-fn main() {}
+//! `shoalctl`: parses the command line and runs the library; prints `error: …` and exits
+//! non-zero on failure.
+
+use clap::Parser;
+use shoalctl::{Cli, CtlError, run};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => {}
+        Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(141)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

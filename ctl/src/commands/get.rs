@@ -1,0 +1,328 @@
+//! `shoalctl get TYPE [NAME…]`: tables, `-o wide|yaml|json|name`, `-A`, `-w`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+use shoal_proto::{WatchEvent, WatchRequest};
+use tonic::Code;
+
+use super::{Context, note, print};
+use crate::cli::GetArgs;
+use crate::error::{CtlError, status_error};
+use crate::kinds::{self, KindInfo};
+use crate::output::{self, Format, TableOptions};
+
+/// How long a watch keeps trying to reconnect after losing its controller.
+const RECONNECT_FOR: Duration = Duration::from_secs(15);
+
+/// Runs `get`.
+pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
+    let (kind, slash_name) = kinds::split_kind_name(&args.kind)?;
+    let mut names = args.names.clone();
+    if let Some(n) = slash_name {
+        names.insert(0, n);
+    }
+    let format: Format = args.output.as_deref().unwrap_or("").parse()?;
+    if args.all_namespaces && ctx.explicit_namespace().is_some() {
+        return Err(CtlError::Usage(
+            "--all-namespaces (-A) and --namespace (-n) exclude each other".into(),
+        ));
+    }
+    if !names.is_empty() && (args.selector.is_some() || args.all_namespaces) {
+        return Err(CtlError::Usage(
+            "give object names or a selector / --all-namespaces, not both".into(),
+        ));
+    }
+    if (args.watch_only || args.output_watch_events) && !args.watch {
+        return Err(CtlError::Usage(
+            "--watch-only and --output-watch-events need --watch (-w)".into(),
+        ));
+    }
+    let all_ns = args.all_namespaces && kind.namespaced;
+    let namespace = if all_ns {
+        String::new()
+    } else {
+        ctx.namespace_for(&kind)
+    };
+    let selector = args.selector.clone().unwrap_or_default();
+    if !selector.is_empty() {
+        shoal_api::selector::LabelSelector::parse(&selector)
+            .map_err(|e| CtlError::Usage(e.to_string()))?;
+    }
+    let fields = args.field_selector.clone().unwrap_or_default();
+
+    let (items, revision, missing) = if names.is_empty() {
+        let (items, rev) = ctx.list(&kind, &namespace, &selector, &fields).await?;
+        (items, rev, Vec::new())
+    } else {
+        let mut items = Vec::new();
+        let mut missing = Vec::new();
+        for n in &names {
+            match ctx.get(&kind, &namespace, n).await {
+                Ok(v) => items.push(v),
+                Err(e @ CtlError::NotFound(_)) => missing.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        (items, 0, missing)
+    };
+
+    let opts = TableOptions {
+        wide: format == Format::Wide,
+        all_namespaces: all_ns,
+        show_labels: args.show_labels,
+        watch_events: args.output_watch_events,
+    };
+    let mut view = View {
+        kind,
+        format,
+        opts,
+        no_headers: args.no_headers,
+        widths: Vec::new(),
+        printed: 0,
+    };
+
+    if !args.watch_only {
+        if items.is_empty()
+            && missing.is_empty()
+            && matches!(format, Format::Table | Format::Wide | Format::Name)
+        {
+            if !args.watch {
+                note(&no_resources(&kind, all_ns, &namespace));
+            }
+        } else if !items.is_empty()
+            || (matches!(format, Format::Json | Format::Yaml) && names.is_empty())
+        {
+            view.initial(items, names.len() == 1, args.watch)?;
+        }
+    }
+    if !missing.is_empty() {
+        return super::finish(missing, names.len(), "objects");
+    }
+    if !args.watch {
+        return Ok(());
+    }
+    let revision = if revision == 0 {
+        ctx.list(&kind, &namespace, &selector, &fields).await?.1
+    } else {
+        revision
+    };
+    watch(
+        ctx,
+        &mut view,
+        WatchRequest {
+            kind: kind.kind.to_string(),
+            namespace,
+            label_selector: selector,
+            field_selector: fields,
+            resource_version: revision,
+        },
+        &names,
+    )
+    .await
+}
+
+/// "No resources found in default namespace." (or without a namespace).
+pub fn no_resources(kind: &KindInfo, all_namespaces: bool, namespace: &str) -> String {
+    if kind.namespaced && !all_namespaces {
+        format!("No resources found in {namespace} namespace.")
+    } else {
+        "No resources found".to_string()
+    }
+}
+
+/// How the objects of one `get` are printed, including watch rows.
+#[derive(Debug)]
+struct View {
+    kind: KindInfo,
+    format: Format,
+    opts: TableOptions,
+    no_headers: bool,
+    /// Column widths so far (watch rows line up with the list when they fit).
+    widths: Vec<usize>,
+    printed: usize,
+}
+
+impl View {
+    fn initial(&mut self, items: Vec<Value>, single: bool, watching: bool) -> Result<(), CtlError> {
+        match self.format {
+            Format::Table | Format::Wide => {
+                let mut t = output::table(&self.kind, &items, self.opts, Utc::now());
+                if self.opts.watch_events {
+                    for r in &mut t.rows {
+                        r.insert(0, "ADDED".into());
+                    }
+                }
+                self.widths = t.widths(!self.no_headers);
+                self.printed += t.rows.len();
+                print(&t.render(self.no_headers))
+            }
+            Format::Yaml if watching => {
+                for v in &items {
+                    self.object(v)?;
+                }
+                Ok(())
+            }
+            Format::Json if watching => {
+                for v in &items {
+                    self.object(v)?;
+                }
+                Ok(())
+            }
+            _ => print(&output::render_objects(items, single, self.format)?),
+        }
+    }
+
+    fn object(&mut self, v: &Value) -> Result<(), CtlError> {
+        self.printed += 1;
+        match self.format {
+            Format::Yaml => print(&format!("---\n{}", output::to_yaml(v)?)),
+            Format::Json => print(&output::to_json(v)),
+            Format::Name => print(&format!("{}\n", output::object_name(v))),
+            Format::Table | Format::Wide => Ok(()),
+        }
+    }
+
+    fn event(&mut self, ev_type: &str, v: &Value) -> Result<(), CtlError> {
+        match self.format {
+            Format::Table | Format::Wide => {
+                let mut row = output::row(&self.kind, v, self.opts, Utc::now());
+                if self.opts.watch_events {
+                    row.insert(0, ev_type.to_string());
+                }
+                if self.printed == 0 && !self.no_headers && self.widths.is_empty() {
+                    let headers = output::headers(&self.kind, self.opts);
+                    self.widths = headers.iter().map(|h| h.chars().count()).collect();
+                    grow(&mut self.widths, &row);
+                    print(&output::render_line(&headers, &self.widths))?;
+                }
+                grow(&mut self.widths, &row);
+                self.printed += 1;
+                print(&output::render_line(&row, &self.widths))
+            }
+            _ => self.object(v),
+        }
+    }
+}
+
+fn grow(widths: &mut Vec<usize>, row: &[String]) {
+    if widths.len() < row.len() {
+        widths.resize(row.len(), 0);
+    }
+    for (w, c) in widths.iter_mut().zip(row) {
+        *w = (*w).max(c.chars().count());
+    }
+}
+
+/// Streams changes until Ctrl-C; survives a controller going away by moving to the next
+/// address and resuming after the last revision seen.
+async fn watch(
+    ctx: &mut Context,
+    view: &mut View,
+    mut req: WatchRequest,
+    names: &[String],
+) -> Result<(), CtlError> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let opened = {
+            let r = req.clone();
+            ctx.conn().await?.call(move |mut c| {
+                let r = r.clone();
+                async move { c.watch(r).await }
+            })
+        };
+        let opened = tokio::select! {
+            s = opened => s,
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(s) if s.code() == Code::Unavailable => {
+                if !reconnect(ctx, &mut ctrl_c).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(s) => return Err(status_error(&s, None)),
+        };
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = &mut ctrl_c => return Ok(()),
+            };
+            match msg {
+                Ok(Some(WatchEvent {
+                    r#type,
+                    object_json,
+                    resource_version,
+                })) => {
+                    req.resource_version = req.resource_version.max(resource_version);
+                    let v = super::parse_object(&object_json)?;
+                    if names.is_empty() || names.iter().any(|n| n == output::name_of(&v)) {
+                        view.event(&r#type, &v)?;
+                    }
+                }
+                Ok(None) => {
+                    if !reconnect(ctx, &mut ctrl_c).await? {
+                        return Ok(());
+                    }
+                    break;
+                }
+                Err(s) if s.code() == Code::OutOfRange => {
+                    // Too far behind: re-list, show the current state, and go on from there.
+                    let kind = view.kind;
+                    let (items, rev) = ctx
+                        .list(
+                            &kind,
+                            &req.namespace,
+                            &req.label_selector,
+                            &req.field_selector,
+                        )
+                        .await?;
+                    for v in items.iter().filter(|v| {
+                        names.is_empty() || names.iter().any(|n| n == output::name_of(v))
+                    }) {
+                        view.event("MODIFIED", v)?;
+                    }
+                    req.resource_version = rev;
+                    break;
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+                    ) =>
+                {
+                    if !reconnect(ctx, &mut ctrl_c).await? {
+                        return Ok(());
+                    }
+                    break;
+                }
+                Err(s) => return Err(status_error(&s, None)),
+            }
+        }
+    }
+}
+
+/// Retries connecting (next address first) until it works or `RECONNECT_FOR` passes;
+/// `Ok(false)` when interrupted with Ctrl-C.
+async fn reconnect(
+    ctx: &mut Context,
+    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+) -> Result<bool, CtlError> {
+    let deadline = Instant::now() + RECONNECT_FOR;
+    loop {
+        let attempt = ctx.conn().await?.reconnect().await;
+        match attempt {
+            Ok(()) => return Ok(true),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = ctrl_c.as_mut() => return Ok(false),
+        }
+    }
+}

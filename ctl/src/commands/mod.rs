@@ -1,0 +1,246 @@
+//! The verbs, one file each, and the context they share (connection, namespace, output).
+
+pub mod apply;
+pub mod cluster;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod label;
+pub mod version;
+
+use std::io::Write;
+
+use serde_json::Value;
+use shoal_proto::{DeleteRequest, GetRequest, ListRequest, ObjectRequest};
+
+use crate::cli::Command;
+use crate::client::{Connection, ServerAddr, Timeouts};
+use crate::error::{CtlError, Target, status_error};
+use crate::kinds::KindInfo;
+
+/// What every verb needs: where the controllers are, the namespace, one connection.
+#[derive(Debug)]
+pub struct Context {
+    servers: Vec<ServerAddr>,
+    timeouts: Timeouts,
+    namespace: Option<String>,
+    conn: Option<Connection>,
+}
+
+impl Context {
+    /// A context that connects lazily, on the first request.
+    pub fn new(servers: Vec<ServerAddr>, timeouts: Timeouts, namespace: Option<String>) -> Self {
+        Context {
+            servers,
+            timeouts,
+            namespace,
+            conn: None,
+        }
+    }
+
+    /// The namespace to use: `-n`, else `default`.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The namespace given with `-n`, if any.
+    pub fn explicit_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The namespace a kind's request uses ("" for cluster-scoped kinds).
+    pub fn namespace_for(&self, kind: &KindInfo) -> String {
+        if kind.namespaced {
+            self.namespace().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// The connection, made on first use and kept for the whole command.
+    pub async fn conn(&mut self) -> Result<&mut Connection, CtlError> {
+        if self.conn.is_none() {
+            self.conn = Some(Connection::connect(self.servers.clone(), self.timeouts).await?);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| CtlError::Usage("no connection".into()))
+    }
+
+    /// Reads one object.
+    pub async fn get(
+        &mut self,
+        kind: &KindInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, CtlError> {
+        let req = GetRequest {
+            kind: kind.kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stale: false,
+        };
+        let resp = self
+            .conn()
+            .await?
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.get(r).await }
+            })
+            .await
+            .map_err(|s| status_error(&s, Some(&Target::new(kind.singular, namespace, name))))?;
+        parse_object(&resp.object_json)
+    }
+
+    /// Lists objects of a kind ("" namespace = all) and the revision they were read at.
+    pub async fn list(
+        &mut self,
+        kind: &KindInfo,
+        namespace: &str,
+        label_selector: &str,
+        field_selector: &str,
+    ) -> Result<(Vec<Value>, u64), CtlError> {
+        let req = ListRequest {
+            kind: kind.kind.to_string(),
+            namespace: namespace.to_string(),
+            label_selector: label_selector.to_string(),
+            field_selector: field_selector.to_string(),
+            stale: false,
+        };
+        let resp = self
+            .conn()
+            .await?
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.list(r).await }
+            })
+            .await
+            .map_err(|s| status_error(&s, None))?;
+        let items = resp
+            .items_json
+            .iter()
+            .map(|j| parse_object(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((items, resp.resource_version))
+    }
+
+    /// Replaces an object (its `metadata.resourceVersion`, when set, is a precondition).
+    pub async fn update(&mut self, kind: &KindInfo, object: &Value) -> Result<Value, CtlError> {
+        let target = Target::new(
+            kind.singular,
+            crate::output::namespace_of(object),
+            crate::output::name_of(object),
+        );
+        let req = ObjectRequest {
+            object_json: object.to_string(),
+        };
+        let resp = self
+            .conn()
+            .await?
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.update(r).await }
+            })
+            .await
+            .map_err(|s| status_error(&s, Some(&target)))?;
+        parse_object(&resp.object_json)
+    }
+
+    /// Creates an object.
+    pub async fn create(&mut self, target: &Target, object: &Value) -> Result<Value, CtlError> {
+        let req = ObjectRequest {
+            object_json: object.to_string(),
+        };
+        let resp = self
+            .conn()
+            .await?
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.create(r).await }
+            })
+            .await
+            .map_err(|s| status_error(&s, Some(target)))?;
+        parse_object(&resp.object_json)
+    }
+
+    /// Deletes one object.
+    pub async fn delete(
+        &mut self,
+        kind: &KindInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), CtlError> {
+        let req = DeleteRequest {
+            kind: kind.kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            resource_version: 0,
+        };
+        self.conn()
+            .await?
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.delete(r).await }
+            })
+            .await
+            .map_err(|s| status_error(&s, Some(&Target::new(kind.singular, namespace, name))))?;
+        Ok(())
+    }
+}
+
+/// Parses an object the controller sent.
+pub fn parse_object(json: &str) -> Result<Value, CtlError> {
+    serde_json::from_str(json)
+        .map_err(|e| CtlError::BadResponse(format!("object is not valid JSON: {e}")))
+}
+
+/// Writes to stdout and flushes (so watch rows appear at once).
+pub fn print(text: &str) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(CtlError::Output)
+}
+
+/// Writes one line to stderr (notes such as "No resources found").
+pub fn note(text: &str) {
+    eprintln!("{text}");
+}
+
+/// Ends a multi-object command: one failure is returned as is; several are printed and
+/// summarised.
+pub fn finish(failures: Vec<CtlError>, total: usize, what: &'static str) -> Result<(), CtlError> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.into_iter().next().unwrap_or(CtlError::Partial {
+            failed: 1,
+            total,
+            what,
+        })),
+        n => {
+            for f in &failures {
+                note(&format!("error: {f}"));
+            }
+            Err(CtlError::Partial {
+                failed: n,
+                total,
+                what,
+            })
+        }
+    }
+}
+
+/// Runs a parsed command.
+pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlError> {
+    match command {
+        Command::Apply(a) => apply::run(ctx, a).await,
+        Command::Create(a) => create::run(ctx, a).await,
+        Command::Get(a) => get::run(ctx, a).await,
+        Command::Describe(a) => describe::run(ctx, a).await,
+        Command::Delete(a) => delete::run(ctx, a).await,
+        Command::Label(a) => label::run(ctx, a).await,
+        Command::Cluster { command } => cluster::run(ctx, command).await,
+        Command::Version => version::run(),
+    }
+}

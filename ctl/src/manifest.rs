@@ -1,0 +1,185 @@
+//! Loads `-f` manifests into validated objects (as JSON) before anything is sent, so a
+//! bad manifest changes nothing; applies `--namespace` like kubectl.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::CtlError;
+use crate::kinds::{self, KindInfo};
+use crate::sources;
+
+/// One object from a manifest, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestObject {
+    /// Its kind.
+    pub kind: KindInfo,
+    /// Namespace ("" for cluster-scoped kinds).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The object as JSON (as the API carries it).
+    pub json: Value,
+}
+
+/// Reads, parses and validates every manifest of the `-f` arguments.
+pub fn load(
+    files: &[PathBuf],
+    stdin: &mut dyn Read,
+    namespace: Option<&str>,
+) -> Result<Vec<ManifestObject>, CtlError> {
+    let mut out = Vec::new();
+    for src in sources::expand(files, stdin)? {
+        out.extend(parse(&src.name, &src.text, namespace)?);
+    }
+    if out.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        return Err(CtlError::Manifest(format!(
+            "{}: no objects found",
+            names.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses one manifest text; `namespace` (`-n`) fills in namespaces the documents leave
+/// out and must agree with those they write.
+pub fn parse(
+    source: &str,
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<ManifestObject>, CtlError> {
+    let objects =
+        shoal_api::parse_manifests(source, text).map_err(|e| CtlError::Manifest(e.to_string()))?;
+    // The parser fills in `default`; what the documents themselves say decides whether
+    // `-n` applies (a missing namespace) or conflicts (a different one).
+    let written = written_namespaces(text);
+    let mut out = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        let kind = kinds::of_kind(o.kind());
+        let mut json = o.to_json();
+        let (document, written_ns) = written.get(i).cloned().unwrap_or((i + 1, None));
+        let ns = match (kind.namespaced, written_ns, namespace) {
+            (false, _, _) => String::new(),
+            (true, Some(w), Some(n)) if w != n => {
+                return Err(CtlError::Manifest(format!(
+                    "{source}: document {document} ({} {}): metadata.namespace: {w:?} does not match --namespace {n:?}",
+                    kind.kind,
+                    o.name()
+                )));
+            }
+            (true, Some(w), _) => w,
+            (true, None, Some(n)) => {
+                if let Some(meta) = json.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("namespace".into(), Value::String(n.to_string()));
+                }
+                n.to_string()
+            }
+            (true, None, None) => o.namespace().to_string(),
+        };
+        out.push(ManifestObject {
+            kind,
+            namespace: ns,
+            name: o.name().to_string(),
+            json,
+        });
+    }
+    Ok(out)
+}
+
+/// `(document number, metadata.namespace)` of every non-empty document, in order.
+fn written_namespaces(text: &str) -> Vec<(usize, Option<String>)> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let Ok(v) = serde_yaml_ng::Value::deserialize(doc) else {
+            continue;
+        };
+        if v.is_null() {
+            continue;
+        }
+        let ns = v
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        out.push((i + 1, ns));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = "\
+apiVersion: shoal/v1
+kind: Pod
+metadata: {name: a}
+spec:
+  containers: [{name: c, image: busybox}]
+---
+---
+apiVersion: shoal/v1
+kind: Pod
+metadata: {name: b, namespace: prod}
+spec:
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: shoal/v1
+kind: Node
+metadata: {name: n1}
+";
+
+    #[test]
+    fn namespaces_default_and_follow_the_flag() {
+        let objs = parse("two.yaml", TWO, None).unwrap();
+        let got: Vec<(&str, &str)> = objs
+            .iter()
+            .map(|o| (o.name.as_str(), o.namespace.as_str()))
+            .collect();
+        assert_eq!(got, [("a", "default"), ("b", "prod"), ("n1", "")]);
+        let objs = parse("two.yaml", TWO, Some("prod")).unwrap();
+        assert_eq!(objs[0].namespace, "prod");
+        assert_eq!(
+            objs[0]
+                .json
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str),
+            Some("prod")
+        );
+        assert_eq!(objs[2].namespace, "");
+        let e = parse("two.yaml", TWO, Some("dev")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            r#"two.yaml: document 3 (Pod b): metadata.namespace: "prod" does not match --namespace "dev""#
+        );
+    }
+
+    #[test]
+    fn invalid_manifests_name_file_document_and_field() {
+        let bad = "apiVersion: shoal/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: three\n";
+        let e = parse("web.yaml", bad, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("web.yaml: document 1 (Deployment web): spec.replicas"),
+            "{e}"
+        );
+        let e = parse("x.yaml", "kind: Widget\nmetadata: {name: a}\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.yaml: document 1"), "{e}");
+    }
+
+    #[test]
+    fn load_reports_empty_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("empty.yaml");
+        std::fs::write(&f, "# nothing\n---\n").unwrap();
+        let e = load(&[f], &mut std::io::empty(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("no objects found"), "{e}");
+    }
+}
