@@ -1,12 +1,34 @@
 //! Container runtime: images, copy-on-write rootfs, namespaces, cgroups,
 //! supervision, logs and exec. Must never depend on the controller or the proto.
+//!
+//! The entry point is [`Runtime`]; the binary that embeds it must call
+//! [`helper::dispatch`] first thing in `main` (supervisor and exec modes).
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod cgroup;
 pub mod digest;
+pub mod exec;
+pub mod helper;
 pub mod image;
+pub mod init;
 pub mod logs;
 pub mod restart;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
 pub mod testimage;
 pub mod user;
 pub mod util;
+
+pub use cgroup::{CgroupLayout, Resources, Stats};
+pub use exec::{ExecProcess, ExecSpec};
+pub use image::{Image, ImageConfig, ImageRef, ImageStore};
+pub use logs::{LogLine, LogOptions, LogReader, Stream};
+pub use restart::{Backoff, RestartPolicy};
+pub use runtime::{ContainerHandle, Runtime, RuntimeError};
+pub use sandbox::PodSandbox;
+pub use spec::{ContainerSpec, LogConfig, Mount, MountSource, PodSandboxConfig, RuntimeConfig};
+pub use state::{ContainerState, ContainerStatus, ExitInfo};

@@ -1,0 +1,174 @@
+//! Pod sandboxes: a network namespace (created with loopback up, or given),
+//! the pod's `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`, and its
+//! emptyDir volumes, under `pods/<name>/`.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::PodSandboxConfig;
+
+/// A pod sandbox on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSandbox {
+    /// Pod name.
+    pub name: String,
+    /// Hostname of its containers.
+    pub hostname: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The network namespace file its containers join.
+    pub netns_path: PathBuf,
+    /// Whether the sandbox created (and so removes) the namespace.
+    pub owns_netns: bool,
+}
+
+/// Name of the sandbox description file.
+pub const SANDBOX_FILE: &str = "sandbox.json";
+
+impl PodSandbox {
+    /// The directory backing the emptyDir volume `name`.
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("volumes").join(name)
+    }
+
+    /// The pod's generated `/etc` files: (name in /etc, host path).
+    pub fn etc_files(&self) -> Vec<(String, PathBuf)> {
+        ["hostname", "hosts", "resolv.conf"].iter().map(|f| (f.to_string(), self.dir.join("etc").join(f))).collect()
+    }
+
+    /// Creates the sandbox under `dir`.
+    pub fn create(dir: &Path, cfg: &PodSandboxConfig) -> io::Result<Self> {
+        let hostname = cfg.hostname.clone().unwrap_or_else(|| cfg.name.clone());
+        fs::create_dir_all(dir.join("etc"))?;
+        fs::create_dir_all(dir.join("volumes"))?;
+        fs::write(dir.join("etc/hostname"), format!("{hostname}\n"))?;
+        fs::write(dir.join("etc/hosts"), hosts_file(&hostname, &cfg.hosts))?;
+        let resolv = if cfg.dns_servers.is_empty() {
+            fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            resolv_conf(&cfg.dns_servers, &cfg.dns_search)
+        };
+        fs::write(dir.join("etc/resolv.conf"), resolv)?;
+        let (netns_path, owns_netns) = match &cfg.netns {
+            Some(p) => (p.clone(), false),
+            None => {
+                let p = dir.join("netns");
+                create_netns(&p)?;
+                (p, true)
+            }
+        };
+        let sb = PodSandbox { name: cfg.name.clone(), hostname, dir: dir.to_path_buf(), netns_path, owns_netns };
+        let data = serde_json::to_vec_pretty(&sb).map_err(io::Error::other)?;
+        crate::util::write_atomic(&dir.join(SANDBOX_FILE), &data)?;
+        Ok(sb)
+    }
+
+    /// Loads a sandbox description.
+    pub fn load(dir: &Path) -> io::Result<Self> {
+        let data = fs::read(dir.join(SANDBOX_FILE))?;
+        serde_json::from_slice(&data).map_err(io::Error::other)
+    }
+
+    /// Unmounts the namespace (if owned) and deletes the directory, volumes included.
+    pub fn remove(&self) -> io::Result<()> {
+        if self.owns_netns {
+            match nix::mount::umount2(&self.netns_path, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(io::Error::other(format!("unmount {}: {e}", self.netns_path.display()))),
+            }
+        }
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `/etc/hosts` for a pod.
+pub fn hosts_file(hostname: &str, extra: &[(String, Vec<String>)]) -> String {
+    let mut s = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    for (ip, names) in extra {
+        s.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    s
+}
+
+/// `/etc/resolv.conf` from servers and search domains.
+pub fn resolv_conf(servers: &[String], search: &[String]) -> String {
+    let mut s = String::new();
+    if !search.is_empty() {
+        s.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    for n in servers {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    s
+}
+
+/// Creates a network namespace with loopback up, kept alive by a bind mount
+/// at `path` (like `ip netns add`). Runs on a short-lived thread so the
+/// caller's namespaces stay untouched.
+pub fn create_netns(path: &Path) -> io::Result<()> {
+    fs::File::create(path)?;
+    let p = path.to_path_buf();
+    let r = std::thread::spawn(move || -> io::Result<()> {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNET): {e}")))?;
+        set_loopback_up()?;
+        nix::mount::mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| io::Error::other(format!("bind mount netns on {}: {e}", p.display())))
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?;
+    if r.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    r
+}
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Brings `lo` up in the current network namespace.
+pub fn set_loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: req is a properly sized ifreq for SIOCGIFFLAGS.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above, for SIOCSIFFLAGS.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etc_files() {
+        let h = hosts_file("web-0", &[("10.0.0.5".into(), vec!["db".into()])]);
+        assert!(h.contains("127.0.0.1\tlocalhost\n") && h.contains("\tweb-0\n") && h.contains("10.0.0.5\tdb\n"));
+        assert_eq!(resolv_conf(&["10.96.0.10".into()], &["svc.local".into()]), "search svc.local\nnameserver 10.96.0.10\n");
+    }
+}

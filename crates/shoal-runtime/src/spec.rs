@@ -1,0 +1,210 @@
+//! What a caller asks for: runtime configuration, pod sandboxes and
+//! containers, plus the pure rules that turn an image config and a container
+//! spec into the process to run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{CgroupLayout, Resources};
+use crate::image::ImageConfig;
+use crate::restart::{Backoff, RestartPolicy};
+
+/// Default `PATH` when neither the image nor the spec sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the runtime is set up on this node.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Root of images, pods and containers (see docs/runtime.md).
+    pub data_dir: PathBuf,
+    /// cgroup layout; `None` detects it from `/proc/self/mountinfo`.
+    pub cgroup_layout: Option<CgroupLayout>,
+    /// Parent cgroup (relative to each hierarchy root) of all containers.
+    pub cgroup_parent: String,
+    /// The binary re-executed as `EXE supervise DIR` and `EXE exec DIR SPEC`
+    /// (the agent itself).
+    pub supervisor_exe: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// A configuration with auto-detected cgroups under `shoal/`.
+    pub fn new(data_dir: impl Into<PathBuf>, supervisor_exe: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), cgroup_layout: None, cgroup_parent: "shoal".into(), supervisor_exe: supervisor_exe.into() }
+    }
+}
+
+/// A pod's shared environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSandboxConfig {
+    /// Unique pod name (also the default hostname).
+    pub name: String,
+    /// Hostname of the pod's containers (default: `name`).
+    pub hostname: Option<String>,
+    /// An existing network namespace to use (e.g. prepared by the network
+    /// code); `None` creates one with loopback up.
+    pub netns: Option<PathBuf>,
+    /// Name servers for `/etc/resolv.conf` (default: the host's file).
+    pub dns_servers: Vec<String>,
+    /// Search domains for `/etc/resolv.conf`.
+    pub dns_search: Vec<String>,
+    /// Extra `/etc/hosts` entries: (address, names).
+    pub hosts: Vec<(String, Vec<String>)>,
+}
+
+/// Where a volume mount comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// The pod's emptyDir volume of that name (shared by its containers,
+    /// removed with the pod).
+    EmptyDir(String),
+    /// A host directory or file.
+    HostPath(PathBuf),
+}
+
+/// A bind mount into the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Source.
+    pub source: MountSource,
+    /// Absolute path in the container.
+    pub destination: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// Log file settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Rotate when the file would exceed this size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub max_files: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { max_bytes: 10 << 20, max_files: 3 }
+    }
+}
+
+/// A container to run in a pod sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Unique id (`[A-Za-z0-9_.-]`, used in paths and cgroup names).
+    pub id: String,
+    /// The container's name within its pod.
+    pub name: String,
+    /// Image reference (`busybox`, `busybox:1`, `sha256:…`).
+    pub image: String,
+    /// Replaces the image's Entrypoint (Kubernetes `command`).
+    pub command: Vec<String>,
+    /// Replaces the image's Cmd (Kubernetes `args`).
+    pub args: Vec<String>,
+    /// Extra environment, overriding the image's.
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: the image's, then `/`).
+    pub working_dir: Option<String>,
+    /// User (default: the image's, then root).
+    pub user: Option<String>,
+    /// Volume mounts.
+    pub mounts: Vec<Mount>,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart_policy: RestartPolicy,
+    /// Restart back-off.
+    pub backoff: Backoff,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub grace_period: Duration,
+    /// Log file (default: `containers/<id>/container.log`).
+    pub log_path: Option<PathBuf>,
+    /// Log rotation.
+    pub log: LogConfig,
+}
+
+impl ContainerSpec {
+    /// A spec with defaults: restart Never, 10 s grace, no limits.
+    pub fn new(id: impl Into<String>, image: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: id.clone(),
+            id,
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            restart_policy: RestartPolicy::Never,
+            backoff: Backoff::default(),
+            grace_period: Duration::from_secs(10),
+            log_path: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The argv: `command` replaces Entrypoint (and drops Cmd unless `args` is
+/// given), `args` replaces Cmd — Kubernetes' rules.
+pub fn resolve_argv(image: &ImageConfig, command: &[String], args: &[String]) -> Vec<String> {
+    match (command.is_empty(), args.is_empty()) {
+        (false, false) => command.iter().chain(args).cloned().collect(),
+        (false, true) => command.to_vec(),
+        (true, false) => image.entrypoint.iter().chain(args).cloned().collect(),
+        (true, true) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    }
+}
+
+/// The environment: image `Env`, then the spec's, then `HOSTNAME`, and
+/// `PATH`/`HOME` defaults. Later entries win; order of first appearance kept.
+pub fn resolve_env(image: &ImageConfig, extra: &[(String, String)], hostname: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| match out.iter_mut().find(|(ok, _)| ok == k) {
+        Some(e) => e.1 = v.to_string(),
+        None => out.push((k.to_string(), v.to_string())),
+    };
+    set("PATH", DEFAULT_PATH);
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for (k, v) in extra {
+        set(k, v);
+    }
+    set("HOSTNAME", hostname);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_rules() {
+        let img = ImageConfig { entrypoint: s(&["/ep"]), cmd: s(&["a"]), ..Default::default() };
+        assert_eq!(resolve_argv(&img, &[], &[]), s(&["/ep", "a"]));
+        assert_eq!(resolve_argv(&img, &[], &s(&["b"])), s(&["/ep", "b"]));
+        assert_eq!(resolve_argv(&img, &s(&["sh"]), &[]), s(&["sh"]));
+        assert_eq!(resolve_argv(&img, &s(&["sh"]), &s(&["-c", "x"])), s(&["sh", "-c", "x"]));
+    }
+
+    #[test]
+    fn env_rules() {
+        let img = ImageConfig { env: s(&["PATH=/bin", "A=1"]), ..Default::default() };
+        let env = resolve_env(&img, &[("A".into(), "2".into()), ("B".into(), "3".into())], "pod");
+        assert_eq!(
+            env,
+            vec![("PATH".into(), "/bin".into()), ("A".into(), "2".into()), ("B".into(), "3".into()), ("HOSTNAME".into(), "pod".into())]
+        );
+        let env = resolve_env(&ImageConfig::default(), &[], "h");
+        assert_eq!(env[0], ("PATH".to_string(), DEFAULT_PATH.to_string()));
+    }
+}

@@ -1,0 +1,111 @@
+//! Fixtures: a runtime on a temporary data directory with its own cgroup
+//! parent, the busybox image, and cleanup of everything on drop.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoal_runtime::cgroup::CgroupLayout;
+use shoal_runtime::{ContainerSpec, LogOptions, PodSandbox, PodSandboxConfig, Runtime, RuntimeConfig};
+
+/// The supervisor/exec helper binary of this crate.
+pub fn helper_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shoal-runtime-helper"))
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` and the last
+/// observation after `timeout`.
+pub fn eventually<T, O: std::fmt::Debug>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, O>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last seen: {last:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A runtime for one test; removes its containers, pods, cgroups and data on drop.
+pub struct TestRuntime {
+    pub rt: Runtime,
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+impl TestRuntime {
+    pub fn new(test: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(&format!("shoal-rt-{test}-")).tempdir().expect("tempdir");
+        let cgroup_parent = format!("shoal-test-{test}-{}", std::process::id());
+        let rt = Runtime::new(Self::config(dir.path(), &cgroup_parent)).expect("runtime");
+        let t = Self { rt, dir, cgroup_parent };
+        let img = t.dir.path().join("busybox.tar");
+        shoal_runtime::testimage::busybox_docker_save(Path::new(shoal_runtime::testimage::BUSYBOX), &img, "busybox:latest").expect("build busybox image");
+        t.rt.images().import(&img, None).expect("import busybox");
+        t
+    }
+
+    pub fn config(dir: &Path, cgroup_parent: &str) -> RuntimeConfig {
+        let mut cfg = RuntimeConfig::new(dir, helper_exe());
+        cfg.cgroup_parent = cgroup_parent.to_string();
+        cfg
+    }
+
+    /// Another runtime instance on the same data directory (a "restarted agent").
+    pub fn reopen(&self) -> Runtime {
+        Runtime::new(Self::config(self.dir.path(), &self.cgroup_parent)).expect("runtime")
+    }
+
+    pub fn pod(&self, name: &str) -> PodSandbox {
+        self.rt.create_sandbox(&PodSandboxConfig { name: name.into(), ..Default::default() }).expect("create sandbox")
+    }
+
+    /// A spec running `sh -c script` in busybox.
+    pub fn sh(&self, id: &str, script: &str) -> ContainerSpec {
+        let mut s = ContainerSpec::new(id, "busybox:latest");
+        s.command = vec!["sh".into(), "-c".into(), script.into()];
+        s.grace_period = Duration::from_secs(2);
+        s
+    }
+
+    /// The container's log lines as "stream text".
+    pub fn log_lines(&self, id: &str) -> Vec<String> {
+        self.rt
+            .logs(id, LogOptions::default())
+            .expect("logs")
+            .map(|l| {
+                let l = l.expect("log line");
+                format!("{} {}", l.stream.as_str(), l.text)
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestRuntime {
+    fn drop(&mut self) {
+        if let Ok(list) = self.rt.list() {
+            for c in list {
+                if let Err(e) = self.rt.remove(&c.id) {
+                    eprintln!("cleanup: remove container {}: {e}", c.id);
+                }
+            }
+        }
+        if let Ok(pods) = self.rt.list_sandboxes() {
+            for p in pods {
+                if let Err(e) = self.rt.remove_sandbox(&p.name) {
+                    eprintln!("cleanup: remove pod {}: {e}", p.name);
+                }
+            }
+        }
+        let dirs: Vec<PathBuf> = match self.rt.cgroup_layout() {
+            CgroupLayout::V2 { root } => vec![root.join(&self.cgroup_parent)],
+            CgroupLayout::V1 { mounts } => mounts.values().map(|m| m.join(&self.cgroup_parent)).collect(),
+        };
+        for d in dirs {
+            if d.exists()
+                && let Err(e) = std::fs::remove_dir(&d)
+            {
+                eprintln!("cleanup: rmdir {}: {e}", d.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Image import of real busybox images.

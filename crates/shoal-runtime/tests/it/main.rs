@@ -1,0 +1,6 @@
+//! Integration tests of the container runtime. Kernel tests need root and
+//! are `#[ignore]`d; run them with `cargo test -p shoal-runtime -- --include-ignored`.
+
+mod common;
+mod containers;
+mod images;
