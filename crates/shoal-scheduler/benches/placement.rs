@@ -26,10 +26,8 @@ fn cluster(nodes: usize) -> (Vec<NodeInfo>, Vec<BoundPod>) {
             Resources::new(4000 * size, 16 * GIB * size, 110),
         );
         n.labels.insert("zone".into(), format!("z{}", i % 3));
-        n.labels.insert(
-            "disk".into(),
-            if i % 2 == 0 { "ssd" } else { "hdd" }.into(),
-        );
+        n.labels
+            .insert("disk".into(), if i % 2 == 0 { "ssd" } else { "hdd" }.into());
         match i % 100 {
             0..=4 => n
                 .taints
@@ -66,7 +64,8 @@ fn pending(pods: usize) -> Vec<PodRequest> {
                     .insert("zone".into(), format!("z{}", owner % 3));
             }
             if owner % 20 == 1 {
-                p.tolerations.push(Toleration::equal("dedicated", "gpu", None));
+                p.tolerations
+                    .push(Toleration::equal("dedicated", "gpu", None));
             }
             if owner % 50 == 2 {
                 p.host_ports.push((8000 + owner as u16, Protocol::Tcp));

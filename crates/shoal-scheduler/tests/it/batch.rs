@@ -50,7 +50,12 @@ fn an_unschedulable_pod_uses_nothing() {
 #[test]
 fn outputs_keep_input_order() {
     let a = node("a", 1000, 8);
-    let pods = [pod("z", 100, 1), pod("x", 5000, 1), pod("y", 100, 1), pod("w", 5000, 1)];
+    let pods = [
+        pod("z", 100, 1),
+        pod("x", 5000, 1),
+        pod("y", 100, 1),
+        pod("w", 5000, 1),
+    ];
     let plan = schedule(&pods, &[a], &[]);
     let bound: Vec<&str> = plan.bindings.iter().map(|b| b.pod_key.as_str()).collect();
     let failed: Vec<&str> = plan.unschedulable.iter().map(|(k, _)| k.as_str()).collect();

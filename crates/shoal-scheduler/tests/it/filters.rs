@@ -17,7 +17,10 @@ fn not_ready_and_cordoned_nodes_are_skipped() {
     assert_eq!(node_of(&plan, "p"), "c");
 
     let plan = schedule(&[pod("p", 100, 100)], &[a, b], &[]);
-    assert_eq!(error_of(&plan, "p"), "0/2 nodes: 1 not ready, 1 unschedulable");
+    assert_eq!(
+        error_of(&plan, "p"),
+        "0/2 nodes: 1 not ready, 1 unschedulable"
+    );
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn node_selector_pins_pods() {
     let mut lost = pod("lost", 100, 100);
     lost.node_selector.insert("disk".into(), "hdd".into());
     let plan = schedule(&[lost], &nodes, &[]);
-    assert_eq!(error_of(&plan, "lost"), "0/3 nodes: 3 node selector mismatch");
+    assert_eq!(
+        error_of(&plan, "lost"),
+        "0/3 nodes: 3 node selector mismatch"
+    );
 }
 
 #[test]
@@ -107,7 +113,12 @@ fn every_blocking_taint_must_be_tolerated() {
     a.taints.push(Taint::new("y", "1", TaintEffect::NoExecute));
     let mut p = pod("p", 100, 100);
     p.tolerations.push(Toleration::equal("x", "1", None));
-    assert_eq!(schedule(&[p.clone()], &[a.clone()], &[]).bindings.len(), 0);
+    assert_eq!(
+        schedule(&[p.clone()], std::slice::from_ref(&a), &[])
+            .bindings
+            .len(),
+        0
+    );
     p.tolerations.push(Toleration::exists("y", None));
     assert_eq!(node_of(&schedule(&[p], &[a], &[]), "p"), "a");
 }
@@ -125,7 +136,10 @@ fn prefer_no_schedule_only_lowers_the_score() {
     );
     // Alone, the tainted node still takes the pod.
     assert_eq!(
-        node_of(&schedule(&[pod("p", 100, 100)], &[a.clone()], &[]), "p"),
+        node_of(
+            &schedule(&[pod("p", 100, 100)], std::slice::from_ref(&a), &[]),
+            "p"
+        ),
         "a"
     );
     // A tolerating pod no longer avoids it.
@@ -140,12 +154,15 @@ fn resources_must_fit_what_is_left() {
     let a = node("a", 2000, 4);
     let bound = [BoundPod::new("a", 1500, 1 << 30)];
     assert_eq!(
-        node_of(&schedule(&[pod("p", 500, 3072)], &[a.clone()], &bound), "p"),
+        node_of(
+            &schedule(&[pod("p", 500, 3072)], std::slice::from_ref(&a), &bound),
+            "p"
+        ),
         "a"
     );
-    let plan = schedule(&[pod("p", 501, 100)], &[a.clone()], &bound);
+    let plan = schedule(&[pod("p", 501, 100)], std::slice::from_ref(&a), &bound);
     assert_eq!(error_of(&plan, "p"), "0/1 nodes: 1 insufficient cpu");
-    let plan = schedule(&[pod("p", 100, 3073)], &[a.clone()], &bound);
+    let plan = schedule(&[pod("p", 100, 3073)], std::slice::from_ref(&a), &bound);
     assert_eq!(error_of(&plan, "p"), "0/1 nodes: 1 insufficient memory");
     let plan = schedule(&[pod("p", 600, 4000)], &[a], &bound);
     assert_eq!(
@@ -159,7 +176,7 @@ fn pod_slots_are_counted() {
     let mut a = node("a", 4000, 8);
     a.allocatable.pods = 2;
     let bound = [BoundPod::new("a", 0, 0), BoundPod::new("a", 0, 0)];
-    let plan = schedule(&[pod("p", 0, 0)], &[a.clone()], &bound);
+    let plan = schedule(&[pod("p", 0, 0)], std::slice::from_ref(&a), &bound);
     assert_eq!(error_of(&plan, "p"), "0/1 nodes: 1 too many pods");
     // A request that claims zero pods still takes a slot.
     let mut zero = pod("z", 0, 0);
@@ -178,14 +195,14 @@ fn host_ports_conflict_per_port_and_protocol() {
     p.host_ports.push((8080, Protocol::Tcp));
     let plan = schedule(&[p.clone()], &[a.clone(), b.clone()], &[bound.clone()]);
     assert_eq!(node_of(&plan, "p"), "b");
-    let plan = schedule(&[p.clone()], &[a.clone()], &[bound.clone()]);
+    let plan = schedule(&[p.clone()], std::slice::from_ref(&a), &[bound.clone()]);
     assert_eq!(error_of(&plan, "p"), "0/1 nodes: 1 host port in use");
 
     // Same number, other protocol: no conflict.
     let mut udp = pod("u", 0, 0);
     udp.host_ports.push((8080, Protocol::Udp));
     assert_eq!(
-        node_of(&schedule(&[udp], &[a.clone()], &[bound]), "u"),
+        node_of(&schedule(&[udp], std::slice::from_ref(&a), &[bound]), "u"),
         "a"
     );
 

@@ -39,7 +39,9 @@ fn spread_counts_already_bound_replicas() {
         b.owner = Some("other".into());
         bound.push(b);
     }
-    let pods: Vec<_> = (0..3).map(|i| owned(&format!("p{i}"), "rs", 0, 0)).collect();
+    let pods: Vec<_> = (0..3)
+        .map(|i| owned(&format!("p{i}"), "rs", 0, 0))
+        .collect();
     let plan = schedule(&pods, &nodes, &bound);
     // rs: a=2 b=1 c=0 -> c; then b and c tie at 1 -> b (name); then c.
     assert_eq!(node_of(&plan, "p0"), "c");
@@ -75,7 +77,10 @@ fn least_allocated_prefers_the_emptier_node() {
     );
     // Bigger node, same usage: more left in fraction wins.
     let nodes = [node("a", 2000, 4), node("b", 8000, 16)];
-    let bound = [BoundPod::new("a", 500, 1 << 30), BoundPod::new("b", 500, 1 << 30)];
+    let bound = [
+        BoundPod::new("a", 500, 1 << 30),
+        BoundPod::new("b", 500, 1 << 30),
+    ];
     assert_eq!(
         node_of(&schedule(&[pod("p", 100, 100)], &nodes, &bound), "p"),
         "b"
@@ -95,7 +100,11 @@ fn least_allocated_weighs_cpu_and_memory() {
 
 #[test]
 fn ties_go_to_the_first_name_whatever_the_input_order() {
-    let nodes = [node("n3", 4000, 8), node("n1", 4000, 8), node("n2", 4000, 8)];
+    let nodes = [
+        node("n3", 4000, 8),
+        node("n1", 4000, 8),
+        node("n2", 4000, 8),
+    ];
     assert_eq!(
         node_of(&schedule(&[pod("p", 100, 100)], &nodes, &[]), "p"),
         "n1"
