@@ -273,15 +273,14 @@ impl Deployment {
                     "maxSurge and maxUnavailable must not both be 0",
                 );
             }
-            if let IntOrString::String(s) = &ru.max_unavailable {
-                if let Ok(Some(p)) = s.strip_suffix('%').map(|n| n.parse::<i64>()).transpose() {
-                    if p > 100 {
-                        errs.push(
-                            "spec.strategy.rollingUpdate.maxUnavailable",
-                            format!("must not be more than 100%, got {s:?}"),
-                        );
-                    }
-                }
+            if let IntOrString::String(s) = &ru.max_unavailable
+                && let Some(Ok(p)) = s.strip_suffix('%').map(|n| n.parse::<i64>())
+                && p > 100
+            {
+                errs.push(
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    format!("must not be more than 100%, got {s:?}"),
+                );
             }
         }
         errs.into_result()

@@ -2,12 +2,14 @@
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
 pub mod intorstring;
 pub mod kind;
+mod locate;
 pub mod manifest;
 pub mod meta;
 pub mod namespace;

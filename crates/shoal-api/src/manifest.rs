@@ -1,6 +1,7 @@
 //! Multi-document YAML manifests: parse, default and validate every document, or
 //! report the first bad one with file, document, object and field path.
 
+use crate::locate;
 use crate::object::Object;
 use crate::validation::ValidationErrors;
 use serde::Deserialize;
@@ -73,6 +74,9 @@ impl fmt::Display for Invalid<'_> {
                 writeln!(f)?;
             }
             write!(f, "{prefix}: {e}")?;
+            if let Some(line) = e.line {
+                write!(f, " (line {line})")?;
+            }
         }
         Ok(())
     }
@@ -151,11 +155,16 @@ pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Object>, Manifest
         if yaml.is_null() {
             continue;
         }
-        let invalid = |object: Option<String>, errors: ValidationErrors| ManifestError::Invalid {
-            file: source.to_string(),
-            document,
-            object,
-            errors,
+        let invalid = |object: Option<String>, mut errors: ValidationErrors| {
+            for e in &mut errors.errors {
+                e.line = locate::line_of(text, document, &e.field);
+            }
+            ManifestError::Invalid {
+                file: source.to_string(),
+                document,
+                object,
+                errors,
+            }
         };
         yaml.apply_merge().map_err(|e| {
             invalid(
@@ -222,7 +231,7 @@ mod tests {
         let e = parse_manifests("web.yaml", text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "web.yaml: document 2 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\""
+            "web.yaml: document 2 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 11)"
         );
         assert_eq!(e.document(), 2);
     }
@@ -328,7 +337,7 @@ mod tests {
         let e = parse_manifests("k8s.yaml", text).unwrap_err().to_string();
         assert_eq!(
             e,
-            "k8s.yaml: document 1 (Deployment web): apiVersion: unsupported apiVersion \"v1\" for Deployment: expected shoal/v1 or apps/v1"
+            "k8s.yaml: document 1 (Deployment web): apiVersion: unsupported apiVersion \"v1\" for Deployment: expected shoal/v1 or apps/v1 (line 1)"
         );
     }
 

@@ -82,13 +82,13 @@ impl ObjectMeta {
         }
         validation::validate_labels(&self.labels, "metadata.labels", errs);
         validation::validate_annotations(&self.annotations, "metadata.annotations", errs);
-        if let Some(g) = self.generation {
-            if g < 0 {
-                errs.push(
-                    "metadata.generation",
-                    format!("must not be negative, got {g}"),
-                );
-            }
+        if let Some(g) = self.generation
+            && g < 0
+        {
+            errs.push(
+                "metadata.generation",
+                format!("must not be negative, got {g}"),
+            );
         }
         let mut controllers = 0;
         for (i, o) in self.owner_references.iter().enumerate() {

@@ -271,6 +271,7 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
             .map(|(_, list)| strip_ticks(list.trim_start_matches("one of ")).replace(" or ", ", "))
             .filter(|l| !l.is_empty());
         return FieldError {
+            line: None,
             field: child(&name),
             message: match supported {
                 Some(list) => format!("unknown field (supported fields: {list})"),
@@ -280,6 +281,7 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
     }
     if message.starts_with("missing field `") {
         return FieldError {
+            line: None,
             field: child(&between_ticks(message)),
             message: "required field is missing".into(),
         };
@@ -291,37 +293,41 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
             .map(|(_, e)| expected_phrase(e))
             .unwrap_or_else(|| "a supported value".into());
         return FieldError {
+            line: None,
             field: path.to_string(),
             message: format!("expected {expected}, got {value:?}"),
         };
     }
     for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((got, expected)) = rest.rsplit_once(", expected ") {
-                return FieldError {
-                    field: path.to_string(),
-                    message: format!(
-                        "expected {}, got {}",
-                        expected_phrase(expected),
-                        got_phrase(got)
-                    ),
-                };
-            }
-        }
-    }
-    if let Some(rest) = message.strip_prefix("invalid length ") {
-        if let Some((n, expected)) = rest.split_once(", expected ") {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((got, expected)) = rest.rsplit_once(", expected ")
+        {
             return FieldError {
+                line: None,
                 field: path.to_string(),
-                message: format!("expected {}, got {n} elements", expected_phrase(expected)),
+                message: format!(
+                    "expected {}, got {}",
+                    expected_phrase(expected),
+                    got_phrase(got)
+                ),
             };
         }
+    }
+    if let Some(rest) = message.strip_prefix("invalid length ")
+        && let Some((n, expected)) = rest.split_once(", expected ")
+    {
+        return FieldError {
+            line: None,
+            field: path.to_string(),
+            message: format!("expected {}, got {n} elements", expected_phrase(expected)),
+        };
     }
     if message.starts_with("input ")
         || message.starts_with("premature end of input")
         || message.starts_with("trailing input")
     {
         return FieldError {
+            line: None,
             field: path.to_string(),
             message: format!(
                 "expected an RFC 3339 timestamp such as \"2025-01-31T12:00:00Z\" ({message})"
@@ -329,6 +335,7 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
         };
     }
     FieldError {
+        line: None,
         field: path.to_string(),
         message: message.to_string(),
     }
@@ -560,5 +567,186 @@ mod tests {
         let back: Result<Pod, Object> = o.clone().try_into();
         assert_eq!(back.unwrap_err(), o);
         assert_eq!(Object::from(ns), o);
+    }
+
+    fn round_trip(value: serde_json::Value) -> Object {
+        let o = Object::from_json(&value).unwrap_or_else(|e| panic!("{e}"));
+        o.validate().unwrap_or_else(|e| panic!("{}: {e}", o.key()));
+        assert_eq!(
+            o.to_json(),
+            value,
+            "to_json(from_json(v)) != v for {}",
+            o.key()
+        );
+        assert_eq!(Object::from_json(&o.to_json()).unwrap(), o);
+        assert_eq!(Object::from_json_str(&o.to_json_string()).unwrap(), o);
+        let yaml = o.to_yaml_string();
+        assert!(yaml.starts_with("apiVersion: shoal/v1\nkind: "), "{yaml}");
+        let parsed =
+            crate::parse_manifests("rt.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(parsed, vec![o.clone()]);
+        let via_serde: Object = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(via_serde, o);
+        o
+    }
+
+    fn meta(ns: Option<&str>) -> serde_json::Value {
+        let mut m = json!({
+            "name": "x1",
+            "labels": {"app": "web"},
+            "annotations": {"example.com/note": "hi"},
+            "uid": "5f0c2b1e-0000-4000-8000-000000000001",
+            "resourceVersion": "42",
+            "generation": 3,
+            "creationTimestamp": "2025-01-31T12:00:00Z",
+            "deletionTimestamp": "2025-01-31T12:05:00Z",
+            "ownerReferences": [{"apiVersion": "shoal/v1", "kind": "Deployment", "name": "web",
+                                 "uid": "u-1", "controller": true, "blockOwnerDeletion": true}]
+        });
+        if let Some(ns) = ns {
+            m["namespace"] = json!(ns);
+        }
+        m
+    }
+
+    #[test]
+    fn round_trip_pod() {
+        let o = round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Pod", "metadata": meta(Some("default")),
+            "spec": {
+                "containers": [{
+                    "name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c"], "args": ["sleep 1"],
+                    "env": [{"name": "A", "value": "1"}], "workingDir": "/tmp",
+                    "ports": [{"name": "http", "containerPort": 8080, "hostPort": 18080, "protocol": "TCP"},
+                              {"containerPort": 53, "protocol": "UDP"}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "32Mi", "pids": "100"},
+                                  "limits": {"cpu": "1", "memory": "64Mi"}},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true},
+                                     {"name": "scratch", "mountPath": "/scratch"}],
+                    "livenessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 1,
+                                      "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 4, "successThreshold": 1},
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 0,
+                                       "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}
+                }, {
+                    "name": "side", "image": "busybox",
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 0,
+                                      "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 1}
+                }],
+                "volumes": [{"name": "data", "hostPath": {"path": "/srv", "readOnly": true}},
+                            {"name": "scratch", "emptyDir": {}}],
+                "nodeSelector": {"disk": "ssd"},
+                "nodeName": "node1",
+                "restartPolicy": "OnFailure",
+                "terminationGracePeriodSeconds": 10,
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"},
+                                {"operator": "Exists"}],
+                "hostname": "web"
+            },
+            "status": {
+                "phase": "Running", "nodeName": "node1", "podIP": "10.244.1.5", "hostIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Ok", "message": "fine",
+                                "lastTransitionTime": "2025-01-31T12:00:01Z"}],
+                "containerStatuses": [{
+                    "name": "app", "ready": true, "restartCount": 2, "image": "busybox:latest", "containerID": "c-1",
+                    "state": {"running": {"startedAt": "2025-01-31T12:00:02Z"}},
+                    "lastState": {"terminated": {"exitCode": 137, "signal": 9, "reason": "OOMKilled", "message": "out of memory",
+                                                 "startedAt": "2025-01-31T12:00:00Z", "finishedAt": "2025-01-31T12:00:01Z"}}
+                }, {
+                    "name": "side", "ready": false, "restartCount": 0, "image": "busybox",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
+                }],
+                "message": "m", "reason": "r", "startTime": "2025-01-31T12:00:00Z"
+            }
+        }));
+        let Object::Pod(p) = o else {
+            panic!("not a pod")
+        };
+        assert_eq!(p.spec.resource_requests().cpu_millis, 100);
+        assert_eq!(p.spec.host_ports(), vec![(18080, crate::Protocol::Tcp)]);
+        assert!(p.is_ready());
+    }
+
+    #[test]
+    fn round_trip_deployment() {
+        round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Deployment", "metadata": meta(Some("prod")),
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"},
+                             "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]},
+                                                  {"key": "canary", "operator": "DoesNotExist"}]},
+                "template": {"metadata": {"labels": {"app": "web"}, "annotations": {"a": "b"}},
+                             "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                                      "restartPolicy": "Always", "terminationGracePeriodSeconds": 30}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}},
+                "revisionHistoryLimit": 5,
+                "paused": true
+            },
+            "status": {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2,
+                       "observedGeneration": 3,
+                       "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"}]}
+        }));
+    }
+
+    #[test]
+    fn round_trip_service() {
+        round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Service", "metadata": meta(Some("default")),
+            "spec": {"type": "NodePort", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080},
+                               {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}],
+                     "clusterIP": "10.96.0.10"}
+        }));
+    }
+
+    #[test]
+    fn round_trip_node() {
+        let mut m = meta(None);
+        m.as_object_mut().unwrap().remove("ownerReferences");
+        round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Node", "metadata": m,
+            "spec": {"podCIDR": "10.244.1.0/24", "unschedulable": true,
+                     "taints": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]},
+            "status": {
+                "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "pids": "4096"},
+                "allocatable": {"cpu": "1900m", "memory": "3900Mi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2025-01-31T12:00:00Z",
+                                "lastTransitionTime": "2025-01-31T11:00:00Z"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "node1"}],
+                "nodeInfo": {"kernelVersion": "6.1.0", "osImage": "Debian 12", "operatingSystem": "linux",
+                             "architecture": "amd64", "agentVersion": "0.1.0", "containerRuntimeVersion": "shoal 0.1.0"},
+                "wireguard": {"publicKey": "aGVsbG8=", "endpoint": "10.0.0.1:51820"},
+                "heartbeatTime": "2025-01-31T12:00:00Z"
+            }
+        }));
+    }
+
+    #[test]
+    fn round_trip_event_namespace_endpoints() {
+        round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Event", "metadata": meta(Some("default")),
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web-1", "uid": "u-2"},
+            "reason": "OOMKilled", "message": "container app was killed", "type": "Warning", "count": 2,
+            "firstTimestamp": "2025-01-31T12:00:00Z", "lastTimestamp": "2025-01-31T12:01:00Z",
+            "source": {"component": "agent", "host": "node1"}
+        }));
+        let mut m = meta(None);
+        m.as_object_mut().unwrap().remove("ownerReferences");
+        round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Namespace", "metadata": m, "status": {"phase": "Terminating"}
+        }));
+        let o = round_trip(json!({
+            "apiVersion": "shoal/v1", "kind": "Endpoints", "metadata": meta(Some("default")),
+            "subsets": [{"addresses": [{"ip": "10.244.1.5", "nodeName": "node1",
+                                        "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1"}}],
+                         "notReadyAddresses": [{"ip": "10.244.2.7"}],
+                         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]
+        }));
+        let Object::Endpoints(e) = o else {
+            panic!("not endpoints")
+        };
+        assert_eq!(e.ready_addresses().count(), 1);
     }
 }

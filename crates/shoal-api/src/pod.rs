@@ -347,10 +347,10 @@ pub struct Toleration {
 impl Toleration {
     /// True when this toleration covers `taint`.
     pub fn tolerates(&self, taint: &crate::node::Taint) -> bool {
-        if let Some(e) = self.effect {
-            if e != taint.effect {
-                return false;
-            }
+        if let Some(e) = self.effect
+            && e != taint.effect
+        {
+            return false;
         }
         match self.operator {
             TolerationOperator::Exists => self.key.is_empty() || self.key == taint.key,
@@ -599,13 +599,13 @@ impl PodSpec {
                     v::check_env_name(&e.name),
                 );
             }
-            if let Some(wd) = &c.working_dir {
-                if !wd.starts_with('/') {
-                    errs.push(
-                        join(&p, "workingDir"),
-                        format!("must be an absolute path, got {wd:?}"),
-                    );
-                }
+            if let Some(wd) = &c.working_dir
+                && !wd.starts_with('/')
+            {
+                errs.push(
+                    join(&p, "workingDir"),
+                    format!("must be an absolute path, got {wd:?}"),
+                );
             }
             for (j, port) in c.ports.iter().enumerate() {
                 let pp = index(&join(&p, "ports"), j);
@@ -622,15 +622,15 @@ impl PodSpec {
                     join(&pp, "containerPort"),
                     v::check_port(port.container_port),
                 );
-                if let Some(h) = port.host_port {
-                    if h != 0 {
-                        errs.check(join(&pp, "hostPort"), v::check_port(h));
-                        if !host_ports.insert((h, port.protocol)) {
-                            errs.push(
-                                join(&pp, "hostPort"),
-                                format!("host port {h}/{} is used twice in the pod", port.protocol),
-                            );
-                        }
+                if let Some(h) = port.host_port
+                    && h != 0
+                {
+                    errs.check(join(&pp, "hostPort"), v::check_port(h));
+                    if !host_ports.insert((h, port.protocol)) {
+                        errs.push(
+                            join(&pp, "hostPort"),
+                            format!("host port {h}/{} is used twice in the pod", port.protocol),
+                        );
                     }
                 }
             }
@@ -670,13 +670,13 @@ impl PodSpec {
                     ("runAsUser", sc.run_as_user),
                     ("runAsGroup", sc.run_as_group),
                 ] {
-                    if let Some(x) = val {
-                        if !(0..=i64::from(u32::MAX)).contains(&x) {
-                            errs.push(
-                                join(&join(&p, "securityContext"), f),
-                                format!("must be between 0 and 4294967295, got {x}"),
-                            );
-                        }
+                    if let Some(x) = val
+                        && !(0..=i64::from(u32::MAX)).contains(&x)
+                    {
+                        errs.push(
+                            join(&join(&p, "securityContext"), f),
+                            format!("must be between 0 and 4294967295, got {x}"),
+                        );
                     }
                 }
             }
@@ -733,13 +733,13 @@ fn validate_resources(r: &ResourceRequirements, path: &str, errs: &mut Validatio
         }
     }
     for (name, req) in &r.requests {
-        if let Some(lim) = r.limits.get(name) {
-            if req > lim {
-                errs.push(
-                    format!("{path}.requests.{name}"),
-                    format!("request {req} is greater than limit {lim}"),
-                );
-            }
+        if let Some(lim) = r.limits.get(name)
+            && req > lim
+        {
+            errs.push(
+                format!("{path}.requests.{name}"),
+                format!("request {req} is greater than limit {lim}"),
+            );
         }
     }
 }
@@ -783,10 +783,10 @@ fn validate_probe(
             "exactly one of exec, tcpSocket or httpGet must be set",
         );
     }
-    if let Some(e) = &p.exec {
-        if e.command.is_empty() {
-            errs.push(join(path, "exec.command"), "must not be empty");
-        }
+    if let Some(e) = &p.exec
+        && e.command.is_empty()
+    {
+        errs.push(join(path, "exec.command"), "must not be empty");
     }
     if let Some(t) = &p.tcp_socket {
         validate_port_ref(&t.port, c, &join(path, "tcpSocket.port"), errs);

@@ -10,6 +10,9 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong, lower-case, naming the accepted form.
     pub message: String,
+    /// 1-based line in the manifest, when the object came from one (set by
+    /// [`crate::parse_manifests`]; not part of `Display`).
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for FieldError {
@@ -62,6 +65,7 @@ impl ValidationErrors {
         self.errors.push(FieldError {
             field: field.into(),
             message: message.into(),
+            line: None,
         });
     }
 
