@@ -1,6 +1,11 @@
 //! Integration tests of the container runtime. Kernel tests need root and
 //! are `#[ignore]`d; run them with `cargo test -p shoal-runtime -- --include-ignored`.
 
+mod cgroups;
 mod common;
 mod containers;
+mod exec;
 mod images;
+mod logs;
+mod pods;
+mod supervision;
