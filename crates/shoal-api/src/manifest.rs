@@ -382,4 +382,22 @@ mod tests {
         assert_eq!(p.spec.containers[1].image, "busybox");
         assert_eq!(p.spec.containers[1].name, "b");
     }
+
+    #[test]
+    fn examples_in_the_manifest_reference_parse() {
+        let doc = include_str!("../../../docs/manifests.md");
+        let mut parsed = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or("");
+            if block.starts_with("apiVersion:") {
+                parse_manifests("docs/manifests.md", block)
+                    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+                parsed += 1;
+            }
+        }
+        assert_eq!(
+            parsed, 3,
+            "expected the Pod, Deployment and Service examples"
+        );
+    }
 }

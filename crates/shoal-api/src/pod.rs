@@ -514,17 +514,20 @@ pub struct ContainerStateTerminated {
 pub const CONTAINER_RESOURCES: [&str; 3] = [quantity::CPU, quantity::MEMORY, quantity::PIDS];
 
 impl Container {
-    /// Effective requests: the request, or the limit when only a limit is given.
+    /// Effective cpu and memory requests: the request, or the limit when only a limit
+    /// is given. `pids` is only enforced as a limit, never scheduled on, so it is 0 here.
     pub fn effective_requests(&self) -> Resources {
         let mut list = self.resources.limits.clone();
         list.extend(self.resources.requests.clone());
         list.remove(quantity::PODS);
+        list.remove(quantity::PIDS);
         Resources::from_list(&list)
     }
 }
 
 impl PodSpec {
-    /// Sum of the containers' effective requests, plus one pod (what the scheduler reserves).
+    /// Sum of the containers' effective cpu and memory requests, plus one pod (what the
+    /// scheduler reserves on a node).
     pub fn resource_requests(&self) -> Resources {
         let mut r: Resources = self
             .containers
@@ -922,12 +925,13 @@ mod tests {
     fn requests_default_to_limits_and_sum() {
         let s = pod_spec(serde_json::json!({"containers": [
             {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}},
-            {"name": "b", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"memory": "64Mi"}}}
+            {"name": "b", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi", "pids": 50}, "requests": {"memory": "64Mi"}}}
         ]}));
         let r = s.resource_requests();
         assert_eq!(r.cpu_millis, 1100);
         assert_eq!(r.memory_bytes, (32 + 64) << 20);
         assert_eq!(r.pods, 1);
+        assert_eq!(r.pids, 0, "pids is a limit only");
     }
 
     #[test]
