@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -29,6 +29,28 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The leader's answer to a forwarded write.
 pub(crate) type ForwardResult = Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// Proposes `cmd` on this member's Raft and waits for the outcome. A proposal that could not
+/// even be handed to the Raft core (stopped) is reported as `ForwardToLeader { None }`: it
+/// surely was not proposed, so the caller may retry elsewhere. A proposal lost afterwards
+/// (core stopped while waiting) is `Fatal`: its outcome is unknown. Entries truncated by a new
+/// leader come back as `ForwardToLeader` from openraft itself.
+pub(crate) async fn propose(raft: &StoreRaft, cmd: Command) -> ForwardResult {
+    let rx = match raft.client_write_ff(cmd).await {
+        Ok(rx) => rx,
+        Err(_) => {
+            return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+                leader_id: None,
+                leader_node: None,
+            })));
+        }
+    };
+    match rx.await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(RaftError::APIError(e)),
+        Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
+    }
+}
 
 /// Encodes a message into a payload.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, serde_json::Error> {
@@ -245,7 +267,7 @@ impl RaftRpc for RaftGrpc {
 
     async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let cmd: Command = decode(request.get_ref()).map_err(|e| bad_request("forward", e))?;
-        let res: ForwardResult = self.raft.client_write(cmd).await;
+        let res: ForwardResult = propose(&self.raft, cmd).await;
         encode_status("forward", &res)
     }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::StoreError;
 use crate::log_store::SledLogStore;
-use crate::network::{ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered};
+use crate::network::{ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered, propose};
 use crate::state_machine::SledStateMachine;
 use crate::types::{ClusterStatus, Command, Consistency, MemberStatus, StoreRaft, Write, WriteOutcome};
 use crate::watch::WatchStream;
@@ -302,10 +302,17 @@ impl Store {
             if Instant::now() >= deadline {
                 return Err(last_err);
             }
-            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let (leader, stopped) = {
+                let m = self.inner.raft.metrics();
+                let m = m.borrow();
+                (m.current_leader, m.running_state.is_err())
+            };
+            if stopped {
+                return Err(StoreError::Shutdown);
+            }
             let attempt = match leader {
                 None => Attempt::Retry(StoreError::NoLeader),
-                Some(l) if l == me => classify(self.inner.raft.client_write(cmd.clone()).await),
+                Some(l) if l == me => classify(propose(&self.inner.raft, cmd.clone()).await),
                 Some(l) => self.forward(l, &cmd, deadline).await,
             };
             match attempt {

@@ -1,30 +1,58 @@
 //! Helpers to run in-process members with real loopback gRPC servers (tests, integration).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{Store, StoreConfig, StoreError};
 
 /// A running member: its store, its gRPC server task and the address it listens on.
+/// Dropping it aborts the server task (the Raft node keeps running until shut down).
 #[derive(Debug)]
 pub struct Member {
     /// The member's store.
     pub store: Store,
-    /// The task serving the member's Raft gRPC service.
-    pub server: JoinHandle<()>,
     /// The server's listening address.
     pub addr: SocketAddr,
+    server: Option<JoinHandle<()>>,
+    stop_serving: Option<oneshot::Sender<()>>,
 }
 
 impl Member {
-    /// Stops the member: aborts its server, shuts Raft down and waits for the server task.
-    pub async fn stop(self) -> Result<(), StoreError> {
-        self.server.abort();
-        let _ = self.server.await;
+    /// Stops the member: stops its server (gracefully, so that peers' open HTTP/2 connections
+    /// are closed and they reconnect to whatever serves the address next; aborted after 2 s),
+    /// then shuts Raft down.
+    pub async fn stop(mut self) -> Result<(), StoreError> {
+        if let Some(tx) = self.stop_serving.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err()
+        {
+            server.abort();
+            let _ = server.await;
+        }
         self.store.shutdown().await
+    }
+
+    /// Aborts the server task at once (open connections of peers may linger).
+    pub fn abort_server(&self) {
+        if let Some(s) = &self.server {
+            s.abort();
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop_serving.take() {
+            let _ = tx.send(());
+        }
+        self.abort_server();
     }
 }
 
@@ -41,16 +69,19 @@ pub async fn spawn_member_on(cfg: StoreConfig, listener: TcpListener) -> Result<
     let addr = listener.local_addr().map_err(|e| StoreError::Unavailable(format!("listener address: {e}")))?;
     let store = Store::open(cfg).await?;
     let svc = store.raft_service();
+    let (stop_serving, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            })
             .await;
         if let Err(e) = res {
             tracing::warn!(error = %e, "raft grpc server ended");
         }
     });
-    Ok(Member { store, server, addr })
+    Ok(Member { store, addr, server: Some(server), stop_serving: Some(stop_serving) })
 }
 
 /// Opens a member and serves it on `cfg.advertise_addr` if it names a port, else on

@@ -1,0 +1,6 @@
+//! Integration tests of shoal-store: openraft's storage suite and real 3-member clusters
+//! over loopback gRPC.
+
+mod cluster;
+mod suite;
+mod util;

@@ -1,0 +1,23 @@
+//! openraft's own storage test suite against the sled log store and state machine.
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use shoal_store::{SledLogStore, SledStateMachine, TypeConfig};
+use tempfile::TempDir;
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, SledLogStore, SledStateMachine), StorageError<u64>> {
+        let dir = tempfile::Builder::new().prefix("shoal-store-suite-").tempdir().expect("tempdir");
+        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open sled");
+        let log = SledLogStore::open(&db).expect("log trees");
+        let sm = SledStateMachine::open(&db, 100).expect("state trees");
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_sled() {
+    Suite::test_all(SledBuilder).expect("openraft storage suite");
+}
