@@ -573,4 +573,35 @@ mod tests {
         assert_eq!((node - r).cpu_millis, 500);
         assert_eq!(Resources::from_list(&r.to_list()), r);
     }
+
+    /// Random inputs from a fixed seed: parsing never panics, and parsed values keep
+    /// their text and agree with a re-parse of that text.
+    #[test]
+    fn random_inputs_never_panic() {
+        let alphabet: Vec<char> = "0123456789.+-eEmkMGTPKiun Z".chars().collect();
+        let mut seed: u64 = 0x5eed_0002;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let mut parsed = 0;
+        for _ in 0..50_000 {
+            let len = next() % 10;
+            let input: String = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            if let Ok(q) = Quantity::parse(&input) {
+                parsed += 1;
+                assert_eq!(q.to_string(), input);
+                assert_eq!(Quantity::parse(&q.to_string()).unwrap(), q);
+                let _ = (q.as_millis(), q.as_i64(), q.as_f64());
+            }
+        }
+        assert!(
+            parsed > 100,
+            "seed 0x5eed_0002: only {parsed} inputs parsed"
+        );
+    }
 }
