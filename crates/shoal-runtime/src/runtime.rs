@@ -341,7 +341,7 @@ impl Runtime {
                 return Err(RuntimeError::Timeout { id: id.to_string(), what: "the container to exit".into() });
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
         self.status(id)
     }

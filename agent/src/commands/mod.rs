@@ -1,0 +1,2 @@
+//! Subcommands of `shoal-agent`, one file each.
+pub mod runtime;
