@@ -18,7 +18,7 @@ pub use network::{MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use state_machine::SledStateMachine;
 pub use store::{Store, StoreConfig};
 pub use types::{
-    ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft, TypeConfig, WatchEvent,
-    Write, WriteOutcome,
+    ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft,
+    TypeConfig, WatchEvent, Write, WriteOutcome,
 };
 pub use watch::WatchStream;

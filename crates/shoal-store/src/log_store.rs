@@ -1,5 +1,8 @@
 //! The Raft log, the vote and the committed index in sled trees (`log`, `meta`).
 
+// openraft's trait methods return `StorageError`; helpers return it too, unboxed.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
@@ -34,7 +37,11 @@ fn from_json<T: DeserializeOwned>(b: &[u8]) -> Result<T, serde_json::Error> {
 impl SledLogStore {
     /// Opens (creates) the log trees of `db`.
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self { db: db.clone(), log: db.open_tree("log")?, meta: db.open_tree("meta")? })
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree("log")?,
+            meta: db.open_tree("meta")?,
+        })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -47,8 +54,13 @@ impl SledLogStore {
 
     async fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError<u64>> {
         let b = to_json(v).map_err(|e| StorageIOError::write(&e))?;
-        self.meta.insert(key, b).map_err(|e| StorageIOError::write(&e))?;
-        self.db.flush_async().await.map_err(|e| StorageIOError::write(&e))?;
+        self.meta
+            .insert(key, b)
+            .map_err(|e| StorageIOError::write(&e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
@@ -87,12 +99,16 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         let last_purged = self.last_purged()?;
         let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
             Some((_, v)) => {
-                let e: Entry<TypeConfig> = from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<TypeConfig> =
+                    from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(*e.get_log_id())
             }
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -100,17 +116,24 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.put_meta(VOTE, vote).await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.put_meta(VOTE, vote)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
         self.get_meta(VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
         // Flushed lazily: a lost committed index only costs re-applying on restart.
         let b = to_json(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.meta.insert(COMMITTED, b).map_err(|e| StorageIOError::write(&e))?;
+        self.meta
+            .insert(COMMITTED, b)
+            .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
@@ -118,7 +141,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         Ok(self.get_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -129,9 +156,16 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             let b = to_json(&e).map_err(|err| StorageIOError::write_log_entry(id, &err))?;
             batch.insert(&id.index.to_be_bytes(), b);
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
-        let res = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
-        let failed = res.as_ref().err().map(|e| StorageIOError::write_logs(e));
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let res = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other);
+        let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
             Some(e) => Err(e.into()),
@@ -145,8 +179,13 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.db.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
@@ -158,7 +197,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, RPCError,
+    RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -18,7 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_proto::raft_client::RaftClient;
 use shoal_proto::raft_server::{Raft as RaftRpc, RaftServer};
-use shoal_proto::{MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use shoal_proto::{
+    MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -28,7 +31,8 @@ use crate::types::{Command, StoreRaft, TypeConfig};
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The leader's answer to a forwarded write.
-pub(crate) type ForwardResult = Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+pub(crate) type ForwardResult =
+    Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
 
 /// Proposes `cmd` on this member's Raft and waits for the outcome. A proposal that could not
 /// even be handed to the Raft core (stopped) is reported as `ForwardToLeader { None }`: it
@@ -39,10 +43,12 @@ pub(crate) async fn propose(raft: &StoreRaft, cmd: Command) -> ForwardResult {
     let rx = match raft.client_write_ff(cmd).await {
         Ok(rx) => rx,
         Err(_) => {
-            return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
-                leader_id: None,
-                leader_node: None,
-            })));
+            return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                ForwardToLeader {
+                    leader_id: None,
+                    leader_node: None,
+                },
+            )));
         }
     };
     match rx.await {
@@ -54,7 +60,9 @@ pub(crate) async fn propose(raft: &StoreRaft, cmd: Command) -> ForwardResult {
 
 /// Encodes a message into a payload.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, serde_json::Error> {
-    Ok(RaftPayload { data: serde_json::to_vec(v)? })
+    Ok(RaftPayload {
+        data: serde_json::to_vec(v)?,
+    })
 }
 
 /// Decodes a payload.
@@ -67,13 +75,17 @@ fn bad_request(what: &str, e: serde_json::Error) -> Status {
 }
 
 fn encode_status<T: Serialize>(what: &str, v: &T) -> Result<Response<RaftPayload>, Status> {
-    encode(v).map(Response::new).map_err(|e| Status::internal(format!("encoding {what} reply: {e}")))
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("encoding {what} reply: {e}")))
 }
+
+type ClientMap = HashMap<(u64, String), RaftClient<Channel>>;
 
 /// Cached lazily-connecting gRPC clients to the other members, by id and address.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PeerClients {
-    map: Arc<Mutex<HashMap<(u64, String), RaftClient<Channel>>>>,
+    map: Arc<Mutex<ClientMap>>,
 }
 
 impl PeerClients {
@@ -126,7 +138,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = RaftPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        RaftPeer { target, addr: node.addr.clone(), clients: self.clients.clone() }
+        RaftPeer {
+            target,
+            addr: node.addr.clone(),
+            clients: self.clients.clone(),
+        }
     }
 }
 
@@ -143,8 +159,10 @@ impl RaftPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client =
-            self.clients.client(self.target, &self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = self
+            .clients
+            .client(self.target, &self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = Request::new(payload);
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -161,7 +179,13 @@ impl RaftPeer {
         })?;
         let res: Result<Resp, RaftError<u64, E>> =
             decode(&reply.into_inner()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
+        res.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                BasicNode::new(&self.addr),
+                e,
+            ))
+        })
     }
 }
 
@@ -185,7 +209,10 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         self.call(&rpc, &option, Rpc::Snapshot).await
     }
 
@@ -207,7 +234,9 @@ pub struct RaftGrpc {
 
 impl std::fmt::Debug for RaftGrpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftGrpc").field("node_id", &self.raft.metrics().borrow().id).finish()
+        f.debug_struct("RaftGrpc")
+            .field("node_id", &self.raft.metrics().borrow().id)
+            .finish()
     }
 }
 
@@ -245,7 +274,10 @@ pub(crate) fn member_info(raft: &StoreRaft) -> MemberInfoResponse {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftGrpc {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             decode(request.get_ref()).map_err(|e| bad_request("append_entries", e))?;
         let res = self.raft.append_entries(req).await;
@@ -253,32 +285,50 @@ impl RaftRpc for RaftGrpc {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let req: VoteRequest<u64> = decode(request.get_ref()).map_err(|e| bad_request("vote", e))?;
+        let req: VoteRequest<u64> =
+            decode(request.get_ref()).map_err(|e| bad_request("vote", e))?;
         let res = self.raft.vote(req).await;
         encode_status("vote", &res)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             decode(request.get_ref()).map_err(|e| bad_request("install_snapshot", e))?;
         let res = self.raft.install_snapshot(req).await;
         encode_status("install_snapshot", &res)
     }
 
-    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn forward(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let cmd: Command = decode(request.get_ref()).map_err(|e| bad_request("forward", e))?;
         let res: ForwardResult = propose(&self.raft, cmd).await;
         encode_status("forward", &res)
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse { index: read.map_or(0, |l| l.index) })),
-            Err(e) => Err(Status::unavailable(format!("read index on member {}: {e}", self.raft.metrics().borrow().id))),
+            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
+                index: read.map_or(0, |l| l.index),
+            })),
+            Err(e) => Err(Status::unavailable(format!(
+                "read index on member {}: {e}",
+                self.raft.metrics().borrow().id
+            ))),
         }
     }
 
-    async fn member_info(&self, _request: Request<MemberInfoRequest>) -> Result<Response<MemberInfoResponse>, Status> {
+    async fn member_info(
+        &self,
+        _request: Request<MemberInfoRequest>,
+    ) -> Result<Response<MemberInfoResponse>, Status> {
         Ok(Response::new(member_info(&self.raft)))
     }
 }

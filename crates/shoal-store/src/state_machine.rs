@@ -1,6 +1,9 @@
 //! The replicated state machine: objects in sled tree `state`, last applied log id, membership
 //! and the current snapshot in tree `sm_meta`; applied changes go to the watch hub.
 
+// openraft's trait methods return `StorageError`; helpers return it too, unboxed.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
@@ -8,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,6 +27,7 @@ const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 
 type Membership = StoredMembership<u64, BasicNode>;
+type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
 /// The serialized form of a snapshot.
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,7 +82,9 @@ pub(crate) fn revision_of(obj: &Value) -> u64 {
 
 fn metadata_mut(obj: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
     let map = obj.as_object_mut()?;
-    let md = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let md = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
     if !md.is_object() {
         *md = Value::Object(Default::default());
     }
@@ -88,7 +94,9 @@ fn metadata_mut(obj: &mut Value) -> Option<&mut serde_json::Map<String, Value>> 
 /// Stamps server-owned metadata on `obj` written at `index` over `prev`.
 fn stamp(mut obj: Value, index: u64, prev: Option<&Value>) -> Value {
     let spec_changed = prev.is_none_or(|p| p.get("spec") != obj.get("spec"));
-    let Some(md) = metadata_mut(&mut obj) else { return obj };
+    let Some(md) = metadata_mut(&mut obj) else {
+        return obj;
+    };
     md.insert("resourceVersion".into(), Value::String(index.to_string()));
     match prev {
         Some(p) => {
@@ -98,8 +106,14 @@ fn stamp(mut obj: Value, index: u64, prev: Option<&Value>) -> Value {
                     None => md.remove(f),
                 };
             }
-            let g = p.pointer("/metadata/generation").and_then(Value::as_u64).unwrap_or(1);
-            md.insert("generation".into(), Value::from(if spec_changed { g + 1 } else { g }));
+            let g = p
+                .pointer("/metadata/generation")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            md.insert(
+                "generation".into(),
+                Value::from(if spec_changed { g + 1 } else { g }),
+            );
         }
         None => {
             md.insert("generation".into(), Value::from(1u64));
@@ -115,14 +129,15 @@ impl SledStateMachine {
         let sm_meta = db.open_tree("sm_meta")?;
         let get = |k: &[u8]| -> Result<Option<sled::IVec>, StoreError> { Ok(sm_meta.get(k)?) };
         let decode = |what: &str, b: &[u8]| -> Result<_, StoreError> {
-            serde_json::from_slice::<Value>(b).map_err(|e| StoreError::Storage(format!("sm_meta/{what}: {e}")))
+            serde_json::from_slice::<Value>(b)
+                .map_err(|e| StoreError::Storage(format!("sm_meta/{what}: {e}")))
         };
-        let mut last_applied: Option<LogId<u64>> = match get(LAST_APPLIED)? {
+        let last_applied: Option<LogId<u64>> = match get(LAST_APPLIED)? {
             Some(b) => serde_json::from_value(decode("last_applied", &b)?)
                 .map_err(|e| StoreError::Storage(format!("sm_meta/last_applied: {e}")))?,
             None => None,
         };
-        let mut membership: Membership = match get(MEMBERSHIP)? {
+        let membership: Membership = match get(MEMBERSHIP)? {
             Some(b) => serde_json::from_value(decode("membership", &b)?)
                 .map_err(|e| StoreError::Storage(format!("sm_meta/membership: {e}")))?,
             None => Membership::default(),
@@ -132,50 +147,86 @@ impl SledStateMachine {
                 db: db.clone(),
                 state,
                 sm_meta,
-                applied: RwLock::new(Applied { last_applied, membership: membership.clone() }),
-                hub: Mutex::new(WatchHub::new(watch_history, last_applied.map_or(0, |l| l.index))),
+                applied: RwLock::new(Applied {
+                    last_applied,
+                    membership: membership.clone(),
+                }),
+                hub: Mutex::new(WatchHub::new(
+                    watch_history,
+                    last_applied.map_or(0, |l| l.index),
+                )),
             }),
         };
         // A crash in the middle of installing a snapshot: redo the install from the stored copy.
-        if let Some((meta, data)) = sm.stored_snapshot().map_err(|e| StoreError::Storage(e.to_string()))? {
-            if meta.last_log_id > last_applied {
-                let body: SnapshotBody = serde_json::from_slice(&data)
-                    .map_err(|e| StoreError::Storage(format!("sm_meta/snapshot_data: {e}")))?;
-                sm.replace_state(&body).map_err(|e| StoreError::Storage(e.to_string()))?;
-                last_applied = body.last_applied;
-                membership = body.membership;
-                let mut a = sm.shared.applied.write().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-                *a = Applied { last_applied, membership };
-                drop(a);
-                sm.hub()?.reset(last_applied.map_or(0, |l| l.index));
-            }
+        if let Some((meta, data)) = sm
+            .stored_snapshot()
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+            && meta.last_log_id > last_applied
+        {
+            let body: SnapshotBody = serde_json::from_slice(&data)
+                .map_err(|e| StoreError::Storage(format!("sm_meta/snapshot_data: {e}")))?;
+            let body = SnapshotBody {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership,
+                objects: body.objects,
+            };
+            sm.replace_state(&body)
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+            let mut a = sm
+                .shared
+                .applied
+                .write()
+                .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+            *a = Applied {
+                last_applied: body.last_applied,
+                membership: body.membership,
+            };
+            drop(a);
+            sm.hub()?.reset(body.last_applied.map_or(0, |l| l.index));
         }
         Ok(sm)
     }
 
     fn hub(&self) -> Result<std::sync::MutexGuard<'_, WatchHub>, StoreError> {
-        self.shared.hub.lock().map_err(|_| StoreError::Storage("watch hub lock poisoned".into()))
+        self.shared
+            .hub
+            .lock()
+            .map_err(|_| StoreError::Storage("watch hub lock poisoned".into()))
     }
 
     /// The index of the last applied entry (0 before any).
     pub fn last_applied_index(&self) -> u64 {
-        self.shared.applied.read().map(|a| a.last_applied.map_or(0, |l| l.index)).unwrap_or(0)
+        self.shared
+            .applied
+            .read()
+            .map(|a| a.last_applied.map_or(0, |l| l.index))
+            .unwrap_or(0)
     }
 
     /// Reads one object.
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let _a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let _a = self
+            .shared
+            .applied
+            .read()
+            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
         match self.shared.state.get(key.as_bytes())? {
             None => Ok(None),
-            Some(b) => Ok(Some(
-                serde_json::from_slice(&b).map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?,
-            )),
+            Some(b) => {
+                Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+                    StoreError::Storage(format!("state/{key}: {e}"))
+                })?))
+            }
         }
     }
 
     /// Lists every object whose key starts with `prefix`, with the revision the list reflects.
     pub fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), StoreError> {
-        let a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let a = self
+            .shared
+            .applied
+            .read()
+            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
         let mut out = Vec::new();
         for kv in self.shared.state.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;
@@ -190,13 +241,17 @@ impl SledStateMachine {
     pub fn watch(&self, prefix: &str, after: Option<u64>) -> Result<WatchStream, StoreError> {
         // Taking the read lock first orders this against apply (which holds the write lock
         // while publishing), so `current` is exact.
-        let a = self.shared.applied.read().map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let a = self
+            .shared
+            .applied
+            .read()
+            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
         let current = a.last_applied.map_or(0, |l| l.index);
         let mut hub = self.hub()?;
         hub.subscribe(prefix, after, current)
     }
 
-    fn stored_snapshot(&self) -> Result<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>, StorageError<u64>> {
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
         let m = self.shared.sm_meta.get(SNAPSHOT_META).map_err(read_err)?;
         let d = self.shared.sm_meta.get(SNAPSHOT_DATA).map_err(read_err)?;
         match (m, d) {
@@ -216,8 +271,13 @@ impl SledStateMachine {
         }
         let la = serde_json::to_vec(&body.last_applied).map_err(sm_err)?;
         let mem = serde_json::to_vec(&body.membership).map_err(sm_err)?;
-        let old_keys: Vec<sled::IVec> =
-            self.shared.state.iter().keys().collect::<Result<_, _>>().map_err(sm_err)?;
+        let old_keys: Vec<sled::IVec> = self
+            .shared
+            .state
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sm_err)?;
         use sled::Transactional;
         (&self.shared.state, &self.shared.sm_meta)
             .transaction(|(s, m)| {
@@ -257,43 +317,74 @@ impl SledStateMachine {
             };
             let check = |expected: Option<u64>, cur: &Value| -> Result<(), StoreError> {
                 match expected {
-                    Some(e) if e != revision_of(cur) => {
-                        Err(StoreError::Conflict { key: key.clone(), expected: e, actual: revision_of(cur) })
-                    }
+                    Some(e) if e != revision_of(cur) => Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: e,
+                        actual: revision_of(cur),
+                    }),
                     _ => Ok(()),
                 }
             };
-            let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> = match (w, current) {
-                (Write::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
-                (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
-                    let obj = stamp(object, index, None);
-                    Ok((Some(obj.clone()), outcome(&key, index, obj, true), EventType::Added))
-                }
-                (Write::Update { .. }, None) | (Write::Delete { .. }, None) => {
-                    Err(StoreError::NotFound { key: key.clone() })
-                }
-                (Write::Update { object, expected_revision, .. }, Some(cur)) => check(expected_revision, &cur)
-                    .map(|()| {
+            let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> =
+                match (w, current) {
+                    (Write::Create { .. }, Some(_)) => {
+                        Err(StoreError::AlreadyExists { key: key.clone() })
+                    }
+                    (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
+                        let obj = stamp(object, index, None);
+                        Ok((
+                            Some(obj.clone()),
+                            outcome(&key, index, obj, true),
+                            EventType::Added,
+                        ))
+                    }
+                    (Write::Update { .. }, None) | (Write::Delete { .. }, None) => {
+                        Err(StoreError::NotFound { key: key.clone() })
+                    }
+                    (
+                        Write::Update {
+                            object,
+                            expected_revision,
+                            ..
+                        },
+                        Some(cur),
+                    ) => check(expected_revision, &cur).map(|()| {
                         let obj = stamp(object, index, Some(&cur));
-                        (Some(obj.clone()), outcome(&key, index, obj, false), EventType::Modified)
+                        (
+                            Some(obj.clone()),
+                            outcome(&key, index, obj, false),
+                            EventType::Modified,
+                        )
                     }),
-                (Write::Put { object, .. }, Some(cur)) => {
-                    let obj = stamp(object, index, Some(&cur));
-                    Ok((Some(obj.clone()), outcome(&key, index, obj, false), EventType::Modified))
-                }
-                (Write::Delete { expected_revision, .. }, Some(mut cur)) => {
-                    check(expected_revision, &cur).map(|()| {
+                    (Write::Put { object, .. }, Some(cur)) => {
+                        let obj = stamp(object, index, Some(&cur));
+                        Ok((
+                            Some(obj.clone()),
+                            outcome(&key, index, obj, false),
+                            EventType::Modified,
+                        ))
+                    }
+                    (
+                        Write::Delete {
+                            expected_revision, ..
+                        },
+                        Some(mut cur),
+                    ) => check(expected_revision, &cur).map(|()| {
                         if let Some(md) = metadata_mut(&mut cur) {
                             md.insert("resourceVersion".into(), Value::String(index.to_string()));
                         }
                         (None, outcome(&key, index, cur, false), EventType::Deleted)
-                    })
-                }
-            };
+                    }),
+                };
             match res {
                 Err(e) => return Ok(Err(e)),
                 Ok((new, out, et)) => {
-                    evs.push(WatchEvent { revision: index, event_type: et, key: key.clone(), object: out.object.clone() });
+                    evs.push(WatchEvent {
+                        revision: index,
+                        event_type: et,
+                        key: key.clone(),
+                        object: out.object.clone(),
+                    });
                     local.insert(key, new);
                     outcomes.push(out);
                 }
@@ -306,7 +397,12 @@ impl SledStateMachine {
 }
 
 fn outcome(key: &str, revision: u64, object: Value, created: bool) -> WriteOutcome {
-    WriteOutcome { key: key.to_owned(), revision, object, created }
+    WriteOutcome {
+        key: key.to_owned(),
+        revision,
+        object,
+        created,
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
@@ -316,17 +412,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             let mut objects = Vec::new();
             for kv in self.shared.state.iter() {
                 let (k, v) = kv.map_err(read_err)?;
-                objects.push((String::from_utf8_lossy(&k).into_owned(), serde_json::from_slice(&v).map_err(read_err)?));
+                objects.push((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    serde_json::from_slice(&v).map_err(read_err)?,
+                ));
             }
-            SnapshotBody { last_applied: a.last_applied, membership: a.membership.clone(), objects }
+            SnapshotBody {
+                last_applied: a.last_applied,
+                membership: a.membership.clone(),
+                objects,
+            }
         };
         let data = serde_json::to_vec(&body).map_err(sm_err)?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let snapshot_id = match body.last_applied {
-            Some(l) => format!("{}-{}-{}-{nanos}", l.leader_id.term, l.leader_id.node_id, l.index),
+            Some(l) => format!(
+                "{}-{}-{}-{nanos}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
             None => format!("none-{nanos}"),
         };
-        let meta = SnapshotMeta { last_log_id: body.last_applied, last_membership: body.membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: body.last_applied,
+            last_membership: body.membership,
+            snapshot_id,
+        };
         let m = serde_json::to_vec(&meta).map_err(sm_err)?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, m);
@@ -334,14 +447,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
         self.shared.sm_meta.apply_batch(batch).map_err(sm_err)?;
         // The snapshot allows purging the log: make it (and the state it reflects) durable first.
         self.shared.db.flush_async().await.map_err(sm_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for SledStateMachine {
     type SnapshotBuilder = SledStateMachine;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
         let a = self.shared.applied.read().map_err(|_| lock_poisoned())?;
         Ok((a.last_applied, a.membership.clone()))
     }
@@ -361,9 +479,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(Ok(Vec::new())),
-                EntryPayload::Normal(cmd) => {
-                    results.push(self.apply_command(&mut overlay, entry.log_id.index, cmd, &mut events)?)
-                }
+                EntryPayload::Normal(cmd) => results.push(self.apply_command(
+                    &mut overlay,
+                    entry.log_id.index,
+                    cmd,
+                    &mut events,
+                )?),
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
                     results.push(Ok(Vec::new()));
@@ -405,7 +526,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -432,13 +555,18 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.replace_state(&body)?;
         a.last_applied = body.last_applied;
         a.membership = body.membership;
-        self.hub().map_err(sm_err)?.reset(body.last_applied.map_or(0, |l| l.index));
+        self.hub()
+            .map_err(sm_err)?
+            .reset(body.last_applied.map_or(0, |l| l.index));
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(self
-            .stored_snapshot()?
-            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        Ok(self.stored_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

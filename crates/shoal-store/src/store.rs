@@ -15,9 +15,13 @@ use tokio::time::Instant;
 
 use crate::StoreError;
 use crate::log_store::SledLogStore;
-use crate::network::{ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered, propose};
+use crate::network::{
+    ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered, propose,
+};
 use crate::state_machine::SledStateMachine;
-use crate::types::{ClusterStatus, Command, Consistency, MemberStatus, StoreRaft, Write, WriteOutcome};
+use crate::types::{
+    ClusterStatus, Command, Consistency, MemberStatus, StoreRaft, Write, WriteOutcome,
+};
 use crate::watch::WatchStream;
 
 /// How to run one member.
@@ -47,7 +51,11 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// A configuration with defaults for everything but identity and paths.
-    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, advertise_addr: impl Into<String>) -> Self {
+    pub fn new(
+        node_id: u64,
+        data_dir: impl Into<PathBuf>,
+        advertise_addr: impl Into<String>,
+    ) -> Self {
         Self {
             node_id,
             data_dir: data_dir.into(),
@@ -88,20 +96,35 @@ impl std::fmt::Debug for Store {
 }
 
 fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join("store.sled");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match sled::Config::new().path(&path).flush_every_ms(Some(200)).open() {
+        match sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(200))
+            .open()
+        {
             Ok(db) => return Ok(db),
             // A previous instance in this process may still be releasing the file lock.
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
                 if std::time::Instant::now() > deadline {
-                    return Err(StoreError::Storage(format!("opening {}: {e}", path.display())));
+                    return Err(StoreError::Storage(format!(
+                        "opening {}: {e}",
+                        path.display()
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(StoreError::Storage(format!("opening {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(StoreError::Storage(format!(
+                    "opening {}: {e}",
+                    path.display()
+                )));
+            }
         }
     }
 }
@@ -110,7 +133,9 @@ fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
 fn validate_key(key: &str) -> Result<(), StoreError> {
     let parts: Vec<&str> = key.split('/').collect();
     if parts.len() != 3 || parts[0].is_empty() || parts[2].is_empty() {
-        return Err(StoreError::Invalid(format!("key {key:?}: expected Kind/namespace/name")));
+        return Err(StoreError::Invalid(format!(
+            "key {key:?}: expected Kind/namespace/name"
+        )));
     }
     Ok(())
 }
@@ -118,13 +143,22 @@ fn validate_key(key: &str) -> Result<(), StoreError> {
 /// Fills server-owned creation metadata on a proposed object.
 fn fill_creation_metadata(key: &str, obj: &mut Value) -> Result<(), StoreError> {
     let Some(map) = obj.as_object_mut() else {
-        return Err(StoreError::Invalid(format!("object for {key}: expected a JSON object")));
+        return Err(StoreError::Invalid(format!(
+            "object for {key}: expected a JSON object"
+        )));
     };
-    let md = map.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+    let md = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
     let Some(md) = md.as_object_mut() else {
-        return Err(StoreError::Invalid(format!("object for {key}: metadata: expected a JSON object")));
+        return Err(StoreError::Invalid(format!(
+            "object for {key}: metadata: expected a JSON object"
+        )));
     };
-    md.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    md.insert(
+        "uid".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
     md.insert(
         "creationTimestamp".into(),
         Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -141,13 +175,15 @@ enum Attempt {
 fn classify(res: ForwardResult) -> Attempt {
     match res {
         Ok(resp) => Attempt::Done(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Attempt::Retry(StoreError::Unavailable(format!("leadership moved to {:?}", f.leader_id)))
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Attempt::Done(Err(StoreError::Storage(format!("unexpected membership error: {e}"))))
-        }
-        Err(RaftError::Fatal(e)) => Attempt::Done(Err(StoreError::Indeterminate(format!("leader failed: {e}")))),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Attempt::Retry(
+            StoreError::Unavailable(format!("leadership moved to {:?}", f.leader_id)),
+        ),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Attempt::Done(Err(
+            StoreError::Storage(format!("unexpected membership error: {e}")),
+        )),
+        Err(RaftError::Fatal(e)) => Attempt::Done(Err(StoreError::Indeterminate(format!(
+            "leader failed: {e}"
+        )))),
     }
 }
 
@@ -176,10 +212,14 @@ impl Store {
         .validate()
         .map_err(|e| StoreError::Invalid(format!("raft config: {e}")))?;
         let clients = PeerClients::default();
-        let network = NetworkFactory { clients: clients.clone() };
+        let network = NetworkFactory {
+            clients: clients.clone(),
+        };
         let raft = StoreRaft::new(cfg.node_id, Arc::new(config), network, log, sm.clone())
             .await
-            .map_err(|e| StoreError::Storage(format!("starting raft for member {}: {e}", cfg.node_id)))?;
+            .map_err(|e| {
+                StoreError::Storage(format!("starting raft for member {}: {e}", cfg.node_id))
+            })?;
 
         let mut metrics = raft.metrics();
         let first = metrics.borrow().current_leader;
@@ -195,12 +235,24 @@ impl Store {
             }
             tx.send_replace(None);
         });
-        Ok(Store { inner: Arc::new(Inner { cfg, raft, sm, db, clients, leader_rx }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                cfg,
+                raft,
+                sm,
+                db,
+                clients,
+                leader_rx,
+            }),
+        })
     }
 
     /// The tonic service carrying Raft traffic to this member; serve it next to the API.
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
-        RaftGrpc { raft: self.inner.raft.clone() }.into_server()
+        RaftGrpc {
+            raft: self.inner.raft.clone(),
+        }
+        .into_server()
     }
 
     /// Forms the cluster from `peers` once: if this data dir was never initialized, the
@@ -209,27 +261,48 @@ impl Store {
     pub async fn bootstrap(&self) -> Result<(), StoreError> {
         let raft = &self.inner.raft;
         let cfg = &self.inner.cfg;
-        if raft.is_initialized().await.map_err(|e| StoreError::Storage(e.to_string()))? {
+        if raft
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+        {
             return Ok(());
         }
         let members: BTreeMap<u64, BasicNode> = if cfg.peers.is_empty() {
             BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))])
         } else {
             if !cfg.peers.contains_key(&cfg.node_id) {
-                return Err(StoreError::Invalid(format!("peers: member {} is not listed", cfg.node_id)));
+                return Err(StoreError::Invalid(format!(
+                    "peers: member {} is not listed",
+                    cfg.node_id
+                )));
             }
-            cfg.peers.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect()
+            cfg.peers
+                .iter()
+                .map(|(id, a)| (*id, BasicNode::new(a)))
+                .collect()
         };
         let lowest = members.keys().next().copied().unwrap_or(cfg.node_id);
         if lowest == cfg.node_id {
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(StoreError::Storage(format!("initializing member {}: {e}", cfg.node_id))),
+                Err(e) => {
+                    return Err(StoreError::Storage(format!(
+                        "initializing member {}: {e}",
+                        cfg.node_id
+                    )));
+                }
             }
         }
         let mut m = raft.metrics();
         loop {
-            if m.borrow().current_leader.is_some() && m.borrow().membership_config.membership().voter_ids().count() > 0
+            if m.borrow().current_leader.is_some()
+                && m.borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count()
+                    > 0
             {
                 return Ok(());
             }
@@ -258,7 +331,10 @@ impl Store {
     fn leader_addr(&self, id: u64) -> Option<String> {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
     }
 
     /// Waits for any metrics change or `step`, whichever is first (bounded by `deadline`).
@@ -285,10 +361,14 @@ impl Store {
         for w in &mut writes {
             validate_key(w.key())?;
             match w {
-                Write::Create { key, object } | Write::Put { key, object } => fill_creation_metadata(key, object)?,
+                Write::Create { key, object } | Write::Put { key, object } => {
+                    fill_creation_metadata(key, object)?
+                }
                 Write::Update { key, object, .. } => {
                     if !object.is_object() {
-                        return Err(StoreError::Invalid(format!("object for {key}: expected a JSON object")));
+                        return Err(StoreError::Invalid(format!(
+                            "object for {key}: expected a JSON object"
+                        )));
                     }
                 }
                 Write::Delete { .. } => {}
@@ -328,7 +408,9 @@ impl Store {
 
     async fn forward(&self, leader: u64, cmd: &Command, deadline: Instant) -> Attempt {
         let Some(addr) = self.leader_addr(leader) else {
-            return Attempt::Retry(StoreError::Unavailable(format!("leader {leader} has no address")));
+            return Attempt::Retry(StoreError::Unavailable(format!(
+                "leader {leader} has no address"
+            )));
         };
         let mut client = match self.inner.clients.client(leader, &addr) {
             Ok(c) => c,
@@ -336,18 +418,27 @@ impl Store {
         };
         let payload = match encode(cmd) {
             Ok(p) => p,
-            Err(e) => return Attempt::Done(Err(StoreError::Invalid(format!("encoding command: {e}")))),
+            Err(e) => {
+                return Attempt::Done(Err(StoreError::Invalid(format!("encoding command: {e}"))));
+            }
         };
         let mut req = tonic::Request::new(payload);
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100)));
+        req.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
         match client.forward(req).await {
             Ok(resp) => match decode::<ForwardResult>(resp.get_ref()) {
                 Ok(r) => classify(r),
-                Err(e) => Attempt::Done(Err(StoreError::Indeterminate(format!("leader {leader} reply: {e}")))),
+                Err(e) => Attempt::Done(Err(StoreError::Indeterminate(format!(
+                    "leader {leader} reply: {e}"
+                )))),
             },
-            Err(s) if never_delivered(&s) => {
-                Attempt::Retry(StoreError::Unavailable(format!("leader {leader} at {addr}: {}", s.message())))
-            }
+            Err(s) if never_delivered(&s) => Attempt::Retry(StoreError::Unavailable(format!(
+                "leader {leader} at {addr}: {}",
+                s.message()
+            ))),
             Err(s) => Attempt::Done(Err(StoreError::Indeterminate(format!(
                 "forwarding to leader {leader} at {addr}: {}",
                 s.message()
@@ -382,7 +473,11 @@ impl Store {
                             .applied_index_at_least(Some(index), "linearizable read")
                             .await
                             .map(|_| ())
-                            .map_err(|e| StoreError::Unavailable(format!("waiting to apply index {index}: {e}")));
+                            .map_err(|e| {
+                                StoreError::Unavailable(format!(
+                                    "waiting to apply index {index}: {e}"
+                                ))
+                            });
                     }
                     Err(e) => last_err = e,
                 },
@@ -392,20 +487,38 @@ impl Store {
     }
 
     async fn read_index_from(&self, leader: u64, deadline: Instant) -> Result<u64, StoreError> {
-        let addr =
-            self.leader_addr(leader).ok_or_else(|| StoreError::Unavailable(format!("leader {leader} has no address")))?;
-        let mut client = self.inner.clients.client(leader, &addr).map_err(|s| StoreError::Invalid(s.message().into()))?;
+        let addr = self
+            .leader_addr(leader)
+            .ok_or_else(|| StoreError::Unavailable(format!("leader {leader} has no address")))?;
+        let mut client = self
+            .inner
+            .clients
+            .client(leader, &addr)
+            .map_err(|s| StoreError::Invalid(s.message().into()))?;
         let mut req = tonic::Request::new(ReadIndexRequest {});
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2)));
+        req.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(2)),
+        );
         client
             .read_index(req)
             .await
             .map(|r| r.get_ref().index)
-            .map_err(|s| StoreError::Unavailable(format!("read index from leader {leader} at {addr}: {}", s.message())))
+            .map_err(|s| {
+                StoreError::Unavailable(format!(
+                    "read index from leader {leader} at {addr}: {}",
+                    s.message()
+                ))
+            })
     }
 
     /// Reads one object by key.
-    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<Value>, StoreError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Value>, StoreError> {
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
@@ -414,7 +527,11 @@ impl Store {
 
     /// Lists every object whose key starts with `prefix` and the revision the list reflects
     /// (pass it to [`Store::watch`] to follow changes without gaps).
-    pub async fn list(&self, prefix: &str, consistency: Consistency) -> Result<(Vec<Value>, u64), StoreError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
@@ -423,7 +540,11 @@ impl Store {
 
     /// Follows changes under `prefix` as this member applies them. `None`: from now on;
     /// `Some(r)`: every event with revision > r first (`TooOld` if r left the history).
-    pub async fn watch(&self, prefix: &str, after_revision: Option<u64>) -> Result<WatchStream, StoreError> {
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        after_revision: Option<u64>,
+    ) -> Result<WatchStream, StoreError> {
         self.inner.sm.watch(prefix, after_revision)
     }
 
@@ -437,8 +558,12 @@ impl Store {
         let m = self.inner.raft.metrics().borrow().clone();
         let me = self.inner.cfg.node_id;
         let matched = m.replication.clone().unwrap_or_default();
-        let nodes: Vec<(u64, String)> =
-            m.membership_config.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+        let nodes: Vec<(u64, String)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
         let queries = nodes.into_iter().map(|(id, addr)| {
             let clients = self.inner.clients.clone();
             let raft = self.inner.raft.clone();
@@ -452,7 +577,9 @@ impl Store {
                         Ok(mut c) => {
                             let mut req = tonic::Request::new(MemberInfoRequest {});
                             req.set_timeout(Duration::from_secs(1));
-                            match tokio::time::timeout(Duration::from_secs(1), c.member_info(req)).await {
+                            match tokio::time::timeout(Duration::from_secs(1), c.member_info(req))
+                                .await
+                            {
                                 Ok(Ok(r)) => Ok(r.into_inner()),
                                 Ok(Err(s)) => Err(s.message().to_owned()),
                                 Err(_) => Err("timed out after 1s".to_owned()),
@@ -487,32 +614,56 @@ impl Store {
             }
         });
         let members = futures::future::join_all(queries).await;
-        ClusterStatus { node_id: me, leader: m.current_leader, members }
+        ClusterStatus {
+            node_id: me,
+            leader: m.current_leader,
+            members,
+        }
     }
 
     /// Builds a snapshot now and waits (up to 30 s) until it is in place.
     pub async fn trigger_snapshot(&self) -> Result<(), StoreError> {
         let target = self.applied_revision();
-        self.inner.raft.trigger().snapshot().await.map_err(|_| StoreError::Shutdown)?;
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|_| StoreError::Shutdown)?;
         self.inner
             .raft
             .wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot built")
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= target),
+                "snapshot built",
+            )
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(format!("snapshot of member {}: {e}", self.node_id())))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("snapshot of member {}: {e}", self.node_id()))
+            })
     }
 
     /// Purges the log up to `index` (at most up to the last snapshot) and waits (up to 30 s).
     pub async fn purge_log_upto(&self, index: u64) -> Result<(), StoreError> {
-        self.inner.raft.trigger().purge_log(index).await.map_err(|_| StoreError::Shutdown)?;
+        self.inner
+            .raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(|_| StoreError::Shutdown)?;
         self.inner
             .raft
             .wait(Some(Duration::from_secs(30)))
             .metrics(|m| m.purged.is_some_and(|p| p.index >= index), "log purged")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(format!("purging log of member {} to {index}: {e}", self.node_id())))
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "purging log of member {} to {index}: {e}",
+                    self.node_id()
+                ))
+            })
     }
 
     /// Stops the Raft node and flushes sled. Other calls fail afterwards; the data dir can be
@@ -520,7 +671,9 @@ impl Store {
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         let res = self.inner.raft.shutdown().await;
         let flushed = self.inner.db.flush_async().await;
-        res.map_err(|e| StoreError::Storage(format!("stopping raft of member {}: {e}", self.node_id())))?;
+        res.map_err(|e| {
+            StoreError::Storage(format!("stopping raft of member {}: {e}", self.node_id()))
+        })?;
         flushed?;
         Ok(())
     }

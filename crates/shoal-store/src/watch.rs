@@ -37,7 +37,12 @@ pub(crate) struct WatchHub {
 impl WatchHub {
     /// A hub whose history starts complete after revision `floor`.
     pub(crate) fn new(cap: usize, floor: u64) -> Self {
-        Self { history: VecDeque::new(), floor, cap: cap.max(1), subs: Vec::new() }
+        Self {
+            history: VecDeque::new(),
+            floor,
+            cap: cap.max(1),
+            subs: Vec::new(),
+        }
     }
 
     /// The oldest revision a watcher may resume after.
@@ -71,10 +76,16 @@ impl WatchHub {
         }
         self.history.extend(events);
         while self.history.len() > self.cap {
-            let Some(old) = self.history.pop_front() else { break };
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
             self.floor = old.revision;
             // Events of one batch share a revision: drop the whole revision.
-            while self.history.front().is_some_and(|e| e.revision <= self.floor) {
+            while self
+                .history
+                .front()
+                .is_some_and(|e| e.revision <= self.floor)
+            {
                 self.history.pop_front();
             }
         }
@@ -86,7 +97,10 @@ impl WatchHub {
         self.history.clear();
         self.floor = floor;
         for s in self.subs.drain(..) {
-            let err = StoreError::TooOld { requested: s.last_sent, oldest: floor };
+            let err = StoreError::TooOld {
+                requested: s.last_sent,
+                oldest: floor,
+            };
             if s.tx.try_send(Err(err)).is_err() {
                 s.lagged.store(true, Ordering::SeqCst);
             }
@@ -106,10 +120,17 @@ impl WatchHub {
         let mut last_sent = current;
         if let Some(r) = after {
             if r < self.floor {
-                return Err(StoreError::TooOld { requested: r, oldest: self.floor });
+                return Err(StoreError::TooOld {
+                    requested: r,
+                    oldest: self.floor,
+                });
             }
             last_sent = r;
-            for ev in self.history.iter().filter(|e| e.revision > r && e.key.starts_with(prefix)) {
+            for ev in self
+                .history
+                .iter()
+                .filter(|e| e.revision > r && e.key.starts_with(prefix))
+            {
                 // Capacity exceeds the history length, so this cannot fail.
                 if tx.try_send(Ok(ev.clone())).is_err() {
                     lagged.store(true, Ordering::SeqCst);
@@ -118,8 +139,18 @@ impl WatchHub {
                 last_sent = ev.revision;
             }
         }
-        self.subs.push(Subscriber { prefix: prefix.to_owned(), tx, lagged: lagged.clone(), last_sent });
-        Ok(WatchStream { rx, lagged, prefix: prefix.to_owned(), done: false })
+        self.subs.push(Subscriber {
+            prefix: prefix.to_owned(),
+            tx,
+            lagged: lagged.clone(),
+            last_sent,
+        });
+        Ok(WatchStream {
+            rx,
+            lagged,
+            prefix: prefix.to_owned(),
+            done: false,
+        })
     }
 }
 
@@ -148,7 +179,9 @@ impl Stream for WatchStream {
             Poll::Ready(None) => {
                 self.done = true;
                 if self.lagged.load(Ordering::SeqCst) {
-                    Poll::Ready(Some(Err(StoreError::Lagged { prefix: self.prefix.clone() })))
+                    Poll::Ready(Some(Err(StoreError::Lagged {
+                        prefix: self.prefix.clone(),
+                    })))
                 } else {
                     Poll::Ready(None)
                 }
@@ -165,7 +198,12 @@ mod tests {
     use futures::StreamExt;
 
     fn ev(rev: u64, key: &str) -> WatchEvent {
-        WatchEvent { revision: rev, event_type: EventType::Added, key: key.into(), object: serde_json::json!({}) }
+        WatchEvent {
+            revision: rev,
+            event_type: EventType::Added,
+            key: key.into(),
+            object: serde_json::json!({}),
+        }
     }
 
     #[tokio::test]
@@ -187,7 +225,13 @@ mod tests {
         hub.publish(vec![ev(1, "a"), ev(2, "b"), ev(2, "c"), ev(3, "d")]);
         // history cap 2: revision 1 and the whole of revision 2 were dropped.
         assert_eq!(hub.floor(), 2);
-        assert!(matches!(hub.subscribe("", Some(1), 3), Err(StoreError::TooOld { requested: 1, oldest: 2 })));
+        assert!(matches!(
+            hub.subscribe("", Some(1), 3),
+            Err(StoreError::TooOld {
+                requested: 1,
+                oldest: 2
+            })
+        ));
         let mut s = hub.subscribe("", Some(2), 3).expect("subscribe");
         assert_eq!(s.next().await.expect("ev").expect("ok").revision, 3);
     }
@@ -197,7 +241,10 @@ mod tests {
         let mut hub = WatchHub::new(10, 0);
         let mut s = hub.subscribe("", None, 0).expect("subscribe");
         hub.reset(50);
-        assert!(matches!(s.next().await, Some(Err(StoreError::TooOld { oldest: 50, .. }))));
+        assert!(matches!(
+            s.next().await,
+            Some(Err(StoreError::TooOld { oldest: 50, .. }))
+        ));
         assert!(s.next().await.is_none());
     }
 

@@ -12,7 +12,10 @@ use tokio::time::Instant;
 use crate::util::{Cluster, eventually, pod};
 
 fn create(key: &str, name: &str) -> Write {
-    Write::Create { key: key.into(), object: pod(name, "busybox") }
+    Write::Create {
+        key: key.into(),
+        object: pod(name, "busybox"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,36 +24,70 @@ async fn writes_through_every_member_are_visible_everywhere() {
     let leader = c.leader().await;
     for id in c.running() {
         let key = format!("Pod/default/from-{id}");
-        let out = c.store(id).write(vec![create(&key, &format!("from-{id}"))]).await.expect("write");
+        let out = c
+            .store(id)
+            .write(vec![create(&key, &format!("from-{id}"))])
+            .await
+            .expect("write");
         assert_eq!(out.len(), 1);
         assert!(out[0].created);
-        assert_eq!(out[0].object["metadata"]["resourceVersion"], json!(out[0].revision.to_string()));
+        assert_eq!(
+            out[0].object["metadata"]["resourceVersion"],
+            json!(out[0].revision.to_string())
+        );
     }
     for reader in c.running() {
-        let (items, rev) = c.store(reader).list("Pod/default/", Consistency::Linearizable).await.expect("list");
-        assert_eq!(items.len(), 3, "member {reader} (leader {leader}) sees {items:?}");
+        let (items, rev) = c
+            .store(reader)
+            .list("Pod/default/", Consistency::Linearizable)
+            .await
+            .expect("list");
+        assert_eq!(
+            items.len(),
+            3,
+            "member {reader} (leader {leader}) sees {items:?}"
+        );
         assert!(rev >= 3);
-        let one = c.store(reader).get("Pod/default/from-1", Consistency::Linearizable).await.expect("get");
+        let one = c
+            .store(reader)
+            .get("Pod/default/from-1", Consistency::Linearizable)
+            .await
+            .expect("get");
         assert_eq!(one.expect("present")["metadata"]["name"], json!("from-1"));
     }
     assert!(c.store(leader).is_leader().await);
     let status = c.store(leader).status().await;
     assert_eq!(status.members.len(), 3);
     assert!(status.members.iter().all(|m| m.healthy), "{status:?}");
-    assert_eq!(status.members.iter().filter(|m| m.leader).count(), 1, "{status:?}");
+    assert_eq!(
+        status.members.iter().filter(|m| m.leader).count(),
+        1,
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preconditions_conflicts_and_server_metadata() {
     let c = Cluster::start("preconditions", 3, |_| {}).await;
     let leader = c.leader().await;
-    let follower = c.running().into_iter().find(|id| *id != leader).expect("a follower");
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
     let s = c.store(follower);
     let key = "Pod/default/web";
-    let created = s.write(vec![create(key, "web")]).await.expect("create").remove(0);
+    let created = s
+        .write(vec![create(key, "web")])
+        .await
+        .expect("create")
+        .remove(0);
     let md = &created.object["metadata"];
     let uid = md["uid"].as_str().expect("uid").to_owned();
-    let ts = md["creationTimestamp"].as_str().expect("creationTimestamp").to_owned();
+    let ts = md["creationTimestamp"]
+        .as_str()
+        .expect("creationTimestamp")
+        .to_owned();
     assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok(), "{ts}");
     assert_eq!(md["generation"], json!(1));
 
@@ -59,9 +96,20 @@ async fn preconditions_conflicts_and_server_metadata() {
 
     let stale = created.revision - 1;
     let conflict = s
-        .write(vec![Write::Update { key: key.into(), object: pod("web", "nginx"), expected_revision: Some(stale) }])
+        .write(vec![Write::Update {
+            key: key.into(),
+            object: pod("web", "nginx"),
+            expected_revision: Some(stale),
+        }])
         .await;
-    assert_eq!(conflict, Err(StoreError::Conflict { key: key.into(), expected: stale, actual: created.revision }));
+    assert_eq!(
+        conflict,
+        Err(StoreError::Conflict {
+            key: key.into(),
+            expected: stale,
+            actual: created.revision
+        })
+    );
 
     // A spec change bumps the generation; uid and creationTimestamp stay.
     let updated = s
@@ -82,37 +130,91 @@ async fn preconditions_conflicts_and_server_metadata() {
     // A status-only change keeps the generation.
     let mut with_status = pod("web", "nginx");
     with_status["status"] = json!({"phase": "Running"});
-    let st = s.write(vec![Write::Put { key: key.into(), object: with_status }]).await.expect("put").remove(0);
+    let st = s
+        .write(vec![Write::Put {
+            key: key.into(),
+            object: with_status,
+        }])
+        .await
+        .expect("put")
+        .remove(0);
     assert_eq!(st.object["metadata"]["generation"], json!(2));
     assert_eq!(st.object["metadata"]["uid"], json!(uid));
 
-    let missing = s.write(vec![Write::Update { key: "Pod/default/nope".into(), object: pod("nope", "x"), expected_revision: None }]).await;
-    assert_eq!(missing, Err(StoreError::NotFound { key: "Pod/default/nope".into() }));
-    let bad_delete = s.write(vec![Write::Delete { key: key.into(), expected_revision: Some(1) }]).await;
-    assert!(matches!(bad_delete, Err(StoreError::Conflict { .. })), "{bad_delete:?}");
+    let missing = s
+        .write(vec![Write::Update {
+            key: "Pod/default/nope".into(),
+            object: pod("nope", "x"),
+            expected_revision: None,
+        }])
+        .await;
+    assert_eq!(
+        missing,
+        Err(StoreError::NotFound {
+            key: "Pod/default/nope".into()
+        })
+    );
+    let bad_delete = s
+        .write(vec![Write::Delete {
+            key: key.into(),
+            expected_revision: Some(1),
+        }])
+        .await;
+    assert!(
+        matches!(bad_delete, Err(StoreError::Conflict { .. })),
+        "{bad_delete:?}"
+    );
     let deleted = s
-        .write(vec![Write::Delete { key: key.into(), expected_revision: Some(st.revision) }])
+        .write(vec![Write::Delete {
+            key: key.into(),
+            expected_revision: Some(st.revision),
+        }])
         .await
         .expect("delete")
         .remove(0);
     assert_eq!(deleted.object["status"]["phase"], json!("Running"));
     for id in c.running() {
-        assert_eq!(c.store(id).get(key, Consistency::Linearizable).await.expect("get"), None);
+        assert_eq!(
+            c.store(id)
+                .get(key, Consistency::Linearizable)
+                .await
+                .expect("get"),
+            None
+        );
     }
     let invalid = s.write(vec![create("Pod/no-namespace", "x")]).await;
-    assert!(matches!(invalid, Err(StoreError::Invalid(_))), "{invalid:?}");
+    assert!(
+        matches!(invalid, Err(StoreError::Invalid(_))),
+        "{invalid:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_aborts_the_whole_batch() {
     let c = Cluster::start("batch", 3, |_| {}).await;
     let s = c.store(c.leader().await);
-    s.write(vec![create("Pod/default/b", "b")]).await.expect("seed");
-    let res = s.write(vec![create("Pod/default/a", "a"), create("Pod/default/b", "b"), create("Pod/default/c", "c")]).await;
-    assert_eq!(res, Err(StoreError::AlreadyExists { key: "Pod/default/b".into() }));
+    s.write(vec![create("Pod/default/b", "b")])
+        .await
+        .expect("seed");
+    let res = s
+        .write(vec![
+            create("Pod/default/a", "a"),
+            create("Pod/default/b", "b"),
+            create("Pod/default/c", "c"),
+        ])
+        .await;
+    assert_eq!(
+        res,
+        Err(StoreError::AlreadyExists {
+            key: "Pod/default/b".into()
+        })
+    );
     for id in c.running() {
         let st = c.store(id);
-        let (items, _) = st.list("Pod/", Consistency::Linearizable).await.expect("list");
+        let (items, _) = st
+            .list("Pod/", Consistency::Linearizable)
+            .await
+            .expect("list");
         assert_eq!(items.len(), 1, "member {id}: {items:?}");
     }
     // A good batch lands at one revision, in order, and a later write in the batch sees an
@@ -120,7 +222,11 @@ async fn a_failing_write_aborts_the_whole_batch() {
     let out = s
         .write(vec![
             create("Pod/default/a", "a"),
-            Write::Update { key: "Pod/default/a".into(), object: pod("a", "nginx"), expected_revision: None },
+            Write::Update {
+                key: "Pod/default/a".into(),
+                object: pod("a", "nginx"),
+                expected_revision: None,
+            },
             create("Pod/default/c", "c"),
         ])
         .await
@@ -128,8 +234,16 @@ async fn a_failing_write_aborts_the_whole_batch() {
     assert_eq!(out.len(), 3);
     assert!(out.iter().all(|o| o.revision == out[0].revision));
     assert_eq!(out[1].object["metadata"]["generation"], json!(2));
-    let f = c.running().into_iter().find(|id| *id != s.node_id()).expect("follower");
-    let (items, rev) = c.store(f).list("Pod/default/", Consistency::Linearizable).await.expect("list");
+    let f = c
+        .running()
+        .into_iter()
+        .find(|id| *id != s.node_id())
+        .expect("follower");
+    let (items, rev) = c
+        .store(f)
+        .list("Pod/default/", Consistency::Linearizable)
+        .await
+        .expect("list");
     assert_eq!(items.len(), 3);
     assert!(rev >= out[0].revision);
 }
@@ -138,52 +252,102 @@ async fn a_failing_write_aborts_the_whole_batch() {
 async fn watch_resumes_from_a_revision_and_reports_too_old() {
     let c = Cluster::start("watch", 3, |cfg: &mut StoreConfig| cfg.watch_history = 20).await;
     let leader = c.leader().await;
-    let follower = c.running().into_iter().find(|id| *id != leader).expect("follower");
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
     let s = c.store(follower);
-    let first = s.write(vec![create("Pod/default/w0", "w0")]).await.expect("write")[0].revision;
-    let (_, rev) = s.list("Pod/", Consistency::Linearizable).await.expect("list");
+    let first = s
+        .write(vec![create("Pod/default/w0", "w0")])
+        .await
+        .expect("write")[0]
+        .revision;
+    let (_, rev) = s
+        .list("Pod/", Consistency::Linearizable)
+        .await
+        .expect("list");
     let mut live = s.watch("Pod/default/", Some(rev)).await.expect("watch");
     let mut nodes = s.watch("Node/", None).await.expect("watch nodes");
     let mut revs = Vec::new();
     for i in 1..=5 {
-        let w = c.store(leader).write(vec![create(&format!("Pod/default/w{i}"), "w")]).await.expect("write");
+        let w = c
+            .store(leader)
+            .write(vec![create(&format!("Pod/default/w{i}"), "w")])
+            .await
+            .expect("write");
         revs.push(w[0].revision);
     }
     let upd = s
-        .write(vec![Write::Update { key: "Pod/default/w1".into(), object: pod("w1", "v2"), expected_revision: None }])
+        .write(vec![Write::Update {
+            key: "Pod/default/w1".into(),
+            object: pod("w1", "v2"),
+            expected_revision: None,
+        }])
         .await
         .expect("update")[0]
         .revision;
-    let del = s.write(vec![Write::Delete { key: "Pod/default/w2".into(), expected_revision: None }]).await.expect("del")[0]
+    let del = s
+        .write(vec![Write::Delete {
+            key: "Pod/default/w2".into(),
+            expected_revision: None,
+        }])
+        .await
+        .expect("del")[0]
         .revision;
     let mut seen = Vec::new();
     while seen.len() < 7 {
-        let ev = tokio::time::timeout(Duration::from_secs(5), live.next()).await.expect("event in time").expect("open").expect("ok");
+        let ev = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("event in time")
+            .expect("open")
+            .expect("ok");
         seen.push((ev.revision, ev.event_type, ev.key));
     }
-    let mut expected: Vec<(u64, EventType, String)> =
-        revs.iter().enumerate().map(|(i, r)| (*r, EventType::Added, format!("Pod/default/w{}", i + 1))).collect();
+    let mut expected: Vec<(u64, EventType, String)> = revs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (*r, EventType::Added, format!("Pod/default/w{}", i + 1)))
+        .collect();
     expected.push((upd, EventType::Modified, "Pod/default/w1".into()));
     expected.push((del, EventType::Deleted, "Pod/default/w2".into()));
     assert_eq!(seen, expected);
     // Nothing under Node/ was written.
-    assert!(tokio::time::timeout(Duration::from_millis(200), nodes.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), nodes.next())
+            .await
+            .is_err()
+    );
 
     // A watcher that resumes later from an old revision gets exactly the newer events.
     let mut resumed = s.watch("Pod/", Some(revs[2])).await.expect("resume");
     let mut got = Vec::new();
     while got.len() < 4 {
-        let ev = tokio::time::timeout(Duration::from_secs(5), resumed.next()).await.expect("in time").expect("open").expect("ok");
+        let ev = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
         got.push(ev.revision);
     }
     assert_eq!(got, vec![revs[3], revs[4], upd, del]);
 
     // Push the first writes out of the 20-event history.
-    let batch: Vec<Write> = (0..30).map(|i| create(&format!("Pod/default/fill-{i}"), "f")).collect();
+    let batch: Vec<Write> = (0..30)
+        .map(|i| create(&format!("Pod/default/fill-{i}"), "f"))
+        .collect();
     let filled = c.store(leader).write(batch).await.expect("fill")[0].revision;
-    eventually("follower applied the fill batch", Duration::from_secs(10), || async {
-        if s.applied_revision() >= filled { Ok(()) } else { Err(s.applied_revision().to_string()) }
-    })
+    eventually(
+        "follower applied the fill batch",
+        Duration::from_secs(10),
+        || async {
+            if s.applied_revision() >= filled {
+                Ok(())
+            } else {
+                Err(s.applied_revision().to_string())
+            }
+        },
+    )
     .await;
     // 30 events at one revision: the history keeps whole revisions, so all older ones are out.
     match s.watch("Pod/", Some(first)).await {
@@ -199,11 +363,20 @@ async fn watch_resumes_from_a_revision_and_reports_too_old() {
 async fn writes_resume_after_the_leader_is_lost_and_acknowledged_writes_survive() {
     let mut c = Cluster::start("failover", 3, |_| {}).await;
     let old_leader = c.leader().await;
-    let survivors: Vec<u64> = c.running().into_iter().filter(|id| *id != old_leader).collect();
+    let survivors: Vec<u64> = c
+        .running()
+        .into_iter()
+        .filter(|id| *id != old_leader)
+        .collect();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let stop_at = Instant::now() + Duration::from_secs(6);
     let mut writers = Vec::new();
-    for (wi, id) in survivors.iter().copied().flat_map(|id| [(0, id), (1, id)]).enumerate() {
+    for (wi, id) in survivors
+        .iter()
+        .copied()
+        .flat_map(|id| [(0, id), (1, id)])
+        .enumerate()
+    {
         let s: Store = c.store(id.1);
         let acked = acked.clone();
         let _ = id.0;
@@ -232,21 +405,51 @@ async fn writes_resume_after_the_leader_is_lost_and_acknowledged_writes_survive(
         errors.extend(w.await.expect("writer task"));
     }
     let total = acked.lock().expect("lock").clone();
-    println!("acked before stop {before}, at stop {stopped_at}, total {}; errors: {errors:?}", total.len());
+    println!(
+        "acked before stop {before}, at stop {stopped_at}, total {}; errors: {errors:?}",
+        total.len()
+    );
     assert!(before > 0, "writes before the failover");
-    assert!(total.len() > stopped_at + 10, "writes resumed on the new leader ({} -> {})", stopped_at, total.len());
-    assert!(errors.iter().all(|e| matches!(e, StoreError::Indeterminate(_) | StoreError::Unavailable(_) | StoreError::NoLeader)), "{errors:?}");
+    assert!(
+        total.len() > stopped_at + 10,
+        "writes resumed on the new leader ({} -> {})",
+        stopped_at,
+        total.len()
+    );
+    assert!(
+        errors.iter().all(|e| matches!(
+            e,
+            StoreError::Indeterminate(_) | StoreError::Unavailable(_) | StoreError::NoLeader
+        )),
+        "{errors:?}"
+    );
     let new_leader = c.leader().await;
     assert_ne!(new_leader, old_leader);
     for id in survivors {
-        let (items, _) = c.store(id).list("Pod/default/", Consistency::Linearizable).await.expect("list");
+        let (items, _) = c
+            .store(id)
+            .list("Pod/default/", Consistency::Linearizable)
+            .await
+            .expect("list");
         let keys: BTreeSet<String> = items
             .iter()
-            .map(|o| format!("Pod/default/{}", o["metadata"]["name"].as_str().unwrap_or_default()))
+            .map(|o| {
+                format!(
+                    "Pod/default/{}",
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
             .collect();
         let _ = keys;
         for k in &total {
-            assert!(c.store(id).get(k, Consistency::Local).await.expect("get").is_some(), "member {id} lost acknowledged {k}");
+            assert!(
+                c.store(id)
+                    .get(k, Consistency::Local)
+                    .await
+                    .expect("get")
+                    .is_some(),
+                "member {id} lost acknowledged {k}"
+            );
         }
     }
 }
@@ -259,51 +462,117 @@ async fn a_stopped_member_catches_up_from_a_snapshot_after_the_log_was_purged() 
     })
     .await;
     let leader = c.leader().await;
-    let lagging = c.running().into_iter().find(|id| *id != leader).expect("follower");
-    c.store(lagging).write(vec![create("Pod/default/before", "b")]).await.expect("write");
-    let stopped_log = c.store(lagging).raft().metrics().borrow().last_log_index.unwrap_or(0);
+    let lagging = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
+    c.store(lagging)
+        .write(vec![create("Pod/default/before", "b")])
+        .await
+        .expect("write");
+    let stopped_log = c
+        .store(lagging)
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap_or(0);
     c.stop(lagging).await;
     let s = c.store(leader);
     for i in 0..220 {
-        s.write(vec![create(&format!("Pod/default/p{i}"), "x")]).await.expect("write while member is down");
+        s.write(vec![create(&format!("Pod/default/p{i}"), "x")])
+            .await
+            .expect("write while member is down");
     }
     let last = s.applied_revision();
     s.trigger_snapshot().await.expect("snapshot");
     s.purge_log_upto(last).await.expect("purge");
     let purged = s.raft().metrics().borrow().purged.expect("purged").index;
-    assert!(purged > stopped_log, "leader purged up to {purged}, member stopped at {stopped_log}");
+    assert!(
+        purged > stopped_log,
+        "leader purged up to {purged}, member stopped at {stopped_log}"
+    );
 
     c.restart(lagging).await;
     let r = c.store(lagging);
-    eventually("the restarted member to hold every object", Duration::from_secs(30), || async {
-        let (items, rev) = r.list("Pod/default/", Consistency::Local).await.map_err(|e| e.to_string())?;
-        if items.len() == 221 { Ok(()) } else { Err(format!("{} objects at revision {rev}", items.len())) }
-    })
+    eventually(
+        "the restarted member to hold every object",
+        Duration::from_secs(30),
+        || async {
+            let (items, rev) = r
+                .list("Pod/default/", Consistency::Local)
+                .await
+                .map_err(|e| e.to_string())?;
+            if items.len() == 221 {
+                Ok(())
+            } else {
+                Err(format!("{} objects at revision {rev}", items.len()))
+            }
+        },
+    )
     .await;
     let snap = r.raft().metrics().borrow().snapshot;
-    assert!(snap.is_some_and(|s| s.index >= purged), "restarted member installed a snapshot: {snap:?}");
+    assert!(
+        snap.is_some_and(|s| s.index >= purged),
+        "restarted member installed a snapshot: {snap:?}"
+    );
     // And it keeps replicating normally afterwards.
-    let w = c.store(leader).write(vec![create("Pod/default/after", "a")]).await.expect("write")[0].revision;
-    eventually("the restarted member to apply new writes", Duration::from_secs(10), || async {
-        if r.applied_revision() >= w { Ok(()) } else { Err(r.applied_revision().to_string()) }
-    })
+    let w = c
+        .store(leader)
+        .write(vec![create("Pod/default/after", "a")])
+        .await
+        .expect("write")[0]
+        .revision;
+    eventually(
+        "the restarted member to apply new writes",
+        Duration::from_secs(10),
+        || async {
+            if r.applied_revision() >= w {
+                Ok(())
+            } else {
+                Err(r.applied_revision().to_string())
+            }
+        },
+    )
     .await;
-    assert!(r.get("Pod/default/after", Consistency::Linearizable).await.expect("get").is_some());
+    assert!(
+        r.get("Pod/default/after", Consistency::Linearizable)
+            .await
+            .expect("get")
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_members_stopped_and_reopened_keep_all_data() {
-    let mut c = Cluster::start("restart-all", 3, |cfg: &mut StoreConfig| cfg.snapshot_every = 50).await;
+    let mut c = Cluster::start("restart-all", 3, |cfg: &mut StoreConfig| {
+        cfg.snapshot_every = 50
+    })
+    .await;
     let leader = c.leader().await;
     let mut last = 0;
     for i in 0..120 {
-        last = c.store(leader).write(vec![create(&format!("Pod/default/r{i}"), "x")]).await.expect("write")[0].revision;
+        last = c
+            .store(leader)
+            .write(vec![create(&format!("Pod/default/r{i}"), "x")])
+            .await
+            .expect("write")[0]
+            .revision;
     }
     for id in c.running() {
         let st = c.store(id);
-        eventually("every member applied the writes", Duration::from_secs(10), || async {
-            if st.applied_revision() >= last { Ok(()) } else { Err(st.applied_revision().to_string()) }
-        })
+        eventually(
+            "every member applied the writes",
+            Duration::from_secs(10),
+            || async {
+                if st.applied_revision() >= last {
+                    Ok(())
+                } else {
+                    Err(st.applied_revision().to_string())
+                }
+            },
+        )
         .await;
     }
     for id in c.running() {
@@ -314,30 +583,57 @@ async fn all_members_stopped_and_reopened_keep_all_data() {
     }
     c.leader().await;
     for id in c.running() {
-        let (items, rev) = c.store(id).list("Pod/default/", Consistency::Linearizable).await.expect("list");
+        let (items, rev) = c
+            .store(id)
+            .list("Pod/default/", Consistency::Linearizable)
+            .await
+            .expect("list");
         assert_eq!(items.len(), 120, "member {id}");
         assert!(rev >= last);
     }
-    let w = c.store(1).write(vec![create("Pod/default/after-restart", "x")]).await.expect("write after restart");
+    let w = c
+        .store(1)
+        .write(vec![create("Pod/default/after-restart", "x")])
+        .await
+        .expect("write after restart");
     assert!(w[0].revision > last);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_member_store_bootstraps_and_reopens() {
-    let dir = tempfile::Builder::new().prefix("shoal-store-single-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-store-single-")
+        .tempdir()
+        .expect("tempdir");
     let cfg = StoreConfig::new(7, dir.path(), "127.0.0.1:0");
-    let m = shoal_store::testing::spawn_member(cfg.clone()).await.expect("spawn");
+    let m = shoal_store::testing::spawn_member(cfg.clone())
+        .await
+        .expect("spawn");
     m.store.bootstrap().await.expect("bootstrap");
     m.store.bootstrap().await.expect("bootstrap is idempotent");
-    let out = m.store.write(vec![create("Node//n1", "n1")]).await.expect("write");
+    let out = m
+        .store
+        .write(vec![create("Node//n1", "n1")])
+        .await
+        .expect("write");
     let mut leaders = m.store.leader_changes();
     assert_eq!(*leaders.borrow_and_update(), Some(7));
     m.stop().await.expect("stop");
     let mut cfg2 = cfg;
     cfg2.advertise_addr = "127.0.0.1:0".into();
-    let m = shoal_store::testing::spawn_member(cfg2).await.expect("respawn");
+    let m = shoal_store::testing::spawn_member(cfg2)
+        .await
+        .expect("respawn");
     m.store.bootstrap().await.expect("bootstrap after restart");
-    let got = m.store.get("Node//n1", Consistency::Linearizable).await.expect("get").expect("present");
-    assert_eq!(got["metadata"]["resourceVersion"], json!(out[0].revision.to_string()));
+    let got = m
+        .store
+        .get("Node//n1", Consistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        got["metadata"]["resourceVersion"],
+        json!(out[0].revision.to_string())
+    );
     m.stop().await.expect("stop");
 }

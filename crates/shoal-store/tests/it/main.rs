@@ -2,5 +2,7 @@
 //! over loopback gRPC.
 
 mod cluster;
+mod crash;
 mod suite;
+mod throughput;
 mod util;

@@ -9,8 +9,14 @@ struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, SledLogStore, SledStateMachine), StorageError<u64>> {
-        let dir = tempfile::Builder::new().prefix("shoal-store-suite-").tempdir().expect("tempdir");
-        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open sled");
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-store-suite-")
+            .tempdir()
+            .expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("open sled");
         let log = SledLogStore::open(&db).expect("log trees");
         let sm = SledStateMachine::open(&db, 100).expect("state trees");
         Ok((dir, log, sm))

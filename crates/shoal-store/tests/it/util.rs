@@ -71,7 +71,10 @@ impl Cluster {
         let mut cfgs = BTreeMap::new();
         let mut members = BTreeMap::new();
         for (id, l) in listeners {
-            let dir = tempfile::Builder::new().prefix(&format!("shoal-store-{test}-{id}-")).tempdir().expect("tempdir");
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("shoal-store-{test}-{id}-"))
+                .tempdir()
+                .expect("tempdir");
             let mut cfg = StoreConfig::new(id, dir.path(), peers[&id].clone());
             cfg.peers = peers.clone();
             cfg.heartbeat_ms = 50;
@@ -82,7 +85,11 @@ impl Cluster {
             cfgs.insert(id, cfg);
             members.insert(id, Some(m));
         }
-        let stores: Vec<Store> = members.values().flatten().map(|m| m.store.clone()).collect();
+        let stores: Vec<Store> = members
+            .values()
+            .flatten()
+            .map(|m| m.store.clone())
+            .collect();
         let boots = stores.iter().map(|s| {
             let s = s.clone();
             async move { tokio::time::timeout(Duration::from_secs(20), s.bootstrap()).await }
@@ -90,25 +97,45 @@ impl Cluster {
         for r in futures::future::join_all(boots).await {
             r.expect("bootstrap in time").expect("bootstrap");
         }
-        Cluster { members, cfgs, _dirs: dirs }
+        Cluster {
+            members,
+            cfgs,
+            _dirs: dirs,
+        }
     }
 
     /// The running member `id`'s store.
     pub fn store(&self, id: u64) -> Store {
-        self.members[&id].as_ref().expect("member running").store.clone()
+        self.members[&id]
+            .as_ref()
+            .expect("member running")
+            .store
+            .clone()
     }
 
     /// Ids of running members.
     pub fn running(&self) -> Vec<u64> {
-        self.members.iter().filter(|(_, m)| m.is_some()).map(|(id, _)| *id).collect()
+        self.members
+            .iter()
+            .filter(|(_, m)| m.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The leader all running members agree on.
     pub async fn leader(&self) -> u64 {
         eventually("an agreed leader", Duration::from_secs(20), || async {
-            let ls: Vec<Option<u64>> = self.running().iter().map(|id| *self.store(*id).leader_changes().borrow()).collect();
+            let ls: Vec<Option<u64>> = self
+                .running()
+                .iter()
+                .map(|id| *self.store(*id).leader_changes().borrow())
+                .collect();
             match ls.first() {
-                Some(Some(l)) if ls.iter().all(|x| *x == Some(*l)) && self.running().contains(l) => Ok(*l),
+                Some(Some(l))
+                    if ls.iter().all(|x| *x == Some(*l)) && self.running().contains(l) =>
+                {
+                    Ok(*l)
+                }
                 _ => Err(format!("{ls:?}")),
             }
         })
@@ -117,14 +144,22 @@ impl Cluster {
 
     /// Stops member `id` (aborts its server, shuts its Raft down, drops its store).
     pub async fn stop(&mut self, id: u64) {
-        let m = self.members.get_mut(&id).and_then(Option::take).expect("member running");
+        let m = self
+            .members
+            .get_mut(&id)
+            .and_then(Option::take)
+            .expect("member running");
         m.stop().await.expect("stop member");
     }
 
     /// Kills member `id` abruptly: aborts its server task (peers' open connections linger)
     /// and stops its Raft.
     pub async fn kill(&mut self, id: u64) {
-        let m = self.members.get_mut(&id).and_then(Option::take).expect("member running");
+        let m = self
+            .members
+            .get_mut(&id)
+            .and_then(Option::take)
+            .expect("member running");
         m.abort_server();
         m.store.shutdown().await.expect("shutdown raft");
     }
@@ -132,9 +167,15 @@ impl Cluster {
     /// Restarts member `id` from its data dir on its old address.
     pub async fn restart(&mut self, id: u64) {
         let cfg = self.cfgs[&id].clone();
-        let l = eventually("rebinding the member's port", Duration::from_secs(10), || async {
-            TcpListener::bind(&cfg.advertise_addr).await.map_err(|e| e.to_string())
-        })
+        let l = eventually(
+            "rebinding the member's port",
+            Duration::from_secs(10),
+            || async {
+                TcpListener::bind(&cfg.advertise_addr)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        )
         .await;
         let m = spawn_member_on(cfg, l).await.expect("respawn member");
         m.store.bootstrap().await.expect("bootstrap after restart");

@@ -1,0 +1,69 @@
+//! Write latency and throughput figures (printed; loose bounds so they run anywhere).
+
+use std::time::{Duration, Instant};
+
+use shoal_store::{StoreConfig, Write};
+
+use crate::util::{Cluster, pod};
+
+async fn run_writers(
+    phase: &str,
+    stores: Vec<shoal_store::Store>,
+    writers: usize,
+    per_writer: usize,
+) -> (f64, Duration) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let s = stores[w % stores.len()].clone();
+        let phase = phase.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for i in 0..per_writer {
+                let t = Instant::now();
+                s.write(vec![Write::Create {
+                    key: format!("Pod/{phase}/w{w}-{i}"),
+                    object: pod("x", "busybox"),
+                }])
+                .await
+                .expect("write");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    ((writers * per_writer) as f64 / secs, all[all.len() / 2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_throughput_figures() {
+    let c = Cluster::start("bench", 3, |cfg: &mut StoreConfig| {
+        cfg.snapshot_every = 100_000
+    })
+    .await;
+    let leader = c.leader().await;
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
+    let (rate1, p50_1) = run_writers("leader", vec![c.store(leader)], 1, 100).await;
+    println!("3 members, 1 writer on the leader: {rate1:.0} writes/s, p50 {p50_1:?}");
+    let (rate_f, p50_f) = run_writers("follower", vec![c.store(follower)], 1, 100).await;
+    println!("3 members, 1 writer on a follower (forwarded): {rate_f:.0} writes/s, p50 {p50_f:?}");
+    let (rate16, p50_16) = run_writers(
+        "spread",
+        c.running().into_iter().map(|id| c.store(id)).collect(),
+        16,
+        50,
+    )
+    .await;
+    println!("3 members, 16 writers spread over all members: {rate16:.0} writes/s, p50 {p50_16:?}");
+    assert!(rate1 > 5.0 && rate16 > 5.0);
+}
