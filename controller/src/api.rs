@@ -394,21 +394,23 @@ impl Cluster for ClusterService {
             .iter()
             .map(|m| MemberStatus {
                 id: m.id,
-                address: m.address.clone(),
+                address: m.addr.clone(),
                 leader: m.leader,
                 healthy: m.healthy,
                 term: m.term,
                 last_log_index: m.last_log_index,
                 last_applied: m.last_applied,
-                matched_index: m.matched_index,
+                matched_index: m.matched_index.unwrap_or(0),
                 error: m.error.clone().unwrap_or_default(),
-                voter: m.voter,
+                voter: true,
             })
             .collect();
+        let leader = s.members.iter().find(|m| Some(m.id) == s.leader);
         Ok(Response::new(ClusterStatusResponse {
-            leader_id: s.leader_id.unwrap_or(0),
-            term: s.term,
-            commit_index: s.commit_index,
+            leader_id: s.leader.unwrap_or(0),
+            term: s.members.iter().map(|m| m.term).max().unwrap_or(0),
+            // The leader applies an entry once it is committed.
+            commit_index: leader.map(|m| m.last_applied).unwrap_or(0),
             members,
             answered_by: self.store.node_id(),
         }))

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod error;
+pub mod reconcile;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +42,12 @@ pub struct Args {
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_every: u64,
+    /// Seconds without a heartbeat after which a node is NotReady.
+    #[arg(long, default_value_t = 10.0)]
+    pub node_timeout: f64,
+    /// Seconds a node stays NotReady before its pods are replaced elsewhere.
+    #[arg(long, default_value_t = 20.0)]
+    pub eviction_delay: f64,
 }
 
 /// Sets up `tracing` output on stderr with the given filter.
@@ -95,14 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
-    let cfg = StoreConfig {
-        node_id: args.id,
-        data_dir: args.data_dir.clone(),
-        advertise_addr: advertise.clone(),
-        peers,
-        snapshot_every: args.snapshot_every,
-        ..StoreConfig::default()
-    };
+    let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
+    cfg.peers = peers;
+    cfg.snapshot_every = args.snapshot_every;
+    cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
     let store = Store::open(cfg)
         .await
         .with_context(|| format!("while opening the store in {}", args.data_dir.display()))?;
@@ -127,7 +130,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
 
+    let reconcilers = reconcile::spawn(
+        store.clone(),
+        reconcile::ReconcileConfig {
+            node_timeout: std::time::Duration::from_secs_f64(args.node_timeout),
+            eviction_delay: std::time::Duration::from_secs_f64(args.eviction_delay),
+        },
+    );
+
     shutdown_signal().await;
+    reconcilers.abort();
     info!("shutting down");
     boot.abort();
     let _ = stop_tx.send(());

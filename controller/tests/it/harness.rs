@@ -16,7 +16,7 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("never ran");
+    let mut last;
     loop {
         match f().await {
             Ok(v) => return v,
