@@ -75,14 +75,14 @@ pub fn apply_label_changes(
     overwrite: bool,
 ) -> Result<LabelOutcome, CtlError> {
     for c in changes {
-        if let LabelChange::Set(k, v) = c {
-            if let Some(old) = labels.get(k).and_then(Value::as_str) {
-                if old != v && !overwrite {
-                    return Err(CtlError::Usage(format!(
-                        "'{k}' already has a value ({old}), and --overwrite is false"
-                    )));
-                }
-            }
+        if let LabelChange::Set(k, v) = c
+            && let Some(old) = labels.get(k).and_then(Value::as_str)
+            && old != v
+            && !overwrite
+        {
+            return Err(CtlError::Usage(format!(
+                "'{k}' already has a value ({old}), and --overwrite is false"
+            )));
         }
     }
     let mut out = LabelOutcome::default();

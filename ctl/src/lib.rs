@@ -2,6 +2,7 @@
 //! and calls [`run`]. Talks to the controllers' `Cluster` gRPC service (shoal-proto) with
 //! objects as JSON of the shoal-api types; never depends on controller or agent code.
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
 pub mod client;

@@ -667,20 +667,37 @@ fn involved_object(v: &Value) -> String {
 // ---------------------------------------------------------------------------------------
 // -o json | yaml | name
 
-/// Wraps objects in a `List`, as `-o json|yaml` prints lists.
-pub fn list_object(items: Vec<Value>) -> Value {
-    json!({"kind": "List", "apiVersion": "shoal/v1", "items": items})
+/// A `List` of objects, as `-o json|yaml` prints several (fields in kubectl's order).
+#[derive(Debug, serde::Serialize)]
+pub struct List {
+    /// Always `List`.
+    pub kind: &'static str,
+    /// Always `shoal/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    /// The objects.
+    pub items: Vec<Value>,
+}
+
+/// Wraps objects in a `List`.
+pub fn list_object(items: Vec<Value>) -> List {
+    List {
+        kind: "List",
+        api_version: shoal_api::API_VERSION,
+        items,
+    }
 }
 
 /// Pretty JSON with a trailing newline.
-pub fn to_json(v: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+pub fn to_json(v: &impl serde::Serialize) -> String {
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }
 
 /// YAML (always ends in a newline).
-pub fn to_yaml(v: &Value) -> Result<String, CtlError> {
+pub fn to_yaml(v: &impl serde::Serialize) -> Result<String, CtlError> {
     let mut s = serde_yaml_ng::to_string(v)
         .map_err(|e| CtlError::BadResponse(format!("cannot render YAML: {e}")))?;
     if !s.ends_with('\n') {
@@ -700,18 +717,10 @@ pub fn render_objects(items: Vec<Value>, single: bool, format: Format) -> Result
     let single_item = single && items.len() == 1;
     match format {
         Format::Name => Ok(items.iter().map(|v| object_name(v) + "\n").collect()),
-        Format::Json | Format::Yaml => {
-            let doc = if single_item {
-                items.into_iter().next().unwrap_or(Value::Null)
-            } else {
-                list_object(items)
-            };
-            if format == Format::Json {
-                Ok(to_json(&doc))
-            } else {
-                to_yaml(&doc)
-            }
-        }
+        Format::Json if single_item => Ok(to_json(&items[0])),
+        Format::Yaml if single_item => to_yaml(&items[0]),
+        Format::Json => Ok(to_json(&list_object(items))),
+        Format::Yaml => to_yaml(&list_object(items)),
         Format::Table | Format::Wide => Err(CtlError::Usage(
             "tables are rendered by output::table".into(),
         )),
@@ -1709,6 +1718,13 @@ mod tests {
     fn json_yaml_and_name_output() {
         let a = json!({"kind": "Pod", "metadata": {"name": "a"}});
         let b = json!({"kind": "Pod", "metadata": {"name": "b"}});
+        let text = render_objects(vec![a.clone(), b.clone()], false, Format::Json).unwrap();
+        assert!(
+            text.starts_with(
+                "{\n  \"kind\": \"List\",\n  \"apiVersion\": \"shoal/v1\",\n  \"items\""
+            ),
+            "{text}"
+        );
         let list: Value = serde_json::from_str(
             &render_objects(vec![a.clone(), b.clone()], false, Format::Json).unwrap(),
         )

@@ -150,7 +150,7 @@ mod tests {
     fn errors_name_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.yaml");
-        let e = expand(&[missing.clone()], &mut std::io::empty())
+        let e = expand(std::slice::from_ref(&missing), &mut std::io::empty())
             .unwrap_err()
             .to_string();
         assert!(e.starts_with(&missing.display().to_string()), "{e}");

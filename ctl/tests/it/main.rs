@@ -1,0 +1,7 @@
+//! End-to-end tests of the real `shoalctl` binary against a real `shoal-controller`
+//! (one member, loopback port, temporary data directory).
+#![allow(clippy::unwrap_used)]
+
+mod commands;
+mod harness;
+mod watch;
