@@ -171,7 +171,7 @@ impl DeploymentStrategy {
 }
 
 /// Observed state of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentStatus {
     /// Pods that belong to the deployment.
@@ -192,6 +192,29 @@ pub struct DeploymentStatus {
     /// `Available`, `Progressing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Revision number of the current template (1 for the first; each new template,
+    /// including one restored by `rollout undo`, gets the next number).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub revision: i64,
+    /// Templates rolled out so far, oldest first; the last entry is the current template.
+    /// Holds the current one plus at most `spec.revisionHistoryLimit` older ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<DeploymentRevision>,
+}
+
+/// Label every pod of a deployment carries: the [`template_hash`] of its template.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// One entry of a deployment's rollout history (`status.history`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentRevision {
+    /// Revision number (increasing).
+    pub revision: i64,
+    /// [`template_hash`] of the template.
+    pub template_hash: String,
+    /// The template as it was rolled out.
+    pub template: PodTemplateSpec,
 }
 
 impl Deployment {

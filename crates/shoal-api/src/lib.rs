@@ -22,8 +22,9 @@ pub mod service;
 pub mod validation;
 
 pub use deployment::{
-    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, DeploymentStrategyType,
-    PodTemplateMeta, PodTemplateSpec, RollingUpdate, template_hash,
+    Deployment, DeploymentRevision, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
+    DeploymentStrategyType, POD_TEMPLATE_HASH_LABEL, PodTemplateMeta, PodTemplateSpec,
+    RollingUpdate, template_hash,
 };
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use event::{Event, EventSource, EventType};
