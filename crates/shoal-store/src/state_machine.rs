@@ -26,6 +26,16 @@ const MEMBERSHIP: &[u8] = b"membership";
 const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 
+/// How many log indexes a request id is remembered for deduplication.
+pub const DEDUP_WINDOW: u64 = 20_000;
+
+/// A remembered request: where it was applied and what it returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RequestRecord {
+    index: u64,
+    result: ApplyResult,
+}
+
 type Membership = StoredMembership<u64, BasicNode>;
 type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
@@ -35,6 +45,9 @@ struct SnapshotBody {
     last_applied: Option<LogId<u64>>,
     membership: Membership,
     objects: Vec<(String, Value)>,
+    /// Remembered request ids (see [`DEDUP_WINDOW`]).
+    #[serde(default)]
+    requests: Vec<(String, RequestRecord)>,
 }
 
 #[derive(Debug)]
@@ -48,6 +61,10 @@ struct Shared {
     db: sled::Db,
     state: sled::Tree,
     sm_meta: sled::Tree,
+    /// request id -> [`RequestRecord`].
+    requests: sled::Tree,
+    /// big-endian index -> request id, for evicting old records in order.
+    request_index: sled::Tree,
     /// Held for writing while applying or installing, for reading while listing: a list sees
     /// one revision exactly.
     applied: RwLock<Applied>,
@@ -127,6 +144,8 @@ impl SledStateMachine {
     pub fn open(db: &sled::Db, watch_history: usize) -> Result<Self, StoreError> {
         let state = db.open_tree("state")?;
         let sm_meta = db.open_tree("sm_meta")?;
+        let requests = db.open_tree("requests")?;
+        let request_index = db.open_tree("request_index")?;
         let get = |k: &[u8]| -> Result<Option<sled::IVec>, StoreError> { Ok(sm_meta.get(k)?) };
         let decode = |what: &str, b: &[u8]| -> Result<_, StoreError> {
             serde_json::from_slice::<Value>(b)
@@ -147,6 +166,8 @@ impl SledStateMachine {
                 db: db.clone(),
                 state,
                 sm_meta,
+                requests,
+                request_index,
                 applied: RwLock::new(Applied {
                     last_applied,
                     membership: membership.clone(),
@@ -169,6 +190,7 @@ impl SledStateMachine {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership,
                 objects: body.objects,
+                requests: body.requests,
             };
             sm.replace_state(&body)
                 .map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -271,6 +293,26 @@ impl SledStateMachine {
         }
         let la = serde_json::to_vec(&body.last_applied).map_err(sm_err)?;
         let mem = serde_json::to_vec(&body.membership).map_err(sm_err)?;
+        let mut reqs = Vec::with_capacity(body.requests.len());
+        for (id, rec) in &body.requests {
+            reqs.push((
+                id.clone(),
+                rec.index,
+                serde_json::to_vec(rec).map_err(sm_err)?,
+            ));
+        }
+        self.shared.requests.clear().map_err(sm_err)?;
+        self.shared.request_index.clear().map_err(sm_err)?;
+        for (id, index, rec) in reqs {
+            self.shared
+                .requests
+                .insert(id.as_bytes(), rec)
+                .map_err(sm_err)?;
+            self.shared
+                .request_index
+                .insert(index.to_be_bytes(), id.as_bytes())
+                .map_err(sm_err)?;
+        }
         let old_keys: Vec<sled::IVec> = self
             .shared
             .state
@@ -297,6 +339,40 @@ impl SledStateMachine {
 
     /// Applies one command against `overlay` (pending writes of this apply call) and the tree.
     fn apply_command(
+        &self,
+        overlay: &mut BTreeMap<String, Option<Value>>,
+        index: u64,
+        cmd: Command,
+        events: &mut Vec<WatchEvent>,
+        requests: &mut BTreeMap<String, RequestRecord>,
+    ) -> Result<ApplyResult, StorageError<u64>> {
+        if let Some(id) = &cmd.request_id {
+            if let Some(rec) = requests.get(id) {
+                return Ok(rec.result.clone());
+            }
+            if let Some(b) = self.shared.requests.get(id.as_bytes()).map_err(read_err)? {
+                let rec: RequestRecord = serde_json::from_slice(&b).map_err(read_err)?;
+                if index.saturating_sub(rec.index) <= DEDUP_WINDOW {
+                    return Ok(rec.result);
+                }
+            }
+        }
+        let request_id = cmd.request_id.clone();
+        let result = self.apply_writes(overlay, index, cmd, events)?;
+        if let Some(id) = request_id {
+            requests.insert(
+                id,
+                RequestRecord {
+                    index,
+                    result: result.clone(),
+                },
+            );
+        }
+        Ok(result)
+    }
+
+    /// Applies the writes of one command, all or nothing.
+    fn apply_writes(
         &self,
         overlay: &mut BTreeMap<String, Option<Value>>,
         index: u64,
@@ -417,10 +493,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
                     serde_json::from_slice(&v).map_err(read_err)?,
                 ));
             }
+            let mut requests = Vec::new();
+            for kv in self.shared.requests.iter() {
+                let (k, v) = kv.map_err(read_err)?;
+                requests.push((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    serde_json::from_slice(&v).map_err(read_err)?,
+                ));
+            }
             SnapshotBody {
                 last_applied: a.last_applied,
                 membership: a.membership.clone(),
                 objects,
+                requests,
             }
         };
         let data = serde_json::to_vec(&body).map_err(sm_err)?;
@@ -475,6 +560,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut overlay: BTreeMap<String, Option<Value>> = BTreeMap::new();
         let mut events = Vec::new();
         let mut results = Vec::new();
+        let mut requests: BTreeMap<String, RequestRecord> = BTreeMap::new();
         for entry in entries {
             last_applied = Some(entry.log_id);
             match entry.payload {
@@ -484,6 +570,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     entry.log_id.index,
                     cmd,
                     &mut events,
+                    &mut requests,
                 )?),
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
@@ -501,14 +588,44 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         }
         let la = serde_json::to_vec(&last_applied).map_err(sm_err)?;
         let mem = serde_json::to_vec(&membership).map_err(sm_err)?;
+        let mut new_requests = Vec::with_capacity(requests.len());
+        for (id, rec) in &requests {
+            new_requests.push((
+                id.clone(),
+                rec.index,
+                serde_json::to_vec(rec).map_err(sm_err)?,
+            ));
+        }
+        // Forget request ids older than the window (deterministic: by log index).
+        let mut expired: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        if let Some(cutoff) = last_applied.map(|l| l.index.saturating_sub(DEDUP_WINDOW))
+            && cutoff > 0
+        {
+            for kv in self.shared.request_index.range(..cutoff.to_be_bytes()) {
+                expired.push(kv.map_err(read_err)?);
+            }
+        }
         use sled::Transactional;
-        (&self.shared.state, &self.shared.sm_meta)
-            .transaction(|(s, m)| {
+        (
+            &self.shared.state,
+            &self.shared.sm_meta,
+            &self.shared.requests,
+            &self.shared.request_index,
+        )
+            .transaction(|(s, m, rq, ri)| {
                 for (k, v) in &encoded {
                     match v {
                         Some(v) => s.insert(k.as_bytes(), v.as_slice())?,
                         None => s.remove(k.as_bytes())?,
                     };
+                }
+                for (idx, id) in &expired {
+                    ri.remove(idx)?;
+                    rq.remove(id)?;
+                }
+                for (id, index, rec) in &new_requests {
+                    rq.insert(id.as_bytes(), rec.as_slice())?;
+                    ri.insert(&index.to_be_bytes(), id.as_bytes())?;
                 }
                 m.insert(LAST_APPLIED, la.as_slice())?;
                 m.insert(MEMBERSHIP, mem.as_slice())?;
@@ -550,6 +667,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             objects: body.objects,
+            requests: body.requests,
         };
         let mut a = self.shared.applied.write().map_err(|_| lock_poisoned())?;
         self.replace_state(&body)?;
@@ -568,5 +686,136 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use openraft::CommittedLeaderId;
+    use serde_json::json;
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    fn create(key: &str, request_id: &str) -> EntryPayload<TypeConfig> {
+        EntryPayload::Normal(Command {
+            writes: vec![Write::Create {
+                key: key.into(),
+                object: json!({"kind": "Pod", "metadata": {"name": key, "uid": "u-1"}, "spec": {}}),
+            }],
+            request_id: Some(request_id.into()),
+        })
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SledStateMachine {
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("sled");
+        SledStateMachine::open(&db, 100).expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_resent_request_is_applied_once_and_answers_the_first_outcome() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(&dir);
+        let mut w = sm.watch("", None).expect("watch");
+        let first = sm
+            .apply([entry(1, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        let again = sm
+            .apply([
+                entry(2, create("Pod/a/x", "r1")),
+                entry(3, create("Pod/a/y", "r2")),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(first[0], again[0], "the resend answers the first outcome");
+        assert!(again[1].is_ok());
+        let x = sm.get("Pod/a/x").expect("get").expect("present");
+        assert_eq!(x["metadata"]["resourceVersion"], json!("1"));
+        assert_eq!(w.next().await.expect("ev").expect("ok").revision, 1);
+        assert_eq!(w.next().await.expect("ev").expect("ok").revision, 3);
+        assert_eq!(sm.last_applied_index(), 3);
+    }
+
+    #[tokio::test]
+    async fn request_ids_travel_in_snapshots_and_expire_after_the_window() {
+        let d1 = tempfile::tempdir().expect("tempdir");
+        let d2 = tempfile::tempdir().expect("tempdir");
+        let mut a = open(&d1);
+        let mut b = open(&d2);
+        a.apply([entry(1, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        let snap = a.build_snapshot().await.expect("snapshot");
+        let mut w = b.watch("", Some(0)).expect("watch");
+        b.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .expect("install");
+        assert!(matches!(
+            w.next().await,
+            Some(Err(StoreError::TooOld { oldest: 1, .. }))
+        ));
+        assert_eq!(
+            b.get("Pod/a/x").expect("get").expect("present")["metadata"]["uid"],
+            json!("u-1")
+        );
+        let resent = b
+            .apply([entry(2, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        assert!(
+            resent[0].is_ok(),
+            "deduplicated after a snapshot install: {resent:?}"
+        );
+
+        // Past the window the id is forgotten: the same create now conflicts.
+        let blanks: Vec<_> = (3..DEDUP_WINDOW + 5)
+            .map(|i| entry(i, EntryPayload::Blank))
+            .collect();
+        b.apply(blanks).await.expect("apply blanks");
+        let late = b
+            .apply([entry(DEDUP_WINDOW + 5, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        assert_eq!(
+            late[0],
+            Err(StoreError::AlreadyExists {
+                key: "Pod/a/x".into()
+            })
+        );
+        assert_eq!(b.shared.requests.len(), 1, "old ids were evicted");
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut sm = open(&dir);
+            sm.apply([entry(1, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply");
+            sm.shared.db.flush().expect("flush");
+        }
+        let mut sm = open(&dir);
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(applied.map(|l| l.index), Some(1));
+        let (items, rev) = sm.list("Pod/").expect("list");
+        assert_eq!((items.len(), rev), (1, 1));
+        assert!(matches!(
+            sm.watch("", Some(0)),
+            Err(StoreError::TooOld {
+                requested: 0,
+                oldest: 1
+            })
+        ));
     }
 }

@@ -181,9 +181,11 @@ fn classify(res: ForwardResult) -> Attempt {
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Attempt::Done(Err(
             StoreError::Storage(format!("unexpected membership error: {e}")),
         )),
-        Err(RaftError::Fatal(e)) => Attempt::Done(Err(StoreError::Indeterminate(format!(
-            "leader failed: {e}"
-        )))),
+        // Proposed, then the leader stopped: unknown outcome. Resending is safe because the
+        // command carries its request id (deduplicated by the state machine).
+        Err(RaftError::Fatal(e)) => {
+            Attempt::Retry(StoreError::Indeterminate(format!("leader failed: {e}")))
+        }
     }
 }
 
@@ -348,11 +350,14 @@ impl Store {
 
     /// Applies `batch` atomically as one Raft entry and returns one outcome per write.
     ///
-    /// On a follower the batch is forwarded to the leader. Attempts are repeated for up to
-    /// `request_timeout` while the failure proves the batch was not proposed (no leader,
-    /// leadership moved, leader unreachable before delivery). When the leader is lost after the
-    /// batch was delivered, the result is [`StoreError::Indeterminate`]: it may have been
-    /// applied; the caller re-reads (preconditions make a blind retry safe).
+    /// On a follower the batch is forwarded to the leader. Failed attempts (no leader,
+    /// leadership moved, leader unreachable, leader lost after the batch was delivered) are
+    /// repeated for up to `request_timeout`. Every attempt carries the same request id and the
+    /// state machine applies a request id at most once (within [`crate::DEDUP_WINDOW`] log
+    /// indexes), returning the first outcome to a resend: a write is applied exactly once even
+    /// when an attempt's outcome was unknown. If the deadline passes after an attempt whose
+    /// outcome is unknown, the result is [`StoreError::Indeterminate`] (it may have been
+    /// applied; re-read); otherwise the last retry-able error (`NoLeader`, `Unavailable`).
     pub async fn write(&self, batch: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -374,13 +379,17 @@ impl Store {
                 Write::Delete { .. } => {}
             }
         }
-        let cmd = Command { writes };
+        let cmd = Command {
+            writes,
+            request_id: Some(uuid::Uuid::new_v4().to_string()),
+        };
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let me = self.inner.cfg.node_id;
         let mut last_err = StoreError::NoLeader;
+        let mut unknown: Option<StoreError> = None;
         loop {
             if Instant::now() >= deadline {
-                return Err(last_err);
+                return Err(unknown.unwrap_or(last_err));
             }
             let (leader, stopped) = {
                 let m = self.inner.raft.metrics();
@@ -388,7 +397,7 @@ impl Store {
                 (m.current_leader, m.running_state.is_err())
             };
             if stopped {
-                return Err(StoreError::Shutdown);
+                return Err(unknown.unwrap_or(StoreError::Shutdown));
             }
             let attempt = match leader {
                 None => Attempt::Retry(StoreError::NoLeader),
@@ -398,7 +407,10 @@ impl Store {
             match attempt {
                 Attempt::Done(r) => return r,
                 Attempt::Retry(e) => {
-                    tracing::debug!(node = me, error = %e, "write not proposed, retrying");
+                    tracing::debug!(node = me, error = %e, "write attempt failed, retrying");
+                    if matches!(e, StoreError::Indeterminate(_)) {
+                        unknown = Some(e.clone());
+                    }
                     last_err = e;
                     self.pause(deadline).await;
                 }
@@ -439,10 +451,10 @@ impl Store {
                 "leader {leader} at {addr}: {}",
                 s.message()
             ))),
-            Err(s) => Attempt::Done(Err(StoreError::Indeterminate(format!(
+            Err(s) => Attempt::Retry(StoreError::Indeterminate(format!(
                 "forwarding to leader {leader} at {addr}: {}",
                 s.message()
-            )))),
+            ))),
         }
     }
 

@@ -26,6 +26,11 @@ pub type StoreRaft = openraft::Raft<TypeConfig>;
 pub struct Command {
     /// Writes applied in order, all or nothing.
     pub writes: Vec<Write>,
+    /// Unique id of the client request (set by the proposer). A command whose id was already
+    /// applied within the last [`crate::DEDUP_WINDOW`] log indexes is not applied again: it
+    /// returns the first outcome. This makes resending after an unknown outcome safe.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// What applying one command produced (identical on every replica).
