@@ -13,6 +13,9 @@ use crate::error::CtlError;
 /// Address used when neither `--server` nor `SHOAL_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7001";
 
+/// How often an open connection pings the controller.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One controller address, as typed (`host:port`) and as a URI (`http://host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddr {
@@ -155,12 +158,18 @@ impl Connection {
                 Err(s) if s.code() == Code::Unavailable && retries > 0 => {
                     retries -= 1;
                     if self.fail_over().await.is_err() {
-                        return Err(s);
+                        return Err(self.name_address(&s));
                     }
                 }
+                Err(s) if s.code() == Code::Unavailable => return Err(self.name_address(&s)),
                 Err(s) => return Err(s),
             }
         }
+    }
+
+    /// The same status with the address it came from in front of its message.
+    fn name_address(&self, s: &tonic::Status) -> tonic::Status {
+        tonic::Status::new(s.code(), format!("{}: {}", self.address(), s.message()))
     }
 
     /// Moves to the next reachable controller (used by long-running watches).
@@ -193,6 +202,11 @@ async fn connect_first(
             })?
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
+            // A member that accepts connections but does not answer (stopped, hung) is
+            // found by HTTP/2 pings and its requests fail as UNAVAILABLE.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(timeouts.connect)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         // The connect timeout bounds the TCP connect; this one also bounds the HTTP/2 handshake.
         match tokio::time::timeout(

@@ -165,6 +165,10 @@ pub fn status_error(status: &tonic::Status, target: Option<&Target>) -> CtlError
             CtlError::Denied(msg_or("no credentials accepted"))
         }
         Code::Unimplemented => CtlError::Unsupported(msg_or("unimplemented")),
+        // tonic reports its own client-side deadline this way.
+        Code::Cancelled if msg.contains("Timeout expired") => {
+            CtlError::Timeout("no answer within the request timeout".into())
+        }
         Code::Cancelled => CtlError::Server {
             code: "cancelled".into(),
             message: msg_or("request cancelled"),
@@ -266,6 +270,10 @@ mod tests {
             (
                 Status::unimplemented(""),
                 "the controller does not support this request: unimplemented",
+            ),
+            (
+                Status::cancelled("Timeout expired"),
+                "timed out waiting for the controller: no answer within the request timeout",
             ),
             (
                 Status::internal("disk full"),

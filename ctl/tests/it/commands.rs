@@ -390,6 +390,30 @@ fn unreachable_servers_and_fail_over() {
     let out = run_ctl(&list, &["apply", "-f", &web_yaml()], None).ok();
     assert!(out.contains("pod/web-1 created"), "{out}");
 
+    // A member that accepts connections but never answers (hung, stopped) is given up
+    // after the keep-alive timeout, and the next address serves the command.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = run_ctl(
+        &format!("{hung_addr},{}", c.addr),
+        &["get", "pods", "-o", "name"],
+        None,
+    )
+    .ok();
+    assert_eq!(out, "pod/web-1\n");
+    let e = run_ctl(&hung_addr, &["get", "pods"], None).err();
+    assert!(
+        e.starts_with(&format!("error: controller unavailable: {hung_addr}: ")),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(hung);
+
     // SHOAL_SERVER is read when --server is absent.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoalctl"))
         .args(["get", "pods", "-o", "name"])
