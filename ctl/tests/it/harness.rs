@@ -1,8 +1,10 @@
 //! Starts a one-member controller (killed on drop) and runs `shoalctl` against it.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The `shoalctl` binary under test.
@@ -138,6 +140,113 @@ impl Drop for Controller {
     }
 }
 
+/// A controller cluster of `n` members (`--peer` for each); every process is killed
+/// (by PID) and reaped on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Member addresses; member `i + 1` listens on `addrs[i]`.
+    pub addrs: Vec<String>,
+    children: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members and waits until they agree on a leader.
+    pub fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut children = Vec::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let id = (i + 1).to_string();
+            let log = std::fs::File::create(dir.path().join(format!("c{id}.log"))).unwrap();
+            let mut cmd = Command::new(controller_bin());
+            cmd.args(["--id", &id, "--listen", a, "--data-dir"])
+                .arg(dir.path().join(format!("c{id}")))
+                .env("SHOAL_LOG", "info,openraft=warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            for p in &peers {
+                cmd.arg("--peer").arg(p);
+            }
+            children.push(Some(cmd.spawn().unwrap()));
+        }
+        let c = Cluster {
+            addrs,
+            children,
+            dir,
+        };
+        eventually("a leader", Duration::from_secs(30), || {
+            let out = c.ctl(&["cluster", "status"]);
+            if out.code == 0 && !out.stdout.starts_with("Leader: <none>") {
+                Ok(())
+            } else {
+                Err(format!("{out:?}"))
+            }
+        });
+        c
+    }
+
+    /// All addresses, comma-separated (for `--server`).
+    pub fn server_list(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// Runs `shoalctl --server ALL ARGS…`.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        run_ctl(&self.server_list(), args, None)
+    }
+
+    /// Runs `shoalctl --server ALL ARGS…` with `stdin`.
+    pub fn ctl_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        run_ctl(&self.server_list(), args, Some(stdin))
+    }
+
+    /// SIGKILLs member `id` (1-based) and reaps it.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut c) = self.children[id - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The last lines of every member's log.
+    pub fn logs(&self) -> String {
+        (1..=self.addrs.len())
+            .map(|id| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("c{id}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "---- member {id} ----\n{}",
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for c in self.children.iter_mut().filter_map(Option::take) {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// What one `shoalctl` run did.
 #[derive(Debug)]
 pub struct Run {
@@ -205,5 +314,85 @@ pub fn run_ctl(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A running `shoalctl get … -w`; killed on drop if still running.
+pub struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Watcher {
+    /// Starts `shoalctl --server SERVER ARGS…`, reading its stdout line by line.
+    pub fn start(server: &str, args: &[&str]) -> Watcher {
+        let mut child = Command::new(shoalctl_bin())
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .env_remove("SHOAL_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watcher {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line satisfying `pred`; panics with everything seen after `timeout`.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line with {what} within 20s; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Sends SIGINT (as Ctrl-C does) and returns the exit code.
+    pub fn interrupt(mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "shoalctl did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod commands;
+mod ha;
 mod harness;
 mod watch;

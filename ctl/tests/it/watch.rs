@@ -1,89 +1,6 @@
 //! `get -w`: the list, then one row per change, until Ctrl-C (exit 0).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use crate::harness::{Controller, shoalctl_bin};
-
-/// A running `shoalctl get … -w`; killed on drop if still running.
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Watcher {
-    fn start(c: &Controller, args: &[&str]) -> Watcher {
-        let mut child = Command::new(shoalctl_bin())
-            .arg("--server")
-            .arg(&c.addr)
-            .args(args)
-            .env_remove("SHOAL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line satisfying `pred`; panics with everything seen after `timeout`.
-    fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line with {what} within 20s; saw: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Sends SIGINT (as Ctrl-C does) and returns the exit code.
-    fn interrupt(mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "shoalctl did not stop on SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::harness::{Controller, Watcher};
 
 fn pod(name: &str) -> String {
     format!(
@@ -95,7 +12,7 @@ fn pod(name: &str) -> String {
 fn watch_prints_the_list_then_a_row_per_change() {
     let c = Controller::start();
     c.ctl_stdin(&["apply", "-f", "-"], &pod("first")).ok();
-    let mut w = Watcher::start(&c, &["get", "pods", "-w", "--output-watch-events"]);
+    let mut w = Watcher::start(&c.addr, &["get", "pods", "-w", "--output-watch-events"]);
     let header = w.expect("the header", |l| l.starts_with("EVENT "));
     assert_eq!(
         header.split_whitespace().collect::<Vec<_>>(),
@@ -126,8 +43,8 @@ fn watch_of_an_empty_list_and_by_name() {
     c.ctl_stdin(&["apply", "-f", "-"], &pod("wanted")).ok();
     // An empty list prints nothing; rows start with the first change. Writes that race
     // with the watcher's start are either in its list or after its revision: never lost.
-    let mut all = Watcher::start(&c, &["-n", "empty", "get", "pods", "-w"]);
-    let mut one = Watcher::start(&c, &["get", "pods", "wanted", "-w", "-o", "name"]);
+    let mut all = Watcher::start(&c.addr, &["-n", "empty", "get", "pods", "-w"]);
+    let mut one = Watcher::start(&c.addr, &["get", "pods", "wanted", "-w", "-o", "name"]);
     assert_eq!(
         one.expect("the listed pod", |l| l.starts_with("pod/")),
         "pod/wanted"
