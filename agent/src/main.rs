@@ -3,6 +3,8 @@
 //! anything else starts), and `runtime`, a by-hand driver of the container
 //! runtime for debugging.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod commands;
 
 use clap::{Parser, Subcommand};

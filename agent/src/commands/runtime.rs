@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shoal_runtime::{
-    ContainerSpec, ContainerState, ExecSpec, LogOptions, Mount, MountSource, PodSandboxConfig, RestartPolicy, Runtime, RuntimeConfig,
+    ContainerSpec, ContainerState, ExecSpec, LogOptions, Mount, MountSource, PodSandboxConfig,
+    RestartPolicy, Runtime, RuntimeConfig,
 };
 
 /// Arguments of `shoal-agent runtime`.
@@ -27,7 +28,7 @@ enum RtCmd {
     #[command(subcommand)]
     Image(ImageCmd),
     /// Run a container (in a new pod unless --pod names an existing one).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps,
     /// Print a container's log.
@@ -171,28 +172,46 @@ struct RunArgs {
 pub fn run(args: RuntimeArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("while finding the agent binary")?;
     if let RtCmd::Image(ImageCmd::BuildBusybox { out, name, busybox }) = &args.command {
-        shoal_runtime::testimage::busybox_docker_save(busybox, out, name).with_context(|| format!("while building {}", out.display()))?;
+        shoal_runtime::testimage::busybox_docker_save(busybox, out, name)
+            .with_context(|| format!("while building {}", out.display()))?;
         return Ok(0);
     }
-    let rt = Runtime::new(RuntimeConfig::new(&args.data_dir, exe)).context("while opening the runtime")?;
+    let rt = Runtime::new(RuntimeConfig::new(&args.data_dir, exe))
+        .context("while opening the runtime")?;
     match args.command {
         RtCmd::Image(cmd) => image(&rt, cmd),
-        RtCmd::Run(a) => run_container(&rt, a),
+        RtCmd::Run(a) => run_container(&rt, *a),
         RtCmd::Ps => {
-            println!("{:<24} {:<20} {:<20} {:<28} RESTARTS", "ID", "POD", "IMAGE", "STATE");
+            println!(
+                "{:<24} {:<20} {:<20} {:<28} RESTARTS",
+                "ID", "POD", "IMAGE", "STATE"
+            );
             for c in rt.list()? {
                 let state = match &c.state {
                     ContainerState::Created => "Created".to_string(),
                     ContainerState::Running { pid, .. } => format!("Running (pid {pid})"),
-                    ContainerState::BackOff { next_start } => format!("BackOff until {}", next_start.format("%H:%M:%S")),
+                    ContainerState::BackOff { next_start } => {
+                        format!("BackOff until {}", next_start.format("%H:%M:%S"))
+                    }
                     ContainerState::Exited(e) => format!("Exited {} ({})", e.exit_code, e.reason),
                 };
-                println!("{:<24} {:<20} {:<20} {:<28} {}", c.id, c.pod, c.image, state, c.restart_count);
+                println!(
+                    "{:<24} {:<20} {:<20} {:<28} {}",
+                    c.id, c.pod, c.image, state, c.restart_count
+                );
             }
             Ok(0)
         }
         RtCmd::Logs { id, follow, tail } => {
-            print_logs(&rt, &id, LogOptions { tail, since: None, follow })?;
+            print_logs(
+                &rt,
+                &id,
+                LogOptions {
+                    tail,
+                    since: None,
+                    follow,
+                },
+            )?;
             Ok(0)
         }
         RtCmd::Stop { id, grace_ms } => {
@@ -209,7 +228,10 @@ pub fn run(args: RuntimeArgs) -> Result<i32> {
         RtCmd::Exec { id, tty, cmd } => exec(&rt, &id, tty, cmd),
         RtCmd::Stats { id } => {
             let s = rt.stats(&id)?;
-            println!("memory_bytes {}\ncpu_usage_ns {}", s.memory_bytes, s.cpu_usage_ns);
+            println!(
+                "memory_bytes {}\ncpu_usage_ns {}",
+                s.memory_bytes, s.cpu_usage_ns
+            );
             Ok(0)
         }
     }
@@ -235,7 +257,10 @@ fn image(rt: &Runtime, cmd: ImageCmd) -> Result<i32> {
         ImageCmd::Rm { name } => store.remove(&name)?,
         ImageCmd::Gc => {
             let r = store.gc(&rt.layers_in_use()?)?;
-            println!("removed {} blobs, {} layers", r.blobs_removed, r.layers_removed);
+            println!(
+                "removed {} blobs, {} layers",
+                r.blobs_removed, r.layers_removed
+            );
         }
         ImageCmd::BuildBusybox { .. } => {}
     }
@@ -244,11 +269,20 @@ fn image(rt: &Runtime, cmd: ImageCmd) -> Result<i32> {
 
 /// Parses `32Mi`, `64M`, `1Gi`, `1048576`.
 fn parse_bytes(s: &str) -> Result<u64> {
-    let (num, mult) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("K", 1000), ("M", 1_000_000), ("G", 1_000_000_000)]
-        .iter()
-        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-        .unwrap_or((s, 1));
-    let n: u64 = num.parse().with_context(|| format!("--memory {s:?}: expected bytes or a number with Ki/Mi/Gi/K/M/G"))?;
+    let (num, mult) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    let n: u64 = num.parse().with_context(|| {
+        format!("--memory {s:?}: expected bytes or a number with Ki/Mi/Gi/K/M/G")
+    })?;
     Ok(n * mult)
 }
 
@@ -260,23 +294,37 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
             eprintln!("{:>8.3} ms  {what}", t0.elapsed().as_secs_f64() * 1000.0);
         }
     };
-    let id = a.name.clone().unwrap_or_else(|| format!("c-{}", shoal_runtime::util::random_hex()));
+    let id = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("c-{}", shoal_runtime::util::random_hex()));
     let (pod, own_pod) = match &a.pod {
         Some(p) => (rt.sandbox(p)?, false),
-        None => (rt.create_sandbox(&PodSandboxConfig { name: id.clone(), ..Default::default() })?, true),
+        None => (
+            rt.create_sandbox(&PodSandboxConfig {
+                name: id.clone(),
+                ..Default::default()
+            })?,
+            true,
+        ),
     };
     step("pod sandbox ready");
     let mut spec = ContainerSpec::new(&id, &a.image);
     spec.command = a.cmd;
     spec.user = a.user;
     spec.working_dir = a.workdir;
-    spec.restart_policy = a.restart.parse::<RestartPolicy>().map_err(anyhow::Error::msg)?;
+    spec.restart_policy = a
+        .restart
+        .parse::<RestartPolicy>()
+        .map_err(anyhow::Error::msg)?;
     spec.resources.memory_bytes = a.memory.as_deref().map(parse_bytes).transpose()?;
     spec.resources.cpu_limit_millis = a.cpu_limit;
     spec.resources.cpu_request_millis = a.cpu_request;
     spec.resources.pids = a.pids;
     for e in &a.env {
-        let (k, v) = e.split_once('=').with_context(|| format!("--env {e:?}: expected KEY=VALUE"))?;
+        let (k, v) = e
+            .split_once('=')
+            .with_context(|| format!("--env {e:?}: expected KEY=VALUE"))?;
         spec.env.push((k.into(), v.into()));
     }
     for v in &a.volume {
@@ -286,8 +334,16 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
             [s, d, "ro"] => (*s, *d, true),
             _ => bail!("--volume {v:?}: expected SRC:DEST[:ro]"),
         };
-        let source = if src.starts_with('/') { MountSource::HostPath(src.into()) } else { MountSource::EmptyDir(src.into()) };
-        spec.mounts.push(Mount { source, destination: dest.into(), read_only: ro });
+        let source = if src.starts_with('/') {
+            MountSource::HostPath(src.into())
+        } else {
+            MountSource::EmptyDir(src.into())
+        };
+        spec.mounts.push(Mount {
+            source,
+            destination: dest.into(),
+            read_only: ro,
+        });
     }
     let started = rt.create_and_start(&pod, spec);
     step("container started");
@@ -308,10 +364,14 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
         return Ok(0);
     }
     let follower = a.follow.then(|| {
-        let opts = LogOptions { follow: true, ..Default::default() };
-        rt.logs(&id, opts).map(|reader| std::thread::spawn(move || print_reader(reader)))
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        rt.logs(&id, opts)
+            .map(|reader| std::thread::spawn(move || print_reader(reader)))
     });
-    let st = rt.wait(&id, Duration::from_secs(u64::MAX / 4))?;
+    let st = rt.wait(&id, Duration::from_secs(100 * 365 * 86_400))?;
     step("container exited");
     match follower {
         Some(f) => {
@@ -352,7 +412,11 @@ fn print_reader(reader: shoal_runtime::LogReader) -> std::io::Result<()> {
     let mut err = std::io::stderr();
     for l in reader {
         let l = l?;
-        let w: &mut dyn Write = if l.stream == shoal_runtime::Stream::Stdout { &mut out } else { &mut err };
+        let w: &mut dyn Write = if l.stream == shoal_runtime::Stream::Stdout {
+            &mut out
+        } else {
+            &mut err
+        };
         if l.partial {
             write!(w, "{}", l.text)?;
         } else {
@@ -367,7 +431,14 @@ fn print_logs(rt: &Runtime, id: &str, opts: LogOptions) -> Result<()> {
 }
 
 fn exec(rt: &Runtime, id: &str, tty: bool, cmd: Vec<String>) -> Result<i32> {
-    let mut p = rt.exec(id, ExecSpec { cmd, tty, ..Default::default() })?;
+    let mut p = rt.exec(
+        id,
+        ExecSpec {
+            cmd,
+            tty,
+            ..Default::default()
+        },
+    )?;
     if let Some(mut pty) = p.pty.take() {
         let mut input = pty.try_clone()?;
         std::thread::spawn(move || std::io::copy(&mut std::io::stdin(), &mut input));
@@ -386,7 +457,10 @@ fn exec(rt: &Runtime, id: &str, tty: bool, cmd: Vec<String>) -> Result<i32> {
         if let Some(mut input) = p.stdin.take() {
             std::thread::spawn(move || std::io::copy(&mut std::io::stdin(), &mut input));
         }
-        let e = p.stderr.take().map(|mut e| std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::stderr())));
+        let e = p
+            .stderr
+            .take()
+            .map(|mut e| std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::stderr())));
         if let Some(mut o) = p.stdout.take() {
             std::io::copy(&mut o, &mut std::io::stdout())?;
         }

@@ -27,7 +27,10 @@ pub fn default_mask() -> u64 {
 
 /// Highest capability number the kernel knows.
 pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 #[repr(C)]
@@ -62,7 +65,15 @@ pub fn drop_bounding(mask: u64, last: u32) -> io::Result<()> {
         }
     }
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     Ok(())
 }
 
@@ -70,15 +81,29 @@ pub fn drop_bounding(mask: u64, last: u32) -> io::Result<()> {
 pub fn set_caps(mask: u64) -> io::Result<()> {
     let lo = mask as u32;
     let hi = (mask >> 32) as u32;
-    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
     let data = [
-        CapData { effective: lo, permitted: lo, inheritable: lo },
-        CapData { effective: hi, permitted: hi, inheritable: hi },
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: lo,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: hi,
+        },
     ];
     // SAFETY: header and a two-element data array as capset(2) expects for v3.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
     if rc != 0 {
-        return Err(io::Error::other(format!("capset: {}", io::Error::last_os_error())));
+        return Err(io::Error::other(format!(
+            "capset: {}",
+            io::Error::last_os_error()
+        )));
     }
     Ok(())
 }
@@ -91,7 +116,13 @@ mod tests {
     fn mask() {
         let m = default_mask();
         assert_eq!(m.count_ones(), 14);
-        assert!(m & (1 << 21) == 0, "CAP_SYS_ADMIN must not be in the default set");
-        assert!(m & (1 << 12) == 0, "CAP_NET_ADMIN must not be in the default set");
+        assert!(
+            m & (1 << 21) == 0,
+            "CAP_SYS_ADMIN must not be in the default set"
+        );
+        assert!(
+            m & (1 << 12) == 0,
+            "CAP_NET_ADMIN must not be in the default set"
+        );
     }
 }

@@ -34,7 +34,10 @@ pub enum CgroupError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> CgroupError {
-    CgroupError::Io { path: path.to_path_buf(), source }
+    CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The v1 controllers a container gets a directory in.
@@ -72,7 +75,9 @@ impl CgroupLayout {
         let mut v1 = BTreeMap::new();
         let mut v2: Option<PathBuf> = None;
         for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let lf: Vec<&str> = left.split(' ').collect();
             let rf: Vec<&str> = right.split(' ').collect();
             if lf.len() < 5 || rf.len() < 3 {
@@ -80,16 +85,15 @@ impl CgroupLayout {
             }
             let mount_point = PathBuf::from(unescape_mountinfo(lf[4]));
             match rf[0] {
-                "cgroup2" => {
-                    // Prefer the canonical mount when several exist.
-                    if v2.is_none() || mount_point == Path::new("/sys/fs/cgroup") {
-                        v2 = Some(mount_point);
-                    }
+                // Prefer the canonical mount when several exist.
+                "cgroup2" if v2.is_none() || mount_point == Path::new("/sys/fs/cgroup") => {
+                    v2 = Some(mount_point)
                 }
                 "cgroup" => {
                     for opt in rf[2].split(',') {
                         if V1_CONTROLLERS.contains(&opt) {
-                            v1.entry(opt.to_string()).or_insert_with(|| mount_point.clone());
+                            v1.entry(opt.to_string())
+                                .or_insert_with(|| mount_point.clone());
                         }
                     }
                 }
@@ -112,7 +116,10 @@ impl CgroupLayout {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Resource limits of one container.
@@ -184,7 +191,16 @@ pub fn v2_values(r: &Resources) -> Vec<(&'static str, String)> {
 /// Device rules for the v1 devices controller: deny all, then allow the
 /// nodes of the container's minimal `/dev` and mknod of any node (as Docker).
 pub const V1_DEVICE_ALLOW: [&str; 11] = [
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
     "c 136:* rwm",
 ];
 
@@ -209,7 +225,10 @@ pub struct Cgroup {
 impl Cgroup {
     /// Describes the cgroup `rel` without touching the file system.
     pub fn new(layout: CgroupLayout, rel: impl Into<PathBuf>) -> Self {
-        Self { layout, rel: rel.into() }
+        Self {
+            layout,
+            rel: rel.into(),
+        }
     }
 
     /// Directories of this cgroup, as (controller or `unified`, path),
@@ -308,7 +327,11 @@ impl Cgroup {
 
     /// The number of OOM kills in the cgroup so far.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = if self.layout.is_v2() { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
+        let (file, key) = if self.layout.is_v2() {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
         self.dir_of("memory")
             .and_then(|d| fs::read_to_string(d.join(file)).ok())
             .and_then(|s| {
@@ -322,7 +345,9 @@ impl Cgroup {
 
     /// Reads the current memory and CPU usage.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
-        let read = |p: PathBuf| -> Result<String, CgroupError> { fs::read_to_string(&p).map_err(|e| io_err(&p, e)) };
+        let read = |p: PathBuf| -> Result<String, CgroupError> {
+            fs::read_to_string(&p).map_err(|e| io_err(&p, e))
+        };
         let num = |s: &str| s.trim().parse::<u64>().unwrap_or(0);
         match &self.layout {
             CgroupLayout::V2 { root } => {
@@ -332,7 +357,10 @@ impl Cgroup {
                     .lines()
                     .find_map(|l| l.strip_prefix("usage_usec ").map(num))
                     .unwrap_or(0);
-                Ok(Stats { memory_bytes: mem, cpu_usage_ns: cpu * 1000 })
+                Ok(Stats {
+                    memory_bytes: mem,
+                    cpu_usage_ns: cpu * 1000,
+                })
             }
             CgroupLayout::V1 { .. } => {
                 let mem = match self.dir_of("memory") {
@@ -343,7 +371,10 @@ impl Cgroup {
                     Some(d) => num(&read(d.join("cpuacct.usage"))?),
                     None => 0,
                 };
-                Ok(Stats { memory_bytes: mem, cpu_usage_ns: cpu })
+                Ok(Stats {
+                    memory_bytes: mem,
+                    cpu_usage_ns: cpu,
+                })
             }
         }
     }
@@ -413,7 +444,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(CgroupLayout::from_mountinfo(V2).unwrap(), CgroupLayout::V2 { root: "/sys/fs/cgroup".into() });
+        assert_eq!(
+            CgroupLayout::from_mountinfo(V2).unwrap(),
+            CgroupLayout::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
         let co = CgroupLayout::from_mountinfo(COMOUNT).unwrap();
         let cg = Cgroup::new(co, "shoal/x");
         assert_eq!(cg.dirs().len(), 2, "{:?}", cg.dirs());
@@ -422,7 +458,12 @@ mod tests {
 
     #[test]
     fn computes_values() {
-        let r = Resources { memory_bytes: Some(32 << 20), cpu_request_millis: Some(250), cpu_limit_millis: Some(250), pids: Some(20) };
+        let r = Resources {
+            memory_bytes: Some(32 << 20),
+            cpu_request_millis: Some(250),
+            cpu_limit_millis: Some(250),
+            pids: Some(20),
+        };
         let v1 = v1_values(&r);
         assert!(v1.contains(&("memory", "memory.limit_in_bytes", "33554432".to_string())));
         assert!(v1.contains(&("cpu", "cpu.shares", "256".to_string())));
@@ -448,18 +489,40 @@ mod tests {
         let root = t.path().to_path_buf();
         fs::write(root.join("cgroup.controllers"), "cpu memory pids").unwrap();
         let cg = Cgroup::new(CgroupLayout::V2 { root: root.clone() }, "shoal/c1");
-        let r = Resources { memory_bytes: Some(1 << 20), cpu_request_millis: None, cpu_limit_millis: Some(500), pids: Some(7) };
+        let r = Resources {
+            memory_bytes: Some(1 << 20),
+            cpu_request_millis: None,
+            cpu_limit_millis: Some(500),
+            pids: Some(7),
+        };
         cg.create(&r).unwrap();
         let d = root.join("shoal/c1");
         assert_eq!(fs::read_to_string(d.join("memory.max")).unwrap(), "1048576");
-        assert_eq!(fs::read_to_string(d.join("cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(
+            fs::read_to_string(d.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
         assert_eq!(fs::read_to_string(d.join("pids.max")).unwrap(), "7");
-        assert!(fs::read_to_string(root.join("cgroup.subtree_control")).unwrap().starts_with('+'));
-        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").unwrap();
+        assert!(
+            fs::read_to_string(root.join("cgroup.subtree_control"))
+                .unwrap()
+                .starts_with('+')
+        );
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
         assert_eq!(cg.oom_kills(), 2);
         fs::write(d.join("memory.current"), "4096\n").unwrap();
         fs::write(d.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
-        assert_eq!(cg.stats().unwrap(), Stats { memory_bytes: 4096, cpu_usage_ns: 7000 });
+        assert_eq!(
+            cg.stats().unwrap(),
+            Stats {
+                memory_bytes: 4096,
+                cpu_usage_ns: 7000
+            }
+        );
     }
 
     #[test]
@@ -470,12 +533,30 @@ mod tests {
             mounts.insert(c.to_string(), t.path().join(c));
         }
         let cg = Cgroup::new(CgroupLayout::V1 { mounts }, "shoal/c1");
-        let r = Resources { memory_bytes: Some(1 << 20), cpu_request_millis: Some(250), cpu_limit_millis: None, pids: None };
+        let r = Resources {
+            memory_bytes: Some(1 << 20),
+            cpu_request_millis: Some(250),
+            cpu_limit_millis: None,
+            pids: None,
+        };
         cg.create(&r).unwrap();
-        assert_eq!(fs::read_to_string(t.path().join("memory/shoal/c1/memory.limit_in_bytes")).unwrap(), "1048576");
-        assert_eq!(fs::read_to_string(t.path().join("cpu/shoal/c1/cpu.shares")).unwrap(), "256");
-        assert_eq!(fs::read_to_string(t.path().join("devices/shoal/c1/devices.deny")).unwrap(), "a");
-        fs::write(t.path().join("memory/shoal/c1/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path().join("memory/shoal/c1/memory.limit_in_bytes")).unwrap(),
+            "1048576"
+        );
+        assert_eq!(
+            fs::read_to_string(t.path().join("cpu/shoal/c1/cpu.shares")).unwrap(),
+            "256"
+        );
+        assert_eq!(
+            fs::read_to_string(t.path().join("devices/shoal/c1/devices.deny")).unwrap(),
+            "a"
+        );
+        fs::write(
+            t.path().join("memory/shoal/c1/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .unwrap();
         assert_eq!(cg.oom_kills(), 1);
     }
 }

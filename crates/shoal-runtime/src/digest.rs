@@ -22,8 +22,14 @@ pub struct DigestError(pub String);
 impl Digest {
     /// Builds a digest from 64 lower-case hex digits.
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Self { hex: hex.to_string() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self {
+                hex: hex.to_string(),
+            })
         } else {
             Err(DigestError(hex.to_string()))
         }
@@ -31,7 +37,9 @@ impl Digest {
 
     /// Digest of a byte slice.
     pub fn of_bytes(data: &[u8]) -> Self {
-        Self { hex: hex::encode(Sha256::digest(data)) }
+        Self {
+            hex: hex::encode(Sha256::digest(data)),
+        }
     }
 
     /// The 64 hex digits without the algorithm prefix.
@@ -80,7 +88,11 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), len: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     /// Returns the inner writer, the digest and the byte count.
@@ -112,13 +124,18 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new() }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     /// Reads the rest of the stream and returns its digest.
     pub fn finish(mut self) -> io::Result<Digest> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok(Digest { hex: hex::encode(self.hasher.finalize()) })
+        Ok(Digest {
+            hex: hex::encode(self.hasher.finalize()),
+        })
     }
 }
 

@@ -64,7 +64,12 @@ impl ExecProcess {
     /// Sets the terminal size (TTY only).
     pub fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
         let Some(pty) = &self.pty else { return Ok(()) };
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         use std::os::fd::AsRawFd;
         // SAFETY: TIOCSWINSZ with a valid winsize on a pty master we own.
         if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
@@ -86,7 +91,8 @@ pub fn main(dir: &Path, spec_json: &str) -> i32 {
 }
 
 fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
-    let spec: ExecSpec = serde_json::from_str(spec_json).map_err(|e| format!("bad exec spec: {e}"))?;
+    let spec: ExecSpec =
+        serde_json::from_str(spec_json).map_err(|e| format!("bad exec spec: {e}"))?;
     let cfg: ContainerConfig = fs::read(dir.join(files::CONFIG))
         .map_err(|e| e.to_string())
         .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
@@ -96,13 +102,21 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
         return Err(format!("container {} is not running", cfg.spec.id));
     };
     // Open every namespace first: /proc changes once we are in the mount ns.
-    let kinds = [("ipc", CloneFlags::CLONE_NEWIPC), ("uts", CloneFlags::CLONE_NEWUTS), ("net", CloneFlags::CLONE_NEWNET), ("pid", CloneFlags::CLONE_NEWPID), ("mnt", CloneFlags::CLONE_NEWNS)];
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
     let mut nss = Vec::new();
     for (name, flag) in kinds {
         let p = format!("/proc/{pid}/ns/{name}");
         nss.push((File::open(&p).map_err(|e| format!("{p}: {e}"))?, flag, p));
     }
-    cfg.cgroup.add_pid(std::process::id() as i32).map_err(|e| e.to_string())?;
+    cfg.cgroup
+        .add_pid(std::process::id() as i32)
+        .map_err(|e| e.to_string())?;
     for (f, flag, p) in &nss {
         nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("setns {p}: {e}"))?;
     }
@@ -119,14 +133,20 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
     // SAFETY: single-threaded helper process; the child only execs or exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
-            let e = crate::init::become_process(&spec.cmd, &env, &cwd, &user, spec.tty).err().unwrap_or_default();
+            let e = crate::init::become_process(&spec.cmd, &env, &cwd, &user, spec.tty)
+                .err()
+                .unwrap_or_default();
             eprintln!("exec: {e}");
             // SAFETY: leave the forked child without unwinding.
             unsafe { libc::_exit(if e.contains("not found") { 127 } else { 126 }) };
         }
         nix::unistd::ForkResult::Parent { child } => {
             // Let the command get terminal signals, not us.
-            for s in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGQUIT, nix::sys::signal::Signal::SIGHUP] {
+            for s in [
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::Signal::SIGQUIT,
+                nix::sys::signal::Signal::SIGHUP,
+            ] {
                 // SAFETY: setting a disposition to SIG_IGN installs no handler code.
                 unsafe {
                     let _ = nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn);

@@ -22,9 +22,20 @@ use crate::state::ContainerConfig;
 
 type R<T> = Result<T, String>;
 
-fn m(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R<()> {
+fn m(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R<()> {
     mount(src, target, fstype, flags, data).map_err(|e| {
-        format!("mount {} on {} ({}): {e}", src.map(|p| p.display().to_string()).unwrap_or_default(), target.display(), fstype.unwrap_or("bind"))
+        format!(
+            "mount {} on {} ({}): {e}",
+            src.map(|p| p.display().to_string()).unwrap_or_default(),
+            target.display(),
+            fstype.unwrap_or("bind")
+        )
     })
 }
 
@@ -36,25 +47,53 @@ fn mkdir_p(p: &Path) -> R<()> {
 /// refusing to pass through symlinks (they could point out of the rootfs).
 pub fn safe_join(root: &Path, dest: &Path) -> R<PathBuf> {
     let mut cur = root.to_path_buf();
-    let comps: Vec<_> = dest.components().filter(|c| !matches!(c, Component::RootDir | Component::CurDir)).collect();
+    let comps: Vec<_> = dest
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
+        .collect();
     for (i, c) in comps.iter().enumerate() {
         match c {
             Component::Normal(n) => cur.push(n),
-            _ => return Err(format!("mount destination {}: '..' not allowed", dest.display())),
+            _ => {
+                return Err(format!(
+                    "mount destination {}: '..' not allowed",
+                    dest.display()
+                ));
+            }
         }
         if let Ok(md) = fs::symlink_metadata(&cur)
             && md.file_type().is_symlink()
         {
-            return Err(format!("mount destination {}: component {} is a symlink", dest.display(), comps[..=i].len()));
+            return Err(format!(
+                "mount destination {}: component {} is a symlink",
+                dest.display(),
+                comps[..=i].len()
+            ));
         }
     }
     Ok(cur)
 }
 
 fn bind(src: &Path, target: &Path, read_only: bool) -> R<()> {
-    m(Some(src), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    m(
+        Some(src),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     if read_only {
-        m(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None)?;
+        m(
+            None,
+            target,
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -75,38 +114,105 @@ fn ensure_mountpoint(target: &Path, is_dir: bool) -> R<()> {
 
 /// Sets up the rootfs in the current (new) mount namespace, mounted at `rootfs`.
 fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
-    m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let upper = dir.join("upper");
     let work = dir.join("work");
-    let lower: Vec<String> = cfg.layer_dirs.iter().rev().map(|p| p.display().to_string()).collect();
+    let lower: Vec<String> = cfg
+        .layer_dirs
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
     if lower.is_empty() {
         return Err("image has no layers".into());
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
-    m(Some(Path::new("overlay")), rootfs, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    m(
+        Some(Path::new("overlay")),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&opts),
+    )?;
 
     // /proc
     let proc_ = rootfs.join("proc");
     mkdir_p(&proc_)?;
-    m(Some(Path::new("proc")), &proc_, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    m(
+        Some(Path::new("proc")),
+        &proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
 
     // /dev
     let dev = rootfs.join("dev");
     mkdir_p(&dev)?;
-    m(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    m(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)).map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
     }
     let pts = dev.join("pts");
     mkdir_p(&pts)?;
-    m(Some(Path::new("devpts")), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    m(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
     let shm = dev.join("shm");
     mkdir_p(&shm)?;
-    m(Some(Path::new("shm")), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=1777,size=65536k"))?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    m(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
 
     // /sys read-only, with the container's own cgroups at /sys/fs/cgroup.
@@ -118,14 +224,22 @@ fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
     match &cfg.cgroup.layout {
         CgroupLayout::V2 { root } => bind(&root.join(&cfg.cgroup.rel), &cg, true)?,
         CgroupLayout::V1 { mounts } => {
-            m(Some(Path::new("tmpfs")), &cg, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))?;
+            m(
+                Some(Path::new("tmpfs")),
+                &cg,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=755"),
+            )?;
             let mut done: Vec<PathBuf> = Vec::new();
             for mp in mounts.values() {
                 if done.contains(mp) {
                     continue;
                 }
                 done.push(mp.clone());
-                let name = mp.file_name().ok_or_else(|| format!("cgroup mount {} has no name", mp.display()))?;
+                let name = mp
+                    .file_name()
+                    .ok_or_else(|| format!("cgroup mount {} has no name", mp.display()))?;
                 let t = cg.join(name);
                 mkdir_p(&t)?;
                 bind(&mp.join(&cfg.cgroup.rel), &t, true)?;
@@ -144,7 +258,9 @@ fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
     // Volumes.
     for (src, dest, read_only) in &cfg.binds {
         let t = safe_join(rootfs, dest)?;
-        let is_dir = fs::metadata(src).map_err(|e| format!("volume source {}: {e}", src.display()))?.is_dir();
+        let is_dir = fs::metadata(src)
+            .map_err(|e| format!("volume source {}: {e}", src.display()))?
+            .is_dir();
         ensure_mountpoint(&t, is_dir)?;
         bind(src, &t, *read_only)?;
     }
@@ -153,7 +269,8 @@ fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
 
 fn pivot(rootfs: &Path) -> R<()> {
     nix::unistd::chdir(rootfs).map_err(|e| format!("chdir {}: {e}", rootfs.display()))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", rootfs.display()))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| format!("pivot_root {}: {e}", rootfs.display()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     // Read-only and masked parts of /proc, as Docker does.
@@ -166,14 +283,26 @@ fn pivot(rootfs: &Path) -> R<()> {
     for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list"] {
         let p = Path::new(p);
         if p.exists() {
-            m(Some(Path::new("/dev/null")), p, None, MsFlags::MS_BIND, None)?;
+            m(
+                Some(Path::new("/dev/null")),
+                p,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
         }
     }
     Ok(())
 }
 
 /// Body of the cloned child. Never returns on success (execve).
-pub(crate) fn container_main(cfg: &ContainerConfig, dir: &Path, sync_fd: RawFd, stdout_fd: RawFd, stderr_fd: RawFd) -> R<Infallible> {
+pub(crate) fn container_main(
+    cfg: &ContainerConfig,
+    dir: &Path,
+    sync_fd: RawFd,
+    stdout_fd: RawFd,
+    stderr_fd: RawFd,
+) -> R<Infallible> {
     // Wait until the supervisor has put us into the cgroup.
     let mut b = [0u8; 1];
     // SAFETY: sync_fd is the read end of a pipe owned by this process.
@@ -189,12 +318,15 @@ pub(crate) fn container_main(cfg: &ContainerConfig, dir: &Path, sync_fd: RawFd, 
     // SAFETY: as above.
     dup2(unsafe { BorrowedFd::borrow_raw(stderr_fd) }, 2)?;
 
-    let netns = fs::File::open(&cfg.netns).map_err(|e| format!("pod network namespace {}: {e}", cfg.netns.display()))?;
-    nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {}: {e}", cfg.netns.display()))?;
+    let netns = fs::File::open(&cfg.netns)
+        .map_err(|e| format!("pod network namespace {}: {e}", cfg.netns.display()))?;
+    nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("setns {}: {e}", cfg.netns.display()))?;
     drop(netns);
     let rootfs = dir.join("rootfs");
     build_rootfs(cfg, dir, &rootfs)?;
-    nix::unistd::sethostname(&cfg.hostname).map_err(|e| format!("sethostname {}: {e}", cfg.hostname))?;
+    nix::unistd::sethostname(&cfg.hostname)
+        .map_err(|e| format!("sethostname {}: {e}", cfg.hostname))?;
     pivot(&rootfs)?;
     become_process(&cfg.argv, &cfg.env, &cfg.cwd, &cfg.user, false)
 }
@@ -203,7 +335,10 @@ fn dup2(from: BorrowedFd<'_>, to: RawFd) -> R<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: both are valid descriptor numbers; dup2 replaces `to` atomically.
     if unsafe { libc::dup2(from.as_raw_fd(), to) } < 0 {
-        return Err(format!("dup2 to fd {to}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "dup2 to fd {to}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -213,7 +348,11 @@ pub fn find_program(prog: &str, env: &[(String, String)]) -> R<PathBuf> {
     if prog.contains('/') {
         return Ok(PathBuf::from(prog));
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(crate::spec::DEFAULT_PATH);
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(crate::spec::DEFAULT_PATH);
     for d in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(d).join(prog);
         if let Ok(md) = fs::metadata(&p)
@@ -228,7 +367,13 @@ pub fn find_program(prog: &str, env: &[(String, String)]) -> R<PathBuf> {
 
 /// The last steps of a container or exec process, in the container's root:
 /// user, working directory, capabilities, no_new_privs, signal mask, execve.
-pub(crate) fn become_process(argv: &[String], env: &[(String, String)], cwd: &str, user: &str, tty: bool) -> R<Infallible> {
+pub(crate) fn become_process(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &str,
+    user: &str,
+    tty: bool,
+) -> R<Infallible> {
     if argv.is_empty() {
         return Err("no command: the image has no Entrypoint/Cmd and none was given".into());
     }
@@ -261,8 +406,18 @@ pub(crate) fn become_process(argv: &[String], env: &[(String, String)], cwd: &st
     caps::drop_bounding(mask, caps::last_cap()).map_err(|e| e.to_string())?;
     let groups: Vec<Gid> = ids.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setresgid(Gid::from_raw(ids.gid), Gid::from_raw(ids.gid), Gid::from_raw(ids.gid)).map_err(|e| format!("setgid {}: {e}", ids.gid))?;
-    nix::unistd::setresuid(Uid::from_raw(ids.uid), Uid::from_raw(ids.uid), Uid::from_raw(ids.uid)).map_err(|e| format!("setuid {}: {e}", ids.uid))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(ids.gid),
+        Gid::from_raw(ids.gid),
+        Gid::from_raw(ids.gid),
+    )
+    .map_err(|e| format!("setgid {}: {e}", ids.gid))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(ids.uid),
+        Uid::from_raw(ids.uid),
+        Uid::from_raw(ids.uid),
+    )
+    .map_err(|e| format!("setuid {}: {e}", ids.uid))?;
     if ids.uid == 0 {
         caps::set_caps(mask).map_err(|e| e.to_string())?;
     }
@@ -271,14 +426,29 @@ pub(crate) fn become_process(argv: &[String], env: &[(String, String)], cwd: &st
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
     // The supervisor blocks signals for its signalfd; the container must not inherit that.
-    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None)
-        .map_err(|e| format!("sigprocmask: {e}"))?;
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|e| format!("sigprocmask: {e}"))?;
 
-    let cprog = CString::new(prog.as_os_str().as_encoded_bytes()).map_err(|_| "program path contains NUL".to_string())?;
-    let cargs: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().map_err(|_| "argument contains NUL".to_string())?;
-    let cenv: Vec<CString> =
-        env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>().map_err(|_| "environment contains NUL".to_string())?;
-    let e = nix::unistd::execve(&cprog, &cargs, &cenv).err().map(|e| e.to_string()).unwrap_or_default();
+    let cprog = CString::new(prog.as_os_str().as_encoded_bytes())
+        .map_err(|_| "program path contains NUL".to_string())?;
+    let cargs: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "argument contains NUL".to_string())?;
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "environment contains NUL".to_string())?;
+    let e = nix::unistd::execve(&cprog, &cargs, &cenv)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     Err(format!("exec {}: {e}", prog.display()))
 }
 
@@ -290,7 +460,10 @@ mod tests {
     fn safe_join_rejects_escapes() {
         let t = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", t.path().join("evil")).unwrap();
-        assert_eq!(safe_join(t.path(), Path::new("/data/x")).unwrap(), t.path().join("data/x"));
+        assert_eq!(
+            safe_join(t.path(), Path::new("/data/x")).unwrap(),
+            t.path().join("data/x")
+        );
         assert!(safe_join(t.path(), Path::new("/evil/x")).is_err());
         assert!(safe_join(t.path(), Path::new("/a/../../x")).is_err());
     }

@@ -4,6 +4,7 @@
 //! The entry point is [`Runtime`]; the binary that embeds it must call
 //! [`helper::dispatch`] first thing in `main` (supervisor and exec modes).
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod caps;
 pub mod cgroup;

@@ -63,7 +63,9 @@ pub fn format_line(time: DateTime<Utc>, stream: Stream, partial: bool, text: &[u
 /// Parses a record (without its newline).
 pub fn parse_line(line: &str) -> Option<LogLine> {
     let mut it = line.splitn(4, ' ');
-    let time = DateTime::parse_from_rfc3339(it.next()?).ok()?.with_timezone(&Utc);
+    let time = DateTime::parse_from_rfc3339(it.next()?)
+        .ok()?
+        .with_timezone(&Utc);
     let stream = match it.next()? {
         "stdout" => Stream::Stdout,
         "stderr" => Stream::Stderr,
@@ -74,7 +76,12 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
         "F" => false,
         _ => return None,
     };
-    Some(LogLine { time, stream, partial, text: it.next().unwrap_or("").to_string() })
+    Some(LogLine {
+        time,
+        stream,
+        partial,
+        text: it.next().unwrap_or("").to_string(),
+    })
 }
 
 /// The rotated file number `n` of `path` (`0` is `path` itself).
@@ -105,7 +112,14 @@ impl LogWriter {
     pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), max_bytes, max_files, file, size, pending: [Vec::new(), Vec::new()] })
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            max_files,
+            file,
+            size,
+            pending: [Vec::new(), Vec::new()],
+        })
     }
 
     fn write_record(&mut self, stream: Stream, partial: bool, text: &[u8]) -> io::Result<()> {
@@ -132,7 +146,10 @@ impl LogWriter {
             }
         }
         fs::rename(&self.path, rotated(&self.path, 1))?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -220,7 +237,9 @@ pub struct LogReader {
 
 impl std::fmt::Debug for LogReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogReader").field("follow", &self.follow.is_some()).finish()
+        f.debug_struct("LogReader")
+            .field("follow", &self.follow.is_some())
+            .finish()
     }
 }
 
@@ -235,11 +254,20 @@ struct Follow {
 
 impl LogReader {
     /// Opens `path` with `opts`; `is_done` is polled in follow mode.
-    pub fn open(path: &Path, max_files: usize, opts: LogOptions, is_done: Box<dyn FnMut() -> bool + Send>) -> io::Result<Self> {
+    pub fn open(
+        path: &Path,
+        max_files: usize,
+        opts: LogOptions,
+        is_done: Box<dyn FnMut() -> bool + Send>,
+    ) -> io::Result<Self> {
         // Open the current file first so that nothing written after the
         // backlog was read is missed or read twice.
         let follow = if opts.follow {
-            let f = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(path)?;
             let ino = f.metadata()?.ino();
             let backlog_end = f.metadata()?.len();
             let backlog = read_all(path, max_files, &opts)?;
@@ -250,12 +278,22 @@ impl LogReader {
             let backlog = trim_to(path, backlog, backlog_end)?;
             return Ok(Self {
                 backlog: backlog.into_iter(),
-                follow: Some(Follow { path: path.to_path_buf(), reader, ino, since: opts.since, is_done, buf: String::new() }),
+                follow: Some(Follow {
+                    path: path.to_path_buf(),
+                    reader,
+                    ino,
+                    since: opts.since,
+                    is_done,
+                    buf: String::new(),
+                }),
             });
         } else {
             None
         };
-        Ok(Self { backlog: read_all(path, max_files, &opts)?.into_iter(), follow })
+        Ok(Self {
+            backlog: read_all(path, max_files, &opts)?.into_iter(),
+            follow,
+        })
     }
 }
 
@@ -326,12 +364,28 @@ mod tests {
 
     #[test]
     fn format_roundtrip() {
-        let t = DateTime::parse_from_rfc3339("2026-11-28T19:30:00.123456789Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-28T19:30:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let rec = format_line(t, Stream::Stderr, false, b"hello world");
-        assert_eq!(rec, b"2026-11-28T19:30:00.123456789Z stderr F hello world\n");
+        assert_eq!(
+            rec,
+            b"2026-11-28T19:30:00.123456789Z stderr F hello world\n"
+        );
         let p = parse_line(std::str::from_utf8(&rec).unwrap().trim_end()).unwrap();
-        assert_eq!(p, LogLine { time: t, stream: Stream::Stderr, partial: false, text: "hello world".into() });
-        assert_eq!(parse_line("2026-11-28T19:30:00Z stdout F ").unwrap().text, "");
+        assert_eq!(
+            p,
+            LogLine {
+                time: t,
+                stream: Stream::Stderr,
+                partial: false,
+                text: "hello world".into()
+            }
+        );
+        assert_eq!(
+            parse_line("2026-11-28T19:30:00Z stdout F ").unwrap().text,
+            ""
+        );
         assert!(parse_line("garbage").is_none());
     }
 
@@ -346,7 +400,10 @@ mod tests {
         w.feed(Stream::Stdout, &vec![b'x'; MAX_LINE + 5]).unwrap();
         w.finish(Stream::Stdout).unwrap();
         let lines = read_all(&p, 2, &LogOptions::default()).unwrap();
-        let got: Vec<(Stream, bool, usize)> = lines.iter().map(|l| (l.stream, l.partial, l.text.len())).collect();
+        let got: Vec<(Stream, bool, usize)> = lines
+            .iter()
+            .map(|l| (l.stream, l.partial, l.text.len()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -359,10 +416,29 @@ mod tests {
             ]
         );
         assert_eq!(lines[2].text, "two");
-        let tail = read_all(&p, 2, &LogOptions { tail: Some(2), ..Default::default() }).unwrap();
+        let tail = read_all(
+            &p,
+            2,
+            &LogOptions {
+                tail: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(tail.len(), 2);
         let future = Utc::now() + chrono::Duration::seconds(60);
-        assert!(read_all(&p, 2, &LogOptions { since: Some(future), ..Default::default() }).unwrap().is_empty());
+        assert!(
+            read_all(
+                &p,
+                2,
+                &LogOptions {
+                    since: Some(future),
+                    ..Default::default()
+                }
+            )
+            .unwrap()
+            .is_empty()
+        );
     }
 
     #[test]
@@ -371,13 +447,17 @@ mod tests {
         let p = t.path().join("c.log");
         let mut w = LogWriter::open(&p, 200, 2).unwrap();
         for i in 0..20 {
-            w.feed(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+            w.feed(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
         }
         assert!(rotated(&p, 1).exists() && rotated(&p, 2).exists() && !rotated(&p, 3).exists());
         assert!(fs::metadata(&p).unwrap().len() <= 200);
         let lines = read_all(&p, 2, &LogOptions::default()).unwrap();
         let nums: Vec<u32> = lines.iter().map(|l| l.text[5..].parse().unwrap()).collect();
-        assert!(nums.len() < 20 && nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        assert!(
+            nums.len() < 20 && nums.windows(2).all(|w| w[1] == w[0] + 1),
+            "{nums:?}"
+        );
         assert_eq!(*nums.last().unwrap(), 19);
     }
 
@@ -389,17 +469,30 @@ mod tests {
         w.feed(Stream::Stdout, b"first\n").unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let d2 = done.clone();
-        let mut r = LogReader::open(&p, 3, LogOptions { follow: true, ..Default::default() }, Box::new(move || d2.load(Ordering::SeqCst))).unwrap();
+        let mut r = LogReader::open(
+            &p,
+            3,
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            Box::new(move || d2.load(Ordering::SeqCst)),
+        )
+        .unwrap();
         assert_eq!(r.next().unwrap().unwrap().text, "first");
         let writer = std::thread::spawn(move || {
             for i in 0..10 {
-                w.feed(Stream::Stdout, format!("new {i}\n").as_bytes()).unwrap();
+                w.feed(Stream::Stdout, format!("new {i}\n").as_bytes())
+                    .unwrap();
                 std::thread::sleep(Duration::from_millis(5));
             }
             done.store(true, Ordering::SeqCst);
         });
         let rest: Vec<String> = r.map(|l| l.unwrap().text).collect();
         writer.join().unwrap();
-        assert_eq!(rest, (0..10).map(|i| format!("new {i}")).collect::<Vec<_>>());
+        assert_eq!(
+            rest,
+            (0..10).map(|i| format!("new {i}")).collect::<Vec<_>>()
+        );
     }
 }

@@ -34,7 +34,9 @@ impl std::str::FromStr for RestartPolicy {
             "always" => Ok(Self::Always),
             "onfailure" | "on-failure" => Ok(Self::OnFailure),
             "never" => Ok(Self::Never),
-            _ => Err(format!("unknown restart policy {s:?}: expected Always, OnFailure or Never")),
+            _ => Err(format!(
+                "unknown restart policy {s:?}: expected Always, OnFailure or Never"
+            )),
         }
     }
 }
@@ -54,7 +56,11 @@ pub struct Backoff {
 impl Default for Backoff {
     /// Kubernetes' values: 10 s doubling up to 5 min, reset after 10 min.
     fn default() -> Self {
-        Self { initial: Duration::from_secs(10), max: Duration::from_secs(300), reset_after: Duration::from_secs(600) }
+        Self {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+        }
     }
 }
 
@@ -68,7 +74,11 @@ impl Backoff {
     /// Updates the crash-loop counter after a run of `ran_for` and returns
     /// the new counter and the delay to wait before the next start.
     pub fn next(&self, consecutive: u32, ran_for: Duration) -> (u32, Duration) {
-        let n = if ran_for >= self.reset_after { 1 } else { consecutive + 1 };
+        let n = if ran_for >= self.reset_after {
+            1
+        } else {
+            consecutive + 1
+        };
         (n, self.delay(n))
     }
 }
@@ -83,15 +93,25 @@ mod tests {
         assert!(!RestartPolicy::OnFailure.should_restart(true));
         assert!(RestartPolicy::OnFailure.should_restart(false));
         assert!(!RestartPolicy::Never.should_restart(false));
-        assert_eq!("onfailure".parse::<RestartPolicy>().unwrap(), RestartPolicy::OnFailure);
+        assert_eq!(
+            "onfailure".parse::<RestartPolicy>().unwrap(),
+            RestartPolicy::OnFailure
+        );
         assert!("sometimes".parse::<RestartPolicy>().is_err());
     }
 
     #[test]
     fn doubling_capped_and_reset() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(450), reset_after: Duration::from_secs(2) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(450),
+            reset_after: Duration::from_secs(2),
+        };
         let ms = |n| b.delay(n).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3), ms(4), ms(40)], [100, 200, 400, 450, 450]);
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(40)],
+            [100, 200, 400, 450, 450]
+        );
         let short = Duration::from_millis(10);
         let (n, d) = b.next(0, short);
         assert_eq!((n, d.as_millis()), (1, 100));

@@ -16,7 +16,9 @@ use crate::exec::{ExecProcess, ExecSpec};
 use crate::image::{ImageError, ImageStore};
 use crate::logs::{LogOptions, LogReader};
 use crate::sandbox::PodSandbox;
-use crate::spec::{ContainerSpec, MountSource, PodSandboxConfig, RuntimeConfig, resolve_argv, resolve_env};
+use crate::spec::{
+    ContainerSpec, MountSource, PodSandboxConfig, RuntimeConfig, resolve_argv, resolve_env,
+};
 use crate::state::{ContainerConfig, ContainerState, ContainerStatus, ExitInfo, StateFile, files};
 use crate::util::{is_locked, valid_name};
 
@@ -108,7 +110,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens the data directory (creating it) and detects cgroups.
-    pub fn new(cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
+    pub fn new(mut cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
+        fs::create_dir_all(&cfg.data_dir)
+            .map_err(io_err(format!("create {}", cfg.data_dir.display())))?;
+        // Supervisors run from `/`: every stored path must be absolute.
+        cfg.data_dir = fs::canonicalize(&cfg.data_dir)
+            .map_err(io_err(format!("resolve {}", cfg.data_dir.display())))?;
         for d in ["pods", "containers"] {
             let p = cfg.data_dir.join(d);
             fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
@@ -118,7 +125,11 @@ impl Runtime {
             None => CgroupLayout::detect()?,
         };
         let images = ImageStore::open(cfg.data_dir.join("images"))?;
-        Ok(Self { cfg, layout, images })
+        Ok(Self {
+            cfg,
+            layout,
+            images,
+        })
     }
 
     /// The image store.
@@ -142,15 +153,24 @@ impl Runtime {
     /// Creates a pod sandbox (network namespace, /etc files, volume dir).
     pub fn create_sandbox(&self, cfg: &PodSandboxConfig) -> Result<PodSandbox, RuntimeError> {
         if !valid_name(&cfg.name) {
-            return Err(RuntimeError::InvalidSpec { id: cfg.name.clone(), message: "pod name must be 1-100 of [A-Za-z0-9_.-]".into() });
+            return Err(RuntimeError::InvalidSpec {
+                id: cfg.name.clone(),
+                message: "pod name must be 1-100 of [A-Za-z0-9_.-]".into(),
+            });
         }
         let dir = self.pod_dir(&cfg.name);
         if dir.exists() {
-            return Err(RuntimeError::AlreadyExists { kind: "pod", id: cfg.name.clone() });
+            return Err(RuntimeError::AlreadyExists {
+                kind: "pod",
+                id: cfg.name.clone(),
+            });
         }
         PodSandbox::create(&dir, cfg).map_err(|e| {
             let _ = fs::remove_dir_all(&dir);
-            RuntimeError::Io { what: format!("create pod sandbox {}", cfg.name), source: e }
+            RuntimeError::Io {
+                what: format!("create pod sandbox {}", cfg.name),
+                source: e,
+            }
         })
     }
 
@@ -158,7 +178,10 @@ impl Runtime {
     pub fn sandbox(&self, name: &str) -> Result<PodSandbox, RuntimeError> {
         let dir = self.pod_dir(name);
         if !valid_name(name) || !dir.is_dir() {
-            return Err(RuntimeError::NotFound { kind: "pod", id: name.to_string() });
+            return Err(RuntimeError::NotFound {
+                kind: "pod",
+                id: name.to_string(),
+            });
         }
         PodSandbox::load(&dir).map_err(io_err(format!("load pod {name}")))
     }
@@ -189,33 +212,56 @@ impl Runtime {
 
     /// Creates the container and starts it under its supervisor. Returns once
     /// the container's process runs (or with the reason it could not start).
-    pub fn create_and_start(&self, sandbox: &PodSandbox, spec: ContainerSpec) -> Result<ContainerHandle, RuntimeError> {
+    pub fn create_and_start(
+        &self,
+        sandbox: &PodSandbox,
+        spec: ContainerSpec,
+    ) -> Result<ContainerHandle, RuntimeError> {
         let id = spec.id.clone();
         if !valid_name(&id) {
-            return Err(RuntimeError::InvalidSpec { id, message: "id must be 1-100 of [A-Za-z0-9_.-]".into() });
+            return Err(RuntimeError::InvalidSpec {
+                id,
+                message: "id must be 1-100 of [A-Za-z0-9_.-]".into(),
+            });
         }
         let dir = self.container_dir(&id);
         if dir.exists() {
-            return Err(RuntimeError::AlreadyExists { kind: "container", id });
+            return Err(RuntimeError::AlreadyExists {
+                kind: "container",
+                id,
+            });
         }
         let image = self.images.resolve(&spec.image)?;
         let mut binds = Vec::new();
         for m in &spec.mounts {
             if !m.destination.is_absolute() {
-                return Err(RuntimeError::InvalidSpec { id, message: format!("mount destination {} must be absolute", m.destination.display()) });
+                return Err(RuntimeError::InvalidSpec {
+                    id,
+                    message: format!(
+                        "mount destination {} must be absolute",
+                        m.destination.display()
+                    ),
+                });
             }
             let src = match &m.source {
                 MountSource::EmptyDir(v) => {
                     if !valid_name(v) {
-                        return Err(RuntimeError::InvalidSpec { id, message: format!("volume name {v:?} is invalid") });
+                        return Err(RuntimeError::InvalidSpec {
+                            id,
+                            message: format!("volume name {v:?} is invalid"),
+                        });
                     }
                     let p = sandbox.volume_dir(v);
-                    fs::create_dir_all(&p).map_err(io_err(format!("create volume {}", p.display())))?;
+                    fs::create_dir_all(&p)
+                        .map_err(io_err(format!("create volume {}", p.display())))?;
                     p
                 }
                 MountSource::HostPath(p) => {
                     if !p.exists() {
-                        return Err(RuntimeError::InvalidSpec { id, message: format!("hostPath {} does not exist", p.display()) });
+                        return Err(RuntimeError::InvalidSpec {
+                            id,
+                            message: format!("hostPath {} does not exist", p.display()),
+                        });
                     }
                     p.clone()
                 }
@@ -224,13 +270,29 @@ impl Runtime {
         }
         let argv = resolve_argv(&image.config, &spec.command, &spec.args);
         if argv.is_empty() {
-            return Err(RuntimeError::InvalidSpec { id, message: "no command: the image has no Entrypoint/Cmd and none was given".into() });
+            return Err(RuntimeError::InvalidSpec {
+                id,
+                message: "no command: the image has no Entrypoint/Cmd and none was given".into(),
+            });
         }
         let env = resolve_env(&image.config, &spec.env, &sandbox.hostname);
-        let cwd = spec.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| image.config.working_dir.clone());
-        let user = spec.user.clone().unwrap_or_else(|| image.config.user.clone());
-        let log_path = spec.log_path.clone().unwrap_or_else(|| dir.join(files::LOG));
-        let cgroup = Cgroup::new(self.layout.clone(), Path::new(&self.cfg.cgroup_parent).join(&id));
+        let cwd = spec
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| image.config.working_dir.clone());
+        let user = spec
+            .user
+            .clone()
+            .unwrap_or_else(|| image.config.user.clone());
+        let log_path = spec
+            .log_path
+            .clone()
+            .unwrap_or_else(|| dir.join(files::LOG));
+        let cgroup = Cgroup::new(
+            self.layout.clone(),
+            Path::new(&self.cfg.cgroup_parent).join(&id),
+        );
         let config = ContainerConfig {
             pod: sandbox.name.clone(),
             hostname: sandbox.hostname.clone(),
@@ -255,10 +317,18 @@ impl Runtime {
         result
     }
 
-    fn write_and_spawn(&self, dir: &Path, config: &ContainerConfig) -> Result<ContainerHandle, RuntimeError> {
+    fn write_and_spawn(
+        &self,
+        dir: &Path,
+        config: &ContainerConfig,
+    ) -> Result<ContainerHandle, RuntimeError> {
         let id = config.spec.id.clone();
-        let data = serde_json::to_vec_pretty(config).map_err(|e| RuntimeError::Io { what: format!("encode config of {id}"), source: io::Error::other(e) })?;
-        crate::util::write_atomic(&dir.join(files::CONFIG), &data).map_err(io_err(format!("write config of {id}")))?;
+        let data = serde_json::to_vec_pretty(config).map_err(|e| RuntimeError::Io {
+            what: format!("encode config of {id}"),
+            source: io::Error::other(e),
+        })?;
+        crate::util::write_atomic(&dir.join(files::CONFIG), &data)
+            .map_err(io_err(format!("write config of {id}")))?;
         let mut child = Command::new(&self.cfg.supervisor_exe)
             .arg("supervise")
             .arg(dir)
@@ -266,27 +336,53 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(io_err(format!("spawn supervisor {} for {id}", self.cfg.supervisor_exe.display())))?;
+            .map_err(io_err(format!(
+                "spawn supervisor {} for {id}",
+                self.cfg.supervisor_exe.display()
+            )))?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line).map_err(io_err(format!("read supervisor of {id}")))?;
+            BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(io_err(format!("read supervisor of {id}")))?;
         }
         let _ = child.wait();
         let line = line.trim();
         let mut it = line.split(' ');
         match (it.next(), it.next(), it.next()) {
-            (Some("ok"), Some(pid), Some(sup)) => Ok(ContainerHandle { id, pid: pid.parse().unwrap_or(0), supervisor_pid: sup.parse().unwrap_or(0) }),
-            _ => Err(RuntimeError::Start { id, message: line.strip_prefix("err ").unwrap_or(if line.is_empty() { "supervisor exited without a word" } else { line }).to_string() }),
+            (Some("ok"), Some(pid), Some(sup)) => Ok(ContainerHandle {
+                id,
+                pid: pid.parse().unwrap_or(0),
+                supervisor_pid: sup.parse().unwrap_or(0),
+            }),
+            _ => Err(RuntimeError::Start {
+                id,
+                message: line
+                    .strip_prefix("err ")
+                    .unwrap_or(if line.is_empty() {
+                        "supervisor exited without a word"
+                    } else {
+                        line
+                    })
+                    .to_string(),
+            }),
         }
     }
 
     fn load_config(&self, id: &str) -> Result<ContainerConfig, RuntimeError> {
         let dir = self.container_dir(id);
         if !valid_name(id) || !dir.is_dir() {
-            return Err(RuntimeError::NotFound { kind: "container", id: id.to_string() });
+            return Err(RuntimeError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            });
         }
-        let data = fs::read(dir.join(files::CONFIG)).map_err(io_err(format!("read config of {id}")))?;
-        serde_json::from_slice(&data).map_err(|e| RuntimeError::Io { what: format!("decode config of {id}"), source: io::Error::other(e) })
+        let data =
+            fs::read(dir.join(files::CONFIG)).map_err(io_err(format!("read config of {id}")))?;
+        serde_json::from_slice(&data).map_err(|e| RuntimeError::Io {
+            what: format!("decode config of {id}"),
+            source: io::Error::other(e),
+        })
     }
 
     /// The container's status, read from its state directory.
@@ -311,7 +407,16 @@ impl Runtime {
                 finished_at: chrono::Utc::now(),
             });
         }
-        Ok(ContainerStatus { id: id.to_string(), name: cfg.spec.name, pod: cfg.pod, image: cfg.spec.image, state, restart_count, last_exit, supervisor_alive: alive })
+        Ok(ContainerStatus {
+            id: id.to_string(),
+            name: cfg.spec.name,
+            pod: cfg.pod,
+            image: cfg.spec.image,
+            state,
+            restart_count,
+            last_exit,
+            supervisor_alive: alive,
+        })
     }
 
     /// Every container in the data directory (this is how a restarted agent
@@ -338,7 +443,10 @@ impl Runtime {
         let mut pause = Duration::from_micros(200);
         while is_locked(&lock) {
             if Instant::now() >= deadline {
-                return Err(RuntimeError::Timeout { id: id.to_string(), what: "the container to exit".into() });
+                return Err(RuntimeError::Timeout {
+                    id: id.to_string(),
+                    what: "the container to exit".into(),
+                });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(2));
@@ -353,8 +461,15 @@ impl Runtime {
         let dir = self.container_dir(id);
         if is_locked(&dir.join(files::LOCK)) {
             let st = StateFile::read(&dir).map_err(io_err(format!("read state of {id}")))?;
-            crate::util::write_atomic(&dir.join(files::STOP), grace.as_millis().to_string().as_bytes()).map_err(io_err(format!("write stop request of {id}")))?;
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.supervisor_pid), nix::sys::signal::Signal::SIGTERM);
+            crate::util::write_atomic(
+                &dir.join(files::STOP),
+                grace.as_millis().to_string().as_bytes(),
+            )
+            .map_err(io_err(format!("write stop request of {id}")))?;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(st.supervisor_pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             return self.wait(id, grace + Duration::from_secs(15));
         }
         // No supervisor: kill whatever is left in the cgroup.
@@ -376,7 +491,13 @@ impl Runtime {
     pub fn logs(&self, id: &str, opts: LogOptions) -> Result<LogReader, RuntimeError> {
         let cfg = self.load_config(id)?;
         let lock = self.container_dir(id).join(files::LOCK);
-        LogReader::open(&cfg.log_path, cfg.spec.log.max_files, opts, Box::new(move || !is_locked(&lock))).map_err(io_err(format!("open log of {id}")))
+        LogReader::open(
+            &cfg.log_path,
+            cfg.spec.log.max_files,
+            opts,
+            Box::new(move || !is_locked(&lock)),
+        )
+        .map_err(io_err(format!("open log of {id}")))
     }
 
     /// Current memory and CPU usage.
@@ -391,27 +512,62 @@ impl Runtime {
             return Err(RuntimeError::NotRunning(id.to_string()));
         }
         if spec.cmd.is_empty() {
-            return Err(RuntimeError::InvalidSpec { id: id.to_string(), message: "exec: empty command".into() });
+            return Err(RuntimeError::InvalidSpec {
+                id: id.to_string(),
+                message: "exec: empty command".into(),
+            });
         }
-        let json = serde_json::to_string(&spec).map_err(|e| RuntimeError::Io { what: format!("encode exec spec for {id}"), source: io::Error::other(e) })?;
+        let json = serde_json::to_string(&spec).map_err(|e| RuntimeError::Io {
+            what: format!("encode exec spec for {id}"),
+            source: io::Error::other(e),
+        })?;
         let mut cmd = Command::new(&self.cfg.supervisor_exe);
         cmd.arg("exec").arg(self.container_dir(id)).arg(json);
         if spec.tty {
-            let pty = nix::pty::openpty(None, None).map_err(|e| RuntimeError::Io { what: format!("openpty for exec in {id}"), source: e.into() })?;
+            let pty = nix::pty::openpty(None, None).map_err(|e| RuntimeError::Io {
+                what: format!("openpty for exec in {id}"),
+                source: e.into(),
+            })?;
             let slave: OwnedFd = pty.slave;
             let s1 = slave.try_clone().map_err(io_err("dup pty"))?;
             let s2 = slave.try_clone().map_err(io_err("dup pty"))?;
-            cmd.stdin(Stdio::from(slave)).stdout(Stdio::from(s1)).stderr(Stdio::from(s2));
-            let child = cmd.spawn().map_err(io_err(format!("spawn exec helper for {id}")))?;
+            cmd.stdin(Stdio::from(slave))
+                .stdout(Stdio::from(s1))
+                .stderr(Stdio::from(s2));
+            let child = cmd
+                .spawn()
+                .map_err(io_err(format!("spawn exec helper for {id}")))?;
             drop(cmd);
-            Ok(ExecProcess { child, stdin: None, stdout: None, stderr: None, pty: Some(fs::File::from(pty.master)) })
+            Ok(ExecProcess {
+                child,
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                pty: Some(fs::File::from(pty.master)),
+            })
         } else {
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut child = cmd.spawn().map_err(io_err(format!("spawn exec helper for {id}")))?;
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .map_err(io_err(format!("spawn exec helper for {id}")))?;
             let stdin = child.stdin.take().map(|s| fs::File::from(OwnedFd::from(s)));
-            let stdout = child.stdout.take().map(|s| fs::File::from(OwnedFd::from(s)));
-            let stderr = child.stderr.take().map(|s| fs::File::from(OwnedFd::from(s)));
-            Ok(ExecProcess { child, stdin, stdout, stderr, pty: None })
+            let stdout = child
+                .stdout
+                .take()
+                .map(|s| fs::File::from(OwnedFd::from(s)));
+            let stderr = child
+                .stderr
+                .take()
+                .map(|s| fs::File::from(OwnedFd::from(s)));
+            Ok(ExecProcess {
+                child,
+                stdin,
+                stdout,
+                stderr,
+                pty: None,
+            })
         }
     }
 
@@ -421,7 +577,10 @@ impl Runtime {
         for c in self.list()? {
             if let Ok(cfg) = self.load_config(&c.id) {
                 for d in &cfg.layer_dirs {
-                    if let Some(dg) = d.file_name().and_then(|n| Digest::from_hex(&n.to_string_lossy()).ok()) {
+                    if let Some(dg) = d
+                        .file_name()
+                        .and_then(|n| Digest::from_hex(&n.to_string_lossy()).ok())
+                    {
                         out.insert(dg);
                     }
                 }

@@ -39,7 +39,10 @@ impl PodSandbox {
 
     /// The pod's generated `/etc` files: (name in /etc, host path).
     pub fn etc_files(&self) -> Vec<(String, PathBuf)> {
-        ["hostname", "hosts", "resolv.conf"].iter().map(|f| (f.to_string(), self.dir.join("etc").join(f))).collect()
+        ["hostname", "hosts", "resolv.conf"]
+            .iter()
+            .map(|f| (f.to_string(), self.dir.join("etc").join(f)))
+            .collect()
     }
 
     /// Creates the sandbox under `dir`.
@@ -63,7 +66,13 @@ impl PodSandbox {
                 (p, true)
             }
         };
-        let sb = PodSandbox { name: cfg.name.clone(), hostname, dir: dir.to_path_buf(), netns_path, owns_netns };
+        let sb = PodSandbox {
+            name: cfg.name.clone(),
+            hostname,
+            dir: dir.to_path_buf(),
+            netns_path,
+            owns_netns,
+        };
         let data = serde_json::to_vec_pretty(&sb).map_err(io::Error::other)?;
         crate::util::write_atomic(&dir.join(SANDBOX_FILE), &data)?;
         Ok(sb)
@@ -80,7 +89,12 @@ impl PodSandbox {
         if self.owns_netns {
             match nix::mount::umount2(&self.netns_path, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => return Err(io::Error::other(format!("unmount {}: {e}", self.netns_path.display()))),
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "unmount {}: {e}",
+                        self.netns_path.display()
+                    )));
+                }
             }
         }
         match fs::remove_dir_all(&self.dir) {
@@ -92,7 +106,9 @@ impl PodSandbox {
 
 /// `/etc/hosts` for a pod.
 pub fn hosts_file(hostname: &str, extra: &[(String, Vec<String>)]) -> String {
-    let mut s = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let mut s = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
     for (ip, names) in extra {
         s.push_str(&format!("{ip}\t{}\n", names.join(" ")));
     }
@@ -118,10 +134,17 @@ pub fn create_netns(path: &Path) -> io::Result<()> {
     fs::File::create(path)?;
     let p = path.to_path_buf();
     let r = std::thread::spawn(move || -> io::Result<()> {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNET): {e}")))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNET): {e}")))?;
         set_loopback_up()?;
-        nix::mount::mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| io::Error::other(format!("bind mount netns on {}: {e}", p.display())))
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| io::Error::other(format!("bind mount netns on {}: {e}", p.display())))
     })
     .join()
     .map_err(|_| io::Error::other("netns thread panicked"))?;
@@ -147,7 +170,11 @@ pub fn set_loopback_up() -> io::Result<()> {
     }
     // SAFETY: fd is a fresh, valid descriptor nobody else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: req is a properly sized ifreq for SIOCGIFFLAGS.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
@@ -168,7 +195,14 @@ mod tests {
     #[test]
     fn etc_files() {
         let h = hosts_file("web-0", &[("10.0.0.5".into(), vec!["db".into()])]);
-        assert!(h.contains("127.0.0.1\tlocalhost\n") && h.contains("\tweb-0\n") && h.contains("10.0.0.5\tdb\n"));
-        assert_eq!(resolv_conf(&["10.96.0.10".into()], &["svc.local".into()]), "search svc.local\nnameserver 10.96.0.10\n");
+        assert!(
+            h.contains("127.0.0.1\tlocalhost\n")
+                && h.contains("\tweb-0\n")
+                && h.contains("10.0.0.5\tdb\n")
+        );
+        assert_eq!(
+            resolv_conf(&["10.96.0.10".into()], &["svc.local".into()]),
+            "search svc.local\nnameserver 10.96.0.10\n"
+        );
     }
 }

@@ -31,7 +31,12 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// A configuration with auto-detected cgroups under `shoal/`.
     pub fn new(data_dir: impl Into<PathBuf>, supervisor_exe: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), cgroup_layout: None, cgroup_parent: "shoal".into(), supervisor_exe: supervisor_exe.into() }
+        Self {
+            data_dir: data_dir.into(),
+            cgroup_layout: None,
+            cgroup_parent: "shoal".into(),
+            supervisor_exe: supervisor_exe.into(),
+        }
     }
 }
 
@@ -85,7 +90,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { max_bytes: 10 << 20, max_files: 3 }
+        Self {
+            max_bytes: 10 << 20,
+            max_files: 3,
+        }
     }
 }
 
@@ -161,7 +169,11 @@ pub fn resolve_argv(image: &ImageConfig, command: &[String], args: &[String]) ->
 
 /// The environment: image `Env`, then the spec's, then `HOSTNAME`, and
 /// `PATH`/`HOME` defaults. Later entries win; order of first appearance kept.
-pub fn resolve_env(image: &ImageConfig, extra: &[(String, String)], hostname: &str) -> Vec<(String, String)> {
+pub fn resolve_env(
+    image: &ImageConfig,
+    extra: &[(String, String)],
+    hostname: &str,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: &str| match out.iter_mut().find(|(ok, _)| ok == k) {
         Some(e) => e.1 = v.to_string(),
@@ -189,20 +201,39 @@ mod tests {
 
     #[test]
     fn argv_rules() {
-        let img = ImageConfig { entrypoint: s(&["/ep"]), cmd: s(&["a"]), ..Default::default() };
+        let img = ImageConfig {
+            entrypoint: s(&["/ep"]),
+            cmd: s(&["a"]),
+            ..Default::default()
+        };
         assert_eq!(resolve_argv(&img, &[], &[]), s(&["/ep", "a"]));
         assert_eq!(resolve_argv(&img, &[], &s(&["b"])), s(&["/ep", "b"]));
         assert_eq!(resolve_argv(&img, &s(&["sh"]), &[]), s(&["sh"]));
-        assert_eq!(resolve_argv(&img, &s(&["sh"]), &s(&["-c", "x"])), s(&["sh", "-c", "x"]));
+        assert_eq!(
+            resolve_argv(&img, &s(&["sh"]), &s(&["-c", "x"])),
+            s(&["sh", "-c", "x"])
+        );
     }
 
     #[test]
     fn env_rules() {
-        let img = ImageConfig { env: s(&["PATH=/bin", "A=1"]), ..Default::default() };
-        let env = resolve_env(&img, &[("A".into(), "2".into()), ("B".into(), "3".into())], "pod");
+        let img = ImageConfig {
+            env: s(&["PATH=/bin", "A=1"]),
+            ..Default::default()
+        };
+        let env = resolve_env(
+            &img,
+            &[("A".into(), "2".into()), ("B".into(), "3".into())],
+            "pod",
+        );
         assert_eq!(
             env,
-            vec![("PATH".into(), "/bin".into()), ("A".into(), "2".into()), ("B".into(), "3".into()), ("HOSTNAME".into(), "pod".into())]
+            vec![
+                ("PATH".into(), "/bin".into()),
+                ("A".into(), "2".into()),
+                ("B".into(), "3".into()),
+                ("HOSTNAME".into(), "pod".into())
+            ]
         );
         let env = resolve_env(&ImageConfig::default(), &[], "h");
         assert_eq!(env[0], ("PATH".to_string(), DEFAULT_PATH.to_string()));

@@ -26,7 +26,10 @@ use crate::state::{ContainerConfig, ContainerState, ExitInfo, StateFile, files};
 
 /// Entry point of `supervise DIR`. Returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
-    let cfg: ContainerConfig = match fs::read(dir.join(files::CONFIG)).map_err(|e| e.to_string()).and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string())) {
+    let cfg: ContainerConfig = match fs::read(dir.join(files::CONFIG))
+        .map_err(|e| e.to_string())
+        .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             println!("err reading {}: {e}", dir.join(files::CONFIG).display());
@@ -45,6 +48,8 @@ pub fn main(dir: &Path) -> i32 {
         }
     }
     let _ = nix::unistd::setsid();
+    // Do not pin the agent's working directory (it may be unmounted).
+    let _ = nix::unistd::chdir("/");
     let mut sup = match Supervisor::init(cfg, dir) {
         Ok(s) => s,
         Err(e) => {
@@ -83,20 +88,51 @@ impl Supervisor {
         let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
         // SAFETY: valid fd owned by `lock`.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!("container {} already has a supervisor", cfg.spec.id));
+            return Err(format!(
+                "container {} already has a supervisor",
+                cfg.spec.id
+            ));
         }
         let mut mask = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| format!("block signals: {e}"))?;
-        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| format!("signalfd: {e}"))?;
-        let log = LogWriter::open(&cfg.log_path, cfg.spec.log.max_bytes, cfg.spec.log.max_files).map_err(|e| format!("log {}: {e}", cfg.log_path.display()))?;
+        mask.thread_block()
+            .map_err(|e| format!("block signals: {e}"))?;
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        let log = LogWriter::open(
+            &cfg.log_path,
+            cfg.spec.log.max_bytes,
+            cfg.spec.log.max_files,
+        )
+        .map_err(|e| format!("log {}: {e}", cfg.log_path.display()))?;
         let _ = fs::remove_file(dir.join(files::STOP));
-        cfg.cgroup.remove(Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        cfg.cgroup.create(&cfg.spec.resources).map_err(|e| e.to_string())?;
-        let state = StateFile { supervisor_pid: std::process::id() as i32, state: ContainerState::Created, restart_count: 0, last_exit: None };
-        Ok(Self { cfg, dir: dir.to_path_buf(), _lock: lock, sfd, log, state })
+        cfg.cgroup
+            .remove(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        cfg.cgroup
+            .create(&cfg.spec.resources)
+            .map_err(|e| e.to_string())?;
+        let state = StateFile {
+            supervisor_pid: std::process::id() as i32,
+            state: ContainerState::Created,
+            restart_count: 0,
+            last_exit: None,
+        };
+        Ok(Self {
+            cfg,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            sfd,
+            log,
+            state,
+        })
     }
 
     fn save(&self) {
@@ -112,7 +148,10 @@ impl Supervisor {
             let started = self.start();
             let mut run = match started {
                 Ok(r) => {
-                    self.state.state = ContainerState::Running { pid: r.pid.as_raw(), started_at: r.started_at };
+                    self.state.state = ContainerState::Running {
+                        pid: r.pid.as_raw(),
+                        started_at: r.started_at,
+                    };
                     self.save();
                     if first {
                         println!("ok {} {}", r.pid, std::process::id());
@@ -121,7 +160,14 @@ impl Supervisor {
                     r
                 }
                 Err(msg) => {
-                    let exit = ExitInfo { exit_code: 128, signal: None, reason: "StartError".into(), message: msg.clone(), started_at: None, finished_at: Utc::now() };
+                    let exit = ExitInfo {
+                        exit_code: 128,
+                        signal: None,
+                        reason: "StartError".into(),
+                        message: msg.clone(),
+                        started_at: None,
+                        finished_at: Utc::now(),
+                    };
                     if first {
                         self.finish(exit);
                         println!("err {msg}");
@@ -150,7 +196,14 @@ impl Supervisor {
             } else {
                 "Error"
             };
-            let exit = ExitInfo { exit_code, signal, reason: reason.into(), message: String::new(), started_at: Some(run.started_at), finished_at: Utc::now() };
+            let exit = ExitInfo {
+                exit_code,
+                signal,
+                reason: reason.into(),
+                message: String::new(),
+                started_at: Some(run.started_at),
+                finished_at: Utc::now(),
+            };
             self.state.last_exit = Some(exit.clone());
             if stop_requested {
                 self.finish(exit);
@@ -210,7 +263,8 @@ impl Supervisor {
         }
         fs::create_dir_all(self.dir.join("rootfs")).map_err(|e| format!("rootfs dir: {e}"))?;
         let oom_base = self.cfg.cgroup.oom_kills();
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let pipe =
+            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (sync_r, sync_w) = pipe()?;
@@ -218,7 +272,12 @@ impl Supervisor {
         let mut stack = vec![0u8; 1 << 20];
         let cfg = &self.cfg;
         let dir = &self.dir;
-        let (sr, ow, ew, fw) = (sync_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd(), fail_w.as_raw_fd());
+        let (sr, ow, ew, fw) = (
+            sync_r.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            fail_w.as_raw_fd(),
+        );
         let cb = Box::new(move || -> isize {
             let r: Result<Infallible, String> = crate::init::container_main(cfg, dir, sr, ow, ew);
             let Err(msg) = r;
@@ -226,11 +285,15 @@ impl Supervisor {
             unsafe { libc::write(fw, msg.as_ptr().cast(), msg.len()) };
             127
         });
-        let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+        let flags = CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC;
         // SAFETY: the process is single-threaded; the child runs on its own
         // stack in a copy of our address space (no CLONE_VM) and ends in
         // execve or returns.
-        let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }.map_err(|e| format!("clone: {e}"))?;
+        let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(|e| format!("clone: {e}"))?;
         drop((out_w, err_w, sync_r, fail_w));
         let started_at = Utc::now();
         let started = Instant::now();
@@ -247,7 +310,14 @@ impl Supervisor {
             let _ = waitpid(pid, None);
             return Err(String::from_utf8_lossy(&msg).into_owned());
         }
-        Ok(Running { pid, out: Some(out_r), err: Some(err_r), started_at, started, oom_base })
+        Ok(Running {
+            pid,
+            out: Some(out_r),
+            err: Some(err_r),
+            started_at,
+            started,
+            oom_base,
+        })
     }
 
     /// Waits for the container to exit, logging its output and handling stop
@@ -259,7 +329,8 @@ impl Supervisor {
         let mut drain_until: Option<Instant> = None;
         loop {
             if let Some(s) = status
-                && (run.out.is_none() && run.err.is_none() || drain_until.is_some_and(|d| Instant::now() >= d))
+                && (run.out.is_none() && run.err.is_none()
+                    || drain_until.is_some_and(|d| Instant::now() >= d))
             {
                 return (s, stop_requested);
             }
@@ -268,10 +339,13 @@ impl Supervisor {
                 (Some(k), None) => k.saturating_duration_since(Instant::now()),
                 (None, None) => Duration::from_secs(3600),
             };
-            let fds: Vec<(RawFd, Stream)> = [(run.out.as_ref(), Stream::Stdout), (run.err.as_ref(), Stream::Stderr)]
-                .into_iter()
-                .filter_map(|(f, s)| f.map(|f| (f.as_raw_fd(), s)))
-                .collect();
+            let fds: Vec<(RawFd, Stream)> = [
+                (run.out.as_ref(), Stream::Stdout),
+                (run.err.as_ref(), Stream::Stderr),
+            ]
+            .into_iter()
+            .filter_map(|(f, s)| f.map(|f| (f.as_raw_fd(), s)))
+            .collect();
             let ev = self.poll(&fds, timeout);
             for (stream, data) in ev.data {
                 if data.is_empty() {
@@ -316,8 +390,16 @@ impl Supervisor {
 
     /// Polls the signalfd and the given pipes once.
     fn poll(&mut self, fds: &[(RawFd, Stream)], timeout: Duration) -> Events {
-        let mut pfds: Vec<libc::pollfd> = vec![libc::pollfd { fd: self.sfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        pfds.extend(fds.iter().map(|(fd, _)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }));
+        let mut pfds: Vec<libc::pollfd> = vec![libc::pollfd {
+            fd: self.sfd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        pfds.extend(fds.iter().map(|(fd, _)| libc::pollfd {
+            fd: *fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: pfds is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -342,7 +424,9 @@ impl Supervisor {
                 if r > 0 {
                     buf.truncate(r as usize);
                     ev.data.push((*stream, buf));
-                } else if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                } else if r == 0
+                    || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+                {
                     ev.data.push((*stream, Vec::new()));
                 }
             }
@@ -367,7 +451,11 @@ fn detach_stdio(dir: &Path) {
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-    if let Ok(log) = File::options().create(true).append(true).open(dir.join("supervisor.log")) {
+    if let Ok(log) = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))
+    {
         // SAFETY: as above.
         unsafe { libc::dup2(log.as_raw_fd(), 2) };
     }

@@ -20,7 +20,10 @@ pub fn busybox_layer(busybox: &Path) -> io::Result<Vec<u8>> {
     let bin = std::fs::read(busybox)?;
     let out = Command::new(busybox).arg("--list").output()?;
     if !out.status.success() {
-        return Err(io::Error::other(format!("{} --list failed", busybox.display())));
+        return Err(io::Error::other(format!(
+            "{} --list failed",
+            busybox.display()
+        )));
     }
     let applets = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut b = tar::Builder::new(Vec::new());
@@ -40,14 +43,25 @@ pub fn busybox_layer(busybox: &Path) -> io::Result<Vec<u8>> {
         h.set_mtime(1_700_000_000);
         b.append_data(&mut h, p, data)
     };
-    for d in ["bin", "etc", "dev", "proc", "sys", "root", "home", "var", "usr", "usr/bin", "data"] {
+    for d in [
+        "bin", "etc", "dev", "proc", "sys", "root", "home", "var", "usr", "usr/bin", "data",
+    ] {
         dir(&mut b, &format!("./{d}/"), 0o755)?;
     }
     dir(&mut b, "./tmp/", 0o1777)?;
     file(&mut b, "./bin/busybox", 0o755, &bin)?;
     file(&mut b, "./etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\nuser:x:1000:1000:user:/home:/bin/sh\n")?;
-    file(&mut b, "./etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n")?;
-    for a in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    file(
+        &mut b,
+        "./etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n",
+    )?;
+    for a in applets
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
@@ -76,7 +90,12 @@ fn config_json(diff_ids: &[Digest], cmd: &[&str]) -> Vec<u8> {
 
 /// Writes a `docker save` tarball holding `layers` (uncompressed tars,
 /// bottom first) tagged `name` to `out`.
-pub fn write_docker_save(out: &Path, name: &str, layers: &[Vec<u8>], cmd: &[&str]) -> io::Result<()> {
+pub fn write_docker_save(
+    out: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+) -> io::Result<()> {
     let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of_bytes(l)).collect();
     let config = config_json(&diff_ids, cmd);
     let config_digest = Digest::of_bytes(&config);
@@ -98,12 +117,20 @@ pub fn write_docker_save(out: &Path, name: &str, layers: &[Vec<u8>], cmd: &[&str
     }
     add(&format!("{}.json", config_digest.hex()), &config)?;
     let manifest = json!([{ "Config": format!("{}.json", config_digest.hex()), "RepoTags": [name], "Layers": layer_paths }]);
-    add("manifest.json", &serde_json::to_vec(&manifest).unwrap_or_default())?;
+    add(
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap_or_default(),
+    )?;
     b.into_inner()?.flush()
 }
 
 /// Writes a gzip-compressed OCI-layout tarball with gzip layers.
-pub fn write_oci_layout_gz(out: &Path, name: &str, layers: &[Vec<u8>], cmd: &[&str]) -> io::Result<()> {
+pub fn write_oci_layout_gz(
+    out: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+) -> io::Result<()> {
     let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of_bytes(l)).collect();
     let config = config_json(&diff_ids, cmd);
     let mut blobs: Vec<Vec<u8>> = Vec::new();
@@ -130,7 +157,8 @@ pub fn write_oci_layout_gz(out: &Path, name: &str, layers: &[Vec<u8>], cmd: &[&s
     .unwrap_or_default();
     blobs.push(config);
     blobs.push(manifest);
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(out)?, flate2::Compression::fast());
+    let gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(out)?, flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
     let mut add = |p: &str, data: &[u8]| -> io::Result<()> {
         let mut h = tar::Header::new_ustar();
@@ -142,7 +170,10 @@ pub fn write_oci_layout_gz(out: &Path, name: &str, layers: &[Vec<u8>], cmd: &[&s
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &index)?;
     for blob in &blobs {
-        add(&format!("blobs/sha256/{}", Digest::of_bytes(blob).hex()), blob)?;
+        add(
+            &format!("blobs/sha256/{}", Digest::of_bytes(blob).hex()),
+            blob,
+        )?;
     }
     b.into_inner()?.finish()?.flush()
 }

@@ -21,14 +21,27 @@ pub struct UserIds {
 pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<UserIds, String> {
     let spec = spec.trim();
     if spec.is_empty() {
-        return Ok(UserIds { uid: 0, gid: 0, groups: Vec::new(), home: "/root".into() });
+        return Ok(UserIds {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: "/root".into(),
+        });
     }
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let pw: Vec<Vec<&str>> = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 7).collect();
-    let gr: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 4).collect();
+    let pw: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let gr: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
     let entry = match u.parse::<u32>() {
         Ok(uid) => pw.iter().find(|f| f[2].parse::<u32>().ok() == Some(uid)),
         Err(_) => pw.iter().find(|f| f[0] == u),
@@ -37,10 +50,16 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<UserIds, St
         (Ok(uid), Some(f)) => (uid, Some(f[0]), f[3].parse().unwrap_or(0), f[5].to_string()),
         (Ok(uid), None) => (uid, None, 0, "/".to_string()),
         (Err(_), Some(f)) => {
-            let uid = f[2].parse().map_err(|_| format!("user {u:?}: bad uid in /etc/passwd"))?;
+            let uid = f[2]
+                .parse()
+                .map_err(|_| format!("user {u:?}: bad uid in /etc/passwd"))?;
             (uid, Some(f[0]), f[3].parse().unwrap_or(0), f[5].to_string())
         }
-        (Err(_), None) => return Err(format!("user {u:?} not found in the container's /etc/passwd")),
+        (Err(_), None) => {
+            return Err(format!(
+                "user {u:?} not found in the container's /etc/passwd"
+            ));
+        }
     };
     if let Some(g) = g {
         gid = match g.parse::<u32>() {
@@ -63,7 +82,12 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<UserIds, St
     groups.retain(|x| *x != gid);
     groups.sort_unstable();
     groups.dedup();
-    Ok(UserIds { uid, gid, groups, home })
+    Ok(UserIds {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -77,7 +101,10 @@ mod tests {
     fn resolves() {
         assert_eq!(resolve_user("", PW, GR).unwrap().uid, 0);
         let u = resolve_user("user", PW, GR).unwrap();
-        assert_eq!((u.uid, u.gid, u.groups.clone(), u.home.as_str()), (1000, 1000, vec![10], "/home/user"));
+        assert_eq!(
+            (u.uid, u.gid, u.groups.clone(), u.home.as_str()),
+            (1000, 1000, vec![10], "/home/user")
+        );
         let u = resolve_user("1000:wheel", PW, GR).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 10));
         let u = resolve_user("4242:4343", "", "").unwrap();

@@ -20,7 +20,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 /// Sixteen random hex digits from the kernel's random source.
 pub fn random_hex() -> String {
     let mut buf = [0u8; 8];
-    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_err() {
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -32,12 +35,15 @@ pub fn random_hex() -> String {
 
 /// A path as a C string.
 pub fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other(format!("{}: path contains NUL", path.display())))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other(format!("{}: path contains NUL", path.display())))
 }
 
 /// Whether another process holds an exclusive `flock` on `path`.
 pub fn is_locked(path: &Path) -> bool {
-    let Ok(f) = File::open(path) else { return false };
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
     // SAFETY: valid fd for the duration of the call.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
@@ -48,7 +54,8 @@ pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && !s.starts_with(['.', '-'])
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 #[cfg(test)]

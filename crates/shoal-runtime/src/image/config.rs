@@ -80,7 +80,10 @@ impl ImageConfig {
             env: c.env.unwrap_or_default(),
             working_dir: c.working_dir.unwrap_or_default(),
             user: c.user.unwrap_or_default(),
-            exposed_ports: c.exposed_ports.map(|m| m.into_keys().collect()).unwrap_or_default(),
+            exposed_ports: c
+                .exposed_ports
+                .map(|m| m.into_keys().collect())
+                .unwrap_or_default(),
             diff_ids: raw.rootfs.map(|r| r.diff_ids).unwrap_or_default(),
         })
     }

@@ -44,7 +44,11 @@ pub fn sanitize_entry_path(raw: &Path) -> Result<Option<PathBuf>, String> {
             }
         }
     }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 /// Tells whether a sanitized entry path is a whiteout, an opaque marker or
@@ -58,7 +62,11 @@ pub fn classify(path: &Path) -> Result<EntryMeaning, String> {
         return Ok(EntryMeaning::Opaque(parent));
     }
     if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
-        if target.is_empty() || target == "." || target == ".." || target.starts_with(WHITEOUT_PREFIX) {
+        if target.is_empty()
+            || target == "."
+            || target == ".."
+            || target.starts_with(WHITEOUT_PREFIX)
+        {
             return Err(format!("invalid whiteout name {name:?}"));
         }
         return Ok(EntryMeaning::Whiteout(parent.join(target)));
@@ -77,7 +85,10 @@ pub fn check_symlink_target(link: &Path, target: &Path) -> Result<(), String> {
     if target.is_absolute() {
         return Ok(());
     }
-    let mut depth: i64 = link.parent().map(|p| p.components().count() as i64).unwrap_or(0);
+    let mut depth: i64 = link
+        .parent()
+        .map(|p| p.components().count() as i64)
+        .unwrap_or(0);
     for c in target.components() {
         match c {
             Component::Normal(_) => depth += 1,
@@ -85,7 +96,10 @@ pub fn check_symlink_target(link: &Path, target: &Path) -> Result<(), String> {
             Component::ParentDir => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(format!("symlink target {} points outside the layer", target.display()));
+                    return Err(format!(
+                        "symlink target {} points outside the layer",
+                        target.display()
+                    ));
                 }
             }
             Component::RootDir | Component::Prefix(_) => {}
@@ -117,7 +131,10 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
         };
         let header = entry.header().clone();
         let etype = header.entry_type();
-        if matches!(etype, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+        if matches!(
+            etype,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
             continue;
         }
         let meaning = classify(&rel).map_err(reject)?;
@@ -125,7 +142,8 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
             EntryMeaning::Opaque(dir) => {
                 let full = ensure_dir_chain(dest, &dir).map_err(reject)?;
                 if is_root {
-                    set_xattr(&full, "trusted.overlay.opaque", b"y").map_err(|e| io_err(&full, e))?;
+                    set_xattr(&full, "trusted.overlay.opaque", b"y")
+                        .map_err(|e| io_err(&full, e))?;
                 }
                 continue;
             }
@@ -134,7 +152,7 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
                 ensure_dir_chain(dest, &parent).map_err(reject)?;
                 let full = dest.join(&target);
                 remove_existing(&full).map_err(|e| io_err(&full, e))?;
-                mknod(&full, libc::S_IFCHR | 0o000, 0).map_err(|e| io_err(&full, e))?;
+                mknod(&full, libc::S_IFCHR, 0).map_err(|e| io_err(&full, e))?;
                 continue;
             }
             EntryMeaning::Normal(_) => {}
@@ -167,7 +185,8 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
                     .open(&full)
                     .map_err(|e| io_err(&full, e))?;
                 io::copy(&mut entry, &mut f).map_err(|e| io_err(&full, e))?;
-                fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(|e| io_err(&full, e))?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                    .map_err(|e| io_err(&full, e))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -191,8 +210,12 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
                 let tparent = target.parent().map(Path::to_path_buf).unwrap_or_default();
                 check_no_symlink_parents(dest, &tparent).map_err(reject)?;
                 let tfull = dest.join(&target);
-                let tmeta = fs::symlink_metadata(&tfull)
-                    .map_err(|_| reject(format!("hard link target {} does not exist in the layer", target.display())))?;
+                let tmeta = fs::symlink_metadata(&tfull).map_err(|_| {
+                    reject(format!(
+                        "hard link target {} does not exist in the layer",
+                        target.display()
+                    ))
+                })?;
                 if tmeta.is_dir() {
                     return Err(reject("hard link to a directory".to_string()));
                 }
@@ -209,7 +232,8 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 remove_existing(&full).map_err(|e| io_err(&full, e))?;
-                mknod(&full, kind | mode, libc::makedev(major, minor)).map_err(|e| io_err(&full, e))?;
+                mknod(&full, kind | mode, libc::makedev(major, minor))
+                    .map_err(|e| io_err(&full, e))?;
             }
             other => {
                 return Err(reject(format!("unsupported entry type {other:?}")));
@@ -219,7 +243,8 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
             std::os::unix::fs::lchown(&full, Some(uid), Some(gid)).map_err(|e| io_err(&full, e))?;
             if etype == tar::EntryType::Regular && mode & 0o6000 != 0 {
                 // chown clears set-id bits: put them back.
-                fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(|e| io_err(&full, e))?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                    .map_err(|e| io_err(&full, e))?;
             }
         }
     }
@@ -231,7 +256,10 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, label: &str) -> Result<(), 
 }
 
 fn io_err(path: &Path, source: io::Error) -> ImageError {
-    ImageError::Io { path: path.to_path_buf(), source }
+    ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Makes sure every component of `rel` under `root` is a real directory
@@ -243,7 +271,10 @@ fn ensure_dir_chain(root: &Path, rel: &Path) -> Result<PathBuf, String> {
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("parent {} is a symlink: writing through it could escape the layer", cur.display()));
+                return Err(format!(
+                    "parent {} is a symlink: writing through it could escape the layer",
+                    cur.display()
+                ));
             }
             Ok(_) => return Err(format!("parent {} is not a directory", cur.display())),
             Err(_) => fs::create_dir(&cur).map_err(|e| format!("{}: {e}", cur.display()))?,
@@ -258,7 +289,12 @@ fn check_no_symlink_parents(root: &Path, rel: &Path) -> Result<(), String> {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
-            _ => return Err(format!("hard link target parent {} is not a directory of the layer", cur.display())),
+            _ => {
+                return Err(format!(
+                    "hard link target parent {} is not a directory of the layer",
+                    cur.display()
+                ));
+            }
         }
     }
     Ok(())
@@ -274,22 +310,39 @@ fn remove_existing(path: &Path) -> io::Result<()> {
 }
 
 fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))
 }
 
 fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
     let c = cstr(path)?;
     // SAFETY: `c` is a valid NUL-terminated path; mknod does not retain it.
     let rc = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let c = cstr(path)?;
     let n = CString::new(name).map_err(|_| io::Error::other("xattr name contains NUL"))?;
     // SAFETY: pointers are valid for the given lengths for the duration of the call.
-    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -298,7 +351,10 @@ mod tests {
 
     #[test]
     fn sanitizes_paths() {
-        assert_eq!(sanitize_entry_path(Path::new("./bin/sh")).unwrap(), Some(PathBuf::from("bin/sh")));
+        assert_eq!(
+            sanitize_entry_path(Path::new("./bin/sh")).unwrap(),
+            Some(PathBuf::from("bin/sh"))
+        );
         assert_eq!(sanitize_entry_path(Path::new("./")).unwrap(), None);
         assert!(sanitize_entry_path(Path::new("../etc/passwd")).is_err());
         assert!(sanitize_entry_path(Path::new("a/../../b")).is_err());
@@ -307,10 +363,22 @@ mod tests {
 
     #[test]
     fn classifies_whiteouts() {
-        assert_eq!(classify(Path::new("etc/.wh.passwd")).unwrap(), EntryMeaning::Whiteout("etc/passwd".into()));
-        assert_eq!(classify(Path::new("var/.wh..wh..opq")).unwrap(), EntryMeaning::Opaque("var".into()));
-        assert_eq!(classify(Path::new(".wh.top")).unwrap(), EntryMeaning::Whiteout("top".into()));
-        assert_eq!(classify(Path::new("bin/sh")).unwrap(), EntryMeaning::Normal("bin/sh".into()));
+        assert_eq!(
+            classify(Path::new("etc/.wh.passwd")).unwrap(),
+            EntryMeaning::Whiteout("etc/passwd".into())
+        );
+        assert_eq!(
+            classify(Path::new("var/.wh..wh..opq")).unwrap(),
+            EntryMeaning::Opaque("var".into())
+        );
+        assert_eq!(
+            classify(Path::new(".wh.top")).unwrap(),
+            EntryMeaning::Whiteout("top".into())
+        );
+        assert_eq!(
+            classify(Path::new("bin/sh")).unwrap(),
+            EntryMeaning::Normal("bin/sh".into())
+        );
         assert!(classify(Path::new("x/.wh...")).is_err());
     }
 
@@ -388,7 +456,10 @@ mod tests {
             let dest = t.path().join(format!("l{i}"));
             fs::create_dir(&dest).unwrap();
             let err = unpack_layer(&data[..], &dest, "bad").unwrap_err();
-            assert!(matches!(err, ImageError::UnsafeEntry { .. }), "case {i}: {err}");
+            assert!(
+                matches!(err, ImageError::UnsafeEntry { .. }),
+                "case {i}: {err}"
+            );
         }
         assert!(!Path::new("/tmp/owned").exists());
     }

@@ -71,7 +71,10 @@ pub enum ImageError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> ImageError {
-    ImageError::Io { path: path.to_path_buf(), source }
+    ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A name (or digest) imported or tagged, with the manifest it points to.
@@ -128,7 +131,9 @@ pub fn normalize_reference(name: &str) -> Result<String, ImageError> {
             .map_err(|_| ImageError::InvalidReference(name.to_string()));
     }
     let ok = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
         && !name.starts_with(['/', ':', '.', '-'])
         && !name.contains("..");
     if !ok {
@@ -157,6 +162,9 @@ struct Refs {
     refs: BTreeMap<String, Digest>,
 }
 
+/// One image of an archive: names, manifest bytes, manifest, (digest, staged file) of its blobs.
+type ArchiveImage = (Vec<String>, Vec<u8>, Manifest, Vec<(Digest, PathBuf)>);
+
 /// A regular file of the archive, staged under `tmp/`.
 struct Staged {
     path: PathBuf,
@@ -183,7 +191,10 @@ impl StagedArchive {
                 None => break,
             }
         }
-        Err(ImageError::Format { archive: self.name.clone(), message: format!("member {member:?} is missing") })
+        Err(ImageError::Format {
+            archive: self.name.clone(),
+            message: format!("member {member:?} is missing"),
+        })
     }
 
     fn read(&self, member: &str) -> Result<Vec<u8>, ImageError> {
@@ -224,9 +235,15 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read>, bool), ImageError> {
     let n = read_up_to(&mut f, &mut magic).map_err(|e| io_err(path, e))?;
     f.rewind().map_err(|e| io_err(path, e))?;
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Ok((Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))), true))
+        Ok((
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
+            true,
+        ))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Err(ImageError::Format { archive: path.display().to_string(), message: "zstd compression is not supported".into() })
+        Err(ImageError::Format {
+            archive: path.display().to_string(),
+            message: "zstd compression is not supported".into(),
+        })
     } else {
         Ok((Box::new(BufReader::new(f)), false))
     }
@@ -277,7 +294,12 @@ impl ImageStore {
 
     fn lock(&self) -> Result<File, ImageError> {
         let p = self.root.join("lock");
-        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(|e| io_err(&p, e))?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| io_err(&p, e))?;
         // SAFETY: valid fd owned by `f` for the duration of the call.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_err(&p, io::Error::last_os_error()));
@@ -286,8 +308,14 @@ impl ImageStore {
     }
 
     fn staging_dir(&self, what: &str) -> Result<PathBuf, ImageError> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let p = self.root.join("tmp").join(format!("{what}-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = self
+            .root
+            .join("tmp")
+            .join(format!("{what}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
         Ok(p)
     }
@@ -295,8 +323,10 @@ impl ImageStore {
     fn read_refs(&self) -> Result<Refs, ImageError> {
         let p = self.root.join("refs.json");
         match fs::read(&p) {
-            Ok(data) => serde_json::from_slice(&data)
-                .map_err(|e| ImageError::Format { archive: p.display().to_string(), message: e.to_string() }),
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| ImageError::Format {
+                archive: p.display().to_string(),
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Refs::default()),
             Err(e) => Err(io_err(&p, e)),
         }
@@ -309,7 +339,11 @@ impl ImageStore {
     }
 
     /// Adds a blob read from `reader`, verifying it against `expected`.
-    pub fn import_blob(&self, expected: &Digest, reader: &mut dyn Read) -> Result<PathBuf, ImageError> {
+    pub fn import_blob(
+        &self,
+        expected: &Digest,
+        reader: &mut dyn Read,
+    ) -> Result<PathBuf, ImageError> {
         let dir = self.staging_dir("blob")?;
         let tmp = dir.join("blob");
         let result = (|| {
@@ -318,7 +352,11 @@ impl ImageStore {
             io::copy(reader, &mut w).map_err(|e| io_err(&tmp, e))?;
             let (_f, actual, _) = w.finish();
             if &actual != expected {
-                return Err(ImageError::DigestMismatch { what: "blob".into(), expected: expected.clone(), actual });
+                return Err(ImageError::DigestMismatch {
+                    what: "blob".into(),
+                    expected: expected.clone(),
+                    actual,
+                });
             }
             let dst = self.blob_path(expected);
             fs::rename(&tmp, &dst).map_err(|e| io_err(&dst, e))?;
@@ -334,10 +372,15 @@ impl ImageStore {
         let label = archive.display().to_string();
         let staged = self.stage_archive(archive)?;
         // (names, manifest bytes, manifest) per image
-        let mut images: Vec<(Vec<String>, Vec<u8>, Manifest, Vec<(Digest, PathBuf)>)> = Vec::new();
+        let mut images: Vec<ArchiveImage> = Vec::new();
         if staged.files.contains_key("manifest.json") {
-            let entries: Vec<DockerSaveEntry> = serde_json::from_slice(&staged.read("manifest.json")?)
-                .map_err(|e| ImageError::Format { archive: label.clone(), message: format!("manifest.json: {e}") })?;
+            let entries: Vec<DockerSaveEntry> =
+                serde_json::from_slice(&staged.read("manifest.json")?).map_err(|e| {
+                    ImageError::Format {
+                        archive: label.clone(),
+                        message: format!("manifest.json: {e}"),
+                    }
+                })?;
             for entry in entries {
                 let cfg = staged.get(&entry.config)?;
                 if let Some(hex) = hex_in_member_name(&entry.config)
@@ -345,7 +388,10 @@ impl ImageStore {
                 {
                     return Err(ImageError::DigestMismatch {
                         what: entry.config.clone(),
-                        expected: Digest::from_hex(&hex).map_err(|_| ImageError::Format { archive: label.clone(), message: "bad config name".into() })?,
+                        expected: Digest::from_hex(&hex).map_err(|_| ImageError::Format {
+                            archive: label.clone(),
+                            message: "bad config name".into(),
+                        })?,
                         actual: cfg.digest.clone(),
                     });
                 }
@@ -358,13 +404,21 @@ impl ImageStore {
                     {
                         return Err(ImageError::DigestMismatch {
                             what: l.clone(),
-                            expected: Digest::from_hex(&hex).map_err(|_| ImageError::Format { archive: label.clone(), message: "bad layer name".into() })?,
+                            expected: Digest::from_hex(&hex).map_err(|_| ImageError::Format {
+                                archive: label.clone(),
+                                message: "bad layer name".into(),
+                            })?,
                             actual: s.digest.clone(),
                         });
                     }
                     let gz = is_gzip(&s.path).map_err(|e| io_err(&s.path, e))?;
                     layers.push(Descriptor {
-                        media_type: if gz { config::OCI_LAYER_GZIP } else { config::OCI_LAYER_TAR }.to_string(),
+                        media_type: if gz {
+                            config::OCI_LAYER_GZIP
+                        } else {
+                            config::OCI_LAYER_TAR
+                        }
+                        .to_string(),
                         digest: s.digest.clone(),
                         size: s.size,
                         platform: None,
@@ -385,27 +439,43 @@ impl ImageStore {
                     layers,
                 };
                 files.push((cfg.digest.clone(), cfg.path.clone()));
-                let bytes = serde_json::to_vec(&manifest).map_err(|e| io_err(archive, io::Error::other(e)))?;
+                let bytes = serde_json::to_vec(&manifest)
+                    .map_err(|e| io_err(archive, io::Error::other(e)))?;
                 images.push((entry.repo_tags.unwrap_or_default(), bytes, manifest, files));
             }
         } else if staged.files.contains_key("index.json") {
-            let index: Index = serde_json::from_slice(&staged.read("index.json")?)
-                .map_err(|e| ImageError::Format { archive: label.clone(), message: format!("index.json: {e}") })?;
+            let index: Index =
+                serde_json::from_slice(&staged.read("index.json")?).map_err(|e| {
+                    ImageError::Format {
+                        archive: label.clone(),
+                        message: format!("index.json: {e}"),
+                    }
+                })?;
             for desc in index.manifests {
-                let names: Vec<String> = ["io.containerd.image.name", "org.opencontainers.image.ref.name"]
-                    .iter()
-                    .filter_map(|k| desc.annotations.get(*k))
-                    .filter(|n| n.contains(':') || n.contains('/'))
-                    .take(1)
-                    .cloned()
-                    .collect();
+                let names: Vec<String> = [
+                    "io.containerd.image.name",
+                    "org.opencontainers.image.ref.name",
+                ]
+                .iter()
+                .filter_map(|k| desc.annotations.get(*k))
+                .filter(|n| n.contains(':') || n.contains('/'))
+                .take(1)
+                .cloned()
+                .collect();
                 let mdesc = self.pick_manifest(&staged, &desc, &label)?;
                 let s = staged.blob(&mdesc.digest)?;
                 let bytes = fs::read(&s.path).map_err(|e| io_err(&s.path, e))?;
-                let manifest: Manifest = serde_json::from_slice(&bytes)
-                    .map_err(|e| ImageError::Format { archive: label.clone(), message: format!("manifest {}: {e}", mdesc.digest) })?;
+                let manifest: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|e| ImageError::Format {
+                        archive: label.clone(),
+                        message: format!("manifest {}: {e}", mdesc.digest),
+                    })?;
                 let mut files = vec![(mdesc.digest.clone(), s.path.clone())];
-                for d in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
+                for d in manifest
+                    .layers
+                    .iter()
+                    .chain(std::iter::once(&manifest.config))
+                {
                     let b = staged.blob(&d.digest)?;
                     files.push((d.digest.clone(), b.path.clone()));
                 }
@@ -414,38 +484,58 @@ impl ImageStore {
         } else {
             return Err(ImageError::Format {
                 archive: label,
-                message: "neither manifest.json (docker save) nor index.json (OCI layout) found".into(),
+                message: "neither manifest.json (docker save) nor index.json (OCI layout) found"
+                    .into(),
             });
         }
         if images.is_empty() {
-            return Err(ImageError::Format { archive: label, message: "the archive holds no image".into() });
+            return Err(ImageError::Format {
+                archive: label,
+                message: "the archive holds no image".into(),
+            });
         }
 
         // Verify configs and unpack new layers into staging.
         let mut new_layers: Vec<(PathBuf, Digest)> = Vec::new();
         let mut parsed = Vec::new();
         for (names, bytes, manifest, files) in &images {
-            let cfg_path = &files.iter().find(|(d, _)| d == &manifest.config.digest).ok_or_else(|| ImageError::Format {
-                archive: label.clone(),
-                message: "config blob missing".into(),
-            })?.1;
+            let cfg_path = &files
+                .iter()
+                .find(|(d, _)| d == &manifest.config.digest)
+                .ok_or_else(|| ImageError::Format {
+                    archive: label.clone(),
+                    message: "config blob missing".into(),
+                })?
+                .1;
             let cfg_bytes = fs::read(cfg_path).map_err(|e| io_err(cfg_path, e))?;
-            let cfg = ImageConfig::parse(&cfg_bytes)
-                .map_err(|e| ImageError::Format { archive: label.clone(), message: format!("image config {}: {e}", manifest.config.digest) })?;
+            let cfg = ImageConfig::parse(&cfg_bytes).map_err(|e| ImageError::Format {
+                archive: label.clone(),
+                message: format!("image config {}: {e}", manifest.config.digest),
+            })?;
             if !cfg.diff_ids.is_empty() && cfg.diff_ids.len() != manifest.layers.len() {
                 return Err(ImageError::Format {
                     archive: label.clone(),
-                    message: format!("config lists {} diff_ids for {} layers", cfg.diff_ids.len(), manifest.layers.len()),
+                    message: format!(
+                        "config lists {} diff_ids for {} layers",
+                        cfg.diff_ids.len(),
+                        manifest.layers.len()
+                    ),
                 });
             }
             for (i, l) in manifest.layers.iter().enumerate() {
-                if self.layer_dir(&l.digest).is_dir() || new_layers.iter().any(|(_, d)| d == &l.digest) {
+                if self.layer_dir(&l.digest).is_dir()
+                    || new_layers.iter().any(|(_, d)| d == &l.digest)
+                {
                     continue;
                 }
-                let src = &files.iter().find(|(d, _)| d == &l.digest).ok_or_else(|| ImageError::Format {
-                    archive: label.clone(),
-                    message: format!("layer {} missing", l.digest),
-                })?.1;
+                let src = &files
+                    .iter()
+                    .find(|(d, _)| d == &l.digest)
+                    .ok_or_else(|| ImageError::Format {
+                        archive: label.clone(),
+                        message: format!("layer {} missing", l.digest),
+                    })?
+                    .1;
                 let dest = staged.dir.join("layers").join(l.digest.hex());
                 fs::create_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
                 let (stream, _) = open_maybe_gzip(src)?;
@@ -455,7 +545,11 @@ impl ImageStore {
                 if let Some(expected) = cfg.diff_ids.get(i)
                     && expected != &diff_id
                 {
-                    return Err(ImageError::DigestMismatch { what: format!("layer {} (uncompressed)", l.digest), expected: expected.clone(), actual: diff_id });
+                    return Err(ImageError::DigestMismatch {
+                        what: format!("layer {} (uncompressed)", l.digest),
+                        expected: expected.clone(),
+                        actual: diff_id,
+                    });
                 }
                 new_layers.push((dest, l.digest.clone()));
             }
@@ -489,52 +583,92 @@ impl ImageStore {
         for (names, digest, _) in parsed {
             let names: Vec<String> = match name {
                 Some(n) => vec![normalize_reference(n)?],
-                None => names.iter().map(|n| normalize_reference(n)).collect::<Result<_, _>>()?,
+                None => names
+                    .iter()
+                    .map(|n| normalize_reference(n))
+                    .collect::<Result<_, _>>()?,
             };
             if names.is_empty() {
                 refs.refs.insert(digest.to_string(), digest.clone());
-                out.push(ImageRef { name: digest.to_string(), digest: digest.clone() });
+                out.push(ImageRef {
+                    name: digest.to_string(),
+                    digest: digest.clone(),
+                });
             }
             for n in names {
                 refs.refs.insert(n.clone(), digest.clone());
-                out.push(ImageRef { name: n, digest: digest.clone() });
+                out.push(ImageRef {
+                    name: n,
+                    digest: digest.clone(),
+                });
             }
         }
         self.write_refs(&refs)?;
         Ok(out)
     }
 
-    fn pick_manifest(&self, staged: &StagedArchive, desc: &Descriptor, label: &str) -> Result<Descriptor, ImageError> {
+    fn pick_manifest(
+        &self,
+        staged: &StagedArchive,
+        desc: &Descriptor,
+        label: &str,
+    ) -> Result<Descriptor, ImageError> {
         if desc.media_type != config::OCI_INDEX && desc.media_type != config::DOCKER_LIST {
             return Ok(desc.clone());
         }
         let s = staged.blob(&desc.digest)?;
         let data = fs::read(&s.path).map_err(|e| io_err(&s.path, e))?;
-        let index: Index = serde_json::from_slice(&data)
-            .map_err(|e| ImageError::Format { archive: label.to_string(), message: format!("index {}: {e}", desc.digest) })?;
+        let index: Index = serde_json::from_slice(&data).map_err(|e| ImageError::Format {
+            archive: label.to_string(),
+            message: format!("index {}: {e}", desc.digest),
+        })?;
         let arch = host_arch();
         let choice = index
             .manifests
             .iter()
-            .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            })
             .or_else(|| index.manifests.iter().find(|m| m.platform.is_none()))
-            .ok_or_else(|| ImageError::Format { archive: label.to_string(), message: format!("no linux/{arch} manifest in index {}", desc.digest) })?;
+            .ok_or_else(|| ImageError::Format {
+                archive: label.to_string(),
+                message: format!("no linux/{arch} manifest in index {}", desc.digest),
+            })?;
         self.pick_manifest(staged, choice, label)
     }
 
     fn stage_archive(&self, archive: &Path) -> Result<StagedArchive, ImageError> {
         let dir = self.staging_dir("import")?;
-        let mut staged = StagedArchive { dir: dir.clone(), files: HashMap::new(), symlinks: HashMap::new(), name: archive.display().to_string() };
+        let mut staged = StagedArchive {
+            dir: dir.clone(),
+            files: HashMap::new(),
+            symlinks: HashMap::new(),
+            name: archive.display().to_string(),
+        };
         let files_dir = dir.join("files");
         fs::create_dir_all(&files_dir).map_err(|e| io_err(&files_dir, e))?;
         let (stream, _) = open_maybe_gzip(archive)?;
         let mut ar = tar::Archive::new(stream);
         let entries = ar.entries().map_err(|e| io_err(archive, e))?;
         for (i, entry) in entries.enumerate() {
-            let mut entry = entry.map_err(|e| ImageError::Format { archive: staged.name.clone(), message: format!("corrupt tar: {e}") })?;
-            let raw = entry.path().map_err(|e| io_err(archive, e))?.to_string_lossy().into_owned();
-            let member = layer::sanitize_entry_path(Path::new(&raw))
-                .map_err(|reason| ImageError::UnsafeEntry { layer: staged.name.clone(), entry: raw.clone(), reason })?;
+            let mut entry = entry.map_err(|e| ImageError::Format {
+                archive: staged.name.clone(),
+                message: format!("corrupt tar: {e}"),
+            })?;
+            let raw = entry
+                .path()
+                .map_err(|e| io_err(archive, e))?
+                .to_string_lossy()
+                .into_owned();
+            let member = layer::sanitize_entry_path(Path::new(&raw)).map_err(|reason| {
+                ImageError::UnsafeEntry {
+                    layer: staged.name.clone(),
+                    entry: raw.clone(),
+                    reason,
+                }
+            })?;
             let Some(member) = member else { continue };
             let member = member.to_string_lossy().into_owned();
             match entry.header().entry_type() {
@@ -548,9 +682,23 @@ impl ImageStore {
                     if let Some(hex) = member.strip_prefix("blobs/sha256/")
                         && hex != digest.hex()
                     {
-                        return Err(ImageError::DigestMismatch { what: format!("{}: {member}", staged.name), expected: Digest::from_hex(hex).map_err(|_| ImageError::Format { archive: staged.name.clone(), message: format!("bad blob name {member}") })?, actual: digest });
+                        return Err(ImageError::DigestMismatch {
+                            what: format!("{}: {member}", staged.name),
+                            expected: Digest::from_hex(hex).map_err(|_| ImageError::Format {
+                                archive: staged.name.clone(),
+                                message: format!("bad blob name {member}"),
+                            })?,
+                            actual: digest,
+                        });
                     }
-                    staged.files.insert(member, Staged { path: p, digest, size });
+                    staged.files.insert(
+                        member,
+                        Staged {
+                            path: p,
+                            digest,
+                            size,
+                        },
+                    );
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     if let Ok(Some(t)) = entry.link_name() {
@@ -558,7 +706,10 @@ impl ImageStore {
                         let resolved = if entry.header().entry_type() == tar::EntryType::Link {
                             normalize_member(&t)
                         } else {
-                            let parent = Path::new(&member).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                            let parent = Path::new(&member)
+                                .parent()
+                                .map(|p| p.to_string_lossy().into_owned())
+                                .unwrap_or_default();
                             normalize_member(&format!("{parent}/{t}"))
                         };
                         staged.symlinks.insert(member, resolved);
@@ -576,8 +727,11 @@ impl ImageStore {
         let refs = self.read_refs()?;
         let digest = match refs.refs.get(&key) {
             Some(d) => d.clone(),
-            None if key.starts_with("sha256:") && refs.refs.values().any(|d| d.to_string() == key) => {
-                key.parse().map_err(|_| ImageError::InvalidReference(key.clone()))?
+            None if key.starts_with("sha256:")
+                && refs.refs.values().any(|d| d.to_string() == key) =>
+            {
+                key.parse()
+                    .map_err(|_| ImageError::InvalidReference(key.clone()))?
             }
             None => return Err(ImageError::NotFound(name.to_string())),
         };
@@ -587,22 +741,37 @@ impl ImageStore {
     fn read_manifest(&self, digest: &Digest) -> Result<Manifest, ImageError> {
         let p = self.blob_path(digest);
         let data = fs::read(&p).map_err(|e| io_err(&p, e))?;
-        serde_json::from_slice(&data).map_err(|e| ImageError::Format { archive: p.display().to_string(), message: e.to_string() })
+        serde_json::from_slice(&data).map_err(|e| ImageError::Format {
+            archive: p.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn load(&self, digest: &Digest) -> Result<Image, ImageError> {
         let manifest = self.read_manifest(digest)?;
         let cp = self.blob_path(&manifest.config.digest);
         let cdata = fs::read(&cp).map_err(|e| io_err(&cp, e))?;
-        let config = ImageConfig::parse(&cdata).map_err(|e| ImageError::Format { archive: cp.display().to_string(), message: e.to_string() })?;
+        let config = ImageConfig::parse(&cdata).map_err(|e| ImageError::Format {
+            archive: cp.display().to_string(),
+            message: e.to_string(),
+        })?;
         let layers: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
         let layer_dirs = layers.iter().map(|d| self.layer_dir(d)).collect::<Vec<_>>();
         for d in &layer_dirs {
             if !d.is_dir() {
-                return Err(io_err(d, io::Error::new(io::ErrorKind::NotFound, "layer not unpacked")));
+                return Err(io_err(
+                    d,
+                    io::Error::new(io::ErrorKind::NotFound, "layer not unpacked"),
+                ));
             }
         }
-        Ok(Image { digest: digest.clone(), config_digest: manifest.config.digest, config, layers, layer_dirs })
+        Ok(Image {
+            digest: digest.clone(),
+            config_digest: manifest.config.digest,
+            config,
+            layers,
+            layer_dirs,
+        })
     }
 
     /// Lists every reference with its size.
@@ -610,7 +779,10 @@ impl ImageStore {
         let refs = self.read_refs()?;
         let mut out = Vec::new();
         for (name, digest) in refs.refs {
-            let size = self.read_manifest(&digest).map(|m| m.layers.iter().map(|l| l.size).sum()).unwrap_or(0);
+            let size = self
+                .read_manifest(&digest)
+                .map(|m| m.layers.iter().map(|l| l.size).sum())
+                .unwrap_or(0);
             out.push(ImageSummary { name, digest, size });
         }
         Ok(out)
@@ -624,7 +796,10 @@ impl ImageStore {
         let mut refs = self.read_refs()?;
         refs.refs.insert(name.clone(), img.digest.clone());
         self.write_refs(&refs)?;
-        Ok(ImageRef { name, digest: img.digest })
+        Ok(ImageRef {
+            name,
+            digest: img.digest,
+        })
     }
 
     /// Removes a reference (by name), or every reference to a digest.
@@ -660,7 +835,9 @@ impl ImageStore {
             for e in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
                 let e = e.map_err(|e| io_err(&dir, e))?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                let Ok(d) = Digest::from_hex(&name) else { continue };
+                let Ok(d) = Digest::from_hex(&name) else {
+                    continue;
+                };
                 if live.contains(&d) {
                     continue;
                 }
@@ -680,7 +857,11 @@ impl ImageStore {
 
 fn hex_in_member_name(member: &str) -> Option<String> {
     let base = Path::new(member);
-    let name = if base.file_name()? == "layer.tar" { base.parent()?.file_name()? } else { base.file_name()? };
+    let name = if base.file_name()? == "layer.tar" {
+        base.parent()?.file_name()?
+    } else {
+        base.file_name()?
+    };
     let name = name.to_str()?;
     let stem = name.strip_suffix(".json").unwrap_or(name);
     Digest::from_hex(stem).ok().map(|d| d.hex().to_string())
@@ -707,8 +888,14 @@ mod tests {
     #[test]
     fn normalizes_references() {
         assert_eq!(normalize_reference("busybox").unwrap(), "busybox:latest");
-        assert_eq!(normalize_reference("docker.io/library/busybox:1.36").unwrap(), "busybox:1.36");
-        assert_eq!(normalize_reference("localhost:5000/x").unwrap(), "localhost:5000/x:latest");
+        assert_eq!(
+            normalize_reference("docker.io/library/busybox:1.36").unwrap(),
+            "busybox:1.36"
+        );
+        assert_eq!(
+            normalize_reference("localhost:5000/x").unwrap(),
+            "localhost:5000/x:latest"
+        );
         assert!(normalize_reference("../x").is_err());
         assert!(normalize_reference("a b").is_err());
     }
@@ -717,7 +904,10 @@ mod tests {
     fn member_hex_names() {
         let h = "a".repeat(64);
         assert_eq!(hex_in_member_name(&format!("{h}.json")), Some(h.clone()));
-        assert_eq!(hex_in_member_name(&format!("{h}/layer.tar")), Some(h.clone()));
+        assert_eq!(
+            hex_in_member_name(&format!("{h}/layer.tar")),
+            Some(h.clone())
+        );
         assert_eq!(hex_in_member_name(&format!("blobs/sha256/{h}")), Some(h));
         assert_eq!(hex_in_member_name("manifest.json"), None);
     }
@@ -760,7 +950,8 @@ mod import_tests {
         }
 
         let oci = t.path().join("oci.tar.gz");
-        testimage::write_oci_layout_gz(&oci, "docker.io/library/other:2", &[l1], &["true"]).unwrap();
+        testimage::write_oci_layout_gz(&oci, "docker.io/library/other:2", &[l1], &["true"])
+            .unwrap();
         let refs = store.import(&oci, None).unwrap();
         assert_eq!(refs[0].name, "other:2");
         let other = store.resolve("other:2").unwrap();
@@ -772,13 +963,21 @@ mod import_tests {
 
         store.remove("demo:v1").unwrap();
         store.remove("demo:latest").unwrap();
-        assert!(matches!(store.resolve("demo:v1"), Err(ImageError::NotFound(_))));
+        assert!(matches!(
+            store.resolve("demo:v1"),
+            Err(ImageError::NotFound(_))
+        ));
         let report = store.gc(&BTreeSet::new()).unwrap();
         assert_eq!(report.layers_removed, 2, "{report:?}");
         assert!(report.blobs_removed >= 3);
         // The other image is intact.
         store.resolve("other:2").unwrap();
-        assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(store.root().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
@@ -811,8 +1010,23 @@ mod import_tests {
         fs::write(&ds, b.into_inner().unwrap()).unwrap();
         let err = store.import(&ds, None).unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-        assert!(fs::read_dir(store.root().join("layers")).unwrap().next().is_none());
-        assert!(fs::read_dir(store.root().join("blobs/sha256")).unwrap().next().is_none());
-        assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(store.root().join("layers"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(
+            fs::read_dir(store.root().join("blobs/sha256"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(
+            fs::read_dir(store.root().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 }

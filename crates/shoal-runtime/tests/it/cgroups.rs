@@ -13,7 +13,10 @@ use crate::common::{TestRuntime, eventually};
 fn cgroup_file(t: &TestRuntime, id: &str, controller: &str, file: &str) -> PathBuf {
     match t.rt.cgroup_layout() {
         CgroupLayout::V2 { root } => root.join(&t.cgroup_parent).join(id).join(file),
-        CgroupLayout::V1 { mounts } => mounts[controller].join(&t.cgroup_parent).join(id).join(file),
+        CgroupLayout::V1 { mounts } => mounts[controller]
+            .join(&t.cgroup_parent)
+            .join(id)
+            .join(file),
     }
 }
 
@@ -23,7 +26,13 @@ fn memory_limit_oom_kill_is_reported() {
     let t = TestRuntime::new("oom");
     let pod = t.pod("oom-pod");
     let mut spec = t.sh("oom-c", "");
-    spec.command = vec!["dd".into(), "if=/dev/zero".into(), "of=/dev/null".into(), "bs=100M".into(), "count=1".into()];
+    spec.command = vec![
+        "dd".into(),
+        "if=/dev/zero".into(),
+        "of=/dev/null".into(),
+        "bs=100M".into(),
+        "count=1".into(),
+    ];
     spec.resources.memory_bytes = Some(32 << 20);
     t.rt.create_and_start(&pod, spec).expect("start");
     let st = t.rt.wait("oom-c", Duration::from_secs(30)).expect("wait");
@@ -46,10 +55,20 @@ fn limit_files_hold_the_values_and_the_container_sees_them() {
          grep -c . /sys/fs/cgroup/memory/cgroup.procs; touch /sys/fs/cgroup/memory/x 2>/dev/null && echo rw || echo ro; sleep 60"
     };
     let mut spec = t.sh("lim-c", inside);
-    spec.resources = Resources { memory_bytes: Some(64 << 20), cpu_request_millis: Some(250), cpu_limit_millis: Some(250), pids: Some(20) };
+    spec.resources = Resources {
+        memory_bytes: Some(64 << 20),
+        cpu_request_millis: Some(250),
+        cpu_limit_millis: Some(250),
+        pids: Some(20),
+    };
     spec.grace_period = Duration::from_millis(100);
     t.rt.create_and_start(&pod, spec).expect("start");
-    let read = |c: &str, f: &str| fs::read_to_string(cgroup_file(&t, "lim-c", c, f)).expect("cgroup file").trim().to_string();
+    let read = |c: &str, f: &str| {
+        fs::read_to_string(cgroup_file(&t, "lim-c", c, f))
+            .expect("cgroup file")
+            .trim()
+            .to_string()
+    };
     if v2 {
         assert_eq!(read("memory", "memory.max"), "67108864");
         assert_eq!(read("cpu", "cpu.max"), "25000 100000");
@@ -63,19 +82,47 @@ fn limit_files_hold_the_values_and_the_container_sees_them() {
         assert_eq!(read("pids", "pids.max"), "20");
     }
     let want: Vec<String> = if v2 {
-        vec!["stdout 67108864", "stdout 25000 100000", "stdout 20"].into_iter().map(String::from).collect()
+        vec!["stdout 67108864", "stdout 25000 100000", "stdout 20"]
+            .into_iter()
+            .map(String::from)
+            .collect()
     } else {
-        vec!["stdout 67108864", "stdout 25000", "stdout 256", "stdout 20", "stdout 2", "stdout ro"].into_iter().map(String::from).collect()
+        vec![
+            "stdout 67108864",
+            "stdout 25000",
+            "stdout 256",
+            "stdout 20",
+            "stdout 2",
+            "stdout ro",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     };
-    eventually(Duration::from_secs(10), "the container's view of its limits", || {
-        let l = t.log_lines("lim-c");
-        if l.len() >= want.len() { Ok(()) } else { Err(l) }
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the container's view of its limits",
+        || {
+            let l = t.log_lines("lim-c");
+            if l.len() >= want.len() {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        },
+    );
     assert_eq!(t.log_lines("lim-c"), want);
     let stats = t.rt.stats("lim-c").expect("stats");
-    assert!(stats.memory_bytes > 0 && stats.cpu_usage_ns > 0, "{stats:?}");
-    t.rt.stop("lim-c", Duration::from_millis(100)).expect("stop");
-    assert!(!cgroup_file(&t, "lim-c", "memory", "").exists(), "cgroup removed after exit");
+    assert!(
+        stats.memory_bytes > 0 && stats.cpu_usage_ns > 0,
+        "{stats:?}"
+    );
+    t.rt.stop("lim-c", Duration::from_millis(100))
+        .expect("stop");
+    assert!(
+        !cgroup_file(&t, "lim-c", "memory", "").exists(),
+        "cgroup removed after exit"
+    );
 }
 
 #[test]
@@ -89,13 +136,31 @@ fn pids_limit_stops_a_fork_loop() {
     t.rt.create_and_start(&pod, spec).expect("start");
     eventually(Duration::from_secs(20), "the loop to finish", || {
         let l = t.log_lines("pids-c");
-        if l.contains(&"stdout done".to_string()) { Ok(()) } else { Err(l) }
+        if l.contains(&"stdout done".to_string()) {
+            Ok(())
+        } else {
+            Err(l)
+        }
     });
-    let current: u64 = fs::read_to_string(cgroup_file(&t, "pids-c", "pids", "pids.current")).expect("pids.current").trim().parse().expect("number");
+    let current: u64 = fs::read_to_string(cgroup_file(&t, "pids-c", "pids", "pids.current"))
+        .expect("pids.current")
+        .trim()
+        .parse()
+        .expect("number");
     assert!(current <= 20, "pids.current {current}");
-    assert!(current >= 15, "the loop should have filled the limit, pids.current {current}");
+    assert!(
+        current >= 15,
+        "the loop should have filled the limit, pids.current {current}"
+    );
     // The host can still fork.
-    assert!(std::process::Command::new("true").status().expect("host fork").success());
-    let st = t.rt.stop("pids-c", Duration::from_millis(100)).expect("stop");
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .expect("host fork")
+            .success()
+    );
+    let st =
+        t.rt.stop("pids-c", Duration::from_millis(100))
+            .expect("stop");
     assert!(matches!(st.state, ContainerState::Exited(_)), "{st:?}");
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shoal_runtime::cgroup::CgroupLayout;
-use shoal_runtime::{ContainerSpec, LogOptions, PodSandbox, PodSandboxConfig, Runtime, RuntimeConfig};
+use shoal_runtime::{
+    ContainerSpec, LogOptions, PodSandbox, PodSandboxConfig, Runtime, RuntimeConfig,
+};
 
 /// The supervisor/exec helper binary of this crate.
 pub fn helper_exe() -> PathBuf {
@@ -14,12 +16,18 @@ pub fn helper_exe() -> PathBuf {
 
 /// Polls `f` until it returns `Some`, panicking with `what` and the last
 /// observation after `timeout`.
-pub fn eventually<T, O: std::fmt::Debug>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, O>) -> T {
+pub fn eventually<T, O: std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, O>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match f() {
             Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last seen: {last:?}"),
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last:?}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
@@ -34,12 +42,24 @@ pub struct TestRuntime {
 
 impl TestRuntime {
     pub fn new(test: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(&format!("shoal-rt-{test}-")).tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shoal-rt-{test}-"))
+            .tempdir()
+            .expect("tempdir");
         let cgroup_parent = format!("shoal-test-{test}-{}", std::process::id());
         let rt = Runtime::new(Self::config(dir.path(), &cgroup_parent)).expect("runtime");
-        let t = Self { rt, dir, cgroup_parent };
+        let t = Self {
+            rt,
+            dir,
+            cgroup_parent,
+        };
         let img = t.dir.path().join("busybox.tar");
-        shoal_runtime::testimage::busybox_docker_save(Path::new(shoal_runtime::testimage::BUSYBOX), &img, "busybox:latest").expect("build busybox image");
+        shoal_runtime::testimage::busybox_docker_save(
+            Path::new(shoal_runtime::testimage::BUSYBOX),
+            &img,
+            "busybox:latest",
+        )
+        .expect("build busybox image");
         t.rt.images().import(&img, None).expect("import busybox");
         t
     }
@@ -56,7 +76,12 @@ impl TestRuntime {
     }
 
     pub fn pod(&self, name: &str) -> PodSandbox {
-        self.rt.create_sandbox(&PodSandboxConfig { name: name.into(), ..Default::default() }).expect("create sandbox")
+        self.rt
+            .create_sandbox(&PodSandboxConfig {
+                name: name.into(),
+                ..Default::default()
+            })
+            .expect("create sandbox")
     }
 
     /// A spec running `sh -c script` in busybox.
@@ -98,7 +123,10 @@ impl Drop for TestRuntime {
         }
         let dirs: Vec<PathBuf> = match self.rt.cgroup_layout() {
             CgroupLayout::V2 { root } => vec![root.join(&self.cgroup_parent)],
-            CgroupLayout::V1 { mounts } => mounts.values().map(|m| m.join(&self.cgroup_parent)).collect(),
+            CgroupLayout::V1 { mounts } => mounts
+                .values()
+                .map(|m| m.join(&self.cgroup_parent))
+                .collect(),
         };
         for d in dirs {
             if d.exists()

@@ -14,7 +14,11 @@ const ROOT: &str = "requires root: namespaces, overlayfs, cgroups";
 fn ps_shows_only_the_container_and_pid1() {
     let t = TestRuntime::new("ps");
     let pod = t.pod("ps-pod");
-    t.rt.create_and_start(&pod, t.sh("ps-c", "ps -o pid,comm; hostname; cat /etc/hostname")).expect("start");
+    t.rt.create_and_start(
+        &pod,
+        t.sh("ps-c", "ps -o pid,comm; hostname; cat /etc/hostname"),
+    )
+    .expect("start");
     let st = t.rt.wait("ps-c", Duration::from_secs(20)).expect("wait");
     let lines = t.log_lines("ps-c");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?} {lines:?}");
@@ -25,8 +29,16 @@ fn ps_shows_only_the_container_and_pid1() {
             Some((f.next()?.parse().ok()?, f.next()?.to_string()))
         })
         .collect();
-    assert_eq!(procs, vec![(1, "sh".to_string()), (2, "ps".to_string())], "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| *l == "stdout ps-pod").count(), 2, "hostname and /etc/hostname: {lines:?}");
+    assert_eq!(
+        procs,
+        vec![(1, "sh".to_string()), (2, "ps".to_string())],
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| *l == "stdout ps-pod").count(),
+        2,
+        "hostname and /etc/hostname: {lines:?}"
+    );
     assert!(matches!(st.state, ContainerState::Exited(_)));
     let _ = ROOT;
 }
@@ -37,20 +49,37 @@ fn writes_stay_out_of_the_layers_and_go_with_the_container() {
     let t = TestRuntime::new("cow");
     let pod = t.pod("cow-pod");
     let script = "echo new > /newfile && echo changed >> /etc/passwd && rm /bin/vi && cat /newfile";
-    t.rt.create_and_start(&pod, t.sh("cow-c", script)).expect("start");
+    t.rt.create_and_start(&pod, t.sh("cow-c", script))
+        .expect("start");
     let st = t.rt.wait("cow-c", Duration::from_secs(20)).expect("wait");
-    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?} {:?}", t.log_lines("cow-c"));
+    assert_eq!(
+        st.exit().map(|e| e.exit_code),
+        Some(0),
+        "{st:?} {:?}",
+        t.log_lines("cow-c")
+    );
     let img = t.rt.images().resolve("busybox").expect("image");
     let layer = &img.layer_dirs[0];
     assert!(!layer.join("newfile").exists());
-    assert!(!fs::read_to_string(layer.join("etc/passwd")).expect("passwd").contains("changed"));
-    assert!(fs::symlink_metadata(layer.join("bin/vi")).is_ok(), "deletion reached the layer");
+    assert!(
+        !fs::read_to_string(layer.join("etc/passwd"))
+            .expect("passwd")
+            .contains("changed")
+    );
+    assert!(
+        fs::symlink_metadata(layer.join("bin/vi")).is_ok(),
+        "deletion reached the layer"
+    );
     let upper = t.dir.path().join("containers/cow-c/upper");
-    assert_eq!(fs::read_to_string(upper.join("newfile")).expect("upper file"), "new\n");
+    assert_eq!(
+        fs::read_to_string(upper.join("newfile")).expect("upper file"),
+        "new\n"
+    );
     t.rt.remove("cow-c").expect("remove");
     assert!(!upper.exists());
     // A second container from the same image does not see the first one's writes.
-    t.rt.create_and_start(&pod, t.sh("cow-d", "test ! -e /newfile && test -e /bin/vi")).expect("start");
+    t.rt.create_and_start(&pod, t.sh("cow-d", "test ! -e /newfile && test -e /bin/vi"))
+        .expect("start");
     let st = t.rt.wait("cow-d", Duration::from_secs(20)).expect("wait");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
 }
@@ -69,23 +98,45 @@ fn identity_capabilities_env_and_filesystems() {
     spec.env = vec![("FOO".into(), "bar".into())];
     t.rt.create_and_start(&pod, spec).expect("start");
     let st = t.rt.wait("ident-c", Duration::from_secs(20)).expect("wait");
-    let out: Vec<String> = t.log_lines("ident-c").into_iter().map(|l| l.trim_start_matches("stdout ").to_string()).collect();
+    let out: Vec<String> = t
+        .log_lines("ident-c")
+        .into_iter()
+        .map(|l| l.trim_start_matches("stdout ").to_string())
+        .collect();
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?} {out:?}");
     assert_eq!(&out[..4], &["1000", "1000", "/tmp", "bar"], "{out:?}");
-    assert!(out.contains(&"CapEff:\t0000000000000000".to_string()), "non-root has no effective caps: {out:?}");
-    assert!(out.contains(&"CapBnd:\t00000000a80425fb".to_string()), "docker default bounding set: {out:?}");
+    assert!(
+        out.contains(&"CapEff:\t0000000000000000".to_string()),
+        "non-root has no effective caps: {out:?}"
+    );
+    assert!(
+        out.contains(&"CapBnd:\t00000000a80425fb".to_string()),
+        "docker default bounding set: {out:?}"
+    );
     assert!(out.contains(&"NoNewPrivs:\t1".to_string()), "{out:?}");
     let devs = out.iter().find(|l| l.contains("null")).expect("ls /dev");
-    for d in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm"] {
-        assert!(devs.split_whitespace().any(|x| x == d), "/dev/{d} missing: {devs}");
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
+    ] {
+        assert!(
+            devs.split_whitespace().any(|x| x == d),
+            "/dev/{d} missing: {devs}"
+        );
     }
     assert!(out.contains(&"sys-ro".to_string()), "{out:?}");
-    assert!(out.contains(&"1".to_string()), "only lo in the pod netns: {out:?}");
+    assert!(
+        out.contains(&"1".to_string()),
+        "only lo in the pod netns: {out:?}"
+    );
 
     // Root gets the default set as effective capabilities.
-    t.rt.create_and_start(&pod, t.sh("ident-r", "grep CapEff /proc/self/status")).expect("start");
+    t.rt.create_and_start(&pod, t.sh("ident-r", "grep CapEff /proc/self/status"))
+        .expect("start");
     t.rt.wait("ident-r", Duration::from_secs(20)).expect("wait");
-    assert_eq!(t.log_lines("ident-r"), vec!["stdout CapEff:\t00000000a80425fb"]);
+    assert_eq!(
+        t.log_lines("ident-r"),
+        vec!["stdout CapEff:\t00000000a80425fb"]
+    );
 }
 
 #[test]
@@ -98,13 +149,24 @@ fn host_path_volumes_honour_read_only() {
     fs::write(host.join("in"), "from-host\n").expect("write");
     let mut spec = t.sh("hp-c", "cat /ro/in; (echo x > /ro/out) 2>/dev/null && echo ro-writable || echo ro-refused; echo y > /rw/out");
     spec.mounts = vec![
-        Mount { source: MountSource::HostPath(host.clone()), destination: "/ro".into(), read_only: true },
-        Mount { source: MountSource::HostPath(host.clone()), destination: "/rw".into(), read_only: false },
+        Mount {
+            source: MountSource::HostPath(host.clone()),
+            destination: "/ro".into(),
+            read_only: true,
+        },
+        Mount {
+            source: MountSource::HostPath(host.clone()),
+            destination: "/rw".into(),
+            read_only: false,
+        },
     ];
     t.rt.create_and_start(&pod, spec).expect("start");
     let st = t.rt.wait("hp-c", Duration::from_secs(20)).expect("wait");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
-    assert_eq!(t.log_lines("hp-c"), vec!["stdout from-host", "stdout ro-refused"]);
+    assert_eq!(
+        t.log_lines("hp-c"),
+        vec!["stdout from-host", "stdout ro-refused"]
+    );
     assert_eq!(fs::read_to_string(host.join("out")).expect("out"), "y\n");
 }
 
@@ -118,6 +180,15 @@ fn start_errors_are_reported_and_leave_no_cgroup() {
     let err = t.rt.create_and_start(&pod, spec).expect_err("must fail");
     assert!(err.to_string().contains("/no/such/binary"), "{err}");
     let st = t.rt.status("se-c").expect("status");
-    assert_eq!(st.exit().map(|e| e.reason.as_str()), Some("StartError"), "{st:?}");
-    assert!(!std::path::Path::new("/sys/fs/cgroup/memory").join(&t.cgroup_parent).join("se-c").exists());
+    assert_eq!(
+        st.exit().map(|e| e.reason.as_str()),
+        Some("StartError"),
+        "{st:?}"
+    );
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(&t.cgroup_parent)
+            .join("se-c")
+            .exists()
+    );
 }

@@ -14,7 +14,11 @@ fn running(t: &TestRuntime, id: &str) {
     t.rt.create_and_start(&pod, spec).expect("start");
     eventually(Duration::from_secs(10), "ready", || {
         let l = t.log_lines(id);
-        if l == ["stdout ready"] { Ok(()) } else { Err(l) }
+        if l == ["stdout ready"] {
+            Ok(())
+        } else {
+            Err(l)
+        }
     });
 }
 
@@ -24,26 +28,63 @@ fn exec_streams_and_returns_the_exit_code() {
     let t = TestRuntime::new("exec");
     running(&t, "exec-c");
     let spec = ExecSpec {
-        cmd: vec!["sh".into(), "-c".into(), "cat; echo out $FOO $(hostname); echo err >&2; ps -o pid,comm | grep -c sleep; exit 3".into()],
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat; echo out $FOO $(hostname); echo err >&2; ps -o pid,comm | grep -c sleep; exit 3"
+                .into(),
+        ],
         env: vec![("FOO".into(), "bar".into())],
         ..Default::default()
     };
     let mut p = t.rt.exec("exec-c", spec).expect("exec");
-    p.stdin.as_mut().expect("stdin").write_all(b"from-stdin\n").expect("write");
+    p.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"from-stdin\n")
+        .expect("write");
     p.stdin = None;
     let mut out = String::new();
-    p.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
+    p.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
     let mut err = String::new();
-    p.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    p.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
     assert_eq!(p.wait().expect("wait"), 3, "stderr: {err}");
     assert_eq!(out, "from-stdin\nout bar exec-c-pod\n1\n");
     assert_eq!(err, "err\n");
     // The exec ran inside the container's cgroup and pid namespace: PID 1 is sleep.
-    let mut p = t.rt.exec("exec-c", ExecSpec { cmd: vec!["cat".into(), "/proc/1/comm".into()], ..Default::default() }).expect("exec");
+    let mut p =
+        t.rt.exec(
+            "exec-c",
+            ExecSpec {
+                cmd: vec!["cat".into(), "/proc/1/comm".into()],
+                ..Default::default()
+            },
+        )
+        .expect("exec");
     let mut out = String::new();
-    p.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
+    p.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
     assert_eq!((p.wait().expect("wait"), out.as_str()), (0, "sleep\n"));
-    let mut p = t.rt.exec("exec-c", ExecSpec { cmd: vec!["no-such-cmd".into()], ..Default::default() }).expect("exec");
+    let mut p =
+        t.rt.exec(
+            "exec-c",
+            ExecSpec {
+                cmd: vec!["no-such-cmd".into()],
+                ..Default::default()
+            },
+        )
+        .expect("exec");
     assert_eq!(p.wait().expect("wait"), 127);
 }
 
@@ -52,7 +93,15 @@ fn exec_streams_and_returns_the_exit_code() {
 fn exec_with_a_tty() {
     let t = TestRuntime::new("exectty");
     running(&t, "tty-c");
-    let spec = ExecSpec { cmd: vec!["sh".into(), "-c".into(), "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; echo got-$x; exit 5".into()], tty: true, ..Default::default() };
+    let spec = ExecSpec {
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; echo got-$x; exit 5".into(),
+        ],
+        tty: true,
+        ..Default::default()
+    };
     let mut p = t.rt.exec("tty-c", spec).expect("exec");
     p.resize(40, 100).expect("resize");
     let mut pty = p.pty.take().expect("pty");

@@ -1,5 +1,6 @@
 //! Integration tests of the container runtime. Kernel tests need root and
 //! are `#[ignore]`d; run them with `cargo test -p shoal-runtime -- --include-ignored`.
+#![allow(clippy::unwrap_used)]
 
 mod cgroups;
 mod common;

@@ -12,8 +12,17 @@ use crate::common::{TestRuntime, eventually};
 fn containers_of_a_pod_share_localhost_and_empty_dir() {
     let t = TestRuntime::new("pod");
     let pod = t.pod("shared-pod");
-    let vol = |read_only| vec![Mount { source: MountSource::EmptyDir("shared".into()), destination: "/shared".into(), read_only }];
-    let mut server = t.sh("pod-server", "echo from-server > /shared/hello; nc -l -p 8080 > /shared/received");
+    let vol = |read_only| {
+        vec![Mount {
+            source: MountSource::EmptyDir("shared".into()),
+            destination: "/shared".into(),
+            read_only,
+        }]
+    };
+    let mut server = t.sh(
+        "pod-server",
+        "echo from-server > /shared/hello; nc -l -p 8080 > /shared/received",
+    );
     server.mounts = vol(false);
     t.rt.create_and_start(&pod, server).expect("start server");
     let mut client = t.sh(
@@ -23,18 +32,46 @@ fn containers_of_a_pod_share_localhost_and_empty_dir() {
     );
     client.mounts = vol(false);
     t.rt.create_and_start(&pod, client).expect("start client");
-    let st = t.rt.wait("pod-client", Duration::from_secs(20)).expect("client");
-    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?} {:?}", t.log_lines("pod-client"));
+    let st =
+        t.rt.wait("pod-client", Duration::from_secs(20))
+            .expect("client");
+    assert_eq!(
+        st.exit().map(|e| e.exit_code),
+        Some(0),
+        "{st:?} {:?}",
+        t.log_lines("pod-client")
+    );
     assert_eq!(t.log_lines("pod-client"), vec!["stdout from-server"]);
-    let st = t.rt.wait("pod-server", Duration::from_secs(20)).expect("server");
+    let st =
+        t.rt.wait("pod-server", Duration::from_secs(20))
+            .expect("server");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
     let received = pod.volume_dir("shared").join("received");
-    eventually(Duration::from_secs(5), "the server's file", || fs::read_to_string(&received).map_err(|e| e.to_string()).and_then(|s| if s == "over-localhost\n" { Ok(()) } else { Err(s) }));
+    eventually(Duration::from_secs(5), "the server's file", || {
+        fs::read_to_string(&received)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s == "over-localhost\n" {
+                    Ok(())
+                } else {
+                    Err(s)
+                }
+            })
+    });
 
     // Another pod does not share the volume or the network.
     let other = t.pod("other-pod");
-    t.rt.create_and_start(&other, t.sh("other-c", "test ! -e /shared/hello && ! echo x | nc -w 1 127.0.0.1 8080")).expect("start");
-    let st = t.rt.wait("other-c", Duration::from_secs(20)).expect("other");
+    t.rt.create_and_start(
+        &other,
+        t.sh(
+            "other-c",
+            "test ! -e /shared/hello && ! echo x | nc -w 1 127.0.0.1 8080",
+        ),
+    )
+    .expect("start");
+    let st =
+        t.rt.wait("other-c", Duration::from_secs(20))
+            .expect("other");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
 
     // Removing the pod removes its containers and volumes.

@@ -24,19 +24,35 @@ fn containers_survive_the_agent_and_are_readopted() {
     let t = TestRuntime::new("adopt");
     let mut agent = ChildGuard(
         Command::new(helper_exe())
-            .args(["test-agent", &t.dir.path().display().to_string(), &t.cgroup_parent, "adopt-pod", "adopt-c"])
+            .args([
+                "test-agent",
+                &t.dir.path().display().to_string(),
+                &t.cgroup_parent,
+                "adopt-pod",
+                "adopt-c",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn agent"),
     );
     let mut line = String::new();
-    BufReader::new(agent.0.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-    let pid: i32 = line.trim().strip_prefix("started ").expect("started line").parse().expect("pid");
+    BufReader::new(agent.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let pid: i32 = line
+        .trim()
+        .strip_prefix("started ")
+        .expect("started line")
+        .parse()
+        .expect("pid");
     // Kill the agent.
     agent.0.kill().expect("kill agent");
     agent.0.wait().expect("reap agent");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "container died with the agent");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the agent"
+    );
     // A new agent process (runtime instance) re-adopts it.
     let rt = t.reopen();
     let list = rt.list().expect("list");
@@ -48,11 +64,17 @@ fn containers_survive_the_agent_and_are_readopted() {
     }
     assert_eq!(list[0].pod, "adopt-pod");
     let t0 = Instant::now();
-    let st = rt.stop("adopt-c", Duration::from_millis(300)).expect("stop");
+    let st = rt
+        .stop("adopt-c", Duration::from_millis(300))
+        .expect("stop");
     let exit = st.exit().expect("exited").clone();
     // sleep as PID 1 ignores SIGTERM: killed after the grace period.
     assert_eq!((exit.signal, exit.exit_code), (Some(9), 137), "{st:?}");
-    assert!(t0.elapsed() >= Duration::from_millis(300), "killed before the grace period: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "killed before the grace period: {:?}",
+        t0.elapsed()
+    );
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
@@ -61,21 +83,43 @@ fn containers_survive_the_agent_and_are_readopted() {
 fn stop_sends_sigterm_first() {
     let t = TestRuntime::new("stopterm");
     let pod = t.pod("term-pod");
-    t.rt.create_and_start(&pod, t.sh("term-c", "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done")).expect("start");
+    t.rt.create_and_start(
+        &pod,
+        t.sh(
+            "term-c",
+            "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done",
+        ),
+    )
+    .expect("start");
     eventually(Duration::from_secs(10), "ready", || {
         let l = t.log_lines("term-c");
-        if l == ["stdout ready"] { Ok(()) } else { Err(l) }
+        if l == ["stdout ready"] {
+            Ok(())
+        } else {
+            Err(l)
+        }
     });
     let t0 = Instant::now();
     let st = t.rt.stop("term-c", Duration::from_secs(10)).expect("stop");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     let exit = st.exit().expect("exit");
-    assert_eq!((exit.exit_code, exit.signal, exit.reason.as_str()), (0, None, "Completed"));
-    assert_eq!(t.log_lines("term-c"), vec!["stdout ready", "stdout got-term"]);
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.reason.as_str()),
+        (0, None, "Completed")
+    );
+    assert_eq!(
+        t.log_lines("term-c"),
+        vec!["stdout ready", "stdout got-term"]
+    );
 }
 
 fn run_times(t: &TestRuntime, id: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
-    t.rt.logs(id, LogOptions::default()).expect("logs").map(|l| l.expect("line")).filter(|l| l.text == "run").map(|l| l.time).collect()
+    t.rt.logs(id, LogOptions::default())
+        .expect("logs")
+        .map(|l| l.expect("line"))
+        .filter(|l| l.text == "run")
+        .map(|l| l.time)
+        .collect()
 }
 
 #[test]
@@ -85,21 +129,35 @@ fn on_failure_restarts_with_doubling_capped_back_off() {
     let pod = t.pod("bo-pod");
     let mut spec = t.sh("bo-c", "echo run; exit 3");
     spec.restart_policy = RestartPolicy::OnFailure;
-    spec.backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(400), reset_after: Duration::from_secs(30) };
+    spec.backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_millis(400),
+        reset_after: Duration::from_secs(30),
+    };
     t.rt.create_and_start(&pod, spec).expect("start");
     let mut saw_backoff = false;
     eventually(Duration::from_secs(20), "four runs", || {
         let st = t.rt.status("bo-c").map_err(|e| e.to_string())?;
         saw_backoff |= matches!(st.state, ContainerState::BackOff { .. });
-        if st.restart_count >= 3 && run_times(&t, "bo-c").len() >= 4 { Ok(()) } else { Err(format!("{st:?}")) }
+        if st.restart_count >= 3 && run_times(&t, "bo-c").len() >= 4 {
+            Ok(())
+        } else {
+            Err(format!("{st:?}"))
+        }
     });
     assert!(saw_backoff);
     let st = t.rt.status("bo-c").expect("status");
     let last = st.last_exit.expect("last exit");
     assert_eq!((last.exit_code, last.reason.as_str()), (3, "Error"));
     let times = run_times(&t, "bo-c");
-    let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect();
-    assert!(gaps[0] >= 190 && gaps[1] >= 390 && gaps[2] >= 390, "doubling: {gaps:?}");
+    let gaps: Vec<i64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds())
+        .collect();
+    assert!(
+        gaps[0] >= 190 && gaps[1] >= 390 && gaps[2] >= 390,
+        "doubling: {gaps:?}"
+    );
     assert!(gaps[2] < 390 + 300, "capped at 400 ms: {gaps:?}");
     // Stopping during the back-off ends it for good.
     let st = t.rt.stop("bo-c", Duration::from_millis(100)).expect("stop");
@@ -116,16 +174,26 @@ fn back_off_resets_after_a_good_run() {
     let pod = t.pod("reset-pod");
     let mut spec = t.sh("reset-c", "echo run; sleep 0.4; exit 1");
     spec.restart_policy = RestartPolicy::Always;
-    spec.backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), reset_after: Duration::from_millis(300) };
+    spec.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        reset_after: Duration::from_millis(300),
+    };
     t.rt.create_and_start(&pod, spec).expect("start");
     eventually(Duration::from_secs(20), "four runs", || {
         let n = run_times(&t, "reset-c").len();
         if n >= 4 { Ok(()) } else { Err(n) }
     });
     let times = run_times(&t, "reset-c");
-    let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect();
+    let gaps: Vec<i64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds())
+        .collect();
     // 400 ms run + 100 ms delay each time; doubling would give 600, 900 …
-    assert!(gaps.iter().all(|g| *g < 800), "back-off did not reset: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g < 800),
+        "back-off did not reset: {gaps:?}"
+    );
 }
 
 #[test]
@@ -133,11 +201,25 @@ fn back_off_resets_after_a_good_run() {
 fn policies_decide_about_restarts() {
     let t = TestRuntime::new("policy");
     let pod = t.pod("pol-pod");
-    let fast = Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(50), reset_after: Duration::from_secs(30) };
+    let fast = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(50),
+        reset_after: Duration::from_secs(30),
+    };
     for (id, policy, script, restarts) in [
         ("pol-never", RestartPolicy::Never, "echo run; exit 1", false),
-        ("pol-onfail-ok", RestartPolicy::OnFailure, "echo run; exit 0", false),
-        ("pol-always-ok", RestartPolicy::Always, "echo run; exit 0", true),
+        (
+            "pol-onfail-ok",
+            RestartPolicy::OnFailure,
+            "echo run; exit 0",
+            false,
+        ),
+        (
+            "pol-always-ok",
+            RestartPolicy::Always,
+            "echo run; exit 0",
+            true,
+        ),
     ] {
         let mut spec = t.sh(id, script);
         spec.restart_policy = policy;
@@ -155,6 +237,18 @@ fn policies_decide_about_restarts() {
             assert_eq!(run_times(&t, id).len(), 1, "{id}");
         }
     }
-    assert_eq!(t.rt.status("pol-never").expect("st").exit().map(|e| e.reason.clone()), Some("Error".into()));
-    assert_eq!(t.rt.status("pol-onfail-ok").expect("st").exit().map(|e| e.reason.clone()), Some("Completed".into()));
+    assert_eq!(
+        t.rt.status("pol-never")
+            .expect("st")
+            .exit()
+            .map(|e| e.reason.clone()),
+        Some("Error".into())
+    );
+    assert_eq!(
+        t.rt.status("pol-onfail-ok")
+            .expect("st")
+            .exit()
+            .map(|e| e.reason.clone()),
+        Some("Completed".into())
+    );
 }
