@@ -308,6 +308,8 @@ pub struct TableOptions {
     pub show_labels: bool,
     /// `--output-watch-events`: a leading EVENT column (filled by the caller).
     pub watch_events: bool,
+    /// Several kinds in one `get`: names are shown as `kind/name`.
+    pub kind_prefix: bool,
 }
 
 /// The headers of a kind's table.
@@ -355,7 +357,11 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
 /// One object's row (without the EVENT cell, which the watch adds).
 pub fn row(kind: &KindInfo, v: &Value, opts: TableOptions, now: DateTime<Utc>) -> Vec<String> {
     let age = age_of(v.pointer("/metadata/creationTimestamp"), now);
-    let name = name_of(v).to_string();
+    let name = if opts.kind_prefix {
+        kind.slash_name(name_of(v))
+    } else {
+        name_of(v).to_string()
+    };
     let (base, wide): (Vec<String>, Vec<String>) = match kind.kind {
         "Pod" => {
             let p = pod_summary(v);

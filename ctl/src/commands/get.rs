@@ -18,6 +18,9 @@ const RECONNECT_FOR: Duration = Duration::from_secs(15);
 
 /// Runs `get`.
 pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
+    if args.kind.contains(',') {
+        return run_several(ctx, &args).await;
+    }
     let (kind, slash_name) = kinds::split_kind_name(&args.kind)?;
     let mut names = args.names.clone();
     if let Some(n) = slash_name {
@@ -73,6 +76,7 @@ pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
         all_namespaces: all_ns,
         show_labels: args.show_labels,
         watch_events: args.output_watch_events,
+        kind_prefix: false,
     };
     let mut view = View {
         kind,
@@ -121,6 +125,68 @@ pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
         &names,
     )
     .await
+}
+
+/// `get TYPE1,TYPE2…`: one table per type (names as `kind/name`), or one `List`.
+async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> {
+    let kinds = args
+        .kind
+        .split(',')
+        .filter(|k| !k.trim().is_empty())
+        .map(kinds::resolve)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !args.names.is_empty() || args.watch {
+        return Err(CtlError::Usage(
+            "names and --watch need a single resource type".into(),
+        ));
+    }
+    if args.all_namespaces && ctx.explicit_namespace().is_some() {
+        return Err(CtlError::Usage(
+            "--all-namespaces (-A) and --namespace (-n) exclude each other".into(),
+        ));
+    }
+    let format: Format = args.output.as_deref().unwrap_or("").parse()?;
+    let selector = args.selector.clone().unwrap_or_default();
+    let fields = args.field_selector.clone().unwrap_or_default();
+    let mut sections = Vec::new();
+    let mut all_items = Vec::new();
+    for kind in &kinds {
+        let all_ns = args.all_namespaces && kind.namespaced;
+        let ns = if all_ns {
+            String::new()
+        } else {
+            ctx.namespace_for(kind)
+        };
+        let (items, _) = ctx.list(kind, &ns, &selector, &fields).await?;
+        if items.is_empty() {
+            continue;
+        }
+        if matches!(format, Format::Table | Format::Wide) {
+            let opts = TableOptions {
+                wide: format == Format::Wide,
+                all_namespaces: all_ns,
+                show_labels: args.show_labels,
+                watch_events: false,
+                kind_prefix: true,
+            };
+            sections.push(output::table(kind, &items, opts, Utc::now()).render(args.no_headers));
+        }
+        all_items.extend(items);
+    }
+    match format {
+        Format::Table | Format::Wide | Format::Name if all_items.is_empty() => {
+            let any_namespaced = kinds.iter().any(|k| k.namespaced);
+            let ns = ctx.namespace().to_string();
+            note(&if any_namespaced && !args.all_namespaces {
+                format!("No resources found in {ns} namespace.")
+            } else {
+                "No resources found".to_string()
+            });
+            Ok(())
+        }
+        Format::Table | Format::Wide => print(&sections.join("\n")),
+        _ => print(&output::render_objects(all_items, false, format)?),
+    }
 }
 
 /// "No resources found in default namespace." (or without a namespace).

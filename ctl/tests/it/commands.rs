@@ -204,6 +204,24 @@ fn get_formats_selectors_and_namespaces() {
         deploys.lines().nth(1).unwrap().starts_with("web "),
         "{deploys}"
     );
+    // Several types: one table each, names as kind/name.
+    let several = c.ctl(&["get", "deploy,svc"]).ok();
+    let sections: Vec<&str> = several.split("\n\n").collect();
+    assert_eq!(sections.len(), 2, "{several}");
+    assert!(
+        sections[0].starts_with("NAME ") && sections[0].contains("\ndeployment/web "),
+        "{several}"
+    );
+    assert!(
+        sections[1].starts_with("NAME ") && sections[1].contains("\nservice/web "),
+        "{several}"
+    );
+    assert_eq!(
+        c.ctl(&["get", "svc,deploy", "-o", "name"]).ok(),
+        "service/web\ndeployment/web\n"
+    );
+    let list = json(&c.ctl(&["get", "deploy,svc", "-o", "json"]).ok());
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
     let svc = c.ctl(&["get", "svc", "-o", "wide"]).ok();
     assert!(svc.contains("80/TCP") && svc.contains("app=web"), "{svc}");
 
@@ -344,6 +362,11 @@ fn delete_by_name_file_and_selector() {
         "error: pod \"web-1\" not found in namespace \"default\"\n"
     );
     assert_eq!(c.ctl(&["get", "deployments", "-o", "name"]).ok(), "");
+    let r = c.ctl(&["get", "deploy,svc,pods"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "", "No resources found in default namespace.\n")
+    );
 
     c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert_eq!(
