@@ -14,7 +14,7 @@ mod watch;
 
 pub use error::StoreError;
 pub use log_store::SledLogStore;
-pub use network::{MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
+pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use state_machine::{DEDUP_WINDOW, SledStateMachine};
 pub use store::{Store, StoreConfig};
 pub use types::{

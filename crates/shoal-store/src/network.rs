@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, RPCError,
-    RaftError, RemoteError, Unreachable,
+    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, PayloadTooLarge,
+    RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -29,6 +29,9 @@ use crate::types::{Command, StoreRaft, TypeConfig};
 
 /// Largest gRPC message accepted or sent on the Raft service (snapshot chunks, big batches).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest encoded write batch accepted by [`crate::Store::write`] (one Raft entry).
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
 
 /// The leader's answer to a forwarded write.
 pub(crate) type ForwardResult =
@@ -152,6 +155,7 @@ impl RaftPeer {
         req: &Req,
         option: &RPCOption,
         kind: Rpc,
+        entries: usize,
     ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
     where
         Req: Serialize,
@@ -159,6 +163,12 @@ impl RaftPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.data.len() > MAX_MESSAGE_BYTES && entries > 1 {
+            // openraft retries with at most this many entries.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint((entries / 2) as u64),
+            ));
+        }
         let mut client = self
             .clients
             .client(self.target, &self.addr)
@@ -202,7 +212,8 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(&rpc, &option, Rpc::Append).await
+        let n = rpc.entries.len();
+        self.call(&rpc, &option, Rpc::Append, n).await
     }
 
     async fn install_snapshot(
@@ -213,7 +224,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(&rpc, &option, Rpc::Snapshot).await
+        self.call(&rpc, &option, Rpc::Snapshot, 0).await
     }
 
     async fn vote(
@@ -221,7 +232,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(&rpc, &option, Rpc::Vote).await
+        self.call(&rpc, &option, Rpc::Vote, 0).await
     }
 }
 

@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use crate::StoreError;
 use crate::log_store::SledLogStore;
 use crate::network::{
-    ForwardResult, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered, propose,
+    ForwardResult, MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode,
+    never_delivered, propose,
 };
 use crate::state_machine::SledStateMachine;
 use crate::types::{
@@ -60,6 +61,20 @@ impl StoreConfig {
             node_id,
             data_dir: data_dir.into(),
             advertise_addr: advertise_addr.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    /// Member 1, no data dir or address (set them), single member, 100 ms heartbeats,
+    /// 300–600 ms election timeout, snapshot every 5000 logs keeping 1000, 10 000 watch events,
+    /// 10 s request timeout.
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::new(),
+            advertise_addr: String::new(),
             peers: BTreeMap::new(),
             heartbeat_ms: 100,
             election_timeout_ms: (300, 600),
@@ -196,6 +211,9 @@ impl Store {
     pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         if cfg.node_id == 0 {
             return Err(StoreError::Invalid("node_id: must be non-zero".into()));
+        }
+        if cfg.data_dir.as_os_str().is_empty() {
+            return Err(StoreError::Invalid("data_dir: must be set".into()));
         }
         let db = open_db(&cfg.data_dir)?;
         let log = SledLogStore::open(&db)?;
@@ -383,6 +401,15 @@ impl Store {
             writes,
             request_id: Some(uuid::Uuid::new_v4().to_string()),
         };
+        let size = encode(&cmd)
+            .map_err(|e| StoreError::Invalid(format!("encoding write batch: {e}")))?
+            .data
+            .len();
+        if size > MAX_COMMAND_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "write batch of {size} bytes exceeds the limit of {MAX_COMMAND_BYTES} bytes"
+            )));
+        }
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let me = self.inner.cfg.node_id;
         let mut last_err = StoreError::NoLeader;

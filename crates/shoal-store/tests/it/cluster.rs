@@ -497,11 +497,20 @@ async fn a_stopped_member_catches_up_from_a_snapshot_after_the_log_was_purged() 
         },
     )
     .await;
-    let snap = r.raft().metrics().borrow().snapshot;
-    assert!(
-        snap.is_some_and(|s| s.index >= purged),
-        "restarted member installed a snapshot: {snap:?}"
-    );
+    // The member had no log after its stop point left to receive: it got a snapshot.
+    eventually(
+        "the restarted member to report the installed snapshot",
+        Duration::from_secs(10),
+        || async {
+            let snap = r.raft().metrics().borrow().snapshot;
+            if snap.is_some_and(|s| s.index >= purged) {
+                Ok(())
+            } else {
+                Err(format!("{snap:?}"))
+            }
+        },
+    )
+    .await;
     // And it keeps replicating normally afterwards.
     let w = c
         .store(leader)
@@ -601,6 +610,19 @@ async fn a_single_member_store_bootstraps_and_reopens() {
         .write(vec![create("Node//n1", "n1")])
         .await
         .expect("write");
+    let huge =
+        json!({"kind": "ConfigMap", "data": {"blob": "x".repeat(shoal_store::MAX_COMMAND_BYTES)}});
+    let too_big = m
+        .store
+        .write(vec![Write::Put {
+            key: "ConfigMap/default/huge".into(),
+            object: huge,
+        }])
+        .await;
+    assert!(
+        matches!(too_big, Err(StoreError::Invalid(_))),
+        "{too_big:?}"
+    );
     let mut leaders = m.store.leader_changes();
     assert_eq!(*leaders.borrow_and_update(), Some(7));
     m.stop().await.expect("stop");
