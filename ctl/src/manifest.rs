@@ -54,13 +54,17 @@ pub fn parse(
     let objects =
         shoal_api::parse_manifests(source, text).map_err(|e| CtlError::Manifest(e.to_string()))?;
     // The parser fills in `default`; what the documents themselves say decides whether
-    // `-n` applies (a missing namespace) or conflicts (a different one).
-    let written = written_namespaces(text);
+    // `-n` applies (a missing namespace) or conflicts (a different one). Without `-n`
+    // the parser's namespaces are final and the second pass is not needed.
+    let written = if namespace.is_some() { written_namespaces(text) } else { Vec::new() };
     let mut out = Vec::with_capacity(objects.len());
     for (i, o) in objects.iter().enumerate() {
         let kind = kinds::of_kind(o.kind());
         let mut json = o.to_json();
-        let (document, written_ns) = written.get(i).cloned().unwrap_or((i + 1, None));
+        let (document, written_ns) = match written.get(i) {
+            Some(w) => w.clone(),
+            None => (i + 1, Some(o.namespace().to_string())),
+        };
         let ns = match (kind.namespaced, written_ns, namespace) {
             (false, _, _) => String::new(),
             (true, Some(w), Some(n)) if w != n => {
