@@ -117,6 +117,15 @@ impl Target {
         }
     }
 
+    /// The "not found" error for this object.
+    pub fn not_found(&self) -> CtlError {
+        CtlError::NotFound(format!(
+            "{} not found{}",
+            self.quoted(),
+            in_namespace(&self.namespace)
+        ))
+    }
+
     fn quoted(&self) -> String {
         format!("{} {:?}", self.kind, self.name)
     }
@@ -133,10 +142,10 @@ pub fn status_error(status: &tonic::Status, target: Option<&Target>) -> CtlError
         }
     };
     match status.code() {
-        Code::NotFound => CtlError::NotFound(match target {
-            Some(t) => format!("{} not found{}", t.quoted(), in_namespace(&t.namespace)),
-            None => msg_or("not found"),
-        }),
+        Code::NotFound => match target {
+            Some(t) => t.not_found(),
+            None => CtlError::NotFound(msg_or("not found")),
+        },
         Code::AlreadyExists => CtlError::AlreadyExists(match target {
             Some(t) => format!(
                 "{} already exists{}",

@@ -56,7 +56,11 @@ pub fn parse(
     // The parser fills in `default`; what the documents themselves say decides whether
     // `-n` applies (a missing namespace) or conflicts (a different one). Without `-n`
     // the parser's namespaces are final and the second pass is not needed.
-    let written = if namespace.is_some() { written_namespaces(text) } else { Vec::new() };
+    let written = if namespace.is_some() {
+        written_namespaces(text)
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::with_capacity(objects.len());
     for (i, o) in objects.iter().enumerate() {
         let kind = kinds::of_kind(o.kind());

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use super::{Context, note, print};
 use crate::cli::GetArgs;
-use crate::error::{CtlError, status_error};
+use crate::error::{CtlError, Target, status_error};
 use crate::kinds::{self, KindInfo};
 use crate::output::{self, Format, TableOptions};
 
@@ -58,6 +58,19 @@ pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
     let (items, revision, missing) = if names.is_empty() {
         let (items, rev) = ctx.list(&kind, &namespace, &selector, &fields).await?;
         (items, rev, Vec::new())
+    } else if args.watch {
+        // One list gives both the objects and the revision the watch starts after, so
+        // that no change between reading and watching is lost.
+        let (all, rev) = ctx.list(&kind, &namespace, "", &fields).await?;
+        let mut items = Vec::new();
+        let mut missing = Vec::new();
+        for n in &names {
+            match all.iter().find(|v| output::name_of(v) == n) {
+                Some(v) => items.push(v.clone()),
+                None => missing.push(Target::new(kind.singular, &namespace, n).not_found()),
+            }
+        }
+        (items, rev, missing)
     } else {
         let mut items = Vec::new();
         let mut missing = Vec::new();
@@ -107,11 +120,6 @@ pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
     if !args.watch {
         return Ok(());
     }
-    let revision = if revision == 0 {
-        ctx.list(&kind, &namespace, &selector, &fields).await?.1
-    } else {
-        revision
-    };
     watch(
         ctx,
         &mut view,

@@ -66,4 +66,6 @@ fn watch_of_an_empty_list_and_by_name() {
     );
     assert_eq!(all.interrupt(), Some(0));
     assert_eq!(one.interrupt(), Some(0));
+    let e = c.ctl(&["get", "pod", "nope", "-w"]).err();
+    assert_eq!(e, r#"error: pod "nope" not found in namespace "default""#);
 }
