@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::harness::{Controller, free_port, run_ctl, workspace};
+use std::time::Duration;
+
+use crate::harness::{Controller, eventually, free_port, run_ctl, workspace};
 
 fn web_yaml() -> String {
     workspace().join("examples/web.yaml").display().to_string()
@@ -175,12 +177,17 @@ fn get_formats_selectors_and_namespaces() {
     let e = c.ctl(&["get", "pods", "-l", "app in (a"]).err();
     assert!(e.contains("invalid label selector"), "{e}");
 
-    let list = json(&c.ctl(&["get", "pods", "-o", "json"]).ok());
+    // (The deployment's pods may exist too, if the controller runs reconcilers.)
+    let list = json(
+        &c.ctl(&["get", "pods", "-l", "app=web-standalone", "-o", "json"])
+            .ok(),
+    );
     assert_eq!(
         (list["kind"].as_str(), list["apiVersion"].as_str()),
         (Some("List"), Some("shoal/v1"))
     );
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["metadata"]["name"], "web-1");
     let empty = json(&c.ctl(&["get", "nodes", "-o", "json"]).ok());
     assert_eq!(empty["items"], serde_json::json!([]));
 
@@ -316,18 +323,30 @@ fn label_read_modify_write_like_kubectl() {
         "pod/web-1\n"
     );
 
-    // A stale --resource-version is refused; the current one works.
-    let rv =
-        json(&c.ctl(&["get", "pod", "web-1", "-o", "json"]).ok())["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    // A stale --resource-version is refused; the current one works (retried, in case
+    // a reconciler writes the pod in between).
     let e = c
         .ctl(&["label", "pod", "web-1", "x=1", "--resource-version", "1"])
         .err();
     assert!(e.starts_with("error: conflict: "), "{e}");
-    c.ctl(&["label", "pod", "web-1", "x=1", "--resource-version", &rv])
-        .ok();
+    eventually(
+        "a label update at the current resourceVersion",
+        Duration::from_secs(10),
+        || {
+            let pod = json(&c.ctl(&["get", "pod", "web-1", "-o", "json"]).ok());
+            let rv = pod["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let r = c.ctl(&["label", "pod", "web-1", "x=1", "--resource-version", &rv]);
+            if r.code == 0 {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    );
+    assert_eq!(labels(&c)["x"], "1");
 
     let e = c.ctl(&["label", "pod", "web-1", "Bad Key=1"]).err();
     assert!(e.contains("label key"), "{e}");
@@ -362,7 +381,7 @@ fn delete_by_name_file_and_selector() {
         "error: pod \"web-1\" not found in namespace \"default\"\n"
     );
     assert_eq!(c.ctl(&["get", "deployments", "-o", "name"]).ok(), "");
-    let r = c.ctl(&["get", "deploy,svc,pods"]);
+    let r = c.ctl(&["get", "deploy,svc"]);
     assert_eq!(
         (r.code, r.stdout.as_str(), r.stderr.as_str()),
         (0, "", "No resources found in default namespace.\n")
@@ -420,7 +439,7 @@ fn unreachable_servers_and_fail_over() {
     let started = std::time::Instant::now();
     let out = run_ctl(
         &format!("{hung_addr},{}", c.addr),
-        &["get", "pods", "-o", "name"],
+        &["get", "pod", "web-1", "-o", "name"],
         None,
     )
     .ok();
@@ -439,7 +458,7 @@ fn unreachable_servers_and_fail_over() {
 
     // SHOAL_SERVER is read when --server is absent.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoalctl"))
-        .args(["get", "pods", "-o", "name"])
+        .args(["get", "pod", "web-1", "-o", "name"])
         .env("SHOAL_SERVER", &list)
         .output()
         .unwrap();

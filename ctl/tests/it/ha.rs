@@ -16,7 +16,10 @@ fn commands_fail_over_when_a_member_dies() {
     c.ctl(&["apply", "-f", web.to_str().unwrap()]).ok();
     // shoalctl connects to the first address: kill that member (leader or not).
     c.kill(1);
-    assert_eq!(c.ctl(&["get", "pods", "-o", "name"]).ok(), "pod/web-1\n");
+    assert_eq!(
+        c.ctl(&["get", "pod", "web-1", "-o", "name"]).ok(),
+        "pod/web-1\n"
+    );
     let out = c.ctl_stdin(&["apply", "-f", "-"], &pod("after-kill")).ok();
     assert_eq!(out, "pod/after-kill created\n");
     assert_eq!(
