@@ -78,7 +78,7 @@ pub async fn run(ctx: &mut Context, args: DescribeArgs) -> Result<(), CtlError> 
             Utc::now(),
         ));
     }
-    print(&pages.join("\n\n"))
+    print(&pages.join("\n"))
 }
 
 /// Whether an event's `involvedObject` is this object (by uid when both have one).
