@@ -1,9 +1,31 @@
 //! Leader-only reconcilers: level-triggered loops (list + watch, then converge)
 //! that run while this member is the Raft leader and stop when it is not.
+//!
+//! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
+//! [`scheduler`], [`nodes`], [`gc`]); this module is the thin loop that keeps a cache of
+//! Pods, Deployments, Nodes and Events (list, then watch from the list's revision;
+//! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
+//! changes (debounced) and periodically, and writes their actions.
+
+pub mod action;
+pub mod cache;
+pub mod deployment;
+pub mod events;
+pub mod gc;
+pub mod nodes;
+pub mod scheduler;
 
 use std::time::Duration;
 
-use shoal_store::Store;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_store::{Consistency, Store, StoreError, WatchEvent};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use action::{Action, Names, RandomNames};
+use cache::{Cache, PREFIXES};
 
 /// Settings of the reconcilers.
 #[derive(Debug, Clone)]
@@ -14,9 +36,275 @@ pub struct ReconcileConfig {
     pub eviction_delay: Duration,
 }
 
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            node_timeout: Duration::from_secs(10),
+            eviction_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why a reconciler session stopped (it is restarted with a fresh list).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A store read, watch or write failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The watch of a prefix ended.
+    #[error("watch of the reconcilers' prefixes ended")]
+    WatchClosed,
+}
+
+/// Changes are collected for this long before the plans run.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// The plans also run this often without any change (time-based conditions, lost writes).
+const RESYNC: Duration = Duration::from_secs(2);
+/// Writes per store batch (one Raft entry).
+const CHUNK: usize = 500;
+/// Batches written concurrently.
+const PARALLEL_CHUNKS: usize = 8;
+
 /// Starts the reconcilers; they run whenever this member leads.
-pub fn spawn(store: Store, cfg: ReconcileConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn(store: Store, cfg: ReconcileConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = (store, cfg);
+        let me = store.node_id();
+        let mut leader = store.leader_changes();
+        loop {
+            while *leader.borrow_and_update() != Some(me) {
+                if leader.changed().await.is_err() {
+                    return;
+                }
+            }
+            info!(id = me, "this member leads: reconcilers start");
+            let session = AbortOnDrop(tokio::spawn(run(store.clone(), cfg.clone())));
+            loop {
+                if leader.changed().await.is_err() {
+                    return;
+                }
+                if *leader.borrow_and_update() != Some(me) {
+                    break;
+                }
+            }
+            drop(session);
+            info!(id = me, "this member no longer leads: reconcilers stopped");
+        }
     })
+}
+
+/// Aborts the task when dropped (also when the outer task is aborted).
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs sessions until aborted; each failure re-lists after a short pause.
+async fn run(store: Store, cfg: ReconcileConfig) {
+    let mut names = RandomNames;
+    loop {
+        if let Err(e) = session(&store, &cfg, &mut names).await {
+            warn!("reconcilers re-list after: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Lists, watches and converges until the watch fails.
+async fn session(
+    store: &Store,
+    cfg: &ReconcileConfig,
+    names: &mut dyn Names,
+) -> Result<(), ReconcileError> {
+    let mut cache = Cache::default();
+    let mut streams = Vec::new();
+    for prefix in PREFIXES {
+        let (items, rev) = store.list(prefix, Consistency::Linearizable).await?;
+        cache.load(prefix, items, rev);
+        streams.push(store.watch(prefix, Some(rev)).await?);
+    }
+    // Drain the watches continuously into an unbounded queue, so that a long pass never
+    // makes the store drop this watcher as lagging.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<WatchEvent, StoreError>>();
+    let _pump = AbortOnDrop(tokio::spawn(async move {
+        let mut merged = futures::stream::select_all(streams);
+        while let Some(ev) = merged.next().await {
+            let stop = ev.is_err();
+            if tx.send(ev).is_err() || stop {
+                break;
+            }
+        }
+    }));
+    info!(
+        pods = cache.pods.len(),
+        deployments = cache.deployments.len(),
+        nodes = cache.nodes.len(),
+        "reconcilers listed"
+    );
+    loop {
+        let retry = pass(store, cfg, &mut cache, names).await?;
+        let now = Utc::now();
+        let mut wake = if retry {
+            Duration::from_millis(50)
+        } else {
+            RESYNC
+        };
+        if let Some(d) =
+            nodes::next_deadline(&cache.nodes, now, cfg.node_timeout, cfg.eviction_delay)
+        {
+            wake = wake.min(d + Duration::from_millis(20));
+        }
+        tokio::select! {
+            ev = rx.recv() => {
+                apply(&mut cache, ev)?;
+                let until = tokio::time::Instant::now() + DEBOUNCE;
+                while let Ok(ev) = tokio::time::timeout_at(until, rx.recv()).await {
+                    apply(&mut cache, ev)?;
+                }
+                while let Ok(ev) = rx.try_recv() {
+                    apply(&mut cache, Some(ev))?;
+                }
+            }
+            _ = tokio::time::sleep(wake) => {}
+        }
+    }
+}
+
+fn apply(
+    cache: &mut Cache,
+    ev: Option<Result<WatchEvent, StoreError>>,
+) -> Result<(), ReconcileError> {
+    match ev {
+        Some(Ok(ev)) => {
+            cache.apply_event(&ev);
+            Ok(())
+        }
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ReconcileError::WatchClosed),
+    }
+}
+
+/// One pass of every reconciler, in order: deployments (new pods), scheduler (binds them),
+/// node lifecycle, garbage collection. Returns true when a write must be retried soon.
+async fn pass(
+    store: &Store,
+    cfg: &ReconcileConfig,
+    cache: &mut Cache,
+    names: &mut dyn Names,
+) -> Result<bool, ReconcileError> {
+    let mut retry = false;
+    let now = Utc::now();
+
+    let mut actions = Vec::new();
+    {
+        let owned = deployment::pods_by_owner(&cache.pods);
+        for d in cache.deployments.values() {
+            let uid = d.metadata.uid.as_deref().unwrap_or("");
+            let pods = owned.get(uid).map(Vec::as_slice).unwrap_or(&[]);
+            actions.extend(deployment::plan(d, pods, now, names));
+        }
+    }
+    retry |= execute(store, cache, "deployments", actions).await?;
+
+    let actions = scheduler::plan(&cache.pods, &cache.nodes, now, cfg.node_timeout, names);
+    retry |= execute(store, cache, "scheduler", actions).await?;
+
+    let actions = nodes::plan(
+        &cache.nodes,
+        &cache.pods,
+        now,
+        cfg.node_timeout,
+        cfg.eviction_delay,
+        names,
+    );
+    retry |= execute(store, cache, "node lifecycle", actions).await?;
+
+    let gc = gc::plan(&cache.pods, &cache.deployments, &cache.events, now);
+    let mut actions = gc.expired_events;
+    let mut confirmed: std::collections::BTreeMap<String, bool> = Default::default();
+    for o in gc.orphans {
+        let gone = match confirmed.get(&o.owner_key) {
+            Some(g) => *g,
+            None => {
+                let owner = store.get(&o.owner_key, Consistency::Linearizable).await?;
+                let uid = owner
+                    .as_ref()
+                    .and_then(|v| v.pointer("/metadata/uid"))
+                    .and_then(|u| u.as_str());
+                let gone = uid != Some(o.owner_uid.as_str());
+                confirmed.insert(o.owner_key.clone(), gone);
+                gone
+            }
+        };
+        if gone {
+            actions.push(o.action);
+        } else {
+            // The cache lags behind the store: re-plan once it caught up.
+            retry = true;
+        }
+    }
+    retry |= execute(store, cache, "garbage collector", actions).await?;
+    Ok(retry)
+}
+
+/// Writes `actions` in batches of [`CHUNK`] (several batches in flight), applies the
+/// outcomes to the cache, and refreshes the key of a failed precondition. Returns true
+/// when some batch failed and must be re-planned.
+async fn execute(
+    store: &Store,
+    cache: &mut Cache,
+    who: &str,
+    actions: Vec<Action>,
+) -> Result<bool, ReconcileError> {
+    if actions.is_empty() {
+        return Ok(false);
+    }
+    debug!("{who}: {} writes", actions.len());
+    let mut retry = false;
+    let chunks: Vec<Vec<Action>> = actions.chunks(CHUNK).map(<[Action]>::to_vec).collect();
+    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| async move {
+        let deleted: Vec<String> = chunk
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { .. }))
+            .map(Action::key)
+            .collect();
+        let writes = chunk.iter().map(Action::to_write).collect();
+        (store.write(writes).await, deleted)
+    }))
+    .buffer_unordered(PARALLEL_CHUNKS);
+    let mut stale = Vec::new();
+    while let Some((result, deleted)) = results.next().await {
+        match result {
+            Ok(outcomes) => cache.apply_outcomes(&outcomes, &deleted),
+            Err(
+                StoreError::Conflict { key, .. }
+                | StoreError::NotFound { key }
+                | StoreError::AlreadyExists { key },
+            ) => {
+                debug!("{who}: precondition failed on {key}; re-planning");
+                stale.push(key);
+                retry = true;
+            }
+            Err(e) if e.is_retryable() || matches!(e, StoreError::Indeterminate(_)) => {
+                warn!("{who}: write failed, retrying: {e}");
+                retry = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(results);
+    for key in stale {
+        let v = store.get(&key, Consistency::Linearizable).await?;
+        let rev = v
+            .as_ref()
+            .and_then(|v| v.pointer("/metadata/resourceVersion"))
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| store.applied_revision());
+        cache.set(&key, v.as_ref(), rev);
+    }
+    Ok(retry)
 }

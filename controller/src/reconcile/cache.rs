@@ -1,0 +1,173 @@
+//! The leader's in-memory view of the objects the reconcilers read, fed by list + watch
+//! and by the outcomes of the reconcilers' own writes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use shoal_api::{Deployment, Event, Node, Object, Pod};
+use shoal_store::{EventType, WatchEvent, WriteOutcome};
+
+/// Prefixes the reconcilers follow.
+pub const PREFIXES: [&str; 4] = ["Pod/", "Deployment/", "Node/", "Event/"];
+
+/// Typed objects by store key, one map per kind.
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    /// Pods by key.
+    pub pods: BTreeMap<String, Pod>,
+    /// Deployments by key.
+    pub deployments: BTreeMap<String, Deployment>,
+    /// Nodes by key.
+    pub nodes: BTreeMap<String, Node>,
+    /// Events by key.
+    pub events: BTreeMap<String, Event>,
+    /// Revision of the last change seen per key (also for deletions), so that a late
+    /// watch event never overrides a newer write outcome.
+    revs: HashMap<String, u64>,
+}
+
+impl Cache {
+    /// Replaces everything under `prefix` with a fresh list.
+    pub fn load(&mut self, prefix: &str, items: Vec<Value>, revision: u64) {
+        match prefix {
+            "Pod/" => self.pods.clear(),
+            "Deployment/" => self.deployments.clear(),
+            "Node/" => self.nodes.clear(),
+            "Event/" => self.events.clear(),
+            _ => {}
+        }
+        self.revs.retain(|k, _| !k.starts_with(prefix));
+        for v in items {
+            let key = key_of(&v);
+            self.set(&key, Some(&v), revision);
+        }
+    }
+
+    /// Applies one watch event (ignored when older than what the cache holds for its key).
+    pub fn apply_event(&mut self, ev: &WatchEvent) {
+        let obj = (ev.event_type != EventType::Deleted).then_some(&ev.object);
+        self.set(&ev.key, obj, ev.revision);
+    }
+
+    /// Applies the outcomes of a write this member made.
+    pub fn apply_outcomes(&mut self, outcomes: &[WriteOutcome], deleted: &[String]) {
+        for o in outcomes {
+            let obj = (!deleted.contains(&o.key)).then_some(&o.object);
+            self.set(&o.key, obj, o.revision);
+        }
+    }
+
+    /// Sets (or removes, for `None`) the object at `key` if `revision` is not older than
+    /// the last change seen for it.
+    pub fn set(&mut self, key: &str, object: Option<&Value>, revision: u64) {
+        if self.revs.get(key).is_some_and(|r| *r > revision) {
+            return;
+        }
+        self.revs.insert(key.to_string(), revision);
+        let parsed = match object {
+            None => None,
+            Some(v) => match Object::from_json(v) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!("reconcilers ignore {key}: cannot decode it: {e}");
+                    None
+                }
+            },
+        };
+        let kind = key.split('/').next().unwrap_or("");
+        match (kind, parsed) {
+            ("Pod", Some(Object::Pod(p))) => {
+                self.pods.insert(key.to_string(), p);
+            }
+            ("Pod", _) => {
+                self.pods.remove(key);
+            }
+            ("Deployment", Some(Object::Deployment(d))) => {
+                self.deployments.insert(key.to_string(), d);
+            }
+            ("Deployment", _) => {
+                self.deployments.remove(key);
+            }
+            ("Node", Some(Object::Node(n))) => {
+                self.nodes.insert(key.to_string(), n);
+            }
+            ("Node", _) => {
+                self.nodes.remove(key);
+            }
+            ("Event", Some(Object::Event(e))) => {
+                self.events.insert(key.to_string(), e);
+            }
+            ("Event", _) => {
+                self.events.remove(key);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The store key of a stored object, from its `kind` and metadata.
+pub fn key_of(v: &Value) -> String {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    format!(
+        "{}/{}/{}",
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, rv: u64) -> Value {
+        json!({"apiVersion": "shoal/v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string()},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn late_events_do_not_override_newer_outcomes() {
+        let mut c = Cache::default();
+        c.load("Pod/", vec![pod("a", 3)], 3);
+        assert_eq!(key_of(&pod("a", 3)), "Pod/default/a");
+        assert!(c.pods.contains_key("Pod/default/a"));
+        // Our own delete at revision 9 is applied before the watch shows an older update.
+        c.apply_outcomes(
+            &[WriteOutcome {
+                key: "Pod/default/a".into(),
+                revision: 9,
+                object: pod("a", 9),
+                created: false,
+            }],
+            &["Pod/default/a".into()],
+        );
+        assert!(c.pods.is_empty());
+        c.apply_event(&WatchEvent {
+            revision: 5,
+            event_type: EventType::Modified,
+            key: "Pod/default/a".into(),
+            object: pod("a", 5),
+        });
+        assert!(
+            c.pods.is_empty(),
+            "an older event must not resurrect a deleted pod"
+        );
+        c.apply_event(&WatchEvent {
+            revision: 10,
+            event_type: EventType::Added,
+            key: "Pod/default/a".into(),
+            object: pod("a", 10),
+        });
+        assert_eq!(
+            c.pods["Pod/default/a"].metadata.resource_version.as_deref(),
+            Some("10")
+        );
+    }
+}
