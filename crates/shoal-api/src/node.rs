@@ -131,6 +131,9 @@ pub struct NodeStatus {
     /// Last heartbeat from the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_time: Option<DateTime<Utc>>,
+    /// `host:port` of the agent's gRPC API (logs, exec, stats), as controllers reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<String>,
 }
 
 impl Node {
