@@ -49,12 +49,19 @@ pub struct TestCluster {
     pub members: Vec<Member>,
     pub peers: Vec<String>,
     pub snapshot_every: u64,
+    /// Extra arguments for every member (e.g. `--node-timeout 2`).
+    pub extra_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl TestCluster {
     /// Starts `n` members with fresh data directories.
     pub fn start(n: u64, snapshot_every: u64) -> Self {
+        Self::start_with(n, snapshot_every, &[])
+    }
+
+    /// Starts `n` members with fresh data directories and `extra_args` on every command line.
+    pub fn start_with(n: u64, snapshot_every: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
@@ -66,7 +73,8 @@ impl TestCluster {
             })
             .collect();
         let peers = members.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
-        let mut c = TestCluster { members, peers, snapshot_every, _dir: dir };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut c = TestCluster { members, peers, snapshot_every, extra_args, _dir: dir };
         for id in 1..=n {
             c.start_member(id);
         }
@@ -81,6 +89,7 @@ impl TestCluster {
     pub fn start_member(&mut self, id: u64) {
         let peers = self.peers.clone();
         let snapshot_every = self.snapshot_every;
+        let extra_args = self.extra_args.clone();
         let m = self.member(id);
         assert!(m.child.is_none(), "member {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
@@ -100,6 +109,7 @@ impl TestCluster {
         for p in &peers {
             cmd.arg("--peer").arg(p);
         }
+        cmd.args(&extra_args);
         m.child = Some(cmd.spawn().expect("spawn shoal-controller"));
     }
 
