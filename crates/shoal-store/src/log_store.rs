@@ -11,6 +11,7 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOErr
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::StoreError;
 use crate::types::TypeConfig;
 
 const VOTE: &[u8] = b"vote";
@@ -36,12 +37,27 @@ fn from_json<T: DeserializeOwned>(b: &[u8]) -> Result<T, serde_json::Error> {
 
 impl SledLogStore {
     /// Opens (creates) the log trees of `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let store = Self {
             db: db.clone(),
             log: db.open_tree("log")?,
             meta: db.open_tree("meta")?,
-        })
+        };
+        // Finish a purge that a crash interrupted (its deletions are not flushed eagerly).
+        let purged: Option<LogId<u64>> = match store.meta.get(LAST_PURGED)? {
+            Some(b) => {
+                from_json(&b).map_err(|e| StoreError::Storage(format!("meta/last_purged: {e}")))?
+            }
+            None => None,
+        };
+        if let Some(p) = purged {
+            let mut batch = sled::Batch::default();
+            for kv in store.log.range(..=p.index.to_be_bytes()) {
+                batch.remove(kv?.0);
+            }
+            store.log.apply_batch(batch)?;
+        }
+        Ok(store)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -83,10 +99,16 @@ impl RaftLogReader<TypeConfig> for SledLogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
         let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
+        let floor = self.last_purged()?.map(|l| l.index);
         let mut out = Vec::new();
         for kv in self.log.range::<[u8; 8], _>(r) {
             let (_, v) = kv.map_err(|e| StorageIOError::read_logs(&e))?;
-            out.push(from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?);
+            let e: Entry<TypeConfig> = from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+            // Skip leftovers of a purge interrupted by a crash.
+            if floor.is_some_and(|f| e.get_log_id().index <= f) {
+                continue;
+            }
+            out.push(e);
         }
         Ok(out)
     }
@@ -101,7 +123,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             Some((_, v)) => {
                 let e: Entry<TypeConfig> =
                     from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                Some(*e.get_log_id())
+                // Deletions of a purge are not flushed: after a crash, entries at or below the
+                // purge point may linger; the purge point still bounds the log from below.
+                std::cmp::max(Some(*e.get_log_id()), last_purged)
             }
             None => last_purged,
         };
