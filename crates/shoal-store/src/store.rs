@@ -277,7 +277,8 @@ impl Store {
 
     /// Forms the cluster from `peers` once: if this data dir was never initialized, the
     /// lowest-id peer initializes the membership and the others wait until they joined.
-    /// A no-op on restart.
+    /// A no-op on restart. The other members wait without a deadline until a leader is known
+    /// (wrap the call in a timeout to bound it).
     pub async fn bootstrap(&self) -> Result<(), StoreError> {
         let raft = &self.inner.raft;
         let cfg = &self.inner.cfg;
