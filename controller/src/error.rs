@@ -37,7 +37,7 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
             StoreError::NotFound { .. } => Status::not_found(s.to_string()),
             StoreError::AlreadyExists { .. } => Status::already_exists(s.to_string()),
             StoreError::Conflict { .. } => Status::aborted(s.to_string()),
-            StoreError::TooOld { .. } => Status::out_of_range(s.to_string()),
+            StoreError::TooOld { .. } | StoreError::Lagged { .. } => Status::out_of_range(s.to_string()),
             other if other.is_retryable() => Status::unavailable(other.to_string()),
             other => Status::internal(other.to_string()),
         },
