@@ -289,6 +289,11 @@ fn parse_bytes(s: &str) -> Result<u64> {
 fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
     let t0 = Instant::now();
     let timing = a.timing;
+    if timing {
+        // SAFETY: no other thread runs yet; the variable is read by this
+        // process and inherited by the supervisor.
+        unsafe { std::env::set_var("SHOAL_RUNTIME_TIMING", "1") };
+    }
     let step = |what: &str| {
         if timing {
             eprintln!("{:>8.3} ms  {what}", t0.elapsed().as_secs_f64() * 1000.0);
@@ -389,11 +394,13 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
         eprintln!("{id}: {} {}", e.reason, e.message);
     }
     if a.rm {
-        rt.remove(&id)?;
         if own_pod {
             rt.remove_sandbox(&pod.name)?;
+            step("container and pod removed");
+        } else {
+            rt.remove(&id)?;
+            step("container removed");
         }
-        step("container and pod removed");
     }
     Ok(code)
 }

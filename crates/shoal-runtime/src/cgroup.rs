@@ -312,6 +312,22 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves the calling (single-threaded) process into the cgroup. On v1
+    /// it writes `0` to each `tasks` file: moving the caller's own thread
+    /// skips the global threadgroup lock that a `cgroup.procs` write takes
+    /// (an RCU grace period: ~10 ms instead of ~0.5 ms for five hierarchies).
+    pub fn join_self(&self) -> Result<(), CgroupError> {
+        let file = if self.layout.is_v2() {
+            "cgroup.procs"
+        } else {
+            "tasks"
+        };
+        for (_, d) in self.dirs() {
+            write_file(&d.join(file), "0")?;
+        }
+        Ok(())
+    }
+
     /// Processes currently in the cgroup.
     pub fn procs(&self) -> Vec<i32> {
         let mut out = Vec::new();

@@ -114,9 +114,7 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
         let p = format!("/proc/{pid}/ns/{name}");
         nss.push((File::open(&p).map_err(|e| format!("{p}: {e}"))?, flag, p));
     }
-    cfg.cgroup
-        .add_pid(std::process::id() as i32)
-        .map_err(|e| e.to_string())?;
+    cfg.cgroup.join_self().map_err(|e| e.to_string())?;
     for (f, flag, p) in &nss {
         nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("setns {p}: {e}"))?;
     }

@@ -1,5 +1,6 @@
 //! Dispatch for the re-executed modes of the binary that embeds the runtime
-//! (the agent, or the test helper): `supervise DIR` and `exec DIR SPEC`.
+//! (the agent, or the test helper): `supervise DIR`, `exec DIR SPEC` and
+//! `cleanup DIR`.
 //! Call [`dispatch`] first thing in `main`, before any thread is started.
 
 use std::ffi::OsString;
@@ -18,11 +19,57 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             (Some(dir), Some(spec)) => crate::exec::main(Path::new(dir), spec),
             _ => usage(),
         }),
+        "cleanup" => Some(match args.get(2) {
+            Some(dir) => cleanup(Path::new(dir)),
+            None => usage(),
+        }),
         _ => None,
     }
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: supervise DIR | exec DIR SPEC_JSON");
+    eprintln!("usage: supervise DIR | exec DIR SPEC_JSON | cleanup DIR");
     2
+}
+
+/// `cleanup DIR`: detaches, then deletes every entry of DIR (the runtime's
+/// trash; a pod directory's `netns` bind mount is unmounted first), holding
+/// `DIR/.lock` so that only one cleaner runs at a time.
+pub fn cleanup(dir: &Path) -> i32 {
+    // SAFETY: called in a freshly exec'd, single-threaded helper process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => return 0,
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(_) => return 1,
+    }
+    let _ = nix::unistd::setsid();
+    let lock_path = dir.join(".lock");
+    let Ok(lock) = std::fs::File::create(&lock_path) else {
+        return 1;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return 0; // another cleaner is at work
+    }
+    loop {
+        let entries: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(d) => d
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name() != ".lock")
+                .collect(),
+            Err(_) => return 1,
+        };
+        if entries.is_empty() {
+            return 0;
+        }
+        for e in entries {
+            // A discarded pod directory may still carry its netns bind mount.
+            let netns = e.path().join("netns");
+            if netns.exists() {
+                let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }

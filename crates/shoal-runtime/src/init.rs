@@ -133,7 +133,7 @@ fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
         return Err("image has no layers".into());
     }
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},volatile",
         lower.join(":"),
         upper.display(),
         work.display()
@@ -303,12 +303,10 @@ pub(crate) fn container_main(
     stdout_fd: RawFd,
     stderr_fd: RawFd,
 ) -> R<Infallible> {
-    // Wait until the supervisor has put us into the cgroup.
-    let mut b = [0u8; 1];
-    // SAFETY: sync_fd is the read end of a pipe owned by this process.
-    let n = unsafe { libc::read(sync_fd, b.as_mut_ptr().cast(), 1) };
-    if n != 1 {
-        return Err("supervisor went away before the start".into());
+    if !cfg.cgroup.layout.is_v2() {
+        // v1: join by ourselves (cheap for a single thread); v2: the
+        // supervisor moves us (see the sync below).
+        cfg.cgroup.join_self().map_err(|e| e.to_string())?;
     }
     // stdio
     let devnull = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -323,11 +321,21 @@ pub(crate) fn container_main(
     nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("setns {}: {e}", cfg.netns.display()))?;
     drop(netns);
-    let rootfs = dir.join("rootfs");
-    build_rootfs(cfg, dir, &rootfs)?;
+    // Every container mounts its overlay on the same empty directory: the
+    // mount exists only in the container's own mount namespace.
+    let rootfs = &cfg.rootfs_mountpoint;
+    build_rootfs(cfg, dir, rootfs)?;
     nix::unistd::sethostname(&cfg.hostname)
         .map_err(|e| format!("sethostname {}: {e}", cfg.hostname))?;
-    pivot(&rootfs)?;
+    pivot(rootfs)?;
+    // Wait until the supervisor has released us (on v2, after moving us
+    // into the cgroup while we set up the rootfs).
+    let mut b = [0u8; 1];
+    // SAFETY: sync_fd is the read end of a pipe owned by this process.
+    let n = unsafe { libc::read(sync_fd, b.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        return Err("supervisor went away before the start".into());
+    }
     become_process(&cfg.argv, &cfg.env, &cfg.cwd, &cfg.user, false)
 }
 

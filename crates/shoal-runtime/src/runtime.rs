@@ -20,7 +20,7 @@ use crate::spec::{
     ContainerSpec, MountSource, PodSandboxConfig, RuntimeConfig, resolve_argv, resolve_env,
 };
 use crate::state::{ContainerConfig, ContainerState, ContainerStatus, ExitInfo, StateFile, files};
-use crate::util::{is_locked, valid_name};
+use crate::util::{PhaseTimer, is_locked, valid_name};
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,7 @@ impl Runtime {
         // Supervisors run from `/`: every stored path must be absolute.
         cfg.data_dir = fs::canonicalize(&cfg.data_dir)
             .map_err(io_err(format!("resolve {}", cfg.data_dir.display())))?;
-        for d in ["pods", "containers"] {
+        for d in ["pods", "containers", "trash", "mnt"] {
             let p = cfg.data_dir.join(d);
             fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
         }
@@ -125,11 +125,13 @@ impl Runtime {
             None => CgroupLayout::detect()?,
         };
         let images = ImageStore::open(cfg.data_dir.join("images"))?;
-        Ok(Self {
+        let rt = Self {
             cfg,
             layout,
             images,
-        })
+        };
+        rt.empty_trash();
+        Ok(rt)
     }
 
     /// The image store.
@@ -202,12 +204,19 @@ impl Runtime {
     /// Removes a pod sandbox; its containers are killed and removed first.
     pub fn remove_sandbox(&self, name: &str) -> Result<(), RuntimeError> {
         let sb = self.sandbox(name)?;
+        let mut t = PhaseTimer::new("remove_sandbox");
         for c in self.list()? {
             if c.pod == name {
-                self.remove(&c.id)?;
+                self.remove_inner(&c.id)?;
             }
         }
-        sb.remove().map_err(io_err(format!("remove pod {name}")))
+        t.mark("containers");
+        // The cleaner unmounts the namespace (unmounting waits for an RCU
+        // grace period, often tens of milliseconds) and deletes the files.
+        self.discard(&sb.dir)?;
+        self.empty_trash();
+        t.mark("netns and files");
+        Ok(())
     }
 
     /// Creates the container and starts it under its supervisor. Returns once
@@ -231,7 +240,9 @@ impl Runtime {
                 id,
             });
         }
+        let mut t = PhaseTimer::new("create_and_start");
         let image = self.images.resolve(&spec.image)?;
+        t.mark("resolve image");
         let mut binds = Vec::new();
         for m in &spec.mounts {
             if !m.destination.is_absolute() {
@@ -306,11 +317,13 @@ impl Runtime {
             cwd,
             user,
             cgroup,
+            rootfs_mountpoint: self.cfg.data_dir.join("mnt"),
             log_path,
             spec,
         };
         fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let result = self.write_and_spawn(&dir, &config);
+        t.mark("config, supervisor, container start");
         if result.is_err() {
             let _ = config.cgroup.remove(Duration::from_secs(2));
         }
@@ -334,7 +347,11 @@ impl Runtime {
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("SHOAL_RUNTIME_TIMING").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .map_err(io_err(format!(
                 "spawn supervisor {} for {id}",
@@ -449,7 +466,7 @@ impl Runtime {
                 });
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
         self.status(id)
     }
@@ -480,11 +497,64 @@ impl Runtime {
     /// Stops (without grace) and deletes the container: state directory,
     /// writable layer, cgroup.
     pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.remove_inner(id)?;
+        self.empty_trash();
+        Ok(())
+    }
+
+    fn remove_inner(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut t = PhaseTimer::new("remove");
         let cfg = self.load_config(id)?;
         self.stop(id, Duration::ZERO)?;
+        t.mark("stop");
         cfg.cgroup.remove(Duration::from_secs(5))?;
+        t.mark("cgroup");
         let dir = self.container_dir(id);
-        fs::remove_dir_all(&dir).map_err(io_err(format!("remove {}", dir.display())))
+        self.discard(&dir)?;
+        t.mark("state dir and writable layer");
+        Ok(())
+    }
+
+    /// Moves a directory to `trash/` (one rename) and has a detached helper
+    /// delete it: removing directories costs milliseconds each on ext4.
+    fn discard(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = self
+            .cfg
+            .data_dir
+            .join("trash")
+            .join(format!("{name}.{}", crate::util::random_hex()));
+        fs::rename(dir, &dest).map_err(io_err(format!(
+            "move {} to {}",
+            dir.display(),
+            dest.display()
+        )))?;
+        Ok(())
+    }
+
+    /// Starts `EXE cleanup DATA/trash` (detached) to delete discarded
+    /// directories. Failure to start it only delays the deletion.
+    fn empty_trash(&self) {
+        let trash = self.cfg.data_dir.join("trash");
+        if fs::read_dir(&trash)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        if let Ok(mut c) = Command::new(&self.cfg.supervisor_exe)
+            .arg("cleanup")
+            .arg(&trash)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            let _ = c.wait();
+        }
     }
 
     /// Reads the container's log.

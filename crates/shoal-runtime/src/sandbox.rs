@@ -58,6 +58,7 @@ impl PodSandbox {
             resolv_conf(&cfg.dns_servers, &cfg.dns_search)
         };
         fs::write(dir.join("etc/resolv.conf"), resolv)?;
+        let mut t = crate::util::PhaseTimer::new("sandbox");
         let (netns_path, owns_netns) = match &cfg.netns {
             Some(p) => (p.clone(), false),
             None => {
@@ -66,6 +67,7 @@ impl PodSandbox {
                 (p, true)
             }
         };
+        t.mark("netns");
         let sb = PodSandbox {
             name: cfg.name.clone(),
             hostname,
@@ -86,6 +88,15 @@ impl PodSandbox {
 
     /// Unmounts the namespace (if owned) and deletes the directory, volumes included.
     pub fn remove(&self) -> io::Result<()> {
+        self.unmount_netns()?;
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unmounts the network namespace if the sandbox created it.
+    pub fn unmount_netns(&self) -> io::Result<()> {
         if self.owns_netns {
             match nix::mount::umount2(&self.netns_path, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
@@ -97,10 +108,7 @@ impl PodSandbox {
                 }
             }
         }
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,9 @@ pub struct ContainerConfig {
     pub user: String,
     /// The container's cgroup.
     pub cgroup: Cgroup,
+    /// Empty directory the overlay is mounted on (inside the container's
+    /// mount namespace only, so all containers share it).
+    pub rootfs_mountpoint: PathBuf,
     /// The log file.
     pub log_path: PathBuf,
 }

@@ -112,13 +112,16 @@ impl Supervisor {
             cfg.spec.log.max_files,
         )
         .map_err(|e| format!("log {}: {e}", cfg.log_path.display()))?;
+        let mut t = crate::util::PhaseTimer::new("supervisor init");
         let _ = fs::remove_file(dir.join(files::STOP));
         cfg.cgroup
             .remove(Duration::from_secs(2))
             .map_err(|e| e.to_string())?;
+        t.mark("lock, signals, log, stale cgroup");
         cfg.cgroup
             .create(&cfg.spec.resources)
             .map_err(|e| e.to_string())?;
+        t.mark("cgroup create");
         let state = StateFile {
             supervisor_pid: std::process::id() as i32,
             state: ContainerState::Created,
@@ -182,7 +185,9 @@ impl Supervisor {
                 }
             };
             first = false;
+            let mut t = crate::util::PhaseTimer::new("supervisor exit");
             let (status, stop_requested) = self.wait(&mut run);
+            t.mark("running, until SIGCHLD and pipes closed");
             let oom = self.cfg.cgroup.oom_kills() > run.oom_base;
             let (exit_code, signal) = match status {
                 WaitStatus::Exited(_, c) => (c, None),
@@ -245,14 +250,17 @@ impl Supervisor {
     fn finish(&mut self, exit: ExitInfo) {
         let _ = self.log.finish(Stream::Stdout);
         let _ = self.log.finish(Stream::Stderr);
+        let mut t = crate::util::PhaseTimer::new("supervisor exit");
         if let Err(e) = self.cfg.cgroup.remove(Duration::from_secs(5)) {
             eprintln!("supervisor: {e}");
         }
+        t.mark("cgroup remove");
         self.state.state = ContainerState::Exited(exit);
         self.save();
     }
 
     fn start(&mut self) -> Result<Running, String> {
+        let mut t = crate::util::PhaseTimer::new("supervisor start");
         let upper = self.dir.join("upper");
         let work = self.dir.join("work");
         for d in [&upper, &work] {
@@ -261,7 +269,7 @@ impl Supervisor {
             }
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        fs::create_dir_all(self.dir.join("rootfs")).map_err(|e| format!("rootfs dir: {e}"))?;
+        t.mark("upper/work dirs");
         let oom_base = self.cfg.cgroup.oom_kills();
         let pipe =
             || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
@@ -294,18 +302,23 @@ impl Supervisor {
         // execve or returns.
         let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
             .map_err(|e| format!("clone: {e}"))?;
+        t.mark("clone");
         drop((out_w, err_w, sync_r, fail_w));
         let started_at = Utc::now();
         let started = Instant::now();
-        if let Err(e) = self.cfg.cgroup.add_pid(pid.as_raw()) {
+        if self.cfg.cgroup.layout.is_v2()
+            && let Err(e) = self.cfg.cgroup.add_pid(pid.as_raw())
+        {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
             return Err(e.to_string());
         }
+        t.mark("cgroup join");
         let _ = nix::unistd::write(&sync_w, b"x");
         drop(sync_w);
         let mut msg = Vec::new();
         let _ = std::io::Read::read_to_end(&mut File::from(fail_r), &mut msg);
+        t.mark("container setup until execve");
         if !msg.is_empty() {
             let _ = waitpid(pid, None);
             return Err(String::from_utf8_lossy(&msg).into_owned());

@@ -81,3 +81,37 @@ mod tests {
         assert_ne!(random_hex(), random_hex());
     }
 }
+
+/// Prints the time since the previous mark to stderr when the environment
+/// variable `SHOAL_RUNTIME_TIMING` is set (a debugging aid for
+/// `shoal-agent runtime run --timing`).
+#[derive(Debug)]
+pub struct PhaseTimer {
+    on: bool,
+    what: &'static str,
+    last: std::time::Instant,
+}
+
+impl PhaseTimer {
+    /// Starts timing the phases of `what`.
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            on: std::env::var_os("SHOAL_RUNTIME_TIMING").is_some(),
+            what,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Reports the phase that just ended.
+    pub fn mark(&mut self, phase: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!(
+                "  [{}] {phase}: {:.3} ms",
+                self.what,
+                (now - self.last).as_secs_f64() * 1000.0
+            );
+            self.last = now;
+        }
+    }
+}

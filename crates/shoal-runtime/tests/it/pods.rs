@@ -78,5 +78,26 @@ fn containers_of_a_pod_share_localhost_and_empty_dir() {
     let dir = pod.dir.clone();
     t.rt.remove_sandbox("shared-pod").expect("remove pod");
     assert!(!dir.exists());
+    // The detached cleaner unmounts the namespace and deletes the files.
+    let data = t.dir.path().to_path_buf();
+    eventually(Duration::from_secs(10), "the trash to be emptied", || {
+        let left: Vec<_> = fs::read_dir(data.join("trash"))
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| n != ".lock")
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&format!("{}/pods/shared-pod", data.display()))
+            && !mounts.contains("/trash/shared-pod"),
+        "netns still mounted"
+    );
     assert!(t.rt.status("pod-server").is_err());
 }
