@@ -16,7 +16,7 @@ use shoal_proto::{
 };
 use shoal_store::{Consistency, EventType, Store, StoreError, Write};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
@@ -30,17 +30,25 @@ const APPLY_ATTEMPTS: usize = 5;
 /// Serves the cluster API, the Raft RPCs and gRPC reflection until `shutdown` resolves.
 pub async fn serve(
     store: Store,
+    data_dir: std::path::PathBuf,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let images = crate::images::ImagesService::new(store.clone(), &data_dir)?.into_server();
+    let proxy = crate::proxy::ProxyService::new(store.clone()).into_server();
     tonic::transport::Server::builder()
         .add_service(ClusterServer::new(ClusterService::new(store.clone())))
+        .add_service(images)
+        .add_service(proxy)
         .add_service(store.raft_service())
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The Shoal controller: serves the cluster API and the Raft RPCs on one gRPC
 //! port, is a member of the Raft-replicated store, and (on the leader) runs the
-//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store; never on the
-//! runtime or the agent.
+//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on the
+//! runtime only for its image store (to verify imported images); never on the agent.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod error;
+pub mod images;
+pub mod proxy;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -116,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!(id = args.id, listen = %args.listen, "controller serving");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(store.clone(), listener, async {
+    let server = tokio::spawn(api::serve(store.clone(), args.data_dir.clone(), listener, async {
         let _ = stop_rx.await;
     }));
 

@@ -1,0 +1,935 @@
+//! The `Images` gRPC service: a controller receives an image tarball, verifies it with the
+//! runtime's image store, and replicates its blobs through Raft in base64 chunks, so that
+//! every controller holds (and serves) every blob; agents pull only the blobs they lack.
+//!
+//! Store objects (cluster-scoped, empty namespace):
+//! - `Blob//<hex>.<NNNNN>`: `{kind: "Blob", digest, index, data: <base64 of ≤ 1 MiB>}`
+//! - `BlobMeta//<hex>`: `{kind: "BlobMeta", digest, size, chunks, chunkSize}`; written in the
+//!   same batch as (or after) the blob's last chunk, so it exists only when every chunk does
+//! - `Image//<manifest hex>`: `{kind: "Image", names, digest, configDigest, layers,
+//!   layerSizes, size, config}`; written last, in one batch that also re-asserts every
+//!   BlobMeta it uses (an `Update` with its revision), so an Image never refers to a blob a
+//!   concurrent remove deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use shoal_proto::images_server::{Images, ImagesServer};
+use shoal_proto::{
+    BlobChunk, BlobRequest, ImageInfo, ImageListRequest, ImageListResponse, ImageRemoveRequest, ImageRemoveResponse,
+    ImportChunk, ImportResponse, ResolveRequest,
+};
+use shoal_runtime::ImageStore;
+use shoal_runtime::digest::Digest;
+use shoal_runtime::image::ImageError;
+use shoal_runtime::image::config::Manifest;
+use shoal_store::{Consistency, MAX_COMMAND_BYTES, Store, StoreError, Write};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Raw bytes per `Blob` chunk object (base64 makes it 4/3 larger in the store).
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest estimated encoded size of one write batch of chunks (below the command limit,
+/// leaving room for JSON framing and server metadata).
+const BATCH_BUDGET: usize = MAX_COMMAND_BYTES - 2 * CHUNK_BYTES;
+
+/// Estimated encoding overhead of one object besides its base64 payload.
+const OBJECT_OVERHEAD: usize = 512;
+
+/// How many times an import or remove re-reads and retries after a concurrent change.
+const ATTEMPTS: usize = 5;
+
+/// Largest chunk index the 5-digit key suffix allows.
+const MAX_CHUNKS: u64 = 100_000;
+
+/// Largest gRPC message accepted on the Images service (import chunks).
+const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// What can go wrong serving the Images API.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    /// The request is malformed (bad reference, bad digest, misplaced tag).
+    #[error("{0}")]
+    Invalid(String),
+    /// No image or blob by that reference.
+    #[error("{0}")]
+    NotFound(String),
+    /// A blob offset past its end.
+    #[error("offset {offset} is beyond the end of blob {digest} ({size} bytes)")]
+    OutOfRange {
+        /// The blob.
+        digest: String,
+        /// Requested offset.
+        offset: u64,
+        /// The blob's size.
+        size: u64,
+    },
+    /// The archive was rejected by the image store (format, digest, unsafe layer entry).
+    #[error("image import rejected: {0}")]
+    Import(#[from] ImageError),
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// Stored data does not match its digest or shape.
+    #[error("blob {digest}: {message}")]
+    Corrupt {
+        /// The blob or image digest.
+        digest: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The replicated store failed or refused a write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The client's request stream failed.
+    #[error("receiving the import stream: {0}")]
+    Stream(Status),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+fn io_err(path: &Path, source: io::Error) -> ImagesError {
+    ImagesError::Io { path: path.to_path_buf(), source }
+}
+
+/// Converts an images error to the gRPC status a client sees (the only such place).
+pub fn to_status(e: &ImagesError) -> Status {
+    match e {
+        ImagesError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ImagesError::NotFound(_) => Status::not_found(e.to_string()),
+        ImagesError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        ImagesError::Import(ImageError::Io { .. }) => Status::internal(e.to_string()),
+        ImagesError::Import(_) => Status::invalid_argument(e.to_string()),
+        ImagesError::Io { .. } | ImagesError::Task(_) => Status::internal(e.to_string()),
+        ImagesError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        ImagesError::Stream(s) => Status::new(s.code(), e.to_string()),
+        ImagesError::Store(s) => match s {
+            StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. } => {
+                Status::aborted(format!("{s} (concurrent image change; retry)"))
+            }
+            other if other.is_retryable() => Status::unavailable(other.to_string()),
+            StoreError::Invalid(_) => Status::invalid_argument(s.to_string()),
+            other => Status::internal(other.to_string()),
+        },
+    }
+}
+
+impl From<ImagesError> for Status {
+    fn from(e: ImagesError) -> Self {
+        to_status(&e)
+    }
+}
+
+/// Store key of chunk `index` of the blob with hex digest `hex`.
+pub fn blob_key(hex: &str, index: u64) -> String {
+    format!("Blob//{hex}.{index:05}")
+}
+
+/// Store key of a blob's `BlobMeta` object.
+pub fn blob_meta_key(hex: &str) -> String {
+    format!("BlobMeta//{hex}")
+}
+
+/// Store key of the `Image` object of a manifest digest (hex).
+pub fn image_key(hex: &str) -> String {
+    format!("Image//{hex}")
+}
+
+/// The `Image` object's fields (besides `kind` and `metadata`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    /// `name:tag` references (may be empty: reachable by digest only).
+    pub names: Vec<String>,
+    /// Manifest digest `sha256:…`.
+    pub digest: String,
+    /// Config blob digest.
+    pub config_digest: String,
+    /// Layer blob digests, bottom first.
+    pub layers: Vec<String>,
+    /// Layer blob sizes, in the order of `layers`.
+    pub layer_sizes: Vec<u64>,
+    /// Sum of the layer sizes.
+    pub size: u64,
+    /// The image config JSON document.
+    pub config: Value,
+}
+
+impl ImageRecord {
+    /// Every blob the image uses: config, layers, manifest.
+    pub fn blobs(&self) -> BTreeSet<String> {
+        let mut b: BTreeSet<String> = self.layers.iter().cloned().collect();
+        b.insert(self.config_digest.clone());
+        b.insert(self.digest.clone());
+        b
+    }
+
+    fn to_object(&self) -> Value {
+        let mut v = json!({"kind": "Image", "metadata": {"name": hex_of(&self.digest)}});
+        if let (Some(m), Ok(Value::Object(fields))) = (v.as_object_mut(), serde_json::to_value(self)) {
+            m.extend(fields);
+        }
+        v
+    }
+
+    /// The protobuf form.
+    pub fn to_info(&self) -> ImageInfo {
+        ImageInfo {
+            names: self.names.clone(),
+            digest: self.digest.clone(),
+            config_digest: self.config_digest.clone(),
+            layers: self.layers.clone(),
+            size: self.size,
+            config_json: self.config.to_string(),
+            layer_sizes: self.layer_sizes.clone(),
+        }
+    }
+}
+
+/// The `BlobMeta` object's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobMeta {
+    /// Blob digest `sha256:…`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of `Blob` chunk objects.
+    pub chunks: u64,
+    /// Raw bytes per chunk (the last may be shorter).
+    pub chunk_size: u64,
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn revision_of(v: &Value) -> u64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parse_image(v: &Value) -> Result<ImageRecord, ImagesError> {
+    serde_json::from_value(v.clone()).map_err(|e| ImagesError::Corrupt {
+        digest: v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string(),
+        message: format!("stored Image object: {e}"),
+    })
+}
+
+fn parse_meta(v: &Value) -> Result<BlobMeta, ImagesError> {
+    serde_json::from_value(v.clone()).map_err(|e| ImagesError::Corrupt {
+        digest: v.pointer("/digest").and_then(Value::as_str).unwrap_or("?").to_string(),
+        message: format!("stored BlobMeta object: {e}"),
+    })
+}
+
+/// A parsed image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `name:tag`, normalized (`busybox` → `busybox:latest`).
+    Name(String),
+    /// A manifest digest (`sha256:…`, or the digest part of `name@sha256:…`).
+    Digest(Digest),
+}
+
+/// Parses `busybox`, `busybox:1`, `docker.io/library/busybox`, `sha256:…` or `name@sha256:…`.
+pub fn parse_reference(name: &str) -> Result<Reference, ImagesError> {
+    let name = name.trim();
+    let digest_part = name.strip_prefix("sha256:").map(|_| name).or_else(|| name.split_once('@').map(|(_, d)| d));
+    if let Some(d) = digest_part {
+        return d.parse::<Digest>().map(Reference::Digest).map_err(|_| {
+            ImagesError::Invalid(format!("invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>"))
+        });
+    }
+    shoal_runtime::image::normalize_reference(name)
+        .map(Reference::Name)
+        .map_err(|_| ImagesError::Invalid(format!("invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>")))
+}
+
+/// The writes that move `names` to the image `digest`: every other image holding one of them
+/// loses it (`Update` with its revision). Pure, for tests.
+pub fn plan_name_moves(images: &[(ImageRecord, u64)], digest: &str, names: &[String]) -> Vec<Write> {
+    let mut out = Vec::new();
+    for (img, rev) in images {
+        if img.digest == digest || !img.names.iter().any(|n| names.contains(n)) {
+            continue;
+        }
+        let mut moved = img.clone();
+        moved.names.retain(|n| !names.contains(n));
+        out.push(Write::Update {
+            key: image_key(hex_of(&img.digest)),
+            object: moved.to_object(),
+            expected_revision: Some(*rev),
+        });
+    }
+    out
+}
+
+/// What removing a reference does: the image's new record (`None`: delete it) and the blobs
+/// that no other image uses (to delete). Pure, for tests.
+pub fn plan_remove(images: &[ImageRecord], target: &ImageRecord, reference: &Reference) -> (Option<ImageRecord>, Vec<String>) {
+    if let Reference::Name(n) = reference {
+        let mut left = target.clone();
+        left.names.retain(|x| x != n);
+        if !left.names.is_empty() {
+            return (Some(left), Vec::new());
+        }
+    }
+    let used_elsewhere: BTreeSet<String> =
+        images.iter().filter(|i| i.digest != target.digest).flat_map(ImageRecord::blobs).collect();
+    (None, target.blobs().into_iter().filter(|b| !used_elsewhere.contains(b)).collect())
+}
+
+/// An image verified by the local image store, ready to replicate.
+#[derive(Debug)]
+struct Prepared {
+    record: ImageRecord,
+    /// (digest, file in the local image store, size), each blob once.
+    blobs: Vec<(Digest, PathBuf, u64)>,
+}
+
+/// Write batches kept under the command size limit.
+#[derive(Debug, Default)]
+struct Batcher {
+    writes: Vec<Write>,
+    bytes: usize,
+    batches: usize,
+}
+
+impl Batcher {
+    async fn push(&mut self, store: &Store, w: Write, size: usize) -> Result<(), StoreError> {
+        if !self.writes.is_empty() && self.bytes + size > BATCH_BUDGET {
+            self.flush(store).await?;
+        }
+        self.writes.push(w);
+        self.bytes += size;
+        Ok(())
+    }
+
+    async fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        store.write(std::mem::take(&mut self.writes)).await?;
+        self.bytes = 0;
+        self.batches += 1;
+        Ok(())
+    }
+}
+
+/// The `Images` service of one controller.
+#[derive(Debug, Clone)]
+pub struct ImagesService {
+    store: Store,
+    local: ImageStore,
+    upload_dir: PathBuf,
+    /// Imports on one controller run one at a time (they share the local image store, which
+    /// is emptied after each).
+    import_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ImagesService {
+    /// Opens the local image store under `data_dir/images` and the upload directory
+    /// `data_dir/images-upload` (created if missing).
+    pub fn new(store: Store, data_dir: &Path) -> Result<Self, ImagesError> {
+        let local = ImageStore::open(data_dir.join("images"))?;
+        let upload_dir = data_dir.join("images-upload");
+        std::fs::create_dir_all(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
+        Ok(Self { store, local, upload_dir, import_lock: Arc::new(tokio::sync::Mutex::new(())) })
+    }
+
+    /// The tonic server for this service (with a larger message limit for import chunks).
+    pub fn into_server(self) -> ImagesServer<Self> {
+        ImagesServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Reads `key` from this member's copy, falling back to a linearizable read if missing.
+    async fn get_local_first(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        get_local_first(&self.store, key).await
+    }
+
+    /// Every Image object with its revision (linearizable).
+    async fn images(&self) -> Result<Vec<(ImageRecord, u64)>, ImagesError> {
+        let (objs, _) = self.store.list("Image/", Consistency::Linearizable).await?;
+        objs.iter().map(|v| Ok((parse_image(v)?, revision_of(v)))).collect()
+    }
+
+    /// Finds the image a reference names.
+    pub async fn find(&self, name: &str) -> Result<(ImageRecord, u64), ImagesError> {
+        let reference = parse_reference(name)?;
+        self.find_ref(&reference, name).await
+    }
+
+    async fn find_ref(&self, reference: &Reference, name: &str) -> Result<(ImageRecord, u64), ImagesError> {
+        match reference {
+            Reference::Digest(d) => match self.store.get(&image_key(d.hex()), Consistency::Linearizable).await? {
+                Some(v) => Ok((parse_image(&v)?, revision_of(&v))),
+                None => Err(ImagesError::NotFound(format!("image {name:?} not found"))),
+            },
+            Reference::Name(n) => self
+                .images()
+                .await?
+                .into_iter()
+                .find(|(i, _)| i.names.contains(n))
+                .ok_or_else(|| ImagesError::NotFound(format!("image {n:?} not found"))),
+        }
+    }
+
+    /// Imports the tarball at `archive` (with an optional extra `tag`) and replicates it.
+    pub async fn import_file(&self, archive: &Path, tag: Option<&str>) -> Result<Vec<ImageRecord>, ImagesError> {
+        let tag = match tag.map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => match parse_reference(t)? {
+                Reference::Name(n) => Some(n),
+                Reference::Digest(_) => {
+                    return Err(ImagesError::Invalid(format!("tag {t:?}: expected NAME[:TAG], not a digest")));
+                }
+            },
+        };
+        let _guard = self.import_lock.lock().await;
+        let local = self.local.clone();
+        let path = archive.to_path_buf();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&local, &path))
+            .await
+            .map_err(|e| ImagesError::Task(e.to_string()))
+            .and_then(|r| r);
+        let result = match prepared {
+            Ok(mut images) => {
+                if let Some(t) = tag {
+                    if images.len() != 1 {
+                        Err(ImagesError::Invalid(format!(
+                            "tag {t:?} given but the archive holds {} images (expected one)",
+                            images.len()
+                        )))
+                    } else {
+                        if !images[0].record.names.contains(&t) {
+                            images[0].record.names.push(t);
+                        }
+                        self.replicate_all(&images).await
+                    }
+                } else {
+                    self.replicate_all(&images).await
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // The local store is only a verifier and staging area: empty it after every import.
+        let local = self.local.clone();
+        let cleanup = tokio::task::spawn_blocking(move || empty_local_store(&local))
+            .await
+            .map_err(|e| ImagesError::Task(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = cleanup {
+            tracing::warn!("emptying the controller's staging image store: {e}");
+        }
+        result
+    }
+
+    async fn replicate_all(&self, images: &[Prepared]) -> Result<Vec<ImageRecord>, ImagesError> {
+        let mut out = Vec::new();
+        for p in images {
+            out.push(self.replicate(p).await?);
+        }
+        Ok(out)
+    }
+
+    /// Uploads the blobs an image lacks in the store, then writes its Image object.
+    async fn replicate(&self, p: &Prepared) -> Result<ImageRecord, ImagesError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.replicate_once(p).await {
+                Err(ImagesError::Store(
+                    e @ (StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. }),
+                )) if attempt < ATTEMPTS => {
+                    tracing::info!(image = %p.record.digest, "image import raced with another change ({e}); retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn replicate_once(&self, p: &Prepared) -> Result<ImageRecord, ImagesError> {
+        let mut batch = Batcher::default();
+        let mut uploaded = 0usize;
+        for (digest, path, size) in &p.blobs {
+            let key = blob_meta_key(digest.hex());
+            if let Some(v) = self.store.get(&key, Consistency::Linearizable).await? {
+                let m = parse_meta(&v)?;
+                if m.size == *size {
+                    continue;
+                }
+                return Err(ImagesError::Corrupt {
+                    digest: digest.to_string(),
+                    message: format!("stored size {} differs from the imported size {size}", m.size),
+                });
+            }
+            self.upload_blob(&mut batch, digest, path, *size).await?;
+            uploaded += 1;
+        }
+        batch.flush(&self.store).await?;
+        if uploaded > 0 {
+            tracing::info!(image = %p.record.digest, blobs = uploaded, batches = batch.batches, "image blobs replicated");
+        }
+
+        // Final batch: re-assert every blob (fails if a concurrent remove deleted one), move
+        // names away from other images, write the Image.
+        let mut writes = Vec::new();
+        for (digest, _, _) in &p.blobs {
+            let key = blob_meta_key(digest.hex());
+            let v = self.store.get(&key, Consistency::Linearizable).await?.ok_or_else(|| StoreError::NotFound {
+                key: key.clone(),
+            })?;
+            let rev = revision_of(&v);
+            writes.push(Write::Update { key, object: v, expected_revision: Some(rev) });
+        }
+        let images = self.images().await?;
+        writes.extend(plan_name_moves(&images, &p.record.digest, &p.record.names));
+        let mut record = p.record.clone();
+        let key = image_key(hex_of(&record.digest));
+        match images.iter().find(|(i, _)| i.digest == record.digest) {
+            Some((existing, rev)) => {
+                let mut names = existing.names.clone();
+                for n in &record.names {
+                    if !names.contains(n) {
+                        names.push(n.clone());
+                    }
+                }
+                record.names = names;
+                writes.push(Write::Update { key, object: record.to_object(), expected_revision: Some(*rev) });
+            }
+            None => writes.push(Write::Create { key, object: record.to_object() }),
+        }
+        self.store.write(writes).await?;
+        Ok(record)
+    }
+
+    /// Adds the chunks and the BlobMeta of one blob to `batch`, verifying its digest.
+    async fn upload_blob(&self, batch: &mut Batcher, digest: &Digest, path: &Path, size: u64) -> Result<(), ImagesError> {
+        let hex = digest.hex();
+        let chunks = size.div_ceil(CHUNK_BYTES as u64);
+        if chunks >= MAX_CHUNKS {
+            return Err(ImagesError::Invalid(format!(
+                "blob {digest} of {size} bytes is too large (at most {} bytes)",
+                (MAX_CHUNKS - 1) * CHUNK_BYTES as u64
+            )));
+        }
+        let mut f = tokio::fs::File::open(path).await.map_err(|e| io_err(path, e))?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        for index in 0..chunks {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let mut n = 0;
+            while n < buf.len() {
+                let r = f.read(&mut buf[n..]).await.map_err(|e| io_err(path, e))?;
+                if r == 0 {
+                    break;
+                }
+                n += r;
+            }
+            buf.truncate(n);
+            hasher.update(&buf);
+            total += n as u64;
+            let data = B64.encode(&buf);
+            let est = data.len() + OBJECT_OVERHEAD;
+            let object = json!({
+                "kind": "Blob",
+                "metadata": {"name": format!("{hex}.{index:05}")},
+                "digest": digest.to_string(),
+                "index": index,
+                "data": data,
+            });
+            batch.push(&self.store, Write::Put { key: blob_key(hex, index), object }, est).await?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if total != size || actual != hex {
+            return Err(ImagesError::Corrupt {
+                digest: digest.to_string(),
+                message: format!("local copy {} has {total} bytes with sha256:{actual}", path.display()),
+            });
+        }
+        let meta = BlobMeta { digest: digest.to_string(), size, chunks, chunk_size: CHUNK_BYTES as u64 };
+        let mut object = json!({"kind": "BlobMeta", "metadata": {"name": hex}});
+        if let (Some(m), Ok(Value::Object(fields))) = (object.as_object_mut(), serde_json::to_value(&meta)) {
+            m.extend(fields);
+        }
+        batch.push(&self.store, Write::Put { key: blob_meta_key(hex), object }, OBJECT_OVERHEAD).await?;
+        Ok(())
+    }
+
+    /// Removes a reference: drops the name, or (last name, or a digest) deletes the image and
+    /// the blobs no other image uses. Returns the deleted blob digests.
+    pub async fn remove(&self, name: &str) -> Result<Vec<String>, ImagesError> {
+        let reference = parse_reference(name)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.remove_once(&reference, name).await {
+                Err(ImagesError::Store(
+                    e @ (StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. }),
+                )) if attempt < ATTEMPTS => {
+                    tracing::info!(image = name, "image remove raced with another change ({e}); retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn remove_once(&self, reference: &Reference, name: &str) -> Result<Vec<String>, ImagesError> {
+        let (target, rev) = self.find_ref(reference, name).await?;
+        let images: Vec<ImageRecord> = self.images().await?.into_iter().map(|(i, _)| i).collect();
+        let (left, blobs) = plan_remove(&images, &target, reference);
+        let key = image_key(hex_of(&target.digest));
+        let mut writes = Vec::new();
+        match left {
+            Some(rec) => writes.push(Write::Update { key, object: rec.to_object(), expected_revision: Some(rev) }),
+            None => writes.push(Write::Delete { key, expected_revision: Some(rev) }),
+        }
+        let mut deleted = Vec::new();
+        for b in &blobs {
+            let hex = hex_of(b);
+            let mkey = blob_meta_key(hex);
+            let Some(v) = self.store.get(&mkey, Consistency::Linearizable).await? else {
+                continue;
+            };
+            let meta = parse_meta(&v)?;
+            writes.push(Write::Delete { key: mkey, expected_revision: Some(revision_of(&v)) });
+            for i in 0..meta.chunks {
+                writes.push(Write::Delete { key: blob_key(hex, i), expected_revision: None });
+            }
+            deleted.push(b.clone());
+        }
+        self.store.write(writes).await?;
+        Ok(deleted)
+    }
+
+    /// Every image, sorted by first name then digest.
+    pub async fn list_images(&self) -> Result<Vec<ImageRecord>, ImagesError> {
+        let mut out: Vec<ImageRecord> = self.images().await?.into_iter().map(|(i, _)| i).collect();
+        out.sort_by(|a, b| (a.names.first(), &a.digest).cmp(&(b.names.first(), &b.digest)));
+        Ok(out)
+    }
+
+    /// Streams a blob's bytes from `offset` out of this member's copy of the store.
+    pub async fn blob_stream(&self, digest: &str, offset: u64) -> Result<BlobStream, ImagesError> {
+        let d: Digest = digest
+            .parse()
+            .map_err(|_| ImagesError::Invalid(format!("blob digest {digest:?}: expected sha256:<64 hex>")))?;
+        let meta = match self.get_local_first(&blob_meta_key(d.hex())).await? {
+            Some(v) => parse_meta(&v)?,
+            None => return Err(ImagesError::NotFound(format!("blob {d} not found"))),
+        };
+        if offset > meta.size {
+            return Err(ImagesError::OutOfRange { digest: d.to_string(), offset, size: meta.size });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = send_blob(&store, &d, &meta, offset, &tx).await {
+                let _ = tx.send(Err(to_status(&e))).await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// The stream type of `Blob`.
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
+
+async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
+    match store.get(key, Consistency::Local).await? {
+        Some(v) => Ok(Some(v)),
+        None => store.get(key, Consistency::Linearizable).await,
+    }
+}
+
+/// Sends the chunks of `meta`'s blob from `offset`; verifies the digest when sending it whole.
+async fn send_blob(
+    store: &Store,
+    d: &Digest,
+    meta: &BlobMeta,
+    offset: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<BlobChunk, Status>>,
+) -> Result<(), ImagesError> {
+    let corrupt = |message: String| ImagesError::Corrupt { digest: d.to_string(), message };
+    if meta.chunk_size == 0 {
+        return Err(corrupt("BlobMeta has chunkSize 0".into()));
+    }
+    if offset == meta.size {
+        let _ = tx.send(Ok(BlobChunk { data: Vec::new(), size: meta.size })).await;
+        return Ok(());
+    }
+    let mut hasher = (offset == 0).then(Sha256::new);
+    let first_chunk = offset / meta.chunk_size;
+    let mut sent = offset;
+    for index in first_chunk..meta.chunks {
+        let key = blob_key(d.hex(), index);
+        let v = get_local_first(store, &key)
+            .await?
+            .ok_or_else(|| corrupt(format!("chunk {index} of {} ({key}) is missing", meta.chunks)))?;
+        let data = v
+            .get("data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| corrupt(format!("chunk {index} ({key}) has no data")))?;
+        let bytes = B64.decode(data).map_err(|e| corrupt(format!("chunk {index} ({key}): bad base64: {e}")))?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+        }
+        let skip = if index == first_chunk { (offset - index * meta.chunk_size) as usize } else { 0 };
+        if skip > bytes.len() {
+            return Err(corrupt(format!("chunk {index} ({key}) is shorter than expected")));
+        }
+        let part = bytes[skip..].to_vec();
+        sent += part.len() as u64;
+        let size = if index == first_chunk { meta.size } else { 0 };
+        if tx.send(Ok(BlobChunk { data: part, size })).await.is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    if sent != meta.size {
+        return Err(corrupt(format!("chunks hold {sent} bytes, BlobMeta says {}", meta.size)));
+    }
+    if let Some(h) = hasher {
+        let actual = hex::encode(h.finalize());
+        if actual != d.hex() {
+            return Err(corrupt(format!("stored content hashes to sha256:{actual}")));
+        }
+    }
+    Ok(())
+}
+
+/// Imports `archive` into the local store and collects what to replicate (blocking).
+fn prepare(local: &ImageStore, archive: &Path) -> Result<Vec<Prepared>, ImagesError> {
+    let refs = local.import(archive, None)?;
+    let mut by_digest: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for r in refs {
+        if !by_digest.contains_key(&r.digest) {
+            order.push(r.digest.clone());
+        }
+        let names = by_digest.entry(r.digest.clone()).or_default();
+        if !r.name.starts_with("sha256:") && !names.contains(&r.name) {
+            names.push(r.name);
+        }
+    }
+    let mut out = Vec::new();
+    for digest in order {
+        let names = by_digest.remove(&digest).unwrap_or_default();
+        let mpath = local.blob_path(&digest);
+        let mbytes = std::fs::read(&mpath).map_err(|e| io_err(&mpath, e))?;
+        let manifest: Manifest = serde_json::from_slice(&mbytes)
+            .map_err(|e| ImagesError::Corrupt { digest: digest.to_string(), message: format!("manifest: {e}") })?;
+        let cpath = local.blob_path(&manifest.config.digest);
+        let cbytes = std::fs::read(&cpath).map_err(|e| io_err(&cpath, e))?;
+        let config: Value = serde_json::from_slice(&cbytes).map_err(|e| ImagesError::Corrupt {
+            digest: manifest.config.digest.to_string(),
+            message: format!("config: {e}"),
+        })?;
+        let mut blobs: Vec<(Digest, PathBuf, u64)> = Vec::new();
+        let mut add = |d: &Digest| -> Result<(), ImagesError> {
+            if blobs.iter().any(|(x, _, _)| x == d) {
+                return Ok(());
+            }
+            let p = local.blob_path(d);
+            let size = std::fs::metadata(&p).map_err(|e| io_err(&p, e))?.len();
+            blobs.push((d.clone(), p, size));
+            Ok(())
+        };
+        add(&manifest.config.digest)?;
+        for l in &manifest.layers {
+            add(&l.digest)?;
+        }
+        add(&digest)?;
+        let layer_sizes: Vec<u64> = manifest.layers.iter().map(|l| l.size).collect();
+        let record = ImageRecord {
+            names,
+            digest: digest.to_string(),
+            config_digest: manifest.config.digest.to_string(),
+            layers: manifest.layers.iter().map(|l| l.digest.to_string()).collect(),
+            size: layer_sizes.iter().sum(),
+            layer_sizes,
+            config,
+        };
+        out.push(Prepared { record, blobs });
+    }
+    Ok(out)
+}
+
+/// Removes every reference of the local staging store and garbage-collects it (blocking).
+fn empty_local_store(local: &ImageStore) -> Result<(), ImagesError> {
+    for s in local.list()? {
+        match local.remove(&s.name) {
+            Ok(()) | Err(ImageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    local.gc(&BTreeSet::new())?;
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    async fn import(&self, request: Request<Streaming<ImportChunk>>) -> Result<Response<ImportResponse>, Status> {
+        let mut stream = request.into_inner();
+        let file = tempfile::Builder::new()
+            .prefix("import-")
+            .suffix(".tar")
+            .tempfile_in(&self.upload_dir)
+            .map_err(|e| ImagesError::from(io_err(&self.upload_dir, e)))?;
+        let path = file.path().to_path_buf();
+        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| ImagesError::from(io_err(&path, e)))?);
+        let mut tag = String::new();
+        let mut first = true;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(ImagesError::Stream)?;
+            if first {
+                tag = chunk.tag.clone();
+                first = false;
+            }
+            total += chunk.data.len() as u64;
+            out.write_all(&chunk.data).await.map_err(|e| ImagesError::from(io_err(&path, e)))?;
+        }
+        out.flush().await.map_err(|e| ImagesError::from(io_err(&path, e)))?;
+        drop(out);
+        if total == 0 {
+            return Err(ImagesError::Invalid("import: the stream held no data".into()).into());
+        }
+        let result = self.import_file(&path, Some(&tag)).await;
+        drop(file);
+        let images = result?;
+        Ok(Response::new(ImportResponse { images: images.iter().map(ImageRecord::to_info).collect() }))
+    }
+
+    async fn list(&self, _request: Request<ImageListRequest>) -> Result<Response<ImageListResponse>, Status> {
+        let images = self.list_images().await?;
+        Ok(Response::new(ImageListResponse { images: images.iter().map(ImageRecord::to_info).collect() }))
+    }
+
+    async fn remove(&self, request: Request<ImageRemoveRequest>) -> Result<Response<ImageRemoveResponse>, Status> {
+        let deleted_blobs = ImagesService::remove(self, &request.into_inner().name).await?;
+        Ok(Response::new(ImageRemoveResponse { deleted_blobs }))
+    }
+
+    async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ImageInfo>, Status> {
+        let (rec, _) = self.find(&request.into_inner().name).await?;
+        Ok(Response::new(rec.to_info()))
+    }
+
+    type BlobStream = BlobStream;
+
+    async fn blob(&self, request: Request<BlobRequest>) -> Result<Response<Self::BlobStream>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.blob_stream(&req.digest, req.offset).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(digest: char, names: &[&str], layers: &[char]) -> ImageRecord {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        ImageRecord {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            digest: d(digest),
+            config_digest: d(digest.to_ascii_uppercase()),
+            layers: layers.iter().map(|c| d(*c)).collect(),
+            layer_sizes: layers.iter().map(|_| 1).collect(),
+            size: layers.len() as u64,
+            config: json!({}),
+        }
+    }
+
+    #[test]
+    fn references_normalize_like_docker() {
+        assert_eq!(parse_reference("busybox").unwrap(), Reference::Name("busybox:latest".into()));
+        assert_eq!(parse_reference("docker.io/library/busybox:1").unwrap(), Reference::Name("busybox:1".into()));
+        let hex = "a".repeat(64);
+        let d: Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(parse_reference(&format!("sha256:{hex}")).unwrap(), Reference::Digest(d.clone()));
+        assert_eq!(parse_reference(&format!("busybox@sha256:{hex}")).unwrap(), Reference::Digest(d));
+        assert!(parse_reference("sha256:xyz").is_err());
+        assert!(parse_reference("").is_err());
+        assert!(parse_reference("../etc").is_err());
+    }
+
+    #[test]
+    fn keys_sort_chunks_in_order() {
+        assert_eq!(blob_key("ab", 7), "Blob//ab.00007");
+        assert!(blob_key("ab", 9) < blob_key("ab", 10));
+        assert_eq!(blob_meta_key("ab"), "BlobMeta//ab");
+        assert_eq!(image_key("ab"), "Image//ab");
+    }
+
+    #[test]
+    fn image_object_round_trips() {
+        let r = rec('a', &["busybox:latest"], &['1', '2']);
+        let v = r.to_object();
+        assert_eq!(v["kind"], "Image");
+        assert_eq!(v["metadata"]["name"], "a".repeat(64));
+        assert_eq!(v["configDigest"], r.config_digest);
+        assert_eq!(v["layerSizes"], json!([1, 1]));
+        assert_eq!(parse_image(&v).unwrap(), r);
+        assert_eq!(r.blobs().len(), 4);
+    }
+
+    #[test]
+    fn moving_a_name_updates_only_its_old_holder() {
+        let old = rec('a', &["busybox:latest", "busybox:1"], &['1']);
+        let other = rec('b', &["nginx:latest"], &['2']);
+        let new_digest = rec('c', &[], &[]).digest;
+        let w = plan_name_moves(&[(old.clone(), 7), (other, 8)], &new_digest, &["busybox:latest".to_string()]);
+        assert_eq!(w.len(), 1);
+        match &w[0] {
+            Write::Update { key, object, expected_revision } => {
+                assert_eq!(key, &image_key(hex_of(&old.digest)));
+                assert_eq!(*expected_revision, Some(7));
+                assert_eq!(object["names"], json!(["busybox:1"]));
+            }
+            other => panic!("unexpected write {other:?}"),
+        }
+        // Re-importing the same image moves nothing.
+        assert!(plan_name_moves(&[(old.clone(), 7)], &old.digest, &["busybox:latest".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn remove_keeps_shared_blobs_and_other_names() {
+        let a = rec('a', &["x:1", "x:2"], &['1', '2']);
+        let b = rec('b', &["y:1"], &['2', '3']);
+        let all = vec![a.clone(), b.clone()];
+        let (left, blobs) = plan_remove(&all, &a, &Reference::Name("x:1".into()));
+        assert_eq!(left.unwrap().names, vec!["x:2".to_string()]);
+        assert!(blobs.is_empty());
+        let only = rec('a', &["x:2"], &['1', '2']);
+        let (left, blobs) = plan_remove(&[only.clone(), b.clone()], &only, &Reference::Name("x:2".into()));
+        assert!(left.is_none());
+        let shared = format!("sha256:{}", "2".repeat(64));
+        assert!(!blobs.contains(&shared), "layer 2 is used by y:1");
+        assert_eq!(blobs.len(), 3, "config, layer 1, manifest: {blobs:?}");
+        let d: Digest = a.digest.parse().unwrap();
+        let (left, blobs) = plan_remove(&all, &a, &Reference::Digest(d));
+        assert!(left.is_none(), "removing by digest drops every name");
+        assert_eq!(blobs.len(), 3);
+    }
+}

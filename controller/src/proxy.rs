@@ -1,0 +1,340 @@
+//! The `Proxy` gRPC service: `logs`, `exec` and `stats` reach the pod's agent through the
+//! controller, so users need to reach only a controller. The pod's `spec.nodeName` names the
+//! node; the Node object's `status.agentEndpoint` is the agent's `host:port`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use serde_json::Value;
+use shoal_proto::agent_client::AgentClient;
+use shoal_proto::proxy_server::{Proxy, ProxyServer};
+use shoal_proto::{
+    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, StatsRequest, StatsResponse, exec_input,
+};
+use shoal_store::{Consistency, Store, StoreError};
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long connecting to an agent may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one node's stats may take when fanning out.
+const STATS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What can go wrong proxying to an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The pod does not exist.
+    #[error("pod {name:?} not found in namespace {namespace:?}")]
+    PodNotFound {
+        /// Namespace.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
+    /// The pod has no node yet.
+    #[error("pod {namespace}/{name} is not scheduled to a node yet")]
+    NotScheduled {
+        /// Namespace.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
+    /// The node object does not exist.
+    #[error("node {0:?} not found")]
+    NodeNotFound(String),
+    /// The node has not published its agent's address.
+    #[error("node {0:?} has no agent endpoint (status.agentEndpoint is not set; is its agent running?)")]
+    NoEndpoint(String),
+    /// The agent could not be reached.
+    #[error("agent of node {node:?} at {addr} is unreachable: {message}")]
+    Unreachable {
+        /// Node name.
+        node: String,
+        /// Agent address.
+        addr: String,
+        /// Transport error.
+        message: String,
+    },
+    /// The agent answered with an error.
+    #[error("node {node:?}: {status}", status = .status.message())]
+    Agent {
+        /// Node name.
+        node: String,
+        /// The agent's status.
+        status: Status,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Converts a proxy error to the gRPC status a client sees (the only such place).
+pub fn to_status(e: &ProxyError) -> Status {
+    match e {
+        ProxyError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ProxyError::PodNotFound { .. } | ProxyError::NodeNotFound(_) => Status::not_found(e.to_string()),
+        ProxyError::NotScheduled { .. } | ProxyError::NoEndpoint(_) => Status::failed_precondition(e.to_string()),
+        ProxyError::Unreachable { .. } => Status::unavailable(e.to_string()),
+        ProxyError::Agent { status, .. } => Status::new(status.code(), e.to_string()),
+        ProxyError::Store(s) if s.is_retryable() => Status::unavailable(s.to_string()),
+        ProxyError::Store(s) => Status::internal(s.to_string()),
+    }
+}
+
+impl From<ProxyError> for Status {
+    fn from(e: ProxyError) -> Self {
+        to_status(&e)
+    }
+}
+
+/// Where a pod's agent is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTarget {
+    /// Node name.
+    pub node: String,
+    /// `host:port` of the agent.
+    pub addr: String,
+}
+
+/// The `Proxy` service of one controller.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    store: Store,
+    /// One lazily connecting channel per agent endpoint.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
+    match store.get(key, Consistency::Local).await? {
+        Some(v) => Ok(Some(v)),
+        None => store.get(key, Consistency::Linearizable).await,
+    }
+}
+
+/// Whether a status from a first call means the agent could not be reached at all.
+fn is_transport_failure(s: &Status) -> bool {
+    s.code() == tonic::Code::Unavailable
+        && (s.message().contains("transport") || s.message().contains("connect") || s.message().contains("dns"))
+}
+
+impl ProxyService {
+    /// A proxy over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store, channels: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> ProxyServer<Self> {
+        ProxyServer::new(self)
+    }
+
+    /// The node and agent address of a node by name.
+    pub async fn node_target(&self, node: &str) -> Result<AgentTarget, ProxyError> {
+        let v = get_local_first(&self.store, &format!("Node//{node}"))
+            .await?
+            .ok_or_else(|| ProxyError::NodeNotFound(node.to_string()))?;
+        target_of_node(node, &v)
+    }
+
+    /// The node and agent address of a pod.
+    pub async fn pod_target(&self, namespace: &str, pod: &str) -> Result<AgentTarget, ProxyError> {
+        if pod.is_empty() {
+            return Err(ProxyError::Invalid("pod name is empty".into()));
+        }
+        let namespace = if namespace.is_empty() { "default" } else { namespace };
+        let v = get_local_first(&self.store, &format!("Pod/{namespace}/{pod}")).await?.ok_or_else(|| {
+            ProxyError::PodNotFound { namespace: namespace.to_string(), name: pod.to_string() }
+        })?;
+        let node = v.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        if node.is_empty() {
+            return Err(ProxyError::NotScheduled { namespace: namespace.to_string(), name: pod.to_string() });
+        }
+        self.node_target(node).await
+    }
+
+    /// The (cached) client of an agent.
+    fn client(&self, t: &AgentTarget) -> Result<AgentClient<Channel>, ProxyError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(&t.addr) {
+            return Ok(AgentClient::new(ch.clone()));
+        }
+        let ep = Endpoint::from_shared(format!("http://{}", t.addr))
+            .map_err(|e| ProxyError::Unreachable {
+                node: t.node.clone(),
+                addr: t.addr.clone(),
+                message: format!("bad address: {e}"),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let ch = ep.connect_lazy();
+        map.insert(t.addr.clone(), ch.clone());
+        Ok(AgentClient::new(ch))
+    }
+
+    /// Maps an agent call's error, naming the node (and address when unreachable).
+    fn agent_error(&self, t: &AgentTarget, s: Status) -> ProxyError {
+        if is_transport_failure(&s) {
+            // Forget the channel so the next call reconnects (the address may have changed).
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.addr);
+            ProxyError::Unreachable { node: t.node.clone(), addr: t.addr.clone(), message: s.message().to_string() }
+        } else {
+            ProxyError::Agent { node: t.node.clone(), status: s }
+        }
+    }
+
+    async fn node_stats(&self, t: &AgentTarget) -> Result<Vec<NodeStats>, ProxyError> {
+        let mut c = self.client(t)?;
+        let call = c.stats(StatsRequest { node: t.node.clone() });
+        let resp = match tokio::time::timeout(STATS_TIMEOUT, call).await {
+            Ok(r) => r.map_err(|s| self.agent_error(t, s))?.into_inner(),
+            Err(_) => {
+                return Err(ProxyError::Unreachable {
+                    node: t.node.clone(),
+                    addr: t.addr.clone(),
+                    message: format!("no answer within {STATS_TIMEOUT:?}"),
+                });
+            }
+        };
+        let mut nodes = resp.nodes;
+        for n in &mut nodes {
+            if n.node.is_empty() {
+                n.node = t.node.clone();
+            }
+        }
+        if nodes.is_empty() {
+            nodes.push(NodeStats { node: t.node.clone(), ..Default::default() });
+        }
+        Ok(nodes)
+    }
+
+    /// Stats of every node, concurrently; a node that fails gets `error` set.
+    pub async fn all_stats(&self) -> Result<Vec<NodeStats>, ProxyError> {
+        let (nodes, _) = match self.store.list("Node/", Consistency::Linearizable).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable() => self.store.list("Node/", Consistency::Local).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let mut tasks = Vec::new();
+        for v in nodes {
+            let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let this = self.clone();
+            tasks.push(async move {
+                let r = match target_of_node(&name, &v) {
+                    Ok(t) => this.node_stats(&t).await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(s) => s,
+                    Err(e) => vec![NodeStats { node: name, error: e.to_string(), ..Default::default() }],
+                }
+            });
+        }
+        let mut out: Vec<NodeStats> = futures::future::join_all(tasks).await.into_iter().flatten().collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(out)
+    }
+}
+
+/// The agent address of a Node object.
+fn target_of_node(node: &str, v: &Value) -> Result<AgentTarget, ProxyError> {
+    match v.pointer("/status/agentEndpoint").and_then(Value::as_str) {
+        Some(a) if !a.trim().is_empty() => Ok(AgentTarget { node: node.to_string(), addr: a.trim().to_string() }),
+        _ => Err(ProxyError::NoEndpoint(node.to_string())),
+    }
+}
+
+#[tonic::async_trait]
+impl Proxy for ProxyService {
+    type LogsStream = BoxStream<LogChunk>;
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let t = self.pod_target(&req.namespace, &req.pod).await?;
+        let mut c = self.client(&t)?;
+        let upstream = c.logs(req).await.map_err(|s| self.agent_error(&t, s))?.into_inner();
+        let node = t.node.clone();
+        let s = upstream.map(move |r| r.map_err(|s| to_status(&ProxyError::Agent { node: node.clone(), status: s })));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    type ExecStream = BoxStream<ExecOutput>;
+
+    async fn exec(&self, request: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(s)) => return Err(s),
+            None => return Err(to_status(&ProxyError::Invalid("exec: the input stream is empty".into()))),
+        };
+        let start = match &first.input {
+            Some(exec_input::Input::Start(s)) => s.clone(),
+            _ => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "exec: the first input message must be `start`".into(),
+                )));
+            }
+        };
+        if start.command.is_empty() {
+            return Err(to_status(&ProxyError::Invalid("exec: the command is empty".into())));
+        }
+        let t = self.pod_target(&start.namespace, &start.pod).await?;
+        let mut c = self.client(&t)?;
+        // Client → agent: the start message, then every input until the client's stream ends
+        // or fails (a failed client stream ends the agent's input too).
+        let rest = inbound.map_while(|r| r.ok());
+        let outbound = tokio_stream::once(first).chain(rest);
+        let upstream = c.exec(Request::new(outbound)).await.map_err(|s| self.agent_error(&t, s))?.into_inner();
+        let node = t.node.clone();
+        let s = upstream.map(move |r| r.map_err(|s| to_status(&ProxyError::Agent { node: node.clone(), status: s })));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let req = request.into_inner();
+        let nodes = if req.node.is_empty() {
+            self.all_stats().await?
+        } else {
+            let t = self.node_target(&req.node).await?;
+            self.node_stats(&t).await?
+        };
+        Ok(Response::new(StatsResponse { nodes }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn node_endpoint_is_read_from_status() {
+        let v = json!({"metadata": {"name": "n1"}, "status": {"agentEndpoint": "127.0.0.1:7100"}});
+        assert_eq!(
+            target_of_node("n1", &v).unwrap(),
+            AgentTarget { node: "n1".into(), addr: "127.0.0.1:7100".into() }
+        );
+        let e = target_of_node("n2", &json!({"status": {}})).unwrap_err();
+        assert!(e.to_string().contains("\"n2\" has no agent endpoint"), "{e}");
+        assert_eq!(to_status(&e).code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn unreachable_error_names_node_and_address() {
+        let e = ProxyError::Unreachable { node: "n1".into(), addr: "127.0.0.1:9".into(), message: "refused".into() };
+        let s = to_status(&e);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("\"n1\"") && s.message().contains("127.0.0.1:9"), "{}", s.message());
+    }
+}
