@@ -16,6 +16,9 @@ use crate::output::{self, Format, TableOptions};
 /// How long a watch keeps trying to reconnect after losing its controller.
 const RECONNECT_FOR: Duration = Duration::from_secs(15);
 
+/// How often in a row a watch may break without delivering a change before giving up.
+const MAX_BREAKS: usize = 10;
+
 /// Runs `get`.
 pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
     if args.kind.contains(',') {
@@ -299,7 +302,16 @@ async fn watch(
 ) -> Result<(), CtlError> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // Consecutive failed (re)starts without a single event in between.
+    let mut breaks = 0;
     loop {
+        if breaks > MAX_BREAKS {
+            return Err(CtlError::Unavailable(format!(
+                "{}: the watch broke {breaks} times in a row without delivering a change",
+                ctx.conn().await?.address()
+            )));
+        }
+        breaks += 1;
         let opened = {
             let r = req.clone();
             ctx.conn().await?.call(move |mut c| {
@@ -332,6 +344,7 @@ async fn watch(
                     object_json,
                     resource_version,
                 })) => {
+                    breaks = 0;
                     req.resource_version = req.resource_version.max(resource_version);
                     let v = super::parse_object(&object_json)?;
                     if names.is_empty() || names.iter().any(|n| n == output::name_of(&v)) {
