@@ -22,7 +22,7 @@ echo "+ shoalctl cluster status"; "$CTL" cluster status
 if [[ "$AGENTS" -gt 0 ]]; then
     echo "+ shoalctl get nodes -o wide"; "$CTL" get nodes -o wide
     IMG=$(mktemp -d)/busybox.tar
-    "$BIN/shoal-agent" runtime image build-busybox --output "$IMG" --name busybox:latest
+    "$BIN/shoal-agent" runtime image build-busybox "$IMG" --name busybox:latest
     echo "+ shoalctl image import $IMG"; "$CTL" image import "$IMG"
 fi
 echo "+ shoalctl apply -f examples/web.yaml"; "$CTL" apply -f examples/web.yaml

@@ -1,0 +1,6 @@
+//! End-to-end tests: real `shoal-controller`, `shoal-agent` and `shoalctl`
+//! binaries on a `deploy/netns-cluster` whose nodes are network namespaces.
+//! They need root; build the binaries first (`cargo build --workspace`).
+
+mod harness;
+mod workloads;
