@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 
 /// The Shoal node agent.
 #[derive(Debug, Parser)]
-#[command(name = "shoal-agent", version, about)]
+#[command(name = "shoal-agent", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+    #[command(flatten)]
+    agent: shoal_agent::AgentArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,7 +33,8 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Runtime(a) => commands::runtime::run(a),
+        Some(Cmd::Runtime(a)) => commands::runtime::run(a),
+        None => run_agent(cli.agent),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -40,4 +43,21 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Runs the agent (or its `--cleanup`) with logs on stderr.
+fn run_agent(args: shoal_agent::AgentArgs) -> anyhow::Result<i32> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if args.cleanup {
+        shoal_agent::cleanup(&args)?;
+        return Ok(0);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(shoal_agent::run(args))?;
+    Ok(0)
 }

@@ -1,0 +1,768 @@
+//! The running agent: registration and heartbeats, the pod watch (list +
+//! watch with fail-over, re-list when the revision is too old), the sync
+//! loop (observe → `plan` → execute per sandbox), probes, pod status and
+//! Events; and `cleanup`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use shoal_api::{Pod, PodStatus};
+use shoal_proto::{ListRequest, WatchRequest};
+use shoal_proto::cluster_client::ClusterClient;
+use shoal_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use tokio::sync::Notify;
+use tonic::Code;
+use tracing::{debug, info, warn};
+
+use crate::args::{AgentArgs, parse_labels};
+use crate::controllers::{Controllers, REQUEST_TIMEOUT, decode};
+use crate::events::{PodEvent, PodRef, new_event};
+use crate::naming::{pod_key, sandbox_name};
+use crate::node::NodeFacts;
+use crate::plan::{Action, Context, DesiredPod, Observed, ObservedContainer, is_terminal, plan};
+use crate::probe::ProbeState;
+use crate::status::{PULL_BACKOFF, StatusInput, pod_status, transition_events};
+use crate::sysinfo::SysInfo;
+
+/// How often the sync loop runs without a watch event.
+const RESYNC: Duration = Duration::from_secs(1);
+/// Longest image pull back-off.
+const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the agent remembers about a pod it created (`DATA/agent/pods/<sandbox>.json`),
+/// so that a pod deleted while the agent was away is still stopped with its
+/// grace period and reported under its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMeta {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Uid.
+    pub uid: Option<String>,
+    /// Grace period in milliseconds.
+    pub grace_ms: u64,
+}
+
+impl PodMeta {
+    fn of(pod: &Pod) -> PodMeta {
+        PodMeta {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            grace_ms: crate::spec::grace(pod).as_millis() as u64,
+        }
+    }
+
+    fn pod_ref(&self) -> PodRef {
+        PodRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    busy: BTreeSet<String>,
+    holds: BTreeMap<(String, String), chrono::DateTime<Utc>>,
+    pull_failures: BTreeMap<(String, String), u32>,
+    waiting: BTreeMap<String, BTreeMap<String, (String, String)>>,
+    liveness: BTreeMap<String, ProbeState>,
+    readiness: BTreeMap<String, ProbeState>,
+    unhealthy: BTreeSet<String>,
+}
+
+/// The agent of one node.
+#[derive(Debug)]
+pub struct Agent {
+    /// Node name.
+    pub name: String,
+    /// Advertised `HOST:PORT`.
+    pub endpoint: String,
+    /// Host part of the endpoint (pods' `hostIP`).
+    pub host_ip: String,
+    /// The container runtime.
+    pub rt: Arc<Runtime>,
+    /// The controllers.
+    pub ctl: Arc<Controllers>,
+    /// `DATA/agent`.
+    pub dir: PathBuf,
+    /// Machine facts.
+    pub sys: SysInfo,
+    backoff_initial: Duration,
+    pods: Mutex<BTreeMap<String, Pod>>,
+    state: Mutex<SyncState>,
+    wake: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn runtime(data_dir: &std::path::Path) -> anyhow::Result<Runtime> {
+    let exe = std::env::current_exe().context("while finding the agent's own executable")?;
+    Runtime::new(RuntimeConfig::new(data_dir, exe))
+        .with_context(|| format!("while opening the runtime in {}", data_dir.display()))
+}
+
+/// `shoal-agent --cleanup`: stops and removes every container and pod
+/// sandbox in the data directory, and the agent's own state.
+pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
+    let rt = runtime(&args.data_dir)?;
+    let mut n = 0;
+    for c in rt.list().context("while listing containers")? {
+        rt.remove(&c.id).with_context(|| format!("while removing container {}", c.id))?;
+        n += 1;
+    }
+    let mut p = 0;
+    for sb in rt.list_sandboxes().context("while listing pod sandboxes")? {
+        rt.remove_sandbox(&sb.name)
+            .with_context(|| format!("while removing pod sandbox {}", sb.name))?;
+        p += 1;
+    }
+    let dir = args.data_dir.join("agent");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("while removing {}", dir.display()))?;
+    }
+    info!(containers = n, pods = p, "cleaned up {}", args.data_dir.display());
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM or SIGINT (containers keep running).
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let name = args.name.clone().context("--name is required")?;
+    let labels = parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    let ctl = Arc::new(Controllers::new(&args.controller)?);
+    let data_dir = args.data_dir.clone();
+    let rt = Arc::new(tokio::task::spawn_blocking(move || runtime(&data_dir)).await??);
+    let endpoint = args.advertise();
+    let sys = SysInfo::new("/");
+    let dir = args.data_dir.join("agent");
+    std::fs::create_dir_all(dir.join("pods")).with_context(|| format!("while creating {}", dir.display()))?;
+    let agent = Arc::new(Agent {
+        host_ip: crate::args::host_of(&endpoint),
+        name: name.clone(),
+        endpoint: endpoint.clone(),
+        rt,
+        ctl: ctl.clone(),
+        dir,
+        sys: sys.clone(),
+        backoff_initial: Duration::from_millis(args.restart_backoff_ms),
+        pods: Mutex::new(BTreeMap::new()),
+        state: Mutex::new(SyncState::default()),
+        wake: Notify::new(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("while binding {}", args.listen))?;
+    info!(node = %name, listen = %args.listen, advertise = %endpoint, "agent serving");
+    let server = tokio::spawn(crate::server::serve(agent.clone(), listener));
+
+    let facts = NodeFacts::gather(&name, labels, &endpoint, &sys);
+    loop {
+        match crate::node::register(&ctl, &facts).await {
+            Ok(_) => break,
+            Err(e) => {
+                warn!("registering node {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    info!(node = %name, controller = ctl.address(), "node registered");
+    let hb = {
+        let (ctl, interval) = (ctl.clone(), args.heartbeat());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::node::heartbeat(&ctl, &facts).await {
+                    warn!("heartbeat: {e}");
+                }
+            }
+        })
+    };
+    let watch = tokio::spawn(agent.clone().watch_pods());
+    let sync = tokio::spawn(agent.clone().sync_loop());
+
+    shutdown_signal().await;
+    info!("stopping (containers keep running)");
+    for t in [hb, watch, sync] {
+        t.abort();
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+impl Agent {
+    fn selector(&self) -> String {
+        format!("spec.nodeName={}", self.name)
+    }
+
+    fn mine(&self, p: &Pod) -> bool {
+        p.spec.node_name.as_deref() == Some(self.name.as_str())
+    }
+
+    /// The pod (as last seen) of a sandbox.
+    pub fn pod_of(&self, sandbox: &str) -> Option<Pod> {
+        lock(&self.pods).get(sandbox).cloned()
+    }
+
+    /// The sandbox of pod `namespace/name`: from the watched pods, else from
+    /// the agent's records of pods it made.
+    pub fn find_sandbox(&self, namespace: &str, name: &str) -> Option<(String, Option<Pod>)> {
+        let ns = if namespace.is_empty() { "default" } else { namespace };
+        if let Some((sb, p)) = lock(&self.pods)
+            .iter()
+            .find(|(_, p)| pod_key(p) == format!("{ns}/{name}"))
+        {
+            return Some((sb.clone(), Some(p.clone())));
+        }
+        let rd = std::fs::read_dir(self.dir.join("pods")).ok()?;
+        for e in rd.flatten() {
+            if let Ok(data) = std::fs::read(e.path())
+                && let Ok(m) = serde_json::from_slice::<PodMeta>(&data)
+                && m.namespace == ns
+                && m.name == name
+            {
+                let sb = e.path().file_stem()?.to_string_lossy().into_owned();
+                return Some((sb, None));
+            }
+        }
+        None
+    }
+
+    fn meta_path(&self, sandbox: &str) -> PathBuf {
+        self.dir.join("pods").join(format!("{sandbox}.json"))
+    }
+
+    fn read_meta(&self, sandbox: &str) -> Option<PodMeta> {
+        let data = std::fs::read(self.meta_path(sandbox)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// List + watch of the pods bound to this node, for ever.
+    async fn watch_pods(self: Arc<Self>) {
+        loop {
+            let rev = match self.list_pods().await {
+                Ok(rev) => rev,
+                Err(e) => {
+                    warn!("listing pods: {e}");
+                    self.ctl.fail_over();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let req = WatchRequest {
+                kind: "Pod".into(),
+                namespace: String::new(),
+                label_selector: String::new(),
+                field_selector: self.selector(),
+                resource_version: rev,
+            };
+            let stream = self
+                .ctl
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { ClusterClient::new(ch).watch(req).await }
+                })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("watching pods: {e}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(ev)) => {
+                        match decode::<Pod>(&ev.object_json) {
+                            Ok(p) => {
+                                let sb = sandbox_name(&p);
+                                let mut pods = lock(&self.pods);
+                                if ev.r#type == "DELETED" || !self.mine(&p) {
+                                    pods.remove(&sb);
+                                } else {
+                                    pods.insert(sb, p);
+                                }
+                            }
+                            Err(e) => warn!("watch event: {e}"),
+                        }
+                        self.wake.notify_one();
+                    }
+                    Ok(None) => break,
+                    Err(s) => {
+                        if s.code() != Code::OutOfRange {
+                            warn!("pod watch on {}: {s}", self.ctl.address());
+                            self.ctl.fail_over();
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        } else {
+                            debug!("pod watch too old; re-listing");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn list_pods(&self) -> Result<u64, crate::controllers::ControllerError> {
+        let req = ListRequest {
+            kind: "Pod".into(),
+            namespace: String::new(),
+            label_selector: String::new(),
+            field_selector: self.selector(),
+            stale: false,
+        };
+        let resp = self
+            .ctl
+            .call(|ch| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(REQUEST_TIMEOUT);
+                async move { ClusterClient::new(ch).list(r).await }
+            })
+            .await?;
+        let mut fresh = BTreeMap::new();
+        for j in &resp.items_json {
+            let p: Pod = decode(j)?;
+            if self.mine(&p) {
+                fresh.insert(sandbox_name(&p), p);
+            }
+        }
+        *lock(&self.pods) = fresh;
+        self.wake.notify_one();
+        Ok(resp.resource_version)
+    }
+
+    async fn observe(&self) -> Result<Observed, RuntimeError> {
+        let rt = self.rt.clone();
+        tokio::task::spawn_blocking(move || {
+            let sandboxes = rt.list_sandboxes()?.into_iter().map(|s| s.name).collect();
+            let containers = rt.list()?.into_iter().map(ObservedContainer::new).collect();
+            Ok(Observed {
+                sandboxes,
+                containers,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(RuntimeError::Io {
+                what: "observe the runtime".into(),
+                source: std::io::Error::other(e),
+            })
+        })
+    }
+
+    async fn sync_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.clone().sync_once().await {
+                warn!("sync: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
+    /// One pass: plan and start the actions, run due probes, write statuses.
+    async fn sync_once(self: Arc<Self>) -> Result<(), RuntimeError> {
+        let observed = self.observe().await?;
+        let desired: Vec<DesiredPod> = lock(&self.pods)
+            .iter()
+            .map(|(sb, p)| DesiredPod {
+                sandbox: sb.clone(),
+                pod: p.clone(),
+            })
+            .collect();
+        let ctx = {
+            let st = lock(&self.state);
+            Context {
+                busy: st.busy.clone(),
+                holds: st.holds.clone(),
+                unhealthy: st.unhealthy.clone(),
+            }
+        };
+        let actions = plan(&desired, &observed, &ctx, Utc::now());
+        let mut groups: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+        for a in actions {
+            groups.entry(a.sandbox().to_string()).or_default().push(a);
+        }
+        for (sb, acts) in groups {
+            lock(&self.state).busy.insert(sb.clone());
+            let me = self.clone();
+            tokio::spawn(async move {
+                for a in acts {
+                    me.execute(a).await;
+                }
+                lock(&me.state).busy.remove(&sb);
+                me.wake.notify_one();
+            });
+        }
+        self.run_probes(&desired, &observed);
+        for d in &desired {
+            self.write_status(d, &observed).await;
+        }
+        Ok(())
+    }
+
+    fn event(&self, pod: PodRef, ev: PodEvent) {
+        let e = new_event(&pod, &ev, &self.name, Utc::now());
+        let ctl = self.ctl.clone();
+        tokio::spawn(async move {
+            if let Err(err) = ctl.create(&e).await {
+                debug!("event {} {}: {err}", e.reason, e.metadata.name);
+            }
+        });
+    }
+
+    fn pod_event(&self, pod: &Pod, ev: PodEvent) {
+        self.event(PodMeta::of(pod).pod_ref(), ev);
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Runtime) -> Result<T, RuntimeError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let rt = self.rt.clone();
+        tokio::task::spawn_blocking(move || f(&rt))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RuntimeError::Io {
+                    what: "runtime task".into(),
+                    source: std::io::Error::other(e),
+                })
+            })
+    }
+
+    async fn execute(self: &Arc<Self>, a: Action) {
+        debug!(?a, "executing");
+        match a {
+            Action::CreateSandbox { sandbox } => {
+                let Some(pod) = self.pod_of(&sandbox) else { return };
+                if let Ok(data) = serde_json::to_vec(&PodMeta::of(&pod)) {
+                    let _ = std::fs::write(self.meta_path(&sandbox), data);
+                }
+                let cfg = crate::spec::sandbox_config(&pod, &sandbox);
+                match self.blocking(move |rt| rt.create_sandbox(&cfg)).await {
+                    Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {}
+                    Err(e) => {
+                        warn!("pod {}: create sandbox: {e}", pod_key(&pod));
+                        self.pod_event(&pod, PodEvent::warning("FailedCreatePodSandBox", e.to_string()));
+                    }
+                }
+            }
+            Action::StartContainer { sandbox, container, id } => {
+                self.start(&sandbox, &container, &id).await;
+            }
+            Action::RecreateContainer {
+                sandbox,
+                container,
+                old_id,
+                new_id,
+                reason,
+            } => {
+                let Some(pod) = self.pod_of(&sandbox) else { return };
+                self.pod_event(
+                    &pod,
+                    PodEvent::normal("Killing", format!("Stopping container {container}: {reason}")),
+                );
+                let grace = crate::spec::grace(&pod);
+                let old = old_id.clone();
+                if let Err(e) = self
+                    .blocking(move |rt| {
+                        rt.stop(&old, grace)?;
+                        rt.remove(&old)
+                    })
+                    .await
+                {
+                    warn!("container {old_id}: {e}");
+                }
+                {
+                    let mut st = lock(&self.state);
+                    st.unhealthy.remove(&old_id);
+                    st.liveness.remove(&old_id);
+                    st.readiness.remove(&old_id);
+                }
+                self.start(&sandbox, &container, &new_id).await;
+            }
+            Action::StopContainer { sandbox, id } => {
+                let pod = self.pod_of(&sandbox);
+                let grace = pod.as_ref().map(crate::spec::grace).unwrap_or_default();
+                if let Some(p) = &pod {
+                    self.pod_event(p, PodEvent::normal("Killing", format!("Stopping container {id}")));
+                }
+                let i = id.clone();
+                if let Err(e) = self.blocking(move |rt| rt.stop(&i, grace)).await {
+                    warn!("stop {id}: {e}");
+                }
+            }
+            Action::RemoveContainer { id, .. } => {
+                let i = id.clone();
+                if let Err(e) = self.blocking(move |rt| rt.remove(&i)).await {
+                    warn!("remove {id}: {e}");
+                }
+            }
+            Action::RemovePod { sandbox } => self.remove_pod(&sandbox).await,
+        }
+    }
+
+    async fn remove_pod(self: &Arc<Self>, sandbox: &str) {
+        let meta = self.read_meta(sandbox);
+        let grace = Duration::from_millis(meta.as_ref().map_or(0, |m| m.grace_ms));
+        let sb = sandbox.to_string();
+        let containers = self
+            .blocking(move |rt| Ok(rt.list()?.into_iter().filter(|c| c.pod == sb).collect::<Vec<_>>()))
+            .await
+            .unwrap_or_default();
+        let mut stops = Vec::new();
+        for c in containers {
+            if let Some(m) = &meta
+                && c.is_running()
+            {
+                self.event(m.pod_ref(), PodEvent::normal("Killing", format!("Stopping container {}", c.name)));
+            }
+            let rt = self.rt.clone();
+            stops.push(tokio::task::spawn_blocking(move || rt.stop(&c.id, grace)));
+        }
+        for s in stops {
+            if let Ok(Err(e)) = s.await {
+                warn!("pod sandbox {sandbox}: stop: {e}");
+            }
+        }
+        let sb = sandbox.to_string();
+        match self.blocking(move |rt| rt.remove_sandbox(&sb)).await {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => {
+                let _ = std::fs::remove_file(self.meta_path(sandbox));
+                info!("pod sandbox {sandbox} removed");
+            }
+            Err(e) => warn!("pod sandbox {sandbox}: remove: {e}"),
+        }
+        let mut st = lock(&self.state);
+        st.waiting.remove(sandbox);
+        st.holds.retain(|(s, _), _| s != sandbox);
+        st.pull_failures.retain(|(s, _), _| s != sandbox);
+        let prefix = format!("{sandbox}-");
+        st.liveness.retain(|id, _| !id.starts_with(&prefix));
+        st.readiness.retain(|id, _| !id.starts_with(&prefix));
+    }
+
+    fn set_waiting(&self, sandbox: &str, container: &str, reason: &str, message: &str) {
+        lock(&self.state)
+            .waiting
+            .entry(sandbox.to_string())
+            .or_default()
+            .insert(container.to_string(), (reason.to_string(), message.to_string()));
+    }
+
+    fn hold(&self, sandbox: &str, container: &str) -> Duration {
+        let mut st = lock(&self.state);
+        let key = (sandbox.to_string(), container.to_string());
+        let n = st.pull_failures.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let delay = self
+            .backoff_initial
+            .saturating_mul(1 << (*n - 1).min(16))
+            .min(MAX_PULL_BACKOFF);
+        st.holds.insert(key, Utc::now() + delay);
+        delay
+    }
+
+    async fn start(self: &Arc<Self>, sandbox: &str, container: &str, id: &str) {
+        let Some(pod) = self.pod_of(sandbox) else { return };
+        let Some(c) = pod.spec.containers.iter().find(|c| c.name == container).cloned() else {
+            return;
+        };
+        let partial = self.dir.join("partial");
+        match crate::pull::ensure_image(&self.ctl, &self.rt, &c.image, &partial).await {
+            Ok(Some(digest)) => self.pod_event(
+                &pod,
+                PodEvent::normal("Pulled", format!("Successfully pulled image {:?} ({digest})", c.image)),
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                let delay = self.hold(sandbox, container);
+                warn!("pod {}: {msg}; retrying in {delay:?}", pod_key(&pod));
+                self.set_waiting(sandbox, container, PULL_BACKOFF, &format!("Back-off pulling image {:?}: {msg}", c.image));
+                self.pod_event(&pod, PodEvent::warning("Failed", format!("Failed to pull image {:?}: {msg}", c.image)));
+                self.pod_event(&pod, PodEvent::normal("BackOff", format!("Back-off pulling image {:?}", c.image)));
+                return;
+            }
+        }
+        let spec = match crate::spec::container_spec(&pod, &c, id, self.backoff_initial) {
+            Ok(s) => s,
+            Err(msg) => {
+                self.hold(sandbox, container);
+                self.set_waiting(sandbox, container, "CreateContainerConfigError", &msg);
+                self.pod_event(&pod, PodEvent::warning("Failed", msg));
+                return;
+            }
+        };
+        let sb = sandbox.to_string();
+        let r = self
+            .blocking(move |rt| {
+                let s = rt.sandbox(&sb)?;
+                rt.create_and_start(&s, spec)
+            })
+            .await;
+        {
+            let mut st = lock(&self.state);
+            if let Some(w) = st.waiting.get_mut(sandbox) {
+                w.remove(container);
+            }
+            st.holds.remove(&(sandbox.to_string(), container.to_string()));
+            st.pull_failures.remove(&(sandbox.to_string(), container.to_string()));
+        }
+        match r {
+            Ok(h) => {
+                info!(pod = %pod_key(&pod), container, id = %h.id, pid = h.pid, "container started");
+                self.pod_event(&pod, PodEvent::normal("Created", format!("Created container {container}")));
+                self.pod_event(&pod, PodEvent::normal("Started", format!("Started container {container}")));
+            }
+            Err(e) => {
+                warn!("pod {}: container {container}: {e}", pod_key(&pod));
+                if !matches!(e, RuntimeError::Start { .. }) {
+                    self.hold(sandbox, container);
+                    self.set_waiting(sandbox, container, "CreateContainerError", &e.to_string());
+                }
+                self.pod_event(&pod, PodEvent::warning("Failed", format!("Error: {e}")));
+            }
+        }
+    }
+
+    fn run_probes(self: &Arc<Self>, desired: &[DesiredPod], observed: &Observed) {
+        let now = Instant::now();
+        let mut live_ids = BTreeSet::new();
+        for d in desired.iter().filter(|d| !is_terminal(&d.pod)) {
+            for c in &d.pod.spec.containers {
+                let Some(o) = observed.latest(&d.sandbox, &c.name) else { continue };
+                if !o.status.is_running() {
+                    continue;
+                }
+                live_ids.insert(o.id.clone());
+                for (liveness, probe) in [(true, &c.liveness_probe), (false, &c.readiness_probe)] {
+                    let Some(probe) = probe.clone() else { continue };
+                    {
+                        let mut st = lock(&self.state);
+                        let map = if liveness { &mut st.liveness } else { &mut st.readiness };
+                        let ps = map.entry(o.id.clone()).or_insert_with(|| ProbeState::new(now, liveness));
+                        if !crate::probe::due(&probe, ps, now) {
+                            continue;
+                        }
+                        ps.in_flight = true;
+                        ps.last_run = Some(now);
+                    }
+                    let me = self.clone();
+                    let (id, sb, c, pod) = (o.id.clone(), d.sandbox.clone(), c.clone(), d.pod.clone());
+                    tokio::spawn(async move {
+                        let rt = me.rt.clone();
+                        let (id2, p2) = (id.clone(), probe.clone());
+                        let res = tokio::task::spawn_blocking(move || {
+                            let netns = rt.sandbox(&sb).map_err(|e| e.to_string())?.netns_path;
+                            crate::probe::run(&rt, &id2, &netns, &c, &p2)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                        let kind = if liveness { "Liveness" } else { "Readiness" };
+                        if let Err(msg) = &res {
+                            me.pod_event(&pod, PodEvent::warning("Unhealthy", format!("{kind} probe failed: {msg}")));
+                        }
+                        let mut st = lock(&me.state);
+                        let map = if liveness { &mut st.liveness } else { &mut st.readiness };
+                        let Some(ps) = map.get_mut(&id) else { return };
+                        crate::probe::record(&probe, ps, res.is_ok());
+                        let failed = liveness && !ps.ok;
+                        if failed {
+                            st.unhealthy.insert(id.clone());
+                        }
+                        drop(st);
+                        me.wake.notify_one();
+                    });
+                }
+            }
+        }
+        let mut st = lock(&self.state);
+        st.liveness.retain(|id, _| live_ids.contains(id));
+        st.readiness.retain(|id, _| live_ids.contains(id));
+    }
+
+    async fn write_status(&self, d: &DesiredPod, observed: &Observed) {
+        let containers: Vec<ObservedContainer> = observed.of(&d.sandbox).into_iter().cloned().collect();
+        let (waiting, ready) = {
+            let st = lock(&self.state);
+            let waiting = st.waiting.get(&d.sandbox).cloned().unwrap_or_default();
+            let ready: BTreeMap<String, bool> = st.readiness.iter().map(|(k, v)| (k.clone(), v.ok)).collect();
+            (waiting, ready)
+        };
+        let new = pod_status(StatusInput {
+            pod: &d.pod,
+            containers: &containers,
+            waiting: &waiting,
+            ready: &ready,
+            node: &self.name,
+            host_ip: &self.host_ip,
+            now: Utc::now(),
+        });
+        if d.pod.status.as_ref() == Some(&new) {
+            return;
+        }
+        let old: Option<PodStatus> = d.pod.status.clone();
+        let mut p = d.pod.clone();
+        p.status = Some(new.clone());
+        match self.ctl.update(&p).await {
+            Ok(written) => {
+                for ev in transition_events(old.as_ref(), &new) {
+                    self.pod_event(&written, ev);
+                }
+                let mut pods = lock(&self.pods);
+                if let Some(cur) = pods.get_mut(&d.sandbox)
+                    && cur.metadata.resource_version == d.pod.metadata.resource_version
+                {
+                    *cur = written;
+                }
+            }
+            Err(e) if matches!(e.code(), Some(Code::FailedPrecondition | Code::Aborted | Code::NotFound)) => {
+                debug!("pod {}: status write raced ({e}); re-reading", pod_key(&d.pod));
+                let ns = d.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                if let Ok(fresh) = self.ctl.get::<Pod>(&ns, &d.pod.metadata.name).await {
+                    let mut pods = lock(&self.pods);
+                    match fresh {
+                        Some(f) if self.mine(&f) && sandbox_name(&f) == d.sandbox => {
+                            pods.insert(d.sandbox.clone(), f);
+                        }
+                        _ => {
+                            pods.remove(&d.sandbox);
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!("pod {}: status: {e}", pod_key(&d.pod)),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Command-line arguments of the agent (`shoal-agent --name N --controller …`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Arguments of the agent itself (top-level flags of `shoal-agent`).
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// This node's name (the Node object `Node//<name>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Controller addresses, `HOST:PORT[,HOST:PORT…]`; the agent fails over between them.
+    #[arg(long, env = "SHOAL_SERVER", default_value = "127.0.0.1:7001")]
+    pub controller: String,
+    /// Data directory (images, pods, containers, agent state).
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
+    pub data_dir: PathBuf,
+    /// Address to serve the Agent API (logs, exec, stats) on.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub listen: SocketAddr,
+    /// `HOST:PORT` controllers use to reach this agent (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Node labels, `k=v,k2=v2`.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 2.0)]
+    pub heartbeat_interval: f64,
+    /// First restart back-off of a failing container in milliseconds (doubles up to 5 min).
+    #[arg(long, default_value_t = 10_000)]
+    pub restart_backoff_ms: u64,
+    /// Stop and remove every pod, container and sandbox in --data-dir, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "SHOAL_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl AgentArgs {
+    /// The advertised `HOST:PORT`.
+    pub fn advertise(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval.max(0.1))
+    }
+}
+
+/// Parses `k=v,k2=v2` into labels; names the bad entry.
+pub fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for raw in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = raw
+            .split_once('=')
+            .ok_or_else(|| format!("--labels: entry {raw:?}: expected KEY=VALUE"))?;
+        if k.trim().is_empty() {
+            return Err(format!("--labels: entry {raw:?}: empty key"));
+        }
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// The host part of `HOST:PORT` (`[v6]:port` gives `v6`).
+pub fn host_of(addr: &str) -> String {
+    let h = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    h.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse() {
+        assert_eq!(
+            parse_labels("a=1, b=x ,").unwrap(),
+            vec![("a".into(), "1".into()), ("b".into(), "x".into())]
+        );
+        assert!(parse_labels("a").unwrap_err().contains("\"a\""));
+        assert!(parse_labels("=1").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("10.0.0.1:7100"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:7100"), "::1");
+    }
+}

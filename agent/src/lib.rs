@@ -1,0 +1,25 @@
+//! The Shoal node agent: registers its Node, heartbeats, watches the pods
+//! bound to it and converges them through `shoal-runtime` (pull images from
+//! the controllers, sandboxes, containers, probes, stop and clean up), writes
+//! pod status and Events, and serves logs/exec/stats to the controllers.
+//! Depends on shoal-api, shoal-proto and shoal-runtime; never on the
+//! controller or the store.
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod agent;
+pub mod args;
+pub mod controllers;
+pub mod events;
+pub mod naming;
+pub mod node;
+pub mod plan;
+pub mod probe;
+pub mod pull;
+pub mod server;
+pub mod spec;
+pub mod status;
+pub mod sysinfo;
+
+pub use agent::{Agent, cleanup, run};
+pub use args::AgentArgs;

@@ -1,0 +1,296 @@
+//! Liveness and readiness probes: when one is due and what its results mean
+//! (pure), and running one (exec in the container, TCP connect or HTTP GET
+//! inside the pod's network namespace).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shoal_api::{Container, IntOrString, Probe};
+use shoal_runtime::{ExecSpec, Runtime};
+
+/// The probe bookkeeping of one container and probe kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeState {
+    /// When the agent first saw the container running.
+    pub since: Instant,
+    /// When the last probe started.
+    pub last_run: Option<Instant>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Consecutive successes.
+    pub successes: u32,
+    /// Current verdict (readiness: ready; liveness: alive).
+    pub ok: bool,
+    /// A probe is running.
+    pub in_flight: bool,
+}
+
+impl ProbeState {
+    /// A fresh state for a container seen running at `since`; readiness starts
+    /// not ready, liveness alive.
+    pub fn new(since: Instant, liveness: bool) -> ProbeState {
+        ProbeState {
+            since,
+            last_run: None,
+            failures: 0,
+            successes: 0,
+            ok: liveness,
+            in_flight: false,
+        }
+    }
+}
+
+fn secs(n: i32) -> Duration {
+    Duration::from_secs(n.max(0) as u64)
+}
+
+/// Whether the probe should run now.
+pub fn due(p: &Probe, st: &ProbeState, now: Instant) -> bool {
+    !st.in_flight
+        && now >= st.since + secs(p.initial_delay_seconds)
+        && st
+            .last_run
+            .is_none_or(|t| now >= t + secs(p.period_seconds.max(1)))
+}
+
+/// Records a result; returns true when the verdict changed.
+pub fn record(p: &Probe, st: &mut ProbeState, success: bool) -> bool {
+    st.in_flight = false;
+    let before = st.ok;
+    if success {
+        st.successes += 1;
+        st.failures = 0;
+        if st.successes >= p.success_threshold.max(1) as u32 {
+            st.ok = true;
+        }
+    } else {
+        st.failures += 1;
+        st.successes = 0;
+        if st.failures >= p.failure_threshold.max(1) as u32 {
+            st.ok = false;
+        }
+    }
+    before != st.ok
+}
+
+/// The port a probe targets: a number, or the name of one of the container's ports.
+pub fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("port {n} out of range")),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("no container port named {name:?}")),
+    }
+}
+
+/// Runs one probe of container `id` (blocking); `Err` says why it failed.
+pub fn run(rt: &Runtime, id: &str, netns: &Path, c: &Container, p: &Probe) -> Result<(), String> {
+    let timeout = secs(p.timeout_seconds.max(1));
+    if let Some(e) = &p.exec {
+        return exec_probe(rt, id, &e.command, timeout);
+    }
+    if let Some(t) = &p.tcp_socket {
+        let port = resolve_port(&t.port, c)?;
+        return in_netns(netns, move || {
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
+                .map(|_| ())
+                .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))
+        });
+    }
+    if let Some(h) = &p.http_get {
+        let port = resolve_port(&h.port, c)?;
+        let path = h.path.clone();
+        return in_netns(netns, move || http_get(port, &path, timeout));
+    }
+    Err("the probe has no exec, tcpSocket or httpGet action".into())
+}
+
+fn exec_probe(rt: &Runtime, id: &str, cmd: &[String], timeout: Duration) -> Result<(), String> {
+    let mut p = rt
+        .exec(
+            id,
+            ExecSpec {
+                cmd: cmd.to_vec(),
+                ..ExecSpec::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    p.stdin = None;
+    let drain = |f: Option<std::fs::File>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut f) = f {
+                let _ = f.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let out = drain(p.stdout.take());
+    let err = drain(p.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        match p.child.try_wait() {
+            Ok(Some(st)) => {
+                use std::os::unix::process::ExitStatusExt;
+                break st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+                return Err(format!("command {cmd:?} timed out after {timeout:?}"));
+            }
+            Err(e) => return Err(format!("wait for probe command: {e}")),
+        }
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    if code == 0 {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(if err.is_empty() { &out } else { &err });
+        Err(format!(
+            "command {cmd:?} exited with {code}: {}",
+            text.trim().chars().take(200).collect::<String>()
+        ))
+    }
+}
+
+fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shoal-probe/1\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.contains(&b'\n') && got.len() < 64 {
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&got);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("get http://127.0.0.1:{port}{path}: malformed response {line:?}"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("http probe failed with statuscode: {code}"))
+    }
+}
+
+/// Runs `f` on a new thread that first joins the network namespace `netns`.
+fn in_netns<F>(netns: &Path, f: F) -> Result<(), String>
+where
+    F: FnOnce() -> Result<(), String> + Send + 'static,
+{
+    let ns = std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("join the pod's network namespace: {e}"))?;
+        f()
+    })
+    .join()
+    .map_err(|_| "probe thread panicked".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::ContainerPort;
+
+    fn probe(delay: i32, period: i32, fail: i32) -> Probe {
+        Probe {
+            initial_delay_seconds: delay,
+            period_seconds: period,
+            failure_threshold: fail,
+            ..Probe::with_defaults()
+        }
+    }
+
+    #[test]
+    fn due_honours_delay_period_and_in_flight() {
+        let t0 = Instant::now();
+        let p = probe(2, 3, 1);
+        let mut st = ProbeState::new(t0, false);
+        assert!(!due(&p, &st, t0 + Duration::from_secs(1)));
+        assert!(due(&p, &st, t0 + Duration::from_secs(2)));
+        st.last_run = Some(t0 + Duration::from_secs(2));
+        st.in_flight = true;
+        assert!(!due(&p, &st, t0 + Duration::from_secs(9)));
+        st.in_flight = false;
+        assert!(!due(&p, &st, t0 + Duration::from_secs(4)));
+        assert!(due(&p, &st, t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn thresholds_flip_the_verdict() {
+        let p = probe(0, 1, 3);
+        let mut live = ProbeState::new(Instant::now(), true);
+        assert!(!record(&p, &mut live, false));
+        assert!(!record(&p, &mut live, false));
+        assert!(record(&p, &mut live, false));
+        assert!(!live.ok);
+        let mut ready = ProbeState::new(Instant::now(), false);
+        assert!(record(&p, &mut ready, true));
+        assert!(ready.ok);
+        // A success resets the failure count.
+        record(&p, &mut ready, false);
+        record(&p, &mut ready, false);
+        record(&p, &mut ready, true);
+        record(&p, &mut ready, false);
+        assert!(ready.ok);
+    }
+
+    #[test]
+    fn ports_resolve_by_number_or_name() {
+        let c = Container {
+            ports: vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..ContainerPort::default()
+            }],
+            ..Container::default()
+        };
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c).unwrap(), 80);
+        assert_eq!(resolve_port(&IntOrString::String("http".into()), &c).unwrap(), 8080);
+        assert!(resolve_port(&IntOrString::String("x".into()), &c).is_err());
+        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
+    }
+
+    #[test]
+    fn http_and_tcp_checks_against_a_local_server() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let mut s = s.unwrap();
+                let mut b = [0u8; 512];
+                let _ = s.read(&mut b);
+                let code = if i == 0 { "200 OK" } else { "500 Oops" };
+                let _ = s.write_all(format!("HTTP/1.0 {code}\r\n\r\n").as_bytes());
+            }
+        });
+        http_get(port, "/healthz", Duration::from_secs(2)).unwrap();
+        let e = http_get(port, "/", Duration::from_secs(2)).unwrap_err();
+        assert!(e.contains("500"), "{e}");
+        server.join().unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+//! From a pod's container to the runtime's `ContainerSpec` and sandbox config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_api::{Container, Pod, RestartPolicy};
+use shoal_runtime::{
+    Backoff, ContainerSpec, Mount, MountSource, PodSandboxConfig, Resources,
+    RestartPolicy as RtPolicy,
+};
+
+/// The sandbox of `pod` named `sandbox`: hostname = the pod's `spec.hostname`
+/// or name (cut to 63 characters).
+pub fn sandbox_config(pod: &Pod, sandbox: &str) -> PodSandboxConfig {
+    let host = pod
+        .spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.metadata.name.clone());
+    PodSandboxConfig {
+        name: sandbox.to_string(),
+        hostname: Some(host.chars().take(63).collect()),
+        ..PodSandboxConfig::default()
+    }
+}
+
+/// The grace period of a pod.
+pub fn grace(pod: &Pod) -> Duration {
+    Duration::from_secs(pod.spec.termination_grace_period_seconds.max(0) as u64)
+}
+
+/// The runtime spec of container `c` of `pod` with id `id`; an error names the field.
+pub fn container_spec(
+    pod: &Pod,
+    c: &Container,
+    id: &str,
+    backoff_initial: Duration,
+) -> Result<ContainerSpec, String> {
+    let mut s = ContainerSpec::new(id, c.image.clone());
+    s.name = c.name.clone();
+    s.command = c.command.clone();
+    s.args = c.args.clone();
+    s.env = c.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
+    s.user = c.security_context.as_ref().and_then(|sc| match (sc.run_as_user, sc.run_as_group) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        (None, _) => None,
+    });
+    for vm in &c.volume_mounts {
+        let vol = pod
+            .spec
+            .volumes
+            .iter()
+            .find(|v| v.name == vm.name)
+            .ok_or_else(|| {
+                format!(
+                    "container {}: volumeMounts {}: no volume named {:?} in spec.volumes",
+                    c.name, vm.mount_path, vm.name
+                )
+            })?;
+        let (source, ro) = match (&vol.empty_dir, &vol.host_path) {
+            (_, Some(hp)) => (MountSource::HostPath(PathBuf::from(&hp.path)), hp.read_only),
+            _ => (MountSource::EmptyDir(vol.name.clone()), false),
+        };
+        s.mounts.push(Mount {
+            source,
+            destination: PathBuf::from(&vm.mount_path),
+            read_only: vm.read_only || ro,
+        });
+    }
+    let q = |list: &shoal_api::ResourceList, k: &str| list.get(k).cloned();
+    let limits = &c.resources.limits;
+    let requests = &c.resources.requests;
+    let cpu_limit = q(limits, "cpu").map(|x| x.as_millis().max(1) as u64);
+    s.resources = Resources {
+        memory_bytes: q(limits, "memory").map(|x| x.as_bytes().max(0) as u64),
+        cpu_request_millis: q(requests, "cpu").map(|x| x.as_millis().max(1) as u64).or(cpu_limit),
+        cpu_limit_millis: cpu_limit,
+        pids: q(limits, "pids")
+            .or_else(|| q(requests, "pids"))
+            .map(|x| x.as_i64().max(1) as u64),
+    };
+    s.restart_policy = match pod.spec.restart_policy {
+        RestartPolicy::Always => RtPolicy::Always,
+        RestartPolicy::OnFailure => RtPolicy::OnFailure,
+        RestartPolicy::Never => RtPolicy::Never,
+    };
+    s.backoff = Backoff {
+        initial: backoff_initial,
+        ..Backoff::default()
+    };
+    s.grace_period = grace(pod);
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::{
+        EmptyDirVolume, EnvVar, HostPathVolume, ObjectMeta, PodSpec, Quantity, SecurityContext,
+        Volume, VolumeMount,
+    };
+
+    #[test]
+    fn pod_fields_map_to_the_runtime_spec() {
+        let mut c = Container {
+            name: "app".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into()],
+            args: vec!["-c".into(), "x".into()],
+            env: vec![EnvVar { name: "A".into(), value: "1".into() }],
+            working_dir: Some("/w".into()),
+            volume_mounts: vec![
+                VolumeMount { name: "data".into(), mount_path: "/data".into(), read_only: false },
+                VolumeMount { name: "host".into(), mount_path: "/h".into(), read_only: false },
+            ],
+            security_context: Some(SecurityContext { run_as_user: Some(1000), run_as_group: None }),
+            ..Container::default()
+        };
+        c.resources.limits.insert("memory".into(), Quantity::parse("32Mi").unwrap());
+        c.resources.limits.insert("cpu".into(), Quantity::parse("500m").unwrap());
+        c.resources.requests.insert("cpu".into(), Quantity::parse("250m").unwrap());
+        c.resources.limits.insert("pids".into(), Quantity::parse("20").unwrap());
+        let pod = Pod {
+            metadata: ObjectMeta::named("default", "web"),
+            spec: PodSpec {
+                containers: vec![c.clone()],
+                volumes: vec![
+                    Volume { name: "data".into(), empty_dir: Some(EmptyDirVolume {}), host_path: None },
+                    Volume {
+                        name: "host".into(),
+                        empty_dir: None,
+                        host_path: Some(HostPathVolume { path: "/srv".into(), read_only: true }),
+                    },
+                ],
+                restart_policy: RestartPolicy::OnFailure,
+                termination_grace_period_seconds: 3,
+                ..PodSpec::default()
+            },
+            status: None,
+        };
+        let s = container_spec(&pod, &c, "id1", Duration::from_millis(500)).unwrap();
+        assert_eq!(s.id, "id1");
+        assert_eq!(s.name, "app");
+        assert_eq!(s.env, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(s.user.as_deref(), Some("1000"));
+        assert_eq!(s.resources.memory_bytes, Some(32 << 20));
+        assert_eq!(s.resources.cpu_limit_millis, Some(500));
+        assert_eq!(s.resources.cpu_request_millis, Some(250));
+        assert_eq!(s.resources.pids, Some(20));
+        assert_eq!(s.restart_policy, RtPolicy::OnFailure);
+        assert_eq!(s.grace_period, Duration::from_secs(3));
+        assert_eq!(s.backoff.initial, Duration::from_millis(500));
+        assert_eq!(s.mounts[0].source, MountSource::EmptyDir("data".into()));
+        assert_eq!(s.mounts[1].source, MountSource::HostPath("/srv".into()));
+        assert!(s.mounts[1].read_only);
+        let mut bad = c.clone();
+        bad.volume_mounts[0].name = "nope".into();
+        assert!(container_spec(&pod, &bad, "x", Duration::ZERO).unwrap_err().contains("\"nope\""));
+        let sb = sandbox_config(&pod, "p1");
+        assert_eq!(sb.hostname.as_deref(), Some("web"));
+    }
+}
