@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod layer;
+pub mod pull;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
