@@ -74,5 +74,21 @@ printf "| crun run (in unshare wrapper) | %s ms | %s ms | %.2f | %.2f |\n" "$cm"
 printf "| runc run | %s ms | %s ms | %.2f | %.2f |\n" "$rm_" "$rp" "$(echo "$sm / $rm_" | bc -l)" "$(echo "$sp / $rp" | bc -l)"
 printf "| (unshare wrapper alone) | %s ms | %s ms | | |\n" "$wm" "$wp"
 echo
-echo "Where shoal's time goes (one more run with --timing):"
-"$AGENT" runtime --data-dir "$D" run --image busybox:latest --rm --timing -- /bin/true
+echo "Where shoal's time goes: median of 20 runs with --timing (ms; phases of one step overlap nothing)"
+echo
+for ((i = 0; i < 20; i++)); do
+    "$AGENT" runtime --data-dir "$D" run --image busybox:latest --rm --timing -- /bin/true 2>&1
+done | awk '
+    /^ *\[/ { key = $0; sub(/: [0-9.]+ ms$/, "", key); sub(/^ */, "", key); v = $0; sub(/ ms$/, "", v); sub(/.*: /, "", v) }
+    /^ *[0-9.]+ ms  / { key = $0; sub(/^ *[0-9.]+ ms  /, "(cumulative) ", key); v = $1 }
+    { if (!(key in n)) order[++k] = key; vals[key, ++n[key]] = v }
+    END {
+        print "| phase | median ms |"; print "|---|---|"
+        for (i = 1; i <= k; i++) {
+            key = order[i]; m = n[key]
+            for (a = 1; a <= m; a++) s[a] = vals[key, a] + 0
+            for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (s[b] < s[a]) { t = s[a]; s[a] = s[b]; s[b] = t }
+            med = (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+            printf "| %s | %.2f |\n", key, med
+        }
+    }'
