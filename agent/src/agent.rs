@@ -98,6 +98,9 @@ pub struct Agent {
     pub sys: SysInfo,
     backoff_initial: Duration,
     pods: Mutex<BTreeMap<String, Pod>>,
+    /// Set once the pods were listed: before that an empty cache would mean
+    /// "remove everything" to the plan (fatal after an agent restart).
+    listed: std::sync::atomic::AtomicBool,
     state: Mutex<SyncState>,
     wake: Notify,
 }
@@ -156,6 +159,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         sys: sys.clone(),
         backoff_initial: Duration::from_millis(args.restart_backoff_ms),
         pods: Mutex::new(BTreeMap::new()),
+        listed: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(SyncState::default()),
         wake: Notify::new(),
     });
@@ -355,6 +359,7 @@ impl Agent {
             }
         }
         *lock(&self.pods) = fresh;
+        self.listed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
         Ok(resp.resource_version)
     }
@@ -392,6 +397,9 @@ impl Agent {
 
     /// One pass: plan and start the actions, run due probes, write statuses.
     async fn sync_once(self: Arc<Self>) -> Result<(), RuntimeError> {
+        if !self.listed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let observed = self.observe().await?;
         let desired: Vec<DesiredPod> = lock(&self.pods)
             .iter()

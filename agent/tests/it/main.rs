@@ -1,0 +1,457 @@
+//! End-to-end tests of the agent: a real one-member `shoal-controller` and a
+//! real `shoal-agent` on loopback, a real busybox image imported into the
+//! controller and pulled by the agent, real containers.
+//!
+//! The controller binary is taken from the same target directory as this
+//! test (`cargo build -p shoal-controller` first).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_api::{ContainerStatus, Node, Object, Pod, PodPhase};
+use shoal_proto::agent_client::AgentClient;
+use shoal_proto::cluster_client::ClusterClient;
+use shoal_proto::images_client::ImagesClient;
+use shoal_proto::{DeleteRequest, GetRequest, ImportChunk, ListRequest, LogsRequest, ObjectRequest};
+use tonic::transport::Channel;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn controller_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/debug/deps/it-xxxx → <target>/debug/shoal-controller
+    let bin = exe.parent().unwrap().parent().unwrap().join("shoal-controller");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p shoal-controller` with the same target directory first",
+        bin.display()
+    );
+    bin
+}
+
+const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
+
+/// Polls `f` until it returns `Ok`, or panics with the last error after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => panic!("{what}: not reached in {timeout:?}; last seen: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A controller and an agent; both killed, and everything the agent made removed, on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    node: String,
+    ctl_addr: String,
+    agent_addr: String,
+    controller: Child,
+    agent: Option<Child>,
+}
+
+impl Cluster {
+    async fn start(node: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl_addr = format!("127.0.0.1:{}", free_port());
+        let controller = Command::new(controller_bin())
+            .args(["--id", "1", "--listen", &ctl_addr, "--log", "warn", "--data-dir"])
+            .arg(dir.path().join("controller"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut c = Cluster {
+            node: node.to_string(),
+            agent_addr: format!("127.0.0.1:{}", free_port()),
+            ctl_addr,
+            controller,
+            agent: None,
+            dir,
+        };
+        let addr = c.ctl_addr.clone();
+        eventually("controller answers", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move {
+                let mut cl = cluster(&addr).await?;
+                cl.list(ListRequest { kind: "Pod".into(), ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        c.import_busybox().await;
+        c.start_agent();
+        c
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(AGENT)
+            .args(["--name", &self.node, "--controller", &self.ctl_addr, "--listen", &self.agent_addr])
+            .args(["--labels", "zone=test", "--heartbeat-interval", "0.5", "--restart-backoff-ms", "500"])
+            .args(["--log", "info,shoal_agent=debug", "--data-dir"])
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    async fn import_busybox(&self) {
+        let tar = self.dir.path().join("busybox.tar");
+        shoal_runtime::testimage::busybox_docker_save(Path::new("/bin/busybox"), &tar, "busybox:latest")
+            .expect("build the busybox image (apt-get install busybox-static)");
+        let data = std::fs::read(&tar).unwrap();
+        let chunks: Vec<ImportChunk> = data
+            .chunks(256 * 1024)
+            .map(|c| ImportChunk { data: c.to_vec(), tag: String::new() })
+            .collect();
+        let ch = channel(&self.ctl_addr).await.unwrap();
+        ImagesClient::new(ch)
+            .import(tokio_stream::iter(chunks))
+            .await
+            .expect("import busybox into the controller");
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    async fn create_pod(&self, yaml_json: serde_json::Value) -> Pod {
+        let mut cl = cluster(&self.ctl_addr).await.unwrap();
+        let r = cl
+            .create(ObjectRequest { object_json: yaml_json.to_string() })
+            .await
+            .expect("create pod")
+            .into_inner();
+        match Object::from_json_str(&r.object_json).unwrap() {
+            Object::Pod(p) => p,
+            o => panic!("expected a pod, got {o:?}"),
+        }
+    }
+
+    async fn pod(&self, name: &str) -> Result<Pod, String> {
+        let mut cl = cluster(&self.ctl_addr).await?;
+        let r = cl
+            .get(GetRequest { kind: "Pod".into(), namespace: "default".into(), name: name.into(), stale: false })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        match Object::from_json_str(&r.object_json).map_err(|e| e.to_string())? {
+            Object::Pod(p) => Ok(p),
+            o => Err(format!("not a pod: {o:?}")),
+        }
+    }
+
+    /// Waits until `check` accepts the pod's first container status.
+    async fn wait_pod<F>(&self, name: &str, what: &str, timeout: Duration, check: F) -> Pod
+    where
+        F: Fn(&Pod, &ContainerStatus) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(p) = self.pod(name).await {
+                if let Some(cs) = p.status.as_ref().and_then(|s| s.container_statuses.first())
+                    && check(&p, cs)
+                {
+                    return p;
+                }
+                last = serde_json::to_string(&p.status).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pod {name}: {what} not reached in {timeout:?}; last status: {last}\nagent log:\n{}", self.logs());
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        let mut cl = cluster(&self.ctl_addr).await.unwrap();
+        cl.delete(DeleteRequest {
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            name: name.into(),
+            resource_version: 0,
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn event_reasons(&self, pod: &str) -> Vec<String> {
+        let mut cl = cluster(&self.ctl_addr).await.unwrap();
+        let r = cl
+            .list(ListRequest { kind: "Event".into(), namespace: "default".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        r.items_json
+            .iter()
+            .filter_map(|j| match Object::from_json_str(j) {
+                Ok(Object::Event(e)) if e.involved_object.name == pod => Some(e.reason),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_agent();
+        let out = Command::new(AGENT)
+            .arg("--cleanup")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output();
+        if let Ok(o) = &out
+            && !o.status.success()
+        {
+            eprintln!("cleanup failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+async fn channel(addr: &str) -> Result<Channel, String> {
+    Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+async fn cluster(addr: &str) -> Result<ClusterClient<Channel>, String> {
+    Ok(ClusterClient::new(channel(addr).await?))
+}
+
+fn pod_json(name: &str, node: &str, policy: &str, image: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": policy,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": image, "command": ["sh", "-c", script]}]
+        }
+    })
+}
+
+fn pid_of(cs: &ContainerStatus, c: &Cluster) -> i32 {
+    let id = cs.container_id.as_deref().unwrap().trim_start_matches("shoal://");
+    let state = std::fs::read_to_string(c.data_dir().join("containers").join(id).join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v.pointer("/state/Running/pid").and_then(|p| p.as_i64()).expect("running pid") as i32
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
+    let c = Cluster::start("agent-it-run").await;
+    // The Node is Ready and its heartbeat advances.
+    let first = eventually("node registered", Duration::from_secs(20), || async {
+        let mut cl = cluster(&c.ctl_addr).await?;
+        let r = cl
+            .get(GetRequest { kind: "Node".into(), namespace: String::new(), name: c.node.clone(), stale: false })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let n: Node = match Object::from_json_str(&r.object_json).map_err(|e| e.to_string())? {
+            Object::Node(n) => n,
+            _ => return Err("not a node".into()),
+        };
+        if n.is_ready() { Ok(n) } else { Err(format!("{:?}", n.status)) }
+    })
+    .await;
+    let s = first.status.clone().unwrap();
+    assert_eq!(first.metadata.labels["zone"], "test");
+    assert_eq!(first.metadata.labels["shoal.io/hostname"], c.node);
+    assert_eq!(s.agent_endpoint.as_deref(), Some(c.agent_addr.as_str()));
+    assert_eq!(first.internal_ip(), Some("127.0.0.1"));
+    assert!(s.capacity["cpu"].as_millis() >= 1000 && s.capacity["memory"].as_bytes() > 0);
+    let t0 = s.heartbeat_time.unwrap();
+    eventually("heartbeat advances", Duration::from_secs(10), || async {
+        let mut cl = cluster(&c.ctl_addr).await?;
+        let r = cl
+            .get(GetRequest { kind: "Node".into(), namespace: String::new(), name: c.node.clone(), stale: false })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let Ok(Object::Node(n)) = Object::from_json_str(&r.object_json) else { return Err("decode".into()) };
+        let t = n.status.and_then(|s| s.heartbeat_time).unwrap();
+        if t > t0 { Ok(()) } else { Err(format!("heartbeat still {t}")) }
+    })
+    .await;
+
+    // A pod runs (image pulled from the controller) and reports Running.
+    c.create_pod(pod_json("web", &c.node, "Always", "busybox", "echo hello; exec sleep 1000")).await;
+    let p = c
+        .wait_pod("web", "Running and Ready", Duration::from_secs(60), |p, cs| {
+            p.status.as_ref().unwrap().phase == PodPhase::Running && cs.ready
+        })
+        .await;
+    let cs = &p.status.as_ref().unwrap().container_statuses[0];
+    assert_eq!(cs.restart_count, 0);
+    assert!(cs.state.running.as_ref().unwrap().started_at.is_some());
+    assert!(shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
+        .is_some_and(|c| c.status == shoal_api::ConditionStatus::True));
+    let pid = pid_of(cs, &c);
+    assert!(alive(pid));
+    let id = cs.container_id.clone().unwrap().trim_start_matches("shoal://").to_string();
+
+    // Logs through the Agent API.
+    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let mut s = ag
+        .logs(LogsRequest { namespace: "default".into(), pod: "web".into(), tail_lines: -1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = s.message().await.unwrap() {
+        text.extend(chunk.data);
+    }
+    assert_eq!(String::from_utf8_lossy(&text), "hello\n");
+
+    let reasons = c.event_reasons("web").await;
+    for r in ["Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|x| x == r), "event {r} missing from {reasons:?}");
+    }
+
+    // Deleting the pod stops and removes everything.
+    c.delete_pod("web").await;
+    let data = c.data_dir();
+    eventually("pod removed", Duration::from_secs(30), || async {
+        let left: Vec<_> = std::fs::read_dir(data.join("pods")).unwrap().flatten().map(|e| e.path()).collect();
+        let cont = data.join("containers").join(&id);
+        if !left.is_empty() || cont.exists() || alive(pid) {
+            return Err(format!("pods {left:?}, container dir {}, pid {pid} alive {}", cont.exists(), alive(pid)));
+        }
+        let cg = Path::new("/sys/fs/cgroup/memory/shoal").join(&id);
+        let cg2 = Path::new("/sys/fs/cgroup/shoal").join(&id);
+        if cg.exists() || cg2.exists() {
+            return Err(format!("cgroup of {id} left"));
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if mounts.contains(data.to_str().unwrap()) {
+            return Err("a mount below the data dir is left".into());
+        }
+        Ok(())
+    })
+    .await;
+    let reasons = c.event_reasons("web").await;
+    assert!(reasons.iter().any(|x| x == "Killing"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn failing_containers_back_off_and_restart_never_fails_the_pod() {
+    let c = Cluster::start("agent-it-crash").await;
+    c.create_pod(pod_json("crash", &c.node, "Always", "busybox", "echo boom; exit 1")).await;
+    c.create_pod(pod_json("once", &c.node, "Never", "busybox", "exit 3")).await;
+    c.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(60), |_, cs| {
+        cs.state.waiting.as_ref().is_some_and(|w| w.reason == "CrashLoopBackOff")
+    })
+    .await;
+    let p = c
+        .wait_pod("crash", "restartCount >= 2", Duration::from_secs(60), |_, cs| cs.restart_count >= 2)
+        .await;
+    let cs = &p.status.as_ref().unwrap().container_statuses[0];
+    assert_eq!(cs.last_state.terminated.as_ref().unwrap().exit_code, 1);
+    assert_eq!(p.status.as_ref().unwrap().phase, PodPhase::Running);
+    let p = c
+        .wait_pod("once", "Failed", Duration::from_secs(60), |p, _| {
+            p.status.as_ref().unwrap().phase == PodPhase::Failed
+        })
+        .await;
+    let t = p.status.as_ref().unwrap().container_statuses[0].state.terminated.clone().unwrap();
+    assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
+    assert_eq!(p.status.as_ref().unwrap().container_statuses[0].restart_count, 0);
+    let reasons = c.event_reasons("crash").await;
+    assert!(reasons.iter().any(|x| x == "BackOff"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn unknown_image_is_image_pull_back_off() {
+    let c = Cluster::start("agent-it-pull").await;
+    c.create_pod(pod_json("ghost", &c.node, "Always", "nosuch/image:1", "true")).await;
+    let p = c
+        .wait_pod("ghost", "ImagePullBackOff", Duration::from_secs(30), |_, cs| {
+            cs.state.waiting.as_ref().is_some_and(|w| w.reason == "ImagePullBackOff")
+        })
+        .await;
+    let w = p.status.unwrap().container_statuses[0].state.waiting.clone().unwrap();
+    assert!(w.message.contains("nosuch/image:1"), "{}", w.message);
+    assert!(w.message.contains("not found"), "{}", w.message);
+    let reasons = c.event_reasons("ghost").await;
+    assert!(reasons.iter().any(|x| x == "Failed"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn a_killed_agent_readopts_its_running_containers() {
+    let mut c = Cluster::start("agent-it-adopt").await;
+    c.create_pod(pod_json("keep", &c.node, "Always", "busybox", "exec sleep 1000")).await;
+    let p = c
+        .wait_pod("keep", "Running", Duration::from_secs(60), |p, _| {
+            p.status.as_ref().unwrap().phase == PodPhase::Running
+        })
+        .await;
+    let cs = p.status.as_ref().unwrap().container_statuses[0].clone();
+    let pid = pid_of(&cs, &c);
+    c.kill_agent();
+    assert!(alive(pid), "the container died with the agent");
+    c.start_agent();
+    // The new agent serves again and keeps the same container.
+    eventually("new agent answers", Duration::from_secs(20), || async {
+        let mut ag = AgentClient::new(channel(&c.agent_addr).await?);
+        ag.ping(shoal_proto::PingRequest {}).await.map_err(|e| e.to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = c.pod("keep").await.unwrap();
+    let cs2 = &p.status.as_ref().unwrap().container_statuses[0];
+    assert_eq!(cs2.restart_count, 0);
+    assert_eq!(cs2.container_id, cs.container_id);
+    let id = cs.container_id.as_deref().unwrap().trim_start_matches("shoal://").to_string();
+    let dir = c.data_dir().join("containers").join(&id);
+    let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
+    let sup = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+    assert_eq!(pid_of(cs2, &c), pid, "state: {state}\nsupervisor log: {sup}\nagent log: {}", c.logs());
+    assert!(alive(pid));
+    assert_eq!(p.status.as_ref().unwrap().phase, PodPhase::Running);
+}
