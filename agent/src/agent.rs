@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shoal_api::{Pod, PodStatus};
-use shoal_proto::{ListRequest, WatchRequest};
 use shoal_proto::cluster_client::ClusterClient;
+use shoal_proto::{ListRequest, WatchRequest};
 use shoal_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use tokio::sync::Notify;
 use tonic::Code;
@@ -52,7 +52,11 @@ pub struct PodMeta {
 impl PodMeta {
     fn of(pod: &Pod) -> PodMeta {
         PodMeta {
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name: pod.metadata.name.clone(),
             uid: pod.metadata.uid.clone(),
             grace_ms: crate::spec::grace(pod).as_millis() as u64,
@@ -121,7 +125,8 @@ pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
     let rt = runtime(&args.data_dir)?;
     let mut n = 0;
     for c in rt.list().context("while listing containers")? {
-        rt.remove(&c.id).with_context(|| format!("while removing container {}", c.id))?;
+        rt.remove(&c.id)
+            .with_context(|| format!("while removing container {}", c.id))?;
         n += 1;
     }
     let mut p = 0;
@@ -132,9 +137,15 @@ pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
     }
     let dir = args.data_dir.join("agent");
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("while removing {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("while removing {}", dir.display()))?;
     }
-    info!(containers = n, pods = p, "cleaned up {}", args.data_dir.display());
+    info!(
+        containers = n,
+        pods = p,
+        "cleaned up {}",
+        args.data_dir.display()
+    );
     Ok(())
 }
 
@@ -148,7 +159,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let endpoint = args.advertise();
     let sys = SysInfo::new("/");
     let dir = args.data_dir.join("agent");
-    std::fs::create_dir_all(dir.join("pods")).with_context(|| format!("while creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("pods"))
+        .with_context(|| format!("while creating {}", dir.display()))?;
     let agent = Arc::new(Agent {
         host_ip: crate::args::host_of(&endpoint),
         name: name.clone(),
@@ -238,7 +250,11 @@ impl Agent {
     /// The sandbox of pod `namespace/name`: from the watched pods, else from
     /// the agent's records of pods it made.
     pub fn find_sandbox(&self, namespace: &str, name: &str) -> Option<(String, Option<Pod>)> {
-        let ns = if namespace.is_empty() { "default" } else { namespace };
+        let ns = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
         if let Some((sb, p)) = lock(&self.pods)
             .iter()
             .find(|(_, p)| pod_key(p) == format!("{ns}/{name}"))
@@ -472,7 +488,9 @@ impl Agent {
         debug!(?a, "executing");
         match a {
             Action::CreateSandbox { sandbox } => {
-                let Some(pod) = self.pod_of(&sandbox) else { return };
+                let Some(pod) = self.pod_of(&sandbox) else {
+                    return;
+                };
                 if let Ok(data) = serde_json::to_vec(&PodMeta::of(&pod)) {
                     let _ = std::fs::write(self.meta_path(&sandbox), data);
                 }
@@ -481,11 +499,18 @@ impl Agent {
                     Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {}
                     Err(e) => {
                         warn!("pod {}: create sandbox: {e}", pod_key(&pod));
-                        self.pod_event(&pod, PodEvent::warning("FailedCreatePodSandBox", e.to_string()));
+                        self.pod_event(
+                            &pod,
+                            PodEvent::warning("FailedCreatePodSandBox", e.to_string()),
+                        );
                     }
                 }
             }
-            Action::StartContainer { sandbox, container, id } => {
+            Action::StartContainer {
+                sandbox,
+                container,
+                id,
+            } => {
                 self.start(&sandbox, &container, &id).await;
             }
             Action::RecreateContainer {
@@ -495,10 +520,15 @@ impl Agent {
                 new_id,
                 reason,
             } => {
-                let Some(pod) = self.pod_of(&sandbox) else { return };
+                let Some(pod) = self.pod_of(&sandbox) else {
+                    return;
+                };
                 self.pod_event(
                     &pod,
-                    PodEvent::normal("Killing", format!("Stopping container {container}: {reason}")),
+                    PodEvent::normal(
+                        "Killing",
+                        format!("Stopping container {container}: {reason}"),
+                    ),
                 );
                 let grace = crate::spec::grace(&pod);
                 let old = old_id.clone();
@@ -523,7 +553,10 @@ impl Agent {
                 let pod = self.pod_of(&sandbox);
                 let grace = pod.as_ref().map(crate::spec::grace).unwrap_or_default();
                 if let Some(p) = &pod {
-                    self.pod_event(p, PodEvent::normal("Killing", format!("Stopping container {id}")));
+                    self.pod_event(
+                        p,
+                        PodEvent::normal("Killing", format!("Stopping container {id}")),
+                    );
                 }
                 let i = id.clone();
                 if let Err(e) = self.blocking(move |rt| rt.stop(&i, grace)).await {
@@ -545,7 +578,13 @@ impl Agent {
         let grace = Duration::from_millis(meta.as_ref().map_or(0, |m| m.grace_ms));
         let sb = sandbox.to_string();
         let containers = self
-            .blocking(move |rt| Ok(rt.list()?.into_iter().filter(|c| c.pod == sb).collect::<Vec<_>>()))
+            .blocking(move |rt| {
+                Ok(rt
+                    .list()?
+                    .into_iter()
+                    .filter(|c| c.pod == sb)
+                    .collect::<Vec<_>>())
+            })
             .await
             .unwrap_or_default();
         let mut stops = Vec::new();
@@ -553,7 +592,10 @@ impl Agent {
             if let Some(m) = &meta
                 && c.is_running()
             {
-                self.event(m.pod_ref(), PodEvent::normal("Killing", format!("Stopping container {}", c.name)));
+                self.event(
+                    m.pod_ref(),
+                    PodEvent::normal("Killing", format!("Stopping container {}", c.name)),
+                );
             }
             let rt = self.rt.clone();
             stops.push(tokio::task::spawn_blocking(move || rt.stop(&c.id, grace)));
@@ -585,7 +627,10 @@ impl Agent {
             .waiting
             .entry(sandbox.to_string())
             .or_default()
-            .insert(container.to_string(), (reason.to_string(), message.to_string()));
+            .insert(
+                container.to_string(),
+                (reason.to_string(), message.to_string()),
+            );
     }
 
     fn hold(&self, sandbox: &str, container: &str) -> Duration {
@@ -602,24 +647,49 @@ impl Agent {
     }
 
     async fn start(self: &Arc<Self>, sandbox: &str, container: &str, id: &str) {
-        let Some(pod) = self.pod_of(sandbox) else { return };
-        let Some(c) = pod.spec.containers.iter().find(|c| c.name == container).cloned() else {
+        let Some(pod) = self.pod_of(sandbox) else {
+            return;
+        };
+        let Some(c) = pod
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == container)
+            .cloned()
+        else {
             return;
         };
         let partial = self.dir.join("partial");
         match crate::pull::ensure_image(&self.ctl, &self.rt, &c.image, &partial).await {
             Ok(Some(digest)) => self.pod_event(
                 &pod,
-                PodEvent::normal("Pulled", format!("Successfully pulled image {:?} ({digest})", c.image)),
+                PodEvent::normal(
+                    "Pulled",
+                    format!("Successfully pulled image {:?} ({digest})", c.image),
+                ),
             ),
             Ok(None) => {}
             Err(e) => {
                 let msg = e.to_string();
                 let delay = self.hold(sandbox, container);
                 warn!("pod {}: {msg}; retrying in {delay:?}", pod_key(&pod));
-                self.set_waiting(sandbox, container, PULL_BACKOFF, &format!("Back-off pulling image {:?}: {msg}", c.image));
-                self.pod_event(&pod, PodEvent::warning("Failed", format!("Failed to pull image {:?}: {msg}", c.image)));
-                self.pod_event(&pod, PodEvent::normal("BackOff", format!("Back-off pulling image {:?}", c.image)));
+                self.set_waiting(
+                    sandbox,
+                    container,
+                    PULL_BACKOFF,
+                    &format!("Back-off pulling image {:?}: {msg}", c.image),
+                );
+                self.pod_event(
+                    &pod,
+                    PodEvent::warning(
+                        "Failed",
+                        format!("Failed to pull image {:?}: {msg}", c.image),
+                    ),
+                );
+                self.pod_event(
+                    &pod,
+                    PodEvent::normal("BackOff", format!("Back-off pulling image {:?}", c.image)),
+                );
                 return;
             }
         }
@@ -644,14 +714,22 @@ impl Agent {
             if let Some(w) = st.waiting.get_mut(sandbox) {
                 w.remove(container);
             }
-            st.holds.remove(&(sandbox.to_string(), container.to_string()));
-            st.pull_failures.remove(&(sandbox.to_string(), container.to_string()));
+            st.holds
+                .remove(&(sandbox.to_string(), container.to_string()));
+            st.pull_failures
+                .remove(&(sandbox.to_string(), container.to_string()));
         }
         match r {
             Ok(h) => {
                 info!(pod = %pod_key(&pod), container, id = %h.id, pid = h.pid, "container started");
-                self.pod_event(&pod, PodEvent::normal("Created", format!("Created container {container}")));
-                self.pod_event(&pod, PodEvent::normal("Started", format!("Started container {container}")));
+                self.pod_event(
+                    &pod,
+                    PodEvent::normal("Created", format!("Created container {container}")),
+                );
+                self.pod_event(
+                    &pod,
+                    PodEvent::normal("Started", format!("Started container {container}")),
+                );
             }
             Err(e) => {
                 warn!("pod {}: container {container}: {e}", pod_key(&pod));
@@ -669,7 +747,9 @@ impl Agent {
         let mut live_ids = BTreeSet::new();
         for d in desired.iter().filter(|d| !is_terminal(&d.pod)) {
             for c in &d.pod.spec.containers {
-                let Some(o) = observed.latest(&d.sandbox, &c.name) else { continue };
+                let Some(o) = observed.latest(&d.sandbox, &c.name) else {
+                    continue;
+                };
                 if !o.status.is_running() {
                     continue;
                 }
@@ -678,8 +758,14 @@ impl Agent {
                     let Some(probe) = probe.clone() else { continue };
                     {
                         let mut st = lock(&self.state);
-                        let map = if liveness { &mut st.liveness } else { &mut st.readiness };
-                        let ps = map.entry(o.id.clone()).or_insert_with(|| ProbeState::new(now, liveness));
+                        let map = if liveness {
+                            &mut st.liveness
+                        } else {
+                            &mut st.readiness
+                        };
+                        let ps = map
+                            .entry(o.id.clone())
+                            .or_insert_with(|| ProbeState::new(now, liveness));
                         if !crate::probe::due(&probe, ps, now) {
                             continue;
                         }
@@ -687,7 +773,8 @@ impl Agent {
                         ps.last_run = Some(now);
                     }
                     let me = self.clone();
-                    let (id, sb, c, pod) = (o.id.clone(), d.sandbox.clone(), c.clone(), d.pod.clone());
+                    let (id, sb, c, pod) =
+                        (o.id.clone(), d.sandbox.clone(), c.clone(), d.pod.clone());
                     tokio::spawn(async move {
                         let rt = me.rt.clone();
                         let (id2, p2) = (id.clone(), probe.clone());
@@ -699,10 +786,20 @@ impl Agent {
                         .unwrap_or_else(|e| Err(e.to_string()));
                         let kind = if liveness { "Liveness" } else { "Readiness" };
                         if let Err(msg) = &res {
-                            me.pod_event(&pod, PodEvent::warning("Unhealthy", format!("{kind} probe failed: {msg}")));
+                            me.pod_event(
+                                &pod,
+                                PodEvent::warning(
+                                    "Unhealthy",
+                                    format!("{kind} probe failed: {msg}"),
+                                ),
+                            );
                         }
                         let mut st = lock(&me.state);
-                        let map = if liveness { &mut st.liveness } else { &mut st.readiness };
+                        let map = if liveness {
+                            &mut st.liveness
+                        } else {
+                            &mut st.readiness
+                        };
                         let Some(ps) = map.get_mut(&id) else { return };
                         crate::probe::record(&probe, ps, res.is_ok());
                         let failed = liveness && !ps.ok;
@@ -721,11 +818,16 @@ impl Agent {
     }
 
     async fn write_status(&self, d: &DesiredPod, observed: &Observed) {
-        let containers: Vec<ObservedContainer> = observed.of(&d.sandbox).into_iter().cloned().collect();
+        let containers: Vec<ObservedContainer> =
+            observed.of(&d.sandbox).into_iter().cloned().collect();
         let (waiting, ready) = {
             let st = lock(&self.state);
             let waiting = st.waiting.get(&d.sandbox).cloned().unwrap_or_default();
-            let ready: BTreeMap<String, bool> = st.readiness.iter().map(|(k, v)| (k.clone(), v.ok)).collect();
+            let ready: BTreeMap<String, bool> = st
+                .readiness
+                .iter()
+                .map(|(k, v)| (k.clone(), v.ok))
+                .collect();
             (waiting, ready)
         };
         let new = pod_status(StatusInput {
@@ -755,9 +857,22 @@ impl Agent {
                     *cur = written;
                 }
             }
-            Err(e) if matches!(e.code(), Some(Code::FailedPrecondition | Code::Aborted | Code::NotFound)) => {
-                debug!("pod {}: status write raced ({e}); re-reading", pod_key(&d.pod));
-                let ns = d.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(Code::FailedPrecondition | Code::Aborted | Code::NotFound)
+                ) =>
+            {
+                debug!(
+                    "pod {}: status write raced ({e}); re-reading",
+                    pod_key(&d.pod)
+                );
+                let ns = d
+                    .pod
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
                 if let Ok(fresh) = self.ctl.get::<Pod>(&ns, &d.pod.metadata.name).await {
                     let mut pods = lock(&self.pods);
                     match fresh {

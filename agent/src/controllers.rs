@@ -73,7 +73,10 @@ impl Controllers {
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
         {
-            let a = raw.strip_prefix("http://").unwrap_or(raw).trim_end_matches('/');
+            let a = raw
+                .strip_prefix("http://")
+                .unwrap_or(raw)
+                .trim_end_matches('/');
             let bad = |reason: &str| ControllerError::BadAddress {
                 addr: raw.to_string(),
                 reason: reason.to_string(),
@@ -159,7 +162,11 @@ impl Controllers {
     }
 
     /// Reads one object; `Ok(None)` when it does not exist.
-    pub async fn get<T: Resource>(&self, namespace: &str, name: &str) -> Result<Option<T>, ControllerError> {
+    pub async fn get<T: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>, ControllerError> {
         let req = GetRequest {
             kind: T::KIND.to_string(),
             namespace: namespace.to_string(),
@@ -244,7 +251,12 @@ mod tests {
         assert_eq!(c.address(), "127.0.0.1:2");
         c.fail_over();
         assert_eq!(c.address(), "127.0.0.1:1");
-        assert!(Controllers::new("a").unwrap_err().to_string().contains("\"a\""));
+        assert!(
+            Controllers::new("a")
+                .unwrap_err()
+                .to_string()
+                .contains("\"a\"")
+        );
         assert!(Controllers::new(" ,").is_err());
     }
 
@@ -257,7 +269,10 @@ mod tests {
             .port();
         let c = Controllers::new(&format!("127.0.0.1:{port}")).unwrap();
         let e = c.get::<shoal_api::Node>("", "n1").await.unwrap_err();
-        assert!(e.to_string().starts_with(&format!("127.0.0.1:{port}:")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("127.0.0.1:{port}:")),
+            "{e}"
+        );
         assert_eq!(e.code(), Some(Code::Unavailable));
     }
 }

@@ -93,7 +93,12 @@ mod tests {
             name: "web".into(),
             uid: Some("u".into()),
         };
-        let e = new_event(&p, &PodEvent::warning("BackOff", "back-off"), "n1", Utc::now());
+        let e = new_event(
+            &p,
+            &PodEvent::warning("BackOff", "back-off"),
+            "n1",
+            Utc::now(),
+        );
         e.validate().unwrap();
         assert!(e.metadata.name.starts_with("web."));
         assert_eq!(e.metadata.name.len(), 14);

@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand};
 
 /// The Shoal node agent.
 #[derive(Debug, Parser)]
-#[command(name = "shoal-agent", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "shoal-agent",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,

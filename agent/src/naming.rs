@@ -10,14 +10,24 @@ use shoal_api::Pod;
 pub fn sandbox_name(pod: &Pod) -> String {
     match &pod.metadata.uid {
         Some(uid) => {
-            let hex: String = uid.chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+            let hex: String = uid
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(16)
+                .collect();
             format!("p{hex}")
         }
         None => {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let raw = format!("{ns}_{}", pod.metadata.name);
             raw.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .take(90)
                 .collect()
         }

@@ -42,7 +42,12 @@ pub struct NodeFacts {
 
 impl NodeFacts {
     /// Reads the machine's facts.
-    pub fn gather(name: &str, labels: Vec<(String, String)>, endpoint: &str, sys: &SysInfo) -> NodeFacts {
+    pub fn gather(
+        name: &str,
+        labels: Vec<(String, String)>,
+        endpoint: &str,
+        sys: &SysInfo,
+    ) -> NodeFacts {
         NodeFacts {
             name: name.to_string(),
             labels,
@@ -66,8 +71,14 @@ impl NodeFacts {
 /// and the Ready condition's transition time while it stays True.
 pub fn node_status(old: Option<&NodeStatus>, f: &NodeFacts, now: DateTime<Utc>) -> NodeStatus {
     let mut res = BTreeMap::new();
-    res.insert("cpu".to_string(), Quantity::from_millis(f.cpu_millis as i64));
-    res.insert("memory".to_string(), Quantity::from_bytes(f.memory_bytes as i64));
+    res.insert(
+        "cpu".to_string(),
+        Quantity::from_millis(f.cpu_millis as i64),
+    );
+    res.insert(
+        "memory".to_string(),
+        Quantity::from_bytes(f.memory_bytes as i64),
+    );
     res.insert("pods".to_string(), Quantity::from_i64(MAX_PODS));
     let since = old
         .and_then(|s| shoal_api::find_condition(&s.conditions, "Ready"))
@@ -107,7 +118,9 @@ pub fn registration(existing: Option<Node>, f: &NodeFacts, now: DateTime<Utc>) -
         metadata: ObjectMeta::named("", &f.name),
         ..Node::default()
     });
-    n.metadata.labels.insert(HOSTNAME_LABEL.into(), f.name.clone());
+    n.metadata
+        .labels
+        .insert(HOSTNAME_LABEL.into(), f.name.clone());
     for (k, v) in &f.labels {
         n.metadata.labels.insert(k.clone(), v.clone());
     }
@@ -123,13 +136,22 @@ pub async fn register(ctl: &Controllers, f: &NodeFacts) -> Result<Node, Controll
         let existing = ctl.get::<Node>("", &f.name).await?;
         let is_new = existing.is_none();
         let n = registration(existing, f, Utc::now());
-        let r = if is_new { ctl.create(&n).await } else { ctl.update(&n).await };
+        let r = if is_new {
+            ctl.create(&n).await
+        } else {
+            ctl.update(&n).await
+        };
         match r {
             Err(e)
                 if attempt < 10
                     && matches!(
                         e.code(),
-                        Some(Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists | Code::NotFound)
+                        Some(
+                            Code::FailedPrecondition
+                                | Code::Aborted
+                                | Code::AlreadyExists
+                                | Code::NotFound
+                        )
                     ) => {}
             other => return other,
         }
@@ -195,8 +217,13 @@ mod tests {
         let n2 = registration(Some(old), &facts(), t2);
         assert!(n2.spec.unschedulable);
         assert_eq!(n2.metadata.labels["other"], "x");
-        let ready = shoal_api::find_condition(&n2.status.as_ref().unwrap().conditions, "Ready").unwrap();
-        assert_eq!(ready.last_transition_time, Some(t), "transition time kept while Ready");
+        let ready =
+            shoal_api::find_condition(&n2.status.as_ref().unwrap().conditions, "Ready").unwrap();
+        assert_eq!(
+            ready.last_transition_time,
+            Some(t),
+            "transition time kept while Ready"
+        );
         assert_eq!(ready.last_heartbeat_time, Some(t2));
     }
 }

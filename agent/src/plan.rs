@@ -58,7 +58,10 @@ pub struct Observed {
 impl Observed {
     /// The containers of a sandbox.
     pub fn of(&self, sandbox: &str) -> Vec<&ObservedContainer> {
-        self.containers.iter().filter(|c| c.sandbox == sandbox).collect()
+        self.containers
+            .iter()
+            .filter(|c| c.sandbox == sandbox)
+            .collect()
     }
 
     /// The newest incarnation of container `name` in `sandbox`.
@@ -189,7 +192,13 @@ pub fn plan(
             }
             continue;
         }
-        let names: BTreeSet<&str> = d.pod.spec.containers.iter().map(|c| c.name.as_str()).collect();
+        let names: BTreeSet<&str> = d
+            .pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         // Containers not in the spec, and superseded incarnations.
         for c in &ours {
             let latest = observed.latest(sb, &c.name).map(|l| l.id.as_str());
@@ -246,7 +255,9 @@ pub fn plan(
     // Pods no longer bound here.
     for sb in &observed.sandboxes {
         if !wanted.contains(sb.as_str()) && !ctx.busy.contains(sb) {
-            out.push(Action::RemovePod { sandbox: sb.clone() });
+            out.push(Action::RemovePod {
+                sandbox: sb.clone(),
+            });
         }
     }
     // Containers whose sandbox is gone.
@@ -349,11 +360,18 @@ mod tests {
 
     #[test]
     fn new_pod_gets_a_sandbox_then_its_containers_in_order() {
-        let a = plan(&[pod("a", &["x", "y"])], &Observed::default(), &Context::default(), now());
+        let a = plan(
+            &[pod("a", &["x", "y"])],
+            &Observed::default(),
+            &Context::default(),
+            now(),
+        );
         assert_eq!(
             a,
             vec![
-                Action::CreateSandbox { sandbox: "a".into() },
+                Action::CreateSandbox {
+                    sandbox: "a".into()
+                },
                 start("a", "x"),
                 start("a", "y")
             ]
@@ -362,24 +380,41 @@ mod tests {
 
     #[test]
     fn converged_pod_needs_nothing() {
-        let o = observed(&["a"], vec![running("a", "x", 0), with_state("a", "y", 3, exited("Completed", 0))]);
+        let o = observed(
+            &["a"],
+            vec![
+                running("a", "x", 0),
+                with_state("a", "y", 3, exited("Completed", 0)),
+            ],
+        );
         assert!(plan(&[pod("a", &["x", "y"])], &o, &Context::default(), now()).is_empty());
     }
 
     #[test]
     fn a_missing_container_starts_in_the_existing_sandbox() {
         let o = observed(&["a"], vec![running("a", "x", 0)]);
-        assert_eq!(plan(&[pod("a", &["x", "y"])], &o, &Context::default(), now()), vec![start("a", "y")]);
+        assert_eq!(
+            plan(&[pod("a", &["x", "y"])], &o, &Context::default(), now()),
+            vec![start("a", "y")]
+        );
     }
 
     #[test]
     fn pull_back_off_holds_the_start_until_its_time() {
         let mut ctx = Context::default();
-        ctx.holds.insert(("a".into(), "x".into()), now() + chrono::TimeDelta::seconds(5));
+        ctx.holds.insert(
+            ("a".into(), "x".into()),
+            now() + chrono::TimeDelta::seconds(5),
+        );
         let o = observed(&["a"], vec![]);
         assert!(plan(&[pod("a", &["x"])], &o, &ctx, now()).is_empty());
         assert_eq!(
-            plan(&[pod("a", &["x"])], &o, &ctx, now() + chrono::TimeDelta::seconds(5)),
+            plan(
+                &[pod("a", &["x"])],
+                &o,
+                &ctx,
+                now() + chrono::TimeDelta::seconds(5)
+            ),
             vec![start("a", "x")]
         );
         // A held pod without a sandbox does not get one yet.
@@ -388,12 +423,20 @@ mod tests {
 
     #[test]
     fn unbound_pods_and_orphans_are_removed() {
-        let o = observed(&["gone"], vec![running("gone", "x", 0), running("lost", "y", 0)]);
+        let o = observed(
+            &["gone"],
+            vec![running("gone", "x", 0), running("lost", "y", 0)],
+        );
         assert_eq!(
             plan(&[], &o, &Context::default(), now()),
             vec![
-                Action::RemovePod { sandbox: "gone".into() },
-                Action::RemoveContainer { sandbox: "lost".into(), id: "lost-y-r0".into() }
+                Action::RemovePod {
+                    sandbox: "gone".into()
+                },
+                Action::RemoveContainer {
+                    sandbox: "lost".into(),
+                    id: "lost-y-r0".into()
+                }
             ]
         );
     }
@@ -428,7 +471,10 @@ mod tests {
 
     #[test]
     fn lost_supervisors_are_recreated_unless_restart_never() {
-        let o = observed(&["a"], vec![with_state("a", "x", 0, exited("Unknown", 255))]);
+        let o = observed(
+            &["a"],
+            vec![with_state("a", "x", 0, exited("Unknown", 255))],
+        );
         let a = plan(&[pod("a", &["x"])], &o, &Context::default(), now());
         assert!(matches!(&a[..], [Action::RecreateContainer { new_id, .. }] if new_id == "a-x-r1"));
         let mut p = pod("a", &["x"]);
@@ -438,12 +484,25 @@ mod tests {
 
     #[test]
     fn old_incarnations_and_removed_containers_go() {
-        let o = observed(&["a"], vec![running("a", "x", 0), running("a", "x", 4), running("a", "old", 0)]);
+        let o = observed(
+            &["a"],
+            vec![
+                running("a", "x", 0),
+                running("a", "x", 4),
+                running("a", "old", 0),
+            ],
+        );
         assert_eq!(
             plan(&[pod("a", &["x"])], &o, &Context::default(), now()),
             vec![
-                Action::RemoveContainer { sandbox: "a".into(), id: "a-x-r0".into() },
-                Action::RemoveContainer { sandbox: "a".into(), id: "a-old-r0".into() },
+                Action::RemoveContainer {
+                    sandbox: "a".into(),
+                    id: "a-x-r0".into()
+                },
+                Action::RemoveContainer {
+                    sandbox: "a".into(),
+                    id: "a-old-r0".into()
+                },
             ]
         );
     }
@@ -465,8 +524,14 @@ mod tests {
         assert_eq!(
             plan(&[p], &o, &Context::default(), now()),
             vec![
-                Action::StopContainer { sandbox: "a".into(), id: "a-x-r0".into() },
-                Action::StopContainer { sandbox: "a".into(), id: "a-y-r0".into() },
+                Action::StopContainer {
+                    sandbox: "a".into(),
+                    id: "a-x-r0".into()
+                },
+                Action::StopContainer {
+                    sandbox: "a".into(),
+                    id: "a-y-r0".into()
+                },
             ]
         );
     }

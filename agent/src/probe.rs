@@ -270,7 +270,10 @@ mod tests {
             ..Container::default()
         };
         assert_eq!(resolve_port(&IntOrString::Int(80), &c).unwrap(), 80);
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &c).unwrap(), 8080);
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c).unwrap(),
+            8080
+        );
         assert!(resolve_port(&IntOrString::String("x".into()), &c).is_err());
         assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
     }

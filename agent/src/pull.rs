@@ -79,7 +79,10 @@ pub async fn ensure_image(
             }
             _ => failed(e.to_string()),
         })?;
-    let parse = |d: &str| d.parse::<Digest>().map_err(|_| failed(format!("bad digest {d:?} from the controller")));
+    let parse = |d: &str| {
+        d.parse::<Digest>()
+            .map_err(|_| failed(format!("bad digest {d:?} from the controller")))
+    };
     let manifest = parse(&info.digest)?;
     let mut blobs = vec![manifest.clone(), parse(&info.config_digest)?];
     for l in &info.layers {
@@ -110,14 +113,22 @@ fn partial_path(dir: &Path, d: &Digest) -> PathBuf {
 
 /// Streams blob `d` into its partial file, resuming after failures, then
 /// imports it (verifying the digest).
-async fn fetch_blob(ctl: &Controllers, rt: &Arc<Runtime>, d: &Digest, dir: &Path) -> Result<(), String> {
+async fn fetch_blob(
+    ctl: &Controllers,
+    rt: &Arc<Runtime>,
+    d: &Digest,
+    dir: &Path,
+) -> Result<(), String> {
     let path = partial_path(dir, d);
     let mut last_error = String::new();
     for attempt in 0..BLOB_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
         }
-        let offset = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+        let offset = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
         let stream = ctl
             .call(|ch| {
                 let req = BlobRequest {
@@ -166,7 +177,9 @@ async fn fetch_blob(ctl: &Controllers, rt: &Arc<Runtime>, d: &Digest, dir: &Path
                 }
             }
         }
-        f.flush().await.map_err(|e| format!("write {}: {e}", path.display()))?;
+        f.flush()
+            .await
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
         drop(f);
         if !done {
             continue;
@@ -174,13 +187,18 @@ async fn fetch_blob(ctl: &Controllers, rt: &Arc<Runtime>, d: &Digest, dir: &Path
         let rt = rt.clone();
         let (p, dg) = (path.clone(), d.clone());
         let res = tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(&p).map_err(|e| format!("open {}: {e}", p.display()))?;
-            rt.images().import_blob(&dg, &mut file).map_err(|e| e.to_string())
+            let mut file =
+                std::fs::File::open(&p).map_err(|e| format!("open {}: {e}", p.display()))?;
+            rt.images()
+                .import_blob(&dg, &mut file)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?;
         let _ = tokio::fs::remove_file(&path).await;
         return res.map(|_| ());
     }
-    Err(format!("blob {d}: gave up after {BLOB_ATTEMPTS} attempts: {last_error}"))
+    Err(format!(
+        "blob {d}: gave up after {BLOB_ATTEMPTS} attempts: {last_error}"
+    ))
 }

@@ -21,7 +21,10 @@ use crate::agent::Agent;
 use crate::plan::ObservedContainer;
 
 /// Serves the Agent API on `listener` until the task is aborted.
-pub async fn serve(agent: Arc<Agent>, listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(AgentService { agent }))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
@@ -48,13 +51,19 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl AgentService {
     /// The newest incarnation of a pod's container (`container` empty: the first).
-    async fn find(&self, ns: &str, pod: &str, container: &str) -> Result<ObservedContainer, Status> {
-        let (sb, p) = self
-            .agent
-            .find_sandbox(ns, pod)
-            .ok_or_else(|| Status::not_found(format!("pod {ns}/{pod} is not on node {}", self.agent.name)))?;
+    async fn find(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<ObservedContainer, Status> {
+        let (sb, p) = self.agent.find_sandbox(ns, pod).ok_or_else(|| {
+            Status::not_found(format!("pod {ns}/{pod} is not on node {}", self.agent.name))
+        })?;
         let name = if container.is_empty() {
-            p.as_ref().and_then(|p| p.spec.containers.first()).map(|c| c.name.clone())
+            p.as_ref()
+                .and_then(|p| p.spec.containers.first())
+                .map(|c| c.name.clone())
         } else {
             Some(container.to_string())
         };
@@ -95,7 +104,9 @@ impl AgentApi for AgentService {
         } else {
             Some(
                 chrono::DateTime::parse_from_rfc3339(&req.since_time)
-                    .map_err(|e| Status::invalid_argument(format!("since_time {:?}: {e}", req.since_time)))?
+                    .map_err(|e| {
+                        Status::invalid_argument(format!("since_time {:?}: {e}", req.since_time))
+                    })?
                     .with_timezone(&chrono::Utc),
             )
         };
@@ -130,7 +141,8 @@ impl AgentApi for AgentService {
                 let l = match l {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("reading log: {e}"))));
+                        let _ =
+                            tx.blocking_send(Err(Status::internal(format!("reading log: {e}"))));
                         return;
                     }
                 };
@@ -140,7 +152,11 @@ impl AgentApi for AgentService {
                     continue;
                 }
                 if timestamps {
-                    buf.extend_from_slice(l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes());
+                    buf.extend_from_slice(
+                        l.time
+                            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                            .as_bytes(),
+                    );
                     buf.push(b' ');
                 }
                 buf.extend_from_slice(l.text.as_bytes());
@@ -151,12 +167,21 @@ impl AgentApi for AgentService {
                     lines.push(std::mem::take(&mut buf));
                     continue;
                 }
-                if tx.blocking_send(Ok(LogChunk { data: std::mem::take(&mut buf) })).is_err() {
+                if tx
+                    .blocking_send(Ok(LogChunk {
+                        data: std::mem::take(&mut buf),
+                    }))
+                    .is_err()
+                {
                     return;
                 }
             }
             if window.is_some() {
-                let skip = if tail >= 0 { lines.len().saturating_sub(tail as usize) } else { 0 };
+                let skip = if tail >= 0 {
+                    lines.len().saturating_sub(tail as usize)
+                } else {
+                    0
+                };
                 for l in lines.into_iter().skip(skip) {
                     if tx.blocking_send(Ok(LogChunk { data: l })).is_err() {
                         return;
@@ -169,16 +194,27 @@ impl AgentApi for AgentService {
 
     type ExecStream = BoxStream<ExecOutput>;
 
-    async fn exec(&self, r: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(
+        &self,
+        r: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
         let mut input = r.into_inner();
         let start = match input.message().await? {
-            Some(ExecInput { input: Some(Input::Start(s)) }) => s,
-            _ => return Err(Status::invalid_argument("exec: the first message must be `start`")),
+            Some(ExecInput {
+                input: Some(Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exec: the first message must be `start`",
+                ));
+            }
         };
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec: empty command"));
         }
-        let c = self.find(&start.namespace, &start.pod, &start.container).await?;
+        let c = self
+            .find(&start.namespace, &start.pod, &start.container)
+            .await?;
         let rt = self.agent.rt.clone();
         let spec = ExecSpec {
             cmd: start.command.clone(),
@@ -206,8 +242,15 @@ impl AgentApi for AgentService {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             let data = buf[..n].to_vec();
-                            let o = if err { Output::Stderr(data) } else { Output::Stdout(data) };
-                            if tx.blocking_send(Ok(ExecOutput { output: Some(o) })).is_err() {
+                            let o = if err {
+                                Output::Stderr(data)
+                            } else {
+                                Output::Stdout(data)
+                            };
+                            if tx
+                                .blocking_send(Ok(ExecOutput { output: Some(o) }))
+                                .is_err()
+                            {
                                 break;
                             }
                         }
@@ -255,10 +298,10 @@ impl AgentApi for AgentService {
                         }
                     }
                     Ok(Input::StdinEof(_)) => {
-                        if proc.pty.is_some() {
-                            if let Some(s) = stdin.as_mut() {
-                                let _ = s.write_all(&[4]);
-                            }
+                        if proc.pty.is_some()
+                            && let Some(s) = stdin.as_mut()
+                        {
+                            let _ = s.write_all(&[4]);
                         }
                         stdin = None;
                     }
@@ -325,9 +368,14 @@ fn node_stats(agent: &Agent) -> NodeStats {
     let (total, avail) = agent.sys.memory();
     let mut out = Vec::new();
     for (c, b0) in containers.iter().zip(before) {
-        let Ok(s) = agent.rt.stats(&c.id) else { continue };
+        let Ok(s) = agent.rt.stats(&c.id) else {
+            continue;
+        };
         let (ns, pod) = match agent.pod_of(&c.sandbox) {
-            Some(p) => (p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone()),
+            Some(p) => (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone(),
+            ),
             None => (String::new(), c.sandbox.clone()),
         };
         out.push(ContainerStats {
@@ -336,7 +384,9 @@ fn node_stats(agent: &Agent) -> NodeStats {
             container: c.name.clone(),
             cpu_usage_nanos: s.cpu_usage_ns,
             memory_bytes: s.memory_bytes,
-            cpu_millis: s.cpu_usage_ns.saturating_sub(b0) / 1000 / interval.as_millis().max(1) as u64,
+            cpu_millis: s.cpu_usage_ns.saturating_sub(b0)
+                / 1000
+                / interval.as_millis().max(1) as u64,
         });
     }
     NodeStats {

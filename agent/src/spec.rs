@@ -40,13 +40,20 @@ pub fn container_spec(
     s.name = c.name.clone();
     s.command = c.command.clone();
     s.args = c.args.clone();
-    s.env = c.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    s.env = c
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
     s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
-    s.user = c.security_context.as_ref().and_then(|sc| match (sc.run_as_user, sc.run_as_group) {
-        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
-        (Some(u), None) => Some(u.to_string()),
-        (None, _) => None,
-    });
+    s.user = c
+        .security_context
+        .as_ref()
+        .and_then(|sc| match (sc.run_as_user, sc.run_as_group) {
+            (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+            (Some(u), None) => Some(u.to_string()),
+            (None, _) => None,
+        });
     for vm in &c.volume_mounts {
         let vol = pod
             .spec
@@ -75,7 +82,9 @@ pub fn container_spec(
     let cpu_limit = q(limits, "cpu").map(|x| x.as_millis().max(1) as u64);
     s.resources = Resources {
         memory_bytes: q(limits, "memory").map(|x| x.as_bytes().max(0) as u64),
-        cpu_request_millis: q(requests, "cpu").map(|x| x.as_millis().max(1) as u64).or(cpu_limit),
+        cpu_request_millis: q(requests, "cpu")
+            .map(|x| x.as_millis().max(1) as u64)
+            .or(cpu_limit),
         cpu_limit_millis: cpu_limit,
         pids: q(limits, "pids")
             .or_else(|| q(requests, "pids"))
@@ -109,29 +118,58 @@ mod tests {
             image: "busybox".into(),
             command: vec!["sh".into()],
             args: vec!["-c".into(), "x".into()],
-            env: vec![EnvVar { name: "A".into(), value: "1".into() }],
+            env: vec![EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            }],
             working_dir: Some("/w".into()),
             volume_mounts: vec![
-                VolumeMount { name: "data".into(), mount_path: "/data".into(), read_only: false },
-                VolumeMount { name: "host".into(), mount_path: "/h".into(), read_only: false },
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: "/data".into(),
+                    read_only: false,
+                },
+                VolumeMount {
+                    name: "host".into(),
+                    mount_path: "/h".into(),
+                    read_only: false,
+                },
             ],
-            security_context: Some(SecurityContext { run_as_user: Some(1000), run_as_group: None }),
+            security_context: Some(SecurityContext {
+                run_as_user: Some(1000),
+                run_as_group: None,
+            }),
             ..Container::default()
         };
-        c.resources.limits.insert("memory".into(), Quantity::parse("32Mi").unwrap());
-        c.resources.limits.insert("cpu".into(), Quantity::parse("500m").unwrap());
-        c.resources.requests.insert("cpu".into(), Quantity::parse("250m").unwrap());
-        c.resources.limits.insert("pids".into(), Quantity::parse("20").unwrap());
+        c.resources
+            .limits
+            .insert("memory".into(), Quantity::parse("32Mi").unwrap());
+        c.resources
+            .limits
+            .insert("cpu".into(), Quantity::parse("500m").unwrap());
+        c.resources
+            .requests
+            .insert("cpu".into(), Quantity::parse("250m").unwrap());
+        c.resources
+            .limits
+            .insert("pids".into(), Quantity::parse("20").unwrap());
         let pod = Pod {
             metadata: ObjectMeta::named("default", "web"),
             spec: PodSpec {
                 containers: vec![c.clone()],
                 volumes: vec![
-                    Volume { name: "data".into(), empty_dir: Some(EmptyDirVolume {}), host_path: None },
+                    Volume {
+                        name: "data".into(),
+                        empty_dir: Some(EmptyDirVolume {}),
+                        host_path: None,
+                    },
                     Volume {
                         name: "host".into(),
                         empty_dir: None,
-                        host_path: Some(HostPathVolume { path: "/srv".into(), read_only: true }),
+                        host_path: Some(HostPathVolume {
+                            path: "/srv".into(),
+                            read_only: true,
+                        }),
                     },
                 ],
                 restart_policy: RestartPolicy::OnFailure,
@@ -157,7 +195,11 @@ mod tests {
         assert!(s.mounts[1].read_only);
         let mut bad = c.clone();
         bad.volume_mounts[0].name = "nope".into();
-        assert!(container_spec(&pod, &bad, "x", Duration::ZERO).unwrap_err().contains("\"nope\""));
+        assert!(
+            container_spec(&pod, &bad, "x", Duration::ZERO)
+                .unwrap_err()
+                .contains("\"nope\"")
+        );
         let sb = sandbox_config(&pod, "p1");
         assert_eq!(sb.hostname.as_deref(), Some("web"));
     }

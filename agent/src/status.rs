@@ -156,7 +156,11 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
     let phase = if matches!(old.phase, PodPhase::Succeeded | PodPhase::Failed) {
         old.phase
     } else if all_final && !pod.spec.containers.is_empty() {
-        if all_zero { PodPhase::Succeeded } else { PodPhase::Failed }
+        if all_zero {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
+        }
     } else if any_active {
         PodPhase::Running
     } else {
@@ -169,7 +173,11 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
         .collect();
     let ready = phase == PodPhase::Running && unready.is_empty();
     let cond = |type_: &str, ok: bool, reason: &str, message: String| {
-        let status = if ok { ConditionStatus::True } else { ConditionStatus::False };
+        let status = if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
         let since = shoal_api::find_condition(&old.conditions, type_)
             .filter(|c| c.status == status)
             .and_then(|c| c.last_transition_time)
@@ -177,7 +185,11 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
         Condition {
             type_: type_.to_string(),
             status,
-            reason: if ok { String::new() } else { reason.to_string() },
+            reason: if ok {
+                String::new()
+            } else {
+                reason.to_string()
+            },
             message: if ok { String::new() } else { message },
             last_transition_time: Some(since),
             last_heartbeat_time: None,
@@ -230,8 +242,14 @@ pub fn transition_events(old: Option<&PodStatus>, new: &PodStatus) -> Vec<PodEve
             ));
         }
         for (now_t, prev_t) in [
-            (&cs.state.terminated, prev.and_then(|p| p.state.terminated.as_ref())),
-            (&cs.last_state.terminated, prev.and_then(|p| p.last_state.terminated.as_ref())),
+            (
+                &cs.state.terminated,
+                prev.and_then(|p| p.state.terminated.as_ref()),
+            ),
+            (
+                &cs.last_state.terminated,
+                prev.and_then(|p| p.last_state.terminated.as_ref()),
+            ),
         ] {
             if let Some(t) = now_t
                 && t.reason == "OOMKilled"
@@ -248,16 +266,29 @@ pub fn transition_events(old: Option<&PodStatus>, new: &PodStatus) -> Vec<PodEve
         if cs.restart_count > before && cs.state.running.is_some() {
             out.push(PodEvent::normal(
                 "Started",
-                format!("Restarted container {} (restart {})", cs.name, cs.restart_count),
+                format!(
+                    "Restarted container {} (restart {})",
+                    cs.name, cs.restart_count
+                ),
             ));
         }
-        let newly_failed = cs.state.terminated.as_ref().filter(|t| t.reason == "StartError");
+        let newly_failed = cs
+            .state
+            .terminated
+            .as_ref()
+            .filter(|t| t.reason == "StartError");
         if let Some(t) = newly_failed
-            && prev.and_then(|p| p.state.terminated.as_ref()).map(|p| p.finished_at) != Some(t.finished_at)
+            && prev
+                .and_then(|p| p.state.terminated.as_ref())
+                .map(|p| p.finished_at)
+                != Some(t.finished_at)
         {
             out.push(PodEvent::warning(
                 "Failed",
-                format!("Error: container {} could not start: {}", cs.name, t.message),
+                format!(
+                    "Error: container {} could not start: {}",
+                    cs.name, t.message
+                ),
             ));
         }
     }
@@ -308,7 +339,10 @@ mod tests {
     }
 
     fn run() -> ContainerState {
-        ContainerState::Running { pid: 5, started_at: t(1) }
+        ContainerState::Running {
+            pid: 5,
+            started_at: t(1),
+        }
     }
 
     fn exit(code: i32, reason: &str) -> ContainerState {
@@ -348,7 +382,9 @@ mod tests {
     }
 
     fn cond(s: &PodStatus, type_: &str) -> ConditionStatus {
-        shoal_api::find_condition(&s.conditions, type_).unwrap().status
+        shoal_api::find_condition(&s.conditions, type_)
+            .unwrap()
+            .status
     }
 
     #[test]
@@ -373,10 +409,24 @@ mod tests {
     fn nothing_created_yet_is_pending_with_reasons() {
         let p = pod(RestartPolicy::Always, &["a", "b"]);
         let mut w = BTreeMap::new();
-        w.insert("b".to_string(), (PULL_BACKOFF.to_string(), "image \"nope\" not found".to_string()));
+        w.insert(
+            "b".to_string(),
+            (
+                PULL_BACKOFF.to_string(),
+                "image \"nope\" not found".to_string(),
+            ),
+        );
         let s = status_with(&p, &[], &w, &BTreeMap::new());
         assert_eq!(s.phase, PodPhase::Pending);
-        assert_eq!(s.container_statuses[0].state.waiting.as_ref().unwrap().reason, CREATING);
+        assert_eq!(
+            s.container_statuses[0]
+                .state
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason,
+            CREATING
+        );
         let wb = s.container_statuses[1].state.waiting.as_ref().unwrap();
         assert_eq!(wb.reason, PULL_BACKOFF);
         assert!(wb.message.contains("nope"));
@@ -417,9 +467,18 @@ mod tests {
     #[test]
     fn on_failure_success_completes_but_always_keeps_running() {
         let p = pod(RestartPolicy::OnFailure, &["a", "b"]);
-        let s = status(&p, &[obs("a", 0, 0, exit(0, "Completed")), obs("b", 0, 0, exit(0, "Completed"))]);
+        let s = status(
+            &p,
+            &[
+                obs("a", 0, 0, exit(0, "Completed")),
+                obs("b", 0, 0, exit(0, "Completed")),
+            ],
+        );
         assert_eq!(s.phase, PodPhase::Succeeded);
-        let s = status(&p, &[obs("a", 0, 0, exit(0, "Completed")), obs("b", 0, 0, run())]);
+        let s = status(
+            &p,
+            &[obs("a", 0, 0, exit(0, "Completed")), obs("b", 0, 0, run())],
+        );
         assert_eq!(s.phase, PodPhase::Running);
         let p = pod(RestartPolicy::Always, &["a"]);
         let s = status(&p, &[obs("a", 0, 0, exit(0, "Unknown"))]);
@@ -429,7 +488,10 @@ mod tests {
     #[test]
     fn terminal_phase_sticks() {
         let mut p = pod(RestartPolicy::Always, &["a"]);
-        p.status = Some(PodStatus { phase: PodPhase::Failed, ..PodStatus::default() });
+        p.status = Some(PodStatus {
+            phase: PodPhase::Failed,
+            ..PodStatus::default()
+        });
         assert_eq!(status(&p, &[obs("a", 0, 0, run())]).phase, PodPhase::Failed);
     }
 
@@ -476,7 +538,7 @@ mod tests {
         let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(reasons, ["BackOff", "OOMKilled"]);
         assert!(transition_events(Some(&s2), &s2).is_empty());
-        let s3 = status(&p, &[obs("a", 0, 1, run())]);
+        let s3 = status(&p, &[obs("a", 0, 2, run())]);
         let ev = transition_events(Some(&s2), &s3);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].reason, "Started");

@@ -122,10 +122,22 @@ mod tests {
         .unwrap();
         let s = SysInfo::new(dir.path());
         assert_eq!(s.memory(), (4000 * 1024, 1000 * 1024));
-        assert_eq!(s.cpu_times(), CpuTimes { total: 1000, idle: 800 });
+        assert_eq!(
+            s.cpu_times(),
+            CpuTimes {
+                total: 1000,
+                idle: 800
+            }
+        );
         assert!(s.cpu_millis() >= 1000);
-        let a = CpuTimes { total: 1000, idle: 800 };
-        let b = CpuTimes { total: 2000, idle: 1300 };
+        let a = CpuTimes {
+            total: 1000,
+            idle: 800,
+        };
+        let b = CpuTimes {
+            total: 2000,
+            idle: 1300,
+        };
         assert_eq!(busy_millis(a, b, 2000), 1000);
         assert_eq!(busy_millis(a, a, 2000), 0);
     }

@@ -5,6 +5,8 @@
 //! The controller binary is taken from the same target directory as this
 //! test (`cargo build -p shoal-controller` first).
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,17 +16,28 @@ use shoal_api::{ContainerStatus, Node, Object, Pod, PodPhase};
 use shoal_proto::agent_client::AgentClient;
 use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::images_client::ImagesClient;
-use shoal_proto::{DeleteRequest, GetRequest, ImportChunk, ListRequest, LogsRequest, ObjectRequest};
+use shoal_proto::{
+    DeleteRequest, GetRequest, ImportChunk, ListRequest, LogsRequest, ObjectRequest,
+};
 use tonic::transport::Channel;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn controller_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // <target>/debug/deps/it-xxxx → <target>/debug/shoal-controller
-    let bin = exe.parent().unwrap().parent().unwrap().join("shoal-controller");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("shoal-controller");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p shoal-controller` with the same target directory first",
@@ -45,7 +58,9 @@ where
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("{what}: not reached in {timeout:?}; last seen: {e}"),
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: not reached in {timeout:?}; last seen: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -66,7 +81,15 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ctl_addr = format!("127.0.0.1:{}", free_port());
         let controller = Command::new(controller_bin())
-            .args(["--id", "1", "--listen", &ctl_addr, "--log", "warn", "--data-dir"])
+            .args([
+                "--id",
+                "1",
+                "--listen",
+                &ctl_addr,
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
             .arg(dir.path().join("controller"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
@@ -85,9 +108,12 @@ impl Cluster {
             let addr = addr.clone();
             async move {
                 let mut cl = cluster(&addr).await?;
-                cl.list(ListRequest { kind: "Pod".into(), ..Default::default() })
-                    .await
-                    .map_err(|e| e.to_string())
+                cl.list(ListRequest {
+                    kind: "Pod".into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())
             }
         })
         .await;
@@ -107,8 +133,22 @@ impl Cluster {
             .open(self.dir.path().join("agent.log"))
             .unwrap();
         let child = Command::new(AGENT)
-            .args(["--name", &self.node, "--controller", &self.ctl_addr, "--listen", &self.agent_addr])
-            .args(["--labels", "zone=test", "--heartbeat-interval", "0.5", "--restart-backoff-ms", "500"])
+            .args([
+                "--name",
+                &self.node,
+                "--controller",
+                &self.ctl_addr,
+                "--listen",
+                &self.agent_addr,
+            ])
+            .args([
+                "--labels",
+                "zone=test",
+                "--heartbeat-interval",
+                "0.5",
+                "--restart-backoff-ms",
+                "500",
+            ])
             .args(["--log", "info,shoal_agent=debug", "--data-dir"])
             .arg(self.data_dir())
             .stdout(Stdio::null())
@@ -127,12 +167,19 @@ impl Cluster {
 
     async fn import_busybox(&self) {
         let tar = self.dir.path().join("busybox.tar");
-        shoal_runtime::testimage::busybox_docker_save(Path::new("/bin/busybox"), &tar, "busybox:latest")
-            .expect("build the busybox image (apt-get install busybox-static)");
+        shoal_runtime::testimage::busybox_docker_save(
+            Path::new("/bin/busybox"),
+            &tar,
+            "busybox:latest",
+        )
+        .expect("build the busybox image (apt-get install busybox-static)");
         let data = std::fs::read(&tar).unwrap();
         let chunks: Vec<ImportChunk> = data
             .chunks(256 * 1024)
-            .map(|c| ImportChunk { data: c.to_vec(), tag: String::new() })
+            .map(|c| ImportChunk {
+                data: c.to_vec(),
+                tag: String::new(),
+            })
             .collect();
         let ch = channel(&self.ctl_addr).await.unwrap();
         ImagesClient::new(ch)
@@ -148,7 +195,9 @@ impl Cluster {
     async fn create_pod(&self, yaml_json: serde_json::Value) -> Pod {
         let mut cl = cluster(&self.ctl_addr).await.unwrap();
         let r = cl
-            .create(ObjectRequest { object_json: yaml_json.to_string() })
+            .create(ObjectRequest {
+                object_json: yaml_json.to_string(),
+            })
             .await
             .expect("create pod")
             .into_inner();
@@ -161,7 +210,12 @@ impl Cluster {
     async fn pod(&self, name: &str) -> Result<Pod, String> {
         let mut cl = cluster(&self.ctl_addr).await?;
         let r = cl
-            .get(GetRequest { kind: "Pod".into(), namespace: "default".into(), name: name.into(), stale: false })
+            .get(GetRequest {
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: name.into(),
+                stale: false,
+            })
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
@@ -189,7 +243,10 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("pod {name}: {what} not reached in {timeout:?}; last status: {last}\nagent log:\n{}", self.logs());
+        panic!(
+            "pod {name}: {what} not reached in {timeout:?}; last status: {last}\nagent log:\n{}",
+            self.logs()
+        );
     }
 
     async fn delete_pod(&self, name: &str) {
@@ -207,7 +264,11 @@ impl Cluster {
     async fn event_reasons(&self, pod: &str) -> Vec<String> {
         let mut cl = cluster(&self.ctl_addr).await.unwrap();
         let r = cl
-            .list(ListRequest { kind: "Event".into(), namespace: "default".into(), ..Default::default() })
+            .list(ListRequest {
+                kind: "Event".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -267,15 +328,25 @@ fn pod_json(name: &str, node: &str, policy: &str, image: &str, script: &str) -> 
 }
 
 fn pid_of(cs: &ContainerStatus, c: &Cluster) -> i32 {
-    let id = cs.container_id.as_deref().unwrap().trim_start_matches("shoal://");
-    let state = std::fs::read_to_string(c.data_dir().join("containers").join(id).join("state.json")).unwrap();
+    let id = cs
+        .container_id
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("shoal://");
+    let state =
+        std::fs::read_to_string(c.data_dir().join("containers").join(id).join("state.json"))
+            .unwrap();
     let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-    v.pointer("/state/Running/pid").and_then(|p| p.as_i64()).expect("running pid") as i32
+    v.pointer("/state/Running/pid")
+        .and_then(|p| p.as_i64())
+        .expect("running pid") as i32
 }
 
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,7 +357,12 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     let first = eventually("node registered", Duration::from_secs(20), || async {
         let mut cl = cluster(&c.ctl_addr).await?;
         let r = cl
-            .get(GetRequest { kind: "Node".into(), namespace: String::new(), name: c.node.clone(), stale: false })
+            .get(GetRequest {
+                kind: "Node".into(),
+                namespace: String::new(),
+                name: c.node.clone(),
+                stale: false,
+            })
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
@@ -294,7 +370,11 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
             Object::Node(n) => n,
             _ => return Err("not a node".into()),
         };
-        if n.is_ready() { Ok(n) } else { Err(format!("{:?}", n.status)) }
+        if n.is_ready() {
+            Ok(n)
+        } else {
+            Err(format!("{:?}", n.status))
+        }
     })
     .await;
     let s = first.status.clone().unwrap();
@@ -307,36 +387,69 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     eventually("heartbeat advances", Duration::from_secs(10), || async {
         let mut cl = cluster(&c.ctl_addr).await?;
         let r = cl
-            .get(GetRequest { kind: "Node".into(), namespace: String::new(), name: c.node.clone(), stale: false })
+            .get(GetRequest {
+                kind: "Node".into(),
+                namespace: String::new(),
+                name: c.node.clone(),
+                stale: false,
+            })
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
-        let Ok(Object::Node(n)) = Object::from_json_str(&r.object_json) else { return Err("decode".into()) };
+        let Ok(Object::Node(n)) = Object::from_json_str(&r.object_json) else {
+            return Err("decode".into());
+        };
         let t = n.status.and_then(|s| s.heartbeat_time).unwrap();
-        if t > t0 { Ok(()) } else { Err(format!("heartbeat still {t}")) }
+        if t > t0 {
+            Ok(())
+        } else {
+            Err(format!("heartbeat still {t}"))
+        }
     })
     .await;
 
     // A pod runs (image pulled from the controller) and reports Running.
-    c.create_pod(pod_json("web", &c.node, "Always", "busybox", "echo hello; exec sleep 1000")).await;
+    c.create_pod(pod_json(
+        "web",
+        &c.node,
+        "Always",
+        "busybox",
+        "echo hello; exec sleep 1000",
+    ))
+    .await;
     let p = c
-        .wait_pod("web", "Running and Ready", Duration::from_secs(60), |p, cs| {
-            p.status.as_ref().unwrap().phase == PodPhase::Running && cs.ready
-        })
+        .wait_pod(
+            "web",
+            "Running and Ready",
+            Duration::from_secs(60),
+            |p, cs| p.status.as_ref().unwrap().phase == PodPhase::Running && cs.ready,
+        )
         .await;
     let cs = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(cs.restart_count, 0);
     assert!(cs.state.running.as_ref().unwrap().started_at.is_some());
-    assert!(shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
-        .is_some_and(|c| c.status == shoal_api::ConditionStatus::True));
+    assert!(
+        shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
+            .is_some_and(|c| c.status == shoal_api::ConditionStatus::True)
+    );
     let pid = pid_of(cs, &c);
     assert!(alive(pid));
-    let id = cs.container_id.clone().unwrap().trim_start_matches("shoal://").to_string();
+    let id = cs
+        .container_id
+        .clone()
+        .unwrap()
+        .trim_start_matches("shoal://")
+        .to_string();
 
     // Logs through the Agent API.
     let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
     let mut s = ag
-        .logs(LogsRequest { namespace: "default".into(), pod: "web".into(), tail_lines: -1, ..Default::default() })
+        .logs(LogsRequest {
+            namespace: "default".into(),
+            pod: "web".into(),
+            tail_lines: -1,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -348,17 +461,28 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
 
     let reasons = c.event_reasons("web").await;
     for r in ["Pulled", "Created", "Started"] {
-        assert!(reasons.iter().any(|x| x == r), "event {r} missing from {reasons:?}");
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "event {r} missing from {reasons:?}"
+        );
     }
 
     // Deleting the pod stops and removes everything.
     c.delete_pod("web").await;
     let data = c.data_dir();
     eventually("pod removed", Duration::from_secs(30), || async {
-        let left: Vec<_> = std::fs::read_dir(data.join("pods")).unwrap().flatten().map(|e| e.path()).collect();
+        let left: Vec<_> = std::fs::read_dir(data.join("pods"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         let cont = data.join("containers").join(&id);
         if !left.is_empty() || cont.exists() || alive(pid) {
-            return Err(format!("pods {left:?}, container dir {}, pid {pid} alive {}", cont.exists(), alive(pid)));
+            return Err(format!(
+                "pods {left:?}, container dir {}, pid {pid} alive {}",
+                cont.exists(),
+                alive(pid)
+            ));
         }
         let cg = Path::new("/sys/fs/cgroup/memory/shoal").join(&id);
         let cg2 = Path::new("/sys/fs/cgroup/shoal").join(&id);
@@ -380,14 +504,35 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
 #[ignore = "requires root: real containers, cgroups and namespaces"]
 async fn failing_containers_back_off_and_restart_never_fails_the_pod() {
     let c = Cluster::start("agent-it-crash").await;
-    c.create_pod(pod_json("crash", &c.node, "Always", "busybox", "echo boom; exit 1")).await;
-    c.create_pod(pod_json("once", &c.node, "Never", "busybox", "exit 3")).await;
-    c.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(60), |_, cs| {
-        cs.state.waiting.as_ref().is_some_and(|w| w.reason == "CrashLoopBackOff")
-    })
+    c.create_pod(pod_json(
+        "crash",
+        &c.node,
+        "Always",
+        "busybox",
+        "echo boom; exit 1",
+    ))
+    .await;
+    c.create_pod(pod_json("once", &c.node, "Never", "busybox", "exit 3"))
+        .await;
+    c.wait_pod(
+        "crash",
+        "CrashLoopBackOff",
+        Duration::from_secs(60),
+        |_, cs| {
+            cs.state
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+        },
+    )
     .await;
     let p = c
-        .wait_pod("crash", "restartCount >= 2", Duration::from_secs(60), |_, cs| cs.restart_count >= 2)
+        .wait_pod(
+            "crash",
+            "restartCount >= 2",
+            Duration::from_secs(60),
+            |_, cs| cs.restart_count >= 2,
+        )
         .await;
     let cs = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(cs.last_state.terminated.as_ref().unwrap().exit_code, 1);
@@ -397,9 +542,16 @@ async fn failing_containers_back_off_and_restart_never_fails_the_pod() {
             p.status.as_ref().unwrap().phase == PodPhase::Failed
         })
         .await;
-    let t = p.status.as_ref().unwrap().container_statuses[0].state.terminated.clone().unwrap();
+    let t = p.status.as_ref().unwrap().container_statuses[0]
+        .state
+        .terminated
+        .clone()
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_str()), (3, "Error"));
-    assert_eq!(p.status.as_ref().unwrap().container_statuses[0].restart_count, 0);
+    assert_eq!(
+        p.status.as_ref().unwrap().container_statuses[0].restart_count,
+        0
+    );
     let reasons = c.event_reasons("crash").await;
     assert!(reasons.iter().any(|x| x == "BackOff"), "{reasons:?}");
 }
@@ -408,13 +560,32 @@ async fn failing_containers_back_off_and_restart_never_fails_the_pod() {
 #[ignore = "requires root: real containers, cgroups and namespaces"]
 async fn unknown_image_is_image_pull_back_off() {
     let c = Cluster::start("agent-it-pull").await;
-    c.create_pod(pod_json("ghost", &c.node, "Always", "nosuch/image:1", "true")).await;
+    c.create_pod(pod_json(
+        "ghost",
+        &c.node,
+        "Always",
+        "nosuch/image:1",
+        "true",
+    ))
+    .await;
     let p = c
-        .wait_pod("ghost", "ImagePullBackOff", Duration::from_secs(30), |_, cs| {
-            cs.state.waiting.as_ref().is_some_and(|w| w.reason == "ImagePullBackOff")
-        })
+        .wait_pod(
+            "ghost",
+            "ImagePullBackOff",
+            Duration::from_secs(30),
+            |_, cs| {
+                cs.state
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|w| w.reason == "ImagePullBackOff")
+            },
+        )
         .await;
-    let w = p.status.unwrap().container_statuses[0].state.waiting.clone().unwrap();
+    let w = p.status.unwrap().container_statuses[0]
+        .state
+        .waiting
+        .clone()
+        .unwrap();
     assert!(w.message.contains("nosuch/image:1"), "{}", w.message);
     assert!(w.message.contains("not found"), "{}", w.message);
     let reasons = c.event_reasons("ghost").await;
@@ -425,7 +596,14 @@ async fn unknown_image_is_image_pull_back_off() {
 #[ignore = "requires root: real containers, cgroups and namespaces"]
 async fn a_killed_agent_readopts_its_running_containers() {
     let mut c = Cluster::start("agent-it-adopt").await;
-    c.create_pod(pod_json("keep", &c.node, "Always", "busybox", "exec sleep 1000")).await;
+    c.create_pod(pod_json(
+        "keep",
+        &c.node,
+        "Always",
+        "busybox",
+        "exec sleep 1000",
+    ))
+    .await;
     let p = c
         .wait_pod("keep", "Running", Duration::from_secs(60), |p, _| {
             p.status.as_ref().unwrap().phase == PodPhase::Running
@@ -439,7 +617,9 @@ async fn a_killed_agent_readopts_its_running_containers() {
     // The new agent serves again and keeps the same container.
     eventually("new agent answers", Duration::from_secs(20), || async {
         let mut ag = AgentClient::new(channel(&c.agent_addr).await?);
-        ag.ping(shoal_proto::PingRequest {}).await.map_err(|e| e.to_string())
+        ag.ping(shoal_proto::PingRequest {})
+            .await
+            .map_err(|e| e.to_string())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -447,11 +627,21 @@ async fn a_killed_agent_readopts_its_running_containers() {
     let cs2 = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(cs2.restart_count, 0);
     assert_eq!(cs2.container_id, cs.container_id);
-    let id = cs.container_id.as_deref().unwrap().trim_start_matches("shoal://").to_string();
+    let id = cs
+        .container_id
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("shoal://")
+        .to_string();
     let dir = c.data_dir().join("containers").join(&id);
     let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
     let sup = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-    assert_eq!(pid_of(cs2, &c), pid, "state: {state}\nsupervisor log: {sup}\nagent log: {}", c.logs());
+    assert_eq!(
+        pid_of(cs2, &c),
+        pid,
+        "state: {state}\nsupervisor log: {sup}\nagent log: {}",
+        c.logs()
+    );
     assert!(alive(pid));
     assert_eq!(p.status.as_ref().unwrap().phase, PodPhase::Running);
 }
