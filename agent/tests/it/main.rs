@@ -645,3 +645,117 @@ async fn a_killed_agent_readopts_its_running_containers() {
     assert!(alive(pid));
     assert_eq!(p.status.as_ref().unwrap().phase, PodPhase::Running);
 }
+
+async fn exec(
+    c: &Cluster,
+    pod: &str,
+    cmd: &[&str],
+    stdin: Option<&[u8]>,
+) -> (String, String, i32) {
+    use shoal_proto::exec_input::Input;
+    use shoal_proto::exec_output::Output;
+    use shoal_proto::{ExecInput, ExecStart};
+    let mut msgs = vec![ExecInput {
+        input: Some(Input::Start(ExecStart {
+            namespace: "default".into(),
+            pod: pod.into(),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            stdin: stdin.is_some(),
+            ..Default::default()
+        })),
+    }];
+    if let Some(data) = stdin {
+        msgs.push(ExecInput { input: Some(Input::Stdin(data.to_vec())) });
+        msgs.push(ExecInput { input: Some(Input::StdinEof(true)) });
+    }
+    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let mut s = ag.exec(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    while let Some(m) = s.message().await.unwrap() {
+        match m.output {
+            Some(Output::Stdout(d)) => out.extend(d),
+            Some(Output::Stderr(d)) => err.extend(d),
+            Some(Output::ExitCode(x)) => code = Some(x),
+            None => {}
+        }
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        code.expect("exit code last"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn probes_exec_and_stats() {
+    let c = Cluster::start("agent-it-probe").await;
+    c.create_pod(serde_json::json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "probed", "namespace": "default"},
+        "spec": {
+            "nodeName": c.node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web", "image": "busybox",
+                "command": ["httpd", "-f", "-p", "8080", "-h", "/etc"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/hostname", "port": "http"}, "periodSeconds": 1},
+                "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .await;
+    c.create_pod(serde_json::json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "flaky", "namespace": "default"},
+        "spec": {
+            "nodeName": c.node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 1000"],
+                "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]},
+                                  "periodSeconds": 1, "failureThreshold": 2}
+            }]
+        }
+    }))
+    .await;
+    c.wait_pod("probed", "Ready by its readiness probe", Duration::from_secs(60), |p, cs| {
+        cs.ready
+            && shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
+                .is_some_and(|c| c.status == shoal_api::ConditionStatus::True)
+    })
+    .await;
+    let p = c
+        .wait_pod("flaky", "restarted by its liveness probe", Duration::from_secs(60), |_, cs| {
+            cs.restart_count >= 1 && cs.state.running.is_some()
+        })
+        .await;
+    assert!(p.status.unwrap().container_statuses[0].container_id.as_deref().unwrap().ends_with("-main-r1"));
+    let reasons = c.event_reasons("flaky").await;
+    assert!(reasons.iter().any(|x| x == "Unhealthy"), "{reasons:?}");
+    assert!(reasons.iter().any(|x| x == "Killing"), "{reasons:?}");
+    // The healthy pod was never restarted.
+    let p = c.pod("probed").await.unwrap();
+    assert_eq!(p.status.unwrap().container_statuses[0].restart_count, 0);
+
+    // Exec through the Agent API: streams, exit code, stdin.
+    let (out, err, code) = exec(&c, "probed", &["sh", "-c", "echo out; echo err >&2; exit 7"], None).await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 7));
+    let (out, _, code) = exec(&c, "probed", &["cat"], Some(b"abc")).await;
+    assert_eq!((out.as_str(), code), ("abc", 0));
+    let (out, _, _) = exec(&c, "probed", &["hostname"], None).await;
+    assert_eq!(out, "probed\n");
+
+    // Stats of the node and its containers.
+    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let st = ag.stats(shoal_proto::StatsRequest::default()).await.unwrap().into_inner();
+    let n = &st.nodes[0];
+    assert_eq!(n.node, c.node);
+    assert!(n.memory_bytes > 0 && n.memory_capacity_bytes >= n.memory_bytes);
+    assert!(n.cpu_capacity_millis >= 1000);
+    let web = n.containers.iter().find(|x| x.pod == "probed").expect("stats of pod probed");
+    assert_eq!((web.namespace.as_str(), web.container.as_str()), ("default", "web"));
+    assert!(web.memory_bytes > 0 && web.cpu_usage_nanos > 0, "{web:?}");
+}
