@@ -14,7 +14,11 @@ impl ImageStore {
     /// present) under `names` (`busybox` → `busybox:latest`): unpacks layers
     /// not unpacked yet, checks them against the config's `diff_ids`, and
     /// records the names. Nothing is recorded unless everything verified.
-    pub fn register_pulled(&self, manifest: &Digest, names: &[String]) -> Result<Image, ImageError> {
+    pub fn register_pulled(
+        &self,
+        manifest: &Digest,
+        names: &[String],
+    ) -> Result<Image, ImageError> {
         let missing = |d: &Digest, what: &str| ImageError::Format {
             archive: format!("image {manifest}"),
             message: format!("{what} blob {d} is not in the store"),
