@@ -542,6 +542,38 @@ mod tests {
     }
 
     #[test]
+    fn join_self_writes_zero_to_the_cheap_file() {
+        let t = tempfile::tempdir().unwrap();
+        let mut mounts = BTreeMap::new();
+        mounts.insert("memory".to_string(), t.path().join("memory"));
+        mounts.insert("pids".to_string(), t.path().join("pids"));
+        let v1 = Cgroup::new(CgroupLayout::V1 { mounts }, "shoal/j");
+        v1.create(&Resources::default()).unwrap();
+        v1.join_self().unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path().join("memory/shoal/j/tasks")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            fs::read_to_string(t.path().join("pids/shoal/j/tasks")).unwrap(),
+            "0"
+        );
+        assert!(!t.path().join("memory/shoal/j/cgroup.procs").exists());
+        let v2 = Cgroup::new(
+            CgroupLayout::V2 {
+                root: t.path().join("v2"),
+            },
+            "shoal/j",
+        );
+        v2.create(&Resources::default()).unwrap();
+        v2.join_self().unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path().join("v2/shoal/j/cgroup.procs")).unwrap(),
+            "0"
+        );
+    }
+
+    #[test]
     fn writes_v1_files_in_a_temp_tree() {
         let t = tempfile::tempdir().unwrap();
         let mut mounts = BTreeMap::new();

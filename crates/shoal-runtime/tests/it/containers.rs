@@ -198,9 +198,14 @@ fn layer(entries: &[(&str, tar::EntryType)]) -> Vec<u8> {
     for (path, kind) in entries {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(*kind);
-        h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if *kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_size(0);
-        b.append_data(&mut h, path, std::io::empty()).expect("append");
+        b.append_data(&mut h, path, std::io::empty())
+            .expect("append");
     }
     b.into_inner().expect("tar")
 }
@@ -210,17 +215,39 @@ fn layer(entries: &[(&str, tar::EntryType)]) -> Vec<u8> {
 fn whiteouts_and_opaque_directories_hide_lower_layers() {
     use tar::EntryType::{Directory, Regular};
     let t = TestRuntime::new("whiteout");
-    let base = shoal_runtime::testimage::busybox_layer(std::path::Path::new(shoal_runtime::testimage::BUSYBOX)).expect("layer");
-    let l2 = layer(&[("data/", Directory), ("data/keep", Regular), ("data/gone", Regular), ("opq/", Directory), ("opq/old", Regular)]);
-    let l3 = layer(&[("data/.wh.gone", Regular), ("opq/", Directory), ("opq/.wh..wh..opq", Regular), ("opq/new", Regular), ("bin/.wh.vi", Regular)]);
+    let base = shoal_runtime::testimage::busybox_layer(std::path::Path::new(
+        shoal_runtime::testimage::BUSYBOX,
+    ))
+    .expect("layer");
+    let l2 = layer(&[
+        ("data/", Directory),
+        ("data/keep", Regular),
+        ("data/gone", Regular),
+        ("opq/", Directory),
+        ("opq/old", Regular),
+    ]);
+    let l3 = layer(&[
+        ("data/.wh.gone", Regular),
+        ("opq/", Directory),
+        ("opq/.wh..wh..opq", Regular),
+        ("opq/new", Regular),
+        ("bin/.wh.vi", Regular),
+    ]);
     let archive = t.dir.path().join("wh.tar");
-    shoal_runtime::testimage::write_docker_save(&archive, "layered:1", &[base, l2, l3], &["sh"]).expect("archive");
+    shoal_runtime::testimage::write_docker_save(&archive, "layered:1", &[base, l2, l3], &["sh"])
+        .expect("archive");
     t.rt.images().import(&archive, None).expect("import");
     let pod = t.pod("wh-pod");
-    let mut spec = t.sh("wh-c", "ls /data; ls /opq; test -e /bin/vi && echo vi-present || echo vi-gone");
+    let mut spec = t.sh(
+        "wh-c",
+        "ls /data; ls /opq; test -e /bin/vi && echo vi-present || echo vi-gone",
+    );
     spec.image = "layered:1".into();
     t.rt.create_and_start(&pod, spec).expect("start");
     let st = t.rt.wait("wh-c", Duration::from_secs(20)).expect("wait");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
-    assert_eq!(t.log_lines("wh-c"), vec!["stdout keep", "stdout new", "stdout vi-gone"]);
+    assert_eq!(
+        t.log_lines("wh-c"),
+        vec!["stdout keep", "stdout new", "stdout vi-gone"]
+    );
 }
