@@ -48,6 +48,42 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Add, change or remove labels of objects.
     Label(LabelArgs),
+    /// Import, list and remove container images.
+    Image {
+        /// What to do with images.
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Print the logs of a pod's container.
+    Logs(LogsArgs),
+    /// Run a command in a pod's container.
+    Exec(ExecArgs),
+    /// CPU and memory use of pods or nodes.
+    Top {
+        /// Pods or nodes.
+        #[command(subcommand)]
+        command: TopCommand,
+    },
+    /// Set the replica count of a deployment.
+    Scale(ScaleArgs),
+    /// Change fields of objects.
+    Set {
+        /// What to set.
+        #[command(subcommand)]
+        command: SetCommand,
+    },
+    /// Follow, list and undo rollouts of a deployment.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Mark a node unschedulable.
+    Cordon(NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(NodeArgs),
+    /// Cordon a node and delete the pods bound to it.
+    Drain(DrainArgs),
     /// The controller cluster.
     Cluster {
         /// What to show.
@@ -67,6 +103,190 @@ pub enum ClusterCommand {
         #[arg(short = 'o', long = "output", value_name = "FORMAT")]
         output: Option<String>,
     },
+}
+
+/// `shoalctl image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Stream a `docker save` or OCI image-layout tarball (plain or gzip) to the cluster.
+    Import {
+        /// The tarball ('-' for stdin).
+        #[arg(value_name = "TARBALL")]
+        path: PathBuf,
+        /// An extra NAME[:TAG] to give the image.
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+    },
+    /// List the images (NAME TAG DIGEST SIZE).
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Omit the header line.
+        #[arg(long)]
+        no_headers: bool,
+    },
+    /// Remove image names (and the blobs no other image uses).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// NAME[:TAG] references.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod (or pod/NAME).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// Keep streaming new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (default: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub tail: Option<i64>,
+    /// Only lines newer than this, e.g. 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, conflicts_with = "since_time")]
+    pub since: Option<Duration>,
+    /// Only lines at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub since_time: Option<String>,
+    /// Prefix each line with its timestamp.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// The previous (terminated) instance of the container.
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+}
+
+/// Arguments of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Forward standard input to the command.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal (puts the local one in raw mode).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// The pod (or pod/NAME).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The command and its arguments, after `--`.
+    #[arg(value_name = "COMMAND", last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `shoalctl top …`.
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// CPU and memory per pod.
+    #[command(visible_aliases = ["pod", "po"])]
+    Pods {
+        /// Pods of every namespace (adds a NAMESPACE column).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Only this pod.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// CPU and memory per node, with their share of the capacity.
+    #[command(visible_aliases = ["node", "no"])]
+    Nodes {
+        /// Only this node.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+/// Arguments of `scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `deployment NAME` or `deployment/NAME`.
+    #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
+    /// The new replica count.
+    #[arg(long, value_name = "N", required = true)]
+    pub replicas: u32,
+    /// Only scale if the object is still at this resourceVersion.
+    #[arg(long, value_name = "RV")]
+    pub resource_version: Option<u64>,
+}
+
+/// `shoalctl set …`.
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Change container images of a deployment's template (or of a pod).
+    Image {
+        /// `deployment/NAME` (or `deployment NAME`), then CONTAINER=IMAGE pairs.
+        #[arg(value_name = "ARGS", required = true, num_args = 2..)]
+        args: Vec<String>,
+    },
+}
+
+/// `shoalctl rollout …`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the deployment's rollout is complete, printing progress.
+    Status {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        /// Give up after this long (e.g. 90s, 5m; default: wait forever).
+        #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+        timeout: Option<Duration>,
+    },
+    /// List the deployment's revisions.
+    History {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        /// Show the template of this revision.
+        #[arg(long, value_name = "N")]
+        revision: Option<i64>,
+    },
+    /// Go back to the previous (or the given) revision's template.
+    Undo {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        /// The revision to return to (default: the one before the current).
+        #[arg(long, value_name = "N")]
+        to_revision: Option<i64>,
+    },
+}
+
+/// Arguments of `cordon` and `uncordon`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node (or node/NAME).
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// Arguments of `drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node (or node/NAME).
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Go on when daemon pods are bound to the node (they are left alone).
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Also delete pods that no controller owns (they are not recreated).
+    #[arg(long)]
+    pub force: bool,
+    /// Give up waiting for the pods to go after this long (default: wait forever).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub timeout: Option<Duration>,
+    /// Show what would be deleted, without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `apply`.
@@ -207,10 +427,114 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a Go-style span such as `90s`, `5m`, `1h30m`, `2d` or `500ms` (a plain number is
+/// seconds).
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let bad = |why: &str| format!("invalid duration {text:?}: {why}; expected e.g. 30s, 5m, 1h30m");
+    if text.is_empty() {
+        return Err(bad("empty"));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = text.parse().map_err(|_| bad("too large"))?;
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad("a number must come before each unit"));
+        }
+        let n: f64 = rest[..digits].parse().map_err(|_| bad("bad number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86_400.0,
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unit must be ms, s, m, h or d")),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(secs).map_err(|_| bad("too large"))?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn spans_parse() {
+        assert_eq!(parse_span("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_span("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_span("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_span("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_span("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_span("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_span("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_span("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_span("0s"), Ok(Duration::ZERO));
+        for bad in ["", "m", "5x", "h5", "5m3", "-5m", "1y"] {
+            let e = parse_span(bad).unwrap_err();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn workload_verbs_parse() {
+        let c = Cli::try_parse_from([
+            "shoalctl", "exec", "-it", "web-1", "-c", "app", "--", "sh", "-c", "echo hi",
+        ])
+        .unwrap();
+        let Command::Exec(e) = c.command else {
+            panic!("not exec")
+        };
+        assert!(e.stdin && e.tty);
+        assert_eq!(e.container.as_deref(), Some("app"));
+        assert_eq!(e.command, ["sh", "-c", "echo hi"]);
+        let c = Cli::try_parse_from([
+            "shoalctl", "logs", "-f", "--tail", "10", "--since", "5m", "-p", "web-1",
+        ])
+        .unwrap();
+        let Command::Logs(l) = c.command else {
+            panic!("not logs")
+        };
+        assert!(l.follow && l.previous);
+        assert_eq!(
+            (l.tail, l.since),
+            (Some(10), Some(Duration::from_secs(300)))
+        );
+        assert!(
+            Cli::try_parse_from([
+                "shoalctl",
+                "logs",
+                "--since",
+                "5m",
+                "--since-time",
+                "2026-01-01T00:00:00Z",
+                "p",
+            ])
+            .is_err()
+        );
+        let c = Cli::try_parse_from(["shoalctl", "scale", "deployment", "web", "--replicas", "5"])
+            .unwrap();
+        let Command::Scale(s) = c.command else {
+            panic!("not scale")
+        };
+        assert_eq!((s.target.len(), s.replicas), (2, 5));
+        assert!(Cli::try_parse_from(["shoalctl", "scale", "deploy/web"]).is_err());
+        assert!(Cli::try_parse_from(["shoalctl", "exec", "web-1"]).is_err());
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -109,7 +109,7 @@ impl Default for Timeouts {
 pub struct Connection {
     addrs: Vec<ServerAddr>,
     current: usize,
-    client: ClusterClient<Channel>,
+    channel: Channel,
     timeouts: Timeouts,
 }
 
@@ -120,11 +120,11 @@ impl Connection {
         timeouts: Timeouts,
     ) -> Result<Connection, CtlError> {
         let order: Vec<usize> = (0..addrs.len()).collect();
-        let (current, client) = connect_first(&addrs, &order, timeouts).await?;
+        let (current, channel) = connect_first(&addrs, &order, timeouts).await?;
         Ok(Connection {
             addrs,
             current,
-            client,
+            channel,
             timeouts,
         })
     }
@@ -138,22 +138,36 @@ impl Connection {
     async fn fail_over(&mut self) -> Result<(), CtlError> {
         let n = self.addrs.len();
         let order: Vec<usize> = (1..n).map(|i| (self.current + i) % n).collect();
-        let (current, client) = connect_first(&self.addrs, &order, self.timeouts).await?;
+        let (current, channel) = connect_first(&self.addrs, &order, self.timeouts).await?;
         self.current = current;
-        self.client = client;
+        self.channel = channel;
         Ok(())
     }
 
-    /// Runs one request; when the controller answers UNAVAILABLE (or the connection broke),
-    /// retries on the next addresses, each at most once.
+    /// The channel to the current controller (for the `Proxy` and `Images` services).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Runs one request on the `Cluster` service; see [`Connection::call_on`].
     pub async fn call<T, F, Fut>(&mut self, mut request: F) -> Result<T, tonic::Status>
     where
         F: FnMut(ClusterClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_on(|ch| request(ClusterClient::new(ch))).await
+    }
+
+    /// Runs one request on the channel; when the controller answers UNAVAILABLE (or the
+    /// connection broke), retries on the next addresses, each at most once.
+    pub async fn call_on<T, F, Fut>(&mut self, mut request: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut retries = self.addrs.len().saturating_sub(1);
         loop {
-            match request(self.client.clone()).await {
+            match request(self.channel.clone()).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if s.code() == Code::Unavailable && retries > 0 => {
                     retries -= 1;
@@ -176,9 +190,9 @@ impl Connection {
     pub async fn reconnect(&mut self) -> Result<(), CtlError> {
         if self.addrs.len() == 1 {
             let order = [0];
-            let (current, client) = connect_first(&self.addrs, &order, self.timeouts).await?;
+            let (current, channel) = connect_first(&self.addrs, &order, self.timeouts).await?;
             self.current = current;
-            self.client = client;
+            self.channel = channel;
             Ok(())
         } else {
             self.fail_over().await
@@ -191,7 +205,7 @@ async fn connect_first(
     addrs: &[ServerAddr],
     order: &[usize],
     timeouts: Timeouts,
-) -> Result<(usize, ClusterClient<Channel>), CtlError> {
+) -> Result<(usize, Channel), CtlError> {
     let mut failures: Vec<(String, String)> = Vec::new();
     for &i in order {
         let a = &addrs[i];
@@ -215,7 +229,7 @@ async fn connect_first(
         )
         .await
         {
-            Ok(Ok(channel)) => return Ok((i, ClusterClient::new(channel))),
+            Ok(Ok(channel)) => return Ok((i, channel)),
             Ok(Err(e)) => failures.push((a.display.clone(), connect_reason(&e))),
             Err(_) => failures.push((a.display.clone(), "connection timed out".into())),
         }

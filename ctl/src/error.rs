@@ -76,6 +76,18 @@ pub enum CtlError {
     /// The controller answered with something that is not a valid object.
     #[error("invalid answer from the controller: {0}")]
     BadResponse(String),
+    /// The remote command of `exec` ended with this non-zero exit code (shoalctl exits with it).
+    #[error("command terminated with exit code {0}")]
+    RemoteExit(i32),
+    /// The local terminal could not be put into or out of raw mode.
+    #[error("terminal: {0}")]
+    Terminal(String),
+    /// The request cannot be served in the object's current state (the whole message).
+    #[error("{0}")]
+    NotPossible(String),
+    /// Waiting for a condition (rollout, drain) ran out of time (the whole message).
+    #[error("{0}")]
+    WaitTimeout(String),
     /// Some objects of a multi-object command failed (each was reported already).
     #[error("{failed} of {total} {what} failed")]
     Partial {
@@ -131,8 +143,27 @@ impl Target {
     }
 }
 
+/// Which service a status came from: object writes read FAILED_PRECONDITION as a
+/// resourceVersion conflict, the `Proxy` and `Images` services as "not possible now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The `Cluster` service (objects).
+    Cluster,
+    /// The `Proxy` (logs, exec, stats) and `Images` services.
+    Workload,
+}
+
 /// Turns a gRPC status into a plain, one-line error (the only place that looks at codes).
 pub fn status_error(status: &tonic::Status, target: Option<&Target>) -> CtlError {
+    service_error(status, target, Service::Cluster)
+}
+
+/// [`status_error`] for a status of the given service.
+pub fn service_error(
+    status: &tonic::Status,
+    target: Option<&Target>,
+    service: Service,
+) -> CtlError {
     let msg = one_line(status.message());
     let msg_or = |default: &str| {
         if msg.is_empty() {
@@ -142,6 +173,9 @@ pub fn status_error(status: &tonic::Status, target: Option<&Target>) -> CtlError
         }
     };
     match status.code() {
+        Code::NotFound if service == Service::Workload && !msg.is_empty() => {
+            CtlError::NotFound(msg.clone())
+        }
         Code::NotFound => match target {
             Some(t) => t.not_found(),
             None => CtlError::NotFound(msg_or("not found")),
@@ -154,6 +188,9 @@ pub fn status_error(status: &tonic::Status, target: Option<&Target>) -> CtlError
             ),
             None => msg_or("already exists"),
         }),
+        Code::FailedPrecondition if service == Service::Workload => {
+            CtlError::NotPossible(msg_or("not possible in the current state"))
+        }
         Code::Aborted | Code::FailedPrecondition => {
             let what = target
                 .map(|t| {
@@ -214,6 +251,25 @@ pub fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
     use tonic::Status;
+
+    #[test]
+    fn workload_services_keep_their_messages() {
+        let s = Status::failed_precondition("pod \"web\" is not bound to a node yet");
+        assert_eq!(
+            service_error(&s, None, Service::Workload).to_string(),
+            "pod \"web\" is not bound to a node yet"
+        );
+        let s = Status::not_found("image \"busybox:9\" not found");
+        assert_eq!(
+            service_error(&s, Some(&pod("x")), Service::Workload).to_string(),
+            "image \"busybox:9\" not found"
+        );
+        assert!(
+            status_error(&Status::failed_precondition("x"), None)
+                .to_string()
+                .starts_with("conflict:")
+        );
+    }
 
     fn pod(name: &str) -> Target {
         Target::new("Pod", "default", name)

@@ -9,6 +9,8 @@ async fn main() {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => {}
+        // `exec`: the remote command's exit code, already explained by its own output.
+        Err(CtlError::RemoteExit(code)) => std::process::exit(code),
         Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             std::process::exit(141)
         }

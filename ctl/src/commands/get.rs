@@ -19,8 +19,15 @@ const RECONNECT_FOR: Duration = Duration::from_secs(15);
 /// How often in a row a watch may break without delivering a change before giving up.
 const MAX_BREAKS: usize = 10;
 
+/// What `get all` lists.
+const ALL_KINDS: &str = "pods,services,deployments";
+
 /// Runs `get`.
-pub async fn run(ctx: &mut Context, args: GetArgs) -> Result<(), CtlError> {
+pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
+    if args.kind.trim().eq_ignore_ascii_case("all") {
+        // kubectl's "all": the workload kinds of a namespace.
+        args.kind = ALL_KINDS.to_string();
+    }
     if args.kind.contains(',') {
         return run_several(ctx, &args).await;
     }

@@ -2,11 +2,20 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod drain;
+pub mod exec;
 pub mod get;
+pub mod image;
 pub mod label;
+pub mod logs;
+pub mod rollout;
+pub mod scale;
+pub mod set;
+pub mod top;
 pub mod version;
 
 use std::io::Write;
@@ -189,6 +198,87 @@ impl Context {
     }
 }
 
+/// How often a read-modify-write is retried after a concurrent change of the object.
+const MODIFY_ATTEMPTS: usize = 5;
+
+impl Context {
+    /// Read-modify-write of one object: `change` edits it (returning `false` when there is
+    /// nothing to do), then it is updated with its resourceVersion as precondition; on a
+    /// conflict the object is read again and `change` runs again. `expect_rv` makes the
+    /// first read a precondition too (no retry). Returns the object written, or None.
+    pub async fn modify(
+        &mut self,
+        kind: &KindInfo,
+        namespace: &str,
+        name: &str,
+        expect_rv: Option<u64>,
+        mut change: impl FnMut(&mut Value) -> Result<bool, CtlError>,
+    ) -> Result<Option<Value>, CtlError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut obj = self.get(kind, namespace, name).await?;
+            if let Some(rv) = expect_rv {
+                let current = crate::output::resource_version_of(&obj);
+                if current != rv.to_string() {
+                    return Err(CtlError::Conflict(format!(
+                        "{} {name:?} is at resourceVersion {current}, not {rv}",
+                        kind.singular
+                    )));
+                }
+            }
+            if !change(&mut obj)? {
+                return Ok(None);
+            }
+            match self.update(kind, &obj).await {
+                Ok(v) => return Ok(Some(v)),
+                Err(CtlError::Conflict(_)) if expect_rv.is_none() && attempt < MODIFY_ATTEMPTS => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads `TYPE NAME` or `TYPE/NAME` naming one object of one of the `allowed` kinds.
+pub fn one_target(args: &[String], allowed: &[&str]) -> Result<(KindInfo, String), CtlError> {
+    let (kind, name) = match args {
+        [one] => crate::kinds::split_kind_name(one)?,
+        [kind, name] if !kind.contains('/') => (crate::kinds::resolve(kind)?, Some(name.clone())),
+        _ => (crate::kinds::resolve("?")?, None),
+    };
+    if !allowed.contains(&kind.kind) {
+        return Err(CtlError::Usage(format!(
+            "{} is not supported here (expected {})",
+            kind.plural,
+            allowed
+                .iter()
+                .map(|k| k.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )));
+    }
+    let name = name.ok_or_else(|| {
+        CtlError::Usage(format!("which {}? use {0}/NAME or {0} NAME", kind.singular))
+    })?;
+    Ok((kind, name))
+}
+
+/// Reads a pod argument: `NAME` or `pod/NAME`.
+pub fn pod_name(arg: &str) -> Result<String, CtlError> {
+    match arg.split_once('/') {
+        Some((k, n)) => {
+            let kind = crate::kinds::resolve(k)?;
+            if kind.kind != "Pod" || n.is_empty() {
+                return Err(CtlError::Usage(format!(
+                    "{arg:?}: expected a pod name or pod/NAME"
+                )));
+            }
+            Ok(n.to_string())
+        }
+        None => Ok(arg.to_string()),
+    }
+}
+
 /// Parses an object the controller sent.
 pub fn parse_object(json: &str) -> Result<Value, CtlError> {
     serde_json::from_str(json)
@@ -240,6 +330,16 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Describe(a) => describe::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
         Command::Label(a) => label::run(ctx, a).await,
+        Command::Image { command } => image::run(ctx, command).await,
+        Command::Logs(a) => logs::run(ctx, a).await,
+        Command::Exec(a) => exec::run(ctx, a).await,
+        Command::Top { command } => top::run(ctx, command).await,
+        Command::Scale(a) => scale::run(ctx, a).await,
+        Command::Set { command } => set::run(ctx, command).await,
+        Command::Rollout { command } => rollout::run(ctx, command).await,
+        Command::Cordon(a) => cordon::run(ctx, a, true).await,
+        Command::Uncordon(a) => cordon::run(ctx, a, false).await,
+        Command::Drain(a) => drain::run(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Version => version::run(),
     }

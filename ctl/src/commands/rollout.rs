@@ -1,0 +1,372 @@
+//! `shoalctl rollout status|history|undo deployment/NAME`. Status follows the Deployment
+//! with a watch and judges each version with [`rollout_state`] (a pure function, kubectl's
+//! rules); undo copies a revision's template from `status.history` into `spec.template`
+//! with the resourceVersion as precondition.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_proto::{WatchEvent, WatchRequest};
+use tonic::Code;
+
+use super::{Context, note, one_target, print};
+use crate::cli::RolloutCommand;
+use crate::error::{CtlError, status_error};
+use crate::kinds::KindInfo;
+use crate::output;
+
+/// Runs `rollout …`.
+pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlError> {
+    match command {
+        RolloutCommand::Status { target, timeout } => {
+            let (kind, name) = one_target(&target, &["Deployment"])?;
+            let work = status(ctx, &kind, &name);
+            match timeout {
+                None => work.await,
+                Some(t) => tokio::time::timeout(t, work).await.map_err(|_| {
+                    CtlError::WaitTimeout(format!(
+                        "timed out after {} waiting for deployment {name:?} to roll out",
+                        output::human_age(chrono::Duration::from_std(t).unwrap_or_default())
+                    ))
+                })?,
+            }
+        }
+        RolloutCommand::History { target, revision } => {
+            let (kind, name) = one_target(&target, &["Deployment"])?;
+            let ns = ctx.namespace_for(&kind);
+            let d = ctx.get(&kind, &ns, &name).await?;
+            history(&d, &name, revision)
+        }
+        RolloutCommand::Undo {
+            target,
+            to_revision,
+        } => {
+            let (kind, name) = one_target(&target, &["Deployment"])?;
+            undo(ctx, &kind, &name, to_revision).await
+        }
+    }
+}
+
+/// What a Deployment's rollout looks like right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutState {
+    /// Not finished; the line to print.
+    Waiting(String),
+    /// Finished; the line to print.
+    Done(String),
+    /// Cannot finish without a change (paused).
+    Stuck(String),
+}
+
+/// Judges one version of a Deployment like `kubectl rollout status`: done when
+/// `status.observedGeneration >= metadata.generation` and updated == spec.replicas,
+/// no old replicas are left and every updated replica is available.
+pub fn rollout_state(d: &Value) -> RolloutState {
+    let name = d
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let int = |p: &str| d.pointer(p).and_then(Value::as_i64);
+    let generation = int("/metadata/generation").unwrap_or(0);
+    let observed = int("/status/observedGeneration");
+    if d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+        return RolloutState::Stuck(format!(
+            "deployment {name:?} is paused; set spec.paused to false to continue the rollout"
+        ));
+    }
+    if observed.is_none_or(|o| o < generation) {
+        return RolloutState::Waiting(
+            "Waiting for deployment spec update to be observed...".into(),
+        );
+    }
+    let want = int("/spec/replicas").unwrap_or(1);
+    let replicas = int("/status/replicas").unwrap_or(0);
+    let updated = int("/status/updatedReplicas").unwrap_or(0);
+    let available = int("/status/availableReplicas")
+        .unwrap_or(0)
+        .min(int("/status/readyReplicas").unwrap_or(0));
+    let waiting = |what: String| {
+        RolloutState::Waiting(format!(
+            "Waiting for deployment {name:?} rollout to finish: {what}..."
+        ))
+    };
+    if updated < want {
+        return waiting(format!(
+            "{updated} out of {want} new replicas have been updated"
+        ));
+    }
+    if replicas > updated {
+        return waiting(format!(
+            "{} old replicas are pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return waiting(format!(
+            "{available} of {updated} updated replicas are available"
+        ));
+    }
+    RolloutState::Done(format!("deployment {name:?} successfully rolled out"))
+}
+
+/// Follows the Deployment until [`rollout_state`] says done (printing each new line).
+async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), CtlError> {
+    let ns = ctx.namespace_for(kind);
+    let fields = format!("metadata.name={name}");
+    let mut last = String::new();
+    let mut show = |state: &RolloutState| -> Result<Option<Result<(), CtlError>>, CtlError> {
+        let (line, end) = match state {
+            RolloutState::Waiting(l) => (l, None),
+            RolloutState::Done(l) => (l, Some(Ok(()))),
+            RolloutState::Stuck(l) => return Ok(Some(Err(CtlError::NotPossible(l.clone())))),
+        };
+        if *line != last {
+            print(&format!("{line}\n"))?;
+            last = line.clone();
+        }
+        Ok(end)
+    };
+    loop {
+        let (items, revision) = ctx.list(kind, &ns, "", &fields).await?;
+        let Some(d) = items.into_iter().find(|d| output::name_of(d) == name) else {
+            return Err(crate::error::Target::new(kind.singular, &ns, name).not_found());
+        };
+        if let Some(end) = show(&rollout_state(&d))? {
+            return end;
+        }
+        let req = WatchRequest {
+            kind: kind.kind.to_string(),
+            namespace: ns.clone(),
+            label_selector: String::new(),
+            field_selector: fields.clone(),
+            resource_version: revision,
+        };
+        let opened = ctx
+            .conn()
+            .await?
+            .call(move |mut c| {
+                let r = req.clone();
+                async move { c.watch(r).await }
+            })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(s) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                ctx.conn().await?.reconnect().await?;
+                continue;
+            }
+            Err(s) => return Err(status_error(&s, None)),
+        };
+        // Until the stream ends or breaks; then list again and watch from there.
+        while let Ok(Some(WatchEvent {
+            r#type,
+            object_json,
+            ..
+        })) = stream.message().await
+        {
+            let d = super::parse_object(&object_json)?;
+            if output::name_of(&d) != name {
+                continue;
+            }
+            if r#type == "DELETED" {
+                return Err(CtlError::NotPossible(format!(
+                    "deployment {name:?} was deleted during the rollout"
+                )));
+            }
+            if let Some(end) = show(&rollout_state(&d))? {
+                return end;
+            }
+        }
+    }
+}
+
+/// Prints the history table, or one revision's template.
+fn history(d: &Value, name: &str, revision: Option<i64>) -> Result<(), CtlError> {
+    let entries = d
+        .pointer("/status/history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if entries.is_empty() {
+        note(&format!(
+            "No rollout history found for deployment {name:?}."
+        ));
+        return Ok(());
+    }
+    match revision {
+        None => print(&format!(
+            "deployment/{name}\n{}",
+            output::rollout_history_table(d).render(false)
+        )),
+        Some(r) => {
+            let (_, template) = pick_revision(d, name, Some(r))?;
+            print(&format!(
+                "deployment/{name} with revision #{r}\n{}",
+                output::to_yaml(&serde_json::json!({"template": template}))?
+            ))
+        }
+    }
+}
+
+/// The revision and template to go back to: the entry with `to_revision`, or the one
+/// before the current (the second-to-last of `status.history`).
+pub fn pick_revision(
+    d: &Value,
+    name: &str,
+    to_revision: Option<i64>,
+) -> Result<(i64, Value), CtlError> {
+    let entries = d
+        .pointer("/status/history")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let rev_of = |e: &Value| e.get("revision").and_then(Value::as_i64).unwrap_or(0);
+    let entry = match to_revision {
+        Some(r) => entries.iter().find(|e| rev_of(e) == r).ok_or_else(|| {
+            let known: Vec<String> = entries.iter().map(|e| rev_of(e).to_string()).collect();
+            CtlError::NotPossible(format!(
+                "deployment {name:?} has no revision {r} in its history (revisions: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?,
+        None if entries.len() >= 2 => &entries[entries.len() - 2],
+        None => {
+            return Err(CtlError::NotPossible(format!(
+                "deployment {name:?} has no previous revision to go back to"
+            )));
+        }
+    };
+    let template = entry.get("template").cloned().ok_or_else(|| {
+        CtlError::BadResponse(format!(
+            "deployment {name:?}: history entry without a template"
+        ))
+    })?;
+    Ok((rev_of(entry), template))
+}
+
+/// Undo: copies the chosen revision's template into `spec.template`.
+async fn undo(
+    ctx: &mut Context,
+    kind: &KindInfo,
+    name: &str,
+    to_revision: Option<i64>,
+) -> Result<(), CtlError> {
+    let ns = ctx.namespace_for(kind);
+    let mut chosen = 0;
+    let written = ctx
+        .modify(kind, &ns, name, None, |d| {
+            let (rev, template) = pick_revision(d, name, to_revision)?;
+            chosen = rev;
+            let spec = d
+                .get_mut("spec")
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| CtlError::BadResponse(format!("deployment {name:?} has no spec")))?;
+            if spec.get("template") == Some(&template) {
+                return Ok(false);
+            }
+            spec.insert("template".into(), template);
+            Ok(true)
+        })
+        .await?;
+    if written.is_some() {
+        print(&format!(
+            "{} rolled back to revision {chosen}\n",
+            kind.slash_name(name)
+        ))
+    } else {
+        print(&format!(
+            "{} skipped rollback (current template already matches revision {chosen})\n",
+            kind.slash_name(name)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dep(gen_: i64, observed: Option<i64>, want: i64, st: [i64; 4]) -> Value {
+        let mut d = json!({
+            "metadata": {"name": "web", "generation": gen_},
+            "spec": {"replicas": want},
+            "status": {"replicas": st[0], "updatedReplicas": st[1], "readyReplicas": st[2], "availableReplicas": st[3]}
+        });
+        if let Some(o) = observed {
+            d["status"]["observedGeneration"] = json!(o);
+        }
+        d
+    }
+
+    fn waiting(s: &str) -> RolloutState {
+        RolloutState::Waiting(format!(
+            "Waiting for deployment \"web\" rollout to finish: {s}..."
+        ))
+    }
+
+    #[test]
+    fn rollout_status_follows_kubectl_rules() {
+        let observe =
+            RolloutState::Waiting("Waiting for deployment spec update to be observed...".into());
+        assert_eq!(rollout_state(&dep(2, Some(1), 3, [3, 3, 3, 3])), observe);
+        assert_eq!(rollout_state(&dep(2, None, 3, [3, 3, 3, 3])), observe);
+        assert_eq!(
+            rollout_state(&dep(2, Some(2), 3, [3, 1, 2, 2])),
+            waiting("1 out of 3 new replicas have been updated")
+        );
+        assert_eq!(
+            rollout_state(&dep(2, Some(2), 3, [5, 3, 3, 3])),
+            waiting("2 old replicas are pending termination")
+        );
+        assert_eq!(
+            rollout_state(&dep(2, Some(2), 3, [3, 3, 1, 1])),
+            waiting("1 of 3 updated replicas are available")
+        );
+        // Available counts only what is also ready.
+        assert_eq!(
+            rollout_state(&dep(2, Some(2), 3, [3, 3, 2, 3])),
+            waiting("2 of 3 updated replicas are available")
+        );
+        assert_eq!(
+            rollout_state(&dep(2, Some(3), 3, [3, 3, 3, 3])),
+            RolloutState::Done("deployment \"web\" successfully rolled out".into())
+        );
+        assert_eq!(
+            rollout_state(&dep(1, Some(1), 0, [0, 0, 0, 0])),
+            RolloutState::Done("deployment \"web\" successfully rolled out".into())
+        );
+        let mut paused = dep(1, Some(1), 3, [3, 3, 3, 3]);
+        paused["spec"]["paused"] = json!(true);
+        assert!(matches!(rollout_state(&paused), RolloutState::Stuck(_)));
+    }
+
+    #[test]
+    fn undo_picks_the_previous_or_given_revision() {
+        let t = |img: &str| json!({"spec": {"containers": [{"name": "app", "image": img}]}});
+        let d = json!({"status": {"revision": 3, "history": [
+            {"revision": 1, "templateHash": "a", "template": t("b:1")},
+            {"revision": 2, "templateHash": "b", "template": t("b:2")},
+            {"revision": 3, "templateHash": "c", "template": t("b:3")}
+        ]}});
+        assert_eq!(pick_revision(&d, "web", None).unwrap(), (2, t("b:2")));
+        assert_eq!(pick_revision(&d, "web", Some(1)).unwrap(), (1, t("b:1")));
+        let e = pick_revision(&d, "web", Some(7)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "deployment \"web\" has no revision 7 in its history (revisions: 1, 2, 3)"
+        );
+        let one = json!({"status": {"history": [{"revision": 1, "template": t("b:1")}]}});
+        assert!(
+            pick_revision(&one, "web", None)
+                .unwrap_err()
+                .to_string()
+                .contains("no previous revision")
+        );
+        assert!(pick_revision(&json!({}), "web", None).is_err());
+    }
+}
