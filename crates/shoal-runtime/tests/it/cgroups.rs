@@ -164,3 +164,38 @@ fn pids_limit_stops_a_fork_loop() {
             .expect("stop");
     assert!(matches!(st.state, ContainerState::Exited(_)), "{st:?}");
 }
+
+/// The v2 code path on a real cgroup2 file system: this hybrid host's
+/// `unified` hierarchy carries no controllers, so no limits, but joining,
+/// the container's view of its own cgroup and removal are the real thing.
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups (cgroup2 mounted at /sys/fs/cgroup/unified or /sys/fs/cgroup)"]
+fn cgroup_v2_path_on_a_real_cgroup2_mount() {
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists())
+        .expect("a cgroup2 mount");
+    let t = TestRuntime::with_layout("v2", Some(CgroupLayout::V2 { root: root.clone() }));
+    let pod = t.pod("v2-pod");
+    let mut spec = t.sh("v2-c", "grep '^0::' /proc/self/cgroup; test -e /sys/fs/cgroup/cgroup.procs && echo view-ok; exec sleep 30");
+    spec.grace_period = Duration::from_millis(100);
+    let h = t.rt.create_and_start(&pod, spec).expect("start");
+    let dir = root.join(&t.cgroup_parent).join("v2-c");
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs");
+    assert!(
+        procs.lines().any(|l| l.trim() == h.pid.to_string()),
+        "{procs:?} should hold {}",
+        h.pid
+    );
+    let want = vec![
+        format!("stdout 0::/{}/v2-c", t.cgroup_parent),
+        "stdout view-ok".to_string(),
+    ];
+    eventually(Duration::from_secs(10), "the container's view", || {
+        let l = t.log_lines("v2-c");
+        if l == want { Ok(()) } else { Err(l) }
+    });
+    t.rt.stop("v2-c", Duration::from_millis(100)).expect("stop");
+    assert!(!dir.exists(), "cgroup removed after exit");
+}

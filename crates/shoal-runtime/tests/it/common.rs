@@ -42,12 +42,19 @@ pub struct TestRuntime {
 
 impl TestRuntime {
     pub fn new(test: &str) -> Self {
+        Self::with_layout(test, None)
+    }
+
+    /// A runtime with a given cgroup layout (`None`: detected).
+    pub fn with_layout(test: &str, layout: Option<CgroupLayout>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-rt-{test}-"))
             .tempdir()
             .expect("tempdir");
         let cgroup_parent = format!("shoal-test-{test}-{}", std::process::id());
-        let rt = Runtime::new(Self::config(dir.path(), &cgroup_parent)).expect("runtime");
+        let mut cfg = Self::config(dir.path(), &cgroup_parent);
+        cfg.cgroup_layout = layout;
+        let rt = Runtime::new(cfg).expect("runtime");
         let t = Self {
             rt,
             dir,
