@@ -351,6 +351,39 @@ fn dup2(from: BorrowedFd<'_>, to: RawFd) -> R<()> {
     Ok(())
 }
 
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+fn reset_signal_dispositions() {
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid kernel sigaction (SIG_DFL) and no
+        // old-action pointer; the mask size is the kernel's 8 bytes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
 /// Finds `prog` in the container's PATH (inside the current root).
 pub fn find_program(prog: &str, env: &[(String, String)]) -> R<PathBuf> {
     if prog.contains('/') {
@@ -433,6 +466,10 @@ pub(crate) fn become_process(
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
+    // Rust ignores SIGPIPE, the helpers ignore terminal signals, and callers
+    // may pass more: ignored dispositions survive execve, so restore every
+    // signal's default (raw syscall: libc refuses its reserved 32 and 33).
+    reset_signal_dispositions();
     // The supervisor blocks signals for its signalfd; the container must not inherit that.
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,

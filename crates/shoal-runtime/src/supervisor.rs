@@ -32,7 +32,10 @@ pub fn main(dir: &Path) -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
-            println!("err reading {}: {e}", dir.join(files::CONFIG).display());
+            report(&format!(
+                "err reading {}: {e}",
+                dir.join(files::CONFIG).display()
+            ));
             return 1;
         }
     };
@@ -43,7 +46,7 @@ pub fn main(dir: &Path) -> i32 {
         Ok(nix::unistd::ForkResult::Parent { .. }) => return 0,
         Ok(nix::unistd::ForkResult::Child) => {}
         Err(e) => {
-            println!("err fork: {e}");
+            report(&format!("err fork: {e}"));
             return 1;
         }
     }
@@ -53,8 +56,7 @@ pub fn main(dir: &Path) -> i32 {
     let mut sup = match Supervisor::init(cfg, dir) {
         Ok(s) => s,
         Err(e) => {
-            println!("err {e}");
-            let _ = std::io::stdout().flush();
+            report(&format!("err {e}"));
             // SAFETY: exiting the forked child without running atexit handlers twice.
             unsafe { libc::_exit(1) };
         }
@@ -157,7 +159,7 @@ impl Supervisor {
                     };
                     self.save();
                     if first {
-                        println!("ok {} {}", r.pid, std::process::id());
+                        report(&format!("ok {} {}", r.pid, std::process::id()));
                         detach_stdio(&self.dir);
                     }
                     r
@@ -173,7 +175,7 @@ impl Supervisor {
                     };
                     if first {
                         self.finish(exit);
-                        println!("err {msg}");
+                        report(&format!("err {msg}"));
                         return 1;
                     }
                     eprintln!("supervisor: restart of {} failed: {msg}", self.cfg.spec.id);
@@ -453,6 +455,14 @@ struct Events {
     child: bool,
     stop: bool,
     data: Vec<(Stream, Vec<u8>)>,
+}
+
+/// Writes the start report to stdout. Never panics: if the agent died and
+/// the pipe is gone, the supervisor carries on regardless.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn detach_stdio(dir: &Path) {

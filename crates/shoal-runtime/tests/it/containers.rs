@@ -89,7 +89,7 @@ fn writes_stay_out_of_the_layers_and_go_with_the_container() {
 fn identity_capabilities_env_and_filesystems() {
     let t = TestRuntime::new("ident");
     let pod = t.pod("ident-pod");
-    let script = "id -u; id -g; pwd; echo $FOO; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
+    let script = "id -u; id -g; pwd; echo $FOO; grep -E '^(CapEff|CapBnd|NoNewPrivs|SigIgn|SigBlk)' /proc/self/status; \
                   ls /dev | tr '\\n' ' '; echo; touch /sys/x 2>/dev/null && echo sys-writable || echo sys-ro; \
                   cat /proc/net/dev | grep -c ':'; grep localhost /etc/hosts | head -1";
     let mut spec = t.sh("ident-c", script);
@@ -114,6 +114,14 @@ fn identity_capabilities_env_and_filesystems() {
         "docker default bounding set: {out:?}"
     );
     assert!(out.contains(&"NoNewPrivs:\t1".to_string()), "{out:?}");
+    assert!(
+        out.contains(&"SigIgn:\t0000000000000000".to_string()),
+        "no signal ignored (SIGPIPE!): {out:?}"
+    );
+    assert!(
+        out.contains(&"SigBlk:\t0000000000000000".to_string()),
+        "no signal blocked: {out:?}"
+    );
     let devs = out.iter().find(|l| l.contains("null")).expect("ls /dev");
     for d in [
         "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
