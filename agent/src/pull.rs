@@ -93,9 +93,12 @@ pub async fn ensure_image(
         .map_err(|e| failed(format!("create {}: {e}", partial_dir.display())))?;
     for d in &blobs {
         if !rt.images().has_blob(d) {
+            let t = std::time::Instant::now();
             fetch_blob(ctl, rt, d, partial_dir).await.map_err(failed)?;
+            tracing::debug!(blob = %d, elapsed = ?t.elapsed(), "blob fetched");
         }
     }
+    let t = std::time::Instant::now();
     let rt2 = rt.clone();
     let mut names = info.names.clone();
     names.push(image.to_string());
@@ -104,6 +107,7 @@ pub async fn ensure_image(
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?;
+    tracing::debug!(image, elapsed = ?t.elapsed(), "image registered");
     Ok(Some(manifest.to_string()))
 }
 

@@ -409,6 +409,7 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     .await;
 
     // A pod runs (image pulled from the controller) and reports Running.
+    let t = Instant::now();
     c.create_pod(pod_json(
         "web",
         &c.node,
@@ -425,6 +426,13 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
             |p, cs| p.status.as_ref().unwrap().phase == PodPhase::Running && cs.ready,
         )
         .await;
+    eprintln!(
+        "measured: pod create -> Running/Ready with image pull: {:?}",
+        t.elapsed()
+    );
+    if std::env::var_os("SHOAL_IT_AGENT_LOG").is_some() {
+        eprintln!("{}", c.logs());
+    }
     let cs = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(cs.restart_count, 0);
     assert!(cs.state.running.as_ref().unwrap().started_at.is_some());
@@ -467,7 +475,28 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
         );
     }
 
+    // A second pod of the same image starts without a pull.
+    let t = Instant::now();
+    c.create_pod(pod_json(
+        "web2",
+        &c.node,
+        "Always",
+        "busybox",
+        "exec sleep 1000",
+    ))
+    .await;
+    c.wait_pod("web2", "Running", Duration::from_secs(30), |p, cs| {
+        p.status.as_ref().unwrap().phase == PodPhase::Running && cs.ready
+    })
+    .await;
+    eprintln!(
+        "measured: pod create -> Running/Ready, image present: {:?}",
+        t.elapsed()
+    );
+    c.delete_pod("web2").await;
+
     // Deleting the pod stops and removes everything.
+    let t = Instant::now();
     c.delete_pod("web").await;
     let data = c.data_dir();
     eventually("pod removed", Duration::from_secs(30), || async {
@@ -496,6 +525,10 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
         Ok(())
     })
     .await;
+    eprintln!(
+        "measured: pod delete -> all removed (grace 2 s; sleep as PID 1 ignores SIGTERM): {:?}",
+        t.elapsed()
+    );
     let reasons = c.event_reasons("web").await;
     assert!(reasons.iter().any(|x| x == "Killing"), "{reasons:?}");
 }
@@ -646,12 +679,7 @@ async fn a_killed_agent_readopts_its_running_containers() {
     assert_eq!(p.status.as_ref().unwrap().phase, PodPhase::Running);
 }
 
-async fn exec(
-    c: &Cluster,
-    pod: &str,
-    cmd: &[&str],
-    stdin: Option<&[u8]>,
-) -> (String, String, i32) {
+async fn exec(c: &Cluster, pod: &str, cmd: &[&str], stdin: Option<&[u8]>) -> (String, String, i32) {
     use shoal_proto::exec_input::Input;
     use shoal_proto::exec_output::Output;
     use shoal_proto::{ExecInput, ExecStart};
@@ -665,11 +693,19 @@ async fn exec(
         })),
     }];
     if let Some(data) = stdin {
-        msgs.push(ExecInput { input: Some(Input::Stdin(data.to_vec())) });
-        msgs.push(ExecInput { input: Some(Input::StdinEof(true)) });
+        msgs.push(ExecInput {
+            input: Some(Input::Stdin(data.to_vec())),
+        });
+        msgs.push(ExecInput {
+            input: Some(Input::StdinEof(true)),
+        });
     }
     let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
-    let mut s = ag.exec(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let mut s = ag
+        .exec(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     while let Some(m) = s.message().await.unwrap() {
         match m.output {
@@ -721,18 +757,32 @@ async fn probes_exec_and_stats() {
         }
     }))
     .await;
-    c.wait_pod("probed", "Ready by its readiness probe", Duration::from_secs(60), |p, cs| {
-        cs.ready
-            && shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
-                .is_some_and(|c| c.status == shoal_api::ConditionStatus::True)
-    })
+    c.wait_pod(
+        "probed",
+        "Ready by its readiness probe",
+        Duration::from_secs(60),
+        |p, cs| {
+            cs.ready
+                && shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "Ready")
+                    .is_some_and(|c| c.status == shoal_api::ConditionStatus::True)
+        },
+    )
     .await;
     let p = c
-        .wait_pod("flaky", "restarted by its liveness probe", Duration::from_secs(60), |_, cs| {
-            cs.restart_count >= 1 && cs.state.running.is_some()
-        })
+        .wait_pod(
+            "flaky",
+            "restarted by its liveness probe",
+            Duration::from_secs(60),
+            |_, cs| cs.restart_count >= 1 && cs.state.running.is_some(),
+        )
         .await;
-    assert!(p.status.unwrap().container_statuses[0].container_id.as_deref().unwrap().ends_with("-main-r1"));
+    assert!(
+        p.status.unwrap().container_statuses[0]
+            .container_id
+            .as_deref()
+            .unwrap()
+            .ends_with("-main-r1")
+    );
     let reasons = c.event_reasons("flaky").await;
     assert!(reasons.iter().any(|x| x == "Unhealthy"), "{reasons:?}");
     assert!(reasons.iter().any(|x| x == "Killing"), "{reasons:?}");
@@ -741,7 +791,13 @@ async fn probes_exec_and_stats() {
     assert_eq!(p.status.unwrap().container_statuses[0].restart_count, 0);
 
     // Exec through the Agent API: streams, exit code, stdin.
-    let (out, err, code) = exec(&c, "probed", &["sh", "-c", "echo out; echo err >&2; exit 7"], None).await;
+    let (out, err, code) = exec(
+        &c,
+        "probed",
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+        None,
+    )
+    .await;
     assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 7));
     let (out, _, code) = exec(&c, "probed", &["cat"], Some(b"abc")).await;
     assert_eq!((out.as_str(), code), ("abc", 0));
@@ -750,12 +806,23 @@ async fn probes_exec_and_stats() {
 
     // Stats of the node and its containers.
     let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
-    let st = ag.stats(shoal_proto::StatsRequest::default()).await.unwrap().into_inner();
+    let st = ag
+        .stats(shoal_proto::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let n = &st.nodes[0];
     assert_eq!(n.node, c.node);
     assert!(n.memory_bytes > 0 && n.memory_capacity_bytes >= n.memory_bytes);
     assert!(n.cpu_capacity_millis >= 1000);
-    let web = n.containers.iter().find(|x| x.pod == "probed").expect("stats of pod probed");
-    assert_eq!((web.namespace.as_str(), web.container.as_str()), ("default", "web"));
+    let web = n
+        .containers
+        .iter()
+        .find(|x| x.pod == "probed")
+        .expect("stats of pod probed");
+    assert_eq!(
+        (web.namespace.as_str(), web.container.as_str()),
+        ("default", "web")
+    );
     assert!(web.memory_bytes > 0 && web.cpu_usage_nanos > 0, "{web:?}");
 }
