@@ -826,3 +826,35 @@ async fn probes_exec_and_stats() {
     );
     assert!(web.memory_bytes > 0 && web.cpu_usage_nanos > 0, "{web:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn an_interrupted_layer_download_resumes_from_the_partial_file() {
+    let mut c = Cluster::start("agent-it-resume").await;
+    // The agent started with an empty store; stop it and leave the first half of
+    // the layer blob where an interrupted pull would have left it.
+    c.kill_agent();
+    let store_dir = c.dir.path().join("ref-store");
+    let store = shoal_runtime::ImageStore::open(&store_dir).unwrap();
+    store.import(&c.dir.path().join("busybox.tar"), None).unwrap();
+    let layer = store.resolve("busybox").unwrap().layers[0].clone();
+    let bytes = std::fs::read(store.blob_path(&layer)).unwrap();
+    let partial_dir = c.data_dir().join("agent/partial");
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    let partial = partial_dir.join(format!("{}.partial", layer.hex()));
+    std::fs::write(&partial, &bytes[..bytes.len() / 2]).unwrap();
+    c.start_agent();
+    c.create_pod(pod_json("resumed", &c.node, "Always", "busybox", "exec sleep 1000")).await;
+    c.wait_pod("resumed", "Running", Duration::from_secs(60), |p, _| {
+        p.status.as_ref().unwrap().phase == PodPhase::Running
+    })
+    .await;
+    assert!(!partial.exists(), "the partial file is removed once imported");
+    // Had the agent not resumed at the right offset, the digest check would have
+    // failed the first pull (a Failed event and ImagePullBackOff).
+    let reasons = c.event_reasons("resumed").await;
+    assert!(!reasons.iter().any(|x| x == "Failed"), "{reasons:?}");
+    assert!(reasons.iter().any(|x| x == "Pulled"), "{reasons:?}");
+    let pulled = std::fs::read(c.data_dir().join("images/blobs/sha256").join(layer.hex())).unwrap();
+    assert_eq!(pulled, bytes);
+}
