@@ -308,7 +308,11 @@ impl AgentApi for AgentService {
                     Ok(Input::Resize(r)) => {
                         let _ = proc.resize(r.rows as u16, r.cols as u16);
                     }
-                    Ok(Input::Start(_)) | Err(_) => {}
+                    Ok(Input::Start(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    // The client closed its side: keep waiting for the exit without spinning.
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 }
                 match proc.child.try_wait() {
                     Ok(Some(st)) => {

@@ -513,6 +513,34 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
         text.extend(chunk.data);
     }
     assert_eq!(String::from_utf8_lossy(&text), "hello\n");
+    // Follow with timestamps: the first line arrives, the stream stays open.
+    let mut s = ag
+        .logs(LogsRequest {
+            namespace: "default".into(),
+            pod: "web".into(),
+            container: "main".into(),
+            tail_lines: -1,
+            follow: true,
+            timestamps: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = s.message().await.unwrap().unwrap();
+    let line = String::from_utf8_lossy(&first.data).into_owned();
+    assert!(line.ends_with("Z hello\n"), "{line:?}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(line.split(' ').next().unwrap()).is_ok(),
+        "{line:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.message())
+            .await
+            .is_err(),
+        "a followed log stays open while the container runs"
+    );
+    drop(s);
 
     let reasons = c.event_reasons("web").await;
     for r in ["Pulled", "Created", "Started"] {
@@ -727,6 +755,16 @@ async fn a_killed_agent_readopts_its_running_containers() {
 }
 
 async fn exec(c: &Cluster, pod: &str, cmd: &[&str], stdin: Option<&[u8]>) -> (String, String, i32) {
+    exec_tty(c, pod, cmd, stdin, false).await
+}
+
+async fn exec_tty(
+    c: &Cluster,
+    pod: &str,
+    cmd: &[&str],
+    stdin: Option<&[u8]>,
+    tty: bool,
+) -> (String, String, i32) {
     use shoal_proto::exec_input::Input;
     use shoal_proto::exec_output::Output;
     use shoal_proto::{ExecInput, ExecStart};
@@ -736,6 +774,9 @@ async fn exec(c: &Cluster, pod: &str, cmd: &[&str], stdin: Option<&[u8]>) -> (St
             pod: pod.into(),
             command: cmd.iter().map(|s| s.to_string()).collect(),
             stdin: stdin.is_some(),
+            tty,
+            rows: 24,
+            cols: 80,
             ..Default::default()
         })),
     }];
@@ -850,6 +891,17 @@ async fn probes_exec_and_stats() {
     assert_eq!((out.as_str(), code), ("abc", 0));
     let (out, _, _) = exec(&c, "probed", &["hostname"], None).await;
     assert_eq!(out, "probed\n");
+    let (out, err, code) = exec_tty(
+        &c,
+        "probed",
+        &["sh", "-c", "test -t 0 && stty size && echo err >&2"],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out:?}");
+    assert!(err.is_empty(), "a TTY has one stream");
+    assert!(out.contains("24 80") && out.contains("err"), "{out:?}");
 
     // Stats of the node and its containers.
     let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
