@@ -3,7 +3,7 @@
 //! every controller holds (and serves) every blob; agents pull only the blobs they lack.
 //!
 //! Store objects (cluster-scoped, empty namespace):
-//! - `Blob//<hex>.<NNNNN>`: `{kind: "Blob", digest, index, data: <base64 of ≤ 1 MiB>}`
+//! - `Blob//<hex>.<NNNNN>`: `{kind: "Blob", digest, index, data: <base64 of ≤ 64 KiB>}`
 //! - `BlobMeta//<hex>`: `{kind: "BlobMeta", digest, size, chunks, chunkSize}`; written in the
 //!   same batch as (or after) the blob's last chunk, so it exists only when every chunk does
 //! - `Image//<manifest hex>`: `{kind: "Image", names, digest, configDigest, layers,
@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use shoal_proto::images_server::{Images, ImagesServer};
 use shoal_proto::{
-    BlobChunk, BlobRequest, ImageInfo, ImageListRequest, ImageListResponse, ImageRemoveRequest, ImageRemoveResponse,
-    ImportChunk, ImportResponse, ResolveRequest,
+    BlobChunk, BlobRequest, ImageInfo, ImageListRequest, ImageListResponse, ImageRemoveRequest,
+    ImageRemoveResponse, ImportChunk, ImportResponse, ResolveRequest,
 };
 use shoal_runtime::ImageStore;
 use shoal_runtime::digest::Digest;
@@ -39,11 +39,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Raw bytes per `Blob` chunk object (base64 makes it 4/3 larger in the store).
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Largest estimated encoded size of one write batch of chunks (below the command limit,
-/// leaving room for JSON framing and server metadata).
-const BATCH_BUDGET: usize = MAX_COMMAND_BYTES - 2 * CHUNK_BYTES;
+/// Largest estimated encoded size of one write batch of chunks (one chunk per batch). Far
+/// below the store's command limit ([`MAX_COMMAND_BYTES`]) on purpose: openraft 0.9 gives
+/// every AppendEntries RPC the heartbeat interval (100 ms) as its deadline, and a follower must
+/// receive, decode and fsync the entry within it. Entries of 14 MiB, 1 MiB and 340 KiB missed
+/// it again and again on a loaded 2-core machine with debug builds (the write never committed);
+/// ~90 KiB entries make it.
+pub const BATCH_BUDGET: usize = 128 * 1024;
+
+/// How long an upload waits after each batch for every reachable member to have received it
+/// (so that no follower falls so far behind that openraft's catch-up RPC, which carries up to
+/// 300 entries, can never finish within its deadline).
+const PACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const _: () = assert!(BATCH_BUDGET + 2 * CHUNK_BYTES < MAX_COMMAND_BYTES);
 
 /// Estimated encoding overhead of one object besides its base64 payload.
 const OBJECT_OVERHEAD: usize = 512;
@@ -107,7 +118,10 @@ pub enum ImagesError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> ImagesError {
-    ImagesError::Io { path: path.to_path_buf(), source }
+    ImagesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Converts an images error to the gRPC status a client sees (the only such place).
@@ -122,7 +136,9 @@ pub fn to_status(e: &ImagesError) -> Status {
         ImagesError::Corrupt { .. } => Status::data_loss(e.to_string()),
         ImagesError::Stream(s) => Status::new(s.code(), e.to_string()),
         ImagesError::Store(s) => match s {
-            StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. } => {
+            StoreError::Conflict { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NotFound { .. } => {
                 Status::aborted(format!("{s} (concurrent image change; retry)"))
             }
             other if other.is_retryable() => Status::unavailable(other.to_string()),
@@ -184,7 +200,9 @@ impl ImageRecord {
 
     fn to_object(&self) -> Value {
         let mut v = json!({"kind": "Image", "metadata": {"name": hex_of(&self.digest)}});
-        if let (Some(m), Ok(Value::Object(fields))) = (v.as_object_mut(), serde_json::to_value(self)) {
+        if let (Some(m), Ok(Value::Object(fields))) =
+            (v.as_object_mut(), serde_json::to_value(self))
+        {
             m.extend(fields);
         }
         v
@@ -231,14 +249,22 @@ fn revision_of(v: &Value) -> u64 {
 
 fn parse_image(v: &Value) -> Result<ImageRecord, ImagesError> {
     serde_json::from_value(v.clone()).map_err(|e| ImagesError::Corrupt {
-        digest: v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string(),
+        digest: v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string(),
         message: format!("stored Image object: {e}"),
     })
 }
 
 fn parse_meta(v: &Value) -> Result<BlobMeta, ImagesError> {
     serde_json::from_value(v.clone()).map_err(|e| ImagesError::Corrupt {
-        digest: v.pointer("/digest").and_then(Value::as_str).unwrap_or("?").to_string(),
+        digest: v
+            .pointer("/digest")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string(),
         message: format!("stored BlobMeta object: {e}"),
     })
 }
@@ -255,20 +281,33 @@ pub enum Reference {
 /// Parses `busybox`, `busybox:1`, `docker.io/library/busybox`, `sha256:…` or `name@sha256:…`.
 pub fn parse_reference(name: &str) -> Result<Reference, ImagesError> {
     let name = name.trim();
-    let digest_part = name.strip_prefix("sha256:").map(|_| name).or_else(|| name.split_once('@').map(|(_, d)| d));
+    let digest_part = name
+        .strip_prefix("sha256:")
+        .map(|_| name)
+        .or_else(|| name.split_once('@').map(|(_, d)| d));
     if let Some(d) = digest_part {
         return d.parse::<Digest>().map(Reference::Digest).map_err(|_| {
-            ImagesError::Invalid(format!("invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>"))
+            ImagesError::Invalid(format!(
+                "invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>"
+            ))
         });
     }
     shoal_runtime::image::normalize_reference(name)
         .map(Reference::Name)
-        .map_err(|_| ImagesError::Invalid(format!("invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>")))
+        .map_err(|_| {
+            ImagesError::Invalid(format!(
+                "invalid image reference {name:?}: expected NAME[:TAG] or sha256:<64 hex>"
+            ))
+        })
 }
 
 /// The writes that move `names` to the image `digest`: every other image holding one of them
 /// loses it (`Update` with its revision). Pure, for tests.
-pub fn plan_name_moves(images: &[(ImageRecord, u64)], digest: &str, names: &[String]) -> Vec<Write> {
+pub fn plan_name_moves(
+    images: &[(ImageRecord, u64)],
+    digest: &str,
+    names: &[String],
+) -> Vec<Write> {
     let mut out = Vec::new();
     for (img, rev) in images {
         if img.digest == digest || !img.names.iter().any(|n| names.contains(n)) {
@@ -287,7 +326,11 @@ pub fn plan_name_moves(images: &[(ImageRecord, u64)], digest: &str, names: &[Str
 
 /// What removing a reference does: the image's new record (`None`: delete it) and the blobs
 /// that no other image uses (to delete). Pure, for tests.
-pub fn plan_remove(images: &[ImageRecord], target: &ImageRecord, reference: &Reference) -> (Option<ImageRecord>, Vec<String>) {
+pub fn plan_remove(
+    images: &[ImageRecord],
+    target: &ImageRecord,
+    reference: &Reference,
+) -> (Option<ImageRecord>, Vec<String>) {
     if let Reference::Name(n) = reference {
         let mut left = target.clone();
         left.names.retain(|x| x != n);
@@ -295,9 +338,19 @@ pub fn plan_remove(images: &[ImageRecord], target: &ImageRecord, reference: &Ref
             return (Some(left), Vec::new());
         }
     }
-    let used_elsewhere: BTreeSet<String> =
-        images.iter().filter(|i| i.digest != target.digest).flat_map(ImageRecord::blobs).collect();
-    (None, target.blobs().into_iter().filter(|b| !used_elsewhere.contains(b)).collect())
+    let used_elsewhere: BTreeSet<String> = images
+        .iter()
+        .filter(|i| i.digest != target.digest)
+        .flat_map(ImageRecord::blobs)
+        .collect();
+    (
+        None,
+        target
+            .blobs()
+            .into_iter()
+            .filter(|b| !used_elsewhere.contains(b))
+            .collect(),
+    )
 }
 
 /// An image verified by the local image store, ready to replicate.
@@ -330,9 +383,12 @@ impl Batcher {
         if self.writes.is_empty() {
             return Ok(());
         }
-        store.write(std::mem::take(&mut self.writes)).await?;
+        let out = store.write(std::mem::take(&mut self.writes)).await?;
         self.bytes = 0;
         self.batches += 1;
+        if let Some(rev) = out.iter().map(|o| o.revision).max() {
+            wait_replicated(store, rev).await;
+        }
         Ok(())
     }
 }
@@ -355,7 +411,12 @@ impl ImagesService {
         let local = ImageStore::open(data_dir.join("images"))?;
         let upload_dir = data_dir.join("images-upload");
         std::fs::create_dir_all(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
-        Ok(Self { store, local, upload_dir, import_lock: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Self {
+            store,
+            local,
+            upload_dir,
+            import_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// The tonic server for this service (with a larger message limit for import chunks).
@@ -371,7 +432,9 @@ impl ImagesService {
     /// Every Image object with its revision (linearizable).
     async fn images(&self) -> Result<Vec<(ImageRecord, u64)>, ImagesError> {
         let (objs, _) = self.store.list("Image/", Consistency::Linearizable).await?;
-        objs.iter().map(|v| Ok((parse_image(v)?, revision_of(v)))).collect()
+        objs.iter()
+            .map(|v| Ok((parse_image(v)?, revision_of(v))))
+            .collect()
     }
 
     /// Finds the image a reference names.
@@ -380,9 +443,17 @@ impl ImagesService {
         self.find_ref(&reference, name).await
     }
 
-    async fn find_ref(&self, reference: &Reference, name: &str) -> Result<(ImageRecord, u64), ImagesError> {
+    async fn find_ref(
+        &self,
+        reference: &Reference,
+        name: &str,
+    ) -> Result<(ImageRecord, u64), ImagesError> {
         match reference {
-            Reference::Digest(d) => match self.store.get(&image_key(d.hex()), Consistency::Linearizable).await? {
+            Reference::Digest(d) => match self
+                .store
+                .get(&image_key(d.hex()), Consistency::Linearizable)
+                .await?
+            {
                 Some(v) => Ok((parse_image(&v)?, revision_of(&v))),
                 None => Err(ImagesError::NotFound(format!("image {name:?} not found"))),
             },
@@ -396,13 +467,19 @@ impl ImagesService {
     }
 
     /// Imports the tarball at `archive` (with an optional extra `tag`) and replicates it.
-    pub async fn import_file(&self, archive: &Path, tag: Option<&str>) -> Result<Vec<ImageRecord>, ImagesError> {
+    pub async fn import_file(
+        &self,
+        archive: &Path,
+        tag: Option<&str>,
+    ) -> Result<Vec<ImageRecord>, ImagesError> {
         let tag = match tag.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
             Some(t) => match parse_reference(t)? {
                 Reference::Name(n) => Some(n),
                 Reference::Digest(_) => {
-                    return Err(ImagesError::Invalid(format!("tag {t:?}: expected NAME[:TAG], not a digest")));
+                    return Err(ImagesError::Invalid(format!(
+                        "tag {t:?}: expected NAME[:TAG], not a digest"
+                    )));
                 }
             },
         };
@@ -415,6 +492,7 @@ impl ImagesService {
             .and_then(|r| r);
         let result = match prepared {
             Ok(mut images) => {
+                tracing::info!(archive = %archive.display(), images = images.len(), "image archive verified");
                 if let Some(t) = tag {
                     if images.len() != 1 {
                         Err(ImagesError::Invalid(format!(
@@ -460,7 +538,9 @@ impl ImagesService {
             attempt += 1;
             match self.replicate_once(p).await {
                 Err(ImagesError::Store(
-                    e @ (StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. }),
+                    e @ (StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::AlreadyExists { .. }),
                 )) if attempt < ATTEMPTS => {
                     tracing::info!(image = %p.record.digest, "image import raced with another change ({e}); retrying");
                 }
@@ -481,7 +561,10 @@ impl ImagesService {
                 }
                 return Err(ImagesError::Corrupt {
                     digest: digest.to_string(),
-                    message: format!("stored size {} differs from the imported size {size}", m.size),
+                    message: format!(
+                        "stored size {} differs from the imported size {size}",
+                        m.size
+                    ),
                 });
             }
             self.upload_blob(&mut batch, digest, path, *size).await?;
@@ -497,11 +580,17 @@ impl ImagesService {
         let mut writes = Vec::new();
         for (digest, _, _) in &p.blobs {
             let key = blob_meta_key(digest.hex());
-            let v = self.store.get(&key, Consistency::Linearizable).await?.ok_or_else(|| StoreError::NotFound {
-                key: key.clone(),
-            })?;
+            let v = self
+                .store
+                .get(&key, Consistency::Linearizable)
+                .await?
+                .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
             let rev = revision_of(&v);
-            writes.push(Write::Update { key, object: v, expected_revision: Some(rev) });
+            writes.push(Write::Update {
+                key,
+                object: v,
+                expected_revision: Some(rev),
+            });
         }
         let images = self.images().await?;
         writes.extend(plan_name_moves(&images, &p.record.digest, &p.record.names));
@@ -516,16 +605,30 @@ impl ImagesService {
                     }
                 }
                 record.names = names;
-                writes.push(Write::Update { key, object: record.to_object(), expected_revision: Some(*rev) });
+                writes.push(Write::Update {
+                    key,
+                    object: record.to_object(),
+                    expected_revision: Some(*rev),
+                });
             }
-            None => writes.push(Write::Create { key, object: record.to_object() }),
+            None => writes.push(Write::Create {
+                key,
+                object: record.to_object(),
+            }),
         }
         self.store.write(writes).await?;
+        tracing::info!(image = %record.digest, names = ?record.names, "image stored");
         Ok(record)
     }
 
     /// Adds the chunks and the BlobMeta of one blob to `batch`, verifying its digest.
-    async fn upload_blob(&self, batch: &mut Batcher, digest: &Digest, path: &Path, size: u64) -> Result<(), ImagesError> {
+    async fn upload_blob(
+        &self,
+        batch: &mut Batcher,
+        digest: &Digest,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), ImagesError> {
         let hex = digest.hex();
         let chunks = size.div_ceil(CHUNK_BYTES as u64);
         if chunks >= MAX_CHUNKS {
@@ -534,7 +637,9 @@ impl ImagesService {
                 (MAX_CHUNKS - 1) * CHUNK_BYTES as u64
             )));
         }
-        let mut f = tokio::fs::File::open(path).await.map_err(|e| io_err(path, e))?;
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_err(path, e))?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         for index in 0..chunks {
@@ -559,21 +664,49 @@ impl ImagesService {
                 "index": index,
                 "data": data,
             });
-            batch.push(&self.store, Write::Put { key: blob_key(hex, index), object }, est).await?;
+            batch
+                .push(
+                    &self.store,
+                    Write::Put {
+                        key: blob_key(hex, index),
+                        object,
+                    },
+                    est,
+                )
+                .await?;
         }
         let actual = hex::encode(hasher.finalize());
         if total != size || actual != hex {
             return Err(ImagesError::Corrupt {
                 digest: digest.to_string(),
-                message: format!("local copy {} has {total} bytes with sha256:{actual}", path.display()),
+                message: format!(
+                    "local copy {} has {total} bytes with sha256:{actual}",
+                    path.display()
+                ),
             });
         }
-        let meta = BlobMeta { digest: digest.to_string(), size, chunks, chunk_size: CHUNK_BYTES as u64 };
+        let meta = BlobMeta {
+            digest: digest.to_string(),
+            size,
+            chunks,
+            chunk_size: CHUNK_BYTES as u64,
+        };
         let mut object = json!({"kind": "BlobMeta", "metadata": {"name": hex}});
-        if let (Some(m), Ok(Value::Object(fields))) = (object.as_object_mut(), serde_json::to_value(&meta)) {
+        if let (Some(m), Ok(Value::Object(fields))) =
+            (object.as_object_mut(), serde_json::to_value(&meta))
+        {
             m.extend(fields);
         }
-        batch.push(&self.store, Write::Put { key: blob_meta_key(hex), object }, OBJECT_OVERHEAD).await?;
+        batch
+            .push(
+                &self.store,
+                Write::Put {
+                    key: blob_meta_key(hex),
+                    object,
+                },
+                OBJECT_OVERHEAD,
+            )
+            .await?;
         Ok(())
     }
 
@@ -586,24 +719,40 @@ impl ImagesService {
             attempt += 1;
             match self.remove_once(&reference, name).await {
                 Err(ImagesError::Store(
-                    e @ (StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. }),
+                    e @ (StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::AlreadyExists { .. }),
                 )) if attempt < ATTEMPTS => {
-                    tracing::info!(image = name, "image remove raced with another change ({e}); retrying");
+                    tracing::info!(
+                        image = name,
+                        "image remove raced with another change ({e}); retrying"
+                    );
                 }
                 other => return other,
             }
         }
     }
 
-    async fn remove_once(&self, reference: &Reference, name: &str) -> Result<Vec<String>, ImagesError> {
+    async fn remove_once(
+        &self,
+        reference: &Reference,
+        name: &str,
+    ) -> Result<Vec<String>, ImagesError> {
         let (target, rev) = self.find_ref(reference, name).await?;
         let images: Vec<ImageRecord> = self.images().await?.into_iter().map(|(i, _)| i).collect();
         let (left, blobs) = plan_remove(&images, &target, reference);
         let key = image_key(hex_of(&target.digest));
         let mut writes = Vec::new();
         match left {
-            Some(rec) => writes.push(Write::Update { key, object: rec.to_object(), expected_revision: Some(rev) }),
-            None => writes.push(Write::Delete { key, expected_revision: Some(rev) }),
+            Some(rec) => writes.push(Write::Update {
+                key,
+                object: rec.to_object(),
+                expected_revision: Some(rev),
+            }),
+            None => writes.push(Write::Delete {
+                key,
+                expected_revision: Some(rev),
+            }),
         }
         let mut deleted = Vec::new();
         for b in &blobs {
@@ -613,9 +762,15 @@ impl ImagesService {
                 continue;
             };
             let meta = parse_meta(&v)?;
-            writes.push(Write::Delete { key: mkey, expected_revision: Some(revision_of(&v)) });
+            writes.push(Write::Delete {
+                key: mkey,
+                expected_revision: Some(revision_of(&v)),
+            });
             for i in 0..meta.chunks {
-                writes.push(Write::Delete { key: blob_key(hex, i), expected_revision: None });
+                writes.push(Write::Delete {
+                    key: blob_key(hex, i),
+                    expected_revision: None,
+                });
             }
             deleted.push(b.clone());
         }
@@ -632,15 +787,19 @@ impl ImagesService {
 
     /// Streams a blob's bytes from `offset` out of this member's copy of the store.
     pub async fn blob_stream(&self, digest: &str, offset: u64) -> Result<BlobStream, ImagesError> {
-        let d: Digest = digest
-            .parse()
-            .map_err(|_| ImagesError::Invalid(format!("blob digest {digest:?}: expected sha256:<64 hex>")))?;
+        let d: Digest = digest.parse().map_err(|_| {
+            ImagesError::Invalid(format!("blob digest {digest:?}: expected sha256:<64 hex>"))
+        })?;
         let meta = match self.get_local_first(&blob_meta_key(d.hex())).await? {
             Some(v) => parse_meta(&v)?,
             None => return Err(ImagesError::NotFound(format!("blob {d} not found"))),
         };
         if offset > meta.size {
-            return Err(ImagesError::OutOfRange { digest: d.to_string(), offset, size: meta.size });
+            return Err(ImagesError::OutOfRange {
+                digest: d.to_string(),
+                offset,
+                size: meta.size,
+            });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let store = self.store.clone();
@@ -655,6 +814,32 @@ impl ImagesService {
 
 /// The stream type of `Blob`.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
+
+/// Waits (up to [`PACE_TIMEOUT`]) until every member that answers has `revision` in its log.
+async fn wait_replicated(store: &Store, revision: u64) {
+    let deadline = tokio::time::Instant::now() + PACE_TIMEOUT;
+    loop {
+        let status = store.status().await;
+        let behind: Vec<u64> = status
+            .members
+            .iter()
+            .filter(|m| m.error.is_none() && m.last_log_index < revision)
+            .map(|m| m.id)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                revision,
+                ?behind,
+                "image upload: members still behind after {PACE_TIMEOUT:?}; going on"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
 
 async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
     match store.get(key, Consistency::Local).await? {
@@ -671,12 +856,20 @@ async fn send_blob(
     offset: u64,
     tx: &tokio::sync::mpsc::Sender<Result<BlobChunk, Status>>,
 ) -> Result<(), ImagesError> {
-    let corrupt = |message: String| ImagesError::Corrupt { digest: d.to_string(), message };
+    let corrupt = |message: String| ImagesError::Corrupt {
+        digest: d.to_string(),
+        message,
+    };
     if meta.chunk_size == 0 {
         return Err(corrupt("BlobMeta has chunkSize 0".into()));
     }
     if offset == meta.size {
-        let _ = tx.send(Ok(BlobChunk { data: Vec::new(), size: meta.size })).await;
+        let _ = tx
+            .send(Ok(BlobChunk {
+                data: Vec::new(),
+                size: meta.size,
+            }))
+            .await;
         return Ok(());
     }
     let mut hasher = (offset == 0).then(Sha256::new);
@@ -684,20 +877,31 @@ async fn send_blob(
     let mut sent = offset;
     for index in first_chunk..meta.chunks {
         let key = blob_key(d.hex(), index);
-        let v = get_local_first(store, &key)
-            .await?
-            .ok_or_else(|| corrupt(format!("chunk {index} of {} ({key}) is missing", meta.chunks)))?;
+        let v = get_local_first(store, &key).await?.ok_or_else(|| {
+            corrupt(format!(
+                "chunk {index} of {} ({key}) is missing",
+                meta.chunks
+            ))
+        })?;
         let data = v
             .get("data")
             .and_then(Value::as_str)
             .ok_or_else(|| corrupt(format!("chunk {index} ({key}) has no data")))?;
-        let bytes = B64.decode(data).map_err(|e| corrupt(format!("chunk {index} ({key}): bad base64: {e}")))?;
+        let bytes = B64
+            .decode(data)
+            .map_err(|e| corrupt(format!("chunk {index} ({key}): bad base64: {e}")))?;
         if let Some(h) = hasher.as_mut() {
             h.update(&bytes);
         }
-        let skip = if index == first_chunk { (offset - index * meta.chunk_size) as usize } else { 0 };
+        let skip = if index == first_chunk {
+            (offset - index * meta.chunk_size) as usize
+        } else {
+            0
+        };
         if skip > bytes.len() {
-            return Err(corrupt(format!("chunk {index} ({key}) is shorter than expected")));
+            return Err(corrupt(format!(
+                "chunk {index} ({key}) is shorter than expected"
+            )));
         }
         let part = bytes[skip..].to_vec();
         sent += part.len() as u64;
@@ -707,7 +911,10 @@ async fn send_blob(
         }
     }
     if sent != meta.size {
-        return Err(corrupt(format!("chunks hold {sent} bytes, BlobMeta says {}", meta.size)));
+        return Err(corrupt(format!(
+            "chunks hold {sent} bytes, BlobMeta says {}",
+            meta.size
+        )));
     }
     if let Some(h) = hasher {
         let actual = hex::encode(h.finalize());
@@ -737,8 +944,11 @@ fn prepare(local: &ImageStore, archive: &Path) -> Result<Vec<Prepared>, ImagesEr
         let names = by_digest.remove(&digest).unwrap_or_default();
         let mpath = local.blob_path(&digest);
         let mbytes = std::fs::read(&mpath).map_err(|e| io_err(&mpath, e))?;
-        let manifest: Manifest = serde_json::from_slice(&mbytes)
-            .map_err(|e| ImagesError::Corrupt { digest: digest.to_string(), message: format!("manifest: {e}") })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&mbytes).map_err(|e| ImagesError::Corrupt {
+                digest: digest.to_string(),
+                message: format!("manifest: {e}"),
+            })?;
         let cpath = local.blob_path(&manifest.config.digest);
         let cbytes = std::fs::read(&cpath).map_err(|e| io_err(&cpath, e))?;
         let config: Value = serde_json::from_slice(&cbytes).map_err(|e| ImagesError::Corrupt {
@@ -765,7 +975,11 @@ fn prepare(local: &ImageStore, archive: &Path) -> Result<Vec<Prepared>, ImagesEr
             names,
             digest: digest.to_string(),
             config_digest: manifest.config.digest.to_string(),
-            layers: manifest.layers.iter().map(|l| l.digest.to_string()).collect(),
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.to_string())
+                .collect(),
             size: layer_sizes.iter().sum(),
             layer_sizes,
             config,
@@ -789,15 +1003,18 @@ fn empty_local_store(local: &ImageStore) -> Result<(), ImagesError> {
 
 #[tonic::async_trait]
 impl Images for ImagesService {
-    async fn import(&self, request: Request<Streaming<ImportChunk>>) -> Result<Response<ImportResponse>, Status> {
+    async fn import(
+        &self,
+        request: Request<Streaming<ImportChunk>>,
+    ) -> Result<Response<ImportResponse>, Status> {
         let mut stream = request.into_inner();
         let file = tempfile::Builder::new()
             .prefix("import-")
             .suffix(".tar")
             .tempfile_in(&self.upload_dir)
-            .map_err(|e| ImagesError::from(io_err(&self.upload_dir, e)))?;
+            .map_err(|e| io_err(&self.upload_dir, e))?;
         let path = file.path().to_path_buf();
-        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| ImagesError::from(io_err(&path, e)))?);
+        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| io_err(&path, e))?);
         let mut tag = String::new();
         let mut first = true;
         let mut total = 0u64;
@@ -808,43 +1025,65 @@ impl Images for ImagesService {
                 first = false;
             }
             total += chunk.data.len() as u64;
-            out.write_all(&chunk.data).await.map_err(|e| ImagesError::from(io_err(&path, e)))?;
+            out.write_all(&chunk.data)
+                .await
+                .map_err(|e| io_err(&path, e))?;
         }
-        out.flush().await.map_err(|e| ImagesError::from(io_err(&path, e)))?;
+        out.flush().await.map_err(|e| io_err(&path, e))?;
         drop(out);
         if total == 0 {
             return Err(ImagesError::Invalid("import: the stream held no data".into()).into());
         }
+        tracing::info!(bytes = total, "image archive received");
         let result = self.import_file(&path, Some(&tag)).await;
         drop(file);
         let images = result?;
-        Ok(Response::new(ImportResponse { images: images.iter().map(ImageRecord::to_info).collect() }))
+        Ok(Response::new(ImportResponse {
+            images: images.iter().map(ImageRecord::to_info).collect(),
+        }))
     }
 
-    async fn list(&self, _request: Request<ImageListRequest>) -> Result<Response<ImageListResponse>, Status> {
+    async fn list(
+        &self,
+        _request: Request<ImageListRequest>,
+    ) -> Result<Response<ImageListResponse>, Status> {
         let images = self.list_images().await?;
-        Ok(Response::new(ImageListResponse { images: images.iter().map(ImageRecord::to_info).collect() }))
+        Ok(Response::new(ImageListResponse {
+            images: images.iter().map(ImageRecord::to_info).collect(),
+        }))
     }
 
-    async fn remove(&self, request: Request<ImageRemoveRequest>) -> Result<Response<ImageRemoveResponse>, Status> {
+    async fn remove(
+        &self,
+        request: Request<ImageRemoveRequest>,
+    ) -> Result<Response<ImageRemoveResponse>, Status> {
         let deleted_blobs = ImagesService::remove(self, &request.into_inner().name).await?;
         Ok(Response::new(ImageRemoveResponse { deleted_blobs }))
     }
 
-    async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ImageInfo>, Status> {
+    async fn resolve(
+        &self,
+        request: Request<ResolveRequest>,
+    ) -> Result<Response<ImageInfo>, Status> {
         let (rec, _) = self.find(&request.into_inner().name).await?;
         Ok(Response::new(rec.to_info()))
     }
 
     type BlobStream = BlobStream;
 
-    async fn blob(&self, request: Request<BlobRequest>) -> Result<Response<Self::BlobStream>, Status> {
+    async fn blob(
+        &self,
+        request: Request<BlobRequest>,
+    ) -> Result<Response<Self::BlobStream>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(self.blob_stream(&req.digest, req.offset).await?))
+        Ok(Response::new(
+            self.blob_stream(&req.digest, req.offset).await?,
+        ))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -863,12 +1102,24 @@ mod tests {
 
     #[test]
     fn references_normalize_like_docker() {
-        assert_eq!(parse_reference("busybox").unwrap(), Reference::Name("busybox:latest".into()));
-        assert_eq!(parse_reference("docker.io/library/busybox:1").unwrap(), Reference::Name("busybox:1".into()));
+        assert_eq!(
+            parse_reference("busybox").unwrap(),
+            Reference::Name("busybox:latest".into())
+        );
+        assert_eq!(
+            parse_reference("docker.io/library/busybox:1").unwrap(),
+            Reference::Name("busybox:1".into())
+        );
         let hex = "a".repeat(64);
         let d: Digest = format!("sha256:{hex}").parse().unwrap();
-        assert_eq!(parse_reference(&format!("sha256:{hex}")).unwrap(), Reference::Digest(d.clone()));
-        assert_eq!(parse_reference(&format!("busybox@sha256:{hex}")).unwrap(), Reference::Digest(d));
+        assert_eq!(
+            parse_reference(&format!("sha256:{hex}")).unwrap(),
+            Reference::Digest(d.clone())
+        );
+        assert_eq!(
+            parse_reference(&format!("busybox@sha256:{hex}")).unwrap(),
+            Reference::Digest(d)
+        );
         assert!(parse_reference("sha256:xyz").is_err());
         assert!(parse_reference("").is_err());
         assert!(parse_reference("../etc").is_err());
@@ -899,10 +1150,18 @@ mod tests {
         let old = rec('a', &["busybox:latest", "busybox:1"], &['1']);
         let other = rec('b', &["nginx:latest"], &['2']);
         let new_digest = rec('c', &[], &[]).digest;
-        let w = plan_name_moves(&[(old.clone(), 7), (other, 8)], &new_digest, &["busybox:latest".to_string()]);
+        let w = plan_name_moves(
+            &[(old.clone(), 7), (other, 8)],
+            &new_digest,
+            &["busybox:latest".to_string()],
+        );
         assert_eq!(w.len(), 1);
         match &w[0] {
-            Write::Update { key, object, expected_revision } => {
+            Write::Update {
+                key,
+                object,
+                expected_revision,
+            } => {
                 assert_eq!(key, &image_key(hex_of(&old.digest)));
                 assert_eq!(*expected_revision, Some(7));
                 assert_eq!(object["names"], json!(["busybox:1"]));
@@ -910,7 +1169,14 @@ mod tests {
             other => panic!("unexpected write {other:?}"),
         }
         // Re-importing the same image moves nothing.
-        assert!(plan_name_moves(&[(old.clone(), 7)], &old.digest, &["busybox:latest".to_string()]).is_empty());
+        assert!(
+            plan_name_moves(
+                &[(old.clone(), 7)],
+                &old.digest,
+                &["busybox:latest".to_string()]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -922,7 +1188,11 @@ mod tests {
         assert_eq!(left.unwrap().names, vec!["x:2".to_string()]);
         assert!(blobs.is_empty());
         let only = rec('a', &["x:2"], &['1', '2']);
-        let (left, blobs) = plan_remove(&[only.clone(), b.clone()], &only, &Reference::Name("x:2".into()));
+        let (left, blobs) = plan_remove(
+            &[only.clone(), b.clone()],
+            &only,
+            &Reference::Name("x:2".into()),
+        );
         assert!(left.is_none());
         let shared = format!("sha256:{}", "2".repeat(64));
         assert!(!blobs.contains(&shared), "layer 2 is used by y:1");

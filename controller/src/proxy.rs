@@ -12,7 +12,8 @@ use serde_json::Value;
 use shoal_proto::agent_client::AgentClient;
 use shoal_proto::proxy_server::{Proxy, ProxyServer};
 use shoal_proto::{
-    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, StatsRequest, StatsResponse, exec_input,
+    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, StatsRequest, StatsResponse,
+    exec_input,
 };
 use shoal_store::{Consistency, Store, StoreError};
 use tokio_stream::StreamExt;
@@ -51,7 +52,9 @@ pub enum ProxyError {
     #[error("node {0:?} not found")]
     NodeNotFound(String),
     /// The node has not published its agent's address.
-    #[error("node {0:?} has no agent endpoint (status.agentEndpoint is not set; is its agent running?)")]
+    #[error(
+        "node {0:?} has no agent endpoint (status.agentEndpoint is not set; is its agent running?)"
+    )]
     NoEndpoint(String),
     /// The agent could not be reached.
     #[error("agent of node {node:?} at {addr} is unreachable: {message}")]
@@ -80,8 +83,12 @@ pub enum ProxyError {
 pub fn to_status(e: &ProxyError) -> Status {
     match e {
         ProxyError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        ProxyError::PodNotFound { .. } | ProxyError::NodeNotFound(_) => Status::not_found(e.to_string()),
-        ProxyError::NotScheduled { .. } | ProxyError::NoEndpoint(_) => Status::failed_precondition(e.to_string()),
+        ProxyError::PodNotFound { .. } | ProxyError::NodeNotFound(_) => {
+            Status::not_found(e.to_string())
+        }
+        ProxyError::NotScheduled { .. } | ProxyError::NoEndpoint(_) => {
+            Status::failed_precondition(e.to_string())
+        }
         ProxyError::Unreachable { .. } => Status::unavailable(e.to_string()),
         ProxyError::Agent { status, .. } => Status::new(status.code(), e.to_string()),
         ProxyError::Store(s) if s.is_retryable() => Status::unavailable(s.to_string()),
@@ -124,13 +131,18 @@ async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, Stor
 /// Whether a status from a first call means the agent could not be reached at all.
 fn is_transport_failure(s: &Status) -> bool {
     s.code() == tonic::Code::Unavailable
-        && (s.message().contains("transport") || s.message().contains("connect") || s.message().contains("dns"))
+        && (s.message().contains("transport")
+            || s.message().contains("connect")
+            || s.message().contains("dns"))
 }
 
 impl ProxyService {
     /// A proxy over `store`.
     pub fn new(store: Store) -> Self {
-        Self { store, channels: Arc::new(Mutex::new(HashMap::new())) }
+        Self {
+            store,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// The tonic server for this service.
@@ -151,13 +163,26 @@ impl ProxyService {
         if pod.is_empty() {
             return Err(ProxyError::Invalid("pod name is empty".into()));
         }
-        let namespace = if namespace.is_empty() { "default" } else { namespace };
-        let v = get_local_first(&self.store, &format!("Pod/{namespace}/{pod}")).await?.ok_or_else(|| {
-            ProxyError::PodNotFound { namespace: namespace.to_string(), name: pod.to_string() }
-        })?;
-        let node = v.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let namespace = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        let v = get_local_first(&self.store, &format!("Pod/{namespace}/{pod}"))
+            .await?
+            .ok_or_else(|| ProxyError::PodNotFound {
+                namespace: namespace.to_string(),
+                name: pod.to_string(),
+            })?;
+        let node = v
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if node.is_empty() {
-            return Err(ProxyError::NotScheduled { namespace: namespace.to_string(), name: pod.to_string() });
+            return Err(ProxyError::NotScheduled {
+                namespace: namespace.to_string(),
+                name: pod.to_string(),
+            });
         }
         self.node_target(node).await
     }
@@ -187,16 +212,28 @@ impl ProxyService {
     fn agent_error(&self, t: &AgentTarget, s: Status) -> ProxyError {
         if is_transport_failure(&s) {
             // Forget the channel so the next call reconnects (the address may have changed).
-            self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.addr);
-            ProxyError::Unreachable { node: t.node.clone(), addr: t.addr.clone(), message: s.message().to_string() }
+            self.channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&t.addr);
+            ProxyError::Unreachable {
+                node: t.node.clone(),
+                addr: t.addr.clone(),
+                message: s.message().to_string(),
+            }
         } else {
-            ProxyError::Agent { node: t.node.clone(), status: s }
+            ProxyError::Agent {
+                node: t.node.clone(),
+                status: s,
+            }
         }
     }
 
     async fn node_stats(&self, t: &AgentTarget) -> Result<Vec<NodeStats>, ProxyError> {
         let mut c = self.client(t)?;
-        let call = c.stats(StatsRequest { node: t.node.clone() });
+        let call = c.stats(StatsRequest {
+            node: t.node.clone(),
+        });
         let resp = match tokio::time::timeout(STATS_TIMEOUT, call).await {
             Ok(r) => r.map_err(|s| self.agent_error(t, s))?.into_inner(),
             Err(_) => {
@@ -214,7 +251,10 @@ impl ProxyService {
             }
         }
         if nodes.is_empty() {
-            nodes.push(NodeStats { node: t.node.clone(), ..Default::default() });
+            nodes.push(NodeStats {
+                node: t.node.clone(),
+                ..Default::default()
+            });
         }
         Ok(nodes)
     }
@@ -228,7 +268,11 @@ impl ProxyService {
         };
         let mut tasks = Vec::new();
         for v in nodes {
-            let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let this = self.clone();
             tasks.push(async move {
                 let r = match target_of_node(&name, &v) {
@@ -237,11 +281,19 @@ impl ProxyService {
                 };
                 match r {
                     Ok(s) => s,
-                    Err(e) => vec![NodeStats { node: name, error: e.to_string(), ..Default::default() }],
+                    Err(e) => vec![NodeStats {
+                        node: name,
+                        error: e.to_string(),
+                        ..Default::default()
+                    }],
                 }
             });
         }
-        let mut out: Vec<NodeStats> = futures::future::join_all(tasks).await.into_iter().flatten().collect();
+        let mut out: Vec<NodeStats> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(out)
     }
@@ -250,7 +302,10 @@ impl ProxyService {
 /// The agent address of a Node object.
 fn target_of_node(node: &str, v: &Value) -> Result<AgentTarget, ProxyError> {
     match v.pointer("/status/agentEndpoint").and_then(Value::as_str) {
-        Some(a) if !a.trim().is_empty() => Ok(AgentTarget { node: node.to_string(), addr: a.trim().to_string() }),
+        Some(a) if !a.trim().is_empty() => Ok(AgentTarget {
+            node: node.to_string(),
+            addr: a.trim().to_string(),
+        }),
         _ => Err(ProxyError::NoEndpoint(node.to_string())),
     }
 }
@@ -259,24 +314,45 @@ fn target_of_node(node: &str, v: &Value) -> Result<AgentTarget, ProxyError> {
 impl Proxy for ProxyService {
     type LogsStream = BoxStream<LogChunk>;
 
-    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
         let t = self.pod_target(&req.namespace, &req.pod).await?;
         let mut c = self.client(&t)?;
-        let upstream = c.logs(req).await.map_err(|s| self.agent_error(&t, s))?.into_inner();
+        let upstream = c
+            .logs(req)
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
         let node = t.node.clone();
-        let s = upstream.map(move |r| r.map_err(|s| to_status(&ProxyError::Agent { node: node.clone(), status: s })));
+        let s = upstream.map(move |r| {
+            r.map_err(|s| {
+                to_status(&ProxyError::Agent {
+                    node: node.clone(),
+                    status: s,
+                })
+            })
+        });
         Ok(Response::new(Box::pin(s)))
     }
 
     type ExecStream = BoxStream<ExecOutput>;
 
-    async fn exec(&self, request: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
         let mut inbound = request.into_inner();
         let first = match inbound.next().await {
             Some(Ok(m)) => m,
             Some(Err(s)) => return Err(s),
-            None => return Err(to_status(&ProxyError::Invalid("exec: the input stream is empty".into()))),
+            None => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "exec: the input stream is empty".into(),
+                )));
+            }
         };
         let start = match &first.input {
             Some(exec_input::Input::Start(s)) => s.clone(),
@@ -287,7 +363,9 @@ impl Proxy for ProxyService {
             }
         };
         if start.command.is_empty() {
-            return Err(to_status(&ProxyError::Invalid("exec: the command is empty".into())));
+            return Err(to_status(&ProxyError::Invalid(
+                "exec: the command is empty".into(),
+            )));
         }
         let t = self.pod_target(&start.namespace, &start.pod).await?;
         let mut c = self.client(&t)?;
@@ -295,13 +373,27 @@ impl Proxy for ProxyService {
         // or fails (a failed client stream ends the agent's input too).
         let rest = inbound.map_while(|r| r.ok());
         let outbound = tokio_stream::once(first).chain(rest);
-        let upstream = c.exec(Request::new(outbound)).await.map_err(|s| self.agent_error(&t, s))?.into_inner();
+        let upstream = c
+            .exec(Request::new(outbound))
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
         let node = t.node.clone();
-        let s = upstream.map(move |r| r.map_err(|s| to_status(&ProxyError::Agent { node: node.clone(), status: s })));
+        let s = upstream.map(move |r| {
+            r.map_err(|s| {
+                to_status(&ProxyError::Agent {
+                    node: node.clone(),
+                    status: s,
+                })
+            })
+        });
         Ok(Response::new(Box::pin(s)))
     }
 
-    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
         let req = request.into_inner();
         let nodes = if req.node.is_empty() {
             self.all_stats().await?
@@ -314,6 +406,7 @@ impl Proxy for ProxyService {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -323,18 +416,32 @@ mod tests {
         let v = json!({"metadata": {"name": "n1"}, "status": {"agentEndpoint": "127.0.0.1:7100"}});
         assert_eq!(
             target_of_node("n1", &v).unwrap(),
-            AgentTarget { node: "n1".into(), addr: "127.0.0.1:7100".into() }
+            AgentTarget {
+                node: "n1".into(),
+                addr: "127.0.0.1:7100".into()
+            }
         );
         let e = target_of_node("n2", &json!({"status": {}})).unwrap_err();
-        assert!(e.to_string().contains("\"n2\" has no agent endpoint"), "{e}");
+        assert!(
+            e.to_string().contains("\"n2\" has no agent endpoint"),
+            "{e}"
+        );
         assert_eq!(to_status(&e).code(), tonic::Code::FailedPrecondition);
     }
 
     #[test]
     fn unreachable_error_names_node_and_address() {
-        let e = ProxyError::Unreachable { node: "n1".into(), addr: "127.0.0.1:9".into(), message: "refused".into() };
+        let e = ProxyError::Unreachable {
+            node: "n1".into(),
+            addr: "127.0.0.1:9".into(),
+            message: "refused".into(),
+        };
         let s = to_status(&e);
         assert_eq!(s.code(), tonic::Code::Unavailable);
-        assert!(s.message().contains("\"n1\"") && s.message().contains("127.0.0.1:9"), "{}", s.message());
+        assert!(
+            s.message().contains("\"n1\"") && s.message().contains("127.0.0.1:9"),
+            "{}",
+            s.message()
+        );
     }
 }
