@@ -6,3 +6,4 @@ mod commands;
 mod ha;
 mod harness;
 mod watch;
+mod workloads;
