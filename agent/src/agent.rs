@@ -107,7 +107,16 @@ pub struct Agent {
     listed: std::sync::atomic::AtomicBool,
     state: Mutex<SyncState>,
     wake: Notify,
+    /// Events written, by (pod, reason, message): a repeat raises the count of the
+    /// stored Event instead of writing a new one (as Kubernetes aggregates).
+    recent_events: Arc<Mutex<RecentEvents>>,
 }
+
+/// Events written, by (pod, reason, message).
+type RecentEvents = BTreeMap<(String, String, String), shoal_api::Event>;
+
+/// Most events remembered for aggregation.
+const MAX_RECENT_EVENTS: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -174,6 +183,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         listed: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(SyncState::default()),
         wake: Notify::new(),
+        recent_events: Arc::new(Mutex::new(BTreeMap::new())),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -456,11 +466,45 @@ impl Agent {
     }
 
     fn event(&self, pod: PodRef, ev: PodEvent) {
-        let e = new_event(&pod, &ev, &self.name, Utc::now());
-        let ctl = self.ctl.clone();
+        let now = Utc::now();
+        let key = (
+            format!(
+                "{}/{}/{}",
+                pod.namespace,
+                pod.name,
+                pod.uid.clone().unwrap_or_default()
+            ),
+            ev.reason.clone(),
+            ev.message.clone(),
+        );
+        let fresh = new_event(&pod, &ev, &self.name, now);
+        let (ctl, recent) = (self.ctl.clone(), self.recent_events.clone());
         tokio::spawn(async move {
-            if let Err(err) = ctl.create(&e).await {
-                debug!("event {} {}: {err}", e.reason, e.metadata.name);
+            let known = lock(&recent).get(&key).cloned();
+            let written = match known {
+                Some(mut e)
+                    if e.last_timestamp
+                        .is_some_and(|t| now - t < chrono::TimeDelta::minutes(30)) =>
+                {
+                    e.count += 1;
+                    e.last_timestamp = Some(now);
+                    match ctl.update(&e).await {
+                        Ok(w) => Ok(w),
+                        // Gone (garbage-collected) or changed: start a new one.
+                        Err(_) => ctl.create(&fresh).await,
+                    }
+                }
+                _ => ctl.create(&fresh).await,
+            };
+            match written {
+                Ok(w) => {
+                    let mut r = lock(&recent);
+                    if r.len() >= MAX_RECENT_EVENTS {
+                        r.clear();
+                    }
+                    r.insert(key, w);
+                }
+                Err(err) => debug!("event {} {}: {err}", fresh.reason, fresh.metadata.name),
             }
         });
     }

@@ -36,6 +36,17 @@ pub enum PullError {
     },
 }
 
+/// One lock per blob digest: two pods pulling the same image at once must not
+/// append to the same partial file.
+static BLOB_LOCKS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn blob_lock(d: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+    let mut m = BLOB_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    m.entry(d.to_string()).or_default().clone()
+}
+
 /// Attempts per blob (each resumes where the previous one stopped).
 const BLOB_ATTEMPTS: usize = 6;
 
@@ -92,6 +103,8 @@ pub async fn ensure_image(
         .await
         .map_err(|e| failed(format!("create {}: {e}", partial_dir.display())))?;
     for d in &blobs {
+        let lock = blob_lock(d);
+        let _held = lock.lock().await;
         if !rt.images().has_blob(d) {
             let t = std::time::Instant::now();
             fetch_blob(ctl, rt, d, partial_dir).await.map_err(failed)?;

@@ -232,9 +232,11 @@ pub fn transition_events(old: Option<&PodStatus>, new: &PodStatus) -> Vec<PodEve
         let was_crash_loop = prev
             .and_then(|p| p.state.waiting.as_ref())
             .is_some_and(|w| w.reason == CRASH_LOOP);
+        // Entering the crash loop, or a new back-off period within it.
+        let new_period = prev.is_none_or(|p| p.restart_count != cs.restart_count);
         if let Some(w) = &cs.state.waiting
             && w.reason == CRASH_LOOP
-            && !was_crash_loop
+            && (!was_crash_loop || new_period)
         {
             out.push(PodEvent::warning(
                 "BackOff",
@@ -538,6 +540,15 @@ mod tests {
         let reasons: Vec<&str> = ev.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(reasons, ["BackOff", "OOMKilled"]);
         assert!(transition_events(Some(&s2), &s2).is_empty());
+        // Still in the crash loop, one restart later: a new back-off period.
+        let mut o = obs("a", 0, 2, ContainerState::BackOff { next_start: t(40) });
+        o.status.last_exit = Some(exit_info(137, "OOMKilled"));
+        let s2b = status(&p, &[o]);
+        let ev = transition_events(Some(&s2), &s2b);
+        assert_eq!(
+            ev.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+            ["BackOff"]
+        );
         let s3 = status(&p, &[obs("a", 0, 2, run())]);
         let ev = transition_events(Some(&s2), &s3);
         assert_eq!(ev.len(), 1);
