@@ -553,7 +553,9 @@ impl Runtime {
             .stderr(Stdio::null())
             .spawn()
         {
-            let _ = c.wait();
+            // The helper forks and its parent exits at once; reap it off the
+            // caller's path (the caller may be a short-lived CLI).
+            std::thread::spawn(move || c.wait());
         }
     }
 
