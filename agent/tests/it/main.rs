@@ -129,23 +129,7 @@ impl Cluster {
             }
         })
         .await;
-        if n == 1 {
-            c.import_busybox().await;
-        } else {
-            // Importing into a 3-member controller cluster times out here (a controller
-            // issue); these tests are about fail-over, so the node has the image already.
-            let tar = c.dir.path().join("busybox.tar");
-            shoal_runtime::testimage::busybox_docker_save(
-                Path::new("/bin/busybox"),
-                &tar,
-                "busybox:latest",
-            )
-            .unwrap();
-            shoal_runtime::ImageStore::open(c.data_dir().join("images"))
-                .unwrap()
-                .import(&tar, None)
-                .unwrap();
-        }
+        c.import_busybox().await;
         c.start_agent();
         c
     }
