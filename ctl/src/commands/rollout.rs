@@ -178,6 +178,9 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
                 return end;
             }
         }
+        // The stream ended or broke: list again (after a pause, so a failing controller
+        // is not hammered) and watch from there.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

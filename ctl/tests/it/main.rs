@@ -2,6 +2,7 @@
 //! (one member, loopback port, temporary data directory).
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod commands;
 mod ha;
 mod harness;

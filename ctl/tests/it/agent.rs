@@ -1,0 +1,228 @@
+//! `logs`, `exec` and `top` through a real controller and a real `shoal-agent` running a
+//! real busybox container (imported with `shoalctl image import`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Controller, Watcher, eventually, free_port, shoalctl_bin};
+
+/// The agent binary: `SHOAL_AGENT_BIN`, else next to `shoalctl` (same target directory).
+fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHOAL_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let sibling = shoalctl_bin().with_file_name("shoal-agent");
+    assert!(
+        sibling.exists(),
+        "no shoal-agent binary: build it (`cargo build -p shoal-agent`) or set SHOAL_AGENT_BIN"
+    );
+    sibling
+}
+
+/// A running agent; killed (by PID) on drop, then `--cleanup` removes its pods.
+struct Agent {
+    child: Option<Child>,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Controller, node: &str) -> Agent {
+        let data = c.dir.path().join("agent");
+        let log = c.dir.path().join("agent.log");
+        let child = Command::new(agent_bin())
+            .args(["--name", node, "--controller", &c.addr, "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(["--heartbeat-interval", "0.5", "--log", "info", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            data,
+            log,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        match Command::new(agent_bin())
+            .arg("--cleanup")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .output()
+        {
+            Ok(o) if !o.status.success() => {
+                eprintln!(
+                    "agent cleanup failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            }
+            Err(e) => eprintln!("agent cleanup failed: {e}"),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+#[ignore = "requires root: a real agent runs containers (namespaces, cgroups, overlay mounts)"]
+fn logs_exec_and_top_through_a_real_agent() {
+    let c = Controller::start();
+    let tarball = c.dir.path().join("busybox.tar");
+    shoal_runtime::testimage::busybox_docker_save(
+        std::path::Path::new(shoal_runtime::testimage::BUSYBOX),
+        &tarball,
+        "busybox:latest",
+    )
+    .expect("build the busybox image tarball (needs Debian's busybox-static)");
+    c.ctl(&[
+        "--request-timeout",
+        "5m",
+        "image",
+        "import",
+        tarball.to_str().unwrap(),
+    ])
+    .ok();
+    let node = format!("ctl-agent-{}", std::process::id());
+    let agent = Agent::start(&c, &node);
+    let pod = json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox:latest", "command": ["sh", "-c",
+                "echo line-1; echo line-2; echo line-3; sleep 3; echo late; exec sleep 1000"]}]
+        }
+    });
+    let f = c.write("pod.json", &pod.to_string());
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    eventually("the pod running", Duration::from_secs(60), || {
+        let out = c.ctl(&["get", "pod/talker", "-o", "json"]).ok();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["status"]["phase"] == "Running" {
+            Ok(())
+        } else {
+            Err(format!("{}; agent: {}", v["status"], agent.log_tail()))
+        }
+    });
+
+    // Follow: the line written seconds later arrives on the open stream.
+    let mut follow = Watcher::start(&c.addr, &["logs", "-f", "talker"]);
+    follow.expect("line-1", |l| l == "line-1");
+    follow.expect("late", |l| l == "late");
+    assert_eq!(follow.seen, ["line-1", "line-2", "line-3", "late"]);
+    drop(follow);
+
+    let all = c.ctl(&["logs", "talker"]).ok();
+    assert_eq!(all, "line-1\nline-2\nline-3\nlate\n");
+    assert_eq!(
+        c.ctl(&["logs", "--tail", "2", "pod/talker"]).ok(),
+        "line-3\nlate\n"
+    );
+    let ts = c
+        .ctl(&["logs", "--timestamps", "--tail", "1", "talker"])
+        .ok();
+    let (stamp, line) = ts.trim_end().split_once(' ').unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{ts}");
+    assert_eq!(line, "late");
+    assert_eq!(c.ctl(&["logs", "--since", "1h", "talker"]).ok(), all);
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    assert_eq!(c.ctl(&["logs", "--since-time", &future, "talker"]).ok(), "");
+    let e = c.ctl(&["logs", "-c", "nope", "talker"]).err();
+    assert!(e.contains("nope"), "{e}");
+
+    // Exec: streams apart, the remote exit code becomes ours, stdin is forwarded and closed.
+    let run = c.ctl(&[
+        "exec",
+        "talker",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (7, "out\n", "err\n")
+    );
+    let run = c.ctl_stdin(
+        &["exec", "-i", "talker", "--", "sh", "-c", "cat; echo done"],
+        "hello\nworld\n",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "hello\nworld\ndone\n"),
+        "{run:?}"
+    );
+    // -t without a terminal on stdin: a note, then a plain session.
+    let run = c.ctl(&["exec", "-t", "talker", "--", "echo", "hi"]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, "hi\n"), "{run:?}");
+    assert!(run.stderr.contains("Unable to use a TTY"), "{run:?}");
+    // -t on a real terminal (a pty from util-linux `script`): the remote side has a TTY,
+    // the exit code comes back, and the local terminal settings are restored afterwards.
+    let inner = format!(
+        "stty -g; {} --server {} exec -t talker -- sh -c 'test -t 1 && echo remote-tty; exit 3'; echo rc=$?; stty -g",
+        shoalctl_bin().display(),
+        c.addr
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 4, "{text:?}");
+    assert_eq!(&lines[1..3], ["remote-tty", "rc=3"], "{text:?}");
+    assert_eq!(
+        lines[0], lines[3],
+        "terminal settings not restored: {text:?}"
+    );
+    let e = c.ctl(&["exec", "nope", "--", "true"]).err();
+    assert_eq!(e, "error: pod \"nope\" not found in namespace \"default\"");
+
+    // Top: the agent reports the container and the node.
+    eventually("top pods", Duration::from_secs(30), || {
+        let run = c.ctl(&["top", "pods"]);
+        let row = run.stdout.lines().find(|l| l.starts_with("talker "));
+        match row {
+            Some(r)
+                if r.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|m| m.ends_with("Mi")) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{run:?}")),
+        }
+    });
+    let top = c.ctl(&["top", "nodes"]).ok();
+    let row: Vec<&str> = top
+        .lines()
+        .find(|l| l.starts_with(&node))
+        .unwrap_or_else(|| panic!("{top}"))
+        .split_whitespace()
+        .collect();
+    assert!(row[1].ends_with('m') && row[2].ends_with('%'), "{top}");
+    assert!(row[3].ends_with("Mi") && row[4].ends_with('%'), "{top}");
+    let all_ns = c.ctl(&["top", "pods", "-A"]).ok();
+    assert!(all_ns.starts_with("NAMESPACE "), "{all_ns}");
+    c.ctl(&["delete", "pod", "talker"]).ok();
+}
