@@ -30,6 +30,10 @@ use crate::types::{Command, StoreRaft, TypeConfig};
 /// Largest gRPC message accepted or sent on the Raft service (snapshot chunks, big batches).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// AppendEntries carrying several entries are split (openraft retries with fewer
+/// entries) above this size, so that one call stays short on a slow machine.
+pub const SPLIT_APPEND_BYTES: usize = 1024 * 1024;
+
 /// Largest encoded write batch accepted by [`crate::Store::write`] (one Raft entry).
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
 
@@ -163,7 +167,7 @@ impl RaftPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if payload.data.len() > MAX_MESSAGE_BYTES && entries > 1 {
+        if payload.data.len() > SPLIT_APPEND_BYTES && entries > 1 {
             // openraft retries with at most this many entries.
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint((entries / 2) as u64),
@@ -174,7 +178,16 @@ impl RaftPeer {
             .client(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = Request::new(payload);
-        request.set_timeout(option.hard_ttl());
+        // openraft's TTL is the heartbeat interval; an append that carries data
+        // (or a snapshot chunk) gets time proportional to its size instead, or a
+        // loaded machine never finishes sending a large entry and replication stalls.
+        let ttl = if entries == 0 {
+            option.hard_ttl()
+        } else {
+            let by_size = Duration::from_millis(500 + (payload.data.len() / 4096) as u64);
+            option.hard_ttl().max(by_size)
+        };
+        request.set_timeout(ttl);
         let reply = match kind {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
