@@ -177,6 +177,7 @@ impl RaftPeer {
             .clients
             .client(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let payload_len = payload.data.len();
         let mut request = Request::new(payload);
         // openraft's TTL is the heartbeat interval; an append that carries data
         // (or a snapshot chunk) gets time proportional to its size instead, or a
@@ -184,7 +185,7 @@ impl RaftPeer {
         let ttl = if entries == 0 {
             option.hard_ttl()
         } else {
-            let by_size = Duration::from_millis(500 + (payload.data.len() / 4096) as u64);
+            let by_size = Duration::from_millis(500 + (payload_len / 4096) as u64);
             option.hard_ttl().max(by_size)
         };
         request.set_timeout(ttl);
