@@ -120,7 +120,7 @@ impl Connection {
         timeouts: Timeouts,
     ) -> Result<Connection, CtlError> {
         let order: Vec<usize> = (0..addrs.len()).collect();
-        let (current, channel) = connect_first(&addrs, &order, timeouts).await?;
+        let (current, channel) = connect_first(&addrs, &order, timeouts, true).await?;
         Ok(Connection {
             addrs,
             current,
@@ -138,10 +138,19 @@ impl Connection {
     async fn fail_over(&mut self) -> Result<(), CtlError> {
         let n = self.addrs.len();
         let order: Vec<usize> = (1..n).map(|i| (self.current + i) % n).collect();
-        let (current, channel) = connect_first(&self.addrs, &order, self.timeouts).await?;
+        let (current, channel) = connect_first(&self.addrs, &order, self.timeouts, true).await?;
         self.current = current;
         self.channel = channel;
         Ok(())
+    }
+
+    /// A new channel to the current controller whose requests have no deadline, for
+    /// client-streaming uploads that may outlast `--request-timeout` (HTTP/2 keep-alive
+    /// still finds a controller that stopped answering).
+    pub async fn channel_without_deadline(&self) -> Result<Channel, CtlError> {
+        let (_, channel) =
+            connect_first(&self.addrs, &[self.current], self.timeouts, false).await?;
+        Ok(channel)
     }
 
     /// The channel to the current controller (for the `Proxy` and `Images` services).
@@ -190,7 +199,8 @@ impl Connection {
     pub async fn reconnect(&mut self) -> Result<(), CtlError> {
         if self.addrs.len() == 1 {
             let order = [0];
-            let (current, channel) = connect_first(&self.addrs, &order, self.timeouts).await?;
+            let (current, channel) =
+                connect_first(&self.addrs, &order, self.timeouts, true).await?;
             self.current = current;
             self.channel = channel;
             Ok(())
@@ -205,17 +215,21 @@ async fn connect_first(
     addrs: &[ServerAddr],
     order: &[usize],
     timeouts: Timeouts,
+    deadline: bool,
 ) -> Result<(usize, Channel), CtlError> {
     let mut failures: Vec<(String, String)> = Vec::new();
     for &i in order {
         let a = &addrs[i];
-        let endpoint = Endpoint::from_shared(a.uri.clone())
+        let mut endpoint = Endpoint::from_shared(a.uri.clone())
             .map_err(|e| CtlError::BadAddress {
                 addr: a.display.clone(),
                 reason: e.to_string(),
             })?
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
+            .connect_timeout(timeouts.connect);
+        if deadline {
+            endpoint = endpoint.timeout(timeouts.request);
+        }
+        let endpoint = endpoint
             // A member that accepts connections but does not answer (stopped, hung) is
             // found by HTTP/2 pings and its requests fail as UNAVAILABLE.
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -103,7 +103,8 @@ async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), CtlEr
             }
         }
     });
-    let channel = ctx.conn().await?.channel();
+    // The upload is one request: it is not bound by --request-timeout.
+    let channel = ctx.conn().await?.channel_without_deadline().await?;
     let result = ImagesClient::new(channel)
         .import(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;

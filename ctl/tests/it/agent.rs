@@ -92,14 +92,7 @@ fn logs_exec_and_top_through_a_real_agent() {
         "busybox:latest",
     )
     .expect("build the busybox image tarball (needs Debian's busybox-static)");
-    c.ctl(&[
-        "--request-timeout",
-        "5m",
-        "image",
-        "import",
-        tarball.to_str().unwrap(),
-    ])
-    .ok();
+    c.ctl(&["image", "import", tarball.to_str().unwrap()]).ok();
     let node = format!("ctl-agent-{}", std::process::id());
     let agent = Agent::start(&c, &node);
     let pod = json!({

@@ -432,8 +432,6 @@ fn image_import_ls_rm_of_a_real_busybox_tarball() {
     let started = std::time::Instant::now();
     let out = c
         .ctl(&[
-            "--request-timeout",
-            "5m",
             "image",
             "import",
             tarball.to_str().unwrap(),
