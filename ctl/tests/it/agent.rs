@@ -164,6 +164,17 @@ fn logs_exec_and_top_through_a_real_agent() {
         (0, "hello\nworld\ndone\n"),
         "{run:?}"
     );
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(c.ctl(&["exec", "talker", "--", "true"]).code, 0);
+    }
+    eprintln!(
+        "exec -- true through controller and agent: {:?} per shoalctl run (mean of 5)",
+        started.elapsed() / 5
+    );
+    let started = std::time::Instant::now();
+    c.ctl(&["logs", "talker"]).ok();
+    eprintln!("logs (4 lines): {:?}", started.elapsed());
     // -t without a terminal on stdin: a note, then a plain session.
     let run = c.ctl(&["exec", "-t", "talker", "--", "echo", "hi"]);
     assert_eq!((run.code, run.stdout.as_str()), (0, "hi\n"), "{run:?}");
