@@ -539,10 +539,13 @@ impl Runtime {
     /// directories. Failure to start it only delays the deletion.
     fn empty_trash(&self) {
         let trash = self.cfg.data_dir.join("trash");
-        if fs::read_dir(&trash)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
-        {
+        let busy = |d: &Path| {
+            fs::read_dir(d)
+                .map(|e| e.filter_map(Result::ok).any(|e| e.file_name() != ".lock"))
+                .unwrap_or(false)
+        };
+        // A running cleaner rescans until the trash is empty: do not start another.
+        if !busy(&trash) || is_locked(&trash.join(".lock")) {
             return;
         }
         if let Ok(mut c) = Command::new(&self.cfg.supervisor_exe)
