@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 OPS=${1:-3000}
 scripts/setup.sh >/dev/null
 cargo build --release -p shoal-controller -p shoal-bench
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

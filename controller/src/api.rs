@@ -10,9 +10,9 @@ use shoal_api::selector::LabelSelector;
 use shoal_api::{Kind, Object};
 use shoal_proto::cluster_server::{Cluster, ClusterServer};
 use shoal_proto::{
-    ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest, ClusterStatusResponse, DeleteRequest,
-    GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest, ObjectResponse, WatchEvent,
-    WatchRequest,
+    ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest, ClusterStatusResponse,
+    DeleteRequest, GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest,
+    ObjectResponse, WatchEvent, WatchRequest,
 };
 use shoal_store::{Consistency, EventType, Store, StoreError, Write};
 use tokio_stream::StreamExt;
@@ -22,7 +22,13 @@ use tonic::{Request, Response, Status};
 use crate::error::ApiError;
 
 /// Metadata fields only the server sets; ignored when comparing for `apply`.
-const SERVER_META: [&str; 5] = ["uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp"];
+const SERVER_META: [&str; 5] = [
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+];
 
 /// How many times `apply` re-reads and retries after a concurrent change.
 const APPLY_ATTEMPTS: usize = 5;
@@ -65,7 +71,11 @@ impl ClusterService {
         Self { store }
     }
 
-    async fn apply_objects(&self, objects: Vec<Object>, dry_run: bool) -> Result<Vec<ApplyResult>, ApiError> {
+    async fn apply_objects(
+        &self,
+        objects: Vec<Object>,
+        dry_run: bool,
+    ) -> Result<Vec<ApplyResult>, ApiError> {
         let mut seen = HashSet::new();
         for o in &objects {
             if !seen.insert(o.key()) {
@@ -88,7 +98,10 @@ impl ClusterService {
                 let current = self.store.get(&key, Consistency::Linearizable).await?;
                 let action = match current {
                     None => {
-                        writes.push(Write::Create { key: key.clone(), object: desired.clone() });
+                        writes.push(Write::Create {
+                            key: key.clone(),
+                            object: desired.clone(),
+                        });
                         "created"
                     }
                     Some(cur) => {
@@ -138,7 +151,9 @@ impl ClusterService {
                     return Ok(results);
                 }
                 Err(
-                    e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }),
+                    e @ (StoreError::Conflict { .. }
+                    | StoreError::AlreadyExists { .. }
+                    | StoreError::NotFound { .. }),
                 ) if attempt < APPLY_ATTEMPTS => {
                     tracing::debug!("apply raced with another writer ({e}); retrying");
                 }
@@ -169,14 +184,19 @@ fn effective_namespace(kind: Kind, ns: &str) -> String {
 }
 
 fn list_prefix(kind: Kind, ns: &str) -> String {
-    if kind.namespaced() && !ns.is_empty() { format!("{kind}/{ns}/") } else { format!("{kind}/") }
+    if kind.namespaced() && !ns.is_empty() {
+        format!("{kind}/{ns}/")
+    } else {
+        format!("{kind}/")
+    }
 }
 
 fn parse_object(json: &str, what: &str) -> Result<Object, ApiError> {
-    let v: Value =
-        serde_json::from_str(json).map_err(|e| ApiError::Invalid(format!("{what}: not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| ApiError::Invalid(format!("{what}: not valid JSON: {e}")))?;
     let o = Object::from_json(&v).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))?;
-    o.validate().map_err(|e| ApiError::Invalid(format!("{what} ({} {}): {e}", o.kind(), o.name())))?;
+    o.validate()
+        .map_err(|e| ApiError::Invalid(format!("{what} ({} {}): {e}", o.kind(), o.name())))?;
     Ok(o)
 }
 
@@ -209,7 +229,11 @@ fn revision_of(v: &Value) -> u64 {
 fn labels_of(v: &Value) -> BTreeMap<String, String> {
     v.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -239,10 +263,19 @@ impl Filter {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, v, true)
             } else {
-                return Err(ApiError::Invalid(format!("field selector {part:?}: expected FIELD=VALUE")));
+                return Err(ApiError::Invalid(format!(
+                    "field selector {part:?}: expected FIELD=VALUE"
+                )));
             };
             let k = k.trim();
-            if !["spec.nodeName", "metadata.name", "metadata.namespace", "status.phase"].contains(&k) {
+            if ![
+                "spec.nodeName",
+                "metadata.name",
+                "metadata.namespace",
+                "status.phase",
+            ]
+            .contains(&k)
+            {
                 return Err(ApiError::Invalid(format!(
                     "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase)"
                 )));
@@ -268,7 +301,10 @@ impl Filter {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
         let req = request.into_inner();
         let mut objects = Vec::with_capacity(req.objects_json.len());
         for (i, j) in req.objects_json.iter().enumerate() {
@@ -278,16 +314,33 @@ impl Cluster for ClusterService {
         Ok(Response::new(ApplyResponse { results }))
     }
 
-    async fn create(&self, request: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
+    async fn create(
+        &self,
+        request: Request<ObjectRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
         let o = parse_object(&request.into_inner().object_json, "object")?;
         let mut v = o.to_json();
         strip_server_meta(&mut v);
-        let out = self.store.write(vec![Write::Create { key: o.key(), object: v }]).await.map_err(ApiError::from)?;
-        let object_json = out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default();
+        let out = self
+            .store
+            .write(vec![Write::Create {
+                key: o.key(),
+                object: v,
+            }])
+            .await
+            .map_err(ApiError::from)?;
+        let object_json = out
+            .into_iter()
+            .next()
+            .map(|w| w.object.to_string())
+            .unwrap_or_default();
         Ok(Response::new(ObjectResponse { object_json }))
     }
 
-    async fn update(&self, request: Request<ObjectRequest>) -> Result<Response<ObjectResponse>, Status> {
+    async fn update(
+        &self,
+        request: Request<ObjectRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
         let o = parse_object(&request.into_inner().object_json, "object")?;
         let v = o.to_json();
         let expected = match revision_of(&v) {
@@ -298,10 +351,18 @@ impl Cluster for ClusterService {
         strip_server_meta(&mut v);
         let out = self
             .store
-            .write(vec![Write::Update { key: o.key(), object: v, expected_revision: expected }])
+            .write(vec![Write::Update {
+                key: o.key(),
+                object: v,
+                expected_revision: expected,
+            }])
             .await
             .map_err(ApiError::from)?;
-        let object_json = out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default();
+        let object_json = out
+            .into_iter()
+            .next()
+            .map(|w| w.object.to_string())
+            .unwrap_or_default();
         Ok(Response::new(ObjectResponse { object_json }))
     }
 
@@ -309,9 +370,19 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let ns = effective_namespace(kind, &req.namespace);
-        let consistency = if req.stale { Consistency::Local } else { Consistency::Linearizable };
-        match self.store.get(&key_for(&kind.to_string(), &ns, &req.name), consistency).await {
-            Ok(Some(v)) => Ok(Response::new(ObjectResponse { object_json: v.to_string() })),
+        let consistency = if req.stale {
+            Consistency::Local
+        } else {
+            Consistency::Linearizable
+        };
+        match self
+            .store
+            .get(&key_for(&kind.to_string(), &ns, &req.name), consistency)
+            .await
+        {
+            Ok(Some(v)) => Ok(Response::new(ObjectResponse {
+                object_json: v.to_string(),
+            })),
             Ok(None) => Err(ApiError::NotFound {
                 kind: kind.to_string().to_lowercase(),
                 namespace: ns,
@@ -326,22 +397,50 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
-        let consistency = if req.stale { Consistency::Local } else { Consistency::Linearizable };
-        let (items, rev) =
-            self.store.list(&list_prefix(kind, &req.namespace), consistency).await.map_err(ApiError::from)?;
-        let items_json = items.iter().filter(|v| filter.matches(v)).map(Value::to_string).collect();
-        Ok(Response::new(ListResponse { items_json, resource_version: rev }))
+        let consistency = if req.stale {
+            Consistency::Local
+        } else {
+            Consistency::Linearizable
+        };
+        let (items, rev) = self
+            .store
+            .list(&list_prefix(kind, &req.namespace), consistency)
+            .await
+            .map_err(ApiError::from)?;
+        let items_json = items
+            .iter()
+            .filter(|v| filter.matches(v))
+            .map(Value::to_string)
+            .collect();
+        Ok(Response::new(ListResponse {
+            items_json,
+            resource_version: rev,
+        }))
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<ObjectResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let ns = effective_namespace(kind, &req.namespace);
         let key = key_for(&kind.to_string(), &ns, &req.name);
         let expected = (req.resource_version != 0).then_some(req.resource_version);
-        match self.store.write(vec![Write::Delete { key, expected_revision: expected }]).await {
+        match self
+            .store
+            .write(vec![Write::Delete {
+                key,
+                expected_revision: expected,
+            }])
+            .await
+        {
             Ok(out) => Ok(Response::new(ObjectResponse {
-                object_json: out.into_iter().next().map(|w| w.object.to_string()).unwrap_or_default(),
+                object_json: out
+                    .into_iter()
+                    .next()
+                    .map(|w| w.object.to_string())
+                    .unwrap_or_default(),
             })),
             Err(StoreError::NotFound { .. }) => Err(ApiError::NotFound {
                 kind: kind.to_string().to_lowercase(),
@@ -355,13 +454,19 @@ impl Cluster for ClusterService {
 
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
 
-    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
         let after = (req.resource_version != 0).then_some(req.resource_version);
-        let mut events =
-            self.store.watch(&list_prefix(kind, &req.namespace), after).await.map_err(ApiError::from)?;
+        let mut events = self
+            .store
+            .watch(&list_prefix(kind, &req.namespace), after)
+            .await
+            .map_err(ApiError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             while let Some(ev) = events.next().await {
@@ -434,7 +539,8 @@ mod tests {
     fn apply_comparison_ignores_server_fields() {
         let cur = json!({"kind":"Pod","metadata":{"name":"a","uid":"u","resourceVersion":"7","generation":1,"creationTimestamp":"x"},"spec":{"n":1}});
         let same = json!({"kind":"Pod","metadata":{"name":"a"},"spec":{"n":1}});
-        let changed = json!({"kind":"Pod","metadata":{"name":"a","labels":{"x":"y"}},"spec":{"n":1}});
+        let changed =
+            json!({"kind":"Pod","metadata":{"name":"a","labels":{"x":"y"}},"spec":{"n":1}});
         assert!(same_desired_state(&cur, &same));
         assert!(!same_desired_state(&cur, &changed));
         assert_eq!(revision_of(&cur), 7);

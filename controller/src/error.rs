@@ -24,7 +24,11 @@ pub enum ApiError {
 }
 
 fn in_ns(ns: &str) -> String {
-    if ns.is_empty() { String::new() } else { format!(" in namespace {ns:?}") }
+    if ns.is_empty() {
+        String::new()
+    } else {
+        format!(" in namespace {ns:?}")
+    }
 }
 
 /// Converts an API error to the gRPC status a client sees (the only such place).
@@ -37,7 +41,9 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
             StoreError::NotFound { .. } => Status::not_found(s.to_string()),
             StoreError::AlreadyExists { .. } => Status::already_exists(s.to_string()),
             StoreError::Conflict { .. } => Status::aborted(s.to_string()),
-            StoreError::TooOld { .. } | StoreError::Lagged { .. } => Status::out_of_range(s.to_string()),
+            StoreError::TooOld { .. } | StoreError::Lagged { .. } => {
+                Status::out_of_range(s.to_string())
+            }
             other if other.is_retryable() => Status::unavailable(other.to_string()),
             other => Status::internal(other.to_string()),
         },

@@ -21,7 +21,11 @@ use tracing::info;
 
 /// Command-line arguments of `shoal-controller`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "shoal-controller", version, about = "Shoal controller: cluster API + Raft member")]
+#[command(
+    name = "shoal-controller",
+    version,
+    about = "Shoal controller: cluster API + Raft member"
+)]
 pub struct Args {
     /// This member's Raft id (unique in the cluster, > 0).
     #[arg(long, default_value_t = 1)]
@@ -77,7 +81,11 @@ pub fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
             bail!("--peer {p:?}: the id must be a positive integer");
         }
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
             bail!("--peer {p:?}: expected HOST:PORT after '='");
         }
         if out.insert(id, addr.to_string()).is_some() {
@@ -89,13 +97,24 @@ pub fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.to_string());
     let mut peers = parse_peers(&args.peers)?;
     if !peers.is_empty() {
         match peers.get(&args.id) {
-            None => bail!("--id {} is not among the --peer members {:?}", args.id, peers.keys().collect::<Vec<_>>()),
+            None => bail!(
+                "--id {} is not among the --peer members {:?}",
+                args.id,
+                peers.keys().collect::<Vec<_>>()
+            ),
             Some(a) if *a != advertise => {
-                bail!("--peer {}={} does not match this member's address {advertise} (set --advertise)", args.id, a)
+                bail!(
+                    "--peer {}={} does not match this member's address {advertise} (set --advertise)",
+                    args.id,
+                    a
+                )
             }
             _ => {}
         }
@@ -118,9 +137,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!(id = args.id, listen = %args.listen, "controller serving");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(store.clone(), args.data_dir.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(api::serve(
+        store.clone(),
+        args.data_dir.clone(),
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     // Form the cluster exactly once (no-op when the data dir already has it).
     let boot = {
@@ -151,7 +175,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("server did not stop within 5 s"),
         Ok(Ok(Ok(()))) => {}
     }
-    store.shutdown().await.context("while shutting down the store")?;
+    store
+        .shutdown()
+        .await
+        .context("while shutting down the store")?;
     info!("stopped");
     Ok(())
 }

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["shoal/v1/api.proto", "shoal/v1/raft.proto", "shoal/v1/agent.proto"];
+    let files = [
+        "shoal/v1/api.proto",
+        "shoal/v1/raft.proto",
+        "shoal/v1/agent.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

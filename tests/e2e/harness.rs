@@ -15,7 +15,11 @@ static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 /// Directory holding the workspace's binaries (next to this test binary).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
     for b in ["shoal-controller", "shoal-agent", "shoalctl"] {
         assert!(
             dir.join(b).exists(),
@@ -27,7 +31,10 @@ pub fn bin_dir() -> PathBuf {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// Polls `f` until it returns `Ok`, or panics after `timeout` with the last error.
@@ -63,15 +70,24 @@ impl NetnsCluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         // Leftovers of an earlier, crashed run of the same test.
         let _ = script(name, &bin, &["down"]);
-        let mut args: Vec<String> =
-            vec!["up".into(), "--controllers".into(), controllers.to_string(), "--agents".into(), agents.to_string()];
+        let mut args: Vec<String> = vec![
+            "up".into(),
+            "--controllers".into(),
+            controllers.to_string(),
+            "--agents".into(),
+            agents.to_string(),
+        ];
         for a in controller_args {
             args.push("--controller-arg".into());
             args.push((*a).to_string());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = script(name, &bin, &argv);
-        assert!(out.status.success(), "netns-cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netns-cluster up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let server = stdout
             .lines()
@@ -87,7 +103,14 @@ impl NetnsCluster {
             .status()
             .expect("build busybox image");
         assert!(st.success(), "building the busybox test image failed");
-        NetnsCluster { name: name.to_string(), server, bin, image_tar, _tmp: tmp, _guard: guard }
+        NetnsCluster {
+            name: name.to_string(),
+            server,
+            bin,
+            image_tar,
+            _tmp: tmp,
+            _guard: guard,
+        }
     }
 
     /// Runs `deploy/netns-cluster --name NAME ARGS`.
@@ -146,13 +169,18 @@ impl NetnsCluster {
     pub fn main_pid(&self, node: &str) -> i32 {
         let p = format!("/run/shoal-netns/{}/{node}/pid", self.name);
         let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
-        s.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("{p}: no pid"))
+        s.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("{p}: no pid"))
     }
 
     /// Prints the tail of every node's log.
     pub fn dump_logs(&self) {
         let dir = format!("/run/shoal-netns/{}", self.name);
-        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let log = e.path().join("log");
             if let Ok(s) = std::fs::read_to_string(&log) {
@@ -173,7 +201,10 @@ impl Drop for NetnsCluster {
         }
         let out = script(&self.name, &self.bin, &["down"]);
         if !out.status.success() {
-            eprintln!("netns-cluster down failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "netns-cluster down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -192,27 +223,38 @@ fn script(name: &str, bin: &Path, args: &[&str]) -> Output {
 
 /// `status.phase` of a pod.
 pub fn phase(p: &Value) -> &str {
-    p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("")
+    p.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `spec.nodeName` of a pod.
 pub fn node_of(p: &Value) -> &str {
-    p.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("")
+    p.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata.name` of an object.
 pub fn name_of(p: &Value) -> &str {
-    p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    p.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// True when the pod's Ready condition is True.
 pub fn is_ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// First container status of a pod.
 pub fn container0(p: &Value) -> Value {
-    p.pointer("/status/containerStatuses/0").cloned().unwrap_or(Value::Null)
+    p.pointer("/status/containerStatuses/0")
+        .cloned()
+        .unwrap_or(Value::Null)
 }

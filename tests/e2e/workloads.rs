@@ -41,7 +41,12 @@ fn per_node(pods: &[Value]) -> BTreeMap<String, usize> {
 #[test]
 #[ignore = "requires root: network namespaces, containers, cgroups"]
 fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
-    let c = NetnsCluster::up("e2ework", 3, 3, &["--node-timeout", "4", "--eviction-delay", "3"]);
+    let c = NetnsCluster::up(
+        "e2ework",
+        3,
+        3,
+        &["--node-timeout", "4", "--eviction-delay", "3"],
+    );
     eventually("3 Ready nodes", Duration::from_secs(30), || {
         let v = c.json(&["get", "nodes"])?;
         let ready = v["items"]
@@ -49,14 +54,21 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
             .map(|ns| {
                 ns.iter()
                     .filter(|n| {
-                        n.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
-                            cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        })
+                        n.pointer("/status/conditions")
+                            .and_then(Value::as_array)
+                            .is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
                     })
                     .count()
             })
             .unwrap_or(0);
-        if ready == 3 { Ok(()) } else { Err(format!("{ready} ready: {v}")) }
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready: {v}"))
+        }
     });
     c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
 
@@ -65,18 +77,34 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: greedy}\nspec:\n  containers:\n  - name: a\n    image: busybox:latest\n    resources: {requests: {cpu: lots}}\n",
     );
     assert!(!bad.status.success(), "cpu: lots was accepted");
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("cpu"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("cpu"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     assert!(c.ctl(&["get", "pod", "greedy"]).status.code() != Some(0));
 
     // 6 replicas on 3 equal nodes spread 2/2/2 and run.
     let out = c.apply(WEB);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pods = eventually("6 running replicas", Duration::from_secs(60), || {
         let pods = c.pods("app=spread")?;
-        if pods.len() == 6 && running(&pods) == 6 { Ok(pods) } else { Err(format!("{:?}", per_node(&pods))) }
+        if pods.len() == 6 && running(&pods) == 6 {
+            Ok(pods)
+        } else {
+            Err(format!("{:?}", per_node(&pods)))
+        }
     });
     let spread = per_node(&pods);
-    assert_eq!(spread.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "spread: {spread:?}");
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "spread: {spread:?}"
+    );
 
     // A nodeSelector pins; a pod too large stays Pending with the reason.
     c.apply(
@@ -84,11 +112,19 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     );
     eventually("pinned pod on node2", Duration::from_secs(30), || {
         let p = c.json(&["get", "pod", "pinned"])?;
-        if node_of(&p) == "node2" && phase(&p) == "Running" { Ok(()) } else { Err(p.to_string()) }
+        if node_of(&p) == "node2" && phase(&p) == "Running" {
+            Ok(())
+        } else {
+            Err(p.to_string())
+        }
     });
     eventually("huge pod explained", Duration::from_secs(20), || {
         let d = String::from_utf8_lossy(&c.ctl(&["describe", "pod", "huge"]).stdout).into_owned();
-        if d.contains("0/3 nodes: 3 insufficient memory") { Ok(()) } else { Err(d) }
+        if d.contains("0/3 nodes: 3 insufficient memory") {
+            Ok(())
+        } else {
+            Err(d)
+        }
     });
     assert_eq!(node_of(&c.json(&["get", "pod", "huge"]).expect("huge")), "");
 
@@ -99,21 +135,42 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     eventually("crasher restarted twice", Duration::from_secs(60), || {
         let p = c.json(&["get", "pod", "crasher"])?;
         let n = container0(&p)["restartCount"].as_u64().unwrap_or(0);
-        if n >= 2 { Ok(()) } else { Err(p["status"].to_string()) }
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(p["status"].to_string())
+        }
     });
-    eventually("once Failed with exit code 5", Duration::from_secs(30), || {
-        let p = c.json(&["get", "pod", "once"])?;
-        let code = container0(&p).pointer("/state/terminated/exitCode").and_then(Value::as_i64);
-        if phase(&p) == "Failed" && code == Some(5) { Ok(()) } else { Err(p["status"].to_string()) }
-    });
+    eventually(
+        "once Failed with exit code 5",
+        Duration::from_secs(30),
+        || {
+            let p = c.json(&["get", "pod", "once"])?;
+            let code = container0(&p)
+                .pointer("/state/terminated/exitCode")
+                .and_then(Value::as_i64);
+            if phase(&p) == "Failed" && code == Some(5) {
+                Ok(())
+            } else {
+                Err(p["status"].to_string())
+            }
+        },
+    );
 
     // An unknown image gives ImagePullBackOff with a clear message.
     c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: noimage}\nspec:\n  containers:\n  - {name: a, image: nosuch:1.0}\n");
     eventually("ImagePullBackOff", Duration::from_secs(30), || {
         let p = c.json(&["get", "pod", "noimage"])?;
-        let w = container0(&p).pointer("/state/waiting").cloned().unwrap_or(Value::Null);
+        let w = container0(&p)
+            .pointer("/state/waiting")
+            .cloned()
+            .unwrap_or(Value::Null);
         let msg = w["message"].as_str().unwrap_or("");
-        if w["reason"] == "ImagePullBackOff" && msg.contains("nosuch") { Ok(()) } else { Err(p["status"].to_string()) }
+        if w["reason"] == "ImagePullBackOff" && msg.contains("nosuch") {
+            Ok(())
+        } else {
+            Err(p["status"].to_string())
+        }
     });
 
     // logs and exec work through every controller.
@@ -121,21 +178,46 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     for ctrl in c.server.split(',') {
         let out = c.ctl_ok(&["--server", ctrl, "logs", &pod]);
         assert!(out.contains("started"), "logs through {ctrl}: {out:?}");
-        let out = c.ctl(&["--server", ctrl, "exec", &pod, "--", "sh", "-c", "echo hi; exit 7"]);
-        assert_eq!(out.status.code(), Some(7), "exec exit code through {ctrl}: {out:?}");
+        let out = c.ctl(&[
+            "--server",
+            ctrl,
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exit 7",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "exec exit code through {ctrl}: {out:?}"
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("hi"));
     }
 
     // Killing the agent process leaves containers running; a new agent re-adopts them.
-    let on_n1: Vec<Value> = c.pods("app=spread").expect("pods").into_iter().filter(|p| node_of(p) == "node1").collect();
+    let on_n1: Vec<Value> = c
+        .pods("app=spread")
+        .expect("pods")
+        .into_iter()
+        .filter(|p| node_of(p) == "node1")
+        .collect();
     assert!(!on_n1.is_empty());
     // Same container instance afterwards: same start time, no restart counted.
     let before: BTreeMap<String, (u64, String)> = on_n1
         .iter()
         .map(|p| {
             let c0 = container0(p);
-            let started = c0.pointer("/state/running/startedAt").and_then(Value::as_str).unwrap_or("").to_string();
-            (name_of(p).to_string(), (c0["restartCount"].as_u64().unwrap_or(0), started))
+            let started = c0
+                .pointer("/state/running/startedAt")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (
+                name_of(p).to_string(),
+                (c0["restartCount"].as_u64().unwrap_or(0), started),
+            )
         })
         .collect();
     let agent = c.main_pid("n1");
@@ -145,44 +227,79 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let st = c.script(&["start", "n1"]);
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     std::thread::sleep(Duration::from_secs(3));
-    eventually("re-adopted pods Running, same instance", Duration::from_secs(30), || {
-        for (name, (n, started)) in &before {
-            let p = c.json(&["get", "pod", name])?;
-            let c0 = container0(&p);
-            let now = c0["restartCount"].as_u64().unwrap_or(0);
-            let s = c0.pointer("/state/running/startedAt").and_then(Value::as_str).unwrap_or("");
-            if phase(&p) != "Running" || now != *n || s != started {
-                return Err(format!("{name}: {}", p["status"]));
+    eventually(
+        "re-adopted pods Running, same instance",
+        Duration::from_secs(30),
+        || {
+            for (name, (n, started)) in &before {
+                let p = c.json(&["get", "pod", name])?;
+                let c0 = container0(&p);
+                let now = c0["restartCount"].as_u64().unwrap_or(0);
+                let s = c0
+                    .pointer("/state/running/startedAt")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if phase(&p) != "Running" || now != *n || s != started {
+                    return Err(format!("{name}: {}", p["status"]));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 
     // Losing a whole node: NotReady within the timeout, its pods replaced elsewhere.
     let killed_at = Instant::now();
     assert!(c.script(&["kill", "n3"]).status.success());
     eventually("node3 NotReady", Duration::from_secs(15), || {
         let n = c.json(&["get", "node", "node3"])?;
-        let ready = n.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| {
-            cs.iter().find(|c| c["type"] == "Ready").map(|c| c["status"].as_str().unwrap_or("").to_string())
-        });
-        if ready.as_deref() != Some("True") { Ok(()) } else { Err(n["status"].to_string()) }
+        let ready = n
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["type"] == "Ready")
+                    .map(|c| c["status"].as_str().unwrap_or("").to_string())
+            });
+        if ready.as_deref() != Some("True") {
+            Ok(())
+        } else {
+            Err(n["status"].to_string())
+        }
     });
     eprintln!("node3 NotReady after {:?}", killed_at.elapsed());
-    eventually("6 running replicas off node3", Duration::from_secs(60), || {
-        let pods = c.pods("app=spread")?;
-        let live: Vec<&Value> = pods.iter().filter(|p| node_of(p) != "node3").collect();
-        let run = live.iter().filter(|p| phase(p) == "Running").count();
-        if run == 6 { Ok(()) } else { Err(format!("{:?}", per_node(&pods))) }
-    });
+    eventually(
+        "6 running replicas off node3",
+        Duration::from_secs(60),
+        || {
+            let pods = c.pods("app=spread")?;
+            let live: Vec<&Value> = pods.iter().filter(|p| node_of(p) != "node3").collect();
+            let run = live.iter().filter(|p| phase(p) == "Running").count();
+            if run == 6 {
+                Ok(())
+            } else {
+                Err(format!("{:?}", per_node(&pods)))
+            }
+        },
+    );
     // Nothing new is bound to the dead node meanwhile.
     c.ctl_ok(&["scale", "deployment", "spread", "--replicas", "8"]);
     eventually("8 running replicas", Duration::from_secs(60), || {
         let pods = c.pods("app=spread")?;
-        let run = pods.iter().filter(|p| phase(p) == "Running" && node_of(p) != "node3").count();
-        if run == 8 { Ok(()) } else { Err(format!("{:?}", per_node(&pods))) }
+        let run = pods
+            .iter()
+            .filter(|p| phase(p) == "Running" && node_of(p) != "node3")
+            .count();
+        if run == 8 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", per_node(&pods)))
+        }
     });
     let on_dead = c
         .pods("app=spread")
@@ -213,7 +330,11 @@ spec:
 
 fn images(pods: &[Value]) -> Vec<String> {
     pods.iter()
-        .filter_map(|p| p.pointer("/spec/containers/0/image").and_then(Value::as_str).map(String::from))
+        .filter_map(|p| {
+            p.pointer("/spec/containers/0/image")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -223,16 +344,34 @@ fn rolling_update_survives_leader_kill_and_undo() {
     let c = NetnsCluster::up("e2eroll", 3, 3, &[]);
     eventually("nodes", Duration::from_secs(30), || {
         let v = c.json(&["get", "nodes"])?;
-        if v["items"].as_array().map(Vec::len) == Some(3) { Ok(()) } else { Err(v.to_string()) }
+        if v["items"].as_array().map(Vec::len) == Some(3) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     });
     c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
-    c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path"), "--tag", "busybox:2"]);
+    c.ctl_ok(&[
+        "image",
+        "import",
+        c.image_tar.to_str().expect("path"),
+        "--tag",
+        "busybox:2",
+    ]);
     let out = c.apply(ROLL);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually("4 ready", Duration::from_secs(60), || {
         let pods = c.pods("app=roll")?;
         let ready = pods.iter().filter(|p| is_ready(p)).count();
-        if ready == 4 { Ok(()) } else { Err(format!("{ready} ready")) }
+        if ready == 4 {
+            Ok(())
+        } else {
+            Err(format!("{ready} ready"))
+        }
     });
 
     c.ctl_ok(&["set", "image", "deployment/roll", "app=busybox:2"]);
@@ -244,25 +383,35 @@ fn rolling_update_survives_leader_kill_and_undo() {
             let ready = pods.iter().filter(|p| is_ready(p)).count();
             min_ready = min_ready.min(ready);
             let imgs = images(&pods);
-            let done = pods.len() == 4
-                && ready == 4
-                && imgs.iter().all(|i| i == "busybox:2");
+            let done = pods.len() == 4 && ready == 4 && imgs.iter().all(|i| i == "busybox:2");
             if done {
                 break;
             }
             if !killed && imgs.iter().any(|i| i == "busybox:2") {
                 // Mid-rollout: kill the leader controller.
                 let st = c.json(&["cluster", "status"]).expect("cluster status");
-                let leader = st["leaderId"].as_u64().or_else(|| st["leader_id"].as_u64()).expect("leader id");
+                let leader = st["leaderId"]
+                    .as_u64()
+                    .or_else(|| st["leader_id"].as_u64())
+                    .expect("leader id");
                 assert!(c.script(&["kill", &format!("c{leader}")]).status.success());
                 killed = true;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "rollout did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "rollout did not finish"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(killed, "the rollout finished before the leader could be killed");
-    assert!(min_ready >= 3, "ready pods dropped to {min_ready} (< replicas - maxUnavailable)");
+    assert!(
+        killed,
+        "the rollout finished before the leader could be killed"
+    );
+    assert!(
+        min_ready >= 3,
+        "ready pods dropped to {min_ready} (< replicas - maxUnavailable)"
+    );
 
     c.ctl_ok(&["rollout", "undo", "deployment/roll"]);
     eventually("back to busybox:latest", Duration::from_secs(90), || {

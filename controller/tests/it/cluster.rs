@@ -32,7 +32,12 @@ async fn all_present(addr: &str, want: &BTreeSet<String>) -> Result<(), String> 
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("{addr} misses {} of {} acknowledged writes, e.g. {:?}", missing.len(), want.len(), missing.first()))
+        Err(format!(
+            "{addr} misses {} of {} acknowledged writes, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            missing.first()
+        ))
     }
 }
 
@@ -44,7 +49,9 @@ async fn writes_through_any_member_survive_leader_sigkill() {
 
     // Writes go through every member (followers forward to the leader).
     for (i, a) in addrs.iter().enumerate() {
-        create_pod(a, &format!("via-{i}")).await.expect("write through member");
+        create_pod(a, &format!("via-{i}"))
+            .await
+            .expect("write through member");
     }
 
     // A stream of writes from 4 concurrent writers.
@@ -57,7 +64,9 @@ async fn writes_through_any_member_survive_leader_sigkill() {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let name = format!("w{w}-{n}");
-                create_anywhere(&addrs, w + n, &name).await.expect("acknowledged eventually");
+                create_anywhere(&addrs, w + n, &name)
+                    .await
+                    .expect("acknowledged eventually");
                 acked.lock().expect("lock").insert(name);
                 n += 1;
             }
@@ -74,10 +83,19 @@ async fn writes_through_any_member_survive_leader_sigkill() {
     assert_ne!(new_leader, leader);
     eventually("writes after the kill", Duration::from_secs(20), || {
         let n = acked.lock().expect("lock").len();
-        async move { if n > before + 20 { Ok(()) } else { Err(format!("{n} acked so far")) } }
+        async move {
+            if n > before + 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} acked so far"))
+            }
+        }
     })
     .await;
-    eprintln!("failover: writes resumed within {:?} of SIGKILL", killed_at.elapsed());
+    eprintln!(
+        "failover: writes resumed within {:?} of SIGKILL",
+        killed_at.elapsed()
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
@@ -87,13 +105,22 @@ async fn writes_through_any_member_survive_leader_sigkill() {
     want.extend((0..3).map(|i| format!("via-{i}")));
     for id in &survivors {
         let addr = c.addr(*id);
-        eventually("acknowledged writes on survivors", Duration::from_secs(20), || all_present(&addr, &want)).await;
+        eventually(
+            "acknowledged writes on survivors",
+            Duration::from_secs(20),
+            || all_present(&addr, &want),
+        )
+        .await;
     }
     // The killed member comes back and catches up.
     c.start_member(leader);
     let addr = c.addr(leader);
-    eventually("acknowledged writes on the restarted member", Duration::from_secs(30), || all_present(&addr, &want))
-        .await;
+    eventually(
+        "acknowledged writes on the restarted member",
+        Duration::from_secs(30),
+        || all_present(&addr, &want),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -103,16 +130,26 @@ async fn stopped_member_catches_up_through_snapshot() {
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     c.stop(lagging);
-    let live: Vec<String> = (1..=3).filter(|id| *id != lagging).map(|id| c.addr(id)).collect();
+    let live: Vec<String> = (1..=3)
+        .filter(|id| *id != lagging)
+        .map(|id| c.addr(id))
+        .collect();
     let mut want = BTreeSet::new();
     for i in 0..400 {
         let name = format!("snap-{i}");
-        create_anywhere(&live, i, &name).await.expect("write while a member is down");
+        create_anywhere(&live, i, &name)
+            .await
+            .expect("write while a member is down");
         want.insert(name);
     }
     c.start_member(lagging);
     let addr = c.addr(lagging);
-    eventually("the restarted member to catch up", Duration::from_secs(30), || all_present(&addr, &want)).await;
+    eventually(
+        "the restarted member to catch up",
+        Duration::from_secs(30),
+        || all_present(&addr, &want),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,7 +171,12 @@ async fn data_survives_restart_of_all_members() {
     }
     c.wait_leader(&[1, 2, 3]).await;
     for a in &addrs {
-        eventually("data after a full restart", Duration::from_secs(20), || all_present(a, &want)).await;
+        eventually("data after a full restart", Duration::from_secs(20), || {
+            all_present(a, &want)
+        })
+        .await;
     }
-    create_anywhere(&addrs, 0, "after-restart").await.expect("write after restart");
+    create_anywhere(&addrs, 0, "after-restart")
+        .await
+        .expect("write after restart");
 }

@@ -30,7 +30,10 @@ where
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// One controller member: its process (if running), address and data directory.
@@ -72,9 +75,18 @@ impl TestCluster {
                 log: dir.path().join(format!("c{id}.log")),
             })
             .collect();
-        let peers = members.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
+        let peers = members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.addr))
+            .collect();
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        let mut c = TestCluster { members, peers, snapshot_every, extra_args, _dir: dir };
+        let mut c = TestCluster {
+            members,
+            peers,
+            snapshot_every,
+            extra_args,
+            _dir: dir,
+        };
         for id in 1..=n {
             c.start_member(id);
         }
@@ -82,7 +94,10 @@ impl TestCluster {
     }
 
     fn member(&mut self, id: u64) -> &mut Member {
-        self.members.iter_mut().find(|m| m.id == id).expect("member id")
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .expect("member id")
     }
 
     /// (Re)starts member `id` with its existing data directory.
@@ -92,7 +107,11 @@ impl TestCluster {
         let extra_args = self.extra_args.clone();
         let m = self.member(id);
         assert!(m.child.is_none(), "member {id} already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-controller"));
         cmd.arg("--id")
             .arg(id.to_string())
@@ -131,7 +150,10 @@ impl TestCluster {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(status)) = c.try_wait() {
-                    assert!(status.success(), "member {id} exited with {status} on SIGTERM");
+                    assert!(
+                        status.success(),
+                        "member {id} exited with {status} on SIGTERM"
+                    );
                     break;
                 }
                 if Instant::now() > deadline {
@@ -146,7 +168,11 @@ impl TestCluster {
 
     /// Address of member `id`.
     pub fn addr(&self, id: u64) -> String {
-        self.members.iter().find(|m| m.id == id).map(|m| m.addr.clone()).expect("member")
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.addr.clone())
+            .expect("member")
     }
 
     /// Prints every member's log (for failures).
@@ -225,7 +251,11 @@ pub fn pod_json(name: &str) -> String {
 /// Creates a pod through the member at `addr`.
 pub async fn create_pod(addr: &str, name: &str) -> Result<(), String> {
     let mut c = client(addr).await?;
-    c.create(ObjectRequest { object_json: pod_json(name) }).await.map_err(|e| e.message().to_string())?;
+    c.create(ObjectRequest {
+        object_json: pod_json(name),
+    })
+    .await
+    .map_err(|e| e.message().to_string())?;
     Ok(())
 }
 
@@ -233,13 +263,22 @@ pub async fn create_pod(addr: &str, name: &str) -> Result<(), String> {
 pub async fn local_pod_names(addr: &str) -> Result<std::collections::BTreeSet<String>, String> {
     let mut c = client(addr).await?;
     let r = c
-        .list(ListRequest { kind: "Pod".into(), namespace: "default".into(), stale: true, ..Default::default() })
+        .list(ListRequest {
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            stale: true,
+            ..Default::default()
+        })
         .await
         .map_err(|e| e.message().to_string())?
         .into_inner();
     Ok(r.items_json
         .iter()
         .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .filter_map(|v| v.pointer("/metadata/name").and_then(|n| n.as_str()).map(String::from))
+        .filter_map(|v| {
+            v.pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+        })
         .collect())
 }
