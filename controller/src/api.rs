@@ -286,10 +286,10 @@ impl Filter {
     }
 
     fn matches(&self, v: &Value) -> bool {
-        if let Some(sel) = &self.labels {
-            if !sel.matches(&labels_of(v)) {
-                return false;
-            }
+        if let Some(sel) = &self.labels
+            && !sel.matches(&labels_of(v))
+        {
+            return false;
         }
         self.fields.iter().all(|(k, want, eq)| {
             let ptr = format!("/{}", k.replace('.', "/"));

@@ -195,12 +195,12 @@ impl TestCluster {
             let among = among.to_vec();
             async move {
                 for a in &addrs {
-                    if let Ok(mut c) = client(a).await {
-                        if let Ok(s) = c.status(ClusterStatusRequest {}).await {
-                            let s = s.into_inner();
-                            if s.leader_id != 0 && among.contains(&s.leader_id) {
-                                return Ok(s.leader_id);
-                            }
+                    if let Ok(mut c) = client(a).await
+                        && let Ok(s) = c.status(ClusterStatusRequest {}).await
+                    {
+                        let s = s.into_inner();
+                        if s.leader_id != 0 && among.contains(&s.leader_id) {
+                            return Ok(s.leader_id);
                         }
                     }
                 }
