@@ -12,6 +12,8 @@ use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{ClusterStatusRequest, ObjectRequest};
 use tonic::transport::Channel;
 
+mod podstart;
+
 #[derive(Debug, Parser)]
 #[command(name = "shoal-bench", about = "Shoal load generators")]
 struct Cli {
@@ -49,6 +51,8 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Start pods one at a time on a real agent (beside `docker run -d`): start latency and memory.
+    Pods(podstart::PodsArgs),
 }
 
 #[tokio::main]
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Store { target, endpoints, clients, ops, tag } => store(target, &endpoints, clients, ops, &tag).await,
         Cmd::Failover { controller_bin, runs } => failover(&controller_bin, runs).await,
+        Cmd::Pods(a) => podstart::run(a).await,
     }
 }
 
