@@ -13,6 +13,7 @@ use shoal_proto::{ClusterStatusRequest, ObjectRequest};
 use tonic::transport::Channel;
 
 mod podstart;
+mod sched;
 
 #[derive(Debug, Parser)]
 #[command(name = "shoal-bench", about = "Shoal load generators")]
@@ -51,6 +52,8 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Register simulated nodes, create pods, time until every pod is bound (scheduler end to end).
+    Sched(sched::SchedArgs),
     /// Start pods one at a time on a real agent (beside `docker run -d`): start latency and memory.
     Pods(podstart::PodsArgs),
 }
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Store { target, endpoints, clients, ops, tag } => store(target, &endpoints, clients, ops, &tag).await,
         Cmd::Failover { controller_bin, runs } => failover(&controller_bin, runs).await,
+        Cmd::Sched(a) => sched::run(a).await,
         Cmd::Pods(a) => podstart::run(a).await,
     }
 }

@@ -26,10 +26,11 @@ pub fn heartbeat_fresh(node: &Node, now: DateTime<Utc>, timeout: Duration) -> bo
         .and_then(|s| s.heartbeat_time)
         .or(node.metadata.creation_timestamp);
     match last {
-        Some(t) => now
-            .signed_duration_since(t)
-            .to_std()
-            .map_or(true, |age| age <= timeout),
+        Some(t) => match now.signed_duration_since(t).to_std() {
+            Ok(age) => age <= timeout,
+            // A heartbeat from the future (clock skew) counts as fresh.
+            Err(_) => true,
+        },
         None => false,
     }
 }
@@ -129,18 +130,25 @@ pub fn plan(
     node_timeout: Duration,
     names: &mut dyn Names,
 ) -> Vec<Action> {
-    let mut pending: Vec<&Pod> = pods.values().filter(|p| is_pending(p)).collect();
+    // The cache's keys are the pods' store keys.
+    let mut pending: Vec<(&String, &Pod)> = pods.iter().filter(|(_, p)| is_pending(p)).collect();
     if pending.is_empty() {
         return Vec::new();
     }
     // Oldest first, so a stream of new pods cannot starve an old one.
-    pending.sort_by(|a, b| {
+    pending.sort_by(|(ka, a), (kb, b)| {
         a.metadata
             .creation_timestamp
             .cmp(&b.metadata.creation_timestamp)
-            .then_with(|| pod_key(a).cmp(&pod_key(b)))
+            .then_with(|| ka.cmp(kb))
     });
-    let requests: Vec<sched::PodRequest> = pending.iter().map(|p| pod_request(p)).collect();
+    let requests: Vec<sched::PodRequest> = pending
+        .iter()
+        .map(|(k, p)| sched::PodRequest {
+            key: (*k).clone(),
+            ..pod_request(p)
+        })
+        .collect();
     let infos: Vec<sched::NodeInfo> = nodes
         .values()
         .map(|n| node_info(n, now, node_timeout))
@@ -158,11 +166,11 @@ pub fn plan(
         })
         .collect();
     let result = sched::schedule(&requests, &infos, &bound);
-    let by_key: BTreeMap<String, &Pod> = pending.iter().map(|p| (pod_key(p), *p)).collect();
+    let by_key: BTreeMap<&str, &Pod> = pending.iter().map(|(k, p)| (k.as_str(), *p)).collect();
 
     let mut actions = Vec::with_capacity(result.bindings.len());
     for b in &result.bindings {
-        let Some(p) = by_key.get(&b.pod_key) else {
+        let Some(p) = by_key.get(b.pod_key.as_str()) else {
             continue;
         };
         let mut p = (*p).clone();
@@ -179,7 +187,9 @@ pub fn plan(
         actions.push(Action::Update(Object::Pod(p)));
     }
     for (key, err) in &result.unschedulable {
-        let Some(p) = by_key.get(key) else { continue };
+        let Some(p) = by_key.get(key.as_str()) else {
+            continue;
+        };
         let message = err.to_string();
         let mut p = (*p).clone();
         let status = p.status.get_or_insert_with(PodStatus::default);
