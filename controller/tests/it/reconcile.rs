@@ -722,7 +722,7 @@ async fn rollout_completes_under_a_new_leader_after_sigkill() {
                 .filter(|p| s(p, "/spec/containers/0/image") == "busybox:2")
                 .count();
             seen.store(new, Ordering::SeqCst);
-            if new >= 1 && new < 6 {
+            if (1..6).contains(&new) {
                 Ok(())
             } else {
                 Err(format!("{new} new pods"))
