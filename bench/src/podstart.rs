@@ -150,11 +150,19 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Count and summed VmRSS (KiB) of the supervisors of containers under `data_dir`.
-fn supervisors_rss_kib(data_dir: &str) -> (usize, u64) {
-    let (mut n, mut kib) = (0, 0);
+/// `Pss` of one process in KiB (shared pages divided among their users), from
+/// `/proc/PID/smaps_rollup`.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Count, summed VmRSS and summed Pss (KiB) of the processes whose argv matches `pred`.
+fn procs_memory(pred: impl Fn(&[&[u8]]) -> bool) -> (usize, u64, u64) {
+    let (mut n, mut rss, mut pss) = (0, 0, 0);
     let Ok(rd) = std::fs::read_dir("/proc") else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -164,23 +172,43 @@ fn supervisors_rss_kib(data_dir: &str) -> (usize, u64) {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|c| *c == 0).collect();
-        if args.len() >= 3 && args[1] == b"supervise" && args[2].starts_with(data_dir.as_bytes()) {
+        if pred(&args) {
             n += 1;
-            kib += vm_rss_kib(pid).unwrap_or(0);
+            rss += vm_rss_kib(pid).unwrap_or(0);
+            pss += pss_kib(pid).unwrap_or(0);
         }
     }
-    (n, kib)
+    (n, rss, pss)
+}
+
+/// The agent's container supervisors (`… supervise DATA_DIR/…`).
+fn supervisors(data_dir: &str) -> (usize, u64, u64) {
+    procs_memory(|a| a.len() >= 3 && a[1] == b"supervise" && a[2].starts_with(data_dir.as_bytes()))
 }
 
 /// Resident memory of the processes under test, as JSON (KiB).
 fn memory(a: &PodsArgs) -> serde_json::Value {
-    let sup = a.agent_data_dir.as_deref().map(supervisors_rss_kib);
-    serde_json::json!({
+    let sup = a.agent_data_dir.as_deref().map(supervisors);
+    let mut out = serde_json::json!({
         "controller_kib": a.controller_pid.and_then(vm_rss_kib),
+        "controller_pss_kib": a.controller_pid.and_then(pss_kib),
         "agent_kib": a.agent_pid.and_then(vm_rss_kib),
+        "agent_pss_kib": a.agent_pid.and_then(pss_kib),
         "supervisors": sup.map(|s| s.0),
         "supervisors_kib": sup.map(|s| s.1),
-    })
+        "supervisors_pss_kib": sup.map(|s| s.2),
+    });
+    if a.docker.is_some() {
+        // Docker's per-container process, the counterpart of our supervisor.
+        let shims = procs_memory(|a| {
+            a.first()
+                .is_some_and(|c| c.ends_with(b"containerd-shim-runc-v2"))
+        });
+        out["docker_shims"] = shims.0.into();
+        out["docker_shims_kib"] = shims.1.into();
+        out["docker_shims_pss_kib"] = shims.2.into();
+    }
+    out
 }
 
 /// p50/p99/max/mean of a latency sample in milliseconds.
@@ -423,11 +451,11 @@ pub async fn run(a: PodsArgs) -> anyhow::Result<()> {
     }
     // The object is gone: wait for the agent to stop the containers (their supervisors exit).
     if let Some(dir) = a.agent_data_dir.as_deref() {
-        while supervisors_rss_kib(dir).0 > 0 {
+        while supervisors(dir).0 > 0 {
             if Instant::now() > deadline {
                 bail!(
                     "{} container supervisors still run after the delete",
-                    supervisors_rss_kib(dir).0
+                    supervisors(dir).0
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
