@@ -61,8 +61,17 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Store { target, endpoints, clients, ops, tag } => store(target, &endpoints, clients, ops, &tag).await,
-        Cmd::Failover { controller_bin, runs } => failover(&controller_bin, runs).await,
+        Cmd::Store {
+            target,
+            endpoints,
+            clients,
+            ops,
+            tag,
+        } => store(target, &endpoints, clients, ops, &tag).await,
+        Cmd::Failover {
+            controller_bin,
+            runs,
+        } => failover(&controller_bin, runs).await,
         Cmd::Sched(a) => sched::run(a).await,
         Cmd::Pods(a) => podstart::run(a).await,
     }
@@ -97,8 +106,18 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn store(target: Target, endpoints: &str, clients: usize, ops: usize, tag: &str) -> anyhow::Result<()> {
-    let eps: Vec<String> = endpoints.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+async fn store(
+    target: Target,
+    endpoints: &str,
+    clients: usize,
+    ops: usize,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let eps: Vec<String> = endpoints
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if eps.is_empty() {
         bail!("--endpoints is empty");
     }
@@ -123,7 +142,8 @@ async fn store(target: Target, endpoints: &str, clients: usize, ops: usize, tag:
                     }
                 }
                 Target::Etcd => {
-                    let mut cl = etcd_client::Client::connect([format!("http://{ep}")], None).await?;
+                    let mut cl =
+                        etcd_client::Client::connect([format!("http://{ep}")], None).await?;
                     start.wait().await;
                     for i in 0..per_client {
                         let body = pod(&format!("{tag}-{c}-{i}"));
@@ -165,7 +185,9 @@ impl Drop for Proc {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
@@ -173,12 +195,12 @@ async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
         if !alive[i] {
             continue;
         }
-        if let Ok(mut c) = shoal_client(a).await {
-            if let Ok(s) = c.status(ClusterStatusRequest {}).await {
-                let id = s.into_inner().leader_id as usize;
-                if id >= 1 && id <= addrs.len() && alive[id - 1] {
-                    return Some(id - 1);
-                }
+        if let Ok(mut c) = shoal_client(a).await
+            && let Ok(s) = c.status(ClusterStatusRequest {}).await
+        {
+            let id = s.into_inner().leader_id as usize;
+            if id >= 1 && id <= addrs.len() && alive[id - 1] {
+                return Some(id - 1);
             }
         }
     }
@@ -187,17 +209,30 @@ async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
 
 async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let addrs: Vec<String> = (0..3).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
-    let peers: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_, _>>()?;
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
     let spawn = |i: usize| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(bin);
-        cmd.arg("--id").arg((i + 1).to_string()).arg("--listen").arg(&addrs[i]);
+        cmd.arg("--id")
+            .arg((i + 1).to_string())
+            .arg("--listen")
+            .arg(&addrs[i]);
         cmd.arg("--data-dir").arg(dir.path().join(format!("c{i}")));
         for p in &peers {
             cmd.arg("--peer").arg(p);
         }
-        cmd.env("SHOAL_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
-        Ok(Proc(Some(cmd.spawn().with_context(|| format!("starting {bin}"))?)))
+        cmd.env("SHOAL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Ok(Proc(Some(
+            cmd.spawn().with_context(|| format!("starting {bin}"))?,
+        )))
     };
     let mut procs: Vec<Proc> = (0..3).map(spawn).collect::<Result<_, _>>()?;
     let mut alive = [true; 3];
@@ -207,10 +242,14 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
         let leader = loop {
             if let Some(l) = leader_of(&addrs, &alive).await {
                 // make sure the cluster takes writes before killing
-                if let Ok(mut c) = shoal_client(&addrs[l]).await {
-                    if c.create(ObjectRequest { object_json: pod(&format!("warm-{run}")) }).await.is_ok() {
-                        break l;
-                    }
+                if let Ok(mut c) = shoal_client(&addrs[l]).await
+                    && c.create(ObjectRequest {
+                        object_json: pod(&format!("warm-{run}")),
+                    })
+                    .await
+                    .is_ok()
+                {
+                    break l;
                 }
             }
             if Instant::now() > deadline {
@@ -221,7 +260,18 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
         let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
         let mut clients = Vec::new();
         for s in &survivors {
-            clients.push(shoal_client(&addrs[*s]).await?);
+            // A member restarted by the previous run may still be starting.
+            let until = Instant::now() + Duration::from_secs(20);
+            loop {
+                match shoal_client(&addrs[*s]).await {
+                    Ok(c) => {
+                        clients.push(c);
+                        break;
+                    }
+                    Err(e) if Instant::now() > until => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
         }
         if let Some(mut c) = procs[leader].0.take() {
             c.kill()?;
@@ -233,7 +283,9 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
         'outer: loop {
             for c in clients.iter_mut() {
                 n += 1;
-                let mut req = tonic::Request::new(ObjectRequest { object_json: pod(&format!("fo-{run}-{n}")) });
+                let mut req = tonic::Request::new(ObjectRequest {
+                    object_json: pod(&format!("fo-{run}-{n}")),
+                });
                 req.set_timeout(Duration::from_millis(300));
                 if c.create(req).await.is_ok() {
                     break 'outer;
@@ -244,7 +296,11 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
             }
         }
         let took = t0.elapsed();
-        eprintln!("run {run}: leader {} killed, first acknowledged write after {:.0} ms", leader + 1, took.as_secs_f64() * 1000.0);
+        eprintln!(
+            "run {run}: leader {} killed, first acknowledged write after {:.0} ms",
+            leader + 1,
+            took.as_secs_f64() * 1000.0
+        );
         times.push(took);
         procs[leader] = spawn(leader)?;
         alive[leader] = true;
