@@ -408,11 +408,20 @@ impl Runtime {
         let dir = self.container_dir(id);
         let alive = is_locked(&dir.join(files::LOCK));
         let st = StateFile::read(&dir).ok();
+        let st_missing = st.is_none();
         let (mut state, restart_count, last_exit) = match st {
             Some(s) => (s.state, s.restart_count, s.last_exit),
             None => (ContainerState::Created, 0, None),
         };
-        if !alive && !matches!(state, ContainerState::Exited(_)) {
+        // Between writing the config and the supervisor taking its lock there
+        // is neither a lock nor a state file: that is a container starting.
+        let starting = st_missing
+            && fs::metadata(dir.join(files::CONFIG))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < Duration::from_secs(10));
+        if !alive && !starting && !matches!(state, ContainerState::Exited(_)) {
             // The supervisor died without recording an exit (killed, crash,
             // reboot): the container is gone or unsupervised.
             state = ContainerState::Exited(ExitInfo {
