@@ -91,11 +91,18 @@ impl ClusterService {
             attempt += 1;
             let mut writes = Vec::new();
             let mut results = Vec::new();
-            for o in &objects {
+            for (i, o) in objects.iter().enumerate() {
                 let key = o.key();
                 let mut desired = o.to_json();
                 strip_server_meta(&mut desired);
-                let current = self.store.get(&key, Consistency::Linearizable).await?;
+                // One linearizable read makes this member current; the other objects are
+                // read locally after it (the revision preconditions catch later races).
+                let consistency = if i == 0 {
+                    Consistency::Linearizable
+                } else {
+                    Consistency::Local
+                };
+                let current = self.store.get(&key, consistency).await?;
                 let action = match current {
                     None => {
                         writes.push(Write::Create {

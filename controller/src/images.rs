@@ -41,18 +41,11 @@ use tonic::{Request, Response, Status, Streaming};
 /// Raw bytes per `Blob` chunk object (base64 makes it 4/3 larger in the store).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Largest estimated encoded size of one write batch of chunks (one chunk per batch). Far
-/// below the store's command limit ([`MAX_COMMAND_BYTES`]) on purpose: openraft 0.9 gives
-/// every AppendEntries RPC the heartbeat interval (100 ms) as its deadline, and a follower must
-/// receive, decode and fsync the entry within it. Entries of 14 MiB, 1 MiB and 340 KiB missed
-/// it again and again on a loaded 2-core machine with debug builds (the write never committed);
-/// ~90 KiB entries make it.
-pub const BATCH_BUDGET: usize = 128 * 1024;
-
-/// How long an upload waits after each batch for every reachable member to have received it
-/// (so that no follower falls so far behind that openraft's catch-up RPC, which carries up to
-/// 300 entries, can never finish within its deadline).
-const PACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest estimated encoded size of one write batch of chunks (one Raft entry). Well below
+/// the store's command limit ([`MAX_COMMAND_BYTES`]): the store gives an AppendEntries a
+/// deadline proportional to its size and splits multi-entry appends above 1 MiB, so entries of
+/// this size replicate on a loaded machine and a lagging follower catches up in small steps.
+pub const BATCH_BUDGET: usize = 512 * 1024;
 
 const _: () = assert!(BATCH_BUDGET + 2 * CHUNK_BYTES < MAX_COMMAND_BYTES);
 
@@ -383,12 +376,9 @@ impl Batcher {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let out = store.write(std::mem::take(&mut self.writes)).await?;
+        store.write(std::mem::take(&mut self.writes)).await?;
         self.bytes = 0;
         self.batches += 1;
-        if let Some(rev) = out.iter().map(|o| o.revision).max() {
-            wait_replicated(store, rev).await;
-        }
         Ok(())
     }
 }
@@ -814,32 +804,6 @@ impl ImagesService {
 
 /// The stream type of `Blob`.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
-
-/// Waits (up to [`PACE_TIMEOUT`]) until every member that answers has `revision` in its log.
-async fn wait_replicated(store: &Store, revision: u64) {
-    let deadline = tokio::time::Instant::now() + PACE_TIMEOUT;
-    loop {
-        let status = store.status().await;
-        let behind: Vec<u64> = status
-            .members
-            .iter()
-            .filter(|m| m.error.is_none() && m.last_log_index < revision)
-            .map(|m| m.id)
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                revision,
-                ?behind,
-                "image upload: members still behind after {PACE_TIMEOUT:?}; going on"
-            );
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
 
 async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
     match store.get(key, Consistency::Local).await? {

@@ -26,6 +26,18 @@ spec:
         resources: {requests: {cpu: 10m, memory: 8Mi}}
 "#;
 
+/// The node's last heartbeat time as the agent wrote it ("" if none).
+fn heartbeat(c: &NetnsCluster, node: &str) -> String {
+    c.json(&["get", "node", node])
+        .ok()
+        .and_then(|n| {
+            n.pointer("/status/heartbeatTime")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_default()
+}
+
 fn running(pods: &[Value]) -> usize {
     pods.iter().filter(|p| phase(p) == "Running").count()
 }
@@ -225,14 +237,37 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     unsafe {
         libc::kill(agent, libc::SIGKILL);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    eventually("the agent process to exit", Duration::from_secs(10), || {
+        if std::path::Path::new(&format!("/proc/{agent}")).exists() {
+            Err(format!("pid {agent} still exists"))
+        } else {
+            Ok(())
+        }
+    });
     let st = c.script(&["start", "n1"]);
     assert!(
         st.status.success(),
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // The new agent has heartbeated twice (so it has listed and synced its
+    // pods) before the pods are checked.
+    let mut seen = vec![heartbeat(&c, "node1")];
+    eventually(
+        "two heartbeats from the new agent",
+        Duration::from_secs(30),
+        || {
+            let h = heartbeat(&c, "node1");
+            if seen.last() != Some(&h) {
+                seen.push(h);
+            }
+            if seen.len() >= 3 {
+                Ok(())
+            } else {
+                Err(format!("heartbeats seen: {seen:?}"))
+            }
+        },
+    );
     eventually(
         "re-adopted pods Running, same instance",
         Duration::from_secs(30),
@@ -254,6 +289,13 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
     );
 
     // Losing a whole node: NotReady within the timeout, its pods replaced elsewhere.
+    let on_n3_before: std::collections::BTreeSet<String> = c
+        .pods("app=spread")
+        .expect("pods")
+        .iter()
+        .filter(|p| node_of(p) == "node3")
+        .map(|p| name_of(p).to_string())
+        .collect();
     let killed_at = Instant::now();
     assert!(c.script(&["kill", "n3"]).status.success());
     eventually("node3 NotReady", Duration::from_secs(15), || {
@@ -301,13 +343,17 @@ fn scheduling_restarts_logs_exec_agent_restart_and_node_loss() {
             Err(format!("{:?}", per_node(&pods)))
         }
     });
-    let on_dead = c
+    let new_on_dead: Vec<String> = c
         .pods("app=spread")
         .expect("pods")
         .iter()
-        .filter(|p| node_of(p) == "node3" && phase(p) != "Failed" && phase(p) != "Unknown")
-        .count();
-    assert!(on_dead <= 2, "pods bound to the dead node: {on_dead}");
+        .filter(|p| node_of(p) == "node3" && !on_n3_before.contains(name_of(p)))
+        .map(|p| name_of(p).to_string())
+        .collect();
+    assert!(
+        new_on_dead.is_empty(),
+        "pods bound to the dead node after it died: {new_on_dead:?}"
+    );
 }
 
 const ROLL: &str = r#"

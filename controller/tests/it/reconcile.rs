@@ -272,11 +272,23 @@ fn per_node(pods: &[Value]) -> BTreeMap<String, usize> {
     m
 }
 
-async fn set_replicas(api: &Api, name: &str, replicas: i64) {
-    eventually("replicas updated", Duration::from_secs(10), || async {
+/// Read-modify-write of a Deployment, retried when a reconciler's status write raced it.
+async fn modify_deployment(api: &Api, name: &str, change: impl Fn(&mut Value)) {
+    eventually("deployment updated", Duration::from_secs(10), || async {
         let mut d = api.get("Deployment", "default", name).await?;
-        d["spec"]["replicas"] = json!(replicas);
+        change(&mut d);
         api.update(&d).await.map(|_| ())
+    })
+    .await;
+}
+
+async fn set_replicas(api: &Api, name: &str, replicas: i64) {
+    modify_deployment(api, name, |d| d["spec"]["replicas"] = json!(replicas)).await;
+}
+
+async fn set_image(api: &Api, name: &str, image: &str) {
+    modify_deployment(api, name, |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image)
     })
     .await;
 }
@@ -532,9 +544,7 @@ async fn rolling_update_respects_max_unavailable_and_records_history() {
         .unwrap();
     watch_rollout(&api, "roll", "busybox:1", 6, 1, 6).await;
 
-    let mut d = api.get("Deployment", "default", "roll").await.unwrap();
-    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:2");
-    api.update(&d).await.unwrap();
+    set_image(&api, "roll", "busybox:2").await;
     watch_rollout(&api, "roll", "busybox:2", 6, 1, 1).await;
 
     let d = eventually("status of revision 2", Duration::from_secs(10), || async {
@@ -708,9 +718,7 @@ async fn rollout_completes_under_a_new_leader_after_sigkill() {
         .unwrap();
     watch_rollout(&api, "ha", "busybox:1", 6, 1, 6).await;
 
-    let mut d = api.get("Deployment", "default", "ha").await.unwrap();
-    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:2");
-    api.update(&d).await.unwrap();
+    set_image(&api, "ha", "busybox:2").await;
     // Mid-rollout: at least one new pod exists, some old ones remain.
     let seen = Arc::new(AtomicUsize::new(0));
     eventually("rollout under way", Duration::from_secs(15), || {
