@@ -169,6 +169,12 @@ fn two_pods_on_one_node_reach_each_other_and_the_gateway() {
     let ip_a = ipam.allocate("sandbox-a").unwrap();
     let ip_b = ipam.allocate("sandbox-b").unwrap();
 
+    // New namespaces may inherit forwarding from the host: start from off.
+    node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    assert_eq!(
+        node.ok(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "0"
+    );
     ensure(&node, &n);
     assert_eq!(
         node.ok(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
@@ -352,20 +358,45 @@ fn teardown_node_removes_bridge_veths_and_unreachable_route() {
 fn cluster_traffic_without_an_overlay_route_is_unreachable() {
     let node = Netns::new("node-e");
     let pod = Netns::new("pod-e1");
+    let ext = Netns::new("ext-e");
     let n = node_net();
     let gw = gateway(n.pod_cidr);
-    // An uplink with a default route: without the fail-closed route, pod
-    // traffic to other nodes would leave here in clear.
+    // An uplink to a neighbour that holds the cluster addresses we ping and
+    // routes the cluster CIDR back to us: a packet that leaked through the
+    // default route would get an answer.
     node.ok(&[
-        "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p", "netns",
+        &ext.name,
     ]);
-    node.ok(&["ip", "link", "set", "uplink0p", "up"]);
     node.ok(&["ip", "addr", "add", "192.168.77.1/24", "dev", "uplink0"]);
     node.ok(&["ip", "link", "set", "uplink0", "up"]);
     node.ok(&["ip", "route", "add", "default", "via", "192.168.77.2"]);
+    ext.ok(&["ip", "addr", "add", "192.168.77.2/24", "dev", "uplink0p"]);
+    ext.ok(&["ip", "link", "set", "uplink0p", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    ext.ok(&["ip", "addr", "add", "10.244.2.7/32", "dev", "lo"]);
+    ext.ok(&["ip", "addr", "add", "10.244.200.1/32", "dev", "lo"]);
+    ext.ok(&["ip", "route", "add", "10.244.0.0/16", "via", "192.168.77.1"]);
+    node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     ensure(&node, &n);
     attach(&node, &n, &pod, "sb-e1", ip4("10.244.1.2"));
     ping_ok(&pod, gw, Duration::from_secs(10));
+    // Forwarding through the node works (ip_forward was turned on).
+    ping_ok(&pod, ip4("192.168.77.2"), Duration::from_secs(10));
+
+    // Control: without the fail-closed route, cluster traffic leaks out of
+    // the uplink and is answered; ensure_node puts the route back.
+    node.ok(&[
+        "ip",
+        "route",
+        "del",
+        "unreachable",
+        "10.244.0.0/16",
+        "metric",
+        "4000",
+    ]);
+    ping_ok(&pod, ip4("10.244.200.1"), Duration::from_secs(10));
+    ensure(&node, &n);
 
     // An overlay link with a route to a remote pod CIDR, then it dies
     // (as when the userspace WireGuard process exits): its routes vanish.
