@@ -282,7 +282,8 @@ pub async fn detach_pod(sandbox: &str) -> Result<(), LinkError> {
 }
 
 /// Makes the routes on `wg_iface` exactly `remote` (scope link, preferred
-/// source `src`, normally our gateway), removing stale ones.
+/// source `src`, normally our gateway), removing stale ones. `wg_iface` must
+/// be up and `src` a local address (call after `ensure_node`).
 pub async fn sync_overlay_routes(
     wg_iface: &str,
     remote: &[Ipv4Net],
@@ -336,11 +337,32 @@ pub async fn sync_overlay_routes(
     Ok(())
 }
 
+/// Names of every pod veth ("vsh*") on this node, e.g. to remove those of
+/// sandboxes that are gone after an agent restart (see `detach_pod`).
+pub async fn pod_veths() -> Result<Vec<String>, LinkError> {
+    let nl = Netlink::connect()?;
+    Ok(list_pod_veths(&nl.handle)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
 /// Removes the bridge, every "vsh*" veth and the `unreachable` route of the
 /// cluster CIDR. Absent things -> Ok.
 pub async fn teardown_node(n: &NodeNet) -> Result<(), LinkError> {
     let nl = Netlink::connect()?;
     let h = &nl.handle;
+    for (name, index) in list_pod_veths(h).await? {
+        del_link(h, &name, Some(index)).await?;
+    }
+    del_link(h, &n.bridge, None).await?;
+    let desc = format!("unreachable {} metric {UNREACHABLE_METRIC}", n.cluster_cidr);
+    del_route(h, unreachable_route(n.cluster_cidr), &desc).await
+}
+
+/// (name, index) of every veth whose name starts with "vsh", sorted by name.
+async fn list_pod_veths(h: &Handle) -> Result<Vec<(String, u32)>, LinkError> {
     let links: Vec<LinkMessage> = h
         .link()
         .get()
@@ -348,17 +370,17 @@ pub async fn teardown_node(n: &NodeNet) -> Result<(), LinkError> {
         .try_collect()
         .await
         .map_err(|source| link_err("list", "*", source))?;
-    for l in &links {
-        if let Some(name) = link_name(l)
-            && name.starts_with(VETH_PREFIX)
-            && link_kind(l) == Some(&InfoKind::Veth)
-        {
-            del_link(h, name, Some(l.header.index)).await?;
-        }
-    }
-    del_link(h, &n.bridge, None).await?;
-    let desc = format!("unreachable {} metric {UNREACHABLE_METRIC}", n.cluster_cidr);
-    del_route(h, unreachable_route(n.cluster_cidr), &desc).await
+    let mut out: Vec<(String, u32)> = links
+        .iter()
+        .filter(|l| link_kind(l) == Some(&InfoKind::Veth))
+        .filter_map(|l| {
+            link_name(l)
+                .filter(|n| n.starts_with(VETH_PREFIX))
+                .map(|n| (n.to_string(), l.header.index))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// An rtnetlink connection in the calling thread's network namespace, served

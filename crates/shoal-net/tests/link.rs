@@ -180,8 +180,16 @@ fn two_pods_on_one_node_reach_each_other_and_the_gateway() {
         node.ok(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
         "1"
     );
+    let t = Instant::now();
     attach(&node, &n, &pod_a, "sandbox-a", ip_a);
+    let first = t.elapsed();
     attach(&node, &n, &pod_b, "sandbox-b", ip_b);
+    let t = Instant::now();
+    attach(&node, &n, &pod_a, "sandbox-a", ip_a);
+    eprintln!(
+        "attach_pod: new veth {first:?}, already attached {:?}",
+        t.elapsed()
+    );
 
     ping_ok(&pod_a, ip_b, Duration::from_secs(10));
     ping_ok(&pod_b, ip_a, Duration::from_secs(10));
@@ -333,12 +341,23 @@ fn teardown_node_removes_bridge_veths_and_unreachable_route() {
     attach(&node, &n, &pod_a, "sb-d1", ip4("10.244.1.2"));
     attach(&node, &n, &pod_b, "sb-d2", ip4("10.244.1.3"));
     assert_eq!(links_with_prefix(&node, "vsh").len(), 2);
+    let mut want = vec![link::host_veth_name("sb-d1"), link::host_veth_name("sb-d2")];
+    want.sort();
+    assert_eq!(
+        node.run(|| async { link::pod_veths().await }).unwrap(),
+        want
+    );
 
     let n2 = n.clone();
     node.run(move || async move { link::teardown_node(&n2).await })
         .unwrap();
     assert!(links_with_prefix(&node, "vsh").is_empty());
     assert!(links_with_prefix(&node, "shoal0").is_empty());
+    assert!(
+        node.run(|| async { link::pod_veths().await })
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         node.ok(&["ip", "route", "show", "type", "unreachable"])
             .trim(),
