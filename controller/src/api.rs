@@ -19,7 +19,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::alloc::{ServiceAddresses, assign_service, keep_pod_cidr, service_id};
 use crate::error::ApiError;
+use crate::network::NetConfig;
 
 /// Metadata fields only the server sets; ignored when comparing for `apply`.
 const SERVER_META: [&str; 5] = [
@@ -33,11 +35,22 @@ const SERVER_META: [&str; 5] = [
 /// How many times `apply` re-reads and retries after a concurrent change.
 const APPLY_ATTEMPTS: usize = 5;
 
+/// How many times a write that allocates service addresses is retried when another
+/// allocation raced it.
+const ALLOC_ATTEMPTS: usize = 50;
+
+/// Store key whose revision serializes service address allocations: every write that
+/// gives a Service a cluster IP or node port it did not hold also updates this key with
+/// the revision read before listing the Services, in the same atomic batch, so two
+/// concurrent allocations never pick the same address (one of them re-reads and retries).
+pub const ALLOCATOR_KEY: &str = "Allocator//services";
+
 /// Serves the cluster API, the Raft RPCs and gRPC reflection until `shutdown` resolves.
 pub async fn serve(
     store: Store,
     data_dir: std::path::PathBuf,
     listener: tokio::net::TcpListener,
+    net: NetConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -46,7 +59,7 @@ pub async fn serve(
     let images = crate::images::ImagesService::new(store.clone(), &data_dir)?.into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone()).into_server();
     tonic::transport::Server::builder()
-        .add_service(ClusterServer::new(ClusterService::new(store.clone())))
+        .add_service(ClusterServer::new(ClusterService::new(store.clone(), net)))
         .add_service(images)
         .add_service(proxy)
         .add_service(store.raft_service())
@@ -63,12 +76,183 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     store: Store,
+    net: NetConfig,
+}
+
+/// What a write that may allocate service addresses needs: the allocator key's write
+/// (a CAS on the revision read) and every Service as of that revision (or later).
+#[derive(Debug)]
+struct Allocation {
+    lock: Write,
+    services: Vec<shoal_api::Service>,
 }
 
 impl ClusterService {
-    /// Wraps a store.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Wraps a store; `net` gives the service CIDR addresses come from.
+    pub fn new(store: Store, net: NetConfig) -> Self {
+        Self { store, net }
+    }
+
+    /// Reads the allocator key (with `consistency`), then every Service (locally: at
+    /// least as new as the key read).
+    async fn allocation(&self, consistency: Consistency) -> Result<Allocation, ApiError> {
+        let lock = match self.store.get(ALLOCATOR_KEY, consistency).await? {
+            None => Write::Create {
+                key: ALLOCATOR_KEY.to_string(),
+                object: allocator_object(),
+            },
+            Some(cur) => Write::Update {
+                key: ALLOCATOR_KEY.to_string(),
+                object: allocator_object(),
+                expected_revision: Some(revision_of(&cur)),
+            },
+        };
+        let (items, _) = self.store.list("Service/", Consistency::Local).await?;
+        let services = items
+            .iter()
+            .filter_map(|v| match Object::from_json(v) {
+                Ok(Object::Service(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        Ok(Allocation { lock, services })
+    }
+
+    /// Fills in the server-owned parts of `obj`'s spec given the stored version
+    /// (`current`): a Service's cluster IP and node ports, a Node's pod CIDR. Returns
+    /// true when the write must carry `alloc.lock`.
+    fn server_owned(
+        &self,
+        obj: &mut Object,
+        current: Option<&Value>,
+        alloc: Option<&mut Allocation>,
+    ) -> Result<bool, ApiError> {
+        let current = current.and_then(|v| Object::from_json(v).ok());
+        match (obj, alloc) {
+            (Object::Service(s), Some(alloc)) => {
+                let cur = match current {
+                    Some(Object::Service(c)) => Some(c),
+                    _ => None,
+                };
+                let id = service_id(s);
+                let used = ServiceAddresses::held_by(&alloc.services, &id);
+                let claims = assign_service(s, cur.as_ref(), &used, self.net.service_cidr)?;
+                // Later objects of the same batch must see what this one holds.
+                alloc.services.retain(|x| service_id(x) != id);
+                alloc.services.push(s.clone());
+                Ok(claims)
+            }
+            (Object::Node(n), _) => {
+                if let Some(Object::Node(c)) = current {
+                    keep_pod_cidr(n, &c)?;
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Creates one object (allocating a Service's addresses).
+    async fn create_object(&self, o: Object) -> Result<Value, ApiError> {
+        let key = o.key();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut obj = o.clone();
+            let mut writes = Vec::new();
+            if matches!(obj, Object::Service(_)) {
+                let mut alloc = self.allocation(Consistency::Linearizable).await?;
+                if self.server_owned(&mut obj, None, Some(&mut alloc))? {
+                    writes.push(alloc.lock);
+                }
+            }
+            let mut v = obj.to_json();
+            strip_server_meta(&mut v);
+            writes.push(Write::Create {
+                key: key.clone(),
+                object: v,
+            });
+            match self.store.write(writes).await {
+                Ok(out) => return Ok(outcome_of(out, &key)),
+                Err(e) if is_allocator_race(&e) && attempt < ALLOC_ATTEMPTS => {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Replaces one object. A Service or Node is read first so that the parts the server
+    /// owns are kept (or checked) and a Service's new ports get node ports; without a
+    /// `resourceVersion` in the request, a concurrent change is retried.
+    async fn update_object(&self, o: Object) -> Result<Value, ApiError> {
+        let key = o.key();
+        let mut v = o.to_json();
+        let client_rev = match revision_of(&v) {
+            0 => None,
+            r => Some(r),
+        };
+        if !matches!(o, Object::Service(_) | Object::Node(_)) {
+            strip_server_meta(&mut v);
+            let out = self
+                .store
+                .write(vec![Write::Update {
+                    key: key.clone(),
+                    object: v,
+                    expected_revision: client_rev,
+                }])
+                .await?;
+            return Ok(outcome_of(out, &key));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(cur) = self.store.get(&key, Consistency::Linearizable).await? else {
+                return Err(StoreError::NotFound { key }.into());
+            };
+            let cur_rev = revision_of(&cur);
+            if let Some(r) = client_rev
+                && r != cur_rev
+            {
+                return Err(StoreError::Conflict {
+                    key,
+                    expected: r,
+                    actual: cur_rev,
+                }
+                .into());
+            }
+            let mut obj = o.clone();
+            let mut alloc = if matches!(obj, Object::Service(_)) {
+                Some(self.allocation(Consistency::Local).await?)
+            } else {
+                None
+            };
+            let mut writes = Vec::new();
+            if self.server_owned(&mut obj, Some(&cur), alloc.as_mut())?
+                && let Some(a) = alloc
+            {
+                writes.push(a.lock);
+            }
+            let mut v = obj.to_json();
+            strip_server_meta(&mut v);
+            writes.push(Write::Update {
+                key: key.clone(),
+                object: v,
+                expected_revision: Some(cur_rev),
+            });
+            match self.store.write(writes).await {
+                Ok(out) => return Ok(outcome_of(out, &key)),
+                Err(e)
+                    if attempt < ALLOC_ATTEMPTS
+                        && (is_allocator_race(&e)
+                            || (client_rev.is_none()
+                                && matches!(&e, StoreError::Conflict { key: k, .. } if *k == key))) =>
+                {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn apply_objects(
@@ -91,10 +275,10 @@ impl ClusterService {
             attempt += 1;
             let mut writes = Vec::new();
             let mut results = Vec::new();
+            let mut alloc: Option<Allocation> = None;
+            let mut lock = false;
             for (i, o) in objects.iter().enumerate() {
                 let key = o.key();
-                let mut desired = o.to_json();
-                strip_server_meta(&mut desired);
                 // One linearizable read makes this member current; the other objects are
                 // read locally after it (the revision preconditions catch later races).
                 let consistency = if i == 0 {
@@ -103,6 +287,13 @@ impl ClusterService {
                     Consistency::Local
                 };
                 let current = self.store.get(&key, consistency).await?;
+                let mut obj = o.clone();
+                if matches!(obj, Object::Service(_)) && alloc.is_none() {
+                    alloc = Some(self.allocation(Consistency::Local).await?);
+                }
+                lock |= self.server_owned(&mut obj, current.as_ref(), alloc.as_mut())?;
+                let mut desired = obj.to_json();
+                strip_server_meta(&mut desired);
                 let action = match current {
                     None => {
                         writes.push(Write::Create {
@@ -145,6 +336,9 @@ impl ClusterService {
             if writes.is_empty() || dry_run {
                 return Ok(results);
             }
+            if lock && let Some(a) = alloc {
+                writes.insert(0, a.lock);
+            }
             match self.store.write(writes).await {
                 Ok(outcomes) => {
                     let by_key: BTreeMap<String, Value> =
@@ -157,6 +351,9 @@ impl ClusterService {
                     }
                     return Ok(results);
                 }
+                Err(e) if is_allocator_race(&e) && attempt < ALLOC_ATTEMPTS => {
+                    backoff(attempt).await;
+                }
                 Err(
                     e @ (StoreError::Conflict { .. }
                     | StoreError::AlreadyExists { .. }
@@ -168,6 +365,38 @@ impl ClusterService {
             }
         }
     }
+}
+
+/// The document kept at [`ALLOCATOR_KEY`] (only its revision matters).
+fn allocator_object() -> Value {
+    serde_json::json!({
+        "kind": "Allocator",
+        "metadata": {"name": "services"},
+        "purpose": "its revision serializes cluster IP and node port allocations",
+    })
+}
+
+/// True when a write failed only because another allocation changed [`ALLOCATOR_KEY`].
+fn is_allocator_race(e: &StoreError) -> bool {
+    matches!(e,
+        StoreError::Conflict { key, .. }
+        | StoreError::AlreadyExists { key }
+        | StoreError::NotFound { key } if key == ALLOCATOR_KEY)
+}
+
+/// A short, growing, jittered pause before retrying a raced allocation.
+async fn backoff(attempt: usize) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+    let ms = (attempt.min(10) as u64) * 2 + jitter;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The stored object of `key` among a write's outcomes.
+fn outcome_of(out: Vec<shoal_store::WriteOutcome>, key: &str) -> Value {
+    out.into_iter()
+        .find(|w| w.key == key)
+        .map(|w| w.object)
+        .unwrap_or(Value::Null)
 }
 
 /// The store key of an object: `Kind/namespace/name` ("" namespace when cluster-scoped).
@@ -326,22 +555,10 @@ impl Cluster for ClusterService {
         request: Request<ObjectRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
         let o = parse_object(&request.into_inner().object_json, "object")?;
-        let mut v = o.to_json();
-        strip_server_meta(&mut v);
-        let out = self
-            .store
-            .write(vec![Write::Create {
-                key: o.key(),
-                object: v,
-            }])
-            .await
-            .map_err(ApiError::from)?;
-        let object_json = out
-            .into_iter()
-            .next()
-            .map(|w| w.object.to_string())
-            .unwrap_or_default();
-        Ok(Response::new(ObjectResponse { object_json }))
+        let out = self.create_object(o).await?;
+        Ok(Response::new(ObjectResponse {
+            object_json: out.to_string(),
+        }))
     }
 
     async fn update(
@@ -349,28 +566,10 @@ impl Cluster for ClusterService {
         request: Request<ObjectRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
         let o = parse_object(&request.into_inner().object_json, "object")?;
-        let v = o.to_json();
-        let expected = match revision_of(&v) {
-            0 => None,
-            r => Some(r),
-        };
-        let mut v = v;
-        strip_server_meta(&mut v);
-        let out = self
-            .store
-            .write(vec![Write::Update {
-                key: o.key(),
-                object: v,
-                expected_revision: expected,
-            }])
-            .await
-            .map_err(ApiError::from)?;
-        let object_json = out
-            .into_iter()
-            .next()
-            .map(|w| w.object.to_string())
-            .unwrap_or_default();
-        Ok(Response::new(ObjectResponse { object_json }))
+        let out = self.update_object(o).await?;
+        Ok(Response::new(ObjectResponse {
+            object_json: out.to_string(),
+        }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {

@@ -18,6 +18,9 @@ pub enum ApiError {
         /// Name of the object.
         name: String,
     },
+    /// A Service's or Node's addresses cannot be written as asked.
+    #[error(transparent)]
+    Alloc(#[from] crate::alloc::AllocError),
     /// The store refused or failed the operation.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -37,6 +40,8 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
     match e {
         ApiError::Invalid(m) => Status::invalid_argument(m.clone()),
         ApiError::NotFound { .. } => Status::not_found(e.to_string()),
+        ApiError::Alloc(a) if a.is_exhausted() => Status::resource_exhausted(a.to_string()),
+        ApiError::Alloc(a) => Status::invalid_argument(a.to_string()),
         ApiError::Store(s) => match s {
             StoreError::NotFound { .. } => Status::not_found(s.to_string()),
             StoreError::AlreadyExists { .. } => Status::already_exists(s.to_string()),

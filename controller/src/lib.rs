@@ -4,9 +4,11 @@
 //! runtime only for its image store (to verify imported images); never on the agent.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod api;
 pub mod error;
 pub mod images;
+pub mod network;
 pub mod proxy;
 pub mod reconcile;
 
@@ -54,6 +56,15 @@ pub struct Args {
     /// Seconds a node stays NotReady before its pods are replaced elsewhere.
     #[arg(long, default_value_t = 20.0)]
     pub eviction_delay: f64,
+    /// Pod addresses of the cluster; every node gets a block of it (its spec.podCIDR).
+    #[arg(long, default_value = shoal_net::ipam::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's block of --cluster-cidr.
+    #[arg(long, default_value_t = shoal_net::ipam::DEFAULT_NODE_PREFIX)]
+    pub node_cidr_prefix: u8,
+    /// Virtual IPs of Services (spec.clusterIP) come from this range.
+    #[arg(long, default_value = shoal_net::ipam::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
 }
 
 /// Sets up `tracing` output on stderr with the given filter.
@@ -97,6 +108,8 @@ pub fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let net =
+        network::NetConfig::parse(&args.cluster_cidr, args.node_cidr_prefix, &args.service_cidr)?;
     let advertise = args
         .advertise
         .clone()
@@ -134,13 +147,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("while binding {}", args.listen))?;
-    info!(id = args.id, listen = %args.listen, "controller serving");
+    info!(
+        id = args.id,
+        listen = %args.listen,
+        cluster_cidr = %net.cluster_cidr,
+        node_prefix = net.node_prefix,
+        service_cidr = %net.service_cidr,
+        "controller serving"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(
         store.clone(),
         args.data_dir.clone(),
         listener,
+        net,
         async {
             let _ = stop_rx.await;
         },
@@ -161,6 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         reconcile::ReconcileConfig {
             node_timeout: std::time::Duration::from_secs_f64(args.node_timeout),
             eviction_delay: std::time::Duration::from_secs_f64(args.eviction_delay),
+            net,
         },
     );
 

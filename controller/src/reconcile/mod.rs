@@ -34,6 +34,8 @@ pub struct ReconcileConfig {
     pub node_timeout: Duration,
     /// Pods of a NotReady node are replaced elsewhere after this delay.
     pub eviction_delay: Duration,
+    /// Cluster CIDR and node prefix (node pod CIDRs).
+    pub net: crate::network::NetConfig,
 }
 
 impl Default for ReconcileConfig {
@@ -41,6 +43,7 @@ impl Default for ReconcileConfig {
         Self {
             node_timeout: Duration::from_secs(10),
             eviction_delay: Duration::from_secs(20),
+            net: crate::network::NetConfig::default(),
         }
     }
 }
