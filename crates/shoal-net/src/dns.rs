@@ -1,1 +1,540 @@
-//! TODO
+//! The node's DNS server: authoritative answers for service and pod names, NXDOMAIN for the rest.
+//!
+//! [`DnsTable`] holds `name -> addresses` (shared, replaced as a whole by the agent); [`answer`]
+//! turns one wire-format query into one wire-format response (pure, never panics on junk);
+//! [`serve`] runs it over UDP and TCP (2-byte length prefix) on one address. There is no
+//! upstream: every name not in the table gets an immediate authoritative NXDOMAIN.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+
+/// TTL of every answer (A records and the SOA's negative-caching minimum), in seconds.
+pub const TTL: u32 = 5;
+/// Largest UDP response without EDNS (RFC 1035).
+const UDP_PLAIN: usize = 512;
+/// Largest UDP response we send with EDNS (the DNS flag day 2020 value).
+const UDP_EDNS: u16 = 1232;
+/// Concurrent TCP connections served; more are closed on accept.
+const MAX_TCP: usize = 256;
+/// A TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Shared name table: lower-case names without trailing dot -> IPv4 addresses.
+#[derive(Debug, Clone, Default)]
+pub struct DnsTable {
+    inner: Arc<RwLock<Records>>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    names: HashMap<String, Vec<Ipv4Addr>>,
+    /// Proper suffixes of known names ("empty non-terminals", e.g. `default.svc.shoal.local`).
+    parents: HashSet<String>,
+}
+
+impl DnsTable {
+    /// An empty table.
+    pub fn new() -> DnsTable {
+        DnsTable::default()
+    }
+
+    /// Replaces all records (names are normalized: lower-cased, trailing dot removed).
+    pub fn replace(&self, records: HashMap<String, Vec<Ipv4Addr>>) {
+        let mut names = HashMap::with_capacity(records.len());
+        let mut parents = HashSet::new();
+        for (name, ips) in records {
+            let name = normalize(&name);
+            let mut rest = name.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                parents.insert(parent.to_string());
+                rest = parent;
+            }
+            names.entry(name).or_insert_with(Vec::new).extend(ips);
+        }
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Records { names, parents };
+    }
+
+    /// The addresses of `name` (case-insensitive, trailing dot optional), if it is known.
+    pub fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        guard.names.get(&normalize(name)).cloned()
+    }
+
+    /// Whether `name` is a proper suffix of some known name.
+    fn is_parent(&self, name: &str) -> bool {
+        let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        guard.parents.contains(name)
+    }
+}
+
+/// The pod search path for `namespace`: `["NS.svc.ZONE", "svc.ZONE", "ZONE"]`.
+pub fn resolv_search(namespace: &str, zone: &str) -> Vec<String> {
+    let zone = normalize(zone);
+    vec![
+        format!("{namespace}.svc.{zone}"),
+        format!("svc.{zone}"),
+        zone,
+    ]
+}
+
+/// Serves `table` on `addr` over UDP and TCP (same port) until an I/O error on bind.
+///
+/// Runs forever otherwise; drop the future to stop it (open TCP connections stop with it).
+pub async fn serve(addr: SocketAddr, zone: &str, table: DnsTable) -> io::Result<()> {
+    let udp = UdpSocket::bind(addr).await?;
+    let tcp = TcpListener::bind(udp.local_addr()?).await?;
+    serve_sockets(udp, tcp, zone, table).await
+}
+
+/// Like [`serve`] on already bound sockets (lets a caller bind port 0 and learn the port).
+pub async fn serve_sockets(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    zone: &str,
+    table: DnsTable,
+) -> io::Result<()> {
+    let zone = normalize(zone);
+    let mut conns = JoinSet::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            r = udp.recv_from(&mut buf) => match r {
+                Ok((n, peer)) => {
+                    if let Some(resp) = answer(&buf[..n], &zone, &table, true)
+                        && let Err(e) = udp.send_to(&resp, peer).await
+                    {
+                        tracing::debug!(%peer, "dns: udp send: {e}");
+                    }
+                }
+                // ICMP errors from earlier sends surface here; they are not fatal.
+                Err(e) => tracing::debug!("dns: udp recv: {e}"),
+            },
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => {
+                    if conns.len() < MAX_TCP {
+                        conns.spawn(serve_tcp(stream, zone.clone(), table.clone()));
+                    } else {
+                        tracing::warn!(%peer, "dns: too many tcp connections, closing");
+                    }
+                }
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning.
+                    tracing::warn!("dns: tcp accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_tcp(mut stream: TcpStream, zone: String, table: DnsTable) {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let Some(resp) = answer(&msg, &zone, &table, false) else {
+            return;
+        };
+        let Ok(n) = u16::try_from(resp.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(resp.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&resp);
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers one wire-format DNS query for `zone` from `table`; `None` means send nothing
+/// (too short to carry a header, or not a query). `udp` limits the size (TC bit if cut).
+///
+/// - known name: `A` (and `ANY`) -> its addresses with TTL [`TTL`]; other types -> NOERROR, no answer;
+/// - the zone apex and parents of known names inside the zone: NOERROR, no answer (SOA for `SOA`);
+/// - anything else, inside the zone or not: authoritative NXDOMAIN;
+/// - unparsable message: FORMERR; opcode other than QUERY or class other than IN: NOTIMP;
+///   not exactly one question: FORMERR.
+pub fn answer(query: &[u8], zone: &str, table: &DnsTable, udp: bool) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None; // no complete header, or a response (never answer those: no loops)
+    }
+    let id = u16::from_be_bytes([query[0], query[1]]);
+    let req = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => {
+            let op = OpCode::from_u8((query[2] >> 3) & 0x0f);
+            let rcode = if op == OpCode::Query {
+                ResponseCode::FormErr
+            } else {
+                ResponseCode::NotImp
+            };
+            return encode(&Message::error_msg(id, op, rcode));
+        }
+    };
+    if req.message_type() != MessageType::Query {
+        return None;
+    }
+    let mut resp = Message::new();
+    resp.set_id(id)
+        .set_message_type(MessageType::Response)
+        .set_op_code(req.op_code())
+        .set_recursion_desired(req.recursion_desired())
+        .set_recursion_available(false);
+    resp.add_queries(req.queries().iter().cloned());
+    let max_len = match req.extensions() {
+        Some(edns) => {
+            let mut e = Edns::new();
+            e.set_max_payload(UDP_EDNS);
+            resp.set_edns(e);
+            usize::from(edns.max_payload().clamp(UDP_PLAIN as u16, UDP_EDNS))
+        }
+        None => UDP_PLAIN,
+    };
+    if req.op_code() != OpCode::Query {
+        resp.set_response_code(ResponseCode::NotImp);
+        return encode(&resp);
+    }
+    let [q] = req.queries() else {
+        resp.set_response_code(ResponseCode::FormErr);
+        return encode(&resp);
+    };
+    if q.query_class() != DNSClass::IN {
+        resp.set_response_code(ResponseCode::NotImp);
+        return encode(&resp);
+    }
+    resp.set_authoritative(true);
+    fill(&mut resp, q, zone, table);
+    let out = encode(&resp)?;
+    if udp && out.len() > max_len {
+        return encode(&resp.truncate());
+    }
+    Some(out)
+}
+
+fn fill(resp: &mut Message, q: &Query, zone: &str, table: &DnsTable) {
+    let name = normalize(&q.name().to_ascii());
+    let in_zone = !zone.is_empty() && (name == zone || name.ends_with(&format!(".{zone}")));
+    let soa = || soa_record(zone);
+    if let Some(ips) = table.lookup(&name) {
+        match q.query_type() {
+            RecordType::A | RecordType::ANY => {
+                for ip in ips {
+                    resp.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))));
+                }
+            }
+            _ => {
+                if let Some(soa) = soa() {
+                    resp.add_name_server(soa);
+                }
+            }
+        }
+        resp.set_response_code(ResponseCode::NoError);
+    } else if in_zone && (name == zone || table.is_parent(&name)) {
+        resp.set_response_code(ResponseCode::NoError);
+        match (q.query_type(), soa()) {
+            (RecordType::SOA | RecordType::ANY, Some(soa)) if name == zone => {
+                resp.add_answer(soa);
+            }
+            (_, Some(soa)) => {
+                resp.add_name_server(soa);
+            }
+            (_, None) => {}
+        }
+    } else {
+        resp.set_response_code(ResponseCode::NXDomain);
+        if in_zone && let Some(soa) = soa() {
+            resp.add_name_server(soa);
+        }
+    }
+}
+
+fn soa_record(zone: &str) -> Option<Record> {
+    let apex = Name::from_ascii(format!("{zone}.")).ok()?;
+    let mname = Name::from_ascii(format!("ns.{zone}.")).ok()?;
+    let rname = Name::from_ascii(format!("hostmaster.{zone}.")).ok()?;
+    let soa = SOA::new(mname, rname, 1, 60, 10, 600, TTL);
+    Some(Record::from_rdata(apex, TTL, RData::SOA(soa)))
+}
+
+fn encode(m: &Message) -> Option<Vec<u8>> {
+    match m.to_vec() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::debug!("dns: encoding response {}: {e}", m.id());
+            Message::error_msg(m.id(), m.op_code(), ResponseCode::ServFail)
+                .to_vec()
+                .ok()
+        }
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZONE: &str = "shoal.local";
+
+    fn table() -> DnsTable {
+        let t = DnsTable::new();
+        t.replace(HashMap::from([
+            (
+                "web.default.svc.shoal.local".to_string(),
+                vec![Ipv4Addr::new(10, 96, 0, 10)],
+            ),
+            (
+                "Multi.default.svc.shoal.local.".to_string(),
+                vec![Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 3)],
+            ),
+        ]));
+        t
+    }
+
+    fn query(name: &str, ty: RecordType) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(0x1234).set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
+        m.to_vec().unwrap()
+    }
+
+    fn ask(name: &str, ty: RecordType) -> Message {
+        let resp = answer(&query(name, ty), ZONE, &table(), true).unwrap();
+        let m = Message::from_vec(&resp).unwrap();
+        assert_eq!(m.id(), 0x1234);
+        assert_eq!(m.message_type(), MessageType::Response);
+        m
+    }
+
+    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+        m.answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn table_lookup_is_case_insensitive() {
+        let t = table();
+        assert_eq!(
+            t.lookup("WEB.default.svc.shoal.local."),
+            Some(vec![Ipv4Addr::new(10, 96, 0, 10)])
+        );
+        assert_eq!(t.lookup("multi.default.svc.shoal.local").unwrap().len(), 2);
+        assert_eq!(t.lookup("nope.default.svc.shoal.local"), None);
+        t.replace(HashMap::new());
+        assert_eq!(t.lookup("web.default.svc.shoal.local"), None);
+    }
+
+    #[test]
+    fn answers_a_with_ttl_and_case_insensitively() {
+        let m = ask("WeB.Default.svc.shoal.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(m.authoritative());
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        assert_eq!(m.answers()[0].ttl(), TTL);
+        assert_eq!(
+            m.answers()[0].name().to_ascii(),
+            "WeB.Default.svc.shoal.local."
+        );
+        let m = ask("multi.default.svc.shoal.local.", RecordType::A);
+        assert_eq!(a_records(&m).len(), 2);
+    }
+
+    #[test]
+    fn other_types_of_known_names_are_empty_noerror() {
+        for ty in [RecordType::AAAA, RecordType::MX, RecordType::TXT] {
+            let m = ask("web.default.svc.shoal.local.", ty);
+            assert_eq!(m.response_code(), ResponseCode::NoError, "{ty}");
+            assert!(m.answers().is_empty());
+            assert_eq!(m.name_servers().len(), 1, "SOA in authority");
+        }
+        let m = ask("default.svc.shoal.local.", RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert!(m.answers().is_empty());
+        let m = ask("shoal.local.", RecordType::SOA);
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert_eq!(m.answers()[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn unknown_names_are_authoritative_nxdomain() {
+        for name in [
+            "nope.default.svc.shoal.local.",
+            "eb.default.svc.shoal.local.",
+            "example.com.",
+            "web.default.svc.shoal.local.example.com.",
+            "local.",
+        ] {
+            let m = ask(name, RecordType::A);
+            assert_eq!(m.response_code(), ResponseCode::NXDomain, "{name}");
+            assert!(m.authoritative());
+            assert!(m.answers().is_empty());
+        }
+        let m = ask("nope.shoal.local.", RecordType::A);
+        assert_eq!(
+            m.name_servers()[0].record_type(),
+            RecordType::SOA,
+            "negative answers in the zone carry the SOA"
+        );
+    }
+
+    #[test]
+    fn junk_gets_formerr_notimp_or_nothing() {
+        let t = table();
+        assert_eq!(answer(&[], ZONE, &t, true), None);
+        assert_eq!(answer(&[1, 2, 3], ZONE, &t, true), None);
+        // Header claims one question but carries none.
+        let junk = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff];
+        let m = Message::from_vec(&answer(&junk, ZONE, &t, true).unwrap()).unwrap();
+        assert_eq!(m.id(), 0xabcd);
+        assert_eq!(m.response_code(), ResponseCode::FormErr);
+        // A response is never answered.
+        let mut resp = query("web.default.svc.shoal.local.", RecordType::A);
+        resp[2] |= 0x80;
+        assert_eq!(answer(&resp, ZONE, &t, true), None);
+        // Opcode STATUS.
+        let mut status = query("web.default.svc.shoal.local.", RecordType::A);
+        status[2] = (status[2] & !0x78) | (2 << 3);
+        let m = Message::from_vec(&answer(&status, ZONE, &t, true).unwrap()).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::NotImp);
+        // Class CH.
+        let mut m = Message::new();
+        let mut q = Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
+        q.set_query_class(DNSClass::CH);
+        m.set_id(7).add_query(q);
+        let r = answer(&m.to_vec().unwrap(), ZONE, &t, true).unwrap();
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(r.response_code(), ResponseCode::NotImp);
+        // Two questions.
+        let mut m = Message::new();
+        m.set_id(8);
+        m.add_query(Query::query(Name::from_ascii("a.").unwrap(), RecordType::A));
+        m.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
+        let r = answer(&m.to_vec().unwrap(), ZONE, &t, true).unwrap();
+        assert_eq!(
+            Message::from_vec(&r).unwrap().response_code(),
+            ResponseCode::FormErr
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let t = table();
+        let seed = 0x5eed_u64;
+        println!("seed {seed:#x}");
+        let mut x = seed;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = query("web.default.svc.shoal.local.", RecordType::A);
+        for i in 0..20_000 {
+            let buf: Vec<u8> = if i % 2 == 0 {
+                let len = (next() % 600) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = valid.clone();
+                for _ in 0..(1 + next() % 4) {
+                    let pos = (next() as usize) % b.len();
+                    b[pos] = next() as u8;
+                }
+                b.truncate(12 + (next() as usize) % (b.len() - 11));
+                b
+            };
+            if let Some(resp) = answer(&buf, ZONE, &t, i % 3 == 0) {
+                let m = Message::from_vec(&resp).expect("our responses parse");
+                assert_eq!(&resp[..2], &buf[..2], "id echoed");
+                assert_eq!(m.message_type(), MessageType::Response);
+            }
+        }
+    }
+
+    #[test]
+    fn udp_truncates_large_answers() {
+        let t = DnsTable::new();
+        let ips: Vec<Ipv4Addr> = (0..100).map(|i| Ipv4Addr::new(10, 244, 0, i)).collect();
+        t.replace(HashMap::from([("big.shoal.local".to_string(), ips)]));
+        let q = query("big.shoal.local.", RecordType::A);
+        let udp = Message::from_vec(&answer(&q, ZONE, &t, true).unwrap()).unwrap();
+        assert!(udp.truncated());
+        assert!(udp.answers().is_empty());
+        let tcp = Message::from_vec(&answer(&q, ZONE, &t, false).unwrap()).unwrap();
+        assert!(!tcp.truncated());
+        assert_eq!(tcp.answers().len(), 100);
+    }
+
+    #[test]
+    fn search_path() {
+        assert_eq!(
+            resolv_search("default", "shoal.local."),
+            vec!["default.svc.shoal.local", "svc.shoal.local", "shoal.local"]
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_udp_and_tcp() {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let server = tokio::spawn(serve_sockets(udp, tcp, ZONE, table()));
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Junk first: the server must survive it.
+        client.send_to(&[0xff; 5], addr).await.unwrap();
+        client
+            .send_to(&query("web.default.svc.shoal.local.", RecordType::A), addr)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for (name, code) in [
+            ("nope.shoal.local.", ResponseCode::NXDomain),
+            ("web.default.svc.shoal.local.", ResponseCode::NoError),
+        ] {
+            let q = query(name, RecordType::A);
+            s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+            s.write_all(&q).await.unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut resp).await.unwrap();
+            assert_eq!(Message::from_vec(&resp).unwrap().response_code(), code);
+        }
+        server.abort();
+    }
+}

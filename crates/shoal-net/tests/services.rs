@@ -1,0 +1,624 @@
+//! Root integration tests for service rules (nftables) and the node DNS server, in throw-away
+//! network namespaces: a "node" with bridge `shoal0` (10.244.1.1/24) and an underlay link
+//! (172.30.1.1/24) to an "underlay" namespace (172.30.1.2), three "pod" namespaces running
+//! tiny TCP/UDP servers that answer with their own name, and a "client" pod.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns};
+use shoal_net::dns::{self, DnsTable};
+use shoal_net::nft::{self, Backend, HostPortRule, NodeRules, Proto, ServiceRule};
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+const NODE_UL: Ipv4Addr = Ipv4Addr::new(172, 30, 1, 1);
+const UL_PEER: Ipv4Addr = Ipv4Addr::new(172, 30, 1, 2);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const VIP_UDP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+const VIP_SELF: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
+const TCP_PORT: u16 = 80;
+const UDP_PORT: u16 = 5300;
+const NODE_PORT: u16 = 30080;
+const HOST_PORT: u16 = 8080;
+
+fn pod_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, 10 + i)
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn output(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `f` on a fresh thread inside network namespace `ns` (commands it spawns inherit it).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        enter(&path);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn enter(path: &str) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    setns(f.as_fd(), CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+}
+
+/// Deletes its network namespace on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A background thread in a namespace; stopped and joined on drop.
+struct Bg {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn readable(fd: impl AsFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) > 0
+}
+
+/// TCP server on 0.0.0.0:`port` in `ns` writing `reply` to every connection; UDP echo of
+/// `reply` on 0.0.0.0:`udp_port` if given. Returns once the sockets are bound.
+fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = format!("/run/netns/{ns}");
+    let reply = reply.to_string();
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        enter(&path);
+        let tcp = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        let udp = udp_port.map(|p| UdpSocket::bind(("0.0.0.0", p)).expect("bind udp"));
+        tcp.set_nonblocking(true).expect("nonblocking");
+        if let Some(u) = &udp {
+            u.set_nonblocking(true).expect("nonblocking");
+        }
+        tx.send(()).expect("ready");
+        while !stop2.load(Ordering::SeqCst) {
+            if readable(&tcp)
+                && let Ok((mut s, _)) = tcp.accept()
+            {
+                let _ = s.set_nonblocking(false);
+                let _ = s.write_all(reply.as_bytes());
+            }
+            if let Some(u) = &udp {
+                let mut buf = [0u8; 512];
+                while let Ok((_, peer)) = u.recv_from(&mut buf) {
+                    let _ = u.send_to(reply.as_bytes(), peer);
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server did not start");
+    Bg {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+fn tcp_get(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn udp_get(addr: SocketAddr) -> std::io::Result<String> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.send(b"hi")?;
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// `n` TCP requests to `addr` from namespace `ns`: answers counted by text (errors panic).
+fn tcp_counts(ns: &str, addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    in_netns(ns, move || {
+        let mut m = BTreeMap::new();
+        for i in 0..n {
+            let a = tcp_get(addr, Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("request {i} to {addr}: {e}"));
+            *m.entry(a).or_insert(0) += 1;
+        }
+        m
+    })
+}
+
+fn udp_counts(ns: &str, addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    in_netns(ns, move || {
+        let mut m = BTreeMap::new();
+        for i in 0..n {
+            let a = udp_get(addr).unwrap_or_else(|e| panic!("udp request {i} to {addr}: {e}"));
+            *m.entry(a).or_insert(0) += 1;
+        }
+        m
+    })
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip, port))
+}
+
+/// Node, underlay, client and three pods. Fields drop in order: servers first, then namespaces.
+struct Topo {
+    servers: Vec<Bg>,
+    node: String,
+    ul: String,
+    client: String,
+    pods: Vec<String>,
+    _netns: Vec<Netns>,
+}
+
+impl Topo {
+    fn new(tag: &str) -> Topo {
+        let prefix = format!("shsvc-{}-{tag}", std::process::id());
+        let name = |s: &str| format!("{prefix}-{s}");
+        let mut netns = Vec::new();
+        let mut add = |n: &str| {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(std::process::Stdio::null())
+                .status();
+            run(&["ip", "netns", "add", n]);
+            netns.push(Netns(n.to_string()));
+        };
+        let node = name("node");
+        let ul = name("ul");
+        let client = name("client");
+        let pods: Vec<String> = (1..=3).map(|i| name(&format!("pod{i}"))).collect();
+        add(&node);
+        add(&ul);
+        add(&client);
+        for p in &pods {
+            add(p);
+        }
+        let ipn = |ns: &str, rest: &str| {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(rest.split_whitespace());
+            run(&args);
+        };
+        ipn(&node, "link set lo up");
+        ipn(&node, "link add shoal0 type bridge");
+        ipn(&node, &format!("addr add {GW}/24 dev shoal0"));
+        ipn(&node, "link set shoal0 up");
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &node,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        // Underlay link node <-> ul; the node's default route points at the underlay.
+        run(&[
+            "ip", "-n", &node, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0",
+            "netns", &ul,
+        ]);
+        ipn(&node, &format!("addr add {NODE_UL}/24 dev ul0"));
+        ipn(&node, "link set ul0 up");
+        ipn(&node, &format!("route add default via {UL_PEER}"));
+        ipn(&ul, "link set lo up");
+        ipn(&ul, &format!("addr add {UL_PEER}/24 dev ul0"));
+        ipn(&ul, "link set ul0 up");
+        // Pods (and the client, .20) on the bridge.
+        let attach = |ns: &str, veth: &str, ip: Ipv4Addr| {
+            run(&[
+                "ip", "-n", &node, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ]);
+            ipn(&node, &format!("link set {veth} master shoal0 up"));
+            if std::env::var_os("SVC_NO_HAIRPIN").is_none() {
+                ipn(
+                    &node,
+                    &format!("link set {veth} type bridge_slave hairpin on"),
+                );
+            }
+            ipn(ns, "link set lo up");
+            ipn(ns, &format!("addr add {ip}/24 dev eth0"));
+            ipn(ns, "link set eth0 up");
+            ipn(ns, &format!("route add default via {GW}"));
+        };
+        for (i, p) in pods.iter().enumerate() {
+            attach(p, &format!("vp{i}"), pod_ip(i as u8 + 1));
+        }
+        attach(&client, "vc0", Ipv4Addr::new(10, 244, 1, 20));
+        let servers = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| server(p, TCP_PORT, Some(UDP_PORT), &format!("pod{}", i + 1)))
+            .collect();
+        Topo {
+            servers,
+            node,
+            ul,
+            client,
+            pods,
+            _netns: netns,
+        }
+    }
+
+    fn apply(&self, r: &NodeRules) {
+        let r = r.clone();
+        in_netns(&self.node, move || nft::apply(&r)).unwrap_or_else(|e| panic!("apply: {e}"));
+    }
+
+    fn nft_tables(&self) -> String {
+        output(&["ip", "netns", "exec", &self.node, "nft", "list", "tables"])
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        self.servers.clear();
+    }
+}
+
+fn backends(ids: &[u8], port: u16) -> Vec<Backend> {
+    ids.iter()
+        .map(|&i| Backend {
+            ip: pod_ip(i),
+            port,
+        })
+        .collect()
+}
+
+fn rules(tcp: &[u8], udp: &[u8]) -> NodeRules {
+    NodeRules {
+        table: "shoal".into(),
+        bridge: "shoal0".into(),
+        pod_cidr: "10.244.1.0/24".parse().expect("cidr"),
+        cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+        service_cidr: "10.96.0.0/16".parse().expect("cidr"),
+        gateway: GW,
+        services: vec![
+            ServiceRule {
+                id: "default/web/80".into(),
+                cluster_ip: VIP,
+                port: TCP_PORT,
+                protocol: Proto::Tcp,
+                node_port: Some(NODE_PORT),
+                backends: backends(tcp, TCP_PORT),
+            },
+            ServiceRule {
+                id: "default/echo/5300".into(),
+                cluster_ip: VIP_UDP,
+                port: UDP_PORT,
+                protocol: Proto::Udp,
+                node_port: None,
+                backends: backends(udp, UDP_PORT),
+            },
+            ServiceRule {
+                id: "default/empty/80".into(),
+                cluster_ip: VIP_EMPTY,
+                port: TCP_PORT,
+                protocol: Proto::Tcp,
+                node_port: None,
+                backends: vec![],
+            },
+            ServiceRule {
+                id: "default/empty/5300".into(),
+                cluster_ip: VIP_EMPTY,
+                port: UDP_PORT,
+                protocol: Proto::Udp,
+                node_port: None,
+                backends: vec![],
+            },
+            ServiceRule {
+                id: "default/self/80".into(),
+                cluster_ip: VIP_SELF,
+                port: TCP_PORT,
+                protocol: Proto::Tcp,
+                node_port: None,
+                backends: backends(&[1], TCP_PORT),
+            },
+        ],
+        host_ports: vec![HostPortRule {
+            host_port: HOST_PORT,
+            protocol: Proto::Tcp,
+            pod_ip: pod_ip(2),
+            container_port: TCP_PORT,
+        }],
+        protected: vec![(GW, 7443), (NODE_UL, 7443), (GW, 53)],
+    }
+}
+
+fn names(m: &BTreeMap<String, usize>) -> Vec<&str> {
+    m.keys().map(String::as_str).collect()
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn clusterip_balances_tcp_and_udp_follows_updates_and_rejects_without_endpoints() {
+    let t = Topo::new("cip");
+    t.apply(&rules(&[1, 2, 3], &[1, 2, 3]));
+
+    let tcp = tcp_counts(&t.client, sa(VIP, TCP_PORT), 60);
+    println!("tcp over 60 requests: {tcp:?}");
+    assert_eq!(names(&tcp), ["pod1", "pod2", "pod3"], "{tcp:?}");
+    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60);
+    println!("udp over 60 requests: {udp:?}");
+    assert_eq!(names(&udp), ["pod1", "pod2", "pod3"], "{udp:?}");
+    // The node itself (output hook) reaches the service too.
+    let own = tcp_counts(&t.node, sa(VIP, TCP_PORT), 30);
+    assert!(own.len() >= 2, "from the node: {own:?}");
+
+    // Atomic replacement with two backends: pod3 gets nothing any more.
+    t.apply(&rules(&[1, 2], &[1, 2]));
+    let tcp = tcp_counts(&t.client, sa(VIP, TCP_PORT), 60);
+    assert_eq!(names(&tcp), ["pod1", "pod2"], "{tcp:?}");
+    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60);
+    assert_eq!(names(&udp), ["pod1", "pod2"], "{udp:?}");
+
+    // No endpoints: refused at once (TCP reset; ICMP port unreachable for UDP).
+    let (tcp_err, tcp_took) = in_netns(&t.client, || {
+        let start = Instant::now();
+        let r = tcp_get(sa(VIP_EMPTY, TCP_PORT), Duration::from_secs(3));
+        (r, start.elapsed())
+    });
+    println!("tcp to empty service: {tcp_err:?} after {tcp_took:?}");
+    assert_eq!(
+        tcp_err.expect_err("no backends").kind(),
+        ErrorKind::ConnectionRefused
+    );
+    assert!(tcp_took < Duration::from_millis(100), "{tcp_took:?}");
+    let udp_err = in_netns(&t.client, || udp_get(sa(VIP_EMPTY, UDP_PORT)));
+    assert_eq!(
+        udp_err.expect_err("no backends").kind(),
+        ErrorKind::ConnectionRefused
+    );
+    // Backends emptied by an update: the same VIP now refuses.
+    t.apply(&rules(&[], &[1]));
+    let r = in_netns(&t.client, || {
+        tcp_get(sa(VIP, TCP_PORT), Duration::from_secs(3))
+    });
+    assert_eq!(
+        r.expect_err("no backends").kind(),
+        ErrorKind::ConnectionRefused
+    );
+
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    assert_eq!(t.nft_tables().trim(), "", "tables left after remove");
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove of an absent table is ok");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn nodeport_hostport_from_the_underlay_and_hairpin() {
+    let t = Topo::new("np");
+    t.apply(&rules(&[1, 2, 3], &[1, 2, 3]));
+
+    let np = tcp_counts(&t.ul, sa(NODE_UL, NODE_PORT), 60);
+    println!("nodeport from the underlay: {np:?}");
+    assert_eq!(names(&np), ["pod1", "pod2", "pod3"], "{np:?}");
+    // NodePort on the node's gateway address, from a pod on this node.
+    let np = tcp_counts(&t.client, sa(GW, NODE_PORT), 30);
+    assert!(np.len() >= 2, "nodeport from a pod: {np:?}");
+
+    let hp = tcp_counts(&t.ul, sa(NODE_UL, HOST_PORT), 10);
+    assert_eq!(names(&hp), ["pod2"], "hostport from the underlay: {hp:?}");
+    let hp = tcp_counts(&t.client, sa(NODE_UL, HOST_PORT), 5);
+    assert_eq!(names(&hp), ["pod2"], "hostport from a pod: {hp:?}");
+
+    // Hairpin: pod1 calls a VIP whose only backend is pod1 itself, and one balanced over all.
+    let me = tcp_counts(&t.pods[0], sa(VIP_SELF, TCP_PORT), 10);
+    assert_eq!(names(&me), ["pod1"], "hairpin: {me:?}");
+    let all = tcp_counts(&t.pods[0], sa(VIP, TCP_PORT), 60);
+    assert_eq!(names(&all), ["pod1", "pod2", "pod3"], "{all:?}");
+
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    assert_eq!(t.nft_tables().trim(), "");
+    // Without the rules the NodePort is closed again.
+    let gone = in_netns(&t.ul, || {
+        tcp_get(sa(NODE_UL, NODE_PORT), Duration::from_secs(2))
+    });
+    assert!(gone.is_err(), "nodeport still answers: {gone:?}");
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(0x4242).set_recursion_desired(true);
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    m.to_vec().expect("encode")
+}
+
+/// One UDP query to `server`; the response and how long it took.
+fn udp_dns(server: SocketAddr, name: &str) -> std::io::Result<(Message, Duration)> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let q = dns_query(name);
+    let start = Instant::now();
+    s.send_to(&q, server)?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = s.recv_from(&mut buf)?;
+    let took = start.elapsed();
+    let m = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
+    Ok((m, took))
+}
+
+fn tcp_dns(server: SocketAddr, name: &str) -> std::io::Result<Message> {
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let q = dns_query(name);
+    s.write_all(&(q.len() as u16).to_be_bytes())?;
+    s.write_all(&q)?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf)?;
+    Message::from_vec(&buf).map_err(std::io::Error::other)
+}
+
+/// Runs `dns::serve` on `addr` in `ns` (own thread, own runtime) until dropped.
+fn dns_server(ns: &str, addr: SocketAddr, table: DnsTable) -> Bg {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let path = format!("/run/netns/{ns}");
+    let handle = std::thread::spawn(move || {
+        enter(&path);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let serve = dns::serve(addr, "shoal.local", table);
+            let stopped = async {
+                while !stop2.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                r = serve => panic!("dns serve ended: {r:?}"),
+                _ = stopped => {}
+            }
+        });
+    });
+    Bg {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn isolation_of_protected_ports_and_node_dns() {
+    let t = Topo::new("iso");
+    t.apply(&rules(&[1, 2, 3], &[1, 2, 3]));
+    // Node services: 7443 protected (on both addresses), 7444 not.
+    let _api = server(&t.node, 7443, None, "api");
+    let _other = server(&t.node, 7444, None, "other");
+
+    let short = Duration::from_millis(500);
+    for target in [sa(GW, 7443), sa(NODE_UL, 7443)] {
+        let r = in_netns(&t.client, move || tcp_get(target, short));
+        assert!(r.is_err(), "pod reached protected {target}: {r:?}");
+    }
+    let r = in_netns(&t.client, move || tcp_get(sa(GW, 7444), short));
+    assert_eq!(r.expect("unprotected port from a pod"), "other");
+    let r = in_netns(&t.ul, move || tcp_get(sa(NODE_UL, 7443), short));
+    assert_eq!(r.expect("protected port from the underlay"), "api");
+
+    // DNS on the gateway, reachable from pods over UDP and TCP although (gateway, 53) is listed
+    // as protected: DNS to the gateway is always allowed.
+    let table = DnsTable::new();
+    table.replace(HashMap::from([(
+        "web.default.svc.shoal.local".to_string(),
+        vec![VIP],
+    )]));
+    let dns_addr = sa(GW, 53);
+    let _dns = dns_server(&t.node, dns_addr, table.clone());
+    let (m, took) = in_netns(&t.client, move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match udp_dns(dns_addr, "web.default.svc.shoal.local.") {
+                Ok(r) => return r,
+                Err(e) if Instant::now() > deadline => panic!("no dns answer: {e}"),
+                Err(_) => {}
+            }
+        }
+    });
+    println!("A answer in {took:?}");
+    let ips: Vec<Ipv4Addr> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ips, vec![VIP]);
+    let (m, took) = in_netns(&t.client, move || {
+        udp_dns(dns_addr, "nope.default.svc.shoal.local.").expect("nxdomain answer")
+    });
+    println!("NXDOMAIN in {took:?}");
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    let m = in_netns(&t.client, move || {
+        tcp_dns(dns_addr, "WEB.default.svc.shoal.local.").expect("tcp dns")
+    });
+    assert_eq!(m.answers().len(), 1);
+
+    // busybox nslookup from a pod, as a real client would.
+    let client = t.client.clone();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["web.default.svc.shoal.local", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(&VIP.to_string()), "{text}");
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["unknown.example", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    let took = start.elapsed();
+    println!("busybox nslookup of an unknown name failed in {took:?}");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    assert_eq!(t.nft_tables().trim(), "");
+    // Without the table the protected port is open to pods again (the drop was ours).
+    let r = in_netns(&t.client, move || tcp_get(sa(GW, 7443), short));
+    assert_eq!(r.expect("after remove"), "api");
+}
