@@ -338,8 +338,10 @@ mod tests {
     use serde_json::json;
 
     fn svc(name: &str, spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     fn cidr() -> Ipv4Net {
@@ -362,7 +364,10 @@ mod tests {
         assert!(!assign_service(&mut again, Some(&a), &used, cidr()).unwrap());
         assert_eq!(again.spec.cluster_ip.as_deref(), Some("10.96.0.1"));
 
-        let mut changed = svc("a", json!({"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}));
+        let mut changed = svc(
+            "a",
+            json!({"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}),
+        );
         let e = assign_service(&mut changed, Some(&a), &used, cidr()).unwrap_err();
         assert!(
             e.to_string()
@@ -386,7 +391,10 @@ mod tests {
             "service default/c: spec.clusterIP: 10.96.0.2 is already allocated to service default/b"
         );
         assert!(e("10.96.255.255").contains("is reserved"));
-        let mut c = svc("c", json!({"clusterIP": "10.96.7.7", "ports": [{"port": 80}]}));
+        let mut c = svc(
+            "c",
+            json!({"clusterIP": "10.96.7.7", "ports": [{"port": 80}]}),
+        );
         assert!(assign_service(&mut c, None, &used, cidr()).unwrap());
         assert_eq!(c.spec.cluster_ip.as_deref(), Some("10.96.7.7"));
 
@@ -460,7 +468,10 @@ mod tests {
                 {"name": "y", "port": 81, "nodePort": 31000}]}),
         );
         let e = assign_service(&mut dup, None, &ServiceAddresses::default(), cidr()).unwrap_err();
-        assert!(e.to_string().contains("spec.ports[1].nodePort: 31000/TCP"), "{e}");
+        assert!(
+            e.to_string().contains("spec.ports[1].nodePort: 31000/TCP"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -475,7 +486,10 @@ mod tests {
         assert_eq!(blind.spec.pod_cidr.as_deref(), Some("10.244.3.0/24"));
         let mut other = node(Some("10.244.4.0/24"));
         let e = keep_pod_cidr(&mut other, &cur).unwrap_err().to_string();
-        assert!(e.contains("node n1: spec.podCIDR: field is immutable"), "{e}");
+        assert!(
+            e.contains("node n1: spec.podCIDR: field is immutable"),
+            "{e}"
+        );
         let mut first = node(Some("10.244.4.0/24"));
         keep_pod_cidr(&mut first, &node(None)).unwrap();
     }

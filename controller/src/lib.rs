@@ -108,8 +108,11 @@ pub fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let net =
-        network::NetConfig::parse(&args.cluster_cidr, args.node_cidr_prefix, &args.service_cidr)?;
+    let net = network::NetConfig::parse(
+        &args.cluster_cidr,
+        args.node_cidr_prefix,
+        &args.service_cidr,
+    )?;
     let advertise = args
         .advertise
         .clone()

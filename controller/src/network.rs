@@ -99,8 +99,16 @@ impl NetConfig {
     /// prefix is longer than the cluster CIDR's (so there are at least two node blocks)
     /// and leaves room for pods, the service CIDR has addresses and the ranges are disjoint.
     pub fn parse(cluster: &str, node_prefix: u8, service: &str) -> Result<Self, NetConfigError> {
-        let cluster_cidr = parse_cidr("cluster-cidr", cluster, shoal_net::ipam::DEFAULT_CLUSTER_CIDR)?;
-        let service_cidr = parse_cidr("service-cidr", service, shoal_net::ipam::DEFAULT_SERVICE_CIDR)?;
+        let cluster_cidr = parse_cidr(
+            "cluster-cidr",
+            cluster,
+            shoal_net::ipam::DEFAULT_CLUSTER_CIDR,
+        )?;
+        let service_cidr = parse_cidr(
+            "service-cidr",
+            service,
+            shoal_net::ipam::DEFAULT_SERVICE_CIDR,
+        )?;
         if node_prefix <= cluster_cidr.prefix_len() || node_prefix > 29 {
             return Err(NetConfigError::NodePrefix {
                 prefix: node_prefix,

@@ -4,11 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use shoal_api::{Deployment, Event, Node, Object, Pod};
+use shoal_api::{Deployment, Endpoints, Event, Node, Object, Pod, Service};
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 4] = ["Pod/", "Deployment/", "Node/", "Event/"];
+pub const PREFIXES: [&str; 6] = [
+    "Pod/",
+    "Deployment/",
+    "Node/",
+    "Event/",
+    "Service/",
+    "Endpoints/",
+];
 
 /// Typed objects by store key, one map per kind.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +28,10 @@ pub struct Cache {
     pub nodes: BTreeMap<String, Node>,
     /// Events by key.
     pub events: BTreeMap<String, Event>,
+    /// Services by key.
+    pub services: BTreeMap<String, Service>,
+    /// Endpoints by key.
+    pub endpoints: BTreeMap<String, Endpoints>,
     /// Revision of the last change seen per key (also for deletions), so that a late
     /// watch event never overrides a newer write outcome.
     revs: HashMap<String, u64>,
@@ -34,6 +45,8 @@ impl Cache {
             "Deployment/" => self.deployments.clear(),
             "Node/" => self.nodes.clear(),
             "Event/" => self.events.clear(),
+            "Service/" => self.services.clear(),
+            "Endpoints/" => self.endpoints.clear(),
             _ => {}
         }
         self.revs.retain(|k, _| !k.starts_with(prefix));
@@ -99,6 +112,18 @@ impl Cache {
             }
             ("Event", _) => {
                 self.events.remove(key);
+            }
+            ("Service", Some(Object::Service(s))) => {
+                self.services.insert(key.to_string(), s);
+            }
+            ("Service", _) => {
+                self.services.remove(key);
+            }
+            ("Endpoints", Some(Object::Endpoints(e))) => {
+                self.endpoints.insert(key.to_string(), e);
+            }
+            ("Endpoints", _) => {
+                self.endpoints.remove(key);
             }
             _ => {}
         }

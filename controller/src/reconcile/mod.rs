@@ -2,17 +2,20 @@
 //! that run while this member is the Raft leader and stop when it is not.
 //!
 //! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
-//! [`scheduler`], [`nodes`], [`gc`]); this module is the thin loop that keeps a cache of
-//! Pods, Deployments, Nodes and Events (list, then watch from the list's revision;
+//! [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`]); this module is the thin
+//! loop that keeps a cache of Pods, Deployments, Nodes, Events, Services and Endpoints
+//! (list, then watch from the list's revision;
 //! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
 //! changes (debounced) and periodically, and writes their actions.
 
 pub mod action;
 pub mod cache;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod nodes;
+pub mod podcidr;
 pub mod scheduler;
 
 use std::time::Duration;
@@ -145,6 +148,7 @@ async fn session(
         pods = cache.pods.len(),
         deployments = cache.deployments.len(),
         nodes = cache.nodes.len(),
+        services = cache.services.len(),
         "reconcilers listed"
     );
     loop {
@@ -191,7 +195,8 @@ fn apply(
 }
 
 /// One pass of every reconciler, in order: deployments (new pods), scheduler (binds them),
-/// node lifecycle, garbage collection. Returns true when a write must be retried soon.
+/// node lifecycle, node pod CIDRs, endpoints, garbage collection. Returns true when a
+/// write must be retried soon.
 async fn pass(
     store: &Store,
     cfg: &ReconcileConfig,
@@ -230,32 +235,70 @@ async fn pass(
     );
     retry |= execute(store, cache, "node lifecycle", actions).await?;
 
+    let cidrs = podcidr::plan(&cache.nodes, &cfg.net);
+    if !cidrs.exhausted.is_empty() {
+        warn!(
+            nodes = ?cidrs.exhausted,
+            cluster_cidr = %cfg.net.cluster_cidr,
+            "no free /{} left in the cluster CIDR for these nodes",
+            cfg.net.node_prefix
+        );
+    }
+    retry |= execute(store, cache, "node cidrs", cidrs.actions).await?;
+
+    let eps = tokio::task::block_in_place(|| {
+        endpoints::plan(&cache.services, &cache.endpoints, &cache.pods)
+    });
+    let (mut actions, unsure) =
+        confirm_orphans(store, eps.orphans, |owner, _| owner.is_none()).await?;
+    actions.splice(0..0, eps.actions);
+    retry |= unsure;
+    retry |= execute(store, cache, "endpoints", actions).await?;
+
     let gc = gc::plan(&cache.pods, &cache.deployments, &cache.events, now);
     let mut actions = gc.expired_events;
-    let mut confirmed: std::collections::BTreeMap<String, bool> = Default::default();
-    for o in gc.orphans {
-        let gone = match confirmed.get(&o.owner_key) {
+    let (orphans, unsure) = confirm_orphans(store, gc.orphans, |owner, uid| {
+        owner
+            .and_then(|v| v.pointer("/metadata/uid"))
+            .and_then(|u| u.as_str())
+            != Some(uid)
+    })
+    .await?;
+    actions.extend(orphans);
+    retry |= unsure;
+    retry |= execute(store, cache, "garbage collector", actions).await?;
+    Ok(retry)
+}
+
+/// The deletes of those `orphans` whose owner a linearizable read confirms gone
+/// (`gone(owner object, owner uid)`), and whether some were not (the cache lags behind
+/// the store: re-plan soon).
+async fn confirm_orphans(
+    store: &Store,
+    orphans: Vec<gc::Orphan>,
+    gone: impl Fn(Option<&serde_json::Value>, &str) -> bool,
+) -> Result<(Vec<Action>, bool), ReconcileError> {
+    let mut actions = Vec::new();
+    let mut retry = false;
+    let mut confirmed: std::collections::BTreeMap<(String, String), bool> = Default::default();
+    for o in orphans {
+        let id = (o.owner_key.clone(), o.owner_uid.clone());
+        let is_gone = match confirmed.get(&id) {
             Some(g) => *g,
             None => {
                 let owner = store.get(&o.owner_key, Consistency::Linearizable).await?;
-                let uid = owner
-                    .as_ref()
-                    .and_then(|v| v.pointer("/metadata/uid"))
-                    .and_then(|u| u.as_str());
-                let gone = uid != Some(o.owner_uid.as_str());
-                confirmed.insert(o.owner_key.clone(), gone);
-                gone
+                let g = gone(owner.as_ref(), &o.owner_uid);
+                confirmed.insert(id, g);
+                g
             }
         };
-        if gone {
+        if is_gone {
             actions.push(o.action);
         } else {
-            // The cache lags behind the store: re-plan once it caught up.
             retry = true;
         }
     }
-    retry |= execute(store, cache, "garbage collector", actions).await?;
-    Ok(retry)
+    Ok((actions, retry))
 }
 
 /// Writes `actions` in batches of [`CHUNK`] (several batches in flight), applies the
