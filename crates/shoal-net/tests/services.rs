@@ -98,9 +98,13 @@ impl Drop for Bg {
     }
 }
 
-fn readable(fd: impl AsFd) -> bool {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) > 0
+/// Waits up to 50 ms for one of `fds` to become readable.
+fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>]) {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let _ = poll(&mut polls, PollTimeout::from(50u16));
 }
 
 /// TCP server on 0.0.0.0:`port` in `ns` writing `reply` to every connection; UDP echo of
@@ -121,9 +125,10 @@ fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
         }
         tx.send(()).expect("ready");
         while !stop2.load(Ordering::SeqCst) {
-            if readable(&tcp)
-                && let Ok((mut s, _)) = tcp.accept()
-            {
+            let mut fds = vec![tcp.as_fd()];
+            fds.extend(udp.as_ref().map(|u| u.as_fd()));
+            wait_readable(&fds);
+            while let Ok((mut s, _)) = tcp.accept() {
                 let _ = s.set_nonblocking(false);
                 let _ = s.write_all(reply.as_bytes());
             }
@@ -502,33 +507,42 @@ fn tcp_dns(server: SocketAddr, name: &str) -> std::io::Result<Message> {
     Message::from_vec(&buf).map_err(std::io::Error::other)
 }
 
-/// Runs `dns::serve` on `addr` in `ns` (own thread, own runtime) until dropped.
-fn dns_server(ns: &str, addr: SocketAddr, table: DnsTable) -> Bg {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let path = format!("/run/netns/{ns}");
-    let handle = std::thread::spawn(move || {
-        enter(&path);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let serve = dns::serve(addr, "shoal.local", table);
-            let stopped = async {
-                while !stop2.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+/// `dns::serve` on `addr` inside `ns` (own thread, own runtime); stopped and joined on drop.
+struct DnsServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    fn start(ns: &str, addr: SocketAddr, table: DnsTable) -> DnsServer {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let path = format!("/run/netns/{ns}");
+        let handle = std::thread::spawn(move || {
+            enter(&path);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tokio::select! {
+                    r = dns::serve(addr, "shoal.local", table) => panic!("dns serve ended: {r:?}"),
+                    _ = rx => {}
                 }
-            };
-            tokio::select! {
-                r = serve => panic!("dns serve ended: {r:?}"),
-                _ = stopped => {}
-            }
+            });
         });
-    });
-    Bg {
-        stop,
-        handle: Some(handle),
+        DnsServer {
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -559,7 +573,7 @@ fn isolation_of_protected_ports_and_node_dns() {
         vec![VIP],
     )]));
     let dns_addr = sa(GW, 53);
-    let _dns = dns_server(&t.node, dns_addr, table.clone());
+    let _dns = DnsServer::start(&t.node, dns_addr, table.clone());
     let (m, took) = in_netns(&t.client, move || {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -621,4 +635,68 @@ fn isolation_of_protected_ports_and_node_dns() {
     // Without the table the protected port is open to pods again (the drop was ours).
     let r = in_netns(&t.client, move || tcp_get(sa(GW, 7443), short));
     assert_eq!(r.expect("after remove"), "api");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn replacing_rules_under_traffic_loses_no_request_and_scales() {
+    let t = Topo::new("upd");
+    t.apply(&rules(&[1, 2, 3], &[1, 2, 3]));
+
+    // A client hammers the VIP while the table is replaced 30 times: every request is answered.
+    let path = format!("/run/netns/{}", t.client);
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let client = std::thread::spawn(move || {
+        enter(&path);
+        let mut answered = 0usize;
+        let mut failed = Vec::new();
+        while !done2.load(Ordering::SeqCst) {
+            match tcp_get(sa(VIP, TCP_PORT), Duration::from_secs(2)) {
+                Ok(a) if !a.is_empty() => answered += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (answered, failed)
+    });
+    let start = Instant::now();
+    for i in 0..30 {
+        let set: &[u8] = if i % 2 == 0 { &[1, 2] } else { &[2, 3] };
+        t.apply(&rules(set, set));
+    }
+    let per_apply = start.elapsed() / 30;
+    done.store(true, Ordering::SeqCst);
+    let (answered, failed) = client.join().expect("client thread");
+    println!("30 replacements ({per_apply:?} each) under traffic: {answered} answered");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(
+        answered >= 30,
+        "too few requests to mean anything: {answered}"
+    );
+
+    // 1000 service ports with 3 backends each: one transaction, and the last one works.
+    let mut big = rules(&[1, 2, 3], &[1, 2, 3]);
+    for i in 0..1000u16 {
+        big.services.push(ServiceRule {
+            id: format!("bulk/svc{i}/80"),
+            cluster_ip: Ipv4Addr::new(10, 96, 10 + (i / 250) as u8, (i % 250) as u8 + 1),
+            port: TCP_PORT,
+            protocol: Proto::Tcp,
+            node_port: None,
+            backends: backends(&[1, 2, 3], TCP_PORT),
+        });
+    }
+    let script = nft::render(&big);
+    let start = Instant::now();
+    t.apply(&big);
+    let took = start.elapsed();
+    println!(
+        "apply of 1005 services / 3015 endpoints ({} KiB script): {took:?}",
+        script.len() / 1024
+    );
+    let last = tcp_counts(&t.client, sa(Ipv4Addr::new(10, 96, 13, 250), TCP_PORT), 30);
+    assert_eq!(names(&last), ["pod1", "pod2", "pod3"], "{last:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    assert_eq!(t.nft_tables().trim(), "");
 }
