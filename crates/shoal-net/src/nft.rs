@@ -20,7 +20,8 @@
 //! - `filter-output` also drops ICMP redirects to pods: a pod talking to a VIP whose backend
 //!   is on the same bridge would otherwise be told to send VIP traffic straight to the backend.
 //! - `filter-input`/`filter-forward` drop new connections from pods (in on the bridge or from the
-//!   cluster CIDR) to the `protected` (address, TCP port) pairs; DNS to the gateway stays open.
+//!   cluster CIDR, but not the node itself over `lo`) to the `protected` (address, TCP port)
+//!   pairs; DNS to the gateway stays open.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -384,6 +385,7 @@ pub fn render(r: &NodeRules) -> String {
 \t\tjump isolation
 \t}}
 \tchain isolation {{
+\t\tiifname \"lo\" return
 \t\tiifname {bridge} ip daddr . tcp dport @protected drop
 \t\tip saddr {cluster} ip daddr . tcp dport @protected drop
 \t}}
@@ -720,6 +722,7 @@ mod tests {
             &out,
             "ip saddr 10.244.0.0/16 ip daddr . tcp dport @protected drop",
         );
+        has(&out, "iifname \"lo\" return");
     }
 
     #[test]

@@ -564,6 +564,8 @@ fn isolation_of_protected_ports_and_node_dns() {
     assert_eq!(r.expect("unprotected port from a pod"), "other");
     let r = in_netns(&t.ul, move || tcp_get(sa(NODE_UL, 7443), short));
     assert_eq!(r.expect("protected port from the underlay"), "api");
+    let r = in_netns(&t.node, move || tcp_get(sa(GW, 7443), short));
+    assert_eq!(r.expect("protected port from the node itself"), "api");
 
     // DNS on the gateway, reachable from pods over UDP and TCP although (gateway, 53) is listed
     // as protected: DNS to the gateway is always allowed.
