@@ -77,6 +77,9 @@ pub async fn serve(
 pub struct ClusterService {
     store: Store,
     net: NetConfig,
+    /// Allocations through this member run one at a time (the allocator key's CAS
+    /// still orders them against other members); this spares them retry storms.
+    allocating: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a write that may allocate service addresses needs: the allocator key's write
@@ -90,7 +93,11 @@ struct Allocation {
 impl ClusterService {
     /// Wraps a store; `net` gives the service CIDR addresses come from.
     pub fn new(store: Store, net: NetConfig) -> Self {
-        Self { store, net }
+        Self {
+            store,
+            net,
+            allocating: Default::default(),
+        }
     }
 
     /// Reads the allocator key (with `consistency`), then every Service (locally: at
@@ -160,6 +167,10 @@ impl ClusterService {
             attempt += 1;
             let mut obj = o.clone();
             let mut writes = Vec::new();
+            let _turn = match obj {
+                Object::Service(_) => Some(self.allocating.lock().await),
+                _ => None,
+            };
             if matches!(obj, Object::Service(_)) {
                 let mut alloc = self.allocation(Consistency::Linearizable).await?;
                 if self.server_owned(&mut obj, None, Some(&mut alloc))? {
@@ -222,6 +233,10 @@ impl ClusterService {
                 .into());
             }
             let mut obj = o.clone();
+            let _turn = match obj {
+                Object::Service(_) => Some(self.allocating.lock().await),
+                _ => None,
+            };
             let mut alloc = if matches!(obj, Object::Service(_)) {
                 Some(self.allocation(Consistency::Local).await?)
             } else {
@@ -276,6 +291,7 @@ impl ClusterService {
             let mut writes = Vec::new();
             let mut results = Vec::new();
             let mut alloc: Option<Allocation> = None;
+            let mut _turn = None;
             let mut lock = false;
             for (i, o) in objects.iter().enumerate() {
                 let key = o.key();
@@ -289,6 +305,7 @@ impl ClusterService {
                 let current = self.store.get(&key, consistency).await?;
                 let mut obj = o.clone();
                 if matches!(obj, Object::Service(_)) && alloc.is_none() {
+                    _turn = Some(self.allocating.lock().await);
                     alloc = Some(self.allocation(Consistency::Local).await?);
                 }
                 lock |= self.server_owned(&mut obj, current.as_ref(), alloc.as_mut())?;

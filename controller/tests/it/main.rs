@@ -4,4 +4,5 @@
 mod cluster;
 mod harness;
 mod images;
+mod network;
 mod reconcile;

@@ -19,18 +19,18 @@ use crate::harness::{TestCluster, client, eventually};
 
 /// A cluster API client that tries every member in turn (so it survives a leader kill).
 #[derive(Debug, Clone)]
-struct Api {
-    addrs: Vec<String>,
+pub(crate) struct Api {
+    pub(crate) addrs: Vec<String>,
 }
 
 impl Api {
-    fn new(c: &TestCluster) -> Self {
+    pub(crate) fn new(c: &TestCluster) -> Self {
         Self {
             addrs: c.members.iter().map(|m| m.addr.clone()).collect(),
         }
     }
 
-    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, String>
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, String>
     where
         F: Fn(shoal_proto::cluster_client::ClusterClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -67,7 +67,7 @@ impl Api {
         }
     }
 
-    async fn create(&self, v: &Value) -> Result<Value, String> {
+    pub(crate) async fn create(&self, v: &Value) -> Result<Value, String> {
         let j = v.to_string();
         let r = self
             .call("create", |mut c| {
@@ -78,7 +78,7 @@ impl Api {
         serde_json::from_str(&r.into_inner().object_json).map_err(|e| e.to_string())
     }
 
-    async fn update(&self, v: &Value) -> Result<Value, String> {
+    pub(crate) async fn update(&self, v: &Value) -> Result<Value, String> {
         let j = v.to_string();
         let r = self
             .call("update", |mut c| {
@@ -89,7 +89,7 @@ impl Api {
         serde_json::from_str(&r.into_inner().object_json).map_err(|e| e.to_string())
     }
 
-    async fn get(&self, kind: &str, ns: &str, name: &str) -> Result<Value, String> {
+    pub(crate) async fn get(&self, kind: &str, ns: &str, name: &str) -> Result<Value, String> {
         let (kind, ns, name) = (kind.to_string(), ns.to_string(), name.to_string());
         let r = self
             .call("get", |mut c| {
@@ -105,7 +105,7 @@ impl Api {
         serde_json::from_str(&r.into_inner().object_json).map_err(|e| e.to_string())
     }
 
-    async fn list(&self, kind: &str, ns: &str) -> Result<Vec<Value>, String> {
+    pub(crate) async fn list(&self, kind: &str, ns: &str) -> Result<Vec<Value>, String> {
         let (kind, ns) = (kind.to_string(), ns.to_string());
         let r = self
             .call("list", |mut c| {
@@ -124,7 +124,7 @@ impl Api {
             .collect())
     }
 
-    async fn delete(&self, kind: &str, ns: &str, name: &str) -> Result<(), String> {
+    pub(crate) async fn delete(&self, kind: &str, ns: &str, name: &str) -> Result<(), String> {
         let (kind, ns, name) = (kind.to_string(), ns.to_string(), name.to_string());
         self.call("delete", |mut c| {
             let req = DeleteRequest {
@@ -140,23 +140,23 @@ impl Api {
     }
 }
 
-fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
-fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
+pub(crate) fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
     v.pointer("/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| c["type"] == type_)
 }
 
-fn is_ready(p: &Value) -> bool {
+pub(crate) fn is_ready(p: &Value) -> bool {
     condition(p, "Ready").is_some_and(|c| c["status"] == "True")
 }
 
 /// One SIMULATED node: a Node object with capacity, labels and a heartbeat.
-fn sim_node(name: &str, memory: &str, labels: Value) -> Value {
+pub(crate) fn sim_node(name: &str, memory: &str, labels: Value) -> Value {
     let mut labels = labels;
     labels["shoal.test/simulated"] = json!("true");
     json!({
@@ -173,7 +173,7 @@ fn sim_node(name: &str, memory: &str, labels: Value) -> Value {
 /// SIMULATED nodes and agent: heartbeats the nodes every 300 ms (Ready=True, fresh
 /// `status.heartbeatTime`) and marks pods bound to a live node Running + Ready=True.
 /// Stops on drop.
-struct SimNodes {
+pub(crate) struct SimNodes {
     live: Arc<Mutex<BTreeMap<String, Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -185,7 +185,7 @@ impl Drop for SimNodes {
 }
 
 impl SimNodes {
-    async fn start(api: &Api, nodes: Vec<Value>) -> Self {
+    pub(crate) async fn start(api: &Api, nodes: Vec<Value>) -> Self {
         let mut live = BTreeMap::new();
         for n in nodes {
             api.create(&n).await.expect("register simulated node");
@@ -232,12 +232,12 @@ impl SimNodes {
     }
 
     /// Stops heartbeating `name` (its agent "dies").
-    async fn stop(&self, name: &str) {
+    pub(crate) async fn stop(&self, name: &str) {
         self.live.lock().await.remove(name);
     }
 }
 
-fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Value {
+pub(crate) fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Value {
     json!({
         "apiVersion": "shoal/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": "default"},
@@ -273,7 +273,7 @@ fn per_node(pods: &[Value]) -> BTreeMap<String, usize> {
 }
 
 /// Read-modify-write of a Deployment, retried when a reconciler's status write raced it.
-async fn modify_deployment(api: &Api, name: &str, change: impl Fn(&mut Value)) {
+pub(crate) async fn modify_deployment(api: &Api, name: &str, change: impl Fn(&mut Value)) {
     eventually("deployment updated", Duration::from_secs(10), || async {
         let mut d = api.get("Deployment", "default", name).await?;
         change(&mut d);
@@ -282,7 +282,7 @@ async fn modify_deployment(api: &Api, name: &str, change: impl Fn(&mut Value)) {
     .await;
 }
 
-async fn set_replicas(api: &Api, name: &str, replicas: i64) {
+pub(crate) async fn set_replicas(api: &Api, name: &str, replicas: i64) {
     modify_deployment(api, name, |d| d["spec"]["replicas"] = json!(replicas)).await;
 }
 
