@@ -329,8 +329,8 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
             &["CONTAINERS", "IMAGES", "SELECTOR"],
         ),
         "Service" => (
-            &["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"],
-            &["SELECTOR"],
+            &["NAME", "TYPE", "CLUSTER-IP", "PORTS", "AGE"],
+            &["SELECTOR", "ENDPOINTS"],
         ),
         "Node" => (
             &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
@@ -359,8 +359,42 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
     h
 }
 
+/// Objects of other kinds some rows show: the Endpoints of Services (`-o wide`).
+#[derive(Debug, Clone, Default)]
+pub struct Related {
+    /// Endpoints objects by (namespace, name).
+    pub endpoints: BTreeMap<(String, String), Value>,
+}
+
+impl Related {
+    /// Indexes Endpoints objects by namespace and name.
+    pub fn with_endpoints(items: Vec<Value>) -> Self {
+        let endpoints = items
+            .into_iter()
+            .map(|e| ((namespace_of(&e).to_string(), name_of(&e).to_string()), e))
+            .collect();
+        Self { endpoints }
+    }
+
+    fn endpoints_of(&self, v: &Value) -> Option<&Value> {
+        self.endpoints
+            .get(&(namespace_of(v).to_string(), name_of(v).to_string()))
+    }
+}
+
 /// One object's row (without the EVENT cell, which the watch adds).
 pub fn row(kind: &KindInfo, v: &Value, opts: TableOptions, now: DateTime<Utc>) -> Vec<String> {
+    row_with(kind, v, opts, now, &Related::default())
+}
+
+/// One object's row, with cells that come from `related` objects.
+pub fn row_with(
+    kind: &KindInfo,
+    v: &Value,
+    opts: TableOptions,
+    now: DateTime<Utc>,
+    related: &Related,
+) -> Vec<String> {
     let age = age_of(v.pointer("/metadata/creationTimestamp"), now);
     let name = if opts.kind_prefix {
         kind.slash_name(name_of(v))
@@ -422,7 +456,12 @@ pub fn row(kind: &KindInfo, v: &Value, opts: TableOptions, now: DateTime<Utc>) -
                 service_ports(v),
                 age,
             ],
-            vec![selector_text(v.pointer("/spec/selector"))],
+            vec![
+                selector_text(v.pointer("/spec/selector")),
+                related
+                    .endpoints_of(v)
+                    .map_or_else(|| "<none>".to_string(), |e| endpoints_text(e, 3)),
+            ],
         ),
         "Node" => (
             vec![
@@ -487,6 +526,17 @@ pub fn row(kind: &KindInfo, v: &Value, opts: TableOptions, now: DateTime<Utc>) -
 
 /// A kind's table for a list of objects (events sorted by when they last happened).
 pub fn table(kind: &KindInfo, items: &[Value], opts: TableOptions, now: DateTime<Utc>) -> Table {
+    table_with(kind, items, opts, now, &Related::default())
+}
+
+/// A kind's table, with cells that come from `related` objects.
+pub fn table_with(
+    kind: &KindInfo,
+    items: &[Value],
+    opts: TableOptions,
+    now: DateTime<Utc>,
+    related: &Related,
+) -> Table {
     let mut sorted: Vec<&Value> = items.iter().collect();
     if kind.kind == "Event" {
         sorted.sort_by_key(|e| parse_time(event_time(e)));
@@ -495,7 +545,7 @@ pub fn table(kind: &KindInfo, items: &[Value], opts: TableOptions, now: DateTime
         headers: headers(kind, opts),
         rows: sorted
             .into_iter()
-            .map(|v| row(kind, v, opts, now))
+            .map(|v| row_with(kind, v, opts, now, related))
             .collect(),
     }
 }
@@ -1801,17 +1851,43 @@ mod tests {
             ]
         );
 
-        let svc = json!({"kind": "Service", "metadata": {"name": "web", "creationTimestamp": ago(10)},
+        let svc = json!({"kind": "Service", "metadata": {"name": "web", "namespace": "default",
+                "creationTimestamp": ago(10)},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "selector": {"app": "web"},
                 "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}});
-        let t = table(
+        let other = json!({"kind": "Service", "metadata": {"name": "db", "namespace": "default",
+                "creationTimestamp": ago(10)},
+            "spec": {"clusterIP": "10.96.0.11", "selector": {"app": "db"}, "ports": [{"port": 5432}]}});
+        let related = Related::with_endpoints(vec![
+            json!({"kind": "Endpoints", "metadata": {"name": "web", "namespace": "default"},
+                "subsets": [{"addresses": [{"ip": "10.244.0.5"}, {"ip": "10.244.1.7"}],
+                             "notReadyAddresses": [{"ip": "10.244.2.2"}],
+                             "ports": [{"port": 8080}]}]}),
+            // Same name in another namespace: not this service's.
+            json!({"kind": "Endpoints", "metadata": {"name": "db", "namespace": "prod"},
+                "subsets": [{"addresses": [{"ip": "10.244.0.9"}], "ports": [{"port": 5432}]}]}),
+        ]);
+        let t = table_with(
             &resolve("svc").unwrap(),
-            &[svc],
+            &[svc, other.clone()],
             TableOptions {
                 wide: true,
                 ..Default::default()
             },
             now(),
+            &related,
+        );
+        assert_eq!(
+            t.headers,
+            [
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "PORTS",
+                "AGE",
+                "SELECTOR",
+                "ENDPOINTS"
+            ]
         );
         assert_eq!(
             t.rows[0],
@@ -1821,8 +1897,21 @@ mod tests {
                 "10.96.0.10",
                 "80:30080/TCP,53/UDP",
                 "10s",
-                "app=web"
+                "app=web",
+                "10.244.0.5:8080,10.244.1.7:8080"
             ]
+        );
+        assert_eq!(t.rows[1][6], "<none>");
+        let t = table(
+            &resolve("services").unwrap(),
+            &[other],
+            TableOptions::default(),
+            now(),
+        );
+        assert_eq!(t.headers, ["NAME", "TYPE", "CLUSTER-IP", "PORTS", "AGE"]);
+        assert_eq!(
+            t.rows[0],
+            ["db", "ClusterIP", "10.96.0.11", "5432/TCP", "10s"]
         );
 
         let node = json!({"kind": "Node", "metadata": {"name": "n1", "creationTimestamp": ago(7200),

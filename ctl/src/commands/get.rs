@@ -101,10 +101,12 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
         watch_events: args.output_watch_events,
         kind_prefix: false,
     };
+    let related = related(ctx, &kind, format, &namespace).await?;
     let mut view = View {
         kind,
         format,
         opts,
+        related,
         no_headers: args.no_headers,
         widths: Vec::new(),
         printed: 0,
@@ -187,7 +189,11 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
                 watch_events: false,
                 kind_prefix: true,
             };
-            sections.push(output::table(kind, &items, opts, Utc::now()).render(args.no_headers));
+            let related = related(ctx, kind, format, &ns).await?;
+            sections.push(
+                output::table_with(kind, &items, opts, Utc::now(), &related)
+                    .render(args.no_headers),
+            );
         }
         all_items.extend(items);
     }
@@ -207,6 +213,22 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
     }
 }
 
+/// The objects of other kinds a table of `kind` shows: for Services with `-o wide`, the
+/// Endpoints of the same namespace(s) (`namespace` "" means all), read once.
+async fn related(
+    ctx: &mut Context,
+    kind: &KindInfo,
+    format: Format,
+    namespace: &str,
+) -> Result<output::Related, CtlError> {
+    if kind.kind != "Service" || format != Format::Wide {
+        return Ok(output::Related::default());
+    }
+    let endpoints = kinds::resolve("Endpoints")?;
+    let (items, _) = ctx.list(&endpoints, namespace, "", "").await?;
+    Ok(output::Related::with_endpoints(items))
+}
+
 /// "No resources found in default namespace." (or without a namespace).
 pub fn no_resources(kind: &KindInfo, all_namespaces: bool, namespace: &str) -> String {
     if kind.namespaced && !all_namespaces {
@@ -222,6 +244,8 @@ struct View {
     kind: KindInfo,
     format: Format,
     opts: TableOptions,
+    /// Objects of other kinds shown in rows (as of the initial list, also for watch rows).
+    related: output::Related,
     no_headers: bool,
     /// Column widths so far (watch rows line up with the list when they fit).
     widths: Vec<usize>,
@@ -232,7 +256,8 @@ impl View {
     fn initial(&mut self, items: Vec<Value>, single: bool, watching: bool) -> Result<(), CtlError> {
         match self.format {
             Format::Table | Format::Wide => {
-                let mut t = output::table(&self.kind, &items, self.opts, Utc::now());
+                let mut t =
+                    output::table_with(&self.kind, &items, self.opts, Utc::now(), &self.related);
                 if self.opts.watch_events {
                     for r in &mut t.rows {
                         r.insert(0, "ADDED".into());
@@ -271,7 +296,7 @@ impl View {
     fn event(&mut self, ev_type: &str, v: &Value) -> Result<(), CtlError> {
         match self.format {
             Format::Table | Format::Wide => {
-                let mut row = output::row(&self.kind, v, self.opts, Utc::now());
+                let mut row = output::row_with(&self.kind, v, self.opts, Utc::now(), &self.related);
                 if self.opts.watch_events {
                     row.insert(0, ev_type.to_string());
                 }

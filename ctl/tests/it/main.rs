@@ -6,5 +6,6 @@ mod agent;
 mod commands;
 mod ha;
 mod harness;
+mod services;
 mod watch;
 mod workloads;
