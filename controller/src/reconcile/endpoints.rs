@@ -3,8 +3,8 @@
 //! the others (not Ready, or terminating) in `notReadyAddresses` — with the service's
 //! ports resolved per pod (a named `targetPort` is looked up among the pod's container
 //! ports, so pods resolving to different numbers land in different subsets). The
-//! Endpoints is owned by its Service and deleted when the Service is gone. Services
-//! without a selector are left alone (their Endpoints are the user's).
+//! Endpoints is owned by its Service and deleted when the Service is gone or loses its
+//! selector. Services without a selector get nothing: their Endpoints are the user's.
 
 use std::collections::BTreeMap;
 
@@ -202,16 +202,28 @@ pub fn plan(
             continue;
         };
         let svc_key = shoal_api::key_for(Kind::Service, namespace(&e.metadata), &o.name);
-        // A Service of that name (even a re-created one) takes its Endpoints over.
-        if !services.contains_key(&svc_key) {
-            out.orphans.push(Orphan {
+        match services.get(&svc_key) {
+            // A Service that lost its selector: its Endpoints (ours) go at once.
+            Some(svc)
+                if svc.spec.selector.is_empty()
+                    && svc.metadata.uid.as_deref() == Some(o.uid.as_str()) =>
+            {
+                out.actions.push(Action::Delete {
+                    key: key.clone(),
+                    revision: revision(&e.metadata),
+                });
+                continue;
+            }
+            // A Service of that name (even a re-created one) takes its Endpoints over.
+            Some(_) => continue,
+            None => out.orphans.push(Orphan {
                 action: Action::Delete {
                     key: key.clone(),
                     revision: revision(&e.metadata),
                 },
                 owner_key: svc_key,
                 owner_uid: o.uid.clone(),
-            });
+            }),
         }
     }
     out
@@ -358,17 +370,26 @@ mod tests {
             .unwrap();
             (format!("Endpoints/default/{name}"), e)
         };
+        let mut services = services;
+        let (k, unselected) = svc("unselected", json!({"ports": [{"port": 80}]}));
+        services.insert(k, unselected);
         let eps = BTreeMap::from([
             ep("manual", None),
             ep("gone", Some("u-gone")),
             ep("web", Some("u-web")),
+            ep("unselected", Some("u-unselected")),
         ]);
         let p = plan(&services, &eps, &pods);
-        // The service without a selector gets nothing; its Endpoints stay.
-        let [Action::Update(Object::Endpoints(u))] = p.actions.as_slice() else {
+        // The service without a selector gets nothing; the user's Endpoints stay, ours go.
+        let [
+            Action::Update(Object::Endpoints(u)),
+            Action::Delete { key, revision: 4 },
+        ] = p.actions.as_slice()
+        else {
             panic!("{:?}", p.actions)
         };
         assert_eq!(u.metadata.name, "web");
+        assert_eq!(key, "Endpoints/default/unselected");
         assert_eq!(
             p.orphans,
             vec![Orphan {
