@@ -64,6 +64,15 @@ pub fn revision(meta: &ObjectMeta) -> u64 {
         .unwrap_or(0)
 }
 
+/// The revision in a stored JSON object's `metadata.resourceVersion` (0 when missing).
+pub fn revision_of_json(v: &serde_json::Value) -> u64 {
+    match v.pointer("/metadata/resourceVersion") {
+        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// The store key of a pod.
 pub fn pod_key(p: &Pod) -> String {
     shoal_api::key_for(

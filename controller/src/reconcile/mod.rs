@@ -235,16 +235,7 @@ async fn pass(
     );
     retry |= execute(store, cache, "node lifecycle", actions).await?;
 
-    let cidrs = podcidr::plan(&cache.nodes, &cfg.net);
-    if !cidrs.exhausted.is_empty() {
-        warn!(
-            nodes = ?cidrs.exhausted,
-            cluster_cidr = %cfg.net.cluster_cidr,
-            "no free /{} left in the cluster CIDR for these nodes",
-            cfg.net.node_prefix
-        );
-    }
-    retry |= execute(store, cache, "node cidrs", cidrs.actions).await?;
+    retry |= assign_pod_cidrs(store, cfg, cache).await?;
 
     let eps = tokio::task::block_in_place(|| {
         endpoints::plan(&cache.services, &cache.endpoints, &cache.pods)
@@ -268,6 +259,89 @@ async fn pass(
     retry |= unsure;
     retry |= execute(store, cache, "garbage collector", actions).await?;
     Ok(retry)
+}
+
+/// Gives Nodes without `spec.podCIDR` one ([`podcidr::plan`]). Runs only when the cache
+/// shows such a Node; then plans from a fresh list of the Nodes read after the allocator
+/// key [`podcidr::ALLOCATOR_KEY`], and writes the Nodes together with a CAS on that key,
+/// so that even two overlapping sessions (around a leader change) never hand out one block
+/// twice. Returns true when the write must be retried.
+async fn assign_pod_cidrs(
+    store: &Store,
+    cfg: &ReconcileConfig,
+    cache: &mut Cache,
+) -> Result<bool, ReconcileError> {
+    if !cache
+        .nodes
+        .values()
+        .any(|n| n.spec.pod_cidr.is_none() && n.metadata.deletion_timestamp.is_none())
+    {
+        return Ok(false);
+    }
+    let lock = store
+        .get(podcidr::ALLOCATOR_KEY, Consistency::Linearizable)
+        .await?;
+    let (items, _) = store.list("Node/", Consistency::Local).await?;
+    let nodes = items
+        .iter()
+        .filter_map(|v| match shoal_api::Object::from_json(v) {
+            Ok(shoal_api::Object::Node(n)) => Some((cache::key_of(v), n)),
+            _ => None,
+        })
+        .collect();
+    let plan = podcidr::plan(&nodes, &cfg.net);
+    if !plan.exhausted.is_empty() {
+        warn!(
+            nodes = ?plan.exhausted,
+            cluster_cidr = %cfg.net.cluster_cidr,
+            "no free /{} left in the cluster CIDR for these nodes",
+            cfg.net.node_prefix
+        );
+    }
+    if plan.actions.is_empty() {
+        return Ok(false);
+    }
+    let lock_object = serde_json::json!({
+        "kind": "Allocator",
+        "metadata": {"name": "node-cidrs"},
+        "purpose": "its revision serializes node pod CIDR assignments",
+    });
+    let mut writes = vec![match lock {
+        None => shoal_store::Write::Create {
+            key: podcidr::ALLOCATOR_KEY.to_string(),
+            object: lock_object,
+        },
+        Some(cur) => shoal_store::Write::Update {
+            key: podcidr::ALLOCATOR_KEY.to_string(),
+            object: lock_object,
+            expected_revision: Some(action::revision_of_json(&cur)),
+        },
+    }];
+    writes.extend(plan.actions.iter().map(Action::to_write));
+    match store.write(writes).await {
+        Ok(outcomes) => {
+            for n in &outcomes {
+                if let Some(c) = n.object.pointer("/spec/podCIDR") {
+                    info!(key = %n.key, pod_cidr = %c, "node pod CIDR assigned");
+                }
+            }
+            cache.apply_outcomes(&outcomes, &[]);
+            Ok(false)
+        }
+        Err(
+            StoreError::Conflict { key, .. }
+            | StoreError::NotFound { key }
+            | StoreError::AlreadyExists { key },
+        ) => {
+            debug!("node cidrs: precondition failed on {key}; re-planning");
+            Ok(true)
+        }
+        Err(e) if e.is_retryable() || matches!(e, StoreError::Indeterminate(_)) => {
+            warn!("node cidrs: write failed, retrying: {e}");
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The deletes of those `orphans` whose owner a linearizable read confirms gone

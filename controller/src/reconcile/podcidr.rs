@@ -1,8 +1,8 @@
 //! The node CIDR reconciler: gives every Node without `spec.podCIDR` the first block of
 //! the cluster CIDR that no other Node holds. A Node keeps its block until it is deleted;
 //! then the block is free for the next Node. Writes are CAS updates on the Node's
-//! revision (a conflict is re-planned), and the API keeps the field when an agent's
-//! update omits it.
+//! revision, batched with a CAS on [`ALLOCATOR_KEY`] (a conflict is re-planned), and the
+//! API keeps the field when an agent's update omits it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +11,9 @@ use shoal_api::{Node, Object};
 
 use super::action::Action;
 use crate::network::NetConfig;
+
+/// Store key whose revision serializes pod CIDR assignments (see `assign_pod_cidrs`).
+pub const ALLOCATOR_KEY: &str = "Allocator//node-cidrs";
 
 /// What one pass of the node CIDR reconciler decided.
 #[derive(Debug, Clone, Default, PartialEq)]
