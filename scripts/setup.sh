@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Shoal's build, tests and local clusters need on a Debian host (run as root).
 set -euo pipefail
-pkgs=(protobuf-compiler busybox-static crun runc etcd-server nftables wireguard-tools tcpdump iproute2 procps)
+pkgs=(protobuf-compiler busybox-static crun runc etcd-server nftables wireguard-tools wireguard-go iperf3 iputils-ping tcpdump iproute2 procps util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

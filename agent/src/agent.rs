@@ -23,11 +23,13 @@ use crate::args::{AgentArgs, parse_labels};
 use crate::controllers::{Controllers, REQUEST_TIMEOUT, decode};
 use crate::events::{PodEvent, PodRef, new_event};
 use crate::naming::{pod_key, sandbox_name};
+use crate::network::{NetSettings, NetworkMode};
 use crate::node::NodeFacts;
 use crate::plan::{Action, Context, DesiredPod, Observed, ObservedContainer, is_terminal, plan};
 use crate::probe::ProbeState;
 use crate::status::{PULL_BACKOFF, StatusInput, pod_status, transition_events};
 use crate::sysinfo::SysInfo;
+use std::net::Ipv4Addr;
 
 /// How often the sync loop runs without a watch event.
 const RESYNC: Duration = Duration::from_secs(1);
@@ -110,6 +112,8 @@ pub struct Agent {
     /// Events written, by (pod, reason, message): a repeat raises the count of the
     /// stored Event instead of writing a new one (as Kubernetes aggregates).
     recent_events: Arc<Mutex<RecentEvents>>,
+    /// The pod network (set once the node's pod CIDR is known; unset with `--network none`).
+    net: std::sync::OnceLock<Arc<crate::network::PodNetwork>>,
 }
 
 /// Events written, by (pod, reason, message).
@@ -149,6 +153,13 @@ pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("while removing {}", dir.display()))?;
     }
+    if args.network == NetworkMode::Bridge {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("while starting a runtime for the network cleanup")?
+            .block_on(crate::network::cleanup(&args.data_dir, args.cluster_cidr))?;
+    }
     info!(
         containers = n,
         pods = p,
@@ -184,6 +195,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         state: Mutex::new(SyncState::default()),
         wake: Notify::new(),
         recent_events: Arc::new(Mutex::new(BTreeMap::new())),
+        net: std::sync::OnceLock::new(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -192,7 +204,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     info!(node = %name, listen = %args.listen, advertise = %endpoint, "agent serving");
     let server = tokio::spawn(crate::server::serve(agent.clone(), listener));
 
-    let facts = NodeFacts::gather(&name, labels, &endpoint, &sys);
+    let mut facts = NodeFacts::gather(&name, labels, &endpoint, &sys);
+    let net_setup = match args.network {
+        NetworkMode::None => None,
+        NetworkMode::Bridge => {
+            let settings = net_settings(&args, &endpoint)?;
+            let (key, info) = crate::network::identity(&args.data_dir, &settings)?;
+            facts.wireguard = Some(info);
+            Some((key, settings))
+        }
+    };
     loop {
         match crate::node::register(&ctl, &facts).await {
             Ok(_) => break,
@@ -216,6 +237,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         })
     };
+    if let Some((key, settings)) = net_setup {
+        let sandboxes = agent
+            .blocking(|rt| Ok(rt.list_sandboxes()?.into_iter().map(|s| s.name).collect()))
+            .await?;
+        let net = crate::network::PodNetwork::start(
+            &name,
+            &args.data_dir,
+            key,
+            settings,
+            ctl.clone(),
+            sandboxes,
+        )
+        .await?;
+        let _ = agent.net.set(net);
+    }
     let watch = tokio::spawn(agent.clone().watch_pods());
     let sync = tokio::spawn(agent.clone().sync_loop());
 
@@ -224,8 +260,34 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     for t in [hb, watch, sync] {
         t.abort();
     }
+    if let Some(net) = agent.net.get() {
+        net.shutdown().await;
+    }
     server.abort();
     Ok(())
+}
+
+/// The network settings from the flags; the advertised host must be an IPv4 address.
+fn net_settings(args: &AgentArgs, endpoint: &str) -> anyhow::Result<NetSettings> {
+    let host = crate::args::host_of(endpoint);
+    let host_ip: Ipv4Addr = host.parse().with_context(|| {
+        format!("--advertise/--listen host {host:?}: the pod network needs the node's IPv4 address")
+    })?;
+    let mut protected = Vec::new();
+    for c in args.controller.split(',').map(str::trim) {
+        if let Ok(std::net::SocketAddr::V4(a)) = c.parse::<std::net::SocketAddr>() {
+            protected.push((*a.ip(), a.port()));
+        }
+    }
+    protected.push((host_ip, args.listen.port()));
+    Ok(NetSettings {
+        cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cidr,
+        wireguard_port: args.wireguard_port,
+        mtu: args.mtu,
+        host_ip,
+        protected,
+    })
 }
 
 async fn shutdown_signal() {
@@ -447,6 +509,22 @@ impl Agent {
         for a in actions {
             groups.entry(a.sandbox().to_string()).or_default().push(a);
         }
+        if let Some(net) = self.net.get() {
+            for d in &desired {
+                if observed.sandboxes.contains(&d.sandbox)
+                    && !groups.contains_key(&d.sandbox)
+                    && !net.is_attached(&d.sandbox)
+                    && lock(&self.state).busy.insert(d.sandbox.clone())
+                {
+                    let (me, d) = (self.clone(), d.clone());
+                    tokio::spawn(async move {
+                        me.attach(&d.sandbox, &d.pod).await;
+                        lock(&me.state).busy.remove(&d.sandbox);
+                        me.wake.notify_one();
+                    });
+                }
+            }
+        }
         for (sb, acts) in groups {
             lock(&self.state).busy.insert(sb.clone());
             let me = self.clone();
@@ -538,9 +616,15 @@ impl Agent {
                 if let Ok(data) = serde_json::to_vec(&PodMeta::of(&pod)) {
                     let _ = std::fs::write(self.meta_path(&sandbox), data);
                 }
-                let cfg = crate::spec::sandbox_config(&pod, &sandbox);
+                let mut cfg = crate::spec::sandbox_config(&pod, &sandbox);
+                if let Some(net) = self.net.get() {
+                    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                    (cfg.dns_servers, cfg.dns_search) = net.dns_config(ns);
+                }
                 match self.blocking(move |rt| rt.create_sandbox(&cfg)).await {
-                    Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {}
+                    Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {
+                        self.attach(&sandbox, &pod).await;
+                    }
                     Err(e) => {
                         warn!("pod {}: create sandbox: {e}", pod_key(&pod));
                         self.pod_event(
@@ -652,6 +736,9 @@ impl Agent {
         let sb = sandbox.to_string();
         match self.blocking(move |rt| rt.remove_sandbox(&sb)).await {
             Ok(()) | Err(RuntimeError::NotFound { .. }) => {
+                if let Some(net) = self.net.get() {
+                    net.detach(sandbox).await;
+                }
                 let _ = std::fs::remove_file(self.meta_path(sandbox));
                 info!("pod sandbox {sandbox} removed");
             }
@@ -664,6 +751,36 @@ impl Agent {
         let prefix = format!("{sandbox}-");
         st.liveness.retain(|id, _| !id.starts_with(&prefix));
         st.readiness.retain(|id, _| !id.starts_with(&prefix));
+    }
+
+    /// Connects a sandbox to the pod network; on failure removes the sandbox
+    /// (the next pass makes it again) and reports why.
+    async fn attach(self: &Arc<Self>, sandbox: &str, pod: &Pod) {
+        let Some(net) = self.net.get() else {
+            return;
+        };
+        let sb = sandbox.to_string();
+        let netns = match self.blocking(move |rt| rt.sandbox(&sb)).await {
+            Ok(s) => s.netns_path,
+            Err(e) => {
+                warn!("pod {}: sandbox: {e}", pod_key(pod));
+                return;
+            }
+        };
+        match net.attach(sandbox, pod, &netns).await {
+            Ok(ip) => debug!("pod {}: {ip}", pod_key(pod)),
+            Err(e) => {
+                warn!("pod {}: network: {e:#}", pod_key(pod));
+                self.pod_event(
+                    pod,
+                    PodEvent::warning("FailedCreatePodSandBox", format!("pod network: {e:#}")),
+                );
+                let sb = sandbox.to_string();
+                if let Err(e) = self.blocking(move |rt| rt.remove_sandbox(&sb)).await {
+                    warn!("pod {}: remove sandbox: {e}", pod_key(pod));
+                }
+            }
+        }
     }
 
     fn set_waiting(&self, sandbox: &str, container: &str, reason: &str, message: &str) {
@@ -874,6 +991,12 @@ impl Agent {
                 .collect();
             (waiting, ready)
         };
+        let pod_ip = self
+            .net
+            .get()
+            .filter(|n| n.is_attached(&d.sandbox))
+            .and_then(|n| n.pod_ip(&d.sandbox))
+            .map(|ip| ip.to_string());
         let new = pod_status(StatusInput {
             pod: &d.pod,
             containers: &containers,
@@ -881,6 +1004,7 @@ impl Agent {
             ready: &ready,
             node: &self.name,
             host_ip: &self.host_ip,
+            pod_ip: pod_ip.as_deref(),
             now: Utc::now(),
         });
         if d.pod.status.as_ref() == Some(&new) {

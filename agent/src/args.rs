@@ -36,6 +36,21 @@ pub struct AgentArgs {
     /// Stop and remove every pod, container and sandbox in --data-dir, then exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Pod network: `bridge` (pod IPs, WireGuard overlay, services, DNS) or `none` (loopback only).
+    #[arg(long, value_enum, default_value = "bridge")]
+    pub network: crate::network::NetworkMode,
+    /// Cluster (pod) CIDR; must match the controllers' `--cluster-cidr`.
+    #[arg(long, default_value = shoal_net::ipam::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// Service CIDR; must match the controllers' `--service-cidr`.
+    #[arg(long, default_value = shoal_net::ipam::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: ipnet::Ipv4Net,
+    /// UDP port of the WireGuard overlay on the node's address.
+    #[arg(long, default_value_t = 51820)]
+    pub wireguard_port: u16,
+    /// MTU of the overlay and of pod interfaces (underlay MTU − 80).
+    #[arg(long, default_value_t = 1420)]
+    pub mtu: u32,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use shoal_api::{
     Condition, ConditionStatus, Node, NodeAddress, NodeAddressType, NodeStatus, NodeSystemInfo,
-    ObjectMeta, Quantity,
+    ObjectMeta, Quantity, WireguardInfo,
 };
 use tonic::Code;
 
@@ -38,6 +38,8 @@ pub struct NodeFacts {
     pub host_ip: String,
     /// OS facts.
     pub info: NodeSystemInfo,
+    /// WireGuard public key and endpoint (None without a pod network).
+    pub wireguard: Option<WireguardInfo>,
 }
 
 impl NodeFacts {
@@ -63,12 +65,12 @@ impl NodeFacts {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 container_runtime_version: format!("shoal-runtime/{}", env!("CARGO_PKG_VERSION")),
             },
+            wireguard: None,
         }
     }
 }
 
-/// The node's status at `now`, keeping what others wrote (WireGuard info)
-/// and the Ready condition's transition time while it stays True.
+/// The node's status at `now`, keeping the Ready condition's transition time while it stays True.
 pub fn node_status(old: Option<&NodeStatus>, f: &NodeFacts, now: DateTime<Utc>) -> NodeStatus {
     let mut res = BTreeMap::new();
     res.insert(
@@ -105,7 +107,7 @@ pub fn node_status(old: Option<&NodeStatus>, f: &NodeFacts, now: DateTime<Utc>) 
             },
         ],
         node_info: Some(f.info.clone()),
-        wireguard: old.and_then(|s| s.wireguard.clone()),
+        wireguard: f.wireguard.clone(),
         heartbeat_time: Some(now),
         agent_endpoint: Some(f.endpoint.clone()),
     }
@@ -191,6 +193,7 @@ mod tests {
             endpoint: "10.0.0.5:7100".into(),
             host_ip: "10.0.0.5".into(),
             info: NodeSystemInfo::default(),
+            wireguard: None,
         }
     }
 

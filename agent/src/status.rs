@@ -37,6 +37,8 @@ pub struct StatusInput<'a> {
     pub node: &'a str,
     /// This node's address.
     pub host_ip: &'a str,
+    /// The pod's IP on the pod network (None: keep what was reported).
+    pub pod_ip: Option<&'a str>,
     /// The time.
     pub now: DateTime<Utc>,
 }
@@ -214,7 +216,10 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
     PodStatus {
         phase,
         node_name: Some(input.node.to_string()),
-        pod_ip: old.pod_ip.clone(),
+        pod_ip: input
+            .pod_ip
+            .map(str::to_string)
+            .or_else(|| old.pod_ip.clone()),
         host_ip: Some(input.host_ip.to_string()),
         conditions,
         container_statuses: statuses,
@@ -379,6 +384,7 @@ mod tests {
             ready,
             node: "n1",
             host_ip: "127.0.0.1",
+            pod_ip: None,
             now: t(10),
         })
     }
@@ -523,6 +529,7 @@ mod tests {
             ready: &BTreeMap::new(),
             node: "n1",
             host_ip: "127.0.0.1",
+            pod_ip: None,
             now: t(99),
         });
         assert_eq!(s1, s2, "an unchanged pod gives an equal status (no write)");

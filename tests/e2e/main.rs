@@ -3,4 +3,5 @@
 //! They need root; build the binaries first (`cargo build --workspace`).
 
 mod harness;
+mod network;
 mod workloads;

@@ -160,6 +160,9 @@ impl Cluster {
                 "0.5",
                 "--restart-backoff-ms",
                 "500",
+                // These agents share the host's network namespace: no pod network.
+                "--network",
+                "none",
             ])
             .args(["--log", "info,shoal_agent=debug", "--data-dir"])
             .arg(self.data_dir())
@@ -315,7 +318,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_agent();
         let out = Command::new(AGENT)
-            .arg("--cleanup")
+            .args(["--cleanup", "--network", "none"])
             .arg("--data-dir")
             .arg(self.data_dir())
             .output();

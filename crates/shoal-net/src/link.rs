@@ -16,7 +16,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
@@ -266,6 +266,13 @@ pub async fn attach_pod(
         .execute()
         .await
         .map_err(|source| link_err("set master/mtu/up", &host, source))?;
+    // Hairpin: a pod reaching itself through a service VIP gets the DNAT-ed
+    // frame back on its own port (with bridge netfilter on, as in a fresh netns).
+    h.link()
+        .set_port(LinkBridgePort::new(host_idx).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(|source| link_err("set hairpin", &host, source))?;
 
     let (mtu, prefix, gw) = (n.mtu, n.pod_cidr.prefix_len(), gateway(n.pod_cidr));
     in_netns(&ns, netns, move |h| async move {

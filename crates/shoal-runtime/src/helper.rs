@@ -10,6 +10,9 @@ use std::path::Path;
 /// the exit code; otherwise returns `None`.
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
     let mode = args.get(1)?.to_str()?;
+    if matches!(mode, "supervise" | "exec" | "cleanup") {
+        close_inherited_fds();
+    }
     match mode {
         "supervise" => Some(match args.get(2) {
             Some(dir) => crate::supervisor::main(Path::new(dir)),
@@ -24,6 +27,30 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
             None => usage(),
         }),
         _ => None,
+    }
+}
+
+/// Closes every descriptor above stderr that the helper inherited: whatever
+/// the parent (the agent) held without close-on-exec — a userspace
+/// WireGuard's TUN device and UDP sockets, say — must never reach a
+/// supervisor or, through it, a container.
+fn close_inherited_fds() {
+    // SAFETY: close_range(2) only closes descriptors; nothing in this freshly
+    // exec'd, single-threaded process uses a descriptor above 2 yet.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        // Kernels before 5.9: close them one by one.
+        if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect();
+            for fd in fds {
+                // SAFETY: closing a descriptor number; a stale one gives EBADF.
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 }
 

@@ -1,0 +1,547 @@
+//! The pod network on this node (`--network bridge`): waits for the
+//! controller to assign the node's pod CIDR, sets up the bridge, brings up
+//! the WireGuard overlay, gives each pod an IP and a veth, and keeps the
+//! overlay peers and routes, the service rules (nftables) and the node's DNS
+//! server in step with the cluster's Nodes, Services, Endpoints and Pods.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ipnet::Ipv4Net;
+use shoal_api::{Endpoints, Node, Pod, Protocol, Service, WireguardInfo};
+use shoal_net::dns::DnsTable;
+use shoal_net::ipam::PodIpam;
+use shoal_net::link::NodeNet;
+use shoal_net::nft::{Backend, HostPortRule, NodeRules, Proto, ServiceRule};
+use shoal_net::wg::{KeyPair, Overlay, Peer};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::controllers::Controllers;
+use crate::mirror::{self, Snapshot};
+
+/// The DNS zone of the cluster.
+pub const ZONE: &str = "shoal.local";
+/// The node bridge.
+pub const BRIDGE: &str = "shoal0";
+/// The nftables table of the node.
+pub const TABLE: &str = "shoal";
+
+/// Whether pods get a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    /// Bridge, pod IPs, WireGuard overlay, services, DNS (the default).
+    Bridge,
+    /// Pods get a private network namespace with loopback only.
+    None,
+}
+
+/// Network settings of the agent.
+#[derive(Debug, Clone)]
+pub struct NetSettings {
+    /// Cluster (pod) CIDR; must match the controllers'.
+    pub cluster_cidr: Ipv4Net,
+    /// Service CIDR; must match the controllers'.
+    pub service_cidr: Ipv4Net,
+    /// UDP port of the WireGuard overlay.
+    pub wireguard_port: u16,
+    /// MTU of the overlay, bridge and pod interfaces.
+    pub mtu: u32,
+    /// The node's underlay address.
+    pub host_ip: Ipv4Addr,
+    /// TCP endpoints pods must not reach (controllers, this agent).
+    pub protected: Vec<(Ipv4Addr, u16)>,
+}
+
+/// `DATA/network`: WireGuard key, pod IP records.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("network")
+}
+
+/// Loads (or makes) the node's WireGuard key pair and the Node status entry for it.
+pub fn identity(data_dir: &Path, s: &NetSettings) -> anyhow::Result<(KeyPair, WireguardInfo)> {
+    let dir = state_dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
+    let key = KeyPair::load_or_create(&dir.join("wireguard.key"))?;
+    let info = WireguardInfo {
+        public_key: key.public_base64(),
+        endpoint: SocketAddr::new(IpAddr::V4(s.host_ip), s.wireguard_port).to_string(),
+    };
+    Ok((key, info))
+}
+
+/// The network of this node once its pod CIDR is known.
+#[derive(Debug)]
+pub struct PodNetwork {
+    node: String,
+    settings: NetSettings,
+    net: NodeNet,
+    gateway: Ipv4Addr,
+    ipam: PodIpam,
+    overlay: Mutex<Option<Overlay>>,
+    dns: DnsTable,
+    /// Sandboxes attached since this agent started → their host ports.
+    attached: Mutex<BTreeMap<String, Vec<HostPortRule>>>,
+    changed: Notify,
+}
+
+impl PodNetwork {
+    /// Waits for the pod CIDR, sets up the node and starts the sync task and the DNS server.
+    pub async fn start(
+        node: &str,
+        data_dir: &Path,
+        key: KeyPair,
+        settings: NetSettings,
+        ctl: Arc<Controllers>,
+        sandboxes: BTreeSet<String>,
+    ) -> anyhow::Result<Arc<PodNetwork>> {
+        let pod_cidr = wait_pod_cidr(&ctl, node).await;
+        info!(node, %pod_cidr, "pod CIDR assigned");
+        let net = NodeNet {
+            bridge: BRIDGE.into(),
+            pod_cidr,
+            cluster_cidr: settings.cluster_cidr,
+            mtu: settings.mtu,
+        };
+        shoal_net::link::ensure_node(&net)
+            .await
+            .with_context(|| format!("while setting up bridge {BRIDGE} for {pod_cidr}"))?;
+        let ipam = PodIpam::open(&state_dir(data_dir).join("ips"), pod_cidr)?;
+        for (ip, owner) in ipam.entries() {
+            if !sandboxes.contains(&owner) {
+                debug!(%ip, owner, "releasing the IP of a pod that is gone");
+                ipam.release(&owner)?;
+            }
+        }
+        let iface = shoal_net::wg::iface_name(node);
+        let iface_file = state_dir(data_dir).join("iface");
+        std::fs::write(&iface_file, &iface)
+            .with_context(|| format!("while writing {}", iface_file.display()))?;
+        let (port, mtu) = (settings.wireguard_port, settings.mtu);
+        let overlay = tokio::task::spawn_blocking(move || Overlay::up(&iface, &key, port, mtu))
+            .await?
+            .context("while bringing up the WireGuard overlay")?;
+        info!(
+            iface = overlay.iface(),
+            kernel = overlay.is_kernel(),
+            port,
+            "overlay up"
+        );
+        let gateway = shoal_net::ipam::gateway(pod_cidr);
+        let me = Arc::new(PodNetwork {
+            node: node.to_string(),
+            settings,
+            net,
+            gateway,
+            ipam,
+            overlay: Mutex::new(Some(overlay)),
+            dns: DnsTable::new(),
+            attached: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+        });
+        let dns = me.dns.clone();
+        tokio::spawn(async move {
+            let addr = SocketAddr::new(IpAddr::V4(gateway), 53);
+            if let Err(e) = shoal_net::dns::serve(addr, ZONE, dns).await {
+                warn!("dns server on {addr}: {e}");
+            }
+        });
+        tokio::spawn(me.clone().sync(ctl));
+        Ok(me)
+    }
+
+    /// Takes the overlay down (the agent is stopping): its interface and
+    /// routes go, so pod traffic to other nodes is dropped until it is back.
+    pub async fn shutdown(&self) {
+        let ov = lock(&self.overlay).take();
+        if let Some(o) = ov {
+            let _ = tokio::task::spawn_blocking(move || drop(o)).await;
+        }
+    }
+
+    /// The node's gateway (bridge) address, also its DNS server.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// DNS servers and search domains for a pod in `namespace`.
+    pub fn dns_config(&self, namespace: &str) -> (Vec<String>, Vec<String>) {
+        (
+            vec![self.gateway.to_string()],
+            shoal_net::dns::resolv_search(namespace, ZONE),
+        )
+    }
+
+    /// The IP of a sandbox, if it has one.
+    pub fn pod_ip(&self, sandbox: &str) -> Option<Ipv4Addr> {
+        self.ipam.lookup(sandbox)
+    }
+
+    /// True once `attach` succeeded for this sandbox in this agent's lifetime.
+    pub fn is_attached(&self, sandbox: &str) -> bool {
+        lock(&self.attached).contains_key(sandbox)
+    }
+
+    /// Gives the sandbox an IP and a veth on the bridge (idempotent).
+    pub async fn attach(&self, sandbox: &str, pod: &Pod, netns: &Path) -> anyhow::Result<Ipv4Addr> {
+        let ip = self.ipam.allocate(sandbox)?;
+        shoal_net::link::attach_pod(&self.net, netns, sandbox, ip)
+            .await
+            .with_context(|| format!("while attaching pod sandbox {sandbox} ({ip})"))?;
+        lock(&self.attached).insert(sandbox.to_string(), host_ports(pod, ip));
+        self.changed.notify_one();
+        Ok(ip)
+    }
+
+    /// Removes the sandbox's veth and frees its IP.
+    pub async fn detach(&self, sandbox: &str) {
+        if let Err(e) = shoal_net::link::detach_pod(sandbox).await {
+            warn!("pod sandbox {sandbox}: detach: {e}");
+        }
+        if let Err(e) = self.ipam.release(sandbox) {
+            warn!("pod sandbox {sandbox}: release IP: {e}");
+        }
+        lock(&self.attached).remove(sandbox);
+        self.changed.notify_one();
+    }
+
+    /// Keeps peers, routes, service rules and DNS in step with the cluster.
+    async fn sync(self: Arc<Self>, ctl: Arc<Controllers>) {
+        let mut nodes = mirror::start::<Node>(ctl.clone());
+        let mut services = mirror::start::<Service>(ctl.clone());
+        let mut endpoints = mirror::start::<Endpoints>(ctl.clone());
+        let mut pods = mirror::start::<Pod>(ctl);
+        let mut applied = Applied::default();
+        loop {
+            let state = desired(&DesiredInput {
+                node: &self.node,
+                settings: &self.settings,
+                net: &self.net,
+                gateway: self.gateway,
+                nodes: &nodes.borrow_and_update(),
+                services: &services.borrow_and_update(),
+                endpoints: &endpoints.borrow_and_update(),
+                pods: &pods.borrow_and_update(),
+                host_ports: lock(&self.attached).values().flatten().cloned().collect(),
+            });
+            if let Err(e) = self.apply(&state, &mut applied).await {
+                warn!("network sync: {e:#}");
+                applied = Applied::default();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            tokio::select! {
+                _ = nodes.changed() => {}
+                _ = services.changed() => {}
+                _ = endpoints.changed() => {}
+                _ = pods.changed() => {}
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(10)) => { applied = Applied::default(); }
+            }
+            // Let a burst of changes settle into one update.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn apply(&self, s: &Desired, applied: &mut Applied) -> anyhow::Result<()> {
+        if applied.peers.as_ref() != Some(&s.peers) {
+            let peers = s.peers.clone();
+            let ov = {
+                let g = lock(&self.overlay);
+                g.as_ref().map(|o| o.iface().to_string())
+            };
+            let Some(iface) = ov else {
+                anyhow::bail!("the overlay is down");
+            };
+            self.with_overlay(move |o| o.set_peers(&peers)).await?;
+            let remotes: Vec<Ipv4Net> =
+                s.peers.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+            shoal_net::link::sync_overlay_routes(&iface, &remotes, self.gateway)
+                .await
+                .with_context(|| format!("while routing {remotes:?} via {iface}"))?;
+            info!(peers = s.peers.len(), "overlay peers updated");
+            applied.peers = Some(s.peers.clone());
+        }
+        let text = shoal_net::nft::render(&s.rules);
+        if applied.rules.as_deref() != Some(text.as_str()) {
+            let rules = s.rules.clone();
+            tokio::task::spawn_blocking(move || shoal_net::nft::apply(&rules))
+                .await?
+                .context("while applying the service rules")?;
+            debug!(services = s.rules.services.len(), "service rules applied");
+            applied.rules = Some(text);
+        }
+        if applied.dns.as_ref() != Some(&s.dns) {
+            self.dns.replace(s.dns.clone());
+            applied.dns = Some(s.dns.clone());
+        }
+        Ok(())
+    }
+
+    async fn with_overlay<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Overlay) -> Result<T, shoal_net::wg::WgError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        // Overlay calls block on the UAPI socket: run them off the async threads.
+        let taken = lock(&self.overlay).take();
+        let Some(o) = taken else {
+            anyhow::bail!("the overlay is down");
+        };
+        let (o, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&o);
+            (o, r)
+        })
+        .await?;
+        *lock(&self.overlay) = Some(o);
+        Ok(r?)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Polls the Node until the controller has set `spec.podCIDR`.
+async fn wait_pod_cidr(ctl: &Controllers, node: &str) -> Ipv4Net {
+    let mut waited = 0u32;
+    loop {
+        match ctl.get::<Node>("", node).await {
+            Ok(Some(n)) => {
+                if let Some(c) = n.spec.pod_cidr.as_deref() {
+                    match c.parse::<Ipv4Net>() {
+                        Ok(net) => return net,
+                        Err(e) => warn!("node {node}: spec.podCIDR {c:?}: {e}"),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!("reading node {node}: {e}"),
+        }
+        waited += 1;
+        if waited.is_multiple_of(50) {
+            warn!("node {node}: still waiting for the controller to assign spec.podCIDR");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The host ports of a pod at `ip`.
+fn host_ports(pod: &Pod, ip: Ipv4Addr) -> Vec<HostPortRule> {
+    pod.spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter())
+        .filter_map(|p| {
+            let h = p.host_port.filter(|h| *h > 0)?;
+            Some(HostPortRule {
+                host_port: u16::try_from(h).ok()?,
+                protocol: proto(p.protocol),
+                pod_ip: ip,
+                container_port: u16::try_from(p.container_port).ok()?,
+            })
+        })
+        .collect()
+}
+
+fn proto(p: Protocol) -> Proto {
+    match p {
+        Protocol::Tcp => Proto::Tcp,
+        Protocol::Udp => Proto::Udp,
+    }
+}
+
+/// What was last applied (None: apply again).
+#[derive(Debug, Default)]
+struct Applied {
+    peers: Option<Vec<Peer>>,
+    rules: Option<String>,
+    dns: Option<HashMap<String, Vec<Ipv4Addr>>>,
+}
+
+/// What the node's network should be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Overlay peers: every other node with a pod CIDR and a WireGuard key.
+    pub peers: Vec<Peer>,
+    /// The nftables rules.
+    pub rules: NodeRules,
+    /// DNS records.
+    pub dns: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+/// Inputs of [`desired`].
+#[derive(Debug)]
+pub struct DesiredInput<'a> {
+    /// This node.
+    pub node: &'a str,
+    /// Settings.
+    pub settings: &'a NetSettings,
+    /// The node's bridge and CIDRs.
+    pub net: &'a NodeNet,
+    /// The node's gateway.
+    pub gateway: Ipv4Addr,
+    /// Every Node.
+    pub nodes: &'a Snapshot<Node>,
+    /// Every Service.
+    pub services: &'a Snapshot<Service>,
+    /// Every Endpoints.
+    pub endpoints: &'a Snapshot<Endpoints>,
+    /// Every Pod.
+    pub pods: &'a Snapshot<Pod>,
+    /// Host ports of the pods on this node.
+    pub host_ports: Vec<HostPortRule>,
+}
+
+/// The node's desired network state from the cluster's objects (pure).
+pub fn desired(i: &DesiredInput<'_>) -> Desired {
+    let mut peers = Vec::new();
+    let mut protected: BTreeSet<(Ipv4Addr, u16)> = i.settings.protected.iter().copied().collect();
+    for n in i.nodes.values() {
+        let st = n.status.as_ref();
+        if let Some(ep) = st.and_then(|s| s.agent_endpoint.as_deref())
+            && let Ok(SocketAddr::V4(a)) = ep.parse::<SocketAddr>()
+        {
+            protected.insert((*a.ip(), a.port()));
+        }
+        if n.metadata.name == i.node {
+            continue;
+        }
+        let (Some(cidr), Some(wg)) = (
+            n.spec
+                .pod_cidr
+                .as_deref()
+                .and_then(|c| c.parse::<Ipv4Net>().ok()),
+            st.and_then(|s| s.wireguard.as_ref()),
+        ) else {
+            continue;
+        };
+        let (Ok(key), Ok(endpoint)) = (
+            shoal_net::wg::parse_public_key(&wg.public_key),
+            wg.endpoint.parse::<SocketAddr>(),
+        ) else {
+            warn!("node {}: bad WireGuard key or endpoint", n.metadata.name);
+            continue;
+        };
+        peers.push(Peer {
+            public_key: key,
+            endpoint,
+            allowed_ips: vec![cidr],
+            keepalive: Some(25),
+        });
+    }
+    let mut services = Vec::new();
+    let mut dns = HashMap::new();
+    for (key, s) in i.services {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        let Some(vip) = s
+            .spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|c| c.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        dns.insert(s.dns_name(), vec![vip]);
+        let ep = i.endpoints.get(key);
+        for sp in &s.spec.ports {
+            let (Ok(port), node_port) = (
+                u16::try_from(sp.port),
+                sp.node_port.and_then(|p| u16::try_from(p).ok()),
+            ) else {
+                continue;
+            };
+            let mut backends: Vec<Backend> = ep
+                .into_iter()
+                .flat_map(|e| e.subsets.iter())
+                .flat_map(|sub| {
+                    let port = sub
+                        .ports
+                        .iter()
+                        .find(|p| p.name == sp.name && p.protocol == sp.protocol)
+                        .and_then(|p| u16::try_from(p.port).ok());
+                    sub.addresses.iter().filter_map(move |a| {
+                        Some(Backend {
+                            ip: a.ip.parse().ok()?,
+                            port: port?,
+                        })
+                    })
+                })
+                .collect();
+            backends.sort_by_key(|b| (b.ip, b.port));
+            backends.dedup();
+            let pname = sp.name.clone().unwrap_or_else(|| sp.port.to_string());
+            services.push(ServiceRule {
+                id: format!("{ns}/{}/{pname}", s.metadata.name),
+                cluster_ip: vip,
+                port,
+                protocol: proto(sp.protocol),
+                node_port,
+                backends,
+            });
+        }
+    }
+    for p in i.pods.values() {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(ip) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        {
+            dns.insert(format!("{}.{ns}.pod.{ZONE}", p.metadata.name), vec![ip]);
+        }
+    }
+    let mut host_ports = i.host_ports.clone();
+    host_ports.sort_by_key(|h| (h.host_port, h.protocol == Proto::Udp, h.pod_ip));
+    Desired {
+        peers,
+        rules: NodeRules {
+            table: TABLE.into(),
+            bridge: i.net.bridge.clone(),
+            pod_cidr: i.net.pod_cidr,
+            cluster_cidr: i.settings.cluster_cidr,
+            service_cidr: i.settings.service_cidr,
+            gateway: i.gateway,
+            services,
+            host_ports,
+            protected: protected.into_iter().collect(),
+        },
+        dns,
+    }
+}
+
+/// `--cleanup`: removes the bridge, veths, service rules and network state.
+pub async fn cleanup(data_dir: &Path, cluster_cidr: Ipv4Net) -> anyhow::Result<()> {
+    let net = NodeNet {
+        bridge: BRIDGE.into(),
+        pod_cidr: shoal_net::ipam::DEFAULT_CLUSTER_CIDR
+            .parse()
+            .context("default cluster CIDR")?,
+        cluster_cidr,
+        mtu: 1420,
+    };
+    shoal_net::link::teardown_node(&net)
+        .await
+        .context("while removing the node bridge")?;
+    tokio::task::spawn_blocking(|| shoal_net::nft::remove(TABLE))
+        .await?
+        .context("while removing the service rules")?;
+    let dir = state_dir(data_dir);
+    // A userspace overlay killed with the agent leaves its UAPI socket behind.
+    if let Ok(iface) = std::fs::read_to_string(dir.join("iface")) {
+        let sock = Path::new("/var/run/wireguard").join(format!("{}.sock", iface.trim()));
+        match std::fs::remove_file(&sock) {
+            Ok(()) => debug!("removed {}", sock.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("removing {}: {e}", sock.display()),
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("while removing {}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,674 @@
+//! The pod network on 1 controller + 3 agents: pod IPs from each node's
+//! CIDR, pod-to-pod TCP and UDP across nodes through the WireGuard overlay
+//! (and nothing else on the underlay), `wg show`, a Service over 3 replicas
+//! with readiness and scaling, DNS, NodePort and hostPort from the underlay,
+//! fail-closed when the agent dies, membership changes, and cleanup.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{NetnsCluster, eventually, is_ready, name_of, node_of};
+
+const ECHO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:latest
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && touch /tmp/ready && exec httpd -f -p 8080 -h /www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          exec: {command: [cat, /tmp/ready]}
+          periodSeconds: 1
+        resources: {requests: {cpu: 10m, memory: 8Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: http, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: published, labels: {role: published}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox:latest
+    command: [sh, -c, "mkdir -p /www && echo published > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080, hostPort: 18080}]
+"#;
+
+/// `(name, node, ip)` of the pods matching `selector`, once all are Running with an IP.
+fn pod_ips(c: &NetnsCluster, selector: &str, n: usize) -> Vec<(String, String, String)> {
+    eventually(
+        &format!("{n} pods {selector} with IPs"),
+        Duration::from_secs(60),
+        || {
+            let pods = c.pods(selector)?;
+            let out: Vec<_> = pods
+                .iter()
+                .filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+                .filter_map(|p| {
+                    let ip = p.pointer("/status/podIP")?.as_str()?;
+                    Some((name_of(p).into(), node_of(p).into(), ip.to_string()))
+                })
+                .collect();
+            if out.len() == n {
+                Ok(out)
+            } else {
+                Err(format!("{} of {n} ready with an IP", out.len()))
+            }
+        },
+    )
+}
+
+/// Runs `sh -c script` in a pod through shoalctl exec.
+fn sh(c: &NetnsCluster, pod: &str, script: &str) -> Result<String, String> {
+    let out = c.ctl(&["exec", pod, "--", "sh", "-c", script]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "exec {pod} {script:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs a command inside a node's network namespace (through netns-cluster exec).
+fn on_node(c: &NetnsCluster, node: &str, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", node, "--"];
+    args.extend_from_slice(cmd);
+    c.script(&args)
+}
+
+/// The node's number (`node2` → 2).
+fn num(node: &str) -> String {
+    node.trim_start_matches("node").to_string()
+}
+
+/// The network namespace file of a pod (from its uid, as the agent names sandboxes).
+fn pod_netns(c: &NetnsCluster, pod: &str) -> String {
+    let p = c.json(&["get", "pod", pod]).expect("get pod");
+    let uid: String = p["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    format!(
+        "/run/shoal-netns/{}/n{}/data/pods/p{uid}/netns",
+        c.name,
+        num(node_of(&p))
+    )
+}
+
+/// A UDP socket bound inside the network namespace at `netns`.
+fn udp_in(netns: &str, bind: SocketAddr) -> UdpSocket {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
+        // SAFETY: setns on this short-lived thread only; the fd is valid.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {netns}: {}", std::io::Error::last_os_error());
+        UdpSocket::bind(bind).expect("bind udp")
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// A capture on a node's underlay link, stopped (by PID) on drop.
+struct Capture {
+    child: Option<Child>,
+    file: String,
+}
+
+impl Capture {
+    fn start(c: &NetnsCluster, node: &str, file: &str) -> Capture {
+        let ns = format!("shoal-{}-n{}", c.name, num(node));
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "tcpdump", "-i", "eth0", "-n", "-U", "-w", file,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        std::thread::sleep(Duration::from_millis(700));
+        Capture {
+            child: Some(child),
+            file: file.to_string(),
+        }
+    }
+
+    /// Stops the capture and returns its packets as tcpdump prints them.
+    fn lines(mut self) -> Vec<String> {
+        self.stop();
+        let out = Command::new("tcpdump")
+            .args(["-n", "-r", &self.file])
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut ch) = self.child.take() {
+            // SAFETY: signalling the child we started, by its PID.
+            unsafe { libc::kill(ch.id() as i32, libc::SIGINT) };
+            let _ = ch.wait();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Packets of a capture that carry a pod address in clear.
+fn clear_pod_packets(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.contains(" 10.244."))
+        .cloned()
+        .collect()
+}
+
+/// Ready endpoint IPs of service `web`.
+fn endpoint_ips(c: &NetnsCluster) -> BTreeSet<String> {
+    let Ok(e) = c.json(&["get", "endpoints", "web"]) else {
+        return BTreeSet::new();
+    };
+    e["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["ip"].as_str().map(String::from))
+        .collect()
+}
+
+/// Distinct backends (their hostnames) answering 60 requests to `url` from `pod`.
+fn backends(c: &NetnsCluster, pod: &str, url: &str) -> BTreeMap<String, usize> {
+    let out = sh(
+        c,
+        pod,
+        &format!("for i in $(seq 60); do timeout 5 wget -qO- {url} || echo FAIL; done"),
+    )
+    .expect("requests");
+    let mut m = BTreeMap::new();
+    for l in out.lines() {
+        *m.entry(l.trim().to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Peers (public keys) `wg show IFACE peers` lists on a node.
+fn wg_peers(c: &NetnsCluster, node: &str) -> BTreeSet<String> {
+    let out = on_node(c, node, &["wg", "show", &format!("wg-{node}"), "peers"]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+fn wg_key(c: &NetnsCluster, node: &str) -> String {
+    c.json(&["get", "node", node]).expect("node")["status"]["wireguard"]["publicKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, TUN, nftables, containers"]
+fn pod_network_overlay_services_dns_and_ports() {
+    let c = NetnsCluster::up("e2enet", 1, 3, &[]);
+    let nodes = ["node1", "node2", "node3"];
+    // Every node gets a distinct /24 of the cluster CIDR and publishes its key.
+    let cidrs: BTreeSet<String> = eventually("pod CIDRs", Duration::from_secs(20), || {
+        let mut s = BTreeSet::new();
+        for n in nodes {
+            let v = c.json(&["get", "node", n])?;
+            let cidr = v.pointer("/spec/podCIDR").and_then(Value::as_str);
+            let key = v
+                .pointer("/status/wireguard/publicKey")
+                .and_then(Value::as_str);
+            match (cidr, key) {
+                (Some(cidr), Some(_)) => s.insert(cidr.to_string()),
+                _ => return Err(format!("{n}: no podCIDR or WireGuard key yet")),
+            };
+        }
+        Ok(s)
+    });
+    assert_eq!(cidrs.len(), 3, "{cidrs:?}");
+    assert!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.244.") && c.ends_with("/24"))
+    );
+
+    c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
+    let out = c.apply(ECHO);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo = pod_ips(&c, "app=echo", 3);
+    let spread: BTreeSet<&str> = echo.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert!(spread.len() >= 2, "replicas on one node only: {echo:?}");
+    for (name, node, ip) in &echo {
+        let cidr = c.json(&["get", "node", node]).expect("node")["spec"]["podCIDR"]
+            .as_str()
+            .expect("cidr")
+            .to_string();
+        let prefix = cidr.trim_end_matches("0/24");
+        assert!(
+            ip.starts_with(prefix),
+            "{name} on {node}: {ip} not in {cidr}"
+        );
+    }
+
+    // Pod to pod, across nodes, TCP (wget) and ICMP, while capturing the underlay.
+    let cap = Capture::start(&c, &echo[0].1, "/tmp/shoal-e2enet-cap1.pcap");
+    for (from, _, _) in &echo {
+        for (to, _, ip) in &echo {
+            let got = eventually(&format!("{from} -> {to}"), Duration::from_secs(20), || {
+                sh(&c, from, &format!("timeout 5 wget -qO- http://{ip}:8080/"))
+            });
+            assert_eq!(got.trim(), to.as_str(), "{from} reached {ip}");
+        }
+        let (_, _, other) = echo.iter().find(|(n, _, _)| n != from).expect("other");
+        sh(&c, from, &format!("ping -c1 -W2 {other}")).expect("ping");
+    }
+    // UDP between pods on different nodes, both ways.
+    let (a, b) = {
+        let a = &echo[0];
+        let b = echo
+            .iter()
+            .find(|p| p.1 != a.1)
+            .expect("pod on another node");
+        (a.clone(), b.clone())
+    };
+    let sa = udp_in(&pod_netns(&c, &a.0), "0.0.0.0:9999".parse().expect("addr"));
+    let sb = udp_in(&pod_netns(&c, &b.0), "0.0.0.0:9999".parse().expect("addr"));
+    sb.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    sa.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let b_ip: Ipv4Addr = b.2.parse().expect("ip");
+    let a_ip: Ipv4Addr = a.2.parse().expect("ip");
+    sa.send_to(b"hello b", (b_ip, 9999)).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = sb.recv_from(&mut buf).expect("b receives UDP from a");
+    assert_eq!((&buf[..n], from.ip()), (&b"hello b"[..], a_ip.into()));
+    sb.send_to(b"hello a", from).expect("send back");
+    let (n, _) = sa.recv_from(&mut buf).expect("a receives the UDP reply");
+    assert_eq!(&buf[..n], b"hello a");
+    let lines = cap.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(".51820:") && l.contains("UDP")),
+        "no WireGuard packets captured: {:?}",
+        &lines[..lines.len().min(10)]
+    );
+    let clear = clear_pod_packets(&lines);
+    assert!(
+        clear.is_empty(),
+        "pod addresses in clear on the underlay: {clear:?}"
+    );
+
+    // wg show lists the other two nodes with a handshake.
+    for n in nodes {
+        let want: BTreeSet<String> = nodes
+            .iter()
+            .filter(|m| **m != n)
+            .map(|m| wg_key(&c, m))
+            .collect();
+        assert_eq!(wg_peers(&c, n), want, "peers of {n}");
+    }
+    let out = on_node(&c, &a.1, &["wg", "show", &format!("wg-{}", a.1)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("latest handshake"), "{text}");
+
+    // The Service answers from all 3 replicas, by VIP and by DNS name.
+    let svc = eventually(
+        "service web with a clusterIP",
+        Duration::from_secs(10),
+        || {
+            let s = c.json(&["get", "svc", "web"])?;
+            s.pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| "no clusterIP".to_string())
+        },
+    );
+    assert!(svc.starts_with("10.96."), "{svc}");
+    eventually("3 endpoints", Duration::from_secs(10), || {
+        let e = endpoint_ips(&c);
+        if e.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{e:?}"))
+        }
+    });
+    let client = &echo[0].0;
+    let seen = eventually("all 3 backends answer", Duration::from_secs(20), || {
+        let m = backends(&c, client, &format!("http://{svc}/"));
+        if m.len() == 3 && !m.contains_key("FAIL") {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    });
+    let names: BTreeSet<String> = echo.iter().map(|p| p.0.clone()).collect();
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), names);
+    let ns = sh(&c, client, "nslookup web.default.svc.shoal.local").expect("nslookup");
+    assert!(ns.contains(&svc), "{ns}");
+    let t = Instant::now();
+    let bad = sh(&c, client, "nslookup nosuch.default.svc.shoal.local");
+    assert!(bad.is_err(), "unknown name resolved: {bad:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "NXDOMAIN took {:?}",
+        t.elapsed()
+    );
+    let by_name = sh(&c, client, "timeout 5 wget -qO- http://web/").expect("wget by short name");
+    assert!(names.contains(by_name.trim()), "{by_name}");
+
+    // A replica failing its readiness probe gets no traffic until it recovers.
+    let sick = &echo[1];
+    sh(&c, &sick.0, "rm /tmp/ready").expect("unready");
+    eventually("sick endpoint removed", Duration::from_secs(10), || {
+        let e = endpoint_ips(&c);
+        if e.len() == 2 && !e.contains(&sick.2) {
+            Ok(())
+        } else {
+            Err(format!("{e:?}"))
+        }
+    });
+    let m = backends(&c, client, &format!("http://{svc}/"));
+    assert!(!m.contains_key(&sick.0) && !m.contains_key("FAIL"), "{m:?}");
+    sh(&c, &sick.0, "touch /tmp/ready").expect("ready again");
+    eventually("sick endpoint back", Duration::from_secs(10), || {
+        let e = endpoint_ips(&c);
+        if e.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{e:?}"))
+        }
+    });
+
+    // Scaling down updates the endpoints within 2 s.
+    let t = Instant::now();
+    c.ctl_ok(&["scale", "deployment", "echo", "--replicas", "2"]);
+    eventually("2 endpoints", Duration::from_secs(10), || {
+        let e = endpoint_ips(&c);
+        if e.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{e:?}"))
+        }
+    });
+    assert!(
+        t.elapsed() <= Duration::from_secs(2),
+        "endpoints took {:?}",
+        t.elapsed()
+    );
+    c.ctl_ok(&["scale", "deployment", "echo", "--replicas", "3"]);
+    pod_ips(&c, "app=echo", 3);
+
+    // NodePort and hostPort from the underlay of another node.
+    let ips: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| {
+            let v = c.json(&["get", "node", n]).expect("node");
+            let ip = v["status"]["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                .and_then(|x| x["address"].as_str())
+                .expect("InternalIP")
+                .to_string();
+            (n.to_string(), ip)
+        })
+        .collect();
+    let got = eventually(
+        "NodePort from the underlay",
+        Duration::from_secs(15),
+        || {
+            let out = on_node(
+                &c,
+                "node2",
+                &[
+                    "timeout",
+                    "5",
+                    "busybox",
+                    "wget",
+                    "-qO-",
+                    &format!("http://{}:30080/", ips["node1"]),
+                ],
+            );
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
+    assert!(
+        names.iter().any(|n| got.trim() == n) || got.trim().starts_with("echo-"),
+        "{got}"
+    );
+    let published = pod_ips(&c, "role=published", 1);
+    let host = &published[0].1;
+    let other = nodes
+        .iter()
+        .find(|n| **n != host.as_str())
+        .expect("other node");
+    let got = eventually(
+        "hostPort from the underlay",
+        Duration::from_secs(15),
+        || {
+            let out = on_node(
+                &c,
+                other,
+                &[
+                    "timeout",
+                    "5",
+                    "busybox",
+                    "wget",
+                    "-qO-",
+                    &format!("http://{}:18080/", ips[host.as_str()]),
+                ],
+            );
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
+    assert_eq!(got.trim(), "published");
+
+    // Isolation: pods cannot reach the agent's or the controller's API port.
+    let agent_ep = format!("{}:7100", ips[&echo[0].1]);
+    let r = sh(
+        &c,
+        client,
+        &format!(
+            "nc -w 2 {} </dev/null && echo OPEN",
+            agent_ep.replace(':', " ")
+        ),
+    );
+    assert!(
+        !r.unwrap_or_default().contains("OPEN"),
+        "pod reached the agent API {agent_ep}"
+    );
+
+    // Deleting a pod removes its veth (the standalone one: nothing replaces it).
+    let before = veths(&c, host);
+    c.ctl_ok(&["delete", "pod", "published"]);
+    eventually(
+        "veth of the deleted pod gone",
+        Duration::from_secs(20),
+        || {
+            let now = veths(&c, host);
+            if now.len() + 1 == before.len() {
+                Ok(())
+            } else {
+                Err(format!("{before:?} -> {now:?}"))
+            }
+        },
+    );
+}
+
+/// Host-side pod veths on a node.
+fn veths(c: &NetnsCluster, node: &str) -> Vec<String> {
+    let out = on_node(c, node, &["ip", "-o", "link", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("vsh"))
+        .collect()
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, TUN, nftables, containers"]
+fn overlay_fails_closed_and_follows_membership() {
+    let c = NetnsCluster::up("e2enet2", 1, 3, &[]);
+    c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  nodeSelector: {node: node1}\n  containers:\n  - {name: a, image: busybox:latest, command: [sh, -c, 'mkdir -p /www && echo a > /www/index.html && exec httpd -f -p 8080 -h /www']}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  nodeSelector: {node: node2}\n  containers:\n  - {name: b, image: busybox:latest, command: [sh, -c, 'mkdir -p /www && echo b > /www/index.html && exec httpd -f -p 8080 -h /www']}\n";
+    let out = c.apply(pods);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ip_of = |name: &str| -> String {
+        eventually(
+            &format!("{name} has an IP"),
+            Duration::from_secs(60),
+            || {
+                let p = c.json(&["get", "pod", name])?;
+                p.pointer("/status/podIP")
+                    .and_then(Value::as_str)
+                    .filter(|_| is_ready(&p))
+                    .map(String::from)
+                    .ok_or_else(|| "not yet".to_string())
+            },
+        )
+    };
+    let (ip_a, ip_b) = (ip_of("a"), ip_of("b"));
+    eventually("a reaches b", Duration::from_secs(20), || {
+        sh(&c, "a", &format!("timeout 5 wget -qO- http://{ip_b}:8080/"))
+    });
+    let cid = |name: &str| -> String {
+        c.json(&["get", "pod", name]).expect("pod")["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (cid_a, cid_b) = (cid("a"), cid("b"));
+
+    // Kill node1's agent (and with it its userspace WireGuard): traffic from a
+    // to b must not leave node1 in clear.
+    let cap = Capture::start(&c, "node1", "/tmp/shoal-e2enet-cap2.pcap");
+    kill_agent(&c, "n1");
+    let r = sh(&c, "b", &format!("timeout 5 wget -qO- http://{ip_a}:8080/"));
+    assert!(
+        r.is_err(),
+        "b reached a while node1's overlay was down: {r:?}"
+    );
+    // Send from inside pod a's netns directly (exec needs the dead agent).
+    let sa = udp_in(&pod_netns(&c, "a"), "0.0.0.0:0".parse().expect("addr"));
+    let _ = sa.send_to(
+        b"must not leak",
+        (ip_b.parse::<Ipv4Addr>().expect("ip"), 9999),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = cap.lines();
+    let clear = clear_pod_packets(&lines);
+    assert!(
+        clear.is_empty(),
+        "pod traffic in clear with the agent down: {clear:?}"
+    );
+
+    assert!(c.script(&["start", "n1"]).status.success());
+    eventually("a reaches b again", Duration::from_secs(30), || {
+        sh(&c, "a", &format!("timeout 5 wget -qO- http://{ip_b}:8080/"))
+    });
+    eventually("b reaches a again", Duration::from_secs(30), || {
+        sh(&c, "b", &format!("timeout 5 wget -qO- http://{ip_a}:8080/"))
+    });
+    assert_eq!((cid("a"), cid("b")), (cid_a, cid_b), "pods were restarted");
+
+    // A removed node disappears from every peer list; re-added, it comes back.
+    let k3 = wg_key(&c, "node3");
+    eventually("node3 is a peer", Duration::from_secs(10), || {
+        if wg_peers(&c, "node1").contains(&k3) {
+            Ok(())
+        } else {
+            Err("no".into())
+        }
+    });
+    kill_agent(&c, "n3");
+    c.ctl_ok(&["delete", "node", "node3"]);
+    eventually("node3 gone from peers", Duration::from_secs(10), || {
+        let (p1, p2) = (wg_peers(&c, "node1"), wg_peers(&c, "node2"));
+        if !p1.contains(&k3) && !p2.contains(&k3) && p1.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{p1:?} {p2:?}"))
+        }
+    });
+    assert!(c.script(&["start", "n3"]).status.success());
+    eventually("node3 a peer again", Duration::from_secs(20), || {
+        let (p1, p2) = (wg_peers(&c, "node1"), wg_peers(&c, "node2"));
+        if p1.contains(&k3) && p2.contains(&k3) {
+            Ok(())
+        } else {
+            Err(format!("{p1:?} {p2:?}"))
+        }
+    });
+}
+
+/// SIGKILLs a node's agent (its main process) and waits until it is gone.
+fn kill_agent(c: &NetnsCluster, node: &str) {
+    let pid = c.main_pid(node);
+    // SAFETY: kill(2) of the agent process this test's cluster started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    eventually("the agent process to exit", Duration::from_secs(10), || {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            Err(format!("pid {pid} still exists"))
+        } else {
+            Ok(())
+        }
+    });
+}
