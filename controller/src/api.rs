@@ -218,13 +218,27 @@ impl ClusterService {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(cur) = self.store.get(&key, Consistency::Linearizable).await? else {
+            // The first read is local (agents' heartbeats come here every few seconds); the
+            // write's revision precondition catches a stale one, and later reads are
+            // linearizable.
+            let consistency = if attempt == 1 {
+                Consistency::Local
+            } else {
+                Consistency::Linearizable
+            };
+            let Some(cur) = self.store.get(&key, consistency).await? else {
+                if attempt == 1 {
+                    continue;
+                }
                 return Err(StoreError::NotFound { key }.into());
             };
             let cur_rev = revision_of(&cur);
             if let Some(r) = client_rev
                 && r != cur_rev
             {
+                if attempt == 1 {
+                    continue;
+                }
                 return Err(StoreError::Conflict {
                     key,
                     expected: r,

@@ -32,6 +32,8 @@ pub struct Cache {
     pub services: BTreeMap<String, Service>,
     /// Endpoints by key.
     pub endpoints: BTreeMap<String, Endpoints>,
+    /// How many Nodes the last pod CIDR plan left without a block (warned once per change).
+    pub cidr_exhausted: usize,
     /// Revision of the last change seen per key (also for deletions), so that a late
     /// watch event never overrides a newer write outcome.
     revs: HashMap<String, u64>,

@@ -261,8 +261,9 @@ async fn pass(
     Ok(retry)
 }
 
-/// Gives Nodes without `spec.podCIDR` one ([`podcidr::plan`]). Runs only when the cache
-/// shows such a Node; then plans from a fresh list of the Nodes read after the allocator
+/// Gives Nodes without `spec.podCIDR` one ([`podcidr::plan`]). Acts only when the plan on
+/// the cache assigns something (and warns when the set of Nodes left without a block
+/// changes size); then it plans from a fresh list of the Nodes read after the allocator
 /// key [`podcidr::ALLOCATOR_KEY`], and writes the Nodes together with a CAS on that key,
 /// so that even two overlapping sessions (around a leader change) never hand out one block
 /// twice. Returns true when the write must be retried.
@@ -271,11 +272,19 @@ async fn assign_pod_cidrs(
     cfg: &ReconcileConfig,
     cache: &mut Cache,
 ) -> Result<bool, ReconcileError> {
-    if !cache
-        .nodes
-        .values()
-        .any(|n| n.spec.pod_cidr.is_none() && n.metadata.deletion_timestamp.is_none())
-    {
+    let cached = podcidr::plan(&cache.nodes, &cfg.net);
+    if cached.exhausted.len() != cache.cidr_exhausted {
+        cache.cidr_exhausted = cached.exhausted.len();
+        if !cached.exhausted.is_empty() {
+            warn!(
+                nodes = ?cached.exhausted,
+                cluster_cidr = %cfg.net.cluster_cidr,
+                "no free /{} left in the cluster CIDR for these nodes",
+                cfg.net.node_prefix
+            );
+        }
+    }
+    if cached.actions.is_empty() {
         return Ok(false);
     }
     let lock = store
@@ -290,14 +299,6 @@ async fn assign_pod_cidrs(
         })
         .collect();
     let plan = podcidr::plan(&nodes, &cfg.net);
-    if !plan.exhausted.is_empty() {
-        warn!(
-            nodes = ?plan.exhausted,
-            cluster_cidr = %cfg.net.cluster_cidr,
-            "no free /{} left in the cluster CIDR for these nodes",
-            cfg.net.node_prefix
-        );
-    }
     if plan.actions.is_empty() {
         return Ok(false);
     }
