@@ -545,3 +545,146 @@ pub async fn cleanup(data_dir: &Path, cluster_cidr: Ipv4Net) -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use serde_json::json;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn snap<T: shoal_api::Resource>(items: Vec<T>) -> Snapshot<T> {
+        items.into_iter().map(|o| (mirror::key_of(&o), o)).collect()
+    }
+
+    fn node(name: &str, cidr: &str, ip: &str, key: &str) -> Node {
+        obj(json!({
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidr},
+            "status": {
+                "agentEndpoint": format!("{ip}:7100"),
+                "wireguard": {"publicKey": key, "endpoint": format!("{ip}:51820")}
+            }
+        }))
+    }
+
+    #[test]
+    fn desired_state_from_cluster_objects() {
+        let k2 = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+        let nodes = snap(vec![
+            node(
+                "n1",
+                "10.244.0.0/24",
+                "10.0.0.1",
+                &base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
+            ),
+            node("n2", "10.244.1.0/24", "10.0.0.2", &k2),
+            // No pod CIDR yet: not a peer, but its agent port is still protected.
+            obj(json!({"metadata": {"name": "n3"}, "status": {"agentEndpoint": "10.0.0.3:7100"}})),
+        ]);
+        let services = snap(vec![obj::<Service>(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "selector": {"app": "web"}, "clusterIP": "10.96.0.5",
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]}
+        }))]);
+        let endpoints = snap(vec![obj::<Endpoints>(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "10.244.1.7"}, {"ip": "10.244.0.3"}],
+                         "notReadyAddresses": [{"ip": "10.244.0.9"}],
+                         "ports": [{"name": "http", "port": 8080}, {"name": "dns", "port": 5353, "protocol": "UDP"}]}]
+        }))]);
+        let pods = snap(vec![obj::<Pod>(json!({
+            "metadata": {"name": "web-1", "namespace": "default"},
+            "spec": {"containers": [{"name": "a", "image": "x"}]},
+            "status": {"podIP": "10.244.0.3"}
+        }))]);
+        let settings = NetSettings {
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.96.0.0/16".parse().unwrap(),
+            wireguard_port: 51820,
+            mtu: 1420,
+            host_ip: "10.0.0.1".parse().unwrap(),
+            protected: vec![("10.0.0.10".parse().unwrap(), 7000)],
+        };
+        let net = NodeNet {
+            bridge: BRIDGE.into(),
+            pod_cidr: "10.244.0.0/24".parse().unwrap(),
+            cluster_cidr: settings.cluster_cidr,
+            mtu: 1420,
+        };
+        let d = desired(&DesiredInput {
+            node: "n1",
+            settings: &settings,
+            net: &net,
+            gateway: "10.244.0.1".parse().unwrap(),
+            nodes: &nodes,
+            services: &services,
+            endpoints: &endpoints,
+            pods: &pods,
+            host_ports: vec![],
+        });
+        assert_eq!(d.peers.len(), 1, "{:?}", d.peers);
+        assert_eq!(d.peers[0].public_key, [2u8; 32]);
+        assert_eq!(d.peers[0].endpoint, "10.0.0.2:51820".parse().unwrap());
+        assert_eq!(
+            d.peers[0].allowed_ips,
+            vec!["10.244.1.0/24".parse().unwrap()]
+        );
+        let prot: BTreeSet<_> = d.rules.protected.iter().copied().collect();
+        for (ip, port) in [
+            ("10.0.0.10", 7000),
+            ("10.0.0.1", 7100),
+            ("10.0.0.2", 7100),
+            ("10.0.0.3", 7100),
+        ] {
+            assert!(
+                prot.contains(&(ip.parse().unwrap(), port)),
+                "{ip}:{port} not protected"
+            );
+        }
+        assert_eq!(d.rules.services.len(), 2);
+        let http = d.rules.services.iter().find(|s| s.port == 80).unwrap();
+        assert_eq!(http.node_port, Some(30080));
+        assert_eq!(http.protocol, Proto::Tcp);
+        let ips: Vec<_> = http
+            .backends
+            .iter()
+            .map(|b| (b.ip.to_string(), b.port))
+            .collect();
+        assert_eq!(
+            ips,
+            vec![("10.244.0.3".into(), 8080), ("10.244.1.7".into(), 8080)],
+            "ready only, sorted"
+        );
+        let dns = d.rules.services.iter().find(|s| s.port == 53).unwrap();
+        assert_eq!((dns.protocol, dns.backends[0].port), (Proto::Udp, 5353));
+        assert_eq!(
+            d.dns["web.default.svc.shoal.local"],
+            vec![Ipv4Addr::new(10, 96, 0, 5)]
+        );
+        assert_eq!(
+            d.dns["web-1.default.pod.shoal.local"],
+            vec![Ipv4Addr::new(10, 244, 0, 3)]
+        );
+    }
+
+    #[test]
+    fn host_ports_of_a_pod() {
+        let p: Pod = obj(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "x",
+                "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 53, "protocol": "UDP", "hostPort": 5353}, {"containerPort": 9}]}]}
+        }));
+        let hp = host_ports(&p, Ipv4Addr::new(10, 244, 0, 2));
+        assert_eq!(hp.len(), 2);
+        assert_eq!(
+            (hp[0].host_port, hp[0].container_port, hp[0].protocol),
+            (8080, 80, Proto::Tcp)
+        );
+        assert_eq!((hp[1].host_port, hp[1].protocol), (5353, Proto::Udp));
+    }
+}
