@@ -259,3 +259,36 @@ fn whiteouts_and_opaque_directories_hide_lower_layers() {
         vec!["stdout keep", "stdout new", "stdout vi-gone"]
     );
 }
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn descriptors_the_caller_leaked_do_not_reach_the_container() {
+    let t = TestRuntime::new("fds");
+    // Descriptors without close-on-exec, as a userspace WireGuard's TUN
+    // device and sockets in the agent would be.
+    let fds: Vec<i32> = (0..5)
+        // SAFETY: opening a file; the descriptors are closed below.
+        .map(|_| unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) })
+        .collect();
+    assert!(
+        fds.iter().all(|fd| *fd > 2),
+        "open: {}",
+        std::io::Error::last_os_error()
+    );
+    let pod = t.pod("fds-pod");
+    t.rt.create_and_start(&pod, t.sh("fds-c", "ls /proc/self/fd"))
+        .expect("start");
+    let st = t.rt.wait("fds-c", Duration::from_secs(20)).expect("wait");
+    for fd in fds {
+        // SAFETY: closing a descriptor opened above.
+        unsafe { libc::close(fd) };
+    }
+    let lines = t.log_lines("fds-c");
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?} {lines:?}");
+    let seen: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("stdout "))
+        .collect();
+    // 0-2 and the one `ls` opened for /proc/self/fd.
+    assert!(seen.len() <= 4, "container inherited descriptors: {seen:?}");
+}
