@@ -322,6 +322,41 @@ fn two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
         assert!(link.contains("mtu 1420") && link.contains(",UP"), "{link}");
     }
     assert_eq!(c.overlays[1].listen_port(), 51820);
+    // The device's UDP sockets got large buffers (boringtun leaves the default).
+    for (i, o) in c.overlays.iter().enumerate() {
+        let ss = c.ns[i]
+            .exec(&["ss", "-uanm", &format!("sport = :{}", o.listen_port())])
+            .output()
+            .expect("ss");
+        let text = String::from_utf8_lossy(&ss.stdout);
+        let rb: Vec<u64> = text
+            .split("skmem:(")
+            .skip(1)
+            .filter_map(|m| m.split(',').find_map(|f| f.strip_prefix("rb")))
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert!(!rb.is_empty() && rb.iter().all(|b| *b >= 4 << 20), "{text}");
+    }
+    // The TUN fds do not leak into processes we spawn.
+    let mut tuns = 0;
+    for e in std::fs::read_dir("/proc/self/fd").expect("fds").flatten() {
+        if std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/net/tun")) {
+            let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(e.file_name()))
+                .unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .expect("flags");
+            assert!(
+                flags & 0o2000000 != 0,
+                "tun fd {:?} without O_CLOEXEC",
+                e.file_name()
+            );
+            tuns += 1;
+        }
+    }
+    assert!(tuns >= 2, "found {tuns} tun fds");
     c.connect_both();
 
     // Capture the underlay while traffic flows.
