@@ -36,6 +36,8 @@ impl Agent {
         let child = Command::new(agent_bin())
             .args(["--name", node, "--controller", &c.addr, "--listen"])
             .arg(format!("127.0.0.1:{}", free_port()))
+            // Agents of these tests share the host's network namespace: no pod network.
+            .args(["--network", "none"])
             .args(["--heartbeat-interval", "0.5", "--log", "info", "--data-dir"])
             .arg(&data)
             .stdin(Stdio::null())
@@ -64,7 +66,7 @@ impl Drop for Agent {
             let _ = c.wait();
         }
         match Command::new(agent_bin())
-            .arg("--cleanup")
+            .args(["--cleanup", "--network", "none"])
             .arg("--data-dir")
             .arg(&self.data)
             .output()

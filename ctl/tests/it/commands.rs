@@ -20,12 +20,12 @@ fn apply_is_atomic_and_reports_each_action() {
     let out = c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert_eq!(
         out,
-        "deployment/web created\nservice/web created\npod/web-1 created\n"
+        "deployment/web created\nservice/web created\npod/client created\n"
     );
 
     let again = c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert!(again.contains("deployment/web unchanged\n"), "{again}");
-    assert!(again.contains("pod/web-1 "), "{again}");
+    assert!(again.contains("pod/client "), "{again}");
 
     // Change one field: only that object is configured.
     let text = std::fs::read_to_string(workspace().join("examples/web.yaml")).unwrap();
@@ -142,7 +142,7 @@ fn get_formats_selectors_and_namespaces() {
         lines[0].split_whitespace().collect::<Vec<_>>(),
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     );
-    assert!(lines.iter().any(|l| l.starts_with("web-1 ")), "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("client ")), "{table}");
     assert!(!table.contains("elsewhere"), "{table}");
 
     let wide = c.ctl(&["get", "pods", "-o", "wide"]).ok();
@@ -166,9 +166,9 @@ fn get_formats_selectors_and_namespaces() {
     assert_eq!(staging, "pod/elsewhere\n");
 
     let selected = c
-        .ctl(&["get", "pods", "-l", "app=web-standalone", "-o", "name"])
+        .ctl(&["get", "pods", "-l", "app=client", "-o", "name"])
         .ok();
-    assert_eq!(selected, "pod/web-1\n");
+    assert_eq!(selected, "pod/client\n");
     let none = c.ctl(&["get", "pods", "-l", "app=nothing"]);
     assert_eq!(
         (none.code, none.stdout.as_str(), none.stderr.as_str()),
@@ -179,7 +179,7 @@ fn get_formats_selectors_and_namespaces() {
 
     // (The deployment's pods may exist too, if the controller runs reconcilers.)
     let list = json(
-        &c.ctl(&["get", "pods", "-l", "app=web-standalone", "-o", "json"])
+        &c.ctl(&["get", "pods", "-l", "app=client", "-o", "json"])
             .ok(),
     );
     assert_eq!(
@@ -187,14 +187,14 @@ fn get_formats_selectors_and_namespaces() {
         (Some("List"), Some("shoal/v1"))
     );
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    assert_eq!(list["items"][0]["metadata"]["name"], "web-1");
+    assert_eq!(list["items"][0]["metadata"]["name"], "client");
     let empty = json(&c.ctl(&["get", "nodes", "-o", "json"]).ok());
     assert_eq!(empty["items"], serde_json::json!([]));
 
     let yaml: Value =
-        serde_yaml_ng::from_str(&c.ctl(&["get", "pod", "web-1", "-o", "yaml"]).ok()).unwrap();
+        serde_yaml_ng::from_str(&c.ctl(&["get", "pod", "client", "-o", "yaml"]).ok()).unwrap();
     assert_eq!(yaml["kind"], "Pod");
-    assert_eq!(yaml["metadata"]["name"], "web-1");
+    assert_eq!(yaml["metadata"]["name"], "client");
     assert!(yaml["metadata"]["resourceVersion"].is_string(), "{yaml}");
 
     let deploys = c.ctl(&["get", "deployments"]).ok();
@@ -265,7 +265,7 @@ fn describe_shows_the_object() {
     ] {
         assert!(d.contains(needle), "missing {needle:?} in:\n{d}");
     }
-    let p = c.ctl(&["describe", "pod/web-1"]).ok();
+    let p = c.ctl(&["describe", "pod/client"]).ok();
     assert!(p.contains("Containers:\n  app:\n"), "{p}");
     assert!(p.contains("Command:"), "{p}");
     let s = c.ctl(&["describe", "svc", "web"]).ok();
@@ -285,60 +285,60 @@ fn label_read_modify_write_like_kubectl() {
     let c = Controller::start();
     c.ctl(&["apply", "-f", &web_yaml()]).ok();
     let labels = |c: &Controller| {
-        json(&c.ctl(&["get", "pod", "web-1", "-o", "json"]).ok())["metadata"]["labels"].clone()
+        json(&c.ctl(&["get", "pod", "client", "-o", "json"]).ok())["metadata"]["labels"].clone()
     };
 
     assert_eq!(
-        c.ctl(&["label", "pod", "web-1", "tier=frontend"]).ok(),
-        "pod/web-1 labeled\n"
+        c.ctl(&["label", "pod", "client", "tier=frontend"]).ok(),
+        "pod/client labeled\n"
     );
     assert_eq!(labels(&c)["tier"], "frontend");
-    let e = c.ctl(&["label", "pod", "web-1", "tier=backend"]).err();
+    let e = c.ctl(&["label", "pod", "client", "tier=backend"]).err();
     assert_eq!(
         e,
         "error: 'tier' already has a value (frontend), and --overwrite is false"
     );
     assert_eq!(labels(&c)["tier"], "frontend");
     assert_eq!(
-        c.ctl(&["label", "pod/web-1", "tier=backend", "--overwrite"])
+        c.ctl(&["label", "pod/client", "tier=backend", "--overwrite"])
             .ok(),
-        "pod/web-1 labeled\n"
+        "pod/client labeled\n"
     );
     assert_eq!(labels(&c)["tier"], "backend");
     assert_eq!(
-        c.ctl(&["label", "pod", "web-1", "tier=backend"]).ok(),
-        "pod/web-1 not labeled\n"
+        c.ctl(&["label", "pod", "client", "tier=backend"]).ok(),
+        "pod/client not labeled\n"
     );
     assert_eq!(
-        c.ctl(&["label", "pod", "web-1", "tier-"]).ok(),
-        "pod/web-1 labeled\n"
+        c.ctl(&["label", "pod", "client", "tier-"]).ok(),
+        "pod/client labeled\n"
     );
     assert!(labels(&c).get("tier").is_none());
-    assert_eq!(labels(&c)["app"], "web-standalone");
+    assert_eq!(labels(&c)["app"], "client");
 
     // The selector now sees the label changes.
-    c.ctl(&["label", "pod", "web-1", "env=prod"]).ok();
+    c.ctl(&["label", "pod", "client", "env=prod"]).ok();
     assert_eq!(
         c.ctl(&["get", "pods", "-l", "env=prod", "-o", "name"]).ok(),
-        "pod/web-1\n"
+        "pod/client\n"
     );
 
     // A stale --resource-version is refused; the current one works (retried, in case
     // a reconciler writes the pod in between).
     let e = c
-        .ctl(&["label", "pod", "web-1", "x=1", "--resource-version", "1"])
+        .ctl(&["label", "pod", "client", "x=1", "--resource-version", "1"])
         .err();
     assert!(e.starts_with("error: conflict: "), "{e}");
     eventually(
         "a label update at the current resourceVersion",
         Duration::from_secs(10),
         || {
-            let pod = json(&c.ctl(&["get", "pod", "web-1", "-o", "json"]).ok());
+            let pod = json(&c.ctl(&["get", "pod", "client", "-o", "json"]).ok());
             let rv = pod["metadata"]["resourceVersion"]
                 .as_str()
                 .unwrap()
                 .to_string();
-            let r = c.ctl(&["label", "pod", "web-1", "x=1", "--resource-version", &rv]);
+            let r = c.ctl(&["label", "pod", "client", "x=1", "--resource-version", &rv]);
             if r.code == 0 {
                 Ok(())
             } else {
@@ -348,11 +348,11 @@ fn label_read_modify_write_like_kubectl() {
     );
     assert_eq!(labels(&c)["x"], "1");
 
-    let e = c.ctl(&["label", "pod", "web-1", "Bad Key=1"]).err();
+    let e = c.ctl(&["label", "pod", "client", "Bad Key=1"]).err();
     assert!(e.contains("label key"), "{e}");
     let e = c.ctl(&["label", "pod", "nope", "a=b"]).err();
     assert_eq!(e, r#"error: pod "nope" not found in namespace "default""#);
-    let e = c.ctl(&["label", "pod", "web-1"]).err();
+    let e = c.ctl(&["label", "pod", "client"]).err();
     assert!(e.contains("at least one label"), "{e}");
 }
 
@@ -361,12 +361,12 @@ fn delete_by_name_file_and_selector() {
     let c = Controller::start();
     c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert_eq!(
-        c.ctl(&["delete", "pod", "web-1"]).ok(),
-        "pod \"web-1\" deleted\n"
+        c.ctl(&["delete", "pod", "client"]).ok(),
+        "pod \"client\" deleted\n"
     );
-    let e = c.ctl(&["delete", "pod", "web-1"]).err();
-    assert_eq!(e, r#"error: pod "web-1" not found in namespace "default""#);
-    let r = c.ctl(&["delete", "pod", "web-1", "--ignore-not-found"]);
+    let e = c.ctl(&["delete", "pod", "client"]).err();
+    assert_eq!(e, r#"error: pod "client" not found in namespace "default""#);
+    let r = c.ctl(&["delete", "pod", "client", "--ignore-not-found"]);
     assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
 
     // -f deletes every object of the manifest; the pod is already gone.
@@ -378,7 +378,7 @@ fn delete_by_name_file_and_selector() {
     );
     assert_eq!(
         r.stderr,
-        "error: pod \"web-1\" not found in namespace \"default\"\n"
+        "error: pod \"client\" not found in namespace \"default\"\n"
     );
     assert_eq!(c.ctl(&["get", "deployments", "-o", "name"]).ok(), "");
     let r = c.ctl(&["get", "deploy,svc"]);
@@ -398,8 +398,8 @@ fn delete_by_name_file_and_selector() {
 
     c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert_eq!(
-        c.ctl(&["delete", "pods", "-l", "app=web-standalone"]).ok(),
-        "pod \"web-1\" deleted\n"
+        c.ctl(&["delete", "pods", "-l", "app=client"]).ok(),
+        "pod \"client\" deleted\n"
     );
     let e = c.ctl(&["delete", "pods"]).err();
     assert!(e.contains("give names, -l SELECTOR or --all"), "{e}");
@@ -430,7 +430,7 @@ fn unreachable_servers_and_fail_over() {
     let c = Controller::start();
     let list = format!("127.0.0.1:{p1},{}", c.addr);
     let out = run_ctl(&list, &["apply", "-f", &web_yaml()], None).ok();
-    assert!(out.contains("pod/web-1 created"), "{out}");
+    assert!(out.contains("pod/client created"), "{out}");
 
     // A member that accepts connections but never answers (hung, stopped) is given up
     // after the keep-alive timeout, and the next address serves the command.
@@ -439,11 +439,11 @@ fn unreachable_servers_and_fail_over() {
     let started = std::time::Instant::now();
     let out = run_ctl(
         &format!("{hung_addr},{}", c.addr),
-        &["get", "pod", "web-1", "-o", "name"],
+        &["get", "pod", "client", "-o", "name"],
         None,
     )
     .ok();
-    assert_eq!(out, "pod/web-1\n");
+    assert_eq!(out, "pod/client\n");
     let e = run_ctl(&hung_addr, &["get", "pods"], None).err();
     assert!(
         e.starts_with(&format!("error: controller unavailable: {hung_addr}: ")),
@@ -458,11 +458,11 @@ fn unreachable_servers_and_fail_over() {
 
     // SHOAL_SERVER is read when --server is absent.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoalctl"))
-        .args(["get", "pod", "web-1", "-o", "name"])
+        .args(["get", "pod", "client", "-o", "name"])
         .env("SHOAL_SERVER", &list)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/web-1\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/client\n");
 }
 
 #[test]

@@ -17,8 +17,8 @@ fn commands_fail_over_when_a_member_dies() {
     // shoalctl connects to the first address: kill that member (leader or not).
     c.kill(1);
     assert_eq!(
-        c.ctl(&["get", "pod", "web-1", "-o", "name"]).ok(),
-        "pod/web-1\n"
+        c.ctl(&["get", "pod", "client", "-o", "name"]).ok(),
+        "pod/client\n"
     );
     let out = c.ctl_stdin(&["apply", "-f", "-"], &pod("after-kill")).ok();
     assert_eq!(out, "pod/after-kill created\n");
