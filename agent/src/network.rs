@@ -83,6 +83,7 @@ pub struct PodNetwork {
     gateway: Ipv4Addr,
     ipam: PodIpam,
     overlay: Mutex<Option<Overlay>>,
+    key: KeyPair,
     dns: DnsTable,
     /// Sandboxes attached since this agent started → their host ports.
     attached: Mutex<BTreeMap<String, Vec<HostPortRule>>>,
@@ -122,7 +123,8 @@ impl PodNetwork {
         std::fs::write(&iface_file, &iface)
             .with_context(|| format!("while writing {}", iface_file.display()))?;
         let (port, mtu) = (settings.wireguard_port, settings.mtu);
-        let overlay = tokio::task::spawn_blocking(move || Overlay::up(&iface, &key, port, mtu))
+        let k = key.clone();
+        let overlay = tokio::task::spawn_blocking(move || Overlay::up(&iface, &k, port, mtu))
             .await?
             .context("while bringing up the WireGuard overlay")?;
         info!(
@@ -139,6 +141,7 @@ impl PodNetwork {
             gateway,
             ipam,
             overlay: Mutex::new(Some(overlay)),
+            key,
             dns: DnsTable::new(),
             attached: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
@@ -249,14 +252,15 @@ impl PodNetwork {
     async fn apply(&self, s: &Desired, applied: &mut Applied) -> anyhow::Result<()> {
         if applied.peers.as_ref() != Some(&s.peers) {
             let peers = s.peers.clone();
-            let ov = {
-                let g = lock(&self.overlay);
-                g.as_ref().map(|o| o.iface().to_string())
-            };
-            let Some(iface) = ov else {
-                anyhow::bail!("the overlay is down");
-            };
-            self.with_overlay(move |o| o.set_peers(&peers)).await?;
+            if let Err(e) = self.with_overlay(move |o| o.set_peers(&peers)).await {
+                // The device stops when its control channel fails: bring it up
+                // again (same key, so peers keep accepting it) and retry once.
+                warn!("overlay: {e:#}; bringing it up again");
+                self.restart_overlay().await?;
+                let peers = s.peers.clone();
+                self.with_overlay(move |o| o.set_peers(&peers)).await?;
+            }
+            let iface = shoal_net::wg::iface_name(&self.node);
             let remotes: Vec<Ipv4Net> =
                 s.peers.iter().flat_map(|p| p.allowed_ips.clone()).collect();
             shoal_net::link::sync_overlay_routes(&iface, &remotes, self.gateway)
@@ -278,6 +282,24 @@ impl PodNetwork {
             self.dns.replace(s.dns.clone());
             applied.dns = Some(s.dns.clone());
         }
+        Ok(())
+    }
+
+    async fn restart_overlay(&self) -> anyhow::Result<()> {
+        let old = lock(&self.overlay).take();
+        let iface = shoal_net::wg::iface_name(&self.node);
+        let (key, port, mtu) = (
+            self.key.clone(),
+            self.settings.wireguard_port,
+            self.settings.mtu,
+        );
+        let o = tokio::task::spawn_blocking(move || {
+            drop(old);
+            Overlay::up(&iface, &key, port, mtu)
+        })
+        .await?
+        .context("while bringing the WireGuard overlay up again")?;
+        *lock(&self.overlay) = Some(o);
         Ok(())
     }
 
