@@ -544,6 +544,34 @@ fn pod_network_overlay_services_dns_and_ports() {
             }
         },
     );
+
+    // `down` leaves no namespace, WireGuard socket or interface behind (the
+    // bridge, veths, routes and nft table live in the node namespaces).
+    let out = c.script(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(!ns.contains("shoal-e2enet-"), "namespaces left: {ns}");
+    for n in nodes {
+        let sock = format!("/var/run/wireguard/wg-{n}.sock");
+        assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("wg-node") && !links.contains(" vsh"),
+        "links left: {links}"
+    );
 }
 
 /// Host-side pod veths on a node.
