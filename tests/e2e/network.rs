@@ -197,6 +197,23 @@ fn clear_pod_packets(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Packets of a capture that are neither WireGuard (UDP port 51820) nor the
+/// control plane (gRPC to the controller's 7000 or an agent's 7100) nor
+/// ARP or IPv6 neighbour discovery.
+fn unexpected_packets(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| {
+            let wg = l.contains(".51820") && l.contains("UDP");
+            let control = [".7000 ", ".7000:", ".7100 ", ".7100:"]
+                .iter()
+                .any(|p| l.contains(p));
+            !(wg || control || l.contains(" ARP,") || l.contains("ICMP6"))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Ready endpoint IPs of service `web`.
 fn endpoint_ips(c: &NetnsCluster) -> BTreeSet<String> {
     let Ok(e) = c.json(&["get", "endpoints", "web"]) else {
@@ -340,6 +357,11 @@ fn pod_network_overlay_services_dns_and_ports() {
     assert!(
         clear.is_empty(),
         "pod addresses in clear on the underlay: {clear:?}"
+    );
+    let other = unexpected_packets(&lines);
+    assert!(
+        other.is_empty(),
+        "unexpected packets on the underlay: {other:?}"
     );
 
     // wg show lists the other two nodes with a handshake.
