@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod fastwg;
 pub mod ipam;
 pub mod link;
 pub mod nft;

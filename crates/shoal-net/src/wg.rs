@@ -25,6 +25,12 @@
 //!   has no API for it, and with the default buffer the receiver dropped a
 //!   fifth of the datagrams under load (0.30 -> 0.43 Gbit/s measured).
 //!
+//! - **Shoal's own data path** ([`Engine::Shoal`], [`crate::fastwg`]): our
+//!   TUN device and UDP socket with batched I/O (`recvmmsg`/`sendmmsg`), with
+//!   boringtun's `noise` module doing only the crypto and handshakes. Chosen
+//!   with [`Overlay::up_with`]; it takes the peer list directly (no UAPI text),
+//!   and `wg show` is served from the same read-only socket.
+//!
 //! Everything happens in the network namespace of the thread that calls
 //! [`Overlay::up`]; the overlay keeps a handle on that namespace so later
 //! calls (and `Drop`) act there from any thread. The API is blocking: call it
@@ -57,6 +63,16 @@ use rand::RngCore as _;
 
 /// Directory where userspace WireGuard implementations listen for `wg` (UAPI sockets).
 pub const UAPI_DIR: &str = "/var/run/wireguard";
+
+/// Which userspace WireGuard data path runs when the kernel has no WireGuard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// boringtun's own device (`boringtun::device`), configured over UAPI.
+    #[default]
+    Boringtun,
+    /// Shoal's batched data path ([`crate::fastwg`]) with boringtun's `noise` crypto.
+    Shoal,
+}
 
 /// How long one UAPI exchange with the userspace device may take before it is an error.
 const UAPI_TIMEOUT: Duration = Duration::from_secs(5);
@@ -566,7 +582,19 @@ enum Backend {
         /// Tells `listener` to stop.
         stop: Arc<AtomicBool>,
     },
+    /// Shoal's own data path on TUN; `wg` served by `listener`.
+    Shoal {
+        /// The device; `None` once stopped.
+        device: Option<Arc<crate::fastwg::Device>>,
+        /// The thread serving the `wg` socket; `None` once stopped.
+        listener: Option<JoinHandle<()>>,
+        /// Tells `listener` to stop.
+        stop: Arc<AtomicBool>,
+    },
 }
+
+/// Answers a UAPI `get`: the answer lines before `errno=` and the errno.
+type GetFn = Box<dyn Fn() -> Result<(Vec<String>, i32), WgError> + Send>;
 
 /// Our end of the socketpair whose other end boringtun reads as its UAPI
 /// (`DeviceConfig::uapi_fd`). One exchange at a time; closing it stops the
@@ -689,7 +717,8 @@ fn exchange_on(chan: &mut Channel, request: &str) -> Result<(Vec<String>, i32), 
 /// Serves the `wg` UAPI socket until `stop` is set (and a connection wakes it).
 fn serve_wg_socket(
     listener: UnixListener,
-    uapi: Arc<UapiChannel>,
+    path: PathBuf,
+    get: GetFn,
     stop: Arc<AtomicBool>,
     private_hex: String,
 ) {
@@ -699,18 +728,18 @@ fn serve_wg_socket(
         }
         match conn {
             Ok(conn) => {
-                if let Err(e) = serve_wg_client(&uapi, conn, &private_hex) {
-                    tracing::debug!(path = %uapi.path.display(), error = %e, "uapi client");
+                if let Err(e) = serve_wg_client(&get, conn, &private_hex) {
+                    tracing::debug!(path = %path.display(), error = %e, "uapi client");
                 }
             }
-            Err(e) => tracing::debug!(path = %uapi.path.display(), error = %e, "uapi accept"),
+            Err(e) => tracing::debug!(path = %path.display(), error = %e, "uapi accept"),
         }
     }
 }
 
-/// One `wg` client: `get=1` is forwarded to the device (answer adapted by
+/// One `wg` client: `get=1` is answered by the device (answer adapted by
 /// [`wg_view`]), `set=1` refused (EPERM).
-fn serve_wg_client(uapi: &UapiChannel, conn: UnixStream, private_hex: &str) -> io::Result<()> {
+fn serve_wg_client(get: &GetFn, conn: UnixStream, private_hex: &str) -> io::Result<()> {
     conn.set_read_timeout(Some(UAPI_TIMEOUT))?;
     conn.set_write_timeout(Some(UAPI_TIMEOUT))?;
     let mut reader = BufReader::new(&conn);
@@ -718,7 +747,7 @@ fn serve_wg_client(uapi: &UapiChannel, conn: UnixStream, private_hex: &str) -> i
     reader.read_line(&mut first)?;
     let mut out = BufWriter::new(&conn);
     match first.trim_end() {
-        "get=1" => match uapi.exchange("get=1\n") {
+        "get=1" => match get() {
             Ok((lines, errno)) => {
                 for l in wg_view(lines, private_hex, SystemTime::now()) {
                     writeln!(out, "{l}")?;
@@ -765,8 +794,21 @@ impl Overlay {
     /// and link `mtu`, set up. Kernel WireGuard if the kernel can create a
     /// `wireguard` link, else boringtun on TUN with its UAPI socket at
     /// `/var/run/wireguard/<iface>.sock`. A stale link or socket of that name is
-    /// removed first. Starts without peers.
+    /// removed first. Starts without peers. Same as [`Overlay::up_with`] with
+    /// [`Engine::Boringtun`].
     pub fn up(iface: &str, key: &KeyPair, listen_port: u16, mtu: u32) -> Result<Overlay, WgError> {
+        Overlay::up_with(iface, key, listen_port, mtu, Engine::Boringtun)
+    }
+
+    /// Like [`Overlay::up`], with `engine` choosing the userspace data path
+    /// used when the kernel has no WireGuard.
+    pub fn up_with(
+        iface: &str,
+        key: &KeyPair,
+        listen_port: u16,
+        mtu: u32,
+        engine: Engine,
+    ) -> Result<Overlay, WgError> {
         check_iface(iface)?;
         let netns = File::open("/proc/thread-self/ns/net").map_err(|source| WgError::Netns {
             iface: iface.to_string(),
@@ -821,6 +863,49 @@ impl Overlay {
                 },
                 applied: Mutex::new(None),
             }
+        } else if engine == Engine::Shoal {
+            let secret = key.secret.to_bytes();
+            let device = in_netns(&netns, iface, || {
+                crate::fastwg::Device::new(iface, secret, listen_port).map_err(|e| {
+                    WgError::Device {
+                        iface: iface.to_string(),
+                        detail: e.to_string(),
+                    }
+                })
+            })?;
+            let device = Arc::new(device);
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut overlay = Overlay {
+                iface: name,
+                listen_port: device.listen_port(),
+                netns,
+                sock: sock.clone(),
+                backend: Backend::Shoal {
+                    device: Some(Arc::clone(&device)),
+                    listener: None,
+                    stop: Arc::clone(&stop),
+                },
+                applied: Mutex::new(None),
+            };
+            let io_err = |source| WgError::Uapi {
+                path: sock.clone(),
+                source,
+            };
+            fs::create_dir_all(UAPI_DIR).map_err(io_err)?;
+            let listener = UnixListener::bind(&sock).map_err(io_err)?;
+            // It hands out the private key (like kernel WireGuard to root).
+            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+            let private_hex = key.private_hex();
+            let get: GetFn = Box::new(move || Ok((device.uapi_get_lines(), 0)));
+            let path = sock.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{iface}-uapi"))
+                .spawn(move || serve_wg_socket(listener, path, get, stop, private_hex))
+                .map_err(io_err)?;
+            if let Backend::Shoal { listener, .. } = &mut overlay.backend {
+                *listener = Some(thread);
+            }
+            overlay
         } else {
             // The device's UAPI is one end of a socketpair (see the module doc).
             let (ours, theirs) = UnixStream::pair().map_err(|source| WgError::Uapi {
@@ -892,9 +977,11 @@ impl Overlay {
             // It hands out the private key (like kernel WireGuard to root).
             fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
             let private_hex = key.private_hex();
+            let path = sock.clone();
+            let get: GetFn = Box::new(move || uapi.exchange("get=1\n"));
             let thread = std::thread::Builder::new()
                 .name(format!("{iface}-uapi"))
-                .spawn(move || serve_wg_socket(listener, uapi, stop, private_hex))
+                .spawn(move || serve_wg_socket(listener, path, get, stop, private_hex))
                 .map_err(io_err)?;
             if let Backend::User { listener, .. } = &mut overlay.backend {
                 *listener = Some(thread);
@@ -904,7 +991,7 @@ impl Overlay {
         // From here on, `overlay`'s Drop cleans up on error.
         overlay.configure_key(key, listen_port)?;
         overlay.listen_port = overlay.read_listen_port()?;
-        if !overlay.is_kernel() {
+        if matches!(overlay.backend, Backend::User { .. }) {
             let tuned = enlarge_udp_buffers(overlay.listen_port, UDP_BUFFER_BYTES);
             if tuned == 0 {
                 tracing::warn!(iface = %overlay.iface, "found no udp socket of the device to enlarge");
@@ -936,9 +1023,18 @@ impl Overlay {
         &self.iface
     }
 
-    /// Whether this is kernel WireGuard (else embedded boringtun).
+    /// Whether this is kernel WireGuard (else a userspace engine).
     pub fn is_kernel(&self) -> bool {
         matches!(self.backend, Backend::Kernel { .. })
+    }
+
+    /// The userspace engine running this interface; `None` for kernel WireGuard.
+    pub fn engine(&self) -> Option<Engine> {
+        match self.backend {
+            Backend::Kernel { .. } => None,
+            Backend::User { .. } => Some(Engine::Boringtun),
+            Backend::Shoal { .. } => Some(Engine::Shoal),
+        }
     }
 
     /// The UDP port WireGuard listens on (the one chosen if 0 was asked).
@@ -979,6 +1075,14 @@ impl Overlay {
                 }
                 self.uapi(&render_uapi_replace(&wanted), "set")?;
             }
+            Backend::Shoal { device, .. } => {
+                if let Some(device) = device {
+                    device.set_peers(&wanted).map_err(|e| WgError::Device {
+                        iface: self.iface.clone(),
+                        detail: e.to_string(),
+                    })?;
+                }
+            }
             Backend::Kernel { private_base64 } => {
                 let conf = render_wg_conf(private_base64, self.listen_port, &wanted);
                 self.wg_tool(&["setconf", &self.iface, "/dev/stdin"], Some(&conf))?;
@@ -991,7 +1095,7 @@ impl Overlay {
     /// The peers as the interface reports them now.
     pub fn peers(&self) -> Result<Vec<PeerState>, WgError> {
         match &self.backend {
-            Backend::User { .. } => Ok(self.uapi_get()?.peers),
+            Backend::User { .. } | Backend::Shoal { .. } => Ok(self.uapi_get()?.peers),
             Backend::Kernel { .. } => Ok(self.wg_dump()?.1),
         }
     }
@@ -1005,6 +1109,8 @@ impl Overlay {
                 );
                 self.uapi(&req, "set").map(drop)
             }
+            // Key and port were given to the device when it was created.
+            Backend::Shoal { .. } => Ok(()),
             Backend::Kernel { private_base64 } => {
                 let port = listen_port.to_string();
                 self.wg_tool(
@@ -1026,12 +1132,19 @@ impl Overlay {
     fn read_listen_port(&self) -> Result<u16, WgError> {
         match &self.backend {
             Backend::User { .. } => Ok(self.uapi_get()?.listen_port),
+            Backend::Shoal { .. } => Ok(self.listen_port),
             Backend::Kernel { .. } => Ok(self.wg_dump()?.0),
         }
     }
 
     fn uapi_get(&self) -> Result<UapiState, WgError> {
-        let lines = self.uapi("get=1\n", "get")?;
+        let lines = match &self.backend {
+            Backend::Shoal {
+                device: Some(device),
+                ..
+            } => device.uapi_get_lines(),
+            _ => self.uapi("get=1\n", "get")?,
+        };
         parse_uapi_get(&lines).map_err(|line| WgError::UapiParse {
             path: self.sock.clone(),
             line,
@@ -1159,6 +1272,28 @@ impl Drop for Overlay {
                     }
                 }
             }
+        }
+        if let Backend::Shoal {
+            device,
+            listener,
+            stop,
+        } = &mut self.backend
+        {
+            stop.store(true, Ordering::SeqCst);
+            if let Some(thread) = listener.take() {
+                let _ = UnixStream::connect(&self.sock);
+                if thread.join().is_err() {
+                    tracing::warn!(iface = %self.iface, "uapi socket thread panicked");
+                }
+            }
+            if let Err(e) = fs::remove_file(&self.sock)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.sock.display(), error = %e, "removing uapi socket");
+            }
+            // The last reference (the listener's is gone): stops the threads
+            // and closes the TUN.
+            drop(device.take());
         }
         if let Err(e) = self.delete_link() {
             tracing::warn!(iface = %self.iface, error = %e, "deleting wireguard link");

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use shoal_net::wg::{KeyPair, Overlay, Peer, PeerState, UAPI_DIR};
+use shoal_net::wg::{Engine, KeyPair, Overlay, Peer, PeerState, UAPI_DIR};
 
 /// Runs a command, panics with its output unless it succeeds; returns stdout.
 fn run(args: &[&str]) -> String {
@@ -138,8 +138,9 @@ const POD_CIDR: [&str; 2] = ["10.244.1.0/24", "10.244.2.0/24"];
 
 /// Builds two node namespaces `shoal-wgt-<pid>-<tag>{a,b}` joined by a veth
 /// underlay, each with a dummy link holding its pod gateway address and an
-/// Overlay (node a on a random port, node b on 51820) routed to the other's /24.
-fn cluster(tag: &str) -> Cluster {
+/// Overlay (node a on a random port, node b on 51820) routed to the other's /24;
+/// node i runs userspace engine `engines[i]`.
+fn cluster(tag: &str, engines: [Engine; 2]) -> Cluster {
     let pid = std::process::id();
     let ns: Vec<Netns> = ["a", "b"]
         .iter()
@@ -174,7 +175,7 @@ fn cluster(tag: &str) -> Cluster {
         let key = c.keys[i].clone();
         let iface = format!("wgt{pid}{tag}{i}");
         let overlay = c.ns[i]
-            .enter(move || Overlay::up(&iface, &key, port, 1420))
+            .enter(move || Overlay::up_with(&iface, &key, port, 1420, engines[i]))
             .expect("overlay up");
         c.overlays.push(overlay);
     }
@@ -317,7 +318,29 @@ fn handshaken(peers: &[PeerState], key: [u8; 32]) -> bool {
 #[test]
 #[ignore = "requires root: network namespaces, TUN"]
 fn two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
-    let mut c = cluster("m");
+    two_nodes(Engine::Boringtun, Engine::Boringtun, "m");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, TUN"]
+fn shoal_engine_two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
+    two_nodes(Engine::Shoal, Engine::Shoal, "f");
+}
+
+/// Node a on boringtun's device, node b on Shoal's data path: the same
+/// checks pass, so ours speaks the real WireGuard protocol.
+#[test]
+#[ignore = "requires root: network namespaces, TUN"]
+fn shoal_engine_interoperates_with_boringtun_device() {
+    two_nodes(Engine::Boringtun, Engine::Shoal, "i");
+}
+
+/// The two-node checks: ping both ways, TCP with checksum, only WireGuard
+/// UDP on the underlay, `wg show`, peer replacement, cleanup on drop.
+fn two_nodes(a: Engine, b: Engine, tag: &str) {
+    let mut c = cluster(tag, [a, b]);
+    assert_eq!(c.overlays[0].engine(), Some(a));
+    assert_eq!(c.overlays[1].engine(), Some(b));
     let ifaces: Vec<String> = c.overlays.iter().map(|o| o.iface().to_string()).collect();
     let socks: Vec<PathBuf> = ifaces
         .iter()
@@ -376,7 +399,7 @@ fn two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
     c.connect_both();
 
     // Capture the underlay while traffic flows.
-    let pcap = std::env::temp_dir().join(format!("shoal-wgt-{}.pcap", std::process::id()));
+    let pcap = std::env::temp_dir().join(format!("shoal-wgt-{}-{tag}.pcap", std::process::id()));
     let _pcap_guard = RemoveOnDrop(pcap.clone());
     let mut tcpdump = ChildGuard(
         c.ns[0]
@@ -467,6 +490,15 @@ fn two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
     let st = c.overlays[0].peers().expect("peers");
     assert!(handshaken(&st, c.keys[1].public_key()), "{st:?}");
     assert_eq!(st[0].endpoint, Some(c.peer_of(1).endpoint));
+    let show1 = c.wg_show(1);
+    assert!(
+        show1.contains(&format!("peer: {}", c.keys[0].public_base64()))
+            && show1.contains("latest handshake")
+            && !show1.contains("year"),
+        "{show1}"
+    );
+    let st1 = c.overlays[1].peers().expect("peers");
+    assert!(handshaken(&st1, c.keys[0].public_key()), "{st1:?}");
 
     // Same list again: skipped, so the live session is kept (a replaced peer
     // would report no handshake until new traffic).
@@ -532,9 +564,19 @@ fn two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
 #[test]
 #[ignore = "requires root: network namespaces, TUN"]
 fn up_replaces_a_stale_interface_and_socket() {
+    stale(Engine::Boringtun, "s");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, TUN"]
+fn shoal_engine_up_replaces_a_stale_interface_and_socket() {
+    stale(Engine::Shoal, "t");
+}
+
+fn stale(engine: Engine, tag: &str) {
     let pid = std::process::id();
-    let ns = Netns::new(format!("shoal-wgt-{pid}-s"));
-    let iface = format!("wgt{pid}s");
+    let ns = Netns::new(format!("shoal-wgt-{pid}-{tag}"));
+    let iface = format!("wgt{pid}{tag}");
     let sock = Path::new(UAPI_DIR).join(format!("{iface}.sock"));
     // Leftovers of a crashed run: a persistent TUN link and a dead socket file.
     ns.ip(&["tuntap", "add", "dev", &iface, "mode", "tun"]);
@@ -545,7 +587,7 @@ fn up_replaces_a_stale_interface_and_socket() {
     let key = KeyPair::generate();
     let name = iface.clone();
     let overlay = ns
-        .enter(move || Overlay::up(&name, &key, 0, 1420))
+        .enter(move || Overlay::up_with(&name, &key, 0, 1420, engine))
         .expect("up over leftovers");
     let show = ns.exec(&["wg", "show", &iface]).output().expect("wg show");
     assert!(
