@@ -2,12 +2,15 @@
 # Pod-network throughput between two nodes: iperf3 TCP over
 #   raw    - the underlay veth itself (no encryption, MTU 1500),
 #   wg-go  - wireguard-go (Debian package), MTU 1420,
-#   shoal  - shoal's Overlay (boringtun, embedded; crates/shoal-net/examples/wg-node.rs), MTU 1420,
-# all in the same run, interleaved (raw, wg-go, shoal, raw, ...) because the
+#   shoal  - shoal's Overlay, engine boringtun (boringtun's device, embedded;
+#            crates/shoal-net/examples/wg-node.rs), MTU 1420,
+#   fastwg - shoal's Overlay, engine shoal (our batched data path,
+#            crates/shoal-net/src/fastwg.rs), MTU 1420,
+# all in the same run, interleaved (raw, wg-go, shoal, fastwg, raw, ...) because the
 # machine is shared and noisy. Each node is a fresh network namespace; the two
 # are joined by a veth pair (10.98.0.1/24 - 10.98.0.2/24). Each node has a
-# bridge "pods0" holding its "pod" gateway addresses: 10.244.N.1/24 for shoal
-# and 10.245.N.1/24 for wireguard-go; the other node's /24 is routed over the
+# bridge "pods0" holding its "pod" gateway addresses: 10.244.N.1/24 for shoal,
+# 10.245.N.1/24 for wireguard-go and 10.246.N.1/24 for fastwg; the other node's /24 is routed over the
 # WireGuard link with that source, exactly as the agent lays it out. iperf3
 # runs between those pod addresses (raw: between the underlay addresses).
 #
@@ -80,6 +83,7 @@ for n in a b; do
     ip -n "$ns" link add pods0 type bridge
     ip -n "$ns" addr add 10.244.$i.1/24 dev pods0
     ip -n "$ns" addr add 10.245.$i.1/24 dev pods0
+    ip -n "$ns" addr add 10.246.$i.1/24 dev pods0
     ip -n "$ns" link set pods0 up
 done
 
@@ -95,6 +99,18 @@ ip netns exec "$NB" "$WG_NODE" "$SB" "$WORK/sb.key" 51820 1420 "$PSA" 10.98.0.1:
 wait_for grep -q ready "$WORK/sa.out"; wait_for grep -q ready "$WORK/sb.out"
 ip -n "$NA" route add 10.244.2.0/24 dev "$SA" src 10.244.1.1
 ip -n "$NB" route add 10.244.1.0/24 dev "$SB" src 10.244.2.1
+
+# --- shoal Overlay with the shoal engine (wg-node --engine shoal) ----------
+FA=wgfb${TAG}a; FB=wgfb${TAG}b
+wg genkey > "$WORK/fa.key"; wg genkey > "$WORK/fb.key"; chmod 600 "$WORK"/*.key
+PFA=$(wg pubkey < "$WORK/fa.key"); PFB=$(wg pubkey < "$WORK/fb.key")
+ip netns exec "$NA" "$WG_NODE" --engine shoal "$FA" "$WORK/fa.key" 51840 1420 "$PFB" 10.98.0.2:51840 10.246.2.0/24 \
+    > "$WORK/fa.out" 2>&1 & PIDS+=($!); FAST_PIDS=($!)
+ip netns exec "$NB" "$WG_NODE" --engine shoal "$FB" "$WORK/fb.key" 51840 1420 "$PFA" 10.98.0.1:51840 10.246.1.0/24 \
+    > "$WORK/fb.out" 2>&1 & PIDS+=($!); FAST_PIDS+=($!)
+wait_for grep -q ready "$WORK/fa.out"; wait_for grep -q ready "$WORK/fb.out"
+ip -n "$NA" route add 10.246.2.0/24 dev "$FA" src 10.246.1.1
+ip -n "$NB" route add 10.246.1.0/24 dev "$FB" src 10.246.2.1
 
 # --- wireguard-go, configured the same way ---------------------------------
 GA=wggb${TAG}a; GB=wggb${TAG}b
@@ -122,6 +138,7 @@ ip netns exec "$NB" iperf3 -s > "$WORK/iperf-s.out" 2>&1 & PIDS+=($!)
 wait_for ip netns exec "$NA" ping -c1 -W1 10.98.0.2
 wait_for ip netns exec "$NA" ping -c1 -W1 10.244.2.1
 wait_for ip netns exec "$NA" ping -c1 -W1 10.245.2.1
+wait_for ip netns exec "$NA" ping -c1 -W1 10.246.2.1
 
 cpu_busy_total() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6}' /proc/stat; }
 proc_ticks() { local t=0 p; for p in "$@"; do
@@ -153,12 +170,13 @@ for r in $(seq "$ROUNDS"); do
     run raw 10.98.0.2
     run wg-go 10.245.2.1 "${WGGO_PIDS[@]}"
     run shoal 10.244.2.1 "${SHOAL_PIDS[@]}"
+    run fastwg 10.246.2.1 "${FAST_PIDS[@]}"
 done
 
 echo
 echo "median over $ROUNDS rounds:"
 printf '%-6s %8s %6s %8s %10s\n' path Gbit/s cpu% "wg cpu s" "udp drops"
-for name in raw wg-go shoal; do
+for name in raw wg-go shoal fastwg; do
     awk -v n=$name '$1==n' "$WORK/results" | sort -k2 -n | awk -v r="$ROUNDS" '
         {g[NR]=$2; c[NR]=$3; w[NR]=$4; d[NR]=$5}
         END{m=int((NR+1)/2); printf "%-6s %8.2f %6s %8s %10s\n", $1, g[m], c[m], w[m], d[m]}'
@@ -166,3 +184,5 @@ done
 # What the standard tool shows on the shoal interface.
 echo
 ip netns exec "$NA" wg show "$SA" | sed -n '1,12p'
+echo
+ip netns exec "$NA" wg show "$FA" | sed -n '1,12p'

@@ -2,9 +2,11 @@
 //! keeps it until SIGTERM or SIGINT (used by `scripts/bench-net.sh`).
 //!
 //! ```text
-//! ip netns exec NS wg-node IFACE KEYFILE LISTEN_PORT MTU \
+//! ip netns exec NS wg-node [--engine boringtun|shoal] IFACE KEYFILE LISTEN_PORT MTU \
 //!     [PEER_PUBKEY ENDPOINT ALLOWED_CIDR[,CIDR...]]...
 //! ```
+//!
+//! `--engine` picks the userspace data path (default: boringtun's device).
 //!
 //! Prints `public_key=<base64>` and `listen_port=<port>` once the interface is
 //! up and configured, then `ready`.
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use shoal_net::wg::{KeyPair, Overlay, Peer, parse_public_key};
+use shoal_net::wg::{Engine, KeyPair, Overlay, Peer, parse_public_key};
 
 fn main() -> ExitCode {
     match run() {
@@ -28,10 +30,19 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut engine = Engine::Boringtun;
+    if args.first().map(String::as_str) == Some("--engine") {
+        engine = match args.get(1).map(String::as_str) {
+            Some("boringtun") => Engine::Boringtun,
+            Some("shoal") => Engine::Shoal,
+            other => return Err(format!("--engine {other:?}: expected boringtun or shoal")),
+        };
+        args.drain(..2);
+    }
     if args.len() < 4 || !(args.len() - 4).is_multiple_of(3) {
         return Err(
-            "usage: wg-node IFACE KEYFILE LISTEN_PORT MTU [PEER_PUBKEY ENDPOINT CIDR[,CIDR..]]..."
+            "usage: wg-node [--engine boringtun|shoal] IFACE KEYFILE LISTEN_PORT MTU [PEER_PUBKEY ENDPOINT CIDR[,CIDR..]]..."
                 .into(),
         );
     }
@@ -70,7 +81,7 @@ fn run() -> Result<(), String> {
     }
 
     let key = KeyPair::load_or_create(Path::new(&args[1])).map_err(|e| e.to_string())?;
-    let overlay = Overlay::up(&args[0], &key, port, mtu).map_err(|e| e.to_string())?;
+    let overlay = Overlay::up_with(&args[0], &key, port, mtu, engine).map_err(|e| e.to_string())?;
     overlay.set_peers(&peers).map_err(|e| e.to_string())?;
     println!("public_key={}", key.public_base64());
     println!("listen_port={}", overlay.listen_port());
