@@ -187,6 +187,8 @@ struct Shared {
     /// Serializes `set_peers` (index allocation and table swap).
     config: Mutex<u32>,
     stop: AtomicBool,
+    /// Whether the kernel takes UDP_SEGMENT (UDP GSO) on our socket.
+    udp_gso: bool,
 }
 
 impl Shared {
@@ -234,6 +236,21 @@ impl Device {
             .map_err(udp_err)?;
         set_buffers(udp.as_raw_fd(), UDP_BUFFER_BYTES).map_err(udp_err)?;
         let port = udp.local_addr().map_err(udp_err)?.port();
+        let udp_gso = probe_udp_gso(udp.as_raw_fd());
+        // Let the kernel keep a train of datagrams from one sender together
+        // (UDP GRO); `recvmmsg` then reports their size in a cmsg. Optional.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int; `udp` is our socket.
+        let gro_on = unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } == 0;
+        tracing::debug!(iface, udp_gso, udp_gro = gro_on, "shoal wireguard socket");
         let secret = StaticSecret::from(secret);
         let public = PublicKey::from(&secret);
         let shared = Arc::new(Shared {
@@ -245,6 +262,7 @@ impl Device {
             table: RwLock::new(Arc::new(Table::default())),
             config: Mutex::new(rand::random::<u32>() & 0xff_ffff),
             stop: AtomicBool::new(false),
+            udp_gso,
         });
         let device = Device {
             shared: Arc::clone(&shared),
@@ -496,6 +514,24 @@ fn set_buffers(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the socket accepts UDP_SEGMENT (Linux 4.18+): set it, then back to 0.
+fn probe_udp_gso(fd: RawFd) -> bool {
+    let len = size_of::<libc::c_int>() as libc::socklen_t;
+    let set = |v: libc::c_int| {
+        // SAFETY: setsockopt reads one c_int from `v`; `fd` is our socket.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&raw const v).cast(),
+                len,
+            ) == 0
+        }
+    };
+    set(1400) && set(0)
+}
+
 /// Waits up to [`TICK`] for `fd` to become readable; true if it is.
 fn wait_readable(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
@@ -533,6 +569,23 @@ struct SendBatch {
     addrs: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// One control buffer per message (the UDP_SEGMENT cmsg).
+    cmsgs: Vec<Cmsg>,
+}
+
+/// A control-message buffer for one `u16`/`int` option, 8-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Cmsg([u8; 32]);
+
+/// `CMSG_LEN(n)`: header plus `n` data bytes.
+const fn cmsg_len(n: usize) -> usize {
+    size_of::<libc::cmsghdr>() + n
+}
+
+/// `CMSG_SPACE(n)`: header plus `n` data bytes, padded to 8.
+const fn cmsg_space(n: usize) -> usize {
+    size_of::<libc::cmsghdr>() + n.div_ceil(8) * 8
 }
 
 impl SendBatch {
@@ -545,11 +598,15 @@ impl SendBatch {
             addrs: vec![sin; BATCH],
             iovs: vec![iov; BATCH],
             msgs: vec![msg; BATCH],
+            cmsgs: vec![Cmsg([0; 32]); BATCH],
         }
     }
 
     /// Sends the queued datagrams with `sendmmsg` (retrying the rest after a
-    /// partial send) and empties the batch.
+    /// partial send) and empties the batch. With UDP GSO, consecutive
+    /// datagrams to one endpoint of one size (the last may be shorter) go
+    /// out as one message with a UDP_SEGMENT cmsg: the kernel cuts them
+    /// apart as late as possible (and the receiver may keep them together).
     fn flush(&mut self, shared: &Shared) {
         let n = self.lens.len();
         for i in 0..n {
@@ -557,17 +614,58 @@ impl SendBatch {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: self.lens[i],
             };
+        }
+        let same_dest = |a: &libc::sockaddr_in, b: &libc::sockaddr_in| {
+            a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port
+        };
+        let (mut i, mut m) = (0, 0);
+        while i < n {
+            let size = self.lens[i];
+            let max = if shared.udp_gso {
+                (65_000 / size.max(1)).clamp(1, 64)
+            } else {
+                1
+            };
+            let mut j = i + 1;
+            while j < n
+                && j - i < max
+                && self.lens[j - 1] == size
+                && self.lens[j] <= size
+                && same_dest(&self.addrs[i], &self.addrs[j])
+            {
+                j += 1;
+            }
             // SAFETY: msghdr is plain C data; all-zero is valid.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
             hdr.msg_name = (&raw mut self.addrs[i]).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             hdr.msg_iov = &raw mut self.iovs[i];
-            hdr.msg_iovlen = 1;
-            self.msgs[i] = libc::mmsghdr {
+            hdr.msg_iovlen = j - i;
+            if j - i > 1 {
+                let buf = &mut self.cmsgs[m];
+                let cmsg = libc::cmsghdr {
+                    cmsg_len: cmsg_len(size_of::<u16>()),
+                    cmsg_level: libc::SOL_UDP,
+                    cmsg_type: libc::UDP_SEGMENT,
+                };
+                // SAFETY: `buf` is 8-aligned and 32 bytes: room for the
+                // 16-byte header and the u16 after it.
+                unsafe {
+                    std::ptr::write(buf.0.as_mut_ptr().cast::<libc::cmsghdr>(), cmsg);
+                }
+                let at = size_of::<libc::cmsghdr>();
+                buf.0[at..at + 2].copy_from_slice(&(size as u16).to_ne_bytes());
+                hdr.msg_control = buf.0.as_mut_ptr().cast();
+                hdr.msg_controllen = cmsg_space(size_of::<u16>());
+            }
+            self.msgs[m] = libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
             };
+            m += 1;
+            i = j;
         }
+        let n = m;
         let mut done = 0;
         while done < n {
             // SAFETY: msgs[done..n] are initialized above and point into
@@ -762,12 +860,19 @@ fn segment_tcp4(packet: &[u8], mss: usize, seg: &mut [u8], mut f: impl FnMut(&[u
     }
 }
 
-/// A batch of incoming datagrams for one `recvmmsg`.
+/// Messages per `recvmmsg`; with UDP GRO each may hold many datagrams.
+const RX_MSGS: usize = 16;
+/// Size of one receive buffer: a coalesced (GRO) message of up to 64 KiB.
+const RX_BUF: usize = 65_536;
+
+/// A batch of incoming messages for one `recvmmsg`.
 struct RecvBatch {
-    bufs: Vec<[u8; PACKET_BUF]>,
+    bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_in>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// One control buffer per message (the UDP_GRO cmsg with the segment size).
+    cmsgs: Vec<Cmsg>,
 }
 
 impl RecvBatch {
@@ -775,19 +880,20 @@ impl RecvBatch {
         // SAFETY: iovec, mmsghdr and sockaddr_in are plain C data; all-zero is valid.
         let (iov, msg, sin) = unsafe { (zeroed(), zeroed(), zeroed()) };
         RecvBatch {
-            bufs: vec![[0; PACKET_BUF]; BATCH],
-            addrs: vec![sin; BATCH],
-            iovs: vec![iov; BATCH],
-            msgs: vec![msg; BATCH],
+            bufs: vec![vec![0; RX_BUF]; RX_MSGS],
+            addrs: vec![sin; RX_MSGS],
+            iovs: vec![iov; RX_MSGS],
+            msgs: vec![msg; RX_MSGS],
+            cmsgs: vec![Cmsg([0; 32]); RX_MSGS],
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams without blocking; returns how many.
+    /// Receives up to [`RX_MSGS`] messages without blocking; returns how many.
     fn recv(&mut self, fd: RawFd) -> usize {
-        for i in 0..BATCH {
+        for i in 0..RX_MSGS {
             self.iovs[i] = libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: PACKET_BUF,
+                iov_len: RX_BUF,
             };
             // SAFETY: msghdr is plain C data; all-zero is valid.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
@@ -795,18 +901,20 @@ impl RecvBatch {
             hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             hdr.msg_iov = &raw mut self.iovs[i];
             hdr.msg_iovlen = 1;
+            hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+            hdr.msg_controllen = self.cmsgs[i].0.len();
             self.msgs[i] = libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
             };
         }
-        // SAFETY: all BATCH msgs are initialized and point into buffers that
-        // outlive the call; a null timeout with MSG_DONTWAIT never blocks.
+        // SAFETY: all RX_MSGS msgs are initialized and point into buffers
+        // that outlive the call; a null timeout with MSG_DONTWAIT never blocks.
         let rc = unsafe {
             libc::recvmmsg(
                 fd,
                 self.msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                RX_MSGS as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -823,16 +931,34 @@ impl RecvBatch {
             )
         })
     }
+
+    /// The size of the datagrams coalesced in message `i` (UDP GRO), if any.
+    fn segment_size(&self, i: usize) -> Option<usize> {
+        let hdr = &self.msgs[i].msg_hdr;
+        let head = size_of::<libc::cmsghdr>();
+        if hdr.msg_controllen < cmsg_len(size_of::<libc::c_int>()) {
+            return None;
+        }
+        // SAFETY: the kernel wrote at least one cmsghdr (msg_controllen says
+        // so) at the start of our 8-aligned control buffer.
+        let cmsg = unsafe { std::ptr::read(self.cmsgs[i].0.as_ptr().cast::<libc::cmsghdr>()) };
+        if cmsg.cmsg_level != libc::SOL_UDP || cmsg.cmsg_type != libc::UDP_GRO {
+            return None;
+        }
+        let d = &self.cmsgs[i].0[head..head + 4];
+        let size = libc::c_int::from_ne_bytes([d[0], d[1], d[2], d[3]]);
+        usize::try_from(size).ok().filter(|s| *s > 0)
+    }
 }
 
-/// UDP -> TUN: receives a batch of datagrams, finds each one's peer,
-/// decrypts it and writes the inner packets (from allowed sources) to the TUN.
+/// UDP -> TUN: receives a batch of messages (each possibly several
+/// coalesced datagrams), finds each datagram's peer, decrypts it and hands
+/// the inner packets (from allowed sources) to the TUN through [`Gro`].
 fn udp_to_tun(shared: &Shared) {
     let udp = shared.udp.as_raw_fd();
     let tun = shared.tun.as_raw_fd();
     let mut rx = RecvBatch::new();
-    let mut out = vec![[0u8; PACKET_BUF]; BATCH];
-    let mut ready: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+    let mut dst = vec![0u8; PACKET_BUF];
     let mut gro = Gro::new();
     while !shared.stop.load(Ordering::Relaxed) {
         if !wait_readable(udp) {
@@ -844,60 +970,76 @@ fn udp_to_tun(shared: &Shared) {
                 break;
             }
             let table = shared.table();
-            for (i, dst) in out.iter_mut().enumerate().take(n) {
+            for i in 0..n {
                 let len = rx.msgs[i].msg_len as usize;
                 let Some(src) = rx.source(i) else { continue };
-                let datagram = &rx.bufs[i][..len];
-                let pos = match Tunn::parse_incoming_packet(datagram) {
-                    Ok(Packet::HandshakeInit(p)) => {
-                        parse_handshake_anon(&shared.secret, &shared.public, &p)
-                            .ok()
-                            .and_then(|h| table.by_key.get(&h.peer_static_public))
-                    }
-                    Ok(Packet::HandshakeResponse(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-                    Ok(Packet::PacketCookieReply(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-                    Ok(Packet::PacketData(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-                    Err(_) => None,
-                };
-                let Some(&pos) = pos else { continue };
-                let peer = &table.peers[pos].slot;
-                let mut tunn = peer.tunn();
-                match tunn.decapsulate(Some((*src.ip()).into()), datagram, &mut dst[VNET..]) {
-                    TunnResult::WriteToTunnelV4(packet, from) => {
-                        let plen = packet.len();
-                        if table.allowed(pos, from) {
-                            ready.push((i, plen));
-                        }
-                        peer.set_endpoint(src);
-                    }
-                    TunnResult::WriteToNetwork(packet) => {
-                        send_one(shared, packet, src);
-                        // Packets queued while the handshake ran go out now.
-                        let mut buf = [0u8; PACKET_BUF];
-                        while let TunnResult::WriteToNetwork(p) =
-                            tunn.decapsulate(None, &[], &mut buf)
-                        {
-                            send_one(shared, p, src);
-                        }
-                        peer.set_endpoint(src);
-                    }
-                    TunnResult::Done => peer.set_endpoint(src),
-                    TunnResult::Err(_) | TunnResult::WriteToTunnelV6(..) => {}
-                }
-            }
-            for (i, plen) in ready.drain(..) {
-                let packet = &out[i][VNET..VNET + plen];
-                if !gro.append(packet) {
-                    gro.flush(tun);
-                    if !gro.append(packet) {
-                        write_plain(tun, &mut out[i], plen);
-                    }
+                let size = rx.segment_size(i).unwrap_or(len).max(1);
+                for datagram in rx.bufs[i][..len].chunks(size) {
+                    receive_one(shared, &table, &mut gro, tun, datagram, src, &mut dst);
                 }
             }
             gro.flush(tun);
-            if n < BATCH {
+            if n < RX_MSGS {
                 break;
             }
+        }
+    }
+}
+
+/// Handles one received datagram: dispatch to its peer, decrypt, then the
+/// inner packet goes to `gro` (or alone to the TUN); handshake answers and
+/// packets queued during a handshake go back to `src`.
+fn receive_one(
+    shared: &Shared,
+    table: &Table,
+    gro: &mut Gro,
+    tun: RawFd,
+    datagram: &[u8],
+    src: SocketAddrV4,
+    dst: &mut [u8],
+) {
+    let pos = match Tunn::parse_incoming_packet(datagram) {
+        Ok(Packet::HandshakeInit(p)) => parse_handshake_anon(&shared.secret, &shared.public, &p)
+            .ok()
+            .and_then(|h| table.by_key.get(&h.peer_static_public)),
+        Ok(Packet::HandshakeResponse(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Ok(Packet::PacketCookieReply(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Ok(Packet::PacketData(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Err(_) => None,
+    };
+    let Some(&pos) = pos else { return };
+    let peer = &table.peers[pos].slot;
+    let mut tunn = peer.tunn();
+    let plen = match tunn.decapsulate(Some((*src.ip()).into()), datagram, &mut dst[VNET..]) {
+        TunnResult::WriteToTunnelV4(packet, from) => {
+            drop(tunn);
+            peer.set_endpoint(src);
+            if !table.allowed(pos, from) {
+                return;
+            }
+            packet.len()
+        }
+        TunnResult::WriteToNetwork(packet) => {
+            send_one(shared, packet, src);
+            // Packets queued while the handshake ran go out now.
+            let mut buf = [0u8; PACKET_BUF];
+            while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut buf) {
+                send_one(shared, p, src);
+            }
+            peer.set_endpoint(src);
+            return;
+        }
+        TunnResult::Done => {
+            peer.set_endpoint(src);
+            return;
+        }
+        TunnResult::Err(_) | TunnResult::WriteToTunnelV6(..) => return,
+    };
+    let packet = &dst[VNET..VNET + plen];
+    if !gro.append(packet) {
+        gro.flush(tun);
+        if !gro.append(packet) {
+            write_plain(tun, dst, plen);
         }
     }
 }
