@@ -2,15 +2,27 @@
 //! one UDP socket and per-peer [`boringtun::noise::Tunn`] state for the
 //! crypto and the handshakes.
 //!
-//! Compared with `boringtun::device` it moves packets in batches: the
-//! UDP -> TUN thread takes up to [`BATCH`] datagrams per `recvmmsg`, the
-//! TUN -> UDP thread reads up to [`BATCH`] packets per wake-up from the
-//! non-blocking TUN and hands all their ciphertexts to one `sendmmsg`. The
-//! socket gets 4 MiB receive and send buffers (`SO_*BUFFORCE`). A third thread
-//! ticks the WireGuard timers (handshake retries, rekeying, keepalives) every
-//! 100 ms. Peers are replaced as a whole list, atomically (a new routing table
-//! is swapped in); a peer whose key and keepalive did not change keeps its
-//! session.
+//! Compared with `boringtun::device` it moves data in large pieces:
+//!
+//! - **TUN offloads** (`IFF_VNET_HDR`, `TUNSETOFFLOAD` with checksum and
+//!   TCPv4 segmentation): the kernel hands us TCP super-packets of up to
+//!   64 KiB in one read; we cut them into MSS-sized segments and compute
+//!   their checksums. On the way in, consecutive in-order segments of one
+//!   TCP flow are coalesced (`Gro`) into one super-packet written
+//!   with a `virtio_net_hdr`, so the kernel's stack sees one packet, not ~45.
+//! - **UDP batching and offloads**: up to [`BATCH`] ciphertexts per
+//!   `sendmmsg`, equal-sized datagrams to one endpoint sent as one train
+//!   with `UDP_SEGMENT` (UDP GSO); `recvmmsg` of up to 16 messages on a
+//!   socket with `UDP_GRO`, each message possibly a train of datagrams.
+//! - 4 MiB socket buffers (`SO_*BUFFORCE`).
+//!
+//! Threads: TUN -> UDP (read, segment, encrypt, send), UDP -> TUN (receive,
+//! decrypt, coalesce, write) and a timer thread that ticks the WireGuard
+//! timers (handshake retries, rekeying, keepalives) every 100 ms. Peers are
+//! replaced as a whole list, atomically (a new routing table is swapped in);
+//! a peer whose key and keepalive did not change keeps its session. Each
+//! peer's `Tunn` sits behind a mutex (its `encapsulate`/`decapsulate` take
+//! `&mut self`), so one peer's crypto runs on one core per direction.
 //!
 //! Routing: an outgoing packet goes to the peer whose allowed IPs hold its
 //! destination (longest prefix); an incoming data packet is dispatched by its
