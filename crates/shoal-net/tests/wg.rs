@@ -544,6 +544,17 @@ fn two_nodes(a: Engine, b: Engine, tag: &str) {
             .any(|p| p.public_key == fake.public_key && p.allowed_ips == fake.allowed_ips)
     );
     assert!(c.wg_show(0).contains(&fake_key.public_base64()));
+    if a == Engine::Shoal {
+        // Our engine keeps the session of a peer that stayed in the list.
+        let kept = st
+            .iter()
+            .find(|p| p.public_key == c.keys[1].public_key())
+            .expect("peer b still listed");
+        assert!(
+            kept.last_handshake.is_some() && kept.rx_bytes > 0,
+            "{kept:?}"
+        );
+    }
     c.ping(0, 1);
     set_peers_bounded(&c.overlays[0], &[c.peer_of(1)]);
     let st = c.overlays[0].peers().expect("peers");
