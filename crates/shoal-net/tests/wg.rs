@@ -225,59 +225,7 @@ impl Cluster {
     /// checks the echoed length and checksum; returns the client address the
     /// server saw.
     fn tcp_exchange(&self, port: u16, len: usize) -> SocketAddr {
-        let bind: SocketAddr = (POD_GW[1].parse::<Ipv4Addr>().expect("ip"), port).into();
-        let listener = self.ns[1].enter(move || TcpListener::bind(bind).expect("bind"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let server = thread::spawn(move || -> (SocketAddr, u64, u64) {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let (mut s, peer) = loop {
-                match listener.accept() {
-                    Ok(conn) => break conn,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        assert!(Instant::now() < deadline, "no connection to {bind}");
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                }
-            };
-            s.set_nonblocking(false).expect("blocking");
-            s.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            let mut buf = vec![0u8; 64 * 1024];
-            let (mut n, mut sum) = (0u64, 0u64);
-            loop {
-                let got = s.read(&mut buf).expect("server read");
-                if got == 0 {
-                    break;
-                }
-                n += got as u64;
-                sum = buf[..got]
-                    .iter()
-                    .fold(sum, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
-            }
-            s.write_all(format!("{n} {sum}\n").as_bytes())
-                .expect("server write");
-            (peer, n, sum)
-        });
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let expect_sum = data
-            .iter()
-            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
-        let reply = self.ns[0].enter(move || {
-            let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(10))
-                .expect("connect over the overlay");
-            s.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            s.write_all(&data).expect("client write");
-            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
-            let mut reply = String::new();
-            s.read_to_string(&mut reply).expect("client read");
-            reply
-        });
-        let (peer, n, sum) = server.join().expect("server thread");
-        assert_eq!((n, sum), (len as u64, expect_sum));
-        assert_eq!(reply.trim(), format!("{len} {expect_sum}"));
-        peer
+        tcp_exchange_between(&self.ns[0], &self.ns[1], POD_GW[1], port, len)
     }
 
     fn wg_show(&self, i: usize) -> String {
@@ -292,6 +240,71 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Sends `len` bytes over TCP from namespace `client` to `addr:port` in
+/// namespace `server` and checks the echoed length and checksum; returns the
+/// client address the server saw.
+fn tcp_exchange_between(
+    client: &Netns,
+    server: &Netns,
+    addr: &str,
+    port: u16,
+    len: usize,
+) -> SocketAddr {
+    let bind: SocketAddr = (addr.parse::<Ipv4Addr>().expect("ip"), port).into();
+    let listener = server.enter(move || TcpListener::bind(bind).expect("bind"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    let server = thread::spawn(move || -> (SocketAddr, u64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut s, peer) = loop {
+            match listener.accept() {
+                Ok(conn) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no connection to {bind}");
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut n, mut sum) = (0u64, 0u64);
+        loop {
+            let got = s.read(&mut buf).expect("server read");
+            if got == 0 {
+                break;
+            }
+            n += got as u64;
+            sum = buf[..got]
+                .iter()
+                .fold(sum, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        }
+        s.write_all(format!("{n} {sum}\n").as_bytes())
+            .expect("server write");
+        (peer, n, sum)
+    });
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let expect_sum = data
+        .iter()
+        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    let reply = client.enter(move || {
+        let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(10))
+            .expect("connect over the overlay");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.write_all(&data).expect("client write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("client read");
+        reply
+    });
+    let (peer, n, sum) = server.join().expect("server thread");
+    assert_eq!((n, sum), (len as u64, expect_sum));
+    assert_eq!(reply.trim(), format!("{len} {expect_sum}"));
+    peer
 }
 
 /// Runs `set_peers` on another thread and fails if it takes longer than 15 s
@@ -342,6 +355,36 @@ fn shoal_engine_interoperates_with_boringtun_device() {
 #[ignore = "requires root: network namespaces, TUN"]
 fn shoal_engine_sends_to_boringtun_device() {
     two_nodes(Engine::Shoal, Engine::Boringtun, "j");
+}
+
+/// Pod traffic through Shoal's data path: a pod netns behind node b's bridge
+/// (veth, MTU 1420, forwarding on) exchanges 4 MiB with node a both ways, so
+/// coalesced super-packets are forwarded into the pod and the pod's TSO
+/// packets are forwarded into the engine.
+#[test]
+#[ignore = "requires root: network namespaces, TUN"]
+fn shoal_engine_carries_pod_traffic_through_the_bridge() {
+    let c = cluster("p", [Engine::Shoal, Engine::Shoal]);
+    c.connect_both();
+    let pod = Netns::new(format!("shoal-wgt-{}-ppod", std::process::id()));
+    let fwd = c.ns[1]
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .expect("sysctl");
+    assert!(fwd.success());
+    c.ns[1].ip(&[
+        "link", "add", "vpod", "mtu", "1420", "type", "veth", "peer", "name", "eth0", "netns",
+        &pod.name,
+    ]);
+    c.ns[1].ip(&["link", "set", "vpod", "master", "pods0", "up"]);
+    pod.ip(&["link", "set", "eth0", "mtu", "1420", "up"]);
+    pod.ip(&["addr", "add", "10.244.2.10/24", "dev", "eth0"]);
+    pod.ip(&["route", "add", "default", "via", POD_GW[1]]);
+    c.ping(0, 1);
+    let seen = tcp_exchange_between(&c.ns[0], &pod, "10.244.2.10", 5003, 4 << 20);
+    assert_eq!(seen.ip().to_string(), POD_GW[0], "pod saw {seen}");
+    let seen = tcp_exchange_between(&pod, &c.ns[0], POD_GW[0], 5004, 4 << 20);
+    assert_eq!(seen.ip().to_string(), "10.244.2.10", "node a saw {seen}");
 }
 
 /// The two-node checks: ping both ways, TCP with checksum, only WireGuard
