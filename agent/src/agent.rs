@@ -285,6 +285,7 @@ fn net_settings(args: &AgentArgs, endpoint: &str) -> anyhow::Result<NetSettings>
         service_cidr: args.service_cidr,
         wireguard_port: args.wireguard_port,
         mtu: args.mtu,
+        engine: args.wireguard_engine,
         host_ip,
         protected,
     })

@@ -48,6 +48,10 @@ pub struct AgentArgs {
     /// UDP port of the WireGuard overlay on the node's address.
     #[arg(long, default_value_t = 51820)]
     pub wireguard_port: u16,
+    /// Userspace WireGuard data path when the kernel has no WireGuard: `shoal`
+    /// (batched, with UDP and TUN offloads) or `boringtun` (boringtun's own device).
+    #[arg(long, value_enum, default_value = "shoal")]
+    pub wireguard_engine: crate::network::WgEngine,
     /// MTU of the overlay and of pod interfaces (underlay MTU − 80).
     #[arg(long, default_value_t = 1420)]
     pub mtu: u32,

@@ -40,6 +40,24 @@ pub enum NetworkMode {
     None,
 }
 
+/// The userspace WireGuard data path (used when the kernel has no WireGuard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WgEngine {
+    /// Shoal's own batched data path (boringtun's noise crypto).
+    Shoal,
+    /// boringtun's device.
+    Boringtun,
+}
+
+impl WgEngine {
+    fn engine(self) -> shoal_net::wg::Engine {
+        match self {
+            WgEngine::Shoal => shoal_net::wg::Engine::Shoal,
+            WgEngine::Boringtun => shoal_net::wg::Engine::Boringtun,
+        }
+    }
+}
+
 /// Network settings of the agent.
 #[derive(Debug, Clone)]
 pub struct NetSettings {
@@ -51,6 +69,8 @@ pub struct NetSettings {
     pub wireguard_port: u16,
     /// MTU of the overlay, bridge and pod interfaces.
     pub mtu: u32,
+    /// Userspace WireGuard data path.
+    pub engine: WgEngine,
     /// The node's underlay address.
     pub host_ip: Ipv4Addr,
     /// TCP endpoints pods must not reach (controllers, this agent).
@@ -123,10 +143,11 @@ impl PodNetwork {
         std::fs::write(&iface_file, &iface)
             .with_context(|| format!("while writing {}", iface_file.display()))?;
         let (port, mtu) = (settings.wireguard_port, settings.mtu);
-        let k = key.clone();
-        let overlay = tokio::task::spawn_blocking(move || Overlay::up(&iface, &k, port, mtu))
-            .await?
-            .context("while bringing up the WireGuard overlay")?;
+        let (k, engine) = (key.clone(), settings.engine.engine());
+        let overlay =
+            tokio::task::spawn_blocking(move || Overlay::up_with(&iface, &k, port, mtu, engine))
+                .await?
+                .context("while bringing up the WireGuard overlay")?;
         info!(
             iface = overlay.iface(),
             kernel = overlay.is_kernel(),
@@ -288,14 +309,15 @@ impl PodNetwork {
     async fn restart_overlay(&self) -> anyhow::Result<()> {
         let old = lock(&self.overlay).take();
         let iface = shoal_net::wg::iface_name(&self.node);
-        let (key, port, mtu) = (
+        let (key, port, mtu, engine) = (
             self.key.clone(),
             self.settings.wireguard_port,
             self.settings.mtu,
+            self.settings.engine.engine(),
         );
         let o = tokio::task::spawn_blocking(move || {
             drop(old);
-            Overlay::up(&iface, &key, port, mtu)
+            Overlay::up_with(&iface, &key, port, mtu, engine)
         })
         .await?
         .context("while bringing the WireGuard overlay up again")?;
@@ -629,6 +651,7 @@ mod tests {
             service_cidr: "10.96.0.0/16".parse().unwrap(),
             wireguard_port: 51820,
             mtu: 1420,
+            engine: WgEngine::Shoal,
             host_ip: "10.0.0.1".parse().unwrap(),
             protected: vec![("10.0.0.10".parse().unwrap(), 7000)],
         };
