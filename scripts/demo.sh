@@ -26,14 +26,30 @@ if [[ "$AGENTS" -gt 0 ]]; then
     echo "+ shoalctl image import $IMG"; "$CTL" image import "$IMG"
 fi
 echo "+ shoalctl apply -f examples/web.yaml"; "$CTL" apply -f examples/web.yaml
-sleep 2
+if [[ "$AGENTS" -gt 0 ]]; then
+    # Wait (up to 60 s) until the three replicas and the client run.
+    for _ in $(seq 120); do
+        [[ $("$CTL" get pods 2>/dev/null | grep -c ' Running ') -ge 4 ]] && break
+        sleep 0.5
+    done
+fi
 echo "+ shoalctl get pods -o wide"; "$CTL" get pods -o wide
-echo "+ shoalctl get deployments,services"; "$CTL" get deployments; "$CTL" get services
+echo "+ shoalctl get deployments"; "$CTL" get deployments
+echo "+ shoalctl get svc -o wide"; "$CTL" get svc -o wide
+if [[ "$AGENTS" -gt 0 ]]; then
+    echo "+ shoalctl exec client -- wget -qO- http://web.default.svc.shoal.local/   (x3: the Service spreads over the replicas)"
+    for _ in 1 2 3; do "$CTL" exec client -- wget -qO- http://web.default.svc.shoal.local/ || true; done
+    echo "+ deploy/netns-cluster exec node1 -- wg show wg-node1"
+    deploy/netns-cluster --name "$NAME" exec node1 -- wg show wg-node1 || true
+fi
 cat <<EOT
 
 The cluster '$NAME' is running. Try:
   export SHOAL_SERVER=$SHOAL_SERVER
   $CTL get pods -o wide
+  $CTL exec client -- ping -c1 <IP of a web pod on another node>
+  $CTL exec client -- wget -qO- http://web/
+  deploy/netns-cluster --name $NAME exec node2 -- busybox wget -qO- http://<node1 InternalIP>:30080/
   deploy/netns-cluster --name $NAME status
   scripts/demo.sh down
 EOT

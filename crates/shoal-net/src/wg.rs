@@ -82,7 +82,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const DEVICE_THREADS: usize = 2;
 /// Receive and send buffer of the userspace device's UDP sockets. With the
 /// default 208 KiB the receiving node dropped about a fifth of the datagrams
-/// under one iperf3 stream; 4 MiB dropped none (docs/bench-net-draft.md).
+/// under one iperf3 stream; 4 MiB dropped none (docs/benchmarks.md, Pod network throughput).
 const UDP_BUFFER_BYTES: i32 = 4 << 20;
 
 /// Errors of the WireGuard overlay; each names the file, socket or interface involved.
