@@ -12,15 +12,13 @@ use anyhow::Context as _;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shoal_api::{Pod, PodStatus};
-use shoal_proto::cluster_client::ClusterClient;
-use shoal_proto::{ListRequest, WatchRequest};
 use shoal_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use tokio::sync::Notify;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::args::{AgentArgs, parse_labels};
-use crate::controllers::{Controllers, REQUEST_TIMEOUT, decode};
+use crate::controllers::Controllers;
 use crate::events::{PodEvent, PodRef, new_event};
 use crate::naming::{pod_key, sandbox_name};
 use crate::network::{NetSettings, NetworkMode};
@@ -357,100 +355,23 @@ impl Agent {
         serde_json::from_slice(&data).ok()
     }
 
-    /// List + watch of the pods bound to this node, for ever.
+    /// List + watch of the pods bound to this node, for ever (through a
+    /// [`crate::mirror`] with this node's field selector).
     async fn watch_pods(self: Arc<Self>) {
-        loop {
-            let rev = match self.list_pods().await {
-                Ok(rev) => rev,
-                Err(e) => {
-                    warn!("listing pods: {e}");
-                    self.ctl.fail_over();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+        let mut rx = crate::mirror::start::<Pod>(self.ctl.clone(), &self.selector());
+        while rx.changed().await.is_ok() {
+            let Some(snap) = rx.borrow_and_update().clone() else {
+                continue;
             };
-            let req = WatchRequest {
-                kind: "Pod".into(),
-                namespace: String::new(),
-                label_selector: String::new(),
-                field_selector: self.selector(),
-                resource_version: rev,
-            };
-            let stream = self
-                .ctl
-                .call(|ch| {
-                    let req = req.clone();
-                    async move { ClusterClient::new(ch).watch(req).await }
-                })
-                .await;
-            let mut stream = match stream {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("watching pods: {e}");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    continue;
-                }
-            };
-            loop {
-                match stream.message().await {
-                    Ok(Some(ev)) => {
-                        match decode::<Pod>(&ev.object_json) {
-                            Ok(p) => {
-                                let sb = sandbox_name(&p);
-                                let mut pods = lock(&self.pods);
-                                if ev.r#type == "DELETED" || !self.mine(&p) {
-                                    pods.remove(&sb);
-                                } else {
-                                    pods.insert(sb, p);
-                                }
-                            }
-                            Err(e) => warn!("watch event: {e}"),
-                        }
-                        self.wake.notify_one();
-                    }
-                    Ok(None) => break,
-                    Err(s) => {
-                        if s.code() != Code::OutOfRange {
-                            warn!("pod watch on {}: {s}", self.ctl.address());
-                            self.ctl.fail_over();
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        } else {
-                            debug!("pod watch too old; re-listing");
-                        }
-                        break;
-                    }
-                }
-            }
+            let fresh: BTreeMap<String, Pod> = snap
+                .values()
+                .filter(|p| self.mine(p))
+                .map(|p| (sandbox_name(p), p.clone()))
+                .collect();
+            *lock(&self.pods) = fresh;
+            self.listed.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.wake.notify_one();
         }
-    }
-
-    async fn list_pods(&self) -> Result<u64, crate::controllers::ControllerError> {
-        let req = ListRequest {
-            kind: "Pod".into(),
-            namespace: String::new(),
-            label_selector: String::new(),
-            field_selector: self.selector(),
-            stale: false,
-        };
-        let resp = self
-            .ctl
-            .call(|ch| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(REQUEST_TIMEOUT);
-                async move { ClusterClient::new(ch).list(r).await }
-            })
-            .await?;
-        let mut fresh = BTreeMap::new();
-        for j in &resp.items_json {
-            let p: Pod = decode(j)?;
-            if self.mine(&p) {
-                fresh.insert(sandbox_name(&p), p);
-            }
-        }
-        *lock(&self.pods) = fresh;
-        self.listed.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.wake.notify_one();
-        Ok(resp.resource_version)
     }
 
     async fn observe(&self) -> Result<Observed, RuntimeError> {

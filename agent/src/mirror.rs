@@ -1,6 +1,7 @@
-//! A local copy of every object of one kind, kept by list + watch (re-listing
-//! when the watch is too old or breaks), published as snapshots on a
-//! `tokio::sync::watch` channel.
+//! A local copy of the objects of one kind (optionally narrowed by a field
+//! selector), kept by list + watch (re-listing when the watch is too old or
+//! breaks), published as snapshots on a `tokio::sync::watch` channel: `None`
+//! until the first list succeeded, then the whole set after every change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,21 +25,29 @@ pub fn key_of<T: Resource>(o: &T) -> String {
     format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name)
 }
 
-/// Starts mirroring kind `T`; the receiver sees a new snapshot after every change.
+/// What a mirror publishes: `None` until listed.
+pub type Published<T> = Option<Arc<Snapshot<T>>>;
+
+/// Starts mirroring kind `T` (all objects, or those matching
+/// `field_selector`); the receiver sees a new snapshot after every change.
 pub fn start<T: Resource + Send + Sync + 'static>(
     ctl: Arc<Controllers>,
-) -> watch::Receiver<Arc<Snapshot<T>>> {
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::new()));
-    tokio::spawn(run::<T>(ctl, tx));
+    field_selector: &str,
+) -> watch::Receiver<Published<T>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(run::<T>(ctl, field_selector.to_string(), tx));
     rx
 }
 
-async fn list<T: Resource>(ctl: &Controllers) -> Result<(Snapshot<T>, u64), ControllerError> {
+async fn list<T: Resource>(
+    ctl: &Controllers,
+    field_selector: &str,
+) -> Result<(Snapshot<T>, u64), ControllerError> {
     let req = ListRequest {
         kind: T::KIND.to_string(),
         namespace: String::new(),
         label_selector: String::new(),
-        field_selector: String::new(),
+        field_selector: field_selector.to_string(),
         stale: false,
     };
     let resp = ctl
@@ -58,11 +67,12 @@ async fn list<T: Resource>(ctl: &Controllers) -> Result<(Snapshot<T>, u64), Cont
 
 async fn run<T: Resource + Send + Sync + 'static>(
     ctl: Arc<Controllers>,
-    tx: watch::Sender<Arc<Snapshot<T>>>,
+    field_selector: String,
+    tx: watch::Sender<Published<T>>,
 ) {
     let kind = T::KIND.to_string();
     loop {
-        let (mut snap, rev) = match list::<T>(&ctl).await {
+        let (mut snap, rev) = match list::<T>(&ctl, &field_selector).await {
             Ok(r) => r,
             Err(e) => {
                 warn!("listing {kind}: {e}");
@@ -71,12 +81,12 @@ async fn run<T: Resource + Send + Sync + 'static>(
                 continue;
             }
         };
-        tx.send_replace(Arc::new(snap.clone()));
+        tx.send_replace(Some(Arc::new(snap.clone())));
         let req = WatchRequest {
             kind: kind.clone(),
             namespace: String::new(),
             label_selector: String::new(),
-            field_selector: String::new(),
+            field_selector: field_selector.clone(),
             resource_version: rev,
         };
         let stream = ctl
@@ -107,7 +117,7 @@ async fn run<T: Resource + Send + Sync + 'static>(
                         }
                         Err(e) => warn!("{kind} watch event: {e}"),
                     }
-                    tx.send_replace(Arc::new(snap.clone()));
+                    tx.send_replace(Some(Arc::new(snap.clone())));
                 }
                 Ok(None) => break,
                 Err(s) => {

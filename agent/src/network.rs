@@ -235,27 +235,41 @@ impl PodNetwork {
 
     /// Keeps peers, routes, service rules and DNS in step with the cluster.
     async fn sync(self: Arc<Self>, ctl: Arc<Controllers>) {
-        let mut nodes = mirror::start::<Node>(ctl.clone());
-        let mut services = mirror::start::<Service>(ctl.clone());
-        let mut endpoints = mirror::start::<Endpoints>(ctl.clone());
-        let mut pods = mirror::start::<Pod>(ctl);
+        let mut nodes = mirror::start::<Node>(ctl.clone(), "");
+        let mut services = mirror::start::<Service>(ctl.clone(), "");
+        let mut endpoints = mirror::start::<Endpoints>(ctl.clone(), "");
+        let mut pods = mirror::start::<Pod>(ctl, "");
         let mut applied = Applied::default();
         loop {
-            let state = desired(&DesiredInput {
-                node: &self.node,
-                settings: &self.settings,
-                net: &self.net,
-                gateway: self.gateway,
-                nodes: &nodes.borrow_and_update(),
-                services: &services.borrow_and_update(),
-                endpoints: &endpoints.borrow_and_update(),
-                pods: &pods.borrow_and_update(),
-                host_ports: lock(&self.attached).values().flatten().cloned().collect(),
-            });
-            if let Err(e) = self.apply(&state, &mut applied).await {
-                warn!("network sync: {e:#}");
-                applied = Applied::default();
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let (n, s, e, p) = (
+                nodes.borrow_and_update().clone(),
+                services.borrow_and_update().clone(),
+                endpoints.borrow_and_update().clone(),
+                pods.borrow_and_update().clone(),
+            );
+            // Nothing is applied before everything was listed once: an agent
+            // restarting would otherwise drop peers and services for a moment.
+            let listed = match (n, s, e, p) {
+                (Some(n), Some(s), Some(e), Some(p)) => Some((n, s, e, p)),
+                _ => None,
+            };
+            if let Some((n, s, e, p)) = listed {
+                let state = desired(&DesiredInput {
+                    node: &self.node,
+                    settings: &self.settings,
+                    net: &self.net,
+                    gateway: self.gateway,
+                    nodes: &n,
+                    services: &s,
+                    endpoints: &e,
+                    pods: &p,
+                    host_ports: lock(&self.attached).values().flatten().cloned().collect(),
+                });
+                if let Err(e) = self.apply(&state, &mut applied).await {
+                    warn!("network sync: {e:#}");
+                    applied = Applied::default();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
             tokio::select! {
                 _ = nodes.changed() => {}
