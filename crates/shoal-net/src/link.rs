@@ -170,16 +170,12 @@ pub async fn ensure_node(n: &NodeNet) -> Result<(), LinkError> {
     )
     .await?;
     let route = unreachable_route(n.cluster_cidr);
-    h.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(|source| LinkError::Route {
-            op: "add",
-            route: format!("unreachable {} metric {UNREACHABLE_METRIC}", n.cluster_cidr),
-            source: Box::new(source),
-        })?;
+    put_route(
+        h,
+        route,
+        format!("unreachable {} metric {UNREACHABLE_METRIC}", n.cluster_cidr),
+    )
+    .await?;
     Ok(())
 }
 
@@ -330,16 +326,7 @@ pub async fn sync_overlay_routes(
             .pref_source(src)
             .scope(RouteScope::Link)
             .build();
-        h.route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|source| LinkError::Route {
-                op: "add",
-                route: format!("{dst} dev {wg_iface} src {src}"),
-                source: Box::new(source),
-            })?;
+        put_route(h, msg, format!("{dst} dev {wg_iface} src {src}")).await?;
     }
     Ok(())
 }
@@ -504,17 +491,22 @@ async fn configure_pod_side(
         .gateway(gw)
         .output_interface(idx)
         .build();
+    put_route(h, route, format!("default via {gw} dev {POD_IFACE}")).await?;
+    Ok(())
+}
+
+/// Adds a route, replacing one to the same destination; an error names it.
+async fn put_route(h: &Handle, msg: RouteMessage, route: String) -> Result<(), LinkError> {
     h.route()
-        .add(route)
+        .add(msg)
         .replace()
         .execute()
         .await
         .map_err(|source| LinkError::Route {
             op: "add",
-            route: format!("default via {gw} dev {POD_IFACE}"),
+            route,
             source: Box::new(source),
-        })?;
-    Ok(())
+        })
 }
 
 async fn create_bridge(h: &Handle, n: &NodeNet) -> Result<LinkMessage, LinkError> {
