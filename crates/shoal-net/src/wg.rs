@@ -1226,6 +1226,28 @@ impl Overlay {
     }
 }
 
+/// Stops serving `wg` on `sock` (set the flag, wake the accept with a
+/// connection, join the thread) and removes the socket file.
+fn stop_uapi_server(
+    iface: &str,
+    sock: &Path,
+    stop: &AtomicBool,
+    listener: &mut Option<JoinHandle<()>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    if let Some(thread) = listener.take() {
+        let _ = UnixStream::connect(sock);
+        if thread.join().is_err() {
+            tracing::warn!(%iface, "uapi socket thread panicked");
+        }
+    }
+    if let Err(e) = fs::remove_file(sock)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %sock.display(), error = %e, "removing uapi socket");
+    }
+}
+
 impl Drop for Overlay {
     fn drop(&mut self) {
         if let Backend::User {
@@ -1235,19 +1257,7 @@ impl Drop for Overlay {
             stop,
         } = &mut self.backend
         {
-            // Stop serving `wg`: set the flag, wake the accept with a connection.
-            stop.store(true, Ordering::SeqCst);
-            if let Some(thread) = listener.take() {
-                let _ = UnixStream::connect(&self.sock);
-                if thread.join().is_err() {
-                    tracing::warn!(iface = %self.iface, "uapi socket thread panicked");
-                }
-            }
-            if let Err(e) = fs::remove_file(&self.sock)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %self.sock.display(), error = %e, "removing uapi socket");
-            }
+            stop_uapi_server(&self.iface, &self.sock, stop, listener);
             // Closing our end of the UAPI socketpair makes every device thread
             // exit; join them (bounded), then drop the device, which closes the
             // TUN and so removes the link.
@@ -1279,18 +1289,7 @@ impl Drop for Overlay {
             stop,
         } = &mut self.backend
         {
-            stop.store(true, Ordering::SeqCst);
-            if let Some(thread) = listener.take() {
-                let _ = UnixStream::connect(&self.sock);
-                if thread.join().is_err() {
-                    tracing::warn!(iface = %self.iface, "uapi socket thread panicked");
-                }
-            }
-            if let Err(e) = fs::remove_file(&self.sock)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %self.sock.display(), error = %e, "removing uapi socket");
-            }
+            stop_uapi_server(&self.iface, &self.sock, stop, listener);
             // The last reference (the listener's is gone): stops the threads
             // and closes the TUN.
             drop(device.take());
