@@ -213,7 +213,7 @@ mod tests {
             [
                 "Deployment/default/web",
                 "Service/default/web",
-                "Pod/default/web-1"
+                "Pod/default/client"
             ]
         );
         let Object::Deployment(d) = &objs[0] else {
@@ -396,8 +396,8 @@ mod tests {
             }
         }
         assert_eq!(
-            parsed, 3,
-            "expected the Pod, Deployment and Service examples"
+            parsed, 4,
+            "expected the Pod, Deployment, Service and Endpoints examples"
         );
     }
 
