@@ -189,21 +189,16 @@ impl Controllers {
 
     /// Creates an object; returns it as stored.
     pub async fn create<T: Resource>(&self, obj: &T) -> Result<T, ControllerError> {
-        let json = Into::<Object>::into(obj.clone()).to_json_string();
-        let resp = self
-            .call(|ch| {
-                let mut req = tonic::Request::new(ObjectRequest {
-                    object_json: json.clone(),
-                });
-                req.set_timeout(REQUEST_TIMEOUT);
-                async move { ClusterClient::new(ch).create(req).await }
-            })
-            .await?;
-        decode(&resp.object_json)
+        self.write(obj, false).await
     }
 
     /// Updates an object (its `resourceVersion`, when set, is a precondition).
     pub async fn update<T: Resource>(&self, obj: &T) -> Result<T, ControllerError> {
+        self.write(obj, true).await
+    }
+
+    /// Creates (or, with `update`, updates) an object; returns it as stored.
+    async fn write<T: Resource>(&self, obj: &T, update: bool) -> Result<T, ControllerError> {
         let json = Into::<Object>::into(obj.clone()).to_json_string();
         let resp = self
             .call(|ch| {
@@ -211,7 +206,14 @@ impl Controllers {
                     object_json: json.clone(),
                 });
                 req.set_timeout(REQUEST_TIMEOUT);
-                async move { ClusterClient::new(ch).update(req).await }
+                async move {
+                    let mut c = ClusterClient::new(ch);
+                    if update {
+                        c.update(req).await
+                    } else {
+                        c.create(req).await
+                    }
+                }
             })
             .await?;
         decode(&resp.object_json)

@@ -102,7 +102,10 @@ pub struct PodNetwork {
     net: NodeNet,
     gateway: Ipv4Addr,
     ipam: PodIpam,
-    overlay: Mutex<Option<Overlay>>,
+    /// The WireGuard interface's name.
+    iface: String,
+    /// The running overlay (None once shut down); shared with blocking calls.
+    overlay: Mutex<Option<Arc<Overlay>>>,
     key: KeyPair,
     dns: DnsTable,
     /// Sandboxes attached since this agent started → their host ports.
@@ -142,16 +145,11 @@ impl PodNetwork {
         let iface_file = state_dir(data_dir).join("iface");
         std::fs::write(&iface_file, &iface)
             .with_context(|| format!("while writing {}", iface_file.display()))?;
-        let (port, mtu) = (settings.wireguard_port, settings.mtu);
-        let (k, engine) = (key.clone(), settings.engine.engine());
-        let overlay =
-            tokio::task::spawn_blocking(move || Overlay::up_with(&iface, &k, port, mtu, engine))
-                .await?
-                .context("while bringing up the WireGuard overlay")?;
+        let overlay = overlay_up(&iface, &key, &settings).await?;
         info!(
-            iface = overlay.iface(),
+            iface,
             kernel = overlay.is_kernel(),
-            port,
+            port = settings.wireguard_port,
             "overlay up"
         );
         let gateway = shoal_net::ipam::gateway(pod_cidr);
@@ -161,7 +159,8 @@ impl PodNetwork {
             net,
             gateway,
             ipam,
-            overlay: Mutex::new(Some(overlay)),
+            iface,
+            overlay: Mutex::new(Some(Arc::new(overlay))),
             key,
             dns: DnsTable::new(),
             attached: Mutex::new(BTreeMap::new()),
@@ -277,6 +276,8 @@ impl PodNetwork {
                 _ = endpoints.changed() => {}
                 _ = pods.changed() => {}
                 _ = self.changed.notified() => {}
+                // Now and then re-apply everything: repairs a rule, route or
+                // peer someone changed by hand (unchanged peers are a no-op).
                 _ = tokio::time::sleep(Duration::from_secs(10)) => { applied = Applied::default(); }
             }
             // Let a burst of changes settle into one update.
@@ -295,10 +296,10 @@ impl PodNetwork {
                 let peers = s.peers.clone();
                 self.with_overlay(move |o| o.set_peers(&peers)).await?;
             }
-            let iface = shoal_net::wg::iface_name(&self.node);
+            let iface = &self.iface;
             let remotes: Vec<Ipv4Net> =
                 s.peers.iter().flat_map(|p| p.allowed_ips.clone()).collect();
-            shoal_net::link::sync_overlay_routes(&iface, &remotes, self.gateway)
+            shoal_net::link::sync_overlay_routes(iface, &remotes, self.gateway)
                 .await
                 .with_context(|| format!("while routing {remotes:?} via {iface}"))?;
             info!(peers = s.peers.len(), "overlay peers updated");
@@ -322,20 +323,10 @@ impl PodNetwork {
 
     async fn restart_overlay(&self) -> anyhow::Result<()> {
         let old = lock(&self.overlay).take();
-        let iface = shoal_net::wg::iface_name(&self.node);
-        let (key, port, mtu, engine) = (
-            self.key.clone(),
-            self.settings.wireguard_port,
-            self.settings.mtu,
-            self.settings.engine.engine(),
-        );
-        let o = tokio::task::spawn_blocking(move || {
-            drop(old);
-            Overlay::up_with(&iface, &key, port, mtu, engine)
-        })
-        .await?
-        .context("while bringing the WireGuard overlay up again")?;
-        *lock(&self.overlay) = Some(o);
+        // The old device goes first: the new one takes over its name and port.
+        tokio::task::spawn_blocking(move || drop(old)).await?;
+        let o = overlay_up(&self.iface, &self.key, &self.settings).await?;
+        *lock(&self.overlay) = Some(Arc::new(o));
         Ok(())
     }
 
@@ -343,19 +334,22 @@ impl PodNetwork {
         &self,
         f: impl FnOnce(&Overlay) -> Result<T, shoal_net::wg::WgError> + Send + 'static,
     ) -> anyhow::Result<T> {
-        // Overlay calls block on the UAPI socket: run them off the async threads.
-        let taken = lock(&self.overlay).take();
-        let Some(o) = taken else {
+        let o = lock(&self.overlay).clone();
+        let Some(o) = o else {
             anyhow::bail!("the overlay is down");
         };
-        let (o, r) = tokio::task::spawn_blocking(move || {
-            let r = f(&o);
-            (o, r)
-        })
-        .await?;
-        *lock(&self.overlay) = Some(o);
-        Ok(r?)
+        // Overlay calls block on the UAPI socket: run them off the async threads.
+        Ok(tokio::task::spawn_blocking(move || f(&o)).await??)
     }
+}
+
+/// Brings up the node's WireGuard interface (blocking work, run off the async threads).
+async fn overlay_up(iface: &str, key: &KeyPair, s: &NetSettings) -> anyhow::Result<Overlay> {
+    let (iface, key) = (iface.to_string(), key.clone());
+    let (port, mtu, engine) = (s.wireguard_port, s.mtu, s.engine.engine());
+    tokio::task::spawn_blocking(move || Overlay::up_with(&iface, &key, port, mtu, engine))
+        .await?
+        .context("while bringing up the WireGuard overlay")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

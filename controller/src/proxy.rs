@@ -121,6 +121,18 @@ pub struct ProxyService {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// An agent's response stream passed on, its errors naming the node.
+fn relay<T: Send + 'static>(node: String, upstream: Streaming<T>) -> BoxStream<T> {
+    Box::pin(upstream.map(move |r| {
+        r.map_err(|s| {
+            to_status(&ProxyError::Agent {
+                node: node.clone(),
+                status: s,
+            })
+        })
+    }))
+}
+
 async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, StoreError> {
     match store.get(key, Consistency::Local).await? {
         Some(v) => Ok(Some(v)),
@@ -326,16 +338,7 @@ impl Proxy for ProxyService {
             .await
             .map_err(|s| self.agent_error(&t, s))?
             .into_inner();
-        let node = t.node.clone();
-        let s = upstream.map(move |r| {
-            r.map_err(|s| {
-                to_status(&ProxyError::Agent {
-                    node: node.clone(),
-                    status: s,
-                })
-            })
-        });
-        Ok(Response::new(Box::pin(s)))
+        Ok(Response::new(relay(t.node.clone(), upstream)))
     }
 
     type ExecStream = BoxStream<ExecOutput>;
@@ -378,16 +381,7 @@ impl Proxy for ProxyService {
             .await
             .map_err(|s| self.agent_error(&t, s))?
             .into_inner();
-        let node = t.node.clone();
-        let s = upstream.map(move |r| {
-            r.map_err(|s| {
-                to_status(&ProxyError::Agent {
-                    node: node.clone(),
-                    status: s,
-                })
-            })
-        });
-        Ok(Response::new(Box::pin(s)))
+        Ok(Response::new(relay(t.node.clone(), upstream)))
     }
 
     async fn stats(

@@ -240,21 +240,7 @@ impl Cluster {
     }
 
     async fn pod(&self, name: &str) -> Result<Pod, String> {
-        let mut cl = cluster(&self.ctl_addr).await?;
-        let r = cl
-            .get(GetRequest {
-                kind: "Pod".into(),
-                namespace: "default".into(),
-                name: name.into(),
-                stale: false,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        match Object::from_json_str(&r.object_json).map_err(|e| e.to_string())? {
-            Object::Pod(p) => Ok(p),
-            o => Err(format!("not a pod: {o:?}")),
-        }
+        get_obj(&self.ctl_addr, "default", name).await
     }
 
     /// Waits until `check` accepts the pod's first container status.
@@ -389,21 +375,7 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     let c = Cluster::start("agent-it-run").await;
     // The Node is Ready and its heartbeat advances.
     let first = eventually("node registered", Duration::from_secs(20), || async {
-        let mut cl = cluster(&c.ctl_addr).await?;
-        let r = cl
-            .get(GetRequest {
-                kind: "Node".into(),
-                namespace: String::new(),
-                name: c.node.clone(),
-                stale: false,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        let n: Node = match Object::from_json_str(&r.object_json).map_err(|e| e.to_string())? {
-            Object::Node(n) => n,
-            _ => return Err("not a node".into()),
-        };
+        let n: Node = get_obj(&c.ctl_addr, "", &c.node).await?;
         if n.is_ready() {
             Ok(n)
         } else {
@@ -419,20 +391,7 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     assert!(s.capacity["cpu"].as_millis() >= 1000 && s.capacity["memory"].as_bytes() > 0);
     let t0 = s.heartbeat_time.unwrap();
     eventually("heartbeat advances", Duration::from_secs(10), || async {
-        let mut cl = cluster(&c.ctl_addr).await?;
-        let r = cl
-            .get(GetRequest {
-                kind: "Node".into(),
-                namespace: String::new(),
-                name: c.node.clone(),
-                stale: false,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        let Ok(Object::Node(n)) = Object::from_json_str(&r.object_json) else {
-            return Err("decode".into());
-        };
+        let n: Node = get_obj(&c.ctl_addr, "", &c.node).await?;
         let t = n.status.and_then(|s| s.heartbeat_time).unwrap();
         if t > t0 {
             Ok(())
@@ -1008,24 +967,31 @@ async fn an_interrupted_layer_download_resumes_from_the_partial_file() {
 }
 
 async fn heartbeat_of(addr: &str, node: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let n: Node = get_obj(addr, "", node).await?;
+    n.status
+        .and_then(|s| s.heartbeat_time)
+        .ok_or_else(|| "no heartbeat".into())
+}
+
+/// Reads object `namespace/name` of kind `T` from the controller at `addr`.
+async fn get_obj<T: shoal_api::Resource>(
+    addr: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<T, String> {
     let mut cl = cluster(addr).await?;
     let r = cl
         .get(GetRequest {
-            kind: "Node".into(),
-            namespace: String::new(),
-            name: node.into(),
+            kind: T::KIND.to_string(),
+            namespace: namespace.into(),
+            name: name.into(),
             stale: false,
         })
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
-    match Object::from_json_str(&r.object_json).map_err(|e| e.to_string())? {
-        Object::Node(n) => n
-            .status
-            .and_then(|s| s.heartbeat_time)
-            .ok_or_else(|| "no heartbeat".into()),
-        _ => Err("not a node".into()),
-    }
+    let o = Object::from_json_str(&r.object_json).map_err(|e| e.to_string())?;
+    T::try_from(o).map_err(|o| format!("expected a {}, got {o:?}", T::KIND))
 }
 
 #[tokio::test(flavor = "multi_thread")]
