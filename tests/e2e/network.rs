@@ -144,15 +144,36 @@ struct Capture {
 impl Capture {
     fn start(c: &NetnsCluster, node: &str, file: &str) -> Capture {
         let ns = format!("shoal-{}-n{}", c.name, num(node));
+        let _ = std::fs::remove_file(file);
         let child = Command::new("ip")
             .args([
-                "netns", "exec", &ns, "tcpdump", "-i", "eth0", "-n", "-U", "-w", file,
+                "netns",
+                "exec",
+                &ns,
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "eth0",
+                "-n",
+                "-U",
+                "-w",
+                file,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tcpdump");
-        std::thread::sleep(Duration::from_millis(700));
+        // tcpdump writes the file header once the capture is active.
+        // (--immediate-mode: packets reach the file at once, not in 1 s
+        // blocks that a stop would throw away.)
+        eventually(
+            "tcpdump to start",
+            Duration::from_secs(10),
+            || match std::fs::metadata(file) {
+                Ok(m) if m.len() >= 24 => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
         Capture {
             child: Some(child),
             file: file.to_string(),
@@ -166,6 +187,12 @@ impl Capture {
             .args(["-n", "-r", &self.file])
             .output()
             .expect("tcpdump -r");
+        assert!(
+            out.status.success(),
+            "tcpdump -r {}: {}",
+            self.file,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(String::from)
