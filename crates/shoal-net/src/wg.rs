@@ -36,7 +36,7 @@
 //! calls (and `Drop`) act there from any thread. The API is blocking: call it
 //! from `spawn_blocking` in async code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -936,8 +936,13 @@ impl Overlay {
                 })?;
                 // boringtun opens the TUN (and its epoll/event fds) without
                 // O_CLOEXEC: keep them out of every process we spawn later.
-                for fd in open_fds().difference(&before) {
-                    set_cloexec(*fd);
+                // Another thread may have closed an fd whose number boringtun
+                // then reused, so new fds are those with a new number or a
+                // new target, and the TUN is found by its interface.
+                for (fd, target) in open_fds() {
+                    if before.get(&fd) != Some(&target) || is_tun_of(fd, iface) {
+                        set_cloexec(fd);
+                    }
                 }
                 Ok(device)
             })?;
@@ -1343,14 +1348,25 @@ fn enlarge_udp_buffers(port: u16, bytes: i32) -> usize {
 }
 
 /// The file descriptors open in this process now.
-fn open_fds() -> BTreeSet<i32> {
+fn open_fds() -> BTreeMap<i32, PathBuf> {
     fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .filter_map(|e| {
+                    let fd = e.file_name().to_str()?.parse().ok()?;
+                    Some((fd, fs::read_link(e.path()).ok()?))
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether `fd` is a TUN file attached to interface `iface`.
+fn is_tun_of(fd: i32, iface: &str) -> bool {
+    fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).is_ok_and(|info| {
+        info.lines()
+            .any(|l| l.strip_prefix("iff:").is_some_and(|v| v.trim() == iface))
+    })
 }
 
 /// Sets FD_CLOEXEC on `fd` (errors ignored: the fd may be gone already).
