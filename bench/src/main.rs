@@ -1,6 +1,7 @@
 //! `shoal-bench`: load generators for docs/benchmarks.md. `store` creates objects
 //! against Shoal controllers or puts keys into etcd with the same client
-//! concurrency; `failover` measures leader SIGKILL to first acknowledged write.
+//! concurrency; `failover` measures leader SIGKILL to first acknowledged write; `sched`,
+//! `pods` and `netctl` are described in their modules.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{ClusterStatusRequest, ObjectRequest};
 use tonic::transport::Channel;
 
+mod netctl;
 mod podstart;
 mod sched;
 
@@ -56,6 +58,8 @@ enum Cmd {
     Sched(sched::SchedArgs),
     /// Start pods one at a time on a real agent (beside `docker run -d`): start latency and memory.
     Pods(podstart::PodsArgs),
+    /// Time nftables table replacement and node DNS answers (inside a fresh network namespace).
+    Netctl(netctl::NetctlArgs),
 }
 
 #[tokio::main]
@@ -74,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         } => failover(&controller_bin, runs).await,
         Cmd::Sched(a) => sched::run(a).await,
         Cmd::Pods(a) => podstart::run(a).await,
+        Cmd::Netctl(a) => netctl::run(a).await,
     }
 }
 

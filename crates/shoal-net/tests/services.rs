@@ -416,7 +416,9 @@ fn clusterip_balances_tcp_and_udp_follows_updates_and_rejects_without_endpoints(
         tcp_err.expect_err("no backends").kind(),
         ErrorKind::ConnectionRefused
     );
-    assert!(tcp_took < Duration::from_millis(100), "{tcp_took:?}");
+    // Refused, not timed out: well under the 3 s connect timeout even on a
+    // loaded machine (the benchmark records the real figure).
+    assert!(tcp_took < Duration::from_secs(1), "{tcp_took:?}");
     let udp_err = in_netns(&t.client, || udp_get(sa(VIP_EMPTY, UDP_PORT)));
     assert_eq!(
         udp_err.expect_err("no backends").kind(),
@@ -601,7 +603,8 @@ fn isolation_of_protected_ports_and_node_dns() {
     });
     println!("NXDOMAIN in {took:?}");
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    // Answered, not timed out (a resolver waits seconds for a silent server).
+    assert!(took < Duration::from_secs(1), "{took:?}");
     let m = in_netns(&t.client, move || {
         tcp_dns(dns_addr, "WEB.default.svc.shoal.local.").expect("tcp dns")
     });

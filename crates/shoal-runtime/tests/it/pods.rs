@@ -25,10 +25,15 @@ fn containers_of_a_pod_share_localhost_and_empty_dir() {
     );
     server.mounts = vol(false);
     t.rt.create_and_start(&pod, server).expect("start server");
+    // The message comes from a file, not `echo |`: busybox nc exits when the
+    // server's side closes (the server's stdin is empty, so it shuts down its
+    // write half at once), which could come before echo had written the pipe.
+    // A file is readable at once, and nc reads stdin before the socket.
     let mut client = t.sh(
         "pod-client",
         "while [ ! -e /shared/hello ]; do sleep 0.05; done; cat /shared/hello; \
-         i=0; until echo over-localhost | nc 127.0.0.1 8080; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done",
+         echo over-localhost > /tmp/msg; \
+         i=0; until nc 127.0.0.1 8080 < /tmp/msg; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done",
     );
     client.mounts = vol(false);
     t.rt.create_and_start(&pod, client).expect("start client");
