@@ -1,14 +1,24 @@
 //! Service load-balancing, NodePort/hostPort forwarding and node isolation as one nftables table.
 //!
 //! [`render`] turns a [`NodeRules`] into a complete `nft -f` script (pure, deterministic) and
-//! [`apply`] feeds it to one `nft -f -` run, which the kernel commits as a single transaction:
-//! the old table is deleted and the new one created atomically, so packets never see a
-//! half-written ruleset. The layout follows kube-proxy's nftables mode:
+//! [`apply`] feeds it to one `nft -f -` run, which the kernel commits as a single transaction,
+//! so packets never see a half-written ruleset. The table is updated in place, never deleted:
+//! the transaction flushes every rule, set and map and defines them anew, and deletes the
+//! chains no longer used. A packet whose evaluation straddles the commit may run the old
+//! rules but look up sets with the new generation's view; a set that exists only in the old
+//! generation (an anonymous set of a replaced rule, or every set of a deleted table) then
+//! matches nothing, the connection's first packet leaves without DNAT, and its conntrack entry
+//! keeps that for good (retransmissions are lost too: measured as about one connection in
+//! 10,000 timing out while the table was rewritten in a loop). So the table is never deleted,
+//! named maps survive (their elements are replaced, old and new both visible across the
+//! commit), and no rule on the service path uses an anonymous set. If the update is refused
+//! (e.g. a map's type changed with a new version), the table is replaced whole. The layout
+//! follows kube-proxy's nftables mode:
 //!
 //! - `nat-prerouting` (dstnat) and `nat-output` (-100) jump to `services`, which dispatches
 //!   `VIP . proto . port` through the verdict map `service-ips`, NodePorts on any local address
 //!   (`fib daddr type local`) through `service-nodeports` and hostPorts through `host-ports`.
-//! - a service chain `svc-…` picks a backend with `numgen random mod N` and goes to an endpoint
+//! - a service chain `svc-…` picks a backend with `numgen random` rules and goes to an endpoint
 //!   chain `sep-…`, which marks traffic for SNAT where the reply would bypass this node's
 //!   conntrack (hairpin: the client is the backend; and any same-node client, whose reply would
 //!   otherwise be bridged straight back) and DNATs to `ip:port`.
@@ -141,14 +151,73 @@ pub struct NodeRules {
     pub protected: Vec<(Ipv4Addr, u16)>,
 }
 
-/// Renders the complete `nft -f` script that atomically replaces table `ip <table>`.
+/// Renders the complete `nft -f` script that atomically updates table `ip <table>` in place.
 ///
-/// The script starts with `table ip T {}` and `delete table ip T` (so it works whether or not
-/// the table exists) followed by the full definition; nft applies the file as one transaction.
+/// The script creates the table and its sets and maps if missing, flushes all their rules and
+/// elements, then gives the full definition; nft applies the file as one transaction. Chains
+/// the definition no longer uses are left empty; [`apply`] also deletes them.
 /// Output is deterministic: services are ordered by id, backends and host ports sorted and
 /// de-duplicated. A service whose VIP/protocol/port (or NodePort) repeats an earlier one is
 /// skipped, with a `#` comment in the script saying so.
 pub fn render(r: &NodeRules) -> String {
+    let s = build(r);
+    format!("{}{}", s.head, s.body)
+}
+
+/// A rendered table: the update prelude, the full definition and the chains it defines.
+struct Script {
+    /// Comments, then: create the table and its sets/maps if missing, flush rules and elements.
+    head: String,
+    /// `table ip T { … }`: sets/maps with their elements, all chains with their rules.
+    body: String,
+    /// Names of every chain the body defines.
+    chains: BTreeSet<String>,
+}
+
+/// The sets and maps of the table: keyword, name and type.
+const COLLECTIONS: [(&str, &str, &str); 6] = [
+    ("set", "protected", "ipv4_addr . inet_service"),
+    (
+        "map",
+        "service-ips",
+        "ipv4_addr . inet_proto . inet_service : verdict",
+    ),
+    (
+        "map",
+        "service-nodeports",
+        "inet_proto . inet_service : verdict",
+    ),
+    ("map", "host-ports", "inet_proto . inet_service : verdict"),
+    (
+        "map",
+        "no-endpoint-services",
+        "ipv4_addr . inet_proto . inet_service : verdict",
+    ),
+    (
+        "map",
+        "no-endpoint-nodeports",
+        "inet_proto . inet_service : verdict",
+    ),
+];
+
+/// The chains every table has (base chains and fixed helpers), in definition order.
+const FIXED_CHAINS: [&str; 13] = [
+    "filter-prerouting",
+    "filter-output",
+    "endpoints-check",
+    "reject-chain",
+    "filter-input",
+    "filter-forward",
+    "isolation",
+    "nat-prerouting",
+    "nat-output",
+    "nat-postrouting",
+    "mark-for-masquerade",
+    "masquerading",
+    "services",
+];
+
+fn build(r: &NodeRules) -> Script {
     let table = sanitize_ident(&r.table);
     let bridge = quote(&r.bridge);
     let gw = r.gateway;
@@ -168,7 +237,9 @@ pub fn render(r: &NodeRules) -> String {
     let mut no_ep_ips = Vec::new();
     let mut no_ep_nodeports = Vec::new();
     let mut svc_chains = String::new();
-    let mut used_chains = BTreeSet::new();
+    let mut used_chains: BTreeSet<String> = FIXED_CHAINS.iter().map(|c| c.to_string()).collect();
+    // The chains the body defines (a service without endpoints reserves a name but has none).
+    let mut defined = used_chains.clone();
 
     for s in services {
         let proto = s.protocol.as_str();
@@ -248,18 +319,25 @@ pub fn render(r: &NodeRules) -> String {
             ep_text.push_str("\t}\n");
             ep_chains.push(ep);
         }
-        let vmap: Vec<String> = ep_chains
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{i} : goto {c}"))
-            .collect();
+        defined.insert(svc_chain.clone());
+        defined.extend(ep_chains.iter().cloned());
+        // One rule per backend, each drawing again: backend i of n is taken with probability
+        // 1/(n-i) among those left, so every backend gets 1/n. No anonymous map here: a rule's
+        // anonymous set is emptied when the rule is replaced, and a packet whose evaluation
+        // straddles that commit would miss it and leave without DNAT (see the module doc).
         let _ = writeln!(svc_chains, "\tchain {svc_chain} {{");
-        let _ = writeln!(
-            svc_chains,
-            "\t\tnumgen random mod {} vmap {{ {} }} comment {comment}",
-            ep_chains.len(),
-            vmap.join(", ")
-        );
+        let n = ep_chains.len();
+        for (i, c) in ep_chains.iter().enumerate() {
+            let left = n - i;
+            if left > 1 {
+                let _ = writeln!(
+                    svc_chains,
+                    "\t\tnumgen random mod {left} 0 goto {c} comment {comment}"
+                );
+            } else {
+                let _ = writeln!(svc_chains, "\t\tgoto {c} comment {comment}");
+            }
+        }
         svc_chains.push_str("\t}\n");
         svc_chains.push_str(&ep_text);
     }
@@ -280,6 +358,7 @@ pub fn render(r: &NodeRules) -> String {
             continue;
         }
         let chain = format!("hostport-{proto}-{}", h.host_port);
+        defined.insert(chain.clone());
         hp_elems.push(format!("{proto} . {} : goto {chain}", h.host_port));
         let _ = writeln!(hp_chains, "\tchain {chain} {{");
         let _ = writeln!(
@@ -302,55 +381,38 @@ pub fn render(r: &NodeRules) -> String {
         .map(|(a, p)| format!("{a} . {p}"))
         .collect();
 
-    let mut out = String::new();
+    let mut head = String::new();
     let _ = writeln!(
-        out,
+        head,
         "# shoal node rules for table ip {table}: pods {pod}, cluster {cluster}, services {}",
         r.service_cidr.trunc()
     );
     for n in &notes {
-        let _ = writeln!(out, "{n}");
+        let _ = writeln!(head, "{n}");
     }
-    let _ = writeln!(out, "table ip {table} {{}}");
-    let _ = writeln!(out, "delete table ip {table}");
-    let _ = writeln!(out, "table ip {table} {{");
+    let _ = writeln!(head, "table ip {table} {{");
+    for (kind, name, ty) in COLLECTIONS {
+        set_or_map(&mut head, &format!("{kind} {name}"), ty, &[]);
+    }
+    head.push_str("}\n");
+    let _ = writeln!(head, "flush table ip {table}");
+    for (kind, name, _) in COLLECTIONS {
+        let _ = writeln!(head, "flush {kind} ip {table} {name}");
+    }
 
-    set_or_map(
-        &mut out,
-        "set protected",
-        "ipv4_addr . inet_service",
+    let mut out = String::new();
+    let _ = writeln!(out, "table ip {table} {{");
+    let elements = [
         &protected,
-    );
-    set_or_map(
-        &mut out,
-        "map service-ips",
-        "ipv4_addr . inet_proto . inet_service : verdict",
         &service_ips,
-    );
-    set_or_map(
-        &mut out,
-        "map service-nodeports",
-        "inet_proto . inet_service : verdict",
         &service_nodeports,
-    );
-    set_or_map(
-        &mut out,
-        "map host-ports",
-        "inet_proto . inet_service : verdict",
         &hp_elems,
-    );
-    set_or_map(
-        &mut out,
-        "map no-endpoint-services",
-        "ipv4_addr . inet_proto . inet_service : verdict",
         &no_ep_ips,
-    );
-    set_or_map(
-        &mut out,
-        "map no-endpoint-nodeports",
-        "inet_proto . inet_service : verdict",
         &no_ep_nodeports,
-    );
+    ];
+    for ((kind, name, ty), elems) in COLLECTIONS.iter().zip(elements) {
+        set_or_map(&mut out, &format!("{kind} {name}"), ty, elems);
+    }
 
     let local = "fib daddr type local ip daddr != 127.0.0.0/8";
     let _ = write!(
@@ -376,7 +438,8 @@ pub fn render(r: &NodeRules) -> String {
 \tchain filter-input {{
 \t\ttype filter hook input priority filter; policy accept;
 \t\tct state established,related accept
-\t\tiifname {bridge} ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept
+\t\tiifname {bridge} ip daddr {gw} meta l4proto tcp th dport 53 accept
+\t\tiifname {bridge} ip daddr {gw} meta l4proto udp th dport 53 accept
 \t\tjump isolation
 \t}}
 \tchain filter-forward {{
@@ -420,13 +483,91 @@ pub fn render(r: &NodeRules) -> String {
     out.push_str(&svc_chains);
     out.push_str(&hp_chains);
     out.push_str("}\n");
-    out
+    Script {
+        head,
+        body: out,
+        chains: defined,
+    }
 }
 
-/// Applies [`render`]`(r)` with one `nft -f -` run: table `ip <table>` is replaced atomically.
+/// Applies [`render`]`(r)` with one `nft -f -` run and deletes chains it no longer uses, in the
+/// same transaction: table `ip <table>` is updated atomically, its base chains stay registered.
+///
+/// Lists the table's chains first (one more `nft` run). If the update is refused, the table is
+/// replaced whole (deleted and defined again, still one transaction).
 pub fn apply(r: &NodeRules) -> Result<(), NftError> {
     check_table(&r.table)?;
-    run_nft(&r.table, &render(r))
+    let s = build(r);
+    let stale: Vec<String> = chains(&r.table)?
+        .into_iter()
+        .filter(|c| !s.chains.contains(c))
+        .collect();
+    let mut update = s.head.clone();
+    for c in &stale {
+        let _ = writeln!(update, "delete chain ip {} {}", r.table, quote_chain(c));
+    }
+    update.push_str(&s.body);
+    match run_nft(&r.table, &update) {
+        Ok(()) => Ok(()),
+        Err(NftError::Failed { stderr, .. }) => {
+            tracing::warn!(
+                table = %r.table,
+                "updating the nftables table in place failed ({stderr}); replacing it whole"
+            );
+            let table = &r.table;
+            run_nft(
+                table,
+                &format!("table ip {table} {{}}\ndelete table ip {table}\n{}", s.body),
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The names of the chains of table `ip <table>` (empty if it does not exist).
+fn chains(table: &str) -> Result<BTreeSet<String>, NftError> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "chains", "ip"])
+        .output()
+        .map_err(|source| NftError::Spawn {
+            table: table.to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NftError::Failed {
+            table: table.to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(chains_in_listing(&out.stdout, table))
+}
+
+/// Chain names of `table` in the output of `nft -j list chains ip`.
+fn chains_in_listing(json: &[u8], table: &str) -> BTreeSet<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("chain"))
+        .filter(|c| c["family"] == "ip" && c["table"] == table)
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A chain name as nft accepts it on the command line: our own names are plain identifiers;
+/// anything else (made by hand) is quoted.
+fn quote_chain(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        name.to_string()
+    } else {
+        quote(name)
+    }
 }
 
 /// Removes table `ip <table>`; an absent table is not an error.
@@ -616,13 +757,61 @@ mod tests {
     }
 
     #[test]
-    fn renders_atomic_replace_header() {
-        let out = render(&rules());
-        let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(lines[0], "table ip shoal {}");
-        assert_eq!(lines[1], "delete table ip shoal");
-        assert_eq!(lines[2], "table ip shoal {");
-        assert_eq!(out.matches("table ip shoal {\n").count(), 1);
+    fn renders_an_in_place_update() {
+        let s = build(&rules());
+        // The prelude declares the sets and maps (no elements), then flushes everything.
+        let head: Vec<&str> = s.head.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(head[0], "table ip shoal {");
+        assert!(!s.head.contains("elements"), "{}", s.head);
+        let flushes: Vec<&str> = head
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("flush"))
+            .collect();
+        assert_eq!(
+            flushes,
+            [
+                "flush table ip shoal",
+                "flush set ip shoal protected",
+                "flush map ip shoal service-ips",
+                "flush map ip shoal service-nodeports",
+                "flush map ip shoal host-ports",
+                "flush map ip shoal no-endpoint-services",
+                "flush map ip shoal no-endpoint-nodeports",
+            ]
+        );
+        assert_eq!(
+            head.last(),
+            Some(&"flush map ip shoal no-endpoint-nodeports")
+        );
+        // The table is never deleted (its base chains stay registered).
+        assert!(!render(&rules()).contains("delete"));
+        assert!(s.body.starts_with("table ip shoal {\n"), "{}", s.body);
+        assert_eq!(s.body.matches("table ip shoal {\n").count(), 1);
+        // Every chain the body defines is listed, and nothing else.
+        let defined: BTreeSet<String> = s
+            .body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("chain "))
+            .map(|l| l.trim_end_matches(" {").to_string())
+            .collect();
+        assert_eq!(defined, s.chains);
+        assert!(s.chains.contains("nat-prerouting") && s.chains.contains("hostport-tcp-8443"));
+        assert_eq!(format!("{}{}", s.head, s.body), render(&rules()));
+    }
+
+    #[test]
+    fn finds_the_chains_of_one_table_in_a_listing() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"chain": {"family": "ip", "table": "shoal", "name": "services", "handle": 1}},
+            {"chain": {"family": "ip", "table": "other", "name": "x", "handle": 2}},
+            {"chain": {"family": "ip", "table": "shoal", "name": "sep-old", "handle": 3}}]}"#;
+        let got: Vec<String> = chains_in_listing(json, "shoal").into_iter().collect();
+        assert_eq!(got, ["sep-old", "services"]);
+        assert!(chains_in_listing(b"{\"nftables\": []}", "shoal").is_empty());
+        assert!(chains_in_listing(b"garbage", "shoal").is_empty());
+        assert_eq!(quote_chain("sep-1"), "sep-1");
+        assert_eq!(quote_chain("odd name"), "\"odd name\"");
     }
 
     #[test]
@@ -642,8 +831,12 @@ mod tests {
         has(
             &out,
             &format!(
-                "numgen random mod 2 vmap {{ 0 : goto sep-{h}-10-244-1-5-8080, 1 : goto sep-{h}-10-244-2-7-8080 }} comment \"default/web/80\""
+                "numgen random mod 2 0 goto sep-{h}-10-244-1-5-8080 comment \"default/web/80\""
             ),
+        );
+        has(
+            &out,
+            &format!("goto sep-{h}-10-244-2-7-8080 comment \"default/web/80\""),
         );
         has(
             &out,
@@ -710,10 +903,14 @@ mod tests {
         );
         has(&out, "172.30.0.1 . 7443");
         has(&out, "oifname \"shoal0\" icmp type redirect drop");
-        has(
-            &out,
-            "iifname \"shoal0\" ip daddr 10.244.1.1 meta l4proto { tcp, udp } th dport 53 accept",
-        );
+        for proto in ["tcp", "udp"] {
+            has(
+                &out,
+                &format!(
+                    "iifname \"shoal0\" ip daddr 10.244.1.1 meta l4proto {proto} th dport 53 accept"
+                ),
+            );
+        }
         has(
             &out,
             "iifname \"shoal0\" ip daddr . tcp dport @protected drop",
@@ -750,7 +947,7 @@ mod tests {
         assert!(out.contains("# skipped service other/web/80: 10.96.0.10 tcp 80 already used"));
         assert!(out.contains("# skipped hostport tcp 8443 to 10.244.1.9:444: already used"));
         assert_eq!(out.matches("10.96.0.10 . tcp . 80").count(), 1);
-        assert!(out.contains("numgen random mod 2 "));
+        assert!(out.contains("numgen random mod 2 0 goto"));
     }
 
     #[test]
