@@ -21,6 +21,9 @@ struct Subscriber {
     tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
     lagged: Arc<AtomicBool>,
     last_sent: u64,
+    /// Events up to this revision are not sent: the watcher asked for what came after it,
+    /// and this member may not have applied that far yet when the watch started.
+    after: u64,
 }
 
 /// The history and the subscribers. Guarded by one mutex so that a subscriber's replay and its
@@ -58,7 +61,7 @@ impl WatchHub {
         }
         for ev in &events {
             self.subs.retain_mut(|s| {
-                if !ev.key.starts_with(&s.prefix) {
+                if !ev.key.starts_with(&s.prefix) || ev.revision <= s.after {
                     return !s.tx.is_closed();
                 }
                 match s.tx.try_send(Ok(ev.clone())) {
@@ -144,6 +147,7 @@ impl WatchHub {
             tx,
             lagged: lagged.clone(),
             last_sent,
+            after: after.unwrap_or(0),
         });
         Ok(WatchStream {
             rx,
@@ -217,6 +221,22 @@ mod tests {
             s.next().await.expect("ev").expect("ok").revision,
         ];
         assert_eq!(revs, vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn resume_ahead_of_this_member_skips_what_it_applies_late() {
+        // A watcher moved from another member has seen revision 5; this one has applied 3.
+        let mut hub = WatchHub::new(10, 0);
+        hub.publish(vec![ev(3, "Pod/a/x")]);
+        let mut s = hub.subscribe("Pod/", Some(5), 3).expect("subscribe");
+        hub.publish(vec![ev(4, "Pod/a/y")]);
+        hub.publish(vec![ev(5, "Pod/a/z"), ev(5, "Pod/a/w")]);
+        hub.publish(vec![ev(6, "Pod/b/v"), ev(6, "Pod/b/u")]);
+        let keys: Vec<String> = vec![
+            s.next().await.expect("ev").expect("ok").key,
+            s.next().await.expect("ev").expect("ok").key,
+        ];
+        assert_eq!(keys, ["Pod/b/v", "Pod/b/u"]);
     }
 
     #[tokio::test]
