@@ -498,10 +498,12 @@ fn build(r: &NodeRules) -> Script {
 pub fn apply(r: &NodeRules) -> Result<(), NftError> {
     check_table(&r.table)?;
     let s = build(r);
-    let stale: Vec<String> = chains(&r.table)?
-        .into_iter()
-        .filter(|c| !s.chains.contains(c))
-        .collect();
+    // Without the listing the rules are still right; unused chains stay (empty) until later.
+    let existing = chains(&r.table).unwrap_or_else(|e| {
+        tracing::warn!(table = %r.table, "listing the table's chains failed: {e}");
+        BTreeSet::new()
+    });
+    let stale: Vec<&String> = existing.iter().filter(|c| !s.chains.contains(*c)).collect();
     let mut update = s.head.clone();
     for c in &stale {
         let _ = writeln!(update, "delete chain ip {} {}", r.table, quote_chain(c));
