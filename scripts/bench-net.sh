@@ -87,30 +87,27 @@ for n in a b; do
     ip -n "$ns" link set pods0 up
 done
 
-# --- shoal Overlay (wg-node example) --------------------------------------
-# Interface names are unique on the host: /var/run/wireguard is shared.
-SA=wgsb${TAG}a; SB=wgsb${TAG}b
-wg genkey > "$WORK/sa.key"; wg genkey > "$WORK/sb.key"; chmod 600 "$WORK"/*.key
-PSA=$(wg pubkey < "$WORK/sa.key"); PSB=$(wg pubkey < "$WORK/sb.key")
-ip netns exec "$NA" "$WG_NODE" "$SA" "$WORK/sa.key" 51820 1420 "$PSB" 10.98.0.2:51820 10.244.2.0/24 \
-    > "$WORK/sa.out" 2>&1 & PIDS+=($!); SHOAL_PIDS=($!)
-ip netns exec "$NB" "$WG_NODE" "$SB" "$WORK/sb.key" 51820 1420 "$PSA" 10.98.0.1:51820 10.244.1.0/24 \
-    > "$WORK/sb.out" 2>&1 & PIDS+=($!); SHOAL_PIDS+=($!)
-wait_for grep -q ready "$WORK/sa.out"; wait_for grep -q ready "$WORK/sb.out"
-ip -n "$NA" route add 10.244.2.0/24 dev "$SA" src 10.244.1.1
-ip -n "$NB" route add 10.244.1.0/24 dev "$SB" src 10.244.2.1
-
-# --- shoal Overlay with the shoal engine (wg-node --engine shoal) ----------
-FA=wgfb${TAG}a; FB=wgfb${TAG}b
-wg genkey > "$WORK/fa.key"; wg genkey > "$WORK/fb.key"; chmod 600 "$WORK"/*.key
-PFA=$(wg pubkey < "$WORK/fa.key"); PFB=$(wg pubkey < "$WORK/fb.key")
-ip netns exec "$NA" "$WG_NODE" --engine shoal "$FA" "$WORK/fa.key" 51840 1420 "$PFB" 10.98.0.2:51840 10.246.2.0/24 \
-    > "$WORK/fa.out" 2>&1 & PIDS+=($!); FAST_PIDS=($!)
-ip netns exec "$NB" "$WG_NODE" --engine shoal "$FB" "$WORK/fb.key" 51840 1420 "$PFA" 10.98.0.1:51840 10.246.1.0/24 \
-    > "$WORK/fb.out" 2>&1 & PIDS+=($!); FAST_PIDS+=($!)
-wait_for grep -q ready "$WORK/fa.out"; wait_for grep -q ready "$WORK/fb.out"
-ip -n "$NA" route add 10.246.2.0/24 dev "$FA" src 10.246.1.1
-ip -n "$NB" route add 10.246.1.0/24 dev "$FB" src 10.246.2.1
+# --- shoal Overlay (wg-node example), one pair per engine -----------------
+# overlay_pair PREFIX PORT NET [ENGINE ARGS...]: interfaces PREFIX{a,b} (names are
+# unique on the host: /var/run/wireguard is shared), /24s NET.1 and NET.2 routed
+# over them; sets PAIR_PIDS to the two wg-node processes.
+overlay_pair() {
+  local prefix=$1 port=$2 net=$3; shift 3
+  local a=${prefix}a b=${prefix}b
+  wg genkey > "$WORK/$a.key"; wg genkey > "$WORK/$b.key"; chmod 600 "$WORK"/*.key
+  local pa pb; pa=$(wg pubkey < "$WORK/$a.key"); pb=$(wg pubkey < "$WORK/$b.key")
+  ip netns exec "$NA" "$WG_NODE" "$@" "$a" "$WORK/$a.key" "$port" 1420 "$pb" 10.98.0.2:"$port" "$net.2.0/24" \
+      > "$WORK/$a.out" 2>&1 & PIDS+=($!); PAIR_PIDS=($!)
+  ip netns exec "$NB" "$WG_NODE" "$@" "$b" "$WORK/$b.key" "$port" 1420 "$pa" 10.98.0.1:"$port" "$net.1.0/24" \
+      > "$WORK/$b.out" 2>&1 & PIDS+=($!); PAIR_PIDS+=($!)
+  wait_for grep -q ready "$WORK/$a.out"; wait_for grep -q ready "$WORK/$b.out"
+  ip -n "$NA" route add "$net.2.0/24" dev "$a" src "$net.1.1"
+  ip -n "$NB" route add "$net.1.0/24" dev "$b" src "$net.2.1"
+}
+SA=wgsb${TAG}a
+overlay_pair "wgsb${TAG}" 51820 10.244; SHOAL_PIDS=("${PAIR_PIDS[@]}")
+FA=wgfb${TAG}a
+overlay_pair "wgfb${TAG}" 51840 10.246 --engine shoal; FAST_PIDS=("${PAIR_PIDS[@]}")
 
 # --- wireguard-go, configured the same way ---------------------------------
 GA=wggb${TAG}a; GB=wggb${TAG}b

@@ -60,7 +60,7 @@ pub async fn run(a: NetctlArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--services: {s:?}"))
         })
         .collect::<anyhow::Result<_>>()?;
-    println!("| services | endpoints | script KiB | render ms | replace ms p50 | p90 | max |");
+    println!("| services | endpoints | script KiB | render ms | update ms p50 | p90 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
         let rules = node_rules(n);
@@ -93,17 +93,17 @@ pub async fn run(a: NetctlArgs) -> anyhow::Result<()> {
 fn node_rules(n: usize) -> NodeRules {
     let services = (0..n)
         .map(|i| {
-            let i16 = u16::try_from(i).unwrap_or(u16::MAX);
+            let i = u16::try_from(i).unwrap_or(u16::MAX);
             ServiceRule {
                 id: format!("default/svc{i}/http"),
-                cluster_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i as u32),
+                cluster_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + u32::from(i)),
                 port: 80,
                 protocol: Proto::Tcp,
-                node_port: (i % 10 == 0).then(|| 30000 + i16 / 10),
+                node_port: (i % 10 == 0).then(|| 30000 + i / 10),
                 backends: (0..3u32)
                     .map(|b| Backend {
                         ip: Ipv4Addr::from(
-                            u32::from(Ipv4Addr::new(10, 244, 0, 2)) + b * 256 + i as u32 % 250,
+                            u32::from(Ipv4Addr::new(10, 244, 0, 2)) + b * 256 + u32::from(i) % 250,
                         ),
                         port: 8080,
                     })

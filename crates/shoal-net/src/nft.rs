@@ -164,14 +164,22 @@ pub fn render(r: &NodeRules) -> String {
     format!("{}{}", s.head, s.body)
 }
 
-/// A rendered table: the update prelude, the full definition and the chains it defines.
+/// A rendered table: the update prelude and the full definition.
 struct Script {
     /// Comments, then: create the table and its sets/maps if missing, flush rules and elements.
     head: String,
     /// `table ip T { … }`: sets/maps with their elements, all chains with their rules.
     body: String,
-    /// Names of every chain the body defines.
-    chains: BTreeSet<String>,
+}
+
+impl Script {
+    /// Names of the chains the body defines (each starts a line with one tab and `chain `).
+    fn chains(&self) -> BTreeSet<&str> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("\tchain ")?.strip_suffix(" {"))
+            .collect()
+    }
 }
 
 /// The sets and maps of the table: keyword, name and type.
@@ -200,23 +208,6 @@ const COLLECTIONS: [(&str, &str, &str); 6] = [
     ),
 ];
 
-/// The chains every table has (base chains and fixed helpers), in definition order.
-const FIXED_CHAINS: [&str; 13] = [
-    "filter-prerouting",
-    "filter-output",
-    "endpoints-check",
-    "reject-chain",
-    "filter-input",
-    "filter-forward",
-    "isolation",
-    "nat-prerouting",
-    "nat-output",
-    "nat-postrouting",
-    "mark-for-masquerade",
-    "masquerading",
-    "services",
-];
-
 fn build(r: &NodeRules) -> Script {
     let table = sanitize_ident(&r.table);
     let bridge = quote(&r.bridge);
@@ -237,9 +228,7 @@ fn build(r: &NodeRules) -> Script {
     let mut no_ep_ips = Vec::new();
     let mut no_ep_nodeports = Vec::new();
     let mut svc_chains = String::new();
-    let mut used_chains: BTreeSet<String> = FIXED_CHAINS.iter().map(|c| c.to_string()).collect();
-    // The chains the body defines (a service without endpoints reserves a name but has none).
-    let mut defined = used_chains.clone();
+    let mut used_chains = BTreeSet::new();
 
     for s in services {
         let proto = s.protocol.as_str();
@@ -319,8 +308,6 @@ fn build(r: &NodeRules) -> Script {
             ep_text.push_str("\t}\n");
             ep_chains.push(ep);
         }
-        defined.insert(svc_chain.clone());
-        defined.extend(ep_chains.iter().cloned());
         // One rule per backend, each drawing again: backend i of n is taken with probability
         // 1/(n-i) among those left, so every backend gets 1/n. No anonymous map here: a rule's
         // anonymous set is emptied when the rule is replaced, and a packet whose evaluation
@@ -358,7 +345,6 @@ fn build(r: &NodeRules) -> Script {
             continue;
         }
         let chain = format!("hostport-{proto}-{}", h.host_port);
-        defined.insert(chain.clone());
         hp_elems.push(format!("{proto} . {} : goto {chain}", h.host_port));
         let _ = writeln!(hp_chains, "\tchain {chain} {{");
         let _ = writeln!(
@@ -483,11 +469,7 @@ fn build(r: &NodeRules) -> Script {
     out.push_str(&svc_chains);
     out.push_str(&hp_chains);
     out.push_str("}\n");
-    Script {
-        head,
-        body: out,
-        chains: defined,
-    }
+    Script { head, body: out }
 }
 
 /// Applies [`render`]`(r)` with one `nft -f -` run and deletes chains it no longer uses, in the
@@ -503,7 +485,11 @@ pub fn apply(r: &NodeRules) -> Result<(), NftError> {
         tracing::warn!(table = %r.table, "listing the table's chains failed: {e}");
         BTreeSet::new()
     });
-    let stale: Vec<&String> = existing.iter().filter(|c| !s.chains.contains(*c)).collect();
+    let defined = s.chains();
+    let stale: Vec<&String> = existing
+        .iter()
+        .filter(|c| !defined.contains(c.as_str()))
+        .collect();
     let mut update = s.head.clone();
     for c in &stale {
         let _ = writeln!(update, "delete chain ip {} {}", r.table, quote_chain(c));
@@ -528,21 +514,8 @@ pub fn apply(r: &NodeRules) -> Result<(), NftError> {
 
 /// The names of the chains of table `ip <table>` (empty if it does not exist).
 fn chains(table: &str) -> Result<BTreeSet<String>, NftError> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "chains", "ip"])
-        .output()
-        .map_err(|source| NftError::Spawn {
-            table: table.to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NftError::Failed {
-            table: table.to_string(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(chains_in_listing(&out.stdout, table))
+    let json = nft(table, &["-j", "list", "chains", "ip"], None)?;
+    Ok(chains_in_listing(&json, table))
 }
 
 /// Chain names of `table` in the output of `nft -j list chains ip`.
@@ -595,20 +568,31 @@ fn check_table(table: &str) -> Result<(), NftError> {
 }
 
 fn run_nft(table: &str, script: &str) -> Result<(), NftError> {
+    nft(table, &["-f", "-"], Some(script)).map(drop)
+}
+
+/// Runs `nft ARGS` (with `stdin` written to it, if given) and returns its output; a failure
+/// carries nft's exit status and message.
+fn nft(table: &str, args: &[&str], stdin: Option<&str>) -> Result<Vec<u8>, NftError> {
     let spawn_err = |source| NftError::Spawn {
         table: table.to_string(),
         source,
     };
     let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn_err)?;
-    let written = match child.stdin.take() {
-        Some(mut stdin) => stdin.write_all(script.as_bytes()),
-        None => Err(std::io::Error::other("nft stdin not captured")),
+    let written = match (stdin, child.stdin.take()) {
+        (None, _) => Ok(()),
+        (Some(text), Some(mut pipe)) => pipe.write_all(text.as_bytes()),
+        (Some(_), None) => Err(std::io::Error::other("nft stdin not captured")),
     };
     let output = child.wait_with_output().map_err(spawn_err)?;
     if !output.status.success() {
@@ -618,7 +602,8 @@ fn run_nft(table: &str, script: &str) -> Result<(), NftError> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
-    written.map_err(spawn_err)
+    written.map_err(spawn_err)?;
+    Ok(output.stdout)
 }
 
 fn set_or_map(out: &mut String, head: &str, ty: &str, elems: &[String]) {
@@ -790,15 +775,21 @@ mod tests {
         assert!(!render(&rules()).contains("delete"));
         assert!(s.body.starts_with("table ip shoal {\n"), "{}", s.body);
         assert_eq!(s.body.matches("table ip shoal {\n").count(), 1);
-        // Every chain the body defines is listed, and nothing else.
-        let defined: BTreeSet<String> = s
-            .body
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("chain "))
-            .map(|l| l.trim_end_matches(" {").to_string())
-            .collect();
-        assert_eq!(defined, s.chains);
-        assert!(s.chains.contains("nat-prerouting") && s.chains.contains("hostport-tcp-8443"));
+        // The chains found for `apply`: 13 fixed ones, web's service chain and its two endpoint
+        // chains, the host port's; none for the service without endpoints; every jump and goto
+        // target among them.
+        let chains = s.chains();
+        assert_eq!(chains.len(), 13 + 3 + 1, "{chains:?}");
+        let svc = format!("svc-{}", chain_suffix("default/web/80"));
+        assert!(chains.contains("nat-prerouting") && chains.contains("hostport-tcp-8443"));
+        assert!(chains.contains(svc.as_str()), "{chains:?}");
+        assert!(!chains.iter().any(|c| c.contains("empty")), "{chains:?}");
+        for word in ["goto ", "jump "] {
+            for target in s.body.split(word).skip(1) {
+                let target = target.split([' ', ',', '\n']).next().unwrap_or_default();
+                assert!(chains.contains(target), "{word}{target} undefined");
+            }
+        }
         assert_eq!(format!("{}{}", s.head, s.body), render(&rules()));
     }
 
