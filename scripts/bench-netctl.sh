@@ -6,7 +6,7 @@
 # Usage: scripts/bench-netctl.sh [extra shoal-bench netctl flags]   (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh >/dev/null
+scripts/setup.sh test >/dev/null
 [[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p shoal-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $(nft --version)"

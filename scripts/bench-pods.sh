@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-100}
 [ "$(id -u)" = 0 ] || { echo "bench-pods: run as root" >&2; exit 1; }
-scripts/setup.sh >/dev/null
+scripts/setup.sh test >/dev/null
 command -v dockerd >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq docker.io >/dev/null; }
 DOCKER=/usr/bin/docker   # Debian's docker.io CLI (a /usr/local/bin/docker may shadow it)
 if [ -n "${SHOAL_BIN:-}" ]; then   # prebuilt release binaries (all four) in this directory

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS=${1:-3000}
-scripts/setup.sh >/dev/null
+scripts/setup.sh test >/dev/null
 [[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p shoal-controller -p shoal-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)

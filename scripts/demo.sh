@@ -11,8 +11,9 @@ AGENTS=${SHOAL_DEMO_AGENTS:-3}
 if [[ "${1:-up}" == down ]]; then
     exec deploy/netns-cluster --name "$NAME" down
 fi
-scripts/setup.sh
-cargo build --workspace --bins
+scripts/setup.sh demo
+# Only the three binaries the demo runs (not the benchmark crate, whose etcd-client needs protoc).
+cargo build -p shoal-controller -p shoal-agent -p shoalctl --bins
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug
 deploy/netns-cluster --name "$NAME" down >/dev/null 2>&1 || true
 eval "$(deploy/netns-cluster --name "$NAME" --bin-dir "$BIN" up --controllers "$CONTROLLERS" --agents "$AGENTS")"

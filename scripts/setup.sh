@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Installs what Shoal's build, tests and local clusters need on a Debian host (run as root).
+# Installs what Shoal needs on a Debian host (run as root), idempotently.
+#   scripts/setup.sh demo   # what the demo (scripts/demo.sh) runs: the local cluster's tools
+#   scripts/setup.sh test   # demo + everything any test or benchmark crate builds or runs with
+# The demo builds only the three binaries, which need no protoc or system .proto files
+# (shoal-proto compiles the contract with protox); the benchmark crate's etcd-client
+# needs protoc *and* libprotobuf-dev (google/protobuf/*.proto), so those are test packages.
 set -euo pipefail
-pkgs=(protobuf-compiler busybox-static crun runc etcd-server nftables wireguard-tools wireguard-go iperf3 iputils-ping tcpdump iproute2 procps util-linux)
+what=${1:-test}
+demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
+test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd)
+case "$what" in
+    demo) pkgs=("${demo[@]}") ;;
+    test) pkgs=("${demo[@]}" "${test[@]}") ;;
+    *) echo "usage: scripts/setup.sh demo|test" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -14,4 +26,4 @@ if ((${#missing[@]})); then
 fi
 # etcd-server's package starts a system etcd on 2379 on some hosts; we never use it.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
-echo "setup: ok"
+echo "setup: ok ($what)"

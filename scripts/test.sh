@@ -3,6 +3,6 @@
 # test including the ones that need root (CI runs this as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh test
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --include-ignored

@@ -13,7 +13,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Controller addresses, `HOST:PORT[,HOST:PORT…]`; the agent fails over between them.
-    #[arg(long, env = "SHOAL_SERVER", default_value = "127.0.0.1:7001")]
+    #[arg(long, env = "SHOAL_SERVER", default_value = "127.0.0.1:7000")]
     pub controller: String,
     /// Data directory (images, pods, containers, agent state).
     #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::CtlError;
 
 /// Address used when neither `--server` nor `SHOAL_SERVER` is given.
-pub const DEFAULT_SERVER: &str = "127.0.0.1:7001";
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7000";
 
 /// How often an open connection pings the controller.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
