@@ -16,7 +16,9 @@ scripts/setup.sh demo
 cargo build -p shoal-controller -p shoal-agent -p shoalctl --bins
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug
 deploy/netns-cluster --name "$NAME" down >/dev/null 2>&1 || true
-eval "$(deploy/netns-cluster --name "$NAME" --bin-dir "$BIN" up --controllers "$CONTROLLERS" --agents "$AGENTS")"
+# An assignment, not eval "$(…)": eval of a failed substitution would succeed and hide the failure.
+exports=$(deploy/netns-cluster --name "$NAME" --bin-dir "$BIN" up --controllers "$CONTROLLERS" --agents "$AGENTS")
+eval "$exports"
 export SHOAL_SERVER
 CTL="$BIN/shoalctl"
 echo "+ shoalctl cluster status"; "$CTL" cluster status

@@ -81,6 +81,8 @@ run_in_root() {
     step "running '$cmd'"
     unshare --mount --propagation private -- bash -euo pipefail -c '
         ROOT=$1 RUSTUP=$2 CARGOBIN=$3 CMD=$4
+        # The root must be a mount point: `ip netns exec` makes / a slave mount.
+        mount --bind "$ROOT" "$ROOT"
         mount -t proc proc "$ROOT/proc"
         mount --rbind /sys "$ROOT/sys"
         mount --rbind /dev "$ROOT/dev"
