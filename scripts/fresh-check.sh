@@ -45,12 +45,20 @@ cleanup() {
     # Processes the checks left behind inside the root (there should be none:
     # the demo's `down` and every test clean up after themselves) are reported
     # and stopped, so that the root can be removed.
-    local left=()
-    for p in /proc/[0-9]*; do
-        [[ $(readlink "$p/root" 2>/dev/null) == "$ROOT" ]] && left+=("${p#/proc/}")
+    local left=() p i
+    for i in $(seq 50); do # processes being killed take a moment to go
+        left=()
+        for p in /proc/[0-9]*; do
+            [[ $(readlink "$p/root" 2>/dev/null) == "$ROOT" ]] || continue
+            [[ $(awk '{print $3}' "$p/stat" 2>/dev/null) == Z ]] && continue
+            left+=("${p#/proc/}")
+        done
+        ((${#left[@]})) || break
+        sleep 0.1
     done
     if ((${#left[@]})); then
         echo "fresh-check: processes left in the root: ${left[*]}" >&2
+        ps -o pid,args -p "$(IFS=,; echo "${left[*]}")" >&2 || true
         kill -9 "${left[@]}" 2>/dev/null || true
         rc=1
     fi
