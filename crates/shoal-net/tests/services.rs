@@ -31,6 +31,10 @@ const TCP_PORT: u16 = 80;
 const UDP_PORT: u16 = 5300;
 const NODE_PORT: u16 = 30080;
 const HOST_PORT: u16 = 8080;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
+/// A pod on another node (see `Topo::add_remote`).
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 7);
+const VIP_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 
 fn pod_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, 10 + i)
@@ -110,10 +114,25 @@ fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>]) {
 /// TCP server on 0.0.0.0:`port` in `ns` writing `reply` to every connection; UDP echo of
 /// `reply` on 0.0.0.0:`udp_port` if given. Returns once the sockets are bound.
 fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
+    let reply = reply.to_string();
+    server_with(ns, port, udp_port, move |_| reply.clone())
+}
+
+/// Like [`server`], answering every connection or datagram with the client's source address as
+/// this namespace sees it.
+fn source_server(ns: &str, port: u16, udp_port: Option<u16>) -> Bg {
+    server_with(ns, port, udp_port, |peer| peer.ip().to_string())
+}
+
+fn server_with(
+    ns: &str,
+    port: u16,
+    udp_port: Option<u16>,
+    reply: impl Fn(SocketAddr) -> String + Send + 'static,
+) -> Bg {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let path = format!("/run/netns/{ns}");
-    let reply = reply.to_string();
     let stop2 = stop.clone();
     let handle = std::thread::spawn(move || {
         enter(&path);
@@ -128,14 +147,14 @@ fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
             let mut fds = vec![tcp.as_fd()];
             fds.extend(udp.as_ref().map(|u| u.as_fd()));
             wait_readable(&fds);
-            while let Ok((mut s, _)) = tcp.accept() {
+            while let Ok((mut s, peer)) = tcp.accept() {
                 let _ = s.set_nonblocking(false);
-                let _ = s.write_all(reply.as_bytes());
+                let _ = s.write_all(reply(peer).as_bytes());
             }
             if let Some(u) = &udp {
                 let mut buf = [0u8; 512];
                 while let Ok((_, peer)) = u.recv_from(&mut buf) {
-                    let _ = u.send_to(reply.as_bytes(), peer);
+                    let _ = u.send_to(reply(peer).as_bytes(), peer);
                 }
             }
         }
@@ -277,7 +296,7 @@ impl Topo {
         for (i, p) in pods.iter().enumerate() {
             attach(p, &format!("vp{i}"), pod_ip(i as u8 + 1));
         }
-        attach(&client, "vc0", Ipv4Addr::new(10, 244, 1, 20));
+        attach(&client, "vc0", CLIENT);
         let servers = pods
             .iter()
             .enumerate()
@@ -291,6 +310,44 @@ impl Topo {
             pods,
             _netns: netns,
         }
+    }
+
+    /// A pod of another node, `REMOTE_POD`, behind a routed link like the overlay's: the node
+    /// routes `10.244.2.0/24` to it (source: the gateway, as the agent's overlay routes do) over
+    /// a transit /30. Returns its namespace.
+    fn add_remote(&mut self) -> String {
+        let ns = self.node.replace("-node", "-remote");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(std::process::Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", &ns]);
+        self._netns.push(Netns(ns.clone()));
+        run(&[
+            "ip", "-n", &self.node, "link", "add", "ov0", "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        let ipn = |ns: &str, rest: &str| {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(rest.split_whitespace());
+            run(&args);
+        };
+        ipn(&self.node, "addr add 10.250.0.1/30 dev ov0");
+        ipn(&self.node, "link set ov0 up");
+        ipn(
+            &self.node,
+            &format!("route add 10.244.2.0/24 via 10.250.0.2 dev ov0 src {GW}"),
+        );
+        ipn(&ns, "link set lo up");
+        ipn(&ns, "addr add 10.250.0.2/30 dev eth0");
+        ipn(&ns, &format!("addr add {REMOTE_POD}/24 dev eth0"));
+        ipn(&ns, "link set eth0 up");
+        // Replies leave from the pod address (the transit one is only for routing).
+        ipn(
+            &ns,
+            &format!("route add default via 10.250.0.1 src {REMOTE_POD}"),
+        );
+        ns
     }
 
     fn apply(&self, r: &NodeRules) {
@@ -720,4 +777,77 @@ fn replacing_rules_under_traffic_loses_no_request_and_scales() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     in_netns(&t.node, || nft::remove("shoal")).expect("remove");
     assert_eq!(t.nft_tables().trim(), "");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn pods_reach_the_world_masqueraded_and_keep_their_address_in_the_cluster() {
+    let mut t = Topo::new("egr");
+    let remote = t.add_remote();
+    // The "world" (the underlay namespace) and the remote pod answer with the source they see.
+    let _world = source_server(&t.ul, 9000, Some(9001));
+    let _remote = source_server(&remote, 9000, Some(9001));
+    // The world has no route back to pods: only its own link, no default route.
+    let routes = output(&["ip", "-n", &t.ul, "route", "show"]);
+    assert!(
+        !routes.contains("10.244.") && !routes.contains("default"),
+        "{routes}"
+    );
+    let short = Duration::from_millis(700);
+    let from_client = |target: SocketAddr| in_netns(&t.client, move || tcp_get(target, short));
+
+    // Before the rules: pod to pod works (routing is right), the world never answers.
+    assert_eq!(
+        from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod, no rules"),
+        CLIENT.to_string()
+    );
+    let r = from_client(sa(UL_PEER, 9000));
+    assert!(r.is_err(), "the world answered an unmasqueraded pod: {r:?}");
+
+    let mut r = rules(&[1, 2, 3], &[1, 2, 3]);
+    r.services.push(ServiceRule {
+        id: "default/remote/9000".into(),
+        cluster_ip: VIP_REMOTE,
+        port: 9000,
+        protocol: Proto::Tcp,
+        node_port: None,
+        backends: vec![Backend {
+            ip: REMOTE_POD,
+            port: 9000,
+        }],
+    });
+    t.apply(&r);
+
+    // To the world: masqueraded to the node's own address on the way out, TCP and UDP.
+    let got = from_client(sa(UL_PEER, 9000)).expect("pod to the world over TCP");
+    assert_eq!(got, NODE_UL.to_string(), "source the world saw (tcp)");
+    let got = in_netns(&t.client, || udp_get(sa(UL_PEER, 9001))).expect("pod to the world, udp");
+    assert_eq!(got, NODE_UL.to_string(), "source the world saw (udp)");
+    // Inside the cluster: pod to pod (TCP, UDP) and pod to a service on another node keep the
+    // pod's own address.
+    let got = from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod");
+    assert_eq!(got, CLIENT.to_string(), "pod to pod (tcp)");
+    let got = in_netns(&t.client, || udp_get(sa(REMOTE_POD, 9001))).expect("udp to remote pod");
+    assert_eq!(got, CLIENT.to_string(), "pod to pod (udp)");
+    let got = from_client(sa(VIP_REMOTE, 9000)).expect("pod to service");
+    assert_eq!(
+        got,
+        CLIENT.to_string(),
+        "pod to service with a remote backend"
+    );
+    // The node's own traffic keeps its address too (it is not from the cluster CIDR).
+    let got = in_netns(&t.node, move || tcp_get(sa(UL_PEER, 9000), short)).expect("node");
+    assert_eq!(got, NODE_UL.to_string());
+
+    // Rules removed: the world is unreachable from pods again, pods still reach each other.
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    let r = from_client(sa(UL_PEER, 9000));
+    assert!(
+        r.is_err(),
+        "the world answered after the rules were removed: {r:?}"
+    );
+    assert_eq!(
+        from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod after remove"),
+        CLIENT.to_string()
+    );
 }
