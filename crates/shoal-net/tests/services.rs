@@ -574,6 +574,15 @@ struct DnsServer {
 
 impl DnsServer {
     fn start(ns: &str, addr: SocketAddr, table: DnsTable) -> DnsServer {
+        DnsServer::forwarding(ns, addr, table, None)
+    }
+
+    fn forwarding(
+        ns: &str,
+        addr: SocketAddr,
+        table: DnsTable,
+        fwd: Option<dns::Forwarder>,
+    ) -> DnsServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let path = format!("/run/netns/{ns}");
         let handle = std::thread::spawn(move || {
@@ -584,7 +593,9 @@ impl DnsServer {
                 .expect("runtime");
             rt.block_on(async move {
                 tokio::select! {
-                    r = dns::serve(addr, "shoal.local", table) => panic!("dns serve ended: {r:?}"),
+                    r = dns::serve_forwarding(addr, "shoal.local", table, fwd.map(Arc::new)) => {
+                        panic!("dns serve ended: {r:?}")
+                    }
                     _ = rx => {}
                 }
             });
@@ -850,4 +861,143 @@ fn pods_reach_the_world_masqueraded_and_keep_their_address_in_the_cluster() {
         from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod after remove"),
         CLIENT.to_string()
     );
+}
+
+/// dnsmasq in namespace `ns` on `addr:53`, authoritative for a few names; killed on drop.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(ns: &str, addr: Ipv4Addr, records: &[(&str, Ipv4Addr)]) -> Dnsmasq {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground"])
+            .args(["--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", "--pid-file=", "--log-facility=-"])
+            .arg(format!("--listen-address={addr}"))
+            .args(["--local-ttl=60", "--address=/#/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (name, ip) in records {
+            cmd.arg(format!("--host-record={name},{ip}"));
+        }
+        let child = cmd.spawn().expect("dnsmasq (package dnsmasq-base)");
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn a_of(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `udp_dns` until it answers (servers start in the background).
+fn udp_dns_eventually(server: SocketAddr, name: &str) -> (Message, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match udp_dns(server, name) {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => {
+                panic!("no answer from {server} for {name}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, dnsmasq"]
+fn node_dns_forwards_to_a_real_upstream_caches_and_fails_fast() {
+    let t = Topo::new("dnsf");
+    let www = Ipv4Addr::new(203, 0, 113, 80);
+    let upstream = sa(UL_PEER, 53);
+    let mut dnsmasq = Some(Dnsmasq::start(
+        &t.ul,
+        UL_PEER,
+        &[("www.world.test", www), ("api.world.test", www)],
+    ));
+    // Positive control: the upstream itself answers both names (asked from the node).
+    for name in ["www.world.test.", "api.world.test."] {
+        let (m, _) = in_netns(&t.node, move || udp_dns_eventually(upstream, name));
+        assert_eq!(a_of(&m), vec![www], "dnsmasq for {name}");
+    }
+    let table = DnsTable::new();
+    table.replace(HashMap::from([(
+        "web.default.svc.shoal.local".to_string(),
+        vec![VIP],
+    )]));
+    let dns_addr = sa(GW, 53);
+    let _dns = DnsServer::forwarding(
+        &t.node,
+        dns_addr,
+        table,
+        Some(dns::Forwarder::new(vec![upstream])),
+    );
+    let ask = |name: &'static str| in_netns(&t.client, move || udp_dns_eventually(dns_addr, name));
+
+    // From a pod: the outside name is forwarded; cluster names are answered by the node.
+    let (m, took) = ask("www.world.test.");
+    println!("forwarded answer in {took:?}");
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(a_of(&m), vec![www]);
+    assert!(m.answers()[0].ttl() <= 60 && m.answers()[0].ttl() > 0);
+    let (m, _) = ask("web.default.svc.shoal.local.");
+    assert_eq!(a_of(&m), vec![VIP]);
+    let (m, _) = ask("nope.default.svc.shoal.local.");
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert!(m.authoritative());
+    let (m, _) = ask("nope.world.test.");
+    assert_eq!(
+        m.response_code(),
+        ResponseCode::NXDomain,
+        "upstream's NXDOMAIN"
+    );
+    // busybox nslookup in the pod (a real stub resolver, A and AAAA) sees the same.
+    let client = t.client.clone();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["www.world.test", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&www.to_string()),
+        "{out:?}"
+    );
+
+    // The upstream stops: the cached name is served from the cache, the other outside name
+    // (which the upstream did serve, see above) fails fast with SERVFAIL, cluster names resolve.
+    dnsmasq.take();
+    let (m, took) = ask("www.world.test.");
+    assert_eq!(a_of(&m), vec![www], "cache hit with the upstream down");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (m, took) = ask("api.world.test.");
+    println!("SERVFAIL with the upstream down in {took:?}");
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (m, took) = ask("web.default.svc.shoal.local.");
+    assert_eq!(a_of(&m), vec![VIP]);
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (m, _) = ask("nope.default.svc.shoal.local.");
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["api.world.test", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    println!("busybox nslookup failed in {:?}: {out:?}", start.elapsed());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
 }
