@@ -278,7 +278,10 @@ fn net_settings(args: &AgentArgs, endpoint: &str) -> anyhow::Result<NetSettings>
         }
     }
     protected.push((host_ip, args.listen.port()));
+    let upstream_dns =
+        crate::args::upstream_servers(&args.upstream_dns).map_err(anyhow::Error::msg)?;
     Ok(NetSettings {
+        upstream_dns,
         cluster_cidr: args.cluster_cidr,
         service_cidr: args.service_cidr,
         wireguard_port: args.wireguard_port,
@@ -541,7 +544,7 @@ impl Agent {
                 let mut cfg = crate::spec::sandbox_config(&pod, &sandbox);
                 if let Some(net) = self.net.get() {
                     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-                    (cfg.dns_servers, cfg.dns_search) = net.dns_config(ns);
+                    (cfg.dns_servers, cfg.dns_search, cfg.dns_options) = net.dns_config(ns);
                 }
                 match self.blocking(move |rt| rt.create_sandbox(&cfg)).await {
                     Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {

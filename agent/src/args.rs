@@ -52,6 +52,11 @@ pub struct AgentArgs {
     /// (batched, with UDP and TUN offloads) or `boringtun` (boringtun's own device).
     #[arg(long, value_enum, default_value = "shoal")]
     pub wireguard_engine: crate::network::WgEngine,
+    /// Upstream DNS resolvers for names outside the cluster zone: `IP` or `IP:PORT`, repeatable
+    /// or comma-separated; `none` turns forwarding off. Default: the `nameserver`s of the
+    /// node's /etc/resolv.conf.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',', value_parser = parse_upstream_dns)]
+    pub upstream_dns: Vec<UpstreamDns>,
     /// MTU of the overlay and of pod interfaces (underlay MTU − 80).
     #[arg(long, default_value_t = 1420)]
     pub mtu: u32,
@@ -72,6 +77,46 @@ impl AgentArgs {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_interval.max(0.1))
     }
+}
+
+/// One `--upstream-dns` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamDns {
+    /// `none`: no forwarding.
+    None,
+    /// A resolver.
+    Server(std::net::SocketAddr),
+}
+
+/// Parses one `--upstream-dns` value: `none`, `IP` or `IP:PORT`.
+pub fn parse_upstream_dns(s: &str) -> Result<UpstreamDns, String> {
+    if s.trim() == "none" {
+        return Ok(UpstreamDns::None);
+    }
+    shoal_net::dns::forward::parse_upstream(s)
+        .map(UpstreamDns::Server)
+        .map_err(|e| e.to_string())
+}
+
+/// The upstream resolvers the flags give: `None` when the flag is absent (use the node's
+/// resolv.conf), `Some(empty)` for `none`; `none` with addresses is an error.
+pub fn upstream_servers(
+    values: &[UpstreamDns],
+) -> Result<Option<Vec<std::net::SocketAddr>>, String> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let servers: Vec<_> = values
+        .iter()
+        .filter_map(|v| match v {
+            UpstreamDns::Server(a) => Some(*a),
+            UpstreamDns::None => None,
+        })
+        .collect();
+    if !servers.is_empty() && servers.len() != values.len() {
+        return Err("--upstream-dns: `none` cannot be combined with addresses".into());
+    }
+    Ok(Some(servers))
 }
 
 /// Parses `k=v,k2=v2` into labels; names the bad entry.
@@ -108,6 +153,54 @@ mod tests {
         assert!(parse_labels("a").unwrap_err().contains("\"a\""));
         assert!(parse_labels("=1").is_err());
         assert!(parse_labels("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstream_dns_flag() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["shoal-agent"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|c| upstream_servers(&c.a.upstream_dns))
+        };
+        assert_eq!(parse(&[]).unwrap(), Ok(None), "default: resolv.conf");
+        let got = parse(&[
+            "--upstream-dns",
+            "203.0.113.53,127.0.0.1:5353",
+            "--upstream-dns",
+            "[2001:db8::1]:53",
+        ])
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        let want: Vec<std::net::SocketAddr> =
+            ["203.0.113.53:53", "127.0.0.1:5353", "[2001:db8::1]:53"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            parse(&["--upstream-dns", "none"]).unwrap(),
+            Ok(Some(vec![]))
+        );
+        assert!(
+            parse(&["--upstream-dns", "none,1.1.1.1"])
+                .unwrap()
+                .unwrap_err()
+                .contains("none")
+        );
+        let e = parse(&["--upstream-dns", "dns.example"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dns.example") && e.contains("--upstream-dns"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -75,6 +75,32 @@ pub struct NetSettings {
     pub host_ip: Ipv4Addr,
     /// TCP endpoints pods must not reach (controllers, this agent).
     pub protected: Vec<(Ipv4Addr, u16)>,
+    /// Upstream DNS resolvers (`--upstream-dns`): `None` means the nameservers of
+    /// [`RESOLV_CONF`]; `Some(empty)` turns forwarding off.
+    pub upstream_dns: Option<Vec<SocketAddr>>,
+}
+
+/// The node's resolver configuration, read for the default upstream DNS servers.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The upstream DNS servers the node's DNS forwards to (pure): the flag's list, or else the
+/// nameservers of the node's resolv.conf (`resolv_conf`, its text); loopback ones are kept
+/// (the forwarder runs in the node's namespace, where they answer), the node's own DNS
+/// (`gateway:53`) is dropped so that it never forwards to itself.
+pub fn upstream_dns(
+    flag: Option<&[SocketAddr]>,
+    resolv_conf: &str,
+    gateway: Ipv4Addr,
+) -> Vec<SocketAddr> {
+    let own = SocketAddr::new(IpAddr::V4(gateway), 53);
+    let mut out: Vec<SocketAddr> = match flag {
+        Some(list) => list.to_vec(),
+        None => shoal_net::dns::forward::nameservers(resolv_conf),
+    };
+    out.retain(|a| *a != own);
+    let mut seen = BTreeSet::new();
+    out.retain(|a| seen.insert(*a));
+    out
 }
 
 /// `DATA/network`: WireGuard key, pod IP records.
@@ -167,9 +193,24 @@ impl PodNetwork {
             changed: Notify::new(),
         });
         let dns = me.dns.clone();
+        let resolv_conf = match &me.settings.upstream_dns {
+            Some(_) => String::new(),
+            None => std::fs::read_to_string(RESOLV_CONF).unwrap_or_else(|e| {
+                warn!("reading {RESOLV_CONF} for upstream DNS servers: {e}");
+                String::new()
+            }),
+        };
+        let upstreams = upstream_dns(me.settings.upstream_dns.as_deref(), &resolv_conf, gateway);
+        let forwarder = if upstreams.is_empty() {
+            warn!("no upstream DNS servers: pods resolve cluster names only (see --upstream-dns)");
+            None
+        } else {
+            info!(?upstreams, "forwarding DNS names outside {ZONE}");
+            Some(Arc::new(shoal_net::dns::Forwarder::new(upstreams)))
+        };
         tokio::spawn(async move {
             let addr = SocketAddr::new(IpAddr::V4(gateway), 53);
-            if let Err(e) = shoal_net::dns::serve(addr, ZONE, dns).await {
+            if let Err(e) = shoal_net::dns::serve_forwarding(addr, ZONE, dns, forwarder).await {
                 warn!("dns server on {addr}: {e}");
             }
         });
@@ -191,11 +232,12 @@ impl PodNetwork {
         self.gateway
     }
 
-    /// DNS servers and search domains for a pod in `namespace`.
-    pub fn dns_config(&self, namespace: &str) -> (Vec<String>, Vec<String>) {
+    /// DNS servers, search domains and options (`ndots:5`) for a pod in `namespace`.
+    pub fn dns_config(&self, namespace: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
         (
             vec![self.gateway.to_string()],
             shoal_net::dns::resolv_search(namespace, ZONE),
+            shoal_net::dns::resolv_options(),
         )
     }
 
@@ -662,6 +704,7 @@ mod tests {
             engine: WgEngine::Shoal,
             host_ip: "10.0.0.1".parse().unwrap(),
             protected: vec![("10.0.0.10".parse().unwrap(), 7000)],
+            upstream_dns: None,
         };
         let net = NodeNet {
             bridge: BRIDGE.into(),
@@ -723,6 +766,26 @@ mod tests {
             d.dns["web-1.default.pod.shoal.local"],
             vec![Ipv4Addr::new(10, 244, 0, 3)]
         );
+    }
+
+    #[test]
+    fn upstream_dns_from_flag_or_resolv_conf() {
+        let gw = Ipv4Addr::new(10, 244, 0, 1);
+        let conf = "search example.com\nnameserver 127.0.0.53\nnameserver 10.244.0.1\nnameserver 192.0.2.1\nnameserver 192.0.2.1\n";
+        let s = |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        // Default: resolv.conf's servers in order, loopback kept, our own DNS and repeats dropped.
+        assert_eq!(
+            upstream_dns(None, conf, gw),
+            s(&["127.0.0.53:53", "192.0.2.1:53"])
+        );
+        assert!(upstream_dns(None, "", gw).is_empty());
+        // The flag wins over resolv.conf.
+        let flag = s(&["203.0.113.53:53", "10.244.0.1:53", "10.244.0.1:5353"]);
+        assert_eq!(
+            upstream_dns(Some(&flag), conf, gw),
+            s(&["203.0.113.53:53", "10.244.0.1:5353"])
+        );
+        assert!(upstream_dns(Some(&[]), conf, gw).is_empty(), "none");
     }
 
     #[test]

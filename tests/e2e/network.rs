@@ -2,7 +2,8 @@
 //! CIDR, pod-to-pod TCP and UDP across nodes through the WireGuard overlay
 //! (and nothing else on the underlay), `wg show`, a Service over 3 replicas
 //! with readiness and scaling, DNS, NodePort and hostPort from the underlay,
-//! fail-closed when the agent dies, membership changes, and cleanup.
+//! fail-closed when the agent dies, membership changes, and cleanup; pods
+//! reaching the cluster's outside world (masqueraded) by names its DNS serves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -748,4 +749,157 @@ fn kill_agent(c: &NetnsCluster, node: &str) {
             Ok(())
         }
     });
+}
+
+/// The outside world of a netns cluster (see deploy/netns-cluster): its HTTP server's address.
+const WORLD_HTTP: &str = "203.0.113.80";
+const WORLD_DNS: &str = "203.0.113.53";
+
+const WORLD_PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox:latest
+    command: [sh, -c, "mkdir -p /www && echo inside > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox:latest, command: [sleep, "3600"]}
+"#;
+
+/// The InternalIP of a node.
+fn node_ip(c: &NetnsCluster, node: &str) -> String {
+    let v = c.json(&["get", "node", node]).expect("node");
+    v["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .expect("InternalIP")
+        .to_string()
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, TUN, nftables, containers, dnsmasq"]
+fn pods_reach_the_world_by_name_and_cluster_names_survive_the_world_dns() {
+    let c = NetnsCluster::up("e2eworld", 1, 2, &[]);
+    c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
+    let out = c.apply(WORLD_PODS);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = pod_ips(&c, "app=client", 1).remove(0);
+    pod_ips(&c, "app=web", 1);
+    let svc = eventually(
+        "service web with an endpoint",
+        Duration::from_secs(20),
+        || {
+            let s = c.json(&["get", "svc", "web"])?;
+            let ip = s
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .ok_or("no clusterIP")?
+                .to_string();
+            if endpoint_ips(&c).len() == 1 {
+                Ok(ip)
+            } else {
+                Err("no endpoint yet".to_string())
+            }
+        },
+    );
+
+    // The pod's resolver: the node DNS, Kubernetes' search path and ndots.
+    let conf = sh(&c, "client", "cat /etc/resolv.conf").expect("resolv.conf");
+    assert!(
+        conf.contains("search default.svc.shoal.local svc.shoal.local shoal.local\n")
+            && conf.contains("options ndots:5\n"),
+        "{conf}"
+    );
+
+    // A name only the world's DNS knows resolves in the pod, and its page is fetched by name.
+    let ns = eventually(
+        "www.world.test from the pod",
+        Duration::from_secs(20),
+        || sh(&c, "client", "nslookup www.world.test"),
+    );
+    assert!(ns.contains(WORLD_HTTP), "{ns}");
+    let page = eventually("the world's page by name", Duration::from_secs(20), || {
+        sh(&c, "client", "timeout 10 wget -qO- http://www.world.test/")
+    });
+    assert_eq!(page.trim(), "hello from the world of cluster e2eworld");
+    // The world saw the node's address, never the pod's (it has no route back to pods).
+    let log = std::fs::read_to_string(format!("/run/shoal-netns/{}/world/http/log", c.name))
+        .expect("world http log");
+    let node_addr = node_ip(&c, &client.1);
+    assert!(log.contains(&format!("{node_addr}:")), "{log}");
+    assert!(
+        !log.contains("10.244."),
+        "a pod address reached the world: {log}"
+    );
+
+    // Positive controls for what follows: the world's DNS serves api.world.test (asked
+    // directly from the node, so the node DNS has not cached it), cluster names resolve.
+    let out = on_node(
+        &c,
+        &client.1,
+        &["busybox", "nslookup", "api.world.test", WORLD_DNS],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(WORLD_HTTP), "{out:?}");
+    let ns = sh(&c, "client", "nslookup web.default.svc.shoal.local").expect("cluster name");
+    assert!(ns.contains(&svc), "{ns}");
+
+    // The world's DNS stops: cluster names still resolve (full and short, and serve),
+    // an outside name fails fast instead of hanging.
+    let out = c.script(&["world", "stop", "dns"]);
+    assert!(out.status.success(), "{out:?}");
+    let t = Instant::now();
+    let ns = sh(&c, "client", "nslookup web.default.svc.shoal.local").expect("cluster name");
+    assert!(ns.contains(&svc), "{ns}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    let got = sh(&c, "client", "timeout 10 wget -qO- http://web/").expect("service by short name");
+    assert_eq!(got.trim(), "inside");
+    let t = Instant::now();
+    let bad = sh(&c, "client", "nslookup api.world.test");
+    let took = t.elapsed();
+    println!("outside name with the world DNS down: {bad:?} after {took:?}");
+    assert!(bad.is_err(), "resolved with the world DNS down: {bad:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let t = Instant::now();
+    let bad = sh(&c, "client", "timeout 20 wget -qO- http://api.world.test/");
+    let took = t.elapsed();
+    println!("wget by an outside name with the world DNS down: {bad:?} after {took:?}");
+    assert!(bad.is_err(), "{bad:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+
+    // Back up: the same name resolves and its page loads.
+    let out = c.script(&["world", "start", "dns"]);
+    assert!(out.status.success(), "{out:?}");
+    let page = eventually(
+        "api.world.test after the DNS is back",
+        Duration::from_secs(20),
+        || sh(&c, "client", "timeout 10 wget -qO- http://api.world.test/"),
+    );
+    assert_eq!(page.trim(), "hello from the world of cluster e2eworld");
 }

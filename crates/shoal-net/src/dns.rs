@@ -1,9 +1,13 @@
-//! The node's DNS server: authoritative answers for service and pod names, NXDOMAIN for the rest.
+//! The node's DNS server: authoritative answers for the cluster zone, the rest forwarded.
 //!
 //! [`DnsTable`] holds `name -> addresses` (shared, replaced as a whole by the agent); [`answer`]
-//! turns one wire-format query into one wire-format response (pure, never panics on junk);
-//! [`serve`] runs it over UDP and TCP (2-byte length prefix) on one address. There is no
-//! upstream: every name not in the table gets an immediate authoritative NXDOMAIN.
+//! turns one wire-format query into one wire-format response from the table (pure, never panics
+//! on junk); [`serve_forwarding`] runs it over UDP and TCP (2-byte length prefix) on one
+//! address. Names in the cluster zone (`shoal.local`) and names in the table are always answered
+//! here, unknown ones with an authoritative NXDOMAIN, so they never wait on an upstream. Every
+//! other name goes to the [`Forwarder`] (upstream resolvers, cache, timeouts; see
+//! [`forward`]), each on its own task so that a slow upstream never delays cluster names; with
+//! no forwarder ([`serve`]) such names get NXDOMAIN at once.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -18,12 +22,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 
+pub mod cache;
+pub mod forward;
+
+pub use forward::Forwarder;
+
+/// Errors of the DNS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// An upstream resolver address that does not parse.
+    #[error("upstream dns server {value:?}: {reason}")]
+    BadUpstream {
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
 /// TTL of every answer (A records and the SOA's negative-caching minimum), in seconds.
 pub const TTL: u32 = 5;
 /// Largest UDP response without EDNS (RFC 1035).
 const UDP_PLAIN: usize = 512;
 /// Largest UDP response we send with EDNS (the DNS flag day 2020 value).
 const UDP_EDNS: u16 = 1232;
+/// `ndots` in pods' `/etc/resolv.conf`, as Kubernetes sets it: a name with fewer dots is tried
+/// with the search domains first, so `web` and `web.other` find services.
+pub const NDOTS: u8 = 5;
 /// Concurrent TCP connections served; more are closed on accept.
 const MAX_TCP: usize = 256;
 /// A TCP connection idle this long is closed.
@@ -88,13 +113,29 @@ pub fn resolv_search(namespace: &str, zone: &str) -> Vec<String> {
     ]
 }
 
-/// Serves `table` on `addr` over UDP and TCP (same port) until an I/O error on bind.
+/// The `options` lines' words for pods' `/etc/resolv.conf`: `ndots:5`.
+pub fn resolv_options() -> Vec<String> {
+    vec![format!("ndots:{NDOTS}")]
+}
+
+/// Serves `table` on `addr` over UDP and TCP (same port) until an I/O error on bind; names
+/// outside the zone get NXDOMAIN (no forwarding).
 ///
 /// Runs forever otherwise; drop the future to stop it (open TCP connections stop with it).
 pub async fn serve(addr: SocketAddr, zone: &str, table: DnsTable) -> io::Result<()> {
+    serve_forwarding(addr, zone, table, None).await
+}
+
+/// Like [`serve`], forwarding names outside the zone (and not in the table) to `forwarder`.
+pub async fn serve_forwarding(
+    addr: SocketAddr,
+    zone: &str,
+    table: DnsTable,
+    forwarder: Option<Arc<Forwarder>>,
+) -> io::Result<()> {
     let udp = UdpSocket::bind(addr).await?;
     let tcp = TcpListener::bind(udp.local_addr()?).await?;
-    serve_sockets(udp, tcp, zone, table).await
+    serve_sockets_forwarding(udp, tcp, zone, table, forwarder).await
 }
 
 /// Like [`serve`] on already bound sockets (lets a caller bind port 0 and learn the port).
@@ -104,14 +145,47 @@ pub async fn serve_sockets(
     zone: &str,
     table: DnsTable,
 ) -> io::Result<()> {
+    serve_sockets_forwarding(udp, tcp, zone, table, None).await
+}
+
+/// Like [`serve_forwarding`] on already bound sockets.
+pub async fn serve_sockets_forwarding(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    zone: &str,
+    table: DnsTable,
+    forwarder: Option<Arc<Forwarder>>,
+) -> io::Result<()> {
     let zone = normalize(zone);
+    let udp = Arc::new(udp);
     let mut conns = JoinSet::new();
+    let mut forwarded = JoinSet::new();
     let mut buf = vec![0u8; 65536];
     loop {
         tokio::select! {
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, peer)) => {
-                    if let Some(resp) = answer(&buf[..n], &zone, &table, true)
+                    let reply = match decide(&buf[..n], &zone, &table, true, forwarder.is_some()) {
+                        Decision::Reply(r) => r,
+                        Decision::Forward(req, limit) => {
+                            let Some(fwd) = forwarder.clone() else { continue };
+                            match fwd.permit() {
+                                Some(permit) => {
+                                    let (raw, udp) = (buf[..n].to_vec(), udp.clone());
+                                    forwarded.spawn(async move {
+                                        let resp = fwd.resolve(&req, &raw, Some(limit)).await;
+                                        drop(permit);
+                                        if let Err(e) = udp.send_to(&resp, peer).await {
+                                            tracing::debug!(%peer, "dns: udp send: {e}");
+                                        }
+                                    });
+                                    None
+                                }
+                                None => Some(forward::servfail(&req)),
+                            }
+                        }
+                    };
+                    if let Some(resp) = reply
                         && let Err(e) = udp.send_to(&resp, peer).await
                     {
                         tracing::debug!(%peer, "dns: udp send: {e}");
@@ -123,7 +197,7 @@ pub async fn serve_sockets(
             r = tcp.accept() => match r {
                 Ok((stream, peer)) => {
                     if conns.len() < MAX_TCP {
-                        conns.spawn(serve_tcp(stream, zone.clone(), table.clone()));
+                        conns.spawn(serve_tcp(stream, zone.clone(), table.clone(), forwarder.clone()));
                     } else {
                         tracing::warn!(%peer, "dns: too many tcp connections, closing");
                     }
@@ -135,11 +209,17 @@ pub async fn serve_sockets(
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = forwarded.join_next(), if !forwarded.is_empty() => {}
         }
     }
 }
 
-async fn serve_tcp(mut stream: TcpStream, zone: String, table: DnsTable) {
+async fn serve_tcp(
+    mut stream: TcpStream,
+    zone: String,
+    table: DnsTable,
+    forwarder: Option<Arc<Forwarder>>,
+) {
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
@@ -151,7 +231,14 @@ async fn serve_tcp(mut stream: TcpStream, zone: String, table: DnsTable) {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let Some(resp) = answer(&msg, &zone, &table, false) else {
+        let resp = match decide(&msg, &zone, &table, false, forwarder.is_some()) {
+            Decision::Reply(r) => r,
+            Decision::Forward(req, _) => match &forwarder {
+                Some(f) => Some(f.resolve(&req, &msg, None).await),
+                None => None,
+            },
+        };
+        let Some(resp) = resp else {
             return;
         };
         let Ok(n) = u16::try_from(resp.len()) else {
@@ -175,8 +262,27 @@ async fn serve_tcp(mut stream: TcpStream, zone: String, table: DnsTable) {
 /// - unparsable message: FORMERR; opcode other than QUERY or class other than IN: NOTIMP;
 ///   not exactly one question: FORMERR.
 pub fn answer(query: &[u8], zone: &str, table: &DnsTable, udp: bool) -> Option<Vec<u8>> {
+    match decide(query, &normalize(zone), table, udp, false) {
+        Decision::Reply(r) => r,
+        Decision::Forward(..) => None,
+    }
+}
+
+/// What to do with one query.
+#[derive(Debug)]
+enum Decision {
+    /// Send this (or nothing).
+    Reply(Option<Vec<u8>>),
+    /// Forward this well-formed query; the client's UDP size limit.
+    Forward(Message, usize),
+}
+
+/// Like [`answer`], but with `forwarding` a well-formed query (QUERY, one question, class IN)
+/// for a name outside `zone` and not in the table is handed back for forwarding.
+fn decide(query: &[u8], zone: &str, table: &DnsTable, udp: bool, forwarding: bool) -> Decision {
+    use Decision::Reply;
     if query.len() < 12 || query[2] & 0x80 != 0 {
-        return None; // no complete header, or a response (never answer those: no loops)
+        return Reply(None); // no complete header, or a response (never answer those: no loops)
     }
     let id = u16::from_be_bytes([query[0], query[1]]);
     let req = match Message::from_vec(query) {
@@ -188,52 +294,69 @@ pub fn answer(query: &[u8], zone: &str, table: &DnsTable, udp: bool) -> Option<V
             } else {
                 ResponseCode::NotImp
             };
-            return encode(&Message::error_msg(id, op, rcode));
+            return Reply(encode(&Message::error_msg(id, op, rcode)));
         }
     };
     if req.message_type() != MessageType::Query {
-        return None;
+        return Reply(None);
     }
     let mut resp = Message::new();
     resp.set_id(id)
         .set_message_type(MessageType::Response)
         .set_op_code(req.op_code())
         .set_recursion_desired(req.recursion_desired())
-        .set_recursion_available(false);
+        .set_recursion_available(forwarding);
     resp.add_queries(req.queries().iter().cloned());
-    let max_len = match req.extensions() {
+    let (max_len, client_limit) = match req.extensions() {
         Some(edns) => {
             let mut e = Edns::new();
             e.set_max_payload(UDP_EDNS);
             resp.set_edns(e);
-            usize::from(edns.max_payload().clamp(UDP_PLAIN as u16, UDP_EDNS))
+            (
+                usize::from(edns.max_payload().clamp(UDP_PLAIN as u16, UDP_EDNS)),
+                usize::from(edns.max_payload()).max(UDP_PLAIN),
+            )
         }
-        None => UDP_PLAIN,
+        None => (UDP_PLAIN, UDP_PLAIN),
     };
     if req.op_code() != OpCode::Query {
         resp.set_response_code(ResponseCode::NotImp);
-        return encode(&resp);
+        return Reply(encode(&resp));
     }
     let [q] = req.queries() else {
         resp.set_response_code(ResponseCode::FormErr);
-        return encode(&resp);
+        return Reply(encode(&resp));
     };
     if q.query_class() != DNSClass::IN {
         resp.set_response_code(ResponseCode::NotImp);
-        return encode(&resp);
+        return Reply(encode(&resp));
+    }
+    if forwarding
+        && !in_zone(&q.name().to_ascii(), zone)
+        && table.lookup(&q.name().to_ascii()).is_none()
+    {
+        return Decision::Forward(req, client_limit);
     }
     resp.set_authoritative(true);
     fill(&mut resp, q, zone, table);
-    let out = encode(&resp)?;
+    let Some(out) = encode(&resp) else {
+        return Reply(None);
+    };
     if udp && out.len() > max_len {
-        return encode(&resp.truncate());
+        return Reply(encode(&resp.truncate()));
     }
-    Some(out)
+    Reply(Some(out))
+}
+
+/// Whether `name` (any case, trailing dot optional) is `zone` or below it.
+fn in_zone(name: &str, zone: &str) -> bool {
+    let name = normalize(name);
+    !zone.is_empty() && (name == zone || name.ends_with(&format!(".{zone}")))
 }
 
 fn fill(resp: &mut Message, q: &Query, zone: &str, table: &DnsTable) {
     let name = normalize(&q.name().to_ascii());
-    let in_zone = !zone.is_empty() && (name == zone || name.ends_with(&format!(".{zone}")));
+    let in_zone = in_zone(&name, zone);
     let soa = || soa_record(zone);
     if let Some(ips) = table.lookup(&name) {
         match q.query_type() {
@@ -489,6 +612,170 @@ mod tests {
         let tcp = Message::from_vec(&answer(&q, ZONE, &t, false).unwrap()).unwrap();
         assert!(!tcp.truncated());
         assert_eq!(tcp.answers().len(), 100);
+    }
+
+    /// A real DNS server on loopback playing the upstream: this module's own, authoritative
+    /// for `world.test`; aborted on drop.
+    struct Upstream {
+        addr: SocketAddr,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    impl Upstream {
+        async fn start(records: HashMap<String, Vec<Ipv4Addr>>) -> Upstream {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            let tcp = TcpListener::bind(addr).await.unwrap();
+            let t = DnsTable::new();
+            t.replace(records);
+            Upstream {
+                addr,
+                task: tokio::spawn(serve_sockets(udp, tcp, "world.test", t)),
+            }
+        }
+
+        async fn stop(&mut self) {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+    }
+
+    impl Drop for Upstream {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn ask_udp(server: SocketAddr, name: &str) -> (Message, Duration) {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let t = std::time::Instant::now();
+        client
+            .send_to(&query(name, RecordType::A), server)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no answer for {name} in 5 s"))
+            .unwrap();
+        (Message::from_vec(&buf[..n]).unwrap(), t.elapsed())
+    }
+
+    async fn ask_tcp(server: SocketAddr, name: &str) -> Message {
+        let mut s = TcpStream::connect(server).await.unwrap();
+        let q = query(name, RecordType::A);
+        s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+        s.write_all(&q).await.unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.unwrap();
+        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut resp).await.unwrap();
+        Message::from_vec(&resp).unwrap()
+    }
+
+    /// The node server with a forwarder to `upstreams`; returns its address.
+    async fn node_server(fwd: Forwarder) -> (SocketAddr, tokio::task::JoinHandle<io::Result<()>>) {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let task = tokio::spawn(serve_sockets_forwarding(
+            udp,
+            tcp,
+            ZONE,
+            table(),
+            Some(Arc::new(fwd)),
+        ));
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn forwards_outside_names_caches_and_fails_fast_without_upstream() {
+        let www = Ipv4Addr::new(203, 0, 113, 80);
+        let mut up = Upstream::start(HashMap::from([
+            ("www.world.test".to_string(), vec![www]),
+            ("api.world.test".to_string(), vec![www]),
+        ]))
+        .await;
+        let (node, task) = node_server(Forwarder::new(vec![up.addr])).await;
+
+        // Forwarded, the upstream's answer (with its TTL) comes back, over UDP and TCP.
+        let (m, took) = ask_udp(node, "www.world.test.").await;
+        println!("forwarded answer in {took:?}");
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert_eq!(a_records(&m), vec![www]);
+        assert_eq!(m.id(), 0x1234);
+        let m = ask_tcp(node, "WWW.world.test.").await;
+        assert_eq!(a_records(&m), vec![www], "tcp");
+        // The upstream's NXDOMAIN passes through (and is not authoritative here).
+        let (m, _) = ask_udp(node, "nope.world.test.").await;
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        // Cluster names are answered here; unknown ones get our authoritative NXDOMAIN.
+        let (m, _) = ask_udp(node, "web.default.svc.shoal.local.").await;
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        let (m, _) = ask_udp(node, "nope.default.svc.shoal.local.").await;
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        assert!(m.authoritative());
+
+        // The upstream stops: the cached name still resolves (TTL lowered or equal), an
+        // uncached one fails fast with SERVFAIL, cluster names still resolve.
+        up.stop().await;
+        let (m, took) = ask_udp(node, "www.world.test.").await;
+        assert_eq!(a_records(&m), vec![www], "cache hit");
+        assert!(m.answers()[0].ttl() <= TTL);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        let (m, took) = ask_udp(node, "api.world.test.").await;
+        println!("servfail with the upstream down in {took:?}");
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        let (m, _) = ask_udp(node, "web.default.svc.shoal.local.").await;
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn silent_upstream_gives_servfail_within_the_total_timeout() {
+        // Bound, never answers: every try times out.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let timeouts = forward::Timeouts {
+            attempt: Duration::from_millis(300),
+            total: Duration::from_millis(800),
+        };
+        let fwd = Forwarder::with(vec![silent.local_addr().unwrap()], timeouts, 16);
+        let (node, task) = node_server(fwd).await;
+        // Cluster names do not wait for the silent upstream, even while a query to it is
+        // pending (forwarded queries run on their own tasks).
+        let pending = tokio::spawn(ask_udp(node, "slow.world.test."));
+        let (m, took) = ask_udp(node, "web.default.svc.shoal.local.").await;
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        assert!(took < Duration::from_millis(200), "{took:?}");
+        let (m, took) = pending.await.unwrap();
+        println!("servfail from a silent upstream after {took:?}");
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        assert!(
+            took >= Duration::from_millis(550) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn truncated_upstream_answers_are_fetched_over_tcp() {
+        let ips: Vec<Ipv4Addr> = (1..=100).map(|i| Ipv4Addr::new(203, 0, 113, i)).collect();
+        let up = Upstream::start(HashMap::from([("big.world.test".to_string(), ips)])).await;
+        let (node, task) = node_server(Forwarder::new(vec![up.addr])).await;
+        // Over UDP the client gets a truncated answer (too big for 512 bytes) ...
+        let (m, _) = ask_udp(node, "big.world.test.").await;
+        assert!(m.truncated(), "{m:?}");
+        // ... and over TCP all 100 addresses: the forwarder fell back to TCP upstream.
+        let m = ask_tcp(node, "big.world.test.").await;
+        assert!(!m.truncated());
+        assert_eq!(a_records(&m).len(), 100);
+        task.abort();
+    }
+
+    #[test]
+    fn pod_resolv_options() {
+        assert_eq!(resolv_options(), vec!["ndots:5"]);
     }
 
     #[test]

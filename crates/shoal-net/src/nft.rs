@@ -25,6 +25,12 @@
 //! - `nat-postrouting` (srcnat) SNATs marked packets, and DNATed packets from outside the cluster
 //!   CIDR (NodePort/hostPort from the underlay, the node itself), to the node's `gateway`, so
 //!   replies come back through this node.
+//! - `egress` (jumped to last from `nat-postrouting`) masquerades traffic from the cluster CIDR
+//!   to anything outside the cluster and service CIDRs to the address of the outgoing interface
+//!   (the node's own address), like Docker's default bridge: the world has no route back to pod
+//!   addresses. Pod-to-pod (overlay) and pod-to-service traffic keeps its pod source. Plain
+//!   prefixes, no set: `ip daddr != { … }` with an anonymous set would match *everything* for a
+//!   packet that straddles a commit (see above) and masquerade a pod-to-pod connection for good.
 //! - `filter-prerouting`/`filter-output` (-110) reject traffic to services without endpoints
 //!   (TCP reset, ICMP port-unreachable otherwise), so clients fail fast.
 //! - `filter-output` also drops ICMP redirects to pods: a pod talking to a VIP whose backend
@@ -214,6 +220,7 @@ fn build(r: &NodeRules) -> Script {
     let gw = r.gateway;
     let cluster = r.cluster_cidr.trunc();
     let pod = r.pod_cidr.trunc();
+    let service = r.service_cidr.trunc();
 
     let mut services: Vec<&ServiceRule> = r.services.iter().collect();
     services.sort_by(|a, b| {
@@ -450,6 +457,13 @@ fn build(r: &NodeRules) -> Script {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\tjump masquerading
 \t\tct status dnat ip daddr {cluster} ip saddr != {cluster} snat to {gw}
+\t\tjump egress
+\t}}
+\tchain egress {{
+\t\tip saddr != {cluster} return
+\t\tip daddr {cluster} return
+\t\tip daddr {service} return
+\t\tmasquerade comment \"pods to the world\"
 \t}}
 \tchain mark-for-masquerade {{
 \t\tmeta mark set meta mark | {MASQUERADE_MARK:#x}
@@ -775,11 +789,11 @@ mod tests {
         assert!(!render(&rules()).contains("delete"));
         assert!(s.body.starts_with("table ip shoal {\n"), "{}", s.body);
         assert_eq!(s.body.matches("table ip shoal {\n").count(), 1);
-        // The chains found for `apply`: 13 fixed ones, web's service chain and its two endpoint
+        // The chains found for `apply`: 14 fixed ones, web's service chain and its two endpoint
         // chains, the host port's; none for the service without endpoints; every jump and goto
         // target among them.
         let chains = s.chains();
-        assert_eq!(chains.len(), 13 + 3 + 1, "{chains:?}");
+        assert_eq!(chains.len(), 14 + 3 + 1, "{chains:?}");
         let svc = format!("svc-{}", chain_suffix("default/web/80"));
         assert!(chains.contains("nat-prerouting") && chains.contains("hostport-tcp-8443"));
         assert!(chains.contains(svc.as_str()), "{chains:?}");
@@ -913,6 +927,41 @@ mod tests {
             "ip saddr 10.244.0.0/16 ip daddr . tcp dport @protected drop",
         );
         has(&out, "iifname \"lo\" return");
+    }
+
+    #[test]
+    fn renders_egress_masquerade_outside_cluster_and_services() {
+        let s = build(&rules());
+        let chain = |name: &str| -> Vec<String> {
+            let body = s
+                .body
+                .split(&format!("\tchain {name} {{\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("no chain {name}"));
+            let body = body.split("\t}\n").next().unwrap();
+            body.lines().map(|l| l.trim().to_string()).collect()
+        };
+        // Last in nat-postrouting: the service SNATs (to the gateway) come first.
+        assert_eq!(
+            chain("nat-postrouting").last().map(String::as_str),
+            Some("jump egress")
+        );
+        // Only cluster sources; cluster and service destinations keep the pod source; the rest
+        // is masqueraded. In this order, and without sets (see the module doc).
+        assert_eq!(
+            chain("egress"),
+            [
+                "ip saddr != 10.244.0.0/16 return",
+                "ip daddr 10.244.0.0/16 return",
+                "ip daddr 10.96.0.0/16 return",
+                "masquerade comment \"pods to the world\"",
+            ]
+        );
+        // CIDRs given with host bits are rendered as networks.
+        let mut r = rules();
+        r.service_cidr = "10.96.3.4/16".parse().unwrap();
+        r.cluster_cidr = "10.244.9.9/16".parse().unwrap();
+        assert_eq!(render(&r), render(&rules()));
     }
 
     #[test]

@@ -31,6 +31,10 @@ const TCP_PORT: u16 = 80;
 const UDP_PORT: u16 = 5300;
 const NODE_PORT: u16 = 30080;
 const HOST_PORT: u16 = 8080;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
+/// A pod on another node (see `Topo::add_remote`).
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 7);
+const VIP_REMOTE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 50);
 
 fn pod_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, 10 + i)
@@ -110,10 +114,25 @@ fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>]) {
 /// TCP server on 0.0.0.0:`port` in `ns` writing `reply` to every connection; UDP echo of
 /// `reply` on 0.0.0.0:`udp_port` if given. Returns once the sockets are bound.
 fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
+    let reply = reply.to_string();
+    server_with(ns, port, udp_port, move |_| reply.clone())
+}
+
+/// Like [`server`], answering every connection or datagram with the client's source address as
+/// this namespace sees it.
+fn source_server(ns: &str, port: u16, udp_port: Option<u16>) -> Bg {
+    server_with(ns, port, udp_port, |peer| peer.ip().to_string())
+}
+
+fn server_with(
+    ns: &str,
+    port: u16,
+    udp_port: Option<u16>,
+    reply: impl Fn(SocketAddr) -> String + Send + 'static,
+) -> Bg {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let path = format!("/run/netns/{ns}");
-    let reply = reply.to_string();
     let stop2 = stop.clone();
     let handle = std::thread::spawn(move || {
         enter(&path);
@@ -128,14 +147,14 @@ fn server(ns: &str, port: u16, udp_port: Option<u16>, reply: &str) -> Bg {
             let mut fds = vec![tcp.as_fd()];
             fds.extend(udp.as_ref().map(|u| u.as_fd()));
             wait_readable(&fds);
-            while let Ok((mut s, _)) = tcp.accept() {
+            while let Ok((mut s, peer)) = tcp.accept() {
                 let _ = s.set_nonblocking(false);
-                let _ = s.write_all(reply.as_bytes());
+                let _ = s.write_all(reply(peer).as_bytes());
             }
             if let Some(u) = &udp {
                 let mut buf = [0u8; 512];
                 while let Ok((_, peer)) = u.recv_from(&mut buf) {
-                    let _ = u.send_to(reply.as_bytes(), peer);
+                    let _ = u.send_to(reply(peer).as_bytes(), peer);
                 }
             }
         }
@@ -277,7 +296,7 @@ impl Topo {
         for (i, p) in pods.iter().enumerate() {
             attach(p, &format!("vp{i}"), pod_ip(i as u8 + 1));
         }
-        attach(&client, "vc0", Ipv4Addr::new(10, 244, 1, 20));
+        attach(&client, "vc0", CLIENT);
         let servers = pods
             .iter()
             .enumerate()
@@ -291,6 +310,44 @@ impl Topo {
             pods,
             _netns: netns,
         }
+    }
+
+    /// A pod of another node, `REMOTE_POD`, behind a routed link like the overlay's: the node
+    /// routes `10.244.2.0/24` to it (source: the gateway, as the agent's overlay routes do) over
+    /// a transit /30. Returns its namespace.
+    fn add_remote(&mut self) -> String {
+        let ns = self.node.replace("-node", "-remote");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(std::process::Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", &ns]);
+        self._netns.push(Netns(ns.clone()));
+        run(&[
+            "ip", "-n", &self.node, "link", "add", "ov0", "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        let ipn = |ns: &str, rest: &str| {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(rest.split_whitespace());
+            run(&args);
+        };
+        ipn(&self.node, "addr add 10.250.0.1/30 dev ov0");
+        ipn(&self.node, "link set ov0 up");
+        ipn(
+            &self.node,
+            &format!("route add 10.244.2.0/24 via 10.250.0.2 dev ov0 src {GW}"),
+        );
+        ipn(&ns, "link set lo up");
+        ipn(&ns, "addr add 10.250.0.2/30 dev eth0");
+        ipn(&ns, &format!("addr add {REMOTE_POD}/24 dev eth0"));
+        ipn(&ns, "link set eth0 up");
+        // Replies leave from the pod address (the transit one is only for routing).
+        ipn(
+            &ns,
+            &format!("route add default via 10.250.0.1 src {REMOTE_POD}"),
+        );
+        ns
     }
 
     fn apply(&self, r: &NodeRules) {
@@ -517,6 +574,15 @@ struct DnsServer {
 
 impl DnsServer {
     fn start(ns: &str, addr: SocketAddr, table: DnsTable) -> DnsServer {
+        DnsServer::forwarding(ns, addr, table, None)
+    }
+
+    fn forwarding(
+        ns: &str,
+        addr: SocketAddr,
+        table: DnsTable,
+        fwd: Option<dns::Forwarder>,
+    ) -> DnsServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let path = format!("/run/netns/{ns}");
         let handle = std::thread::spawn(move || {
@@ -527,7 +593,9 @@ impl DnsServer {
                 .expect("runtime");
             rt.block_on(async move {
                 tokio::select! {
-                    r = dns::serve(addr, "shoal.local", table) => panic!("dns serve ended: {r:?}"),
+                    r = dns::serve_forwarding(addr, "shoal.local", table, fwd.map(Arc::new)) => {
+                        panic!("dns serve ended: {r:?}")
+                    }
                     _ = rx => {}
                 }
             });
@@ -720,4 +788,216 @@ fn replacing_rules_under_traffic_loses_no_request_and_scales() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     in_netns(&t.node, || nft::remove("shoal")).expect("remove");
     assert_eq!(t.nft_tables().trim(), "");
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn pods_reach_the_world_masqueraded_and_keep_their_address_in_the_cluster() {
+    let mut t = Topo::new("egr");
+    let remote = t.add_remote();
+    // The "world" (the underlay namespace) and the remote pod answer with the source they see.
+    let _world = source_server(&t.ul, 9000, Some(9001));
+    let _remote = source_server(&remote, 9000, Some(9001));
+    // The world has no route back to pods: only its own link, no default route.
+    let routes = output(&["ip", "-n", &t.ul, "route", "show"]);
+    assert!(
+        !routes.contains("10.244.") && !routes.contains("default"),
+        "{routes}"
+    );
+    let short = Duration::from_millis(700);
+    let from_client = |target: SocketAddr| in_netns(&t.client, move || tcp_get(target, short));
+
+    // Before the rules: pod to pod works (routing is right), the world never answers.
+    assert_eq!(
+        from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod, no rules"),
+        CLIENT.to_string()
+    );
+    let r = from_client(sa(UL_PEER, 9000));
+    assert!(r.is_err(), "the world answered an unmasqueraded pod: {r:?}");
+
+    let mut r = rules(&[1, 2, 3], &[1, 2, 3]);
+    r.services.push(ServiceRule {
+        id: "default/remote/9000".into(),
+        cluster_ip: VIP_REMOTE,
+        port: 9000,
+        protocol: Proto::Tcp,
+        node_port: None,
+        backends: vec![Backend {
+            ip: REMOTE_POD,
+            port: 9000,
+        }],
+    });
+    t.apply(&r);
+
+    // To the world: masqueraded to the node's own address on the way out, TCP and UDP.
+    let got = from_client(sa(UL_PEER, 9000)).expect("pod to the world over TCP");
+    assert_eq!(got, NODE_UL.to_string(), "source the world saw (tcp)");
+    let got = in_netns(&t.client, || udp_get(sa(UL_PEER, 9001))).expect("pod to the world, udp");
+    assert_eq!(got, NODE_UL.to_string(), "source the world saw (udp)");
+    // Inside the cluster: pod to pod (TCP, UDP) and pod to a service on another node keep the
+    // pod's own address.
+    let got = from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod");
+    assert_eq!(got, CLIENT.to_string(), "pod to pod (tcp)");
+    let got = in_netns(&t.client, || udp_get(sa(REMOTE_POD, 9001))).expect("udp to remote pod");
+    assert_eq!(got, CLIENT.to_string(), "pod to pod (udp)");
+    let got = from_client(sa(VIP_REMOTE, 9000)).expect("pod to service");
+    assert_eq!(
+        got,
+        CLIENT.to_string(),
+        "pod to service with a remote backend"
+    );
+    // The node's own traffic keeps its address too (it is not from the cluster CIDR).
+    let got = in_netns(&t.node, move || tcp_get(sa(UL_PEER, 9000), short)).expect("node");
+    assert_eq!(got, NODE_UL.to_string());
+
+    // Rules removed: the world is unreachable from pods again, pods still reach each other.
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
+    let r = from_client(sa(UL_PEER, 9000));
+    assert!(
+        r.is_err(),
+        "the world answered after the rules were removed: {r:?}"
+    );
+    assert_eq!(
+        from_client(sa(REMOTE_POD, 9000)).expect("pod to remote pod after remove"),
+        CLIENT.to_string()
+    );
+}
+
+/// dnsmasq in namespace `ns` on `addr:53`, authoritative for a few names; killed on drop.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(ns: &str, addr: Ipv4Addr, records: &[(&str, Ipv4Addr)]) -> Dnsmasq {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground"])
+            .args(["--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", "--pid-file=", "--log-facility=-"])
+            .arg(format!("--listen-address={addr}"))
+            .args(["--local-ttl=60", "--address=/#/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (name, ip) in records {
+            cmd.arg(format!("--host-record={name},{ip}"));
+        }
+        let child = cmd.spawn().expect("dnsmasq (package dnsmasq-base)");
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn a_of(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `udp_dns` until it answers (servers start in the background).
+fn udp_dns_eventually(server: SocketAddr, name: &str) -> (Message, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match udp_dns(server, name) {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => {
+                panic!("no answer from {server} for {name}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, dnsmasq"]
+fn node_dns_forwards_to_a_real_upstream_caches_and_fails_fast() {
+    let t = Topo::new("dnsf");
+    let www = Ipv4Addr::new(203, 0, 113, 80);
+    let upstream = sa(UL_PEER, 53);
+    let mut dnsmasq = Some(Dnsmasq::start(
+        &t.ul,
+        UL_PEER,
+        &[("www.world.test", www), ("api.world.test", www)],
+    ));
+    // Positive control: the upstream itself answers both names (asked from the node).
+    for name in ["www.world.test.", "api.world.test."] {
+        let (m, _) = in_netns(&t.node, move || udp_dns_eventually(upstream, name));
+        assert_eq!(a_of(&m), vec![www], "dnsmasq for {name}");
+    }
+    let table = DnsTable::new();
+    table.replace(HashMap::from([(
+        "web.default.svc.shoal.local".to_string(),
+        vec![VIP],
+    )]));
+    let dns_addr = sa(GW, 53);
+    let _dns = DnsServer::forwarding(
+        &t.node,
+        dns_addr,
+        table,
+        Some(dns::Forwarder::new(vec![upstream])),
+    );
+    let ask = |name: &'static str| in_netns(&t.client, move || udp_dns_eventually(dns_addr, name));
+
+    // From a pod: the outside name is forwarded; cluster names are answered by the node.
+    let (m, took) = ask("www.world.test.");
+    println!("forwarded answer in {took:?}");
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(a_of(&m), vec![www]);
+    assert!(m.answers()[0].ttl() <= 60 && m.answers()[0].ttl() > 0);
+    let (m, _) = ask("web.default.svc.shoal.local.");
+    assert_eq!(a_of(&m), vec![VIP]);
+    let (m, _) = ask("nope.default.svc.shoal.local.");
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert!(m.authoritative());
+    let (m, _) = ask("nope.world.test.");
+    assert_eq!(
+        m.response_code(),
+        ResponseCode::NXDomain,
+        "upstream's NXDOMAIN"
+    );
+    // busybox nslookup in the pod (a real stub resolver, A and AAAA) sees the same.
+    let client = t.client.clone();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["www.world.test", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&www.to_string()),
+        "{out:?}"
+    );
+
+    // The upstream stops: the cached name is served from the cache, the other outside name
+    // (which the upstream did serve, see above) fails fast with SERVFAIL, cluster names resolve.
+    dnsmasq.take();
+    let (m, took) = ask("www.world.test.");
+    assert_eq!(a_of(&m), vec![www], "cache hit with the upstream down");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (m, took) = ask("api.world.test.");
+    println!("SERVFAIL with the upstream down in {took:?}");
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (m, took) = ask("web.default.svc.shoal.local.");
+    assert_eq!(a_of(&m), vec![VIP]);
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (m, _) = ask("nope.default.svc.shoal.local.");
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "busybox", "nslookup"])
+        .args(["api.world.test", &GW.to_string()])
+        .output()
+        .expect("busybox nslookup");
+    println!("busybox nslookup failed in {:?}: {out:?}", start.elapsed());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
 }

@@ -55,7 +55,7 @@ impl PodSandbox {
         let resolv = if cfg.dns_servers.is_empty() {
             fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
         } else {
-            resolv_conf(&cfg.dns_servers, &cfg.dns_search)
+            resolv_conf(&cfg.dns_servers, &cfg.dns_search, &cfg.dns_options)
         };
         fs::write(dir.join("etc/resolv.conf"), resolv)?;
         let mut t = crate::util::PhaseTimer::new("sandbox");
@@ -123,14 +123,17 @@ pub fn hosts_file(hostname: &str, extra: &[(String, Vec<String>)]) -> String {
     s
 }
 
-/// `/etc/resolv.conf` from servers and search domains.
-pub fn resolv_conf(servers: &[String], search: &[String]) -> String {
+/// `/etc/resolv.conf` from servers, search domains and options.
+pub fn resolv_conf(servers: &[String], search: &[String], options: &[String]) -> String {
     let mut s = String::new();
     if !search.is_empty() {
         s.push_str(&format!("search {}\n", search.join(" ")));
     }
     for n in servers {
         s.push_str(&format!("nameserver {n}\n"));
+    }
+    if !options.is_empty() {
+        s.push_str(&format!("options {}\n", options.join(" ")));
     }
     s
 }
@@ -209,8 +212,16 @@ mod tests {
                 && h.contains("10.0.0.5\tdb\n")
         );
         assert_eq!(
-            resolv_conf(&["10.96.0.10".into()], &["svc.local".into()]),
+            resolv_conf(&["10.96.0.10".into()], &["svc.local".into()], &[]),
             "search svc.local\nnameserver 10.96.0.10\n"
+        );
+        assert_eq!(
+            resolv_conf(
+                &["10.244.0.1".into()],
+                &["default.svc.shoal.local".into(), "svc.shoal.local".into()],
+                &["ndots:5".into()]
+            ),
+            "search default.svc.shoal.local svc.shoal.local\nnameserver 10.244.0.1\noptions ndots:5\n"
         );
     }
 }

@@ -54,6 +54,9 @@ pub struct PodSandboxConfig {
     pub dns_servers: Vec<String>,
     /// Search domains for `/etc/resolv.conf`.
     pub dns_search: Vec<String>,
+    /// `options` for `/etc/resolv.conf` (e.g. `ndots:5`).
+    #[serde(default)]
+    pub dns_options: Vec<String>,
     /// Extra `/etc/hosts` entries: (address, names).
     pub hosts: Vec<(String, Vec<String>)>,
 }
