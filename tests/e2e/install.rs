@@ -285,22 +285,19 @@ fn units_pass_systemd_analyze_verify() {
     assert!(!ok && said.contains("/usr/local/bin/shoal-agent"), "{said}");
 }
 
-/// A process killed (and reaped) when the test ends, also on panic.
-struct Proc(Child, &'static str);
+/// A process killed (and reaped) when the test ends, also on panic; its
+/// stderr goes to a file (a pipe nobody reads could fill up and block it).
+struct Proc(Child, PathBuf);
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-        if std::thread::panicking() {
-            if let Some(mut e) = self.0.stderr.take() {
-                let mut s = String::new();
-                let _ = std::io::Read::read_to_string(&mut e, &mut s);
-                let tail: Vec<&str> = s.lines().rev().take(30).collect();
-                eprintln!("---- {} stderr (last lines, newest first) ----", self.1);
-                for l in tail {
-                    eprintln!("{l}");
-                }
+        if let (true, Ok(s)) = (std::thread::panicking(), std::fs::read_to_string(&self.1)) {
+            let lines: Vec<&str> = s.lines().collect();
+            eprintln!("---- {} (last 30 lines) ----", self.1.display());
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{l}");
             }
         }
     }
@@ -313,7 +310,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(bin: &str, args: &[&str]) -> Proc {
+fn spawn(bin: &str, log: PathBuf, args: &[&str]) -> Proc {
+    let err = std::fs::File::create(&log).expect("create log");
     let child = Command::new(bin_dir().join(bin))
         .args(args)
         .env_remove("SHOAL_SERVER")
@@ -321,17 +319,10 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
         .env_remove("SHOAL_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    Proc(
-        child,
-        if bin == "shoal-agent" {
-            "agent"
-        } else {
-            "controller"
-        },
-    )
+    Proc(child, log)
 }
 
 fn nodes(server: &str) -> Result<Vec<Value>, String> {
@@ -401,6 +392,7 @@ fn controller_and_agent_take_their_flags_from_config_files() {
     .expect("write controller.yaml");
     let _controller = spawn(
         "shoal-controller",
+        tmp.path().join("controller.log"),
         &["--config", cconf.to_str().expect("utf-8")],
     );
     // Reached on the port from the file; the store lives in the file's data-dir.
@@ -428,6 +420,7 @@ fn controller_and_agent_take_their_flags_from_config_files() {
     // The command line wins over the file.
     let agent = spawn(
         "shoal-agent",
+        tmp.path().join("agent.log"),
         &["--config", aconf_s, "--labels", "from=cli"],
     );
     let seen = eventually(
