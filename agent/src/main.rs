@@ -36,7 +36,8 @@ fn main() {
     if let Some(code) = shoal_runtime::helper::dispatch(&args) {
         std::process::exit(code);
     }
-    let cli = Cli::parse();
+    // Flags may also come from `--config FILE` (YAML; the command line wins).
+    let cli: Cli = shoal_flags::parse();
     let result = match cli.command {
         Some(Cmd::Runtime(a)) => commands::runtime::run(a),
         None => run_agent(cli.agent),

@@ -1,11 +1,11 @@
 //! `shoal-controller`: parses arguments and runs the controller library.
 
-use clap::Parser;
 use shoal_controller::{Args, run};
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    // Flags may also come from `--config FILE` (YAML; the command line wins).
+    let args: Args = shoal_flags::parse();
     shoal_controller::init_tracing(&args.log);
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");

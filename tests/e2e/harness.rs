@@ -12,14 +12,20 @@ use serde_json::Value;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Directory holding the workspace's binaries (next to this test binary).
+/// Directory holding the binaries under test: `$SHOAL_E2E_BIN_DIR` (e.g. the
+/// release build of scripts/release.sh), else the workspace's, next to this
+/// test binary.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let dir = match std::env::var_os("SHOAL_E2E_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        }
+    };
     for b in ["shoal-controller", "shoal-agent", "shoalctl"] {
         assert!(
             dir.join(b).exists(),

@@ -3,5 +3,6 @@
 //! They need root; build the binaries first (`cargo build --workspace`).
 
 mod harness;
+mod install;
 mod network;
 mod workloads;
