@@ -124,18 +124,22 @@ impl Default for Timeouts {
 }
 
 /// HTTP/2 keep-alive: how a connection to a member that stopped answering (frozen,
-/// partitioned, powered off) is found to be dead.
+/// partitioned, powered off, or accepting TCP without ever speaking HTTP/2) is found to
+/// be dead.
 ///
-/// Why these values: a member whose *process* dies is noticed at once without any ping
-/// (its kernel resets the connection), so keep-alive only matters for a silent member;
-/// then detection takes at most `interval + timeout` (8 s by default) and the call fails
-/// as UNAVAILABLE, which the retry rule sends to the next member. The old 1 s timeout
-/// raised false alarms on a loaded 2-core machine, where the peer's (or our own)
-/// runtime can go more than a second without running the connection task that answers
-/// the PING — a healthy stream was then torn down. A false alarm now needs a 6 s stall,
-/// far beyond any scheduling delay seen on a loaded machine, while a real loss is still
-/// found well within a Raft election plus a human's patience. Unary calls are bounded by
-/// their own request timeout anyway; keep-alive protects long-lived watch streams.
+/// Why these values (PING every 1 s, dead after 5 s without an answer):
+/// - a member whose *process* dies is noticed at once without any PING (its kernel
+///   resets the connection), so keep-alive only matters for a *silent* member; then
+///   detection takes at most `interval + timeout` = 6 s and the call fails as
+///   UNAVAILABLE, which the retry rule sends to the next member;
+/// - the old 1 s *timeout* raised false alarms on a loaded 2-core machine: the PING is
+///   answered by the peer's connection task, and a busy runtime (or our own, busy
+///   printing or decoding) can leave it unscheduled for more than a second, tearing a
+///   healthy watch down. A false alarm now needs a 5 s stall of the peer's runtime,
+///   beyond any scheduling delay of a loaded but working machine;
+/// - a short *interval* costs little (a 17-byte frame each way per second per
+///   connection) and keeps detection of a silent member short for users (`shoalctl`
+///   with a hung first address still answers from the next one within ~6 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAlive {
     /// Time between PINGs on an open connection (also while idle).
@@ -147,8 +151,8 @@ pub struct KeepAlive {
 impl Default for KeepAlive {
     fn default() -> Self {
         KeepAlive {
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(6),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -264,6 +268,6 @@ mod tests {
     fn keepalive_tolerates_multi_second_stalls() {
         let k = KeepAlive::default();
         assert!(k.timeout >= Duration::from_secs(5), "{k:?}");
-        assert!(k.interval + k.timeout <= Duration::from_secs(10), "{k:?}");
+        assert!(k.interval + k.timeout <= Duration::from_secs(6), "{k:?}");
     }
 }
