@@ -18,7 +18,10 @@ use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::args::{AgentArgs, parse_labels};
-use crate::controllers::Controllers;
+use shoal_client::{Client, ClientConfig, Timeouts};
+
+/// Deadline of the agent's unary requests to the controllers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::events::{PodEvent, PodRef, new_event};
 use crate::naming::{pod_key, sandbox_name};
 use crate::network::{NetSettings, NetworkMode};
@@ -95,7 +98,7 @@ pub struct Agent {
     /// The container runtime.
     pub rt: Arc<Runtime>,
     /// The controllers.
-    pub ctl: Arc<Controllers>,
+    pub ctl: Arc<Client>,
     /// `DATA/agent`.
     pub dir: PathBuf,
     /// Machine facts.
@@ -171,7 +174,13 @@ pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let name = args.name.clone().context("--name is required")?;
     let labels = parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
-    let ctl = Arc::new(Controllers::new(&args.controller)?);
+    let config = ClientConfig::parse(&args.controller)
+        .context("--controller")?
+        .with_timeouts(Timeouts {
+            connect: Duration::from_secs(1),
+            request: REQUEST_TIMEOUT,
+        });
+    let ctl = Arc::new(Client::new(config));
     let data_dir = args.data_dir.clone();
     let rt = Arc::new(tokio::task::spawn_blocking(move || runtime(&data_dir)).await??);
     let endpoint = args.advertise();

@@ -9,7 +9,6 @@
 
 pub mod agent;
 pub mod args;
-pub mod controllers;
 pub mod events;
 pub mod mirror;
 pub mod naming;

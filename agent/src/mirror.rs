@@ -1,20 +1,17 @@
 //! A local copy of the objects of one kind (optionally narrowed by a field
-//! selector), kept by list + watch (re-listing when the watch is too old or
-//! breaks), published as snapshots on a `tokio::sync::watch` channel: `None`
+//! selector), kept by shoal-client's list+watch loop (which re-lists when the
+//! watch is too old or lagging, and resumes on the next controller after a
+//! break), published as snapshots on a `tokio::sync::watch` channel: `None`
 //! until the first list succeeded, then the whole set after every change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shoal_api::Resource;
-use shoal_proto::cluster_client::ClusterClient;
-use shoal_proto::{ListRequest, WatchRequest};
+use shoal_client::watcher::{EventKind, Machine};
+use shoal_client::{Client, ClientError, ListParams, WatchOutput, Watcher};
 use tokio::sync::watch;
-use tonic::Code;
-use tracing::{debug, warn};
-
-use crate::controllers::{ControllerError, Controllers, REQUEST_TIMEOUT, decode};
+use tracing::warn;
 
 /// Objects by `namespace/name`.
 pub type Snapshot<T> = BTreeMap<String, T>;
@@ -31,106 +28,57 @@ pub type Published<T> = Option<Arc<Snapshot<T>>>;
 /// Starts mirroring kind `T` (all objects, or those matching
 /// `field_selector`); the receiver sees a new snapshot after every change.
 pub fn start<T: Resource + Send + Sync + 'static>(
-    ctl: Arc<Controllers>,
+    ctl: Arc<Client>,
     field_selector: &str,
 ) -> watch::Receiver<Published<T>> {
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(run::<T>(ctl, field_selector.to_string(), tx));
+    let params = ListParams {
+        field_selector: field_selector.to_string(),
+        ..ListParams::default()
+    };
+    tokio::spawn(run::<T>(Client::clone(&ctl), params, tx));
     rx
 }
 
-async fn list<T: Resource>(
-    ctl: &Controllers,
-    field_selector: &str,
-) -> Result<(Snapshot<T>, u64), ControllerError> {
-    let req = ListRequest {
-        kind: T::KIND.to_string(),
-        namespace: String::new(),
-        label_selector: String::new(),
-        field_selector: field_selector.to_string(),
-        stale: false,
-    };
-    let resp = ctl
-        .call(|ch| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(REQUEST_TIMEOUT);
-            async move { ClusterClient::new(ch).list(r).await }
-        })
-        .await?;
-    let mut out = Snapshot::new();
-    for j in &resp.items_json {
-        let o: T = decode(j)?;
-        out.insert(key_of(&o), o);
-    }
-    Ok((out, resp.resource_version))
-}
-
 async fn run<T: Resource + Send + Sync + 'static>(
-    ctl: Arc<Controllers>,
-    field_selector: String,
+    ctl: Client,
+    params: ListParams,
     tx: watch::Sender<Published<T>>,
 ) {
     let kind = T::KIND.to_string();
+    // The agent never gives up on its controllers: no failure limit (the pause between
+    // attempts is capped at 2 s).
+    let mut w = Watcher::<T>::typed(ctl.clone(), params.clone(), Machine::new(None));
+    let mut snap = Snapshot::new();
     loop {
-        let (mut snap, rev) = match list::<T>(&ctl, &field_selector).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("listing {kind}: {e}");
-                ctl.fail_over();
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        match w.next().await {
+            Ok(WatchOutput::Listed { items, .. }) => {
+                snap = items.into_iter().map(|o| (key_of(&o), o)).collect();
+            }
+            Ok(WatchOutput::Event {
+                kind: EventKind::Deleted,
+                object,
+                ..
+            }) => {
+                snap.remove(&key_of(&object));
+            }
+            Ok(WatchOutput::Event { object, .. }) => {
+                snap.insert(key_of(&object), object);
+            }
+            Err(e @ ClientError::Decode { .. }) => {
+                // One object that does not decode: skip it, the watch goes on.
+                warn!("{kind} mirror: {e}");
                 continue;
             }
-        };
-        tx.send_replace(Some(Arc::new(snap.clone())));
-        let req = WatchRequest {
-            kind: kind.clone(),
-            namespace: String::new(),
-            label_selector: String::new(),
-            field_selector: field_selector.clone(),
-            resource_version: rev,
-        };
-        let stream = ctl
-            .call(|ch| {
-                let req = req.clone();
-                async move { ClusterClient::new(ch).watch(req).await }
-            })
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s,
             Err(e) => {
-                warn!("watching {kind}: {e}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // An answer no member can cure (e.g. a rejected selector): start over
+                // with a list after a pause rather than stop mirroring.
+                warn!("{kind} mirror: {e}; listing again in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                w = Watcher::<T>::typed(ctl.clone(), params.clone(), Machine::new(None));
                 continue;
-            }
-        };
-        loop {
-            match stream.message().await {
-                Ok(Some(ev)) => {
-                    match decode::<T>(&ev.object_json) {
-                        Ok(o) => {
-                            let k = key_of(&o);
-                            if ev.r#type == "DELETED" {
-                                snap.remove(&k);
-                            } else {
-                                snap.insert(k, o);
-                            }
-                        }
-                        Err(e) => warn!("{kind} watch event: {e}"),
-                    }
-                    tx.send_replace(Some(Arc::new(snap.clone())));
-                }
-                Ok(None) => break,
-                Err(s) => {
-                    if s.code() != Code::OutOfRange {
-                        warn!("{kind} watch on {}: {s}", ctl.address());
-                        ctl.fail_over();
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    } else {
-                        debug!("{kind} watch too old; re-listing");
-                    }
-                    break;
-                }
             }
         }
+        tx.send_replace(Some(Arc::new(snap.clone())));
     }
 }

@@ -21,8 +21,8 @@ use shoal_net::wg::{KeyPair, Overlay, Peer};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::controllers::Controllers;
 use crate::mirror::{self, Snapshot};
+use shoal_client::Client;
 
 /// The DNS zone of the cluster.
 pub const ZONE: &str = "shoal.local";
@@ -146,7 +146,7 @@ impl PodNetwork {
         data_dir: &Path,
         key: KeyPair,
         settings: NetSettings,
-        ctl: Arc<Controllers>,
+        ctl: Arc<Client>,
         sandboxes: BTreeSet<String>,
     ) -> anyhow::Result<Arc<PodNetwork>> {
         let pod_cidr = wait_pod_cidr(&ctl, node).await;
@@ -275,7 +275,7 @@ impl PodNetwork {
     }
 
     /// Keeps peers, routes, service rules and DNS in step with the cluster.
-    async fn sync(self: Arc<Self>, ctl: Arc<Controllers>) {
+    async fn sync(self: Arc<Self>, ctl: Arc<Client>) {
         let mut nodes = mirror::start::<Node>(ctl.clone(), "");
         let mut services = mirror::start::<Service>(ctl.clone(), "");
         let mut endpoints = mirror::start::<Endpoints>(ctl.clone(), "");
@@ -399,7 +399,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Polls the Node until the controller has set `spec.podCIDR`.
-async fn wait_pod_cidr(ctl: &Controllers, node: &str) -> Ipv4Net {
+async fn wait_pod_cidr(ctl: &Client, node: &str) -> Ipv4Net {
     let mut waited = 0u32;
     loop {
         match ctl.get::<Node>("", node).await {

@@ -12,8 +12,8 @@ use shoal_api::{
 };
 use tonic::Code;
 
-use crate::controllers::{ControllerError, Controllers};
 use crate::sysinfo::SysInfo;
+use shoal_client::{Client, ClientError};
 
 /// Label every node carries with its name.
 pub const HOSTNAME_LABEL: &str = "shoal.io/hostname";
@@ -131,7 +131,7 @@ pub fn registration(existing: Option<Node>, f: &NodeFacts, now: DateTime<Utc>) -
 }
 
 /// Creates or updates the Node (labels and status), retrying on conflicts.
-pub async fn register(ctl: &Controllers, f: &NodeFacts) -> Result<Node, ControllerError> {
+pub async fn register(ctl: &Client, f: &NodeFacts) -> Result<Node, ClientError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -162,7 +162,7 @@ pub async fn register(ctl: &Controllers, f: &NodeFacts) -> Result<Node, Controll
 
 /// One heartbeat: replaces the status of the current Node object (re-read on
 /// conflict); re-registers if the Node was deleted.
-pub async fn heartbeat(ctl: &Controllers, f: &NodeFacts) -> Result<Node, ControllerError> {
+pub async fn heartbeat(ctl: &Client, f: &NodeFacts) -> Result<Node, ClientError> {
     let mut attempt = 0;
     loop {
         attempt += 1;

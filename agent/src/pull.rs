@@ -13,7 +13,10 @@ use shoal_runtime::digest::Digest;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 
-use crate::controllers::{ControllerError, Controllers, REQUEST_TIMEOUT};
+use shoal_client::{Client, ClientError};
+
+/// Deadline of one image request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why an image could not be pulled.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,7 @@ const BLOB_ATTEMPTS: usize = 6;
 /// Makes sure `image` is in the local store; returns the manifest digest when
 /// it had to be pulled, `None` when it was already there.
 pub async fn ensure_image(
-    ctl: &Controllers,
+    ctl: &Client,
     rt: &Arc<Runtime>,
     image: &str,
     partial_dir: &Path,
@@ -73,16 +76,16 @@ pub async fn ensure_image(
         return Ok(None);
     }
     let info = ctl
-        .call(|ch| {
+        .call_on(|ch| {
             let mut req = tonic::Request::new(ResolveRequest {
                 name: image.to_string(),
             });
             req.set_timeout(REQUEST_TIMEOUT);
-            async move { Controllers::images(ch).resolve(req).await }
+            async move { Client::images(ch).resolve(req).await }
         })
         .await
         .map_err(|e| match &e {
-            ControllerError::Status { status, .. } if status.code() == Code::NotFound => {
+            ClientError::Status { status, .. } if status.code() == Code::NotFound => {
                 PullError::NotFound {
                     image: image.to_string(),
                     message: e.to_string(),
@@ -130,12 +133,7 @@ fn partial_path(dir: &Path, d: &Digest) -> PathBuf {
 
 /// Streams blob `d` into its partial file, resuming after failures, then
 /// imports it (verifying the digest).
-async fn fetch_blob(
-    ctl: &Controllers,
-    rt: &Arc<Runtime>,
-    d: &Digest,
-    dir: &Path,
-) -> Result<(), String> {
+async fn fetch_blob(ctl: &Client, rt: &Arc<Runtime>, d: &Digest, dir: &Path) -> Result<(), String> {
     let path = partial_path(dir, d);
     let mut last_error = String::new();
     for attempt in 0..BLOB_ATTEMPTS {
@@ -147,12 +145,12 @@ async fn fetch_blob(
             .map(|m| m.len())
             .unwrap_or(0);
         let stream = ctl
-            .call(|ch| {
+            .call_on(|ch| {
                 let req = BlobRequest {
                     digest: d.to_string(),
                     offset,
                 };
-                async move { Controllers::images(ch).blob(req).await }
+                async move { Client::images(ch).blob(req).await }
             })
             .await;
         let mut stream = match stream {

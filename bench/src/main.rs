@@ -93,13 +93,22 @@ fn pod(name: &str) -> String {
     .to_string()
 }
 
-async fn shoal_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    let ch = Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .connect()
+/// A `Cluster` client pinned to one controller, built by shoal-client (the one place
+/// channels to controllers are configured). Pinned on purpose: the benchmarks measure
+/// each endpoint, and `failover` times the first acknowledged write itself, so no
+/// fail-over may hide behind a call.
+async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    let config = shoal_client::ClientConfig::parse(addr)
+        .with_context(|| format!("endpoint {addr}"))?
+        .with_timeouts(shoal_client::Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(10),
+        });
+    let ch = shoal_client::Client::connect(config)
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting to {addr}"))?
+        .channel()
+        .await?;
     Ok(ClusterClient::new(ch))
 }
 
@@ -137,7 +146,7 @@ async fn store(
             let mut lat = Vec::with_capacity(per_client);
             match target {
                 Target::Shoal => {
-                    let mut cl = shoal_client(&ep).await?;
+                    let mut cl = cluster_client(&ep).await?;
                     start.wait().await;
                     for i in 0..per_client {
                         let body = pod(&format!("{tag}-{c}-{i}"));
@@ -200,7 +209,7 @@ async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
         if !alive[i] {
             continue;
         }
-        if let Ok(mut c) = shoal_client(a).await
+        if let Ok(mut c) = cluster_client(a).await
             && let Ok(s) = c.status(ClusterStatusRequest {}).await
         {
             let id = s.into_inner().leader_id as usize;
@@ -247,7 +256,7 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
         let leader = loop {
             if let Some(l) = leader_of(&addrs, &alive).await {
                 // make sure the cluster takes writes before killing
-                if let Ok(mut c) = shoal_client(&addrs[l]).await
+                if let Ok(mut c) = cluster_client(&addrs[l]).await
                     && c.create(ObjectRequest {
                         object_json: pod(&format!("warm-{run}")),
                     })
@@ -268,7 +277,7 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
             // A member restarted by the previous run may still be starting.
             let until = Instant::now() + Duration::from_secs(20);
             loop {
-                match shoal_client(&addrs[*s]).await {
+                match cluster_client(&addrs[*s]).await {
                     Ok(c) => {
                         clients.push(c);
                         break;

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use shoal_proto::{DeleteRequest, ListRequest, ObjectRequest, WatchRequest};
 use tokio::sync::mpsc;
 
-use crate::{percentile, shoal_client};
+use crate::{cluster_client, percentile};
 
 /// Options of `shoal-bench pods`.
 #[derive(Debug, Clone, clap::Args)]
@@ -283,7 +283,7 @@ fn phase(v: &serde_json::Value) -> &str {
 pub async fn run(a: PodsArgs) -> anyhow::Result<()> {
     let ns = a.namespace.clone();
     let tag = format!("podstart-{}", a.tag);
-    let mut c = shoal_client(&a.endpoint).await?;
+    let mut c = cluster_client(&a.endpoint).await?;
     let mut stream = c
         .watch(WatchRequest {
             kind: "Pod".into(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shoal_proto::{ApplyRequest, ObjectRequest, WatchRequest};
 
-use crate::shoal_client;
+use crate::cluster_client;
 
 /// Options of `shoal-bench sched`.
 #[derive(Debug, Clone, clap::Args)]
@@ -143,7 +143,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     for (ci, chunk) in node_names.chunks(per).enumerate() {
         let (chunk, ep) = (chunk.to_vec(), eps[ci % eps.len()].clone());
         regs.push(tokio::spawn(async move {
-            let mut c = shoal_client(&ep).await?;
+            let mut c = cluster_client(&ep).await?;
             for (i, n) in chunk.iter().enumerate() {
                 create_retrying(&mut c, sim_node(n, i % 3).to_string())
                     .await
@@ -173,7 +173,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         Some(tokio::spawn(async move {
             let mut clients = Vec::new();
             for i in 0..16 {
-                clients.push(shoal_client(&eps[i % eps.len()]).await?);
+                clients.push(cluster_client(&eps[i % eps.len()]).await?);
             }
             let mut round = 0usize;
             while !stop.load(Ordering::Relaxed) {
@@ -204,7 +204,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     };
 
     // Watch bindings before the first create.
-    let mut wc = shoal_client(&eps[eps.len() - 1]).await?;
+    let mut wc = cluster_client(&eps[eps.len() - 1]).await?;
     let mut stream = wc
         .watch(WatchRequest {
             kind: "Pod".into(),
@@ -230,7 +230,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
             eps[ci % eps.len()].clone(),
         );
         creators.push(tokio::spawn(async move {
-            let mut c = shoal_client(&ep).await?;
+            let mut c = cluster_client(&ep).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(batch) = batches.get(i) else { break };

@@ -552,6 +552,26 @@ impl Filter {
         Ok(Self { labels, fields: fs })
     }
 
+    /// The type a watcher with this filter sees for `ev`, if any. As in Kubernetes, an
+    /// object that starts matching is ADDED and one that stops matching is DELETED (with
+    /// its new state), so that a watcher's copy never keeps an object it would not list.
+    fn event_type(&self, ev: &shoal_store::WatchEvent) -> Option<&'static str> {
+        let now = self.matches(&ev.object);
+        match ev.event_type {
+            EventType::Added => now.then_some("ADDED"),
+            EventType::Deleted => now.then_some("DELETED"),
+            EventType::Modified => {
+                let before = ev.prev_object.as_ref().map_or(now, |p| self.matches(p));
+                match (before, now) {
+                    (true, true) => Some("MODIFIED"),
+                    (false, true) => Some("ADDED"),
+                    (true, false) => Some("DELETED"),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
     fn matches(&self, v: &Value) -> bool {
         if let Some(sel) = &self.labels
             && !sel.matches(&labels_of(v))
@@ -709,13 +729,8 @@ impl Cluster for ClusterService {
             while let Some(ev) = events.next().await {
                 let msg = match ev {
                     Ok(ev) => {
-                        if !filter.matches(&ev.object) {
+                        let Some(t) = filter.event_type(&ev) else {
                             continue;
-                        }
-                        let t = match ev.event_type {
-                            EventType::Added => "ADDED",
-                            EventType::Modified => "MODIFIED",
-                            EventType::Deleted => "DELETED",
                         };
                         Ok(WatchEvent {
                             r#type: t.to_string(),
@@ -781,6 +796,45 @@ mod tests {
         assert!(same_desired_state(&cur, &same));
         assert!(!same_desired_state(&cur, &changed));
         assert_eq!(revision_of(&cur), 7);
+    }
+
+    #[test]
+    fn objects_leaving_or_entering_a_selector_are_deleted_or_added() {
+        let f = Filter::parse("app=web", "").unwrap();
+        let web = json!({"metadata":{"name":"a","labels":{"app":"web"}}});
+        let db = json!({"metadata":{"name":"a","labels":{"app":"db"}}});
+        let ev = |t, object: &Value, prev: Option<&Value>| shoal_store::WatchEvent {
+            revision: 2,
+            event_type: t,
+            key: "Pod/default/a".into(),
+            object: object.clone(),
+            prev_object: prev.cloned(),
+        };
+        assert_eq!(
+            f.event_type(&ev(EventType::Added, &web, None)),
+            Some("ADDED")
+        );
+        assert_eq!(f.event_type(&ev(EventType::Added, &db, None)), None);
+        assert_eq!(
+            f.event_type(&ev(EventType::Modified, &web, Some(&web))),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            f.event_type(&ev(EventType::Modified, &db, Some(&web))),
+            Some("DELETED"),
+            "stopped matching"
+        );
+        assert_eq!(
+            f.event_type(&ev(EventType::Modified, &web, Some(&db))),
+            Some("ADDED"),
+            "started matching"
+        );
+        assert_eq!(f.event_type(&ev(EventType::Modified, &db, Some(&db))), None);
+        assert_eq!(
+            f.event_type(&ev(EventType::Deleted, &web, None)),
+            Some("DELETED")
+        );
+        assert_eq!(f.event_type(&ev(EventType::Deleted, &db, None)), None);
     }
 
     #[test]

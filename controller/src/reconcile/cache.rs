@@ -181,6 +181,7 @@ mod tests {
             event_type: EventType::Modified,
             key: "Pod/default/a".into(),
             object: pod("a", 5),
+            prev_object: None,
         });
         assert!(
             c.pods.is_empty(),
@@ -191,6 +192,7 @@ mod tests {
             event_type: EventType::Added,
             key: "Pod/default/a".into(),
             object: pod("a", 10),
+            prev_object: None,
         });
         assert_eq!(
             c.pods["Pod/default/a"].metadata.resource_version.as_deref(),

@@ -401,6 +401,8 @@ impl SledStateMachine {
                     _ => Ok(()),
                 }
             };
+            // The old version travels with a Modified event (selector watches need it).
+            let prev = current.clone();
             let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> =
                 match (w, current) {
                     (Write::Create { .. }, Some(_)) => {
@@ -460,6 +462,11 @@ impl SledStateMachine {
                         event_type: et,
                         key: key.clone(),
                         object: out.object.clone(),
+                        prev_object: if et == EventType::Modified {
+                            prev
+                        } else {
+                            None
+                        },
                     });
                     local.insert(key, new);
                     outcomes.push(out);

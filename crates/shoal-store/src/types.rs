@@ -130,6 +130,10 @@ pub struct WatchEvent {
     pub key: String,
     /// The object after the change (for Deleted: the last state).
     pub object: Value,
+    /// For Modified: the object before the change (so that a filtered watch can tell
+    /// an object that stopped matching its selector from one that never did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_object: Option<Value>,
 }
 
 /// One member as seen by [`crate::Store::status`].

@@ -207,6 +207,7 @@ mod tests {
             event_type: EventType::Added,
             key: key.into(),
             object: serde_json::json!({}),
+            prev_object: None,
         }
     }
 

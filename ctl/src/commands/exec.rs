@@ -101,7 +101,7 @@ pub async fn run(ctx: &mut Context, args: ExecArgs) -> Result<(), CtlError> {
     tx.send(start_message(&namespace, &pod, &args, tty, size))
         .await
         .map_err(|_| CtlError::Terminal("exec input closed".into()))?;
-    let channel = ctx.conn().await?.channel();
+    let channel = ctx.conn().await?.channel().await?;
     let mut output = ProxyClient::new(channel)
         .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await

@@ -1,23 +1,19 @@
 //! `shoalctl get TYPE [NAME…]`: tables, `-o wide|yaml|json|name`, `-A`, `-w`.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde_json::Value;
-use shoal_proto::{WatchEvent, WatchRequest};
-use tonic::Code;
+use shoal_client::watcher::{DEFAULT_MAX_FAILURES, EventKind, Machine};
+use shoal_client::{ListParams, WatchOutput, Watcher};
+use shoal_proto::WatchRequest;
 
 use super::{Context, note, print};
 use crate::cli::GetArgs;
-use crate::error::{CtlError, Target, status_error};
+use crate::client::client_error;
+use crate::error::{CtlError, Target};
 use crate::kinds::{self, KindInfo};
 use crate::output::{self, Format, TableOptions};
-
-/// How long a watch keeps trying to reconnect after losing its controller.
-const RECONNECT_FOR: Duration = Duration::from_secs(15);
-
-/// How often in a row a watch may break without delivering a change before giving up.
-const MAX_BREAKS: usize = 10;
 
 /// What `get all` lists.
 const ALL_KINDS: &str = "pods,services,deployments";
@@ -112,6 +108,8 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
         printed: 0,
     };
 
+    // What the watch has shown (to report objects gone during a re-list as DELETED).
+    let shown: BTreeMap<String, Value> = items.iter().map(|v| (key_of(v), v.clone())).collect();
     if !args.watch_only {
         if items.is_empty()
             && missing.is_empty()
@@ -143,6 +141,7 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
             resource_version: revision,
         },
         &names,
+        shown,
     )
     .await
 }
@@ -324,124 +323,67 @@ fn grow(widths: &mut Vec<usize>, row: &[String]) {
     }
 }
 
-/// Streams changes until Ctrl-C; survives a controller going away by moving to the next
-/// address and resuming after the last revision seen.
+/// Streams changes until Ctrl-C through shoal-client's watcher, which survives a
+/// controller going away (also between the list and the open of the stream) by moving to
+/// the next address and resuming after the last revision seen. After a re-list (the watch
+/// was too old, or this watcher fell behind) every object is shown again as MODIFIED and
+/// those that went away in the meantime as DELETED.
 async fn watch(
     ctx: &mut Context,
     view: &mut View,
-    mut req: WatchRequest,
+    req: WatchRequest,
     names: &[String],
+    mut shown: BTreeMap<String, Value>,
 ) -> Result<(), CtlError> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    // Consecutive failed (re)starts without a single event in between.
-    let mut breaks = 0;
+    let client = ctx.conn().await?.client().clone();
+    let params = ListParams {
+        namespace: req.namespace.clone(),
+        label_selector: req.label_selector.clone(),
+        field_selector: req.field_selector.clone(),
+    };
+    let machine = Machine::from_revision(req.resource_version, Some(DEFAULT_MAX_FAILURES));
+    let mut watcher = Watcher::json(client, &req.kind, params, machine);
+    let wanted = |v: &Value| names.is_empty() || names.iter().any(|n| n == output::name_of(v));
     loop {
-        if breaks > MAX_BREAKS {
-            return Err(CtlError::Unavailable(format!(
-                "{}: the watch broke {breaks} times in a row without delivering a change",
-                ctx.conn().await?.address()
-            )));
-        }
-        breaks += 1;
-        let opened = {
-            let r = req.clone();
-            ctx.conn().await?.call(move |mut c| {
-                let r = r.clone();
-                async move { c.watch(r).await }
-            })
-        };
-        let opened = tokio::select! {
-            s = opened => s,
+        let out = tokio::select! {
+            o = watcher.next() => o,
             _ = &mut ctrl_c => return Ok(()),
         };
-        let mut stream = match opened {
-            Ok(s) => s,
-            Err(s) if s.code() == Code::Unavailable => {
-                if !reconnect(ctx, &mut ctrl_c).await? {
-                    return Ok(());
+        match out.map_err(client_error)? {
+            WatchOutput::Event { kind, object, .. } => {
+                if wanted(&object) {
+                    let key = key_of(&object);
+                    if kind == EventKind::Deleted {
+                        shown.remove(&key);
+                    } else {
+                        shown.insert(key, object.clone());
+                    }
+                    view.event(kind.as_str(), &object)?;
                 }
-                continue;
             }
-            Err(s) => return Err(status_error(&s, None)),
-        };
-        loop {
-            let msg = tokio::select! {
-                m = stream.message() => m,
-                _ = &mut ctrl_c => return Ok(()),
-            };
-            match msg {
-                Ok(Some(WatchEvent {
-                    r#type,
-                    object_json,
-                    resource_version,
-                })) => {
-                    breaks = 0;
-                    req.resource_version = req.resource_version.max(resource_version);
-                    let v = super::parse_object(&object_json)?;
-                    if names.is_empty() || names.iter().any(|n| n == output::name_of(&v)) {
-                        view.event(&r#type, &v)?;
+            WatchOutput::Listed { items, .. } => {
+                let items: BTreeMap<String, Value> = items
+                    .into_iter()
+                    .filter(|v| wanted(v))
+                    .map(|v| (key_of(&v), v))
+                    .collect();
+                for (k, old) in &shown {
+                    if !items.contains_key(k) {
+                        view.event("DELETED", old)?;
                     }
                 }
-                Ok(None) => {
-                    if !reconnect(ctx, &mut ctrl_c).await? {
-                        return Ok(());
-                    }
-                    break;
+                for v in items.values() {
+                    view.event("MODIFIED", v)?;
                 }
-                Err(s) if s.code() == Code::OutOfRange => {
-                    // Too far behind: re-list, show the current state, and go on from there.
-                    let kind = view.kind;
-                    let (items, rev) = ctx
-                        .list(
-                            &kind,
-                            &req.namespace,
-                            &req.label_selector,
-                            &req.field_selector,
-                        )
-                        .await?;
-                    for v in items.iter().filter(|v| {
-                        names.is_empty() || names.iter().any(|n| n == output::name_of(v))
-                    }) {
-                        view.event("MODIFIED", v)?;
-                    }
-                    req.resource_version = rev;
-                    break;
-                }
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-                    ) =>
-                {
-                    if !reconnect(ctx, &mut ctrl_c).await? {
-                        return Ok(());
-                    }
-                    break;
-                }
-                Err(s) => return Err(status_error(&s, None)),
+                shown = items;
             }
         }
     }
 }
 
-/// Retries connecting (next address first) until it works or `RECONNECT_FOR` passes;
-/// `Ok(false)` when interrupted with Ctrl-C.
-async fn reconnect(
-    ctx: &mut Context,
-    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
-) -> Result<bool, CtlError> {
-    let deadline = Instant::now() + RECONNECT_FOR;
-    loop {
-        let attempt = ctx.conn().await?.reconnect().await;
-        match attempt {
-            Ok(()) => return Ok(true),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = ctrl_c.as_mut() => return Ok(false),
-        }
-    }
+/// `namespace/name` of an object.
+fn key_of(v: &Value) -> String {
+    format!("{}/{}", output::namespace_of(v), output::name_of(v))
 }

@@ -24,14 +24,15 @@ use serde_json::Value;
 use shoal_proto::{DeleteRequest, GetRequest, ListRequest, ObjectRequest};
 
 use crate::cli::Command;
-use crate::client::{Connection, ServerAddr, Timeouts};
+use crate::client::{Connection, Timeouts};
 use crate::error::{CtlError, Target, status_error};
 use crate::kinds::KindInfo;
+use shoal_client::Endpoints;
 
 /// What every verb needs: where the controllers are, the namespace, one connection.
 #[derive(Debug)]
 pub struct Context {
-    servers: Vec<ServerAddr>,
+    servers: Endpoints,
     timeouts: Timeouts,
     namespace: Option<String>,
     conn: Option<Connection>,
@@ -39,7 +40,7 @@ pub struct Context {
 
 impl Context {
     /// A context that connects lazily, on the first request.
-    pub fn new(servers: Vec<ServerAddr>, timeouts: Timeouts, namespace: Option<String>) -> Self {
+    pub fn new(servers: Endpoints, timeouts: Timeouts, namespace: Option<String>) -> Self {
         Context {
             servers,
             timeouts,

@@ -3,15 +3,14 @@
 //! rules); undo copies a revision's template from `status.history` into `spec.template`
 //! with the resourceVersion as precondition.
 
-use std::time::Duration;
-
 use serde_json::Value;
-use shoal_proto::{WatchEvent, WatchRequest};
-use tonic::Code;
+use shoal_client::watcher::{DEFAULT_MAX_FAILURES, EventKind, Machine};
+use shoal_client::{ListParams, WatchOutput, Watcher};
 
 use super::{Context, note, one_target, print};
 use crate::cli::RolloutCommand;
-use crate::error::{CtlError, status_error};
+use crate::client::client_error;
+use crate::error::CtlError;
 use crate::kinds::KindInfo;
 use crate::output;
 
@@ -126,61 +125,43 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
         }
         Ok(end)
     };
+    // shoal-client's watcher: a list, then changes; it re-lists when the watch is too old
+    // and moves to the next controller when one goes away.
+    let client = ctx.conn().await?.client().clone();
+    let params = ListParams {
+        namespace: ns.clone(),
+        label_selector: String::new(),
+        field_selector: fields,
+    };
+    let machine = Machine::new(Some(DEFAULT_MAX_FAILURES));
+    let mut watcher = Watcher::json(client, kind.kind, params, machine);
     loop {
-        let (items, revision) = ctx.list(kind, &ns, "", &fields).await?;
-        let Some(d) = items.into_iter().find(|d| output::name_of(d) == name) else {
-            return Err(crate::error::Target::new(kind.singular, &ns, name).not_found());
+        let d = match watcher.next().await.map_err(client_error)? {
+            WatchOutput::Listed { items, .. } => {
+                match items.into_iter().find(|d| output::name_of(d) == name) {
+                    Some(d) => d,
+                    None => {
+                        return Err(crate::error::Target::new(kind.singular, &ns, name).not_found());
+                    }
+                }
+            }
+            WatchOutput::Event {
+                kind: ev, object, ..
+            } => {
+                if output::name_of(&object) != name {
+                    continue;
+                }
+                if ev == EventKind::Deleted {
+                    return Err(CtlError::NotPossible(format!(
+                        "deployment {name:?} was deleted during the rollout"
+                    )));
+                }
+                object
+            }
         };
         if let Some(end) = show(&rollout_state(&d))? {
             return end;
         }
-        let req = WatchRequest {
-            kind: kind.kind.to_string(),
-            namespace: ns.clone(),
-            label_selector: String::new(),
-            field_selector: fields.clone(),
-            resource_version: revision,
-        };
-        let opened = ctx
-            .conn()
-            .await?
-            .call(move |mut c| {
-                let r = req.clone();
-                async move { c.watch(r).await }
-            })
-            .await;
-        let mut stream = match opened {
-            Ok(s) => s,
-            Err(s) if s.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                ctx.conn().await?.reconnect().await?;
-                continue;
-            }
-            Err(s) => return Err(status_error(&s, None)),
-        };
-        // Until the stream ends or breaks; then list again and watch from there.
-        while let Ok(Some(WatchEvent {
-            r#type,
-            object_json,
-            ..
-        })) = stream.message().await
-        {
-            let d = super::parse_object(&object_json)?;
-            if output::name_of(&d) != name {
-                continue;
-            }
-            if r#type == "DELETED" {
-                return Err(CtlError::NotPossible(format!(
-                    "deployment {name:?} was deleted during the rollout"
-                )));
-            }
-            if let Some(end) = show(&rollout_state(&d))? {
-                return end;
-            }
-        }
-        // The stream ended or broke: list again (after a pause, so a failing controller
-        // is not hammered) and watch from there.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

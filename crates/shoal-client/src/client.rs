@@ -1,0 +1,351 @@
+//! [`Client`]: the connection to the controllers, with fail-over and the retry rule.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shoal_api::{Object, Resource};
+use shoal_proto::cluster_client::ClusterClient;
+use shoal_proto::images_client::ImagesClient;
+use shoal_proto::{GetRequest, ObjectRequest};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::retry::{Failure, classify};
+use crate::{ClientConfig, ClientError, ServerAddr, connect_reason, unreachable};
+
+/// Largest message the Images service sends (blobs come in chunks below this).
+const MAX_IMAGE_MESSAGE: usize = 64 << 20;
+
+/// A client of the controllers: one channel to the current member at a time, moved to
+/// the next member on a retryable failure ([`crate::retry::classify`]). Cheap to clone;
+/// clones share the current member.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Index of the current member.
+    current: usize,
+    /// Its channel, once connected; dropped after a transport failure.
+    channel: Option<Channel>,
+}
+
+impl Client {
+    /// A client that connects on first use.
+    pub fn new(config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State {
+                    current: 0,
+                    channel: None,
+                }),
+            }),
+        }
+    }
+
+    /// A client connected to the first member that accepts (tried in order).
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let c = Client::new(config);
+        c.current_channel().await?;
+        Ok(c)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn addrs(&self) -> &[ServerAddr] {
+        self.inner.config.endpoints.addrs()
+    }
+
+    /// The member currently used (`host:port`).
+    pub fn address(&self) -> String {
+        let i = self.state().current;
+        self.addrs()[i].display.clone()
+    }
+
+    /// Moves to the member after `addr` if `addr` is still the current one (clones may
+    /// have moved already) and forgets its channel.
+    pub fn fail_over_from(&self, addr: &str) {
+        let n = self.addrs().len();
+        let mut st = self.state();
+        if self.addrs()[st.current].display == addr {
+            st.current = (st.current + 1) % n;
+            st.channel = None;
+        }
+    }
+
+    /// Moves to the next member.
+    pub fn fail_over(&self) {
+        let a = self.address();
+        self.fail_over_from(&a);
+    }
+
+    /// The channel to the current member, connecting (current member first, then the
+    /// others in order) when there is none.
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
+        Ok(self.current_channel().await?.1)
+    }
+
+    async fn current_channel(&self) -> Result<(usize, Channel), ClientError> {
+        let start = {
+            let st = self.state();
+            if let Some(ch) = &st.channel {
+                return Ok((st.current, ch.clone()));
+            }
+            st.current
+        };
+        let (i, ch) = self.connect_from(start, true).await?;
+        let mut st = self.state();
+        if st.channel.is_none() {
+            st.current = i;
+            st.channel = Some(ch.clone());
+        }
+        Ok((i, ch))
+    }
+
+    /// A new channel to the current member (or the next reachable one) whose requests
+    /// have no deadline, for uploads and streams that may outlast the request timeout
+    /// (keep-alive still finds a member that stopped answering).
+    pub async fn channel_without_deadline(&self) -> Result<Channel, ClientError> {
+        let start = self.state().current;
+        Ok(self.connect_from(start, false).await?.1)
+    }
+
+    /// Tries every member once, starting at `start`; the first that connects wins.
+    async fn connect_from(
+        &self,
+        start: usize,
+        deadline: bool,
+    ) -> Result<(usize, Channel), ClientError> {
+        let addrs = self.addrs();
+        let n = addrs.len();
+        let cfg = &self.inner.config;
+        let mut failures: Vec<(String, String)> = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let a = &addrs[i];
+            let endpoint = cfg.endpoint(a, deadline)?;
+            // The connect timeout bounds the TCP connect; this one also the HTTP/2 handshake.
+            let limit = cfg.timeouts.connect + Duration::from_millis(500);
+            match tokio::time::timeout(limit, endpoint.connect()).await {
+                Ok(Ok(ch)) => return Ok((i, ch)),
+                Ok(Err(e)) => failures.push((a.display.clone(), connect_reason(&e))),
+                Err(_) => failures.push((a.display.clone(), "connection timed out".into())),
+            }
+        }
+        Err(unreachable(&failures))
+    }
+
+    /// Runs `f` once on the current member, without retrying. A transport failure
+    /// forgets the channel (the next attempt reconnects) but stays on the member: the
+    /// caller decides whether to [`Client::fail_over_from`] (the watcher does).
+    pub async fn attempt<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (i, ch) = self.current_channel().await?;
+        match f(ch).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => {
+                if classify(&status) == Failure::Transport {
+                    let mut st = self.state();
+                    if st.current == i {
+                        st.channel = None;
+                    }
+                }
+                Err(ClientError::Status {
+                    addr: self.addrs()[i].display.clone(),
+                    status,
+                })
+            }
+        }
+    }
+
+    /// Runs `f` on the current member; on a retryable failure (the retry rule) moves to
+    /// the next member and runs it again, trying each member at most once.
+    ///
+    /// A write whose connection broke after it was sent may have been applied: sending it
+    /// again can then answer ALREADY_EXISTS or a conflict, which callers already handle
+    /// as for any concurrent writer.
+    pub async fn call_on<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut left = self.addrs().len();
+        loop {
+            left -= 1;
+            match self.attempt(&mut f).await {
+                Err(ClientError::Status { addr, status })
+                    if left > 0 && classify(&status).is_retryable() =>
+                {
+                    tracing::debug!(%addr, %status, "retrying on the next controller");
+                    self.fail_over_from(&addr);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Client::call_on`] with a `Cluster` client.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(ClusterClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_on(|ch| f(ClusterClient::new(ch))).await
+    }
+
+    /// An `Images` client on `ch` that accepts blob chunks (inside [`Client::call_on`]).
+    pub fn images(ch: Channel) -> ImagesClient<Channel> {
+        ImagesClient::new(ch).max_decoding_message_size(MAX_IMAGE_MESSAGE)
+    }
+
+    /// Reads one object; `Ok(None)` when it does not exist.
+    pub async fn get<T: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let req = GetRequest {
+            kind: T::KIND.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stale: false,
+        };
+        match self
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.get(r).await }
+            })
+            .await
+        {
+            Ok(resp) => decode::<T>(&resp.object_json).map(Some),
+            Err(e) if e.code() == Some(Code::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists objects of kind `T` (see [`crate::ListParams`]) and the revision read at.
+    pub async fn list<T: Resource>(
+        &self,
+        params: &crate::ListParams,
+    ) -> Result<(Vec<T>, u64), ClientError> {
+        let req = params.list_request(&T::KIND.to_string());
+        let resp = self
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.list(r).await }
+            })
+            .await?;
+        let items = resp
+            .items_json
+            .iter()
+            .map(|j| decode::<T>(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((items, resp.resource_version))
+    }
+
+    /// Creates an object; returns it as stored.
+    pub async fn create<T: Resource>(&self, obj: &T) -> Result<T, ClientError> {
+        self.write(obj, false).await
+    }
+
+    /// Updates an object (its `resourceVersion`, when set, is a precondition).
+    pub async fn update<T: Resource>(&self, obj: &T) -> Result<T, ClientError> {
+        self.write(obj, true).await
+    }
+
+    async fn write<T: Resource>(&self, obj: &T, update: bool) -> Result<T, ClientError> {
+        let json = Into::<Object>::into(obj.clone()).to_json_string();
+        let resp = self
+            .call(|mut c| {
+                let req = ObjectRequest {
+                    object_json: json.clone(),
+                };
+                async move {
+                    if update {
+                        c.update(req).await
+                    } else {
+                        c.create(req).await
+                    }
+                }
+            })
+            .await?;
+        decode(&resp.object_json)
+    }
+}
+
+/// Decodes a stored object of kind `T`.
+pub fn decode<T: Resource>(json: &str) -> Result<T, ClientError> {
+    let bad = |message: String| ClientError::Decode {
+        what: format!("{} object", T::KIND),
+        message,
+    };
+    let o = Object::from_json_str(json).map_err(|e| bad(e.to_string()))?;
+    T::try_from(o).map_err(|o| bad(format!("expected a {}, got a {}", T::KIND, o.kind())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Endpoints;
+
+    fn closed_port() -> u16 {
+        // Bind then drop a listener so that the port is (almost certainly) closed.
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn closed_ports_are_reported_as_refused() {
+        let (p1, p2) = (closed_port(), closed_port());
+        let cfg =
+            ClientConfig::new(Endpoints::parse(&format!("127.0.0.1:{p1},127.0.0.1:{p2}")).unwrap());
+        let e = Client::connect(cfg).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot reach any controller (tried 127.0.0.1:{p1}, 127.0.0.1:{p2}): connection refused"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_over_wraps_and_ignores_stale_moves() {
+        let cfg = ClientConfig::parse("127.0.0.1:1,127.0.0.1:2").unwrap();
+        let c = Client::new(cfg);
+        assert_eq!(c.address(), "127.0.0.1:1");
+        c.fail_over();
+        assert_eq!(c.address(), "127.0.0.1:2");
+        // Another task saw member 1 fail too: already moved, no second move.
+        c.fail_over_from("127.0.0.1:1");
+        assert_eq!(c.address(), "127.0.0.1:2");
+        c.fail_over();
+        assert_eq!(c.address(), "127.0.0.1:1");
+    }
+}

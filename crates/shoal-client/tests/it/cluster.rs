@@ -1,0 +1,113 @@
+//! Three in-process controller members: a Raft store each (real loopback gRPC between
+//! them) and the real `Cluster` API service on a port of its own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_controller::api::ClusterService;
+use shoal_controller::network::NetConfig;
+use shoal_proto::cluster_server::ClusterServer;
+use shoal_store::StoreConfig;
+use shoal_store::testing::{Member, bind_loopback, spawn_member_on};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+/// One member: its store and server, and its API server.
+#[derive(Debug)]
+pub struct Node {
+    pub member: Option<Member>,
+    pub api: SocketAddr,
+    api_task: JoinHandle<()>,
+}
+
+/// The members (ids 1..=n); dropping it stops every task and removes the data.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, Node>,
+    _dirs: Vec<TempDir>,
+}
+
+impl Cluster {
+    /// Starts and bootstraps `n` members, each serving the cluster API.
+    pub async fn start(test: &str, n: u64) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=n {
+            let l = bind_loopback().await.expect("bind raft");
+            peers.insert(id, l.local_addr().expect("addr").to_string());
+            listeners.insert(id, l);
+        }
+        let mut nodes = BTreeMap::new();
+        let mut dirs = Vec::new();
+        for (id, l) in listeners {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("shoal-client-{test}-{}-{id}-", std::process::id()))
+                .tempdir()
+                .expect("tempdir");
+            let mut cfg = StoreConfig::new(id, dir.path(), peers[&id].clone());
+            cfg.peers = peers.clone();
+            cfg.heartbeat_ms = 50;
+            let member = spawn_member_on(cfg, l).await.expect("spawn member");
+            let api_l = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+            let api = api_l.local_addr().expect("api addr");
+            let svc = ClusterService::new(member.store.clone(), NetConfig::default());
+            let api_task = tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(ClusterServer::new(svc))
+                    .serve_with_incoming(TcpIncoming::from(api_l).with_nodelay(Some(true)))
+                    .await;
+            });
+            nodes.insert(
+                id,
+                Node {
+                    member: Some(member),
+                    api,
+                    api_task,
+                },
+            );
+            dirs.push(dir);
+        }
+        let boots: Vec<_> = nodes
+            .values()
+            .filter_map(|n| n.member.as_ref())
+            .map(|m| {
+                let s = m.store.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_secs(20), s.bootstrap()).await
+                })
+            })
+            .collect();
+        for b in boots {
+            b.await
+                .expect("bootstrap task")
+                .expect("bootstrap in time")
+                .expect("bootstrap");
+        }
+        Cluster { nodes, _dirs: dirs }
+    }
+
+    /// The API address of member `id`.
+    pub fn api(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].api
+    }
+
+    /// Stops member `id` for good: its API server, then its Raft member.
+    pub async fn kill(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).expect("member");
+        n.api_task.abort();
+        if let Some(m) = n.member.take() {
+            let _ = m.stop().await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values() {
+            n.api_task.abort();
+        }
+    }
+}
