@@ -42,6 +42,8 @@ echo "+ shoalctl get svc -o wide"; "$CTL" get svc -o wide
 if [[ "$AGENTS" -gt 0 ]]; then
     echo "+ shoalctl exec client -- wget -qO- http://web.default.svc.shoal.local/   (x3: the Service spreads over the replicas)"
     for _ in 1 2 3; do "$CTL" exec client -- wget -qO- http://web.default.svc.shoal.local/ || true; done
+    echo "+ shoalctl exec client -- wget -qO- http://www.world.test/   (the way out: the cluster's outside-world namespace, reached masqueraded)"
+    "$CTL" exec client -- wget -qO- http://www.world.test/ || true
     echo "+ deploy/netns-cluster exec node1 -- wg show wg-node1"
     deploy/netns-cluster --name "$NAME" exec node1 -- wg show wg-node1 || true
 fi
@@ -52,6 +54,8 @@ The cluster '$NAME' is running. Try:
   $CTL get pods -o wide
   $CTL exec client -- ping -c1 <IP of a web pod on another node>
   $CTL exec client -- wget -qO- http://web/
+  $CTL exec client -- wget -qO- http://www.world.test/
+  deploy/netns-cluster --name $NAME world
   deploy/netns-cluster --name $NAME exec node2 -- busybox wget -qO- http://<node1 InternalIP>:30080/
   deploy/netns-cluster --name $NAME status
   scripts/demo.sh down
