@@ -200,6 +200,23 @@ async fn snapshot_restore_keeps_every_object_and_its_resource_version() {
     })
     .await
     .expect("delete");
+    // The reconcilers mark the pending pods (there is no node): wait until that settled, so
+    // that the restored cluster's own reconcilers have nothing left to change either.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    eventually("the pods settle", Duration::from_secs(30), || {
+        let (a2, last) = (a2.clone(), last.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let now = pod_versions(&a2).await?;
+            let prev = std::mem::replace(&mut *last.lock().expect("lock"), now.clone());
+            if now == prev {
+                Ok(())
+            } else {
+                Err(format!("{} pods changing", now.len()))
+            }
+        }
+    })
+    .await;
     let mut stream = api
         .snapshot(SnapshotRequest {})
         .await
