@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS=${1:-3000}
 scripts/setup.sh test >/dev/null
-[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p shoal-controller -p shoal-bench
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p shoal-controller -p shoalctl -p shoal-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
 PIDS=()
@@ -15,10 +15,19 @@ cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wa
 trap cleanup EXIT
 
 SH=(127.0.0.1:17101 127.0.0.1:17102 127.0.0.1:17103)
+# Controller 1 forms the cluster; 2 and 3 start with --join and are added one by one.
 for i in 1 2 3; do
+  JOIN=()
+  [[ $i == 1 ]] || JOIN=(--join "${SH[0]}")
   "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --data-dir "$WORK/s$i" \
-    --peer 1=${SH[0]} --peer 2=${SH[1]} --peer 3=${SH[2]} >"$WORK/s$i.log" 2>&1 &
+    "${JOIN[@]}" >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
+  if [[ $i != 1 ]]; then
+    for _ in $(seq 100); do
+      "$BIN/shoalctl" --server "${SH[0]}" cluster add-member "$i=${SH[$((i-1))]}" >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  fi
 done
 CLUSTER="e1=http://127.0.0.1:17201,e2=http://127.0.0.1:17202,e3=http://127.0.0.1:17203"
 for i in 1 2 3; do

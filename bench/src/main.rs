@@ -226,11 +226,6 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
     let addrs: Vec<String> = (0..3)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<_, _>>()?;
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
     let spawn = |i: usize| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(bin);
         cmd.arg("--id")
@@ -238,8 +233,8 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
             .arg("--listen")
             .arg(&addrs[i]);
         cmd.arg("--data-dir").arg(dir.path().join(format!("c{i}")));
-        for p in &peers {
-            cmd.arg("--peer").arg(p);
+        if i > 0 {
+            cmd.arg("--join").arg(&addrs[0]);
         }
         cmd.env("SHOAL_LOG", "warn")
             .stdout(Stdio::null())
@@ -249,6 +244,29 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
         )))
     };
     let mut procs: Vec<Proc> = (0..3).map(spawn).collect::<Result<_, _>>()?;
+    // Member 1 forms the cluster; the others are added one by one.
+    for i in 1..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let added = match cluster_client(&addrs[0]).await {
+                Ok(mut c) => c
+                    .add_member(shoal_proto::AddMemberRequest {
+                        id: i as u64 + 1,
+                        address: addrs[i].clone(),
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message())),
+                Err(e) => Err(e),
+            };
+            match added {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("adding controller {}", i + 1)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
     let mut alive = [true; 3];
     let mut times = Vec::new();
     for run in 0..runs {

@@ -1,5 +1,5 @@
-//! The `Cluster` gRPC service: apply/create/update/get/list/delete/watch/status
-//! over the replicated store, with validation through shoal-api.
+//! The `Cluster` gRPC service: apply/create/update/get/list/delete/watch/status over the
+//! replicated store, with validation through shoal-api; membership changes and backups.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -10,9 +10,10 @@ use shoal_api::selector::LabelSelector;
 use shoal_api::{Kind, Object};
 use shoal_proto::cluster_server::{Cluster, ClusterServer};
 use shoal_proto::{
-    ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest, ClusterStatusResponse,
-    DeleteRequest, GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest,
-    ObjectResponse, WatchEvent, WatchRequest,
+    AddMemberRequest, ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest,
+    ClusterStatusResponse, DeleteRequest, GetRequest, ListRequest, ListResponse, MemberStatus,
+    ObjectRequest, ObjectResponse, RemoveMemberRequest, SnapshotChunk, SnapshotRequest, WatchEvent,
+    WatchRequest,
 };
 use shoal_store::{Consistency, EventType, Store, StoreError, Write};
 use tokio_stream::StreamExt;
@@ -398,6 +399,60 @@ impl ClusterService {
     }
 }
 
+/// Size of the pieces a backup is streamed in.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl ClusterService {
+    /// The controller cluster as this member sees it.
+    async fn cluster_status(&self) -> ClusterStatusResponse {
+        let s = self.store.status().await;
+        let members = s
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                id: m.id,
+                address: m.addr.clone(),
+                leader: m.leader,
+                healthy: m.healthy,
+                term: m.term,
+                last_log_index: m.last_log_index,
+                last_applied: m.last_applied,
+                matched_index: m.matched_index.unwrap_or(0),
+                error: m.error.clone().unwrap_or_default(),
+                voter: m.voter,
+            })
+            .collect();
+        let leader = s.members.iter().find(|m| Some(m.id) == s.leader);
+        ClusterStatusResponse {
+            leader_id: s.leader.unwrap_or(0),
+            term: s.members.iter().map(|m| m.term).max().unwrap_or(0),
+            // The leader applies an entry once it is committed.
+            commit_index: leader.map(|m| m.last_applied).unwrap_or(0),
+            members,
+            answered_by: self.store.node_id(),
+        }
+    }
+}
+
+/// Splits an encoded backup into stream messages; the first carries the totals.
+fn snapshot_chunks(file: Vec<u8>, revision: u64, objects: u64) -> Vec<SnapshotChunk> {
+    let total = file.len() as u64;
+    let mut out: Vec<SnapshotChunk> = file
+        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .map(|c| SnapshotChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(SnapshotChunk::default());
+    }
+    out[0].revision = revision;
+    out[0].objects = objects;
+    out[0].total_bytes = total;
+    out
+}
+
 /// The document kept at [`ALLOCATOR_KEY`] (only its revision matters).
 fn allocator_object() -> Value {
     serde_json::json!({
@@ -753,32 +808,51 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
-        let s = self.store.status().await;
-        let members = s
-            .members
-            .iter()
-            .map(|m| MemberStatus {
-                id: m.id,
-                address: m.addr.clone(),
-                leader: m.leader,
-                healthy: m.healthy,
-                term: m.term,
-                last_log_index: m.last_log_index,
-                last_applied: m.last_applied,
-                matched_index: m.matched_index.unwrap_or(0),
-                error: m.error.clone().unwrap_or_default(),
-                voter: true,
-            })
+        Ok(Response::new(self.cluster_status().await))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let req = request.into_inner();
+        if req.id == 0 {
+            return Err(ApiError::Invalid("member id: must be a positive integer".into()).into());
+        }
+        self.store
+            .add_member(req.id, &req.address)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.cluster_status().await))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let req = request.into_inner();
+        self.store
+            .remove_member(req.id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(self.cluster_status().await))
+    }
+
+    type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<SnapshotChunk, Status>>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let backup = self.store.backup().await.map_err(ApiError::from)?;
+        let (revision, objects) = (backup.revision, backup.objects.len() as u64);
+        let file = backup.encode().map_err(ApiError::from)?;
+        tracing::info!(revision, objects, bytes = file.len(), "backup streamed");
+        let chunks: Vec<Result<SnapshotChunk, Status>> = snapshot_chunks(file, revision, objects)
+            .into_iter()
+            .map(Ok)
             .collect();
-        let leader = s.members.iter().find(|m| Some(m.id) == s.leader);
-        Ok(Response::new(ClusterStatusResponse {
-            leader_id: s.leader.unwrap_or(0),
-            term: s.members.iter().map(|m| m.term).max().unwrap_or(0),
-            // The leader applies an entry once it is committed.
-            commit_index: leader.map(|m| m.last_applied).unwrap_or(0),
-            members,
-            answered_by: self.store.node_id(),
-        }))
+        Ok(Response::new(tokio_stream::iter(chunks)))
     }
 }
 
@@ -835,6 +909,23 @@ mod tests {
             Some("DELETED")
         );
         assert_eq!(f.event_type(&ev(EventType::Deleted, &db, None)), None);
+    }
+
+    #[test]
+    fn snapshot_chunks_carry_totals_first_and_rebuild_the_file() {
+        let file: Vec<u8> = (0..(SNAPSHOT_CHUNK_BYTES * 2 + 10))
+            .map(|i| i as u8)
+            .collect();
+        let chunks = snapshot_chunks(file.clone(), 7, 3);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(
+            (chunks[0].revision, chunks[0].objects, chunks[0].total_bytes),
+            (7, 3, file.len() as u64)
+        );
+        assert_eq!(chunks[1].total_bytes, 0);
+        let joined: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+        assert_eq!(joined, file);
+        assert_eq!(snapshot_chunks(Vec::new(), 0, 0).len(), 1);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
             StoreError::TooOld { .. } | StoreError::Lagged { .. } => {
                 Status::out_of_range(s.to_string())
             }
+            StoreError::Membership(_) => Status::failed_precondition(s.to_string()),
+            StoreError::Invalid(_) => Status::invalid_argument(s.to_string()),
             other if other.is_retryable() => Status::unavailable(other.to_string()),
             other => Status::internal(other.to_string()),
         },

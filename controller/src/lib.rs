@@ -12,7 +12,6 @@ pub mod network;
 pub mod proxy;
 pub mod reconcile;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -41,9 +40,15 @@ pub struct Args {
     /// Directory for the Raft log, vote and state (created if missing).
     #[arg(long, default_value = "/var/lib/shoal/controller")]
     pub data_dir: PathBuf,
-    /// Initial members as ID=HOST:PORT (repeat); none means a one-member cluster.
-    #[arg(long = "peer", value_name = "ID=HOST:PORT")]
-    pub peers: Vec<String>,
+    /// Join an existing cluster (any member's HOST:PORT): start empty and wait until an
+    /// operator runs `shoalctl cluster add-member ID=ADDR`. Without it, an empty data dir
+    /// starts a new one-member cluster. Ignored when the data dir already holds a member.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "restore")]
+    pub join: Option<String>,
+    /// Start a new one-member cluster from a backup written by `shoalctl cluster snapshot
+    /// save` (the data dir must be missing or empty); grow it again with add-member.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_store=debug`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
@@ -77,33 +82,35 @@ pub fn init_tracing(filter: &str) {
         .try_init();
 }
 
-/// Parses `--peer ID=HOST:PORT` flags into a member map.
-pub fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut out = BTreeMap::new();
-    for p in peers {
-        let Some((id, addr)) = p.split_once('=') else {
-            bail!("--peer {p:?}: expected ID=HOST:PORT, e.g. 2=127.0.0.1:7002");
-        };
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("--peer {p:?}: the id must be a positive integer"))?;
-        if id == 0 {
-            bail!("--peer {p:?}: the id must be a positive integer");
-        }
-        let addr = addr.trim();
-        if addr
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .is_none()
-        {
-            bail!("--peer {p:?}: expected HOST:PORT after '='");
-        }
-        if out.insert(id, addr.to_string()).is_some() {
-            bail!("--peer {p:?}: id {id} given twice");
-        }
+/// Checks a `HOST:PORT` flag value.
+fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
+    match v.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(()),
+        _ => bail!("{flag} {v:?}: expected HOST:PORT, e.g. 127.0.0.1:7000"),
     }
-    Ok(out)
+}
+
+/// Prepares an empty data dir from a backup file (`--restore`); refuses a damaged file or a
+/// non-empty data dir before writing anything.
+pub fn restore_from(file: &std::path::Path, cfg: &StoreConfig) -> anyhow::Result<u64> {
+    let data = std::fs::read(file)
+        .with_context(|| format!("while reading the snapshot {}", file.display()))?;
+    let backup = shoal_store::Backup::decode(&data)
+        .with_context(|| format!("while checking the snapshot {}", file.display()))?;
+    Store::restore(cfg, &backup).with_context(|| {
+        format!(
+            "while restoring {} into {}",
+            file.display(),
+            cfg.data_dir.display()
+        )
+    })?;
+    info!(
+        file = %file.display(),
+        revision = backup.revision,
+        objects = backup.objects.len(),
+        "restored a new one-member cluster from a snapshot"
+    );
+    Ok(backup.revision)
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -117,30 +124,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| args.listen.to_string());
-    let mut peers = parse_peers(&args.peers)?;
-    if !peers.is_empty() {
-        match peers.get(&args.id) {
-            None => bail!(
-                "--id {} is not among the --peer members {:?}",
-                args.id,
-                peers.keys().collect::<Vec<_>>()
-            ),
-            Some(a) if *a != advertise => {
-                bail!(
-                    "--peer {}={} does not match this member's address {advertise} (set --advertise)",
-                    args.id,
-                    a
-                )
-            }
-            _ => {}
-        }
-    } else {
-        peers.insert(args.id, advertise.clone());
+    if args.id == 0 {
+        bail!("--id 0: the id must be a positive integer");
+    }
+    check_host_port("--advertise", &advertise)?;
+    if let Some(j) = &args.join {
+        check_host_port("--join", j)?;
+    }
+    let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
+    if let Some(file) = &args.restore {
+        restore_from(file, &cfg)?;
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
-    let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
-    cfg.peers = peers;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
     let store = Store::open(cfg)
@@ -170,12 +166,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
 
-    // Form the cluster exactly once (no-op when the data dir already has it).
+    // One membership model: an empty data dir without --join starts a new one-member
+    // cluster; with --join it waits to be added; a data dir that holds a member rejoins with
+    // its stored membership either way.
     let boot = {
         let store = store.clone();
+        let join = args.join.clone();
+        let (id, addr) = (args.id, advertise.clone());
         tokio::spawn(async move {
-            if let Err(e) = store.bootstrap().await {
-                tracing::error!("bootstrap failed: {e}");
+            let res = match join {
+                Some(existing) => {
+                    if !store.is_initialized().await.unwrap_or(true) {
+                        info!(
+                            "waiting to be added: run `shoalctl --server {existing} cluster add-member {id}={addr}`"
+                        );
+                    }
+                    store.join().await
+                }
+                None => store.bootstrap().await,
+            };
+            match res {
+                Ok(()) => info!("member of the cluster"),
+                Err(e) => tracing::error!("joining the cluster failed: {e}"),
             }
         })
     };
@@ -228,13 +240,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peers_parse_and_reject() {
-        let p = parse_peers(&["1=127.0.0.1:7001".into(), "2=127.0.0.1:7002".into()]).unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[&2], "127.0.0.1:7002");
-        assert!(parse_peers(&["x=1:2".into()]).is_err());
-        assert!(parse_peers(&["0=127.0.0.1:1".into()]).is_err());
-        assert!(parse_peers(&["1=127.0.0.1".into()]).is_err());
-        assert!(parse_peers(&["1=a:1".into(), "1=b:2".into()]).is_err());
+    fn host_port_flags_are_checked() {
+        assert!(check_host_port("--join", "127.0.0.1:7001").is_ok());
+        assert!(check_host_port("--join", "c1.local:7000").is_ok());
+        for bad in ["127.0.0.1", ":7000", "a:b", "a:70000"] {
+            let e = check_host_port("--join", bad).unwrap_err().to_string();
+            assert!(e.contains("--join") && e.contains("HOST:PORT"), "{e}");
+        }
     }
 }

@@ -97,11 +97,43 @@ pub enum Command {
 /// `shoalctl cluster …`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Members, leader, term, commit index and per-member health.
+    /// Members (voters and learners), leader, term, commit index and per-member health.
     Status {
         /// Output format: json or yaml (default: table).
         #[arg(short = 'o', long = "output", value_name = "FORMAT")]
         output: Option<String>,
+    },
+    /// Add a controller started with `--join` (and an empty data dir): as a learner, then as
+    /// a voter once it has caught up.
+    AddMember {
+        /// The new member's --id and advertised address.
+        #[arg(value_name = "ID=HOST:PORT")]
+        member: String,
+    },
+    /// Remove a controller from the cluster (refused for the last member or when no quorum
+    /// would be left).
+    RemoveMember {
+        /// The member's id.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Backups of the whole store.
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+/// `shoalctl cluster snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write a consistent backup of every object (with its revision) to FILE; restore it
+    /// with `shoal-controller --restore FILE`.
+    Save {
+        /// The file to write (replaced only when the backup is complete).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

@@ -99,10 +99,9 @@ impl Cluster {
                 .stderr(
                     std::fs::File::create(dir.path().join(format!("controller{id}.log"))).unwrap(),
                 );
-            if n > 1 {
-                for (j, a) in ctl_addrs.iter().enumerate() {
-                    cmd.arg("--peer").arg(format!("{}={a}", j + 1));
-                }
+            if i > 0 {
+                // Joins member 1's cluster once added below (`add-member`).
+                cmd.arg("--join").arg(&ctl_addrs[0]);
             }
             controllers.push(Some(cmd.spawn().unwrap()));
         }
@@ -116,6 +115,23 @@ impl Cluster {
             dir,
         };
         let addr = c.ctl_addr.clone();
+        for (i, a) in c.ctl_addrs.iter().enumerate().skip(1) {
+            let (via, a) = (addr.clone(), a.clone());
+            eventually("adding a controller", Duration::from_secs(30), || {
+                let (via, a) = (via.clone(), a.clone());
+                async move {
+                    cluster(&via)
+                        .await?
+                        .add_member(shoal_proto::AddMemberRequest {
+                            id: i as u64 + 1,
+                            address: a,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        }
         eventually("controller answers", Duration::from_secs(30), || {
             let addr = addr.clone();
             async move {

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_proto::cluster_client::ClusterClient;
-use shoal_proto::{ClusterStatusRequest, ListRequest, ObjectRequest};
+use shoal_proto::{AddMemberRequest, ClusterStatusRequest, ListRequest, ObjectRequest};
 use tonic::transport::Channel;
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with the last observation.
@@ -50,7 +50,6 @@ pub struct Member {
 #[derive(Debug)]
 pub struct TestCluster {
     pub members: Vec<Member>,
-    pub peers: Vec<String>,
     pub snapshot_every: u64,
     /// Extra arguments for every member (e.g. `--node-timeout 2`).
     pub extra_args: Vec<String>,
@@ -63,36 +62,84 @@ impl TestCluster {
         Self::start_with(n, snapshot_every, &[])
     }
 
-    /// Starts `n` members with fresh data directories and `extra_args` on every command line.
+    /// Starts `n` members with fresh data directories and `extra_args` on every command line:
+    /// member 1 forms the cluster, the others start with `--join` and are added one by one
+    /// (`AddMember`), as an operator would.
     pub fn start_with(n: u64, snapshot_every: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let members: Vec<Member> = (1..=n)
-            .map(|id| Member {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                data_dir: dir.path().join(format!("c{id}")),
-                child: None,
-                log: dir.path().join(format!("c{id}.log")),
-            })
-            .collect();
-        let peers = members
-            .iter()
-            .map(|m| format!("{}={}", m.id, m.addr))
-            .collect();
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut c = TestCluster {
-            members,
-            peers,
+            members: Vec::new(),
             snapshot_every,
             extra_args,
             _dir: dir,
         };
         for id in 1..=n {
+            c.new_member(id);
             c.start_member(id);
+            if id > 1 {
+                c.add_member_blocking(id);
+            }
         }
         c
     }
 
+    /// The test's scratch directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Declares member `id` with a fresh port and data dir (not started).
+    pub fn new_member(&mut self, id: u64) {
+        let dir = self._dir.path();
+        self.members.push(Member {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: dir.join(format!("c{id}")),
+            child: None,
+            log: dir.join(format!("c{id}.log")),
+        });
+    }
+
+    /// Adds the started member `id` through member 1's API (the first member is always up
+    /// while a cluster is being formed); panics when refused. Blocking (runs on its own
+    /// thread and runtime, so that sync and async tests can both start clusters).
+    fn add_member_blocking(&self, id: u64) {
+        let via = self.addr(1);
+        let addr = self.addr(id);
+        std::thread::spawn(move || add_member_on_own_runtime(via, addr, id))
+            .join()
+            .expect("adding a member");
+    }
+}
+
+fn add_member_on_own_runtime(via: String, addr: String, id: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        eventually(
+            &format!("adding member {id}"),
+            Duration::from_secs(30),
+            || {
+                let (via, addr) = (via.clone(), addr.clone());
+                async move {
+                    let mut c = client(&via).await?;
+                    let mut req = tonic::Request::new(AddMemberRequest { id, address: addr });
+                    req.set_timeout(Duration::from_secs(40));
+                    c.add_member(req)
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                }
+            },
+        )
+        .await
+    });
+}
+
+impl TestCluster {
     fn member(&mut self, id: u64) -> &mut Member {
         self.members
             .iter_mut()
@@ -102,7 +149,7 @@ impl TestCluster {
 
     /// (Re)starts member `id` with its existing data directory.
     pub fn start_member(&mut self, id: u64) {
-        let peers = self.peers.clone();
+        let join = (id != 1).then(|| self.addr(1));
         let snapshot_every = self.snapshot_every;
         let extra_args = self.extra_args.clone();
         let m = self.member(id);
@@ -125,8 +172,8 @@ impl TestCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for p in &peers {
-            cmd.arg("--peer").arg(p);
+        if let Some(j) = join {
+            cmd.arg("--join").arg(j);
         }
         cmd.args(&extra_args);
         m.child = Some(cmd.spawn().expect("spawn shoal-controller"));

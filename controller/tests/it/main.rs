@@ -4,5 +4,6 @@
 mod cluster;
 mod harness;
 mod images;
+mod membership;
 mod network;
 mod reconcile;

@@ -55,6 +55,10 @@ pub enum StoreError {
     /// A request was malformed (bad key, object not a JSON object).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A membership change was refused (duplicate id or address, unreachable new member,
+    /// last member, no quorum left, not a member); the membership is unchanged.
+    #[error("membership change refused: {0}")]
+    Membership(String),
     /// A local storage failure; the member cannot continue.
     #[error("storage failure: {0}")]
     Storage(String),

@@ -3,8 +3,10 @@
 //! shoal-api (objects are JSON values here).
 #![warn(missing_docs)]
 
+mod backup;
 mod error;
 mod log_store;
+mod membership;
 mod network;
 mod state_machine;
 mod store;
@@ -12,6 +14,7 @@ pub mod testing;
 mod types;
 mod watch;
 
+pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
 pub use error::StoreError;
 pub use log_store::SledLogStore;
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};

@@ -60,6 +60,16 @@ impl SledLogStore {
         Ok(store)
     }
 
+    /// Marks the log of an empty database as purged up to `log_id` (a restored snapshot
+    /// stands in for it).
+    pub(crate) fn seed_purged(db: &sled::Db, log_id: LogId<u64>) -> Result<(), StoreError> {
+        let meta = db.open_tree("meta")?;
+        let b = to_json(&log_id)
+            .map_err(|e| StoreError::Storage(format!("encoding meta/last_purged: {e}")))?;
+        meta.insert(LAST_PURGED, b)?;
+        Ok(())
+    }
+
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
         let v = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
         match v {

@@ -250,11 +250,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
     }
 }
 
-/// The tonic service of one member: answers Raft RPCs, forwarded writes, ReadIndex and
-/// MemberInfo. Mount it with [`crate::Store::raft_service`].
+/// The tonic service of one member: answers Raft RPCs, forwarded writes and membership
+/// changes, ReadIndex and MemberInfo. Mount it with [`crate::Store::raft_service`].
 #[derive(Clone)]
 pub struct RaftGrpc {
     pub(crate) raft: StoreRaft,
+    pub(crate) ops: crate::membership::MembershipOps,
 }
 
 impl std::fmt::Debug for RaftGrpc {
@@ -355,5 +356,15 @@ impl RaftRpc for RaftGrpc {
         _request: Request<MemberInfoRequest>,
     ) -> Result<Response<MemberInfoResponse>, Status> {
         Ok(Response::new(member_info(&self.raft)))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let change: crate::membership::MembershipChange =
+            decode(request.get_ref()).map_err(|e| bad_request("change_membership", e))?;
+        let res: Result<(), crate::StoreError> = self.ops.apply(&change).await;
+        encode_status("change_membership", &res)
     }
 }

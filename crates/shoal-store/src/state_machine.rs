@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::StoreError;
+use crate::backup::Backup;
 use crate::types::{ApplyResult, Command, EventType, TypeConfig, WatchEvent, Write, WriteOutcome};
 use crate::watch::{WatchHub, WatchStream};
 
@@ -36,7 +37,7 @@ struct RequestRecord {
     result: ApplyResult,
 }
 
-type Membership = StoredMembership<u64, BasicNode>;
+pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
 /// The serialized form of a snapshot.
@@ -271,6 +272,62 @@ impl SledStateMachine {
         let current = a.last_applied.map_or(0, |l| l.index);
         let mut hub = self.hub()?;
         hub.subscribe(prefix, after, current)
+    }
+
+    /// Every object and the revision the copy reflects, read under the apply lock (one
+    /// consistent cut).
+    pub fn export(&self) -> Result<Backup, StoreError> {
+        let a = self
+            .shared
+            .applied
+            .read()
+            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
+        let mut objects = Vec::new();
+        for kv in self.shared.state.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let obj = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?;
+            objects.push((key, obj));
+        }
+        Ok(Backup {
+            revision: a.last_applied.map_or(0, |l| l.index),
+            objects,
+        })
+    }
+
+    /// Stores `backup` as this (empty) database's current Raft snapshot at `log_id` with
+    /// `membership`; [`SledStateMachine::open`] then installs it like a snapshot whose
+    /// install was interrupted, so a restore goes through the tested install path.
+    pub(crate) fn seed(
+        db: &sled::Db,
+        backup: &Backup,
+        log_id: LogId<u64>,
+        membership: Membership,
+    ) -> Result<(), StoreError> {
+        let sm_meta = db.open_tree("sm_meta")?;
+        let body = SnapshotBody {
+            last_applied: Some(log_id),
+            membership: membership.clone(),
+            objects: backup.objects.clone(),
+            requests: Vec::new(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: membership,
+            snapshot_id: format!("restored-{}", log_id.index),
+        };
+        let enc = |what: &str, r: serde_json::Result<Vec<u8>>| {
+            r.map_err(|e| StoreError::Storage(format!("encoding restored {what}: {e}")))
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            SNAPSHOT_META,
+            enc("snapshot meta", serde_json::to_vec(&meta))?,
+        );
+        batch.insert(SNAPSHOT_DATA, enc("snapshot", serde_json::to_vec(&body))?);
+        sm_meta.apply_batch(batch)?;
+        Ok(())
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::StoreError;
+use crate::backup::Backup;
 use crate::log_store::SledLogStore;
+use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
     ForwardResult, MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode,
     never_delivered, propose,
@@ -34,8 +36,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// `host:port` of this member's gRPC server, as the others reach it.
     pub advertise_addr: String,
-    /// All initial members including this one; empty = a single-member cluster.
-    pub peers: BTreeMap<u64, String>,
+    /// How long a new member may take to catch up (as a learner) before an add-member is
+    /// undone and refused.
+    pub catch_up_timeout: Duration,
     /// Leader heartbeat interval.
     pub heartbeat_ms: u64,
     /// Randomised election timeout range.
@@ -67,15 +70,15 @@ impl StoreConfig {
 }
 
 impl Default for StoreConfig {
-    /// Member 1, no data dir or address (set them), single member, 100 ms heartbeats,
-    /// 300–600 ms election timeout, snapshot every 5000 logs keeping 1000, 10 000 watch events,
-    /// 10 s request timeout.
+    /// Member 1, no data dir or address (set them), 100 ms heartbeats, 300–600 ms election
+    /// timeout, snapshot every 5000 logs keeping 1000, 10 000 watch events, 10 s request
+    /// timeout, 30 s for a new member to catch up.
     fn default() -> Self {
         Self {
             node_id: 1,
             data_dir: PathBuf::new(),
             advertise_addr: String::new(),
-            peers: BTreeMap::new(),
+            catch_up_timeout: Duration::from_secs(30),
             heartbeat_ms: 100,
             election_timeout_ms: (300, 600),
             snapshot_every: 5000,
@@ -92,6 +95,7 @@ struct Inner {
     sm: SledStateMachine,
     db: sled::Db,
     clients: PeerClients,
+    ops: MembershipOps,
     leader_rx: watch::Receiver<Option<u64>>,
 }
 
@@ -255,6 +259,13 @@ impl Store {
             }
             tx.send_replace(None);
         });
+        let ops = MembershipOps {
+            raft: raft.clone(),
+            clients: clients.clone(),
+            lock: Default::default(),
+            catch_up: cfg.catch_up_timeout,
+            commit_timeout: cfg.request_timeout,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 cfg,
@@ -262,6 +273,7 @@ impl Store {
                 sm,
                 db,
                 clients,
+                ops,
                 leader_rx,
             }),
         })
@@ -271,40 +283,19 @@ impl Store {
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
         RaftGrpc {
             raft: self.inner.raft.clone(),
+            ops: self.inner.ops.clone(),
         }
         .into_server()
     }
 
-    /// Forms the cluster from `peers` once: if this data dir was never initialized, the
-    /// lowest-id peer initializes the membership and the others wait until they joined.
-    /// A no-op on restart. The other members wait without a deadline until a leader is known
-    /// (wrap the call in a timeout to bound it).
+    /// Starts a new one-member cluster from this member if its data dir was never part of
+    /// one (grow it with [`Store::add_member`]); on a data dir that was, a no-op that only
+    /// waits. Waits without a deadline until a leader is known (wrap it in a timeout).
     pub async fn bootstrap(&self) -> Result<(), StoreError> {
         let raft = &self.inner.raft;
         let cfg = &self.inner.cfg;
-        if raft
-            .is_initialized()
-            .await
-            .map_err(|e| StoreError::Storage(e.to_string()))?
-        {
-            return Ok(());
-        }
-        let members: BTreeMap<u64, BasicNode> = if cfg.peers.is_empty() {
-            BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))])
-        } else {
-            if !cfg.peers.contains_key(&cfg.node_id) {
-                return Err(StoreError::Invalid(format!(
-                    "peers: member {} is not listed",
-                    cfg.node_id
-                )));
-            }
-            cfg.peers
-                .iter()
-                .map(|(id, a)| (*id, BasicNode::new(a)))
-                .collect()
-        };
-        let lowest = members.keys().next().copied().unwrap_or(cfg.node_id);
-        if lowest == cfg.node_id {
+        if !self.is_initialized().await? {
+            let members = BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))]);
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => {
@@ -315,7 +306,37 @@ impl Store {
                 }
             }
         }
-        let mut m = raft.metrics();
+        self.wait_for_leader().await
+    }
+
+    /// For a member started to join an existing cluster: waits (without a deadline) until a
+    /// leader has added it (`add-member` on the cluster) and it knows the leader. A member
+    /// whose data dir already holds a membership just waits for a leader: a restarted member
+    /// rejoins with its stored membership.
+    pub async fn join(&self) -> Result<(), StoreError> {
+        if !self.is_initialized().await? {
+            tracing::info!(
+                node = self.inner.cfg.node_id,
+                addr = %self.inner.cfg.advertise_addr,
+                "waiting to be added to the cluster (add-member {}={})",
+                self.inner.cfg.node_id,
+                self.inner.cfg.advertise_addr
+            );
+        }
+        self.wait_for_leader().await
+    }
+
+    /// True once this member's data dir holds Raft state (a log or a vote).
+    pub async fn is_initialized(&self) -> Result<bool, StoreError> {
+        self.inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    async fn wait_for_leader(&self) -> Result<(), StoreError> {
+        let mut m = self.inner.raft.metrics();
         loop {
             if m.borrow().current_leader.is_some()
                 && m.borrow()
@@ -327,11 +348,145 @@ impl Store {
             {
                 return Ok(());
             }
-            tracing::debug!(node = cfg.node_id, "waiting to join the cluster");
+            tracing::debug!(node = self.inner.cfg.node_id, "waiting for a leader");
             if m.changed().await.is_err() {
                 return Err(StoreError::Shutdown);
             }
         }
+    }
+
+    /// Adds member `id` at `addr` (a controller started with an empty data dir, waiting to
+    /// join): as a learner first, promoted to voter once it has caught up. Refused with
+    /// [`StoreError::Membership`], membership unchanged, when the id or address is taken, the
+    /// new member does not answer, answers with another id or already has Raft state, or does
+    /// not catch up within `catch_up_timeout`. Runs on the leader (forwarded from followers).
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<(), StoreError> {
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| (!h.is_empty()).then(|| p.parse::<u16>().ok()).flatten())
+            .is_none()
+        {
+            return Err(StoreError::Invalid(format!(
+                "member address {addr:?}: expected HOST:PORT"
+            )));
+        }
+        self.change_membership(MembershipChange::Add {
+            id,
+            addr: addr.to_string(),
+        })
+        .await
+    }
+
+    /// Removes member `id` (a voter or a learner). Refused with [`StoreError::Membership`],
+    /// membership unchanged, when `id` is not a member, is the last voter, or the voters left
+    /// would not have a majority that answers now. Removing the leader is allowed: it steps
+    /// down once the change is committed and the others elect a new one.
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.change_membership(MembershipChange::Remove { id })
+            .await
+    }
+
+    /// Runs a membership change on the leader, retrying across leader changes.
+    async fn change_membership(&self, change: MembershipChange) -> Result<(), StoreError> {
+        let cfg = &self.inner.cfg;
+        let deadline = Instant::now() + cfg.request_timeout + cfg.catch_up_timeout;
+        let me = cfg.node_id;
+        let mut last_err = StoreError::NoLeader;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(last_err);
+            }
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            let res = match leader {
+                None => Err(StoreError::NoLeader),
+                Some(l) if l == me => self.inner.ops.apply(&change).await,
+                Some(l) => self.forward_membership(l, &change, deadline).await,
+            };
+            match res {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(node = me, error = %e, "membership change attempt failed");
+                    last_err = e;
+                    self.pause(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward_membership(
+        &self,
+        leader: u64,
+        change: &MembershipChange,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let addr = self
+            .leader_addr(leader)
+            .ok_or_else(|| StoreError::Unavailable(format!("leader {leader} has no address")))?;
+        let mut client = self
+            .inner
+            .clients
+            .client(leader, &addr)
+            .map_err(|s| StoreError::Invalid(s.message().into()))?;
+        let payload = encode(change)
+            .map_err(|e| StoreError::Invalid(format!("encoding membership change: {e}")))?;
+        let mut req = tonic::Request::new(payload);
+        req.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        match client.change_membership(req).await {
+            Ok(resp) => decode::<Result<(), StoreError>>(resp.get_ref()).map_err(|e| {
+                StoreError::Unavailable(format!("leader {leader} membership reply: {e}"))
+            })?,
+            Err(s) => Err(StoreError::Unavailable(format!(
+                "leader {leader} at {addr}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// A consistent copy of every object at one revision (at least as new as every write
+    /// acknowledged before the call), for [`Backup::encode`].
+    pub async fn backup(&self) -> Result<Backup, StoreError> {
+        self.linearize().await?;
+        self.inner.sm.export()
+    }
+
+    /// Prepares `cfg.data_dir` (which must be missing or empty) to start a new one-member
+    /// cluster of member `cfg.node_id` holding `backup`: every object keeps its
+    /// resourceVersion, the log continues after `backup.revision` (new writes get larger
+    /// revisions) and watches resuming from older revisions are told to re-list. Then
+    /// [`Store::open`] it as usual.
+    pub fn restore(cfg: &StoreConfig, backup: &Backup) -> Result<(), StoreError> {
+        let dir = &cfg.data_dir;
+        if let Ok(mut entries) = std::fs::read_dir(dir)
+            && entries.next().is_some()
+        {
+            return Err(StoreError::Invalid(format!(
+                "restore into {}: the data dir is not empty (restore only into a new one)",
+                dir.display()
+            )));
+        }
+        let db = open_db(dir)?;
+        let log_id = openraft::LogId::new(
+            openraft::CommittedLeaderId::new(0, cfg.node_id),
+            backup.revision,
+        );
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([cfg.node_id])],
+            BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))]),
+        );
+        SledStateMachine::seed(
+            &db,
+            backup,
+            log_id,
+            openraft::StoredMembership::new(Some(log_id), membership),
+        )?;
+        SledLogStore::seed_purged(&db, log_id)?;
+        db.flush()?;
+        Ok(())
     }
 
     /// This member's id.
@@ -604,7 +759,10 @@ impl Store {
             .nodes()
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
+        let voters: std::collections::BTreeSet<u64> =
+            m.membership_config.membership().voter_ids().collect();
         let queries = nodes.into_iter().map(|(id, addr)| {
+            let voters = voters.clone();
             let clients = self.inner.clients.clone();
             let raft = self.inner.raft.clone();
             let matched_index = matched.get(&id).and_then(|l| l.map(|l| l.index));
@@ -630,6 +788,7 @@ impl Store {
                 match info {
                     Ok(i) => MemberStatus {
                         id,
+                        voter: voters.contains(&id),
                         addr,
                         leader: i.state == "Leader",
                         healthy: true,
@@ -641,6 +800,7 @@ impl Store {
                     },
                     Err(e) => MemberStatus {
                         id,
+                        voter: voters.contains(&id),
                         addr,
                         leader: false,
                         healthy: false,

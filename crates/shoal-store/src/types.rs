@@ -143,6 +143,8 @@ pub struct MemberStatus {
     pub id: u64,
     /// Advertised gRPC address.
     pub addr: String,
+    /// True for a voter, false for a learner (added, still catching up).
+    pub voter: bool,
     /// True when the member answered and says it is the leader.
     pub leader: bool,
     /// True when the member answered its MemberInfo in time.

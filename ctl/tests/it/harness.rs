@@ -140,8 +140,8 @@ impl Drop for Controller {
     }
 }
 
-/// A controller cluster of `n` members (`--peer` for each); every process is killed
-/// (by PID) and reaped on drop.
+/// A controller cluster of `n` members formed with `cluster add-member`; every process is
+/// killed (by PID) and reaped on drop.
 #[derive(Debug)]
 pub struct Cluster {
     /// Member addresses; member `i + 1` listens on `addrs[i]`.
@@ -151,47 +151,70 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` members and waits until they agree on a leader.
+    /// Starts `n` members as an operator would: member 1 forms the cluster, the others start
+    /// with `--join` and are added one by one with `shoalctl cluster add-member`.
     pub fn start(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let peers: Vec<String> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
-        let mut children = Vec::new();
-        for (i, a) in addrs.iter().enumerate() {
-            let id = (i + 1).to_string();
-            let log = std::fs::File::create(dir.path().join(format!("c{id}.log"))).unwrap();
-            let mut cmd = Command::new(controller_bin());
-            cmd.args(["--id", &id, "--listen", a, "--data-dir"])
-                .arg(dir.path().join(format!("c{id}")))
-                .env("SHOAL_LOG", "info,openraft=warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            for p in &peers {
-                cmd.arg("--peer").arg(p);
-            }
-            children.push(Some(cmd.spawn().unwrap()));
-        }
-        let c = Cluster {
-            addrs,
-            children,
+        let mut c = Cluster {
+            addrs: Vec::new(),
+            children: Vec::new(),
             dir,
         };
-        eventually("a leader", Duration::from_secs(30), || {
-            let out = c.ctl(&["cluster", "status"]);
-            if out.code == 0 && !out.stdout.starts_with("Leader: <none>") {
-                Ok(())
+        for id in 1..=n {
+            c.spawn_member(id);
+            if id == 1 {
+                eventually("a leader", Duration::from_secs(30), || {
+                    let out = c.ctl(&["cluster", "status"]);
+                    if out.code == 0 && !out.stdout.starts_with("Leader: <none>") {
+                        Ok(())
+                    } else {
+                        Err(format!("{out:?}"))
+                    }
+                });
             } else {
-                Err(format!("{out:?}"))
+                let member = format!("{id}={}", c.addrs[id - 1]);
+                eventually(
+                    &format!("adding member {id}"),
+                    Duration::from_secs(30),
+                    || {
+                        let out = run_ctl(&c.addrs[0], &["cluster", "add-member", &member], None);
+                        if out.code == 0 {
+                            Ok(())
+                        } else {
+                            Err(format!("{out:?}"))
+                        }
+                    },
+                );
             }
-        });
+        }
         c
+    }
+
+    /// Starts member `id` (the next one: `addrs.len() + 1`) on a new port with an empty data
+    /// dir; every member after the first gets `--join` member 1.
+    pub fn spawn_member(&mut self, id: usize) -> String {
+        assert_eq!(id, self.addrs.len() + 1, "members are started in order");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let id_s = id.to_string();
+        let log = std::fs::File::create(self.dir.path().join(format!("c{id}.log"))).unwrap();
+        let mut cmd = Command::new(controller_bin());
+        cmd.args(["--id", &id_s, "--listen", &addr, "--data-dir"])
+            .arg(self.dir.path().join(format!("c{id}")))
+            .env("SHOAL_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if id > 1 {
+            cmd.args(["--join", &self.addrs[0]]);
+        }
+        self.children.push(Some(cmd.spawn().unwrap()));
+        self.addrs.push(addr.clone());
+        addr
+    }
+
+    /// The test's scratch directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// All addresses, comma-separated (for `--server`).

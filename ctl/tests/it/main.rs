@@ -6,6 +6,7 @@ mod agent;
 mod commands;
 mod ha;
 mod harness;
+mod membership;
 mod services;
 mod watch;
 mod workloads;

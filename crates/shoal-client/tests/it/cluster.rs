@@ -31,7 +31,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts and bootstraps `n` members, each serving the cluster API.
+    /// Starts `n` members, each serving the cluster API: member 1 forms the cluster and
+    /// adds the others.
     pub async fn start(test: &str, n: u64) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
@@ -48,7 +49,6 @@ impl Cluster {
                 .tempdir()
                 .expect("tempdir");
             let mut cfg = StoreConfig::new(id, dir.path(), peers[&id].clone());
-            cfg.peers = peers.clone();
             cfg.heartbeat_ms = 50;
             let member = spawn_member_on(cfg, l).await.expect("spawn member");
             let api_l = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
@@ -70,21 +70,28 @@ impl Cluster {
             );
             dirs.push(dir);
         }
-        let boots: Vec<_> = nodes
-            .values()
-            .filter_map(|n| n.member.as_ref())
-            .map(|m| {
-                let s = m.store.clone();
-                tokio::spawn(async move {
-                    tokio::time::timeout(Duration::from_secs(20), s.bootstrap()).await
-                })
-            })
-            .collect();
-        for b in boots {
-            b.await
-                .expect("bootstrap task")
-                .expect("bootstrap in time")
-                .expect("bootstrap");
+        // The one membership model: member 1 forms the cluster, the others are added.
+        let store = |id: u64| {
+            nodes[&id]
+                .member
+                .as_ref()
+                .expect("member running")
+                .store
+                .clone()
+        };
+        tokio::time::timeout(Duration::from_secs(20), store(1).bootstrap())
+            .await
+            .expect("bootstrap in time")
+            .expect("bootstrap");
+        for id in 2..=n {
+            store(1)
+                .add_member(id, &peers[&id])
+                .await
+                .unwrap_or_else(|e| panic!("add member {id}: {e}"));
+            tokio::time::timeout(Duration::from_secs(20), store(id).join())
+                .await
+                .expect("join in time")
+                .expect("join");
         }
         Cluster { nodes, _dirs: dirs }
     }

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod crash;
+mod membership;
 mod suite;
 mod throughput;
 mod util;

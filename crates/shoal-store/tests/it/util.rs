@@ -49,59 +49,73 @@ pub fn pod(name: &str, image: &str) -> Value {
     })
 }
 
-/// Three (or n) members with their own data dirs and fixed loopback addresses.
+/// Members with their own data dirs and fixed loopback addresses.
 pub struct Cluster {
     pub members: BTreeMap<u64, Option<Member>>,
     pub cfgs: BTreeMap<u64, StoreConfig>,
     _dirs: Vec<TempDir>,
+    test: String,
+    tweak: Box<dyn Fn(&mut StoreConfig) + Send + Sync>,
 }
 
 impl Cluster {
-    /// Starts `n` members (ids 1..=n), bootstraps them and waits for a leader.
-    pub async fn start(test: &str, n: u64, tweak: impl Fn(&mut StoreConfig)) -> Cluster {
+    /// Starts `n` members (ids 1..=n): member 1 forms a one-member cluster, the others start
+    /// empty and are added one by one with `add_member` (the one membership model).
+    pub async fn start(
+        test: &str,
+        n: u64,
+        tweak: impl Fn(&mut StoreConfig) + Send + Sync + 'static,
+    ) -> Cluster {
         init_logs();
-        let mut listeners: BTreeMap<u64, TcpListener> = BTreeMap::new();
-        let mut peers = BTreeMap::new();
-        for id in 1..=n {
-            let l = bind_loopback().await.expect("bind");
-            peers.insert(id, l.local_addr().expect("addr").to_string());
-            listeners.insert(id, l);
+        let mut c = Cluster {
+            members: BTreeMap::new(),
+            cfgs: BTreeMap::new(),
+            _dirs: Vec::new(),
+            test: test.to_string(),
+            tweak: Box::new(tweak),
+        };
+        c.spawn(1).await;
+        tokio::time::timeout(Duration::from_secs(20), c.store(1).bootstrap())
+            .await
+            .expect("bootstrap in time")
+            .expect("bootstrap");
+        for id in 2..=n {
+            c.grow(id).await;
         }
-        let mut dirs = Vec::new();
-        let mut cfgs = BTreeMap::new();
-        let mut members = BTreeMap::new();
-        for (id, l) in listeners {
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("shoal-store-{test}-{id}-"))
-                .tempdir()
-                .expect("tempdir");
-            let mut cfg = StoreConfig::new(id, dir.path(), peers[&id].clone());
-            cfg.peers = peers.clone();
-            cfg.heartbeat_ms = 50;
-            cfg.election_timeout_ms = (300, 600);
-            tweak(&mut cfg);
-            let m = spawn_member_on(cfg.clone(), l).await.expect("spawn member");
-            dirs.push(dir);
-            cfgs.insert(id, cfg);
-            members.insert(id, Some(m));
-        }
-        let stores: Vec<Store> = members
-            .values()
-            .flatten()
-            .map(|m| m.store.clone())
-            .collect();
-        let boots = stores.iter().map(|s| {
-            let s = s.clone();
-            async move { tokio::time::timeout(Duration::from_secs(20), s.bootstrap()).await }
-        });
-        for r in futures::future::join_all(boots).await {
-            r.expect("bootstrap in time").expect("bootstrap");
-        }
-        Cluster {
-            members,
-            cfgs,
-            _dirs: dirs,
-        }
+        c
+    }
+
+    /// Starts member `id` with a new data dir on a new loopback port (not yet a member).
+    pub async fn spawn(&mut self, id: u64) -> String {
+        let l = bind_loopback().await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shoal-store-{}-{id}-", self.test))
+            .tempdir()
+            .expect("tempdir");
+        let mut cfg = StoreConfig::new(id, dir.path(), addr.clone());
+        cfg.heartbeat_ms = 50;
+        cfg.election_timeout_ms = (300, 600);
+        (self.tweak)(&mut cfg);
+        let m = spawn_member_on(cfg.clone(), l).await.expect("spawn member");
+        self._dirs.push(dir);
+        self.cfgs.insert(id, cfg);
+        self.members.insert(id, Some(m));
+        addr
+    }
+
+    /// Starts member `id` and adds it through a running member; waits until it joined.
+    pub async fn grow(&mut self, id: u64) {
+        let addr = self.spawn(id).await;
+        let via = *self.running().first().expect("a running member");
+        self.store(via)
+            .add_member(id, &addr)
+            .await
+            .unwrap_or_else(|e| panic!("add member {id} at {addr}: {e}"));
+        tokio::time::timeout(Duration::from_secs(20), self.store(id).join())
+            .await
+            .expect("join in time")
+            .expect("join");
     }
 
     /// The running member `id`'s store.
@@ -162,6 +176,24 @@ impl Cluster {
             .expect("member running");
         m.abort_server();
         m.store.shutdown().await.expect("shutdown raft");
+    }
+
+    /// Restarts member `id` from its data dir on its old address without waiting for a
+    /// leader (for a member that may never see one again).
+    pub async fn restart_detached(&mut self, id: u64) {
+        let cfg = self.cfgs[&id].clone();
+        let l = eventually(
+            "rebinding the member's port",
+            Duration::from_secs(10),
+            || async {
+                TcpListener::bind(&cfg.advertise_addr)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+        let m = spawn_member_on(cfg, l).await.expect("respawn member");
+        self.members.insert(id, Some(m));
     }
 
     /// Restarts member `id` from its data dir on its old address.
