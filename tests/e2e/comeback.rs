@@ -650,7 +650,14 @@ spec:
 #[ignore = "requires root: network namespaces, containers, cgroups"]
 fn old_leader_partitioned_never_double_books() {
     let name = cluster_name("ol");
-    let c = NetnsCluster::up(&name, 3, 2, &[]);
+    // Short node timeouts: the cut-off old leader, which hears no heartbeats, plans to
+    // evict every node's pods while it is cut off; none of that may take effect.
+    let c = NetnsCluster::up(
+        &name,
+        3,
+        2,
+        &["--node-timeout", "4", "--eviction-delay", "2"],
+    );
     wait_ready_nodes(&c, 2);
     c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
     let token = format!("shoal-e2e-hp-{}", std::process::id());
@@ -674,7 +681,16 @@ fn old_leader_partitioned_never_double_books() {
         "pod hp-before",
     );
 
+    let pods_before = eventually("hp-before bound", Duration::from_secs(30), || {
+        let p = c.json(&["get", "pod", "hp-before"])?;
+        if phase(&p) == "Running" {
+            Ok(vec![(name_of(&p).to_string(), uid(&p))])
+        } else {
+            Err(p["status"].to_string())
+        }
+    });
     ok(&c.script(&["partition", &old_node]), "partition old leader");
+    let cut = Instant::now();
     let _heal = HealOnDrop(&c, &old_node);
     let new = eventually(
         "a new leader",
@@ -709,26 +725,43 @@ fn old_leader_partitioned_never_double_books() {
         ok(&new_side(&["apply", "-f", &file(n, &text)]), n);
     }
     // The old side (its controller and its own shoalctl, in its namespace) is refused.
-    let mut refused = Vec::new();
-    for (n, text) in [
+    // All at once, so that the partition ends within the store's 10 s write deadline
+    // of the old leader's own reconciler writes (it plans evicting every node 6 s after
+    // it was cut off: see the pod check after the heal).
+    let attempts: Vec<(String, String)> = [
         ("old-a", service("old-a")),
         ("old-b", service("old-b")),
         ("old-node-a", node_obj("old-node-a")),
         ("hp-old", hostport_pod("hp-old", &token)),
-    ] {
-        let t = Instant::now();
-        let out = ctl_in(&c, &old_node, &old_addr, &["apply", "-f", &file(n, &text)]);
-        assert!(
-            !out.status.success(),
-            "the partitioned old leader accepted {n}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        refused.push(format!(
-            "{n} in {:.1}s: {}",
-            t.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    ]
+    .into_iter()
+    .map(|(n, text)| (n.to_string(), file(n, &text)))
+    .collect();
+    let refused: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = attempts
+            .iter()
+            .map(|(n, f)| {
+                let (c, old_node, old_addr) = (&c, &old_node, &old_addr);
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let out = ctl_in(c, old_node, old_addr, &["apply", "-f", f]);
+                    assert!(
+                        !out.status.success(),
+                        "the partitioned old leader accepted {n}: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    );
+                    format!(
+                        "{n} in {:.1}s: {}",
+                        t.elapsed().as_secs_f64(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("old-side attempt"))
+            .collect()
+    });
     eprintln!("old side refused: {refused:#?}");
     // Positive control for the hostPort check: the new side already has the port taken
     // on both nodes, so a third such pod stays unbound.
@@ -751,6 +784,15 @@ fn old_leader_partitioned_never_double_books() {
     });
 
     ok(&c.script(&["heal", &old_node]), "heal old leader");
+    eprintln!("old leader healed after {:?}", cut.elapsed());
+    let new_pods: Vec<(String, String)> = ["hp-new", "hp-new2"]
+        .iter()
+        .map(|n| {
+            let p = c.json(&["get", "pod", n]).expect(n);
+            (n.to_string(), uid(&p))
+        })
+        .chain(pods_before)
+        .collect();
     eventually("the old leader follows", Duration::from_secs(30), || {
         let out = ctl_in(
             &c,
@@ -776,6 +818,20 @@ fn old_leader_partitioned_never_double_books() {
         ),
         "service after, through the old member",
     );
+
+    // The old leader's evictions (planned while it was cut off) never took effect: wait
+    // past its writes' deadline, then every pod is still there, the same, not Failed.
+    std::thread::sleep(Duration::from_secs(11));
+    for (n, u) in &new_pods {
+        let p = c
+            .json(&["get", "pod", n])
+            .unwrap_or_else(|e| panic!("pod {n}: {e}"));
+        assert_eq!(&uid(&p), u, "pod {n} was replaced");
+        assert_ne!(phase(&p), "Failed", "pod {n}: {}", p["status"]);
+    }
+    for n in ["node1", "node2"] {
+        assert_eq!(node_ready(&c, n), "True", "{n} after the heal");
+    }
 
     // No service address twice; the new side's services are there.
     let svcs = c.json(&["get", "services"]).expect("services");
