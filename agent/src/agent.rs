@@ -267,8 +267,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     for t in [hb, watch, sync] {
         t.abort();
     }
-    if let Some(net) = agent.net.get() {
-        net.shutdown().await;
+    if let Some(net) = agent.net.get()
+        && tokio::time::timeout(Duration::from_secs(3), net.shutdown())
+            .await
+            .is_err()
+    {
+        warn!("the overlay did not close within 3 s; leaving it to process exit");
     }
     server.abort();
     Ok(())

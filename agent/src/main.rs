@@ -64,6 +64,12 @@ fn run_agent(args: shoal_agent::AgentArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(shoal_agent::run(args))?;
+    let result = rt.block_on(shoal_agent::run(args));
+    // Dropping a runtime waits for every blocking task without limit; one stuck in the
+    // kernel (a netlink call, a WireGuard device's threads) would hold the stop until a
+    // supervisor (netns-cluster, systemd) SIGKILLs the whole session, containers'
+    // supervisors included. Containers are meant to outlive the agent: leave promptly.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result?;
     Ok(0)
 }

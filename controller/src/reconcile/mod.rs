@@ -83,7 +83,9 @@ pub fn spawn(store: Store, cfg: ReconcileConfig) -> JoinHandle<()> {
                 }
             }
             info!(id = me, "this member leads: reconcilers start");
-            let session = AbortOnDrop(tokio::spawn(run(store.clone(), cfg.clone())));
+            // Heartbeats sent before now never reached this leader (see `nodes`).
+            let since = Utc::now();
+            let session = AbortOnDrop(tokio::spawn(run(store.clone(), cfg.clone(), since)));
             loop {
                 if leader.changed().await.is_err() {
                     return;
@@ -109,10 +111,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Runs sessions until aborted; each failure re-lists after a short pause.
-async fn run(store: Store, cfg: ReconcileConfig) {
+async fn run(store: Store, cfg: ReconcileConfig, leading_since: chrono::DateTime<Utc>) {
     let mut names = RandomNames;
     loop {
-        if let Err(e) = session(&store, &cfg, &mut names).await {
+        if let Err(e) = session(&store, &cfg, leading_since, &mut names).await {
             warn!("reconcilers re-list after: {e}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -123,6 +125,7 @@ async fn run(store: Store, cfg: ReconcileConfig) {
 async fn session(
     store: &Store,
     cfg: &ReconcileConfig,
+    leading_since: chrono::DateTime<Utc>,
     names: &mut dyn Names,
 ) -> Result<(), ReconcileError> {
     let mut cache = Cache::default();
@@ -152,16 +155,20 @@ async fn session(
         "reconcilers listed"
     );
     loop {
-        let retry = pass(store, cfg, &mut cache, names).await?;
+        let retry = pass(store, cfg, &mut cache, leading_since, names).await?;
         let now = Utc::now();
         let mut wake = if retry {
             Duration::from_millis(50)
         } else {
             RESYNC
         };
-        if let Some(d) =
-            nodes::next_deadline(&cache.nodes, now, cfg.node_timeout, cfg.eviction_delay)
-        {
+        if let Some(d) = nodes::next_deadline(
+            &cache.nodes,
+            now,
+            leading_since,
+            cfg.node_timeout,
+            cfg.eviction_delay,
+        ) {
             wake = wake.min(d + Duration::from_millis(20));
         }
         tokio::select! {
@@ -201,6 +208,7 @@ async fn pass(
     store: &Store,
     cfg: &ReconcileConfig,
     cache: &mut Cache,
+    leading_since: chrono::DateTime<Utc>,
     names: &mut dyn Names,
 ) -> Result<bool, ReconcileError> {
     let mut retry = false;
@@ -229,6 +237,7 @@ async fn pass(
         &cache.nodes,
         &cache.pods,
         now,
+        leading_since,
         cfg.node_timeout,
         cfg.eviction_delay,
         names,

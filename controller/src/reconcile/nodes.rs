@@ -2,6 +2,14 @@
 //! `Ready=Unknown` (reason `NodeStatusUnknown`, event `NodeNotReady`); after a further
 //! delay its pods are replaced elsewhere (owned pods deleted, standalone pods `Failed`
 //! with reason `NodeLost`).
+//!
+//! Silence is counted from the node's last heartbeat, but never from before the moment
+//! this member started watching the nodes as leader (`watching_since`): a leader cannot
+//! have heard heartbeats sent while it was not leading (or while no controller ran), so
+//! after a controller outage or a leader change every node gets a whole node timeout to
+//! reach the new leader before it is marked, and its pods are not taken away for an
+//! outage of the controllers rather than of the node (what Kubernetes' node lifecycle
+//! controller does with its own observation times).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,20 +39,24 @@ pub fn last_seen(n: &Node) -> Option<DateTime<Utc>> {
         .or(n.metadata.creation_timestamp)
 }
 
-fn silent_for(n: &Node, now: DateTime<Utc>) -> Duration {
-    last_seen(n).map_or(Duration::MAX, |t| {
-        now.signed_duration_since(t)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-    })
+/// How long the node has been silent as far as this leader can tell: since its last
+/// heartbeat, or since `watching_since` if that is later (see the module docs).
+fn silent_for(n: &Node, now: DateTime<Utc>, watching_since: DateTime<Utc>) -> Duration {
+    let from = last_seen(n).map_or(watching_since, |t| t.max(watching_since));
+    now.signed_duration_since(from)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Plans one pass over every node (see the module docs). Level-triggered: a node already
 /// marked is not marked again, pods already taken off are gone or finished.
+/// `watching_since` is when this member started leading (and watching heartbeats).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     nodes: &BTreeMap<String, Node>,
     pods: &BTreeMap<String, Pod>,
     now: DateTime<Utc>,
+    watching_since: DateTime<Utc>,
     node_timeout: Duration,
     eviction_delay: Duration,
     names: &mut dyn Names,
@@ -52,7 +64,7 @@ pub fn plan(
     let mut actions = Vec::new();
     let mut lost: BTreeMap<&str, Duration> = BTreeMap::new();
     for n in nodes.values() {
-        let silent = silent_for(n, now);
+        let silent = silent_for(n, now, watching_since);
         if silent <= node_timeout {
             continue;
         }
@@ -159,13 +171,14 @@ pub fn plan(
 pub fn next_deadline(
     nodes: &BTreeMap<String, Node>,
     now: DateTime<Utc>,
+    watching_since: DateTime<Utc>,
     node_timeout: Duration,
     eviction_delay: Duration,
 ) -> Option<Duration> {
     nodes
         .values()
         .filter_map(|n| {
-            let silent = silent_for(n, now);
+            let silent = silent_for(n, now, watching_since);
             [node_timeout, node_timeout.saturating_add(eviction_delay)]
                 .into_iter()
                 .filter(|d| *d >= silent)
@@ -218,9 +231,20 @@ mod tests {
     fn fresh_nodes_need_nothing() {
         let nodes = BTreeMap::from([node("n1", 100)]);
         let pods = BTreeMap::from([pod("a", "n1", true)]);
-        assert!(plan(&nodes, &pods, t(110), TIMEOUT, DELAY, &mut CountingNames(0)).is_empty());
+        assert!(
+            plan(
+                &nodes,
+                &pods,
+                t(110),
+                t(0),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0)
+            )
+            .is_empty()
+        );
         assert_eq!(
-            next_deadline(&nodes, t(105), TIMEOUT, DELAY),
+            next_deadline(&nodes, t(105), t(0), TIMEOUT, DELAY),
             Some(Duration::from_secs(5))
         );
     }
@@ -229,7 +253,15 @@ mod tests {
     fn silent_node_becomes_unknown_once_with_an_event() {
         let mut nodes = BTreeMap::from([node("n1", 100), node("n2", 109)]);
         let pods = BTreeMap::from([pod("a", "n1", true)]);
-        let a = plan(&nodes, &pods, t(111), TIMEOUT, DELAY, &mut CountingNames(0));
+        let a = plan(
+            &nodes,
+            &pods,
+            t(111),
+            t(0),
+            TIMEOUT,
+            DELAY,
+            &mut CountingNames(0),
+        );
         assert_eq!(a.len(), 2, "{a:?}");
         let Action::Update(Object::Node(n)) = &a[0] else {
             panic!("{a:?}")
@@ -257,7 +289,18 @@ mod tests {
         assert_eq!(e.involved_object.kind, Kind::Node);
         // Stored as planned: the next pass (before the eviction delay) does nothing.
         nodes.insert("Node//n1".into(), n.clone());
-        assert!(plan(&nodes, &pods, t(115), TIMEOUT, DELAY, &mut CountingNames(0)).is_empty());
+        assert!(
+            plan(
+                &nodes,
+                &pods,
+                t(115),
+                t(0),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0)
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -281,8 +324,27 @@ mod tests {
             (kd, done),
         ]);
         // Not yet: 29 s silent < 10 + 20.
-        assert!(plan(&nodes, &pods, t(129), TIMEOUT, DELAY, &mut CountingNames(0)).is_empty());
-        let a = plan(&nodes, &pods, t(131), TIMEOUT, DELAY, &mut CountingNames(0));
+        assert!(
+            plan(
+                &nodes,
+                &pods,
+                t(129),
+                t(0),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0)
+            )
+            .is_empty()
+        );
+        let a = plan(
+            &nodes,
+            &pods,
+            t(131),
+            t(0),
+            TIMEOUT,
+            DELAY,
+            &mut CountingNames(0),
+        );
         let deleted: Vec<&str> = a
             .iter()
             .filter_map(|a| match a {
@@ -316,6 +378,67 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_gives_every_node_a_whole_timeout() {
+        // Last heartbeat at 100; this member leads (and hears heartbeats) from 200.
+        let nodes = BTreeMap::from([node("n1", 100)]);
+        let pods = BTreeMap::from([pod("owned", "n1", true)]);
+        let plan_at = |now: i64| {
+            plan(
+                &nodes,
+                &pods,
+                t(now),
+                t(200),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0),
+            )
+        };
+        // Silent for 105 s by the heartbeat, but only 5 s by this leader's watch.
+        assert!(plan_at(205).is_empty());
+        assert_eq!(
+            next_deadline(&nodes, t(205), t(200), TIMEOUT, DELAY),
+            Some(Duration::from_secs(5))
+        );
+        // A whole timeout after the leader started: marked, not yet evicted.
+        let a = plan_at(211);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(!a.iter().any(|a| matches!(a, Action::Delete { .. })));
+        // Timeout + eviction delay after the leader started: evicted.
+        assert!(
+            plan_at(231)
+                .iter()
+                .any(|a| matches!(a, Action::Delete { .. }))
+        );
+        // A heartbeat after the leader started counts from the heartbeat as before.
+        let fresh = BTreeMap::from([node("n1", 210)]);
+        assert!(
+            plan(
+                &fresh,
+                &pods,
+                t(219),
+                t(200),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0)
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            plan(
+                &fresh,
+                &pods,
+                t(221),
+                t(200),
+                TIMEOUT,
+                DELAY,
+                &mut CountingNames(0)
+            )
+            .len(),
+            2
+        );
+    }
+
+    #[test]
     fn node_without_heartbeat_uses_registration_time() {
         let (k, mut n) = node("n1", 0);
         n.status.as_mut().unwrap().heartbeat_time = None;
@@ -325,6 +448,7 @@ mod tests {
                 &nodes,
                 &BTreeMap::new(),
                 t(5),
+                t(0),
                 TIMEOUT,
                 DELAY,
                 &mut CountingNames(0)
@@ -336,6 +460,7 @@ mod tests {
                 &nodes,
                 &BTreeMap::new(),
                 t(11),
+                t(0),
                 TIMEOUT,
                 DELAY,
                 &mut CountingNames(0)
