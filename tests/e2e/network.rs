@@ -596,7 +596,20 @@ fn pod_network_overlay_services_dns_and_ports() {
     );
 
     // `down` leaves no namespace, WireGuard socket or interface behind (the
-    // bridge, veths, routes and nft table live in the node namespaces).
+    // bridge, veths, routes and nft table live in the node namespaces). The
+    // sockets' directory is shared by every cluster on the host, and another
+    // cluster's node1 has the same socket name: "ours" is the inode we saw
+    // while the cluster ran (positive control: each one exists now).
+    let sockets: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| {
+            let sock = format!("/var/run/wireguard/wg-{n}.sock");
+            let ino = std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(&sock).unwrap_or_else(|e| panic!("{sock} while up: {e}")),
+            );
+            (sock, ino)
+        })
+        .collect();
     let out = c.script(&["down"]);
     assert!(
         out.status.success(),
@@ -609,9 +622,12 @@ fn pod_network_overlay_services_dns_and_ports() {
         .expect("ip netns");
     let ns = String::from_utf8_lossy(&ns.stdout);
     assert!(!ns.contains("shoal-e2enet-"), "namespaces left: {ns}");
-    for n in nodes {
-        let sock = format!("/var/run/wireguard/wg-{n}.sock");
-        assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+    for (sock, ino) in sockets {
+        let now = std::fs::metadata(&sock).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        assert!(
+            now.map_or(true, |i| i != ino),
+            "{sock} (inode {ino}) left behind"
+        );
     }
     let links = Command::new("ip")
         .args(["-o", "link", "show"])
