@@ -75,6 +75,12 @@ impl ControllerCluster {
         Self::build(n, None, &[])
     }
 
+    /// Starts `n` members with `extra_args` on every command line (the controller's
+    /// default snapshot interval); see [`ControllerCluster::with`].
+    pub fn start_args(n: u64, extra_args: &[&str]) -> ControllerCluster {
+        Self::build(n, None, extra_args)
+    }
+
     /// Starts `n` members with `--snapshot-every SNAPSHOT_EVERY` and `extra_args` as an
     /// operator would: member 1 forms the cluster, every other starts with `--join` member 1
     /// and is added with `AddMember`; returns once member 1 serves a linearizable read.
