@@ -608,7 +608,12 @@ fn pod_network_overlay_services_dns_and_ports() {
     );
 
     // `down` leaves no namespace, WireGuard socket or interface behind (the
-    // bridge, veths, routes and nft table live in the node namespaces).
+    // bridge, veths, routes and nft table live in the node namespaces). The socket
+    // directory is shared by every cluster on the host (other runs may have their own
+    // wg-node1): what must be gone is what this cluster's agents held.
+    let agents: Vec<i32> = (1..=nodes.len())
+        .map(|i| c.main_pid(&format!("n{i}")))
+        .collect();
     let out = c.script(&["down"]);
     assert!(
         out.status.success(),
@@ -620,10 +625,26 @@ fn pod_network_overlay_services_dns_and_ports() {
         .output()
         .expect("ip netns");
     let ns = String::from_utf8_lossy(&ns.stdout);
-    assert!(!ns.contains("shoal-e2enet-"), "namespaces left: {ns}");
+    let prefix = format!("shoal-{}-", c.name);
+    assert!(!ns.contains(&prefix), "namespaces left: {ns}");
+    for pid in &agents {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "agent {pid} still runs"
+        );
+    }
+    // A socket file of our node names may exist only while a live process (another
+    // cluster's agent; ours are gone) listens on it: one without a listener is a leftover.
+    let ss = Command::new("ss").args(["-xlpn"]).output().expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout);
     for n in nodes {
         let sock = format!("/var/run/wireguard/wg-{n}.sock");
-        assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+        if std::path::Path::new(&sock).exists() {
+            assert!(
+                ss.lines().any(|l| l.contains(&sock)),
+                "{sock} left behind (no process listens on it): {ss}"
+            );
+        }
     }
     let links = Command::new("ip")
         .args(["-o", "link", "show"])

@@ -33,7 +33,8 @@ pub struct Controller {
     pub addr: String,
     /// The test's scratch directory (manifests, agent data).
     pub dir: tempfile::TempDir,
-    cluster: ControllerCluster,
+    /// Owns the process (killed on drop; its log is printed when the test panics).
+    _cluster: ControllerCluster,
 }
 
 impl Controller {
@@ -48,7 +49,7 @@ impl Controller {
         Controller {
             addr: cluster.addr(1),
             dir: tempfile::tempdir().expect("tempdir"),
-            cluster,
+            _cluster: cluster,
         }
     }
 
@@ -60,11 +61,6 @@ impl Controller {
     /// Runs `shoalctl --server ADDR ARGS…` with `stdin` as standard input.
     pub fn ctl_stdin(&self, args: &[&str], stdin: &str) -> Run {
         run_ctl(&self.addr, args, Some(stdin))
-    }
-
-    /// The controller's state and last log lines (for failure messages).
-    pub fn log_tail(&mut self) -> String {
-        self.cluster.logs(15)
     }
 
     /// Writes a file into the test's directory and returns its path.
