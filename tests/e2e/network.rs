@@ -473,8 +473,19 @@ fn pod_network_overlay_services_dns_and_ports() {
             Err(format!("{e:?}"))
         }
     });
-    let m = backends(&c, client, &format!("http://{svc}/"));
-    assert!(!m.contains_key(&sick.0) && !m.contains_key("FAIL"), "{m:?}");
+    // The Endpoints object changes first; every node's service rules follow it.
+    eventually(
+        "no traffic to the sick replica",
+        Duration::from_secs(10),
+        || {
+            let m = backends(&c, client, &format!("http://{svc}/"));
+            if !m.contains_key(&sick.0) && !m.contains_key("FAIL") && m.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+    );
     sh(&c, &sick.0, "touch /tmp/ready").expect("ready again");
     eventually("sick endpoint back", Duration::from_secs(10), || {
         let e = endpoint_ips(&c);
@@ -627,12 +638,25 @@ fn pod_network_overlay_services_dns_and_ports() {
     let ns = String::from_utf8_lossy(&ns.stdout);
     let prefix = format!("shoal-{}-", c.name);
     assert!(!ns.contains(&prefix), "namespaces left: {ns}");
-    for pid in &agents {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "agent {pid} still runs"
-        );
-    }
+    eventually(
+        "this cluster's agents gone",
+        Duration::from_secs(10),
+        || {
+            let left: Vec<String> = agents
+                .iter()
+                .filter_map(|pid| {
+                    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                    let state = st.lines().find(|l| l.starts_with("State:"))?.to_string();
+                    Some(format!("{pid} {state}"))
+                })
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
     // A socket file of our node names may exist only while a live process (another
     // cluster's agent; ours are gone) listens on it: one without a listener is a leftover.
     let ss = Command::new("ss").args(["-xlpn"]).output().expect("ss");
