@@ -36,7 +36,7 @@ for ((i = 1; i <= RUNS; i++)); do
       trap - EXIT
       exit 1
     fi
-    grep -E '^timing: ' "$OUT.log" >>"$OUT" || true
+    grep -oE 'timing: [a-z0-9_]+ [0-9]+ ms \(budget [0-9]+ ms\)' "$OUT.log" >>"$OUT" || true
   done
 done
 rm -f "$OUT.log"
