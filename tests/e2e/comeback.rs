@@ -44,11 +44,6 @@ fn uptime_now() -> f64 {
     uptime_of(&std::fs::read_to_string("/proc/uptime").expect("/proc/uptime")).expect("uptime")
 }
 
-/// A cluster name unique to this process and test.
-fn cluster_name(prefix: &str) -> String {
-    format!("{prefix}{}", std::process::id() % 100_000_000)
-}
-
 /// A busybox shell that survives SIGTERM (it notes it in `note`, if given) and runs
 /// until killed: stopping it always takes the whole grace period. `token` is its `$0`.
 fn container_cmd(token: &str, note: Option<&str>) -> String {
@@ -237,13 +232,13 @@ spec:
 #[test]
 #[ignore = "requires root: network namespaces, containers, cgroups"]
 fn agents_and_nodes_that_come_back() {
-    let name = cluster_name("cb");
     let c = NetnsCluster::up(
-        &name,
+        "cb",
         1,
         3,
         &["--node-timeout", "3", "--eviction-delay", "2"],
     );
+    let name = c.name.clone();
     wait_ready_nodes(&c, 3);
     c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
     let token = format!("shoal-e2e-back-{}", std::process::id());
@@ -425,7 +420,7 @@ spec:
         if shells(&name, &solo_token).is_empty() {
             Ok(uptime_now())
         } else {
-            Err("still running".into())
+            Err::<_, String>("still running".into())
         }
     });
     let graced = gone - termed;
@@ -566,7 +561,7 @@ spec:
         if shells(&name, &solo_token).is_empty() {
             Ok(())
         } else {
-            Err("solo2 still runs".into())
+            Err::<_, String>("solo2 still runs".into())
         }
     });
     assert!(notes.0.join("solo2").exists(), "solo2 was not sent SIGTERM");
@@ -659,15 +654,15 @@ spec:
 #[test]
 #[ignore = "requires root: network namespaces, containers, cgroups"]
 fn old_leader_partitioned_never_double_books() {
-    let name = cluster_name("ol");
     // Short node timeouts: the cut-off old leader, which hears no heartbeats, plans to
     // evict every node's pods while it is cut off; none of that may take effect.
     let c = NetnsCluster::up(
-        &name,
+        "ol",
         3,
         2,
         &["--node-timeout", "4", "--eviction-delay", "2"],
     );
+    let name = c.name.clone();
     wait_ready_nodes(&c, 2);
     c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
     let token = format!("shoal-e2e-hp-{}", std::process::id());

@@ -143,9 +143,11 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(c: &NetnsCluster, node: &str, file: &str) -> Capture {
+    /// Captures node `node`'s underlay into `<the test's directory>/<name>.pcap`.
+    fn start(c: &NetnsCluster, node: &str, name: &str) -> Capture {
         let ns = format!("shoal-{}-n{}", c.name, num(node));
-        let _ = std::fs::remove_file(file);
+        let path = c.dir().join(format!("{name}.pcap"));
+        let file = path.to_str().expect("utf-8 path");
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -179,6 +181,18 @@ impl Capture {
             child: Some(child),
             file: file.to_string(),
         }
+    }
+
+    /// The packets captured so far, without stopping (tcpdump flushes each packet: -U).
+    fn peek(&self) -> Vec<String> {
+        let out = Command::new("tcpdump")
+            .args(["-n", "-r", &self.file])
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     /// Stops the capture and returns its packets as tcpdump prints them.
@@ -338,7 +352,7 @@ fn pod_network_overlay_services_dns_and_ports() {
     }
 
     // Pod to pod, across nodes, TCP (wget) and ICMP, while capturing the underlay.
-    let cap = Capture::start(&c, &echo[0].1, "/tmp/shoal-e2enet-cap1.pcap");
+    let cap = Capture::start(&c, &echo[0].1, "cap1");
     for (from, _, _) in &echo {
         for (to, _, ip) in &echo {
             let got = eventually(&format!("{from} -> {to}"), Duration::from_secs(20), || {
@@ -441,12 +455,10 @@ fn pod_network_overlay_services_dns_and_ports() {
     assert!(ns.contains(&svc), "{ns}");
     let t = Instant::now();
     let bad = sh(&c, client, "nslookup nosuch.default.svc.shoal.local");
-    assert!(bad.is_err(), "unknown name resolved: {bad:?}");
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "NXDOMAIN took {:?}",
-        t.elapsed()
-    );
+    // Answered (NXDOMAIN), not timed out; the time is a benchmark figure.
+    shoal_testkit::timing("e2e_nxdomain_from_pod", t.elapsed(), Duration::from_secs(3));
+    let bad = bad.expect_err("unknown name resolved");
+    assert!(bad.contains("NXDOMAIN"), "{bad}");
     let by_name = sh(&c, client, "timeout 5 wget -qO- http://web/").expect("wget by short name");
     assert!(names.contains(by_name.trim()), "{by_name}");
 
@@ -461,8 +473,19 @@ fn pod_network_overlay_services_dns_and_ports() {
             Err(format!("{e:?}"))
         }
     });
-    let m = backends(&c, client, &format!("http://{svc}/"));
-    assert!(!m.contains_key(&sick.0) && !m.contains_key("FAIL"), "{m:?}");
+    // The Endpoints object changes first; every node's service rules follow it.
+    eventually(
+        "no traffic to the sick replica",
+        Duration::from_secs(10),
+        || {
+            let m = backends(&c, client, &format!("http://{svc}/"));
+            if !m.contains_key(&sick.0) && !m.contains_key("FAIL") && m.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+    );
     sh(&c, &sick.0, "touch /tmp/ready").expect("ready again");
     eventually("sick endpoint back", Duration::from_secs(10), || {
         let e = endpoint_ips(&c);
@@ -473,7 +496,7 @@ fn pod_network_overlay_services_dns_and_ports() {
         }
     });
 
-    // Scaling down updates the endpoints within 2 s.
+    // Scaling down updates the endpoints (within 2 s: a benchmark figure, not asserted).
     let t = Instant::now();
     c.ctl_ok(&["scale", "deployment", "echo", "--replicas", "2"]);
     eventually("2 endpoints", Duration::from_secs(10), || {
@@ -484,10 +507,10 @@ fn pod_network_overlay_services_dns_and_ports() {
             Err(format!("{e:?}"))
         }
     });
-    assert!(
-        t.elapsed() <= Duration::from_secs(2),
-        "endpoints took {:?}",
-        t.elapsed()
+    shoal_testkit::timing(
+        "e2e_endpoints_after_scale_down",
+        t.elapsed(),
+        Duration::from_secs(2),
     );
     c.ctl_ok(&["scale", "deployment", "echo", "--replicas", "3"]);
     pod_ips(&c, "app=echo", 3);
@@ -596,19 +619,11 @@ fn pod_network_overlay_services_dns_and_ports() {
     );
 
     // `down` leaves no namespace, WireGuard socket or interface behind (the
-    // bridge, veths, routes and nft table live in the node namespaces). The
-    // sockets' directory is shared by every cluster on the host, and another
-    // cluster's node1 has the same socket name: "ours" is the inode we saw
-    // while the cluster ran (positive control: each one exists now).
-    let sockets: Vec<(String, u64)> = nodes
-        .iter()
-        .map(|n| {
-            let sock = format!("/var/run/wireguard/wg-{n}.sock");
-            let ino = std::os::unix::fs::MetadataExt::ino(
-                &std::fs::metadata(&sock).unwrap_or_else(|e| panic!("{sock} while up: {e}")),
-            );
-            (sock, ino)
-        })
+    // bridge, veths, routes and nft table live in the node namespaces). The socket
+    // directory is shared by every cluster on the host (other runs may have their own
+    // wg-node1): what must be gone is what this cluster's agents held.
+    let agents: Vec<i32> = (1..=nodes.len())
+        .map(|i| c.main_pid(&format!("n{i}")))
         .collect();
     let out = c.script(&["down"]);
     assert!(
@@ -621,13 +636,39 @@ fn pod_network_overlay_services_dns_and_ports() {
         .output()
         .expect("ip netns");
     let ns = String::from_utf8_lossy(&ns.stdout);
-    assert!(!ns.contains("shoal-e2enet-"), "namespaces left: {ns}");
-    for (sock, ino) in sockets {
-        let now = std::fs::metadata(&sock).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-        assert!(
-            now.map_or(true, |i| i != ino),
-            "{sock} (inode {ino}) left behind"
-        );
+    let prefix = format!("shoal-{}-", c.name);
+    assert!(!ns.contains(&prefix), "namespaces left: {ns}");
+    eventually(
+        "this cluster's agents gone",
+        Duration::from_secs(10),
+        || {
+            let left: Vec<String> = agents
+                .iter()
+                .filter_map(|pid| {
+                    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                    let state = st.lines().find(|l| l.starts_with("State:"))?.to_string();
+                    Some(format!("{pid} {state}"))
+                })
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    // A socket file of our node names may exist only while a live process (another
+    // cluster's agent; ours are gone) listens on it: one without a listener is a leftover.
+    let ss = Command::new("ss").args(["-xlpn"]).output().expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    for n in nodes {
+        let sock = format!("/var/run/wireguard/wg-{n}.sock");
+        if std::path::Path::new(&sock).exists() {
+            assert!(
+                ss.lines().any(|l| l.contains(&sock)),
+                "{sock} left behind (no process listens on it): {ss}"
+            );
+        }
     }
     let links = Command::new("ip")
         .args(["-o", "link", "show"])
@@ -691,7 +732,7 @@ fn overlay_fails_closed_and_follows_membership() {
 
     // Kill node1's agent (and with it its userspace WireGuard): traffic from a
     // to b must not leave node1 in clear.
-    let cap = Capture::start(&c, "node1", "/tmp/shoal-e2enet-cap2.pcap");
+    let cap = Capture::start(&c, "node1", "cap2");
     kill_agent(&c, "n1");
     let r = sh(&c, "b", &format!("timeout 5 wget -qO- http://{ip_a}:8080/"));
     assert!(
@@ -704,8 +745,29 @@ fn overlay_fails_closed_and_follows_membership() {
         b"must not leak",
         (ip_b.parse::<Ipv4Addr>().expect("ip"), 9999),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Positive control: after that send, a packet in clear from node1 to node2's underlay
+    // must show up in the same capture (it sees the underlay, and the pod's packet, sent
+    // first, had its chance to be captured).
+    let node2 = node_ip(&c, "node2");
+    let control = format!("> {node2}: ICMP echo request");
+    eventually(
+        "the control packet in the capture",
+        Duration::from_secs(10),
+        || {
+            let _ = on_node(&c, "node1", &["ping", "-c1", "-W1", &node2]);
+            let seen = cap.peek();
+            if seen.iter().any(|l| l.contains(&control)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} packets, none with {control:?}: {seen:?}",
+                    seen.len()
+                ))
+            }
+        },
+    );
     let lines = cap.lines();
+    assert!(lines.iter().any(|l| l.contains(&control)), "{lines:?}");
     let clear = clear_pod_packets(&lines);
     assert!(
         clear.is_empty(),
@@ -724,10 +786,11 @@ fn overlay_fails_closed_and_follows_membership() {
     // A removed node disappears from every peer list; re-added, it comes back.
     let k3 = wg_key(&c, "node3");
     eventually("node3 is a peer", Duration::from_secs(10), || {
-        if wg_peers(&c, "node1").contains(&k3) {
+        let p1 = wg_peers(&c, "node1");
+        if p1.contains(&k3) {
             Ok(())
         } else {
-            Err("no".into())
+            Err(format!("node1's peers {p1:?} lack {k3}"))
         }
     });
     kill_agent(&c, "n3");
@@ -859,7 +922,10 @@ fn pods_reach_the_world_by_name_and_cluster_names_survive_the_world_dns() {
     let page = eventually("the world's page by name", Duration::from_secs(20), || {
         sh(&c, "client", "timeout 10 wget -qO- http://www.world.test/")
     });
-    assert_eq!(page.trim(), "hello from the world of cluster e2eworld");
+    assert_eq!(
+        page.trim(),
+        format!("hello from the world of cluster {}", c.name)
+    );
     // The world saw the node's address, never the pod's (it has no route back to pods).
     let log = std::fs::read_to_string(format!("/run/shoal-netns/{}/world/http/log", c.name))
         .expect("world http log");
@@ -889,10 +955,10 @@ fn pods_reach_the_world_by_name_and_cluster_names_survive_the_world_dns() {
     let t = Instant::now();
     let ns = sh(&c, "client", "nslookup web.default.svc.shoal.local").expect("cluster name");
     assert!(ns.contains(&svc), "{ns}");
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        t.elapsed()
+    shoal_testkit::timing(
+        "e2e_cluster_name_world_dns_down",
+        t.elapsed(),
+        Duration::from_secs(3),
     );
     let got = sh(&c, "client", "timeout 10 wget -qO- http://web/").expect("service by short name");
     assert_eq!(got.trim(), "inside");
@@ -917,5 +983,8 @@ fn pods_reach_the_world_by_name_and_cluster_names_survive_the_world_dns() {
         Duration::from_secs(20),
         || sh(&c, "client", "timeout 10 wget -qO- http://api.world.test/"),
     );
-    assert_eq!(page.trim(), "hello from the world of cluster e2eworld");
+    assert_eq!(
+        page.trim(),
+        format!("hello from the world of cluster {}", c.name)
+    );
 }

@@ -7,9 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shoal_api::{ContainerStatus, Node, Object, Pod, PodPhase};
@@ -19,54 +18,15 @@ use shoal_proto::images_client::ImagesClient;
 use shoal_proto::{
     DeleteRequest, GetRequest, ImportChunk, ListRequest, LogsRequest, ObjectRequest,
 };
+use shoal_testkit::eventually_async as eventually;
+use shoal_testkit::{ControllerCluster, Proc, free_port};
 use tonic::transport::Channel;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn controller_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/debug/deps/it-xxxx → <target>/debug/shoal-controller
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("shoal-controller");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p shoal-controller` with the same target directory first",
-        bin.display()
-    );
-    bin
-}
 
 const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
-/// Polls `f` until it returns `Ok`, or panics with the last error after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{what}: not reached in {timeout:?}; last seen: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// A controller and an agent; both killed, and everything the agent made removed, on drop.
+/// Controllers (the test kit's cluster: member 1 forms it, the others `--join` and are
+/// added with `AddMember`) and an agent; every process is owned from its spawn and killed
+/// on drop, after which `--cleanup` removes everything the agent made.
 struct Cluster {
     dir: tempfile::TempDir,
     node: String,
@@ -74,8 +34,8 @@ struct Cluster {
     ctl_addr: String,
     ctl_addrs: Vec<String>,
     agent_addr: String,
-    controllers: Vec<Option<Child>>,
-    agent: Option<Child>,
+    agent: Option<Proc>,
+    controllers: ControllerCluster,
 }
 
 impl Cluster {
@@ -84,67 +44,20 @@ impl Cluster {
     }
 
     /// `n` controllers (one Raft cluster) and an agent given all their addresses.
-    async fn start_n(node: &str, n: usize) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let ctl_addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let mut controllers = Vec::new();
-        for (i, addr) in ctl_addrs.iter().enumerate() {
-            let id = (i + 1).to_string();
-            let mut cmd = Command::new(controller_bin());
-            cmd.args(["--id", &id, "--listen", addr, "--log", "warn", "--data-dir"])
-                .arg(dir.path().join(format!("controller{id}")))
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(dir.path().join(format!("controller{id}.log"))).unwrap(),
-                );
-            if i > 0 {
-                // Joins member 1's cluster once added below (`add-member`).
-                cmd.arg("--join").arg(&ctl_addrs[0]);
-            }
-            controllers.push(Some(cmd.spawn().unwrap()));
-        }
+    async fn start_n(node: &str, n: u64) -> Cluster {
+        // ControllerCluster blocks while it forms the cluster: keep it off the runtime.
+        let controllers = tokio::task::spawn_blocking(move || ControllerCluster::start(n))
+            .await
+            .unwrap();
         let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
             node: node.to_string(),
             agent_addr: format!("127.0.0.1:{}", free_port()),
-            ctl_addr: ctl_addrs[0].clone(),
-            ctl_addrs,
-            controllers,
+            ctl_addr: controllers.addr(1),
+            ctl_addrs: controllers.addrs(),
             agent: None,
-            dir,
+            controllers,
         };
-        let addr = c.ctl_addr.clone();
-        for (i, a) in c.ctl_addrs.iter().enumerate().skip(1) {
-            let (via, a) = (addr.clone(), a.clone());
-            eventually("adding a controller", Duration::from_secs(30), || {
-                let (via, a) = (via.clone(), a.clone());
-                async move {
-                    cluster(&via)
-                        .await?
-                        .add_member(shoal_proto::AddMemberRequest {
-                            id: i as u64 + 1,
-                            address: a,
-                        })
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await;
-        }
-        eventually("controller answers", Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move {
-                let mut cl = cluster(&addr).await?;
-                cl.list(ListRequest {
-                    kind: "Pod".into(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())
-            }
-        })
-        .await;
         c.import_busybox().await;
         c.start_agent();
         c
@@ -155,55 +68,43 @@ impl Cluster {
     }
 
     fn start_agent(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Command::new(AGENT)
-            .args([
-                "--name",
-                &self.node,
-                "--controller",
-                &self.ctl_addrs.join(","),
-                "--listen",
-                &self.agent_addr,
-            ])
-            .args([
-                "--labels",
-                "zone=test",
-                "--heartbeat-interval",
-                "0.5",
-                "--restart-backoff-ms",
-                "500",
-                // These agents share the host's network namespace: no pod network.
-                "--network",
-                "none",
-            ])
-            .args(["--log", "info,shoal_agent=debug", "--data-dir"])
-            .arg(self.data_dir())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
+        let mut cmd = Command::new(AGENT);
+        cmd.args([
+            "--name",
+            &self.node,
+            "--controller",
+            &self.ctl_addrs.join(","),
+            "--listen",
+            &self.agent_addr,
+        ])
+        .args([
+            "--labels",
+            "zone=test",
+            "--heartbeat-interval",
+            "0.5",
+            "--restart-backoff-ms",
+            "500",
+            // These agents share the host's network namespace: no pod network.
+            "--network",
+            "none",
+        ])
+        .args(["--log", "info,shoal_agent=debug", "--data-dir"])
+        .arg(self.data_dir());
+        self.agent = Some(Proc::spawn(
+            "shoal-agent",
+            &mut cmd,
+            &self.dir.path().join("agent.log"),
+        ));
     }
 
     fn kill_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
+            a.kill();
         }
     }
 
     async fn import_busybox(&self) {
-        let tar = self.dir.path().join("busybox.tar");
-        shoal_runtime::testimage::busybox_docker_save(
-            Path::new("/bin/busybox"),
-            &tar,
-            "busybox:latest",
-        )
-        .expect("build the busybox image (apt-get install busybox-static)");
+        let tar = shoal_testkit::image::busybox(self.dir.path(), "busybox:latest");
         let data = std::fs::read(&tar).unwrap();
         let chunks: Vec<ImportChunk> = data
             .chunks(256 * 1024)
@@ -236,8 +137,14 @@ impl Cluster {
         .await;
     }
 
+    /// The agent's state (running or exit status) and its whole log.
     fn logs(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        let state = match &self.agent {
+            Some(p) => format!("agent pid {:?}", p.pid()),
+            None => "agent not running".to_string(),
+        };
+        let log = std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+        format!("{state}\n{log}")
     }
 
     async fn create_pod(&self, yaml_json: serde_json::Value) -> Pod {
@@ -329,10 +236,7 @@ impl Drop for Cluster {
         {
             eprintln!("cleanup failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        for c in self.controllers.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The controllers are killed when `self.controllers` drops.
     }
 }
 
@@ -742,7 +646,28 @@ async fn a_killed_agent_readopts_its_running_containers() {
             .map_err(|e| e.to_string())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The new agent has heartbeated twice (so it has listed and synced its pods) before
+    // the pod is read: the status must be the new agent's, not the old one's.
+    let (addr, node) = (c.ctl_addr.clone(), c.node.clone());
+    let restarted = chrono::Utc::now();
+    eventually(
+        "two heartbeats from the new agent",
+        Duration::from_secs(30),
+        || {
+            let (addr, node) = (addr.clone(), node.clone());
+            async move {
+                let t = heartbeat_of(&addr, &node).await?;
+                if t > restarted + chrono::Duration::milliseconds(500) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "last heartbeat {t}, agent restarted at {restarted}"
+                    ))
+                }
+            }
+        },
+    )
+    .await;
     let p = c.pod("keep").await.unwrap();
     let cs2 = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(cs2.restart_count, 0);
@@ -1029,10 +954,7 @@ async fn the_agent_fails_over_when_its_controller_dies() {
         .await;
     let id1 = p.status.unwrap().container_statuses[0].container_id.clone();
     // Kill the controller the agent talks to first; talk to another one from now on.
-    if let Some(mut k) = c.controllers[0].take() {
-        k.kill().unwrap();
-        k.wait().unwrap();
-    }
+    c.controllers.kill(1);
     let killed_at = chrono::Utc::now();
     c.ctl_addr = c.ctl_addrs[1].clone();
     let addr = c.ctl_addr.clone();

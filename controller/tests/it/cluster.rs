@@ -43,7 +43,7 @@ async fn all_present(addr: &str, want: &BTreeSet<String>) -> Result<(), String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_through_any_member_survive_leader_sigkill() {
-    let mut c = TestCluster::start(3, 5000);
+    let mut c = TestCluster::with(3, 5000, &[]);
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let addrs: Vec<String> = (1..=3).map(|id| c.addr(id)).collect();
 
@@ -72,9 +72,21 @@ async fn writes_through_any_member_survive_leader_sigkill() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let before = acked.lock().expect("lock").len();
-    assert!(before > 0, "no write acknowledged before the kill");
+    let before = eventually(
+        "writes acknowledged before the kill",
+        Duration::from_secs(20),
+        || {
+            let n = acked.lock().expect("lock").len();
+            async move {
+                if n >= 20 {
+                    Ok(n)
+                } else {
+                    Err(format!("{n} acked so far"))
+                }
+            }
+        },
+    )
+    .await;
 
     c.kill(leader);
     let killed_at = Instant::now();
@@ -126,7 +138,7 @@ async fn writes_through_any_member_survive_leader_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopped_member_catches_up_through_snapshot() {
     // Snapshot every 50 entries so the log the stopped member needs is purged.
-    let mut c = TestCluster::start(3, 50);
+    let mut c = TestCluster::with(3, 50, &[]);
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     c.stop(lagging);
@@ -154,7 +166,7 @@ async fn stopped_member_catches_up_through_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_survives_restart_of_all_members() {
-    let mut c = TestCluster::start(3, 5000);
+    let mut c = TestCluster::with(3, 5000, &[]);
     c.wait_leader(&[1, 2, 3]).await;
     let addrs: Vec<String> = (1..=3).map(|id| c.addr(id)).collect();
     let mut want = BTreeSet::new();

@@ -96,7 +96,7 @@ async fn image_blobs_replicate_and_survive_the_importing_member() {
     // Frequent snapshots keep the Raft log short: after the SIGKILL the new leader's first
     // AppendEntries may carry the un-purged log tail, which must arrive within openraft's
     // 100 ms RPC deadline (see docs/design/0003-image-distribution.md).
-    let mut c = TestCluster::start(3, 10);
+    let mut c = TestCluster::with(3, 10, &[]);
     c.wait_leader(&[1, 2, 3]).await;
     let (a1, a2, a3) = (c.addr(1), c.addr(2), c.addr(3));
 
@@ -294,7 +294,7 @@ async fn malicious_or_broken_archives_are_refused_and_create_no_image() {
     let evil = malicious_tarball(dir.path());
     let garbage = dir.path().join("garbage.tar");
     std::fs::write(&garbage, vec![0x42u8; 10_000]).expect("write garbage");
-    let c = TestCluster::start(3, 5000);
+    let c = TestCluster::with(3, 5000, &[]);
     c.wait_leader(&[1, 2, 3]).await;
     let (a1, a2) = (c.addr(1), c.addr(2));
 
@@ -405,7 +405,7 @@ async fn logs_error(p: &mut ProxyClient<Channel>, pod: &str) -> tonic::Status {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_reports_why_it_cannot_reach_a_pod() {
-    let c = TestCluster::start(1, 5000);
+    let c = TestCluster::with(1, 5000, &[]);
     c.wait_leader(&[1]).await;
     let a = c.addr(1);
     let mut p =

@@ -88,7 +88,7 @@ async fn pod_versions(addr: &str) -> Result<BTreeMap<String, String>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_and_remove_members_through_the_api_with_refusals() {
-    let mut c = TestCluster::start(2, 5000);
+    let mut c = TestCluster::with(2, 5000, &[]);
     c.new_member(3);
     c.start_member(3);
     let a3 = c.addr(3);
@@ -186,7 +186,7 @@ async fn add_and_remove_members_through_the_api_with_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restore_keeps_every_object_and_its_resource_version() {
-    let c = TestCluster::start(3, 50);
+    let c = TestCluster::with(3, 50, &[]);
     let a2 = c.addr(2);
     for i in 0..40 {
         create_pod(&a2, &format!("p{i}")).await.expect("create");

@@ -319,7 +319,7 @@ async fn wait_pods(api: &Api, name: &str, want: usize, all_bound: bool) -> Vec<V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deployment_spreads_scales_and_is_garbage_collected() {
-    let c = TestCluster::start(1, 5000);
+    let c = TestCluster::with(1, 5000, &[]);
     c.wait_leader(&[1]).await;
     let api = Api::new(&c);
     let _nodes = SimNodes::start(
@@ -391,7 +391,7 @@ async fn deployment_spreads_scales_and_is_garbage_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_selector_pins_and_unschedulable_pods_explain_why() {
-    let c = TestCluster::start(1, 5000);
+    let c = TestCluster::with(1, 5000, &[]);
     c.wait_leader(&[1]).await;
     let api = Api::new(&c);
     let _nodes = SimNodes::start(
@@ -527,7 +527,7 @@ async fn watch_rollout(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_update_respects_max_unavailable_and_records_history() {
-    let c = TestCluster::start(1, 5000);
+    let c = TestCluster::with(1, 5000, &[]);
     c.wait_leader(&[1]).await;
     let api = Api::new(&c);
     let _nodes = SimNodes::start(
@@ -604,7 +604,7 @@ async fn rolling_update_respects_max_unavailable_and_records_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_node_is_marked_and_its_pods_are_replaced_elsewhere() {
-    let c = TestCluster::start_with(1, 5000, &["--node-timeout", "2", "--eviction-delay", "1"]);
+    let c = TestCluster::with(1, 5000, &["--node-timeout", "2", "--eviction-delay", "1"]);
     c.wait_leader(&[1]).await;
     let api = Api::new(&c);
     let nodes = SimNodes::start(
@@ -640,8 +640,17 @@ async fn lost_node_is_marked_and_its_pods_are_replaced_elsewhere() {
     })
     .await;
     let took = stopped.elapsed();
-    // Timeout 2 s after the last heartbeat (sent at most 0.3 s before the stop), plus one pass.
-    assert!(took < Duration::from_secs(5), "NotReady after {took:?}");
+    // Timeout 2 s after the last heartbeat (sent at most 0.3 s before the stop), plus one
+    // pass: the bound is measured by scripts/bench-timings.sh; here only that it is not early.
+    shoal_testkit::timing(
+        "node_not_ready_after_timeout_2s",
+        took,
+        Duration::from_secs(5),
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "NotReady too early, after {took:?}"
+    );
     assert!(n["status"]["conditions"].is_array());
     let events = api.list("Event", "default").await.unwrap();
     assert!(
@@ -701,7 +710,7 @@ async fn lost_node_is_marked_and_its_pods_are_replaced_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_completes_under_a_new_leader_after_sigkill() {
-    let mut c = TestCluster::start(3, 5000);
+    let mut c = TestCluster::with(3, 5000, &[]);
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let api = Api::new(&c);
     let _nodes = SimNodes::start(

@@ -473,9 +473,12 @@ fn clusterip_balances_tcp_and_udp_follows_updates_and_rejects_without_endpoints(
         tcp_err.expect_err("no backends").kind(),
         ErrorKind::ConnectionRefused
     );
-    // Refused, not timed out: well under the 3 s connect timeout even on a
-    // loaded machine (the benchmark records the real figure).
-    assert!(tcp_took < Duration::from_secs(1), "{tcp_took:?}");
+    // Refused (the error kind above), not timed out; the time is a benchmark figure.
+    shoal_testkit::timing(
+        "net_tcp_refused_empty_service",
+        tcp_took,
+        Duration::from_secs(1),
+    );
     let udp_err = in_netns(&t.client, || udp_get(sa(VIP_EMPTY, UDP_PORT)));
     assert_eq!(
         udp_err.expect_err("no backends").kind(),
@@ -671,8 +674,8 @@ fn isolation_of_protected_ports_and_node_dns() {
     });
     println!("NXDOMAIN in {took:?}");
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
-    // Answered, not timed out (a resolver waits seconds for a silent server).
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Answered (the NXDOMAIN code above), not timed out; the time is a benchmark figure.
+    shoal_testkit::timing("net_dns_nxdomain", took, Duration::from_secs(1));
     let m = in_netns(&t.client, move || {
         tcp_dns(dns_addr, "WEB.default.svc.shoal.local.").expect("tcp dns")
     });
@@ -701,7 +704,11 @@ fn isolation_of_protected_ports_and_node_dns() {
         String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
         "{out:?}"
     );
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    shoal_testkit::timing(
+        "net_busybox_nslookup_nxdomain",
+        took,
+        Duration::from_secs(1),
+    );
 
     in_netns(&t.node, || nft::remove("shoal")).expect("remove");
     assert_eq!(t.nft_tables().trim(), "");
@@ -785,7 +792,7 @@ fn replacing_rules_under_traffic_loses_no_request_and_scales() {
     );
     let last = tcp_counts(&t.client, sa(Ipv4Addr::new(10, 96, 13, 250), TCP_PORT), 30);
     assert_eq!(names(&last), ["pod1", "pod2", "pod3"], "{last:?}");
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    shoal_testkit::timing("net_nft_apply_1005_services", took, Duration::from_secs(10));
     in_netns(&t.node, || nft::remove("shoal")).expect("remove");
     assert_eq!(t.nft_tables().trim(), "");
 }
@@ -981,14 +988,26 @@ fn node_dns_forwards_to_a_real_upstream_caches_and_fails_fast() {
     dnsmasq.take();
     let (m, took) = ask("www.world.test.");
     assert_eq!(a_of(&m), vec![www], "cache hit with the upstream down");
-    assert!(took < Duration::from_millis(300), "{took:?}");
+    shoal_testkit::timing(
+        "net_dns_cache_hit_upstream_down",
+        took,
+        Duration::from_millis(300),
+    );
     let (m, took) = ask("api.world.test.");
     println!("SERVFAIL with the upstream down in {took:?}");
     assert_eq!(m.response_code(), ResponseCode::ServFail);
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    shoal_testkit::timing(
+        "net_dns_servfail_upstream_down",
+        took,
+        Duration::from_secs(2),
+    );
     let (m, took) = ask("web.default.svc.shoal.local.");
     assert_eq!(a_of(&m), vec![VIP]);
-    assert!(took < Duration::from_millis(300), "{took:?}");
+    shoal_testkit::timing(
+        "net_dns_cluster_name_upstream_down",
+        took,
+        Duration::from_millis(300),
+    );
     let (m, _) = ask("nope.default.svc.shoal.local.");
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
     let start = Instant::now();
@@ -999,5 +1018,9 @@ fn node_dns_forwards_to_a_real_upstream_caches_and_fails_fast() {
         .expect("busybox nslookup");
     println!("busybox nslookup failed in {:?}: {out:?}", start.elapsed());
     assert!(!out.status.success(), "{out:?}");
-    assert!(start.elapsed() < Duration::from_secs(3));
+    shoal_testkit::timing(
+        "net_busybox_nslookup_servfail",
+        start.elapsed(),
+        Duration::from_secs(3),
+    );
 }

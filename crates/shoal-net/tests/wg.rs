@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use shoal_testkit::eventually;
+
 use nix::sched::CloneFlags;
 use shoal_net::wg::{Engine, KeyPair, Overlay, Peer, PeerState, UAPI_DIR};
 
@@ -41,18 +43,18 @@ fn succeeds(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
-/// Polls `f` until it returns `Some`, panicking with `what` after `timeout`.
-fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(50));
+/// Runs a command and returns its status and output as one line (the last value seen
+/// when waiting for it to succeed).
+fn attempt(args: &[&str]) -> Result<(), String> {
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "{args:?}: {}: {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("spawn {args:?}: {e}")),
     }
 }
 
@@ -214,10 +216,7 @@ impl Cluster {
         eventually(
             &format!("ping {} from {ns}", POD_GW[to]),
             Duration::from_secs(15),
-            || {
-                succeeds(&["ip", "netns", "exec", ns, "ping", "-c1", "-W1", POD_GW[to]])
-                    .then_some(())
-            },
+            || attempt(&["ip", "netns", "exec", ns, "ping", "-c1", "-W1", POD_GW[to]]),
         );
     }
 
@@ -469,10 +468,14 @@ fn two_nodes(a: Engine, b: Engine, tag: &str) {
             let _ = tx.send(line);
         }
     });
+    let mut said = Vec::new();
     eventually("tcpdump listening", Duration::from_secs(10), || {
-        rx.try_iter()
-            .any(|l| l.contains("listening on"))
-            .then_some(())
+        said.extend(rx.try_iter());
+        if said.iter().any(|l| l.contains("listening on")) {
+            Ok(())
+        } else {
+            Err(format!("tcpdump stderr so far: {said:?}"))
+        }
     });
 
     c.ping(0, 1);

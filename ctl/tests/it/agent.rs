@@ -2,68 +2,53 @@
 //! real busybox container (imported with `shoalctl image import`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Controller, Watcher, eventually, free_port, shoalctl_bin};
+use shoal_testkit::Proc;
 
-/// The agent binary: `SHOAL_AGENT_BIN`, else next to `shoalctl` (same target directory).
+use crate::harness::{Controller, eventually, free_port, shoalctl_bin, watcher};
+
+/// The agent binary (`$SHOAL_AGENT_BIN`, else in the test binary's target directory).
 fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let sibling = shoalctl_bin().with_file_name("shoal-agent");
-    assert!(
-        sibling.exists(),
-        "no shoal-agent binary: build it (`cargo build -p shoal-agent`) or set SHOAL_AGENT_BIN"
-    );
-    sibling
+    shoal_testkit::bin("shoal-agent")
 }
 
 /// A running agent; killed (by PID) on drop, then `--cleanup` removes its pods.
 struct Agent {
-    child: Option<Child>,
+    proc: Option<Proc>,
     data: PathBuf,
-    log: PathBuf,
 }
 
 impl Agent {
     fn start(c: &Controller, node: &str) -> Agent {
         let data = c.dir.path().join("agent");
         let log = c.dir.path().join("agent.log");
-        let child = Command::new(agent_bin())
-            .args(["--name", node, "--controller", &c.addr, "--listen"])
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["--name", node, "--controller", &c.addr, "--listen"])
             .arg(format!("127.0.0.1:{}", free_port()))
             // Agents of these tests share the host's network namespace: no pod network.
             .args(["--network", "none"])
             .args(["--heartbeat-interval", "0.5", "--log", "info", "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .arg(&data);
         Agent {
-            child: Some(child),
+            proc: Some(Proc::spawn("shoal-agent", &mut cmd, &log)),
             data,
-            log,
         }
     }
 
-    fn log_tail(&self) -> String {
-        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+    /// The agent's state (running or exit status) and last log lines.
+    fn log_tail(&mut self) -> String {
+        self.proc.as_mut().map(|p| p.report(20)).unwrap_or_default()
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
         }
         match Command::new(agent_bin())
             .args(["--cleanup", "--network", "none"])
@@ -96,7 +81,7 @@ fn logs_exec_and_top_through_a_real_agent() {
     .expect("build the busybox image tarball (needs Debian's busybox-static)");
     c.ctl(&["image", "import", tarball.to_str().unwrap()]).ok();
     let node = format!("ctl-agent-{}", std::process::id());
-    let agent = Agent::start(&c, &node);
+    let mut agent = Agent::start(&c, &node);
     let pod = json!({
         "apiVersion": "shoal/v1", "kind": "Pod",
         "metadata": {"name": "talker"},
@@ -120,7 +105,7 @@ fn logs_exec_and_top_through_a_real_agent() {
     });
 
     // Follow: the line written seconds later arrives on the open stream.
-    let mut follow = Watcher::start(&c.addr, &["logs", "-f", "talker"]);
+    let mut follow = watcher(&c.addr, &["logs", "-f", "talker"]);
     follow.expect("line-1", |l| l == "line-1");
     follow.expect("late", |l| l == "late");
     assert_eq!(follow.seen, ["line-1", "line-2", "line-3", "late"]);

@@ -1,7 +1,7 @@
 //! A 3-member controller cluster: commands and a running watch survive losing the
 //! member shoalctl is connected to.
 
-use crate::harness::{Cluster, Watcher, workspace};
+use crate::harness::{Cluster, watcher, workspace};
 
 fn pod(name: &str) -> String {
     format!(
@@ -41,7 +41,7 @@ fn commands_fail_over_when_a_member_dies() {
 #[test]
 fn watch_resumes_on_the_next_member() {
     let mut c = Cluster::start(3);
-    let mut w = Watcher::start(
+    let mut w = watcher(
         &c.server_list(),
         &["get", "pods", "-w", "--output-watch-events"],
     );

@@ -1,105 +1,56 @@
-//! Starts a one-member controller (killed on drop) and runs `shoalctl` against it.
+//! shoalctl's tests run the real binary against real controllers from the one test kit
+//! (`shoal-testkit`): a one-member [`Controller`] or an n-member [`Cluster`] (member 1 forms
+//! it, the others `--join` and are added with `AddMember`), every process owned from its
+//! spawn and killed on drop. Watchers (`get -w`, `logs -f`, `rollout status`) are the kit's
+//! [`Watcher`]: their stderr and exit status are part of every failure message.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+use shoal_testkit::ControllerCluster;
+pub use shoal_testkit::{Watcher, eventually, free_port};
 
 /// The `shoalctl` binary under test.
 pub fn shoalctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shoalctl"))
 }
 
-/// The controller binary: `SHOAL_CONTROLLER_BIN`, else next to `shoalctl` (same target
-/// directory), else `<workspace>/target/debug/shoal-controller`.
+/// The controller binary (`$SHOAL_CONTROLLER_BIN`, else next to the test binary's target
+/// directory: `cargo build -p shoal-controller` first).
 pub fn controller_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_CONTROLLER_BIN") {
-        return PathBuf::from(p);
-    }
-    let sibling = shoalctl_bin().with_file_name("shoal-controller");
-    if sibling.exists() {
-        return sibling;
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shoal-controller");
-    assert!(
-        ws.exists(),
-        "no shoal-controller binary: build it (`cargo build -p shoal-controller`) or set SHOAL_CONTROLLER_BIN"
-    );
-    ws
+    shoal_testkit::bin("shoal-controller")
 }
 
 /// The workspace root (for `examples/`).
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    shoal_testkit::workspace_root()
 }
 
-/// A port nothing listens on right now (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// Polls `f` until it returns `Ok`, or panics after `timeout` with the last error.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// One running controller; the process is killed (by PID) and reaped on drop.
+/// One running controller (a one-member cluster), killed on drop.
 #[derive(Debug)]
 pub struct Controller {
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    child: Option<Child>,
-    /// Holds the data directory and logs.
+    /// The test's scratch directory (manifests, agent data).
     pub dir: tempfile::TempDir,
+    /// Owns the process (killed on drop; its log is printed when the test panics).
+    _cluster: ControllerCluster,
 }
 
 impl Controller {
     /// Starts a fresh one-member controller and waits until it serves linearizable reads.
     pub fn start() -> Controller {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
-        let child = Command::new(controller_bin())
-            .args(["--id", "1", "--listen", &addr, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("SHOAL_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", controller_bin().display()));
-        let c = Controller {
-            addr,
-            child: Some(child),
-            dir,
-        };
-        eventually(
-            "the controller to elect itself and serve",
-            Duration::from_secs(30),
-            || {
-                let out = c.ctl(&["get", "pods"]);
-                if out.code == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("{}; log: {}", out.stderr, c.log_tail()))
-                }
-            },
-        );
-        c
+        Self::start_with(&[])
+    }
+
+    /// [`Controller::start`] with extra controller flags.
+    pub fn start_with(args: &[&str]) -> Controller {
+        let cluster = ControllerCluster::start_args(1, args);
+        Controller {
+            addr: cluster.addr(1),
+            dir: tempfile::tempdir().expect("tempdir"),
+            _cluster: cluster,
+        }
     }
 
     /// Runs `shoalctl --server ADDR ARGS…`.
@@ -112,109 +63,53 @@ impl Controller {
         run_ctl(&self.addr, args, Some(stdin))
     }
 
-    /// The last lines of the controller's log (for failure messages).
-    pub fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
     /// Writes a file into the test's directory and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
+            std::fs::create_dir_all(parent).expect("mkdir");
         }
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, text).expect("write");
         p
     }
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A controller cluster of `n` members formed with `cluster add-member`; every process is
-/// killed (by PID) and reaped on drop.
+/// A controller cluster of `n` members; every process is killed (by PID) and reaped on drop.
 #[derive(Debug)]
 pub struct Cluster {
     /// Member addresses; member `i + 1` listens on `addrs[i]`.
     pub addrs: Vec<String>,
-    children: Vec<Option<Child>>,
-    dir: tempfile::TempDir,
+    cluster: ControllerCluster,
 }
 
 impl Cluster {
-    /// Starts `n` members as an operator would: member 1 forms the cluster, the others start
-    /// with `--join` and are added one by one with `shoalctl cluster add-member`.
-    pub fn start(n: usize) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster {
-            addrs: Vec::new(),
-            children: Vec::new(),
-            dir,
-        };
-        for id in 1..=n {
-            c.spawn_member(id);
-            if id == 1 {
-                eventually("a leader", Duration::from_secs(30), || {
-                    let out = c.ctl(&["cluster", "status"]);
-                    if out.code == 0 && !out.stdout.starts_with("Leader: <none>") {
-                        Ok(())
-                    } else {
-                        Err(format!("{out:?}"))
-                    }
-                });
-            } else {
-                let member = format!("{id}={}", c.addrs[id - 1]);
-                eventually(
-                    &format!("adding member {id}"),
-                    Duration::from_secs(30),
-                    || {
-                        let out = run_ctl(&c.addrs[0], &["cluster", "add-member", &member], None);
-                        if out.code == 0 {
-                            Ok(())
-                        } else {
-                            Err(format!("{out:?}"))
-                        }
-                    },
-                );
-            }
+    /// Starts `n` members as an operator would: member 1 forms the cluster, the others
+    /// start with `--join` and are added one by one.
+    pub fn start(n: u64) -> Cluster {
+        let cluster = ControllerCluster::start(n);
+        Cluster {
+            addrs: cluster.addrs(),
+            cluster,
         }
-        c
     }
 
-    /// Starts member `id` (the next one: `addrs.len() + 1`) on a new port with an empty data
-    /// dir; every member after the first gets `--join` member 1.
-    pub fn spawn_member(&mut self, id: usize) -> String {
-        assert_eq!(id, self.addrs.len() + 1, "members are started in order");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let id_s = id.to_string();
-        let log = std::fs::File::create(self.dir.path().join(format!("c{id}.log"))).unwrap();
-        let mut cmd = Command::new(controller_bin());
-        cmd.args(["--id", &id_s, "--listen", &addr, "--data-dir"])
-            .arg(self.dir.path().join(format!("c{id}")))
-            .env("SHOAL_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if id > 1 {
-            cmd.args(["--join", &self.addrs[0]]);
-        }
-        self.children.push(Some(cmd.spawn().unwrap()));
+    /// Starts member `id` (the next one: `addrs.len() + 1`) on a new port with an empty
+    /// data dir and `--join` member 1, without adding it; returns its address.
+    pub fn spawn_member(&mut self, id: u64) -> String {
+        assert_eq!(
+            id as usize,
+            self.addrs.len() + 1,
+            "members are started in order"
+        );
+        let addr = self.cluster.new_member(id);
+        self.cluster.start_member(id);
         self.addrs.push(addr.clone());
         addr
     }
 
     /// The test's scratch directory.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+    pub fn dir(&self) -> &Path {
+        self.cluster.dir()
     }
 
     /// All addresses, comma-separated (for `--server`).
@@ -233,40 +128,8 @@ impl Cluster {
     }
 
     /// SIGKILLs member `id` (1-based) and reaps it.
-    pub fn kill(&mut self, id: usize) {
-        if let Some(mut c) = self.children[id - 1].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The last lines of every member's log.
-    pub fn logs(&self) -> String {
-        (1..=self.addrs.len())
-            .map(|id| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("c{id}.log")))
-                    .unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                format!(
-                    "---- member {id} ----\n{}",
-                    lines[lines.len().saturating_sub(15)..].join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for c in self.children.iter_mut().filter_map(Option::take) {
-            let mut c = c;
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    pub fn kill(&mut self, id: u64) {
+        self.cluster.kill(id);
     }
 }
 
@@ -319,20 +182,20 @@ pub fn run_ctl(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
         Stdio::null()
     });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().expect("spawn shoalctl");
     if let Some(text) = stdin {
         child
             .stdin
             .take()
-            .unwrap()
+            .expect("piped stdin")
             .write_all(text.as_bytes())
-            .unwrap();
+            .expect("write shoalctl stdin");
     }
     let Output {
         status,
         stdout,
         stderr,
-    } = child.wait_with_output().unwrap();
+    } = child.wait_with_output().expect("wait for shoalctl");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -340,82 +203,13 @@ pub fn run_ctl(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
-/// A running `shoalctl get … -w`; killed on drop if still running.
-pub struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far.
-    pub seen: Vec<String>,
-}
-
-impl Watcher {
-    /// Starts `shoalctl --server SERVER ARGS…`, reading its stdout line by line.
-    pub fn start(server: &str, args: &[&str]) -> Watcher {
-        let mut child = Command::new(shoalctl_bin())
-            .arg("--server")
-            .arg(server)
-            .args(args)
-            .env_remove("SHOAL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line satisfying `pred`; panics with everything seen after `timeout`.
-    pub fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line with {what} within 20s; saw: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Sends SIGINT (as Ctrl-C does) and returns the exit code.
-    pub fn interrupt(mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "shoalctl did not stop on SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs `shoalctl --server SERVER ARGS…` as a [`Watcher`] (stdout read line by line; stderr
+/// and exit status reported on failure).
+pub fn watcher(server: &str, args: &[&str]) -> Watcher {
+    let mut cmd = Command::new(shoalctl_bin());
+    cmd.arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("SHOAL_SERVER");
+    Watcher::spawn(&format!("shoalctl {}", args.join(" ")), &mut cmd)
 }

@@ -1,6 +1,6 @@
 //! `get -w`: the list, then one row per change, until Ctrl-C (exit 0).
 
-use crate::harness::{Controller, Watcher};
+use crate::harness::{Controller, watcher};
 
 fn pod(name: &str) -> String {
     format!(
@@ -12,7 +12,7 @@ fn pod(name: &str) -> String {
 fn watch_prints_the_list_then_a_row_per_change() {
     let c = Controller::start();
     c.ctl_stdin(&["apply", "-f", "-"], &pod("first")).ok();
-    let mut w = Watcher::start(&c.addr, &["get", "pods", "-w", "--output-watch-events"]);
+    let mut w = watcher(&c.addr, &["get", "pods", "-w", "--output-watch-events"]);
     let header = w.expect("the header", |l| l.starts_with("EVENT "));
     assert_eq!(
         header.split_whitespace().collect::<Vec<_>>(),
@@ -43,8 +43,8 @@ fn watch_of_an_empty_list_and_by_name() {
     c.ctl_stdin(&["apply", "-f", "-"], &pod("wanted")).ok();
     // An empty list prints nothing; rows start with the first change. Writes that race
     // with the watcher's start are either in its list or after its revision: never lost.
-    let mut all = Watcher::start(&c.addr, &["-n", "empty", "get", "pods", "-w"]);
-    let mut one = Watcher::start(&c.addr, &["get", "pods", "wanted", "-w", "-o", "name"]);
+    let mut all = watcher(&c.addr, &["-n", "empty", "get", "pods", "-w"]);
+    let mut one = watcher(&c.addr, &["get", "pods", "wanted", "-w", "-o", "name"]);
     assert_eq!(
         one.expect("the listed pod", |l| l.starts_with("pod/")),
         "pod/wanted"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Controller, Watcher, eventually};
+use crate::harness::{Controller, eventually, watcher};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -162,7 +162,10 @@ fn cordon_and_uncordon_toggle_unschedulable() {
 
 #[test]
 fn drain_cordons_and_deletes_only_what_it_may() {
-    let c = Controller::start();
+    // The simulated nodes send no heartbeat: a node timeout longer than the test keeps them
+    // Ready, so that "the cordoned node gets no pod" is about the cordon and not about the
+    // node having gone NotReady (checked at the end, with a positive control).
+    let c = Controller::start_with(&["--node-timeout", "3600"]);
     let node = "drain-n1";
     let f = c.write("n.json", &sim_node(node));
     c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
@@ -198,6 +201,11 @@ fn drain_cordons_and_deletes_only_what_it_may() {
     );
     assert_eq!(pods_on(&c, node).len(), 3, "nothing may be deleted");
 
+    // The positive control: an uncordoned node of the same kind, which must get the
+    // replacements the cordoned one may not.
+    let control = "drain-n2";
+    let f = c.write("n2.json", &sim_node(control));
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
     let run = c.ctl(&["drain", node, "--force", "--timeout", "30s"]);
     assert!(
         run.stderr
@@ -221,16 +229,28 @@ fn drain_cordons_and_deletes_only_what_it_may() {
             .all(|p| !old.contains(&p["metadata"]["uid"].as_str().unwrap_or(""))),
         "drained pods still bound: {now:?}"
     );
-    // The deployment replaces its pods; the cordoned node gets none of them.
-    eventually("replacement pods", Duration::from_secs(20), || {
-        let v = get(&c, &["pods", "-l", "app=drained"]);
-        let items = v["items"].as_array().cloned().unwrap_or_default();
-        if items.len() == 2 && items.iter().all(|p| p["spec"]["nodeName"] != node) {
-            Ok(())
-        } else {
-            Err(format!("{items:?}"))
-        }
-    });
+    // The deployment replaces its pods on the control node; the cordoned node gets none.
+    eventually(
+        "replacement pods on the control node",
+        Duration::from_secs(20),
+        || {
+            let v = get(&c, &["pods", "-l", "app=drained"]);
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            if items.len() == 2 && items.iter().all(|p| p["spec"]["nodeName"] == control) {
+                Ok(())
+            } else {
+                Err(format!("{items:?}"))
+            }
+        },
+    );
+    // Still Ready: the cordon, not a lost node, kept the pods away.
+    let n = get(&c, &[&format!("node/{node}")]);
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["status"].clone());
+    assert_eq!(ready, Some(json!("True")), "{n}");
+    assert_eq!(n["spec"]["unschedulable"], true, "{n}");
 }
 
 /// Marks every pod bound to `node` Running with Ready=True, as its agent would.
@@ -283,7 +303,7 @@ fn rollout_status_waits_for_available_replicas() {
         "{e}"
     );
 
-    let mut w = Watcher::start(&c.addr, &["rollout", "status", "deploy/rolled"]);
+    let mut w = watcher(&c.addr, &["rollout", "status", "deploy/rolled"]);
     w.expect("a waiting line", |l| {
         l.starts_with("Waiting for deployment \"rolled\" rollout to finish: ")
     });

@@ -100,14 +100,14 @@ fn limit_files_hold_the_values_and_the_container_sees_them() {
         .collect()
     };
     eventually(
-        Duration::from_secs(10),
         "the container's view of its limits",
+        Duration::from_secs(10),
         || {
             let l = t.log_lines("lim-c");
             if l.len() >= want.len() {
                 Ok(())
             } else {
-                Err(l)
+                Err(format!("{l:?}"))
             }
         },
     );
@@ -134,12 +134,12 @@ fn pids_limit_stops_a_fork_loop() {
     spec.resources.pids = Some(20);
     spec.grace_period = Duration::from_millis(100);
     t.rt.create_and_start(&pod, spec).expect("start");
-    eventually(Duration::from_secs(20), "the loop to finish", || {
+    eventually("the loop to finish", Duration::from_secs(20), || {
         let l = t.log_lines("pids-c");
         if l.contains(&"stdout done".to_string()) {
             Ok(())
         } else {
-            Err(l)
+            Err(format!("{l:?}"))
         }
     });
     let current: u64 = fs::read_to_string(cgroup_file(&t, "pids-c", "pids", "pids.current"))
@@ -192,9 +192,13 @@ fn cgroup_v2_path_on_a_real_cgroup2_mount() {
         format!("stdout 0::/{}/v2-c", t.cgroup_parent),
         "stdout view-ok".to_string(),
     ];
-    eventually(Duration::from_secs(10), "the container's view", || {
+    eventually("the container's view", Duration::from_secs(10), || {
         let l = t.log_lines("v2-c");
-        if l == want { Ok(()) } else { Err(l) }
+        if l == want {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
     });
     t.rt.stop("v2-c", Duration::from_millis(100)).expect("stop");
     assert!(!dir.exists(), "cgroup removed after exit");

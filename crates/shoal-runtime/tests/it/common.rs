@@ -2,7 +2,7 @@
 //! parent, the busybox image, and cleanup of everything on drop.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_runtime::cgroup::CgroupLayout;
 use shoal_runtime::{
@@ -14,24 +14,7 @@ pub fn helper_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shoal-runtime-helper"))
 }
 
-/// Polls `f` until it returns `Some`, panicking with `what` and the last
-/// observation after `timeout`.
-pub fn eventually<T, O: std::fmt::Debug>(
-    timeout: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Result<T, O>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last seen: {last:?}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
+pub use shoal_testkit::eventually;
 
 /// A runtime for one test; removes its containers, pods, cgroups and data on drop.
 pub struct TestRuntime {

@@ -12,12 +12,12 @@ fn running(t: &TestRuntime, id: &str) {
     let mut spec = t.sh(id, "echo ready; exec sleep 60");
     spec.grace_period = Duration::from_millis(100);
     t.rt.create_and_start(&pod, spec).expect("start");
-    eventually(Duration::from_secs(10), "ready", || {
+    eventually("ready", Duration::from_secs(10), || {
         let l = t.log_lines(id);
         if l == ["stdout ready"] {
             Ok(())
         } else {
-            Err(l)
+            Err(format!("{l:?}"))
         }
     });
 }

@@ -75,9 +75,13 @@ fn follow_sees_new_lines_and_ends_with_the_container() {
         max_files: 20,
     };
     t.rt.create_and_start(&pod, spec).expect("start");
-    eventually(Duration::from_secs(10), "the first lines", || {
+    eventually("the first lines", Duration::from_secs(10), || {
         let l = t.log_lines("follow-c");
-        if l.len() >= 2 { Ok(()) } else { Err(l) }
+        if l.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
     });
     let reader =
         t.rt.logs(

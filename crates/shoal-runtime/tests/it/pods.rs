@@ -52,7 +52,7 @@ fn containers_of_a_pod_share_localhost_and_empty_dir() {
             .expect("server");
     assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{st:?}");
     let received = pod.volume_dir("shared").join("received");
-    eventually(Duration::from_secs(5), "the server's file", || {
+    eventually("the server's file", Duration::from_secs(5), || {
         fs::read_to_string(&received)
             .map_err(|e| e.to_string())
             .and_then(|s| {
@@ -85,7 +85,7 @@ fn containers_of_a_pod_share_localhost_and_empty_dir() {
     assert!(!dir.exists());
     // The detached cleaner unmounts the namespace and deletes the files.
     let data = t.dir.path().to_path_buf();
-    eventually(Duration::from_secs(10), "the trash to be emptied", || {
+    eventually("the trash to be emptied", Duration::from_secs(10), || {
         let left: Vec<_> = fs::read_dir(data.join("trash"))
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)

@@ -369,15 +369,15 @@ async fn writes_resume_after_the_leader_is_lost_and_acknowledged_writes_survive(
         .collect();
     // key -> time acknowledged
     let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-    let stop_at = Instant::now() + Duration::from_secs(6);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for (wi, id) in survivors.iter().flat_map(|id| [*id, *id]).enumerate() {
         let s: Store = c.store(id);
-        let acked = acked.clone();
+        let (acked, stop) = (acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             let mut i = 0u64;
-            while Instant::now() < stop_at {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("Pod/default/w{wi}-{i}");
                 // Create: a write applied twice would come back as AlreadyExists.
                 match s.write(vec![create(&key, "x")]).await {
@@ -389,10 +389,40 @@ async fn writes_resume_after_the_leader_is_lost_and_acknowledged_writes_survive(
             errors
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = acked.lock().expect("lock").len();
+    let before = eventually("writes before the kill", Duration::from_secs(20), || {
+        let n = acked.lock().expect("lock").len();
+        async move {
+            if n >= 20 {
+                Ok(n)
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        }
+    })
+    .await;
     let killed_at = Instant::now();
     c.kill(old_leader).await;
+    eventually(
+        "writes resumed on the new leader",
+        Duration::from_secs(30),
+        || {
+            let n = acked
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|(_, t)| *t > killed_at)
+                .count();
+            async move {
+                if n > 10 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} acknowledged after the kill"))
+                }
+            }
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut errors = Vec::new();
     for w in writers {
         errors.extend(w.await.expect("writer task"));

@@ -5,5 +5,4 @@ mod cluster;
 mod crash;
 mod membership;
 mod suite;
-mod throughput;
 mod util;

@@ -1,7 +1,6 @@
 //! Test helpers: a cluster of in-process members on loopback, polling with deadlines.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -9,7 +8,6 @@ use shoal_store::testing::{Member, bind_loopback, spawn_member_on};
 use shoal_store::{Store, StoreConfig};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 /// Installs a log subscriber once (filter with RUST_LOG).
 pub fn init_logs() {
@@ -19,25 +17,7 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Polls `f` until it returns `Some`, panicking with the last observation after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) => {
-                if Instant::now() > deadline {
-                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+pub use shoal_testkit::eventually_async as eventually;
 
 /// A pod-like object.
 pub fn pod(name: &str, image: &str) -> Value {

@@ -1,0 +1,61 @@
+//! The one test kit of Shoal's test suites (a dev-dependency only: no binary or library
+//! of Shoal may depend on it).
+//!
+//! It owns what every suite needs and used to write for itself:
+//!
+//! - [`eventually`] / [`eventually_async`]: poll a condition with a deadline; on failure
+//!   the panic names what was awaited and the last value seen.
+//! - [`free_port`], [`bin`] / [`bin_dir`] / [`workspace_root`]: ports and the binaries
+//!   under test.
+//! - [`Proc`]: a process owned by a test from its spawn (killed by PID and reaped on
+//!   drop), whose exit status and log tail go into every failure report; [`Watcher`]: a
+//!   long-running command read line by line whose stderr and exit status are part of
+//!   every failure message.
+//! - [`ControllerCluster`]: real `shoal-controller` processes on loopback, formed with the
+//!   one membership model (member 1 alone, the others with `--join` then `AddMember`).
+//! - [`NetnsCluster`]: a `deploy/netns-cluster` of network-namespace nodes with a name
+//!   unique to the process, owned (torn down on drop) from before its `up`.
+//! - `image::busybox` (feature `image`): the busybox test image tarball.
+//! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
+//!   another test or another test process.
+//!
+//! It depends on shoal-proto (to form clusters) and, with the `image` feature, on
+//! shoal-runtime's test image code; nothing else of Shoal.
+#![warn(missing_docs)]
+
+mod bins;
+mod controller;
+#[cfg(feature = "image")]
+pub mod image;
+mod names;
+mod netns;
+mod process;
+mod wait;
+
+pub use bins::{bin, bin_dir, workspace_root};
+pub use controller::{ControllerCluster, Member, grpc_client};
+pub use names::unique_name;
+pub use netns::NetnsCluster;
+pub use process::{Proc, Watcher, log_tail};
+pub use wait::{eventually, eventually_async};
+
+/// A loopback TCP port nothing listens on right now (bound, then released: another
+/// process may take it before the caller binds it, which the harnesses accept as rare).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0 for a free port")
+}
+
+/// Reports a measured duration as one line on stderr, `timing: NAME MS ms (budget B ms)`,
+/// instead of asserting an upper bound: wall-clock bounds on a shared 2-core machine fail
+/// for load, not for bugs. `scripts/bench-timings.sh` runs the tests that report timings,
+/// collects these lines and compares them with their budgets (docs/benchmarks.md).
+pub fn timing(name: &str, took: std::time::Duration, budget: std::time::Duration) {
+    eprintln!(
+        "timing: {name} {} ms (budget {} ms)",
+        took.as_millis(),
+        budget.as_millis()
+    );
+}
