@@ -109,7 +109,7 @@ async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
         .with_context(|| format!("connecting to {addr}"))?
         .channel()
         .await?;
-    Ok(ClusterClient::new(ch))
+    Ok(shoal_client::Client::cluster(ch))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

@@ -79,7 +79,8 @@ impl Connection {
         F: FnMut(ClusterClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_on(|ch| request(ClusterClient::new(ch))).await
+        self.call_on(|ch| request(shoal_client::Client::cluster(ch)))
+            .await
     }
 
     /// Runs one request; on a transport failure or UNAVAILABLE retries on the next

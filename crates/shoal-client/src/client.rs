@@ -16,6 +16,9 @@ use crate::{ClientConfig, ClientError, ServerAddr, connect_reason, unreachable};
 
 /// Largest message the Images service sends (blobs come in chunks below this).
 const MAX_IMAGE_MESSAGE: usize = 64 << 20;
+/// Largest `Cluster` answer accepted (a List of a whole kind, a snapshot chunk). tonic's
+/// default of 4 MiB is about 2,000 pods: a List beyond it failed on every retry.
+pub const MAX_CLUSTER_MESSAGE: usize = 512 << 20;
 
 /// A client of the controllers: one channel to the current member at a time, moved to
 /// the next member on a retryable failure ([`crate::retry::classify`]). Cheap to clone;
@@ -214,7 +217,13 @@ impl Client {
         F: FnMut(ClusterClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_on(|ch| f(ClusterClient::new(ch))).await
+        self.call_on(|ch| f(Self::cluster(ch))).await
+    }
+
+    /// A `Cluster` client on `ch` that accepts answers up to [`MAX_CLUSTER_MESSAGE`]: the
+    /// one way to make one (inside [`Client::call_on`], or on a channel of this client).
+    pub fn cluster(ch: Channel) -> ClusterClient<Channel> {
+        ClusterClient::new(ch).max_decoding_message_size(MAX_CLUSTER_MESSAGE)
     }
 
     /// An `Images` client on `ch` that accepts blob chunks (inside [`Client::call_on`]).

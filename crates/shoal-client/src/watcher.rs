@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_api::Resource;
-use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{ListRequest, WatchRequest};
 use tonic::Streaming;
 
@@ -475,7 +474,7 @@ impl<T> Watcher<T> {
                     let req = self.params.list_request(&self.kind);
                     let r = self
                         .client
-                        .attempt(|ch| async move { ClusterClient::new(ch).list(req).await })
+                        .attempt(|ch| async move { Client::cluster(ch).list(req).await })
                         .await;
                     match r {
                         Ok(resp) => {
@@ -499,7 +498,7 @@ impl<T> Watcher<T> {
                     let req = self.params.watch_request(&self.kind, after);
                     let r = self
                         .client
-                        .attempt(|ch| async move { ClusterClient::new(ch).watch(req).await })
+                        .attempt(|ch| async move { Client::cluster(ch).watch(req).await })
                         .await;
                     match r {
                         Ok(s) => {

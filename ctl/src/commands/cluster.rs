@@ -4,7 +4,6 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{
     AddMemberRequest, ClusterStatusRequest, ClusterStatusResponse, RemoveMemberRequest,
     SnapshotRequest,
@@ -23,7 +22,7 @@ pub async fn run(ctx: &mut Context, command: ClusterCommand) -> Result<(), CtlEr
             let (id, address) = parse_member(&member)?;
             // Catching up may outlast the request timeout; the controller bounds the call.
             let ch = ctx.conn().await?.channel_without_deadline().await?;
-            let s = ClusterClient::new(ch)
+            let s = shoal_client::Client::cluster(ch)
                 .add_member(AddMemberRequest {
                     id,
                     address: address.clone(),
@@ -37,7 +36,7 @@ pub async fn run(ctx: &mut Context, command: ClusterCommand) -> Result<(), CtlEr
         ClusterCommand::RemoveMember { id } => {
             let id = parse_id(&id)?;
             let ch = ctx.conn().await?.channel_without_deadline().await?;
-            let s = ClusterClient::new(ch)
+            let s = shoal_client::Client::cluster(ch)
                 .remove_member(RemoveMemberRequest { id })
                 .await
                 .map_err(|s| service_error(&s, None, Service::Workload))?
@@ -107,7 +106,7 @@ async fn save(ctx: &mut Context, file: &Path) -> Result<(), CtlError> {
         std::path::PathBuf::from(name)
     };
     let ch = ctx.conn().await?.channel_without_deadline().await?;
-    let mut stream = ClusterClient::new(ch)
+    let mut stream = shoal_client::Client::cluster(ch)
         .snapshot(SnapshotRequest {})
         .await
         .map_err(|s| service_error(&s, None, Service::Workload))?

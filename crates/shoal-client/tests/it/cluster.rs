@@ -34,6 +34,11 @@ impl Cluster {
     /// Starts `n` members, each serving the cluster API: member 1 forms the cluster and
     /// adds the others.
     pub async fn start(test: &str, n: u64) -> Cluster {
+        Self::start_with(test, n, |_| {}).await
+    }
+
+    /// As [`Cluster::start`], with `tweak` applied to every member's store configuration.
+    pub async fn start_with(test: &str, n: u64, tweak: impl Fn(&mut StoreConfig)) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=n {
@@ -50,6 +55,7 @@ impl Cluster {
                 .expect("tempdir");
             let mut cfg = StoreConfig::new(id, dir.path(), peers[&id].clone());
             cfg.heartbeat_ms = 50;
+            tweak(&mut cfg);
             let member = spawn_member_on(cfg, l).await.expect("spawn member");
             let api_l = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
             let api = api_l.local_addr().expect("api addr");

@@ -187,3 +187,116 @@ async fn watch_resumes_after_an_open_stream_breaks() {
     assert!(w.total_failures() >= 1);
     assert_eq!(w.address(), c.api(3).to_string());
 }
+
+/// A pod whose annotation makes it about `bytes` long (to fill HTTP/2 windows fast).
+fn big_pod(ns: &str, name: &str, bytes: usize) -> String {
+    json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": {"pad": "x".repeat(bytes)}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:latest"}]}
+    })
+    .to_string()
+}
+
+/// A watcher that stops reading while many changes happen falls behind: the member
+/// drops it and says so through gRPC (OUT_OF_RANGE naming the lag, after the events it
+/// could still deliver), and the shared watcher answers by listing again, with every
+/// object in the new list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_is_told_through_grpc_and_lists_again() {
+    // More changes than the member queues for one watcher (history 20 + 1,024 slack in
+    // the store, 256 in the API's stream) plus what the client's HTTP/2 stream window
+    // holds (2 MiB, hyper's default: about 250 of these 8 KiB pods).
+    const PODS: usize = 2500;
+    const PAD: usize = 8 * 1024;
+    let c = Cluster::start_with("lag", 1, |cfg| cfg.watch_history = 20).await;
+    let ns = format!("lag{}", std::process::id());
+    let client = Client::connect(ClientConfig::parse(&c.api(1).to_string()).expect("addr"))
+        .await
+        .expect("connect");
+    let params = ListParams {
+        namespace: ns.clone(),
+        ..ListParams::default()
+    };
+
+    // 1. The raw stream: opened, then not read while the pods are created.
+    let mut raw =
+        shoal_proto::cluster_client::ClusterClient::new(client.channel().await.expect("ch"))
+            .watch(params.watch_request("Pod", 0))
+            .await
+            .expect("open watch")
+            .into_inner();
+    // 2. The shared watcher: listed once (empty), then not polled either.
+    let mut w: Watcher<Value> = Watcher::json(
+        client.clone(),
+        "Pod",
+        params.clone(),
+        Machine::new(Some(DEFAULT_MAX_FAILURES)),
+    );
+    match tokio::time::timeout(STEP, w.next()).await {
+        Ok(Ok(WatchOutput::Listed { items, .. })) => assert!(items.is_empty(), "{items:?}"),
+        other => panic!("first output should be an empty list: {other:?}"),
+    }
+    // Its stream is opened on the next poll; poll once with a short timeout so it is
+    // open (no event can come yet: nothing was written).
+    let none = tokio::time::timeout(Duration::from_millis(300), w.next()).await;
+    assert!(none.is_err(), "no change yet, got {none:?}");
+
+    // Created by 16 writers at once, so the test does not take long.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (client, ns) = (client.clone(), ns.clone());
+        writers.spawn(async move {
+            for i in (w..PODS).step_by(16) {
+                let object_json = big_pod(&ns, &format!("p{i:04}"), PAD);
+                client
+                    .call(|mut cl| {
+                        let r = ObjectRequest {
+                            object_json: object_json.clone(),
+                        };
+                        async move { cl.create(r).await }
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("create p{i:04}: {e}"));
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.expect("writer");
+    }
+
+    // The raw stream delivers what was queued, then ends with OUT_OF_RANGE. Positive
+    // control: it did deliver events (it was open and working), but not all of them.
+    let mut delivered = 0usize;
+    let status = loop {
+        match tokio::time::timeout(STEP, raw.message()).await {
+            Ok(Ok(Some(_))) => delivered += 1,
+            Ok(Ok(None)) => panic!("stream ended without a status after {delivered} events"),
+            Ok(Err(s)) => break s,
+            Err(_) => panic!("stream neither lagged nor ended after {delivered} events"),
+        }
+    };
+    assert!(delivered > 0, "no event before the lag");
+    assert!(
+        delivered < PODS,
+        "all {PODS} events delivered: never lagged"
+    );
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("fell behind"), "{status:?}");
+
+    // The shared watcher: after whatever events it still gets, a re-list with all pods.
+    let mut events = 0usize;
+    let items = loop {
+        match tokio::time::timeout(STEP, w.next()).await {
+            Ok(Ok(WatchOutput::Event { .. })) => events += 1,
+            Ok(Ok(WatchOutput::Listed { items, .. })) => break items,
+            Ok(Err(e)) => panic!("watch failed after {events} events: {e}"),
+            Err(_) => panic!("no re-list within {STEP:?} after {events} events"),
+        }
+    };
+    assert!(
+        events < PODS,
+        "all {PODS} events arrived one by one: never lagged"
+    );
+    assert_eq!(items.len(), PODS, "the re-list holds every pod");
+}
