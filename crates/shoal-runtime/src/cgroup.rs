@@ -135,6 +135,22 @@ pub struct Resources {
     pub pids: Option<u64>,
 }
 
+/// Processes and threads a container may have when its spec sets no pids
+/// limit (a fork bomb stops there instead of exhausting the node's pids).
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+impl Resources {
+    /// These limits with the defaults filled in where none is set
+    /// (today: [`DEFAULT_PIDS_LIMIT`]); [`Cgroup::create`] applies them
+    /// where the pids controller is available.
+    pub fn with_defaults(self) -> Self {
+        Self {
+            pids: Some(self.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
+            ..self
+        }
+    }
+}
+
 /// v1 `cpu.shares` for a request (Kubernetes' formula: 1024 per core, at least 2).
 pub fn cpu_shares(millis: u64) -> u64 {
     (millis * 1024 / 1000).clamp(2, 262_144)
@@ -270,6 +286,12 @@ impl Cgroup {
                 enable_v2_controllers(&cur);
                 let dir = root.join(&self.rel);
                 fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+                // The default pids limit where the controller is enabled.
+                let r = &if dir.join("pids.max").exists() {
+                    r.with_defaults()
+                } else {
+                    *r
+                };
                 for (file, value) in v2_values(r) {
                     write_file(&dir.join(file), &value)?;
                 }
@@ -282,6 +304,11 @@ impl Cgroup {
                 for (_, d) in self.dirs() {
                     fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
                 }
+                let r = &if self.dir_of("pids").is_some() {
+                    r.with_defaults()
+                } else {
+                    *r
+                };
                 for (ctrl, file, value) in v1_values(r) {
                     if let Some(d) = self.dir_of(ctrl) {
                         write_file(&d.join(file), &value)?;
@@ -440,6 +467,20 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_default_pids_limit_applies_only_when_none_is_set() {
+        assert_eq!(
+            Resources::default().with_defaults().pids,
+            Some(DEFAULT_PIDS_LIMIT)
+        );
+        let r = Resources {
+            pids: Some(20),
+            memory_bytes: Some(1 << 20),
+            ..Resources::default()
+        };
+        assert_eq!(r.with_defaults(), r);
+    }
+
     const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
@@ -559,6 +600,11 @@ mod tests {
             "0"
         );
         assert!(!t.path().join("memory/shoal/j/cgroup.procs").exists());
+        assert_eq!(
+            fs::read_to_string(t.path().join("pids/shoal/j/pids.max")).unwrap(),
+            DEFAULT_PIDS_LIMIT.to_string(),
+            "the default pids limit where the controller is mounted"
+        );
         let v2 = Cgroup::new(
             CgroupLayout::V2 {
                 root: t.path().join("v2"),
@@ -570,6 +616,10 @@ mod tests {
         assert_eq!(
             fs::read_to_string(t.path().join("v2/shoal/j/cgroup.procs")).unwrap(),
             "0"
+        );
+        assert!(
+            !t.path().join("v2/shoal/j/pids.max").exists(),
+            "no pids controller enabled here: no default limit written"
         );
     }
 

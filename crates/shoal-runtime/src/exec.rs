@@ -1,7 +1,7 @@
 //! Exec: running a command inside a running container. The caller spawns
 //! `EXE exec DIR SPEC_JSON` (a fresh single-threaded process) with the
 //! stdio it wants (pipes, or a pty slave); that helper joins the container's
-//! cgroup and its ipc, uts, net, pid and mount namespaces, forks (so the
+//! cgroup and its ipc, uts, net, pid, cgroup and mount namespaces, forks (so the
 //! child is inside the pid namespace), and the child becomes the command
 //! with the container's environment and user. The helper exits with the
 //! command's exit code (128 + signal when killed; 125 when exec itself failed).
@@ -107,6 +107,7 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ];
     let mut nss = Vec::new();

@@ -11,33 +11,14 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{Gid, Uid};
 
 use crate::caps;
-use crate::cgroup::CgroupLayout;
+use crate::mounts;
 use crate::state::ContainerConfig;
 
 type R<T> = Result<T, String>;
-
-fn m(
-    src: Option<&Path>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> R<()> {
-    mount(src, target, fstype, flags, data).map_err(|e| {
-        format!(
-            "mount {} on {} ({}): {e}",
-            src.map(|p| p.display().to_string()).unwrap_or_default(),
-            target.display(),
-            fstype.unwrap_or("bind")
-        )
-    })
-}
 
 fn mkdir_p(p: &Path) -> R<()> {
     fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))
@@ -74,227 +55,6 @@ pub fn safe_join(root: &Path, dest: &Path) -> R<PathBuf> {
     Ok(cur)
 }
 
-fn bind(src: &Path, target: &Path, read_only: bool) -> R<()> {
-    m(
-        Some(src),
-        target,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    if read_only {
-        m(
-            None,
-            target,
-            None,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
-            None,
-        )?;
-    }
-    Ok(())
-}
-
-fn ensure_mountpoint(target: &Path, is_dir: bool) -> R<()> {
-    if is_dir {
-        mkdir_p(target)
-    } else {
-        if let Some(p) = target.parent() {
-            mkdir_p(p)?;
-        }
-        if !target.exists() {
-            fs::write(target, b"").map_err(|e| format!("create {}: {e}", target.display()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Sets up the rootfs in the current (new) mount namespace, mounted at `rootfs`.
-fn build_rootfs(cfg: &ContainerConfig, dir: &Path, rootfs: &Path) -> R<()> {
-    m(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
-    let upper = dir.join("upper");
-    let work = dir.join("work");
-    let lower: Vec<String> = cfg
-        .layer_dirs
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
-    if lower.is_empty() {
-        return Err("image has no layers".into());
-    }
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
-    m(
-        Some(Path::new("overlay")),
-        rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&opts),
-    )?;
-
-    // /proc
-    let proc_ = rootfs.join("proc");
-    mkdir_p(&proc_)?;
-    m(
-        Some(Path::new("proc")),
-        &proc_,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
-
-    // /dev
-    let dev = rootfs.join("dev");
-    mkdir_p(&dev)?;
-    m(
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let p = dev.join(name);
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
-            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
-    }
-    let pts = dev.join("pts");
-    mkdir_p(&pts)?;
-    m(
-        Some(Path::new("devpts")),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?;
-    let shm = dev.join("shm");
-    mkdir_p(&shm)?;
-    m(
-        Some(Path::new("shm")),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
-    )?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link))
-            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
-    }
-
-    // /sys read-only, with the container's own cgroups at /sys/fs/cgroup.
-    let sys = rootfs.join("sys");
-    mkdir_p(&sys)?;
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    m(Some(Path::new("sysfs")), &sys, Some("sysfs"), ro, None)?;
-    let cg = sys.join("fs/cgroup");
-    match &cfg.cgroup.layout {
-        CgroupLayout::V2 { root } => bind(&root.join(&cfg.cgroup.rel), &cg, true)?,
-        CgroupLayout::V1 { mounts } => {
-            m(
-                Some(Path::new("tmpfs")),
-                &cg,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=755"),
-            )?;
-            let mut done: Vec<PathBuf> = Vec::new();
-            for mp in mounts.values() {
-                if done.contains(mp) {
-                    continue;
-                }
-                done.push(mp.clone());
-                let name = mp
-                    .file_name()
-                    .ok_or_else(|| format!("cgroup mount {} has no name", mp.display()))?;
-                let t = cg.join(name);
-                mkdir_p(&t)?;
-                bind(&mp.join(&cfg.cgroup.rel), &t, true)?;
-            }
-            m(None, &cg, None, MsFlags::MS_REMOUNT | ro, Some("mode=755"))?;
-        }
-    }
-
-    // /etc files of the pod.
-    for (name, src) in &cfg.etc_files {
-        let t = safe_join(rootfs, &Path::new("/etc").join(name))?;
-        ensure_mountpoint(&t, false)?;
-        bind(src, &t, false)?;
-    }
-
-    // Volumes.
-    for (src, dest, read_only) in &cfg.binds {
-        let t = safe_join(rootfs, dest)?;
-        let is_dir = fs::metadata(src)
-            .map_err(|e| format!("volume source {}: {e}", src.display()))?
-            .is_dir();
-        ensure_mountpoint(&t, is_dir)?;
-        bind(src, &t, *read_only)?;
-    }
-    Ok(())
-}
-
-fn pivot(rootfs: &Path) -> R<()> {
-    nix::unistd::chdir(rootfs).map_err(|e| format!("chdir {}: {e}", rootfs.display()))?;
-    nix::unistd::pivot_root(".", ".")
-        .map_err(|e| format!("pivot_root {}: {e}", rootfs.display()))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("unmount old root: {e}"))?;
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    // Read-only and masked parts of /proc, as Docker does.
-    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
-        let p = Path::new(p);
-        if p.exists() {
-            bind(p, p, true)?;
-        }
-    }
-    for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list"] {
-        let p = Path::new(p);
-        if p.exists() {
-            m(
-                Some(Path::new("/dev/null")),
-                p,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?;
-        }
-    }
-    Ok(())
-}
-
 /// Body of the cloned child. Never returns on success (execve).
 pub(crate) fn container_main(
     cfg: &ContainerConfig,
@@ -323,11 +83,20 @@ pub(crate) fn container_main(
     drop(netns);
     // Every container mounts its overlay on the same empty directory: the
     // mount exists only in the container's own mount namespace.
-    let rootfs = &cfg.rootfs_mountpoint;
-    build_rootfs(cfg, dir, rootfs)?;
     nix::unistd::sethostname(&cfg.hostname)
         .map_err(|e| format!("sethostname {}: {e}", cfg.hostname))?;
-    pivot(rootfs)?;
+    let steps = mounts::plan(&mounts::RootfsInput {
+        rootfs: &cfg.rootfs_mountpoint,
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        layers: &cfg.layer_dirs,
+        cgroup_layout: &cfg.cgroup.layout,
+        cgroup_rel: &cfg.cgroup.rel,
+        etc_files: &cfg.etc_files,
+        binds: &cfg.binds,
+        host_dev: Path::new("/dev"),
+    })?;
+    mounts::apply(&steps)?;
     // Wait until the supervisor has released us (on v2, after moving us
     // into the cgroup while we set up the rootfs).
     let mut b = [0u8; 1];
@@ -336,6 +105,11 @@ pub(crate) fn container_main(
     if n != 1 {
         return Err("supervisor went away before the start".into());
     }
+    // Now in the container's cgroup (v2: the supervisor has moved us): a new
+    // cgroup namespace makes it the root of /proc/self/cgroup and hides the
+    // host's hierarchy above it.
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
     become_process(&cfg.argv, &cfg.env, &cfg.cwd, &cfg.user, false)
 }
 
@@ -382,6 +156,27 @@ fn reset_signal_dispositions() {
             );
         }
     }
+}
+
+/// Open files a container process gets: soft and hard limit (the systemd
+/// and Docker 25+ defaults, 1024 and 524288), never above the hard limit the
+/// agent itself runs with.
+pub const NOFILE_LIMIT: (u64, u64) = (1024, 524_288);
+
+/// The container's (soft, hard) open-files limit when the agent's hard
+/// limit is `current_hard`.
+pub fn nofile_limits(current_hard: u64) -> (u64, u64) {
+    let hard = NOFILE_LIMIT.1.min(current_hard);
+    (NOFILE_LIMIT.0.min(hard), hard)
+}
+
+fn set_default_rlimits() -> R<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, cur_hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit nofile: {e}"))?;
+    let (soft, hard) = nofile_limits(cur_hard);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+        .map_err(|e| format!("setrlimit nofile ({soft}, {hard}): {e}"))
 }
 
 /// Finds `prog` in the container's PATH (inside the current root).
@@ -443,6 +238,7 @@ pub(crate) fn become_process(
         }
     }
 
+    set_default_rlimits()?;
     let mask = caps::default_mask();
     caps::drop_bounding(mask, caps::last_cap()).map_err(|e| e.to_string())?;
     let groups: Vec<Gid> = ids.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -511,6 +307,13 @@ mod tests {
         );
         assert!(safe_join(t.path(), Path::new("/evil/x")).is_err());
         assert!(safe_join(t.path(), Path::new("/a/../../x")).is_err());
+    }
+
+    #[test]
+    fn nofile_limits_never_raise_the_hard_limit() {
+        assert_eq!(nofile_limits(u64::MAX), (1024, 524_288));
+        assert_eq!(nofile_limits(20_000), (1024, 20_000));
+        assert_eq!(nofile_limits(512), (512, 512));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod helper;
 pub mod image;
 pub mod init;
 pub mod logs;
+pub mod mounts;
 pub mod restart;
 pub mod runtime;
 pub mod sandbox;

@@ -110,7 +110,7 @@ fn identity_capabilities_env_and_filesystems() {
         "non-root has no effective caps: {out:?}"
     );
     assert!(
-        out.contains(&"CapBnd:\t00000000a80425fb".to_string()),
+        out.contains(&"CapBnd:\t00000000a00425fb".to_string()),
         "docker default bounding set: {out:?}"
     );
     assert!(out.contains(&"NoNewPrivs:\t1".to_string()), "{out:?}");
@@ -143,7 +143,7 @@ fn identity_capabilities_env_and_filesystems() {
     t.rt.wait("ident-r", Duration::from_secs(20)).expect("wait");
     assert_eq!(
         t.log_lines("ident-r"),
-        vec!["stdout CapEff:\t00000000a80425fb"]
+        vec!["stdout CapEff:\t00000000a00425fb"]
     );
 }
 

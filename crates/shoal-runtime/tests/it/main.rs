@@ -6,6 +6,7 @@ mod cgroups;
 mod common;
 mod containers;
 mod exec;
+mod hardening;
 mod images;
 mod logs;
 mod pods;
