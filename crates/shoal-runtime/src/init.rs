@@ -274,6 +274,8 @@ pub(crate) fn become_process(
     )
     .map_err(|e| format!("sigprocmask: {e}"))?;
 
+    // Last: the filter also refuses calls made above (setns, unshare, …).
+    crate::seccomp::apply_default()?;
     let cprog = CString::new(prog.as_os_str().as_encoded_bytes())
         .map_err(|_| "program path contains NUL".to_string())?;
     let cargs: Vec<CString> = argv

@@ -159,3 +159,33 @@ fn cgroup_namespace_rlimits_and_default_pids_limit() {
     assert!(!has(&out, "stdout cgroup-lines 0"), "{out:?}");
     assert!(has(&out, "stdout cgroup-root 0"), "{out:?}");
 }
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn seccomp_refuses_new_user_namespaces_and_modules() {
+    // Control: the same command works on the host (outside any filter).
+    let host = std::process::Command::new("unshare")
+        .args(["-U", "-r", "true"])
+        .status()
+        .expect("host unshare");
+    assert!(host.success(), "control: unshare -U -r works on the host");
+    let (code, out) = run(
+        "hseccomp",
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; \
+         unshare -U -r true 2>/dev/null && echo userns || echo no-userns; \
+         unshare -U true 2>/dev/null && echo userns2 || echo no-userns2; \
+         echo > /tmp/m.ko; insmod /tmp/m.ko 2>/dev/null && echo module || echo no-module; \
+         (sleep 0 & wait) && echo fork-ok",
+    );
+    assert_eq!(code, Some(0), "{out:?}");
+    for l in [
+        "stdout Seccomp:\t2",
+        "stdout NoNewPrivs:\t1",
+        "stdout no-userns",
+        "stdout no-userns2",
+        "stdout no-module",
+        "stdout fork-ok",
+    ] {
+        assert!(has(&out, l), "{l}: {out:?}");
+    }
+}
