@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod restart;
 pub mod runtime;
 pub mod sandbox;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

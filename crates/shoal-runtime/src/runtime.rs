@@ -106,6 +106,8 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     layout: CgroupLayout,
     images: ImageStore,
+    /// Sealed copy of `supervisor_exe` that helpers are spawned from.
+    helper: crate::sealed_exe::SealedExe,
 }
 
 impl Runtime {
@@ -125,10 +127,14 @@ impl Runtime {
             None => CgroupLayout::detect()?,
         };
         let images = ImageStore::open(cfg.data_dir.join("images"))?;
+        let helper = crate::sealed_exe::SealedExe::copy_of(&cfg.supervisor_exe).map_err(io_err(
+            format!("sealed copy of {}", cfg.supervisor_exe.display()),
+        ))?;
         let rt = Self {
             cfg,
             layout,
             images,
+            helper,
         };
         rt.empty_trash();
         Ok(rt)
@@ -342,7 +348,7 @@ impl Runtime {
         })?;
         crate::util::write_atomic(&dir.join(files::CONFIG), &data)
             .map_err(io_err(format!("write config of {id}")))?;
-        let mut child = Command::new(&self.cfg.supervisor_exe)
+        let mut child = Command::new(self.helper.path())
             .arg("supervise")
             .arg(dir)
             .stdin(Stdio::null())
@@ -557,7 +563,7 @@ impl Runtime {
         if !busy(&trash) || is_locked(&trash.join(".lock")) {
             return;
         }
-        if let Ok(mut c) = Command::new(&self.cfg.supervisor_exe)
+        if let Ok(mut c) = Command::new(self.helper.path())
             .arg("cleanup")
             .arg(&trash)
             .stdin(Stdio::null())
@@ -605,7 +611,7 @@ impl Runtime {
             what: format!("encode exec spec for {id}"),
             source: io::Error::other(e),
         })?;
-        let mut cmd = Command::new(&self.cfg.supervisor_exe);
+        let mut cmd = Command::new(self.helper.path());
         cmd.arg("exec").arg(self.container_dir(id)).arg(json);
         if spec.tty {
             let pty = nix::pty::openpty(None, None).map_err(|e| RuntimeError::Io {

@@ -189,3 +189,42 @@ fn seccomp_refuses_new_user_namespaces_and_modules() {
         assert!(has(&out, l), "{l}: {out:?}");
     }
 }
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn the_helper_binary_cannot_be_overwritten_through_proc_exe() {
+    let t = TestRuntime::new("hexe");
+    let pod = t.pod("hexe-pod");
+    let h =
+        t.rt.create_and_start(&pod, t.sh("hexe-c", "exec sleep 30"))
+            .expect("start");
+    let exe = crate::common::helper_exe();
+    let before = std::fs::read(&exe).expect("helper binary");
+    // The supervisor runs the sealed copy, not the file on disk.
+    let link = format!("/proc/{}/exe", h.supervisor_pid);
+    let target = std::fs::read_link(&link).expect("readlink");
+    assert!(
+        target.to_string_lossy().starts_with("/memfd:shoal-helper"),
+        "{link} -> {target:?}"
+    );
+    // The attack holds the file open and writes once nothing executes it
+    // any more: here even host root cannot (the copy is sealed).
+    let held = std::fs::File::open(&link).expect("open /proc/PID/exe");
+    t.rt.stop("hexe-c", Duration::from_millis(100))
+        .expect("stop");
+    crate::common::eventually("the supervisor to exit", Duration::from_secs(10), || {
+        if std::path::Path::new(&format!("/proc/{}", h.supervisor_pid)).exists() {
+            Err(format!("supervisor {} still running", h.supervisor_pid))
+        } else {
+            Ok(())
+        }
+    });
+    use std::os::fd::AsRawFd;
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", held.as_raw_fd()))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF-overwritten"))
+        .expect_err("write to the held executable");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert_eq!(std::fs::read(&exe).expect("helper binary"), before);
+}
