@@ -400,7 +400,7 @@ impl ImagesService {
     pub fn new(store: Store, data_dir: &Path) -> Result<Self, ImagesError> {
         let local = ImageStore::open(data_dir.join("images"))?;
         let upload_dir = data_dir.join("images-upload");
-        std::fs::create_dir_all(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
+        shoal_files::private_dir(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
         Ok(Self {
             store,
             local,

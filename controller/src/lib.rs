@@ -135,7 +135,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.restore {
         restore_from(file, &cfg)?;
     }
-    std::fs::create_dir_all(&args.data_dir)
+    // 0700, tightened if an older version made it wider (docs/security.md).
+    shoal_files::private_dir(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;

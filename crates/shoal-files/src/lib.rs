@@ -8,9 +8,10 @@
 //!   or the new contents, never a mix or nothing;
 //! - [`private_dir`]: create a data directory (and missing parents) with mode 0700 and
 //!   tighten an existing one (directories made before this rule were 0755);
-//! - [`restrict_umask`]: the daemons' process umask (0077), so that every file the
-//!   controller, the agent and the supervisors create (sled, logs, blobs, layers) is
-//!   private by default; a container's process gets Docker's 0022 back before `execve`;
+//! - [`set_umask`]: a container's process starts with Docker's 0022 whatever the
+//!   daemon's umask is (a systemd `UMask=` must not change modes inside containers).
+//!   The daemons keep their umask: image layers must keep the modes their tar headers
+//!   give, so privacy comes from 0700 data directories and 0600 state files instead;
 //! - [`exposed`]: the check behind "no file under the data directories is readable by
 //!   other users": every entry that another user can reach (each ancestor searchable
 //!   by others) and read, write or search.
@@ -34,8 +35,6 @@ pub const FILE_MODE: u32 = 0o600;
 /// (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`): readable by any user *inside*
 /// the container, but it lives in a 0700 directory, so no user of the host reaches it.
 pub const CONTAINER_READABLE_MODE: u32 = 0o644;
-/// The daemons' umask: nothing they create is group- or world-accessible by default.
-pub const DAEMON_UMASK: u32 = 0o077;
 /// The umask a container's process starts with (Docker's and runc's default).
 pub const CONTAINER_UMASK: u32 = 0o022;
 
@@ -47,31 +46,13 @@ pub const CONTAINER_UMASK: u32 = 0o022;
 /// so that the rename itself survives a power loss. On error the temporary file is
 /// removed and `path` is unchanged.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other(format!("{}: not a file path", path.display())))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = temp_name(dir, path)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed `mode`; an explicit chmod makes it exact.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
+        write_temp(&tmp, data, mode)?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();
@@ -79,6 +60,51 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+}
+
+/// Creates `path` with `data` and `mode`, atomically and durably, only if it does not
+/// exist: the data is written and `fsync`ed to a temporary file which is then
+/// hard-linked to `path` (which fails with [`io::ErrorKind::AlreadyExists`] if another
+/// process made it first), and the directory is `fsync`ed. Never leaves a half-written
+/// `path` (a key file that a crash left empty would stop the node from starting).
+pub fn write_new_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = temp_name(dir, path)?;
+    let result = (|| {
+        write_temp(&tmp, data, mode)?;
+        fs::hard_link(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result.map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))
+}
+
+fn temp_name(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("{}: not a file path", path.display())))?;
+    Ok(dir.join(format!(
+        ".{}.tmp.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+fn write_temp(tmp: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)?;
+    // The umask may have narrowed `mode`; an explicit chmod makes it exact.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 /// `fsync`s a directory, so that entries created, renamed or removed in it are durable.
@@ -107,11 +133,6 @@ pub fn dir_with_mode(dir: &Path, mode: u32) -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("chmod {}: {e}", dir.display())))?;
     }
     Ok(())
-}
-
-/// Sets the process umask to [`DAEMON_UMASK`]; returns the previous one.
-pub fn restrict_umask() -> u32 {
-    set_umask(DAEMON_UMASK)
 }
 
 /// Sets the process umask; returns the previous one.
@@ -235,6 +256,23 @@ mod tests {
     }
 
     #[test]
+    fn write_new_atomic_creates_once() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("wireguard.key");
+        write_new_atomic(&p, b"first", FILE_MODE).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        let e = write_new_atomic(&p, b"second", FILE_MODE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        assert!(e.to_string().contains("wireguard.key"), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(
+            fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "temporary left behind"
+        );
+    }
+
+    #[test]
     fn private_dir_creates_and_tightens() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("a/b");
@@ -289,8 +327,7 @@ mod tests {
     #[test]
     fn umask_is_set_and_restored() {
         let before = set_umask(0o022);
-        let prev = restrict_umask();
-        assert_eq!(prev, 0o022);
-        assert_eq!(set_umask(before), DAEMON_UMASK);
+        assert_eq!(set_umask(0o077), 0o022);
+        assert_eq!(set_umask(before), 0o077);
     }
 }
