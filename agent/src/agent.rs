@@ -186,7 +186,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let endpoint = args.advertise();
     let sys = SysInfo::new("/");
     let dir = args.data_dir.join("agent");
-    std::fs::create_dir_all(dir.join("pods"))
+    shoal_files::private_dir(&dir)
+        .and_then(|()| shoal_files::private_dir(&dir.join("pods")))
         .with_context(|| format!("while creating {}", dir.display()))?;
     let agent = Arc::new(Agent {
         host_ip: crate::args::host_of(&endpoint),
@@ -552,7 +553,11 @@ impl Agent {
                     return;
                 };
                 if let Ok(data) = serde_json::to_vec(&PodMeta::of(&pod)) {
-                    let _ = std::fs::write(self.meta_path(&sandbox), data);
+                    let path = self.meta_path(&sandbox);
+                    if let Err(e) = shoal_files::write_atomic(&path, &data, shoal_files::FILE_MODE)
+                    {
+                        warn!("{e}");
+                    }
                 }
                 let mut cfg = crate::spec::sandbox_config(&pod, &sandbox);
                 if let Some(net) = self.net.get() {

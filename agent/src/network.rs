@@ -111,7 +111,7 @@ pub fn state_dir(data_dir: &Path) -> PathBuf {
 /// Loads (or makes) the node's WireGuard key pair and the Node status entry for it.
 pub fn identity(data_dir: &Path, s: &NetSettings) -> anyhow::Result<(KeyPair, WireguardInfo)> {
     let dir = state_dir(data_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
+    shoal_files::private_dir(&dir).with_context(|| format!("while creating {}", dir.display()))?;
     let key = KeyPair::load_or_create(&dir.join("wireguard.key"))?;
     let info = WireguardInfo {
         public_key: key.public_base64(),
@@ -169,7 +169,7 @@ impl PodNetwork {
         }
         let iface = shoal_net::wg::iface_name(node);
         let iface_file = state_dir(data_dir).join("iface");
-        std::fs::write(&iface_file, &iface)
+        shoal_files::write_atomic(&iface_file, iface.as_bytes(), shoal_files::FILE_MODE)
             .with_context(|| format!("while writing {}", iface_file.display()))?;
         let overlay = overlay_up(&iface, &key, &settings).await?;
         info!(

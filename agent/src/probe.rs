@@ -10,6 +10,31 @@ use std::time::{Duration, Instant};
 use shoal_api::{Container, IntOrString, Probe};
 use shoal_runtime::{ExecSpec, Runtime};
 
+/// Bytes of an exec probe's stdout and of its stderr that the agent keeps (Kubernetes
+/// keeps 10 KiB too): the rest is read and dropped, so the command never blocks on a
+/// full pipe and a command that prints gigabytes costs no memory.
+pub const PROBE_OUTPUT_CAP: usize = 10 * 1024;
+
+/// Reads `r` to its end, keeping the first `cap` bytes; returns them and the total read.
+pub fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (kept, total)
+}
+
 /// The probe bookkeeping of one container and probe kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeState {
@@ -122,12 +147,9 @@ fn exec_probe(rt: &Runtime, id: &str, cmd: &[String], timeout: Duration) -> Resu
         .map_err(|e| e.to_string())?;
     p.stdin = None;
     let drain = |f: Option<std::fs::File>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            if let Some(mut f) = f {
-                let _ = f.read_to_end(&mut out);
-            }
-            out
+        std::thread::spawn(move || match f {
+            Some(f) => read_capped(f, PROBE_OUTPUT_CAP).0,
+            None => Vec::new(),
         })
     };
     let out = drain(p.stdout.take());
@@ -215,6 +237,18 @@ where
 mod tests {
     use super::*;
     use shoal_api::ContainerPort;
+
+    #[test]
+    fn probe_output_is_capped_but_read_to_the_end() {
+        // 50 MiB of output: only the cap is kept, everything is read (the pipe drains).
+        let (kept, total) = read_capped(std::io::repeat(b'x').take(50 << 20), PROBE_OUTPUT_CAP);
+        assert_eq!(kept.len(), PROBE_OUTPUT_CAP);
+        assert_eq!(total, 50 << 20);
+        // Positive control: output under the cap is kept whole.
+        let (kept, total) = read_capped(&b"not ready: disk full\n"[..], PROBE_OUTPUT_CAP);
+        assert_eq!(kept, b"not ready: disk full\n");
+        assert_eq!(total, 21);
+    }
 
     fn probe(delay: i32, period: i32, fail: i32) -> Probe {
         Probe {

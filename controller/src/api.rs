@@ -52,12 +52,15 @@ pub async fn serve(
     data_dir: std::path::PathBuf,
     listener: tokio::net::TcpListener,
     net: NetConfig,
+    max_image_size: u64,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let images = crate::images::ImagesService::new(store.clone(), &data_dir)?.into_server();
+    let images = crate::images::ImagesService::new(store.clone(), &data_dir)?
+        .with_max_image_size(max_image_size)
+        .into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone()).into_server();
     tonic::transport::Server::builder()
         .add_service(ClusterServer::new(ClusterService::new(store.clone(), net)))

@@ -67,6 +67,16 @@ pub enum ImagesError {
     /// The request is malformed (bad reference, bad digest, misplaced tag).
     #[error("{0}")]
     Invalid(String),
+    /// An imported archive is larger than `--max-image-size`.
+    #[error(
+        "import: the image archive is larger than the limit of {limit} bytes ({}); \
+         raise it with the controller's --max-image-size",
+        human_size(*limit)
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// No image or blob by that reference.
     #[error("{0}")]
     NotFound(String),
@@ -110,6 +120,36 @@ pub enum ImagesError {
     Task(String),
 }
 
+/// Default of the controller's `--max-image-size`: 1 GiB per imported archive.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 1 << 30;
+
+/// `1073741824` -> `1 GiB`, `1536` -> `1.5 KiB`.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", units[u])
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Refuses an import once `received` bytes exceed `limit` (checked as bytes arrive, so
+/// an oversized archive is stopped before it fills the disk).
+pub fn check_import_size(received: u64, limit: u64) -> Result<(), ImagesError> {
+    if received > limit {
+        return Err(ImagesError::TooLarge { limit });
+    }
+    Ok(())
+}
+
 fn io_err(path: &Path, source: io::Error) -> ImagesError {
     ImagesError::Io {
         path: path.to_path_buf(),
@@ -121,6 +161,7 @@ fn io_err(path: &Path, source: io::Error) -> ImagesError {
 pub fn to_status(e: &ImagesError) -> Status {
     match e {
         ImagesError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ImagesError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
         ImagesError::NotFound(_) => Status::not_found(e.to_string()),
         ImagesError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
         ImagesError::Import(ImageError::Io { .. }) => Status::internal(e.to_string()),
@@ -389,6 +430,8 @@ pub struct ImagesService {
     store: Store,
     local: ImageStore,
     upload_dir: PathBuf,
+    /// Largest archive accepted by `Import` (`--max-image-size`).
+    max_image_size: u64,
     /// Imports on one controller run one at a time (they share the local image store, which
     /// is emptied after each).
     import_lock: Arc<tokio::sync::Mutex<()>>,
@@ -400,13 +443,20 @@ impl ImagesService {
     pub fn new(store: Store, data_dir: &Path) -> Result<Self, ImagesError> {
         let local = ImageStore::open(data_dir.join("images"))?;
         let upload_dir = data_dir.join("images-upload");
-        std::fs::create_dir_all(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
+        shoal_files::private_dir(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
         Ok(Self {
             store,
             local,
             upload_dir,
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
             import_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Sets the largest archive `Import` accepts (`--max-image-size`).
+    pub fn with_max_image_size(mut self, bytes: u64) -> Self {
+        self.max_image_size = bytes;
+        self
     }
 
     /// The tonic server for this service (with a larger message limit for import chunks).
@@ -989,6 +1039,8 @@ impl Images for ImagesService {
                 first = false;
             }
             total += chunk.data.len() as u64;
+            // Stop as the bytes arrive; the temporary file goes with `file`.
+            check_import_size(total, self.max_image_size)?;
             out.write_all(&chunk.data)
                 .await
                 .map_err(|e| io_err(&path, e))?;
@@ -1062,6 +1114,19 @@ mod tests {
             size: layers.len() as u64,
             config: json!({}),
         }
+    }
+
+    #[test]
+    fn import_size_limit_names_the_limit_and_the_flag() {
+        assert!(check_import_size(DEFAULT_MAX_IMAGE_SIZE, DEFAULT_MAX_IMAGE_SIZE).is_ok());
+        assert!(check_import_size(300 << 20, DEFAULT_MAX_IMAGE_SIZE).is_ok());
+        let e = check_import_size(DEFAULT_MAX_IMAGE_SIZE + 1, DEFAULT_MAX_IMAGE_SIZE).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("1073741824 bytes (1 GiB)"), "{msg}");
+        assert!(msg.contains("--max-image-size"), "{msg}");
+        assert_eq!(to_status(&e).code(), tonic::Code::ResourceExhausted);
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(10), "10 bytes");
     }
 
     #[test]

@@ -70,6 +70,20 @@ pub struct Args {
     /// Virtual IPs of Services (spec.clusterIP) come from this range.
     #[arg(long, default_value = shoal_net::ipam::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
+    /// Largest image archive `shoalctl image import` may send (bytes, or a quantity such
+    /// as 512Mi or 2Gi); a bigger one is refused as its bytes arrive.
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    pub max_image_size: u64,
+}
+
+/// A size flag: bytes or a quantity (`512Mi`, `2Gi`, `1G`), more than zero.
+fn parse_size(v: &str) -> Result<u64, String> {
+    let q = shoal_api::quantity::Quantity::parse(v)
+        .map_err(|e| format!("{v:?}: expected bytes or a quantity such as 512Mi or 2Gi ({e})"))?;
+    match u64::try_from(q.as_bytes()) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{v:?}: expected more than zero bytes")),
+    }
 }
 
 /// Sets up `tracing` output on stderr with the given filter.
@@ -135,7 +149,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.restore {
         restore_from(file, &cfg)?;
     }
-    std::fs::create_dir_all(&args.data_dir)
+    // 0700, tightened if an older version made it wider (docs/security.md).
+    shoal_files::private_dir(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
@@ -161,6 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.data_dir.clone(),
         listener,
         net,
+        args.max_image_size,
         async {
             let _ = stop_rx.await;
         },
@@ -247,5 +263,22 @@ mod tests {
             let e = check_host_port("--join", bad).unwrap_err().to_string();
             assert!(e.contains("--join") && e.contains("HOST:PORT"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size_flag_tests {
+    use super::*;
+
+    #[test]
+    fn max_image_size_accepts_bytes_and_quantities() {
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        let e = parse_size("lots").unwrap_err();
+        assert!(e.contains("\"lots\"") && e.contains("512Mi"), "{e}");
+        assert!(parse_size("0").is_err());
+        let a = Args::try_parse_from(["shoal-controller"]).unwrap();
+        assert_eq!(a.max_image_size, images::DEFAULT_MAX_IMAGE_SIZE);
     }
 }

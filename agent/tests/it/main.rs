@@ -992,3 +992,178 @@ async fn the_agent_fails_over_when_its_controller_dies() {
     let cs = &p.status.unwrap().container_statuses[0];
     assert_eq!((cs.container_id.clone(), cs.restart_count), (id1, 0));
 }
+
+/// Every path under `root` (not following links) whose file name is `name`.
+fn find_named(root: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if p.file_name().is_some_and(|n| n == name) {
+            out.push(p.clone());
+        }
+        if m.is_dir() {
+            find_named(&p, name, out);
+        }
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .mode()
+        & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn no_file_under_the_data_directories_is_readable_by_other_users() {
+    let mut c = Cluster::start(&format!("agent-it-files-{}", std::process::id())).await;
+    // A root container leaves a set-uid file in its upper directory and a world-readable
+    // file in the emptyDir; a container of user 1000 must still read /etc/hosts,
+    // /etc/resolv.conf and /, and write the emptyDir (the modes must not break containers).
+    c.create_pod(serde_json::json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "files", "namespace": "default"},
+        "spec": {
+            "nodeName": c.node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {"name": "writer", "image": "busybox",
+                 "command": ["sh", "-c", "touch /suid && chmod 4755 /suid && echo secret > /data/leak && chmod 644 /data/leak && exec sleep 1000"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "user", "image": "busybox",
+                 "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                 "command": ["sh", "-c", "cat /etc/hosts /etc/resolv.conf /etc/hostname > /dev/null && ls / > /dev/null && touch /data/user-ok && exec sleep 1000"],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+            ]
+        }
+    }))
+    .await;
+    let data = c.data_dir();
+    let (user_ok, suid) = eventually(
+        "both containers did their part",
+        Duration::from_secs(60),
+        || async {
+            let (mut ok, mut su) = (Vec::new(), Vec::new());
+            find_named(&data.join("pods"), "user-ok", &mut ok);
+            find_named(&data.join("containers"), "suid", &mut su);
+            let p = c.pod("files").await?;
+            let st = serde_json::to_string(&p.status).unwrap_or_default();
+            if st.contains("terminated") {
+                return Err(format!("a container ended: {st}\n{}", c.logs()));
+            }
+            match (ok.pop(), su.pop()) {
+                (Some(o), Some(s)) => Ok((o, s)),
+                other => Err(format!("{other:?}; status {st}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(mode_of(&suid) & 0o4000, 0o4000, "{}", suid.display());
+    let volume = user_ok.parent().unwrap();
+    assert_eq!(mode_of(volume), 0o777, "emptyDir is 0777 like Kubernetes'");
+    assert_eq!(mode_of(&volume.join("leak")), 0o644);
+
+    let controller_dir = c.controllers.members[0].data_dir.clone();
+    for root in [&data, &controller_dir] {
+        let exposed = shoal_files::exposed(root).unwrap();
+        assert!(
+            exposed.is_empty(),
+            "{}: readable by other users:\n{}",
+            root.display(),
+            exposed
+                .iter()
+                .map(|e| format!("  {e}\n"))
+                .collect::<String>()
+        );
+        assert_eq!(mode_of(root), 0o700, "{}", root.display());
+    }
+    // State files are 0600 themselves (not only hidden by their directory).
+    let mut state = Vec::new();
+    for name in ["state.json", "config.json", "sandbox.json"] {
+        let mut found = Vec::new();
+        find_named(&data.join("containers"), name, &mut found);
+        find_named(&data.join("pods"), name, &mut found);
+        assert!(!found.is_empty(), "no {name} under {}", data.display());
+        state.extend(found);
+    }
+    for e in std::fs::read_dir(data.join("agent/pods")).unwrap() {
+        state.push(e.unwrap().path());
+    }
+    for p in &state {
+        assert_eq!(
+            mode_of(p) & 0o077,
+            0,
+            "{} is {:04o}",
+            p.display(),
+            mode_of(p)
+        );
+    }
+    // Documented exception: the pod's /etc files are 0644 for the container's users, in
+    // a 0700 directory.
+    let mut hosts = Vec::new();
+    find_named(&data.join("pods"), "hosts", &mut hosts);
+    let hosts = hosts.pop().expect("pod /etc/hosts");
+    assert_eq!(mode_of(&hosts), 0o644);
+    assert_eq!(mode_of(hosts.parent().unwrap()), 0o700);
+    eprintln!(
+        "files: {} state files checked 0600; nothing exposed under {} and {}",
+        state.len(),
+        data.display(),
+        controller_dir.display()
+    );
+
+    // Positive control: the walker finds a deliberately world-readable file.
+    chmod(&data, 0o755);
+    let leak = data.join("leak-control");
+    std::fs::write(&leak, b"x").unwrap();
+    chmod(&leak, 0o644);
+    let found = shoal_files::exposed(&data).unwrap();
+    std::fs::remove_file(&leak).unwrap();
+    assert!(
+        found.iter().any(|e| e.path == leak && e.mode == 0o644),
+        "the walker missed {}: {found:?}",
+        leak.display()
+    );
+
+    // Directories made wider by an older version are tightened when the agent starts.
+    c.kill_agent();
+    let wide = [
+        data.clone(),
+        data.join("pods"),
+        data.join("containers"),
+        data.join("agent"),
+        data.join("agent/pods"),
+    ];
+    for d in &wide {
+        chmod(d, 0o755);
+    }
+    c.start_agent();
+    eventually(
+        "data directories tightened",
+        Duration::from_secs(30),
+        || async {
+            let modes: Vec<_> = wide.iter().map(|d| (d.clone(), mode_of(d))).collect();
+            if modes.iter().all(|(_, m)| *m == 0o700) {
+                Ok(())
+            } else {
+                Err(format!("{modes:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(shoal_files::exposed(&data).unwrap().is_empty());
+}

@@ -507,3 +507,39 @@ async fn proxy_reports_why_it_cannot_reach_a_pod() {
         all.nodes[1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "requires root: the controller's image store unpacks layers (ownership, device nodes)"]
+async fn imports_larger_than_max_image_size_are_refused_as_bytes_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("shoal-test/busybox-limit-{}:v1", std::process::id());
+    let tarball = busybox_tarball(dir.path(), &name);
+    let limit = std::fs::metadata(&tarball).expect("tarball").len();
+    // One byte over the limit (not a valid archive: refused on size before parsing).
+    let over = dir.path().join("over.tar");
+    std::fs::write(&over, vec![0u8; limit as usize + 1]).expect("write");
+    let c = TestCluster::with(1, 5000, &["--max-image-size", &limit.to_string()]);
+    c.wait_leader(&[1]).await;
+    let a = c.addr(1);
+
+    let e = eventually("import answer", Duration::from_secs(30), || async {
+        match import(&a, &over, "").await {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        e.message().contains(&format!("limit of {limit} bytes"))
+            && e.message().contains("--max-image-size"),
+        "names the limit and the flag: {}",
+        e.message()
+    );
+    let upload = c.members[0].data_dir.join("images-upload");
+    let left: Vec<_> = std::fs::read_dir(&upload).expect("upload dir").collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+
+    // Positive control: an archive of exactly the limit is imported.
+    let got = import(&a, &tarball, "").await.expect("import at the limit");
+    assert_eq!(got.len(), 1, "{got:?}");
+}

@@ -51,8 +51,10 @@ const UDP_EDNS: u16 = 1232;
 pub const NDOTS: u8 = 5;
 /// Concurrent TCP connections served; more are closed on accept.
 const MAX_TCP: usize = 256;
-/// A TCP connection idle this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// A TCP client must send each whole query (length and message) within this time of the
+/// previous answer (or of connecting), and take each answer within it; otherwise the
+/// connection is closed. With [`MAX_TCP`], silent or slow clients cannot hold the server.
+pub const TCP_IDLE: Duration = Duration::from_secs(3);
 
 /// Shared name table: lower-case names without trailing dot -> IPv4 addresses.
 #[derive(Debug, Clone, Default)]
@@ -247,7 +249,10 @@ async fn serve_tcp(
         let mut out = Vec::with_capacity(resp.len() + 2);
         out.extend_from_slice(&n.to_be_bytes());
         out.extend_from_slice(&resp);
-        if stream.write_all(&out).await.is_err() {
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, stream.write_all(&out)).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
@@ -821,6 +826,69 @@ mod tests {
             let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
             s.read_exact(&mut resp).await.unwrap();
             assert_eq!(Message::from_vec(&resp).unwrap().response_code(), code);
+        }
+        server.abort();
+    }
+
+    /// Waits until the server closes `s` (EOF or reset); returns how long after `since`.
+    async fn closed_after(
+        s: &mut TcpStream,
+        since: std::time::Instant,
+        within: Duration,
+    ) -> Duration {
+        let mut b = [0u8; 16];
+        match tokio::time::timeout(within, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => since.elapsed(),
+            Ok(Ok(n)) => panic!("server sent {n} bytes instead of closing"),
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_and_slow_tcp_clients_are_dropped() {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let server = tokio::spawn(serve_sockets(udp, tcp, ZONE, table()));
+        let within = TCP_IDLE + Duration::from_secs(3);
+
+        let connected = std::time::Instant::now();
+        // Connects and sends nothing.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Sends half of the length prefix, then nothing.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(&[0]).await.unwrap();
+        // Positive control: a client that waits less than the idle time, then asks twice,
+        // is answered each time on the same connection.
+        let mut patient = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(TCP_IDLE / 3).await; // the client's own pause, not a wait for a condition
+        for _ in 0..2 {
+            let q = query("web.default.svc.shoal.local.", RecordType::A);
+            patient
+                .write_all(&(q.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            patient.write_all(&q).await.unwrap();
+            let mut len = [0u8; 2];
+            tokio::time::timeout(within, patient.read_exact(&mut len))
+                .await
+                .expect("answer in time")
+                .expect("answer");
+            let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+            patient.read_exact(&mut resp).await.unwrap();
+            assert_eq!(
+                a_records(&Message::from_vec(&resp).unwrap()),
+                vec![Ipv4Addr::new(10, 96, 0, 10)]
+            );
+        }
+
+        for (what, s) in [("silent", &mut silent), ("slow", &mut slow)] {
+            let t = closed_after(s, connected, within).await;
+            eprintln!("dns: {what} tcp client dropped {t:?} after connecting (limit {TCP_IDLE:?})");
+            assert!(
+                t >= TCP_IDLE - Duration::from_millis(100),
+                "{what}: closed early, {t:?}"
+            );
         }
         server.abort();
     }

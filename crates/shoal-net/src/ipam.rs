@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -72,7 +73,7 @@ impl PodIpam {
     /// Opens (creating it if needed) the allocator state in `dir` for pod CIDR `cidr`.
     pub fn open(dir: &Path, cidr: Ipv4Net) -> Result<PodIpam, IpamError> {
         let cidr = cidr.trunc();
-        fs::create_dir_all(dir).map_err(|source| IpamError::Io {
+        shoal_files::private_dir(dir).map_err(|source| IpamError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -208,6 +209,7 @@ impl PodIpam {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(shoal_files::FILE_MODE)
             .open(&tmp)
             .map_err(|e| self.io(&tmp, e))?;
         let written = f

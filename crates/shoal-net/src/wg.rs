@@ -38,12 +38,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -285,24 +285,17 @@ impl KeyPair {
             fs::create_dir_all(parent).map_err(key_err)?;
         }
         let pair = KeyPair::generate();
-        let mut file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(f) => f,
+        let line = format!("{}\n", BASE64.encode(pair.secret.to_bytes()));
+        // 0600, written in full before it appears (a crash never leaves an empty key).
+        match shoal_files::write_new_atomic(path, line.as_bytes(), shoal_files::FILE_MODE) {
+            Ok(()) => Ok(pair),
             // Someone created it between our read and our create: use theirs.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let text = fs::read_to_string(path).map_err(key_err)?;
-                return KeyPair::load_existing(path, &text);
+                KeyPair::load_existing(path, &text)
             }
-            Err(e) => return Err(key_err(e)),
-        };
-        let line = format!("{}\n", BASE64.encode(pair.secret.to_bytes()));
-        file.write_all(line.as_bytes()).map_err(key_err)?;
-        file.sync_all().map_err(key_err)?;
-        Ok(pair)
+            Err(e) => Err(key_err(e)),
+        }
     }
 
     fn load_existing(path: &Path, text: &str) -> Result<KeyPair, WgError> {

@@ -63,6 +63,9 @@ pub(crate) fn container_main(
     stdout_fd: RawFd,
     stderr_fd: RawFd,
 ) -> R<Infallible> {
+    // Whatever the daemon's umask, what this process creates in the container's root
+    // (mount points) and the container itself get Docker's 0022.
+    shoal_files::set_umask(shoal_files::CONTAINER_UMASK);
     if !cfg.cgroup.layout.is_v2() {
         // v1: join by ourselves (cheap for a single thread); v2: the
         // supervisor moves us (see the sync below).
@@ -213,6 +216,7 @@ pub(crate) fn become_process(
     if argv.is_empty() {
         return Err("no command: the image has no Entrypoint/Cmd and none was given".into());
     }
+    shoal_files::set_umask(shoal_files::CONTAINER_UMASK);
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
     let ids = crate::user::resolve_user(user, &passwd, &group)?;

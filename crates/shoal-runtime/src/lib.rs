@@ -1,5 +1,6 @@
 //! Container runtime: images, copy-on-write rootfs, namespaces, cgroups,
-//! supervision, logs and exec. Must never depend on the controller or the proto.
+//! supervision, logs and exec. Must never depend on the controller or the proto;
+//! state files go through `shoal-files` (0600, atomic and durable).
 //!
 //! The entry point is [`Runtime`]; the binary that embeds it must call
 //! [`helper::dispatch`] first thing in `main` (supervisor and exec modes).

@@ -113,14 +113,15 @@ pub struct Runtime {
 impl Runtime {
     /// Opens the data directory (creating it) and detects cgroups.
     pub fn new(mut cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
-        fs::create_dir_all(&cfg.data_dir)
+        // 0700, tightened if it was made wider before (docs/security.md, "Files and limits").
+        shoal_files::private_dir(&cfg.data_dir)
             .map_err(io_err(format!("create {}", cfg.data_dir.display())))?;
         // Supervisors run from `/`: every stored path must be absolute.
         cfg.data_dir = fs::canonicalize(&cfg.data_dir)
             .map_err(io_err(format!("resolve {}", cfg.data_dir.display())))?;
         for d in ["pods", "containers", "trash", "mnt"] {
             let p = cfg.data_dir.join(d);
-            fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
+            shoal_files::private_dir(&p).map_err(io_err(format!("create {}", p.display())))?;
         }
         let layout = match &cfg.cgroup_layout {
             Some(l) => l.clone(),
@@ -269,7 +270,9 @@ impl Runtime {
                         });
                     }
                     let p = sandbox.volume_dir(v);
-                    fs::create_dir_all(&p)
+                    // 0777 like Kubernetes' emptyDir: any user of the pod writes it; no
+                    // user of the host reaches it (the pod directory is 0700).
+                    shoal_files::dir_with_mode(&p, 0o777)
                         .map_err(io_err(format!("create volume {}", p.display())))?;
                     p
                 }

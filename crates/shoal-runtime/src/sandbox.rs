@@ -48,16 +48,25 @@ impl PodSandbox {
     /// Creates the sandbox under `dir`.
     pub fn create(dir: &Path, cfg: &PodSandboxConfig) -> io::Result<Self> {
         let hostname = cfg.hostname.clone().unwrap_or_else(|| cfg.name.clone());
-        fs::create_dir_all(dir.join("etc"))?;
-        fs::create_dir_all(dir.join("volumes"))?;
-        fs::write(dir.join("etc/hostname"), format!("{hostname}\n"))?;
-        fs::write(dir.join("etc/hosts"), hosts_file(&hostname, &cfg.hosts))?;
+        shoal_files::private_dir(dir)?;
+        shoal_files::private_dir(&dir.join("etc"))?;
+        shoal_files::private_dir(&dir.join("volumes"))?;
+        // Bind-mounted into the containers, read there by any user: 0644 in a 0700 directory.
+        let etc = |name: &str, data: &[u8]| {
+            shoal_files::write_atomic(
+                &dir.join("etc").join(name),
+                data,
+                shoal_files::CONTAINER_READABLE_MODE,
+            )
+        };
+        etc("hostname", format!("{hostname}\n").as_bytes())?;
+        etc("hosts", hosts_file(&hostname, &cfg.hosts).as_bytes())?;
         let resolv = if cfg.dns_servers.is_empty() {
             fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
         } else {
             resolv_conf(&cfg.dns_servers, &cfg.dns_search, &cfg.dns_options)
         };
-        fs::write(dir.join("etc/resolv.conf"), resolv)?;
+        etc("resolv.conf", resolv.as_bytes())?;
         let mut t = crate::util::PhaseTimer::new("sandbox");
         let (netns_path, owns_netns) = match &cfg.netns {
             Some(p) => (p.clone(), false),

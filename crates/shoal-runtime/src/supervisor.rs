@@ -269,7 +269,11 @@ impl Supervisor {
             if d.exists() {
                 fs::remove_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        // The upper directory is the container's `/` (its mode is the root's mode):
+        // 0755 as in every image; `work` is the kernel's alone.
+        for (d, mode) in [(&upper, 0o755), (&work, shoal_files::DIR_MODE)] {
+            shoal_files::dir_with_mode(d, mode).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         t.mark("upper/work dirs");
         let oom_base = self.cfg.cgroup.oom_kills();

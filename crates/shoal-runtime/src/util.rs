@@ -1,20 +1,16 @@
 //! Small file-system and process helpers shared by the runtime's modules.
 
 use std::ffi::CString;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Writes `data` to `path` atomically (temporary file, fsync-free rename).
+/// Writes the state file `path` atomically and durably with mode 0600
+/// ([`shoal_files::write_atomic`]: temporary file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-    }
-    fs::rename(&tmp, path)
+    shoal_files::write_atomic(path, data, shoal_files::FILE_MODE)
 }
 
 /// Sixteen random hex digits from the kernel's random source.
@@ -61,6 +57,7 @@ pub fn valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn names() {

@@ -351,7 +351,9 @@ impl ImageStore {
             let f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
             let mut w = HashingWriter::new(f);
             io::copy(reader, &mut w).map_err(|e| io_err(&tmp, e))?;
-            let (_f, actual, _) = w.finish();
+            let (f, actual, _) = w.finish();
+            // Durable before it is named by its digest (a torn blob would lie about it).
+            f.sync_all().map_err(|e| io_err(&tmp, e))?;
             if &actual != expected {
                 return Err(ImageError::DigestMismatch {
                     what: "blob".into(),
@@ -361,6 +363,9 @@ impl ImageStore {
             }
             let dst = self.blob_path(expected);
             fs::rename(&tmp, &dst).map_err(|e| io_err(&dst, e))?;
+            if let Some(parent) = dst.parent() {
+                shoal_files::sync_dir(parent).map_err(|e| io_err(parent, e))?;
+            }
             Ok(dst)
         })();
         let _ = fs::remove_dir_all(&dir);
