@@ -70,6 +70,24 @@ pub struct Args {
     /// Virtual IPs of Services (spec.clusterIP) come from this range.
     #[arg(long, default_value = shoal_net::ipam::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
+    /// Largest uncompressed size, in bytes, of the layers an image import or pull
+    /// unpacks (decompression bombs and huge sparse files stop there).
+    #[arg(long, default_value_t = shoal_image::limits::Limits::default().max_unpacked_bytes)]
+    pub image_max_unpacked_bytes: u64,
+    /// Most tar entries (files, directories, links) in the layers of one image.
+    #[arg(long, default_value_t = shoal_image::limits::Limits::default().max_entries)]
+    pub image_max_entries: u64,
+}
+
+impl Args {
+    /// The image unpacking limits from `--image-max-unpacked-bytes` and `--image-max-entries`.
+    pub fn image_limits(&self) -> shoal_image::limits::Limits {
+        shoal_image::limits::Limits {
+            max_unpacked_bytes: self.image_max_unpacked_bytes,
+            max_entries: self.image_max_entries,
+            ..Default::default()
+        }
+    }
 }
 
 /// Sets up `tracing` output on stderr with the given filter.
@@ -159,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = tokio::spawn(api::serve(
         store.clone(),
         args.data_dir.clone(),
+        args.image_limits(),
         listener,
         net,
         async {

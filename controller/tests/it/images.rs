@@ -78,8 +78,8 @@ fn sha256(data: &[u8]) -> String {
 
 fn busybox_tarball(dir: &Path, name: &str) -> std::path::PathBuf {
     let out = dir.join("busybox.tar");
-    shoal_runtime::testimage::busybox_docker_save(
-        Path::new(shoal_runtime::testimage::BUSYBOX),
+    shoal_image::testimage::busybox_docker_save(
+        Path::new(shoal_image::testimage::BUSYBOX),
         &out,
         name,
     )
@@ -282,7 +282,7 @@ fn malicious_tarball(dir: &Path) -> std::path::PathBuf {
     layer.append(&h, &data[..]).expect("append raw entry");
     let layer = layer.into_inner().expect("layer tar");
     let out = dir.join("evil.tar");
-    shoal_runtime::testimage::write_docker_save(&out, "evil:1", &[layer], &["sh"])
+    shoal_image::testimage::write_docker_save(&out, "evil:1", &[layer], &["sh"])
         .expect("write evil tarball");
     out
 }

@@ -124,7 +124,7 @@ impl Runtime {
             Some(l) => l.clone(),
             None => CgroupLayout::detect()?,
         };
-        let images = ImageStore::open(cfg.data_dir.join("images"))?;
+        let images = ImageStore::open(cfg.data_dir.join("images"))?.with_limits(cfg.image_limits);
         let rt = Self {
             cfg,
             layout,

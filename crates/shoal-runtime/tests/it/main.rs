@@ -6,7 +6,6 @@ mod cgroups;
 mod common;
 mod containers;
 mod exec;
-mod images;
 mod logs;
 mod pods;
 mod supervision;
