@@ -720,11 +720,38 @@ impl ImageStore {
         let (stream, _) = open_maybe_gzip(archive)?;
         let mut ar = tar::Archive::new(stream);
         let entries = ar.entries().map_err(|e| io_err(archive, e))?;
+        // The archive itself is held to the image's limits too: its members
+        // (compressed layers, configs) are staged on disk.
+        let mut staged_bytes: u64 = 0;
         for (i, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| ImageError::Format {
                 archive: staged.name.clone(),
                 message: format!("corrupt tar: {e}"),
             })?;
+            staged_bytes = staged_bytes.saturating_add(entry.size());
+            let over = if staged_bytes > self.limits.max_unpacked_bytes {
+                Some((
+                    "unpacked bytes",
+                    self.limits.max_unpacked_bytes,
+                    limits::FLAG_MAX_UNPACKED_BYTES,
+                ))
+            } else if i as u64 >= self.limits.max_entries {
+                Some(("entries", self.limits.max_entries, limits::FLAG_MAX_ENTRIES))
+            } else {
+                None
+            };
+            if let Some((what, limit, flag)) = over {
+                return Err(ImageError::LimitExceeded {
+                    layer: format!("(archive) {}", staged.name),
+                    entry: entry
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    what: what.into(),
+                    limit,
+                    flag,
+                });
+            }
             let raw = entry
                 .path()
                 .map_err(|e| io_err(archive, e))?

@@ -573,3 +573,22 @@ fn a_normal_image_keeps_its_modes_and_owners() {
     let su = fs::metadata(root.join("usr/bin/su")).unwrap();
     assert_eq!(su.mode() & 0o7777, 0o4755, "set-uid kept after chown");
 }
+
+#[test]
+fn an_archive_over_the_limit_is_refused_while_staging() {
+    // The docker-save tarball itself (not a layer) is held to the limit.
+    let big = layer(&[file("f", 0o644, &vec![7u8; 3 << 20])]);
+    let limits = Limits {
+        max_unpacked_bytes: 2 << 20,
+        ..Limits::default()
+    };
+    let (_t, store, r) = import(&[big], limits);
+    let err = r.expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("(archive)") && msg.contains("layer.tar"),
+        "{msg}"
+    );
+    assert!(msg.contains("--image-max-unpacked-bytes"), "{msg}");
+    assert_store_empty(&store);
+}
