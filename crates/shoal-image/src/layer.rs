@@ -282,7 +282,10 @@ fn open_dir_beneath(root: &OwnedFd, rel: &Path, create: bool) -> Result<OwnedFd,
             Err(Errno::ENOSYS) | Err(Errno::EPERM) if OPENAT2.load(Ordering::Relaxed) == 0 => {
                 OPENAT2.store(2, Ordering::Relaxed);
             }
-            Err(Errno::ENOENT) if create => {} // create below, one component at a time
+            // Create below, one component at a time; EAGAIN (a concurrent
+            // rename under the root) falls back to the walk as well.
+            Err(Errno::ENOENT) if create => {}
+            Err(Errno::EAGAIN) => {}
             Err(e) => return Err(e),
         }
     }
