@@ -1,7 +1,8 @@
 //! The Shoal controller: serves the cluster API and the Raft RPCs on one gRPC
 //! port, is a member of the Raft-replicated store, and (on the leader) runs the
-//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on the
-//! runtime only for its image store (to verify imported images); never on the agent.
+//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on
+//! shoal-image for its image store (to verify and unpack imported images);
+//! never on the container runtime or the agent.
 #![warn(missing_docs)]
 
 pub mod alloc;
