@@ -127,16 +127,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn runtime(data_dir: &std::path::Path) -> anyhow::Result<Runtime> {
+fn runtime(
+    data_dir: &std::path::Path,
+    image_limits: shoal_runtime::image::limits::Limits,
+) -> anyhow::Result<Runtime> {
     let exe = std::env::current_exe().context("while finding the agent's own executable")?;
-    Runtime::new(RuntimeConfig::new(data_dir, exe))
+    let mut cfg = RuntimeConfig::new(data_dir, exe);
+    cfg.image_limits = image_limits;
+    Runtime::new(cfg)
         .with_context(|| format!("while opening the runtime in {}", data_dir.display()))
 }
 
 /// `shoal-agent --cleanup`: stops and removes every container and pod
 /// sandbox in the data directory, and the agent's own state.
 pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
-    let rt = runtime(&args.data_dir)?;
+    let rt = runtime(&args.data_dir, args.image_limits())?;
     let mut n = 0;
     for c in rt.list().context("while listing containers")? {
         rt.remove(&c.id)
@@ -182,7 +187,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         });
     let ctl = Arc::new(Client::new(config));
     let data_dir = args.data_dir.clone();
-    let rt = Arc::new(tokio::task::spawn_blocking(move || runtime(&data_dir)).await??);
+    let image_limits = args.image_limits();
+    let rt =
+        Arc::new(tokio::task::spawn_blocking(move || runtime(&data_dir, image_limits)).await??);
     let endpoint = args.advertise();
     let sys = SysInfo::new("/");
     let dir = args.data_dir.join("agent");

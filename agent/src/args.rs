@@ -18,6 +18,13 @@ pub struct AgentArgs {
     /// Data directory (images, pods, containers, agent state).
     #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
+    /// Largest uncompressed size, in bytes, of the layers an image import or pull
+    /// unpacks (decompression bombs and huge sparse files stop there).
+    #[arg(long, default_value_t = shoal_runtime::image::limits::Limits::default().max_unpacked_bytes)]
+    pub image_max_unpacked_bytes: u64,
+    /// Most tar entries (files, directories, links) in the layers of one image.
+    #[arg(long, default_value_t = shoal_runtime::image::limits::Limits::default().max_entries)]
+    pub image_max_entries: u64,
     /// Address to serve the Agent API (logs, exec, stats) on.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -66,6 +73,15 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
+    /// The image unpacking limits from `--image-max-unpacked-bytes` and `--image-max-entries`.
+    pub fn image_limits(&self) -> shoal_runtime::image::limits::Limits {
+        shoal_runtime::image::limits::Limits {
+            max_unpacked_bytes: self.image_max_unpacked_bytes,
+            max_entries: self.image_max_entries,
+            ..Default::default()
+        }
+    }
+
     /// The advertised `HOST:PORT`.
     pub fn advertise(&self) -> String {
         self.advertise

@@ -50,6 +50,7 @@ pub const ALLOCATOR_KEY: &str = "Allocator//services";
 pub async fn serve(
     store: Store,
     data_dir: std::path::PathBuf,
+    image_limits: shoal_image::limits::Limits,
     listener: tokio::net::TcpListener,
     net: NetConfig,
     max_image_size: u64,
@@ -58,7 +59,7 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let images = crate::images::ImagesService::new(store.clone(), &data_dir)?
+    let images = crate::images::ImagesService::new(store.clone(), &data_dir, image_limits)?
         .with_max_image_size(max_image_size)
         .into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone()).into_server();

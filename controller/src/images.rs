@@ -23,15 +23,15 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+use shoal_image::ImageError;
+use shoal_image::ImageStore;
+use shoal_image::config::Manifest;
+use shoal_image::digest::Digest;
 use shoal_proto::images_server::{Images, ImagesServer};
 use shoal_proto::{
     BlobChunk, BlobRequest, ImageInfo, ImageListRequest, ImageListResponse, ImageRemoveRequest,
     ImageRemoveResponse, ImportChunk, ImportResponse, ResolveRequest,
 };
-use shoal_runtime::ImageStore;
-use shoal_runtime::digest::Digest;
-use shoal_runtime::image::ImageError;
-use shoal_runtime::image::config::Manifest;
 use shoal_store::{Consistency, MAX_COMMAND_BYTES, Store, StoreError, Write};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
@@ -326,7 +326,7 @@ pub fn parse_reference(name: &str) -> Result<Reference, ImagesError> {
             ))
         });
     }
-    shoal_runtime::image::normalize_reference(name)
+    shoal_image::normalize_reference(name)
         .map(Reference::Name)
         .map_err(|_| {
             ImagesError::Invalid(format!(
@@ -440,8 +440,12 @@ pub struct ImagesService {
 impl ImagesService {
     /// Opens the local image store under `data_dir/images` and the upload directory
     /// `data_dir/images-upload` (created if missing).
-    pub fn new(store: Store, data_dir: &Path) -> Result<Self, ImagesError> {
-        let local = ImageStore::open(data_dir.join("images"))?;
+    pub fn new(
+        store: Store,
+        data_dir: &Path,
+        limits: shoal_image::limits::Limits,
+    ) -> Result<Self, ImagesError> {
+        let local = ImageStore::open(data_dir.join("images"))?.with_limits(limits);
         let upload_dir = data_dir.join("images-upload");
         shoal_files::private_dir(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
         Ok(Self {

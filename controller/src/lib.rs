@@ -1,7 +1,8 @@
 //! The Shoal controller: serves the cluster API and the Raft RPCs on one gRPC
 //! port, is a member of the Raft-replicated store, and (on the leader) runs the
-//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on the
-//! runtime only for its image store (to verify imported images); never on the agent.
+//! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on
+//! shoal-image for its image store (to verify and unpack imported images);
+//! never on the container runtime or the agent.
 #![warn(missing_docs)]
 
 pub mod alloc;
@@ -74,6 +75,24 @@ pub struct Args {
     /// as 512Mi or 2Gi); a bigger one is refused as its bytes arrive.
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub max_image_size: u64,
+    /// Largest uncompressed size, in bytes, of the layers an image import or pull
+    /// unpacks (decompression bombs and huge sparse files stop there).
+    #[arg(long, default_value_t = shoal_image::limits::Limits::default().max_unpacked_bytes)]
+    pub image_max_unpacked_bytes: u64,
+    /// Most tar entries (files, directories, links) in the layers of one image.
+    #[arg(long, default_value_t = shoal_image::limits::Limits::default().max_entries)]
+    pub image_max_entries: u64,
+}
+
+impl Args {
+    /// The image unpacking limits from `--image-max-unpacked-bytes` and `--image-max-entries`.
+    pub fn image_limits(&self) -> shoal_image::limits::Limits {
+        shoal_image::limits::Limits {
+            max_unpacked_bytes: self.image_max_unpacked_bytes,
+            max_entries: self.image_max_entries,
+            ..Default::default()
+        }
+    }
 }
 
 /// A size flag: bytes or a quantity (`512Mi`, `2Gi`, `1G`), more than zero.
@@ -174,6 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = tokio::spawn(api::serve(
         store.clone(),
         args.data_dir.clone(),
+        args.image_limits(),
         listener,
         net,
         args.max_image_size,

@@ -78,8 +78,8 @@ fn sha256(data: &[u8]) -> String {
 
 fn busybox_tarball(dir: &Path, name: &str) -> std::path::PathBuf {
     let out = dir.join("busybox.tar");
-    shoal_runtime::testimage::busybox_docker_save(
-        Path::new(shoal_runtime::testimage::BUSYBOX),
+    shoal_image::testimage::busybox_docker_save(
+        Path::new(shoal_image::testimage::BUSYBOX),
         &out,
         name,
     )
@@ -282,7 +282,7 @@ fn malicious_tarball(dir: &Path) -> std::path::PathBuf {
     layer.append(&h, &data[..]).expect("append raw entry");
     let layer = layer.into_inner().expect("layer tar");
     let out = dir.join("evil.tar");
-    shoal_runtime::testimage::write_docker_save(&out, "evil:1", &[layer], &["sh"])
+    shoal_image::testimage::write_docker_save(&out, "evil:1", &[layer], &["sh"])
         .expect("write evil tarball");
     out
 }
@@ -294,9 +294,38 @@ async fn malicious_or_broken_archives_are_refused_and_create_no_image() {
     let evil = malicious_tarball(dir.path());
     let garbage = dir.path().join("garbage.tar");
     std::fs::write(&garbage, vec![0x42u8; 10_000]).expect("write garbage");
-    let c = TestCluster::with(3, 5000, &[]);
+    // A 2 MiB layer against a 1 MiB limit set by the flag.
+    let big = {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(2 << 20);
+        layer
+            .append_data(&mut h, "big", &vec![1u8; 2 << 20][..])
+            .expect("append");
+        let out = dir.path().join("big.tar");
+        shoal_image::testimage::write_docker_save(
+            &out,
+            "big:1",
+            &[layer.into_inner().expect("tar")],
+            &["sh"],
+        )
+        .expect("write big tarball");
+        out
+    };
+    let c = TestCluster::with(3, 5000, &["--image-max-unpacked-bytes", "1048576"]);
     c.wait_leader(&[1, 2, 3]).await;
     let (a1, a2) = (c.addr(1), c.addr(2));
+
+    let e = import(&a1, &big, "").await.expect_err("over the limit");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("limit of 1048576 unpacked bytes")
+            && e.message().contains("--image-max-unpacked-bytes"),
+        "names the limit and the flag: {}",
+        e.message()
+    );
 
     let e = eventually("import answer", Duration::from_secs(30), || async {
         match import(&a1, &evil, "").await {

@@ -1,6 +1,9 @@
-//! Container runtime: images, copy-on-write rootfs, namespaces, cgroups,
+//! Container runtime: copy-on-write rootfs, namespaces, cgroups,
 //! supervision, logs and exec. Must never depend on the controller or the proto;
 //! state files go through `shoal-files` (0600, atomic and durable).
+//! Image content (import, digests, blob store, layer unpacking) lives in
+//! `shoal-image`; [`image`], [`digest`] and [`testimage`] re-export it so
+//! the agent's paths stay as they were.
 //!
 //! The entry point is [`Runtime`]; the binary that embeds it must call
 //! [`helper::dispatch`] first thing in `main` (supervisor and exec modes).
@@ -9,10 +12,8 @@
 
 pub mod caps;
 pub mod cgroup;
-pub mod digest;
 pub mod exec;
 pub mod helper;
-pub mod image;
 pub mod init;
 pub mod logs;
 pub mod mounts;
@@ -24,9 +25,11 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
-pub mod testimage;
 pub mod user;
 pub mod util;
+
+pub use shoal_image as image;
+pub use shoal_image::{digest, testimage};
 
 pub use cgroup::{CgroupLayout, Resources, Stats};
 pub use exec::{ExecProcess, ExecSpec};

@@ -127,7 +127,7 @@ impl Runtime {
             Some(l) => l.clone(),
             None => CgroupLayout::detect()?,
         };
-        let images = ImageStore::open(cfg.data_dir.join("images"))?;
+        let images = ImageStore::open(cfg.data_dir.join("images"))?.with_limits(cfg.image_limits);
         let helper = crate::sealed_exe::SealedExe::copy_of(&cfg.supervisor_exe).map_err(io_err(
             format!("sealed copy of {}", cfg.supervisor_exe.display()),
         ))?;

@@ -26,6 +26,8 @@ pub struct RuntimeConfig {
     /// The binary re-executed as `EXE supervise DIR` and `EXE exec DIR SPEC`
     /// (the agent itself).
     pub supervisor_exe: PathBuf,
+    /// Limits on what one image may unpack to (see `shoal_image::limits`).
+    pub image_limits: shoal_image::limits::Limits,
 }
 
 impl RuntimeConfig {
@@ -36,6 +38,7 @@ impl RuntimeConfig {
             cgroup_layout: None,
             cgroup_parent: "shoal".into(),
             supervisor_exe: supervisor_exe.into(),
+            image_limits: shoal_image::limits::Limits::default(),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// When `/bin/busybox` is missing or the tarball cannot be written.
 pub fn busybox(dir: &Path, name: &str) -> PathBuf {
     let out = dir.join("busybox.tar");
-    shoal_runtime::testimage::busybox_docker_save(
-        Path::new(shoal_runtime::testimage::BUSYBOX),
+    shoal_image::testimage::busybox_docker_save(
+        Path::new(shoal_image::testimage::BUSYBOX),
         &out,
         name,
     )
@@ -18,7 +18,7 @@ pub fn busybox(dir: &Path, name: &str) -> PathBuf {
         panic!(
             "build the busybox test image {} from {} (apt-get install busybox-static): {e}",
             out.display(),
-            shoal_runtime::testimage::BUSYBOX
+            shoal_image::testimage::BUSYBOX
         )
     });
     out

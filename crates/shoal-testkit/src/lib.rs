@@ -20,7 +20,7 @@
 //!   another test or another test process.
 //!
 //! It depends on shoal-proto (to form clusters) and, with the `image` feature, on
-//! shoal-runtime's test image code; nothing else of Shoal.
+//! shoal-image's test image code; nothing else of Shoal.
 #![warn(missing_docs)]
 
 mod bins;

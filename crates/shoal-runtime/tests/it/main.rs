@@ -7,7 +7,6 @@ mod common;
 mod containers;
 mod exec;
 mod hardening;
-mod images;
 mod logs;
 mod pods;
 mod supervision;

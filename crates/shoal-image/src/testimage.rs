@@ -139,19 +139,19 @@ pub fn write_oci_layout_gz(
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(l)?;
         let data = gz.finish()?;
-        layer_descs.push(json!({"mediaType": crate::image::config::OCI_LAYER_GZIP, "digest": Digest::of_bytes(&data).to_string(), "size": data.len()}));
+        layer_descs.push(json!({"mediaType": crate::config::OCI_LAYER_GZIP, "digest": Digest::of_bytes(&data).to_string(), "size": data.len()}));
         blobs.push(data);
     }
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": crate::image::config::OCI_MANIFEST,
-        "config": {"mediaType": crate::image::config::OCI_CONFIG, "digest": Digest::of_bytes(&config).to_string(), "size": config.len()},
+        "mediaType": crate::config::OCI_MANIFEST,
+        "config": {"mediaType": crate::config::OCI_CONFIG, "digest": Digest::of_bytes(&config).to_string(), "size": config.len()},
         "layers": layer_descs,
     }))
     .unwrap_or_default();
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "manifests": [{"mediaType": crate::image::config::OCI_MANIFEST, "digest": Digest::of_bytes(&manifest).to_string(), "size": manifest.len(),
+        "manifests": [{"mediaType": crate::config::OCI_MANIFEST, "digest": Digest::of_bytes(&manifest).to_string(), "size": manifest.len(),
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}}]
     }))
     .unwrap_or_default();

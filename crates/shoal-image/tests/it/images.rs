@@ -3,8 +3,8 @@
 use std::fs;
 use std::path::Path;
 
-use shoal_runtime::image::{ImageError, ImageStore};
-use shoal_runtime::testimage;
+use shoal_image::testimage;
+use shoal_image::{ImageError, ImageStore};
 
 fn busybox_layer() -> Vec<u8> {
     testimage::busybox_layer(Path::new(testimage::BUSYBOX)).expect("busybox layer")

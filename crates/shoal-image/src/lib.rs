@@ -1,16 +1,29 @@
-//! The image store: content-addressed blobs, unpacked layers, and
-//! `name:tag` references, imported from `docker save` or OCI-layout tarballs.
+//! Images: import of `docker save` and OCI-layout tarballs, content digests,
+//! the blob store, and layer unpacking that cannot escape its directory.
 //!
-//! Layout under the store root:
+//! Crate rules: this crate owns everything about image *content* (blobs,
+//! manifests, configs, layers on disk). It must never depend on the runtime,
+//! the network code, the controller, the agent or the proto: the controller
+//! (which stores and serves images) and the runtime (which runs them) both
+//! depend on it, so that the controller does not link the container runtime.
+//! Layer unpacking treats every tarball as hostile: see [`layer`] and
+//! `docs/security.md`.
+//!
+//! The image store, layout under its root:
 //! `blobs/sha256/<hex>` (manifests, configs, layer tarballs as imported),
 //! `layers/<hex>/` (the layer blob `<hex>` unpacked with overlayfs whiteouts),
 //! `refs.json` (`name:tag` → manifest digest), `tmp/` (staging; an import
 //! writes everything there first and moves it into place only when all of it
 //! verified).
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+pub mod digest;
 pub mod layer;
+pub mod limits;
 pub mod pull;
+pub mod testimage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -53,6 +66,22 @@ pub enum ImageError {
         /// What is wrong.
         message: String,
     },
+    /// An image is over one of its [`limits::Limits`].
+    #[error(
+        "layer {layer}: entry {entry:?}: the image is over the limit of {limit} {what} (raise it with {flag})"
+    )]
+    LimitExceeded {
+        /// The layer (digest or archive path).
+        layer: String,
+        /// The entry being read when the limit was reached.
+        entry: String,
+        /// What is counted.
+        what: String,
+        /// The limit.
+        limit: u64,
+        /// The flag that raises it.
+        flag: &'static str,
+    },
     /// Content does not match its digest.
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -76,6 +105,12 @@ fn io_err(path: &Path, source: io::Error) -> ImageError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Writes `data` to `path` atomically and durably, private to root (0600): the one
+/// helper every crate uses (`shoal-files`).
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    shoal_files::write_atomic(path, data, shoal_files::FILE_MODE)
 }
 
 /// A name (or digest) imported or tagged, with the manifest it points to.
@@ -156,6 +191,7 @@ pub fn normalize_reference(name: &str) -> Result<String, ImageError> {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    limits: limits::Limits,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -270,7 +306,22 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            limits: limits::Limits::default(),
+        })
+    }
+
+    /// The same store with other unpacking limits (from the
+    /// `--image-max-unpacked-bytes` and `--image-max-entries` flags).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The unpacking limits.
+    pub fn limits(&self) -> limits::Limits {
+        self.limits
     }
 
     /// The store's root directory.
@@ -336,7 +387,7 @@ impl ImageStore {
     fn write_refs(&self, refs: &Refs) -> Result<(), ImageError> {
         let p = self.root.join("refs.json");
         let data = serde_json::to_vec_pretty(refs).map_err(|e| io_err(&p, io::Error::other(e)))?;
-        crate::util::write_atomic(&p, &data).map_err(|e| io_err(&p, e))
+        write_atomic(&p, &data).map_err(|e| io_err(&p, e))
     }
 
     /// Adds a blob read from `reader`, verifying it against `expected`.
@@ -528,6 +579,7 @@ impl ImageStore {
                     ),
                 });
             }
+            let mut budget = limits::Budget::new(self.limits);
             for (i, l) in manifest.layers.iter().enumerate() {
                 if self.layer_dir(&l.digest).is_dir()
                     || new_layers.iter().any(|(_, d)| d == &l.digest)
@@ -546,7 +598,12 @@ impl ImageStore {
                 fs::create_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
                 let (stream, _) = open_maybe_gzip(src)?;
                 let mut hr = HashingReader::new(stream);
-                layer::unpack_layer(&mut hr, &dest, &l.digest.to_string())?;
+                layer::unpack_layer_with(
+                    &mut hr,
+                    &dest,
+                    &format!("{} of {label}", l.digest),
+                    &mut budget,
+                )?;
                 let diff_id = hr.finish().map_err(|e| io_err(src, e))?;
                 if let Some(expected) = cfg.diff_ids.get(i)
                     && expected != &diff_id
@@ -575,7 +632,7 @@ impl ImageStore {
             let md = Digest::of_bytes(bytes);
             let dst = self.blob_path(&md);
             if !dst.exists() {
-                crate::util::write_atomic(&dst, bytes).map_err(|e| io_err(&dst, e))?;
+                write_atomic(&dst, bytes).map_err(|e| io_err(&dst, e))?;
             }
         }
         for (dir, d) in new_layers {
@@ -658,11 +715,38 @@ impl ImageStore {
         let (stream, _) = open_maybe_gzip(archive)?;
         let mut ar = tar::Archive::new(stream);
         let entries = ar.entries().map_err(|e| io_err(archive, e))?;
+        // The archive itself is held to the image's limits too: its members
+        // (compressed layers, configs) are staged on disk.
+        let mut staged_bytes: u64 = 0;
         for (i, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| ImageError::Format {
                 archive: staged.name.clone(),
                 message: format!("corrupt tar: {e}"),
             })?;
+            staged_bytes = staged_bytes.saturating_add(entry.size());
+            let over = if staged_bytes > self.limits.max_unpacked_bytes {
+                Some((
+                    "unpacked bytes",
+                    self.limits.max_unpacked_bytes,
+                    limits::FLAG_MAX_UNPACKED_BYTES,
+                ))
+            } else if i as u64 >= self.limits.max_entries {
+                Some(("entries", self.limits.max_entries, limits::FLAG_MAX_ENTRIES))
+            } else {
+                None
+            };
+            if let Some((what, limit, flag)) = over {
+                return Err(ImageError::LimitExceeded {
+                    layer: format!("(archive) {}", staged.name),
+                    entry: entry
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    what: what.into(),
+                    limit,
+                    flag,
+                });
+            }
             let raw = entry
                 .path()
                 .map_err(|e| io_err(archive, e))?

@@ -49,6 +49,7 @@ impl ImageStore {
         let staging = self.staging_dir("pull")?;
         let result = (|| {
             let mut new_layers: Vec<(std::path::PathBuf, Digest)> = Vec::new();
+            let mut budget = crate::limits::Budget::new(self.limits());
             for (i, l) in m.layers.iter().enumerate() {
                 if !self.has_blob(&l.digest) {
                     return Err(missing(&l.digest, "layer"));
@@ -63,7 +64,12 @@ impl ImageStore {
                 let src = self.blob_path(&l.digest);
                 let (stream, _) = open_maybe_gzip(&src)?;
                 let mut hr = HashingReader::new(stream);
-                layer::unpack_layer(&mut hr, &dest, &l.digest.to_string())?;
+                layer::unpack_layer_with(
+                    &mut hr,
+                    &dest,
+                    &format!("{} of {manifest}", l.digest),
+                    &mut budget,
+                )?;
                 let diff_id = hr.finish().map_err(|e| io_err(&src, e))?;
                 if let Some(expected) = cfg.diff_ids.get(i)
                     && expected != &diff_id
@@ -105,7 +111,7 @@ impl ImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::config::Descriptor;
+    use crate::config::Descriptor;
 
     fn layer_tar(path: &str, data: &[u8]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
