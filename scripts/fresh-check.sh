@@ -83,36 +83,38 @@ mkdir -p "$ROOT/root/.rustup" "$ROOT/root/.cargo/bin"
 step "cloning $REPO (HEAD $(git -C "$REPO" rev-parse --short HEAD)) into the root"
 git clone -q "$REPO" "$ROOT/root/shoal"
 
-# The commands run as a new user would type them, with a clean environment.
-run_in_root() {
-    local label=$1 cmd=$2 start=$(date +%s)
-    step "running '$cmd'"
-    unshare --mount --propagation private -- bash -euo pipefail -c '
-        ROOT=$1 RUSTUP=$2 CARGOBIN=$3 CMD=$4
-        # The root must be a mount point: `ip netns exec` makes / a slave mount.
-        mount --bind "$ROOT" "$ROOT"
-        mount -t proc proc "$ROOT/proc"
-        mount --rbind /sys "$ROOT/sys"
-        mount --rbind /dev "$ROOT/dev"
-        mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"
-        mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
-        mount --bind "$RUSTUP" "$ROOT/root/.rustup"
-        mount -o remount,bind,ro "$ROOT/root/.rustup"
-        mount --bind "$CARGOBIN" "$ROOT/root/.cargo/bin"
-        mount -o remount,bind,ro "$ROOT/root/.cargo/bin"
-        exec chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+# The commands run one after the other in ONE private mount namespace (its /run
+# holds the demo cluster's state and namespaces, which `demo.sh down` needs), each
+# as a new user would type it, with a clean environment.
+cmds=("scripts/demo.sh" "scripts/demo.sh down")
+((DEMO_ONLY)) || cmds+=("scripts/test.sh")
+unshare --mount --propagation private -- bash -euo pipefail -c '
+    ROOT=$1 RUSTUP=$2 CARGOBIN=$3 TIMES=$4 T0=$5
+    shift 5
+    # The root must be a mount point: `ip netns exec` makes / a slave mount.
+    mount --bind "$ROOT" "$ROOT"
+    mount -t proc proc "$ROOT/proc"
+    mount --rbind /sys "$ROOT/sys"
+    mount --rbind /dev "$ROOT/dev"
+    mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"
+    mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
+    mount --bind "$RUSTUP" "$ROOT/root/.rustup"
+    mount -o remount,bind,ro "$ROOT/root/.rustup"
+    mount --bind "$CARGOBIN" "$ROOT/root/.cargo/bin"
+    mount -o remount,bind,ro "$ROOT/root/.cargo/bin"
+    for cmd in "$@"; do
+        start=$(date +%s)
+        echo "fresh-check: [$((start - T0)) s] running '\''$cmd'\''"
+        chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
             PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             RUSTUP_HOME=/root/.rustup CARGO_HOME=/root/.cargo RUSTUP_AUTO_INSTALL=0 \
-            /bin/bash -c "cd /root/shoal && $CMD"
-    ' fresh-check "$ROOT" "$RUSTUP_HOME" "$CARGO_BIN" "$cmd"
-    local took=$(($(date +%s) - start))
-    step "'$cmd' passed in $took s"
-    echo "$label $took" >>"$DIR/times"
-}
-
-run_in_root demo "scripts/demo.sh"
-run_in_root down "scripts/demo.sh down"
-if ((!DEMO_ONLY)); then
-    run_in_root test "scripts/test.sh"
-fi
-step "passed: $(tr '\n' ' ' <"$DIR/times")(seconds)"
+            /bin/bash -c "cd /root/shoal && $cmd" || {
+            echo "fresh-check: '\''$cmd'\'' FAILED" >&2
+            exit 1
+        }
+        took=$(($(date +%s) - start))
+        echo "fresh-check: [$(($(date +%s) - T0)) s] '\''$cmd'\'' passed in $took s"
+        echo "$cmd: $took" >>"$TIMES"
+    done
+' fresh-check "$ROOT" "$RUSTUP_HOME" "$CARGO_BIN" "$DIR/times" "$t0" "${cmds[@]}"
+step "passed: $(paste -sd, "$DIR/times" | sed 's/,/, /g') (seconds)"
