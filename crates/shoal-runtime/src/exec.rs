@@ -115,11 +115,20 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
         let p = format!("/proc/{pid}/ns/{name}");
         nss.push((File::open(&p).map_err(|e| format!("{p}: {e}"))?, flag, p));
     }
+    // The container's root as its init sees it. Joining a mount namespace puts us at the
+    // namespace's root, which is the container's only when its pivot_root replaced that:
+    // an agent that itself runs chrooted (a fresh-root check, some node images) would leave
+    // exec'd processes at the host's root. So we enter the init's root explicitly.
+    let root_path = format!("/proc/{pid}/root");
+    let root = File::open(&root_path).map_err(|e| format!("{root_path}: {e}"))?;
     cfg.cgroup.join_self().map_err(|e| e.to_string())?;
     for (f, flag, p) in &nss {
         nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("setns {p}: {e}"))?;
     }
     drop(nss);
+    nix::unistd::fchdir(&root).map_err(|e| format!("fchdir {root_path}: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot {root_path}: {e}"))?;
+    drop(root);
     let mut env = cfg.env.clone();
     for (k, v) in &spec.env {
         match env.iter_mut().find(|(ek, _)| ek == k) {
