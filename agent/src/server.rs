@@ -219,6 +219,8 @@ impl AgentApi for AgentService {
         let spec = ExecSpec {
             cmd: start.command.clone(),
             tty: start.tty,
+            tty_size: (start.tty && start.rows > 0 && start.cols > 0)
+                .then(|| (start.rows as u16, start.cols as u16)),
             ..ExecSpec::default()
         };
         let id = c.id.clone();
@@ -226,9 +228,6 @@ impl AgentApi for AgentService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| to_status(&e))?;
-        if start.tty && start.rows > 0 && start.cols > 0 {
-            let _ = proc.resize(start.rows as u16, start.cols as u16);
-        }
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<ExecOutput, Status>>(64);
         // Output readers.
         let mut readers = Vec::new();

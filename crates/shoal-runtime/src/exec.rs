@@ -28,6 +28,11 @@ pub struct ExecSpec {
     pub cmd: Vec<String>,
     /// Allocate a pseudo-terminal (stdin, stdout and stderr all on it).
     pub tty: bool,
+    /// The terminal's size (rows, columns) from its first moment: set on the pty
+    /// before the command starts, so that it never sees 0×0 (a resize after the start
+    /// raced with commands that read the size at once, such as `stty size`).
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
     /// Extra environment on top of the container's.
     pub env: Vec<(String, String)>,
     /// Working directory (default: the container's).

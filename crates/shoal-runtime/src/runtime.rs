@@ -617,7 +617,13 @@ impl Runtime {
         let mut cmd = Command::new(self.helper.path());
         cmd.arg("exec").arg(self.container_dir(id)).arg(json);
         if spec.tty {
-            let pty = nix::pty::openpty(None, None).map_err(|e| RuntimeError::Io {
+            let size = spec.tty_size.map(|(rows, cols)| nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            let pty = nix::pty::openpty(size.as_ref(), None).map_err(|e| RuntimeError::Io {
                 what: format!("openpty for exec in {id}"),
                 source: e.into(),
             })?;
