@@ -220,7 +220,7 @@ impl AgentApi for AgentService {
             cmd: start.command.clone(),
             tty: start.tty,
             tty_size: (start.tty && start.rows > 0 && start.cols > 0)
-                .then(|| (start.rows as u16, start.cols as u16)),
+                .then_some((start.rows as u16, start.cols as u16)),
             ..ExecSpec::default()
         };
         let id = c.id.clone();
