@@ -179,18 +179,28 @@ pub fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let name = args.name.clone().context("--name is required")?;
     let labels = parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
-    let config = ClientConfig::parse(&args.controller)
-        .context("--controller")?
-        .with_timeouts(Timeouts {
-            connect: Duration::from_secs(1),
-            request: REQUEST_TIMEOUT,
-        });
+    let endpoint = args.advertise();
+    let tls = crate::identity::prepare(
+        &args.data_dir,
+        &name,
+        &args.controller,
+        &crate::args::host_of(&endpoint),
+        args.join_token.as_deref(),
+        args.ca_hash.as_deref(),
+    )
+    .await
+    .context("while setting up the node certificate")?;
+    let endpoints = shoal_client::Endpoints::parse(&args.controller).context("--controller")?;
+    let config = ClientConfig::new(endpoints, tls.client()?).with_timeouts(Timeouts {
+        connect: Duration::from_secs(1),
+        request: REQUEST_TIMEOUT,
+    });
     let ctl = Arc::new(Client::new(config));
+    let rotation = tokio::spawn(tls.clone().rotate((*ctl).clone()));
     let data_dir = args.data_dir.clone();
     let image_limits = args.image_limits();
     let rt =
         Arc::new(tokio::task::spawn_blocking(move || runtime(&data_dir, image_limits)).await??);
-    let endpoint = args.advertise();
     let sys = SysInfo::new("/");
     let dir = args.data_dir.join("agent");
     shoal_files::private_dir(&dir)
@@ -217,7 +227,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("while binding {}", args.listen))?;
     info!(node = %name, listen = %args.listen, advertise = %endpoint, "agent serving");
-    let server = tokio::spawn(crate::server::serve(agent.clone(), listener));
+    let server = tokio::spawn(crate::server::serve(agent.clone(), listener, tls.server()?));
 
     let mut facts = NodeFacts::gather(&name, labels, &endpoint, &sys);
     let net_setup = match args.network {
@@ -272,7 +282,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("stopping (containers keep running)");
-    for t in [hb, watch, sync] {
+    for t in [hb, watch, sync, rotation] {
         t.abort();
     }
     if let Some(net) = agent.net.get()

@@ -15,6 +15,14 @@ pub struct AgentArgs {
     /// Controller addresses, `HOST:PORT[,HOST:PORT…]`; the agent fails over between them.
     #[arg(long, env = "SHOAL_SERVER", default_value = "127.0.0.1:7000")]
     pub controller: String,
+    /// Join token for the first start (from `shoalctl token create`); not needed once the
+    /// node has its certificate in --data-dir.
+    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "ID.SECRET", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// The cluster CA's hash for the first start (`sha256:HEX`, printed by `shoalctl token
+    /// create`): the agent trusts only a CA with this public key.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub ca_hash: Option<String>,
     /// Data directory (images, pods, containers, agent state).
     #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,

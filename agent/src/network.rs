@@ -512,6 +512,15 @@ pub fn desired(i: &DesiredInput<'_>) -> Desired {
         ) else {
             continue;
         };
+        // A peer may only route a block of the cluster CIDR: a Node whose podCIDR lies
+        // elsewhere (forged or misconfigured) would steer host traffic into the overlay.
+        if !i.settings.cluster_cidr.contains(&cidr) {
+            warn!(
+                "node {}: podCIDR {cidr} is outside the cluster CIDR {}; ignored as a peer",
+                n.metadata.name, i.settings.cluster_cidr
+            );
+            continue;
+        }
         let (Ok(key), Ok(endpoint)) = (
             shoal_net::wg::parse_public_key(&wg.public_key),
             wg.endpoint.parse::<SocketAddr>(),
@@ -676,6 +685,8 @@ mod tests {
                 &base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
             ),
             node("n2", "10.244.1.0/24", "10.0.0.2", &k2),
+            // A forged Node claiming a block outside the cluster CIDR: never a peer.
+            node("evil", "192.168.1.0/24", "10.0.0.9", &k2),
             // No pod CIDR yet: not a peer, but its agent port is still protected.
             obj(json!({"metadata": {"name": "n3"}, "status": {"agentEndpoint": "10.0.0.3:7100"}})),
         ]);

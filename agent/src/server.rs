@@ -20,14 +20,17 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::agent::Agent;
 use crate::plan::ObservedContainer;
 
-/// Serves the Agent API on `listener` until the task is aborted.
+/// Serves the Agent API on `listener` over mutual TLS (controllers only) until the task
+/// is aborted.
 pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(shoal_pki::layer::AuthLayer::new(crate::identity::agent_policy()))
         .add_service(AgentServer::new(AgentService { agent }))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(shoal_pki::tls::incoming(listener, tls))
         .await
 }
 

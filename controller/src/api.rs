@@ -21,6 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::alloc::{ServiceAddresses, assign_service, keep_pod_cidr, service_id};
+use crate::authz::{Verb, admission, check_verb, check_write};
+use shoal_pki::Identity;
 use crate::error::ApiError;
 use crate::network::NetConfig;
 
@@ -46,33 +48,61 @@ const ALLOC_ATTEMPTS: usize = 50;
 /// concurrent allocations never pick the same address (one of them re-reads and retries).
 pub const ALLOCATOR_KEY: &str = "Allocator//services";
 
-/// Serves the cluster API, the Raft RPCs and gRPC reflection until `shutdown` resolves.
+/// Everything [`serve`] needs besides the store and the listener.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory (images live under it).
+    pub data_dir: std::path::PathBuf,
+    /// Image unpacking limits.
+    pub image_limits: shoal_image::limits::Limits,
+    /// The network ranges.
+    pub net: NetConfig,
+    /// Largest image import.
+    pub max_image_size: u64,
+    /// This controller's TLS identity.
+    pub tls: crate::pki::ControllerTls,
+    /// Admission rules.
+    pub admission: crate::authz::AdmissionConfig,
+}
+
+/// Serves the cluster API, the access service, the Raft RPCs and gRPC reflection over
+/// mutual TLS, behind the authorization layer, until `shutdown` resolves.
 pub async fn serve(
     store: Store,
-    data_dir: std::path::PathBuf,
-    image_limits: shoal_image::limits::Limits,
+    cfg: ServeConfig,
     listener: tokio::net::TcpListener,
-    net: NetConfig,
-    max_image_size: u64,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let ServeConfig {
+        data_dir,
+        image_limits,
+        net,
+        max_image_size,
+        tls,
+        admission,
+    } = cfg;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let images = crate::images::ImagesService::new(store.clone(), &data_dir, image_limits)?
         .with_max_image_size(max_image_size)
         .into_server();
-    let proxy = crate::proxy::ProxyService::new(store.clone()).into_server();
+    let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone()).into_server();
+    let access = crate::access::AccessService::new(store.clone(), tls.clone()).into_server();
+    let server_tls = tls.server_config()?;
     tonic::transport::Server::builder()
-        .add_service(ClusterServer::new(ClusterService::new(store.clone(), net)))
+        .layer(shoal_pki::layer::AuthLayer::new(
+            crate::authz::controller_policy(),
+        ))
+        .add_service(ClusterServer::new(
+            ClusterService::new(store.clone(), net).with_admission(admission),
+        ))
         .add_service(images)
         .add_service(proxy)
+        .add_service(access)
         .add_service(store.raft_service())
         .add_service(reflection)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(shoal_pki::tls::incoming(listener, server_tls), shutdown)
         .await?;
     Ok(())
 }
@@ -82,6 +112,7 @@ pub async fn serve(
 pub struct ClusterService {
     store: Store,
     net: NetConfig,
+    admission: crate::authz::AdmissionConfig,
     /// Allocations through this member run one at a time (the allocator key's CAS
     /// still orders them against other members); this spares them retry storms.
     allocating: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -101,8 +132,37 @@ impl ClusterService {
         Self {
             store,
             net,
+            admission: crate::authz::AdmissionConfig::new(7000, Vec::new()),
             allocating: Default::default(),
         }
+    }
+
+    /// Sets the admission rules.
+    pub fn with_admission(mut self, admission: crate::authz::AdmissionConfig) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Checks that `who` may write `o` (verb, object rules, admission), reading the
+    /// stored object where the rules need it.
+    async fn authorize_write(&self, who: &Identity, verb: Verb, o: &Object) -> Result<(), Status> {
+        let kind = o.kind();
+        let ns = effective_namespace(kind, o.namespace());
+        check_verb(who, verb, kind, &ns)?;
+        if matches!(who, Identity::User { .. }) {
+            admission(who, o, &self.admission)?;
+        }
+        let new = serde_json::to_value(o).map_err(|e| Status::internal(e.to_string()))?;
+        let needs_old = matches!(who, Identity::Node { .. }) || kind == Kind::Node;
+        let old = if needs_old {
+            self.store
+                .get(&key_for(&kind.to_string(), &ns, o.name()), Consistency::Local)
+                .await
+                .map_err(|e| Status::from(ApiError::from(e)))?
+        } else {
+            None
+        };
+        check_write(who, kind, o.name(), Some(&new), old.as_ref())
     }
 
     /// Reads the allocator key (with `consistency`), then every Service (locally: at
@@ -438,6 +498,13 @@ impl ClusterService {
     }
 }
 
+/// The verified identity of the caller (set by the authorization layer).
+fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
+    shoal_pki::layer::identity_of(req).ok_or_else(|| {
+        Status::unauthenticated("a client certificate of this cluster is required")
+    })
+}
+
 /// Splits an encoded backup into stream messages; the first carries the totals.
 fn snapshot_chunks(file: Vec<u8>, revision: u64, objects: u64) -> Vec<SnapshotChunk> {
     let total = file.len() as u64;
@@ -651,10 +718,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
         let mut objects = Vec::with_capacity(req.objects_json.len());
         for (i, j) in req.objects_json.iter().enumerate() {
             objects.push(parse_object(j, &format!("object {}", i + 1))?);
+        }
+        // Every object is checked before any is written (all or nothing).
+        for o in &objects {
+            self.authorize_write(&who, Verb::Update, o).await?;
         }
         let results = self.apply_objects(objects, req.dry_run).await?;
         Ok(Response::new(ApplyResponse { results }))
@@ -664,7 +736,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ObjectRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
+        let who = caller(&request)?;
         let o = parse_object(&request.into_inner().object_json, "object")?;
+        self.authorize_write(&who, Verb::Create, &o).await?;
         let out = self.create_object(o).await?;
         Ok(Response::new(ObjectResponse {
             object_json: out.to_string(),
@@ -675,7 +749,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ObjectRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
+        let who = caller(&request)?;
         let o = parse_object(&request.into_inner().object_json, "object")?;
+        self.authorize_write(&who, Verb::Update, &o).await?;
         let out = self.update_object(o).await?;
         Ok(Response::new(ObjectResponse {
             object_json: out.to_string(),
@@ -683,9 +759,11 @@ impl Cluster for ClusterService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let ns = effective_namespace(kind, &req.namespace);
+        check_verb(&who, Verb::Get, kind, &ns)?;
         let consistency = if req.stale {
             Consistency::Local
         } else {
@@ -710,8 +788,10 @@ impl Cluster for ClusterService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
+        check_verb(&who, Verb::List, kind, &req.namespace)?;
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
         let consistency = if req.stale {
             Consistency::Local
@@ -738,9 +818,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
         let ns = effective_namespace(kind, &req.namespace);
+        check_verb(&who, Verb::Delete, kind, &ns)?;
         let key = key_for(&kind.to_string(), &ns, &req.name);
         let expected = (req.resource_version != 0).then_some(req.resource_version);
         match self
@@ -774,8 +856,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
+        check_verb(&who, Verb::Watch, kind, &req.namespace)?;
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
         let after = (req.resource_version != 0).then_some(req.resource_version);
         let mut events = self

@@ -5,11 +5,14 @@
 //! never on the container runtime or the agent.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod alloc;
 pub mod api;
+pub mod authz;
 pub mod error;
 pub mod images;
 pub mod network;
+pub mod pki;
 pub mod proxy;
 pub mod reconcile;
 
@@ -46,6 +49,24 @@ pub struct Args {
     /// starts a new one-member cluster. Ignored when the data dir already holds a member.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "restore")]
     pub join: Option<String>,
+    /// Join token for `--join` (from `shoalctl token create --usage controller`).
+    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "ID.SECRET", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// The cluster CA's hash for `--join` (`sha256:HEX`, printed by `shoalctl token create`):
+    /// the joining controller trusts only a CA with this public key.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub ca_hash: Option<String>,
+    /// Extra DNS name or IP address for this controller's certificate (repeatable), for
+    /// clients that reach it by a name other than --advertise.
+    #[arg(long, value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Lifetime of the server and node certificates this controller issues (renewed at two
+    /// thirds of it), e.g. 365d or 2m.
+    #[arg(long, default_value = "365d", value_parser = shoal_flags::parse_span)]
+    pub cert_lifetime: std::time::Duration,
+    /// Non-admin users may use hostPath volumes under this directory (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    pub allow_host_path: Vec<String>,
     /// Start a new one-member cluster from a backup written by `shoalctl cluster snapshot
     /// save` (the data dir must be missing or empty); grow it again with add-member.
     #[arg(long, value_name = "FILE")]
@@ -125,7 +146,10 @@ fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
 
 /// Prepares an empty data dir from a backup file (`--restore`); refuses a damaged file or a
 /// non-empty data dir before writing anything.
-pub fn restore_from(file: &std::path::Path, cfg: &StoreConfig) -> anyhow::Result<u64> {
+pub fn restore_from(
+    file: &std::path::Path,
+    cfg: &StoreConfig,
+) -> anyhow::Result<(u64, Option<shoal_pki::Ca>)> {
     let data = std::fs::read(file)
         .with_context(|| format!("while reading the snapshot {}", file.display()))?;
     let backup = shoal_store::Backup::decode(&data)
@@ -143,7 +167,7 @@ pub fn restore_from(file: &std::path::Path, cfg: &StoreConfig) -> anyhow::Result
         objects = backup.objects.len(),
         "restored a new one-member cluster from a snapshot"
     );
-    Ok(backup.revision)
+    Ok((backup.revision, pki::ca_of_backup(&backup)))
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -165,12 +189,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         check_host_port("--join", j)?;
     }
     let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
+    let mut restore_ca = None;
     if let Some(file) = &args.restore {
-        restore_from(file, &cfg)?;
+        restore_ca = restore_from(file, &cfg)?.1;
     }
     // 0700, tightened if an older version made it wider (docs/security.md).
     shoal_files::private_dir(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
+    let tls = pki::prepare(&pki::PkiOptions {
+        id: args.id,
+        data_dir: args.data_dir.clone(),
+        advertise: advertise.clone(),
+        listen: args.listen,
+        tls_san: args.tls_san.clone(),
+        join: args.join.clone(),
+        join_token: args.join_token.clone(),
+        ca_hash: args.ca_hash.clone(),
+        restore_ca,
+        cert_lifetime: args.cert_lifetime,
+    })
+    .await
+    .context("while setting up this controller's certificate")?;
+    cfg.peer_tls = Some(tls.peer_client()?);
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
     let store = Store::open(cfg)
@@ -192,15 +232,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(
         store.clone(),
-        args.data_dir.clone(),
-        args.image_limits(),
+        api::ServeConfig {
+            data_dir: args.data_dir.clone(),
+            image_limits: args.image_limits(),
+            net,
+            max_image_size: args.max_image_size,
+            tls: tls.clone(),
+            admission: authz::AdmissionConfig::new(args.listen.port(), args.allow_host_path.clone()),
+        },
         listener,
-        net,
-        args.max_image_size,
         async {
             let _ = stop_rx.await;
         },
     ));
+    let pki_tasks = [
+        tokio::spawn(pki::publish_ca(store.clone(), tls.clone())),
+        tokio::spawn(pki::rotate(store.clone(), tls.clone())),
+    ];
 
     // One membership model: an empty data dir without --join starts a new one-member
     // cluster; with --join it waits to be added; a data dir that holds a member rejoins with
@@ -214,7 +262,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(existing) => {
                     if !store.is_initialized().await.unwrap_or(true) {
                         info!(
-                            "waiting to be added: run `shoalctl --server {existing} cluster add-member {id}={addr}`"
+                            "waiting to be added: run `shoalctl --server {existing} cluster add-member {id}={addr}` as an admin"
                         );
                     }
                     store.join().await
@@ -239,6 +287,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     reconcilers.abort();
+    for t in &pki_tasks {
+        t.abort();
+    }
     info!("shutting down");
     boot.abort();
     let _ = stop_tx.send(());

@@ -20,6 +20,8 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::{Verb, check_verb};
+
 /// How long connecting to an agent may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -115,7 +117,9 @@ pub struct AgentTarget {
 #[derive(Debug, Clone)]
 pub struct ProxyService {
     store: Store,
-    /// One lazily connecting channel per agent endpoint.
+    /// TLS identity (the agent accepts only controllers; we accept only the pod's node).
+    tls: crate::pki::ControllerTls,
+    /// One lazily connecting channel per (node, agent endpoint).
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -140,6 +144,19 @@ async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, Stor
     }
 }
 
+/// The verified identity of the caller.
+fn caller<T>(req: &Request<T>) -> Result<shoal_pki::Identity, Status> {
+    shoal_pki::layer::identity_of(req)
+        .ok_or_else(|| Status::unauthenticated("a client certificate of this cluster is required"))
+}
+
+/// Logs need read access to the pod's namespace; exec write access (as `pods/exec` in
+/// Kubernetes: `edit`, not `view`).
+fn check_pod_access(who: &shoal_pki::Identity, verb: Verb, namespace: &str) -> Result<(), Status> {
+    let ns = if namespace.is_empty() { "default" } else { namespace };
+    check_verb(who, verb, shoal_api::Kind::Pod, ns)
+}
+
 /// Whether a status from a first call means the agent could not be reached at all.
 fn is_transport_failure(s: &Status) -> bool {
     s.code() == tonic::Code::Unavailable
@@ -150,9 +167,10 @@ fn is_transport_failure(s: &Status) -> bool {
 
 impl ProxyService {
     /// A proxy over `store`.
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, tls: crate::pki::ControllerTls) -> Self {
         Self {
             store,
+            tls,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -205,6 +223,14 @@ impl ProxyService {
         if let Some(ch) = map.get(&t.addr) {
             return Ok(AgentClient::new(ch.clone()));
         }
+        let tls = self
+            .tls
+            .agent_client(&t.node)
+            .map_err(|e| ProxyError::Unreachable {
+                node: t.node.clone(),
+                addr: t.addr.clone(),
+                message: format!("TLS settings: {e}"),
+            })?;
         let ep = Endpoint::from_shared(format!("http://{}", t.addr))
             .map_err(|e| ProxyError::Unreachable {
                 node: t.node.clone(),
@@ -215,7 +241,7 @@ impl ProxyService {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        let ch = ep.connect_lazy();
+        let ch = ep.connect_with_connector_lazy(shoal_pki::tls::Connector::new(tls, CONNECT_TIMEOUT));
         map.insert(t.addr.clone(), ch.clone());
         Ok(AgentClient::new(ch))
     }
@@ -330,7 +356,9 @@ impl Proxy for ProxyService {
         &self,
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        let who = caller(&request)?;
         let req = request.into_inner();
+        check_pod_access(&who, Verb::Get, &req.namespace)?;
         let t = self.pod_target(&req.namespace, &req.pod).await?;
         let mut c = self.client(&t)?;
         let upstream = c
@@ -347,6 +375,7 @@ impl Proxy for ProxyService {
         &self,
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        let who = caller(&request)?;
         let mut inbound = request.into_inner();
         let first = match inbound.next().await {
             Some(Ok(m)) => m,
@@ -370,6 +399,7 @@ impl Proxy for ProxyService {
                 "exec: the command is empty".into(),
             )));
         }
+        check_pod_access(&who, Verb::Create, &start.namespace)?;
         let t = self.pod_target(&start.namespace, &start.pod).await?;
         let mut c = self.client(&t)?;
         // Client → agent: the start message, then every input until the client's stream ends

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shoal/v1/api.proto",
         "shoal/v1/raft.proto",
         "shoal/v1/agent.proto",
+        "shoal/v1/access.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::DEFAULT_SERVER;
 
 /// `shoalctl`: the Shoal command line.
 #[derive(Debug, Parser)]
@@ -16,9 +15,17 @@ use crate::client::DEFAULT_SERVER;
     propagate_version = true
 )]
 pub struct Cli {
-    /// Controller addresses, comma-separated HOST:PORT; the next is tried when one is down.
-    #[arg(long, short = 's', global = true, env = "SHOAL_SERVER", value_name = "ADDRS", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    /// Client configuration (clusters, users, contexts; kubeconfig-shaped). The first
+    /// controller writes DATA_DIR/admin.conf; default ~/.shoal/config.
+    #[arg(long, global = true, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The context of the configuration to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Controller addresses, comma-separated HOST:PORT, replacing the context's list; the
+    /// next is tried when one is down.
+    #[arg(long, short = 's', global = true, env = "SHOAL_SERVER", value_name = "ADDRS")]
+    pub server: Option<String>,
     /// Namespace to work in (default: `default`, or the manifest's own).
     #[arg(long, short = 'n', global = true, value_name = "NS")]
     pub namespace: Option<String>,
@@ -90,8 +97,79 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Join tokens for agents and controllers (admin).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Client configurations: users, contexts.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the version of shoalctl.
     Version,
+}
+
+/// `shoalctl token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a join token; prints it with the CA hash joiners check.
+    Create {
+        /// How long it can be used, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_span)]
+        ttl: Duration,
+        /// How many joins it allows (0: any number until it expires).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// What it joins: `node` (an agent) or `controller`.
+        #[arg(long, default_value = "node")]
+        usage: String,
+        /// A note shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// The join tokens (never their secrets).
+    List,
+    /// Revoke a token by its id (the part before the dot).
+    Revoke {
+        /// The token id (or the whole token).
+        id: String,
+    },
+}
+
+/// `shoalctl config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Make a user (a certificate signed by the cluster CA) and print a configuration
+    /// file for them on stdout (admin). The key is made here and never sent. With
+    /// `--namespace NS` the user may only use that namespace (edit and view).
+    CreateUser {
+        /// The user name.
+        name: String,
+        /// `admin`, `edit` or `view`.
+        #[arg(long)]
+        role: String,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "365d", value_parser = parse_span)]
+        ttl: Duration,
+    },
+    /// The contexts of the configuration file.
+    GetContexts,
+    /// The current context.
+    CurrentContext,
+    /// Make a context the current one (edits the configuration file).
+    UseContext {
+        /// The context's name.
+        name: String,
+    },
+    /// Add the clusters, users and contexts of another configuration file to this one.
+    Merge {
+        /// The file to take them from.
+        file: PathBuf,
+    },
 }
 
 /// `shoalctl cluster …`.
@@ -459,46 +537,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Parses a Go-style span such as `90s`, `5m`, `1h30m`, `2d` or `500ms` (a plain number is
-/// seconds).
-pub fn parse_span(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    let bad = |why: &str| format!("invalid duration {text:?}: {why}; expected e.g. 30s, 5m, 1h30m");
-    if text.is_empty() {
-        return Err(bad("empty"));
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        let n: u64 = text.parse().map_err(|_| bad("too large"))?;
-        return Ok(Duration::from_secs(n));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad("a number must come before each unit"));
-        }
-        let n: f64 = rest[..digits].parse().map_err(|_| bad("bad number"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86_400.0,
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unit must be ms, s, m, h or d")),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(secs).map_err(|_| bad("too large"))?;
-    }
-    Ok(total)
-}
+pub use shoal_flags::parse_span;
 
 #[cfg(test)]
 mod tests {

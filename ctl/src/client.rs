@@ -11,7 +11,28 @@ use tonic::transport::Channel;
 
 use crate::error::{CtlError, status_error};
 
-pub use shoal_client::{DEFAULT_SERVER, Timeouts};
+pub use shoal_client::Timeouts;
+
+/// Where the client configuration and the controllers are (global flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration file (`--config`, `SHOAL_CONFIG`, `~/.shoal/config`).
+    pub config: std::path::PathBuf,
+    /// `--context`.
+    pub context: Option<String>,
+    /// `--server` / `SHOAL_SERVER`: replaces the context's controller list.
+    pub server: Option<String>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// `~/.shoal/config` (or `./.shoal/config` without a home).
+pub fn default_config_path() -> std::path::PathBuf {
+    std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default()
+        .join(".shoal/config")
+}
 
 /// Parses a comma-separated controller list (`host:port[,host:port…]`, optional `http://`).
 pub fn parse_servers(list: &str) -> Result<Endpoints, CtlError> {
@@ -26,6 +47,7 @@ pub fn client_error(e: ClientError) -> CtlError {
             CtlError::Usage("no controller address given (use --server or SHOAL_SERVER)".into())
         }
         ClientError::Unreachable { tried, reason } => CtlError::Unreachable { tried, reason },
+        e @ (ClientError::Config { .. } | ClientError::Join { .. }) => CtlError::Usage(e.to_string()),
         e @ ClientError::WatchGaveUp { .. } => CtlError::Unavailable(e.to_string()),
         ClientError::Decode { what, message } => {
             CtlError::BadResponse(format!("{what}: {message}"))
@@ -41,10 +63,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to the first address that accepts, trying them in order.
-    pub async fn connect(servers: Endpoints, timeouts: Timeouts) -> Result<Connection, CtlError> {
-        let config = ClientConfig::new(servers).with_timeouts(timeouts);
-        let client = Client::connect(config).await.map_err(client_error)?;
+    /// Reads the configuration file and connects to the first controller that accepts,
+    /// trying them in order.
+    pub async fn connect(s: &Settings) -> Result<Connection, CtlError> {
+        let (config, _) = ClientConfig::from_file(&s.config, s.context.as_deref(), s.server.as_deref())
+            .map_err(client_error)?;
+        let client = Client::connect(config.with_timeouts(s.timeouts))
+            .await
+            .map_err(client_error)?;
         Ok(Connection { client })
     }
 

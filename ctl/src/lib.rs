@@ -17,20 +17,28 @@ pub mod sources;
 pub use cli::Cli;
 pub use error::CtlError;
 
-use client::{Timeouts, parse_servers};
+use client::{Settings, Timeouts};
 use commands::Context;
 
 /// Runs one `shoalctl` command to completion.
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
-    let servers = parse_servers(&cli.server)?;
     if let Some(ns) = &cli.namespace {
         shoal_api::validation::check_dns1123_label(ns)
             .map_err(|m| CtlError::Usage(format!("--namespace {ns:?}: {m}")))?;
+    }
+    if let Some(s) = &cli.server {
+        client::parse_servers(s)?;
     }
     let timeouts = Timeouts {
         connect: cli.connect_timeout,
         request: cli.request_timeout,
     };
-    let mut ctx = Context::new(servers, timeouts, cli.namespace);
+    let settings = Settings {
+        config: cli.config.clone().unwrap_or_else(client::default_config_path),
+        context: cli.context.clone(),
+        server: cli.server.clone(),
+        timeouts,
+    };
+    let mut ctx = Context::new(settings, cli.namespace);
     commands::dispatch(&mut ctx, cli.command).await
 }

@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::retry::{Failure, classify};
-use crate::{ClientConfig, ClientError, ServerAddr, connect_reason, unreachable};
+use crate::{ClientConfig, ClientError, ServerAddr, unreachable};
 
 /// Largest message the Images service sends (blobs come in chunks below this).
 const MAX_IMAGE_MESSAGE: usize = 64 << 20;
@@ -147,12 +147,15 @@ impl Client {
         for k in 0..n {
             let i = (start + k) % n;
             let a = &addrs[i];
-            let endpoint = cfg.endpoint(a, deadline)?;
-            // The connect timeout bounds the TCP connect; this one also the HTTP/2 handshake.
-            let limit = cfg.timeouts.connect + Duration::from_millis(500);
-            match tokio::time::timeout(limit, endpoint.connect()).await {
+            // The connect timeout bounds the TCP connect; this one also the TLS and
+            // HTTP/2 handshakes.
+            let limit = cfg.timeouts.connect + Duration::from_millis(1000);
+            match tokio::time::timeout(limit, cfg.connect(a, deadline)).await {
                 Ok(Ok(ch)) => return Ok((i, ch)),
-                Ok(Err(e)) => failures.push((a.display.clone(), connect_reason(&e))),
+                Ok(Err(ClientError::Unreachable { reason, .. })) => {
+                    failures.push((a.display.clone(), reason))
+                }
+                Ok(Err(e)) => return Err(e),
                 Err(_) => failures.push((a.display.clone(), "connection timed out".into())),
             }
         }
@@ -321,6 +324,24 @@ mod tests {
     use super::*;
     use crate::Endpoints;
 
+    /// A real TLS setting (a fresh CA and an admin certificate); nothing listens.
+    fn tls() -> Arc<rustls::ClientConfig> {
+        let ca = shoal_pki::Ca::generate("test").unwrap();
+        let id = shoal_pki::Identity::User {
+            name: "t".into(),
+            role: shoal_pki::Role::Admin,
+            namespace: None,
+        };
+        let (c, k) = ca.issue(&id, &[], Duration::from_secs(600)).unwrap();
+        let slot = shoal_pki::tls::CertSlot::from_pem(&c, &k).unwrap();
+        shoal_pki::tls::client_config(
+            &shoal_pki::tls::Trust::Ca(ca.cert_pem().into()),
+            Some(&slot),
+            shoal_pki::tls::Expect::Controller,
+        )
+        .unwrap()
+    }
+
     fn closed_port() -> u16 {
         // Bind then drop a listener so that the port is (almost certainly) closed.
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -334,7 +355,7 @@ mod tests {
     async fn closed_ports_are_reported_as_refused() {
         let (p1, p2) = (closed_port(), closed_port());
         let cfg =
-            ClientConfig::new(Endpoints::parse(&format!("127.0.0.1:{p1},127.0.0.1:{p2}")).unwrap());
+            ClientConfig::new(Endpoints::parse(&format!("127.0.0.1:{p1},127.0.0.1:{p2}")).unwrap(), tls());
         let e = Client::connect(cfg).await.unwrap_err().to_string();
         assert_eq!(
             e,
@@ -346,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn fail_over_wraps_and_ignores_stale_moves() {
-        let cfg = ClientConfig::parse("127.0.0.1:1,127.0.0.1:2").unwrap();
+        let cfg = ClientConfig::new(Endpoints::parse("127.0.0.1:1,127.0.0.1:2").unwrap(), tls());
         let c = Client::new(cfg);
         assert_eq!(c.address(), "127.0.0.1:1");
         c.fail_over();

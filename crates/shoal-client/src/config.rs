@@ -1,10 +1,10 @@
 //! Where the controllers are and how to talk to them: the endpoint list, timeouts,
-//! HTTP/2 keep-alive, and the one function that builds a channel (where the TLS
-//! identity will be configured).
+//! HTTP/2 keep-alive, the TLS identity, and the one function that builds a channel.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
 
@@ -16,7 +16,7 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:7000";
 pub struct ServerAddr {
     /// `host:port`, shown in messages.
     pub display: String,
-    /// `http://host:port`, used to connect.
+    /// `http://host:port`, the URI tonic is given (the connector speaks TLS whatever the scheme).
     pub uri: String,
 }
 
@@ -66,8 +66,8 @@ fn parse_one(raw: &str) -> Result<ServerAddr, ClientError> {
     };
     let rest = if let Some(r) = raw.strip_prefix("http://") {
         r
-    } else if raw.starts_with("https://") {
-        return Err(bad("TLS (https://) is not supported yet; use host:port"));
+    } else if let Some(r) = raw.strip_prefix("https://") {
+        r
     } else if raw.contains("://") {
         return Err(bad("expected host:port, e.g. 127.0.0.1:7001"));
     } else {
@@ -159,11 +159,8 @@ impl Default for KeepAlive {
 
 /// Everything a [`crate::Client`] needs.
 ///
-/// **TLS identity seam**: when mutual TLS lands (cluster CA, client certificate from
-/// `~/.shoal/config`), a `tls` field (CA bundle + certificate + key) is added here and
-/// applied in [`ClientConfig::endpoint`] — the only function that builds a channel to a
-/// controller — and [`Endpoints::parse`] starts accepting `https://` entries. No caller
-/// builds a `tonic` endpoint itself, so nothing else changes.
+/// Every connection is mutual TLS: `tls` verifies that the server is a controller of the
+/// cluster (its CA) and presents this client's certificate. There is no plaintext mode.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The members, tried in order.
@@ -172,21 +169,43 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// HTTP/2 keep-alive.
     pub keepalive: KeepAlive,
+    /// The TLS settings (trust and client certificate), from a config file
+    /// ([`crate::file`]) or a process's PKI directory.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl ClientConfig {
     /// A configuration with default timeouts and keep-alive.
-    pub fn new(endpoints: Endpoints) -> ClientConfig {
+    pub fn new(endpoints: Endpoints, tls: Arc<rustls::ClientConfig>) -> ClientConfig {
         ClientConfig {
             endpoints,
             timeouts: Timeouts::default(),
             keepalive: KeepAlive::default(),
+            tls,
         }
     }
 
-    /// Parses `list` (see [`Endpoints::parse`]) with default timeouts and keep-alive.
-    pub fn parse(list: &str) -> Result<ClientConfig, ClientError> {
-        Ok(ClientConfig::new(Endpoints::parse(list)?))
+    /// Reads a client configuration file and picks `context` (or the current one);
+    /// `servers`, when given, replaces the context's controller list. Returns the
+    /// configuration and the context's default namespace.
+    pub fn from_file(
+        path: &std::path::Path,
+        context: Option<&str>,
+        servers: Option<&str>,
+    ) -> Result<(ClientConfig, Option<String>), ClientError> {
+        let err = |message: String| ClientError::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let file = crate::file::ConfigFile::load(path)?;
+        let r = file.resolve(context).map_err(err)?;
+        let list = match servers {
+            Some(s) => s.to_string(),
+            None => r.servers.join(","),
+        };
+        let endpoints = Endpoints::parse(&list)?;
+        let tls = r.tls().map_err(err)?;
+        Ok((ClientConfig::new(endpoints, tls), r.namespace))
     }
 
     /// Sets the timeouts.
@@ -196,8 +215,7 @@ impl ClientConfig {
     }
 
     /// The channel builder for one member; `deadline` puts the request timeout on every
-    /// request of the channel (not wanted for streams and uploads). The one place where
-    /// a channel's transport is configured (and where TLS will be).
+    /// request of the channel (not wanted for streams and uploads).
     pub fn endpoint(&self, addr: &ServerAddr, deadline: bool) -> Result<Endpoint, ClientError> {
         let mut e = Endpoint::from_shared(addr.uri.clone())
             .map_err(|e| ClientError::BadAddress {
@@ -213,6 +231,26 @@ impl ClientConfig {
             e = e.timeout(self.timeouts.request);
         }
         Ok(e)
+    }
+
+    /// The TLS connector of every channel (TCP connect + handshake within the connect
+    /// timeout plus 500 ms).
+    pub fn connector(&self) -> shoal_pki::tls::Connector {
+        shoal_pki::tls::Connector::new(
+            self.tls.clone(),
+            self.timeouts.connect + Duration::from_millis(500),
+        )
+    }
+
+    /// Connects a channel to one member (the one place a channel to a controller is made).
+    pub async fn connect(&self, addr: &ServerAddr, deadline: bool) -> Result<Channel, ClientError> {
+        let e = self.endpoint(addr, deadline)?;
+        e.connect_with_connector(self.connector())
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                tried: addr.display.clone(),
+                reason: crate::connect_reason(&e),
+            })
     }
 }
 
@@ -236,6 +274,7 @@ mod tests {
             ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
         );
         assert_eq!(displays("http://localhost:7001/"), ["localhost:7001"]);
+        assert_eq!(displays("https://localhost:7001"), ["localhost:7001"]);
         assert_eq!(displays("[::1]:7001"), ["[::1]:7001"]);
         assert_eq!(displays("a:1,,a:1,b:2,"), ["a:1", "b:2"]);
         let e = Endpoints::parse("10.0.0.1:7001").unwrap();
@@ -251,7 +290,6 @@ mod tests {
             ("127.0.0.1:70000", "port must be a number"),
             (":7001", "missing host"),
             ("::1:7001", "[addr]:port"),
-            ("https://a:1", "TLS"),
             ("grpc://a:1", "expected host:port"),
             ("a:1,b", "\"b\""),
         ] {

@@ -13,6 +13,22 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The client configuration (`SHOAL_CONFIG`, admin.conf) is missing or unusable.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file (or the setting) that is wrong.
+        path: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Joining the cluster with a token failed.
+    #[error("joining through {addr}: {message}")]
+    Join {
+        /// The controller asked.
+        addr: String,
+        /// Why (refused token, CA hash mismatch, unreachable).
+        message: String,
+    },
     /// The endpoint list was empty.
     #[error("no controller address given")]
     NoAddress,
@@ -78,7 +94,10 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::WatchGaveUp { .. } => {
                 tonic::Status::unavailable(self.to_string())
             }
-            ClientError::BadAddress { .. } | ClientError::NoAddress => {
+            ClientError::BadAddress { .. }
+            | ClientError::NoAddress
+            | ClientError::Config { .. }
+            | ClientError::Join { .. } => {
                 tonic::Status::invalid_argument(self.to_string())
             }
             ClientError::Decode { .. } => tonic::Status::internal(self.to_string()),

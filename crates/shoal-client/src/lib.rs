@@ -4,8 +4,8 @@
 //! It owns:
 //! - the endpoint list and its parsing ([`Endpoints`]), the timeouts and HTTP/2
 //!   keep-alive ([`ClientConfig`]), and the one place a channel is built
-//!   ([`ClientConfig::endpoint`]) — which is also where the TLS identity will be
-//!   configured (see [`ClientConfig`]);
+//!   ([`ClientConfig::connect`]), always mutual TLS (shoal-pki's connector);
+//! - the client configuration file, kubeconfig-shaped ([`file`]);
 //! - fail-over to the next member and **one retry rule** ([`retry::classify`]) for every
 //!   transport-level failure, for unary calls and for watch streams alike;
 //! - **one list+watch loop**: a pure state machine ([`watcher::Machine`], states and
@@ -23,6 +23,8 @@
 mod client;
 mod config;
 mod error;
+pub mod file;
+pub mod join;
 pub mod retry;
 pub mod watcher;
 

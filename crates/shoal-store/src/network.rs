@@ -89,13 +89,23 @@ fn encode_status<T: Serialize>(what: &str, v: &T) -> Result<Response<RaftPayload
 
 type ClientMap = HashMap<(u64, String), RaftClient<Channel>>;
 
-/// Cached lazily-connecting gRPC clients to the other members, by id and address.
-#[derive(Debug, Clone, Default)]
+/// Cached lazily-connecting gRPC clients to the other members, by id and address, over
+/// mutual TLS.
+#[derive(Debug, Clone)]
 pub(crate) struct PeerClients {
     map: Arc<Mutex<ClientMap>>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl PeerClients {
+    /// Clients that connect with `tls`.
+    pub(crate) fn new(tls: Arc<rustls::ClientConfig>) -> PeerClients {
+        PeerClients {
+            map: Default::default(),
+            tls,
+        }
+    }
+
     /// A client for member `id` at `addr` (`host:port`); connects on first use.
     pub(crate) fn client(&self, id: u64, addr: &str) -> Result<RaftClient<Channel>, Status> {
         let key = (id, addr.to_owned());
@@ -108,7 +118,8 @@ impl PeerClients {
             .map_err(|e| Status::invalid_argument(format!("member {id} address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true);
-        let c = RaftClient::new(ep.connect_lazy())
+        let connector = shoal_pki::tls::Connector::new(self.tls.clone(), Duration::from_secs(2));
+        let c = RaftClient::new(ep.connect_with_connector_lazy(connector))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         if let Ok(mut map) = self.map.lock() {

@@ -51,6 +51,10 @@ pub struct StoreConfig {
     pub watch_history: usize,
     /// How long a write or linearizable read keeps retrying across leader changes.
     pub request_timeout: Duration,
+    /// TLS of connections to the other members (mutual: this member's controller
+    /// certificate; the peer must be a controller of the cluster CA). Required:
+    /// [`Store::open`] refuses a configuration without it.
+    pub peer_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl StoreConfig {
@@ -85,6 +89,7 @@ impl Default for StoreConfig {
             keep_logs_after_snapshot: 1000,
             watch_history: 10_000,
             request_timeout: Duration::from_secs(10),
+            peer_tls: None,
         }
     }
 }
@@ -235,7 +240,12 @@ impl Store {
         }
         .validate()
         .map_err(|e| StoreError::Invalid(format!("raft config: {e}")))?;
-        let clients = PeerClients::default();
+        let tls = cfg.peer_tls.clone().ok_or_else(|| {
+            StoreError::Invalid(
+                "peer TLS settings are required (StoreConfig::peer_tls): members only talk over mutual TLS".into(),
+            )
+        })?;
+        let clients = PeerClients::new(tls);
         let network = NetworkFactory {
             clients: clients.clone(),
         };

@@ -1,12 +1,15 @@
 //! Helpers to run in-process members with real loopback gRPC servers (tests, integration).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use shoal_pki::tls::{CertSlot, ClientAuth, Expect, Trust};
+use shoal_pki::{Ca, Identity};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::{Store, StoreConfig, StoreError};
 
@@ -66,6 +69,45 @@ pub async fn bind_loopback() -> Result<TcpListener, StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("binding 127.0.0.1:0: {e}")))
 }
 
+/// The CA of in-process test clusters (one per test process).
+pub fn test_ca() -> &'static Ca {
+    static CA: OnceLock<Ca> = OnceLock::new();
+    CA.get_or_init(|| Ca::generate("store-test").expect("test CA"))
+}
+
+/// A controller certificate of the test CA for member `id` (loopback names).
+pub fn test_member_slot(id: u64) -> CertSlot {
+    let ca = test_ca();
+    let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert, key) = ca
+        .issue(&Identity::Controller { id }, &sans, Duration::from_secs(24 * 3600))
+        .expect("member certificate");
+    CertSlot::from_pem(&format!("{cert}{}", ca.cert_pem()), &key).expect("member slot")
+}
+
+/// The peer TLS of member `id` of a test cluster.
+pub fn test_peer_tls(id: u64) -> Arc<rustls::ClientConfig> {
+    shoal_pki::tls::client_config(
+        &Trust::Ca(test_ca().cert_pem().to_string()),
+        Some(&test_member_slot(id)),
+        Expect::Controller,
+    )
+    .expect("peer TLS")
+}
+
+/// The authorization policy of the Raft service: only controllers.
+pub fn raft_policy() -> shoal_pki::layer::Policy {
+    Arc::new(|path: &str, who: Option<&Identity>| match who {
+        Some(Identity::Controller { .. }) => Ok(()),
+        Some(other) => Err(tonic::Status::permission_denied(format!(
+            "{path}: only controllers may call the Raft service, not {other}"
+        ))),
+        None => Err(tonic::Status::unauthenticated(
+            "a client certificate of this cluster is required",
+        )),
+    })
+}
+
 /// Opens a member's store and serves its Raft service on `listener` (does not bootstrap).
 ///
 /// Accepted connections get `TCP_NODELAY`: without it Nagle's algorithm and delayed ACKs add
@@ -78,14 +120,26 @@ pub async fn spawn_member_on(
     let addr = listener
         .local_addr()
         .map_err(|e| StoreError::Unavailable(format!("listener address: {e}")))?;
+    let id = cfg.node_id;
+    let mut cfg = cfg;
+    if cfg.peer_tls.is_none() {
+        cfg.peer_tls = Some(test_peer_tls(id));
+    }
     let store = Store::open(cfg).await?;
     let svc = store.raft_service();
+    let server_tls = shoal_pki::tls::server_config(
+        test_ca().cert_pem(),
+        &test_member_slot(id),
+        ClientAuth::Required,
+    )
+    .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let (stop_serving, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
+            .layer(shoal_pki::layer::AuthLayer::new(raft_policy()))
             .add_service(svc)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shoal_pki::tls::incoming(listener, server_tls),
                 async move {
                     let _ = stopped.await;
                 },

@@ -1,5 +1,6 @@
 //! The verbs, one file each, and the context they share (connection, namespace, output).
 
+pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod cordon;
@@ -24,34 +25,47 @@ use serde_json::Value;
 use shoal_proto::{DeleteRequest, GetRequest, ListRequest, ObjectRequest};
 
 use crate::cli::Command;
-use crate::client::{Connection, Timeouts};
+use crate::client::{Connection, Settings};
 use crate::error::{CtlError, Target, status_error};
 use crate::kinds::KindInfo;
-use shoal_client::Endpoints;
 
 /// What every verb needs: where the controllers are, the namespace, one connection.
 #[derive(Debug)]
 pub struct Context {
-    servers: Endpoints,
-    timeouts: Timeouts,
+    settings: Settings,
     namespace: Option<String>,
+    /// The context's default namespace (from the configuration file).
+    context_namespace: Option<String>,
     conn: Option<Connection>,
 }
 
 impl Context {
     /// A context that connects lazily, on the first request.
-    pub fn new(servers: Endpoints, timeouts: Timeouts, namespace: Option<String>) -> Self {
+    pub fn new(settings: Settings, namespace: Option<String>) -> Self {
+        // The context's namespace, when the file is readable now (errors surface on connect).
+        let context_namespace = shoal_client::file::ConfigFile::load(&settings.config)
+            .ok()
+            .and_then(|f| f.resolve(settings.context.as_deref()).ok())
+            .and_then(|r| r.namespace);
         Context {
-            servers,
-            timeouts,
+            settings,
             namespace,
+            context_namespace,
             conn: None,
         }
     }
 
-    /// The namespace to use: `-n`, else `default`.
+    /// The global settings (configuration file, context, servers).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The namespace to use: `-n`, else the context's, else `default`.
     pub fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or("default")
+        self.namespace
+            .as_deref()
+            .or(self.context_namespace.as_deref())
+            .unwrap_or("default")
     }
 
     /// The namespace given with `-n`, if any.
@@ -71,7 +85,7 @@ impl Context {
     /// The connection, made on first use and kept for the whole command.
     pub async fn conn(&mut self) -> Result<&mut Connection, CtlError> {
         if self.conn.is_none() {
-            self.conn = Some(Connection::connect(self.servers.clone(), self.timeouts).await?);
+            self.conn = Some(Connection::connect(&self.settings).await?);
         }
         self.conn
             .as_mut()
@@ -342,6 +356,8 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Uncordon(a) => cordon::run(ctx, a, false).await,
         Command::Drain(a) => drain::run(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
+        Command::Token { command } => access::token(ctx, command).await,
+        Command::Config { command } => access::config(ctx, command).await,
         Command::Version => version::run(),
     }
 }

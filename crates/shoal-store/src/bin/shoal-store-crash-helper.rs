@@ -19,6 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = StoreConfig::new(1, dir, "127.0.0.1:1");
     cfg.snapshot_every = snapshot_every;
     cfg.keep_logs_after_snapshot = 10;
+    cfg.peer_tls = Some(shoal_store::testing::test_peer_tls(1));
     let store = Store::open(cfg).await?;
     store.bootstrap().await?;
     let (existing, _) = store.list("Pod/crash/", Consistency::Linearizable).await?;

@@ -1,0 +1,369 @@
+//! Who may do what (docs/security.md "Roles"): the per-method policy of the
+//! authorization layer ([`controller_policy`]), the per-request rules of the Cluster API
+//! ([`check_verb`], [`check_write`]) including the node authorizer, and the admission
+//! rules for pods ([`admission`]). Pure functions of the identity and the objects; the
+//! handlers call them before touching the store.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use shoal_api::{Kind, Object};
+use shoal_pki::layer::Policy;
+use shoal_pki::{Identity, Role};
+use tonic::Status;
+
+/// A Cluster API verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// get
+    Get,
+    /// list
+    List,
+    /// watch
+    Watch,
+    /// create
+    Create,
+    /// update (and apply of an existing object)
+    Update,
+    /// delete
+    Delete,
+}
+
+impl Verb {
+    fn reads(self) -> bool {
+        matches!(self, Verb::Get | Verb::List | Verb::Watch)
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+fn denied(who: &Identity, what: String) -> Status {
+    Status::permission_denied(format!("{who} may not {what}"))
+}
+
+/// The method-level policy of a controller's gRPC server.
+pub fn controller_policy() -> Policy {
+    Arc::new(|path: &str, who: Option<&Identity>| {
+        let Some(who) = who else {
+            return if path == "/shoal.v1.Access/Join" {
+                Ok(())
+            } else {
+                Err(Status::unauthenticated(format!(
+                    "{path}: a client certificate signed by this cluster's CA is required (use SHOAL_CONFIG / --config; agents and controllers join with a token)"
+                )))
+            };
+        };
+        let method = path.rsplit('/').next().unwrap_or("");
+        let admin_only = matches!(
+            path,
+            "/shoal.v1.Cluster/AddMember"
+                | "/shoal.v1.Cluster/RemoveMember"
+                | "/shoal.v1.Cluster/Snapshot"
+                | "/shoal.v1.Access/CreateToken"
+                | "/shoal.v1.Access/ListTokens"
+                | "/shoal.v1.Access/RevokeToken"
+                | "/shoal.v1.Access/IssueUser"
+        );
+        if path.starts_with("/shoal.v1.Raft/") {
+            return if who.is_controller() {
+                Ok(())
+            } else {
+                Err(denied(who, "call the Raft service (controllers only)".into()))
+            };
+        }
+        if admin_only && !who.is_admin() {
+            return Err(denied(who, format!("call {method} (admin only)")));
+        }
+        match (path, who) {
+            (p, Identity::Node { .. }) if p.starts_with("/shoal.v1.Proxy/") => {
+                Err(denied(who, "use the logs/exec proxy".into()))
+            }
+            ("/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove", Identity::Node { .. })
+            | (
+                "/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove",
+                Identity::User {
+                    role: Role::View, ..
+                }
+                | Identity::User {
+                    namespace: Some(_), ..
+                },
+            ) => Err(denied(
+                who,
+                format!("{method} images (admin, or edit in every namespace)"),
+            )),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// May `who` use `verb` on `kind` in `namespace` ("" = every namespace, for list and
+/// watch)? Object-level rules for writes are in [`check_write`].
+pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Result<(), Status> {
+    let what = || {
+        if kind.namespaced() && !namespace.is_empty() {
+            format!("{} {} in namespace {namespace}", verb.as_str(), kind.plural())
+        } else if kind.namespaced() {
+            format!("{} {} in every namespace", verb.as_str(), kind.plural())
+        } else {
+            format!("{} {}", verb.as_str(), kind.plural())
+        }
+    };
+    match who {
+        Identity::Controller { .. } => Ok(()),
+        Identity::User {
+            role: Role::Admin, ..
+        } => Ok(()),
+        Identity::User {
+            role, namespace: scope, ..
+        } => {
+            if let Some(scope) = scope
+                && kind.namespaced()
+                && namespace != scope
+            {
+                return Err(denied(who, what()));
+            }
+            if verb.reads() {
+                return Ok(());
+            }
+            if *role == Role::View || !kind.namespaced() || kind == Kind::Namespace {
+                return Err(denied(who, what()));
+            }
+            Ok(())
+        }
+        Identity::Node { .. } => {
+            if verb.reads() {
+                return Ok(());
+            }
+            match (kind, verb) {
+                (Kind::Node | Kind::Pod, Verb::Update) => Ok(()),
+                (Kind::Node, Verb::Create) => Ok(()),
+                (Kind::Event, Verb::Create | Verb::Update) => Ok(()),
+                _ => Err(denied(who, what())),
+            }
+        }
+    }
+}
+
+fn spec_of(v: Option<&Value>) -> Option<&Value> {
+    v.and_then(|v| v.get("spec"))
+}
+
+fn str_at<'a>(v: Option<&'a Value>, p: &str) -> &'a str {
+    v.and_then(|v| v.pointer(p)).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Object-level rules of a write (`new` as sent, `old` as stored, `None` when absent):
+/// the node authorizer, and what binds a Node's network identity to its node.
+pub fn check_write(
+    who: &Identity,
+    kind: Kind,
+    name: &str,
+    new: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), Status> {
+    if kind == Kind::Node && !who.is_controller() {
+        // podCIDR is assigned by the controllers: never set or changed through the API.
+        let want = str_at(new, "/spec/podCIDR");
+        let have = str_at(old, "/spec/podCIDR");
+        if !want.is_empty() && want != have {
+            return Err(denied(
+                who,
+                format!("set spec.podCIDR of node {name} (the controllers assign it)"),
+            ));
+        }
+        // The network identity (addresses, WireGuard key, agent endpoint) is the node's own.
+        let mine = matches!(who, Identity::Node { name: n } if n == name);
+        if !mine && new.is_some() {
+            let status_new = new.and_then(|v| v.get("status"));
+            let status_old = old.and_then(|v| v.get("status"));
+            if status_new.is_some() && status_new != status_old {
+                return Err(denied(
+                    who,
+                    format!("change the status (addresses, WireGuard key) of node {name}; only its agent does"),
+                ));
+            }
+        }
+    }
+    let Identity::Node { name: me } = who else {
+        return Ok(());
+    };
+    match kind {
+        Kind::Node if name == me => Ok(()),
+        Kind::Node => Err(denied(who, format!("write node {name}"))),
+        Kind::Pod => {
+            let bound = str_at(old, "/spec/nodeName");
+            if bound != me {
+                return Err(denied(
+                    who,
+                    format!("update pod {name}, which is bound to {}", if bound.is_empty() { "no node" } else { bound }),
+                ));
+            }
+            let same_meta = |p: &str| new.and_then(|v| v.pointer(p)) == old.and_then(|v| v.pointer(p));
+            if spec_of(new) != spec_of(old)
+                || !same_meta("/metadata/labels")
+                || !same_meta("/metadata/annotations")
+            {
+                return Err(denied(
+                    who,
+                    format!("change the spec or metadata of pod {name} (its status only)"),
+                ));
+            }
+            Ok(())
+        }
+        Kind::Event => Ok(()),
+        _ => Err(denied(who, format!("write {}", kind.plural()))),
+    }
+}
+
+/// Cluster settings admission needs.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionConfig {
+    /// `--allow-host-path PREFIX`: hostPath volumes under these are allowed to non-admins.
+    pub host_path_prefixes: Vec<String>,
+    /// Host ports pods may never take (Shoal's own and ssh).
+    pub reserved_host_ports: Vec<(u16, &'static str)>,
+}
+
+impl AdmissionConfig {
+    /// The reserved ports: ssh, DNS, the controllers' and agents' gRPC ports, WireGuard.
+    pub fn new(controller_port: u16, host_path_prefixes: Vec<String>) -> AdmissionConfig {
+        let mut ports = vec![
+            (22, "ssh"),
+            (53, "node DNS"),
+            (controller_port, "the controller API"),
+            (7000, "the controller API (default)"),
+            (7100, "the agent API (default)"),
+            (51820, "WireGuard (the agents' default --wireguard-port)"),
+        ];
+        ports.sort();
+        ports.dedup_by_key(|p| p.0);
+        AdmissionConfig {
+            host_path_prefixes,
+            reserved_host_ports: ports,
+        }
+    }
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    !p.is_empty() && (path == p || path.starts_with(&format!("{p}/"))) && !path.split('/').any(|c| c == "..")
+}
+
+/// Admission rules for the pods an object makes (a Pod, a Deployment's template):
+/// hostPath only for admins (or under an allowed prefix), no host port that Shoal or
+/// ssh uses. Errors name the field.
+pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<(), Status> {
+    let (spec, at) = match o {
+        Object::Pod(p) => (&p.spec, "spec"),
+        Object::Deployment(d) => (&d.spec.template.spec, "spec.template.spec"),
+        _ => return Ok(()),
+    };
+    let what = format!("{} {}", o.kind(), o.name());
+    for (i, v) in spec.volumes.iter().enumerate() {
+        if let Some(h) = &v.host_path
+            && !who.is_admin()
+            && !cfg.host_path_prefixes.iter().any(|p| under(&h.path, p))
+        {
+            return Err(denied(
+                who,
+                format!(
+                    "use a hostPath volume ({what}: {at}.volumes[{i}].hostPath.path {:?}); only admins may, or paths under --allow-host-path",
+                    h.path
+                ),
+            ));
+        }
+    }
+    for (ci, c) in spec.containers.iter().enumerate() {
+        for (pi, p) in c.ports.iter().enumerate() {
+            if let Some(hp) = p.host_port
+                && let Some((_, owner)) = cfg
+                    .reserved_host_ports
+                    .iter()
+                    .find(|(port, _)| i32::from(*port) == hp)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{what}: {at}.containers[{ci}].ports[{pi}].hostPort {hp} is reserved for {owner}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(role: Role, ns: Option<&str>) -> Identity {
+        Identity::User {
+            name: "u".into(),
+            role,
+            namespace: ns.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn roles() {
+        let view = user(Role::View, None);
+        assert!(check_verb(&view, Verb::Get, Kind::Pod, "a").is_ok());
+        assert!(check_verb(&view, Verb::Create, Kind::Pod, "a").is_err());
+        let team = user(Role::Edit, Some("team"));
+        assert!(check_verb(&team, Verb::Create, Kind::Pod, "team").is_ok());
+        assert!(check_verb(&team, Verb::Create, Kind::Pod, "other").is_err());
+        assert!(check_verb(&team, Verb::List, Kind::Pod, "").is_err());
+        assert!(check_verb(&team, Verb::Get, Kind::Node, "").is_ok());
+        assert!(check_verb(&team, Verb::Update, Kind::Node, "").is_err());
+        let e = check_verb(&team, Verb::Delete, Kind::Pod, "x").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("namespace x"), "{}", e.message());
+        assert!(check_verb(&user(Role::Admin, None), Verb::Delete, Kind::Node, "").is_ok());
+    }
+
+    #[test]
+    fn node_authorizer() {
+        let n1 = Identity::Node { name: "n1".into() };
+        assert!(check_verb(&n1, Verb::Create, Kind::Pod, "default").is_err());
+        assert!(check_verb(&n1, Verb::Delete, Kind::Pod, "default").is_err());
+        assert!(check_verb(&n1, Verb::Create, Kind::Deployment, "default").is_err());
+        let node = |name: &str, cidr: Option<&str>| json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr}, "status": {"addresses": []}});
+        assert!(check_write(&n1, Kind::Node, "n1", Some(&node("n1", None)), None).is_ok());
+        assert!(check_write(&n1, Kind::Node, "n2", Some(&node("n2", None)), None).is_err());
+        let e = check_write(&n1, Kind::Node, "n1", Some(&node("n1", Some("10.0.9.0/24"))), Some(&node("n1", Some("10.0.1.0/24")))).unwrap_err();
+        assert!(e.message().contains("podCIDR"), "{}", e.message());
+        assert!(check_write(&n1, Kind::Node, "n1", Some(&node("n1", Some("10.0.1.0/24"))), Some(&node("n1", Some("10.0.1.0/24")))).is_ok());
+        let pod = |node: &str, phase: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}, "status": {"phase": phase}});
+        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n1", "Running")), Some(&pod("n1", "Pending"))).is_ok());
+        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n2", "Running")), Some(&pod("n2", "Pending"))).is_err());
+        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n2", "Running")), Some(&pod("n1", "Pending"))).is_err());
+    }
+
+    #[test]
+    fn only_a_node_sets_its_network_identity() {
+        let admin = user(Role::Admin, None);
+        let old = json!({"spec": {}, "status": {"wireguard": {"publicKey": "A"}}});
+        let forged = json!({"spec": {}, "status": {"wireguard": {"publicKey": "EVIL"}}});
+        assert!(check_write(&admin, Kind::Node, "n1", Some(&forged), Some(&old)).is_err());
+        let cordon = json!({"spec": {"unschedulable": true}, "status": {"wireguard": {"publicKey": "A"}}});
+        assert!(check_write(&admin, Kind::Node, "n1", Some(&cordon), Some(&old)).is_ok());
+        let fake = json!({"spec": {"podCIDR": "10.0.0.0/24"}});
+        assert!(check_write(&admin, Kind::Node, "fake", Some(&fake), None).is_err());
+    }
+
+    #[test]
+    fn host_paths_are_under_prefixes_only() {
+        assert!(under("/srv/data/x", "/srv/data"));
+        assert!(under("/srv/data", "/srv/data/"));
+        assert!(!under("/srv/database", "/srv/data"));
+        assert!(!under("/srv/data/../../etc", "/srv/data"));
+        assert!(!under("/etc", ""));
+    }
+}
