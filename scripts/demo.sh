@@ -19,8 +19,9 @@ deploy/netns-cluster --name "$NAME" down >/dev/null 2>&1 || true
 # An assignment, not eval "$(…)": eval of a failed substitution would succeed and hide the failure.
 exports=$(deploy/netns-cluster --name "$NAME" --bin-dir "$BIN" up --controllers "$CONTROLLERS" --agents "$AGENTS")
 eval "$exports"
-export SHOAL_SERVER
+export SHOAL_SERVER SHOAL_CONFIG
 CTL="$BIN/shoalctl"
+echo "+ shoalctl config get-contexts   (admin.conf: the cluster CA and an admin certificate; every call is mutual TLS)"; "$CTL" config get-contexts
 echo "+ shoalctl cluster status"; "$CTL" cluster status
 if [[ "$AGENTS" -gt 0 ]]; then
     echo "+ shoalctl get nodes -o wide"; "$CTL" get nodes -o wide
@@ -51,6 +52,7 @@ cat <<EOT
 
 The cluster '$NAME' is running. Try:
   export SHOAL_SERVER=$SHOAL_SERVER
+  export SHOAL_CONFIG=$SHOAL_CONFIG
   $CTL get pods -o wide
   $CTL exec client -- ping -c1 <IP of a web pod on another node>
   $CTL exec client -- wget -qO- http://web/

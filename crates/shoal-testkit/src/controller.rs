@@ -11,16 +11,47 @@ use tonic::transport::Channel;
 use crate::process::Proc;
 use crate::{bin, eventually_async, free_port};
 
-/// Connects a cluster API client to `addr` (500 ms connect timeout, 5 s per request).
-pub async fn grpc_client(addr: &str) -> Result<ClusterClient<Channel>, String> {
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("{addr}: {e}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5))
-        .connect()
+/// A channel to `addr` with the credentials of the client configuration `conf` (as a
+/// user would: mutual TLS; 500 ms connect timeout, 5 s per request).
+pub async fn channel(conf: &Path, addr: &str) -> Result<Channel, String> {
+    let (cfg, _) = shoal_client::ClientConfig::from_file(conf, None, Some(addr))
+        .map_err(|e| e.to_string())?;
+    let cfg = cfg.with_timeouts(shoal_client::Timeouts {
+        connect: Duration::from_millis(500),
+        request: Duration::from_secs(5),
+    });
+    cfg.connect(&cfg.endpoints.addrs()[0], true)
         .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    Ok(ClusterClient::new(ch))
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Connects a cluster API client to `addr` with the credentials of `conf`.
+pub async fn grpc_client(conf: &Path, addr: &str) -> Result<ClusterClient<Channel>, String> {
+    Ok(shoal_client::Client::cluster(channel(conf, addr).await?))
+}
+
+/// Makes a join token through `addr` (admin credentials in `conf`), retried for 30 s
+/// while the cluster has no leader; returns (token, CA hash).
+pub async fn create_token(conf: &Path, addr: &str, usage: &str, uses: u32) -> (String, String) {
+    eventually_async(
+        &format!("a {usage} join token from {addr}"),
+        Duration::from_secs(30),
+        || async move {
+            let ch = channel(conf, addr).await?;
+            let t = shoal_proto::access_client::AccessClient::new(ch)
+                .create_token(shoal_proto::CreateTokenRequest {
+                    ttl_seconds: 3600,
+                    uses,
+                    usage: usage.to_string(),
+                    description: "test kit".into(),
+                })
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            Ok::<_, String>((t.token, t.ca_hash))
+        },
+    )
+    .await
 }
 
 /// One controller member: its address, data directory, log and process (if running).
@@ -143,10 +174,45 @@ impl ControllerCluster {
             .unwrap_or_else(|| panic!("no member {id}"))
     }
 
+    /// The admin client configuration member 1 wrote (`DATA_DIR/admin.conf`).
+    pub fn admin_conf(&self) -> PathBuf {
+        self.member(1).data_dir.join("admin.conf")
+    }
+
+    /// A cluster API client of `addr` with admin credentials.
+    pub async fn grpc(&self, addr: &str) -> Result<ClusterClient<Channel>, String> {
+        grpc_client(&self.admin_conf(), addr).await
+    }
+
     /// (Re)starts member `id` with its existing data directory; every member but 1 gets
-    /// `--join` member 1's address.
+    /// `--join` member 1's address, and on its first start a controller join token.
     pub fn start_member(&mut self, id: u64) {
         let join = (id != 1).then(|| self.addr(1));
+        let first_start = !self.member(id).data_dir.join("pki/tls.crt").exists();
+        let token = match &join {
+            Some(via) if first_start => {
+                let (conf, via) = (self.admin_conf(), via.clone());
+                let r = std::thread::spawn(move || {
+                    block_on(async {
+                        eventually_async("admin.conf", Duration::from_secs(30), || async {
+                            if conf.exists() {
+                                Ok(())
+                            } else {
+                                Err(format!("{} missing", conf.display()))
+                            }
+                        })
+                        .await;
+                        create_token(&conf, &via, "controller", 1).await
+                    })
+                })
+                .join();
+                match r {
+                    Ok(t) => Some(t),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            _ => None,
+        };
         let mut cmd = Command::new(&self.controller);
         let m = self.member(id);
         cmd.arg("--id")
@@ -161,6 +227,9 @@ impl ControllerCluster {
         }
         if let Some(j) = join {
             cmd.arg("--join").arg(j);
+        }
+        if let Some((t, h)) = token {
+            cmd.arg("--join-token").arg(t).arg("--ca-hash").arg(h);
         }
         cmd.args(&self.extra_args);
         let log = m.log.clone();
@@ -183,14 +252,15 @@ impl ControllerCluster {
     pub fn add_member_via(&self, via: u64, id: u64) {
         let via = self.addr(via);
         let addr = self.addr(id);
+        let conf = self.admin_conf();
         let r = std::thread::spawn(move || {
             block_on(eventually_async(
                 &format!("AddMember {id}={addr} through {via}"),
                 Duration::from_secs(30),
                 || {
-                    let (via, addr) = (via.clone(), addr.clone());
+                    let (via, addr, conf) = (via.clone(), addr.clone(), conf.clone());
                     async move {
-                        let mut c = grpc_client(&via).await?;
+                        let mut c = grpc_client(&conf, &via).await?;
                         let mut req = tonic::Request::new(AddMemberRequest { id, address: addr });
                         req.set_timeout(Duration::from_secs(40));
                         c.add_member(req)
@@ -210,14 +280,15 @@ impl ControllerCluster {
     /// Waits (blocking, 30 s) until member 1 serves a linearizable list of pods.
     pub fn wait_ready(&self) {
         let addr = self.addr(1);
+        let conf = self.admin_conf();
         let r = std::thread::spawn(move || {
             block_on(eventually_async(
                 &format!("controller {addr} to serve a linearizable read"),
                 Duration::from_secs(30),
                 || {
-                    let addr = addr.clone();
+                    let (addr, conf) = (addr.clone(), conf.clone());
                     async move {
-                        grpc_client(&addr)
+                        grpc_client(&conf, &addr)
                             .await?
                             .list(ListRequest {
                                 kind: "Pod".into(),
@@ -308,12 +379,13 @@ impl ControllerCluster {
     /// Waits (20 s) until a member among `among` reports a leader that is in `among`.
     pub async fn wait_leader(&self, among: &[u64]) -> u64 {
         let addrs: Vec<String> = among.iter().map(|id| self.addr(*id)).collect();
+        let conf = self.admin_conf();
         eventually_async("a leader", Duration::from_secs(20), || {
-            let addrs = addrs.clone();
+            let (addrs, conf) = (addrs.clone(), conf.clone());
             async move {
                 let mut seen = Vec::new();
                 for a in &addrs {
-                    match grpc_client(a).await {
+                    match grpc_client(&conf, a).await {
                         Ok(mut c) => match c.status(ClusterStatusRequest {}).await {
                             Ok(s) => {
                                 let s = s.into_inner();

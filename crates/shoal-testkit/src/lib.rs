@@ -33,7 +33,7 @@ mod process;
 mod wait;
 
 pub use bins::{bin, bin_dir, workspace_root};
-pub use controller::{ControllerCluster, Member, grpc_client};
+pub use controller::{ControllerCluster, Member, channel, create_token, grpc_client};
 pub use names::unique_name;
 pub use netns::NetnsCluster;
 pub use process::{Proc, Watcher, log_tail};

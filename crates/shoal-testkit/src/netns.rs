@@ -28,6 +28,8 @@ pub struct NetnsCluster {
     pub name: String,
     /// `SHOAL_SERVER` for shoalctl: every controller address, comma-separated.
     pub server: String,
+    /// `SHOAL_CONFIG` for shoalctl: the first controller's admin.conf.
+    pub config: PathBuf,
     /// Directory of the binaries under test.
     pub bin: PathBuf,
     /// The busybox test image (`docker save` tarball, `busybox:latest`).
@@ -61,6 +63,7 @@ impl NetnsCluster {
         let mut c = NetnsCluster {
             name: unique_name(prefix, MAX_NAME),
             server: String::new(),
+            config: PathBuf::new(),
             image_tar: tmp.path().join("busybox.tar"),
             bin,
             down: false,
@@ -94,6 +97,12 @@ impl NetnsCluster {
             .unwrap_or_else(|| panic!("no SHOAL_SERVER in netns-cluster up output: {stdout}"))
             .trim()
             .to_string();
+        c.config = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export SHOAL_CONFIG="))
+            .unwrap_or_else(|| panic!("no SHOAL_CONFIG in netns-cluster up output: {stdout}"))
+            .trim()
+            .into();
         let out = Command::new(c.bin.join("shoal-agent"))
             .args(["runtime", "image", "build-busybox"])
             .arg(&c.image_tar)
@@ -159,6 +168,7 @@ impl NetnsCluster {
         Command::new(self.bin.join("shoalctl"))
             .args(args)
             .env("SHOAL_SERVER", &self.server)
+            .env("SHOAL_CONFIG", &self.config)
             .stdin(Stdio::null())
             .output()
             .expect("run shoalctl")
