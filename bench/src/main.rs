@@ -97,10 +97,14 @@ fn pod(name: &str) -> String {
 /// channels to controllers are configured). Pinned on purpose: the benchmarks measure
 /// each endpoint, and `failover` times the first acknowledged write itself, so no
 /// fail-over may hide behind a call.
+/// Credentials come from `SHOAL_CONFIG` (the first controller's admin.conf), as for
+/// shoalctl: every connection is mutual TLS.
 async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    let config = shoal_client::ClientConfig::parse(addr)
-        .with_context(|| format!("endpoint {addr}"))?
-        .with_timeouts(shoal_client::Timeouts {
+    let conf = std::env::var_os("SHOAL_CONFIG")
+        .context("SHOAL_CONFIG must name a client configuration (the first controller's admin.conf)")?;
+    let (config, _) = shoal_client::ClientConfig::from_file(conf.as_ref(), None, Some(addr))
+        .with_context(|| format!("endpoint {addr}"))?;
+    let config = config.with_timeouts(shoal_client::Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_secs(10),
         });

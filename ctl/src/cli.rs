@@ -631,7 +631,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.namespace.as_deref(), Some("kube"));
-        assert_eq!(c.server, "a:1");
+        assert_eq!(c.server.as_deref(), Some("a:1"));
         let Command::Get(g) = c.command else {
             panic!("not get")
         };

@@ -35,6 +35,8 @@ struct Cluster {
     ctl_addrs: Vec<String>,
     agent_addr: String,
     agent: Option<Proc>,
+    /// A node join token (unlimited uses) and the CA hash.
+    join: (String, String),
     controllers: ControllerCluster,
 }
 
@@ -56,11 +58,20 @@ impl Cluster {
             ctl_addr: controllers.addr(1),
             ctl_addrs: controllers.addrs(),
             agent: None,
+            join: Default::default(),
             controllers,
         };
         c.import_busybox().await;
+        let conf = c.controllers.admin_conf();
+        c.join = shoal_testkit::create_token(&conf, &c.ctl_addr, "node", 0).await;
         c.start_agent();
         c
+    }
+
+    /// A channel to the agent with controller 1's identity (agents accept only controllers).
+    async fn agent_channel(&self) -> Result<Channel, String> {
+        let dir = self.controllers.members[0].data_dir.clone();
+        shoal_testkit::agent_channel(&dir, &self.node, &self.agent_addr, Duration::from_secs(60)).await
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -88,6 +99,7 @@ impl Cluster {
             "--network",
             "none",
         ])
+        .args(["--join-token", &self.join.0, "--ca-hash", &self.join.1])
         .args(["--log", "info,shoal_agent=debug", "--data-dir"])
         .arg(self.data_dir());
         self.agent = Some(Proc::spawn(
@@ -240,14 +252,10 @@ impl Drop for Cluster {
     }
 }
 
+/// A channel to a controller (its cluster's admin credentials).
 async fn channel(addr: &str) -> Result<Channel, String> {
-    Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(60))
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))
+    let conf = shoal_testkit::conf_for(addr)?;
+    shoal_testkit::channel_timeout(&conf, addr, Duration::from_secs(60)).await
 }
 
 async fn cluster(addr: &str) -> Result<ClusterClient<Channel>, String> {
@@ -363,7 +371,7 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
         .to_string();
 
     // Logs through the Agent API.
-    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let mut ag = AgentClient::new(c.agent_channel().await.unwrap());
     let mut s = ag
         .logs(LogsRequest {
             namespace: "default".into(),
@@ -640,7 +648,7 @@ async fn a_killed_agent_readopts_its_running_containers() {
     c.start_agent();
     // The new agent serves again and keeps the same container.
     eventually("new agent answers", Duration::from_secs(20), || async {
-        let mut ag = AgentClient::new(channel(&c.agent_addr).await?);
+        let mut ag = AgentClient::new(c.agent_channel().await?);
         ag.ping(shoal_proto::PingRequest {})
             .await
             .map_err(|e| e.to_string())
@@ -725,7 +733,7 @@ async fn exec_tty(
             input: Some(Input::StdinEof(true)),
         });
     }
-    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let mut ag = AgentClient::new(c.agent_channel().await.unwrap());
     let mut s = ag
         .exec(tokio_stream::iter(msgs))
         .await
@@ -841,7 +849,7 @@ async fn probes_exec_and_stats() {
     assert!(out.contains("24 80") && out.contains("err"), "{out:?}");
 
     // Stats of the node and its containers.
-    let mut ag = AgentClient::new(channel(&c.agent_addr).await.unwrap());
+    let mut ag = AgentClient::new(c.agent_channel().await.unwrap());
     let st = ag
         .stats(shoal_proto::StatsRequest::default())
         .await

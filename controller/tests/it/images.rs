@@ -19,13 +19,8 @@ use tonic::transport::Channel;
 use crate::harness::{TestCluster, client, eventually};
 
 async fn channel(addr: &str) -> Result<Channel, String> {
-    Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))
+    let conf = shoal_testkit::conf_for(addr)?;
+    shoal_testkit::channel_timeout(&conf, addr, Duration::from_secs(120)).await
 }
 
 async fn images(addr: &str) -> ImagesClient<Channel> {

@@ -11,14 +11,42 @@ use tonic::transport::Channel;
 use crate::process::Proc;
 use crate::{bin, eventually_async, free_port};
 
+/// Which admin configuration belongs to which controller address (every member a
+/// [`ControllerCluster`] declares), for tests that only know an address.
+fn registry() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBuf>> {
+    static R: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The admin configuration of the cluster a member at `addr` belongs to.
+pub fn conf_for(addr: &str) -> Result<PathBuf, String> {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(addr)
+        .cloned()
+        .ok_or_else(|| format!("{addr} is no member of a test cluster of this process"))
+}
+
+/// A cluster API client of the member at `addr`, with its cluster's admin credentials.
+pub async fn client_of(addr: &str) -> Result<ClusterClient<Channel>, String> {
+    grpc_client(&conf_for(addr)?, addr).await
+}
+
 /// A channel to `addr` with the credentials of the client configuration `conf` (as a
 /// user would: mutual TLS; 500 ms connect timeout, 5 s per request).
 pub async fn channel(conf: &Path, addr: &str) -> Result<Channel, String> {
+    channel_timeout(conf, addr, Duration::from_secs(5)).await
+}
+
+/// [`channel`] with another request timeout (uploads, long calls).
+pub async fn channel_timeout(conf: &Path, addr: &str, request: Duration) -> Result<Channel, String> {
     let (cfg, _) = shoal_client::ClientConfig::from_file(conf, None, Some(addr))
         .map_err(|e| e.to_string())?;
     let cfg = cfg.with_timeouts(shoal_client::Timeouts {
         connect: Duration::from_millis(500),
-        request: Duration::from_secs(5),
+        request,
     });
     cfg.connect(&cfg.endpoints.addrs()[0], true)
         .await
@@ -28,6 +56,33 @@ pub async fn channel(conf: &Path, addr: &str) -> Result<Channel, String> {
 /// Connects a cluster API client to `addr` with the credentials of `conf`.
 pub async fn grpc_client(conf: &Path, addr: &str) -> Result<ClusterClient<Channel>, String> {
     Ok(shoal_client::Client::cluster(channel(conf, addr).await?))
+}
+
+/// A channel to the agent of `node` at `addr` with the identity of the controller whose
+/// data directory is `controller_data_dir` (agents accept only controllers), as the
+/// controller's logs/exec proxy connects.
+pub async fn agent_channel(
+    controller_data_dir: &Path,
+    node: &str,
+    addr: &str,
+    request: Duration,
+) -> Result<Channel, String> {
+    let pki = controller_data_dir.join("pki");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).map_err(|e| format!("{f}: {e}"));
+    let slot = shoal_pki::tls::CertSlot::from_pem(&read("tls.crt")?, &read("tls.key")?)
+        .map_err(|e| e.to_string())?;
+    let tls = shoal_pki::tls::client_config(
+        &shoal_pki::tls::Trust::Ca(read("ca.crt")?),
+        Some(&slot),
+        shoal_pki::tls::Expect::Node(node.to_string()),
+    )
+    .map_err(|e| e.to_string())?;
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .timeout(request)
+        .connect_with_connector(shoal_pki::tls::Connector::new(tls, Duration::from_secs(2)))
+        .await
+        .map_err(|e| format!("{addr}: {}", shoal_client::connect_reason(&e)))
 }
 
 /// Makes a join token through `addr` (admin credentials in `conf`), retried for 30 s
@@ -150,6 +205,10 @@ impl ControllerCluster {
         );
         let addr = format!("127.0.0.1:{}", free_port());
         let dir = self.dir.path();
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.clone(), dir.join("c1").join("admin.conf"));
         self.members.push(Member {
             id,
             addr: addr.clone(),

@@ -33,7 +33,9 @@ mod process;
 mod wait;
 
 pub use bins::{bin, bin_dir, workspace_root};
-pub use controller::{ControllerCluster, Member, channel, create_token, grpc_client};
+pub use controller::{
+    ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for, create_token, grpc_client,
+};
 pub use names::unique_name;
 pub use netns::NetnsCluster;
 pub use process::{Proc, Watcher, log_tail};

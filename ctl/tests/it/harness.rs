@@ -8,6 +8,55 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use shoal_testkit::ControllerCluster;
+
+/// Which client configuration (admin.conf) belongs to which controller address, so that
+/// `run_ctl(ADDR, …)` uses the credentials of ADDR's cluster, as a user with that
+/// cluster's admin.conf would. Addresses of no cluster get a configuration of a CA of no
+/// cluster (for the unreachable/invalid address tests).
+fn confs() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBuf>> {
+    static M: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+fn register(addrs: &[String], conf: PathBuf) {
+    let mut m = confs().lock().unwrap_or_else(|p| p.into_inner());
+    for a in addrs {
+        m.insert(a.clone(), conf.clone());
+    }
+}
+
+/// A client configuration signed by a CA of no cluster (kept for the whole process).
+fn stranger_conf() -> PathBuf {
+    static P: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ca = shoal_pki::Ca::generate("stranger").expect("ca");
+        let who = shoal_pki::Identity::User {
+            name: "stranger".into(),
+            role: shoal_pki::Role::Admin,
+            namespace: None,
+        };
+        let (c, k) = ca
+            .issue(&who, &[], std::time::Duration::from_secs(3600))
+            .expect("cert");
+        let f = shoal_client::file::ConfigFile::single("x", vec!["127.0.0.1:1".into()], ca.cert_pem(), "stranger", &c, &k, None);
+        let p = d.path().join("config");
+        f.save(&p).expect("save");
+        (d, p)
+    })
+    .1
+    .clone()
+}
+
+/// The configuration for a `--server` list: the first registered address's cluster.
+pub fn conf_for(servers: &str) -> PathBuf {
+    let m = confs().lock().unwrap_or_else(|p| p.into_inner());
+    servers
+        .split(',')
+        .find_map(|a| m.get(a.trim()).cloned())
+        .unwrap_or_else(stranger_conf)
+}
 pub use shoal_testkit::{Watcher, eventually, free_port};
 
 /// The `shoalctl` binary under test.
@@ -46,6 +95,7 @@ impl Controller {
     /// [`Controller::start`] with extra controller flags.
     pub fn start_with(args: &[&str]) -> Controller {
         let cluster = ControllerCluster::start_args(1, args);
+        register(&cluster.addrs(), cluster.admin_conf());
         Controller {
             addr: cluster.addr(1),
             dir: tempfile::tempdir().expect("tempdir"),
@@ -87,6 +137,7 @@ impl Cluster {
     /// start with `--join` and are added one by one.
     pub fn start(n: u64) -> Cluster {
         let cluster = ControllerCluster::start(n);
+        register(&cluster.addrs(), cluster.admin_conf());
         Cluster {
             addrs: cluster.addrs(),
             cluster,
@@ -102,6 +153,7 @@ impl Cluster {
             "members are started in order"
         );
         let addr = self.cluster.new_member(id);
+        register(std::slice::from_ref(&addr), self.cluster.admin_conf());
         self.cluster.start_member(id);
         self.addrs.push(addr.clone());
         addr
@@ -175,7 +227,8 @@ pub fn run_ctl(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
     cmd.arg("--server")
         .arg(server)
         .args(args)
-        .env_remove("SHOAL_SERVER");
+        .env_remove("SHOAL_SERVER")
+        .env("SHOAL_CONFIG", conf_for(server));
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -210,6 +263,7 @@ pub fn watcher(server: &str, args: &[&str]) -> Watcher {
     cmd.arg("--server")
         .arg(server)
         .args(args)
-        .env_remove("SHOAL_SERVER");
+        .env_remove("SHOAL_SERVER")
+        .env("SHOAL_CONFIG", conf_for(server));
     Watcher::spawn(&format!("shoalctl {}", args.join(" ")), &mut cmd)
 }

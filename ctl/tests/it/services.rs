@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{GetRequest, ObjectRequest};
 
 use crate::harness::{Controller, eventually};
@@ -35,9 +34,7 @@ spec:
 fn simulate_ready(addr: &str, name: &str, ip: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut c = ClusterClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut c = shoal_testkit::client_of(addr).await.unwrap();
         let got = c
             .get(GetRequest {
                 kind: "Pod".into(),

@@ -260,8 +260,13 @@ fn mark_ready(c: &Controller, node: &str) -> Result<usize, String> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let servers = shoalctl::client::parse_servers(&c.addr).map_err(|e| e.to_string())?;
-        let mut ctx = shoalctl::commands::Context::new(servers, Default::default(), None);
+        let settings = shoalctl::client::Settings {
+            config: crate::harness::conf_for(&c.addr),
+            context: None,
+            server: Some(c.addr.clone()),
+            timeouts: Default::default(),
+        };
+        let mut ctx = shoalctl::commands::Context::new(settings, None);
         let pod = shoalctl::kinds::resolve("pod").map_err(|e| e.to_string())?;
         let (pods, _) = ctx
             .list(&pod, "", "", &format!("spec.nodeName={node}"))

@@ -13,7 +13,6 @@ use shoal_store::testing::{Member, bind_loopback, spawn_member_on};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 /// One member: its store and server, and its API server.
 #[derive(Debug)]
@@ -60,10 +59,20 @@ impl Cluster {
             let api_l = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
             let api = api_l.local_addr().expect("api addr");
             let svc = ClusterService::new(member.store.clone(), NetConfig::default());
+            // The API over mutual TLS with the store's test CA, as a controller serves it.
+            let server_tls = shoal_pki::tls::server_config(
+                shoal_store::testing::test_ca().cert_pem(),
+                &shoal_store::testing::test_member_slot(id),
+                shoal_pki::tls::ClientAuth::Optional,
+            )
+            .expect("server tls");
             let api_task = tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
+                    .layer(shoal_pki::layer::AuthLayer::new(
+                        shoal_controller::authz::controller_policy(),
+                    ))
                     .add_service(ClusterServer::new(svc))
-                    .serve_with_incoming(TcpIncoming::from(api_l).with_nodelay(Some(true)))
+                    .serve_with_incoming(shoal_pki::tls::incoming(api_l, server_tls))
                     .await;
             });
             nodes.insert(
@@ -123,4 +132,25 @@ impl Drop for Cluster {
             n.api_task.abort();
         }
     }
+}
+
+/// A client configuration for `list` with an admin certificate of the test CA.
+pub fn client_config(list: &str) -> shoal_client::ClientConfig {
+    let ca = shoal_store::testing::test_ca();
+    let who = shoal_pki::Identity::User {
+        name: "test".into(),
+        role: shoal_pki::Role::Admin,
+        namespace: None,
+    };
+    let (c, k) = ca
+        .issue(&who, &[], std::time::Duration::from_secs(3600))
+        .expect("admin cert");
+    let slot = shoal_pki::tls::CertSlot::from_pem(&c, &k).expect("slot");
+    let tls = shoal_pki::tls::client_config(
+        &shoal_pki::tls::Trust::Ca(ca.cert_pem().to_string()),
+        Some(&slot),
+        shoal_pki::tls::Expect::Controller,
+    )
+    .expect("tls");
+    shoal_client::ClientConfig::new(shoal_client::Endpoints::parse(list).expect("list"), tls)
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shoal_client::watcher::{DEFAULT_MAX_FAILURES, Machine};
-use shoal_client::{Client, ClientConfig, ListParams, WatchOutput, Watcher};
+use shoal_client::{Client, ListParams, WatchOutput, Watcher};
 use shoal_proto::{DeleteRequest, ObjectRequest};
 
 use crate::cluster::Cluster;
@@ -77,11 +77,11 @@ async fn watch_continues_on_the_next_member_when_one_dies_between_list_and_open(
     let mut proxy = Proxy::start(c.api(1)).await;
     // The watcher talks to member 1 through the proxy first, then to 2 and 3.
     let list = format!("{},{},{}", proxy.addr, c.api(2), c.api(3));
-    let watch_client = Client::connect(ClientConfig::parse(&list).expect("list"))
+    let watch_client = Client::connect(crate::cluster::client_config(&list))
         .await
         .expect("connect");
     // Writes go straight to member 2 (any member accepts them).
-    let writer = Client::connect(ClientConfig::parse(&c.api(2).to_string()).expect("w"))
+    let writer = Client::connect(crate::cluster::client_config(&c.api(2).to_string()))
         .await
         .expect("connect writer");
 
@@ -154,10 +154,10 @@ async fn watch_resumes_after_an_open_stream_breaks() {
     let ns = format!("t{}", std::process::id());
     let mut proxy = Proxy::start(c.api(1)).await;
     let list = format!("{},{}", proxy.addr, c.api(3));
-    let client = Client::connect(ClientConfig::parse(&list).expect("list"))
+    let client = Client::connect(crate::cluster::client_config(&list))
         .await
         .expect("connect");
-    let writer = Client::connect(ClientConfig::parse(&c.api(2).to_string()).expect("w"))
+    let writer = Client::connect(crate::cluster::client_config(&c.api(2).to_string()))
         .await
         .expect("connect writer");
     let params = ListParams {
@@ -211,7 +211,7 @@ async fn a_lagging_watcher_is_told_through_grpc_and_lists_again() {
     const PAD: usize = 8 * 1024;
     let c = Cluster::start_with("lag", 1, |cfg| cfg.watch_history = 20).await;
     let ns = format!("lag{}", std::process::id());
-    let client = Client::connect(ClientConfig::parse(&c.api(1).to_string()).expect("addr"))
+    let client = Client::connect(crate::cluster::client_config(&c.api(1).to_string()))
         .await
         .expect("connect");
     let params = ListParams {
