@@ -1,6 +1,7 @@
 //! Integration tests of the controller: real `shoal-controller` processes on
 //! loopback forming a Raft cluster, driven over the gRPC cluster API.
 
+mod access;
 mod cluster;
 mod harness;
 mod images;

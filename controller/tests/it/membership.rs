@@ -302,6 +302,8 @@ async fn snapshot_restore_keeps_every_object_and_its_resource_version() {
         .spawn()
         .expect("spawn restored"),
     );
+    // The restored member keeps the CA of the backup and writes a new admin.conf.
+    shoal_testkit::register_conf(&addr, data_dir.join("admin.conf"));
     let got = eventually(
         "the restored cluster serves",
         Duration::from_secs(20),

@@ -29,6 +29,14 @@ pub fn conf_for(addr: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{addr} is no member of a test cluster of this process"))
 }
 
+/// Records that the controller at `addr` (started by a test itself) uses `conf`.
+pub fn register_conf(addr: &str, conf: PathBuf) {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(addr.to_string(), conf);
+}
+
 /// A cluster API client of the member at `addr`, with its cluster's admin credentials.
 pub async fn client_of(addr: &str) -> Result<ClusterClient<Channel>, String> {
     grpc_client(&conf_for(addr)?, addr).await

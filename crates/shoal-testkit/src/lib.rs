@@ -34,7 +34,7 @@ mod wait;
 
 pub use bins::{bin, bin_dir, workspace_root};
 pub use controller::{
-    ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for, create_token, grpc_client,
+    ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for, register_conf, create_token, grpc_client,
 };
 pub use names::unique_name;
 pub use netns::NetnsCluster;
