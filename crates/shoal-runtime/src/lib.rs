@@ -12,6 +12,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod devices;
 pub mod exec;
 pub mod helper;
 pub mod init;
