@@ -30,11 +30,12 @@ pub fn all() -> io::Result<Vec<(&'static str, String, Vec<u8>)>> {
     Ok(out)
 }
 
-const MANIFESTS: [&str; 4] = [
+const MANIFESTS: [&str; 5] = [
     "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: web\n    image: busybox:latest\n    command: [sh, -c, 'sleep 1000']\n    env: [{name: A, value: b}]\n    ports: [{containerPort: 80, protocol: TCP}]\n    resources:\n      requests: {cpu: 100m, memory: 16Mi}\n      limits: {cpu: '1', memory: 64Mi}\n    volumeMounts: [{name: data, mountPath: /data}]\n  volumes:\n  - name: data\n    emptyDir: {}\n  restartPolicy: Always\n",
     "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n    matchExpressions: [{key: tier, operator: In, values: [a, b]}]\n  strategy:\n    type: RollingUpdate\n    rollingUpdate: {maxSurge: 25%, maxUnavailable: 1}\n  template:\n    metadata:\n      labels: {app: web, tier: a}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        readinessProbe:\n          httpGet: {path: /, port: 80}\n        livenessProbe:\n          exec: {command: ['true']}\n",
     "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: prod\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: 8080, protocol: TCP}\n---\napiVersion: shoal/v1\nkind: Namespace\nmetadata:\n  name: prod\n",
     "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"j\"},\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"busybox\"}],\"volumes\":[{\"name\":\"h\",\"hostPath\":{\"path\":\"/tmp\"}}],\"nodeSelector\":{\"disk\":\"ssd\"}}}\n",
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: sec}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    securityContext:\n      runAsUser: 0\n      seccompProfile: {type: Unconfined}\n      capabilities: {add: [NET_ADMIN, CAP_SYS_TIME], drop: [chown, ALL]}\n",
 ];
 
 const SELECTORS: [&str; 6] = [

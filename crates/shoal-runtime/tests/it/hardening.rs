@@ -451,3 +451,72 @@ fn no_host_process_is_visible_from_inside() {
     assert!(has(&out, "stdout test-pid-absent"), "{out:?}");
     assert!(has(&out, "stdout test-pid-unreachable"), "{out:?}");
 }
+
+/// Runs `script` in a container with `security` and returns its output.
+fn run_with(test: &str, script: &str, security: shoal_runtime::Security) -> Vec<String> {
+    let t = TestRuntime::new(test);
+    let pod = t.pod(&format!("{test}-pod"));
+    let id = format!("{test}-c");
+    let mut spec = t.sh(&id, script);
+    spec.security = security;
+    t.rt.create_and_start(&pod, spec).expect("start");
+    let st = t.rt.wait(&id, Duration::from_secs(20)).expect("wait");
+    let out = t.log_lines(&id);
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{out:?}");
+    out
+}
+
+fn cap_eff(out: &[String]) -> u64 {
+    out.iter()
+        .find_map(|l| l.strip_prefix("stdout CapEff:\t"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no CapEff: {out:?}"))
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn security_context_seccomp_unconfined_and_capabilities() {
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    let script = "grep -E '^(Seccomp|CapEff):' /proc/self/status; \
+                  ip addr add 127.1.2.3/8 dev lo 2>/dev/null && echo addr-added || echo no-addr; \
+                  touch /tmp/f; chown 1000 /tmp/f 2>/dev/null && echo chowned || echo no-chown";
+    // Control: the default container has the filter, CHOWN and not NET_ADMIN.
+    let def = run_with("hsecdef", script, shoal_runtime::Security::default());
+    assert!(has(&def, "stdout Seccomp:\t2"), "{def:?}");
+    assert_eq!(cap_eff(&def) & (CHOWN | NET_ADMIN), CHOWN, "{def:?}");
+    assert!(
+        has(&def, "stdout chowned") && has(&def, "stdout no-addr"),
+        "{def:?}"
+    );
+
+    let unconfined = run_with(
+        "hsecunc",
+        script,
+        shoal_runtime::Security {
+            seccomp_unconfined: true,
+            ..Default::default()
+        },
+    );
+    assert!(has(&unconfined, "stdout Seccomp:\t0"), "{unconfined:?}");
+
+    let tuned = run_with(
+        "hseccap",
+        script,
+        shoal_runtime::Security {
+            seccomp_unconfined: false,
+            cap_add: vec![12],
+            cap_drop: vec![0],
+        },
+    );
+    assert!(has(&tuned, "stdout Seccomp:\t2"), "{tuned:?}");
+    assert_eq!(
+        cap_eff(&tuned) & (CHOWN | NET_ADMIN),
+        NET_ADMIN,
+        "{tuned:?}"
+    );
+    // The capabilities act, not only show: the pod's own network namespace
+    // takes an address on its loopback, and chown is refused.
+    assert!(has(&tuned, "stdout addr-added"), "{tuned:?}");
+    assert!(has(&tuned, "stdout no-chown"), "{tuned:?}");
+}
