@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_api::{Container, Pod, RestartPolicy};
+use shoal_api::{
+    Container, Pod, RestartPolicy, SeccompProfileType, SecurityContext, capability_numbers,
+};
 use shoal_runtime::{
     Backoff, ContainerSpec, Mount, MountSource, PodSandboxConfig, Resources,
-    RestartPolicy as RtPolicy,
+    RestartPolicy as RtPolicy, Security,
 };
 
 /// The sandbox of `pod` named `sandbox`: hostname = the pod's `spec.hostname`
@@ -100,7 +102,47 @@ pub fn container_spec(
         ..Backoff::default()
     };
     s.grace_period = grace(pod);
+    if let Some(sc) = &c.security_context {
+        s.security = security(c, sc)?;
+    }
     Ok(s)
+}
+
+/// The runtime's seccomp and capability settings of container `c`
+/// (validation refuses the same errors earlier; this names the field too).
+fn security(c: &Container, sc: &SecurityContext) -> Result<Security, String> {
+    let field = |f: &str| format!("container {}: securityContext.{f}", c.name);
+    if sc
+        .seccomp_profile
+        .as_ref()
+        .is_some_and(|p| p.kind == SeccompProfileType::Localhost)
+    {
+        return Err(format!(
+            "{}: Localhost profiles are not supported; use RuntimeDefault or Unconfined",
+            field("seccompProfile.type")
+        ));
+    }
+    let mut out = Security {
+        seccomp_unconfined: sc.seccomp_unconfined(),
+        ..Security::default()
+    };
+    if let Some(caps) = &sc.capabilities {
+        for (list, names, into) in [
+            ("add", &caps.add, &mut out.cap_add),
+            ("drop", &caps.drop, &mut out.cap_drop),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                let nums = capability_numbers(n).ok_or_else(|| {
+                    format!(
+                        "{}: unknown capability {n:?}",
+                        field(&format!("capabilities.{list}[{i}]"))
+                    )
+                })?;
+                into.extend(nums);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -138,6 +180,14 @@ mod tests {
             security_context: Some(SecurityContext {
                 run_as_user: Some(1000),
                 run_as_group: None,
+                seccomp_profile: Some(shoal_api::SeccompProfile {
+                    kind: SeccompProfileType::Unconfined,
+                    localhost_profile: None,
+                }),
+                capabilities: Some(shoal_api::Capabilities {
+                    add: vec!["NET_ADMIN".into(), "cap_sys_time".into()],
+                    drop: vec!["CAP_CHOWN".into()],
+                }),
             }),
             ..Container::default()
         };
@@ -183,6 +233,14 @@ mod tests {
         assert_eq!(s.name, "app");
         assert_eq!(s.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(s.user.as_deref(), Some("1000"));
+        assert_eq!(
+            s.security,
+            Security {
+                seccomp_unconfined: true,
+                cap_add: vec![12, 25],
+                cap_drop: vec![0],
+            }
+        );
         assert_eq!(s.resources.memory_bytes, Some(32 << 20));
         assert_eq!(s.resources.cpu_limit_millis, Some(500));
         assert_eq!(s.resources.cpu_request_millis, Some(250));

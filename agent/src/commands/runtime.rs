@@ -163,6 +163,15 @@ struct RunArgs {
     /// Print the time of each step to stderr.
     #[arg(long)]
     timing: bool,
+    /// Run without the seccomp filter (`seccompProfile.type: Unconfined`).
+    #[arg(long)]
+    seccomp_unconfined: bool,
+    /// Capability to add to the default set (`NET_ADMIN` or `CAP_NET_ADMIN`; repeatable).
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Capability to drop from the default set (repeatable; `ALL` drops all).
+    #[arg(long)]
+    cap_drop: Vec<String>,
     /// Command and arguments (default: the image's).
     #[arg(last = true)]
     cmd: Vec<String>,
@@ -317,6 +326,18 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
     let mut spec = ContainerSpec::new(&id, &a.image);
     spec.command = a.cmd;
     spec.user = a.user;
+    spec.security.seccomp_unconfined = a.seccomp_unconfined;
+    for (flag, names, into) in [
+        ("--cap-add", &a.cap_add, &mut spec.security.cap_add),
+        ("--cap-drop", &a.cap_drop, &mut spec.security.cap_drop),
+    ] {
+        for n in names {
+            let nums = shoal_api::capability_numbers(n).with_context(|| {
+                format!("{flag} {n:?}: unknown capability; expected a name such as NET_ADMIN or CAP_NET_ADMIN, or ALL")
+            })?;
+            into.extend(nums);
+        }
+    }
     spec.working_dir = a.workdir;
     spec.restart_policy = a
         .restart

@@ -41,11 +41,12 @@ pub use node::{
 };
 pub use object::{DEFAULT_NAMESPACE, Object, Resource, key_for};
 pub use pod::{
-    Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume,
-    HttpGetAction, Pod, PodPhase, PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements,
-    RestartPolicy, SecurityContext, TaintEffect, TcpSocketAction, Toleration, TolerationOperator,
-    Volume, VolumeMount,
+    CAPABILITY_NAMES, Capabilities, Container, ContainerPort, ContainerState,
+    ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction, Pod, PodPhase, PodSpec,
+    PodStatus, Probe, PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile,
+    SeccompProfileType, SecurityContext, TaintEffect, TcpSocketAction, Toleration,
+    TolerationOperator, Volume, VolumeMount, capability_numbers,
 };
 pub use quantity::{Quantity, QuantityError, ResourceList, Resources};
 pub use selector::{LabelSelector, LabelSelectorSpec, SelectorError};

@@ -293,7 +293,7 @@ pub struct HttpGetAction {
     pub port: crate::IntOrString,
 }
 
-/// User and group a container runs as.
+/// User, group, seccomp profile and capabilities of a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityContext {
@@ -303,6 +303,118 @@ pub struct SecurityContext {
     /// Numeric group id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<i64>,
+    /// The seccomp filter (default: `RuntimeDefault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+    /// Capabilities added to or dropped from the default set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+impl SecurityContext {
+    /// Whether the seccomp filter is off (`seccompProfile.type: Unconfined`).
+    pub fn seccomp_unconfined(&self) -> bool {
+        self.seccomp_profile
+            .as_ref()
+            .is_some_and(|p| p.kind == SeccompProfileType::Unconfined)
+    }
+}
+
+/// `securityContext.seccompProfile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeccompProfile {
+    /// Which filter.
+    #[serde(rename = "type")]
+    pub kind: SeccompProfileType,
+    /// Only for `Localhost` (accepted by the schema, refused by validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
+}
+
+/// `securityContext.seccompProfile.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SeccompProfileType {
+    /// Shoal's default filter (Docker's profile as the reference).
+    #[default]
+    RuntimeDefault,
+    /// No filter (needs an administrator: see [`PodSpec::privileged_settings`]).
+    Unconfined,
+    /// A profile file on the node: not supported (a clear error).
+    Localhost,
+}
+
+/// `securityContext.capabilities`: names such as `NET_ADMIN` or
+/// `CAP_NET_ADMIN` (any case), or `ALL`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capabilities {
+    /// Added to the default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Removed from the default set (after `add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+/// Linux capability names by number (`CAP_CHOWN` is 0, `CAP_CHECKPOINT_RESTORE` 40).
+pub const CAPABILITY_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capability numbers a name stands for: one for `NET_ADMIN`,
+/// `CAP_NET_ADMIN` or `net_admin`; all of them for `ALL`; `None` for an
+/// unknown name.
+pub fn capability_numbers(name: &str) -> Option<Vec<u32>> {
+    let upper = name.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Some((0..CAPABILITY_NAMES.len() as u32).collect());
+    }
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    CAPABILITY_NAMES
+        .iter()
+        .position(|n| *n == bare)
+        .map(|i| vec![i as u32])
 }
 
 /// How a toleration matches a taint.
@@ -547,6 +659,34 @@ impl PodSpec {
             .collect()
     }
 
+    /// The field paths (under `path`, e.g. `spec` or `spec.template.spec`)
+    /// of settings that weaken the host's protection and so need an
+    /// administrator: `seccompProfile.type: Unconfined`, a non-empty
+    /// `capabilities.add`, and `hostPath` volumes. Empty for an ordinary pod.
+    /// Admission (who may set them) is the caller's; this only lists them.
+    pub fn privileged_settings(&self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let cpath = join(path, "containers");
+        for (i, c) in self.containers.iter().enumerate() {
+            let Some(sc) = &c.security_context else {
+                continue;
+            };
+            let scp = join(&index(&cpath, i), "securityContext");
+            if sc.seccomp_unconfined() {
+                out.push(join(&join(&scp, "seccompProfile"), "type"));
+            }
+            if sc.capabilities.as_ref().is_some_and(|c| !c.add.is_empty()) {
+                out.push(join(&join(&scp, "capabilities"), "add"));
+            }
+        }
+        for (j, vol) in self.volumes.iter().enumerate() {
+            if vol.host_path.is_some() {
+                out.push(join(&index(&join(path, "volumes"), j), "hostPath"));
+            }
+        }
+        out
+    }
+
     /// Checks the spec; field paths start with `path` (`spec` or `spec.template.spec`).
     pub fn validate(&self, path: &str, errs: &mut ValidationErrors) {
         let cpath = join(path, "containers");
@@ -680,6 +820,35 @@ impl PodSpec {
                             join(&join(&p, "securityContext"), f),
                             format!("must be between 0 and 4294967295, got {x}"),
                         );
+                    }
+                }
+                let scp = join(&p, "securityContext");
+                if let Some(prof) = &sc.seccomp_profile {
+                    let pp = join(&scp, "seccompProfile");
+                    if prof.kind == SeccompProfileType::Localhost {
+                        errs.push(
+                            join(&pp, "type"),
+                            "Localhost profiles are not supported; use RuntimeDefault or Unconfined",
+                        );
+                    } else if prof.localhost_profile.is_some() {
+                        errs.push(
+                            join(&pp, "localhostProfile"),
+                            "only allowed with type Localhost (which is not supported)",
+                        );
+                    }
+                }
+                if let Some(caps) = &sc.capabilities {
+                    for (list, names) in [("add", &caps.add), ("drop", &caps.drop)] {
+                        for (k, n) in names.iter().enumerate() {
+                            if capability_numbers(n).is_none() {
+                                errs.push(
+                                    index(&join(&join(&scp, "capabilities"), list), k),
+                                    format!(
+                                        "unknown capability {n:?}; expected a Linux capability name such as NET_ADMIN or CAP_NET_ADMIN, or ALL"
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -881,6 +1050,79 @@ mod tests {
                 p.success_threshold
             ),
             (10, 1, 3, 1)
+        );
+    }
+
+    #[test]
+    fn security_context_fields_are_checked_and_named() {
+        let s = pod_spec(serde_json::json!({
+            "containers": [
+                {"name": "a", "image": "busybox", "securityContext": {
+                    "seccompProfile": {"type": "Localhost", "localhostProfile": "x.json"},
+                    "capabilities": {"add": ["NET_ADMIN", "CAP_SYS_TIME", "net_raw", "FLY"], "drop": ["CHOWN", "ALL", "cap_nope"]}}},
+                {"name": "b", "image": "busybox", "securityContext": {
+                    "seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "x.json"}}}
+            ]
+        }));
+        let mut errs = ValidationErrors::new();
+        s.validate("spec", &mut errs);
+        let text = errs.to_string();
+        for want in [
+            "spec.containers[0].securityContext.seccompProfile.type: Localhost profiles are not supported; use RuntimeDefault or Unconfined",
+            "spec.containers[0].securityContext.capabilities.add[3]: unknown capability \"FLY\"",
+            "spec.containers[0].securityContext.capabilities.drop[2]: unknown capability \"cap_nope\"",
+            "spec.containers[1].securityContext.seccompProfile.localhostProfile: only allowed with type Localhost",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert_eq!(errs.errors.len(), 4, "{text}");
+        // An unknown type is a decoding error that names the accepted ones.
+        let bad: Result<SeccompProfile, _> =
+            serde_json::from_value(serde_json::json!({"type": "Off"}));
+        let e = bad.expect_err("unknown type").to_string();
+        assert!(
+            e.contains("RuntimeDefault") && e.contains("Unconfined"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn capability_names_with_and_without_prefix() {
+        assert_eq!(capability_numbers("NET_ADMIN"), Some(vec![12]));
+        assert_eq!(capability_numbers("CAP_NET_ADMIN"), Some(vec![12]));
+        assert_eq!(capability_numbers("cap_chown"), Some(vec![0]));
+        assert_eq!(capability_numbers("CHECKPOINT_RESTORE"), Some(vec![40]));
+        assert_eq!(capability_numbers("ALL").map(|v| v.len()), Some(41));
+        assert_eq!(capability_numbers("CAP_"), None);
+        assert_eq!(capability_numbers("NET_ADMINX"), None);
+    }
+
+    #[test]
+    fn privileged_settings_lists_what_needs_an_admin() {
+        let plain = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "busybox", "securityContext": {
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+                "capabilities": {"drop": ["ALL"]}}}],
+            "volumes": [{"name": "e", "emptyDir": {}}]
+        }));
+        assert!(plain.privileged_settings("spec").is_empty());
+        let risky = pod_spec(serde_json::json!({
+            "containers": [
+                {"name": "a", "image": "busybox"},
+                {"name": "b", "image": "busybox", "securityContext": {
+                    "seccompProfile": {"type": "Unconfined"},
+                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}}
+            ],
+            "volumes": [{"name": "e", "emptyDir": {}}, {"name": "h", "hostPath": {"path": "/etc"}}]
+        }));
+        assert_eq!(
+            risky.privileged_settings("spec.template.spec"),
+            [
+                "spec.template.spec.containers[1].securityContext.seccompProfile.type",
+                "spec.template.spec.containers[1].securityContext.capabilities.add",
+                "spec.template.spec.volumes[1].hostPath",
+            ]
         );
     }
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices;
+
 /// Errors of cgroup handling.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -25,6 +27,9 @@ pub enum CgroupError {
     /// Neither a cgroup2 mount nor v1 hierarchies were found.
     #[error("no usable cgroup hierarchy found in {0}")]
     NotFound(String),
+    /// The v2 device program could not be loaded or attached.
+    #[error(transparent)]
+    DeviceFilter(#[from] devices::DeviceFilterError),
     /// A cgroup could not be removed in time.
     #[error("cgroup {path} still busy after killing its processes")]
     Busy {
@@ -204,22 +209,6 @@ pub fn v2_values(r: &Resources) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Device rules for the v1 devices controller: deny all, then allow the
-/// nodes of the container's minimal `/dev` and mknod of any node (as Docker).
-pub const V1_DEVICE_ALLOW: [&str; 11] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
-
 /// Current usage of a container.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -299,6 +288,12 @@ impl Cgroup {
                 if r.memory_bytes.is_some() && swap.exists() {
                     write_file(&swap, "0")?;
                 }
+                // The device allowlist as an eBPF program (v2 has no devices
+                // controller). Only on a real cgroup2 directory: unit tests
+                // write this layout into a temporary directory.
+                if devices::is_cgroup2_dir(&dir) {
+                    devices::attach_v2(&dir, &devices::default_allowlist())?;
+                }
             }
             CgroupLayout::V1 { .. } => {
                 for (_, d) in self.dirs() {
@@ -321,9 +316,8 @@ impl Cgroup {
                     }
                 }
                 if let Some(d) = self.dir_of("devices") {
-                    write_file(&d.join("devices.deny"), "a")?;
-                    for rule in V1_DEVICE_ALLOW {
-                        write_file(&d.join("devices.allow"), rule)?;
+                    for (file, line) in devices::v1_lines(&devices::default_allowlist()) {
+                        write_file(&d.join(file), &line)?;
                     }
                 }
             }
@@ -649,6 +643,11 @@ mod tests {
         assert_eq!(
             fs::read_to_string(t.path().join("devices/shoal/c1/devices.deny")).unwrap(),
             "a"
+        );
+        // A plain file stands for the controller's file: the last rule written.
+        assert_eq!(
+            fs::read_to_string(t.path().join("devices/shoal/c1/devices.allow")).unwrap(),
+            "c 136:* rw"
         );
         fs::write(
             t.path().join("memory/shoal/c1/memory.oom_control"),

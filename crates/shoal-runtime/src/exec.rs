@@ -146,9 +146,16 @@ fn run(dir: &Path, spec_json: &str) -> Result<i32, String> {
     // SAFETY: single-threaded helper process; the child only execs or exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
-            let e = crate::init::become_process(&spec.cmd, &env, &cwd, &user, spec.tty)
-                .err()
-                .unwrap_or_default();
+            let e = crate::init::become_process(
+                &spec.cmd,
+                &env,
+                &cwd,
+                &user,
+                spec.tty,
+                &cfg.spec.security,
+            )
+            .err()
+            .unwrap_or_default();
             eprintln!("exec: {e}");
             // SAFETY: leave the forked child without unwinding.
             unsafe { libc::_exit(if e.contains("not found") { 127 } else { 126 }) };

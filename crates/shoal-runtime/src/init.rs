@@ -113,7 +113,14 @@ pub(crate) fn container_main(
     // host's hierarchy above it.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
-    become_process(&cfg.argv, &cfg.env, &cfg.cwd, &cfg.user, false)
+    become_process(
+        &cfg.argv,
+        &cfg.env,
+        &cfg.cwd,
+        &cfg.user,
+        false,
+        &cfg.spec.security,
+    )
 }
 
 fn dup2(from: BorrowedFd<'_>, to: RawFd) -> R<()> {
@@ -212,6 +219,7 @@ pub(crate) fn become_process(
     cwd: &str,
     user: &str,
     tty: bool,
+    security: &crate::spec::Security,
 ) -> R<Infallible> {
     if argv.is_empty() {
         return Err("no command: the image has no Entrypoint/Cmd and none was given".into());
@@ -243,7 +251,7 @@ pub(crate) fn become_process(
     }
 
     set_default_rlimits()?;
-    let mask = caps::default_mask();
+    let mask = security.cap_mask();
     caps::drop_bounding(mask, caps::last_cap()).map_err(|e| e.to_string())?;
     let groups: Vec<Gid> = ids.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
@@ -279,7 +287,9 @@ pub(crate) fn become_process(
     .map_err(|e| format!("sigprocmask: {e}"))?;
 
     // Last: the filter also refuses calls made above (setns, unshare, …).
-    crate::seccomp::apply_default()?;
+    if !security.seccomp_unconfined {
+        crate::seccomp::apply_default()?;
+    }
     let cprog = CString::new(prog.as_os_str().as_encoded_bytes())
         .map_err(|_| "program path contains NUL".to_string())?;
     let cargs: Vec<CString> = argv

@@ -12,6 +12,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod devices;
 pub mod exec;
 pub mod helper;
 pub mod init;
@@ -38,5 +39,7 @@ pub use logs::{LogLine, LogOptions, LogReader, Stream};
 pub use restart::{Backoff, RestartPolicy};
 pub use runtime::{ContainerHandle, Runtime, RuntimeError};
 pub use sandbox::PodSandbox;
-pub use spec::{ContainerSpec, LogConfig, Mount, MountSource, PodSandboxConfig, RuntimeConfig};
+pub use spec::{
+    ContainerSpec, LogConfig, Mount, MountSource, PodSandboxConfig, RuntimeConfig, Security,
+};
 pub use state::{ContainerState, ContainerStatus, ExitInfo};

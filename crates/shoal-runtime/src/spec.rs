@@ -136,6 +136,37 @@ pub struct ContainerSpec {
     pub log_path: Option<PathBuf>,
     /// Log rotation.
     pub log: LogConfig,
+    /// Seccomp and capabilities (`securityContext`); default: the filter
+    /// on and the default capability set.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// A container's seccomp filter and capabilities.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Run without the seccomp filter (`seccompProfile.type: Unconfined`).
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// Capability numbers added to the default set.
+    #[serde(default)]
+    pub cap_add: Vec<u32>,
+    /// Capability numbers removed (after adding).
+    #[serde(default)]
+    pub cap_drop: Vec<u32>,
+}
+
+impl Security {
+    /// The capability mask of a root process: the default set, plus
+    /// `cap_add`, minus `cap_drop` (numbers above 63 are ignored).
+    pub fn cap_mask(&self) -> u64 {
+        let bits = |v: &[u32]| {
+            v.iter()
+                .filter(|n| **n < 64)
+                .fold(0u64, |m, n| m | (1u64 << n))
+        };
+        (crate::caps::default_mask() | bits(&self.cap_add)) & !bits(&self.cap_drop)
+    }
 }
 
 impl ContainerSpec {
@@ -158,6 +189,7 @@ impl ContainerSpec {
             grace_period: Duration::from_secs(10),
             log_path: None,
             log: LogConfig::default(),
+            security: Security::default(),
         }
     }
 }
@@ -200,6 +232,22 @@ pub fn resolve_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_adds_then_drops_capabilities() {
+        let def = Security::default();
+        assert_eq!(def.cap_mask(), crate::caps::default_mask());
+        let s = Security {
+            seccomp_unconfined: false,
+            cap_add: vec![12, 0, 99],
+            cap_drop: vec![0, 13],
+        };
+        let m = s.cap_mask();
+        assert!(m & (1 << 12) != 0, "NET_ADMIN added");
+        assert!(m & 1 == 0, "CHOWN dropped even though also added");
+        assert!(m & (1 << 13) == 0, "NET_RAW dropped");
+        assert_eq!(m.count_ones(), crate::caps::default_mask().count_ones() - 1);
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

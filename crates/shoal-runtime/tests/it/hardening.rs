@@ -243,3 +243,280 @@ fn the_helper_binary_cannot_be_overwritten_through_proc_exe() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
     assert_eq!(std::fs::read(&exe).expect("helper binary"), before);
 }
+
+/// A static probe that makes one system call and prints the result
+/// (`ok` or the errno's name), built with the host's C compiler: busybox
+/// has no tool that calls `ptrace` or `kexec_*` directly.
+///
+/// `probe ptrace PID` (PTRACE_SEIZE, then detach by exiting),
+/// `probe kexec_load`, `probe kexec_file_load` (both with invalid flags, so
+/// that where the call is allowed it fails with EINVAL after the permission
+/// check and changes nothing), `probe getpid`.
+fn build_probe(dir: &std::path::Path) -> std::path::PathBuf {
+    const SRC: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void report(const char *what, long r) {
+    if (r >= 0) { printf("%s ok\n", what); return; }
+    const char *n = errno == EPERM ? "EPERM" : errno == EINVAL ? "EINVAL" :
+                    errno == ESRCH ? "ESRCH" : errno == ENOSYS ? "ENOSYS" :
+                    errno == EBADF ? "EBADF" : "other";
+    printf("%s %s (%s)\n", what, n, strerror(errno));
+}
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    if (!strcmp(argv[1], "ptrace") && argc == 3)
+        report("ptrace", ptrace(PTRACE_SEIZE, atoi(argv[2]), 0, 0));
+    else if (!strcmp(argv[1], "kexec_load"))
+        report("kexec_load", syscall(SYS_kexec_load, 0UL, 0UL, NULL, 0x7fff0000UL));
+    else if (!strcmp(argv[1], "kexec_file_load"))
+        report("kexec_file_load", syscall(SYS_kexec_file_load, -1, -1, 0UL, NULL, 0x7fff0000UL));
+    else if (!strcmp(argv[1], "getpid"))
+        report("getpid", syscall(SYS_getpid));
+    else return 2;
+    return 0;
+}
+"#;
+    let src = dir.join("probe.c");
+    let bin = dir.join("probe");
+    std::fs::write(&src, SRC).expect("write probe.c");
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run cc (the host's C compiler)");
+    assert!(
+        out.status.success(),
+        "cc -static probe.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Runs the probe on the host: the control for what the container is refused.
+fn host_probe(bin: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .expect("run probe");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The probe's directory as a read-only volume at `/probe`.
+fn probe_mount(dir: &std::path::Path) -> shoal_runtime::Mount {
+    shoal_runtime::Mount {
+        source: shoal_runtime::MountSource::HostPath(dir.to_path_buf()),
+        destination: "/probe".into(),
+        read_only: true,
+    }
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups, a C compiler"]
+fn ptrace_of_a_process_in_another_container_fails() {
+    let t = TestRuntime::new("hptrace");
+    let probe_dir = t.dir.path().join("probe");
+    std::fs::create_dir(&probe_dir).expect("mkdir");
+    let bin = build_probe(&probe_dir);
+    let pod = t.pod("hptrace-pod");
+    let victim =
+        t.rt.create_and_start(&pod, t.sh("hptrace-victim", "exec sleep 60"))
+            .expect("start victim");
+    // Control: from the host, root can seize the victim (the call works and
+    // the victim is traceable at all).
+    assert_eq!(
+        host_probe(&bin, &["ptrace", &victim.pid.to_string()]),
+        "ptrace ok",
+        "control"
+    );
+    // The attacker tries the victim's host pid, then its own pid 1 (its
+    // shell: not even a process of its own container may be traced), then
+    // any other pid it can see (its pid namespace shows no other
+    // container's processes, so normally none).
+    let mut spec = t.sh(
+        "hptrace-attacker",
+        &format!(
+            "/probe/probe getpid; /probe/probe ptrace {}; /probe/probe ptrace 1; \
+             for p in /proc/[0-9]*; do p=${{p#/proc/}}; [ $p = $$ ] && continue; \
+             echo \"pid $p\"; /probe/probe ptrace $p; done",
+            victim.pid
+        ),
+    );
+    spec.mounts.push(probe_mount(&probe_dir));
+    t.rt.create_and_start(&pod, spec).expect("start attacker");
+    let st =
+        t.rt.wait("hptrace-attacker", Duration::from_secs(20))
+            .expect("wait");
+    let out = t.log_lines("hptrace-attacker");
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{out:?}");
+    assert!(
+        has(&out, "stdout getpid ok"),
+        "control: the probe runs: {out:?}"
+    );
+    let tries: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("stdout ptrace"))
+        .collect();
+    assert!(tries.len() >= 2, "{out:?}");
+    for l in tries {
+        assert!(l.starts_with("stdout ptrace EPERM"), "{l}: {out:?}");
+    }
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups, a C compiler"]
+fn kexec_load_and_kexec_file_load_fail() {
+    let t = TestRuntime::new("hkexec");
+    let probe_dir = t.dir.path().join("probe");
+    std::fs::create_dir(&probe_dir).expect("mkdir");
+    let bin = build_probe(&probe_dir);
+    // Control: on the host root passes the permission check and the call
+    // fails on its invalid flags (EINVAL), or the kernel has no kexec
+    // (ENOSYS); either way not EPERM, so an EPERM inside is the container's.
+    for call in ["kexec_load", "kexec_file_load"] {
+        let host = host_probe(&bin, &[call]);
+        assert!(
+            host.starts_with(&format!("{call} EINVAL"))
+                || host.starts_with(&format!("{call} ENOSYS")),
+            "control on the host: {host}"
+        );
+    }
+    let pod = t.pod("hkexec-pod");
+    let mut spec = t.sh(
+        "hkexec-c",
+        "/probe/probe getpid; /probe/probe kexec_load; /probe/probe kexec_file_load",
+    );
+    spec.mounts.push(probe_mount(&probe_dir));
+    t.rt.create_and_start(&pod, spec).expect("start");
+    let st =
+        t.rt.wait("hkexec-c", Duration::from_secs(20))
+            .expect("wait");
+    let out = t.log_lines("hkexec-c");
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{out:?}");
+    assert!(has(&out, "stdout getpid ok"), "control: {out:?}");
+    for call in ["kexec_load", "kexec_file_load"] {
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with(&format!("stdout {call} EPERM"))),
+            "{call}: {out:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn no_host_process_is_visible_from_inside() {
+    let me = std::process::id();
+    // Control: the host's /proc shows this test and many other processes.
+    assert!(std::path::Path::new(&format!("/proc/{me}")).exists());
+    let host_count = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        })
+        .count();
+    assert!(
+        host_count > 10,
+        "control: host shows {host_count} processes"
+    );
+    let (code, out) = run(
+        "hpidns",
+        &format!(
+            "for p in /proc/[0-9]*; do echo \"proc ${{p#/proc/}} $(cat $p/comm 2>/dev/null)\"; done; \
+             [ -e /proc/{me} ] && echo test-pid-visible || echo test-pid-absent; \
+             kill -0 {me} 2>/dev/null && echo test-pid-signalable || echo test-pid-unreachable"
+        ),
+    );
+    assert_eq!(code, Some(0), "{out:?}");
+    let procs: Vec<&String> = out
+        .iter()
+        .filter(|l| l.starts_with("stdout proc "))
+        .collect();
+    // Only the script's shell and its short-lived children.
+    assert!(!procs.is_empty() && procs.len() <= 4, "{procs:?}");
+    for l in &procs {
+        let comm = l.rsplit(' ').next().unwrap_or_default();
+        assert!(
+            ["sh", "cat", ""].contains(&comm),
+            "a process that is not the container's: {l}: {out:?}"
+        );
+    }
+    assert!(has(&out, "stdout test-pid-absent"), "{out:?}");
+    assert!(has(&out, "stdout test-pid-unreachable"), "{out:?}");
+}
+
+/// Runs `script` in a container with `security` and returns its output.
+fn run_with(test: &str, script: &str, security: shoal_runtime::Security) -> Vec<String> {
+    let t = TestRuntime::new(test);
+    let pod = t.pod(&format!("{test}-pod"));
+    let id = format!("{test}-c");
+    let mut spec = t.sh(&id, script);
+    spec.security = security;
+    t.rt.create_and_start(&pod, spec).expect("start");
+    let st = t.rt.wait(&id, Duration::from_secs(20)).expect("wait");
+    let out = t.log_lines(&id);
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{out:?}");
+    out
+}
+
+fn cap_eff(out: &[String]) -> u64 {
+    out.iter()
+        .find_map(|l| l.strip_prefix("stdout CapEff:\t"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no CapEff: {out:?}"))
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn security_context_seccomp_unconfined_and_capabilities() {
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    let script = "grep -E '^(Seccomp|CapEff):' /proc/self/status; \
+                  ip addr add 127.1.2.3/8 dev lo 2>/dev/null && echo addr-added || echo no-addr; \
+                  touch /tmp/f; chown 1000 /tmp/f 2>/dev/null && echo chowned || echo no-chown";
+    // Control: the default container has the filter, CHOWN and not NET_ADMIN.
+    let def = run_with("hsecdef", script, shoal_runtime::Security::default());
+    assert!(has(&def, "stdout Seccomp:\t2"), "{def:?}");
+    assert_eq!(cap_eff(&def) & (CHOWN | NET_ADMIN), CHOWN, "{def:?}");
+    assert!(
+        has(&def, "stdout chowned") && has(&def, "stdout no-addr"),
+        "{def:?}"
+    );
+
+    let unconfined = run_with(
+        "hsecunc",
+        script,
+        shoal_runtime::Security {
+            seccomp_unconfined: true,
+            ..Default::default()
+        },
+    );
+    assert!(has(&unconfined, "stdout Seccomp:\t0"), "{unconfined:?}");
+
+    let tuned = run_with(
+        "hseccap",
+        script,
+        shoal_runtime::Security {
+            seccomp_unconfined: false,
+            cap_add: vec![12],
+            cap_drop: vec![0],
+        },
+    );
+    assert!(has(&tuned, "stdout Seccomp:\t2"), "{tuned:?}");
+    assert_eq!(
+        cap_eff(&tuned) & (CHOWN | NET_ADMIN),
+        NET_ADMIN,
+        "{tuned:?}"
+    );
+    // The capabilities act, not only show: the pod's own network namespace
+    // takes an address on its loopback, and chown is refused.
+    assert!(has(&tuned, "stdout addr-added"), "{tuned:?}");
+    assert!(has(&tuned, "stdout no-chown"), "{tuned:?}");
+}

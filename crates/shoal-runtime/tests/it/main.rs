@@ -5,6 +5,7 @@
 mod cgroups;
 mod common;
 mod containers;
+mod devices;
 mod exec;
 mod hardening;
 mod logs;
