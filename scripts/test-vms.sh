@@ -7,7 +7,9 @@
 #      cpu.max, cpu.weight) and enforced: a pod over its memory is OOMKilled
 #   3. the overlay is kernel WireGuard, pods on the two VMs reach each other
 #      over it, and nothing of their traffic crosses the VM network in clear
-#   4. an agent VM rebooted brings its pods back (new containers, reachable)
+#   4. an agent VM rebooted brings its pods back (new containers, reachable);
+#      it comes back without the WireGuard module, so its agent runs the
+#      userspace engine and the pods talk across kernel <-> userspace
 # and first, when vagrant is installed, that deploy/vagrant/Vagrantfile validates.
 # Prints each step's time and the total; exits non-zero on a failure. Root.
 #
@@ -210,9 +212,12 @@ echo "VM network during the fetches: $wg_packets WireGuard packets, $clear_hits 
 ((clear_hits == 0)) || fail "the payload crossed the VM network in clear"
 $VM exec n1 -- wg show wg-node1 | grep -q 'latest handshake' || fail "n1: no WireGuard handshake in wg show"
 
-step "4. rebooting agent VM n2"
+step "4. rebooting agent VM n2, its WireGuard module disabled (then userspace engine)"
 before=$("$CTL" get pods --no-headers | awk '$1 == "server" {print $4}')
 boot0=$($VM exec n2 -- cat /proc/sys/kernel/random/boot_id)
+# After the reboot the kernel cannot load wireguard: n2's agent falls back to
+# its userspace engine, n1 keeps kernel WireGuard (a mixed overlay).
+$VM exec n2 -- sh -c 'echo "install wireguard /bin/false" > /etc/modprobe.d/no-wireguard.conf'
 $VM reboot n2
 back() {
     local b
@@ -226,7 +231,9 @@ new_container() {
     running server
 }
 eventually 300 "pod server Running again on n2" new_container
-eventually 120 "client reaches server again after n2's reboot" fetch
+$VM exec n2 -- sh -c '! ip -d link show wg-node2 | grep -qw wireguard' || fail "n2: wg-node2 is still kernel WireGuard"
+$VM exec n2 -- journalctl -b -u shoal-agent --no-pager -a | sed 's/\x1b\[[0-9;]*m//g' | grep -q 'overlay up.*kernel=false' || fail "n2: the agent log shows no userspace overlay"
+eventually 120 "client (node1, kernel WireGuard) reaches server (node2, userspace engine) after n2's reboot" fetch
 echo "server restarts before/after the reboot: $before / $("$CTL" get pods --no-headers | awk '$1 == "server" {print $4}')"
 "$CTL" get pods -o wide
 step "all checks passed"
