@@ -226,8 +226,7 @@ pub fn plan(
                     }
                 }
                 Some(o) => {
-                    let lost = matches!(&o.status.state, ContainerState::Exited(e) if e.reason == "Unknown")
-                        && d.pod.spec.restart_policy != RestartPolicy::Never;
+                    let lost = supervisor_lost(&o.status, d.pod.spec.restart_policy);
                     let unhealthy = ctx.unhealthy.contains(&o.id) && o.is_active();
                     if unhealthy || lost {
                         starts.push(Action::RecreateContainer {
@@ -273,6 +272,23 @@ pub fn plan(
         }
     }
     out
+}
+
+/// Whether a container needs a new incarnation because nothing supervises it
+/// any more: its supervisor died without recording an exit ("Unknown"), or
+/// died after recording one the restart policy says to restart (a node
+/// shutdown kills the container, then the supervisor). A live supervisor
+/// restarts its container itself.
+fn supervisor_lost(st: &ContainerStatus, policy: RestartPolicy) -> bool {
+    match &st.state {
+        ContainerState::Exited(e) if e.reason == "Unknown" => policy != RestartPolicy::Never,
+        ContainerState::Exited(e) if !st.supervisor_alive => match policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => e.exit_code != 0,
+            RestartPolicy::Never => false,
+        },
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +496,46 @@ mod tests {
         let mut p = pod("a", &["x"]);
         p.pod.spec.restart_policy = RestartPolicy::Never;
         assert!(plan(&[p], &o, &Context::default(), now()).is_empty());
+    }
+
+    #[test]
+    fn an_exit_recorded_before_the_supervisor_died_is_restarted_by_policy() {
+        // A node shutdown: the supervisor records the container's SIGKILL,
+        // then dies itself; nothing would restart the container.
+        let dead = |code: i32| {
+            let mut c = with_state("a", "x", 0, exited("Error", code));
+            c.status.supervisor_alive = false;
+            observed(&["a"], vec![c])
+        };
+        let with_policy = |policy| {
+            let mut p = pod("a", &["x"]);
+            p.pod.spec.restart_policy = policy;
+            p
+        };
+        let a = plan(&[pod("a", &["x"])], &dead(137), &Context::default(), now());
+        assert!(
+            matches!(&a[..], [Action::RecreateContainer { new_id, .. }] if new_id == "a-x-r1"),
+            "{a:?}"
+        );
+        let on_failure = plan(
+            &[with_policy(RestartPolicy::OnFailure)],
+            &dead(137),
+            &Context::default(),
+            now(),
+        );
+        assert_eq!(on_failure.len(), 1, "{on_failure:?}");
+        for (policy, code) in [(RestartPolicy::OnFailure, 0), (RestartPolicy::Never, 137)] {
+            let a = plan(
+                &[with_policy(policy)],
+                &dead(code),
+                &Context::default(),
+                now(),
+            );
+            assert!(a.is_empty(), "{policy:?} exit {code}: {a:?}");
+        }
+        // The supervisor alive: it handles restarts (with back-off) itself.
+        let alive = observed(&["a"], vec![with_state("a", "x", 0, exited("Error", 137))]);
+        assert!(plan(&[pod("a", &["x"])], &alive, &Context::default(), now()).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod fastwg;
 pub mod ipam;
+pub mod kwg;
 pub mod link;
 pub mod nft;
 pub mod wg;

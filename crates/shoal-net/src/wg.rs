@@ -5,10 +5,10 @@
 //! Two backends sit behind the same API:
 //!
 //! - **Kernel WireGuard**, chosen when the kernel can create a `wireguard`
-//!   link (tried with rtnetlink). It is configured with the `wg` tool of
-//!   wireguard-tools (`wg set`, `wg setconf`, `wg show dump`). This path is
-//!   *not tested here*: the development and CI machines have no WireGuard
-//!   module.
+//!   link (tried with rtnetlink). It is configured over generic netlink
+//!   ([`crate::kwg`]); peer updates keep the sessions of peers that stay.
+//!   The development and CI machines have no WireGuard module: this path is
+//!   tested in VMs (`scripts/test-vms.sh`, docs/vm-clusters.md).
 //! - **Embedded boringtun** (the tested path): a `boringtun::device` on a TUN
 //!   interface, driven by its own OS threads. We configure it through the UAPI
 //!   text protocol over a private socketpair (`uapi_fd`), not through the
@@ -46,7 +46,6 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -331,6 +330,7 @@ impl KeyPair {
         hex::encode(self.secret.to_bytes())
     }
 
+    #[cfg(test)]
     fn private_base64(&self) -> String {
         BASE64.encode(self.secret.to_bytes())
     }
@@ -497,73 +497,9 @@ fn parse_uapi_get(lines: &[String]) -> Result<UapiState, String> {
     Ok(state)
 }
 
-/// Parses `wg show <iface> dump` (kernel backend): first line is the
-/// interface, then one tab-separated line per peer; handshake as epoch seconds.
-fn parse_wg_dump(text: &str, now: SystemTime) -> Result<(u16, Vec<PeerState>), String> {
-    let mut lines = text.lines();
-    let iface = lines.next().ok_or_else(|| "empty dump".to_string())?;
-    let port = iface
-        .split('\t')
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| iface.to_string())?;
-    let mut peers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() < 7 {
-            return Err(line.to_string());
-        }
-        let bad = || line.to_string();
-        let public_key = decode_key(f[0]).ok_or_else(bad)?;
-        let endpoint = if f[2] == "(none)" {
-            None
-        } else {
-            Some(f[2].parse().map_err(|_| bad())?)
-        };
-        let allowed_ips = f[3]
-            .split(',')
-            .filter_map(|s| s.parse::<Ipv4Net>().ok())
-            .collect();
-        let epoch: u64 = f[4].parse().map_err(|_| bad())?;
-        let last_handshake = (epoch > 0).then(|| {
-            now.duration_since(UNIX_EPOCH + Duration::from_secs(epoch))
-                .unwrap_or_default()
-        });
-        peers.push(PeerState {
-            public_key,
-            endpoint,
-            allowed_ips,
-            last_handshake,
-            rx_bytes: f[5].parse().map_err(|_| bad())?,
-            tx_bytes: f[6].parse().map_err(|_| bad())?,
-        });
-    }
-    Ok((port, peers))
-}
-
-/// The WireGuard config text for `wg setconf` (kernel backend).
-fn render_wg_conf(private_base64: &str, listen_port: u16, peers: &[Peer]) -> String {
-    let mut s = format!("[Interface]\nPrivateKey = {private_base64}\nListenPort = {listen_port}\n");
-    for p in peers {
-        s.push_str(&format!(
-            "\n[Peer]\nPublicKey = {}\nEndpoint = {}\n",
-            BASE64.encode(p.public_key),
-            p.endpoint
-        ));
-        if !p.allowed_ips.is_empty() {
-            let ips: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
-            s.push_str(&format!("AllowedIPs = {}\n", ips.join(", ")));
-        }
-        if let Some(k) = p.keepalive {
-            s.push_str(&format!("PersistentKeepalive = {k}\n"));
-        }
-    }
-    s
-}
-
 enum Backend {
-    /// Kernel WireGuard; the private key is kept for `wg setconf`.
-    Kernel { private_base64: String },
+    /// Kernel WireGuard, configured over generic netlink ([`crate::kwg`]).
+    Kernel,
     /// boringtun on TUN, configured over `uapi`; `wg` served by `listener`.
     User {
         /// The device; `None` once stopped.
@@ -851,9 +787,7 @@ impl Overlay {
                 listen_port,
                 netns,
                 sock,
-                backend: Backend::Kernel {
-                    private_base64: key.private_base64(),
-                },
+                backend: Backend::Kernel,
                 applied: Mutex::new(None),
             }
         } else if engine == Engine::Shoal {
@@ -1023,13 +957,13 @@ impl Overlay {
 
     /// Whether this is kernel WireGuard (else a userspace engine).
     pub fn is_kernel(&self) -> bool {
-        matches!(self.backend, Backend::Kernel { .. })
+        matches!(self.backend, Backend::Kernel)
     }
 
     /// The userspace engine running this interface; `None` for kernel WireGuard.
     pub fn engine(&self) -> Option<Engine> {
         match self.backend {
-            Backend::Kernel { .. } => None,
+            Backend::Kernel => None,
             Backend::User { .. } => Some(Engine::Boringtun),
             Backend::Shoal { .. } => Some(Engine::Shoal),
         }
@@ -1081,9 +1015,15 @@ impl Overlay {
                     })?;
                 }
             }
-            Backend::Kernel { private_base64 } => {
-                let conf = render_wg_conf(private_base64, self.listen_port, &wanted);
-                self.wg_tool(&["setconf", &self.iface, "/dev/stdin"], Some(&conf))?;
+            Backend::Kernel => {
+                let iface = self.iface.as_str();
+                in_netns(&self.netns, iface, || {
+                    crate::kwg::set_peers(iface, &wanted).map_err(|detail| WgError::Netlink {
+                        iface: iface.to_string(),
+                        op: "set wireguard peers",
+                        detail,
+                    })
+                })?;
             }
         }
         *applied = Some(wanted);
@@ -1094,7 +1034,7 @@ impl Overlay {
     pub fn peers(&self) -> Result<Vec<PeerState>, WgError> {
         match &self.backend {
             Backend::User { .. } | Backend::Shoal { .. } => Ok(self.uapi_get()?.peers),
-            Backend::Kernel { .. } => Ok(self.wg_dump()?.1),
+            Backend::Kernel => Ok(self.kernel_get()?.peers),
         }
     }
 
@@ -1109,20 +1049,18 @@ impl Overlay {
             }
             // Key and port were given to the device when it was created.
             Backend::Shoal { .. } => Ok(()),
-            Backend::Kernel { private_base64 } => {
-                let port = listen_port.to_string();
-                self.wg_tool(
-                    &[
-                        "set",
-                        &self.iface,
-                        "listen-port",
-                        &port,
-                        "private-key",
-                        "/dev/stdin",
-                    ],
-                    Some(&format!("{private_base64}\n")),
-                )
-                .map(drop)
+            Backend::Kernel => {
+                let iface = self.iface.as_str();
+                let secret = key.secret.to_bytes();
+                in_netns(&self.netns, iface, || {
+                    crate::kwg::set_key(iface, secret, listen_port).map_err(|detail| {
+                        WgError::Netlink {
+                            iface: iface.to_string(),
+                            op: "set wireguard key and port",
+                            detail,
+                        }
+                    })
+                })
             }
         }
     }
@@ -1131,7 +1069,7 @@ impl Overlay {
         match &self.backend {
             Backend::User { .. } => Ok(self.uapi_get()?.listen_port),
             Backend::Shoal { .. } => Ok(self.listen_port),
-            Backend::Kernel { .. } => Ok(self.wg_dump()?.0),
+            Backend::Kernel => Ok(self.kernel_get()?.listen_port),
         }
     }
 
@@ -1169,44 +1107,15 @@ impl Overlay {
         Ok(lines)
     }
 
-    fn wg_dump(&self) -> Result<(u16, Vec<PeerState>), WgError> {
-        let args = ["show", self.iface.as_str(), "dump"];
-        let out = self.wg_tool(&args, None)?;
-        parse_wg_dump(&out, SystemTime::now()).map_err(|line| WgError::WgTool {
-            iface: self.iface.clone(),
-            args: args.join(" "),
-            detail: format!("unexpected output line {line:?}"),
-        })
-    }
-
-    /// Runs `wg ARGS` inside the overlay's namespace (kernel backend), feeding `stdin`.
-    fn wg_tool(&self, args: &[&str], stdin: Option<&str>) -> Result<String, WgError> {
-        let fail = |detail: String| WgError::WgTool {
-            iface: self.iface.clone(),
-            args: args.join(" "),
-            detail,
-        };
-        in_netns(&self.netns, &self.iface, || {
-            let mut child = Command::new("wg")
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| fail(e.to_string()))?;
-            if let Some(mut pipe) = child.stdin.take() {
-                pipe.write_all(stdin.unwrap_or("").as_bytes())
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-            if !out.status.success() {
-                return Err(fail(format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    /// The kernel device's state, read over generic netlink.
+    fn kernel_get(&self) -> Result<crate::kwg::DeviceState, WgError> {
+        let iface = self.iface.as_str();
+        in_netns(&self.netns, iface, || {
+            crate::kwg::get(iface).map_err(|detail| WgError::Netlink {
+                iface: iface.to_string(),
+                op: "get wireguard device",
+                detail,
+            })
         })
     }
 
@@ -1474,6 +1383,7 @@ async fn link_index(h: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Command, Stdio};
 
     #[test]
     fn iface_names_are_short_unique_and_readable() {
@@ -1668,34 +1578,5 @@ mod tests {
                 "rx_bytes=1",
             ]
         );
-    }
-
-    #[test]
-    fn wg_dump_parses_with_epoch_handshakes() {
-        let k = BASE64.encode([1u8; 32]);
-        let text = format!(
-            "priv\tpub\t51820\toff\n{k}\t(none)\t10.0.0.1:51821\t10.244.1.0/24,fd00::/64\t1000\t5\t6\toff\n\
-             {k}\t(none)\t(none)\t(none)\t0\t0\t0\t25\n"
-        );
-        let now = UNIX_EPOCH + Duration::from_secs(1010);
-        let (port, peers) = parse_wg_dump(&text, now).expect("parse");
-        assert_eq!(port, 51820);
-        assert_eq!(peers[0].last_handshake, Some(Duration::from_secs(10)));
-        assert_eq!(peers[0].allowed_ips.len(), 1);
-        assert_eq!((peers[0].rx_bytes, peers[0].tx_bytes), (5, 6));
-        assert_eq!(peers[1].endpoint, None);
-        assert_eq!(peers[1].last_handshake, None);
-    }
-
-    #[test]
-    fn wg_conf_lists_every_peer() {
-        let p = peer(1, 51821, &["10.244.1.0/24", "10.244.9.0/24"]);
-        let conf = render_wg_conf("PRIV", 51820, &[p]);
-        assert!(conf.starts_with("[Interface]\nPrivateKey = PRIV\nListenPort = 51820\n"));
-        assert!(
-            conf.contains("AllowedIPs = 10.244.1.0/24, 10.244.9.0/24\n"),
-            "{conf}"
-        );
-        assert!(conf.contains("Endpoint = 10.0.0.1:51821\n"), "{conf}");
     }
 }

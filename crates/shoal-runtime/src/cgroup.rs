@@ -416,10 +416,32 @@ impl Cgroup {
         }
     }
 
+    /// The v2 `cgroup.kill` file of this cgroup, where the kernel has it.
+    pub fn kill_file(&self) -> Option<PathBuf> {
+        match &self.layout {
+            CgroupLayout::V2 { root } => {
+                let f = root.join(&self.rel).join("cgroup.kill");
+                f.exists().then_some(f)
+            }
+            CgroupLayout::V1 { .. } => None,
+        }
+    }
+
     /// Kills every process left in the cgroup and removes its directories,
     /// retrying until `timeout`. Missing directories are fine.
     pub fn remove(&self, timeout: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + timeout;
+        // v2 (kernel 5.14+): one write kills every process of the cgroup and
+        // its descendants, also those forked meanwhile, which a kill loop over
+        // cgroup.procs can miss. The loop below stays for older kernels, v1
+        // and whatever is still exiting.
+        if let Some(kill) = self.kill_file() {
+            match fs::write(&kill, "1") {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&kill, e)),
+            }
+        }
         loop {
             for pid in self.procs() {
                 // SAFETY: plain kill(2) on a pid read from the cgroup.
@@ -573,6 +595,27 @@ mod tests {
                 memory_bytes: 4096,
                 cpu_usage_ns: 7000
             }
+        );
+    }
+
+    #[test]
+    fn cgroup_kill_is_used_only_where_the_kernel_has_it() {
+        let t = tempfile::tempdir().unwrap();
+        let v2 = Cgroup::new(
+            CgroupLayout::V2 {
+                root: t.path().to_path_buf(),
+            },
+            "shoal/k",
+        );
+        fs::create_dir_all(t.path().join("shoal/k")).unwrap();
+        assert_eq!(v2.kill_file(), None, "no cgroup.kill before 5.14");
+        fs::write(t.path().join("shoal/k/cgroup.kill"), "").unwrap();
+        assert_eq!(v2.kill_file(), Some(t.path().join("shoal/k/cgroup.kill")));
+        let mut mounts = BTreeMap::new();
+        mounts.insert("memory".to_string(), t.path().join("memory"));
+        assert_eq!(
+            Cgroup::new(CgroupLayout::V1 { mounts }, "shoal/k").kill_file(),
+            None
         );
     }
 

@@ -90,9 +90,19 @@ impl PodSandbox {
     }
 
     /// Loads a sandbox description.
+    ///
+    /// A namespace the sandbox owns is kept alive by a bind mount, which does
+    /// not survive a reboot of the node: what is left at `netns_path` is the
+    /// empty file under it, on which `setns` fails (EINVAL) and the pod could
+    /// never start again. Such a namespace is created afresh (loopback up);
+    /// the agent attaches the pod network to it as after any restart.
     pub fn load(dir: &Path) -> io::Result<Self> {
         let data = fs::read(dir.join(SANDBOX_FILE))?;
-        serde_json::from_slice(&data).map_err(io::Error::other)
+        let sb: Self = serde_json::from_slice(&data).map_err(io::Error::other)?;
+        if sb.owns_netns && !is_netns(&sb.netns_path)? {
+            create_netns(&sb.netns_path)?;
+        }
+        Ok(sb)
     }
 
     /// Unmounts the namespace (if owned) and deletes the directory, volumes included.
@@ -145,6 +155,16 @@ pub fn resolv_conf(servers: &[String], search: &[String], options: &[String]) ->
         s.push_str(&format!("options {}\n", options.join(" ")));
     }
     s
+}
+
+/// Whether `path` is a network namespace (an nsfs file, e.g. a bind mount of
+/// one), not the plain file left when the mount is gone. A missing path is not.
+pub fn is_netns(path: &Path) -> io::Result<bool> {
+    match nix::sys::statfs::statfs(path) {
+        Ok(st) => Ok(st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC),
+        Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(io::Error::other(format!("statfs {}: {e}", path.display()))),
+    }
 }
 
 /// Creates a network namespace with loopback up, kept alive by a bind mount
@@ -211,6 +231,34 @@ pub fn set_loopback_up() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[ignore = "requires root: network namespaces, mounts"]
+    fn a_sandbox_whose_netns_mount_is_gone_gets_a_new_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("pods/p1");
+        let sb = PodSandbox::create(&dir, &PodSandboxConfig::default()).expect("create");
+        assert!(sb.owns_netns);
+        assert!(
+            is_netns(&sb.netns_path).unwrap(),
+            "a fresh sandbox has a live namespace"
+        );
+        // What a reboot leaves: the file without the mount on it.
+        sb.unmount_netns().unwrap();
+        assert!(sb.netns_path.exists());
+        assert!(
+            !is_netns(&sb.netns_path).unwrap(),
+            "the plain file is not a namespace"
+        );
+        let again = PodSandbox::load(&dir).expect("load");
+        assert!(
+            is_netns(&again.netns_path).unwrap(),
+            "load makes a new namespace"
+        );
+        again.remove().unwrap();
+        assert!(!dir.exists());
+        assert!(!is_netns(&again.netns_path).unwrap());
+    }
 
     #[test]
     fn etc_files() {

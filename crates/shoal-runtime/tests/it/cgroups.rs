@@ -182,6 +182,12 @@ fn cgroup_v2_path_on_a_real_cgroup2_mount() {
     spec.grace_period = Duration::from_millis(100);
     let h = t.rt.create_and_start(&pod, spec).expect("start");
     let dir = root.join(&t.cgroup_parent).join("v2-c");
+    // Every kernel this runs on (5.14+) has cgroup.kill, which removal uses.
+    assert!(
+        dir.join("cgroup.kill").exists(),
+        "{}/cgroup.kill",
+        dir.display()
+    );
     let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs");
     assert!(
         procs.lines().any(|l| l.trim() == h.pid.to_string()),
