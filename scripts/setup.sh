@@ -2,6 +2,7 @@
 # Installs what Shoal needs on a Debian host (run as root), idempotently.
 #   scripts/setup.sh demo   # what the demo (scripts/demo.sh) runs: the local cluster's tools
 #   scripts/setup.sh test   # demo + everything any test or benchmark crate builds or runs with
+#   scripts/setup.sh vms    # test + what deploy/vm-cluster and scripts/test-vms.sh need
 # The demo builds only the three binaries, which need no protoc or system .proto files
 # (shoal-proto compiles the contract with protox); the benchmark crate's etcd-client
 # needs protoc *and* libprotobuf-dev (google/protobuf/*.proto), so those are test packages.
@@ -9,10 +10,12 @@ set -euo pipefail
 what=${1:-test}
 demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
 test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd)
+vms=(qemu-system-x86 qemu-utils mmdebstrap openssh-client)
 case "$what" in
     demo) pkgs=("${demo[@]}") ;;
     test) pkgs=("${demo[@]}" "${test[@]}") ;;
-    *) echo "usage: scripts/setup.sh demo|test" >&2; exit 2 ;;
+    vms) pkgs=("${demo[@]}" "${test[@]}" "${vms[@]}") ;;
+    *) echo "usage: scripts/setup.sh demo|test|vms" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

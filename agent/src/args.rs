@@ -17,7 +17,12 @@ pub struct AgentArgs {
     pub controller: String,
     /// Join token for the first start (from `shoalctl token create`); not needed once the
     /// node has its certificate in --data-dir.
-    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "ID.SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SHOAL_JOIN_TOKEN",
+        value_name = "ID.SECRET",
+        hide_env_values = true
+    )]
     pub join_token: Option<String>,
     /// The cluster CA's hash for the first start (`sha256:HEX`, printed by `shoalctl token
     /// create`): the agent trusts only a CA with this public key.

@@ -102,7 +102,9 @@ pub async fn prepare(
             Err(e) => last = Some(e),
         }
     }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no controller to join through")))
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no controller to join through")))
 }
 
 impl NodeTls {
@@ -162,7 +164,10 @@ impl NodeTls {
             .await?;
         let info = CertInfo::from_pem(&resp.cert_pem)?;
         if info.identity.as_ref() != Some(&me) {
-            bail!("the controller renewed the certificate for {:?}", info.identity);
+            bail!(
+                "the controller renewed the certificate for {:?}",
+                info.identity
+            );
         }
         self.dir.write("tls.key", &key)?;
         self.dir.write("tls.crt", &resp.cert_pem)?;

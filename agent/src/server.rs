@@ -28,7 +28,9 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .layer(shoal_pki::layer::AuthLayer::new(crate::identity::agent_policy()))
+        .layer(shoal_pki::layer::AuthLayer::new(
+            crate::identity::agent_policy(),
+        ))
         .add_service(AgentServer::new(AgentService { agent }))
         .serve_with_incoming(shoal_pki::tls::incoming(listener, tls))
         .await

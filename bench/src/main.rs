@@ -100,14 +100,15 @@ fn pod(name: &str) -> String {
 /// Credentials come from `SHOAL_CONFIG` (the first controller's admin.conf), as for
 /// shoalctl: every connection is mutual TLS.
 async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
-    let conf = std::env::var_os("SHOAL_CONFIG")
-        .context("SHOAL_CONFIG must name a client configuration (the first controller's admin.conf)")?;
+    let conf = std::env::var_os("SHOAL_CONFIG").context(
+        "SHOAL_CONFIG must name a client configuration (the first controller's admin.conf)",
+    )?;
     let (config, _) = shoal_client::ClientConfig::from_file(conf.as_ref(), None, Some(addr))
         .with_context(|| format!("endpoint {addr}"))?;
     let config = config.with_timeouts(shoal_client::Timeouts {
-            connect: Duration::from_secs(1),
-            request: Duration::from_secs(10),
-        });
+        connect: Duration::from_secs(1),
+        request: Duration::from_secs(10),
+    });
     let ch = shoal_client::Client::connect(config)
         .await
         .with_context(|| format!("connecting to {addr}"))?

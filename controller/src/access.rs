@@ -80,7 +80,12 @@ fn check_addresses(addrs: &[String]) -> Result<(), Status> {
 
 /// A stored token's view.
 fn token_info(v: &Value) -> TokenInfo {
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let n = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     TokenInfo {
         id: s("/metadata/name"),
@@ -100,11 +105,12 @@ fn token_info(v: &Value) -> TokenInfo {
 }
 
 fn revision_of(v: &Value) -> Option<u64> {
-    v.pointer("/metadata/resourceVersion").and_then(|r| match r {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_u64(),
-        _ => None,
-    })
+    v.pointer("/metadata/resourceVersion")
+        .and_then(|r| match r {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        })
 }
 
 impl AccessService {
@@ -134,7 +140,10 @@ impl AccessService {
                     token.id()
                 )));
             };
-            let hash = v.pointer("/spec/secretHash").and_then(Value::as_str).unwrap_or("");
+            let hash = v
+                .pointer("/spec/secretHash")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !token.matches(hash) {
                 return Err(Status::permission_denied(format!(
                     "join token {}: wrong secret",
@@ -213,7 +222,8 @@ impl AccessService {
 impl Access for AccessService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let req = request.into_inner();
-        let token = Token::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let token =
+            Token::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         check_addresses(&req.addresses)?;
         let who = match req.kind.as_str() {
             "node" => Identity::Node {
@@ -288,7 +298,11 @@ impl Access for AccessService {
                 "ttl: must be more than 0 s and at most a year",
             ));
         }
-        let usage = if req.usage.is_empty() { "node" } else { req.usage.as_str() };
+        let usage = if req.usage.is_empty() {
+            "node"
+        } else {
+            req.usage.as_str()
+        };
         if usage != "node" && usage != "controller" {
             return Err(Status::invalid_argument(format!(
                 "usage {usage:?}: expected node or controller"

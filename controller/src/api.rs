@@ -22,9 +22,9 @@ use tonic::{Request, Response, Status};
 
 use crate::alloc::{ServiceAddresses, assign_service, keep_pod_cidr, service_id};
 use crate::authz::{Verb, admission, check_verb, check_write};
-use shoal_pki::Identity;
 use crate::error::ApiError;
 use crate::network::NetConfig;
+use shoal_pki::Identity;
 
 /// Metadata fields only the server sets; ignored when comparing for `apply`.
 const SERVER_META: [&str; 5] = [
@@ -156,7 +156,10 @@ impl ClusterService {
         let needs_old = matches!(who, Identity::Node { .. }) || kind == Kind::Node;
         let old = if needs_old {
             self.store
-                .get(&key_for(&kind.to_string(), &ns, o.name()), Consistency::Local)
+                .get(
+                    &key_for(&kind.to_string(), &ns, o.name()),
+                    Consistency::Local,
+                )
                 .await
                 .map_err(|e| Status::from(ApiError::from(e)))?
         } else {
@@ -500,9 +503,8 @@ impl ClusterService {
 
 /// The verified identity of the caller (set by the authorization layer).
 fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
-    shoal_pki::layer::identity_of(req).ok_or_else(|| {
-        Status::unauthenticated("a client certificate of this cluster is required")
-    })
+    shoal_pki::layer::identity_of(req)
+        .ok_or_else(|| Status::unauthenticated("a client certificate of this cluster is required"))
 }
 
 /// Splits an encoded backup into stream messages; the first carries the totals.

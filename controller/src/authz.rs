@@ -76,7 +76,10 @@ pub fn controller_policy() -> Policy {
             return if who.is_controller() {
                 Ok(())
             } else {
-                Err(denied(who, "call the Raft service (controllers only)".into()))
+                Err(denied(
+                    who,
+                    "call the Raft service (controllers only)".into(),
+                ))
             };
         }
         if admin_only && !who.is_admin() {
@@ -109,7 +112,11 @@ pub fn controller_policy() -> Policy {
 pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Result<(), Status> {
     let what = || {
         if kind.namespaced() && !namespace.is_empty() {
-            format!("{} {} in namespace {namespace}", verb.as_str(), kind.plural())
+            format!(
+                "{} {} in namespace {namespace}",
+                verb.as_str(),
+                kind.plural()
+            )
         } else if kind.namespaced() {
             format!("{} {} in every namespace", verb.as_str(), kind.plural())
         } else {
@@ -122,7 +129,9 @@ pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Re
             role: Role::Admin, ..
         } => Ok(()),
         Identity::User {
-            role, namespace: scope, ..
+            role,
+            namespace: scope,
+            ..
         } => {
             if let Some(scope) = scope
                 && kind.namespaced()
@@ -157,7 +166,9 @@ fn spec_of(v: Option<&Value>) -> Option<&Value> {
 }
 
 fn str_at<'a>(v: Option<&'a Value>, p: &str) -> &'a str {
-    v.and_then(|v| v.pointer(p)).and_then(Value::as_str).unwrap_or("")
+    v.and_then(|v| v.pointer(p))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Object-level rules of a write (`new` as sent, `old` as stored, `None` when absent):
@@ -188,7 +199,9 @@ pub fn check_write(
             if status_new.is_some() && status_new != status_old {
                 return Err(denied(
                     who,
-                    format!("change the status (addresses, WireGuard key) of node {name}; only its agent does"),
+                    format!(
+                        "change the status (addresses, WireGuard key) of node {name}; only its agent does"
+                    ),
                 ));
             }
         }
@@ -204,10 +217,14 @@ pub fn check_write(
             if bound != me {
                 return Err(denied(
                     who,
-                    format!("update pod {name}, which is bound to {}", if bound.is_empty() { "no node" } else { bound }),
+                    format!(
+                        "update pod {name}, which is bound to {}",
+                        if bound.is_empty() { "no node" } else { bound }
+                    ),
                 ));
             }
-            let same_meta = |p: &str| new.and_then(|v| v.pointer(p)) == old.and_then(|v| v.pointer(p));
+            let same_meta =
+                |p: &str| new.and_then(|v| v.pointer(p)) == old.and_then(|v| v.pointer(p));
             if spec_of(new) != spec_of(old)
                 || !same_meta("/metadata/labels")
                 || !same_meta("/metadata/annotations")
@@ -255,7 +272,9 @@ impl AdmissionConfig {
 
 fn under(path: &str, prefix: &str) -> bool {
     let p = prefix.trim_end_matches('/');
-    !p.is_empty() && (path == p || path.starts_with(&format!("{p}/"))) && !path.split('/').any(|c| c == "..")
+    !p.is_empty()
+        && (path == p || path.starts_with(&format!("{p}/")))
+        && !path.split('/').any(|c| c == "..")
 }
 
 /// Admission rules for the pods an object makes (a Pod, a Deployment's template):
@@ -268,6 +287,18 @@ pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<()
         _ => return Ok(()),
     };
     let what = format!("{} {}", o.kind(), o.name());
+    // Unconfined seccomp and added capabilities weaken the host's protection: admins only.
+    if !who.is_admin()
+        && let Some(field) = spec
+            .privileged_settings(at)
+            .into_iter()
+            .find(|f| !f.ends_with("hostPath"))
+    {
+        return Err(denied(
+            who,
+            format!("set {field} ({what}); only admins may weaken a container's confinement"),
+        ));
+    }
     for (i, v) in spec.volumes.iter().enumerate() {
         if let Some(h) = &v.host_path
             && !who.is_admin()
@@ -338,13 +369,56 @@ mod tests {
         let node = |name: &str, cidr: Option<&str>| json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr}, "status": {"addresses": []}});
         assert!(check_write(&n1, Kind::Node, "n1", Some(&node("n1", None)), None).is_ok());
         assert!(check_write(&n1, Kind::Node, "n2", Some(&node("n2", None)), None).is_err());
-        let e = check_write(&n1, Kind::Node, "n1", Some(&node("n1", Some("10.0.9.0/24"))), Some(&node("n1", Some("10.0.1.0/24")))).unwrap_err();
+        let e = check_write(
+            &n1,
+            Kind::Node,
+            "n1",
+            Some(&node("n1", Some("10.0.9.0/24"))),
+            Some(&node("n1", Some("10.0.1.0/24"))),
+        )
+        .unwrap_err();
         assert!(e.message().contains("podCIDR"), "{}", e.message());
-        assert!(check_write(&n1, Kind::Node, "n1", Some(&node("n1", Some("10.0.1.0/24"))), Some(&node("n1", Some("10.0.1.0/24")))).is_ok());
+        assert!(
+            check_write(
+                &n1,
+                Kind::Node,
+                "n1",
+                Some(&node("n1", Some("10.0.1.0/24"))),
+                Some(&node("n1", Some("10.0.1.0/24")))
+            )
+            .is_ok()
+        );
         let pod = |node: &str, phase: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}, "status": {"phase": phase}});
-        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n1", "Running")), Some(&pod("n1", "Pending"))).is_ok());
-        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n2", "Running")), Some(&pod("n2", "Pending"))).is_err());
-        assert!(check_write(&n1, Kind::Pod, "p", Some(&pod("n2", "Running")), Some(&pod("n1", "Pending"))).is_err());
+        assert!(
+            check_write(
+                &n1,
+                Kind::Pod,
+                "p",
+                Some(&pod("n1", "Running")),
+                Some(&pod("n1", "Pending"))
+            )
+            .is_ok()
+        );
+        assert!(
+            check_write(
+                &n1,
+                Kind::Pod,
+                "p",
+                Some(&pod("n2", "Running")),
+                Some(&pod("n2", "Pending"))
+            )
+            .is_err()
+        );
+        assert!(
+            check_write(
+                &n1,
+                Kind::Pod,
+                "p",
+                Some(&pod("n2", "Running")),
+                Some(&pod("n1", "Pending"))
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -354,7 +428,8 @@ mod tests {
         let old = json!({"spec": {}, "status": {"wireguard": {"publicKey": "A"}}});
         let forged = json!({"spec": {}, "status": {"wireguard": {"publicKey": "EVIL"}}});
         assert!(check_write(&n2, Kind::Node, "n1", Some(&forged), Some(&old)).is_err());
-        let cordon = json!({"spec": {"unschedulable": true}, "status": {"wireguard": {"publicKey": "A"}}});
+        let cordon =
+            json!({"spec": {"unschedulable": true}, "status": {"wireguard": {"publicKey": "A"}}});
         assert!(check_write(&admin, Kind::Node, "n1", Some(&cordon), Some(&old)).is_ok());
         let fake = json!({"spec": {"podCIDR": "10.0.0.0/24"}});
         assert!(check_write(&admin, Kind::Node, "fake", Some(&fake), None).is_err());

@@ -50,7 +50,12 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "restore")]
     pub join: Option<String>,
     /// Join token for `--join` (from `shoalctl token create --usage controller`).
-    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "ID.SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SHOAL_JOIN_TOKEN",
+        value_name = "ID.SECRET",
+        hide_env_values = true
+    )]
     pub join_token: Option<String>,
     /// The cluster CA's hash for `--join` (`sha256:HEX`, printed by `shoalctl token create`):
     /// the joining controller trusts only a CA with this public key.
@@ -238,7 +243,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             net,
             max_image_size: args.max_image_size,
             tls: tls.clone(),
-            admission: authz::AdmissionConfig::new(args.listen.port(), args.allow_host_path.clone()),
+            admission: authz::AdmissionConfig::new(
+                args.listen.port(),
+                args.allow_host_path.clone(),
+            ),
         },
         listener,
         async {

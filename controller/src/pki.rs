@@ -143,7 +143,10 @@ pub async fn prepare(o: &PkiOptions) -> anyhow::Result<ControllerTls> {
     } else {
         let (ca, new) = match &o.restore_ca {
             Some(ca) => (ca.clone(), false),
-            None => (Ca::generate("shoal").context("while making the cluster CA")?, true),
+            None => (
+                Ca::generate("shoal").context("while making the cluster CA")?,
+                true,
+            ),
         };
         dir.write("ca.key", ca.key_pem())?;
         let (cert, key) = ca.issue(&me, &sans, o.cert_lifetime)?;
@@ -151,7 +154,11 @@ pub async fn prepare(o: &PkiOptions) -> anyhow::Result<ControllerTls> {
         if new {
             info!(ca_hash = %ca.hash(), "initialised a new cluster CA");
         }
-        (ca.cert_pem().to_string(), format!("{cert}{}", ca.cert_pem()), key)
+        (
+            ca.cert_pem().to_string(),
+            format!("{cert}{}", ca.cert_pem()),
+            key,
+        )
     };
     dir.write("ca.crt", &ca_pem)?;
     dir.write("tls.key", &key)?;
@@ -194,7 +201,11 @@ fn write_admin_conf(data_dir: &Path, ca: &Ca, advertise: &str) -> anyhow::Result
 impl ControllerTls {
     /// The server settings (client certificates optional for the join call only).
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        Ok(shoal_pki::tls::server_config(&self.ca_pem, &self.slot, ClientAuth::Optional)?)
+        Ok(shoal_pki::tls::server_config(
+            &self.ca_pem,
+            &self.slot,
+            ClientAuth::Optional,
+        )?)
     }
 
     /// Client settings for connections to other controllers.
@@ -226,7 +237,9 @@ impl ControllerTls {
             .get(CA_KEY, Consistency::Local)
             .await
             .map_err(|e| format!("reading the CA from the store: {e}"))?
-            .ok_or("this controller has not received the cluster CA yet (it is still catching up)")?;
+            .ok_or(
+                "this controller has not received the cluster CA yet (it is still catching up)",
+            )?;
         let ca = ca_from_value(&v)?;
         if let Err(e) = self.dir.write("ca.key", ca.key_pem()) {
             warn!("could not keep a copy of the CA key: {e}");
@@ -237,7 +250,10 @@ impl ControllerTls {
 
 /// The CA stored under [`CA_KEY`].
 pub fn ca_from_value(v: &Value) -> Result<Ca, String> {
-    let cert = v.pointer("/spec/certificate").and_then(Value::as_str).unwrap_or("");
+    let cert = v
+        .pointer("/spec/certificate")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let key = v.pointer("/spec/key").and_then(Value::as_str).unwrap_or("");
     Ca::from_pem(cert, key).map_err(|e| format!("the stored CA: {e}"))
 }
@@ -302,12 +318,16 @@ pub async fn rotate(store: Store, tls: ControllerTls) {
                 .map_err(|e| e.to_string())?;
             let chain = format!("{cert}{}", ca.cert_pem());
             tls.dir.write("tls.key", &key).map_err(|e| e.to_string())?;
-            tls.dir.write("tls.crt", &chain).map_err(|e| e.to_string())?;
+            tls.dir
+                .write("tls.crt", &chain)
+                .map_err(|e| e.to_string())?;
             tls.slot.replace(&chain, &key).map_err(|e| e.to_string())
         }
         .await;
         match res {
-            Ok(()) => info!(until = ?tls.slot.info().not_after, "renewed this controller's certificate"),
+            Ok(()) => {
+                info!(until = ?tls.slot.info().not_after, "renewed this controller's certificate")
+            }
             Err(e) => {
                 warn!("renewing this controller's certificate failed (retry in 10 s): {e}");
                 tokio::time::sleep(Duration::from_secs(10)).await;

@@ -153,7 +153,11 @@ fn caller<T>(req: &Request<T>) -> Result<shoal_pki::Identity, Status> {
 /// Logs need read access to the pod's namespace; exec write access (as `pods/exec` in
 /// Kubernetes: `edit`, not `view`).
 fn check_pod_access(who: &shoal_pki::Identity, verb: Verb, namespace: &str) -> Result<(), Status> {
-    let ns = if namespace.is_empty() { "default" } else { namespace };
+    let ns = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
     check_verb(who, verb, shoal_api::Kind::Pod, ns)
 }
 
@@ -241,7 +245,8 @@ impl ProxyService {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        let ch = ep.connect_with_connector_lazy(shoal_pki::tls::Connector::new(tls, CONNECT_TIMEOUT));
+        let ch =
+            ep.connect_with_connector_lazy(shoal_pki::tls::Connector::new(tls, CONNECT_TIMEOUT));
         map.insert(t.addr.clone(), ch.clone());
         Ok(AgentClient::new(ch))
     }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-
 /// `shoalctl`: the Shoal command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +23,13 @@ pub struct Cli {
     pub context: Option<String>,
     /// Controller addresses, comma-separated HOST:PORT, replacing the context's list; the
     /// next is tried when one is down.
-    #[arg(long, short = 's', global = true, env = "SHOAL_SERVER", value_name = "ADDRS")]
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "SHOAL_SERVER",
+        value_name = "ADDRS"
+    )]
     pub server: Option<String>,
     /// Namespace to work in (default: `default`, or the manifest's own).
     #[arg(long, short = 'n', global = true, value_name = "NS")]

@@ -47,7 +47,9 @@ pub fn client_error(e: ClientError) -> CtlError {
             CtlError::Usage("no controller address given (use --server or SHOAL_SERVER)".into())
         }
         ClientError::Unreachable { tried, reason } => CtlError::Unreachable { tried, reason },
-        e @ (ClientError::Config { .. } | ClientError::Join { .. }) => CtlError::Usage(e.to_string()),
+        e @ (ClientError::Config { .. } | ClientError::Join { .. }) => {
+            CtlError::Usage(e.to_string())
+        }
         e @ ClientError::WatchGaveUp { .. } => CtlError::Unavailable(e.to_string()),
         ClientError::Decode { what, message } => {
             CtlError::BadResponse(format!("{what}: {message}"))
@@ -66,8 +68,9 @@ impl Connection {
     /// Reads the configuration file and connects to the first controller that accepts,
     /// trying them in order.
     pub async fn connect(s: &Settings) -> Result<Connection, CtlError> {
-        let (config, _) = ClientConfig::from_file(&s.config, s.context.as_deref(), s.server.as_deref())
-            .map_err(client_error)?;
+        let (config, _) =
+            ClientConfig::from_file(&s.config, s.context.as_deref(), s.server.as_deref())
+                .map_err(client_error)?;
         let client = Client::connect(config.with_timeouts(s.timeouts))
             .await
             .map_err(client_error)?;

@@ -34,7 +34,10 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         request: cli.request_timeout,
     };
     let settings = Settings {
-        config: cli.config.clone().unwrap_or_else(client::default_config_path),
+        config: cli
+            .config
+            .clone()
+            .unwrap_or_else(client::default_config_path),
         context: cli.context.clone(),
         server: cli.server.clone(),
         timeouts,

@@ -595,11 +595,14 @@ impl Drop for HealOnDrop<'_> {
 /// shoalctl run inside controller `node`'s namespace against that controller only.
 fn ctl_in(c: &NetnsCluster, node: &str, server: &str, args: &[&str]) -> Output {
     let ctl = bin_dir().join("shoalctl");
+    let conf = c.config.to_str().expect("utf-8 path");
     let mut a: Vec<&str> = vec![
         "exec",
         node,
         "--",
         ctl.to_str().expect("utf-8 path"),
+        "--config",
+        conf,
         "--server",
         server,
         "--request-timeout",

@@ -325,10 +325,11 @@ fn spawn(bin: &str, log: PathBuf, args: &[&str]) -> Proc {
     Proc(child, log)
 }
 
-fn nodes(server: &str) -> Result<Vec<Value>, String> {
+fn nodes(server: &str, conf: &Path) -> Result<Vec<Value>, String> {
     let out = Command::new(bin_dir().join("shoalctl"))
         .args(["get", "nodes", "-o", "json"])
         .env("SHOAL_SERVER", server)
+        .env("SHOAL_CONFIG", conf)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;
@@ -396,12 +397,28 @@ fn controller_and_agent_take_their_flags_from_config_files() {
         &["--config", cconf.to_str().expect("utf-8")],
     );
     // Reached on the port from the file; the store lives in the file's data-dir.
+    let admin = cdata.join("admin.conf");
     eventually(
         "the controller on the port from its config",
         Duration::from_secs(30),
-        || nodes(&server),
+        || nodes(&server, &admin),
     );
     assert!(cdata.is_dir(), "{} not created", cdata.display());
+    // A join token for the agent, as an admin makes one.
+    let out = Command::new(bin_dir().join("shoalctl"))
+        .args(["token", "create"])
+        .env("SHOAL_SERVER", &server)
+        .env("SHOAL_CONFIG", &admin)
+        .output()
+        .expect("shoalctl token create");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+    };
+    let (token, hash) = (field("token:"), field("ca-hash:"));
 
     let agent_port = free_port();
     let adata = tmp.path().join("agent-data");
@@ -411,7 +428,8 @@ fn controller_and_agent_take_their_flags_from_config_files() {
         &aconf,
         format!(
             "name: {node}\ncontroller: {server}\nlisten: 127.0.0.1:{agent_port}\ndata-dir: {}\n\
-             network: none\nlabels: from=file\nheartbeat-interval: 0.5\n",
+             network: none\nlabels: from=file\nheartbeat-interval: 0.5\n\
+             join-token: {token}\nca-hash: {hash}\n",
             adata.display()
         ),
     )
@@ -427,7 +445,7 @@ fn controller_and_agent_take_their_flags_from_config_files() {
         "the agent's node, named in its config",
         Duration::from_secs(30),
         || {
-            let ns = nodes(&server)?;
+            let ns = nodes(&server, &admin)?;
             ns.into_iter()
                 .find(|n| n["metadata"]["name"] == node.as_str())
                 .ok_or_else(|| "no node yet".to_string())

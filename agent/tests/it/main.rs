@@ -71,7 +71,8 @@ impl Cluster {
     /// A channel to the agent with controller 1's identity (agents accept only controllers).
     async fn agent_channel(&self) -> Result<Channel, String> {
         let dir = self.controllers.members[0].data_dir.clone();
-        shoal_testkit::agent_channel(&dir, &self.node, &self.agent_addr, Duration::from_secs(60)).await
+        shoal_testkit::agent_channel(&dir, &self.node, &self.agent_addr, Duration::from_secs(60))
+            .await
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -49,7 +49,9 @@ async fn user(admin: &Path, addr: &str, name: &str, role: &str, ns: &str) -> Cer
         namespace: (!ns.is_empty()).then(|| ns.to_string()),
     };
     let (key, csr) = shoal_pki::ca::new_key_and_csr(&who, &[]).expect("csr");
-    let ch = shoal_testkit::channel(admin, addr).await.expect("admin channel");
+    let ch = shoal_testkit::channel(admin, addr)
+        .await
+        .expect("admin channel");
     let r = AccessClient::new(ch)
         .issue_user(IssueUserRequest {
             name: name.into(),
@@ -82,21 +84,31 @@ async fn pods(addr: &str) -> usize {
 fn denied(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, words: &str) {
     let s = r.expect_err("must be refused");
     assert_eq!(s.code(), code, "{s:?}");
-    assert!(s.message().contains(words), "{:?} lacks {words:?}", s.message());
+    assert!(
+        s.message().contains(words),
+        "{:?} lacks {words:?}",
+        s.message()
+    );
 }
 
 #[tokio::test]
 async fn strangers_are_refused_before_any_handler() {
-    let c = tokio::task::spawn_blocking(|| TestCluster::start(1)).await.expect("start");
+    let c = tokio::task::spawn_blocking(|| TestCluster::start(1))
+        .await
+        .expect("start");
     let addr = c.addr(1);
     let ca_pem = ca_of(&c.admin_conf());
 
     // No client certificate: the handshake is let through (for Join) but every other call
     // is refused by the layer.
-    let ch = as_who(&ca_pem, None, &addr).await.expect("tls without a certificate");
+    let ch = as_who(&ca_pem, None, &addr)
+        .await
+        .expect("tls without a certificate");
     denied(
         ClusterClient::new(ch)
-            .create(ObjectRequest { object_json: pod_json("x") })
+            .create(ObjectRequest {
+                object_json: pod_json("x"),
+            })
             .await,
         Code::Unauthenticated,
         "client certificate",
@@ -104,19 +116,31 @@ async fn strangers_are_refused_before_any_handler() {
 
     // A certificate of another CA: refused in the handshake.
     let other = Ca::generate("other").expect("ca");
-    let who = Identity::User { name: "mallory".into(), role: Role::Admin, namespace: None };
-    let (cert, key) = other.issue(&who, &[], Duration::from_secs(600)).expect("cert");
+    let who = Identity::User {
+        name: "mallory".into(),
+        role: Role::Admin,
+        namespace: None,
+    };
+    let (cert, key) = other
+        .issue(&who, &[], Duration::from_secs(600))
+        .expect("cert");
     let slot = CertSlot::from_pem(&cert, &key).expect("slot");
     let r = match as_who(&ca_pem, Some(&slot), &addr).await {
         Err(e) => Err(e),
         Ok(ch) => ClusterClient::new(ch)
-            .list(ListRequest { kind: "Pod".into(), ..Default::default() })
+            .list(ListRequest {
+                kind: "Pod".into(),
+                ..Default::default()
+            })
             .await
             .map(|_| ())
             .map_err(|s| s.message().to_string()),
     };
     let e = r.expect_err("a foreign certificate must be refused");
-    assert!(e.to_lowercase().contains("unknown") || e.to_lowercase().contains("certificate"), "{e}");
+    assert!(
+        e.to_lowercase().contains("unknown") || e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
 
     // An expired certificate of the right CA (copied out of the data dir's CA key).
     let pki = c.members[0].data_dir.join("pki");
@@ -125,14 +149,19 @@ async fn strangers_are_refused_before_any_handler() {
         &std::fs::read_to_string(pki.join("ca.key")).expect("ca.key"),
     )
     .expect("ca");
-    let (cert, key) = ca.issue(&who, &[], Duration::from_secs(1)).expect("short cert");
+    let (cert, key) = ca
+        .issue(&who, &[], Duration::from_secs(1))
+        .expect("short cert");
     // Valid from 5 min before issue (skew) to 1 s after: expired once that second passed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let slot = CertSlot::from_pem(&cert, &key).expect("slot");
     let r = match as_who(&ca_pem, Some(&slot), &addr).await {
         Err(e) => Err(e),
         Ok(ch) => ClusterClient::new(ch)
-            .list(ListRequest { kind: "Pod".into(), ..Default::default() })
+            .list(ListRequest {
+                kind: "Pod".into(),
+                ..Default::default()
+            })
             .await
             .map(|_| ())
             .map_err(|s| s.message().to_string()),
@@ -148,7 +177,10 @@ async fn strangers_are_refused_before_any_handler() {
     let r = match plain.connect().await {
         Err(e) => Err(e.to_string()),
         Ok(ch) => ClusterClient::new(ch)
-            .list(ListRequest { kind: "Pod".into(), ..Default::default() })
+            .list(ListRequest {
+                kind: "Pod".into(),
+                ..Default::default()
+            })
             .await
             .map(|_| ())
             .map_err(|s| format!("{:?}", s.code())),
@@ -156,9 +188,15 @@ async fn strangers_are_refused_before_any_handler() {
     assert!(r.is_err(), "plaintext must not be answered");
 
     // A Raft RPC from a user certificate (admin, even) is refused.
-    let admin = shoal_testkit::channel(&c.admin_conf(), &addr).await.expect("admin");
+    let admin = shoal_testkit::channel(&c.admin_conf(), &addr)
+        .await
+        .expect("admin");
     denied(
-        RaftClient::new(admin).append_entries(RaftPayload { data: b"{}".to_vec() }).await,
+        RaftClient::new(admin)
+            .append_entries(RaftPayload {
+                data: b"{}".to_vec(),
+            })
+            .await,
         Code::PermissionDenied,
         "Raft",
     );
@@ -167,7 +205,9 @@ async fn strangers_are_refused_before_any_handler() {
 
 #[tokio::test]
 async fn tokens_are_checked_and_spent() {
-    let c = tokio::task::spawn_blocking(|| TestCluster::start(1)).await.expect("start");
+    let c = tokio::task::spawn_blocking(|| TestCluster::start(1))
+        .await
+        .expect("start");
     let addr = c.addr(1);
     let (token, hash) = shoal_testkit::create_token(&c.admin_conf(), &addr, "node", 1).await;
     let me = Identity::Node { name: "n1".into() };
@@ -179,23 +219,41 @@ async fn tokens_are_checked_and_spent() {
     };
     // A wrong hash never even reaches the controller.
     let bad = format!("sha256:{}", "0".repeat(64));
-    let e = shoal_client::join::join(&addr, &token, &bad, req("n1"), &me).await.unwrap_err();
+    let e = shoal_client::join::join(&addr, &token, &bad, req("n1"), &me)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("does not match"), "{e}");
     // A wrong secret.
-    let forged = format!("{}.{}", token.split('.').next().unwrap_or(""), "0".repeat(16));
-    let e = shoal_client::join::join(&addr, &forged, &hash, req("n1"), &me).await.unwrap_err();
+    let forged = format!(
+        "{}.{}",
+        token.split('.').next().unwrap_or(""),
+        "0".repeat(16)
+    );
+    let e = shoal_client::join::join(&addr, &forged, &hash, req("n1"), &me)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("wrong secret"), "{e}");
     // The first join spends the single use, the second is refused.
-    let j = shoal_client::join::join(&addr, &token, &hash, req("n1"), &me).await.expect("join");
+    let j = shoal_client::join::join(&addr, &token, &hash, req("n1"), &me)
+        .await
+        .expect("join");
     assert!(j.cert_pem.contains("BEGIN CERTIFICATE"));
     let me2 = Identity::Node { name: "n2".into() };
-    let e = shoal_client::join::join(&addr, &token, &hash, req("n2"), &me2).await.unwrap_err();
+    let e = shoal_client::join::join(&addr, &token, &hash, req("n2"), &me2)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("used up"), "{e}");
     // A node token cannot make a controller.
     let (t2, _) = shoal_testkit::create_token(&c.admin_conf(), &addr, "node", 1).await;
     let ctrl = Identity::Controller { id: 9 };
-    let r = JoinRequest { kind: "controller".into(), controller_id: 9, ..Default::default() };
-    let e = shoal_client::join::join(&addr, &t2, &hash, r, &ctrl).await.unwrap_err();
+    let r = JoinRequest {
+        kind: "controller".into(),
+        controller_id: 9,
+        ..Default::default()
+    };
+    let e = shoal_client::join::join(&addr, &t2, &hash, r, &ctrl)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not a controller"), "{e}");
 
     // The node certificate: cannot create pods, touch other nodes or set its podCIDR.
@@ -203,7 +261,10 @@ async fn tokens_are_checked_and_spent() {
     let slot = CertSlot::from_pem(&j.cert_pem, &j.key_pem).expect("slot");
     let mut node = ClusterClient::new(as_who(&ca_pem, Some(&slot), &addr).await.expect("node tls"));
     denied(
-        node.create(ObjectRequest { object_json: pod_json("x") }).await,
+        node.create(ObjectRequest {
+            object_json: pod_json("x"),
+        })
+        .await,
         Code::PermissionDenied,
         "node n1 may not create pods",
     );
@@ -213,18 +274,32 @@ async fn tokens_are_checked_and_spent() {
         .to_string()
     };
     denied(
-        node.create(ObjectRequest { object_json: node_obj("n2", None) }).await,
+        node.create(ObjectRequest {
+            object_json: node_obj("n2", None),
+        })
+        .await,
         Code::PermissionDenied,
         "write node n2",
     );
     denied(
-        node.create(ObjectRequest { object_json: node_obj("n1", Some("10.99.0.0/24")) }).await,
+        node.create(ObjectRequest {
+            object_json: node_obj("n1", Some("10.99.0.0/24")),
+        })
+        .await,
         Code::PermissionDenied,
         "podCIDR",
     );
-    node.create(ObjectRequest { object_json: node_obj("n1", None) }).await.expect("own node");
+    node.create(ObjectRequest {
+        object_json: node_obj("n1", None),
+    })
+    .await
+    .expect("own node");
     let got = node
-        .get(GetRequest { kind: "Node".into(), name: "n2".into(), ..Default::default() })
+        .get(GetRequest {
+            kind: "Node".into(),
+            name: "n2".into(),
+            ..Default::default()
+        })
         .await;
     assert_eq!(got.expect_err("n2 does not exist").code(), Code::NotFound);
     assert_eq!(pods(&addr).await, 0);
@@ -232,15 +307,26 @@ async fn tokens_are_checked_and_spent() {
 
 #[tokio::test]
 async fn roles_and_admission() {
-    let c = tokio::task::spawn_blocking(|| TestCluster::start(1)).await.expect("start");
+    let c = tokio::task::spawn_blocking(|| TestCluster::start(1))
+        .await
+        .expect("start");
     let addr = c.addr(1);
     let conf = c.admin_conf();
     let ca_pem = ca_of(&conf);
     let view = user(&conf, &addr, "vera", "view", "").await;
     let mut v = ClusterClient::new(as_who(&ca_pem, Some(&view), &addr).await.expect("view"));
-    v.list(ListRequest { kind: "Pod".into(), ..Default::default() }).await.expect("view lists");
+    v.list(ListRequest {
+        kind: "Pod".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("view lists");
     denied(
-        v.apply(ApplyRequest { objects_json: vec![pod_json("a")], dry_run: false }).await,
+        v.apply(ApplyRequest {
+            objects_json: vec![pod_json("a")],
+            dry_run: false,
+        })
+        .await,
         Code::PermissionDenied,
         "user vera (view) may not update pods",
     );
@@ -254,24 +340,42 @@ async fn roles_and_admission() {
         }
         v.to_string()
     };
-    t.create(ObjectRequest { object_json: in_ns("team", "ok", false) }).await.expect("edit in team");
+    t.create(ObjectRequest {
+        object_json: in_ns("team", "ok", false),
+    })
+    .await
+    .expect("edit in team");
     denied(
-        t.create(ObjectRequest { object_json: in_ns("default", "no", false) }).await,
+        t.create(ObjectRequest {
+            object_json: in_ns("default", "no", false),
+        })
+        .await,
         Code::PermissionDenied,
         "namespace default",
     );
     denied(
-        t.create(ObjectRequest { object_json: in_ns("team", "host", true) }).await,
+        t.create(ObjectRequest {
+            object_json: in_ns("team", "host", true),
+        })
+        .await,
         Code::PermissionDenied,
         "hostPath",
     );
     // Admins may, but never a host port Shoal uses.
     let mut a = client(&addr).await.expect("admin");
-    a.create(ObjectRequest { object_json: in_ns("team", "host", true) }).await.expect("admin hostPath");
+    a.create(ObjectRequest {
+        object_json: in_ns("team", "host", true),
+    })
+    .await
+    .expect("admin hostPath");
     let mut p: serde_json::Value = serde_json::from_str(&pod_json("ssh")).expect("json");
-    p["spec"]["containers"][0]["ports"] = serde_json::json!([{"containerPort": 22, "hostPort": 22}]);
+    p["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{"containerPort": 22, "hostPort": 22}]);
     denied(
-        a.create(ObjectRequest { object_json: p.to_string() }).await,
+        a.create(ObjectRequest {
+            object_json: p.to_string(),
+        })
+        .await,
         Code::InvalidArgument,
         "hostPort 22 is reserved for ssh",
     );
@@ -279,14 +383,20 @@ async fn roles_and_admission() {
     let ch = as_who(&ca_pem, Some(&team), &addr).await.expect("edit");
     denied(
         AccessClient::new(ch.clone())
-            .create_token(shoal_proto::CreateTokenRequest { ttl_seconds: 60, ..Default::default() })
+            .create_token(shoal_proto::CreateTokenRequest {
+                ttl_seconds: 60,
+                ..Default::default()
+            })
             .await,
         Code::PermissionDenied,
         "admin only",
     );
     denied(
         ClusterClient::new(ch)
-            .add_member(shoal_proto::AddMemberRequest { id: 5, address: "127.0.0.1:1".into() })
+            .add_member(shoal_proto::AddMemberRequest {
+                id: 5,
+                address: "127.0.0.1:1".into(),
+            })
             .await,
         Code::PermissionDenied,
         "admin only",

@@ -6,8 +6,8 @@
 use shoal_proto::{ListRequest, ObjectRequest};
 
 pub use shoal_testkit::ControllerCluster as TestCluster;
-pub use shoal_testkit::eventually_async as eventually;
 pub use shoal_testkit::client_of as client;
+pub use shoal_testkit::eventually_async as eventually;
 
 /// A minimal valid Pod object as JSON.
 pub fn pod_json(name: &str) -> String {

@@ -354,8 +354,10 @@ mod tests {
     #[tokio::test]
     async fn closed_ports_are_reported_as_refused() {
         let (p1, p2) = (closed_port(), closed_port());
-        let cfg =
-            ClientConfig::new(Endpoints::parse(&format!("127.0.0.1:{p1},127.0.0.1:{p2}")).unwrap(), tls());
+        let cfg = ClientConfig::new(
+            Endpoints::parse(&format!("127.0.0.1:{p1},127.0.0.1:{p2}")).unwrap(),
+            tls(),
+        );
         let e = Client::connect(cfg).await.unwrap_err().to_string();
         assert_eq!(
             e,

@@ -97,9 +97,7 @@ impl ClientError {
             ClientError::BadAddress { .. }
             | ClientError::NoAddress
             | ClientError::Config { .. }
-            | ClientError::Join { .. } => {
-                tonic::Status::invalid_argument(self.to_string())
-            }
+            | ClientError::Join { .. } => tonic::Status::invalid_argument(self.to_string()),
             ClientError::Decode { .. } => tonic::Status::internal(self.to_string()),
         }
     }

@@ -269,7 +269,12 @@ impl ConfigFile {
         let name = match name {
             Some(n) => n,
             None if !self.current_context.is_empty() => &self.current_context,
-            None => return Err("no current-context: use --context or `shoalctl config use-context NAME`".into()),
+            None => {
+                return Err(
+                    "no current-context: use --context or `shoalctl config use-context NAME`"
+                        .into(),
+                );
+            }
         };
         let ctx = self
             .contexts
@@ -278,7 +283,11 @@ impl ConfigFile {
             .ok_or_else(|| {
                 format!(
                     "no context {name:?} (contexts: {})",
-                    self.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.contexts
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
         let cluster = self
@@ -329,8 +338,12 @@ impl Resolved {
                 ago.as_secs()
             ));
         }
-        client_config(&Trust::Ca(self.ca_pem.clone()), Some(&slot), Expect::Controller)
-            .map_err(|e| format!("context {:?}: {e}", self.context))
+        client_config(
+            &Trust::Ca(self.ca_pem.clone()),
+            Some(&slot),
+            Expect::Controller,
+        )
+        .map_err(|e| format!("context {:?}: {e}", self.context))
     }
 }
 
@@ -347,14 +360,25 @@ mod tests {
         let back = ConfigFile::parse(&text).unwrap();
         assert_eq!(back, f);
         let r = back.resolve(None).unwrap();
-        assert_eq!((r.ca_pem.as_str(), r.cert_pem.as_str(), r.key_pem.as_str()), ("CA", "CERT", "KEY"));
+        assert_eq!(
+            (r.ca_pem.as_str(), r.cert_pem.as_str(), r.key_pem.as_str()),
+            ("CA", "CERT", "KEY")
+        );
         assert!(back.resolve(Some("nope")).unwrap_err().contains("admin@c"));
     }
 
     #[test]
     fn merged_files_keep_both_clusters() {
         let mut a = ConfigFile::single("a", vec!["a:1".into()], "CA", "u", "C", "K", None);
-        let b = ConfigFile::single("b", vec!["b:1".into()], "CB", "v", "C2", "K2", Some("team".into()));
+        let b = ConfigFile::single(
+            "b",
+            vec!["b:1".into()],
+            "CB",
+            "v",
+            "C2",
+            "K2",
+            Some("team".into()),
+        );
         a.merge(b);
         assert_eq!(a.current_context, "u@a");
         let r = a.resolve(Some("v@b")).unwrap();
@@ -364,8 +388,16 @@ mod tests {
 
     #[test]
     fn bad_files_say_what_is_wrong() {
-        assert!(ConfigFile::parse("kind: Pod\n").unwrap_err().contains("Config"));
-        assert!(ConfigFile::parse("kind: Config\nbogus: 1\n").unwrap_err().contains("bogus"));
+        assert!(
+            ConfigFile::parse("kind: Pod\n")
+                .unwrap_err()
+                .contains("Config")
+        );
+        assert!(
+            ConfigFile::parse("kind: Config\nbogus: 1\n")
+                .unwrap_err()
+                .contains("bogus")
+        );
         let mut f = ConfigFile::single("c", vec![], "CA", "u", "C", "K", None);
         f.users[0].user.client_key_data = "***".into();
         assert!(f.resolve(None).unwrap_err().contains("client-key-data"));

@@ -37,8 +37,8 @@ pub async fn join(
     };
     let token = Token::parse(token).map_err(|e| err(format!("--join-token: {e}")))?;
     let hash = shoal_pki::ca::parse_ca_hash(ca_hash).map_err(|e| err(format!("--ca-hash: {e}")))?;
-    let (key_pem, csr) = shoal_pki::ca::new_key_and_csr(me, &req.addresses)
-        .map_err(|e| err(e.to_string()))?;
+    let (key_pem, csr) =
+        shoal_pki::ca::new_key_and_csr(me, &req.addresses).map_err(|e| err(e.to_string()))?;
     req.token = token.to_string();
     req.csr_pem = csr;
     let tls = client_config(&Trust::CaHash(hash), None, Expect::Controller)

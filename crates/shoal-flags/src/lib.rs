@@ -116,6 +116,47 @@ pub fn expand(cmd: &Command, argv: Vec<OsString>) -> Result<Vec<OsString>, Flags
     Ok(out)
 }
 
+/// Parses a Go-style span such as `90s`, `5m`, `1h30m`, `2d` or `500ms` (a plain number is
+/// seconds).
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let bad = |why: &str| format!("invalid duration {text:?}: {why}; expected e.g. 30s, 5m, 1h30m");
+    if text.is_empty() {
+        return Err(bad("empty"));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = text.parse().map_err(|_| bad("too large"))?;
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad("a number must come before each unit"));
+        }
+        let n: f64 = rest[..digits].parse().map_err(|_| bad("bad number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86_400.0,
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unit must be ms, s, m, h or d")),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(secs).map_err(|_| bad("too large"))?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -388,45 +429,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// Parses a Go-style span such as `90s`, `5m`, `1h30m`, `2d` or `500ms` (a plain number is
-/// seconds).
-pub fn parse_span(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    let bad = |why: &str| format!("invalid duration {text:?}: {why}; expected e.g. 30s, 5m, 1h30m");
-    if text.is_empty() {
-        return Err(bad("empty"));
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        let n: u64 = text.parse().map_err(|_| bad("too large"))?;
-        return Ok(Duration::from_secs(n));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad("a number must come before each unit"));
-        }
-        let n: f64 = rest[..digits].parse().map_err(|_| bad("bad number"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86_400.0,
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unit must be ms, s, m, h or d")),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(secs).map_err(|_| bad("too large"))?;
-    }
-    Ok(total)
 }

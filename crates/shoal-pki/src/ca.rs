@@ -79,7 +79,10 @@ impl Ca {
         let key = ca.key()?;
         let info = CertInfo::from_pem(cert_pem)?;
         if info.public_key_der != key.subject_public_key_info() {
-            return Err(PkiError::cert("CA key", "does not belong to the CA certificate"));
+            return Err(PkiError::cert(
+                "CA key",
+                "does not belong to the CA certificate",
+            ));
         }
         Ok(ca)
     }
@@ -152,10 +155,7 @@ impl Ca {
             dn.push(DnType::OrganizationalUnitName, ou);
         }
         params.distinguished_name = dn;
-        params.subject_alt_names = sans
-            .iter()
-            .map(|s| san(s))
-            .collect::<Result<Vec<_>, _>>()?;
+        params.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<Vec<_>, _>>()?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         if !matches!(identity, Identity::User { .. }) {
@@ -203,10 +203,7 @@ pub fn new_key_and_csr(identity: &Identity, sans: &[String]) -> Result<(String, 
         dn.push(DnType::OrganizationalUnitName, ou);
     }
     params.distinguished_name = dn;
-    params.subject_alt_names = sans
-        .iter()
-        .map(|s| san(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    params.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<Vec<_>, _>>()?;
     let csr = params
         .serialize_request(&key)
         .map_err(|e| PkiError::cert("certificate request", e))?;
@@ -298,7 +295,12 @@ mod tests {
         let (_key, csr) = new_key_and_csr(&asked, &["10.0.0.1".into()]).unwrap();
         let granted = Identity::Node { name: "n1".into() };
         let cert = ca
-            .sign_csr(&csr, &granted, &["10.0.0.2".into()], Duration::from_secs(120))
+            .sign_csr(
+                &csr,
+                &granted,
+                &["10.0.0.2".into()],
+                Duration::from_secs(120),
+            )
             .unwrap();
         let info = CertInfo::from_pem(&cert).unwrap();
         assert_eq!(info.identity, Some(granted));
@@ -311,10 +313,18 @@ mod tests {
     fn hashes_are_stable_and_checked() {
         let ca = Ca::generate("t").unwrap();
         let h = ca.hash();
-        assert_eq!(parse_ca_hash(&h.to_uppercase().replace("SHA256", "sha256")).unwrap(), h);
+        assert_eq!(
+            parse_ca_hash(&h.to_uppercase().replace("SHA256", "sha256")).unwrap(),
+            h
+        );
         assert_eq!(Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap().hash(), h);
         assert_ne!(Ca::generate("t").unwrap().hash(), h);
-        for bad in ["", "sha256:12", "md5:00", &format!("sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:12",
+            "md5:00",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
             assert!(parse_ca_hash(bad).is_err(), "{bad}");
         }
     }
@@ -323,7 +333,9 @@ mod tests {
     fn a_ca_key_must_match_its_certificate() {
         let a = Ca::generate("a").unwrap();
         let b = Ca::generate("b").unwrap();
-        let e = Ca::from_pem(a.cert_pem(), b.key_pem()).unwrap_err().to_string();
+        let e = Ca::from_pem(a.cert_pem(), b.key_pem())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not belong"), "{e}");
     }
 
@@ -331,10 +343,11 @@ mod tests {
     fn a_tampered_request_is_refused() {
         let ca = Ca::generate("t").unwrap();
         let (_k, csr) = new_key_and_csr(&Identity::Node { name: "n".into() }, &[]).unwrap();
-        let mut der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let mut der =
+            rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec();
         let n = der.len();
         der[n - 5] ^= 0xff;
         let pem = format!(
@@ -342,8 +355,13 @@ mod tests {
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
         );
         assert!(
-            ca.sign_csr(&pem, &Identity::Node { name: "n".into() }, &[], Duration::from_secs(60))
-                .is_err()
+            ca.sign_csr(
+                &pem,
+                &Identity::Node { name: "n".into() },
+                &[],
+                Duration::from_secs(60)
+            )
+            .is_err()
         );
     }
 }

@@ -26,7 +26,9 @@ pub enum PkiError {
     #[error("join token: {0}")]
     Token(String),
     /// A CA hash is malformed (expected `sha256:` and 64 hex digits).
-    #[error("CA hash {0:?}: expected sha256: and 64 hex digits, as printed by `shoalctl token create`")]
+    #[error(
+        "CA hash {0:?}: expected sha256: and 64 hex digits, as printed by `shoalctl token create`"
+    )]
     CaHash(String),
     /// An identity name is not acceptable in a certificate.
     #[error("{what} {name:?}: {reason}")]

@@ -60,6 +60,8 @@ impl PkiDir {
 
     /// True when this process already has its certificate.
     pub fn has_identity(&self) -> bool {
-        self.file("tls.crt").exists() && self.file("tls.key").exists() && self.file("ca.crt").exists()
+        self.file("tls.crt").exists()
+            && self.file("tls.key").exists()
+            && self.file("ca.crt").exists()
     }
 }

@@ -132,9 +132,11 @@ impl Identity {
     /// The subject fields: common name, organisation, organisational unit.
     pub fn subject(&self) -> (String, String, Option<String>) {
         match self {
-            Identity::Controller { id } => {
-                (format!("controller:{id}"), ORG_CONTROLLERS.to_string(), None)
-            }
+            Identity::Controller { id } => (
+                format!("controller:{id}"),
+                ORG_CONTROLLERS.to_string(),
+                None,
+            ),
             Identity::Node { name } => (format!("node:{name}"), ORG_NODES.to_string(), None),
             Identity::User {
                 name,
@@ -203,12 +205,12 @@ impl Identity {
 
     /// Reads the identity of a certificate (DER). Does not verify it: the TLS layer did.
     pub fn from_cert_der(der: &[u8]) -> Result<Identity, PkiError> {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| PkiError::cert("peer certificate", e))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| PkiError::cert("peer certificate", e))?;
         let subject = cert.subject();
-        let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
-            it.next().and_then(|a| a.as_str().ok()).map(str::to_string)
-        };
+        let first = |it: &mut dyn Iterator<
+            Item = &x509_parser::x509::AttributeTypeAndValue<'_>,
+        >| { it.next().and_then(|a| a.as_str().ok()).map(str::to_string) };
         let cn = first(&mut subject.iter_common_name()).unwrap_or_default();
         let org = first(&mut subject.iter_organization()).unwrap_or_default();
         let ou = first(&mut subject.iter_organizational_unit());

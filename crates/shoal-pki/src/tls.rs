@@ -156,8 +156,7 @@ pub fn server_config(
     slot: &CertSlot,
     auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    let builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider());
     let builder = match auth {
         ClientAuth::Required => builder,
         ClientAuth::Optional => builder.allow_unauthenticated(),
@@ -275,12 +274,10 @@ impl ServerCertVerifier for PeerVerifier {
                 let mut r = RootCertStore::empty();
                 r.add(ca.clone().into_owned())
                     .map_err(|e| tls_err(format!("the server's CA: {e}")))?;
-                pinned = WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(r),
-                    self.provider.clone(),
-                )
-                .build()
-                .map_err(|e| tls_err(e.to_string()))?;
+                pinned =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(r), self.provider.clone())
+                        .build()
+                        .map_err(|e| tls_err(e.to_string()))?;
                 &pinned
             }
             (Trust::Ca(_), None) => return Err(tls_err("no CA configured".into())),
@@ -405,7 +402,10 @@ fn explain(e: io::Error) -> io::Error {
         " (the server does not accept this certificate: it is not signed by this cluster's CA)"
     } else if m.contains("CertificateExpired") {
         " (the server says the certificate has expired)"
-    } else if m.contains("NoApplicationProtocol") || m.contains("InvalidContentType") || m.contains("corrupt message") {
+    } else if m.contains("NoApplicationProtocol")
+        || m.contains("InvalidContentType")
+        || m.contains("corrupt message")
+    {
         " (is this a Shoal port speaking TLS?)"
     } else {
         ""
@@ -431,7 +431,10 @@ impl tower::Service<http::Uri> for Connector {
                 .ok_or_else(|| format!("{uri}: no host"))?
                 .to_string();
             let port = uri.port_u16().ok_or_else(|| format!("{uri}: no port"))?;
-            let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let bare = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let name = ServerName::try_from(bare.clone())
                 .map_err(|e| format!("{host}: not a host name or address: {e}"))?;
             let fut = async {
@@ -445,7 +448,9 @@ impl tower::Service<http::Uri> for Connector {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
                 Ok(Err(e)) => Err(Box::new(e) as BoxError),
-                Err(_) => Err(format!("connecting to {host}:{port} timed out after {timeout:?}").into()),
+                Err(_) => {
+                    Err(format!("connecting to {host}:{port} timed out after {timeout:?}").into())
+                }
             }
         })
     }

@@ -102,7 +102,14 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "abcdef", "abcdef.", "abc.0123456789abcdef", "ABCDEF.0123456789abcdef", "abcdef.0123456789abcde!"] {
+        for bad in [
+            "",
+            "abcdef",
+            "abcdef.",
+            "abc.0123456789abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123456789abcde!",
+        ] {
             let e = Token::parse(bad).unwrap_err().to_string();
             assert!(e.contains("ID.SECRET"), "{bad}: {e}");
         }

@@ -80,7 +80,11 @@ pub fn test_member_slot(id: u64) -> CertSlot {
     let ca = test_ca();
     let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
     let (cert, key) = ca
-        .issue(&Identity::Controller { id }, &sans, Duration::from_secs(24 * 3600))
+        .issue(
+            &Identity::Controller { id },
+            &sans,
+            Duration::from_secs(24 * 3600),
+        )
         .expect("member certificate");
     CertSlot::from_pem(&format!("{cert}{}", ca.cert_pem()), &key).expect("member slot")
 }

@@ -49,9 +49,13 @@ pub async fn channel(conf: &Path, addr: &str) -> Result<Channel, String> {
 }
 
 /// [`channel`] with another request timeout (uploads, long calls).
-pub async fn channel_timeout(conf: &Path, addr: &str, request: Duration) -> Result<Channel, String> {
-    let (cfg, _) = shoal_client::ClientConfig::from_file(conf, None, Some(addr))
-        .map_err(|e| e.to_string())?;
+pub async fn channel_timeout(
+    conf: &Path,
+    addr: &str,
+    request: Duration,
+) -> Result<Channel, String> {
+    let (cfg, _) =
+        shoal_client::ClientConfig::from_file(conf, None, Some(addr)).map_err(|e| e.to_string())?;
     let cfg = cfg.with_timeouts(shoal_client::Timeouts {
         connect: Duration::from_millis(500),
         request,

@@ -34,7 +34,8 @@ mod wait;
 
 pub use bins::{bin, bin_dir, workspace_root};
 pub use controller::{
-    ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for, register_conf, create_token, grpc_client,
+    ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for,
+    create_token, grpc_client, register_conf,
 };
 pub use names::unique_name;
 pub use netns::NetnsCluster;

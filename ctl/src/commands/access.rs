@@ -100,7 +100,11 @@ pub async fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CtlEr
             let resp = ctx
                 .conn()
                 .await?
-                .call_on(|ch| async move { AccessClient::new(ch).list_tokens(ListTokensRequest {}).await })
+                .call_on(|ch| async move {
+                    AccessClient::new(ch)
+                        .list_tokens(ListTokensRequest {})
+                        .await
+                })
                 .await
                 .map_err(|s| denied(&s))?;
             let mut t = Table {
@@ -163,7 +167,11 @@ pub async fn config(ctx: &mut Context, command: ConfigCommand) -> Result<(), Ctl
             };
             for c in &f.contexts {
                 t.rows.push(vec![
-                    if c.name == f.current_context { "*".into() } else { String::new() },
+                    if c.name == f.current_context {
+                        "*".into()
+                    } else {
+                        String::new()
+                    },
                     c.name.clone(),
                     c.context.cluster.clone(),
                     c.context.user.clone(),
@@ -231,8 +239,8 @@ async fn create_user(
         role: parsed_role,
         namespace: namespace.clone(),
     };
-    let (key, csr) = shoal_pki::ca::new_key_and_csr(&who, &[])
-        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    let (key, csr) =
+        shoal_pki::ca::new_key_and_csr(&who, &[]).map_err(|e| CtlError::Usage(e.to_string()))?;
     let req = IssueUserRequest {
         name: name.clone(),
         role,

@@ -40,7 +40,15 @@ fn stranger_conf() -> PathBuf {
         let (c, k) = ca
             .issue(&who, &[], std::time::Duration::from_secs(3600))
             .expect("cert");
-        let f = shoal_client::file::ConfigFile::single("x", vec!["127.0.0.1:1".into()], ca.cert_pem(), "stranger", &c, &k, None);
+        let f = shoal_client::file::ConfigFile::single(
+            "x",
+            vec!["127.0.0.1:1".into()],
+            ca.cert_pem(),
+            "stranger",
+            &c,
+            &k,
+            None,
+        );
         let p = d.path().join("config");
         f.save(&p).expect("save");
         (d, p)

@@ -69,9 +69,7 @@ async fn sigkilled_writer_loses_no_acknowledged_write() {
 
         let mut cfg = StoreConfig::new(1, dir.path(), "127.0.0.1:1");
         cfg.peer_tls = Some(shoal_store::testing::test_peer_tls(1));
-        let store = Store::open(cfg)
-            .await
-            .expect("reopen after sigkill");
+        let store = Store::open(cfg).await.expect("reopen after sigkill");
         store.bootstrap().await.expect("bootstrap after sigkill");
         for (key, rev) in &acked {
             let obj = store
