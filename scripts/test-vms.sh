@@ -101,7 +101,7 @@ step "vm-cluster up: 1 controller, 2 agents"
 # the agent is back. Step 4 checks the node's own recovery instead.
 exports=$($VM up --controllers 1 --agents 2 --controller-arg --eviction-delay=600)
 eval "$exports"
-export SHOAL_SERVER
+export SHOAL_SERVER SHOAL_CONFIG
 step "cluster up ($SHOAL_SERVER)"
 $VM status
 

@@ -163,10 +163,12 @@ fn check_pod_access(who: &shoal_pki::Identity, verb: Verb, namespace: &str) -> R
 
 /// Whether a status from a first call means the agent could not be reached at all.
 fn is_transport_failure(s: &Status) -> bool {
+    let m = s.message().to_ascii_lowercase();
     s.code() == tonic::Code::Unavailable
-        && (s.message().contains("transport")
-            || s.message().contains("connect")
-            || s.message().contains("dns"))
+        && (m.contains("transport")
+            || m.contains("connect")
+            || m.contains("dns")
+            || m.contains("tls"))
 }
 
 impl ProxyService {

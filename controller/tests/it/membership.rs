@@ -358,6 +358,9 @@ async fn snapshot_restore_keeps_every_object_and_its_resource_version() {
 
     // Grow the restored cluster: the new member receives every object.
     let addr8 = free_addr();
+    let (token, hash) =
+        shoal_testkit::create_token(&data_dir.join("admin.conf"), &addr, "controller", 1).await;
+    shoal_testkit::register_conf(&addr8, data_dir.join("admin.conf"));
     let _m8 = Proc(
         controller(
             &[
@@ -369,6 +372,10 @@ async fn snapshot_restore_keeps_every_object_and_its_resource_version() {
                 dir.join("c8").to_str().expect("utf8"),
                 "--join",
                 &addr,
+                "--join-token",
+                &token,
+                "--ca-hash",
+                &hash,
             ],
             &dir.join("c8.log"),
         )

