@@ -195,6 +195,11 @@ impl Capture {
             .collect()
     }
 
+    /// The capture file's bytes so far (pcap headers and whole packets: -U flushes each).
+    fn raw(&self) -> Vec<u8> {
+        std::fs::read(&self.file).expect("read the capture")
+    }
+
     /// Stops the capture and returns its packets as tcpdump prints them.
     fn lines(mut self) -> Vec<String> {
         self.stop();
@@ -387,6 +392,33 @@ fn pod_network_overlay_services_dns_and_ports() {
     sb.send_to(b"hello a", from).expect("send back");
     let (n, _) = sa.recv_from(&mut buf).expect("a receives the UDP reply");
     assert_eq!(&buf[..n], b"hello a");
+    // Controller ↔ agent traffic on the same link (the exec requests and their output
+    // above, heartbeats, watches) is TLS: a marker sent both ways never shows in the clear.
+    let marker = format!("wire-marker-{}", std::process::id());
+    let said = sh(&c, &echo[0].0, &format!("echo {marker} | tr a-z A-Z")).expect("exec");
+    assert_eq!(said.trim(), marker.to_uppercase());
+    std::thread::sleep(Duration::from_millis(300));
+    let wire = cap.raw();
+    let found = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        wire.windows(3).filter(|w| *w == [0x17, 0x03, 0x03]).count() >= 10,
+        "no TLS application data captured on {}",
+        echo[0].1
+    );
+    for plain in [
+        marker.as_bytes(),
+        marker.to_uppercase().as_bytes(),
+        b"PRI * HTTP/2.0",
+        b"application/grpc",
+        b"/shoal.v1.",
+    ] {
+        assert!(
+            !found(plain),
+            "{:?} in the clear on {}'s underlay",
+            String::from_utf8_lossy(plain),
+            echo[0].1
+        );
+    }
     let lines = cap.lines();
     assert!(
         lines

@@ -47,10 +47,16 @@ impl Cluster {
 
     /// `n` controllers (one Raft cluster) and an agent given all their addresses.
     async fn start_n(node: &str, n: u64) -> Cluster {
+        Self::start_with(node, n, &[]).await
+    }
+
+    /// [`Cluster::start_n`] with extra controller flags.
+    async fn start_with(node: &str, n: u64, args: &'static [&'static str]) -> Cluster {
         // ControllerCluster blocks while it forms the cluster: keep it off the runtime.
-        let controllers = tokio::task::spawn_blocking(move || ControllerCluster::start(n))
-            .await
-            .unwrap();
+        let controllers =
+            tokio::task::spawn_blocking(move || ControllerCluster::start_args(n, args))
+                .await
+                .unwrap();
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             node: node.to_string(),
@@ -1175,4 +1181,116 @@ async fn no_file_under_the_data_directories_is_readable_by_other_users() {
     )
     .await;
     assert!(shoal_files::exposed(&data).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn log_and_exec_streams_survive_certificate_rotations() {
+    use shoal_proto::exec_input::Input;
+    use shoal_proto::exec_output::Output;
+    use shoal_proto::proxy_client::ProxyClient;
+    use shoal_proto::{ExecInput, ExecStart};
+    // 20 s node and server certificates: each renewed about every 13 s.
+    let c = Cluster::start_with("rotating", 1, &["--cert-lifetime", "20s"]).await;
+    c.create_pod(pod_json(
+        "ticker",
+        &c.node,
+        "Always",
+        "busybox:latest",
+        "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done",
+    ))
+    .await;
+    c.wait_pod("ticker", "running", Duration::from_secs(60), |_, cs| {
+        cs.state.running.is_some()
+    })
+    .await;
+    // Both streams go shoalctl's way: through the controller's proxy to the agent.
+    let mut proxy = ProxyClient::new(channel(&c.ctl_addr).await.unwrap());
+    let mut logs = proxy
+        .logs(LogsRequest {
+            namespace: "default".into(),
+            pod: "ticker".into(),
+            container: "main".into(),
+            tail_lines: 1,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(ExecInput {
+        input: Some(Input::Start(ExecStart {
+            namespace: "default".into(),
+            pod: "ticker".into(),
+            command: ["sh", "-c", "while read l; do echo got-$l; done"]
+                .map(String::from)
+                .to_vec(),
+            stdin: true,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut session = proxy
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let node_crt = c.data_dir().join("agent/pki/tls.crt");
+    let ctl_crt = c.controllers.members[0].data_dir.join("pki/tls.crt");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let (mut node_last, mut ctl_last) = (read(&node_crt), read(&ctl_crt));
+    let (mut node_renewals, mut ctl_renewals, mut round) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Each second: a log line arrives and an exec round trip answers, while both
+    // certificates are renewed three times.
+    while node_renewals < 3 || ctl_renewals < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{node_renewals} node and {ctl_renewals} controller renewals in 120 s\n{}",
+            c.logs()
+        );
+        let chunk = tokio::time::timeout(Duration::from_secs(5), logs.message())
+            .await
+            .expect("a log line within 5 s")
+            .expect("log stream alive")
+            .expect("log stream open");
+        assert!(
+            String::from_utf8_lossy(&chunk.data).contains("tick-"),
+            "{chunk:?}"
+        );
+        round += 1;
+        tx.send(ExecInput {
+            input: Some(Input::Stdin(format!("{round}\n").into_bytes())),
+        })
+        .await
+        .unwrap();
+        let want = format!("got-{round}\n");
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(&want) {
+            let m = tokio::time::timeout(Duration::from_secs(5), session.message())
+                .await
+                .expect("an exec answer within 5 s")
+                .expect("exec stream alive")
+                .expect("exec stream open");
+            match m.output {
+                Some(Output::Stdout(d)) => got.extend(d),
+                other => panic!("unexpected exec output {other:?}"),
+            }
+        }
+        let (n, k) = (read(&node_crt), read(&ctl_crt));
+        if n != node_last {
+            node_renewals += 1;
+            node_last = n;
+        }
+        if k != ctl_last {
+            ctl_renewals += 1;
+            ctl_last = k;
+        }
+    }
+    // New connections after the rotations work too (new certificates both ends).
+    let (out, _, code) = exec(&c, "ticker", &["echo", "fresh"], None).await;
+    assert_eq!((out.as_str(), code), ("fresh\n", 0));
+    drop(tx);
 }
