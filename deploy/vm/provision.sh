@@ -4,10 +4,10 @@
 # at boot (from deploy/vm/vm-boot.sh), and deploy/vagrant/Vagrantfile runs it
 # as the shell provisioner of each Vagrant machine.
 #
-#   provision.sh --role controller --address IP --id N [--join HOST:PORT [--add-member]]
+#   provision.sh --role controller --address IP --id N [--join HOST:PORT]
 #   provision.sh --role agent --address IP --name NAME --controllers H:P[,H:P...]
 #                [--labels k=v,...] [--upstream-dns ADDR]
-#   common: [--bin-dir DIR] [--set KEY=VALUE]... [--packages] [--no-start]
+#   common: [--bin-dir DIR] [--set KEY=VALUE]... [--join-file FILE] [--packages] [--no-start]
 #
 # It installs the binaries and systemd units with deploy/install.sh (next to
 # this script's directory; an unchanged file is left alone), writes
@@ -15,9 +15,11 @@
 # rewritten every run) and enables and (re)starts shoal-ROLE.service. --set
 # appends one more flag (its long name without dashes) to the config file.
 # --packages installs the Debian packages a node needs at run time first
-# (Vagrant boxes; the vm-cluster image has them). --add-member: once started,
-# this controller adds itself to the cluster of --join with `shoalctl cluster
-# add-member` (Vagrant; vm-cluster does that step from the host). Idempotent.
+# (Vagrant boxes; the vm-cluster image has them). --join-file FILE: the output
+# of `shoalctl token create` (its `token:` and `ca-hash:` lines) becomes the
+# join-token and ca-hash keys (Vagrant; vm-cluster passes them with --set). A
+# joining controller is added with `shoalctl cluster add-member` by an admin
+# afterwards (Vagrant's and vm-cluster's host side do it). Idempotent.
 set -eu
 
 PROG=provision.sh
@@ -25,7 +27,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DEPLOY=$(cd "$HERE/.." && pwd)
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 
-ROLE= ADDRESS= ID= JOIN= NAME= CONTROLLERS= LABELS= DNS= BIN_DIR= PACKAGES=false START=true ADD_MEMBER=false
+ROLE= ADDRESS= ID= JOIN= NAME= CONTROLLERS= LABELS= DNS= BIN_DIR= PACKAGES=false START=true JOIN_FILE=
 SETS=
 while [ $# -gt 0 ]; do
     case $1 in
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
 }$2"; shift 2 ;;
         --packages) PACKAGES=true; shift ;;
         --no-start) START=false; shift ;;
-        --add-member) ADD_MEMBER=true; shift ;;
+        --join-file) JOIN_FILE=${2:?--join-file needs a file}; shift 2 ;;
         -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -58,6 +60,15 @@ else
     [ -n "$CONTROLLERS" ] || die "--controllers: an agent needs the controllers' HOST:PORT list"
 fi
 [ "$(id -u)" -eq 0 ] || die "run as root"
+if [ -n "$JOIN_FILE" ]; then
+    [ -r "$JOIN_FILE" ] || die "--join-file $JOIN_FILE: cannot read it"
+    t=$(awk '/^token:/ {print $2}' "$JOIN_FILE")
+    h=$(awk '/^ca-hash:/ {print $2}' "$JOIN_FILE")
+    [ -n "$t" ] && [ -n "$h" ] || die "--join-file $JOIN_FILE: no 'token:' and 'ca-hash:' lines (expected the output of shoalctl token create)"
+    SETS="$SETS${SETS:+
+}join-token=$t
+ca-hash=$h"
+fi
 
 if $PACKAGES; then
     # What the agent runs at run time: nft (service load-balancing), wg
@@ -100,17 +111,4 @@ if $START; then
     # --no-block: this may run from a unit during boot.
     systemctl restart --no-block "shoal-$ROLE.service"
     echo "$PROG: shoal-$ROLE.service enabled and (re)started"
-fi
-
-if $ADD_MEMBER; then
-    [ -n "$JOIN" ] || die "--add-member needs --join HOST:PORT"
-    $START || die "--add-member needs the service started (no --no-start)"
-    # The first controller may still be electing itself: retry for 2 minutes.
-    i=0
-    until out=$(/usr/local/bin/shoalctl --server "$JOIN" cluster add-member "$ID=$ADDRESS:7000" 2>&1); do
-        i=$((i + 1))
-        [ $i -lt 120 ] || die "add-member $ID=$ADDRESS:7000 via $JOIN failed: $out"
-        sleep 1
-    done
-    echo "$PROG: added controller $ID ($ADDRESS:7000) to the cluster of $JOIN"
 fi
