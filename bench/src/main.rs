@@ -93,6 +93,23 @@ fn pod(name: &str) -> String {
     .to_string()
 }
 
+/// Creates namespace `ns` unless it exists: objects are created only in an existing
+/// namespace.
+async fn ensure_namespace(c: &mut ClusterClient<Channel>, ns: &str) -> anyhow::Result<()> {
+    let body =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    match c
+        .create(ObjectRequest {
+            object_json: body.to_string(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(anyhow::anyhow!("creating namespace {ns}: {}", s.message())),
+    }
+}
+
 /// A `Cluster` client pinned to one controller, built by shoal-client (the one place
 /// channels to controllers are configured). Pinned on purpose: the benchmarks measure
 /// each endpoint, and `failover` times the first acknowledged write itself, so no
@@ -152,6 +169,7 @@ async fn store(
             match target {
                 Target::Shoal => {
                     let mut cl = cluster_client(&ep).await?;
+                    ensure_namespace(&mut cl, "bench").await?;
                     start.wait().await;
                     for i in 0..per_client {
                         let body = pod(&format!("{tag}-{c}-{i}"));

@@ -284,6 +284,7 @@ pub async fn run(a: PodsArgs) -> anyhow::Result<()> {
     let ns = a.namespace.clone();
     let tag = format!("podstart-{}", a.tag);
     let mut c = cluster_client(&a.endpoint).await?;
+    crate::ensure_namespace(&mut c, &ns).await?;
     let mut stream = c
         .watch(WatchRequest {
             kind: "Pod".into(),

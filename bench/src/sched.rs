@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shoal_proto::{ApplyRequest, ObjectRequest, WatchRequest};
 
-use crate::cluster_client;
+use crate::{cluster_client, ensure_namespace};
 
 /// Options of `shoal-bench sched`.
 #[derive(Debug, Clone, clap::Args)]
@@ -135,6 +135,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     }
     let ns = format!("sched-{}", a.tag);
     let node_names: Vec<String> = (0..a.nodes).map(|i| format!("sim-{}-{i}", a.tag)).collect();
+    ensure_namespace(&mut cluster_client(&eps[0]).await?, &ns).await?;
 
     // Register the simulated nodes (32 concurrent creates).
     let t = Instant::now();

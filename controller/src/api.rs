@@ -1,7 +1,7 @@
 //! The `Cluster` gRPC service: apply/create/update/get/list/delete/watch/status over the
 //! replicated store, with validation through shoal-api; membership changes and backups.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::str::FromStr;
 
@@ -223,18 +223,66 @@ impl ClusterService {
                 }
                 Ok(false)
             }
+            (Object::Namespace(n), _) => {
+                // The phase is the server's (a delete makes it Terminating).
+                n.status = match current {
+                    Some(Object::Namespace(c)) => c.status,
+                    _ => shoal_api::Namespace::named(&n.metadata.name).status,
+                };
+                Ok(false)
+            }
             _ => Ok(false),
         }
     }
 
-    /// Creates one object (allocating a Service's addresses).
+    /// The precondition of creating an object in namespace `ns`: a check that the
+    /// namespace exists at the revision read and is not Terminating (a built-in namespace
+    /// that is missing is created with it).
+    async fn namespace_check(&self, ns: &str) -> Result<Write, ApiError> {
+        let key = key_for("Namespace", "", ns);
+        let usable = |v: &Option<Value>| {
+            v.as_ref()
+                .is_some_and(|v| v.pointer("/status/phase") != Some(&Value::from("Terminating")))
+        };
+        let mut cur = self.store.get(&key, Consistency::Local).await?;
+        if !usable(&cur) {
+            // A local miss may be this member lagging: ask the leader before refusing.
+            cur = self.store.get(&key, Consistency::Linearizable).await?;
+        }
+        match cur {
+            None if shoal_api::namespace::BUILT_IN.contains(&ns) => {
+                let mut object = Object::Namespace(shoal_api::Namespace::named(ns)).to_json();
+                strip_server_meta(&mut object);
+                Ok(Write::Create { key, object })
+            }
+            None => Err(ApiError::NoNamespace(ns.to_string())),
+            Some(v) if !usable(&Some(v.clone())) => {
+                Err(ApiError::NamespaceTerminating(ns.to_string()))
+            }
+            Some(v) => Ok(Write::Check {
+                key,
+                expected_revision: Some(revision_of(&v)),
+            }),
+        }
+    }
+
+    /// Creates one object (allocating a Service's addresses) in an existing namespace.
     async fn create_object(&self, o: Object) -> Result<Value, ApiError> {
         let key = o.key();
+        let ns = effective_namespace(o.kind(), o.namespace());
+        let ns_key = key_for("Namespace", "", &ns);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut obj = o.clone();
             let mut writes = Vec::new();
+            if o.kind().namespaced() {
+                writes.push(self.namespace_check(&ns).await?);
+            }
+            if let Object::Namespace(n) = &mut obj {
+                // The phase is the server's: a new namespace is Active.
+                n.status = shoal_api::Namespace::named(&n.metadata.name).status;
+            }
             let _turn = match obj {
                 Object::Service(_) => Some(self.allocating.lock().await),
                 _ => None,
@@ -253,7 +301,10 @@ impl ClusterService {
             });
             match self.store.write(writes).await {
                 Ok(out) => return Ok(outcome_of(out, &key)),
-                Err(e) if is_allocator_race(&e) && attempt < ALLOC_ATTEMPTS => {
+                Err(e)
+                    if (is_allocator_race(&e) || is_race_on(&e, &ns_key))
+                        && attempt < ALLOC_ATTEMPTS =>
+                {
                     backoff(attempt).await
                 }
                 Err(e) => return Err(e.into()),
@@ -271,7 +322,10 @@ impl ClusterService {
             0 => None,
             r => Some(r),
         };
-        if !matches!(o, Object::Service(_) | Object::Node(_)) {
+        if !matches!(
+            o,
+            Object::Service(_) | Object::Node(_) | Object::Namespace(_)
+        ) {
             strip_server_meta(&mut v);
             let out = self
                 .store
@@ -350,6 +404,52 @@ impl ClusterService {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Deleting a namespace marks it Terminating; the namespace reconciler then deletes
+    /// every object in it and finally the namespace. Built-in namespaces stay.
+    async fn terminate_namespace(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<Value, ApiError> {
+        if shoal_api::namespace::BUILT_IN.contains(&name) {
+            return Err(ApiError::Invalid(format!(
+                "namespace {name:?} is built in and cannot be deleted"
+            )));
+        }
+        let key = key_for("Namespace", "", name);
+        let not_found = || ApiError::NotFound {
+            kind: "namespace".into(),
+            namespace: String::new(),
+            name: name.to_string(),
+        };
+        let Some(cur) = self.store.get(&key, Consistency::Linearizable).await? else {
+            return Err(not_found());
+        };
+        let Ok(Object::Namespace(mut n)) = Object::from_json(&cur) else {
+            return Err(ApiError::Invalid(format!("{key} is not a namespace")));
+        };
+        if n.is_terminating() {
+            return Ok(cur);
+        }
+        n.status = Some(shoal_api::NamespaceStatus {
+            phase: shoal_api::NamespacePhase::Terminating,
+        });
+        n.metadata.deletion_timestamp = Some(chrono::Utc::now());
+        let out = self
+            .store
+            .write(vec![Write::Update {
+                key: key.clone(),
+                object: Object::Namespace(n).to_json(),
+                expected_revision: Some(expected.unwrap_or(revision_of(&cur))),
+            }])
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => not_found(),
+                e => e.into(),
+            })?;
+        Ok(outcome_of(out, &key))
     }
 
     async fn apply_objects(
@@ -432,12 +532,35 @@ impl ClusterService {
                     object_json: desired.to_string(),
                 });
             }
+            // Objects created in a namespace need it to exist (unless this apply creates
+            // it): the checks go first, before any write of this batch to the namespace.
+            let creating_ns: HashSet<&str> = objects
+                .iter()
+                .zip(&results)
+                .filter(|(o, r)| o.kind() == Kind::Namespace && r.action == "created")
+                .map(|(o, _)| o.name())
+                .collect();
+            let mut needed = BTreeSet::new();
+            for (o, r) in objects.iter().zip(&results) {
+                let ns = effective_namespace(o.kind(), o.namespace());
+                if r.action == "created"
+                    && o.kind().namespaced()
+                    && !creating_ns.contains(ns.as_str())
+                {
+                    needed.insert(ns);
+                }
+            }
+            let mut checks = Vec::new();
+            for ns in &needed {
+                checks.push(self.namespace_check(ns).await?);
+            }
             if writes.is_empty() || dry_run {
                 return Ok(results);
             }
             if lock && let Some(a) = alloc {
                 writes.insert(0, a.lock);
             }
+            writes.splice(0..0, checks);
             match self.store.write(writes).await {
                 Ok(outcomes) => {
                     let by_key: BTreeMap<String, Value> =
@@ -541,6 +664,14 @@ fn is_allocator_race(e: &StoreError) -> bool {
         StoreError::Conflict { key, .. }
         | StoreError::AlreadyExists { key }
         | StoreError::NotFound { key } if key == ALLOCATOR_KEY)
+}
+
+/// True when a write failed only on a precondition of `key` (changed or removed since read).
+fn is_race_on(e: &StoreError, key: &str) -> bool {
+    matches!(e,
+        StoreError::Conflict { key: k, .. }
+        | StoreError::AlreadyExists { key: k }
+        | StoreError::NotFound { key: k } if k == key)
 }
 
 /// A short, growing, jittered pause before retrying a raced allocation.
@@ -827,6 +958,14 @@ impl Cluster for ClusterService {
         check_verb(&who, Verb::Delete, kind, &ns)?;
         let key = key_for(&kind.to_string(), &ns, &req.name);
         let expected = (req.resource_version != 0).then_some(req.resource_version);
+        if kind == Kind::Namespace {
+            return Ok(Response::new(ObjectResponse {
+                object_json: self
+                    .terminate_namespace(&req.name, expected)
+                    .await?
+                    .to_string(),
+            }));
+        }
         match self
             .store
             .write(vec![Write::Delete {

@@ -18,6 +18,14 @@ pub enum ApiError {
         /// Name of the object.
         name: String,
     },
+    /// An object cannot be created in a namespace that does not exist.
+    #[error(
+        "namespace {0:?} not found: create it first (shoalctl create namespace {0}, or a Namespace in the same manifest)"
+    )]
+    NoNamespace(String),
+    /// An object cannot be created in a namespace that is being deleted.
+    #[error("namespace {0:?} is being deleted (Terminating): nothing new can be created in it")]
+    NamespaceTerminating(String),
     /// A Service's or Node's addresses cannot be written as asked.
     #[error(transparent)]
     Alloc(#[from] crate::alloc::AllocError),
@@ -39,7 +47,8 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
     use tonic::Status;
     match e {
         ApiError::Invalid(m) => Status::invalid_argument(m.clone()),
-        ApiError::NotFound { .. } => Status::not_found(e.to_string()),
+        ApiError::NotFound { .. } | ApiError::NoNamespace(_) => Status::not_found(e.to_string()),
+        ApiError::NamespaceTerminating(_) => Status::failed_precondition(e.to_string()),
         ApiError::Alloc(a) if a.is_exhausted() => Status::resource_exhausted(a.to_string()),
         ApiError::Alloc(a) => Status::invalid_argument(a.to_string()),
         ApiError::Store(s) => match s {

@@ -4,17 +4,18 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use shoal_api::{Deployment, Endpoints, Event, Node, Object, Pod, Service};
+use shoal_api::{Deployment, Endpoints, Event, Namespace, Node, Object, Pod, Service};
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 6] = [
+pub const PREFIXES: [&str; 7] = [
     "Pod/",
     "Deployment/",
     "Node/",
     "Event/",
     "Service/",
     "Endpoints/",
+    "Namespace/",
 ];
 
 /// Typed objects by store key, one map per kind.
@@ -32,6 +33,8 @@ pub struct Cache {
     pub services: BTreeMap<String, Service>,
     /// Endpoints by key.
     pub endpoints: BTreeMap<String, Endpoints>,
+    /// Namespaces by key.
+    pub namespaces: BTreeMap<String, Namespace>,
     /// How many Nodes the last pod CIDR plan left without a block (warned once per change).
     pub cidr_exhausted: usize,
     /// Revision of the last change seen per key (also for deletions), so that a late
@@ -49,6 +52,7 @@ impl Cache {
             "Event/" => self.events.clear(),
             "Service/" => self.services.clear(),
             "Endpoints/" => self.endpoints.clear(),
+            "Namespace/" => self.namespaces.clear(),
             _ => {}
         }
         self.revs.retain(|k, _| !k.starts_with(prefix));
@@ -126,6 +130,12 @@ impl Cache {
             }
             ("Endpoints", _) => {
                 self.endpoints.remove(key);
+            }
+            ("Namespace", Some(Object::Namespace(n))) => {
+                self.namespaces.insert(key.to_string(), n);
+            }
+            ("Namespace", _) => {
+                self.namespaces.remove(key);
             }
             _ => {}
         }

@@ -2,8 +2,9 @@
 //! that run while this member is the Raft leader and stop when it is not.
 //!
 //! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
-//! [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`]); this module is the thin
-//! loop that keeps a cache of Pods, Deployments, Nodes, Events, Services and Endpoints
+//! [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`], [`namespaces`]); this module
+//! is the thin loop that keeps a cache of Pods, Deployments, Nodes, Events, Services,
+//! Endpoints and Namespaces
 //! (list, then watch from the list's revision;
 //! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
 //! changes (debounced) and periodically, and writes their actions.
@@ -14,6 +15,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod namespaces;
 pub mod nodes;
 pub mod podcidr;
 pub mod scheduler;
@@ -267,7 +269,49 @@ async fn pass(
     actions.extend(orphans);
     retry |= unsure;
     retry |= execute(store, cache, "garbage collector", actions).await?;
+
+    retry |= converge_namespaces(store, cache).await?;
     Ok(retry)
+}
+
+/// Creates missing built-in namespaces and empties Terminating ones ([`namespaces`]):
+/// the objects of a Terminating namespace are listed from the store (every namespaced
+/// kind, linearizably: the cache holds only some kinds) and deleted, then the namespace.
+/// Returns true while a namespace is still being emptied.
+async fn converge_namespaces(store: &Store, cache: &mut Cache) -> Result<bool, ReconcileError> {
+    let mut actions = namespaces::missing_built_ins(&cache.namespaces);
+    let terminating: Vec<shoal_api::Namespace> = cache
+        .namespaces
+        .values()
+        .filter(|n| n.is_terminating())
+        .cloned()
+        .collect();
+    let mut emptying = false;
+    for ns in &terminating {
+        let mut contents = Vec::new();
+        for kind in shoal_api::Kind::ALL.iter().filter(|k| k.namespaced()) {
+            let prefix = format!("{kind}/{}/", ns.metadata.name);
+            let (items, _) = store.list(&prefix, Consistency::Linearizable).await?;
+            contents.extend(
+                items
+                    .iter()
+                    .map(|v| (cache::key_of(v), action::revision_of_json(v))),
+            );
+        }
+        if !contents.is_empty() {
+            info!(
+                namespace = %ns.metadata.name,
+                objects = contents.len(),
+                "deleting the objects of a terminating namespace"
+            );
+            emptying = true;
+        } else {
+            info!(namespace = %ns.metadata.name, "terminating namespace is empty: deleting it");
+        }
+        actions.extend(namespaces::terminate(ns, &contents));
+    }
+    let retry = execute(store, cache, "namespaces", actions).await?;
+    Ok(retry || emptying)
 }
 
 /// Gives Nodes without `spec.podCIDR` one ([`podcidr::plan`]). Acts only when the plan on

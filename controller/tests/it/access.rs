@@ -152,8 +152,15 @@ async fn strangers_are_refused_before_any_handler() {
     let (cert, key) = ca
         .issue(&who, &[], Duration::from_secs(1))
         .expect("short cert");
-    // Valid from 5 min before issue (skew) to 1 s after: expired once that second passed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Valid from 5 min before issue (skew) to 1 s after. X.509 times and the verifier's
+    // clock have whole seconds (the verifier compares `now` truncated with `notAfter`), so
+    // wait until a whole second has passed after notAfter, not just notAfter itself.
+    let not_after = shoal_pki::CertInfo::from_pem(&cert)
+        .expect("info")
+        .not_after;
+    while std::time::SystemTime::now() < not_after + Duration::from_millis(1100) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let slot = CertSlot::from_pem(&cert, &key).expect("slot");
     let r = match as_who(&ca_pem, Some(&slot), &addr).await {
         Err(e) => Err(e),
@@ -330,6 +337,15 @@ async fn roles_and_admission() {
         Code::PermissionDenied,
         "user vera (view) may not update pods",
     );
+    client(&addr)
+        .await
+        .expect("admin")
+        .create(ObjectRequest {
+            object_json:
+                r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}"#.into(),
+        })
+        .await
+        .expect("the admin makes namespace team");
     let team = user(&conf, &addr, "alice", "edit", "team").await;
     let mut t = ClusterClient::new(as_who(&ca_pem, Some(&team), &addr).await.expect("edit"));
     let in_ns = |ns: &str, name: &str, host: bool| {

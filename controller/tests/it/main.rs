@@ -6,5 +6,6 @@ mod cluster;
 mod harness;
 mod images;
 mod membership;
+mod namespaces;
 mod network;
 mod reconcile;

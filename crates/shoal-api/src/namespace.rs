@@ -4,6 +4,9 @@ use crate::meta::ObjectMeta;
 use crate::validation::{self as v, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
+/// Namespaces every cluster has; they cannot be deleted.
+pub const BUILT_IN: [&str; 2] = ["default", "shoal-system"];
+
 /// A namespace (cluster-scoped).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -36,6 +39,26 @@ pub struct NamespaceStatus {
 }
 
 impl Namespace {
+    /// A new, active namespace called `name`.
+    pub fn named(name: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            status: Some(NamespaceStatus {
+                phase: NamespacePhase::Active,
+            }),
+        }
+    }
+
+    /// True once a delete asked for it (its objects are being deleted).
+    pub fn is_terminating(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.phase == NamespacePhase::Terminating)
+    }
+
     /// Checks the name (DNS-1123 label) and labels.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::new();

@@ -458,6 +458,20 @@ impl SledStateMachine {
                     _ => Ok(()),
                 }
             };
+            if let Write::Check {
+                expected_revision, ..
+            } = &w
+            {
+                // A precondition only: no change, no event, no outcome.
+                let res = match &current {
+                    None => Err(StoreError::NotFound { key: key.clone() }),
+                    Some(cur) => check(*expected_revision, cur),
+                };
+                if let Err(e) = res {
+                    return Ok(Err(e));
+                }
+                continue;
+            }
             // The old version travels with a Modified event (selector watches need it).
             let prev = current.clone();
             let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> =
@@ -473,9 +487,9 @@ impl SledStateMachine {
                             EventType::Added,
                         ))
                     }
-                    (Write::Update { .. }, None) | (Write::Delete { .. }, None) => {
-                        Err(StoreError::NotFound { key: key.clone() })
-                    }
+                    (Write::Update { .. }, None)
+                    | (Write::Delete { .. }, None)
+                    | (Write::Check { .. }, _) => Err(StoreError::NotFound { key: key.clone() }),
                     (
                         Write::Update {
                             object,
@@ -783,6 +797,57 @@ mod tests {
             .open()
             .expect("sled");
         SledStateMachine::open(&db, 100).expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_check_fails_the_whole_batch_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(&dir);
+        sm.apply([entry(1, create("Namespace//team", "r1"))])
+            .await
+            .expect("apply");
+        let batch = |index: u64, check: &str, rev: Option<u64>, id: &str| {
+            entry(
+                index,
+                EntryPayload::Normal(Command {
+                    writes: vec![
+                        Write::Check {
+                            key: check.into(),
+                            expected_revision: rev,
+                        },
+                        Write::Create {
+                            key: format!("Pod/team/{id}"),
+                            object: json!({"kind": "Pod", "metadata": {"name": id}}),
+                        },
+                    ],
+                    request_id: Some(id.into()),
+                }),
+            )
+        };
+        let out = sm
+            .apply([
+                batch(2, "Namespace//gone", None, "a"),
+                batch(3, "Namespace//team", Some(7), "b"),
+                batch(4, "Namespace//team", Some(1), "c"),
+            ])
+            .await
+            .expect("apply");
+        assert!(matches!(&out[0], Err(StoreError::NotFound { key }) if key == "Namespace//gone"));
+        assert!(matches!(
+            &out[1],
+            Err(StoreError::Conflict {
+                expected: 7,
+                actual: 1,
+                ..
+            })
+        ));
+        let ok = out[2].as_ref().expect("the check holds");
+        assert_eq!(ok.len(), 1, "a check has no outcome: {ok:?}");
+        assert!(sm.get("Pod/team/a").expect("get").is_none());
+        assert!(sm.get("Pod/team/b").expect("get").is_none());
+        assert!(sm.get("Pod/team/c").expect("get").is_some());
+        let ns = sm.get("Namespace//team").expect("get").expect("present");
+        assert_eq!(ns["metadata"]["resourceVersion"], json!("1"), "unchanged");
     }
 
     #[tokio::test]

@@ -560,7 +560,7 @@ impl Store {
                         )));
                     }
                 }
-                Write::Delete { .. } => {}
+                Write::Delete { .. } | Write::Check { .. } => {}
             }
         }
         let cmd = Command {

@@ -80,6 +80,15 @@ pub enum Write {
         /// Compare-and-swap on the current revision when set.
         expected_revision: Option<u64>,
     },
+    /// Change nothing, but fail the whole batch with `NotFound` or `Conflict` unless the
+    /// object exists (at this revision when set): a precondition on another key, e.g. that
+    /// the namespace an object is created in still exists and is not being deleted.
+    Check {
+        /// `Kind/namespace/name`.
+        key: String,
+        /// The revision the object must still have, when set.
+        expected_revision: Option<u64>,
+    },
 }
 
 impl Write {
@@ -89,7 +98,8 @@ impl Write {
             Write::Create { key, .. }
             | Write::Update { key, .. }
             | Write::Put { key, .. }
-            | Write::Delete { key, .. } => key,
+            | Write::Delete { key, .. }
+            | Write::Check { key, .. } => key,
         }
     }
 }

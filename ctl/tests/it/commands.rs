@@ -132,7 +132,8 @@ fn get_formats_selectors_and_namespaces() {
     c.ctl(&["apply", "-f", &web_yaml()]).ok();
     let other = c.write(
         "other.yaml",
-        "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: elsewhere, namespace: staging}\nspec:\n  containers: [{name: c, image: busybox}]\n",
+        // The namespace and the pod in it, in one apply.
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: staging}\n---\napiVersion: shoal/v1\nkind: Pod\nmetadata: {name: elsewhere, namespace: staging}\nspec:\n  containers: [{name: c, image: busybox}]\n",
     );
     c.ctl(&["apply", "-f", other.to_str().unwrap()]).ok();
 

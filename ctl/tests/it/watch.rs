@@ -40,6 +40,11 @@ fn watch_prints_the_list_then_a_row_per_change() {
 #[test]
 fn watch_of_an_empty_list_and_by_name() {
     let c = Controller::start();
+    c.ctl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: empty}\n",
+    )
+    .ok();
     c.ctl_stdin(&["apply", "-f", "-"], &pod("wanted")).ok();
     // An empty list prints nothing; rows start with the first change. Writes that race
     // with the watcher's start are either in its list or after its revision: never lost.
