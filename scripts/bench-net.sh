@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Pod-network throughput between two nodes: iperf3 TCP over
-#   raw    - the underlay veth itself (no encryption, MTU 1500),
-#   wg-go  - wireguard-go (Debian package), MTU 1420,
-#   shoal  - shoal's Overlay, engine boringtun (boringtun's device, embedded;
-#            crates/shoal-net/examples/wg-node.rs), MTU 1420,
-#   fastwg - shoal's Overlay, engine shoal (our batched data path,
-#            crates/shoal-net/src/fastwg.rs), MTU 1420,
-# all in the same run, interleaved (raw, wg-go, shoal, fastwg, raw, ...) because the
+#   raw       - the underlay veth itself (no encryption, MTU 1500),
+#   wg-go     - wireguard-go (Debian package), MTU 1420,
+#   boringtun - shoal's Overlay, engine boringtun (boringtun's device, embedded;
+#               crates/shoal-net/examples/wg-node.rs), MTU 1420,
+#   shoal     - shoal's Overlay, engine shoal (our batched data path,
+#               crates/shoal-net/src/wg/shoal/), MTU 1420,
+# all in the same run, interleaved (raw, wg-go, boringtun, shoal, raw, ...) because the
 # machine is shared and noisy. Each node is a fresh network namespace; the two
 # are joined by a veth pair (10.98.0.1/24 - 10.98.0.2/24). Each node has a
-# bridge "pods0" holding its "pod" gateway addresses: 10.244.N.1/24 for shoal,
-# 10.245.N.1/24 for wireguard-go and 10.246.N.1/24 for fastwg; the other node's /24 is routed over the
+# bridge "pods0" holding its "pod" gateway addresses: 10.244.N.1/24 for boringtun,
+# 10.245.N.1/24 for wireguard-go and 10.246.N.1/24 for shoal; the other node's /24 is routed over the
 # WireGuard link with that source, exactly as the agent lays it out. iperf3
 # runs between those pod addresses (raw: between the underlay addresses).
 #
@@ -104,10 +104,10 @@ overlay_pair() {
   ip -n "$NA" route add "$net.2.0/24" dev "$a" src "$net.1.1"
   ip -n "$NB" route add "$net.1.0/24" dev "$b" src "$net.2.1"
 }
+BA=wgbb${TAG}a
+overlay_pair "wgbb${TAG}" 51820 10.244 --engine boringtun; BORINGTUN_PIDS=("${PAIR_PIDS[@]}")
 SA=wgsb${TAG}a
-overlay_pair "wgsb${TAG}" 51820 10.244; SHOAL_PIDS=("${PAIR_PIDS[@]}")
-FA=wgfb${TAG}a
-overlay_pair "wgfb${TAG}" 51840 10.246 --engine shoal; FAST_PIDS=("${PAIR_PIDS[@]}")
+overlay_pair "wgsb${TAG}" 51840 10.246 --engine shoal; SHOAL_PIDS=("${PAIR_PIDS[@]}")
 
 # --- wireguard-go, configured the same way ---------------------------------
 GA=wggb${TAG}a; GB=wggb${TAG}b
@@ -158,28 +158,28 @@ run() {
     local cpu; cpu=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$NCPU" 'BEGIN{printf "%.0f", 100*n*b/t}')
     local wcpu; wcpu=$(awk -v d=$((p1 - p0)) -v k="$TCK" 'BEGIN{printf "%.1f", d/k}')
     local drops=$(( $(udp_drops) - d0 ))
-    printf '%-6s %8.2f %6s %8s %10s\n' "$name" "$gbit" "$cpu" "$wcpu" "$drops" | tee -a "$WORK/results"
+    printf '%-9s %8.2f %6s %8s %10s\n' "$name" "$gbit" "$cpu" "$wcpu" "$drops" | tee -a "$WORK/results"
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -r) cpus=$NCPU dur=${DUR}s rounds=$ROUNDS"
-printf '%-6s %8s %6s %8s %10s\n' path Gbit/s cpu% "wg cpu s" "udp drops"
+printf '%-9s %8s %6s %8s %10s\n' path Gbit/s cpu% "wg cpu s" "udp drops"
 for r in $(seq "$ROUNDS"); do
     run raw 10.98.0.2
     run wg-go 10.245.2.1 "${WGGO_PIDS[@]}"
-    run shoal 10.244.2.1 "${SHOAL_PIDS[@]}"
-    run fastwg 10.246.2.1 "${FAST_PIDS[@]}"
+    run boringtun 10.244.2.1 "${BORINGTUN_PIDS[@]}"
+    run shoal 10.246.2.1 "${SHOAL_PIDS[@]}"
 done
 
 echo
 echo "median over $ROUNDS rounds:"
-printf '%-6s %8s %6s %8s %10s\n' path Gbit/s cpu% "wg cpu s" "udp drops"
-for name in raw wg-go shoal fastwg; do
+printf '%-9s %8s %6s %8s %10s\n' path Gbit/s cpu% "wg cpu s" "udp drops"
+for name in raw wg-go boringtun shoal; do
     awk -v n=$name '$1==n' "$WORK/results" | sort -k2 -n | awk -v r="$ROUNDS" '
         {g[NR]=$2; c[NR]=$3; w[NR]=$4; d[NR]=$5}
-        END{m=int((NR+1)/2); printf "%-6s %8.2f %6s %8s %10s\n", $1, g[m], c[m], w[m], d[m]}'
+        END{m=int((NR+1)/2); printf "%-9s %8.2f %6s %8s %10s\n", $1, g[m], c[m], w[m], d[m]}'
 done
-# What the standard tool shows on the shoal interface.
+# What the standard tool shows on the Overlay's interfaces.
+echo
+ip netns exec "$NA" wg show "$BA" | sed -n '1,12p'
 echo
 ip netns exec "$NA" wg show "$SA" | sed -n '1,12p'
-echo
-ip netns exec "$NA" wg show "$FA" | sed -n '1,12p'

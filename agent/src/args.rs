@@ -68,8 +68,9 @@ pub struct AgentArgs {
     /// UDP port of the WireGuard overlay on the node's address.
     #[arg(long, default_value_t = 51820)]
     pub wireguard_port: u16,
-    /// Userspace WireGuard data path when the kernel has no WireGuard: `shoal`
-    /// (batched, with UDP and TUN offloads) or `boringtun` (boringtun's own device).
+    /// Userspace WireGuard engine when the kernel has no WireGuard: `shoal` (Shoal's
+    /// own data path: batched, with UDP and TUN offloads) or `boringtun` (boringtun's
+    /// own device).
     #[arg(long, value_enum, default_value = "shoal")]
     pub wireguard_engine: crate::network::WgEngine,
     /// Upstream DNS resolvers for names outside the cluster zone: `IP` or `IP:PORT`, repeatable

@@ -40,7 +40,7 @@ pub enum NetworkMode {
     None,
 }
 
-/// The userspace WireGuard data path (used when the kernel has no WireGuard).
+/// The userspace WireGuard engine (used when the kernel has no WireGuard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WgEngine {
     /// Shoal's own batched data path (boringtun's noise crypto).

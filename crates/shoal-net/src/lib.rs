@@ -5,9 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod dns;
-pub mod fastwg;
 pub mod ipam;
-pub mod kwg;
 pub mod link;
 pub mod nft;
 pub mod wg;

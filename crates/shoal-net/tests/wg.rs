@@ -339,7 +339,7 @@ fn shoal_engine_two_nodes_talk_only_encrypted_and_peers_can_be_replaced() {
     two_nodes(Engine::Shoal, Engine::Shoal, "f");
 }
 
-/// Node a on boringtun's device, node b on Shoal's data path: the same
+/// Node a on boringtun's device, node b on the shoal engine: the same
 /// checks pass, so ours speaks the real WireGuard protocol.
 #[test]
 #[ignore = "requires root: network namespaces, TUN"]
@@ -347,7 +347,7 @@ fn shoal_engine_interoperates_with_boringtun_device() {
     two_nodes(Engine::Boringtun, Engine::Shoal, "i");
 }
 
-/// The other way round: the bulk TCP data leaves through Shoal's data path
+/// The other way round: the bulk TCP data leaves through the shoal engine
 /// (TSO super-packets cut and checksummed in userspace, UDP GSO) and
 /// boringtun's device hands it to a kernel that verifies every checksum.
 #[test]
@@ -356,7 +356,7 @@ fn shoal_engine_sends_to_boringtun_device() {
     two_nodes(Engine::Shoal, Engine::Boringtun, "j");
 }
 
-/// Pod traffic through Shoal's data path: a pod netns behind node b's bridge
+/// Pod traffic through the shoal engine: a pod netns behind node b's bridge
 /// (veth, MTU 1420, forwarding on) exchanges 4 MiB with node a both ways, so
 /// coalesced super-packets are forwarded into the pod and the pod's TSO
 /// packets are forwarded into the engine.

@@ -1,5 +1,5 @@
-//! Kernel WireGuard over generic netlink (the kernel's `wireguard` family),
-//! as `wg` does it, without running the `wg` tool.
+//! The kernel engine: kernel WireGuard, configured over generic netlink (the
+//! kernel's `wireguard` family) as `wg` does it, without running the `wg` tool.
 //!
 //! Why `netlink-packet-wireguard` + `genetlink` and not `wireguard-control`:
 //! these share `netlink-packet-core` 0.9 with the `rtnetlink` stack we already
@@ -27,21 +27,12 @@ use netlink_packet_wireguard::{
     WireguardCmd, WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
 };
 
-use crate::wg::{Peer, PeerState};
-
-/// The device as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeviceState {
-    /// UDP listen port.
-    pub listen_port: u16,
-    /// Peers, in the kernel's order.
-    pub peers: Vec<PeerState>,
-}
+use super::{DeviceState, Peer, PeerState};
 
 /// The netlink peer list that turns a device with peers `current` into one
 /// with exactly `wanted`: removals first, then every wanted peer with its
 /// endpoint, keepalive (0 turns it off) and allowed IPs (replaced).
-pub fn plan_peers(current: &[[u8; 32]], wanted: &[Peer]) -> Vec<WireguardPeer> {
+pub(super) fn plan_peers(current: &[[u8; 32]], wanted: &[Peer]) -> Vec<WireguardPeer> {
     let keep: BTreeSet<[u8; 32]> = wanted.iter().map(|p| p.public_key).collect();
     let mut out: Vec<WireguardPeer> = current
         .iter()
@@ -77,7 +68,7 @@ pub fn plan_peers(current: &[[u8; 32]], wanted: &[Peer]) -> Vec<WireguardPeer> {
 }
 
 /// Sets the private key and listen port of `iface`.
-pub fn set_key(iface: &str, private_key: [u8; 32], listen_port: u16) -> Result<(), String> {
+pub(super) fn set_key(iface: &str, private_key: [u8; 32], listen_port: u16) -> Result<(), String> {
     set(
         iface,
         vec![
@@ -89,7 +80,7 @@ pub fn set_key(iface: &str, private_key: [u8; 32], listen_port: u16) -> Result<(
 
 /// Makes the peers of `iface` exactly `wanted`, keeping the sessions of
 /// peers that stay (see [`plan_peers`]).
-pub fn set_peers(iface: &str, wanted: &[Peer]) -> Result<(), String> {
+pub(super) fn set_peers(iface: &str, wanted: &[Peer]) -> Result<(), String> {
     let current: Vec<[u8; 32]> = get(iface)?.peers.iter().map(|p| p.public_key).collect();
     let peers = plan_peers(&current, wanted);
     if peers.is_empty() {
@@ -98,8 +89,9 @@ pub fn set_peers(iface: &str, wanted: &[Peer]) -> Result<(), String> {
     set(iface, vec![WireguardAttribute::Peers(peers)])
 }
 
-/// Reads the device: listen port and peers (merged over the dump's messages).
-pub fn get(iface: &str) -> Result<DeviceState, String> {
+/// Reads the device: listen port and peers (in the kernel's order, merged
+/// over the dump's messages).
+pub(super) fn get(iface: &str) -> Result<DeviceState, String> {
     let replies = request(
         iface,
         WireguardCmd::GetDevice,
