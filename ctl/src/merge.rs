@@ -12,8 +12,10 @@
 //!
 //! Mappings merge key by key; lists and scalars are replaced whole when the manifest
 //! sets them (JSON merge patch semantics, RFC 7386, as kubectl uses for types without a
-//! strategic-merge schema). An explicit `null` in the manifest removes the field. Pure:
-//! no I/O.
+//! strategic-merge schema). A mapping the manifest drops altogether loses the keys the
+//! last apply set in it, and goes when nothing else is left (kubectl drops it whole, also
+//! labels others added). An explicit `null` in the manifest removes the field. Pure: no
+//! I/O.
 
 use serde_json::{Map, Value};
 use shoal_api::Object;
@@ -89,9 +91,24 @@ pub fn three_way(original: Option<&Value>, modified: &Value, live: &Value) -> Va
             let mut out = l.clone();
             let o = original.and_then(Value::as_object);
             if let Some(o) = o {
-                for k in o.keys() {
-                    if !m.contains_key(k) {
-                        out.remove(k);
+                for (k, ov) in o {
+                    if m.contains_key(k) {
+                        continue;
+                    }
+                    // A mapping the manifest dropped loses what the last apply set in
+                    // it; keys set by others stay (kubectl would drop it whole).
+                    match (ov, l.get(k)) {
+                        (Value::Object(_), Some(lv @ Value::Object(_))) => {
+                            let rest = three_way(Some(ov), &Value::Object(Map::new()), lv);
+                            if rest.as_object().is_some_and(Map::is_empty) {
+                                out.remove(k);
+                            } else {
+                                out.insert(k.clone(), rest);
+                            }
+                        }
+                        _ => {
+                            out.remove(k);
+                        }
                     }
                 }
             }
@@ -283,6 +300,17 @@ mod tests {
         assert_eq!(out["metadata"]["resourceVersion"], "7");
         assert_eq!(out["status"]["replicas"], 1);
         assert_eq!(action(Some(&live), &out), "configured");
+    }
+
+    #[test]
+    fn a_dropped_mapping_keeps_what_others_set_in_it() {
+        let original = json!({"metadata": {"labels": {"b": "2"}}, "spec": {"s": {"x": 1}}});
+        let modified = json!({"metadata": {}, "spec": {}});
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"s": {"x": 1}}});
+        assert_eq!(
+            three_way(Some(&original), &modified, &live),
+            json!({"metadata": {"labels": {"a": "1"}}, "spec": {}})
+        );
     }
 
     #[test]

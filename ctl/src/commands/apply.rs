@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use shoal_proto::{ApplyRequest, ApplyResult};
 
-use super::{Context, print};
+use super::{Context, note, print};
 use crate::cli::{ApplyArgs, DryRun};
 use crate::error::{CtlError, status_error};
 use crate::manifest::ManifestObject;
@@ -28,22 +28,35 @@ const GET_EACH_MAX: usize = 8;
 pub async fn run(ctx: &mut Context, args: ApplyArgs) -> Result<(), CtlError> {
     let objects = manifest::load(&args.files, &mut std::io::stdin(), ctx.explicit_namespace())?;
     let mode = args.dry_run.unwrap_or(DryRun::None);
-    let results: Vec<String> = if mode == DryRun::Client {
+    let (live, results): (_, Vec<String>) = if mode == DryRun::Client {
         let live = live_objects(ctx, &objects).await?;
         let desired = desired_objects(&objects, &live)?;
-        objects
+        let lines = objects
             .iter()
             .zip(&live)
             .zip(&desired)
             .map(|((o, l), d)| result_line(o.kind.kind, &o.name, merge::action(l.as_ref(), d)))
-            .collect()
+            .collect();
+        (live, lines)
     } else {
-        let (_, results) = merge_and_send(ctx, &objects, mode == DryRun::Server).await?;
-        results
+        let (live, results) = merge_and_send(ctx, &objects, mode == DryRun::Server).await?;
+        let lines = results
             .iter()
             .map(|r| result_line(&r.kind, &r.name, &r.action))
-            .collect()
+            .collect();
+        (live, lines)
     };
+    for (o, l) in objects.iter().zip(&live) {
+        if let Some(l) = l
+            && merge::last_applied(l).is_none()
+        {
+            note(&format!(
+                "Warning: {} has no {} annotation (it was not made by apply), so nothing is removed from it this time",
+                o.kind.slash_name(&o.name),
+                merge::LAST_APPLIED
+            ));
+        }
+    }
     let suffix = match mode {
         DryRun::None => "",
         DryRun::Client => " (dry run)",

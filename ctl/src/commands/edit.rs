@@ -210,15 +210,18 @@ impl EditFile {
     /// Creates a new file (never an existing one) with `text`.
     fn create(what: &str, text: &str) -> Result<EditFile, CtlError> {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = std::env::temp_dir();
         for n in 0..100 {
             let path = dir.join(format!(
                 "shoalctl-edit-{what}-{}-{n}.yaml",
                 std::process::id()
             ));
+            // Only the user may read it: objects may hold secrets.
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(mut f) => {

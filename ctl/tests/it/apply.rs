@@ -366,6 +366,39 @@ fn server_dry_run_refuses_what_the_controller_refuses_and_writes_nothing() {
         let r = c.ctl(&["get", what]);
         assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{what}: {r:?}");
     }
+    // Admission runs too: a user of the edit role may not mount a host path.
+    let conf = c
+        .ctl(&["config", "create-user", "alice", "--role", "edit"])
+        .ok();
+    let conf = c.write("alice.conf", &conf);
+    let host = c.write(
+        "host.yaml",
+        &POD.replace("p1", "hp").replace(
+            "  containers:",
+            "  volumes: [{name: h, hostPath: {path: /etc}}]\n  containers:",
+        ),
+    );
+    let as_alice = [("SHOAL_CONFIG", conf.to_str().unwrap())];
+    let e = c
+        .ctl_env(
+            &["apply", "--dry-run=server", "-f", host.to_str().unwrap()],
+            &as_alice,
+        )
+        .err();
+    assert!(
+        e.starts_with("error: permission denied: ") && e.contains("hostPath"),
+        "{e}"
+    );
+    let out = c
+        .ctl_env(
+            &["apply", "--dry-run=server", "-f", f.to_str().unwrap()],
+            &as_alice,
+        )
+        .ok();
+    assert_eq!(out, "pod/p1 created (server dry run)\n");
+    let r = c.ctl(&["get", "pods"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+
     // Once it exists, a server dry run of a change says configured and changes nothing.
     c.ctl(&["apply", "-f", f.to_str().unwrap()]).ok();
     let f2 = c.write(
@@ -380,6 +413,44 @@ fn server_dry_run_refuses_what_the_controller_refuses_and_writes_nothing() {
         get(&c, &["pod", "p1"])["metadata"]
             .get("labels")
             .is_none_or(|l| l.get("v").is_none())
+    );
+}
+
+#[test]
+fn apply_over_an_object_made_by_create_warns_and_removes_nothing() {
+    let c = Controller::start();
+    let f = c.write(
+        "p.yaml",
+        &POD.replace("{name: p1}", "{name: p1, labels: {a: \"1\"}}"),
+    );
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    let f = c.write("p2.yaml", POD);
+    let r = c.ctl(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (
+            0,
+            "pod/p1 configured\n",
+            "Warning: pod/p1 has no kubectl.kubernetes.io/last-applied-configuration annotation (it was not made by apply), so nothing is removed from it this time\n"
+        )
+    );
+    assert_eq!(get(&c, &["pod", "p1"])["metadata"]["labels"]["a"], "1");
+    // From now on the annotation is there, and the label goes when the manifest drops it.
+    let f = c.write(
+        "p3.yaml",
+        &POD.replace("{name: p1}", "{name: p1, labels: {b: \"2\"}}"),
+    );
+    let r = c.ctl(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+    assert_eq!(
+        get(&c, &["pod", "p1"])["metadata"]["labels"],
+        serde_json::json!({"a": "1", "b": "2"})
+    );
+    let f = c.write("p4.yaml", POD);
+    c.ctl(&["apply", "-f", f.to_str().unwrap()]).ok();
+    assert_eq!(
+        get(&c, &["pod", "p1"])["metadata"]["labels"],
+        serde_json::json!({"a": "1"})
     );
 }
 
