@@ -255,12 +255,12 @@ pub fn is_kubernetes_field(kind: Kind, path: &str) -> bool {
 /// (a Service's `type: LoadBalancer`, a `SCTP` protocol, a selector's `Gt`).
 pub fn is_kubernetes_value(kind: Kind, path: &str, value: &str) -> bool {
     let keys = keys(path);
-    match (kind, keys.as_slice(), value) {
-        (Kind::Service, ["spec", "type"], "LoadBalancer" | "ExternalName") => true,
-        (_, [.., "protocol"], "SCTP") => true,
-        (_, [.., "matchExpressions", "operator"], "Gt" | "Lt") => true,
-        _ => false,
-    }
+    matches!(
+        (kind, keys.as_slice(), value),
+        (Kind::Service, ["spec", "type"], "LoadBalancer" | "ExternalName")
+            | (_, [.., "protocol"], "SCTP")
+            | (_, [.., "matchExpressions", "operator"], "Gt" | "Lt")
+    )
 }
 
 /// True when `kind` is a kind of Kubernetes' own API that Shoal does not have.
