@@ -183,6 +183,47 @@ metadata: {name: n1}
     }
 
     #[test]
+    fn load_reports_every_problem_of_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, TWO).unwrap();
+        std::fs::write(
+            &b,
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: c, image: i, tty: true}]}\n",
+        )
+        .unwrap();
+        let e = load(&[a.clone(), b.clone()], &mut std::io::empty(), Some("dev"))
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "{}: document 3 (Pod b): metadata.namespace",
+                a.display()
+            )),
+            "{e}"
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "{}: document 1 (Pod x): spec.containers[0].tty: not supported by Shoal (a Kubernetes field) (line 4)",
+                b.display()
+            )
+        );
+        // The documents as written are kept, with the namespace filled in.
+        let objs = load(&[a], &mut std::io::empty(), None).unwrap();
+        assert_eq!(
+            objs[0].raw,
+            serde_json::json!({"apiVersion": "shoal/v1", "kind": "Pod",
+                               "metadata": {"name": "a", "namespace": "default"},
+                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+        );
+        assert_eq!((objs[1].document, objs[2].document), (3, 4));
+    }
+
+    #[test]
     fn load_reports_empty_manifests() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("empty.yaml");
