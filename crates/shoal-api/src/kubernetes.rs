@@ -257,8 +257,11 @@ pub fn is_kubernetes_value(kind: Kind, path: &str, value: &str) -> bool {
     let keys = keys(path);
     matches!(
         (kind, keys.as_slice(), value),
-        (Kind::Service, ["spec", "type"], "LoadBalancer" | "ExternalName")
-            | (_, [.., "protocol"], "SCTP")
+        (
+            Kind::Service,
+            ["spec", "type"],
+            "LoadBalancer" | "ExternalName"
+        ) | (_, [.., "protocol"], "SCTP")
             | (_, [.., "matchExpressions", "operator"], "Gt" | "Lt")
     )
 }
