@@ -485,6 +485,19 @@ impl ClusterService {
                     Consistency::Local
                 };
                 let current = self.store.get(&key, consistency).await?;
+                // A resourceVersion in the request (shoalctl sends the one it merged
+                // with) is a precondition, checked in dry runs too; it is not retried.
+                if let Some(expected) = client_revision(o) {
+                    let actual = current.as_ref().map(revision_of).unwrap_or(0);
+                    if actual != expected {
+                        return Err(StoreError::Conflict {
+                            key,
+                            expected,
+                            actual,
+                        }
+                        .into());
+                    }
+                }
                 let mut obj = o.clone();
                 if matches!(obj, Object::Service(_)) && alloc.is_none() {
                     _turn = Some(self.allocating.lock().await);
@@ -740,6 +753,15 @@ fn same_desired_state(current: &Value, desired: &Value) -> bool {
     strip_server_meta(&mut a);
     strip_server_meta(&mut b);
     a == b
+}
+
+/// The `metadata.resourceVersion` a request gave for `o`, if any (0 counts as none).
+fn client_revision(o: &Object) -> Option<u64> {
+    o.meta()
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r != 0)
 }
 
 fn revision_of(v: &Value) -> u64 {

@@ -48,8 +48,15 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or update the objects of manifests, all in one atomic request.
+    /// Create or update the objects of manifests, all in one atomic request (a three-way
+    /// merge with the live objects and the last-applied configuration).
     Apply(ApplyArgs),
+    /// Show what `apply -f` would change, as a unified diff (exit 1 when it would).
+    Diff(DiffArgs),
+    /// Edit an object as YAML in $EDITOR and write it back if it changed.
+    Edit(EditArgs),
+    /// Change an object with a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902).
+    Patch(PatchArgs),
     /// Create the objects of manifests (fails for objects that exist).
     Create(CreateArgs),
     /// Show objects as a table, YAML, JSON or names; optionally keep watching.
@@ -410,9 +417,74 @@ pub struct ApplyArgs {
     /// Manifest file, directory (its *.yaml, *.yml, *.json) or '-' for stdin; repeatable.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub files: Vec<PathBuf>,
-    /// Validate and show what would happen, without writing.
-    #[arg(long)]
-    pub dry_run: bool,
+    /// Show what would happen without writing: `client` computes it here, `server` has
+    /// the controller validate and admit every object as for a real apply (`--dry-run`
+    /// alone means `client`).
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "client",
+        value_enum
+    )]
+    pub dry_run: Option<DryRun>,
+}
+
+/// `--dry-run=…` of `apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DryRun {
+    /// Write (the same as no `--dry-run`).
+    None,
+    /// Read the live objects and compute the actions here; send nothing that writes.
+    Client,
+    /// Send the request with `dry_run`: the controller validates and admits everything
+    /// and answers what it would do, without writing.
+    Server,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Manifest file, directory (its *.yaml, *.yml, *.json) or '-' for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Arguments of `edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// `TYPE/NAME` or `TYPE NAME`.
+    #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
+}
+
+/// Arguments of `patch`.
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// `TYPE/NAME` or `TYPE NAME`.
+    #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+    pub target: Vec<String>,
+    /// The patch, as JSON (YAML is accepted too).
+    #[arg(short = 'p', long = "patch", value_name = "PATCH", required = true)]
+    pub patch: String,
+    /// `merge` (RFC 7386 JSON merge patch) or `json` (RFC 6902 JSON patch).
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        default_value = "merge",
+        value_enum
+    )]
+    pub patch_type: PatchType,
+}
+
+/// `--type` of `patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PatchType {
+    /// RFC 7386: a partial object; null removes a field, lists are replaced.
+    Merge,
+    /// RFC 6902: a list of operations (add, remove, replace, move, copy, test).
+    Json,
 }
 
 /// Arguments of `create`.
@@ -660,5 +732,37 @@ mod tests {
         assert_eq!(l.args, ["pod", "web-1", "tier=frontend", "old-"]);
         assert!(l.overwrite);
         assert!(Cli::try_parse_from(["shoalctl", "apply"]).is_err());
+        let dry = |args: &[&str]| {
+            let c = Cli::try_parse_from([&["shoalctl", "apply"], args].concat()).unwrap();
+            let Command::Apply(a) = c.command else {
+                panic!("not apply")
+            };
+            a.dry_run
+        };
+        assert_eq!(dry(&["-f", "x.yaml"]), None);
+        assert_eq!(dry(&["--dry-run", "-f", "x.yaml"]), Some(DryRun::Client));
+        assert_eq!(
+            dry(&["-f", "x.yaml", "--dry-run=server"]),
+            Some(DryRun::Server)
+        );
+        assert_eq!(
+            dry(&["--dry-run=client", "-f", "x.yaml"]),
+            Some(DryRun::Client)
+        );
+        assert!(Cli::try_parse_from(["shoalctl", "apply", "--dry-run=maybe", "-f", "x"]).is_err());
+        let c = Cli::try_parse_from([
+            "shoalctl",
+            "patch",
+            "deploy/web",
+            "-p",
+            r#"{"spec":{}}"#,
+            "--type",
+            "json",
+        ])
+        .unwrap();
+        let Command::Patch(p) = c.command else {
+            panic!("not patch")
+        };
+        assert_eq!((p.target.len(), p.patch_type), (1, PatchType::Json));
     }
 }

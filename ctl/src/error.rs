@@ -88,6 +88,12 @@ pub enum CtlError {
     /// Waiting for a condition (rollout, drain) ran out of time (the whole message).
     #[error("{0}")]
     WaitTimeout(String),
+    /// `diff` found differences (exit code 1, nothing more printed).
+    #[error("differences found")]
+    Differences,
+    /// `diff` itself failed (exit code 2, as kubectl's, so that 1 means "different").
+    #[error("{0}")]
+    DiffFailed(Box<CtlError>),
     /// Some objects of a multi-object command failed (each was reported already).
     #[error("{failed} of {total} {what} failed")]
     Partial {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod kinds;
 pub mod labels;
 pub mod manifest;
+pub mod merge;
 pub mod output;
 pub mod sources;
 

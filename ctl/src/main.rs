@@ -14,9 +14,21 @@ async fn main() {
         Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             std::process::exit(141)
         }
+        Err(CtlError::Differences) => std::process::exit(1),
+        Err(CtlError::DiffFailed(e)) => {
+            print_error(&e);
+            std::process::exit(2);
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             std::process::exit(1);
         }
+    }
+}
+
+/// `error: …`; manifest problems (one per line) get one `error:` line each.
+fn print_error(e: &CtlError) {
+    for line in e.to_string().lines() {
+        eprintln!("error: {line}");
     }
 }

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod event;
 pub mod intorstring;
 pub mod kind;
+pub mod kubernetes;
 mod locate;
 pub mod manifest;
 pub mod meta;
@@ -30,7 +31,7 @@ pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use event::{Event, EventSource, EventType};
 pub use intorstring::IntOrString;
 pub use kind::{API_VERSION, Kind, UnknownKind};
-pub use manifest::{ManifestError, parse_manifests};
+pub use manifest::{Document, ManifestError, ManifestErrors, parse_documents, parse_manifests};
 pub use meta::{
     Condition, ConditionStatus, ObjectMeta, ObjectReference, OwnerReference, Protocol,
     find_condition,

@@ -1,5 +1,6 @@
 //! Multi-document YAML manifests: parse, default and validate every document, or
-//! report the first bad one with file, document, object and field path.
+//! report every problem of every document, each with file, document, object and field
+//! path.
 
 use crate::locate;
 use crate::object::Object;
@@ -135,66 +136,152 @@ fn syntax_error(file: &str, document: usize, e: &serde_yaml_ng::Error) -> Manife
     }
 }
 
+/// Every error of a manifest, in document order (never empty when returned as an error).
+/// Displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq, Default, thiserror::Error)]
+pub struct ManifestErrors {
+    /// The errors.
+    pub errors: Vec<ManifestError>,
+}
+
+impl fmt::Display for ManifestErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ManifestErrors {
+    /// The first error (the list is never empty when returned by the parser).
+    pub fn first(&self) -> Option<&ManifestError> {
+        self.errors.first()
+    }
+
+    /// How many problems: every field error of an invalid document counts.
+    pub fn count(&self) -> usize {
+        self.errors
+            .iter()
+            .map(|e| match e {
+                ManifestError::Invalid { errors, .. } => errors.errors.len().max(1),
+                _ => 1,
+            })
+            .sum()
+    }
+}
+
+/// One document of a manifest: the object it decodes to (defaulted and valid) and the
+/// document as written (YAML merge keys resolved, as JSON), which `apply` keeps as the
+/// last-applied configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// 1-based index of the document in its file.
+    pub document: usize,
+    /// The decoded, defaulted and validated object.
+    pub object: Object,
+    /// The document as written (no defaults), as JSON.
+    pub raw: serde_json::Value,
+}
+
 /// Parses a multi-document YAML (or JSON) manifest. `source` names the file in
 /// messages (`-` for stdin). Empty documents are skipped; every other document must be
 /// a supported kind with a supported `apiVersion`, without unknown fields, and valid.
 /// Namespaced objects without a namespace get `default`. Returns every object, in
-/// order, or the first error: nothing half-parses.
-pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestError> {
-    let mut objects = Vec::new();
+/// order, or every error of every document: nothing half-parses.
+pub fn parse_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestErrors> {
+    Ok(parse_documents(source, text)?
+        .into_iter()
+        .map(|d| d.object)
+        .collect())
+}
+
+/// [`parse_manifests`], keeping each document's number and text as written.
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, ManifestErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    // Syntax first, for the whole file, so that a YAML error anywhere is reported as such.
+    // Syntax first, for the whole file, so that a YAML error anywhere is reported as such
+    // (after one, the parser cannot find the documents that follow).
     let mut documents = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let yaml =
-            serde_yaml_ng::Value::deserialize(doc).map_err(|e| syntax_error(source, i + 1, &e))?;
+        let yaml = serde_yaml_ng::Value::deserialize(doc).map_err(|e| ManifestErrors {
+            errors: vec![syntax_error(source, i + 1, &e)],
+        })?;
         documents.push(yaml);
     }
-    for (i, mut yaml) in documents.into_iter().enumerate() {
+    for (i, yaml) in documents.into_iter().enumerate() {
         let document = i + 1;
         if yaml.is_null() {
             continue;
         }
-        let invalid = |object: Option<String>, mut errors: ValidationErrors| {
-            for e in &mut errors.errors {
-                e.line = locate::line_of(text, document, &e.field);
+        match parse_document(source, text, document, yaml) {
+            Ok((object, raw)) => {
+                if let Some(first) = seen.insert(object.key(), document) {
+                    errors.push(ManifestError::Duplicate {
+                        file: source.to_string(),
+                        document,
+                        object: object.describe(),
+                        first,
+                    });
+                    continue;
+                }
+                out.push(Document {
+                    document,
+                    object,
+                    raw,
+                });
             }
-            ManifestError::Invalid {
-                file: source.to_string(),
-                document,
-                object,
-                errors,
-            }
-        };
-        yaml.apply_merge().map_err(|e| {
-            invalid(
-                None,
-                ValidationErrors::single("", format!("invalid merge key: {e}")),
-            )
-        })?;
-        let json: serde_json::Value = serde_json::to_value(&yaml).map_err(|e| {
-            invalid(
-                None,
-                ValidationErrors::single("", format!("cannot be represented as JSON: {e}")),
-            )
-        })?;
-        let described = describe(&json);
-        let mut object = Object::from_json(&json).map_err(|e| invalid(described.clone(), e))?;
-        object.set_defaults();
-        object
-            .validate()
-            .map_err(|e| invalid(Some(object.describe()), e))?;
-        if let Some(first) = seen.insert(object.key(), document) {
-            return Err(ManifestError::Duplicate {
-                file: source.to_string(),
-                document,
-                object: object.describe(),
-                first,
-            });
+            Err(e) => errors.push(e),
         }
-        objects.push(object);
     }
-    Ok(objects)
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ManifestErrors { errors })
+    }
+}
+
+/// Decodes, defaults and validates one non-empty document.
+fn parse_document(
+    source: &str,
+    text: &str,
+    document: usize,
+    mut yaml: serde_yaml_ng::Value,
+) -> Result<(Object, serde_json::Value), ManifestError> {
+    let invalid = |object: Option<String>, mut errors: ValidationErrors| {
+        for e in &mut errors.errors {
+            e.line = locate::line_of(text, document, &e.field);
+        }
+        ManifestError::Invalid {
+            file: source.to_string(),
+            document,
+            object,
+            errors,
+        }
+    };
+    yaml.apply_merge().map_err(|e| {
+        invalid(
+            None,
+            ValidationErrors::single("", format!("invalid merge key: {e}")),
+        )
+    })?;
+    let json: serde_json::Value = serde_json::to_value(&yaml).map_err(|e| {
+        invalid(
+            None,
+            ValidationErrors::single("", format!("cannot be represented as JSON: {e}")),
+        )
+    })?;
+    let described = describe(&json);
+    let mut object = Object::from_json(&json).map_err(|e| invalid(described.clone(), e))?;
+    object.set_defaults();
+    object
+        .validate()
+        .map_err(|e| invalid(Some(object.describe()), e))?;
+    Ok((object, json))
 }
 
 #[cfg(test)]
@@ -231,9 +318,10 @@ mod tests {
         let e = parse_manifests("web.yaml", text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "web.yaml: document 2 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 11)"
+            "web.yaml: document 2 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 11)\n\
+             web.yaml: document 2 (Deployment web): spec.selector: required field is missing (line 10)"
         );
-        assert_eq!(e.document(), 2);
+        assert_eq!(e.first().unwrap().document(), 2);
     }
 
     #[test]
@@ -249,7 +337,7 @@ mod tests {
         let text = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: p, generateName: x}\nspec: {containers: [{name: c, image: i}]}\n";
         let e = parse_manifests("pod.yaml", text).unwrap_err().to_string();
         assert!(
-            e.starts_with("pod.yaml: document 1 (Pod p): metadata.generateName: unknown field"),
+            e.starts_with("pod.yaml: document 1 (Pod p): metadata.generateName: not supported by Shoal (a Kubernetes field)"),
             "{e}"
         );
         let text = "apiVersion: shoal/v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\nextra: 1\n";
@@ -264,6 +352,7 @@ mod tests {
     fn syntax_error_has_line_and_column() {
         let text = "apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n";
         let e = parse_manifests("bad.yaml", text).unwrap_err();
+        let e = e.first().unwrap().clone();
         match &e {
             ManifestError::Syntax { document, line, .. } => {
                 assert_eq!(*document, 2);
@@ -277,6 +366,7 @@ mod tests {
         );
         let text = "kind: Pod\n  bad: indent\n";
         let e = parse_manifests("bad.yaml", text).unwrap_err();
+        let e = e.first().unwrap().clone();
         assert!(matches!(e, ManifestError::Syntax { line: 2, .. }), "{e:?}");
         assert!(
             e.to_string()
@@ -296,7 +386,7 @@ mod tests {
     fn error_in_second_document_names_it_and_nothing_is_returned() {
         let text = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\n# just a comment\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, resources: {requests: {cpu: lots}}}]}\n";
         let e = parse_manifests("m.yaml", text).unwrap_err();
-        assert_eq!(e.document(), 3);
+        assert_eq!(e.first().unwrap().document(), 3);
         let s = e.to_string();
         assert!(s.starts_with("m.yaml: document 3 (Pod p): spec.containers[0].resources.requests.cpu: invalid quantity \"lots\""), "{s}");
         let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 80}]}\n";
@@ -367,7 +457,100 @@ mod tests {
             "{e}"
         );
         let e = parse_manifests("d.yaml", "apiVersion: v1\napiVersion: v1\n").unwrap_err();
-        assert!(matches!(e, ManifestError::Syntax { .. }), "{e:?}");
+        assert!(
+            matches!(e.first(), Some(ManifestError::Syntax { .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn every_document_and_every_field_is_reported() {
+        let text = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  contaners: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+spec: {containers: [{name: c, image: busybox}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: three
+  paused: maybe
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        envFrom: [{configMapRef: {name: x}}]
+        imagePullPolicyy: Always
+";
+        let e = parse_manifests("w.yaml", text).unwrap_err();
+        assert_eq!(e.errors.len(), 2, "{e}");
+        assert_eq!(e.count(), 6, "{e}");
+        let shown = e.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "w.yaml: document 1 (Pod a): spec.contaners: unknown field `contaners`, did you mean `containers`? (line 5)",
+                "w.yaml: document 1 (Pod a): spec.containers: required field is missing (line 4)",
+                "w.yaml: document 3 (Deployment web): spec.paused: expected a boolean, got \"maybe\" (line 17)",
+                "w.yaml: document 3 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 16)",
+                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].envFrom: not supported by Shoal (a Kubernetes field) (line 25)",
+                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].imagePullPolicyy: unknown field `imagePullPolicyy`, did you mean `imagePullPolicy`? (line 26)",
+            ]
+        );
+    }
+
+    #[test]
+    fn kubernetes_kinds_values_and_typos_are_told_apart() {
+        let e = parse_manifests(
+            "k.yaml",
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("k.yaml: document 1 (StatefulSet db): kind: \"StatefulSet\" is not supported by Shoal (a Kubernetes kind; Shoal has Pod, Deployment"),
+            "{e}"
+        );
+        let e = parse_manifests(
+            "k.yaml",
+            "apiVersion: v1\nkind: Deploymnet\nmetadata: {name: db}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "k.yaml: document 1 (Deploymnet db): kind: unsupported kind \"Deploymnet\", did you mean \"Deployment\"? (line 2)"
+        );
+        let e = parse_manifests(
+            "s.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  type: LoadBalancer\n  sessionAffinity: ClientIP\n  ports: [{port: 80}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "s.yaml: document 1 (Service s): spec.sessionAffinity: not supported by Shoal (a Kubernetes field) (line 6)\n\
+             s.yaml: document 1 (Service s): spec.type: \"LoadBalancer\" is not supported by Shoal (a Kubernetes value) (line 5)"
+        );
+        let e = parse_manifests("x.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\nextra: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "x.yaml: document 1 (Pod p): extra: unknown field `extra` (supported fields: metadata, spec, status) (line 5)"
+        );
     }
 
     #[test]
@@ -428,13 +611,16 @@ mod tests {
                 }
             }
             let text: String = text.into_iter().collect();
-            if let Err(e) = parse_manifests("web.yaml", &text) {
-                assert_eq!(e.file(), "web.yaml");
-                assert!(
-                    (1..=docs + 3).contains(&e.document()),
-                    "seed 0x5eed_0003: {e}"
-                );
-                assert!(e.to_string().starts_with("web.yaml: document "), "{e}");
+            if let Err(errors) = parse_manifests("web.yaml", &text) {
+                assert!(!errors.errors.is_empty());
+                for e in &errors.errors {
+                    assert_eq!(e.file(), "web.yaml");
+                    assert!(
+                        (1..=docs + 3).contains(&e.document()),
+                        "seed 0x5eed_0003: {e}"
+                    );
+                    assert!(e.to_string().starts_with("web.yaml: document "), "{e}");
+                }
             }
         }
     }

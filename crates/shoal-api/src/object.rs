@@ -5,6 +5,7 @@ use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
 use crate::event::Event;
 use crate::kind::{API_VERSION, Kind};
+use crate::kubernetes;
 use crate::meta::ObjectMeta;
 use crate::namespace::Namespace;
 use crate::node::Node;
@@ -113,7 +114,7 @@ macro_rules! each_kind {
 
             fn decode(kind: Kind, value: serde_json::Value) -> Result<Object, ValidationErrors> {
                 Ok(match kind {
-                    $(Kind::$kind => Object::$kind(decode_as(value)?),)*
+                    $(Kind::$kind => Object::$kind(decode_as(kind, value)?),)*
                 })
             }
 
@@ -147,14 +148,28 @@ pub(crate) fn type_of(value: &serde_json::Value) -> Result<Kind, ValidationError
         ));
     };
     let kind = match map.get("kind") {
-        None => return Err(ValidationErrors::single("kind", "required field is missing")),
-        Some(serde_json::Value::String(s)) => Kind::from_manifest_name(s).ok_or_else(|| {
-            ValidationErrors::single(
+        None => {
+            return Err(ValidationErrors::single(
                 "kind",
+                "required field is missing",
+            ));
+        }
+        Some(serde_json::Value::String(s)) => Kind::from_manifest_name(s).ok_or_else(|| {
+            let kinds = Kind::ALL.map(Kind::as_str);
+            let message = if kubernetes::is_kubernetes_kind(s) {
                 format!(
-                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints"
-                ),
-            )
+                    "{s:?} is not supported by Shoal (a Kubernetes kind; Shoal has {})",
+                    kinds.join(", ")
+                )
+            } else if let Some(near) = kubernetes::suggest(s, kinds) {
+                format!("unsupported kind {s:?}, did you mean {near:?}?")
+            } else {
+                format!(
+                    "unsupported kind {s:?}: expected one of {}",
+                    kinds.join(", ")
+                )
+            };
+            ValidationErrors::single("kind", message)
         })?,
         Some(other) => {
             return Err(ValidationErrors::single(
@@ -192,15 +207,93 @@ fn describe_json(v: &serde_json::Value) -> String {
     }
 }
 
-fn decode_as<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ValidationErrors> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Most problems reported for one document: past this, decoding stops.
+const MAX_DECODE_ERRORS: usize = 50;
+
+/// Decodes `value` as `T`, reporting every field that does not fit, not only the first:
+/// after each error the offending key is taken out and decoding runs again, until it
+/// succeeds, an error cannot be taken out (a missing field), or the key just taken out
+/// was required (its absence would only repeat the error).
+fn decode_as<T: DeserializeOwned>(
+    kind: Kind,
+    mut value: serde_json::Value,
+) -> Result<T, ValidationErrors> {
+    let mut errs = ValidationErrors::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) if errs.is_empty() => return Ok(t),
+            Ok(_) => return Err(errs),
+            Err(e) => e,
+        };
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let message = e.inner().to_string();
-        let mut errs = ValidationErrors::new();
-        errs.errors.push(humanize(&path, &message));
-        errs
-    })
+        let error = humanize_for(Some(kind), &path, &message);
+        if removed.contains(&error.field) || errs.errors.iter().any(|x| x.field == error.field) {
+            return Err(errs);
+        }
+        // Where the offending key is: the path, plus the field for an unknown one.
+        let mut at: Vec<PathKey> = Vec::new();
+        for seg in e.path() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => at.push(PathKey::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => at.push(PathKey::Key(key.clone())),
+                _ => {
+                    at.clear();
+                    break;
+                }
+            }
+        }
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        if let Some(name) = unknown
+            && at.last() != Some(&PathKey::Key(name.to_string()))
+        {
+            at.push(PathKey::Key(name.to_string()));
+        }
+        let missing = message.starts_with("missing field `");
+        errs.errors.push(error.clone());
+        if missing || at.is_empty() || errs.errors.len() >= MAX_DECODE_ERRORS {
+            return Err(errs);
+        }
+        if !remove_at(&mut value, &at) {
+            return Err(errs);
+        }
+        removed.push(error.field);
+    }
+}
+
+/// One step of a path into a JSON value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathKey {
+    Key(String),
+    Index(usize),
+}
+
+/// Removes the key (or list element: it becomes null) at `at`; false when there is none.
+fn remove_at(value: &mut serde_json::Value, at: &[PathKey]) -> bool {
+    let Some((last, parents)) = at.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for p in parents {
+        let next = match (p, cur) {
+            (PathKey::Key(k), serde_json::Value::Object(m)) => m.get_mut(k),
+            (PathKey::Index(i), serde_json::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    match (last, cur) {
+        (PathKey::Key(k), serde_json::Value::Object(m)) => m.remove(k).is_some(),
+        // A list element stays: removing it would shift the indices of the later ones.
+        _ => false,
+    }
 }
 
 fn strip_ticks(s: &str) -> String {
@@ -252,7 +345,15 @@ fn got_phrase(u: &str) -> String {
 
 /// Turns serde's wording into ours: `expected a non-negative integer, got "three"`,
 /// `spec.x: unknown field`, `spec.y: required field is missing`.
+#[cfg(test)]
 pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
+    humanize_for(None, path, message)
+}
+
+/// [`humanize`] for an object of `kind`: unknown fields and values that Kubernetes has
+/// in such objects are "not supported by Shoal"; other unknown fields get the closest
+/// supported one as a "did you mean".
+pub(crate) fn humanize_for(kind: Option<Kind>, path: &str, message: &str) -> FieldError {
     let child = |name: &str| {
         let last = path.rsplit('.').next().unwrap_or("");
         if path.is_empty() {
@@ -266,17 +367,35 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
     let between_ticks = |s: &str| s.split('`').nth(1).unwrap_or("").to_string();
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let name = between_ticks(message);
-        let supported = rest
+        let supported: Vec<String> = rest
             .split_once(", expected ")
-            .map(|(_, list)| strip_ticks(list.trim_start_matches("one of ")).replace(" or ", ", "))
-            .filter(|l| !l.is_empty());
+            .map(|(_, list)| {
+                strip_ticks(list.trim_start_matches("one of "))
+                    .replace(" or ", ", ")
+                    .split(", ")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let field = child(&name);
+        let message = if kind.is_some_and(|k| kubernetes::is_kubernetes_field(k, &field)) {
+            "not supported by Shoal (a Kubernetes field)".to_string()
+        } else if let Some(near) = kubernetes::suggest(&name, supported.iter().map(String::as_str))
+        {
+            format!("unknown field `{name}`, did you mean `{near}`?")
+        } else if supported.is_empty() {
+            format!("unknown field `{name}`")
+        } else {
+            format!(
+                "unknown field `{name}` (supported fields: {})",
+                supported.join(", ")
+            )
+        };
         return FieldError {
             line: None,
-            field: child(&name),
-            message: match supported {
-                Some(list) => format!("unknown field (supported fields: {list})"),
-                None => "unknown field".into(),
-            },
+            field,
+            message,
         };
     }
     if message.starts_with("missing field `") {
@@ -288,6 +407,13 @@ pub(crate) fn humanize(path: &str, message: &str) -> FieldError {
     }
     if message.starts_with("unknown variant `") {
         let value = between_ticks(message);
+        if kind.is_some_and(|k| kubernetes::is_kubernetes_value(k, path, &value)) {
+            return FieldError {
+                line: None,
+                field: path.to_string(),
+                message: format!("{value:?} is not supported by Shoal (a Kubernetes value)"),
+            };
+        }
         let expected = message
             .split_once(", expected ")
             .map(|(_, e)| expected_phrase(e))
@@ -534,7 +660,7 @@ mod tests {
             Object::from_json(&json!({"apiVersion": "apps/v1", "kind": "ReplicaSet"})).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("kind: unsupported kind \"ReplicaSet\""),
+                .starts_with("kind: \"ReplicaSet\" is not supported by Shoal (a Kubernetes kind"),
             "{e}"
         );
         let e = Object::from_json(&json!({"apiVersion": "apps/v1", "kind": "Pod"})).unwrap_err();

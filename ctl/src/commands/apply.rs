@@ -1,18 +1,138 @@
-//! `shoalctl apply -f …`: every object of the manifests in one atomic Apply request.
+//! `shoalctl apply -f …`: every object of the manifests in one atomic Apply request,
+//! each merged client-side with its live object and the last-applied configuration
+//! ([`crate::merge`]), like kubectl's client-side apply.
+//!
+//! The live objects are read first; each merged object carries the live
+//! `resourceVersion`, so the request fails (ABORTED) if any object changed after it was
+//! read; then everything is read and merged again (up to [`APPLY_ATTEMPTS`] times).
 
-use shoal_proto::ApplyRequest;
+use std::collections::BTreeMap;
 
-use super::{Context, print};
-use crate::cli::ApplyArgs;
+use serde_json::Value;
+use shoal_proto::{ApplyRequest, ApplyResult};
+
+use super::{Context, note, print};
+use crate::cli::{ApplyArgs, DryRun};
 use crate::error::{CtlError, status_error};
-use crate::{kinds, manifest};
+use crate::manifest::ManifestObject;
+use crate::{kinds, manifest, merge};
+
+/// How many times the read-merge-write runs when objects change under it.
+const APPLY_ATTEMPTS: usize = 5;
+
+/// Groups of at most this many objects of one kind and namespace are read one by one;
+/// larger ones with one List.
+const GET_EACH_MAX: usize = 8;
 
 /// Runs `apply`.
 pub async fn run(ctx: &mut Context, args: ApplyArgs) -> Result<(), CtlError> {
     let objects = manifest::load(&args.files, &mut std::io::stdin(), ctx.explicit_namespace())?;
+    let mode = args.dry_run.unwrap_or(DryRun::None);
+    let (live, results): (_, Vec<String>) = if mode == DryRun::Client {
+        let live = live_objects(ctx, &objects).await?;
+        let desired = desired_objects(&objects, &live)?;
+        let lines = objects
+            .iter()
+            .zip(&live)
+            .zip(&desired)
+            .map(|((o, l), d)| result_line(o.kind.kind, &o.name, merge::action(l.as_ref(), d)))
+            .collect();
+        (live, lines)
+    } else {
+        let (live, results) = merge_and_send(ctx, &objects, mode == DryRun::Server).await?;
+        let lines = results
+            .iter()
+            .map(|r| result_line(&r.kind, &r.name, &r.action))
+            .collect();
+        (live, lines)
+    };
+    for (o, l) in objects.iter().zip(&live) {
+        if let Some(l) = l
+            && merge::last_applied(l).is_none()
+        {
+            note(&format!(
+                "Warning: {} has no {} annotation (it was not made by apply), so nothing is removed from it this time",
+                o.kind.slash_name(&o.name),
+                merge::LAST_APPLIED
+            ));
+        }
+    }
+    let suffix = match mode {
+        DryRun::None => "",
+        DryRun::Client => " (dry run)",
+        DryRun::Server => " (server dry run)",
+    };
+    let text: String = results
+        .iter()
+        .map(|line| format!("{line}{suffix}\n"))
+        .collect();
+    print(&text)
+}
+
+/// Reads the live objects, merges, and sends the result in one Apply request; when an
+/// object changed after it was read (ABORTED), all of it again, up to
+/// [`APPLY_ATTEMPTS`] times. Returns the live objects used and the answer.
+pub async fn merge_and_send(
+    ctx: &mut Context,
+    objects: &[ManifestObject],
+    dry_run: bool,
+) -> Result<(Vec<Option<Value>>, Vec<ApplyResult>), CtlError> {
+    // A manifest that names a resourceVersion makes it the precondition: retrying with a
+    // fresh read cannot help then.
+    let own_versions = objects
+        .iter()
+        .any(|o| o.raw.pointer("/metadata/resourceVersion").is_some());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let live = live_objects(ctx, objects).await?;
+        let desired = desired_objects(objects, &live)?;
+        match send(ctx, &desired, dry_run).await {
+            Ok(results) => return Ok((live, results)),
+            Err(CtlError::Conflict(_)) if !own_versions && attempt < APPLY_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `deployment/web configured`.
+fn result_line(kind: &str, name: &str, action: &str) -> String {
+    let shown = kinds::resolve(kind)
+        .map(|k| k.slash_name(name))
+        .unwrap_or_else(|_| format!("{}/{name}", kind.to_lowercase()));
+    format!("{shown} {action}")
+}
+
+/// The object to write for each manifest object (see [`merge::desired`]); every
+/// problem is reported, one per line.
+pub fn desired_objects(
+    objects: &[ManifestObject],
+    live: &[Option<Value>],
+) -> Result<Vec<Value>, CtlError> {
+    let mut out = Vec::with_capacity(objects.len());
+    let mut problems = Vec::new();
+    for (o, l) in objects.iter().zip(live) {
+        match merge::desired(o, l.as_ref()) {
+            Ok(d) => out.push(d),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(CtlError::Manifest(problems.join("\n")))
+    }
+}
+
+/// Sends the objects in one Apply request.
+pub async fn send(
+    ctx: &mut Context,
+    objects: &[Value],
+    dry_run: bool,
+) -> Result<Vec<ApplyResult>, CtlError> {
     let req = ApplyRequest {
-        objects_json: objects.iter().map(|o| o.json.to_string()).collect(),
-        dry_run: args.dry_run,
+        objects_json: objects.iter().map(Value::to_string).collect(),
+        dry_run,
     };
     let resp = ctx
         .conn()
@@ -23,13 +143,45 @@ pub async fn run(ctx: &mut Context, args: ApplyArgs) -> Result<(), CtlError> {
         })
         .await
         .map_err(|s| status_error(&s, None))?;
-    let suffix = if args.dry_run { " (dry run)" } else { "" };
-    let mut text = String::new();
-    for r in &resp.results {
-        let shown = kinds::resolve(&r.kind)
-            .map(|k| k.slash_name(&r.name))
-            .unwrap_or_else(|_| format!("{}/{}", r.kind.to_lowercase(), r.name));
-        text.push_str(&format!("{shown} {}{suffix}\n", r.action));
+    Ok(resp.results)
+}
+
+/// The live version of each manifest object (None where it does not exist), in order.
+/// Small groups of one kind and namespace are read object by object, larger ones with
+/// one List.
+pub async fn live_objects(
+    ctx: &mut Context,
+    objects: &[ManifestObject],
+) -> Result<Vec<Option<Value>>, CtlError> {
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        groups
+            .entry((o.kind.kind, o.namespace.as_str()))
+            .or_default()
+            .push(i);
     }
-    print(&text)
+    let mut live = vec![None; objects.len()];
+    for (_, members) in groups {
+        let first = &objects[members[0]];
+        if members.len() <= GET_EACH_MAX {
+            for i in members {
+                let o = &objects[i];
+                live[i] = match ctx.get(&o.kind, &o.namespace, &o.name).await {
+                    Ok(v) => Some(v),
+                    Err(CtlError::NotFound(_)) => None,
+                    Err(e) => return Err(e),
+                };
+            }
+        } else {
+            let (items, _) = ctx.list(&first.kind, &first.namespace, "", "").await?;
+            let by_name: BTreeMap<&str, &Value> = items
+                .iter()
+                .map(|v| (crate::output::name_of(v), v))
+                .collect();
+            for i in members {
+                live[i] = by_name.get(objects[i].name.as_str()).map(|v| (*v).clone());
+            }
+        }
+    }
+    Ok(live)
 }

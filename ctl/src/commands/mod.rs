@@ -7,12 +7,15 @@ pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod diff;
 pub mod drain;
+pub mod edit;
 pub mod exec;
 pub mod get;
 pub mod image;
 pub mod label;
 pub mod logs;
+pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod set;
@@ -214,7 +217,7 @@ impl Context {
 }
 
 /// How often a read-modify-write is retried after a concurrent change of the object.
-const MODIFY_ATTEMPTS: usize = 5;
+pub const MODIFY_ATTEMPTS: usize = 5;
 
 impl Context {
     /// Read-modify-write of one object: `change` edits it (returning `false` when there is
@@ -340,6 +343,9 @@ pub fn finish(failures: Vec<CtlError>, total: usize, what: &'static str) -> Resu
 pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlError> {
     match command {
         Command::Apply(a) => apply::run(ctx, a).await,
+        Command::Diff(a) => diff::run(ctx, a).await,
+        Command::Edit(a) => edit::run(ctx, a).await,
+        Command::Patch(a) => patch::run(ctx, a).await,
         Command::Create(a) => create::run(ctx, a).await,
         Command::Get(a) => get::run(ctx, a).await,
         Command::Describe(a) => describe::run(ctx, a).await,

@@ -122,6 +122,11 @@ impl Controller {
         run_ctl(&self.addr, args, Some(stdin))
     }
 
+    /// Runs `shoalctl --server ADDR ARGS…` with extra environment variables.
+    pub fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        run_ctl_env(&self.addr, args, None, env)
+    }
+
     /// Writes a file into the test's directory and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -231,13 +236,22 @@ impl Run {
 
 /// Runs `shoalctl` with `--server` (never the caller's `SHOAL_SERVER`).
 pub fn run_ctl(server: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    run_ctl_env(server, args, stdin, &[])
+}
+
+/// [`run_ctl`] with extra environment variables (`VISUAL` and `EDITOR` are never the
+/// caller's).
+pub fn run_ctl_env(server: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     use std::io::Write;
     let mut cmd = Command::new(shoalctl_bin());
     cmd.arg("--server")
         .arg(server)
         .args(args)
         .env_remove("SHOAL_SERVER")
-        .env("SHOAL_CONFIG", conf_for(server));
+        .env_remove("VISUAL")
+        .env_remove("EDITOR")
+        .env("SHOAL_CONFIG", conf_for(server))
+        .envs(env.iter().copied());
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
