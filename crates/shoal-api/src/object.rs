@@ -3,7 +3,9 @@
 
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
+use crate::cronjob::CronJob;
 use crate::event::Event;
+use crate::job::Job;
 use crate::kind::{API_VERSION, Kind};
 use crate::meta::ObjectMeta;
 use crate::namespace::Namespace;
@@ -34,6 +36,10 @@ pub enum Object {
     Namespace(Namespace),
     /// The endpoints of a service.
     Endpoints(Endpoints),
+    /// A job.
+    Job(Job),
+    /// A cron job.
+    CronJob(CronJob),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -126,7 +132,9 @@ macro_rules! each_kind {
     };
 }
 
-each_kind!(Pod, Deployment, Service, Node, Event, Namespace, Endpoints);
+each_kind!(
+    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob
+);
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
 /// kinds (`Node//node1`).
@@ -152,7 +160,7 @@ pub(crate) fn type_of(value: &serde_json::Value) -> Result<Kind, ValidationError
             ValidationErrors::single(
                 "kind",
                 format!(
-                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints"
+                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob"
                 ),
             )
         })?,
@@ -436,6 +444,8 @@ impl Object {
             Object::Event(v) => typed_yaml(Kind::Event, v),
             Object::Namespace(v) => typed_yaml(Kind::Namespace, v),
             Object::Endpoints(v) => typed_yaml(Kind::Endpoints, v),
+            Object::Job(v) => typed_yaml(Kind::Job, v),
+            Object::CronJob(v) => typed_yaml(Kind::CronJob, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))
