@@ -4,17 +4,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use shoal_api::{Deployment, Endpoints, Event, Node, Object, Pod, Service};
+use shoal_api::{CronJob, Deployment, Endpoints, Event, Job, Node, Object, Pod, Service};
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 6] = [
+pub const PREFIXES: [&str; 8] = [
     "Pod/",
     "Deployment/",
     "Node/",
     "Event/",
     "Service/",
     "Endpoints/",
+    "Job/",
+    "CronJob/",
 ];
 
 /// Typed objects by store key, one map per kind.
@@ -32,6 +34,10 @@ pub struct Cache {
     pub services: BTreeMap<String, Service>,
     /// Endpoints by key.
     pub endpoints: BTreeMap<String, Endpoints>,
+    /// Jobs by key.
+    pub jobs: BTreeMap<String, Job>,
+    /// CronJobs by key.
+    pub cronjobs: BTreeMap<String, CronJob>,
     /// How many Nodes the last pod CIDR plan left without a block (warned once per change).
     pub cidr_exhausted: usize,
     /// Revision of the last change seen per key (also for deletions), so that a late
@@ -49,6 +55,8 @@ impl Cache {
             "Event/" => self.events.clear(),
             "Service/" => self.services.clear(),
             "Endpoints/" => self.endpoints.clear(),
+            "Job/" => self.jobs.clear(),
+            "CronJob/" => self.cronjobs.clear(),
             _ => {}
         }
         self.revs.retain(|k, _| !k.starts_with(prefix));
@@ -126,6 +134,18 @@ impl Cache {
             }
             ("Endpoints", _) => {
                 self.endpoints.remove(key);
+            }
+            ("Job", Some(Object::Job(j))) => {
+                self.jobs.insert(key.to_string(), j);
+            }
+            ("Job", _) => {
+                self.jobs.remove(key);
+            }
+            ("CronJob", Some(Object::CronJob(c))) => {
+                self.cronjobs.insert(key.to_string(), c);
+            }
+            ("CronJob", _) => {
+                self.cronjobs.remove(key);
             }
             _ => {}
         }

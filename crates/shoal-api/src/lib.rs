@@ -24,7 +24,9 @@ pub mod selector;
 pub mod service;
 pub mod validation;
 
-pub use cronjob::{ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec, Schedule};
+pub use cronjob::{
+    ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec, Schedule,
+};
 pub use deployment::{
     Deployment, DeploymentRevision, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
     DeploymentStrategyType, POD_TEMPLATE_HASH_LABEL, PodTemplateMeta, PodTemplateSpec,

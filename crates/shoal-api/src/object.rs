@@ -1,9 +1,9 @@
 //! `Object`: any stored object, its key, and its JSON form (always with `apiVersion`
 //! and `kind`).
 
+use crate::cronjob::CronJob;
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
-use crate::cronjob::CronJob;
 use crate::event::Event;
 use crate::job::Job;
 use crate::kind::{API_VERSION, Kind};

@@ -674,13 +674,17 @@ impl PodSpec {
     pub fn privileged_settings(&self, path: &str) -> Vec<String> {
         let mut out = Vec::new();
         let (cpath, ipath) = (join(path, "containers"), join(path, "initContainers"));
-        let all = (self.containers.iter().enumerate().map(|(i, c)| (index(&cpath, i), c)))
-            .chain(
-                self.init_containers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (index(&ipath, i), c)),
-            );
+        let all = (self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (index(&cpath, i), c)))
+        .chain(
+            self.init_containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (index(&ipath, i), c)),
+        );
         for (cp, c) in all {
             let Some(sc) = &c.security_context else {
                 continue;
@@ -749,13 +753,17 @@ impl PodSpec {
                 }
             }
         }
-        let all = (self.containers.iter().enumerate().map(|(i, c)| (index(&cpath, i), c)))
-            .chain(
-                self.init_containers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (index(&ipath, i), c)),
-            );
+        let all = (self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (index(&cpath, i), c)))
+        .chain(
+            self.init_containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (index(&ipath, i), c)),
+        );
         for (p, c) in all {
             errs.check(join(&p, "name"), v::check_dns1123_label(&c.name));
             if !names.insert(c.name.as_str()) {
