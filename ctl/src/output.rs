@@ -339,7 +339,7 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
-        _ => (&["NAME", "AGE"], &[]),
+        k => crate::output_batch::headers(k).unwrap_or((&["NAME", "AGE"], &[])),
     };
     let mut h: Vec<String> = Vec::new();
     if opts.watch_events {
@@ -504,6 +504,10 @@ pub fn row_with(
             vec![],
         ),
         "Endpoints" => (vec![name, endpoints_text(v, 3), age], vec![]),
+        k @ ("Job" | "CronJob") => {
+            let (cells, wide) = crate::output_batch::row(k, v, age, now);
+            (std::iter::once(name).chain(cells).collect(), wide)
+        }
         _ => (vec![name, age], vec![]),
     };
     let mut r = Vec::new();
@@ -571,9 +575,13 @@ pub fn pod_summary(v: &Value) -> PodSummary {
         .unwrap_or("Pending")
         .to_string();
     let mut ready = 0;
-    let mut restarts = 0;
+    let (init, mut restarts) = crate::output_batch::init_status(v);
     let mut running = false;
-    for c in statuses.iter().rev() {
+    let app_statuses = if init.is_some() { &[][..] } else { statuses };
+    if let Some(s) = init {
+        status = s;
+    }
+    for c in app_statuses.iter().rev() {
         restarts += i_at(c, "/restartCount").unwrap_or(0);
         if let Some(r) = s_at(c, "/state/waiting/reason") {
             status = r.to_string();
@@ -901,6 +909,13 @@ pub fn describe(
         "Service" => describe_service(&mut p, v, endpoints),
         "Node" => describe_node(&mut p, v),
         "Event" => describe_event(&mut p, v),
+        k @ ("Job" | "CronJob") => {
+            p.lines.extend(crate::output_batch::describe(k, v, now));
+            let t = crate::output_batch::pod_template(k, v).unwrap_or(&Value::Null);
+            p.map(2, "Labels", &string_map(t, "/metadata/labels"));
+            p.heading(2, "Containers");
+            describe_containers(&mut p, 4, arr(t, "/spec/containers"), &[]);
+        }
         _ => describe_generic(&mut p, v),
     }
     if events.is_empty() {
@@ -1192,6 +1207,15 @@ fn describe_pod(p: &mut Page, v: &Value) {
         "Restart Policy",
         s_at(v, "/spec/restartPolicy").unwrap_or("Always"),
     );
+    if !arr(v, "/spec/initContainers").is_empty() {
+        p.heading(0, "Init Containers");
+        describe_containers(
+            p,
+            2,
+            arr(v, "/spec/initContainers"),
+            arr(v, "/status/initContainerStatuses"),
+        );
+    }
     p.heading(0, "Containers");
     describe_containers(
         p,
