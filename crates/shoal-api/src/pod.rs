@@ -645,14 +645,23 @@ impl Container {
 }
 
 impl PodSpec {
-    /// Sum of the containers' effective cpu and memory requests, plus one pod (what the
-    /// scheduler reserves on a node).
+    /// Sum of the containers' effective cpu and memory requests, each raised to the
+    /// largest init container's (init containers run alone, before the others, as in
+    /// Kubernetes), plus one pod: what the scheduler reserves on a node.
     pub fn resource_requests(&self) -> Resources {
         let mut r: Resources = self
             .containers
             .iter()
             .map(Container::effective_requests)
             .sum();
+        for i in self
+            .init_containers
+            .iter()
+            .map(Container::effective_requests)
+        {
+            r.cpu_millis = r.cpu_millis.max(i.cpu_millis);
+            r.memory_bytes = r.memory_bytes.max(i.memory_bytes);
+        }
         r.pods = 1;
         r
     }
@@ -1251,5 +1260,37 @@ mod tests {
             ..Default::default()
         };
         assert!(!other_effect.tolerates(&taint));
+    }
+
+    #[test]
+    fn init_containers_are_validated_and_raise_requests() {
+        let spec = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "b",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+            "initContainers": [{"name": "i", "image": "b",
+                "resources": {"requests": {"cpu": "500m", "memory": "16Mi"}}}]
+        }));
+        let r = spec.resource_requests();
+        assert_eq!((r.cpu_millis, r.memory_bytes), (500, 64 << 20));
+        let mut errs = ValidationErrors::new();
+        spec.validate("spec", &mut errs);
+        assert!(errs.is_empty(), "{errs}");
+        let bad = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "b"}],
+            "initContainers": [{"name": "a", "image": "b", "ports": [{"containerPort": 80}],
+                "readinessProbe": {"exec": {"command": ["true"]}}}]
+        }));
+        let mut errs = ValidationErrors::new();
+        bad.validate("spec", &mut errs);
+        let text = errs.to_string();
+        assert!(text.contains("spec.initContainers[0].ports"), "{text}");
+        assert!(
+            text.contains("spec.initContainers[0].readinessProbe"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.initContainers[0].name: duplicate container name"),
+            "{text}"
+        );
     }
 }
