@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod batch;
 mod commands;
 mod ha;
 mod harness;
