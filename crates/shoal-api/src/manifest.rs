@@ -396,8 +396,8 @@ mod tests {
             }
         }
         assert_eq!(
-            parsed, 4,
-            "expected the Pod, Deployment, Service and Endpoints examples"
+            parsed, 7,
+            "expected the Pod, init containers, Deployment, Job, CronJob, Service and Endpoints examples"
         );
     }
 
