@@ -775,6 +775,7 @@ impl Agent {
             .spec
             .containers
             .iter()
+            .chain(&pod.spec.init_containers)
             .find(|c| c.name == container)
             .cloned()
         else {

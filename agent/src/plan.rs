@@ -192,11 +192,11 @@ pub fn plan(
             }
             continue;
         }
-        let names: BTreeSet<&str> = d
-            .pod
-            .spec
+        let spec = &d.pod.spec;
+        let names: BTreeSet<&str> = spec
             .containers
             .iter()
+            .chain(&spec.init_containers)
             .map(|c| c.name.as_str())
             .collect();
         // Containers not in the spec, and superseded incarnations.
@@ -210,38 +210,30 @@ pub fn plan(
             }
         }
         let mut starts = Vec::new();
-        for c in &d.pod.spec.containers {
-            match observed.latest(sb, &c.name) {
-                None => {
-                    let held = ctx
-                        .holds
-                        .get(&(sb.to_string(), c.name.clone()))
-                        .is_some_and(|until| now < *until);
-                    if !held {
-                        starts.push(Action::StartContainer {
-                            sandbox: sb.to_string(),
-                            container: c.name.clone(),
-                            id: crate::naming::container_id(sb, &c.name, 0),
-                        });
+        // Init containers run one at a time, in order, each to a zero exit, before the
+        // app containers; once an app container exists they are done for good.
+        let app_started = spec
+            .containers
+            .iter()
+            .any(|c| observed.latest(sb, &c.name).is_some());
+        let mut initialized = true;
+        if !app_started {
+            let policy = init_restart_policy(spec.restart_policy);
+            for c in &spec.init_containers {
+                match observed.latest(sb, &c.name) {
+                    Some(o) if succeeded(o) => continue,
+                    o => {
+                        converge(sb, c, o, policy, ctx, now, &mut starts);
+                        initialized = false;
+                        break;
                     }
                 }
-                Some(o) => {
-                    let lost = supervisor_lost(&o.status, d.pod.spec.restart_policy);
-                    let unhealthy = ctx.unhealthy.contains(&o.id) && o.is_active();
-                    if unhealthy || lost {
-                        starts.push(Action::RecreateContainer {
-                            sandbox: sb.to_string(),
-                            container: c.name.clone(),
-                            old_id: o.id.clone(),
-                            new_id: crate::naming::container_id(sb, &c.name, o.restart_count() + 1),
-                            reason: if unhealthy {
-                                "failed liveness probe".into()
-                            } else {
-                                "its supervisor is gone".into()
-                            },
-                        });
-                    }
-                }
+            }
+        }
+        if initialized {
+            for c in &spec.containers {
+                let o = observed.latest(sb, &c.name);
+                converge(sb, c, o, spec.restart_policy, ctx, now, &mut starts);
             }
         }
         if !starts.is_empty() && !observed.sandboxes.contains(sb) {
@@ -272,6 +264,65 @@ pub fn plan(
         }
     }
     out
+}
+
+/// The restart policy of a pod's init containers: `Always` restarts them only after a
+/// failure (as in Kubernetes: they run to completion).
+pub fn init_restart_policy(pod_policy: RestartPolicy) -> RestartPolicy {
+    match pod_policy {
+        RestartPolicy::Always | RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+        RestartPolicy::Never => RestartPolicy::Never,
+    }
+}
+
+/// Whether the container exited with status 0.
+fn succeeded(o: &ObservedContainer) -> bool {
+    matches!(&o.status.state, ContainerState::Exited(e) if e.exit_code == 0)
+}
+
+/// The start or recreate a container needs, if any: a first start (unless an image pull
+/// back-off holds it), or a new incarnation after a liveness failure or a lost supervisor.
+fn converge(
+    sb: &str,
+    c: &shoal_api::Container,
+    latest: Option<&ObservedContainer>,
+    policy: RestartPolicy,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    starts: &mut Vec<Action>,
+) {
+    match latest {
+        None => {
+            let held = ctx
+                .holds
+                .get(&(sb.to_string(), c.name.clone()))
+                .is_some_and(|until| now < *until);
+            if !held {
+                starts.push(Action::StartContainer {
+                    sandbox: sb.to_string(),
+                    container: c.name.clone(),
+                    id: crate::naming::container_id(sb, &c.name, 0),
+                });
+            }
+        }
+        Some(o) => {
+            let lost = supervisor_lost(&o.status, policy);
+            let unhealthy = ctx.unhealthy.contains(&o.id) && o.is_active();
+            if unhealthy || lost {
+                starts.push(Action::RecreateContainer {
+                    sandbox: sb.to_string(),
+                    container: c.name.clone(),
+                    old_id: o.id.clone(),
+                    new_id: crate::naming::container_id(sb, &c.name, o.restart_count() + 1),
+                    reason: if unhealthy {
+                        "failed liveness probe".into()
+                    } else {
+                        "its supervisor is gone".into()
+                    },
+                });
+            }
+        }
+    }
 }
 
 /// Whether a container needs a new incarnation because nothing supervises it
@@ -597,5 +648,97 @@ mod tests {
         let mut p = pod("a", &["x"]);
         p.pod.metadata.deletion_timestamp = Some(now());
         assert!(plan(&[p], &Observed::default(), &Context::default(), now()).is_empty());
+    }
+
+    fn with_init(mut p: DesiredPod, inits: &[&str]) -> DesiredPod {
+        p.pod.spec.init_containers = inits
+            .iter()
+            .map(|n| Container {
+                name: n.to_string(),
+                image: "busybox".into(),
+                ..Container::default()
+            })
+            .collect();
+        p
+    }
+
+    #[test]
+    fn init_containers_run_one_at_a_time_before_the_app_containers() {
+        let p = || with_init(pod("a", &["app"]), &["i1", "i2"]);
+        let a = plan(&[p()], &Observed::default(), &Context::default(), now());
+        assert_eq!(
+            a,
+            vec![
+                Action::CreateSandbox {
+                    sandbox: "a".into()
+                },
+                start("a", "i1")
+            ]
+        );
+        // i1 runs: wait.
+        let o = observed(&["a"], vec![running("a", "i1", 0)]);
+        assert!(plan(&[p()], &o, &Context::default(), now()).is_empty());
+        // i1 done: i2, then app.
+        let o = observed(
+            &["a"],
+            vec![with_state("a", "i1", 0, exited("Completed", 0))],
+        );
+        assert_eq!(
+            plan(&[p()], &o, &Context::default(), now()),
+            vec![start("a", "i2")]
+        );
+        let o = observed(
+            &["a"],
+            vec![
+                with_state("a", "i1", 0, exited("Completed", 0)),
+                with_state("a", "i2", 0, exited("Completed", 0)),
+            ],
+        );
+        assert_eq!(
+            plan(&[p()], &o, &Context::default(), now()),
+            vec![start("a", "app")]
+        );
+        // Init containers are kept (not removed as unknown), and once the app runs they
+        // are not run again.
+        let o = observed(
+            &["a"],
+            vec![
+                with_state("a", "i1", 0, exited("Completed", 0)),
+                running("a", "app", 0),
+            ],
+        );
+        assert!(plan(&[p()], &o, &Context::default(), now()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_init_container_blocks_the_app_containers() {
+        let o = observed(&["a"], vec![with_state("a", "i1", 0, exited("Error", 1))]);
+        for policy in [
+            RestartPolicy::Always,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Never,
+        ] {
+            let mut p = with_init(pod("a", &["app"]), &["i1"]);
+            p.pod.spec.restart_policy = policy;
+            // The supervisor restarts it (or, with Never, the pod fails): nothing to start.
+            assert!(
+                plan(&[p], &o, &Context::default(), now()).is_empty(),
+                "{policy:?}"
+            );
+        }
+        assert_eq!(
+            init_restart_policy(RestartPolicy::Always),
+            RestartPolicy::OnFailure
+        );
+        // A lost supervisor of a failed init container is recreated unless Never.
+        let mut c = with_state("a", "i1", 0, exited("Error", 1));
+        c.status.supervisor_alive = false;
+        let o = observed(&["a"], vec![c]);
+        let p = with_init(pod("a", &["app"]), &["i1"]);
+        let a = plan(&[p], &o, &Context::default(), now());
+        assert!(
+            matches!(&a[..], [Action::RecreateContainer { container, .. }] if container == "i1"),
+            "{a:?}"
+        );
     }
 }

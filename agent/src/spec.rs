@@ -92,7 +92,14 @@ pub fn container_spec(
             .or_else(|| q(requests, "pids"))
             .map(|x| x.as_i64().max(1) as u64),
     };
-    s.restart_policy = match pod.spec.restart_policy {
+    // Init containers run to completion: `Always` restarts them only after a failure.
+    let is_init = pod.spec.init_containers.iter().any(|i| i.name == c.name);
+    let policy = if is_init {
+        crate::plan::init_restart_policy(pod.spec.restart_policy)
+    } else {
+        pod.spec.restart_policy
+    };
+    s.restart_policy = match policy {
         RestartPolicy::Always => RtPolicy::Always,
         RestartPolicy::OnFailure => RtPolicy::OnFailure,
         RestartPolicy::Never => RtPolicy::Never,

@@ -75,88 +75,161 @@ fn restarts(policy: RestartPolicy, exit_code: i32, reason: &str) -> bool {
     }
 }
 
-/// The pod's status.
+/// Waiting reason of app containers while init containers run.
+pub const POD_INITIALIZING: &str = "PodInitializing";
+
+/// What one container's status says about the pod's phase.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    /// It exited and will not run again.
+    done: bool,
+    /// It exited with status 0 (meaningful when `done`).
+    zero: bool,
+    /// It runs, or waits to be restarted.
+    active: bool,
+}
+
+/// The status of container `c` from its newest incarnation; `old` is the last reported
+/// list of the same kind (app or init containers).
+fn container_status(
+    input: &StatusInput<'_>,
+    c: &shoal_api::Container,
+    old: &[ApiStatus],
+    policy: RestartPolicy,
+    not_started: Option<(&str, &str)>,
+) -> (ApiStatus, Outcome) {
+    let pod = input.pod;
+    let latest = input
+        .containers
+        .iter()
+        .filter(|o| o.name == c.name)
+        .max_by_key(|o| o.base);
+    let mut cs = ApiStatus {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        ..ApiStatus::default()
+    };
+    let mut out = Outcome {
+        done: false,
+        zero: true,
+        active: false,
+    };
+    match latest {
+        None => {
+            let (reason, message) = input
+                .waiting
+                .get(&c.name)
+                .cloned()
+                .or_else(|| not_started.map(|(r, m)| (r.to_string(), m.to_string())))
+                .unwrap_or_else(|| (CREATING.to_string(), String::new()));
+            cs.state = waiting(&reason, &message);
+            // Keep what earlier reports said about restarts.
+            if let Some(prev) = old.iter().find(|s| s.name == c.name) {
+                cs.restart_count = prev.restart_count;
+                cs.last_state = prev.last_state.clone();
+            }
+        }
+        Some(o) => {
+            cs.container_id = Some(format!("shoal://{}", o.id));
+            cs.restart_count = o.restart_count() as i32;
+            if let Some(e) = &o.status.last_exit {
+                cs.last_state = terminated(e);
+            }
+            match &o.status.state {
+                ContainerState::Created => {
+                    cs.state = waiting(CREATING, "");
+                }
+                ContainerState::Running { started_at, .. } => {
+                    out.active = true;
+                    cs.state = ApiState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(*started_at),
+                        }),
+                        ..ApiState::default()
+                    };
+                    let probed = c.readiness_probe.is_some();
+                    cs.ready = !probed || input.ready.get(&o.id).copied().unwrap_or(false);
+                }
+                ContainerState::BackOff { .. } => {
+                    out.active = true;
+                    cs.state = waiting(
+                        CRASH_LOOP,
+                        &format!(
+                            "back-off restarting failed container {} in pod {}",
+                            c.name, pod.metadata.name
+                        ),
+                    );
+                }
+                ContainerState::Exited(e) => {
+                    if restarts(policy, e.exit_code, &e.reason) {
+                        out.active = true;
+                    } else {
+                        out.done = true;
+                    }
+                    out.zero = e.exit_code == 0;
+                    cs.state = terminated(e);
+                }
+            }
+        }
+    }
+    (cs, out)
+}
+
+/// The pod's status. Init containers run first (see `plan`): until each exited 0 the pod
+/// is Pending (Failed when one failed for good) and its app containers wait with reason
+/// `PodInitializing`.
 pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
     let old = pod.status.clone().unwrap_or_default();
     let policy = pod.spec.restart_policy;
+    let init_policy = crate::plan::init_restart_policy(policy);
+    // Once an app container exists, initialization is over (init containers never rerun).
+    let app_started = pod
+        .spec
+        .containers
+        .iter()
+        .any(|c| input.containers.iter().any(|o| o.name == c.name));
+    let mut init_statuses = Vec::new();
+    let (mut initialized, mut init_failed) = (true, false);
+    for c in &pod.spec.init_containers {
+        let (mut cs, o) = container_status(
+            &input,
+            c,
+            &old.init_container_statuses,
+            init_policy,
+            (!initialized).then_some((POD_INITIALIZING, "")),
+        );
+        let ok = app_started || (o.done && o.zero);
+        cs.ready = ok;
+        if !ok {
+            if initialized && o.done && !o.zero {
+                init_failed = true;
+            }
+            initialized = false;
+        }
+        init_statuses.push(cs);
+    }
     let mut statuses = Vec::new();
     let (mut all_final, mut all_zero, mut any_active) = (true, true, false);
     for c in &pod.spec.containers {
-        let latest = input
-            .containers
-            .iter()
-            .filter(|o| o.name == c.name)
-            .max_by_key(|o| o.base);
-        let mut cs = ApiStatus {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            ..ApiStatus::default()
-        };
-        match latest {
-            None => {
-                all_final = false;
-                let (reason, message) = input
-                    .waiting
-                    .get(&c.name)
-                    .cloned()
-                    .unwrap_or_else(|| (CREATING.to_string(), String::new()));
-                cs.state = waiting(&reason, &message);
-                // Keep what earlier reports said about restarts.
-                if let Some(prev) = old.container_statuses.iter().find(|s| s.name == c.name) {
-                    cs.restart_count = prev.restart_count;
-                    cs.last_state = prev.last_state.clone();
-                }
-            }
-            Some(o) => {
-                cs.container_id = Some(format!("shoal://{}", o.id));
-                cs.restart_count = o.restart_count() as i32;
-                if let Some(e) = &o.status.last_exit {
-                    cs.last_state = terminated(e);
-                }
-                match &o.status.state {
-                    ContainerState::Created => {
-                        all_final = false;
-                        cs.state = waiting(CREATING, "");
-                    }
-                    ContainerState::Running { started_at, .. } => {
-                        all_final = false;
-                        any_active = true;
-                        cs.state = ApiState {
-                            running: Some(ContainerStateRunning {
-                                started_at: Some(*started_at),
-                            }),
-                            ..ApiState::default()
-                        };
-                        let probed = c.readiness_probe.is_some();
-                        cs.ready = !probed || input.ready.get(&o.id).copied().unwrap_or(false);
-                    }
-                    ContainerState::BackOff { .. } => {
-                        all_final = false;
-                        any_active = true;
-                        cs.state = waiting(
-                            CRASH_LOOP,
-                            &format!(
-                                "back-off restarting failed container {} in pod {}",
-                                c.name, pod.metadata.name
-                            ),
-                        );
-                    }
-                    ContainerState::Exited(e) => {
-                        if restarts(policy, e.exit_code, &e.reason) {
-                            all_final = false;
-                            any_active = true;
-                        }
-                        all_zero &= e.exit_code == 0;
-                        cs.state = terminated(e);
-                    }
-                }
-            }
-        }
+        let (cs, o) = container_status(
+            &input,
+            c,
+            &old.container_statuses,
+            policy,
+            (!initialized).then_some((POD_INITIALIZING, "")),
+        );
+        all_final &= o.done;
+        all_zero &= !o.done || o.zero;
+        any_active |= o.active;
         statuses.push(cs);
     }
     let phase = if matches!(old.phase, PodPhase::Succeeded | PodPhase::Failed) {
         old.phase
+    } else if init_failed {
+        PodPhase::Failed
+    } else if !initialized {
+        PodPhase::Pending
     } else if all_final && !pod.spec.containers.is_empty() {
         if all_zero {
             PodPhase::Succeeded
@@ -209,7 +282,20 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
     };
     let conditions = vec![
         cond("PodScheduled", true, "", String::new()),
-        cond("Initialized", true, "", String::new()),
+        cond(
+            "Initialized",
+            initialized,
+            "ContainersNotInitialized",
+            format!(
+                "containers with incomplete status: [{}]",
+                init_statuses
+                    .iter()
+                    .filter(|s| !s.ready)
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
         cond("ContainersReady", ready, reason, why.clone()),
         cond("Ready", ready, reason, why),
     ];
@@ -223,6 +309,7 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
         host_ip: Some(input.host_ip.to_string()),
         conditions,
         container_statuses: statuses,
+        init_container_statuses: init_statuses,
         message: old.message.clone(),
         reason: old.reason.clone(),
         start_time: old.start_time.or(Some(input.now)),
@@ -232,8 +319,17 @@ pub fn pod_status(input: StatusInput<'_>) -> PodStatus {
 /// Events for what changed between the status last written and the new one.
 pub fn transition_events(old: Option<&PodStatus>, new: &PodStatus) -> Vec<PodEvent> {
     let mut out = Vec::new();
-    for cs in &new.container_statuses {
-        let prev = old.and_then(|o| o.container_statuses.iter().find(|p| p.name == cs.name));
+    for cs in new
+        .container_statuses
+        .iter()
+        .chain(&new.init_container_statuses)
+    {
+        let prev = old.and_then(|o| {
+            o.container_statuses
+                .iter()
+                .chain(&o.init_container_statuses)
+                .find(|p| p.name == cs.name)
+        });
         let was_crash_loop = prev
             .and_then(|p| p.state.waiting.as_ref())
             .is_some_and(|w| w.reason == CRASH_LOOP);
@@ -562,5 +658,80 @@ mod tests {
         assert_eq!(ev[0].reason, "Started");
         let s4 = status(&p, &[obs("a", 0, 1, exit(128, "StartError"))]);
         assert_eq!(transition_events(Some(&s3), &s4)[0].reason, "Failed");
+    }
+
+    fn with_init(mut p: Pod, inits: &[&str]) -> Pod {
+        p.spec.init_containers = inits
+            .iter()
+            .map(|n| Container {
+                name: n.to_string(),
+                image: "busybox".into(),
+                ..Container::default()
+            })
+            .collect();
+        p
+    }
+
+    #[test]
+    fn init_containers_keep_the_pod_pending_then_initialized() {
+        let p = with_init(pod(RestartPolicy::Always, &["app"]), &["i1", "i2"]);
+        let s = status(&p, &[obs("i1", 0, 0, run())]);
+        assert_eq!(s.phase, PodPhase::Pending);
+        assert_eq!(cond(&s, "Initialized"), ConditionStatus::False);
+        assert_eq!(s.init_container_statuses.len(), 2);
+        assert!(s.init_container_statuses[0].state.running.is_some());
+        let waiting_reason = |cs: &ApiStatus| cs.state.waiting.as_ref().unwrap().reason.clone();
+        assert_eq!(
+            waiting_reason(&s.init_container_statuses[1]),
+            POD_INITIALIZING
+        );
+        assert_eq!(waiting_reason(&s.container_statuses[0]), POD_INITIALIZING);
+        let done = [
+            obs("i1", 0, 0, exit(0, "Completed")),
+            obs("i2", 0, 0, exit(0, "Completed")),
+            obs("app", 0, 0, run()),
+        ];
+        let s = status(&p, &done);
+        assert_eq!(s.phase, PodPhase::Running);
+        assert_eq!(cond(&s, "Initialized"), ConditionStatus::True);
+        assert!(s.init_container_statuses.iter().all(|c| c.ready));
+    }
+
+    #[test]
+    fn a_failed_init_container_fails_the_pod_only_with_restart_never() {
+        let failed = [obs("i1", 0, 2, exit(1, "Error"))];
+        let p = with_init(pod(RestartPolicy::Never, &["app"]), &["i1"]);
+        let s = status(&p, &failed);
+        assert_eq!(s.phase, PodPhase::Failed);
+        let term = s.init_container_statuses[0]
+            .state
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!((term.exit_code, term.reason.as_str()), (1, "Error"));
+        for policy in [RestartPolicy::Always, RestartPolicy::OnFailure] {
+            let p = with_init(pod(policy, &["app"]), &["i1"]);
+            let s = status(&p, &failed);
+            assert_eq!(s.phase, PodPhase::Pending, "{policy:?}");
+            assert_eq!(s.init_container_statuses[0].restart_count, 2);
+        }
+        let backoff = [obs(
+            "i1",
+            0,
+            3,
+            ContainerState::BackOff { next_start: t(20) },
+        )];
+        let p = with_init(pod(RestartPolicy::Always, &["app"]), &["i1"]);
+        let s = status(&p, &backoff);
+        assert_eq!(s.phase, PodPhase::Pending);
+        assert_eq!(
+            s.init_container_statuses[0]
+                .state
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason,
+            CRASH_LOOP
+        );
     }
 }

@@ -277,13 +277,19 @@ fn under(path: &str, prefix: &str) -> bool {
         && !path.split('/').any(|c| c == "..")
 }
 
-/// Admission rules for the pods an object makes (a Pod, a Deployment's template):
+/// Admission rules for the pods an object makes (a Pod, the template of a Deployment,
+/// Job or CronJob):
 /// hostPath only for admins (or under an allowed prefix), no host port that Shoal or
 /// ssh uses. Errors name the field.
 pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<(), Status> {
     let (spec, at) = match o {
         Object::Pod(p) => (&p.spec, "spec"),
         Object::Deployment(d) => (&d.spec.template.spec, "spec.template.spec"),
+        Object::Job(j) => (&j.spec.template.spec, "spec.template.spec"),
+        Object::CronJob(c) => (
+            &c.spec.job_template.spec.template.spec,
+            "spec.jobTemplate.spec.template.spec",
+        ),
         _ => return Ok(()),
     };
     let what = format!("{} {}", o.kind(), o.name());
@@ -314,6 +320,7 @@ pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<()
         }
     }
     for (ci, c) in spec.containers.iter().enumerate() {
+        // Init containers have no ports (validation).
         for (pi, p) in c.ports.iter().enumerate() {
             if let Some(hp) = p.host_port
                 && let Some((_, owner)) = cfg
@@ -442,5 +449,41 @@ mod tests {
         assert!(!under("/srv/database", "/srv/data"));
         assert!(!under("/srv/data/../../etc", "/srv/data"));
         assert!(!under("/etc", ""));
+    }
+
+    #[test]
+    fn jobs_and_cronjobs_are_namespaced_writes_with_pod_admission() {
+        let team = user(Role::Edit, Some("team"));
+        for k in [Kind::Job, Kind::CronJob] {
+            assert!(check_verb(&team, Verb::Create, k, "team").is_ok(), "{k}");
+            assert!(check_verb(&team, Verb::Delete, k, "other").is_err(), "{k}");
+            assert!(
+                check_verb(&user(Role::View, None), Verb::Create, k, "team").is_err(),
+                "{k}"
+            );
+        }
+        let pod = json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "b"}],
+                         "volumes": [{"name": "h", "hostPath": {"path": "/etc"}}]});
+        let job = Object::from_json(&json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "j", "namespace": "team"},
+            "spec": {"template": {"spec": pod}}}))
+        .unwrap();
+        let cj = Object::from_json(&json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "c", "namespace": "team"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": pod}}}}}))
+        .unwrap();
+        let cfg = AdmissionConfig::default();
+        let e = admission(&team, &job, &cfg).unwrap_err();
+        assert!(
+            e.message().contains("spec.template.spec.volumes[0]"),
+            "{e:?}"
+        );
+        let e = admission(&team, &cj, &cfg).unwrap_err();
+        assert!(
+            e.message()
+                .contains("spec.jobTemplate.spec.template.spec.volumes[0]"),
+            "{e:?}"
+        );
+        assert!(admission(&user(Role::Admin, None), &job, &cfg).is_ok());
     }
 }

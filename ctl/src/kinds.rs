@@ -37,6 +37,8 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::Event => "event",
         Kind::Namespace => "namespace",
         Kind::Endpoints => "endpoints",
+        Kind::Job => "job",
+        Kind::CronJob => "cronjob",
     };
     KindInfo {
         kind: kind.as_str(),
@@ -81,6 +83,9 @@ mod tests {
             ("ev", "Event"),
             ("ns", "Namespace"),
             ("ep", "Endpoints"),
+            ("jobs", "Job"),
+            ("cj", "CronJob"),
+            ("cronjobs", "CronJob"),
         ] {
             assert_eq!(resolve(input).unwrap().kind, kind, "{input}");
         }

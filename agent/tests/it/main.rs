@@ -22,6 +22,8 @@ use shoal_testkit::eventually_async as eventually;
 use shoal_testkit::{ControllerCluster, Proc, free_port};
 use tonic::transport::Channel;
 
+mod batch;
+
 const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
 /// Controllers (the test kit's cluster: member 1 forms it, the others `--join` and are

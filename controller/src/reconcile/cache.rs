@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use shoal_api::{Deployment, Endpoints, Event, Namespace, Node, Object, Pod, Service};
+use shoal_api::{
+    CronJob, Deployment, Endpoints, Event, Job, Namespace, Node, Object, Pod, Service,
+};
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 7] = [
+pub const PREFIXES: [&str; 9] = [
     "Pod/",
     "Deployment/",
     "Node/",
@@ -16,6 +18,8 @@ pub const PREFIXES: [&str; 7] = [
     "Service/",
     "Endpoints/",
     "Namespace/",
+    "Job/",
+    "CronJob/",
 ];
 
 /// Typed objects by store key, one map per kind.
@@ -35,6 +39,10 @@ pub struct Cache {
     pub endpoints: BTreeMap<String, Endpoints>,
     /// Namespaces by key.
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Jobs by key.
+    pub jobs: BTreeMap<String, Job>,
+    /// CronJobs by key.
+    pub cronjobs: BTreeMap<String, CronJob>,
     /// How many Nodes the last pod CIDR plan left without a block (warned once per change).
     pub cidr_exhausted: usize,
     /// Revision of the last change seen per key (also for deletions), so that a late
@@ -53,6 +61,8 @@ impl Cache {
             "Service/" => self.services.clear(),
             "Endpoints/" => self.endpoints.clear(),
             "Namespace/" => self.namespaces.clear(),
+            "Job/" => self.jobs.clear(),
+            "CronJob/" => self.cronjobs.clear(),
             _ => {}
         }
         self.revs.retain(|k, _| !k.starts_with(prefix));
@@ -136,6 +146,18 @@ impl Cache {
             }
             ("Namespace", _) => {
                 self.namespaces.remove(key);
+            }
+            ("Job", Some(Object::Job(j))) => {
+                self.jobs.insert(key.to_string(), j);
+            }
+            ("Job", _) => {
+                self.jobs.remove(key);
+            }
+            ("CronJob", Some(Object::CronJob(c))) => {
+                self.cronjobs.insert(key.to_string(), c);
+            }
+            ("CronJob", _) => {
+                self.cronjobs.remove(key);
             }
             _ => {}
         }

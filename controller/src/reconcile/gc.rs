@@ -1,15 +1,16 @@
-//! The garbage collector: deletes pods whose controlling Deployment (by uid) no longer
-//! exists, and events older than [`super::events::EVENT_TTL`].
+//! The garbage collector: deletes pods whose controlling Deployment or Job (by uid) no
+//! longer exists, Jobs whose controlling CronJob no longer exists, and events older than
+//! [`super::events::EVENT_TTL`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use shoal_api::{Deployment, Event, Kind, Pod};
+use shoal_api::{CronJob, Deployment, Event, Job, Kind, ObjectMeta, Pod};
 
-use super::action::{Action, namespace, pod_key, revision};
+use super::action::{Action, namespace, revision};
 use super::events::{EVENT_TTL, event_time};
 
-/// A pod whose owner looks gone: deleted only after a linearizable read confirms it.
+/// A pod or Job whose owner looks gone: deleted only after a linearizable read confirms it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Orphan {
     /// The delete of the orphan.
@@ -23,40 +24,61 @@ pub struct Orphan {
 /// What one pass of the garbage collector found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GcPlan {
-    /// Pods whose controlling Deployment is missing from the cache.
+    /// Pods whose controlling Deployment or Job, and Jobs whose controlling CronJob, are
+    /// missing from the cache.
     pub orphans: Vec<Orphan>,
     /// Deletes of expired events.
     pub expired_events: Vec<Action>,
 }
 
-/// Plans one pass: orphans (controller owner of kind Deployment whose uid exists nowhere)
-/// and events last seen more than an hour before `now`.
-pub fn plan(
-    pods: &BTreeMap<String, Pod>,
-    deployments: &BTreeMap<String, Deployment>,
-    events: &BTreeMap<String, Event>,
-    now: DateTime<Utc>,
-) -> GcPlan {
-    let uids: BTreeSet<&str> = deployments
+/// The objects whose owners the collector checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Owned<'a> {
+    /// Pods by key.
+    pub pods: &'a BTreeMap<String, Pod>,
+    /// Deployments by key.
+    pub deployments: &'a BTreeMap<String, Deployment>,
+    /// Jobs by key.
+    pub jobs: &'a BTreeMap<String, Job>,
+    /// CronJobs by key.
+    pub cronjobs: &'a BTreeMap<String, CronJob>,
+}
+
+/// Plans one pass: orphans (pods whose controller owner of kind Deployment or Job, and
+/// Jobs whose controller owner of kind CronJob, has a uid that exists nowhere) and events
+/// last seen more than an hour before `now`.
+pub fn plan(owned: Owned<'_>, events: &BTreeMap<String, Event>, now: DateTime<Utc>) -> GcPlan {
+    let uids: BTreeSet<(Kind, &str)> = (owned
+        .deployments
         .values()
-        .filter_map(|d| d.metadata.uid.as_deref())
-        .collect();
+        .map(|d| (Kind::Deployment, &d.metadata)))
+    .chain(owned.jobs.values().map(|j| (Kind::Job, &j.metadata)))
+    .chain(
+        owned
+            .cronjobs
+            .values()
+            .map(|c| (Kind::CronJob, &c.metadata)),
+    )
+    .filter_map(|(k, m)| m.uid.as_deref().map(|u| (k, u)))
+    .collect();
     let mut out = GcPlan::default();
-    for p in pods.values() {
-        let Some(o) = p.metadata.controller_owner() else {
-            continue;
-        };
-        if o.kind != Kind::Deployment || uids.contains(o.uid.as_str()) {
-            continue;
+    let candidates = (owned.pods.values().map(|p| {
+        (
+            Kind::Pod,
+            &p.metadata,
+            [Kind::Deployment, Kind::Job].as_slice(),
+        )
+    }))
+    .chain(
+        owned
+            .jobs
+            .values()
+            .map(|j| (Kind::Job, &j.metadata, [Kind::CronJob].as_slice())),
+    );
+    for (kind, meta, owner_kinds) in candidates {
+        if let Some(o) = orphan(kind, meta, owner_kinds, &uids) {
+            out.orphans.push(o);
         }
-        out.orphans.push(Orphan {
-            action: Action::Delete {
-                key: pod_key(p),
-                revision: revision(&p.metadata),
-            },
-            owner_key: shoal_api::key_for(Kind::Deployment, namespace(&p.metadata), &o.name),
-            owner_uid: o.uid.clone(),
-        });
     }
     for (key, e) in events {
         if event_time(e).is_some_and(|t| now.signed_duration_since(t) > EVENT_TTL) {
@@ -67,6 +89,27 @@ pub fn plan(
         }
     }
     out
+}
+
+fn orphan(
+    kind: Kind,
+    meta: &ObjectMeta,
+    owner_kinds: &[Kind],
+    uids: &BTreeSet<(Kind, &str)>,
+) -> Option<Orphan> {
+    let o = meta.controller_owner()?;
+    if !owner_kinds.contains(&o.kind) || uids.contains(&(o.kind, o.uid.as_str())) {
+        return None;
+    }
+    let ns = namespace(meta);
+    Some(Orphan {
+        action: Action::Delete {
+            key: shoal_api::key_for(kind, ns, &meta.name),
+            revision: revision(meta),
+        },
+        owner_key: shoal_api::key_for(o.kind, ns, &o.name),
+        owner_uid: o.uid.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -116,7 +159,16 @@ mod tests {
             (format!("Event/prod/{name}"), e)
         };
         let events = BTreeMap::from([ev("fresh", 3000), ev("stale", 0)]);
-        let plan = plan(&pods, &deployments, &events, t(3700));
+        let plan = plan(
+            Owned {
+                pods: &pods,
+                deployments: &deployments,
+                jobs: &BTreeMap::new(),
+                cronjobs: &BTreeMap::new(),
+            },
+            &events,
+            t(3700),
+        );
         assert_eq!(
             plan.orphans,
             vec![Orphan {
@@ -134,6 +186,50 @@ mod tests {
                 key: "Event/prod/stale".into(),
                 revision: 3
             }]
+        );
+    }
+
+    #[test]
+    fn pods_of_deleted_jobs_and_jobs_of_deleted_cronjobs_are_orphans() {
+        let owned_by = |kind: &str, uid: &str| json!([{"kind": kind, "name": "x", "uid": uid, "controller": true}]);
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "x-1", "namespace": "prod", "uid": "j-live", "resourceVersion": "8",
+                         "ownerReferences": owned_by("CronJob", "c-gone")},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "b"}]}}}
+        }))
+        .unwrap();
+        let pod = |name: &str, uid: &str| -> (String, Pod) {
+            let p: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "prod", "resourceVersion": "5",
+                             "ownerReferences": owned_by("Job", uid)},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            }))
+            .unwrap();
+            (format!("Pod/prod/{name}"), p)
+        };
+        let pods = BTreeMap::from([pod("kept", "j-live"), pod("gone", "j-old")]);
+        let jobs = BTreeMap::from([("Job/prod/x-1".to_string(), job)]);
+        let plan = plan(
+            Owned {
+                pods: &pods,
+                deployments: &BTreeMap::new(),
+                jobs: &jobs,
+                cronjobs: &BTreeMap::new(),
+            },
+            &BTreeMap::new(),
+            t(0),
+        );
+        let found: Vec<(String, String)> = plan
+            .orphans
+            .iter()
+            .map(|o| (o.action.key(), o.owner_key.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("Pod/prod/gone".to_string(), "Job/prod/x".to_string()),
+                ("Job/prod/x-1".to_string(), "CronJob/prod/x".to_string()),
+            ]
         );
     }
 }

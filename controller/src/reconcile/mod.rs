@@ -2,19 +2,21 @@
 //! that run while this member is the Raft leader and stop when it is not.
 //!
 //! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
-//! [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`], [`namespaces`]); this module
-//! is the thin loop that keeps a cache of Pods, Deployments, Nodes, Events, Services,
-//! Endpoints and Namespaces
+//! [`job`], [`cronjob`], [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`],
+//! [`namespaces`]); this module is the thin loop that keeps a cache of Pods, Deployments,
+//! Jobs, CronJobs, Nodes, Events, Services, Endpoints and Namespaces
 //! (list, then watch from the list's revision;
 //! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
 //! changes (debounced) and periodically, and writes their actions.
 
 pub mod action;
 pub mod cache;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod namespaces;
 pub mod nodes;
 pub mod podcidr;
@@ -31,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use action::{Action, Names, RandomNames};
 use cache::{Cache, PREFIXES};
+use shoal_api::Kind;
 
 /// Settings of the reconcilers.
 #[derive(Debug, Clone)]
@@ -203,7 +206,8 @@ fn apply(
     }
 }
 
-/// One pass of every reconciler, in order: deployments (new pods), scheduler (binds them),
+/// One pass of every reconciler, in order: deployments, cron jobs (new Jobs), jobs (new
+/// pods), scheduler (binds them),
 /// node lifecycle, node pod CIDRs, endpoints, garbage collection. Returns true when a
 /// write must be retried soon.
 async fn pass(
@@ -229,6 +233,30 @@ async fn pass(
         actions
     });
     retry |= execute(store, cache, "deployments", actions).await?;
+
+    let actions = tokio::task::block_in_place(|| {
+        let owned = job::by_owner(Kind::CronJob, cache.jobs.values());
+        let mut actions = Vec::new();
+        for c in cache.cronjobs.values() {
+            let uid = c.metadata.uid.as_deref().unwrap_or("");
+            let jobs = owned.get(uid).map(Vec::as_slice).unwrap_or(&[]);
+            actions.extend(cronjob::plan(c, jobs, now));
+        }
+        actions
+    });
+    retry |= execute(store, cache, "cron jobs", actions).await?;
+
+    let actions = tokio::task::block_in_place(|| {
+        let owned = job::by_owner(Kind::Job, cache.pods.values());
+        let mut actions = Vec::new();
+        for j in cache.jobs.values() {
+            let uid = j.metadata.uid.as_deref().unwrap_or("");
+            let pods = owned.get(uid).map(Vec::as_slice).unwrap_or(&[]);
+            actions.extend(job::plan(j, pods, now, names));
+        }
+        actions
+    });
+    retry |= execute(store, cache, "jobs", actions).await?;
 
     let actions = tokio::task::block_in_place(|| {
         scheduler::plan(&cache.pods, &cache.nodes, now, cfg.node_timeout, names)
@@ -257,7 +285,16 @@ async fn pass(
     retry |= unsure;
     retry |= execute(store, cache, "endpoints", actions).await?;
 
-    let gc = gc::plan(&cache.pods, &cache.deployments, &cache.events, now);
+    let gc = gc::plan(
+        gc::Owned {
+            pods: &cache.pods,
+            deployments: &cache.deployments,
+            jobs: &cache.jobs,
+            cronjobs: &cache.cronjobs,
+        },
+        &cache.events,
+        now,
+    );
     let mut actions = gc.expired_events;
     let (orphans, unsure) = confirm_orphans(store, gc.orphans, |owner, uid| {
         owner

@@ -5,6 +5,7 @@ mod access;
 mod cluster;
 mod harness;
 mod images;
+mod jobs;
 mod membership;
 mod namespaces;
 mod network;

@@ -24,18 +24,22 @@ pub enum Kind {
     Namespace,
     /// The ready addresses behind a Service (written by the controller).
     Endpoints,
+    /// Pods run to completion (`batch/v1`).
+    Job,
+    /// Jobs made on a cron schedule (`batch/v1`).
+    CronJob,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep)"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj)"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::Service,
@@ -43,6 +47,8 @@ impl Kind {
         Kind::Event,
         Kind::Namespace,
         Kind::Endpoints,
+        Kind::Job,
+        Kind::CronJob,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -55,6 +61,8 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Namespace => "Namespace",
             Kind::Endpoints => "Endpoints",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
     }
 
@@ -73,6 +81,8 @@ impl Kind {
             Kind::Event => "events",
             Kind::Namespace => "namespaces",
             Kind::Endpoints => "endpoints",
+            Kind::Job => "jobs",
+            Kind::CronJob => "cronjobs",
         }
     }
 
@@ -81,10 +91,12 @@ impl Kind {
         API_VERSION
     }
 
-    /// The Kubernetes API version of the same kind: `v1`, or `apps/v1` for Deployment.
+    /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment,
+    /// `batch/v1` for Job and CronJob.
     pub fn kubernetes_api_version(self) -> &'static str {
         match self {
             Kind::Deployment => "apps/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
     }
@@ -105,7 +117,8 @@ impl FromStr for Kind {
 
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
     /// `deployment`, `deployments`, `deploy`, `service`, `services`, `svc`, `node`, `nodes`,
-    /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`.
+    /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
+    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
@@ -115,6 +128,8 @@ impl FromStr for Kind {
             "event" | "events" | "ev" => Kind::Event,
             "namespace" | "namespaces" | "ns" => Kind::Namespace,
             "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
+            "job" | "jobs" => Kind::Job,
+            "cronjob" | "cronjobs" | "cj" => Kind::CronJob,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }
@@ -137,7 +152,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, got {s:?}"
+                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, got {s:?}"
             ))
         })
     }
@@ -162,6 +177,10 @@ mod tests {
             ("ns", Kind::Namespace),
             ("ep", Kind::Endpoints),
             ("Endpoints", Kind::Endpoints),
+            ("job", Kind::Job),
+            ("jobs", Kind::Job),
+            ("cj", Kind::CronJob),
+            ("CronJobs", Kind::CronJob),
         ] {
             assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
         }
@@ -182,6 +201,9 @@ mod tests {
         assert!(Kind::Pod.accepts_api_version("v1"));
         assert!(Kind::Pod.accepts_api_version("shoal/v1"));
         assert!(!Kind::Pod.accepts_api_version("apps/v1"));
+        assert!(Kind::Job.accepts_api_version("batch/v1"));
+        assert!(Kind::CronJob.accepts_api_version("batch/v1"));
+        assert!(!Kind::Job.accepts_api_version("apps/v1"));
         for k in Kind::ALL {
             assert_eq!(k.to_string().parse::<Kind>().unwrap(), k);
             assert_eq!(k.plural().parse::<Kind>().unwrap(), k);

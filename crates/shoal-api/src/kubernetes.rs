@@ -32,7 +32,6 @@ const TEMPLATE_METADATA: &[&str] = &[
 ];
 
 const POD_SPEC: &[&str] = &[
-    "initContainers",
     "ephemeralContainers",
     "serviceAccountName",
     "serviceAccount",
@@ -160,8 +159,6 @@ const KINDS: &[&str] = &[
     "ReplicationController",
     "StatefulSet",
     "DaemonSet",
-    "Job",
-    "CronJob",
     "ConfigMap",
     "Secret",
     "Ingress",

@@ -1,13 +1,16 @@
-//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints;
+//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints,
+//! Job, CronJob;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
 pub mod intorstring;
+pub mod job;
 pub mod kind;
 pub mod kubernetes;
 mod locate;
@@ -22,6 +25,9 @@ pub mod selector;
 pub mod service;
 pub mod validation;
 
+pub use cronjob::{
+    ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec, Schedule,
+};
 pub use deployment::{
     Deployment, DeploymentRevision, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
     DeploymentStrategyType, POD_TEMPLATE_HASH_LABEL, PodTemplateMeta, PodTemplateSpec,
@@ -30,6 +36,7 @@ pub use deployment::{
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use event::{Event, EventSource, EventType};
 pub use intorstring::IntOrString;
+pub use job::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL, Job, JobSpec, JobStatus};
 pub use kind::{API_VERSION, Kind, UnknownKind};
 pub use manifest::{Document, ManifestError, ManifestErrors, parse_documents, parse_manifests};
 pub use meta::{

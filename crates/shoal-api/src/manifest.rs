@@ -579,8 +579,8 @@ spec:
             }
         }
         assert_eq!(
-            parsed, 4,
-            "expected the Pod, Deployment, Service and Endpoints examples"
+            parsed, 7,
+            "expected the Pod, init containers, Deployment, Job, CronJob, Service and Endpoints examples"
         );
     }
 

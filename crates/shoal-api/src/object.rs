@@ -1,9 +1,11 @@
 //! `Object`: any stored object, its key, and its JSON form (always with `apiVersion`
 //! and `kind`).
 
+use crate::cronjob::CronJob;
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
 use crate::event::Event;
+use crate::job::Job;
 use crate::kind::{API_VERSION, Kind};
 use crate::kubernetes;
 use crate::meta::ObjectMeta;
@@ -35,6 +37,10 @@ pub enum Object {
     Namespace(Namespace),
     /// The endpoints of a service.
     Endpoints(Endpoints),
+    /// A job.
+    Job(Job),
+    /// A cron job.
+    CronJob(CronJob),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -127,7 +133,9 @@ macro_rules! each_kind {
     };
 }
 
-each_kind!(Pod, Deployment, Service, Node, Event, Namespace, Endpoints);
+each_kind!(
+    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob
+);
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
 /// kinds (`Node//node1`).
@@ -562,6 +570,8 @@ impl Object {
             Object::Event(v) => typed_yaml(Kind::Event, v),
             Object::Namespace(v) => typed_yaml(Kind::Namespace, v),
             Object::Endpoints(v) => typed_yaml(Kind::Endpoints, v),
+            Object::Job(v) => typed_yaml(Kind::Job, v),
+            Object::CronJob(v) => typed_yaml(Kind::CronJob, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))

@@ -43,6 +43,10 @@ pub enum RestartPolicy {
 pub struct PodSpec {
     /// The containers (at least one), started in order.
     pub containers: Vec<Container>,
+    /// Containers run one after another, each to completion, before `containers` start
+    /// (no probes, no ports). They share the pod's volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
     /// Volumes the containers may mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
@@ -522,6 +526,9 @@ pub struct PodStatus {
     /// One entry per container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_statuses: Vec<ContainerStatus>,
+    /// One entry per init container, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_container_statuses: Vec<ContainerStatus>,
     /// Human-readable details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -638,14 +645,23 @@ impl Container {
 }
 
 impl PodSpec {
-    /// Sum of the containers' effective cpu and memory requests, plus one pod (what the
-    /// scheduler reserves on a node).
+    /// Sum of the containers' effective cpu and memory requests, each raised to the
+    /// largest init container's (init containers run alone, before the others, as in
+    /// Kubernetes), plus one pod: what the scheduler reserves on a node.
     pub fn resource_requests(&self) -> Resources {
         let mut r: Resources = self
             .containers
             .iter()
             .map(Container::effective_requests)
             .sum();
+        for i in self
+            .init_containers
+            .iter()
+            .map(Container::effective_requests)
+        {
+            r.cpu_millis = r.cpu_millis.max(i.cpu_millis);
+            r.memory_bytes = r.memory_bytes.max(i.memory_bytes);
+        }
         r.pods = 1;
         r
     }
@@ -666,12 +682,23 @@ impl PodSpec {
     /// Admission (who may set them) is the caller's; this only lists them.
     pub fn privileged_settings(&self, path: &str) -> Vec<String> {
         let mut out = Vec::new();
-        let cpath = join(path, "containers");
-        for (i, c) in self.containers.iter().enumerate() {
+        let (cpath, ipath) = (join(path, "containers"), join(path, "initContainers"));
+        let all = (self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (index(&cpath, i), c)))
+        .chain(
+            self.init_containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (index(&ipath, i), c)),
+        );
+        for (cp, c) in all {
             let Some(sc) = &c.security_context else {
                 continue;
             };
-            let scp = join(&index(&cpath, i), "securityContext");
+            let scp = join(&cp, "securityContext");
             if sc.seccomp_unconfined() {
                 out.push(join(&join(&scp, "seccompProfile"), "type"));
             }
@@ -719,8 +746,34 @@ impl PodSpec {
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
         let mut port_names = BTreeSet::new();
-        for (i, c) in self.containers.iter().enumerate() {
-            let p = index(&cpath, i);
+        let ipath = join(path, "initContainers");
+        for (i, c) in self.init_containers.iter().enumerate() {
+            let p = index(&ipath, i);
+            for (set, field) in [
+                (c.liveness_probe.is_some(), "livenessProbe"),
+                (c.readiness_probe.is_some(), "readinessProbe"),
+                (!c.ports.is_empty(), "ports"),
+            ] {
+                if set {
+                    errs.push(
+                        join(&p, field),
+                        "must not be set on an init container (it runs to completion)",
+                    );
+                }
+            }
+        }
+        let all = (self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (index(&cpath, i), c)))
+        .chain(
+            self.init_containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (index(&ipath, i), c)),
+        );
+        for (p, c) in all {
             errs.check(join(&p, "name"), v::check_dns1123_label(&c.name));
             if !names.insert(c.name.as_str()) {
                 errs.push(
@@ -1207,5 +1260,37 @@ mod tests {
             ..Default::default()
         };
         assert!(!other_effect.tolerates(&taint));
+    }
+
+    #[test]
+    fn init_containers_are_validated_and_raise_requests() {
+        let spec = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "b",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+            "initContainers": [{"name": "i", "image": "b",
+                "resources": {"requests": {"cpu": "500m", "memory": "16Mi"}}}]
+        }));
+        let r = spec.resource_requests();
+        assert_eq!((r.cpu_millis, r.memory_bytes), (500, 64 << 20));
+        let mut errs = ValidationErrors::new();
+        spec.validate("spec", &mut errs);
+        assert!(errs.is_empty(), "{errs}");
+        let bad = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "b"}],
+            "initContainers": [{"name": "a", "image": "b", "ports": [{"containerPort": 80}],
+                "readinessProbe": {"exec": {"command": ["true"]}}}]
+        }));
+        let mut errs = ValidationErrors::new();
+        bad.validate("spec", &mut errs);
+        let text = errs.to_string();
+        assert!(text.contains("spec.initContainers[0].ports"), "{text}");
+        assert!(
+            text.contains("spec.initContainers[0].readinessProbe"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.initContainers[0].name: duplicate container name"),
+            "{text}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::kinds::{self, KindInfo};
 use crate::output::{self, Format, TableOptions};
 
 /// What `get all` lists.
-const ALL_KINDS: &str = "pods,services,deployments";
+const ALL_KINDS: &str = "pods,services,deployments,cronjobs,jobs";
 
 /// Runs `get`.
 pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {

@@ -125,6 +125,13 @@ pub fn describe(
         "Service" => describe_service(&mut p, v, endpoints),
         "Node" => describe_node(&mut p, v),
         "Event" => describe_event(&mut p, v),
+        k @ ("Job" | "CronJob") => {
+            p.lines.extend(super::batch::describe(k, v, now));
+            let t = super::batch::pod_template(k, v).unwrap_or(&Value::Null);
+            p.map(2, "Labels", &string_map(t, "/metadata/labels"));
+            p.heading(2, "Containers");
+            describe_containers(&mut p, 4, arr(t, "/spec/containers"), &[]);
+        }
         _ => describe_generic(&mut p, v),
     }
     if events.is_empty() {
@@ -416,6 +423,15 @@ fn describe_pod(p: &mut Page, v: &Value) {
         "Restart Policy",
         s_at(v, "/spec/restartPolicy").unwrap_or("Always"),
     );
+    if !arr(v, "/spec/initContainers").is_empty() {
+        p.heading(0, "Init Containers");
+        describe_containers(
+            p,
+            2,
+            arr(v, "/spec/initContainers"),
+            arr(v, "/status/initContainerStatuses"),
+        );
+    }
     p.heading(0, "Containers");
     describe_containers(
         p,

@@ -7,6 +7,7 @@
 //! json|yaml|name`), [`describe`], [`cluster`] (cluster status) and [`workloads`] (`top`,
 //! `image ls`, `rollout history`). Callers use the re-exports below.
 
+pub mod batch;
 pub mod cluster;
 pub mod describe;
 pub mod fields;

@@ -52,7 +52,7 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
-        _ => (&["NAME", "AGE"], &[]),
+        k => super::batch::headers(k).unwrap_or((&["NAME", "AGE"], &[])),
     };
     let mut h: Vec<String> = Vec::new();
     if opts.watch_events {
@@ -217,6 +217,10 @@ pub fn row_with(
             vec![],
         ),
         "Endpoints" => (vec![name, endpoints_text(v, 3), age], vec![]),
+        k @ ("Job" | "CronJob") => {
+            let (cells, wide) = super::batch::row(k, v, age, now);
+            (std::iter::once(name).chain(cells).collect(), wide)
+        }
         _ => (vec![name, age], vec![]),
     };
     let mut r = Vec::new();
@@ -284,9 +288,13 @@ pub fn pod_summary(v: &Value) -> PodSummary {
         .unwrap_or("Pending")
         .to_string();
     let mut ready = 0;
-    let mut restarts = 0;
+    let (init, mut restarts) = super::batch::init_status(v);
     let mut running = false;
-    for c in statuses.iter().rev() {
+    let app_statuses = if init.is_some() { &[][..] } else { statuses };
+    if let Some(s) = init {
+        status = s;
+    }
+    for c in app_statuses.iter().rev() {
         restarts += i_at(c, "/restartCount").unwrap_or(0);
         if let Some(r) = s_at(c, "/state/waiting/reason") {
             status = r.to_string();

@@ -4,6 +4,7 @@
 
 mod agent;
 mod apply;
+mod batch;
 mod commands;
 mod ha;
 mod harness;
