@@ -22,6 +22,21 @@ fn pod(ns: &str, name: &str) -> String {
     .to_string()
 }
 
+/// Creates namespace `ns` (objects are created only in an existing namespace).
+async fn make_namespace(c: &Client, ns: &str) {
+    let object_json =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            .to_string();
+    c.call(|mut cl| {
+        let r = ObjectRequest {
+            object_json: object_json.clone(),
+        };
+        async move { cl.create(r).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create namespace {ns}: {e}"));
+}
+
 async fn create(c: &Client, ns: &str, name: &str) {
     let object_json = pod(ns, name);
     c.call(|mut cl| {
@@ -80,6 +95,7 @@ async fn watch_continues_on_the_next_member_when_one_dies_between_list_and_open(
     let watch_client = Client::connect(crate::cluster::client_config(&list))
         .await
         .expect("connect");
+    make_namespace(&watch_client, &ns).await;
     // Writes go straight to member 2 (any member accepts them).
     let writer = Client::connect(crate::cluster::client_config(&c.api(2).to_string()))
         .await
@@ -157,6 +173,7 @@ async fn watch_resumes_after_an_open_stream_breaks() {
     let client = Client::connect(crate::cluster::client_config(&list))
         .await
         .expect("connect");
+    make_namespace(&client, &ns).await;
     let writer = Client::connect(crate::cluster::client_config(&c.api(2).to_string()))
         .await
         .expect("connect writer");
@@ -214,6 +231,7 @@ async fn a_lagging_watcher_is_told_through_grpc_and_lists_again() {
     let client = Client::connect(crate::cluster::client_config(&c.api(1).to_string()))
         .await
         .expect("connect");
+    make_namespace(&client, &ns).await;
     let params = ListParams {
         namespace: ns.clone(),
         ..ListParams::default()
