@@ -163,6 +163,7 @@ mod tests {
             env: vec![EnvVar {
                 name: "A".into(),
                 value: "1".into(),
+                ..Default::default()
             }],
             working_dir: Some("/w".into()),
             volume_mounts: vec![
@@ -211,15 +212,15 @@ mod tests {
                     Volume {
                         name: "data".into(),
                         empty_dir: Some(EmptyDirVolume {}),
-                        host_path: None,
+                        ..Default::default()
                     },
                     Volume {
                         name: "host".into(),
-                        empty_dir: None,
                         host_path: Some(HostPathVolume {
                             path: "/srv".into(),
                             read_only: true,
                         }),
+                        ..Default::default()
                     },
                 ],
                 restart_policy: RestartPolicy::OnFailure,

@@ -37,6 +37,8 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::Event => "event",
         Kind::Namespace => "namespace",
         Kind::Endpoints => "endpoints",
+        Kind::ConfigMap => "configmap",
+        Kind::Secret => "secret",
     };
     KindInfo {
         kind: kind.as_str(),

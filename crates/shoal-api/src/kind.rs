@@ -24,18 +24,22 @@ pub enum Kind {
     Namespace,
     /// The ready addresses behind a Service (written by the controller).
     Endpoints,
+    /// Key/value configuration for pods.
+    ConfigMap,
+    /// Sensitive key/value data for pods (encrypted at rest).
+    Secret,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep)"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), configmap (cm), secret"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::Service,
@@ -43,6 +47,8 @@ impl Kind {
         Kind::Event,
         Kind::Namespace,
         Kind::Endpoints,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -55,6 +61,8 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Namespace => "Namespace",
             Kind::Endpoints => "Endpoints",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -73,6 +81,8 @@ impl Kind {
             Kind::Event => "events",
             Kind::Namespace => "namespaces",
             Kind::Endpoints => "endpoints",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -105,7 +115,8 @@ impl FromStr for Kind {
 
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
     /// `deployment`, `deployments`, `deploy`, `service`, `services`, `svc`, `node`, `nodes`,
-    /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`.
+    /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
+    /// `configmap`, `configmaps`, `cm`, `secret`, `secrets`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
@@ -115,6 +126,8 @@ impl FromStr for Kind {
             "event" | "events" | "ev" => Kind::Event,
             "namespace" | "namespaces" | "ns" => Kind::Namespace,
             "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
+            "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
+            "secret" | "secrets" => Kind::Secret,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }
@@ -137,7 +150,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, got {s:?}"
+                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, ConfigMap, Secret, got {s:?}"
             ))
         })
     }

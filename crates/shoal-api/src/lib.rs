@@ -1,12 +1,15 @@
-//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints;
+//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints,
+//! ConfigMap, Secret;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod configmap;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
+pub mod expand;
 pub mod intorstring;
 pub mod kind;
 mod locate;
@@ -16,11 +19,13 @@ pub mod namespace;
 pub mod node;
 pub mod object;
 pub mod pod;
+pub mod podconfig;
 pub mod quantity;
 pub mod selector;
 pub mod service;
 pub mod validation;
 
+pub use configmap::{ConfigMap, MAX_DATA_BYTES, Secret};
 pub use deployment::{
     Deployment, DeploymentRevision, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
     DeploymentStrategyType, POD_TEMPLATE_HASH_LABEL, PodTemplateMeta, PodTemplateSpec,

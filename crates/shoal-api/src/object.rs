@@ -1,6 +1,7 @@
 //! `Object`: any stored object, its key, and its JSON form (always with `apiVersion`
 //! and `kind`).
 
+use crate::configmap::{ConfigMap, Secret};
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
 use crate::event::Event;
@@ -34,6 +35,10 @@ pub enum Object {
     Namespace(Namespace),
     /// The endpoints of a service.
     Endpoints(Endpoints),
+    /// A config map.
+    ConfigMap(ConfigMap),
+    /// A secret.
+    Secret(Secret),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -126,7 +131,9 @@ macro_rules! each_kind {
     };
 }
 
-each_kind!(Pod, Deployment, Service, Node, Event, Namespace, Endpoints);
+each_kind!(
+    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, ConfigMap, Secret
+);
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
 /// kinds (`Node//node1`).
@@ -152,7 +159,7 @@ pub(crate) fn type_of(value: &serde_json::Value) -> Result<Kind, ValidationError
             ValidationErrors::single(
                 "kind",
                 format!(
-                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints"
+                    "unsupported kind {s:?}: expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, ConfigMap, Secret"
                 ),
             )
         })?,
@@ -379,13 +386,16 @@ impl Object {
     }
 
     /// Fills in defaults a manifest may omit: `metadata.namespace` (`default`) for
-    /// namespaced kinds, a Service's `targetPort`.
+    /// namespaced kinds, a Service's `targetPort`; merges a Secret's `stringData` into `data`.
     pub fn set_defaults(&mut self) {
         if self.kind().namespaced() && self.meta().namespace.is_none() {
             self.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_string());
         }
         if let Object::Service(s) = self {
             s.set_defaults();
+        }
+        if let Object::Secret(s) = self {
+            s.normalize();
         }
     }
 
@@ -436,6 +446,8 @@ impl Object {
             Object::Event(v) => typed_yaml(Kind::Event, v),
             Object::Namespace(v) => typed_yaml(Kind::Namespace, v),
             Object::Endpoints(v) => typed_yaml(Kind::Endpoints, v),
+            Object::ConfigMap(v) => typed_yaml(Kind::ConfigMap, v),
+            Object::Secret(v) => typed_yaml(Kind::Secret, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))
