@@ -9,6 +9,7 @@ pub mod access;
 pub mod alloc;
 pub mod api;
 pub mod authz;
+pub mod encryption;
 pub mod error;
 pub mod images;
 pub mod network;
@@ -76,6 +77,9 @@ pub struct Args {
     /// save` (the data dir must be missing or empty); grow it again with add-member.
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// The key that encrypts Secrets at rest (default DATA_DIR/pki/encryption.key).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_store=debug`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
@@ -154,7 +158,7 @@ fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
 pub fn restore_from(
     file: &std::path::Path,
     cfg: &StoreConfig,
-) -> anyhow::Result<(u64, Option<shoal_pki::Ca>)> {
+) -> anyhow::Result<(u64, Option<shoal_pki::Ca>, bool)> {
     let data = std::fs::read(file)
         .with_context(|| format!("while reading the snapshot {}", file.display()))?;
     let backup = shoal_store::Backup::decode(&data)
@@ -172,7 +176,11 @@ pub fn restore_from(
         objects = backup.objects.len(),
         "restored a new one-member cluster from a snapshot"
     );
-    Ok((backup.revision, pki::ca_of_backup(&backup)))
+    Ok((
+        backup.revision,
+        pki::ca_of_backup(&backup),
+        encryption::backup_has_sealed(&backup.objects),
+    ))
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -195,9 +203,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
     let mut restore_ca = None;
+    let mut key_source = if args.join.is_some() {
+        encryption::KeySource::Existing
+    } else {
+        encryption::KeySource::New
+    };
     if let Some(file) = &args.restore {
-        restore_ca = restore_from(file, &cfg)?.1;
+        let (_, ca, has_sealed) = restore_from(file, &cfg)?;
+        restore_ca = ca;
+        key_source = encryption::KeySource::Restore { has_sealed };
     }
+    let key_file = args
+        .encryption_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("pki").join("encryption.key"));
     // 0700, tightened if an older version made it wider (docs/security.md).
     shoal_files::private_dir(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;
@@ -212,9 +231,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ca_hash: args.ca_hash.clone(),
         restore_ca,
         cert_lifetime: args.cert_lifetime,
+        encryption_key_file: key_file.clone(),
     })
     .await
     .context("while setting up this controller's certificate")?;
+    let cipher = std::sync::Arc::new(
+        encryption::load_or_create(&key_file, key_source)
+            .context("while loading the encryption key for Secrets")?,
+    );
+    cfg.codec = Some(cipher.clone());
     cfg.peer_tls = Some(tls.peer_client()?);
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
@@ -243,6 +268,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             net,
             max_image_size: args.max_image_size,
             tls: tls.clone(),
+            cipher: cipher.clone(),
             admission: authz::AdmissionConfig::new(
                 args.listen.port(),
                 args.allow_host_path.clone(),
