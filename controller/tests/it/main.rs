@@ -8,3 +8,4 @@ mod images;
 mod membership;
 mod network;
 mod reconcile;
+mod secrets;
