@@ -12,6 +12,7 @@ pub mod kinds;
 pub mod labels;
 pub mod manifest;
 pub mod output;
+pub mod output_config;
 pub mod sources;
 
 pub use cli::Cli;

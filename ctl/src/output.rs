@@ -339,6 +339,9 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
+        k if crate::output_config::headers(k).is_some() => {
+            (crate::output_config::headers(k).unwrap_or_default(), &[])
+        }
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut h: Vec<String> = Vec::new();
@@ -504,6 +507,10 @@ pub fn row_with(
             vec![],
         ),
         "Endpoints" => (vec![name, endpoints_text(v, 3), age], vec![]),
+        k @ ("ConfigMap" | "Secret") => (
+            crate::output_config::row(k, v, name, age).unwrap_or_default(),
+            vec![],
+        ),
         _ => (vec![name, age], vec![]),
     };
     let mut r = Vec::new();
@@ -901,6 +908,11 @@ pub fn describe(
         "Service" => describe_service(&mut p, v, endpoints),
         "Node" => describe_node(&mut p, v),
         "Event" => describe_event(&mut p, v),
+        k @ ("ConfigMap" | "Secret") => {
+            for (key, val) in crate::output_config::describe(k, v).unwrap_or_default() {
+                p.kv(0, &key, val);
+            }
+        }
         _ => describe_generic(&mut p, v),
     }
     if events.is_empty() {
