@@ -241,13 +241,13 @@ impl Secret {
                 need(&mut errs, "tls.crt");
                 need(&mut errs, "tls.key");
             }
-            secret_type::BASIC_AUTH => {
-                if !decoded.contains_key("username") && !decoded.contains_key("password") {
-                    errs.push(
-                        "data",
-                        "type kubernetes.io/basic-auth needs username or password",
-                    );
-                }
+            secret_type::BASIC_AUTH
+                if !decoded.contains_key("username") && !decoded.contains_key("password") =>
+            {
+                errs.push(
+                    "data",
+                    "type kubernetes.io/basic-auth needs username or password",
+                );
             }
             _ => {}
         }
