@@ -4,6 +4,7 @@
 
 mod agent;
 mod commands;
+mod config;
 mod ha;
 mod harness;
 mod membership;
