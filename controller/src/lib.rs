@@ -158,11 +158,21 @@ fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
 pub fn restore_from(
     file: &std::path::Path,
     cfg: &StoreConfig,
+    key_file: &std::path::Path,
 ) -> anyhow::Result<(u64, Option<shoal_pki::Ca>, bool)> {
     let data = std::fs::read(file)
         .with_context(|| format!("while reading the snapshot {}", file.display()))?;
     let backup = shoal_store::Backup::decode(&data)
         .with_context(|| format!("while checking the snapshot {}", file.display()))?;
+    // Checked before anything is written, so that the operator can retry with the key.
+    let has_sealed = encryption::backup_has_sealed(&backup.objects);
+    if has_sealed && !key_file.exists() {
+        bail!(
+            "{}: missing; the backup {} holds encrypted Secrets: copy the encryption key file of the cluster it came from outside the new data directory and pass it with --encryption-key-file (see docs/security.md)",
+            key_file.display(),
+            file.display()
+        );
+    }
     Store::restore(cfg, &backup).with_context(|| {
         format!(
             "while restoring {} into {}",
@@ -176,11 +186,7 @@ pub fn restore_from(
         objects = backup.objects.len(),
         "restored a new one-member cluster from a snapshot"
     );
-    Ok((
-        backup.revision,
-        pki::ca_of_backup(&backup),
-        encryption::backup_has_sealed(&backup.objects),
-    ))
+    Ok((backup.revision, pki::ca_of_backup(&backup), has_sealed))
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -208,15 +214,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         encryption::KeySource::New
     };
-    if let Some(file) = &args.restore {
-        let (_, ca, has_sealed) = restore_from(file, &cfg)?;
-        restore_ca = ca;
-        key_source = encryption::KeySource::Restore { has_sealed };
-    }
-    let key_file = args
+    let default_key_file = args.data_dir.join("pki").join("encryption.key");
+    let mut key_file = args
         .encryption_key_file
         .clone()
-        .unwrap_or_else(|| args.data_dir.join("pki").join("encryption.key"));
+        .unwrap_or_else(|| default_key_file.clone());
+    if let Some(file) = &args.restore {
+        let (_, ca, has_sealed) = restore_from(file, &cfg, &key_file)?;
+        restore_ca = ca;
+        key_source = encryption::KeySource::Restore { has_sealed };
+        // The key given for the restore is kept in the new data directory, so that later
+        // starts need no flag.
+        if key_file != default_key_file
+            && let Some(c) = encryption::SecretCipher::load(&key_file)?
+        {
+            encryption::SecretCipher::new(&c.key_bytes(), &default_key_file)?.save()?;
+            key_file = default_key_file.clone();
+        }
+    }
     // 0700, tightened if an older version made it wider (docs/security.md).
     shoal_files::private_dir(&args.data_dir)
         .with_context(|| format!("while creating data directory {}", args.data_dir.display()))?;

@@ -249,3 +249,110 @@ async fn limits_and_immutability_are_enforced() {
         .expect_err("missing .dockerconfigjson");
     assert!(e.message().contains(".dockerconfigjson"), "{}", e.message());
 }
+
+/// Starts `shoal-controller ARGS` and returns its exit status and output (for refusals).
+fn run_controller(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(shoal_testkit::bin("shoal-controller"))
+        .args(args)
+        .env("SHOAL_LOG", "info")
+        .output()
+        .expect("run shoal-controller");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_with_secrets_restores_only_with_the_key() {
+    let c = TestCluster::start(1);
+    let addr = c.addr(1);
+    let mut g = c.grpc(&addr).await.expect("admin");
+    create(
+        &mut g,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"},
+            "stringData": {"password": "restore-me"},
+        })
+        .to_string(),
+    )
+    .await;
+    let mut chunks = g
+        .snapshot(SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    let mut file = Vec::new();
+    while let Some(ch) = chunks.next().await {
+        file.extend_from_slice(&ch.expect("chunk").data);
+    }
+    let dir = c.dir().to_path_buf();
+    let snap = dir.join("with-secret.snap");
+    std::fs::write(&snap, &file).expect("write");
+
+    // Without the key: refused before anything is written.
+    let data_dir = dir.join("restored");
+    let port = shoal_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (ok, out) = run_controller(&[
+        "--id",
+        "5",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+        "--restore",
+        snap.to_str().expect("utf8"),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("holds encrypted Secrets"), "{out}");
+    assert!(!data_dir.exists(), "nothing written without the key");
+
+    // With a copy of the key (outside the new data directory): restored and readable.
+    let key_copy = dir.join("key-copy");
+    std::fs::copy(c.members[0].data_dir.join("pki/encryption.key"), &key_copy).expect("copy");
+    let mut cmd = std::process::Command::new(shoal_testkit::bin("shoal-controller"));
+    cmd.args([
+        "--id",
+        "5",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+        "--restore",
+        snap.to_str().expect("utf8"),
+        "--encryption-key-file",
+        key_copy.to_str().expect("utf8"),
+    ])
+    .env("SHOAL_LOG", "info");
+    let _restored =
+        shoal_testkit::Proc::spawn("restored controller", &mut cmd, &dir.join("restored.log"));
+    shoal_testkit::register_conf(&listen, data_dir.join("admin.conf"));
+    let got = eventually("the restored secret", Duration::from_secs(30), || {
+        let listen = listen.clone();
+        async move {
+            let mut cl = shoal_testkit::client_of(&listen).await?;
+            let r = cl
+                .get(GetRequest {
+                    kind: "Secret".into(),
+                    namespace: "default".into(),
+                    name: "db".into(),
+                    stale: false,
+                })
+                .await
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
+            Ok::<_, String>(r.object_json)
+        }
+    })
+    .await;
+    let want = base64::engine::general_purpose::STANDARD.encode("restore-me");
+    assert!(got.contains(&want), "{got}");
+    // The key was kept in the new data directory for later starts.
+    assert!(data_dir.join("pki/encryption.key").exists());
+}
