@@ -356,3 +356,80 @@ async fn a_backup_with_secrets_restores_only_with_the_key() {
     // The key was kept in the new data directory for later starts.
     assert!(data_dir.join("pki/encryption.key").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_gets_only_the_secrets_of_its_pods_and_never_the_key() {
+    let c = TestCluster::start(1);
+    let addr = c.addr(1);
+    let (token, hash) = shoal_testkit::create_token(&c.admin_conf(), &addr, "node", 1).await;
+    let me = shoal_pki::Identity::Node { name: "n1".into() };
+    let j = shoal_client::join::join(
+        &addr,
+        &token,
+        &hash,
+        shoal_proto::JoinRequest {
+            kind: "node".into(),
+            name: "n1".into(),
+            addresses: vec!["127.0.0.1".into()],
+            ..Default::default()
+        },
+        &me,
+    )
+    .await
+    .expect("join");
+    assert!(
+        j.encryption_key.is_empty(),
+        "a node must not get the encryption key"
+    );
+
+    let mut g = c.grpc(&addr).await.expect("admin");
+    for name in ["db", "other"] {
+        create(
+            &mut g,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": "default"},
+                "stringData": {"k": "v"},
+            })
+            .to_string(),
+        )
+        .await;
+    }
+    create(
+        &mut g,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox",
+                "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}]}]},
+        })
+        .to_string(),
+    )
+    .await;
+
+    let slot = shoal_pki::tls::CertSlot::from_pem(&j.cert_pem, &j.key_pem).expect("slot");
+    let mut node = ClusterClient::new(as_who(&j.ca_pem, Some(&slot), &addr).await.expect("tls"));
+    let get = |name: &str| GetRequest {
+        kind: "Secret".into(),
+        namespace: "default".into(),
+        name: name.into(),
+        stale: false,
+    };
+    node.get(get("db")).await.expect("the secret of its pod");
+    let e = node.get(get("other")).await.expect_err("not its pod's");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("no pod bound to n1 refers to it"),
+        "{}",
+        e.message()
+    );
+    let e = node
+        .list(shoal_proto::ListRequest {
+            kind: "Secret".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no list");
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
