@@ -396,8 +396,8 @@ mod tests {
             }
         }
         assert_eq!(
-            parsed, 4,
-            "expected the Pod, Deployment, Service and Endpoints examples"
+            parsed, 6,
+            "expected the Pod, Deployment, Service, Endpoints, ConfigMap and Secret examples"
         );
     }
 
