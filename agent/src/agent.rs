@@ -34,6 +34,8 @@ use std::net::Ipv4Addr;
 
 /// How often the sync loop runs without a watch event.
 const RESYNC: Duration = Duration::from_secs(1);
+/// How often the files of a running pod's ConfigMap/Secret volumes are brought up to date.
+const CONFIG_REFRESH: Duration = Duration::from_secs(2);
 /// Longest image pull back-off.
 const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -84,6 +86,8 @@ struct SyncState {
     liveness: BTreeMap<String, ProbeState>,
     readiness: BTreeMap<String, ProbeState>,
     unhealthy: BTreeSet<String>,
+    /// When each pod's config volumes were last refreshed.
+    config_refreshed: BTreeMap<String, Instant>,
 }
 
 /// The agent of one node.
@@ -493,6 +497,7 @@ impl Agent {
             });
         }
         self.run_probes(&desired, &observed);
+        self.refresh_config_volumes(&desired, &observed);
         for d in &desired {
             self.write_status(d, &observed).await;
         }
@@ -700,12 +705,19 @@ impl Agent {
                     net.detach(sandbox).await;
                 }
                 let _ = std::fs::remove_file(self.meta_path(sandbox));
+                let vols = self.volumes_dir(sandbox);
+                if let Err(e) = std::fs::remove_dir_all(&vols)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    warn!("pod sandbox {sandbox}: removing {}: {e}", vols.display());
+                }
                 info!("pod sandbox {sandbox} removed");
             }
             Err(e) => warn!("pod sandbox {sandbox}: remove: {e}"),
         }
         let mut st = lock(&self.state);
         st.waiting.remove(sandbox);
+        st.config_refreshed.remove(sandbox);
         st.holds.retain(|(s, _), _| s != sandbox);
         st.pull_failures.retain(|(s, _), _| s != sandbox);
         let prefix = format!("{sandbox}-");
@@ -815,7 +827,22 @@ impl Agent {
                 return;
             }
         }
-        let spec = match crate::spec::container_spec(&pod, &c, id, self.backoff_initial) {
+        let resolved = match self.resolve_config(sandbox, &pod, &c).await {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e.to_string();
+                let delay = self.hold(sandbox, container);
+                warn!(
+                    "pod {}: container {container}: {msg}; retrying in {delay:?}",
+                    pod_key(&pod)
+                );
+                self.set_waiting(sandbox, container, crate::podconfig::CONFIG_ERROR, &msg);
+                self.pod_event(&pod, PodEvent::warning("Failed", format!("Error: {msg}")));
+                return;
+            }
+        };
+        let spec = match crate::spec::container_spec(&pod, &c, id, self.backoff_initial, &resolved)
+        {
             Ok(s) => s,
             Err(msg) => {
                 self.hold(sandbox, container);
@@ -861,6 +888,147 @@ impl Agent {
                 }
                 self.pod_event(&pod, PodEvent::warning("Failed", format!("Error: {e}")));
             }
+        }
+    }
+
+    /// The ConfigMaps and Secrets `pod` refers to, fetched one by one (the node authorizer
+    /// lets a node get those of the pods bound to it).
+    async fn fetch_sources(
+        &self,
+        pod: &Pod,
+    ) -> Result<crate::podconfig::Sources, crate::podconfig::ConfigError> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let refs = shoal_api::podconfig::ConfigRefs::of(&pod.spec);
+        let mut src = crate::podconfig::Sources::default();
+        for name in refs.config_maps {
+            let got = self
+                .ctl
+                .get::<shoal_api::ConfigMap>(ns, &name)
+                .await
+                .map_err(|e| crate::podconfig::ConfigError(format!("configmap {name:?}: {e}")))?;
+            src.config_maps.insert(name, got);
+        }
+        for name in refs.secrets {
+            let got = self
+                .ctl
+                .get::<shoal_api::Secret>(ns, &name)
+                .await
+                .map_err(|e| crate::podconfig::ConfigError(format!("secret {name:?}: {e}")))?;
+            src.secrets.insert(name, got);
+        }
+        Ok(src)
+    }
+
+    fn pod_facts(&self, sandbox: &str) -> crate::podconfig::PodFacts {
+        crate::podconfig::PodFacts {
+            pod_ip: self
+                .net
+                .get()
+                .and_then(|n| n.pod_ip(sandbox))
+                .map(|ip| ip.to_string()),
+            host_ip: self.host_ip.clone(),
+            node_cpu_millis: self.sys.cpu_millis() as i64,
+            node_memory_bytes: self.sys.memory().0 as i64,
+        }
+    }
+
+    /// `DATA/agent/volumes/<sandbox>`: the files of the pod's ConfigMap, Secret,
+    /// downward-API and projected volumes (0700: only root reads them on the host).
+    fn volumes_dir(&self, sandbox: &str) -> PathBuf {
+        self.dir.join("volumes").join(sandbox)
+    }
+
+    /// Writes every config volume of `pod` (atomically; unchanged ones are left alone)
+    /// and returns their directories.
+    async fn write_config_volumes(
+        &self,
+        sandbox: &str,
+        pod: &Pod,
+        src: &crate::podconfig::Sources,
+    ) -> Result<BTreeMap<String, PathBuf>, crate::podconfig::ConfigError> {
+        let facts = self.pod_facts(sandbox);
+        let root = self.volumes_dir(sandbox);
+        let mut dirs = BTreeMap::new();
+        for v in pod
+            .spec
+            .volumes
+            .iter()
+            .filter(|v| crate::podconfig::is_config_volume(v))
+        {
+            let files = crate::podconfig::volume_files(pod, v, src, &facts)?;
+            let dir = root.join(&v.name);
+            let io = |e: std::io::Error| {
+                crate::podconfig::ConfigError(format!(
+                    "volume {:?}: writing {}: {e}",
+                    v.name,
+                    dir.display()
+                ))
+            };
+            for d in [self.dir.join("volumes"), root.clone()] {
+                shoal_files::private_dir(&d).map_err(io)?;
+            }
+            if crate::podconfig::write_volume(&dir, &files).map_err(io)? {
+                debug!(pod = %pod_key(pod), volume = %v.name, "volume files written");
+            }
+            dirs.insert(v.name.clone(), dir);
+        }
+        Ok(dirs)
+    }
+
+    /// The environment and volume directories of container `c`.
+    async fn resolve_config(
+        &self,
+        sandbox: &str,
+        pod: &Pod,
+        c: &shoal_api::Container,
+    ) -> Result<crate::podconfig::Resolved, crate::podconfig::ConfigError> {
+        let src = self.fetch_sources(pod).await?;
+        let env = crate::podconfig::container_env(pod, c, &src, &self.pod_facts(sandbox))?;
+        let volume_dirs = self.write_config_volumes(sandbox, pod, &src).await?;
+        Ok(crate::podconfig::Resolved {
+            env: Some(env),
+            volume_dirs,
+        })
+    }
+
+    /// Brings the config volumes of running pods up to date with their objects (every
+    /// [`CONFIG_REFRESH`] per pod); a failure keeps the files as they were.
+    fn refresh_config_volumes(self: &Arc<Self>, desired: &[DesiredPod], observed: &Observed) {
+        let now = Instant::now();
+        for d in desired {
+            if !observed.sandboxes.contains(&d.sandbox)
+                || !d
+                    .pod
+                    .spec
+                    .volumes
+                    .iter()
+                    .any(crate::podconfig::is_config_volume)
+                || !self.volumes_dir(&d.sandbox).exists()
+            {
+                continue;
+            }
+            {
+                let mut st = lock(&self.state);
+                if st.busy.contains(&d.sandbox)
+                    || st
+                        .config_refreshed
+                        .get(&d.sandbox)
+                        .is_some_and(|t| now.duration_since(*t) < CONFIG_REFRESH)
+                {
+                    continue;
+                }
+                st.config_refreshed.insert(d.sandbox.clone(), now);
+            }
+            let (me, d) = (self.clone(), d.clone());
+            tokio::spawn(async move {
+                let r = match me.fetch_sources(&d.pod).await {
+                    Ok(src) => me.write_config_volumes(&d.sandbox, &d.pod, &src).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    debug!(pod = %pod_key(&d.pod), "volume refresh: {e}");
+                }
+            });
         }
     }
 

@@ -17,6 +17,7 @@ pub mod naming;
 pub mod network;
 pub mod node;
 pub mod plan;
+pub mod podconfig;
 pub mod probe;
 pub mod pull;
 pub mod server;

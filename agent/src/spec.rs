@@ -32,21 +32,32 @@ pub fn grace(pod: &Pod) -> Duration {
 }
 
 /// The runtime spec of container `c` of `pod` with id `id`; an error names the field.
+/// `resolved` holds the environment and volume directories of ConfigMaps, Secrets and
+/// pod fields ([`crate::podconfig`]); `$(VAR)` in `command` and `args` is expanded from it.
 pub fn container_spec(
     pod: &Pod,
     c: &Container,
     id: &str,
     backoff_initial: Duration,
+    resolved: &crate::podconfig::Resolved,
 ) -> Result<ContainerSpec, String> {
     let mut s = ContainerSpec::new(id, c.image.clone());
     s.name = c.name.clone();
-    s.command = c.command.clone();
-    s.args = c.args.clone();
-    s.env = c
-        .env
-        .iter()
-        .map(|e| (e.name.clone(), e.value.clone()))
-        .collect();
+    match &resolved.env {
+        Some(env) => {
+            (s.command, s.args) = crate::podconfig::expand_command(c, env);
+            s.env = env.clone();
+        }
+        None => {
+            s.command = c.command.clone();
+            s.args = c.args.clone();
+            s.env = c
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect();
+        }
+    }
     s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
     s.user = c
         .security_context
@@ -68,9 +79,20 @@ pub fn container_spec(
                     c.name, vm.mount_path, vm.name
                 )
             })?;
-        let (source, ro) = match (&vol.empty_dir, &vol.host_path) {
-            (_, Some(hp)) => (MountSource::HostPath(PathBuf::from(&hp.path)), hp.read_only),
-            _ => (MountSource::EmptyDir(vol.name.clone()), false),
+        let (source, ro) = if crate::podconfig::is_config_volume(vol) {
+            let dir = resolved.volume_dirs.get(&vol.name).ok_or_else(|| {
+                format!(
+                    "container {}: volume {:?}: its files were not written",
+                    c.name, vol.name
+                )
+            })?;
+            // Read-only always: the agent owns these files and swaps them on updates.
+            (MountSource::HostPath(dir.clone()), true)
+        } else {
+            match (&vol.empty_dir, &vol.host_path) {
+                (_, Some(hp)) => (MountSource::HostPath(PathBuf::from(&hp.path)), hp.read_only),
+                _ => (MountSource::EmptyDir(vol.name.clone()), false),
+            }
         };
         s.mounts.push(Mount {
             source,
@@ -170,6 +192,7 @@ mod tests {
             env: vec![EnvVar {
                 name: "A".into(),
                 value: "1".into(),
+                ..Default::default()
             }],
             working_dir: Some("/w".into()),
             volume_mounts: vec![
@@ -218,15 +241,15 @@ mod tests {
                     Volume {
                         name: "data".into(),
                         empty_dir: Some(EmptyDirVolume {}),
-                        host_path: None,
+                        ..Default::default()
                     },
                     Volume {
                         name: "host".into(),
-                        empty_dir: None,
                         host_path: Some(HostPathVolume {
                             path: "/srv".into(),
                             read_only: true,
                         }),
+                        ..Default::default()
                     },
                 ],
                 restart_policy: RestartPolicy::OnFailure,
@@ -235,7 +258,14 @@ mod tests {
             },
             status: None,
         };
-        let s = container_spec(&pod, &c, "id1", Duration::from_millis(500)).unwrap();
+        let s = container_spec(
+            &pod,
+            &c,
+            "id1",
+            Duration::from_millis(500),
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(s.id, "id1");
         assert_eq!(s.name, "app");
         assert_eq!(s.env, vec![("A".to_string(), "1".to_string())]);
@@ -261,7 +291,7 @@ mod tests {
         let mut bad = c.clone();
         bad.volume_mounts[0].name = "nope".into();
         assert!(
-            container_spec(&pod, &bad, "x", Duration::ZERO)
+            container_spec(&pod, &bad, "x", Duration::ZERO, &Default::default())
                 .unwrap_err()
                 .contains("\"nope\"")
         );

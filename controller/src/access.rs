@@ -31,6 +31,7 @@ const MAX_ADDRESSES: usize = 16;
 pub struct AccessService {
     store: Store,
     tls: ControllerTls,
+    cipher: std::sync::Arc<crate::encryption::SecretCipher>,
 }
 
 fn now_unix() -> i64 {
@@ -115,8 +116,12 @@ fn revision_of(v: &Value) -> Option<u64> {
 
 impl AccessService {
     /// The service.
-    pub fn new(store: Store, tls: ControllerTls) -> AccessService {
-        AccessService { store, tls }
+    pub fn new(
+        store: Store,
+        tls: ControllerTls,
+        cipher: std::sync::Arc<crate::encryption::SecretCipher>,
+    ) -> AccessService {
+        AccessService { store, tls, cipher }
     }
 
     /// As a tonic server.
@@ -257,9 +262,15 @@ impl Access for AccessService {
             .sign(&req.csr_pem, &who, &req.addresses, self.tls.cert_lifetime)
             .await?;
         tracing::info!(token = token.id(), identity = %who, "joined with a token");
+        // Only a controller gets the key that encrypts Secrets (never a node).
+        let encryption_key = match who {
+            Identity::Controller { .. } => self.cipher.key_bytes(),
+            _ => Vec::new(),
+        };
         Ok(Response::new(JoinResponse {
             cert_pem: cert,
             ca_pem: self.tls.ca_pem.clone(),
+            encryption_key,
         }))
     }
 

@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub max_image_size: u64,
     /// This controller's TLS identity.
     pub tls: crate::pki::ControllerTls,
+    /// The encryption key of Secrets (sent to joining controllers).
+    pub cipher: std::sync::Arc<crate::encryption::SecretCipher>,
     /// Admission rules.
     pub admission: crate::authz::AdmissionConfig,
 }
@@ -79,6 +81,7 @@ pub async fn serve(
         net,
         max_image_size,
         tls,
+        cipher,
         admission,
     } = cfg;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -88,7 +91,8 @@ pub async fn serve(
         .with_max_image_size(max_image_size)
         .into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone()).into_server();
-    let access = crate::access::AccessService::new(store.clone(), tls.clone()).into_server();
+    let access =
+        crate::access::AccessService::new(store.clone(), tls.clone(), cipher).into_server();
     let server_tls = tls.server_config()?;
     tonic::transport::Server::builder()
         .layer(shoal_pki::layer::AuthLayer::new(
@@ -153,7 +157,9 @@ impl ClusterService {
             admission(who, o, &self.admission)?;
         }
         let new = serde_json::to_value(o).map_err(|e| Status::internal(e.to_string()))?;
-        let needs_old = matches!(who, Identity::Node { .. }) || kind == Kind::Node;
+        let needs_old = matches!(who, Identity::Node { .. })
+            || kind == Kind::Node
+            || (verb == Verb::Update && matches!(kind, Kind::ConfigMap | Kind::Secret));
         let old = if needs_old {
             self.store
                 .get(
@@ -733,9 +739,13 @@ fn list_prefix(kind: Kind, ns: &str) -> String {
 fn parse_object(json: &str, what: &str) -> Result<Object, ApiError> {
     let v: Value = serde_json::from_str(json)
         .map_err(|e| ApiError::Invalid(format!("{what}: not valid JSON: {e}")))?;
-    let o = Object::from_json(&v).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))?;
+    let mut o = Object::from_json(&v).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))?;
     o.validate()
         .map_err(|e| ApiError::Invalid(format!("{what} ({} {}): {e}", o.kind(), o.name())))?;
+    // stringData is write-only: merged into data before anything is stored.
+    if let Object::Secret(s) = &mut o {
+        s.normalize();
+    }
     Ok(o)
 }
 
@@ -924,6 +934,21 @@ impl Cluster for ClusterService {
         } else {
             Consistency::Linearizable
         };
+        if matches!(who, Identity::Node { .. }) && matches!(kind, Kind::Secret | Kind::ConfigMap) {
+            let (pods, _) = self
+                .store
+                .list(&list_prefix(Kind::Pod, &ns), consistency)
+                .await
+                .map_err(ApiError::from)?;
+            let pods: Vec<shoal_api::Pod> = pods
+                .iter()
+                .filter_map(|v| match Object::from_json(v) {
+                    Ok(Object::Pod(p)) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            crate::authz::node_reads_config(&who, kind, &req.name, &pods)?;
+        }
         match self
             .store
             .get(&key_for(&kind.to_string(), &ns, &req.name), consistency)

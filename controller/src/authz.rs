@@ -140,6 +140,12 @@ pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Re
                 return Err(denied(who, what()));
             }
             if verb.reads() {
+                if *role == Role::View && kind == Kind::Secret {
+                    return Err(denied(
+                        who,
+                        format!("{} (the view role cannot read Secrets)", what()),
+                    ));
+                }
                 return Ok(());
             }
             if *role == Role::View || !kind.namespaced() || kind == Kind::Namespace {
@@ -148,6 +154,20 @@ pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Re
             Ok(())
         }
         Identity::Node { .. } => {
+            if matches!(kind, Kind::Secret | Kind::ConfigMap) {
+                // Object by object, for the pods bound to it: see [`node_reads_config`].
+                return if verb == Verb::Get {
+                    Ok(())
+                } else {
+                    Err(denied(
+                        who,
+                        format!(
+                            "{} (a node gets the Secrets and ConfigMaps of the pods bound to it one by one)",
+                            what()
+                        ),
+                    ))
+                };
+            }
             if verb.reads() {
                 return Ok(());
             }
@@ -206,6 +226,15 @@ pub fn check_write(
             }
         }
     }
+    if matches!(kind, Kind::ConfigMap | Kind::Secret)
+        && let (Some(new), Some(old)) = (new, old)
+        && let Some(why) = shoal_api::configmap::immutable_violation(old, new)
+    {
+        return Err(Status::invalid_argument(format!(
+            "{} {name}: {why}",
+            kind.as_str()
+        )));
+    }
     let Identity::Node { name: me } = who else {
         return Ok(());
     };
@@ -238,6 +267,41 @@ pub fn check_write(
         }
         Kind::Event => Ok(()),
         _ => Err(denied(who, format!("write {}", kind.plural()))),
+    }
+}
+
+/// The node authorizer for Secrets and ConfigMaps: node `me` may get `kind` `name` only
+/// when a pod bound to it (in `pods`, those of the object's namespace) refers to it in
+/// `env`, `envFrom` or a volume.
+pub fn node_reads_config(
+    who: &Identity,
+    kind: Kind,
+    name: &str,
+    pods: &[shoal_api::Pod],
+) -> Result<(), Status> {
+    let Identity::Node { name: me } = who else {
+        return Ok(());
+    };
+    let used = pods.iter().any(|p| {
+        p.spec.node_name.as_deref() == Some(me.as_str()) && {
+            let refs = shoal_api::podconfig::ConfigRefs::of(&p.spec);
+            match kind {
+                Kind::Secret => refs.secrets.contains(name),
+                Kind::ConfigMap => refs.config_maps.contains(name),
+                _ => true,
+            }
+        }
+    });
+    if used {
+        Ok(())
+    } else {
+        Err(denied(
+            who,
+            format!(
+                "get {} {name}: no pod bound to {me} refers to it",
+                kind.as_str().to_lowercase()
+            ),
+        ))
     }
 }
 
@@ -440,6 +504,65 @@ mod tests {
         assert!(check_write(&admin, Kind::Node, "n1", Some(&cordon), Some(&old)).is_ok());
         let fake = json!({"spec": {"podCIDR": "10.0.0.0/24"}});
         assert!(check_write(&admin, Kind::Node, "fake", Some(&fake), None).is_err());
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_view_and_from_other_nodes() {
+        let view = user(Role::View, None);
+        for verb in [Verb::Get, Verb::List, Verb::Watch] {
+            let e = check_verb(&view, verb, Kind::Secret, "a").unwrap_err();
+            assert!(
+                e.message().contains("the view role cannot read Secrets"),
+                "{}",
+                e.message()
+            );
+        }
+        assert!(check_verb(&view, Verb::Get, Kind::ConfigMap, "a").is_ok());
+        assert!(check_verb(&user(Role::Edit, None), Verb::Get, Kind::Secret, "a").is_ok());
+        assert!(check_verb(&user(Role::Edit, None), Verb::Create, Kind::Secret, "a").is_ok());
+
+        let n1 = Identity::Node { name: "n1".into() };
+        assert!(check_verb(&n1, Verb::Get, Kind::Secret, "a").is_ok());
+        assert!(check_verb(&n1, Verb::List, Kind::Secret, "a").is_err());
+        assert!(check_verb(&n1, Verb::Watch, Kind::ConfigMap, "").is_err());
+        assert!(check_verb(&n1, Verb::Create, Kind::Secret, "a").is_err());
+        let pod = |node: &str| -> shoal_api::Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "a"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+                    "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+                    "envFrom": [{"configMapRef": {"name": "app"}}]}],
+                    "volumes": [{"name": "v", "secret": {"secretName": "tls"}}]}
+            }))
+            .unwrap()
+        };
+        let pods = [pod("n1"), pod("n2")];
+        assert!(node_reads_config(&n1, Kind::Secret, "db", &pods).is_ok());
+        assert!(node_reads_config(&n1, Kind::Secret, "tls", &pods).is_ok());
+        assert!(node_reads_config(&n1, Kind::ConfigMap, "app", &pods).is_ok());
+        let e = node_reads_config(&n1, Kind::Secret, "app", &pods).unwrap_err();
+        assert!(
+            e.message().contains("no pod bound to n1"),
+            "{}",
+            e.message()
+        );
+        let n3 = Identity::Node { name: "n3".into() };
+        assert!(node_reads_config(&n3, Kind::Secret, "db", &pods).is_err());
+    }
+
+    #[test]
+    fn immutable_data_cannot_change() {
+        let admin = user(Role::Admin, None);
+        let old = json!({"data": {"a": "1"}, "immutable": true});
+        let e = check_write(
+            &admin,
+            Kind::ConfigMap,
+            "c",
+            Some(&json!({"data": {"a": "2"}, "immutable": true})),
+            Some(&old),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("immutable"), "{}", e.message());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod access;
 pub mod alloc;
 pub mod api;
 pub mod authz;
+pub mod encryption;
 pub mod error;
 pub mod images;
 pub mod network;
@@ -76,6 +77,9 @@ pub struct Args {
     /// save` (the data dir must be missing or empty); grow it again with add-member.
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// The key that encrypts Secrets at rest (default DATA_DIR/pki/encryption.key).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_store=debug`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
@@ -154,11 +158,21 @@ fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
 pub fn restore_from(
     file: &std::path::Path,
     cfg: &StoreConfig,
-) -> anyhow::Result<(u64, Option<shoal_pki::Ca>)> {
+    key_file: &std::path::Path,
+) -> anyhow::Result<(u64, Option<shoal_pki::Ca>, bool)> {
     let data = std::fs::read(file)
         .with_context(|| format!("while reading the snapshot {}", file.display()))?;
     let backup = shoal_store::Backup::decode(&data)
         .with_context(|| format!("while checking the snapshot {}", file.display()))?;
+    // Checked before anything is written, so that the operator can retry with the key.
+    let has_sealed = encryption::backup_has_sealed(&backup.objects);
+    if has_sealed && !key_file.exists() {
+        bail!(
+            "{}: missing; the backup {} holds encrypted Secrets: copy the encryption key file of the cluster it came from outside the new data directory and pass it with --encryption-key-file (see docs/security.md)",
+            key_file.display(),
+            file.display()
+        );
+    }
     Store::restore(cfg, &backup).with_context(|| {
         format!(
             "while restoring {} into {}",
@@ -172,7 +186,7 @@ pub fn restore_from(
         objects = backup.objects.len(),
         "restored a new one-member cluster from a snapshot"
     );
-    Ok((backup.revision, pki::ca_of_backup(&backup)))
+    Ok((backup.revision, pki::ca_of_backup(&backup), has_sealed))
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -195,8 +209,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut cfg = StoreConfig::new(args.id, args.data_dir.clone(), advertise.clone());
     let mut restore_ca = None;
+    let mut key_source = if args.join.is_some() {
+        encryption::KeySource::Existing
+    } else {
+        encryption::KeySource::New
+    };
+    let default_key_file = args.data_dir.join("pki").join("encryption.key");
+    let mut key_file = args
+        .encryption_key_file
+        .clone()
+        .unwrap_or_else(|| default_key_file.clone());
     if let Some(file) = &args.restore {
-        restore_ca = restore_from(file, &cfg)?.1;
+        let (_, ca, has_sealed) = restore_from(file, &cfg, &key_file)?;
+        restore_ca = ca;
+        key_source = encryption::KeySource::Restore { has_sealed };
+        // The key given for the restore is kept in the new data directory, so that later
+        // starts need no flag.
+        if key_file != default_key_file
+            && let Some(c) = encryption::SecretCipher::load(&key_file)?
+        {
+            encryption::SecretCipher::new(&c.key_bytes(), &default_key_file)?.save()?;
+            key_file = default_key_file.clone();
+        }
     }
     // 0700, tightened if an older version made it wider (docs/security.md).
     shoal_files::private_dir(&args.data_dir)
@@ -212,9 +246,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ca_hash: args.ca_hash.clone(),
         restore_ca,
         cert_lifetime: args.cert_lifetime,
+        encryption_key_file: key_file.clone(),
     })
     .await
     .context("while setting up this controller's certificate")?;
+    let cipher = std::sync::Arc::new(
+        encryption::load_or_create(&key_file, key_source)
+            .context("while loading the encryption key for Secrets")?,
+    );
+    cfg.codec = Some(cipher.clone());
     cfg.peer_tls = Some(tls.peer_client()?);
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
@@ -243,6 +283,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             net,
             max_image_size: args.max_image_size,
             tls: tls.clone(),
+            cipher: cipher.clone(),
             admission: authz::AdmissionConfig::new(
                 args.listen.port(),
                 args.allow_host_path.clone(),

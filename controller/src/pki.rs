@@ -50,6 +50,8 @@ pub struct PkiOptions {
     pub restore_ca: Option<Ca>,
     /// Lifetime of the server and node certificates this controller issues.
     pub cert_lifetime: Duration,
+    /// Where a joining controller writes the encryption key of its Join response.
+    pub encryption_key_file: std::path::PathBuf,
 }
 
 /// The TLS state of a running controller.
@@ -139,6 +141,15 @@ pub async fn prepare(o: &PkiOptions) -> anyhow::Result<ControllerTls> {
             &me,
         )
         .await?;
+        if j.encryption_key.is_empty() {
+            bail!(
+                "{addr} sent no encryption key for Secrets (an older controller?): copy {} from a controller of the cluster, then start this one again",
+                o.encryption_key_file.display()
+            );
+        }
+        crate::encryption::SecretCipher::new(&j.encryption_key, &o.encryption_key_file)?
+            .save()
+            .context("while saving the encryption key received on joining")?;
         (j.ca_pem, j.cert_pem, j.key_pem)
     } else {
         let (ca, new) = match &o.restore_ca {

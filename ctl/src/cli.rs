@@ -489,10 +489,76 @@ pub enum PatchType {
 
 /// Arguments of `create`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CreateArgs {
     /// Manifest file, directory (its *.yaml, *.yml, *.json) or '-' for stdin; repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub files: Vec<PathBuf>,
+    /// Or make one object from literals and files.
+    #[command(subcommand)]
+    pub object: Option<CreateObject>,
+}
+
+/// `create secret …`, `create configmap …`.
+#[derive(Debug, Subcommand)]
+pub enum CreateObject {
+    /// Create a Secret (generic, docker-registry).
+    Secret {
+        /// The type of Secret.
+        #[command(subcommand)]
+        kind: CreateSecret,
+    },
+    /// Create a ConfigMap from literals, files and directories.
+    #[command(name = "configmap", alias = "cm")]
+    ConfigMap(FromSourcesArgs),
+}
+
+/// The kinds of Secret `create secret` makes.
+#[derive(Debug, Subcommand)]
+pub enum CreateSecret {
+    /// An Opaque Secret from literals, files and directories.
+    Generic(FromSourcesArgs),
+    /// Registry credentials (type kubernetes.io/dockerconfigjson) for image pulls.
+    DockerRegistry(DockerRegistryArgs),
+}
+
+/// Name and data sources of `create configmap` and `create secret generic`.
+#[derive(Debug, Args)]
+pub struct FromSourcesArgs {
+    /// Name of the object.
+    pub name: String,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH: a file (key: its name, or KEY) or a directory (each regular file).
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub from_file: Vec<String>,
+    /// Print the object instead of creating it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `create secret docker-registry`.
+#[derive(Debug, Args)]
+pub struct DockerRegistryArgs {
+    /// Name of the Secret.
+    pub name: String,
+    /// Registry host, e.g. registry.example.com.
+    #[arg(long, default_value = "https://index.docker.io/v1/")]
+    pub docker_server: String,
+    /// User name.
+    #[arg(long)]
+    pub docker_username: String,
+    /// Password or token (visible to other local users in the process list; prefer
+    /// SHOAL_DOCKER_PASSWORD).
+    #[arg(long, env = "SHOAL_DOCKER_PASSWORD", hide_env_values = true)]
+    pub docker_password: String,
+    /// E-mail (optional).
+    #[arg(long)]
+    pub docker_email: Option<String>,
+    /// Print the object instead of creating it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `get`.

@@ -39,6 +39,8 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::Endpoints => "endpoints",
         Kind::Job => "job",
         Kind::CronJob => "cronjob",
+        Kind::ConfigMap => "configmap",
+        Kind::Secret => "secret",
     };
     KindInfo {
         kind: kind.as_str(),

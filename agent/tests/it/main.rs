@@ -1296,3 +1296,4 @@ async fn log_and_exec_streams_survive_certificate_rotations() {
     assert_eq!((out.as_str(), code), ("fresh\n", 0));
     drop(tx);
 }
+mod config;

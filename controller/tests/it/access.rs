@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use crate::harness::{TestCluster, client, pod_json};
 
-fn ca_of(conf: &Path) -> String {
+pub(crate) fn ca_of(conf: &Path) -> String {
     let f = shoal_client::file::ConfigFile::load(conf).expect("admin.conf");
     f.resolve(None).expect("context").ca_pem
 }
@@ -35,14 +35,18 @@ async fn connect(tls: Arc<rustls::ClientConfig>, addr: &str) -> Result<Channel, 
 }
 
 /// A channel presenting `slot` (or nothing), trusting the cluster CA.
-async fn as_who(ca_pem: &str, slot: Option<&CertSlot>, addr: &str) -> Result<Channel, String> {
+pub(crate) async fn as_who(
+    ca_pem: &str,
+    slot: Option<&CertSlot>,
+    addr: &str,
+) -> Result<Channel, String> {
     let tls = client_config(&Trust::Ca(ca_pem.into()), slot, Expect::Controller)
         .map_err(|e| e.to_string())?;
     connect(tls, addr).await
 }
 
 /// A user certificate issued by the cluster (through IssueUser with the admin).
-async fn user(admin: &Path, addr: &str, name: &str, role: &str, ns: &str) -> CertSlot {
+pub(crate) async fn user(admin: &Path, addr: &str, name: &str, role: &str, ns: &str) -> CertSlot {
     let who = Identity::User {
         name: name.into(),
         role: role.parse().expect("role"),

@@ -10,3 +10,4 @@ mod membership;
 mod namespaces;
 mod network;
 mod reconcile;
+mod secrets;

@@ -28,18 +28,22 @@ pub enum Kind {
     Job,
     /// Jobs made on a cron schedule (`batch/v1`).
     CronJob,
+    /// Key/value configuration for pods.
+    ConfigMap,
+    /// Sensitive key/value data for pods (encrypted at rest).
+    Secret,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj)"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::Service,
@@ -49,6 +53,8 @@ impl Kind {
         Kind::Endpoints,
         Kind::Job,
         Kind::CronJob,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -63,6 +69,8 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -83,6 +91,8 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::Job => "jobs",
             Kind::CronJob => "cronjobs",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -118,7 +128,7 @@ impl FromStr for Kind {
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
     /// `deployment`, `deployments`, `deploy`, `service`, `services`, `svc`, `node`, `nodes`,
     /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
-    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`.
+    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
@@ -130,6 +140,8 @@ impl FromStr for Kind {
             "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
             "job" | "jobs" => Kind::Job,
             "cronjob" | "cronjobs" | "cj" => Kind::CronJob,
+            "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
+            "secret" | "secrets" => Kind::Secret,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }
@@ -152,7 +164,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, got {s:?}"
+                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, got {s:?}"
             ))
         })
     }

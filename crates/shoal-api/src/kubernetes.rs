@@ -66,7 +66,6 @@ const POD_SPEC: &[&str] = &[
 ];
 
 const CONTAINER: &[&str] = &[
-    "envFrom",
     "lifecycle",
     "startupProbe",
     "stdin",
@@ -100,11 +99,7 @@ const VOLUME_MOUNT: &[&str] = &[
 ];
 
 const VOLUME: &[&str] = &[
-    "configMap",
-    "secret",
     "persistentVolumeClaim",
-    "projected",
-    "downwardAPI",
     "ephemeral",
     "nfs",
     "csi",
@@ -159,8 +154,6 @@ const KINDS: &[&str] = &[
     "ReplicationController",
     "StatefulSet",
     "DaemonSet",
-    "ConfigMap",
-    "Secret",
     "Ingress",
     "IngressClass",
     "PersistentVolume",
@@ -212,7 +205,6 @@ fn fields_at(kind: Kind, parent: &[&str]) -> &'static [&'static str] {
         return match rest {
             [] => POD_SPEC,
             ["containers"] => CONTAINER,
-            ["containers", "env"] => &["valueFrom"],
             ["containers", "securityContext"] => SECURITY_CONTEXT,
             ["containers", "livenessProbe" | "readinessProbe"] => PROBE,
             ["containers", "livenessProbe" | "readinessProbe", "httpGet"] => HTTP_GET,
@@ -298,14 +290,17 @@ mod tests {
 
     #[test]
     fn kubernetes_fields_by_kind_and_place() {
-        assert!(is_kubernetes_field(Kind::Pod, "spec.containers[0].envFrom"));
         assert!(is_kubernetes_field(
-            Kind::Deployment,
-            "spec.template.spec.containers[2].envFrom"
+            Kind::Pod,
+            "spec.containers[0].lifecycle"
         ));
         assert!(is_kubernetes_field(
             Kind::Deployment,
-            "spec.template.spec.volumes[0].configMap"
+            "spec.template.spec.containers[2].lifecycle"
+        ));
+        assert!(is_kubernetes_field(
+            Kind::Deployment,
+            "spec.template.spec.volumes[0].persistentVolumeClaim"
         ));
         assert!(is_kubernetes_field(Kind::Pod, "spec.hostNetwork"));
         assert!(is_kubernetes_field(Kind::Pod, "metadata.finalizers"));
@@ -319,7 +314,7 @@ mod tests {
             "spec.minReadySeconds"
         ));
         // The same name elsewhere is not the Kubernetes field.
-        assert!(!is_kubernetes_field(Kind::Pod, "spec.envFrom"));
+        assert!(!is_kubernetes_field(Kind::Pod, "spec.lifecycle"));
         assert!(!is_kubernetes_field(Kind::Service, "spec.hostNetwork"));
         assert!(!is_kubernetes_field(Kind::Pod, "spec.contaners"));
         assert!(!is_kubernetes_field(Kind::Pod, ""));

@@ -1,14 +1,16 @@
 //! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints,
-//! Job, CronJob;
+//! Job, CronJob, ConfigMap, Secret;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod configmap;
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
+pub mod expand;
 pub mod intorstring;
 pub mod job;
 pub mod kind;
@@ -20,11 +22,13 @@ pub mod namespace;
 pub mod node;
 pub mod object;
 pub mod pod;
+pub mod podconfig;
 pub mod quantity;
 pub mod selector;
 pub mod service;
 pub mod validation;
 
+pub use configmap::{ConfigMap, MAX_DATA_BYTES, Secret};
 pub use cronjob::{
     ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec, Schedule,
 };

@@ -490,7 +490,7 @@ spec:
       containers:
       - name: c
         image: busybox
-        envFrom: [{configMapRef: {name: x}}]
+        lifecycle: {preStop: {exec: {command: [x]}}}
         imagePullPolicyy: Always
 ";
         let e = parse_manifests("w.yaml", text).unwrap_err();
@@ -505,8 +505,8 @@ spec:
                 "w.yaml: document 1 (Pod a): spec.containers: required field is missing (line 4)",
                 "w.yaml: document 3 (Deployment web): spec.paused: expected a boolean, got \"maybe\" (line 17)",
                 "w.yaml: document 3 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 16)",
-                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].envFrom: not supported by Shoal (a Kubernetes field) (line 25)",
                 "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].imagePullPolicyy: unknown field `imagePullPolicyy`, did you mean `imagePullPolicy`? (line 26)",
+                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].lifecycle: not supported by Shoal (a Kubernetes field) (line 25)",
             ]
         );
     }
@@ -579,8 +579,8 @@ spec:
             }
         }
         assert_eq!(
-            parsed, 7,
-            "expected the Pod, init containers, Deployment, Job, CronJob, Service and Endpoints examples"
+            parsed, 9,
+            "expected the Pod, init containers, Deployment, Job, CronJob, Service, Endpoints, ConfigMap and Secret examples"
         );
     }
 

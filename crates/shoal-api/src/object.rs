@@ -1,6 +1,7 @@
 //! `Object`: any stored object, its key, and its JSON form (always with `apiVersion`
 //! and `kind`).
 
+use crate::configmap::{ConfigMap, Secret};
 use crate::cronjob::CronJob;
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
@@ -41,6 +42,10 @@ pub enum Object {
     Job(Job),
     /// A cron job.
     CronJob(CronJob),
+    /// A config map.
+    ConfigMap(ConfigMap),
+    /// A secret.
+    Secret(Secret),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -134,7 +139,7 @@ macro_rules! each_kind {
 }
 
 each_kind!(
-    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob
+    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret
 );
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
@@ -513,13 +518,16 @@ impl Object {
     }
 
     /// Fills in defaults a manifest may omit: `metadata.namespace` (`default`) for
-    /// namespaced kinds, a Service's `targetPort`.
+    /// namespaced kinds, a Service's `targetPort`; merges a Secret's `stringData` into `data`.
     pub fn set_defaults(&mut self) {
         if self.kind().namespaced() && self.meta().namespace.is_none() {
             self.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_string());
         }
         if let Object::Service(s) = self {
             s.set_defaults();
+        }
+        if let Object::Secret(s) = self {
+            s.normalize();
         }
     }
 
@@ -572,6 +580,8 @@ impl Object {
             Object::Endpoints(v) => typed_yaml(Kind::Endpoints, v),
             Object::Job(v) => typed_yaml(Kind::Job, v),
             Object::CronJob(v) => typed_yaml(Kind::CronJob, v),
+            Object::ConfigMap(v) => typed_yaml(Kind::ConfigMap, v),
+            Object::Secret(v) => typed_yaml(Kind::Secret, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))

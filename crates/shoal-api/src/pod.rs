@@ -101,6 +101,9 @@ pub struct Container {
     /// Environment variables, added to the image's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Every key of ConfigMaps and Secrets as variables (before `env`, which wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<crate::podconfig::EnvFromSource>,
     /// Working directory (absolute; default: the image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
@@ -130,9 +133,12 @@ pub struct Container {
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
-    /// Value (default empty).
+    /// Value (default empty); `$(VAR)` refers to earlier variables.
     #[serde(default)]
     pub value: String,
+    /// Where the value comes from instead (ConfigMap, Secret, pod field, resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<crate::podconfig::EnvVarSource>,
 }
 
 /// A port a container listens on.
@@ -189,6 +195,22 @@ pub struct Volume {
     /// A directory of the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathVolume>,
+    /// The keys of a ConfigMap as files (read-only, updated while the pod runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<crate::podconfig::ConfigMapVolume>,
+    /// The keys of a Secret as files (read-only, updated while the pod runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::podconfig::SecretVolume>,
+    /// Pod fields as files.
+    #[serde(
+        default,
+        rename = "downwardAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub downward_api: Option<crate::podconfig::DownwardApiVolume>,
+    /// ConfigMaps, Secrets and pod fields in one directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected: Option<crate::podconfig::ProjectedVolume>,
 }
 
 /// `emptyDir: {}`.
@@ -730,18 +752,36 @@ impl PodSpec {
                     format!("duplicate volume name {:?}", vol.name),
                 );
             }
-            match (&vol.empty_dir, &vol.host_path) {
-                (Some(_), None) => {}
-                (None, Some(hp)) => {
-                    if !hp.path.starts_with('/') {
-                        errs.push(
-                            join(&p, "hostPath.path"),
-                            format!("must be an absolute path, got {:?}", hp.path),
-                        );
-                    }
-                }
-                _ => errs.push(&p, "exactly one of emptyDir or hostPath must be set"),
+            let sources = [
+                vol.empty_dir.is_some(),
+                vol.host_path.is_some(),
+                vol.config_map.is_some(),
+                vol.secret.is_some(),
+                vol.downward_api.is_some(),
+                vol.projected.is_some(),
+            ];
+            if sources.iter().filter(|b| **b).count() != 1 {
+                errs.push(
+                    &p,
+                    "exactly one of emptyDir, hostPath, configMap, secret, downwardAPI or projected must be set",
+                );
             }
+            if let Some(hp) = &vol.host_path
+                && !hp.path.starts_with('/')
+            {
+                errs.push(
+                    join(&p, "hostPath.path"),
+                    format!("must be an absolute path, got {:?}", hp.path),
+                );
+            }
+            crate::podconfig::validate_config_volumes(
+                vol.config_map.as_ref(),
+                vol.secret.as_ref(),
+                vol.downward_api.as_ref(),
+                vol.projected.as_ref(),
+                &p,
+                errs,
+            );
         }
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
@@ -790,10 +830,17 @@ impl PodSpec {
                 );
             }
             for (j, e) in c.env.iter().enumerate() {
-                errs.check(
-                    join(&index(&join(&p, "env"), j), "name"),
-                    v::check_env_name(&e.name),
-                );
+                let ep = index(&join(&p, "env"), j);
+                errs.check(join(&ep, "name"), v::check_env_name(&e.name));
+                if let Some(src) = &e.value_from {
+                    if !e.value.is_empty() {
+                        errs.push(join(&ep, "valueFrom"), "may not be set together with value");
+                    }
+                    crate::podconfig::validate_env_source(src, &join(&ep, "valueFrom"), errs);
+                }
+            }
+            for (j, e) in c.env_from.iter().enumerate() {
+                crate::podconfig::validate_env_from(e, &index(&join(&p, "envFrom"), j), errs);
             }
             if let Some(wd) = &c.working_dir
                 && !wd.starts_with('/')
@@ -1209,7 +1256,7 @@ mod tests {
             "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket or httpGet",
             "spec.containers[0].livenessProbe.tcpSocket.port: no port named \"http\"",
             "spec.containers[0].livenessProbe.successThreshold: must be 1",
-            "spec.volumes[0]: exactly one of emptyDir or hostPath",
+            "spec.volumes[0]: exactly one of emptyDir, hostPath, configMap",
             "spec.tolerations[0].value: must be empty when operator is Exists",
         ] {
             assert!(text.contains(want), "missing {want:?} in {text}");

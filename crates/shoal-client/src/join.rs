@@ -20,6 +20,8 @@ pub struct Joined {
     pub cert_pem: String,
     /// The cluster CA.
     pub ca_pem: String,
+    /// For a controller: the key that encrypts Secrets at rest (empty for a node).
+    pub encryption_key: Vec<u8>,
 }
 
 /// Joins through `addr` (`host:port`) as `me`; `req` carries the kind, name or id and
@@ -66,5 +68,6 @@ pub async fn join(
         key_pem,
         cert_pem: resp.cert_pem,
         ca_pem: resp.ca_pem,
+        encryption_key: resp.encryption_key,
     })
 }

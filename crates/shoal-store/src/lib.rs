@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod backup;
+mod codec;
 mod error;
 mod log_store;
 mod membership;
@@ -15,6 +16,7 @@ mod types;
 mod watch;
 
 pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
+pub use codec::ValueCodec;
 pub use error::StoreError;
 pub use log_store::SledLogStore;
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};

@@ -245,6 +245,12 @@ impl SledStateMachine {
 
     /// Lists every object whose key starts with `prefix`, with the revision the list reflects.
     pub fn list(&self, prefix: &str) -> Result<(Vec<Value>, u64), StoreError> {
+        let (items, rev) = self.list_keyed(prefix)?;
+        Ok((items.into_iter().map(|(_, v)| v).collect(), rev))
+    }
+
+    /// Like [`SledStateMachine::list`], with each object's key.
+    pub fn list_keyed(&self, prefix: &str) -> Result<(Vec<(String, Value)>, u64), StoreError> {
         let a = self
             .shared
             .applied
@@ -253,9 +259,10 @@ impl SledStateMachine {
         let mut out = Vec::new();
         for kv in self.shared.state.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| {
-                StoreError::Storage(format!("state/{}: {e}", String::from_utf8_lossy(&k)))
-            })?);
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?;
+            out.push((key, value));
         }
         Ok((out, a.last_applied.map_or(0, |l| l.index)))
     }

@@ -55,6 +55,9 @@ pub struct StoreConfig {
     /// certificate; the peer must be a controller of the cluster CA). Required:
     /// [`Store::open`] refuses a configuration without it.
     pub peer_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Seals values before they are proposed and opens them on every read, watch and
+    /// write outcome (encryption at rest); `None` stores values as given.
+    pub codec: Option<std::sync::Arc<dyn crate::ValueCodec>>,
 }
 
 impl StoreConfig {
@@ -90,6 +93,7 @@ impl Default for StoreConfig {
             watch_history: 10_000,
             request_timeout: Duration::from_secs(10),
             peer_tls: None,
+            codec: None,
         }
     }
 }
@@ -562,6 +566,16 @@ impl Store {
                 }
                 Write::Delete { .. } | Write::Check { .. } => {}
             }
+            if let Some(codec) = &self.inner.cfg.codec {
+                match w {
+                    Write::Create { key, object }
+                    | Write::Put { key, object }
+                    | Write::Update { key, object, .. } => {
+                        *object = codec.seal(key, std::mem::take(object))?;
+                    }
+                    Write::Delete { .. } | Write::Check { .. } => {}
+                }
+            }
         }
         let cmd = Command {
             writes,
@@ -598,7 +612,7 @@ impl Store {
                 Some(l) => self.forward(l, &cmd, deadline).await,
             };
             match attempt {
-                Attempt::Done(r) => return r,
+                Attempt::Done(r) => return r.and_then(|out| self.open_outcomes(out)),
                 Attempt::Retry(e) => {
                     tracing::debug!(node = me, error = %e, "write attempt failed, retrying");
                     if matches!(e, StoreError::Indeterminate(_)) {
@@ -727,7 +741,26 @@ impl Store {
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
-        self.inner.sm.get(key)
+        match self.inner.sm.get(key)? {
+            Some(v) => self.open_value(key, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn open_value(&self, key: &str, v: Value) -> Result<Value, StoreError> {
+        match &self.inner.cfg.codec {
+            Some(c) => c.open(key, v),
+            None => Ok(v),
+        }
+    }
+
+    fn open_outcomes(&self, out: Vec<WriteOutcome>) -> Result<Vec<WriteOutcome>, StoreError> {
+        out.into_iter()
+            .map(|mut o| {
+                o.object = self.open_value(&o.key, std::mem::take(&mut o.object))?;
+                Ok(o)
+            })
+            .collect()
     }
 
     /// Lists every object whose key starts with `prefix` and the revision the list reflects
@@ -740,7 +773,15 @@ impl Store {
         if consistency == Consistency::Linearizable {
             self.linearize().await?;
         }
-        self.inner.sm.list(prefix)
+        let Some(codec) = &self.inner.cfg.codec else {
+            return self.inner.sm.list(prefix);
+        };
+        let (items, rev) = self.inner.sm.list_keyed(prefix)?;
+        let items = items
+            .into_iter()
+            .map(|(key, v)| codec.open(&key, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((items, rev))
     }
 
     /// Follows changes under `prefix` as this member applies them. `None`: from now on;
@@ -750,7 +791,9 @@ impl Store {
         prefix: &str,
         after_revision: Option<u64>,
     ) -> Result<WatchStream, StoreError> {
-        self.inner.sm.watch(prefix, after_revision)
+        let mut w = self.inner.sm.watch(prefix, after_revision)?;
+        w.codec = self.inner.cfg.codec.clone();
+        Ok(w)
     }
 
     /// The revision this member has applied up to.

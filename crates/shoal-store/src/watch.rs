@@ -154,6 +154,7 @@ impl WatchHub {
             lagged,
             prefix: prefix.to_owned(),
             done: false,
+            codec: None,
         })
     }
 }
@@ -166,6 +167,20 @@ pub struct WatchStream {
     lagged: Arc<AtomicBool>,
     prefix: String,
     done: bool,
+    /// Opens sealed objects (set by [`crate::Store::watch`]).
+    pub(crate) codec: Option<Arc<dyn crate::ValueCodec>>,
+}
+
+impl WatchStream {
+    fn open(&self, mut ev: WatchEvent) -> Result<WatchEvent, StoreError> {
+        if let Some(c) = &self.codec {
+            ev.object = c.open(&ev.key, std::mem::take(&mut ev.object))?;
+            if let Some(p) = ev.prev_object.take() {
+                ev.prev_object = Some(c.open(&ev.key, p)?);
+            }
+        }
+        Ok(ev)
+    }
 }
 
 impl Stream for WatchStream {
@@ -190,7 +205,14 @@ impl Stream for WatchStream {
                     Poll::Ready(None)
                 }
             }
-            other => other,
+            Poll::Ready(Some(Ok(ev))) => {
+                let r = self.open(ev);
+                if r.is_err() {
+                    self.done = true;
+                }
+                Poll::Ready(Some(r))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -7,6 +7,15 @@ use crate::manifest;
 
 /// Runs `create`.
 pub async fn run(ctx: &mut Context, args: CreateArgs) -> Result<(), CtlError> {
+    if let Some(what) = args.object {
+        return super::create_config::run(ctx, what).await;
+    }
+    if args.files.is_empty() {
+        return Err(CtlError::Usage(
+            "create: give -f FILE, or `create secret generic|docker-registry NAME …` or `create configmap NAME …`"
+                .into(),
+        ));
+    }
     let objects = manifest::load(&args.files, &mut std::io::stdin(), ctx.explicit_namespace())?;
     let mut failures = Vec::new();
     for o in &objects {

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cluster;
 pub mod cordon;
 pub mod create;
+pub mod create_config;
 pub mod delete;
 pub mod describe;
 pub mod diff;

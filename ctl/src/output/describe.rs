@@ -125,6 +125,11 @@ pub fn describe(
         "Service" => describe_service(&mut p, v, endpoints),
         "Node" => describe_node(&mut p, v),
         "Event" => describe_event(&mut p, v),
+        k @ ("ConfigMap" | "Secret") => {
+            for (key, val) in super::config::describe(k, v).unwrap_or_default() {
+                p.kv(0, &key, val);
+            }
+        }
         k @ ("Job" | "CronJob") => {
             p.lines.extend(super::batch::describe(k, v, now));
             let t = super::batch::pod_template(k, v).unwrap_or(&Value::Null);

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod cluster;
+pub mod config;
 pub mod describe;
 pub mod fields;
 pub mod objects;

@@ -52,6 +52,9 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
+        k if super::config::headers(k).is_some() => {
+            (super::config::headers(k).unwrap_or_default(), &[])
+        }
         k => super::batch::headers(k).unwrap_or((&["NAME", "AGE"], &[])),
     };
     let mut h: Vec<String> = Vec::new();
@@ -217,6 +220,10 @@ pub fn row_with(
             vec![],
         ),
         "Endpoints" => (vec![name, endpoints_text(v, 3), age], vec![]),
+        k @ ("ConfigMap" | "Secret") => (
+            super::config::row(k, v, name, age).unwrap_or_default(),
+            vec![],
+        ),
         k @ ("Job" | "CronJob") => {
             let (cells, wide) = super::batch::row(k, v, age, now);
             (std::iter::once(name).chain(cells).collect(), wide)

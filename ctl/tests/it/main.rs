@@ -6,6 +6,7 @@ mod agent;
 mod apply;
 mod batch;
 mod commands;
+mod config;
 mod ha;
 mod harness;
 mod membership;

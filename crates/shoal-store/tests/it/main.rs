@@ -2,6 +2,7 @@
 //! over loopback gRPC.
 
 mod cluster;
+mod codec;
 mod crash;
 mod membership;
 mod suite;
