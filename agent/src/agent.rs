@@ -584,7 +584,8 @@ impl Agent {
                 let mut cfg = crate::spec::sandbox_config(&pod, &sandbox);
                 if let Some(net) = self.net.get() {
                     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-                    (cfg.dns_servers, cfg.dns_search, cfg.dns_options) = net.dns_config(ns);
+                    (cfg.dns_servers, cfg.dns_search, cfg.dns_options) =
+                        net.dns_config(ns, pod.spec.dns_policy);
                 }
                 match self.blocking(move |rt| rt.create_sandbox(&cfg)).await {
                     Ok(_) | Err(RuntimeError::AlreadyExists { .. }) => {

@@ -232,13 +232,24 @@ impl PodNetwork {
         self.gateway
     }
 
-    /// DNS servers, search domains and options (`ndots:5`) for a pod in `namespace`.
-    pub fn dns_config(&self, namespace: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
-        (
-            vec![self.gateway.to_string()],
-            shoal_net::dns::resolv_search(namespace, ZONE),
-            shoal_net::dns::resolv_options(),
-        )
+    /// DNS servers, search domains and options (`ndots:5`) for a pod in `namespace`
+    /// under its `spec.dnsPolicy`: the node's DNS server always (it answers cluster
+    /// names and forwards the rest to the node's upstreams); the cluster's search
+    /// domains and options unless the policy is `Default` (resolve as the node does).
+    pub fn dns_config(
+        &self,
+        namespace: &str,
+        policy: Option<shoal_api::DnsPolicy>,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let servers = vec![self.gateway.to_string()];
+        match policy {
+            Some(shoal_api::DnsPolicy::Default) => (servers, Vec::new(), Vec::new()),
+            _ => (
+                servers,
+                shoal_net::dns::resolv_search(namespace, ZONE),
+                shoal_net::dns::resolv_options(),
+            ),
+        }
     }
 
     /// The IP of a sandbox, if it has one.

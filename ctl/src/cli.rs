@@ -499,9 +499,18 @@ pub struct CreateArgs {
     pub object: Option<CreateObject>,
 }
 
-/// `create secret …`, `create configmap …`.
+/// `create namespace …`, `create secret …`, `create configmap …`.
 #[derive(Debug, Subcommand)]
 pub enum CreateObject {
+    /// Create a Namespace (objects can be created only in an existing namespace).
+    #[command(name = "namespace", alias = "ns")]
+    Namespace {
+        /// Name of the namespace (a DNS-1123 label).
+        name: String,
+        /// Print the object instead of creating it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Create a Secret (generic, docker-registry).
     Secret {
         /// The type of Secret.

@@ -6,4 +6,5 @@ mod comeback;
 mod harness;
 mod install;
 mod network;
+mod workload_api;
 mod workloads;

@@ -46,7 +46,6 @@ const POD_SPEC: &[&str] = &[
     "hostIPC",
     "hostUsers",
     "shareProcessNamespace",
-    "dnsPolicy",
     "dnsConfig",
     "imagePullSecrets",
     "securityContext",

@@ -55,8 +55,8 @@ pub use object::{DEFAULT_NAMESPACE, Object, Resource, key_for};
 pub use pod::{
     CAPABILITY_NAMES, Capabilities, Container, ContainerPort, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction, Pod, PodPhase, PodSpec,
-    PodStatus, Probe, PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile,
+    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction, Pod, PodPhase,
+    PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile,
     SeccompProfileType, SecurityContext, TaintEffect, TcpSocketAction, Toleration,
     TolerationOperator, Volume, VolumeMount, capability_numbers,
 };

@@ -37,6 +37,19 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// How a pod's `/etc/resolv.conf` is made (`spec.dnsPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DnsPolicy {
+    /// The node's DNS server with the cluster's search domains (the default).
+    #[default]
+    ClusterFirst,
+    /// The same as `ClusterFirst` (Shoal pods never use the host's network).
+    ClusterFirstWithHostNet,
+    /// Names resolve as on the node: the node's DNS server (which forwards to the node's
+    /// upstream resolvers) without the cluster's search domains or `ndots`.
+    Default,
+}
+
 /// What should run: the pod's containers and their environment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -50,6 +63,10 @@ pub struct PodSpec {
     /// Volumes the containers may mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// How the pod's resolv.conf is made (default `ClusterFirst`). `None` (which needs
+    /// `dnsConfig`) is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<DnsPolicy>,
     /// Labels a node must have to run this pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,

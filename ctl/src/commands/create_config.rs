@@ -1,4 +1,5 @@
-//! `shoalctl create secret generic|docker-registry NAME …` and `create configmap NAME …`:
+//! `shoalctl create namespace NAME`, `create secret generic|docker-registry NAME …` and
+//! `create configmap NAME …`:
 //! builds the object from literals and files ([`from_sources`], [`docker_registry`],
 //! pure but for reading the named files), then creates it. Values are never printed
 //! (only `secret/NAME created`).
@@ -17,6 +18,12 @@ use crate::error::{CtlError, Target};
 pub async fn run(ctx: &mut Context, what: CreateObject) -> Result<(), CtlError> {
     let ns = ctx.namespace().to_string();
     let (kind, name, object, dry_run) = match what {
+        CreateObject::Namespace { name, dry_run } => (
+            "namespace",
+            name.clone(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            dry_run,
+        ),
         CreateObject::ConfigMap(a) => {
             let entries = from_sources(&a)?;
             (
@@ -57,7 +64,8 @@ pub async fn run(ctx: &mut Context, what: CreateObject) -> Result<(), CtlError> 
             serde_json::to_string_pretty(&object).unwrap_or_default()
         ));
     }
-    ctx.create(&Target::new(kind, &ns, &name), &object).await?;
+    let ns = if kind == "namespace" { "" } else { ns.as_str() };
+    ctx.create(&Target::new(kind, ns, &name), &object).await?;
     print(&format!("{kind}/{name} created\n"))
 }
 

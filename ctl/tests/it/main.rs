@@ -11,5 +11,6 @@ mod ha;
 mod harness;
 mod membership;
 mod services;
+mod upstream;
 mod watch;
 mod workloads;
