@@ -2,7 +2,13 @@
 //! against Shoal controllers or puts keys into etcd with the same client
 //! concurrency; `failover` measures leader SIGKILL to first acknowledged write; `sched`,
 //! `pods` and `netctl` are described in their modules.
+//!
+//! Every connection to a controller is mutual TLS with the credentials of a client
+//! configuration (the first controller's `admin.conf`), as for `shoalctl`; there is no
+//! other way in. etcd is reached in plain text or, with `--cacert/--cert/--key`, over
+//! mutual TLS, so that the comparison can be made like for like.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,8 +52,19 @@ enum Cmd {
         /// Distinguishes key names between runs.
         #[arg(long, default_value = "run")]
         tag: String,
+        /// etcd only: CA certificate (PEM) of the etcd members; with it the client speaks
+        /// TLS (`https://`) and presents `--cert`/`--key`.
+        #[arg(long, requires_all = ["cert", "key"])]
+        cacert: Option<PathBuf>,
+        /// etcd only: client certificate (PEM).
+        #[arg(long, requires = "cacert")]
+        cert: Option<PathBuf>,
+        /// etcd only: client private key (PEM).
+        #[arg(long, requires = "cacert")]
+        key: Option<PathBuf>,
     },
-    /// Start 3 controllers, SIGKILL the leader `runs` times, time the first acknowledged write after each.
+    /// Start 3 controllers (the first makes the cluster CA, the others join with controller
+    /// join tokens and are added as members), SIGKILL the leader `runs` times, time the first acknowledged write after each.
     Failover {
         #[arg(long)]
         controller_bin: String,
@@ -71,7 +88,16 @@ async fn main() -> anyhow::Result<()> {
             clients,
             ops,
             tag,
-        } => store(target, &endpoints, clients, ops, &tag).await,
+            cacert,
+            cert,
+            key,
+        } => {
+            let tls = match (cacert, cert, key) {
+                (Some(ca), Some(cert), Some(key)) => Some(EtcdTls { ca, cert, key }),
+                _ => None,
+            };
+            store(target, &endpoints, clients, ops, &tag, tls.as_ref()).await
+        }
         Cmd::Failover {
             controller_bin,
             runs,
@@ -120,8 +146,16 @@ async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
     let conf = std::env::var_os("SHOAL_CONFIG").context(
         "SHOAL_CONFIG must name a client configuration (the first controller's admin.conf)",
     )?;
-    let (config, _) = shoal_client::ClientConfig::from_file(conf.as_ref(), None, Some(addr))
-        .with_context(|| format!("endpoint {addr}"))?;
+    Ok(shoal_client::Client::cluster(
+        channel_with(Path::new(&conf), addr).await?,
+    ))
+}
+
+/// A channel pinned to the controller at `addr` with the credentials of the client
+/// configuration `conf`.
+async fn channel_with(conf: &Path, addr: &str) -> anyhow::Result<Channel> {
+    let (config, _) = shoal_client::ClientConfig::from_file(conf, None, Some(addr))
+        .with_context(|| format!("client configuration {} for {addr}", conf.display()))?;
     let config = config.with_timeouts(shoal_client::Timeouts {
         connect: Duration::from_secs(1),
         request: Duration::from_secs(10),
@@ -131,7 +165,29 @@ async fn cluster_client(addr: &str) -> anyhow::Result<ClusterClient<Channel>> {
         .with_context(|| format!("connecting to {addr}"))?
         .channel()
         .await?;
-    Ok(shoal_client::Client::cluster(ch))
+    Ok(ch)
+}
+
+/// Client TLS material for etcd (PEM files, as `etcdctl --cacert --cert --key`).
+#[derive(Debug)]
+struct EtcdTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl EtcdTls {
+    /// Connect options for `etcd-client`: trust `ca`, present `cert`/`key`.
+    fn options(&self) -> anyhow::Result<etcd_client::ConnectOptions> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca)?))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.cert)?,
+                read(&self.key)?,
+            ));
+        Ok(etcd_client::ConnectOptions::new().with_tls(tls))
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -148,7 +204,13 @@ async fn store(
     clients: usize,
     ops: usize,
     tag: &str,
+    etcd_tls: Option<&EtcdTls>,
 ) -> anyhow::Result<()> {
+    if etcd_tls.is_some() && matches!(target, Target::Shoal) {
+        bail!("--cacert/--cert/--key are for etcd; Shoal's credentials come from SHOAL_CONFIG");
+    }
+    let etcd_opts = etcd_tls.map(EtcdTls::options).transpose()?;
+    let scheme = if etcd_tls.is_some() { "https" } else { "http" };
     let eps: Vec<String> = endpoints
         .split(',')
         .map(|s| s.trim().to_string())
@@ -164,6 +226,7 @@ async fn store(
         let ep = eps[c % eps.len()].clone();
         let tag = tag.to_string();
         let start = start.clone();
+        let etcd_opts = etcd_opts.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_client);
             match target {
@@ -180,7 +243,9 @@ async fn store(
                 }
                 Target::Etcd => {
                     let mut cl =
-                        etcd_client::Client::connect([format!("http://{ep}")], None).await?;
+                        etcd_client::Client::connect([format!("{scheme}://{ep}")], etcd_opts)
+                            .await
+                            .with_context(|| format!("connecting to etcd at {scheme}://{ep}"))?;
                     start.wait().await;
                     for i in 0..per_client {
                         let body = pod(&format!("{tag}-{c}-{i}"));
@@ -203,6 +268,7 @@ async fn store(
     all.sort();
     let out = serde_json::json!({
         "target": format!("{target:?}").to_lowercase(), "clients": clients, "ops": all.len(),
+        "tls": matches!(target, Target::Shoal) || etcd_tls.is_some(),
         "seconds": secs, "ops_per_sec": all.len() as f64 / secs,
         "p50_ms": percentile(&all, 0.50), "p99_ms": percentile(&all, 0.99),
     });
@@ -227,13 +293,15 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
+async fn leader_of(conf: &Path, addrs: &[String], alive: &[bool]) -> Option<usize> {
     for (i, a) in addrs.iter().enumerate() {
         if !alive[i] {
             continue;
         }
-        if let Ok(mut c) = cluster_client(a).await
-            && let Ok(s) = c.status(ClusterStatusRequest {}).await
+        if let Ok(ch) = channel_with(conf, a).await
+            && let Ok(s) = shoal_client::Client::cluster(ch)
+                .status(ClusterStatusRequest {})
+                .await
         {
             let id = s.into_inner().leader_id as usize;
             if id >= 1 && id <= addrs.len() && alive[id - 1] {
@@ -244,20 +312,80 @@ async fn leader_of(addrs: &[String], alive: &[bool]) -> Option<usize> {
     None
 }
 
+/// Retries `f` every 200 ms until it succeeds or `secs` have passed; the error names
+/// `what` and carries the last failure.
+async fn retry<T, F, Fut>(what: &str, secs: u64, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("while {what} (gave up after {secs} s)")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A join token for one controller, made through `addr` with the admin credentials of
+/// `conf` (what `shoalctl token create --usage controller --uses 1` does); returns the
+/// token and the CA hash (`sha256:HEX`).
+async fn controller_token(conf: &Path, addr: &str) -> anyhow::Result<(String, String)> {
+    let t = shoal_proto::access_client::AccessClient::new(channel_with(conf, addr).await?)
+        .create_token(shoal_proto::CreateTokenRequest {
+            ttl_seconds: 3600,
+            uses: 1,
+            usage: "controller".into(),
+            description: "shoal-bench failover".into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    Ok((t.token, t.ca_hash))
+}
+
+/// [`failover_runs`], ended by SIGINT or SIGTERM too: dropping it kills (by PID) and reaps
+/// every controller it started and removes its directory.
 async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        r = failover_runs(bin, runs) => r,
+        _ = term.recv() => bail!("stopped by SIGTERM (controllers killed, directory removed)"),
+        _ = int.recv() => bail!("stopped by SIGINT (controllers killed, directory removed)"),
+    }
+}
+
+async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench-failover.")
+        .tempdir()?;
     let addrs: Vec<String> = (0..3)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<_, _>>()?;
-    let spawn = |i: usize| -> anyhow::Result<Proc> {
+    let data = |i: usize| dir.path().join(format!("c{}", i + 1));
+    // Member 1 makes the CA and writes the admin client configuration.
+    let conf = data(0).join("admin.conf");
+    // Members 2 and 3 join through member 1, with a join token on their first start only
+    // (later starts use the certificate they were issued).
+    let spawn = |i: usize, token: Option<&(String, String)>| -> anyhow::Result<Proc> {
         let mut cmd = Command::new(bin);
         cmd.arg("--id")
             .arg((i + 1).to_string())
             .arg("--listen")
-            .arg(&addrs[i]);
-        cmd.arg("--data-dir").arg(dir.path().join(format!("c{i}")));
+            .arg(&addrs[i])
+            .arg("--data-dir")
+            .arg(data(i));
         if i > 0 {
             cmd.arg("--join").arg(&addrs[0]);
+        }
+        if let Some((t, hash)) = token {
+            cmd.arg("--join-token").arg(t).arg("--ca-hash").arg(hash);
         }
         cmd.env("SHOAL_LOG", "warn")
             .stdout(Stdio::null())
@@ -266,67 +394,60 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
             cmd.spawn().with_context(|| format!("starting {bin}"))?,
         )))
     };
-    let mut procs: Vec<Proc> = (0..3).map(spawn).collect::<Result<_, _>>()?;
-    // Member 1 forms the cluster; the others are added one by one.
-    for i in 1..3 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let added = match cluster_client(&addrs[0]).await {
-                Ok(mut c) => c
-                    .add_member(shoal_proto::AddMemberRequest {
-                        id: i as u64 + 1,
-                        address: addrs[i].clone(),
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.message())),
-                Err(e) => Err(e),
-            };
-            match added {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e.context(format!("adding controller {}", i + 1)));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+    let mut procs = vec![spawn(0, None)?];
+    retry("waiting for member 1's admin.conf", 30, || async {
+        if conf.exists() {
+            Ok(())
+        } else {
+            bail!("{} not written yet", conf.display())
         }
+    })
+    .await?;
+    for i in 1..3 {
+        let token = retry("making a controller join token", 30, || {
+            controller_token(&conf, &addrs[0])
+        })
+        .await?;
+        procs.push(spawn(i, Some(&token))?);
+        retry(&format!("adding controller {}", i + 1), 30, || async {
+            let mut c = shoal_client::Client::cluster(channel_with(&conf, &addrs[0]).await?);
+            let mut req = tonic::Request::new(shoal_proto::AddMemberRequest {
+                id: i as u64 + 1,
+                address: addrs[i].clone(),
+            });
+            req.set_timeout(Duration::from_secs(40));
+            c.add_member(req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{:?}: {}", e.code(), e.message()))
+        })
+        .await?;
     }
     let mut alive = [true; 3];
     let mut times = Vec::new();
     for run in 0..runs {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let leader = loop {
-            if let Some(l) = leader_of(&addrs, &alive).await {
-                // make sure the cluster takes writes before killing
-                if let Ok(mut c) = cluster_client(&addrs[l]).await
-                    && c.create(ObjectRequest {
-                        object_json: pod(&format!("warm-{run}")),
-                    })
-                    .await
-                    .is_ok()
-                {
-                    break l;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no leader within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let leader = retry("waiting for a leader that takes writes", 30, || async {
+            let l = leader_of(&conf, &addrs, &alive)
+                .await
+                .context("no leader")?;
+            // make sure the cluster takes writes before killing
+            shoal_client::Client::cluster(channel_with(&conf, &addrs[l]).await?)
+                .create(ObjectRequest {
+                    object_json: pod(&format!("warm-{run}")),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{:?}: {}", e.code(), e.message()))?;
+            Ok(l)
+        })
+        .await?;
         let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
         let mut clients = Vec::new();
         for s in &survivors {
             // A member restarted by the previous run may still be starting.
-            let until = Instant::now() + Duration::from_secs(20);
-            loop {
-                match cluster_client(&addrs[*s]).await {
-                    Ok(c) => {
-                        clients.push(c);
-                        break;
-                    }
-                    Err(e) if Instant::now() > until => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
+            let ch = retry(&format!("connecting to {}", addrs[*s]), 20, || {
+                channel_with(&conf, &addrs[*s])
+            })
+            .await?;
+            clients.push(shoal_client::Client::cluster(ch));
         }
         if let Some(mut c) = procs[leader].0.take() {
             c.kill()?;
@@ -357,7 +478,7 @@ async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
             took.as_secs_f64() * 1000.0
         );
         times.push(took);
-        procs[leader] = spawn(leader)?;
+        procs[leader] = spawn(leader, None)?;
         alive[leader] = true;
     }
     times.sort();
