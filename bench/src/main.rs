@@ -422,6 +422,15 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
         })
         .await?;
     }
+    // The probe pods live in namespace "bench", which must exist before they are created.
+    retry("creating namespace bench", 30, || async {
+        ensure_namespace(
+            &mut shoal_client::Client::cluster(channel_with(&conf, &addrs[0]).await?),
+            "bench",
+        )
+        .await
+    })
+    .await?;
     let mut alive = [true; 3];
     let mut times = Vec::new();
     for run in 0..runs {
