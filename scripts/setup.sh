@@ -9,7 +9,9 @@
 set -euo pipefail
 what=${1:-test}
 demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
-test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd)
+# docker-registry, skopeo, apache2-utils (htpasswd): the registry-client tests run a real registry
+test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd
+      docker-registry skopeo apache2-utils)
 vms=(qemu-system-x86 qemu-utils mmdebstrap openssh-client)
 case "$what" in
     demo) pkgs=("${demo[@]}") ;;
@@ -28,5 +30,9 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # etcd-server's package starts a system etcd on 2379 on some hosts; we never use it.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
+# docker-registry's starts one on :5000; the tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop etcd >/dev/null 2>&1 || true
+    systemctl stop docker-registry >/dev/null 2>&1 || true
+fi
 echo "setup: ok ($what)"

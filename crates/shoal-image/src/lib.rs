@@ -23,7 +23,9 @@ pub mod digest;
 pub mod layer;
 pub mod limits;
 pub mod pull;
+pub mod registry;
 pub mod testimage;
+pub mod zstd;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -265,7 +267,7 @@ fn normalize_member(p: &str) -> String {
     parts.join("/")
 }
 
-/// Opens a possibly gzip-compressed file as a byte stream.
+/// Opens a possibly gzip- or zstd-compressed file as a byte stream.
 fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read>, bool), ImageError> {
     let mut f = File::open(path).map_err(|e| io_err(path, e))?;
     let mut magic = [0u8; 4];
@@ -276,11 +278,8 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read>, bool), ImageError> {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
             true,
         ))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Err(ImageError::Format {
-            archive: path.display().to_string(),
-            message: "zstd compression is not supported".into(),
-        })
+    } else if n == 4 && magic == zstd::MAGIC {
+        Ok((Box::new(zstd::ZstdReader::new(BufReader::new(f))), true))
     } else {
         Ok((Box::new(BufReader::new(f)), false))
     }

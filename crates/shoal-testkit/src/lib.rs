@@ -16,6 +16,8 @@
 //! - [`NetnsCluster`]: a `deploy/netns-cluster` of network-namespace nodes with a name
 //!   unique to the process, owned (torn down on drop) from before its `up`.
 //! - `image::busybox` (feature `image`): the busybox test image tarball.
+//! - [`TestRegistry`]: Debian's `docker-registry` on a loopback port (htpasswd, HTTP or
+//!   TLS), images pushed into it with skopeo.
 //! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
 //!   another test or another test process.
 //!
@@ -30,6 +32,7 @@ pub mod image;
 mod names;
 mod netns;
 mod process;
+pub mod registry;
 mod wait;
 
 pub use bins::{bin, bin_dir, workspace_root};
@@ -40,6 +43,7 @@ pub use controller::{
 pub use names::unique_name;
 pub use netns::NetnsCluster;
 pub use process::{Proc, Watcher, log_tail};
+pub use registry::TestRegistry;
 pub use wait::{eventually, eventually_async};
 
 /// A loopback TCP port nothing listens on right now (bound, then released: another
