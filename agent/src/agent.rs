@@ -38,6 +38,8 @@ const RESYNC: Duration = Duration::from_secs(1);
 const CONFIG_REFRESH: Duration = Duration::from_secs(2);
 /// Longest image pull back-off.
 const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a failed pull shows `ErrImagePull` before `ImagePullBackOff`.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
 
 /// What the agent remembers about a pod it created (`DATA/agent/pods/<sandbox>.json`),
 /// so that a pod deleted while the agent was away is still stopped with its
@@ -108,6 +110,8 @@ pub struct Agent {
     /// Machine facts.
     pub sys: SysInfo,
     backoff_initial: Duration,
+    /// Images: the cluster's store, then registries.
+    puller: crate::pull::Puller,
     pods: Mutex<BTreeMap<String, Pod>>,
     /// Set once the pods were listed: before that an empty cache would mean
     /// "remove everything" to the plan (fatal after an agent restart).
@@ -201,6 +205,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
     let ctl = Arc::new(Client::new(config));
     let rotation = tokio::spawn(tls.clone().rotate((*ctl).clone()));
+    let registry = Arc::new(args.registry_client()?);
     let data_dir = args.data_dir.clone();
     let image_limits = args.image_limits();
     let rt =
@@ -210,10 +215,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     shoal_files::private_dir(&dir)
         .and_then(|()| shoal_files::private_dir(&dir.join("pods")))
         .with_context(|| format!("while creating {}", dir.display()))?;
+    let puller = crate::pull::Puller {
+        ctl: ctl.clone(),
+        rt: rt.clone(),
+        registry,
+        partial_dir: dir.join("partial"),
+    };
     let agent = Arc::new(Agent {
         host_ip: crate::args::host_of(&endpoint),
         name: name.clone(),
         endpoint: endpoint.clone(),
+        puller,
         rt,
         ctl: ctl.clone(),
         dir,
@@ -794,37 +806,75 @@ impl Agent {
         else {
             return;
         };
-        let partial = self.dir.join("partial");
-        match crate::pull::ensure_image(&self.ctl, &self.rt, &c.image, &partial).await {
-            Ok(Some(digest)) => self.pod_event(
+        let keyring = self.pull_keyring(&pod).await;
+        match self
+            .puller
+            .ensure_image(&c.image, c.pull_policy(), &keyring)
+            .await
+        {
+            Ok(crate::pull::Pulled::Fetched { from, digest }) => self.pod_event(
                 &pod,
                 PodEvent::normal(
                     "Pulled",
-                    format!("Successfully pulled image {:?} ({digest})", c.image),
+                    format!(
+                        "Successfully pulled image {:?} ({digest}) from {from}",
+                        c.image
+                    ),
                 ),
             ),
-            Ok(None) => {}
-            Err(e) => {
-                let msg = e.to_string();
-                let delay = self.hold(sandbox, container);
-                warn!("pod {}: {msg}; retrying in {delay:?}", pod_key(&pod));
-                self.set_waiting(
-                    sandbox,
-                    container,
-                    PULL_BACKOFF,
-                    &format!("Back-off pulling image {:?}: {msg}", c.image),
-                );
+            Ok(crate::pull::Pulled::Stale(why)) => {
+                warn!("pod {}: {why}; running the node's copy", pod_key(&pod));
                 self.pod_event(
                     &pod,
                     PodEvent::warning(
                         "Failed",
-                        format!("Failed to pull image {:?}: {msg}", c.image),
+                        format!("{why}; running the node's copy of {:?}", c.image),
                     ),
                 );
+            }
+            Ok(crate::pull::Pulled::Present) => {}
+            Err(e) => {
+                let delay = self.hold(sandbox, container);
+                warn!("pod {}: {e}; retrying in {delay:?}", pod_key(&pod));
+                self.set_waiting(sandbox, container, e.reason, &e.message);
+                self.pod_event(&pod, PodEvent::warning("Failed", e.message.clone()));
                 self.pod_event(
                     &pod,
-                    PodEvent::normal("BackOff", format!("Back-off pulling image {:?}", c.image)),
+                    PodEvent::warning("Failed", format!("Error: {}", e.reason)),
                 );
+                // As in Kubernetes: the reason is ErrImagePull right after the failure and
+                // ImagePullBackOff for the rest of the wait.
+                let me = self.clone();
+                let (sb, name, image) =
+                    (sandbox.to_string(), container.to_string(), c.image.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(PULL_ERROR_SHOWN.min(delay / 2)).await;
+                    let backoff = {
+                        let mut st = lock(&me.state);
+                        match st.waiting.get_mut(&sb).and_then(|w| w.get_mut(&name)) {
+                            Some(w) if w.0 == crate::pull::ERR_IMAGE_PULL && w.1 == e.message => {
+                                *w = (
+                                    PULL_BACKOFF.to_string(),
+                                    format!("Back-off pulling image {image:?}: {}", e.message),
+                                );
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if backoff {
+                        if let Some(pod) = me.pod_of(&sb) {
+                            me.pod_event(
+                                &pod,
+                                PodEvent::normal(
+                                    "BackOff",
+                                    format!("Back-off pulling image {image:?}"),
+                                ),
+                            );
+                        }
+                        me.wake.notify_one();
+                    }
+                });
                 return;
             }
         }
@@ -890,6 +940,29 @@ impl Agent {
                 self.pod_event(&pod, PodEvent::warning("Failed", format!("Error: {e}")));
             }
         }
+    }
+
+    /// The credentials of `pod`'s `imagePullSecrets` (the node authorizer lets a node get
+    /// them); a missing or malformed one is skipped with a warning event.
+    async fn pull_keyring(&self, pod: &Pod) -> shoal_runtime::image::registry::Keyring {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut secrets = Vec::new();
+        for r in &pod.spec.image_pull_secrets {
+            let got = match self.ctl.get::<shoal_api::Secret>(ns, &r.name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("pod {}: imagePullSecret {}: {e}", pod_key(pod), r.name);
+                    None
+                }
+            };
+            secrets.push((r.name.clone(), got));
+        }
+        let (keyring, warnings) = crate::pull::keyring(ns, &secrets);
+        for w in warnings {
+            warn!("pod {}: {w}", pod_key(pod));
+            self.pod_event(pod, PodEvent::warning("FailedToRetrieveImagePullSecret", w));
+        }
+        keyring
     }
 
     /// The ConfigMaps and Secrets `pod` refers to, fetched one by one (the node authorizer

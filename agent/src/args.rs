@@ -38,6 +38,11 @@ pub struct AgentArgs {
     /// Most tar entries (files, directories, links) in the layers of one image.
     #[arg(long, default_value_t = shoal_runtime::image::limits::Limits::default().max_entries)]
     pub image_max_entries: u64,
+    /// Registry mirrors, credentials and TLS settings for pulling images, in k3s's
+    /// `registries.yaml` format (`mirrors` with `endpoint` lists, `configs` per host with
+    /// `auth` and `tls`); see docs/images.md. Read at start.
+    #[arg(long, value_name = "FILE", env = "SHOAL_REGISTRIES")]
+    pub registries: Option<PathBuf>,
     /// Address to serve the Agent API (logs, exec, stats) on.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -94,6 +99,24 @@ impl AgentArgs {
             max_entries: self.image_max_entries,
             ..Default::default()
         }
+    }
+
+    /// The registry client of `--registries` (the defaults without the flag).
+    pub fn registry_client(
+        &self,
+    ) -> anyhow::Result<shoal_runtime::image::registry::RegistryClient> {
+        use anyhow::Context as _;
+        use shoal_runtime::image::registry::{RegistriesConfig, RegistryClient};
+        let config = match &self.registries {
+            None => RegistriesConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--registries: reading {}", path.display()))?;
+                RegistriesConfig::parse(&text, &path.display().to_string())
+                    .context("--registries")?
+            }
+        };
+        Ok(RegistryClient::new(config))
     }
 
     /// The advertised `HOST:PORT`.

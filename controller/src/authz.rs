@@ -272,7 +272,7 @@ pub fn check_write(
 
 /// The node authorizer for Secrets and ConfigMaps: node `me` may get `kind` `name` only
 /// when a pod bound to it (in `pods`, those of the object's namespace) refers to it in
-/// `env`, `envFrom` or a volume.
+/// `env`, `envFrom`, a volume or (Secrets) `imagePullSecrets`.
 pub fn node_reads_config(
     who: &Identity,
     kind: Kind,
@@ -286,7 +286,7 @@ pub fn node_reads_config(
         p.spec.node_name.as_deref() == Some(me.as_str()) && {
             let refs = shoal_api::podconfig::ConfigRefs::of(&p.spec);
             match kind {
-                Kind::Secret => refs.secrets.contains(name),
+                Kind::Secret => refs.secrets.contains(name) || refs.pull_secrets.contains(name),
                 Kind::ConfigMap => refs.config_maps.contains(name),
                 _ => true,
             }

@@ -184,24 +184,13 @@ async fn a_missing_key_waits_with_create_container_config_error() {
         }
     }))
     .await;
-    let p = c
-        .wait_pod(
+    let w = c
+        .wait_waiting(
             "needs",
             "CreateContainerConfigError",
             Duration::from_secs(30),
-            |_, cs| {
-                cs.state
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|w| w.reason == "CreateContainerConfigError")
-            },
         )
         .await;
-    let w = p.status.unwrap().container_statuses[0]
-        .state
-        .waiting
-        .clone()
-        .unwrap();
     assert!(
         w.message.contains("configmap \"later\" not found"),
         "{}",

@@ -23,6 +23,7 @@ use shoal_testkit::{ControllerCluster, Proc, free_port};
 use tonic::transport::Channel;
 
 mod batch;
+mod registry;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
@@ -39,6 +40,8 @@ struct Cluster {
     agent: Option<Proc>,
     /// A node join token (unlimited uses) and the CA hash.
     join: (String, String),
+    /// Extra agent flags.
+    agent_args: Vec<String>,
     controllers: ControllerCluster,
 }
 
@@ -54,6 +57,16 @@ impl Cluster {
 
     /// [`Cluster::start_n`] with extra controller flags.
     async fn start_with(node: &str, n: u64, args: &'static [&'static str]) -> Cluster {
+        Self::start_full(node, n, args, Vec::new()).await
+    }
+
+    /// [`Cluster::start_with`] with extra agent flags.
+    async fn start_full(
+        node: &str,
+        n: u64,
+        args: &'static [&'static str],
+        agent_args: Vec<String>,
+    ) -> Cluster {
         // ControllerCluster blocks while it forms the cluster: keep it off the runtime.
         let controllers =
             tokio::task::spawn_blocking(move || ControllerCluster::start_args(n, args))
@@ -67,6 +80,7 @@ impl Cluster {
             ctl_addrs: controllers.addrs(),
             agent: None,
             join: Default::default(),
+            agent_args,
             controllers,
         };
         c.import_busybox().await;
@@ -109,6 +123,7 @@ impl Cluster {
             "none",
         ])
         .args(["--join-token", &self.join.0, "--ca-hash", &self.join.1])
+        .args(&self.agent_args)
         .args(["--log", "info,shoal_agent=debug", "--data-dir"])
         .arg(self.data_dir());
         self.agent = Some(Proc::spawn(
@@ -211,6 +226,28 @@ impl Cluster {
         );
     }
 
+    /// Waits until the pod's first container is waiting with `reason`; returns that state.
+    async fn wait_waiting(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> shoal_api::ContainerStateWaiting {
+        let p = self
+            .wait_pod(name, reason, timeout, |_, cs| {
+                cs.state
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|w| w.reason == reason)
+            })
+            .await;
+        p.status.unwrap().container_statuses[0]
+            .state
+            .waiting
+            .clone()
+            .unwrap()
+    }
+
     async fn delete_pod(&self, name: &str) {
         let mut cl = cluster(&self.ctl_addr).await.unwrap();
         cl.delete(DeleteRequest {
@@ -224,6 +261,11 @@ impl Cluster {
     }
 
     async fn event_reasons(&self, pod: &str) -> Vec<String> {
+        self.events(pod).await.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// (reason, message) of the pod's Events.
+    async fn events(&self, pod: &str) -> Vec<(String, String)> {
         let mut cl = cluster(&self.ctl_addr).await.unwrap();
         let r = cl
             .list(ListRequest {
@@ -237,7 +279,9 @@ impl Cluster {
         r.items_json
             .iter()
             .filter_map(|j| match Object::from_json_str(j) {
-                Ok(Object::Event(e)) if e.involved_object.name == pod => Some(e.reason),
+                Ok(Object::Event(e)) if e.involved_object.name == pod => {
+                    Some((e.reason, e.message))
+                }
                 _ => None,
             })
             .collect()
@@ -609,24 +653,9 @@ async fn unknown_image_is_image_pull_back_off() {
         "true",
     ))
     .await;
-    let p = c
-        .wait_pod(
-            "ghost",
-            "ImagePullBackOff",
-            Duration::from_secs(30),
-            |_, cs| {
-                cs.state
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|w| w.reason == "ImagePullBackOff")
-            },
-        )
+    let w = c
+        .wait_waiting("ghost", "ImagePullBackOff", Duration::from_secs(30))
         .await;
-    let w = p.status.unwrap().container_statuses[0]
-        .state
-        .waiting
-        .clone()
-        .unwrap();
     assert!(w.message.contains("nosuch/image:1"), "{}", w.message);
     assert!(w.message.contains("not found"), "{}", w.message);
     let reasons = c.event_reasons("ghost").await;

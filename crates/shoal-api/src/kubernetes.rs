@@ -47,7 +47,6 @@ const POD_SPEC: &[&str] = &[
     "hostUsers",
     "shareProcessNamespace",
     "dnsConfig",
-    "imagePullSecrets",
     "securityContext",
     "schedulerName",
     "schedulingGates",

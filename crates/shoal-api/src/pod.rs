@@ -85,17 +85,42 @@ pub struct PodSpec {
     /// Host name inside the pod (default: the pod's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Secrets of type `kubernetes.io/dockerconfigjson` (in the pod's namespace) whose
+    /// credentials the node uses to pull this pod's images from registries, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
-/// When the agent fetches a container's image.
+/// A reference to an object of the same namespace, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    /// The object's name.
+    pub name: String,
+}
+
+/// When the agent fetches a container's image (docs/images.md). Unset, it is `Always`
+/// for an image without a tag or with `:latest`, `IfNotPresent` otherwise, as in
+/// Kubernetes ([`Container::pull_policy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PullPolicy {
-    /// Fetch the image from the controller's image store every time a container starts.
+    /// Ask for the image's current digest every time a container starts (the cluster's
+    /// image store, then the registry) and fetch it if the node's copy differs.
     Always,
-    /// Fetch only if the node lacks it (what Shoal does by default).
+    /// Fetch only if the node lacks the image.
     IfNotPresent,
-    /// Never fetch: the image must already be on the node.
+    /// Never fetch: the image must already be on the node (`ErrImageNeverPull`).
     Never,
+}
+
+/// The tag of an image reference (`None` without one; a digest-pinned reference has
+/// `Some("")` so that it never counts as `latest`).
+fn image_tag(image: &str) -> Option<&str> {
+    if image.contains('@') {
+        return Some("");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    last.split_once(':').map(|(_, t)| t)
 }
 
 /// One container of a pod.
@@ -106,7 +131,8 @@ pub struct Container {
     pub name: String,
     /// Image reference `name:tag` (or `name@sha256:...`).
     pub image: String,
-    /// When to fetch the image (default: if not present).
+    /// When to fetch the image (default: `Always` for `:latest` or no tag, otherwise
+    /// `IfNotPresent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
     /// Replaces the image's entrypoint.
@@ -672,6 +698,17 @@ pub struct ContainerStateTerminated {
 pub const CONTAINER_RESOURCES: [&str; 3] = [quantity::CPU, quantity::MEMORY, quantity::PIDS];
 
 impl Container {
+    /// The pull policy in force: the one set, else `Always` for an image without a tag
+    /// or with `:latest` and `IfNotPresent` for any other tag or a digest (Kubernetes'
+    /// defaults).
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.image_pull_policy
+            .unwrap_or(match image_tag(&self.image) {
+                None | Some("latest") => PullPolicy::Always,
+                Some(_) => PullPolicy::IfNotPresent,
+            })
+    }
+
     /// Effective cpu and memory requests: the request, or the limit when only a limit
     /// is given. `pids` is only enforced as a limit, never scheduled on, so it is 0 here.
     pub fn effective_requests(&self) -> Resources {
@@ -1004,6 +1041,10 @@ impl PodSpec {
         if let Some(h) = &self.hostname {
             errs.check(join(path, "hostname"), v::check_dns1123_label(h));
         }
+        for (i, s) in self.image_pull_secrets.iter().enumerate() {
+            let p = index(&join(path, "imagePullSecrets"), i);
+            errs.check(join(&p, "name"), v::check_dns1123_subdomain(&s.name));
+        }
     }
 }
 
@@ -1144,6 +1185,42 @@ impl Pod {
 mod tests {
     use super::*;
     use crate::node::Taint;
+
+    #[test]
+    fn pull_policy_defaults_like_kubernetes() {
+        let c = |image: &str, p: Option<PullPolicy>| Container {
+            image: image.into(),
+            image_pull_policy: p,
+            ..Default::default()
+        };
+        for (image, want) in [
+            ("busybox", PullPolicy::Always),
+            ("busybox:latest", PullPolicy::Always),
+            ("127.0.0.1:5000/busybox", PullPolicy::Always),
+            ("127.0.0.1:5000/busybox:v1", PullPolicy::IfNotPresent),
+            ("nginx:1.14.2", PullPolicy::IfNotPresent),
+            (
+                "busybox@sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                PullPolicy::IfNotPresent,
+            ),
+        ] {
+            assert_eq!(c(image, None).pull_policy(), want, "{image}");
+        }
+        assert_eq!(
+            c("busybox", Some(PullPolicy::Never)).pull_policy(),
+            PullPolicy::Never
+        );
+        let spec = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "x"}],
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "Bad_Name"}]
+        }));
+        assert_eq!(spec.image_pull_secrets[0].name, "regcred");
+        let mut errs = ValidationErrors::new();
+        spec.validate("spec", &mut errs);
+        let text = format!("{errs:?}");
+        assert!(text.contains("spec.imagePullSecrets[1].name"), "{text}");
+        assert!(!text.contains("imagePullSecrets[0]"), "{text}");
+    }
 
     fn pod_spec(json: serde_json::Value) -> PodSpec {
         serde_json::from_value(json).unwrap()

@@ -470,12 +470,21 @@ pub struct ConfigRefs {
     pub config_maps: BTreeSet<String>,
     /// Secret names.
     pub secrets: BTreeSet<String>,
+    /// `imagePullSecrets` names (read by the node to pull, not given to containers).
+    pub pull_secrets: BTreeSet<String>,
 }
 
 impl ConfigRefs {
     /// The ConfigMaps and Secrets `spec` names.
     pub fn of(spec: &crate::pod::PodSpec) -> ConfigRefs {
-        let mut r = ConfigRefs::default();
+        let mut r = ConfigRefs {
+            pull_secrets: spec
+                .image_pull_secrets
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            ..Default::default()
+        };
         for c in &spec.containers {
             for e in &c.env {
                 if let Some(s) = &e.value_from {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -232,11 +232,18 @@ impl Session<'_> {
         tokio::fs::create_dir_all(partial_dir)
             .await
             .map_err(|e| crate::io_err(partial_dir, e))?;
-        let downloaded: u64 = futures::stream::iter(blobs.iter())
+        // The futures are made first: a stream of closures borrowing `self` would not be
+        // `Send` for every lifetime (rust-lang/rust#102211).
+        let downloads: Vec<_> = blobs
+            .iter()
             .map(|d| self.blob(d, store, partial_dir))
-            .buffer_unordered(self.client.parallel.max(1))
-            .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-            .await?;
+            .collect();
+        let mut downloaded = 0u64;
+        let mut running =
+            futures::stream::iter(downloads).buffer_unordered(self.client.parallel.max(1));
+        while let Some(n) = running.next().await {
+            downloaded += n?;
+        }
 
         let (store2, digest, bytes, names) =
             (store.clone(), m.digest.clone(), m.bytes, names.to_vec());
