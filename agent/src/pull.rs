@@ -158,7 +158,9 @@ impl Puller {
                             image,
                             keyring,
                             self.rt.images(),
-                            &self.partial_dir,
+                            // Apart from the cluster's partial files (the same digest
+                            // may come from both at once).
+                            &self.partial_dir.join("registry"),
                             &[image.to_string()],
                         )
                         .await;

@@ -72,6 +72,9 @@ pub struct Pulled {
 pub struct RegistryClient {
     config: RegistriesConfig,
     tls: Mutex<HashMap<String, Arc<ClientConfig>>>,
+    /// One lock per partial file: two pulls of the same blob at once must not append to
+    /// the same file.
+    blob_locks: Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// Blobs downloaded at once.
     pub parallel: usize,
 }
@@ -82,6 +85,7 @@ impl RegistryClient {
         Self {
             config,
             tls: Mutex::new(HashMap::new()),
+            blob_locks: Mutex::new(HashMap::new()),
             parallel: 3,
         }
     }
@@ -89,6 +93,11 @@ impl RegistryClient {
     /// The node's registry settings.
     pub fn config(&self) -> &RegistriesConfig {
         &self.config
+    }
+
+    fn blob_lock(&self, partial: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.blob_locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(partial.to_path_buf()).or_default().clone()
     }
 
     fn tls_for(&self, host: &str, r: &Reference) -> Result<Arc<ClientConfig>, RegistryError> {
@@ -324,7 +333,19 @@ impl Session<'_> {
         partial_dir: &Path,
     ) -> Result<u64, RegistryError> {
         let path = partial_dir.join(format!("{}.partial", d.digest.hex()));
+        let lock = self.client.blob_lock(&path);
+        let _held = lock.lock().await;
+        if store.has_blob(&d.digest) {
+            return Ok(0);
+        }
         let what = format!("blob {} of {}", d.digest, self.r);
+        // A descriptor must give the size; without one, the unpacking limit caps the
+        // download.
+        let cap = if d.size > 0 {
+            d.size
+        } else {
+            store.limits().max_unpacked_bytes
+        };
         let mut last: Option<RegistryError> = None;
         let mut downloaded = 0u64;
         for attempt in 0..BLOB_ATTEMPTS {
@@ -332,12 +353,12 @@ impl Session<'_> {
                 tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
             }
             let (mut hasher, mut have) = hash_prefix(&path).await?;
-            if d.size > 0 && have > d.size {
+            if have > cap {
                 remove(&path).await;
                 (hasher, have) = (Sha256::new(), 0);
             }
             let mut headers = Vec::new();
-            if have > 0 && have < d.size {
+            if have > 0 && have < cap {
                 headers.push((header::RANGE, format!("bytes={have}-")));
             }
             let resp = if have > 0 && have == d.size {
@@ -405,14 +426,13 @@ impl Session<'_> {
                         continue;
                     };
                     have += data.len() as u64;
-                    if d.size > 0 && have > d.size {
+                    if have > cap {
                         drop(f);
                         remove(&path).await;
                         return Err(RegistryError::DigestMismatch {
                             what: format!(
-                                "{what} from {}: more than its {} bytes",
-                                self.endpoint(),
-                                d.size
+                                "{what} from {}: more than its {cap} bytes",
+                                self.endpoint()
                             ),
                             expected: d.digest.clone(),
                             actual: Digest::from_hex(&hex::encode(hasher.finalize()))

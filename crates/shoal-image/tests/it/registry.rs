@@ -89,6 +89,15 @@ async fn pulls_by_tag_and_digest_over_http_with_basic_auth_and_says_why_it_canno
         "partial files left behind"
     );
 
+    // Two pulls of the same image at once into one store both succeed.
+    let store2 = ImageStore::open(t.path().join("c")).unwrap();
+    let (x, y) = tokio::join!(
+        pull(&client, &image, &keys, &store2),
+        pull(&client, &image, &keys, &store2)
+    );
+    assert_eq!(x.unwrap().image.digest.to_string(), v2);
+    assert_eq!(y.unwrap().image.digest.to_string(), v2);
+
     // By digest, OCI media types, into an empty store.
     let store = ImageStore::open(t.path().join("b")).unwrap();
     let by_digest = format!("{addr}/library/busybox@{oci}");
