@@ -43,6 +43,10 @@ pub struct AgentArgs {
     /// `auth` and `tls`); see docs/images.md. Read at start.
     #[arg(long, value_name = "FILE", env = "SHOAL_REGISTRIES")]
     pub registries: Option<PathBuf>,
+    /// Pull only from the mirrors `--registries` gives, never from a registry itself
+    /// (as k3s's flag of the same name): a node without a way out never tries one.
+    #[arg(long)]
+    pub disable_default_registry_endpoint: bool,
     /// Address to serve the Agent API (logs, exec, stats) on.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -116,6 +120,8 @@ impl AgentArgs {
                     .context("--registries")?
             }
         };
+        let mut config = config;
+        config.disable_default_endpoint = self.disable_default_registry_endpoint;
         Ok(RegistryClient::new(config))
     }
 

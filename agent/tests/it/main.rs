@@ -121,6 +121,8 @@ impl Cluster {
             // These agents share the host's network namespace: no pod network.
             "--network",
             "none",
+            // Tests reach registries on loopback only (through --registries mirrors).
+            "--disable-default-registry-endpoint",
         ])
         .args(["--join-token", &self.join.0, "--ca-hash", &self.join.1])
         .args(&self.agent_args)
@@ -658,6 +660,13 @@ async fn unknown_image_is_image_pull_back_off() {
         .await;
     assert!(w.message.contains("nosuch/image:1"), "{}", w.message);
     assert!(w.message.contains("not found"), "{}", w.message);
+    // A Docker Hub name and no way to Docker Hub: the hint.
+    assert!(
+        w.message
+            .contains("docker.io is not reachable from this node; import the image"),
+        "{}",
+        w.message
+    );
     let reasons = c.event_reasons("ghost").await;
     assert!(reasons.iter().any(|x| x == "Failed"), "{reasons:?}");
 }

@@ -150,7 +150,10 @@ impl RegistryClient {
         Err(
             most_telling(errors).unwrap_or_else(|| RegistryError::Unreachable {
                 endpoint: r.registry.clone(),
-                message: "no endpoint".into(),
+                message: "no endpoint to ask: the registry's own is off \
+                          (--disable-default-registry-endpoint) and --registries has no mirror \
+                          for it"
+                    .into(),
             }),
         )
     }

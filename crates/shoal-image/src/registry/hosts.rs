@@ -34,6 +34,10 @@ pub struct RegistriesConfig {
     /// Endpoint host (`host:port`) → credentials and TLS settings.
     #[serde(default)]
     pub configs: BTreeMap<String, HostConfig>,
+    /// Never ask a registry itself, only its mirrors (k3s's
+    /// `--disable-default-registry-endpoint`; not part of the file).
+    #[serde(skip)]
+    pub disable_default_endpoint: bool,
 }
 
 /// The mirrors of one registry.
@@ -221,7 +225,8 @@ impl RegistriesConfig {
     }
 
     /// Where to ask for `r`, in order: the registry's mirrors (or those of `*`), then
-    /// the registry itself over HTTPS unless a mirror endpoint already is that host.
+    /// the registry itself over HTTPS unless a mirror endpoint already is that host or
+    /// [`Self::disable_default_endpoint`] is set.
     pub fn endpoints(&self, r: &Reference) -> Vec<Endpoint> {
         let mirror = self
             .mirrors
@@ -241,9 +246,10 @@ impl RegistriesConfig {
             })
             .unwrap_or_default();
         let default_host = r.default_endpoint_host();
-        if !out
-            .iter()
-            .any(|e| e.host == default_host || e.host == r.registry)
+        if !self.disable_default_endpoint
+            && !out
+                .iter()
+                .any(|e| e.host == default_host || e.host == r.registry)
         {
             out.push(Endpoint {
                 scheme: Scheme::Https,
@@ -355,6 +361,10 @@ configs:
         let r = Reference::parse("quay.io/a/b").unwrap();
         assert_eq!(c.endpoints(&r)[0].to_string(), "https://quay.io");
         assert_eq!(c.endpoints(&r)[0].port(), 443);
+        let mut off = c.clone();
+        off.disable_default_endpoint = true;
+        assert!(off.endpoints(&r).is_empty());
+        assert_eq!(off.endpoints(&Reference::parse("nginx").unwrap()).len(), 2);
         // `*` applies to every registry without its own entry.
         let c =
             RegistriesConfig::parse("mirrors:\n  '*':\n    endpoint: [http://m:1]\n", "r").unwrap();
