@@ -421,20 +421,22 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     g.finish().unwrap()
 }
 
-#[test]
-fn a_gzip_bomb_is_stopped_early() {
-    // 1,000 gzip members of 10 MiB of zeros each: 10 GiB once inflated,
-    // about 10 MB compressed. The first member starts with a real tar entry;
-    // everything after is zeros (the tar ends at the first zero block, the
-    // rest is still read for the digest, through the limit).
+/// 1,000 compressed members (gzip) or frames (zstd) of 10 MiB of zeros each: 10 GiB
+/// once inflated, a few MB compressed. The first starts with a real tar entry;
+/// everything after is zeros (the tar ends at the first zero block, the rest is still
+/// read for the digest, through the limit).
+fn assert_bomb_stopped(what: &str, compress: fn(&[u8]) -> Vec<u8>) {
     let mut first = layer(&[file("a", 0o644, b"a")]);
     first.resize(10 << 20, 0);
-    let zeros = gzip(&vec![0u8; 10 << 20]);
-    let mut blob = gzip(&first);
+    let zeros = compress(&vec![0u8; 10 << 20]);
+    let mut blob = compress(&first);
     for _ in 1..1000 {
         blob.extend_from_slice(&zeros);
     }
-    println!("bomb: {} bytes compressed, 10 GiB inflated", blob.len());
+    println!(
+        "{what} bomb: {} bytes compressed, 10 GiB inflated",
+        blob.len()
+    );
     let limit = 64 << 20;
     let limits = Limits {
         max_unpacked_bytes: limit,
@@ -449,6 +451,19 @@ fn a_gzip_bomb_is_stopped_early() {
     assert_store_empty(&store);
     // Inflating all 10 GiB takes minutes here; 64 MiB takes about a second.
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+#[test]
+fn a_gzip_bomb_is_stopped_early() {
+    assert_bomb_stopped("gzip", gzip);
+}
+
+#[test]
+fn a_zstd_bomb_is_stopped_early() {
+    // Registries serve `tar+zstd` layers.
+    assert_bomb_stopped("zstd", |data| {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    });
 }
 
 #[test]
