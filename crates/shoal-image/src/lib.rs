@@ -1,5 +1,7 @@
 //! Images: import of `docker save` and OCI-layout tarballs, content digests,
-//! the blob store, and layer unpacking that cannot escape its directory.
+//! the blob store, layer unpacking that cannot escape its directory, and pulling
+//! from registries ([`registry`]: the OCI distribution API over HTTP(S), tokio and
+//! hyper; the rest of the crate is synchronous).
 //!
 //! Crate rules: this crate owns everything about image *content* (blobs,
 //! manifests, configs, layers on disk). It must never depend on the runtime,
