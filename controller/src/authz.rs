@@ -529,7 +529,8 @@ mod tests {
         let pod = |node: &str| -> shoal_api::Pod {
             serde_json::from_value(json!({
                 "metadata": {"name": "p", "namespace": "a"},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i",
+                "spec": {"nodeName": node, "imagePullSecrets": [{"name": "regcred"}],
+                    "containers": [{"name": "c", "image": "i",
                     "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
                     "envFrom": [{"configMapRef": {"name": "app"}}]}],
                     "volumes": [{"name": "v", "secret": {"secretName": "tls"}}]}
@@ -540,6 +541,9 @@ mod tests {
         assert!(node_reads_config(&n1, Kind::Secret, "db", &pods).is_ok());
         assert!(node_reads_config(&n1, Kind::Secret, "tls", &pods).is_ok());
         assert!(node_reads_config(&n1, Kind::ConfigMap, "app", &pods).is_ok());
+        assert!(node_reads_config(&n1, Kind::Secret, "regcred", &pods).is_ok());
+        // A pull secret is a Secret only: no ConfigMap of that name.
+        assert!(node_reads_config(&n1, Kind::ConfigMap, "regcred", &pods).is_err());
         let e = node_reads_config(&n1, Kind::Secret, "app", &pods).unwrap_err();
         assert!(
             e.message().contains("no pod bound to n1"),
@@ -548,6 +552,7 @@ mod tests {
         );
         let n3 = Identity::Node { name: "n3".into() };
         assert!(node_reads_config(&n3, Kind::Secret, "db", &pods).is_err());
+        assert!(node_reads_config(&n3, Kind::Secret, "regcred", &pods).is_err());
     }
 
     #[test]
