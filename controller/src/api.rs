@@ -48,6 +48,18 @@ const ALLOC_ATTEMPTS: usize = 50;
 /// concurrent allocations never pick the same address (one of them re-reads and retries).
 pub const ALLOCATOR_KEY: &str = "Allocator//services";
 
+/// How often each controller deletes the blobs on its disk that no image uses any more.
+const BLOB_GC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Everything [`serve`] needs besides the store and the listener.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -87,9 +99,19 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let images = crate::images::ImagesService::new(store.clone(), &data_dir, image_limits)?
-        .with_max_image_size(max_image_size)
-        .into_server();
+    let images_service = crate::images::ImagesService::new(
+        store.clone(),
+        &data_dir,
+        image_limits,
+        tls.peer_client()?,
+    )?
+    .with_max_image_size(max_image_size);
+    let gc = tokio::spawn(crate::images::collect_garbage_forever(
+        images_service.clone(),
+        BLOB_GC_EVERY,
+    ));
+    let _gc = AbortOnDrop(gc);
+    let images = images_service.into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone()).into_server();
     let access =
         crate::access::AccessService::new(store.clone(), tls.clone(), cipher).into_server();

@@ -72,14 +72,11 @@ pub fn controller_policy() -> Policy {
                 | "/shoal.v1.Access/RevokeToken"
                 | "/shoal.v1.Access/IssueUser"
         );
-        if path.starts_with("/shoal.v1.Raft/") {
+        if path.starts_with("/shoal.v1.Raft/") || path == "/shoal.v1.Images/PutBlob" {
             return if who.is_controller() {
                 Ok(())
             } else {
-                Err(denied(
-                    who,
-                    "call the Raft service (controllers only)".into(),
-                ))
+                Err(denied(who, format!("call {path} (controllers only)")))
             };
         }
         if admin_only && !who.is_admin() {

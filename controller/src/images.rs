@@ -1,15 +1,18 @@
 //! The `Images` gRPC service: a controller receives an image tarball, verifies it with the
-//! runtime's image store, and replicates its blobs through Raft in base64 chunks, so that
-//! every controller holds (and serves) every blob; agents pull only the blobs they lack.
+//! runtime's image store, keeps its blobs on disk ([`crate::blobs`]) with a second copy on
+//! another controller, and records the image and where its blobs are through Raft; agents
+//! pull only the blobs they lack, from any controller (which fetches a blob it lacks from
+//! a holder once).
 //!
 //! Store objects (cluster-scoped, empty namespace):
-//! - `Blob//<hex>.<NNNNN>`: `{kind: "Blob", digest, index, data: <base64 of ≤ 64 KiB>}`
-//! - `BlobMeta//<hex>`: `{kind: "BlobMeta", digest, size, chunks, chunkSize}`; written in the
-//!   same batch as (or after) the blob's last chunk, so it exists only when every chunk does
+//! - `BlobMeta//<hex>`: `{kind: "BlobMeta", digest, size, holders: [controller ids]}`;
+//!   written only once every holder has the blob synced on disk
 //! - `Image//<manifest hex>`: `{kind: "Image", names, digest, configDigest, layers,
-//!   layerSizes, size, config}`; written last, in one batch that also re-asserts every
-//!   BlobMeta it uses (an `Update` with its revision), so an Image never refers to a blob a
-//!   concurrent remove deleted.
+//!   layerSizes, size, config, mediaType}`; written last, in one batch that also re-asserts
+//!   every BlobMeta it uses (an `Update` with its revision), so an Image never refers to a
+//!   blob a concurrent remove deleted.
+//! - `Blob//<hex>.<NNNNN>`: base64 chunks of blobs imported by versions before blobs left
+//!   the Raft log (a BlobMeta with `chunks` and no `holders`); still served and removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -29,34 +32,20 @@ use shoal_image::config::Manifest;
 use shoal_image::digest::Digest;
 use shoal_proto::images_server::{Images, ImagesServer};
 use shoal_proto::{
-    BlobChunk, BlobRequest, ImageInfo, ImageListRequest, ImageListResponse, ImageRemoveRequest,
-    ImageRemoveResponse, ImportChunk, ImportResponse, ResolveRequest,
+    BlobChunk, BlobRequest, BlobUpload, ImageInfo, ImageListRequest, ImageListResponse,
+    ImageRemoveRequest, ImageRemoveResponse, ImportChunk, ImportResponse, PutBlobResponse,
+    ResolveRequest,
 };
-use shoal_store::{Consistency, MAX_COMMAND_BYTES, Store, StoreError, Write};
+use shoal_store::{Consistency, Store, StoreError, Write};
+
+use crate::blobs::{BlobStore, BlobWriter, Peers, copies_wanted, peer_order};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Raw bytes per `Blob` chunk object (base64 makes it 4/3 larger in the store).
-pub const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Largest estimated encoded size of one write batch of chunks (one Raft entry). Well below
-/// the store's command limit ([`MAX_COMMAND_BYTES`]): the store gives an AppendEntries a
-/// deadline proportional to its size and splits multi-entry appends above 1 MiB, so entries of
-/// this size replicate on a loaded machine and a lagging follower catches up in small steps.
-pub const BATCH_BUDGET: usize = 512 * 1024;
-
-const _: () = assert!(BATCH_BUDGET + 2 * CHUNK_BYTES < MAX_COMMAND_BYTES);
-
-/// Estimated encoding overhead of one object besides its base64 payload.
-const OBJECT_OVERHEAD: usize = 512;
-
 /// How many times an import or remove re-reads and retries after a concurrent change.
 const ATTEMPTS: usize = 5;
-
-/// Largest chunk index the 5-digit key suffix allows.
-const MAX_CHUNKS: u64 = 100_000;
 
 /// Largest gRPC message accepted on the Images service (import chunks).
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -115,6 +104,27 @@ pub enum ImagesError {
     /// The client's request stream failed.
     #[error("receiving the import stream: {0}")]
     Stream(Status),
+    /// A blob's content does not match the digest it was sent or asked for under.
+    #[error("digest mismatch: expected {expected}, the {size} bytes received hash to {actual}")]
+    DigestMismatch {
+        /// The digest the blob was given under.
+        expected: String,
+        /// The digest of the bytes.
+        actual: String,
+        /// How many bytes were received.
+        size: u64,
+    },
+    /// Another controller refused or failed a blob transfer.
+    #[error("controller {addr}: {message}")]
+    Peer {
+        /// The other controller's address.
+        addr: String,
+        /// What it said (or why it could not be reached).
+        message: String,
+    },
+    /// No second controller could take a copy of a blob.
+    #[error("{0}")]
+    Replication(String),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -168,6 +178,10 @@ pub fn to_status(e: &ImagesError) -> Status {
         ImagesError::Import(_) => Status::invalid_argument(e.to_string()),
         ImagesError::Io { .. } | ImagesError::Task(_) => Status::internal(e.to_string()),
         ImagesError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        ImagesError::DigestMismatch { .. } => Status::invalid_argument(e.to_string()),
+        ImagesError::Peer { .. } | ImagesError::Replication(_) => {
+            Status::unavailable(e.to_string())
+        }
         ImagesError::Stream(s) => Status::new(s.code(), e.to_string()),
         ImagesError::Store(s) => match s {
             StoreError::Conflict { .. }
@@ -221,6 +235,10 @@ pub struct ImageRecord {
     pub size: u64,
     /// The image config JSON document.
     pub config: Value,
+    /// The manifest's media type (Docker v2 or OCI); empty for images recorded before it
+    /// was kept (then read from the manifest itself).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
 }
 
 impl ImageRecord {
@@ -264,10 +282,31 @@ pub struct BlobMeta {
     pub digest: String,
     /// Size in bytes.
     pub size: u64,
-    /// Number of `Blob` chunk objects.
+    /// The controllers that hold the blob on disk (synced before this was written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<u64>,
+    /// Legacy: number of `Blob` chunk objects in the store (0 for blobs on disk).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub chunks: u64,
-    /// Raw bytes per chunk (the last may be shorter).
+    /// Legacy: raw bytes per chunk (the last may be shorter).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub chunk_size: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl BlobMeta {
+    fn to_object(&self) -> Value {
+        let mut object = json!({"kind": "BlobMeta", "metadata": {"name": hex_of(&self.digest)}});
+        if let (Some(m), Ok(Value::Object(fields))) =
+            (object.as_object_mut(), serde_json::to_value(self))
+        {
+            m.extend(fields);
+        }
+        object
+    }
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -395,39 +434,14 @@ struct Prepared {
     blobs: Vec<(Digest, PathBuf, u64)>,
 }
 
-/// Write batches kept under the command size limit.
-#[derive(Debug, Default)]
-struct Batcher {
-    writes: Vec<Write>,
-    bytes: usize,
-    batches: usize,
-}
-
-impl Batcher {
-    async fn push(&mut self, store: &Store, w: Write, size: usize) -> Result<(), StoreError> {
-        if !self.writes.is_empty() && self.bytes + size > BATCH_BUDGET {
-            self.flush(store).await?;
-        }
-        self.writes.push(w);
-        self.bytes += size;
-        Ok(())
-    }
-
-    async fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
-        if self.writes.is_empty() {
-            return Ok(());
-        }
-        store.write(std::mem::take(&mut self.writes)).await?;
-        self.bytes = 0;
-        self.batches += 1;
-        Ok(())
-    }
-}
-
 /// The `Images` service of one controller.
 #[derive(Debug, Clone)]
 pub struct ImagesService {
     store: Store,
+    /// The blobs on this controller's disk.
+    blobs: BlobStore,
+    /// Clients of the other controllers (second copies, fetches).
+    peers: Peers,
     local: ImageStore,
     upload_dir: PathBuf,
     /// Largest archive accepted by `Import` (`--max-image-size`).
@@ -438,18 +452,23 @@ pub struct ImagesService {
 }
 
 impl ImagesService {
-    /// Opens the local image store under `data_dir/images` and the upload directory
-    /// `data_dir/images-upload` (created if missing).
+    /// Opens the blob directory `data_dir/blobs`, the staging image store under
+    /// `data_dir/images` and the upload directory `data_dir/images-upload` (created if
+    /// missing); `peer_tls` reaches the other controllers.
     pub fn new(
         store: Store,
         data_dir: &Path,
         limits: shoal_image::limits::Limits,
+        peer_tls: Arc<rustls::ClientConfig>,
     ) -> Result<Self, ImagesError> {
         let local = ImageStore::open(data_dir.join("images"))?.with_limits(limits);
         let upload_dir = data_dir.join("images-upload");
         shoal_files::private_dir(&upload_dir).map_err(|e| io_err(&upload_dir, e))?;
+        let blobs = BlobStore::open(&data_dir.join("blobs"))?;
         Ok(Self {
             store,
+            blobs,
+            peers: Peers::new(peer_tls),
             local,
             upload_dir,
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
@@ -594,51 +613,61 @@ impl ImagesService {
     }
 
     async fn replicate_once(&self, p: &Prepared) -> Result<ImageRecord, ImagesError> {
-        let mut batch = Batcher::default();
-        let mut uploaded = 0usize;
+        // Blobs first: on this disk, a copy on another controller, then recorded.
+        let mut writes = Vec::new();
+        let mut stored = 0usize;
         for (digest, path, size) in &p.blobs {
             let key = blob_meta_key(digest.hex());
             if let Some(v) = self.store.get(&key, Consistency::Linearizable).await? {
                 let m = parse_meta(&v)?;
-                if m.size == *size {
-                    continue;
+                if m.size != *size {
+                    return Err(ImagesError::Corrupt {
+                        digest: digest.to_string(),
+                        message: format!(
+                            "stored size {} differs from the imported size {size}",
+                            m.size
+                        ),
+                    });
                 }
-                return Err(ImagesError::Corrupt {
-                    digest: digest.to_string(),
-                    message: format!(
-                        "stored size {} differs from the imported size {size}",
-                        m.size
-                    ),
+                // Re-asserted in the final batch: fails if a concurrent remove deleted it.
+                let rev = revision_of(&v);
+                writes.push(Write::Update {
+                    key,
+                    object: v,
+                    expected_revision: Some(rev),
                 });
+                continue;
             }
-            self.upload_blob(&mut batch, digest, path, *size).await?;
-            uploaded += 1;
-        }
-        batch.flush(&self.store).await?;
-        if uploaded > 0 {
-            tracing::info!(image = %p.record.digest, blobs = uploaded, batches = batch.batches, "image blobs replicated");
-        }
-
-        // Final batch: re-assert every blob (fails if a concurrent remove deleted one), move
-        // names away from other images, write the Image.
-        let mut writes = Vec::new();
-        for (digest, _, _) in &p.blobs {
-            let key = blob_meta_key(digest.hex());
-            let v = self
-                .store
-                .get(&key, Consistency::Linearizable)
-                .await?
-                .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-            let rev = revision_of(&v);
-            writes.push(Write::Update {
+            self.blobs.put_file(digest, path).await?;
+            let holders = self.spread(digest, *size).await?;
+            let meta = BlobMeta {
+                digest: digest.to_string(),
+                size: *size,
+                holders,
+                chunks: 0,
+                chunk_size: 0,
+            };
+            writes.push(Write::Create {
                 key,
-                object: v,
-                expected_revision: Some(rev),
+                object: meta.to_object(),
             });
+            stored += 1;
+        }
+        if stored > 0 {
+            tracing::info!(image = %p.record.digest, blobs = stored, "image blobs stored on disk and copied");
         }
         let images = self.images().await?;
         writes.extend(plan_name_moves(&images, &p.record.digest, &p.record.names));
         let mut record = p.record.clone();
+        writes.push(self.image_write(&images, &mut record));
+        self.store.write(writes).await?;
+        tracing::info!(image = %record.digest, names = ?record.names, "image stored");
+        Ok(record)
+    }
+
+    /// The write that records `record` (merging the names of an existing record of the same
+    /// digest into it).
+    fn image_write(&self, images: &[(ImageRecord, u64)], record: &mut ImageRecord) -> Write {
         let key = image_key(hex_of(&record.digest));
         match images.iter().find(|(i, _)| i.digest == record.digest) {
             Some((existing, rev)) => {
@@ -649,109 +678,187 @@ impl ImagesService {
                     }
                 }
                 record.names = names;
-                writes.push(Write::Update {
+                Write::Update {
                     key,
                     object: record.to_object(),
                     expected_revision: Some(*rev),
-                });
+                }
             }
-            None => writes.push(Write::Create {
+            None => Write::Create {
                 key,
                 object: record.to_object(),
-            }),
+            },
         }
+    }
+
+    /// Gives the local blob `d` the copies it needs: sends it to other controllers (in
+    /// [`peer_order`]) until [`copies_wanted`] hold it. Returns the holders, this one first.
+    pub async fn spread(&self, d: &Digest, size: u64) -> Result<Vec<u64>, ImagesError> {
+        let me = self.store.node_id();
+        let members = self.store.members();
+        let want = copies_wanted(members.len());
+        let mut holders = vec![me];
+        let mut failures = Vec::new();
+        let path = self.blobs.path(d);
+        for (id, addr) in peer_order(&members, me) {
+            if holders.len() >= want {
+                break;
+            }
+            match self.peers.push(&addr, d, &path, size).await {
+                Ok(()) => holders.push(id),
+                Err(e) => {
+                    tracing::warn!(blob = %d, peer = id, "copying a blob to another controller failed: {e}");
+                    failures.push(format!("controller {id}: {e}"));
+                }
+            }
+        }
+        if holders.len() < want {
+            return Err(ImagesError::Replication(format!(
+                "blob {d}: no other controller could take a copy ({}); is a majority of the controllers up?",
+                failures.join("; ")
+            )));
+        }
+        Ok(holders)
+    }
+
+    /// Commits a blob received by the built-in registry: on this disk, copied, recorded.
+    pub async fn commit_upload(
+        &self,
+        writer: BlobWriter,
+        d: &Digest,
+    ) -> Result<BlobMeta, ImagesError> {
+        let size = writer.len();
+        writer.commit(d).await?;
+        self.record_local_blob(d, size).await
+    }
+
+    /// Records a blob that is on this disk (copying it to another controller first), unless
+    /// the store already has it.
+    pub async fn record_local_blob(&self, d: &Digest, size: u64) -> Result<BlobMeta, ImagesError> {
+        let key = blob_meta_key(d.hex());
+        if let Some(v) = self.store.get(&key, Consistency::Linearizable).await? {
+            return parse_meta(&v);
+        }
+        let holders = self.spread(d, size).await?;
+        let meta = BlobMeta {
+            digest: d.to_string(),
+            size,
+            holders,
+            chunks: 0,
+            chunk_size: 0,
+        };
+        match self
+            .store
+            .write(vec![Write::Create {
+                key: key.clone(),
+                object: meta.to_object(),
+            }])
+            .await
+        {
+            Ok(_) => Ok(meta),
+            // Recorded meanwhile by a concurrent push of the same content.
+            Err(StoreError::AlreadyExists { .. }) => match self.blob_meta(d).await? {
+                Some(m) => Ok(m),
+                None => Err(ImagesError::NotFound(format!("blob {d} not found"))),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A new writer in this controller's blob directory.
+    pub async fn blob_writer(&self) -> Result<BlobWriter, ImagesError> {
+        self.blobs.writer().await
+    }
+
+    /// The recorded blob `d`, if any (this member's copy of the store first).
+    pub async fn blob_meta(&self, d: &Digest) -> Result<Option<BlobMeta>, ImagesError> {
+        match self.get_local_first(&blob_meta_key(d.hex())).await? {
+            Some(v) => Ok(Some(parse_meta(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes sure this controller has blob `d` on disk, fetching it from a holder (then any
+    /// other controller) if not. Returns its path.
+    pub async fn ensure_local(&self, d: &Digest, meta: &BlobMeta) -> Result<PathBuf, ImagesError> {
+        if self.blobs.size(d) == Some(meta.size) {
+            return Ok(self.blobs.path(d));
+        }
+        let me = self.store.node_id();
+        let members = self.store.members();
+        let mut order: Vec<(u64, String)> = members
+            .iter()
+            .filter(|(id, _)| *id != me && meta.holders.contains(id))
+            .cloned()
+            .collect();
+        order.extend(
+            members
+                .iter()
+                .filter(|(id, _)| *id != me && !meta.holders.contains(id))
+                .cloned(),
+        );
+        let mut failures = Vec::new();
+        for (id, addr) in order {
+            match self.peers.fetch(&addr, d, &self.blobs).await {
+                Ok(_) => {
+                    tracing::info!(blob = %d, from = id, "fetched a blob from another controller");
+                    return Ok(self.blobs.path(d));
+                }
+                Err(e) => failures.push(format!("controller {id}: {e}")),
+            }
+        }
+        Err(ImagesError::Replication(format!(
+            "blob {d} is not on this controller and no other controller could send it ({})",
+            if failures.is_empty() {
+                "no other controller".to_string()
+            } else {
+                failures.join("; ")
+            }
+        )))
+    }
+
+    /// Records an image whose blobs are all recorded (the built-in registry's manifest
+    /// push): moves its names from other images, merges with an existing record.
+    pub async fn record_image(&self, record: &ImageRecord) -> Result<ImageRecord, ImagesError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.record_image_once(record).await {
+                Err(ImagesError::Store(
+                    e @ (StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::AlreadyExists { .. }),
+                )) if attempt < ATTEMPTS => {
+                    tracing::info!(image = %record.digest, "image record raced with another change ({e}); retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn record_image_once(&self, record: &ImageRecord) -> Result<ImageRecord, ImagesError> {
+        let mut writes = Vec::new();
+        for b in record.blobs() {
+            let key = blob_meta_key(hex_of(&b));
+            let v = self
+                .store
+                .get(&key, Consistency::Linearizable)
+                .await?
+                .ok_or_else(|| ImagesError::NotFound(format!("blob {b} not found")))?;
+            let rev = revision_of(&v);
+            writes.push(Write::Update {
+                key,
+                object: v,
+                expected_revision: Some(rev),
+            });
+        }
+        let images = self.images().await?;
+        writes.extend(plan_name_moves(&images, &record.digest, &record.names));
+        let mut record = record.clone();
+        writes.push(self.image_write(&images, &mut record));
         self.store.write(writes).await?;
         tracing::info!(image = %record.digest, names = ?record.names, "image stored");
         Ok(record)
-    }
-
-    /// Adds the chunks and the BlobMeta of one blob to `batch`, verifying its digest.
-    async fn upload_blob(
-        &self,
-        batch: &mut Batcher,
-        digest: &Digest,
-        path: &Path,
-        size: u64,
-    ) -> Result<(), ImagesError> {
-        let hex = digest.hex();
-        let chunks = size.div_ceil(CHUNK_BYTES as u64);
-        if chunks >= MAX_CHUNKS {
-            return Err(ImagesError::Invalid(format!(
-                "blob {digest} of {size} bytes is too large (at most {} bytes)",
-                (MAX_CHUNKS - 1) * CHUNK_BYTES as u64
-            )));
-        }
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io_err(path, e))?;
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        for index in 0..chunks {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let mut n = 0;
-            while n < buf.len() {
-                let r = f.read(&mut buf[n..]).await.map_err(|e| io_err(path, e))?;
-                if r == 0 {
-                    break;
-                }
-                n += r;
-            }
-            buf.truncate(n);
-            hasher.update(&buf);
-            total += n as u64;
-            let data = B64.encode(&buf);
-            let est = data.len() + OBJECT_OVERHEAD;
-            let object = json!({
-                "kind": "Blob",
-                "metadata": {"name": format!("{hex}.{index:05}")},
-                "digest": digest.to_string(),
-                "index": index,
-                "data": data,
-            });
-            batch
-                .push(
-                    &self.store,
-                    Write::Put {
-                        key: blob_key(hex, index),
-                        object,
-                    },
-                    est,
-                )
-                .await?;
-        }
-        let actual = hex::encode(hasher.finalize());
-        if total != size || actual != hex {
-            return Err(ImagesError::Corrupt {
-                digest: digest.to_string(),
-                message: format!(
-                    "local copy {} has {total} bytes with sha256:{actual}",
-                    path.display()
-                ),
-            });
-        }
-        let meta = BlobMeta {
-            digest: digest.to_string(),
-            size,
-            chunks,
-            chunk_size: CHUNK_BYTES as u64,
-        };
-        let mut object = json!({"kind": "BlobMeta", "metadata": {"name": hex}});
-        if let (Some(m), Ok(Value::Object(fields))) =
-            (object.as_object_mut(), serde_json::to_value(&meta))
-        {
-            m.extend(fields);
-        }
-        batch
-            .push(
-                &self.store,
-                Write::Put {
-                    key: blob_meta_key(hex),
-                    object,
-                },
-                OBJECT_OVERHEAD,
-            )
-            .await?;
-        Ok(())
     }
 
     /// Removes a reference: drops the name, or (last name, or a digest) deletes the image and
@@ -819,6 +926,14 @@ impl ImagesService {
             deleted.push(b.clone());
         }
         self.store.write(writes).await?;
+        // This controller's copies go now; the other holders' at their next collection pass.
+        for b in &deleted {
+            if let Ok(d) = b.parse::<Digest>()
+                && let Err(e) = self.blobs.remove(&d)
+            {
+                tracing::warn!(blob = %d, "removing a deleted blob's file: {e}");
+            }
+        }
         Ok(deleted)
     }
 
@@ -829,13 +944,19 @@ impl ImagesService {
         Ok(out)
     }
 
-    /// Streams a blob's bytes from `offset` out of this member's copy of the store.
-    pub async fn blob_stream(&self, digest: &str, offset: u64) -> Result<BlobStream, ImagesError> {
+    /// Streams a blob's bytes from `offset`: from this controller's disk, after fetching it
+    /// from a holder if it is not here (unless `local_only`: a controller asking another).
+    pub async fn blob_stream(
+        &self,
+        digest: &str,
+        offset: u64,
+        local_only: bool,
+    ) -> Result<BlobStream, ImagesError> {
         let d: Digest = digest.parse().map_err(|_| {
             ImagesError::Invalid(format!("blob digest {digest:?}: expected sha256:<64 hex>"))
         })?;
-        let meta = match self.get_local_first(&blob_meta_key(d.hex())).await? {
-            Some(v) => parse_meta(&v)?,
+        let meta = match self.blob_meta(&d).await? {
+            Some(m) => m,
             None => return Err(ImagesError::NotFound(format!("blob {d} not found"))),
         };
         if offset > meta.size {
@@ -846,14 +967,175 @@ impl ImagesService {
             });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let store = self.store.clone();
+        if meta.holders.is_empty() && meta.chunks > 0 {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = send_chunked(&store, &d, &meta, offset, &tx).await {
+                    let _ = tx.send(Err(to_status(&e))).await;
+                }
+            });
+            return Ok(Box::pin(ReceiverStream::new(rx)));
+        }
+        let path = if local_only {
+            if self.blobs.size(&d) != Some(meta.size) {
+                return Err(ImagesError::NotFound(format!(
+                    "blob {d} is not on this controller's disk"
+                )));
+            }
+            self.blobs.path(&d)
+        } else {
+            self.ensure_local(&d, &meta).await?
+        };
         tokio::spawn(async move {
-            if let Err(e) = send_blob(&store, &d, &meta, offset, &tx).await {
+            if let Err(e) = send_file(&path, &d, meta.size, offset, &tx).await {
                 let _ = tx.send(Err(to_status(&e))).await;
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
+
+    /// Receives a copy of a blob from another controller (`PutBlob`).
+    async fn receive_copy(&self, mut stream: Streaming<BlobUpload>) -> Result<u64, ImagesError> {
+        let first = match stream.next().await {
+            Some(m) => m.map_err(ImagesError::Stream)?,
+            None => return Err(ImagesError::Invalid("PutBlob: empty stream".into())),
+        };
+        let d: Digest = first.digest.parse().map_err(|_| {
+            ImagesError::Invalid(format!(
+                "PutBlob digest {:?}: expected sha256:<64 hex>",
+                first.digest
+            ))
+        })?;
+        let size = first.size;
+        let mut w = self.blobs.writer().await?;
+        w.write(&first.data).await?;
+        while let Some(m) = stream.next().await {
+            let m = m.map_err(ImagesError::Stream)?;
+            if w.len() + m.data.len() as u64 > size {
+                return Err(ImagesError::Invalid(format!(
+                    "PutBlob {d}: more than the announced {size} bytes"
+                )));
+            }
+            w.write(&m.data).await?;
+        }
+        if self.blobs.size(&d) == Some(size) {
+            return Ok(size); // already here
+        }
+        w.commit(&d).await
+    }
+
+    /// Deletes local blobs that no BlobMeta names (after `grace`, so that a blob whose
+    /// record is still being written survives). Returns how many went.
+    pub async fn collect_garbage(&self, grace: std::time::Duration) -> usize {
+        let local = self.blobs.list();
+        let now = std::time::SystemTime::now();
+        let mut unknown = BTreeSet::new();
+        for (d, t) in &local {
+            if now.duration_since(*t).unwrap_or_default() < grace {
+                continue;
+            }
+            // Linearizable: a lagging member must not drop a blob it just has not heard of.
+            match self
+                .store
+                .get(&blob_meta_key(d.hex()), Consistency::Linearizable)
+                .await
+            {
+                Ok(None) => {
+                    unknown.insert(d.clone());
+                }
+                Ok(Some(_)) => {}
+                Err(_) => return 0, // no leader now: try at the next pass
+            }
+        }
+        let gone = crate::blobs::gc_candidates(&local, now, grace, &|d| !unknown.contains(d));
+        for d in &gone {
+            if let Err(e) = self.blobs.remove(d) {
+                tracing::warn!(blob = %d, "collecting an unused blob: {e}");
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(blobs = gone.len(), "removed blobs no image uses");
+        }
+        gone.len()
+    }
+}
+
+/// Runs [`ImagesService::collect_garbage`] every `every` until the task is aborted.
+pub async fn collect_garbage_forever(images: ImagesService, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        images.collect_garbage(every * 2).await;
+    }
+}
+
+/// Sends `size` bytes of the blob file at `path` from `offset`; verifies the digest when
+/// sending it whole (a damaged local copy is deleted, so that the next request fetches a good
+/// one).
+async fn send_file(
+    path: &Path,
+    d: &Digest,
+    size: u64,
+    offset: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<BlobChunk, Status>>,
+) -> Result<(), ImagesError> {
+    use tokio::io::AsyncSeekExt;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_err(path, e))?;
+    if offset > 0 {
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err(path, e))?;
+    }
+    let mut hasher = (offset == 0).then(Sha256::new);
+    let mut sent = offset;
+    let mut first = true;
+    loop {
+        let mut buf = vec![0u8; crate::blobs::COPY_CHUNK];
+        let n = f.read(&mut buf).await.map_err(|e| io_err(path, e))?;
+        if n == 0 && !first {
+            break;
+        }
+        buf.truncate(n);
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf);
+        }
+        sent += n as u64;
+        let msg = BlobChunk {
+            data: buf,
+            size: if first { size } else { 0 },
+        };
+        first = false;
+        if tx.send(Ok(msg)).await.is_err() {
+            return Ok(()); // the client went away
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    let corrupt = |message: String| {
+        let _ = std::fs::remove_file(path);
+        ImagesError::Corrupt {
+            digest: d.to_string(),
+            message,
+        }
+    };
+    if sent != size {
+        return Err(corrupt(format!(
+            "the local copy holds {sent} bytes, the record says {size}; removed it"
+        )));
+    }
+    if let Some(h) = hasher {
+        let actual = hex::encode(h.finalize());
+        if actual != d.hex() {
+            return Err(corrupt(format!(
+                "the local copy hashes to sha256:{actual}; removed it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The stream type of `Blob`.
@@ -866,8 +1148,9 @@ async fn get_local_first(store: &Store, key: &str) -> Result<Option<Value>, Stor
     }
 }
 
-/// Sends the chunks of `meta`'s blob from `offset`; verifies the digest when sending it whole.
-async fn send_blob(
+/// Sends the chunks of a legacy (in-store) blob from `offset`; verifies the digest when
+/// sending it whole.
+async fn send_chunked(
     store: &Store,
     d: &Digest,
     meta: &BlobMeta,
@@ -1001,6 +1284,11 @@ fn prepare(local: &ImageStore, archive: &Path) -> Result<Vec<Prepared>, ImagesEr
             size: layer_sizes.iter().sum(),
             layer_sizes,
             config,
+            media_type: if manifest.media_type.is_empty() {
+                shoal_image::config::OCI_MANIFEST.to_string()
+            } else {
+                manifest.media_type.clone()
+            },
         };
         out.push(Prepared { record, blobs });
     }
@@ -1097,8 +1385,17 @@ impl Images for ImagesService {
     ) -> Result<Response<Self::BlobStream>, Status> {
         let req = request.into_inner();
         Ok(Response::new(
-            self.blob_stream(&req.digest, req.offset).await?,
+            self.blob_stream(&req.digest, req.offset, req.local_only)
+                .await?,
         ))
+    }
+
+    async fn put_blob(
+        &self,
+        request: Request<Streaming<BlobUpload>>,
+    ) -> Result<Response<PutBlobResponse>, Status> {
+        let size = self.receive_copy(request.into_inner()).await?;
+        Ok(Response::new(PutBlobResponse { size }))
     }
 }
 
@@ -1117,6 +1414,7 @@ mod tests {
             layer_sizes: layers.iter().map(|_| 1).collect(),
             size: layers.len() as u64,
             config: json!({}),
+            media_type: String::new(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod access;
 pub mod alloc;
 pub mod api;
 pub mod authz;
+pub mod blobs;
 pub mod encryption;
 pub mod error;
 pub mod images;

@@ -54,6 +54,7 @@ async fn download(addr: &str, digest: &str, offset: u64) -> Result<(Vec<u8>, u64
         .blob(BlobRequest {
             digest: digest.to_string(),
             offset,
+            local_only: false,
         })
         .await?
         .into_inner();
@@ -160,6 +161,32 @@ async fn image_blobs_replicate_and_survive_the_importing_member() {
         .expect_err("unknown image");
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
 
+    // The bytes are on disk on two of the three members (the importer and one more).
+    let dirs: Vec<std::path::PathBuf> = (1..=3).map(|i| c.data_dir(i)).collect();
+    let on_disk = |d: &str| -> Vec<u64> {
+        let hex = d.trim_start_matches("sha256:");
+        (1..=3u64)
+            .filter(|i| {
+                dirs[*i as usize - 1]
+                    .join("blobs/sha256")
+                    .join(hex)
+                    .exists()
+            })
+            .collect()
+    };
+    for d in img.layers.iter().chain([&img.config_digest, &img.digest]) {
+        let holders = on_disk(d);
+        assert_eq!(holders.len(), 2, "{d} is on members {holders:?}");
+        assert!(
+            holders.contains(&1),
+            "{d}: the importer keeps a copy: {holders:?}"
+        );
+    }
+    assert!(
+        !on_disk(&img.layers[0]).contains(&3),
+        "the second copy goes to the next member after the importer (2), not 3"
+    );
+
     // The importing member dies; every blob is still served, byte-exact, by member 3.
     c.kill(1);
     let mut blobs = vec![img.config_digest.clone(), img.digest.clone()];
@@ -176,6 +203,11 @@ async fn image_blobs_replicate_and_survive_the_importing_member() {
             assert_eq!(size, img.layer_sizes[0]);
             layer = data;
         }
+    }
+
+    // Member 3 fetched what it lacked from member 2, once, and keeps it.
+    for d in &blobs {
+        assert!(on_disk(d).contains(&3), "{d} is now on member 3 too");
     }
 
     // Resumable: from an offset inside the second chunk, from the end, past the end.

@@ -508,6 +508,20 @@ impl Store {
         self.inner.cfg.node_id
     }
 
+    /// The members (voters and learners) of the membership this member knows, as (id,
+    /// advertised address), without asking any of them (see [`Store::status`] for that).
+    pub fn members(&self) -> Vec<(u64, String)> {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
     /// True when this member is the leader now.
     pub async fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.node_id)

@@ -245,6 +245,11 @@ impl ControllerCluster {
             .unwrap_or_else(|| panic!("no member {id}"))
     }
 
+    /// Member `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.member(id).data_dir.clone()
+    }
+
     /// The admin client configuration member 1 wrote (`DATA_DIR/admin.conf`).
     pub fn admin_conf(&self) -> PathBuf {
         self.member(1).data_dir.join("admin.conf")
