@@ -323,6 +323,7 @@ async fn fetch_blob(ctl: &Client, rt: &Arc<Runtime>, d: &Digest, dir: &Path) -> 
                 let req = BlobRequest {
                     digest: d.to_string(),
                     offset,
+                    local_only: false,
                 };
                 async move { Client::images(ch).blob(req).await }
             })

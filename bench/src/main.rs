@@ -341,6 +341,7 @@ async fn controller_token(conf: &Path, addr: &str) -> anyhow::Result<(String, St
             uses: 1,
             usage: "controller".into(),
             description: "shoal-bench failover".into(),
+            ..Default::default()
         })
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
@@ -379,6 +380,8 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
             .arg((i + 1).to_string())
             .arg("--listen")
             .arg(&addrs[i])
+            .arg("--registry-listen")
+            .arg("none")
             .arg("--data-dir")
             .arg(data(i));
         if i > 0 {

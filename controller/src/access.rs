@@ -102,6 +102,9 @@ fn token_info(v: &Value) -> TokenInfo {
         usage: s("/spec/usage"),
         description: s("/spec/description"),
         created_unix: n("/spec/created"),
+        user: s("/spec/user"),
+        role: s("/spec/role"),
+        namespace: s("/spec/namespace"),
     }
 }
 
@@ -112,6 +115,73 @@ fn revision_of(v: &Value) -> Option<u64> {
             Value::Number(n) => n.as_u64(),
             _ => None,
         })
+}
+
+/// The user a registry token stands for, checked like `config create-user`.
+fn registry_user(name: &str, role: &str, namespace: &str) -> Result<Identity, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument(
+            "a registry token needs --user NAME (the user it stands for)",
+        ));
+    }
+    let role: Role = if role.is_empty() { "view" } else { role }
+        .parse()
+        .map_err(|e: shoal_pki::PkiError| Status::invalid_argument(e.to_string()))?;
+    let namespace = (!namespace.is_empty()).then(|| namespace.to_string());
+    if role == Role::Admin && namespace.is_some() {
+        return Err(Status::invalid_argument(
+            "the admin role is cluster-wide: drop --namespace",
+        ));
+    }
+    let who = Identity::User {
+        name: name.to_string(),
+        role,
+        namespace,
+    };
+    who.check()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(who)
+}
+
+/// Checks a registry token (`ID.SECRET`, the password of `docker login`) and gives the user
+/// it stands for. Refusals name the token id and why, never whether a secret was close.
+pub async fn registry_identity(store: &Store, token: &str) -> Result<Identity, String> {
+    let token = Token::parse(token.trim())
+        .map_err(|_| "the password is not a Shoal registry token (ID.SECRET from `shoalctl token create --usage registry`)".to_string())?;
+    let key = format!("{TOKEN_PREFIX}{}", token.id());
+    let v = store
+        .get(&key, Consistency::Linearizable)
+        .await
+        .map_err(|e| format!("checking the token: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "registry token {}: no such token (revoked, expired and removed, or mistyped)",
+                token.id()
+            )
+        })?;
+    let hash = v
+        .pointer("/spec/secretHash")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !token.matches(hash) {
+        return Err(format!("registry token {}: wrong secret", token.id()));
+    }
+    let info = token_info(&v);
+    if info.usage != "registry" {
+        return Err(format!(
+            "token {} is a join token ({}), not a registry token",
+            token.id(),
+            info.usage
+        ));
+    }
+    if info.expires_unix <= now_unix() {
+        return Err(format!(
+            "registry token {} expired {} s ago; make a new one with `shoalctl token create --usage registry`",
+            token.id(),
+            now_unix() - info.expires_unix
+        ));
+    }
+    registry_user(&info.user, &info.role, &info.namespace).map_err(|s| s.message().to_string())
 }
 
 impl AccessService {
@@ -314,11 +384,22 @@ impl Access for AccessService {
         } else {
             req.usage.as_str()
         };
-        if usage != "node" && usage != "controller" {
-            return Err(Status::invalid_argument(format!(
-                "usage {usage:?}: expected node or controller"
-            )));
-        }
+        let registry_user = match usage {
+            "node" | "controller" => {
+                if !req.user.is_empty() || !req.role.is_empty() || !req.namespace.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "--user, --role and --namespace are for registry tokens (--usage registry)",
+                    ));
+                }
+                None
+            }
+            "registry" => Some(registry_user(&req.user, &req.role, &req.namespace)?),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "usage {usage:?}: expected node, controller or registry"
+                )));
+            }
+        };
         let token = Token::generate();
         let now = now_unix();
         let object = json!({
@@ -335,6 +416,27 @@ impl Access for AccessService {
                 "description": req.description,
             },
         });
+        let mut object = object;
+        if let (
+            Some(Identity::User {
+                name,
+                role,
+                namespace,
+            }),
+            Some(spec),
+        ) = (
+            &registry_user,
+            object.pointer_mut("/spec").and_then(Value::as_object_mut),
+        ) {
+            spec.insert("user".into(), json!(name));
+            spec.insert("role".into(), json!(role.as_str()));
+            spec.insert(
+                "namespace".into(),
+                json!(namespace.clone().unwrap_or_default()),
+            );
+            // Logins never spend a registry token.
+            spec.insert("usesLimited".into(), json!(false));
+        }
         let out = self
             .store
             .write(vec![Write::Create {

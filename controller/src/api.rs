@@ -80,11 +80,13 @@ pub struct ServeConfig {
 }
 
 /// Serves the cluster API, the access service, the Raft RPCs and gRPC reflection over
-/// mutual TLS, behind the authorization layer, until `shutdown` resolves.
+/// mutual TLS, behind the authorization layer, and the built-in registry on
+/// `registry_listener` (if any), until `shutdown` resolves.
 pub async fn serve(
     store: Store,
     cfg: ServeConfig,
     listener: tokio::net::TcpListener,
+    registry_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let ServeConfig {
@@ -111,6 +113,31 @@ pub async fn serve(
         BLOB_GC_EVERY,
     ));
     let _gc = AbortOnDrop(gc);
+    let (registry_stop, registry_stopped) = tokio::sync::oneshot::channel::<()>();
+    let _registry = match registry_listener {
+        Some(listener) => {
+            let mut tls_cfg = (*tls.server_config()?).clone();
+            tls_cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let registry = crate::registry::Registry::new(
+                images_service.clone(),
+                store.clone(),
+                &cipher.key_bytes(),
+            );
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(listen = %addr, "built-in registry serving");
+            }
+            Some(AbortOnDrop(tokio::spawn(crate::registry::serve(
+                registry,
+                listener,
+                std::sync::Arc::new(tls_cfg),
+                async {
+                    let _ = registry_stopped.await;
+                },
+            ))))
+        }
+        None => None,
+    };
+    let _registry_stop = registry_stop;
     let images = images_service.into_server();
     let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone()).into_server();
     let access =

@@ -320,6 +320,7 @@ impl AdmissionConfig {
             (controller_port, "the controller API"),
             (7000, "the controller API (default)"),
             (7100, "the agent API (default)"),
+            (7050, "the built-in registry (default)"),
             (51820, "WireGuard (the agents' default --wireguard-port)"),
         ];
         ports.sort();
@@ -328,6 +329,18 @@ impl AdmissionConfig {
             host_path_prefixes,
             reserved_host_ports: ports,
         }
+    }
+}
+
+impl AdmissionConfig {
+    /// Also reserves the port this controller's built-in registry listens on.
+    pub fn with_registry_port(mut self, port: u16) -> AdmissionConfig {
+        if !self.reserved_host_ports.iter().any(|p| p.0 == port) {
+            self.reserved_host_ports
+                .push((port, "the built-in registry"));
+            self.reserved_host_ports.sort();
+        }
+        self
     }
 }
 

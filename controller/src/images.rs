@@ -482,6 +482,11 @@ impl ImagesService {
         self
     }
 
+    /// The largest archive `Import` accepts; also the largest blob a registry push may send.
+    pub fn max_image_size(&self) -> u64 {
+        self.max_image_size
+    }
+
     /// The tonic server for this service (with a larger message limit for import chunks).
     pub fn into_server(self) -> ImagesServer<Self> {
         ImagesServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)

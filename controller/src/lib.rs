@@ -17,6 +17,7 @@ pub mod network;
 pub mod pki;
 pub mod proxy;
 pub mod reconcile;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,11 @@ pub struct Args {
     /// thirds of it), e.g. 365d or 2m.
     #[arg(long, default_value = "365d", value_parser = shoal_flags::parse_span)]
     pub cert_lifetime: std::time::Duration,
+    /// Where the built-in registry (OCI distribution API, TLS with this controller's
+    /// certificate) listens: HOST:PORT, or `none` to turn it off. Default: the IP of
+    /// --listen, port 7050.
+    #[arg(long, value_name = "HOST:PORT|none")]
+    pub registry_listen: Option<String>,
     /// Non-admin users may use hostPath volumes under this directory (repeatable).
     #[arg(long, value_name = "PREFIX")]
     pub allow_host_path: Vec<String>,
@@ -115,7 +121,26 @@ pub struct Args {
     pub image_max_entries: u64,
 }
 
+/// Default port of the built-in registry.
+pub const DEFAULT_REGISTRY_PORT: u16 = 7050;
+
 impl Args {
+    /// The built-in registry's address from `--registry-listen` (`None`: off).
+    pub fn registry_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.registry_listen.as_deref().map(str::trim) {
+            None => Ok(Some(SocketAddr::new(
+                self.listen.ip(),
+                DEFAULT_REGISTRY_PORT,
+            ))),
+            Some("none") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!(
+                    "--registry-listen {v:?}: expected IP:PORT (e.g. 0.0.0.0:7050) or none"
+                )
+            }),
+        }
+    }
+
     /// The image unpacking limits from `--image-max-unpacked-bytes` and `--image-max-entries`.
     pub fn image_limits(&self) -> shoal_image::limits::Limits {
         shoal_image::limits::Limits {
@@ -192,6 +217,7 @@ pub fn restore_from(
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let registry_listen = args.registry_addr()?;
     let net = network::NetConfig::parse(
         &args.cluster_cidr,
         args.node_cidr_prefix,
@@ -266,6 +292,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("while binding {}", args.listen))?;
+    let registry_listener = match registry_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "while binding the built-in registry's --registry-listen {addr} (another process has the port? pick another, or none to turn the registry off)"
+            )
+        })?),
+        None => None,
+    };
     info!(
         id = args.id,
         listen = %args.listen,
@@ -285,12 +319,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             max_image_size: args.max_image_size,
             tls: tls.clone(),
             cipher: cipher.clone(),
-            admission: authz::AdmissionConfig::new(
-                args.listen.port(),
-                args.allow_host_path.clone(),
-            ),
+            admission: {
+                let a =
+                    authz::AdmissionConfig::new(args.listen.port(), args.allow_host_path.clone());
+                match registry_listen {
+                    Some(r) => a.with_registry_port(r.port()),
+                    None => a,
+                }
+            },
         },
         listener,
+        registry_listener,
         async {
             let _ = stop_rx.await;
         },

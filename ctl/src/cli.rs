@@ -136,12 +136,24 @@ pub enum TokenCommand {
         /// How many joins it allows (0: any number until it expires).
         #[arg(long, default_value_t = 1)]
         uses: u32,
-        /// What it joins: `node` (an agent) or `controller`.
+        /// What it is for: `node` (an agent joins), `controller` (a controller joins), or
+        /// `registry` (the password of `docker login` to the built-in registry, standing for
+        /// --user with --role; never spent).
         #[arg(long, default_value = "node")]
         usage: String,
         /// A note shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
+        /// `--usage registry`: the user name the token stands for.
+        #[arg(long, default_value = "")]
+        user: String,
+        /// `--usage registry`: admin, edit (pull and push) or view (pull).
+        #[arg(long, default_value = "")]
+        role: String,
+        /// `--usage registry`: only repositories of this namespace (`NS/NAME`; a
+        /// one-component name such as `busybox` is in `default`).
+        #[arg(long, short = 'n', default_value = "")]
+        namespace: String,
     },
     /// The join tokens (never their secrets).
     List,

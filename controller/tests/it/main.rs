@@ -10,4 +10,5 @@ mod membership;
 mod namespaces;
 mod network;
 mod reconcile;
+mod registry;
 mod secrets;

@@ -111,6 +111,7 @@ pub async fn create_token(conf: &Path, addr: &str, usage: &str, uses: u32) -> (S
                     uses,
                     usage: usage.to_string(),
                     description: "test kit".into(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
@@ -128,6 +129,8 @@ pub struct Member {
     pub id: u64,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its built-in registry's `127.0.0.1:PORT` (`--registry-listen`).
+    pub registry_addr: String,
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Its log file (appended to across restarts).
@@ -224,6 +227,7 @@ impl ControllerCluster {
         self.members.push(Member {
             id,
             addr: addr.clone(),
+            registry_addr: format!("127.0.0.1:{}", free_port()),
             data_dir: dir.join(format!("c{id}")),
             log: dir.join(format!("c{id}.log")),
             proc: None,
@@ -243,6 +247,11 @@ impl ControllerCluster {
             .iter()
             .find(|m| m.id == id)
             .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    /// Member `id`'s built-in registry address (`127.0.0.1:PORT`).
+    pub fn registry_addr(&self, id: u64) -> String {
+        self.member(id).registry_addr.clone()
     }
 
     /// Member `id`'s data directory.
@@ -298,6 +307,9 @@ impl ControllerCluster {
             .arg("--data-dir")
             .arg(&m.data_dir)
             .env("SHOAL_LOG", &self.log_filter);
+        if !self.extra_args.iter().any(|a| a == "--registry-listen") {
+            cmd.arg("--registry-listen").arg(&m.registry_addr);
+        }
         if let Some(s) = self.snapshot_every {
             cmd.arg("--snapshot-every").arg(s.to_string());
         }

@@ -54,12 +54,18 @@ pub async fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CtlEr
             uses,
             usage,
             description,
+            user,
+            role,
+            namespace,
         } => {
             let req = CreateTokenRequest {
                 ttl_seconds: ttl.as_secs() as i64,
                 uses,
                 usage,
                 description,
+                user,
+                role,
+                namespace,
             };
             let t: TokenInfo = ctx
                 .conn()
@@ -76,6 +82,29 @@ pub async fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CtlEr
             } else {
                 "unlimited".into()
             };
+            if t.usage == "registry" {
+                let scope = if t.namespace.is_empty() {
+                    "every namespace".to_string()
+                } else {
+                    format!("namespace {}", t.namespace)
+                };
+                let host = servers
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.rsplit_once(':'))
+                    .map(|(h, _)| h.to_string())
+                    .unwrap_or_else(|| "CONTROLLER".into());
+                return print(&format!(
+                    "token:    {}\nusage:    registry ({} as {}, {scope})\nexpires:  {} (in {})\n\nlog in with (the cluster CA in /etc/docker/certs.d/{host}:7050/ca.crt):\n  docker login {host}:7050 -u {} -p {}\n",
+                    t.token,
+                    t.user,
+                    t.role,
+                    rfc3339(t.expires_unix),
+                    left(t.expires_unix),
+                    t.user,
+                    t.token,
+                ));
+            }
             let join = if t.usage == "controller" {
                 format!(
                     "shoal-controller --id ID --join {servers} --join-token {} --ca-hash {} ...\nthen: shoalctl cluster add-member ID=ADDR",
