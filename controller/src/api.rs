@@ -107,7 +107,13 @@ pub async fn serve(
         image_limits,
         tls.peer_client()?,
     )?
-    .with_max_image_size(max_image_size);
+    .with_max_image_size(max_image_size)
+    .with_registry_port(
+        registry_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port()),
+    );
     let gc = tokio::spawn(crate::images::collect_garbage_forever(
         images_service.clone(),
         BLOB_GC_EVERY,

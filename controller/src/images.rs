@@ -374,6 +374,25 @@ pub fn parse_reference(name: &str) -> Result<Reference, ImagesError> {
         })
 }
 
+/// `HOST:PORT/team-a/web:1` → `team-a/web:1` when PORT is the built-in registry's port
+/// (what a pod names after pushing there); any other reference unchanged.
+pub fn strip_registry_host(name: &str, registry_port: Option<u16>) -> &str {
+    let Some(port) = registry_port else {
+        return name;
+    };
+    match name.split_once('/') {
+        Some((host, rest))
+            if host
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                == Some(port) =>
+        {
+            rest
+        }
+        _ => name,
+    }
+}
+
 /// The writes that move `names` to the image `digest`: every other image holding one of them
 /// loses it (`Update` with its revision). Pure, for tests.
 pub fn plan_name_moves(
@@ -446,6 +465,8 @@ pub struct ImagesService {
     upload_dir: PathBuf,
     /// Largest archive accepted by `Import` (`--max-image-size`).
     max_image_size: u64,
+    /// The built-in registry's port (`HOST:PORT/…` references name cluster images).
+    registry_port: Option<u16>,
     /// Imports on one controller run one at a time (they share the local image store, which
     /// is emptied after each).
     import_lock: Arc<tokio::sync::Mutex<()>>,
@@ -472,6 +493,7 @@ impl ImagesService {
             local,
             upload_dir,
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            registry_port: None,
             import_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -505,8 +527,16 @@ impl ImagesService {
             .collect()
     }
 
+    /// Sets the built-in registry's port: references through it (`HOST:PORT/REPO:TAG`)
+    /// name the cluster's own images.
+    pub fn with_registry_port(mut self, port: Option<u16>) -> Self {
+        self.registry_port = port;
+        self
+    }
+
     /// Finds the image a reference names.
     pub async fn find(&self, name: &str) -> Result<(ImageRecord, u64), ImagesError> {
+        let name = strip_registry_host(name, self.registry_port);
         let reference = parse_reference(name)?;
         self.find_ref(&reference, name).await
     }
@@ -1459,6 +1489,30 @@ mod tests {
         assert!(parse_reference("sha256:xyz").is_err());
         assert!(parse_reference("").is_err());
         assert!(parse_reference("../etc").is_err());
+    }
+
+    #[test]
+    fn references_through_the_built_in_registry_name_cluster_images() {
+        assert_eq!(
+            strip_registry_host("10.0.0.1:7050/team-a/web:1", Some(7050)),
+            "team-a/web:1"
+        );
+        assert_eq!(
+            strip_registry_host("c1:7050/busybox", Some(7050)),
+            "busybox"
+        );
+        assert_eq!(
+            strip_registry_host("c1:5000/busybox", Some(7050)),
+            "c1:5000/busybox"
+        );
+        assert_eq!(
+            strip_registry_host("c1:7050/busybox", None),
+            "c1:7050/busybox"
+        );
+        assert_eq!(
+            strip_registry_host("team-a/web:1", Some(7050)),
+            "team-a/web:1"
+        );
     }
 
     #[test]

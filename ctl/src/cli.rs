@@ -138,7 +138,7 @@ pub enum TokenCommand {
         uses: u32,
         /// What it is for: `node` (an agent joins), `controller` (a controller joins), or
         /// `registry` (the password of `docker login` to the built-in registry, standing for
-        /// --user with --role; never spent).
+        /// --user with --role, in the namespace of `-n NS` when given; never spent).
         #[arg(long, default_value = "node")]
         usage: String,
         /// A note shown by `token list`.
@@ -150,10 +150,9 @@ pub enum TokenCommand {
         /// `--usage registry`: admin, edit (pull and push) or view (pull).
         #[arg(long, default_value = "")]
         role: String,
-        /// `--usage registry`: only repositories of this namespace (`NS/NAME`; a
-        /// one-component name such as `busybox` is in `default`).
-        #[arg(long, short = 'n', default_value = "")]
-        namespace: String,
+        // `--usage registry` with the global `-n/--namespace NS`: only repositories of
+        // that namespace (`NS/NAME`; a one-component name such as `busybox` is in
+        // `default`); without it every namespace the role reaches.
     },
     /// The join tokens (never their secrets).
     List,

@@ -127,8 +127,11 @@ pub fn parse_route(path: &str) -> Option<Route> {
             id: id.into(),
         });
     }
-    if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
-        return (!digest.contains('/')).then(|| Route::Blob {
+    // A repository may be called "blobs": `x/blobs/manifests/t` falls through to manifests.
+    if let Some((repo, digest)) = rest.rsplit_once("/blobs/")
+        && !digest.contains('/')
+    {
+        return Some(Route::Blob {
             repo: repo.into(),
             digest: digest.into(),
         });

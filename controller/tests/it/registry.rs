@@ -193,7 +193,14 @@ async fn skopeo_pushes_and_pulls_back_the_same_digest_with_tokens_and_tls() {
     assert!(!ok, "{out}");
     // skopeo's first request is a HEAD (no body for our reason): the status names it.
     assert!(out.contains("team-b") && out.contains("403"), "{out}");
-    let wrong = format!("{}x", &editor[..editor.len() - 1]);
+    // The same id with a secret that differs in every character (replacing only the last
+    // one with a fixed letter left it equal one time in 36).
+    let (id, secret) = editor.split_once('.').expect("ID.SECRET");
+    let secret: String = secret
+        .chars()
+        .map(|ch| if ch == 'a' { 'b' } else { 'a' })
+        .collect();
+    let wrong = format!("{id}.{secret}");
     let (ok, out) = skopeo(&[
         "inspect",
         "--cert-dir",

@@ -56,8 +56,8 @@ pub async fn token(ctx: &mut Context, command: TokenCommand) -> Result<(), CtlEr
             description,
             user,
             role,
-            namespace,
         } => {
+            let namespace = ctx.explicit_namespace().unwrap_or_default().to_string();
             let req = CreateTokenRequest {
                 ttl_seconds: ttl.as_secs() as i64,
                 uses,
