@@ -230,3 +230,72 @@ fn logs_exec_and_top_through_a_real_agent() {
     assert!(all_ns.starts_with("NAMESPACE "), "{all_ns}");
     c.ctl(&["delete", "pod", "talker"]).ok();
 }
+
+/// A user pushes with skopeo into the built-in registry (a registry token, TLS with the
+/// cluster CA) and a pod names the image as `HOST:PORT/default/hello:1`: the agent gets
+/// it from the cluster and runs it.
+#[test]
+#[ignore = "requires root: a real agent runs containers (namespaces, cgroups, overlay mounts)"]
+fn a_pod_runs_an_image_pushed_into_the_built_in_registry() {
+    let c = Controller::start();
+    let tarball = c.dir.path().join("busybox.tar");
+    shoal_runtime::testimage::busybox_docker_save(
+        std::path::Path::new(shoal_runtime::testimage::BUSYBOX),
+        &tarball,
+        "hello:1",
+    )
+    .expect("build the busybox image tarball (needs Debian's busybox-static)");
+    let out = c
+        .ctl(&[
+            "token", "create", "--usage", "registry", "--user", "ci", "--role", "edit",
+        ])
+        .ok();
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| panic!("no token in `token create` output: {out}"));
+    let certs = c.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    std::fs::copy(c.data_dir().join("pki/ca.crt"), certs.join("ca.crt")).expect("copy the CA");
+    let registry = c.registry_addr();
+    let image = format!("{registry}/default/hello:1");
+    let push = Command::new("skopeo")
+        .args(["copy", "--dest-cert-dir"])
+        .arg(&certs)
+        .args(["--dest-creds", &format!("ci:{token}")])
+        .arg(format!("docker-archive:{}", tarball.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("run skopeo (Debian's skopeo)");
+    assert!(
+        push.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    let node = format!("ctl-reg-{}", std::process::id());
+    let mut agent = Agent::start(&c, &node);
+    let pod = json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "pushed"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image,
+                "command": ["sh", "-c", "echo ran-the-pushed-image"]}]
+        }
+    });
+    let f = c.write("pushed.json", &pod.to_string());
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    eventually("the pod succeeded", Duration::from_secs(60), || {
+        let out = c.ctl(&["get", "pod/pushed", "-o", "json"]).ok();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["status"]["phase"] == "Succeeded" {
+            Ok(())
+        } else {
+            Err(format!("{}; agent: {}", v["status"], agent.log_tail()))
+        }
+    });
+    assert_eq!(c.ctl(&["logs", "pushed"]).ok(), "ran-the-pushed-image\n");
+}

@@ -117,6 +117,16 @@ impl Controller {
         run_ctl(&self.addr, args, None)
     }
 
+    /// Its built-in registry's `127.0.0.1:PORT`.
+    pub fn registry_addr(&self) -> String {
+        self._cluster.registry_addr(1)
+    }
+
+    /// Its data directory (`pki/ca.crt` is the cluster CA).
+    pub fn data_dir(&self) -> PathBuf {
+        self._cluster.data_dir(1)
+    }
+
     /// Runs `shoalctl --server ADDR ARGS…` with `stdin` as standard input.
     pub fn ctl_stdin(&self, args: &[&str], stdin: &str) -> Run {
         run_ctl(&self.addr, args, Some(stdin))
