@@ -67,6 +67,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Add, change or remove labels of objects.
     Label(LabelArgs),
+    /// Add, change or remove annotations of objects (values are free text).
+    Annotate(LabelArgs),
     /// Import, list and remove container images.
     Image {
         /// What to do with images.
@@ -103,6 +105,8 @@ pub enum Command {
     Uncordon(NodeArgs),
     /// Cordon a node and delete the pods bound to it.
     Drain(DrainArgs),
+    /// Add or remove taints of a node (KEY[=VALUE]:EFFECT, KEY:EFFECT-, KEY-).
+    Taint(TaintArgs),
     /// The controller cluster.
     Cluster {
         /// What to show.
@@ -123,6 +127,29 @@ pub enum Command {
     },
     /// Print the version of shoalctl.
     Version,
+    /// The resource types the cluster serves (NAME SHORTNAMES APIVERSION NAMESPACED KIND).
+    ApiResources {
+        /// Omit the header line.
+        #[arg(long)]
+        no_headers: bool,
+    },
+    /// Print a shell completion script, e.g. `source <(shoalctl completion bash)`.
+    Completion {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells `completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// bash (`source <(shoalctl completion bash)`).
+    Bash,
+    /// zsh (`source <(shoalctl completion zsh)`).
+    Zsh,
+    /// fish (`shoalctl completion fish | source`).
+    Fish,
 }
 
 /// `shoalctl token …`.
@@ -392,6 +419,13 @@ pub enum RolloutCommand {
         #[arg(long, value_name = "N")]
         to_revision: Option<i64>,
     },
+    /// Replace every pod of the deployment with a new one (a rolling update that changes
+    /// only the template annotation kubectl.kubernetes.io/restartedAt).
+    Restart {
+        /// `deployment/NAME` or `deployment NAME`.
+        #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
+        target: Vec<String>,
+    },
 }
 
 /// Arguments of `cordon` and `uncordon`.
@@ -400,6 +434,21 @@ pub struct NodeArgs {
     /// The node (or node/NAME).
     #[arg(value_name = "NODE")]
     pub node: String,
+}
+
+/// Arguments of `taint`.
+#[derive(Debug, Args)]
+pub struct TaintArgs {
+    /// The node (NAME, node/NAME, or `node NAME`).
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// KEY[=VALUE]:EFFECT to add (effect NoSchedule, PreferNoSchedule or NoExecute),
+    /// KEY:EFFECT- or KEY- to remove.
+    #[arg(value_name = "TAINT", required = true, num_args = 1..)]
+    pub taints: Vec<String>,
+    /// Allow changing the value of an existing taint (same key and effect).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Arguments of `drain`.
@@ -596,9 +645,15 @@ pub struct GetArgs {
     /// Field selector: spec.nodeName, metadata.name, metadata.namespace, status.phase.
     #[arg(long, value_name = "SELECTOR")]
     pub field_selector: Option<String>,
-    /// Output format: wide, yaml, json or name.
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE (kubectl's, e.g.
+    /// '{.items[*].metadata.name}') or custom-columns=HEADER:PATH,… (e.g.
+    /// NAME:.metadata.name,NODE:.spec.nodeName).
     #[arg(short = 'o', long = "output", value_name = "FORMAT")]
     pub output: Option<String>,
+    /// Sort the objects by a field (a JSONPath, e.g. .metadata.name or
+    /// '{.status.startTime}'); numbers by value.
+    #[arg(long, value_name = "PATH")]
+    pub sort_by: Option<String>,
     /// List across all namespaces (adds a NAMESPACE column).
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,

@@ -1,8 +1,44 @@
-//! `shoalctl label` arguments (`key=value`, `key-`) and applying them to a label map.
+//! `shoalctl label` and `annotate` arguments (`key=value`, `key-`) and applying them to a
+//! label or annotation map.
 
 use serde_json::{Map, Value};
 
 use crate::error::CtlError;
+
+/// Which map of `metadata` a `label` or `annotate` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaMap {
+    /// `metadata.labels` (values are label values: 63 characters of `[A-Za-z0-9_.-]`).
+    Labels,
+    /// `metadata.annotations` (any text).
+    Annotations,
+}
+
+impl MetaMap {
+    /// The field of `metadata`.
+    pub fn field(self) -> &'static str {
+        match self {
+            MetaMap::Labels => "labels",
+            MetaMap::Annotations => "annotations",
+        }
+    }
+
+    /// "label" or "annotation".
+    pub fn noun(self) -> &'static str {
+        match self {
+            MetaMap::Labels => "label",
+            MetaMap::Annotations => "annotation",
+        }
+    }
+
+    /// "labeled" or "annotated".
+    pub fn done(self) -> &'static str {
+        match self {
+            MetaMap::Labels => "labeled",
+            MetaMap::Annotations => "annotated",
+        }
+    }
+}
 
 /// One requested label change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +59,23 @@ impl LabelChange {
 
 /// Splits `label` arguments into resource words and label changes (validated).
 pub fn parse_label_args(args: &[String]) -> Result<(Vec<String>, Vec<LabelChange>), CtlError> {
+    parse_meta_args(args, MetaMap::Labels)
+}
+
+/// [`parse_label_args`] for labels or annotations (annotation values are not checked).
+pub fn parse_meta_args(
+    args: &[String],
+    which: MetaMap,
+) -> Result<(Vec<String>, Vec<LabelChange>), CtlError> {
+    let noun = which.noun();
     let mut resources = Vec::new();
     let mut changes: Vec<LabelChange> = Vec::new();
     for a in args {
         let change = if let Some((k, v)) = a.split_once('=') {
             shoal_api::validation::check_label_key(k).map_err(CtlError::Usage)?;
-            shoal_api::validation::check_label_value(v).map_err(CtlError::Usage)?;
+            if which == MetaMap::Labels {
+                shoal_api::validation::check_label_value(v).map_err(CtlError::Usage)?;
+            }
             LabelChange::Set(k.to_string(), v.to_string())
         } else if let Some(k) = a.strip_suffix('-') {
             shoal_api::validation::check_label_key(k).map_err(CtlError::Usage)?;
@@ -36,7 +83,7 @@ pub fn parse_label_args(args: &[String]) -> Result<(Vec<String>, Vec<LabelChange
         } else {
             if !changes.is_empty() {
                 return Err(CtlError::Usage(format!(
-                    "{a:?}: expected KEY=VALUE or KEY- (resource names come before the labels)"
+                    "{a:?}: expected KEY=VALUE or KEY- (resource names come before the {noun}s)"
                 )));
             }
             resources.push(a.clone());
@@ -44,16 +91,16 @@ pub fn parse_label_args(args: &[String]) -> Result<(Vec<String>, Vec<LabelChange
         };
         if changes.iter().any(|c| c.key() == change.key()) {
             return Err(CtlError::Usage(format!(
-                "label {:?} is given more than once",
+                "{noun} {:?} is given more than once",
                 change.key()
             )));
         }
         changes.push(change);
     }
     if changes.is_empty() {
-        return Err(CtlError::Usage(
-            "at least one label update is required (KEY=VALUE or KEY-)".into(),
-        ));
+        return Err(CtlError::Usage(format!(
+            "at least one {noun} update is required (KEY=VALUE or KEY-)"
+        )));
     }
     Ok((resources, changes))
 }
@@ -98,7 +145,7 @@ pub fn apply_label_changes(
                 if labels.remove(k).is_some() {
                     out.changed = true;
                 } else {
-                    out.warnings.push(format!("label {k:?} not found"));
+                    out.warnings.push(format!("{k:?} not found"));
                 }
             }
         }
@@ -193,7 +240,7 @@ mod tests {
         )
         .unwrap();
         assert!(out.changed);
-        assert_eq!(out.warnings, [r#"label "gone" not found"#]);
+        assert_eq!(out.warnings, [r#""gone" not found"#]);
         assert!(!labels.contains_key("app"));
     }
 }

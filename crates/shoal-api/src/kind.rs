@@ -96,6 +96,22 @@ impl Kind {
         }
     }
 
+    /// kubectl's short name (`po`, `deploy`, `svc`, …), if the kind has one.
+    pub fn short_name(self) -> Option<&'static str> {
+        Some(match self {
+            Kind::Pod => "po",
+            Kind::Deployment => "deploy",
+            Kind::Service => "svc",
+            Kind::Node => "no",
+            Kind::Event => "ev",
+            Kind::Namespace => "ns",
+            Kind::Endpoints => "ep",
+            Kind::CronJob => "cj",
+            Kind::ConfigMap => "cm",
+            Kind::Job | Kind::Secret => return None,
+        })
+    }
+
     /// The API version Shoal writes: `shoal/v1`.
     pub fn api_version(self) -> &'static str {
         API_VERSION
@@ -173,6 +189,15 @@ impl<'de> Deserialize<'de> for Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_resolve_to_their_kind() {
+        for k in Kind::ALL {
+            if let Some(short) = k.short_name() {
+                assert_eq!(short.parse::<Kind>().unwrap(), k, "{short}");
+            }
+        }
+    }
 
     #[test]
     fn aliases_case_insensitive() {

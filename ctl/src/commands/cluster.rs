@@ -62,8 +62,9 @@ async fn status(ctx: &mut Context, fmt: Option<String>) -> Result<(), CtlError> 
         Format::Table | Format::Wide => print(&output::cluster_status(&status)),
         Format::Json => print(&output::to_json(&output::cluster_status_json(&status))),
         Format::Yaml => print(&output::to_yaml(&output::cluster_status_json(&status))?),
-        Format::Name => Err(CtlError::Usage(
-            "cluster status supports -o json or yaml".into(),
+        Format::JsonPath(t) => print(&t.render(&output::cluster_status_json(&status))),
+        Format::Name | Format::CustomColumns(_) => Err(CtlError::Usage(
+            "cluster status supports -o json, yaml or jsonpath=…".into(),
         )),
     }
 }

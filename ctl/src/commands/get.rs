@@ -13,6 +13,7 @@ use crate::cli::GetArgs;
 use crate::client::client_error;
 use crate::error::{CtlError, Target};
 use crate::kinds::{self, KindInfo};
+use crate::output::jsonpath::SortKey;
 use crate::output::{self, Format, TableOptions};
 
 /// What `get all` lists.
@@ -33,6 +34,7 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
         names.insert(0, n);
     }
     let format: Format = args.output.as_deref().unwrap_or("").parse()?;
+    let sort_by = args.sort_by.as_deref().map(SortKey::parse).transpose()?;
     if args.all_namespaces && ctx.explicit_namespace().is_some() {
         return Err(CtlError::Usage(
             "--all-namespaces (-A) and --namespace (-n) exclude each other".into(),
@@ -97,10 +99,14 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
         watch_events: args.output_watch_events,
         kind_prefix: false,
     };
-    let related = related(ctx, &kind, format, &namespace).await?;
+    let related = related(ctx, &kind, &format, &namespace).await?;
+    let mut items = items;
+    if let Some(key) = &sort_by {
+        key.sort(&mut items);
+    }
     let mut view = View {
         kind,
-        format,
+        format: format.clone(),
         opts,
         related,
         no_headers: args.no_headers,
@@ -165,6 +171,7 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
         ));
     }
     let format: Format = args.output.as_deref().unwrap_or("").parse()?;
+    let sort_by = args.sort_by.as_deref().map(SortKey::parse).transpose()?;
     let selector = args.selector.clone().unwrap_or_default();
     let fields = args.field_selector.clone().unwrap_or_default();
     let mut sections = Vec::new();
@@ -188,7 +195,11 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
                 watch_events: false,
                 kind_prefix: true,
             };
-            let related = related(ctx, kind, format, &ns).await?;
+            let mut items = items.clone();
+            if let Some(key) = &sort_by {
+                key.sort(&mut items);
+            }
+            let related = related(ctx, kind, &format, &ns).await?;
             sections.push(
                 output::table_with(kind, &items, opts, Utc::now(), &related)
                     .render(args.no_headers),
@@ -208,7 +219,18 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
             Ok(())
         }
         Format::Table | Format::Wide => print(&sections.join("\n")),
-        _ => print(&output::render_objects(all_items, false, format)?),
+        Format::CustomColumns(cols) => {
+            if let Some(key) = &sort_by {
+                key.sort(&mut all_items);
+            }
+            print(&output::objects::custom_columns(&cols, &all_items).render(args.no_headers))
+        }
+        _ => {
+            if let Some(key) = &sort_by {
+                key.sort(&mut all_items);
+            }
+            print(&output::render_objects(all_items, false, &format)?)
+        }
     }
 }
 
@@ -217,10 +239,10 @@ async fn run_several(ctx: &mut Context, args: &GetArgs) -> Result<(), CtlError> 
 async fn related(
     ctx: &mut Context,
     kind: &KindInfo,
-    format: Format,
+    format: &Format,
     namespace: &str,
 ) -> Result<output::Related, CtlError> {
-    if kind.kind != "Service" || format != Format::Wide {
+    if kind.kind != "Service" || *format != Format::Wide {
         return Ok(output::Related::default());
     }
     let endpoints = kinds::resolve("Endpoints")?;
@@ -253,7 +275,7 @@ struct View {
 
 impl View {
     fn initial(&mut self, items: Vec<Value>, single: bool, watching: bool) -> Result<(), CtlError> {
-        match self.format {
+        match &self.format {
             Format::Table | Format::Wide => {
                 let mut t =
                     output::table_with(&self.kind, &items, self.opts, Utc::now(), &self.related);
@@ -278,22 +300,40 @@ impl View {
                 }
                 Ok(())
             }
-            _ => print(&output::render_objects(items, single, self.format)?),
+            Format::CustomColumns(cols) => {
+                let t = output::objects::custom_columns(cols, &items);
+                self.widths = t.widths(!self.no_headers);
+                self.printed += t.rows.len();
+                print(&t.render(self.no_headers))
+            }
+            _ => print(&output::render_objects(items, single, &self.format)?),
         }
     }
 
     fn object(&mut self, v: &Value) -> Result<(), CtlError> {
         self.printed += 1;
-        match self.format {
+        match &self.format {
             Format::Yaml => print(&format!("---\n{}", output::to_yaml(v)?)),
             Format::Json => print(&output::to_json(v)),
             Format::Name => print(&format!("{}\n", output::object_name(v))),
+            Format::JsonPath(t) => print(&t.render(v)),
+            Format::CustomColumns(cols) => {
+                let row: Vec<String> = cols.iter().map(|c| c.cell(v)).collect();
+                if self.widths.is_empty() && !self.no_headers {
+                    let headers: Vec<String> = cols.iter().map(|c| c.header.clone()).collect();
+                    self.widths = headers.iter().map(|h| h.chars().count()).collect();
+                    grow(&mut self.widths, &row);
+                    print(&output::render_line(&headers, &self.widths))?;
+                }
+                grow(&mut self.widths, &row);
+                print(&output::render_line(&row, &self.widths))
+            }
             Format::Table | Format::Wide => Ok(()),
         }
     }
 
     fn event(&mut self, ev_type: &str, v: &Value) -> Result<(), CtlError> {
-        match self.format {
+        match &self.format {
             Format::Table | Format::Wide => {
                 let mut row = output::row_with(&self.kind, v, self.opts, Utc::now(), &self.related);
                 if self.opts.watch_events {

@@ -1,5 +1,6 @@
-//! `shoalctl label TYPE NAME KEY=VALUE KEY-`: read-modify-write Update with the object's
-//! resourceVersion as precondition; an existing value changes only with `--overwrite`.
+//! `shoalctl label|annotate TYPE NAME KEY=VALUE KEY-`: read-modify-write Update with the
+//! object's resourceVersion as precondition; an existing value changes only with
+//! `--overwrite`.
 
 use serde_json::{Map, Value};
 
@@ -7,19 +8,24 @@ use super::{Context, finish, note, print};
 use crate::cli::LabelArgs;
 use crate::error::CtlError;
 use crate::kinds::{self, KindInfo};
-use crate::labels::{LabelChange, apply_label_changes, parse_label_args};
+use crate::labels::{LabelChange, MetaMap, apply_label_changes, parse_meta_args};
 use crate::output;
 
 /// How often a label update is retried after a concurrent change of the object.
 const ATTEMPTS: usize = 5;
 
-/// Runs `label`.
-pub async fn run(ctx: &mut Context, args: LabelArgs) -> Result<(), CtlError> {
-    let (resources, changes) = parse_label_args(&args.args)?;
+/// Runs `label` (or `annotate`, with `which`).
+pub async fn run(ctx: &mut Context, args: LabelArgs, which: MetaMap) -> Result<(), CtlError> {
+    let (resources, changes) = parse_meta_args(&args.args, which)?;
     let Some((kind_arg, rest)) = resources.split_first() else {
-        return Err(CtlError::Usage(
-            "what to label? use TYPE NAME KEY=VALUE… or TYPE/NAME KEY=VALUE…".into(),
-        ));
+        return Err(CtlError::Usage(format!(
+            "what to {}? use TYPE NAME KEY=VALUE… or TYPE/NAME KEY=VALUE…",
+            if which == MetaMap::Labels {
+                "label"
+            } else {
+                "annotate"
+            }
+        )));
     };
     let (kind, slash_name) = kinds::split_kind_name(kind_arg)?;
     let mut names: Vec<String> = slash_name.into_iter().collect();
@@ -57,14 +63,18 @@ pub async fn run(ctx: &mut Context, args: LabelArgs) -> Result<(), CtlError> {
     let total = names.len();
     let mut failures = Vec::new();
     for name in &names {
-        match label_one(ctx, &kind, &ns, name, &changes, &args).await {
-            Ok(true) => print(&format!("{} labeled\n", kind.slash_name(name)))?,
-            Ok(false) => print(&format!("{} not labeled\n", kind.slash_name(name)))?,
+        match label_one(ctx, &kind, &ns, name, &changes, &args, which).await {
+            Ok(true) => print(&format!("{} {}\n", kind.slash_name(name), which.done()))?,
+            Ok(false) => print(&format!("{} not {}\n", kind.slash_name(name), which.done()))?,
             Err(e @ CtlError::Unreachable { .. }) => return Err(e),
             Err(e) => failures.push(e),
         }
     }
-    finish(failures, total, "label updates")
+    let what = match which {
+        MetaMap::Labels => "label updates",
+        MetaMap::Annotations => "annotation updates",
+    };
+    finish(failures, total, what)
 }
 
 /// Labels one object; `Ok(false)` when nothing had to change.
@@ -75,6 +85,7 @@ async fn label_one(
     name: &str,
     changes: &[LabelChange],
     args: &LabelArgs,
+    which: MetaMap,
 ) -> Result<bool, CtlError> {
     let mut attempt = 0;
     loop {
@@ -99,21 +110,22 @@ async fn label_one(
                 CtlError::BadResponse(format!("{} {name:?} has no metadata", kind.singular))
             })?;
         let labels = meta
-            .entry("labels")
+            .entry(which.field())
             .or_insert_with(|| Value::Object(Map::new()));
         if labels.is_null() {
             *labels = Value::Object(Map::new());
         }
         let Some(labels) = labels.as_object_mut() else {
             return Err(CtlError::BadResponse(format!(
-                "{} {name:?}: metadata.labels is not a map",
-                kind.singular
+                "{} {name:?}: metadata.{} is not a map",
+                kind.singular,
+                which.field()
             )));
         };
         let outcome = apply_label_changes(labels, changes, args.overwrite)?;
         if attempt == 1 {
             for w in &outcome.warnings {
-                note(&format!("warning: {w}"));
+                note(&format!("warning: {} {w}", which.noun()));
             }
         }
         if !outcome.changed {

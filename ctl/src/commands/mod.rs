@@ -16,10 +16,12 @@ pub mod get;
 pub mod image;
 pub mod label;
 pub mod logs;
+pub mod meta;
 pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod set;
+pub mod taint;
 pub mod top;
 pub mod version;
 
@@ -351,7 +353,8 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Get(a) => get::run(ctx, a).await,
         Command::Describe(a) => describe::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
-        Command::Label(a) => label::run(ctx, a).await,
+        Command::Label(a) => label::run(ctx, a, crate::labels::MetaMap::Labels).await,
+        Command::Annotate(a) => label::run(ctx, a, crate::labels::MetaMap::Annotations).await,
         Command::Image { command } => image::run(ctx, command).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
@@ -362,9 +365,12 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Cordon(a) => cordon::run(ctx, a, true).await,
         Command::Uncordon(a) => cordon::run(ctx, a, false).await,
         Command::Drain(a) => drain::run(ctx, a).await,
+        Command::Taint(a) => taint::run(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,
         Command::Version => version::run(),
+        Command::ApiResources { no_headers } => meta::api_resources(no_headers),
+        Command::Completion { shell } => meta::completion(shell),
     }
 }

@@ -1,7 +1,8 @@
-//! `shoalctl rollout status|history|undo deployment/NAME`. Status follows the Deployment
+//! `shoalctl rollout status|history|undo|restart deployment/NAME`. Status follows the Deployment
 //! with a watch and judges each version with [`rollout_state`] (a pure function, kubectl's
 //! rules); undo copies a revision's template from `status.history` into `spec.template`
-//! with the resourceVersion as precondition.
+//! with the resourceVersion as precondition; restart sets the template annotation
+//! [`RESTARTED_AT`] to now, which changes the template and so rolls every pod.
 
 use serde_json::Value;
 use shoal_client::watcher::{DEFAULT_MAX_FAILURES, EventKind, Machine};
@@ -13,6 +14,10 @@ use crate::client::client_error;
 use crate::error::CtlError;
 use crate::kinds::KindInfo;
 use crate::output;
+
+/// The pod-template annotation `rollout restart` sets (kubectl's key, so that manifests
+/// and tools that know it keep working).
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// Runs `rollout …`.
 pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlError> {
@@ -42,6 +47,17 @@ pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlEr
         } => {
             let (kind, name) = one_target(&target, &["Deployment"])?;
             undo(ctx, &kind, &name, to_revision).await
+        }
+        RolloutCommand::Restart { target } => {
+            let (kind, name) = one_target(&target, &["Deployment"])?;
+            let ns = ctx.namespace_for(&kind);
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            ctx.modify(&kind, &ns, &name, None, |d| {
+                set_restarted_at(d, &now)?;
+                Ok(true)
+            })
+            .await?;
+            print(&format!("{} restarted\n", kind.slash_name(&name)))
         }
     }
 }
@@ -233,6 +249,33 @@ pub fn pick_revision(
     Ok((rev_of(entry), template))
 }
 
+/// Sets `spec.template.metadata.annotations[RESTARTED_AT]` of a Deployment.
+pub fn set_restarted_at(d: &mut Value, now: &str) -> Result<(), CtlError> {
+    let template = d
+        .pointer_mut("/spec/template")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| CtlError::BadResponse("the deployment has no spec.template".into()))?;
+    let meta = template
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    if !meta.is_object() {
+        *meta = serde_json::json!({});
+    }
+    let annotations = meta
+        .as_object_mut()
+        .expect("an object")
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    if !annotations.is_object() {
+        *annotations = serde_json::json!({});
+    }
+    annotations
+        .as_object_mut()
+        .expect("an object")
+        .insert(RESTARTED_AT.into(), Value::String(now.into()));
+    Ok(())
+}
+
 /// Undo: copies the chosen revision's template into `spec.template`.
 async fn undo(
     ctx: &mut Context,
@@ -273,6 +316,22 @@ async fn undo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_sets_the_template_annotation() {
+        let mut d = serde_json::json!({"spec": {"template": {"spec": {}}}});
+        set_restarted_at(&mut d, "2026-12-05T21:00:00Z").unwrap();
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT],
+            "2026-12-05T21:00:00Z"
+        );
+        set_restarted_at(&mut d, "2026-12-05T21:01:00Z").unwrap();
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT],
+            "2026-12-05T21:01:00Z"
+        );
+        assert!(set_restarted_at(&mut serde_json::json!({"spec": {}}), "x").is_err());
+    }
     use serde_json::json;
 
     fn dep(gen_: i64, observed: Option<i64>, want: i64, st: [i64; 4]) -> Value {

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod describe;
 pub mod fields;
+pub mod jsonpath;
 pub mod objects;
 pub mod rows;
 pub mod table;
@@ -40,7 +41,7 @@ pub use workloads::{
 };
 
 /// The `-o` formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Format {
     /// The default table.
     #[default]
@@ -53,6 +54,10 @@ pub enum Format {
     Yaml,
     /// `kind/name` per object.
     Name,
+    /// `jsonpath=TEMPLATE` (kubectl's template syntax).
+    JsonPath(jsonpath::Template),
+    /// `custom-columns=HEADER:PATH,…`.
+    CustomColumns(Vec<jsonpath::Column>),
 }
 
 impl FromStr for Format {
@@ -64,9 +69,18 @@ impl FromStr for Format {
             "yaml" | "yml" => Ok(Format::Yaml),
             "name" => Ok(Format::Name),
             "" | "table" => Ok(Format::Table),
-            other => Err(CtlError::Usage(format!(
-                "unknown output format {other:?} (allowed: wide, yaml, json, name)"
-            ))),
+            other => {
+                if let Some(t) = other.strip_prefix("jsonpath=") {
+                    return Ok(Format::JsonPath(jsonpath::Template::parse(t)?));
+                }
+                if let Some(spec) = other.strip_prefix("custom-columns=") {
+                    return Ok(Format::CustomColumns(jsonpath::parse_columns(spec)?));
+                }
+                Err(CtlError::Usage(format!(
+                    "unknown output format {other:?} (allowed: wide, yaml, json, name, \
+                     jsonpath=TEMPLATE, custom-columns=HEADER:PATH,…)"
+                )))
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use super::Format;
 use super::fields::{name_of, s_at};
+use super::{Format, Table};
 use crate::error::CtlError;
 
 /// A `List` of objects, as `-o json|yaml` prints several (fields in kubectl's order).
@@ -52,9 +52,21 @@ pub fn object_name(v: &Value) -> String {
 }
 
 /// Renders a whole `get` result (not the table formats) as text.
-pub fn render_objects(items: Vec<Value>, single: bool, format: Format) -> Result<String, CtlError> {
+pub fn render_objects(
+    items: Vec<Value>,
+    single: bool,
+    format: &Format,
+) -> Result<String, CtlError> {
     let single_item = single && items.len() == 1;
     match format {
+        Format::JsonPath(t) if single_item => Ok(t.render(&items[0])),
+        Format::JsonPath(t) => {
+            let list = list_object(items);
+            Ok(t.render(&serde_json::json!({
+                "kind": list.kind, "apiVersion": list.api_version, "items": list.items,
+            })))
+        }
+        Format::CustomColumns(cols) => Ok(custom_columns(cols, &items).render(false)),
         Format::Name => Ok(items.iter().map(|v| object_name(v) + "\n").collect()),
         Format::Json if single_item => Ok(to_json(&items[0])),
         Format::Yaml if single_item => to_yaml(&items[0]),
@@ -63,6 +75,17 @@ pub fn render_objects(items: Vec<Value>, single: bool, format: Format) -> Result
         Format::Table | Format::Wide => Err(CtlError::Usage(
             "tables are rendered by output::table".into(),
         )),
+    }
+}
+
+/// The `-o custom-columns` table of `items`.
+pub fn custom_columns(cols: &[crate::output::jsonpath::Column], items: &[Value]) -> Table {
+    Table {
+        headers: cols.iter().map(|c| c.header.clone()).collect(),
+        rows: items
+            .iter()
+            .map(|i| cols.iter().map(|c| c.cell(i)).collect())
+            .collect(),
     }
 }
 
@@ -76,7 +99,7 @@ mod tests {
     fn json_yaml_and_name_output() {
         let a = json!({"kind": "Pod", "metadata": {"name": "a"}});
         let b = json!({"kind": "Pod", "metadata": {"name": "b"}});
-        let text = render_objects(vec![a.clone(), b.clone()], false, Format::Json).unwrap();
+        let text = render_objects(vec![a.clone(), b.clone()], false, &Format::Json).unwrap();
         assert!(
             text.starts_with(
                 "{\n  \"kind\": \"List\",\n  \"apiVersion\": \"shoal/v1\",\n  \"items\""
@@ -84,7 +107,7 @@ mod tests {
             "{text}"
         );
         let list: Value = serde_json::from_str(
-            &render_objects(vec![a.clone(), b.clone()], false, Format::Json).unwrap(),
+            &render_objects(vec![a.clone(), b.clone()], false, &Format::Json).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -92,17 +115,17 @@ mod tests {
             json!({"kind": "List", "apiVersion": "shoal/v1", "items": [a, b]})
         );
         let one: Value =
-            serde_json::from_str(&render_objects(vec![a.clone()], true, Format::Json).unwrap())
+            serde_json::from_str(&render_objects(vec![a.clone()], true, &Format::Json).unwrap())
                 .unwrap();
         assert_eq!(one, a);
         let empty: Value =
-            serde_json::from_str(&render_objects(vec![], false, Format::Json).unwrap()).unwrap();
+            serde_json::from_str(&render_objects(vec![], false, &Format::Json).unwrap()).unwrap();
         assert_eq!(empty["items"], json!([]));
-        let yaml = render_objects(vec![a.clone()], true, Format::Yaml).unwrap();
+        let yaml = render_objects(vec![a.clone()], true, &Format::Yaml).unwrap();
         let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
         assert_eq!(back, a);
         assert_eq!(
-            render_objects(vec![a, b], false, Format::Name).unwrap(),
+            render_objects(vec![a, b], false, &Format::Name).unwrap(),
             "pod/a\npod/b\n"
         );
         assert!(

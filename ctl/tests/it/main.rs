@@ -8,6 +8,7 @@ mod batch;
 mod commands;
 mod config;
 mod ha;
+mod habits;
 mod harness;
 mod membership;
 mod services;
