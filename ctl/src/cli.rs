@@ -107,6 +107,8 @@ pub enum Command {
     Drain(DrainArgs),
     /// Add or remove taints of a node (KEY[=VALUE]:EFFECT, KEY:EFFECT-, KEY-).
     Taint(TaintArgs),
+    /// Wait until objects meet a condition (condition=Ready, delete, jsonpath=…).
+    Wait(WaitArgs),
     /// The controller cluster.
     Cluster {
         /// What to show.
@@ -434,6 +436,24 @@ pub struct NodeArgs {
     /// The node (or node/NAME).
     #[arg(value_name = "NODE")]
     pub node: String,
+}
+
+/// Arguments of `wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// TYPE/NAME… (one type), or TYPE NAME…, or TYPE with -l.
+    #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..)]
+    pub targets: Vec<String>,
+    /// condition=NAME[=VALUE] (VALUE defaults to True), delete, or
+    /// jsonpath='{PATH}'=VALUE.
+    #[arg(long = "for", value_name = "CONDITION")]
+    pub for_: String,
+    /// The objects matching this label selector.
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Give up after this long (exit 1).
+    #[arg(long, default_value = "30s", value_parser = parse_span)]
+    pub timeout: Duration,
 }
 
 /// Arguments of `taint`.

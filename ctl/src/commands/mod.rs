@@ -24,6 +24,7 @@ pub mod set;
 pub mod taint;
 pub mod top;
 pub mod version;
+pub mod wait;
 
 use std::io::Write;
 
@@ -366,6 +367,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Uncordon(a) => cordon::run(ctx, a, false).await,
         Command::Drain(a) => drain::run(ctx, a).await,
         Command::Taint(a) => taint::run(ctx, a).await,
+        Command::Wait(a) => wait::run(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Controller, shoalctl_bin, workspace};
+use crate::harness::{Controller, conf_for, shoalctl_bin, workspace};
 
 fn web_yaml() -> String {
     workspace().join("examples/web.yaml").display().to_string()
@@ -224,4 +224,68 @@ fn api_resources_and_completion_scripts_load_in_bash() {
         .output()
         .expect("run shoalctl");
     assert!(!out.status.success());
+}
+
+#[test]
+fn wait_for_conditions_jsonpath_and_delete() {
+    let c = Controller::start();
+    let node = json!({"apiVersion": "shoal/v1", "kind": "Node",
+        "metadata": {"name": "w1"}, "spec": {},
+        // A heartbeat now, so that the node controller leaves Ready alone meanwhile.
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "heartbeatTime": chrono::Utc::now().to_rfc3339()}});
+    let f = c.write("node.json", &node.to_string());
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    assert_eq!(
+        c.ctl(&["wait", "node/w1", "--for=condition=Ready"]).ok(),
+        "node/w1 condition met\n"
+    );
+    assert_eq!(
+        c.ctl(&[
+            "wait",
+            "node",
+            "w1",
+            "--for",
+            "jsonpath={.metadata.name}=w1"
+        ])
+        .ok(),
+        "node/w1 condition met\n"
+    );
+    // Not met: a timeout naming the object and the condition.
+    let e = c
+        .ctl(&[
+            "wait",
+            "node/w1",
+            "--for=condition=Ready=False",
+            "--timeout",
+            "1s",
+        ])
+        .err();
+    assert!(e.contains("timed out") && e.contains("node/w1"), "{e}");
+
+    // Deleted while waiting: the wait ends when it is gone.
+    let bin = shoalctl_bin();
+    let conf = conf_for(&c.addr);
+    let mut waiter = Command::new(&bin)
+        .args([
+            "--server",
+            &c.addr,
+            "wait",
+            "node/w1",
+            "--for=delete",
+            "--timeout",
+            "30s",
+        ])
+        .env("SHOAL_CONFIG", &conf)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn shoalctl wait");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    c.ctl(&["delete", "node", "w1"]).ok();
+    let out = waiter.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node/w1 deleted\n");
+
+    let e = c.ctl(&["wait", "node/w1", "--for=ready"]).err();
+    assert!(e.contains("--for"), "{e}");
 }
