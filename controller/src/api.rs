@@ -886,11 +886,16 @@ impl Filter {
                 "metadata.name",
                 "metadata.namespace",
                 "status.phase",
+                // Events (what `shoalctl events --for` and kubectl use).
+                "involvedObject.kind",
+                "involvedObject.name",
+                "type",
+                "reason",
             ]
             .contains(&k)
             {
                 return Err(ApiError::Invalid(format!(
-                    "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase)"
+                    "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase, involvedObject.kind, involvedObject.name, type, reason)"
                 )));
             }
             fs.push((k.to_string(), v.trim().to_string(), eq));
@@ -1268,5 +1273,17 @@ mod tests {
         assert!(f.matches(&json!({"spec":{}})));
         assert!(Filter::parse("", "spec.bogus=1").is_err());
         assert!(Filter::parse("", "nonsense").is_err());
+        let f = Filter::parse(
+            "",
+            "involvedObject.kind=Pod,involvedObject.name=web,type=Warning",
+        )
+        .unwrap();
+        let ev = json!({"involvedObject": {"kind": "Pod", "name": "web"}, "type": "Warning"});
+        assert!(f.matches(&ev));
+        assert!(
+            !f.matches(
+                &json!({"involvedObject": {"kind": "Pod", "name": "db"}, "type": "Warning"})
+            )
+        );
     }
 }

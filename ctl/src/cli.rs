@@ -109,6 +109,8 @@ pub enum Command {
     Taint(TaintArgs),
     /// Wait until objects meet a condition (condition=Ready, delete, jsonpath=…).
     Wait(WaitArgs),
+    /// The events of the namespace, oldest first (LAST SEEN TYPE REASON OBJECT MESSAGE).
+    Events(EventsArgs),
     /// The controller cluster.
     Cluster {
         /// What to show.
@@ -438,6 +440,29 @@ pub struct NodeArgs {
     pub node: String,
 }
 
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the events about this object (TYPE/NAME, e.g. pod/web-1).
+    #[arg(long = "for", value_name = "TYPE/NAME")]
+    pub for_: Option<String>,
+    /// Only events of this type: Normal or Warning.
+    #[arg(long, value_name = "TYPE")]
+    pub types: Option<String>,
+    /// Across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// After the list, print each new event until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Output format (as for get).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    pub output: Option<String>,
+    /// Omit the header line.
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
 /// Arguments of `wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
@@ -662,7 +687,8 @@ pub struct GetArgs {
     /// Label selector, e.g. `app=web,tier!=db,env in (a,b),!canary`.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Field selector: spec.nodeName, metadata.name, metadata.namespace, status.phase.
+    /// Field selector: spec.nodeName, metadata.name, metadata.namespace, status.phase;
+    /// for events also involvedObject.kind, involvedObject.name, type, reason.
     #[arg(long, value_name = "SELECTOR")]
     pub field_selector: Option<String>,
     /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE (kubectl's, e.g.

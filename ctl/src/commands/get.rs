@@ -9,7 +9,7 @@ use shoal_client::{ListParams, WatchOutput, Watcher};
 use shoal_proto::WatchRequest;
 
 use super::{Context, note, print};
-use crate::cli::GetArgs;
+use crate::cli::{EventsArgs, GetArgs};
 use crate::client::client_error;
 use crate::error::{CtlError, Target};
 use crate::kinds::{self, KindInfo};
@@ -148,6 +148,53 @@ pub async fn run(ctx: &mut Context, mut args: GetArgs) -> Result<(), CtlError> {
         },
         &names,
         shown,
+    )
+    .await
+}
+
+/// `events`: `get events` sorted by `lastTimestamp`, narrowed with field selectors on
+/// `involvedObject` (`--for`) and `type` (`--types`), as kubectl events does.
+pub async fn events(ctx: &mut Context, args: EventsArgs) -> Result<(), CtlError> {
+    let mut fields = Vec::new();
+    if let Some(target) = &args.for_ {
+        let (kind, name) = kinds::split_kind_name(target)?;
+        let name = name.ok_or_else(|| {
+            CtlError::Usage(format!(
+                "--for {target:?}: expected TYPE/NAME, e.g. pod/web-1"
+            ))
+        })?;
+        fields.push(format!("involvedObject.kind={}", kind.kind));
+        fields.push(format!("involvedObject.name={name}"));
+    }
+    if let Some(types) = &args.types {
+        let wanted: Vec<&str> = types.split(',').map(str::trim).collect();
+        for t in &wanted {
+            if !["Normal", "Warning"].contains(t) {
+                return Err(CtlError::Usage(format!(
+                    "--types {types:?}: unknown type {t:?} (Normal or Warning)"
+                )));
+            }
+        }
+        if let [only] = wanted.as_slice() {
+            fields.push(format!("type={only}"));
+        }
+    }
+    run(
+        ctx,
+        GetArgs {
+            kind: "events".into(),
+            names: Vec::new(),
+            selector: None,
+            field_selector: (!fields.is_empty()).then(|| fields.join(",")),
+            output: args.output,
+            sort_by: Some(".lastTimestamp".into()),
+            all_namespaces: args.all_namespaces,
+            watch: args.watch,
+            watch_only: false,
+            output_watch_events: false,
+            show_labels: false,
+            no_headers: args.no_headers,
+        },
     )
     .await
 }

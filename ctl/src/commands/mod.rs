@@ -368,6 +368,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Drain(a) => drain::run(ctx, a).await,
         Command::Taint(a) => taint::run(ctx, a).await,
         Command::Wait(a) => wait::run(ctx, a).await,
+        Command::Events(a) => get::events(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,

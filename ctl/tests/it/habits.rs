@@ -266,7 +266,7 @@ fn wait_for_conditions_jsonpath_and_delete() {
     // Deleted while waiting: the wait ends when it is gone.
     let bin = shoalctl_bin();
     let conf = conf_for(&c.addr);
-    let mut waiter = Command::new(&bin)
+    let waiter = Command::new(&bin)
         .args([
             "--server",
             &c.addr,
@@ -288,4 +288,52 @@ fn wait_for_conditions_jsonpath_and_delete() {
 
     let e = c.ctl(&["wait", "node/w1", "--for=ready"]).err();
     assert!(e.contains("--for"), "{e}");
+}
+
+#[test]
+fn events_for_one_object_and_of_one_type() {
+    let c = Controller::start();
+    c.ctl(&["apply", "-f", &web_yaml()]).ok();
+    // No node: the scheduler explains why `client` waits.
+    crate::harness::eventually(
+        "a FailedScheduling event about pod/client",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = c.ctl(&["events", "--for", "pod/client"]).ok();
+            if out.contains("FailedScheduling") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+    let out = c.ctl(&["events", "--for", "pod/client"]).ok();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines
+            .next()
+            .map(|h| h.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"])
+    );
+    assert!(
+        lines.all(|l| l.contains("pod/client") && !l.contains("deployment/")),
+        "{out}"
+    );
+    let warnings = c
+        .ctl(&[
+            "events",
+            "--types",
+            "Warning",
+            "-o",
+            "jsonpath={.items[*].type}",
+        ])
+        .ok();
+    assert!(
+        !warnings.is_empty() && warnings.split(' ').all(|t| t == "Warning"),
+        "{warnings}"
+    );
+    let e = c.ctl(&["events", "--types", "Bogus"]).err();
+    assert!(e.contains("Bogus"), "{e}");
+    let e = c.ctl(&["events", "--for", "pod"]).err();
+    assert!(e.contains("TYPE/NAME"), "{e}");
 }
