@@ -300,9 +300,24 @@ pub enum ImageCommand {
 /// Arguments of `logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The pod (or pod/NAME).
-    #[arg(value_name = "POD")]
-    pub pod: String,
+    /// The pod (or pod/NAME), or TYPE/NAME of a deployment or job (one of its pods,
+    /// running ones first). Omitted with -l.
+    #[arg(value_name = "POD", required_unless_present = "selector")]
+    pub pod: Option<String>,
+    /// The pods matching this label selector (each line prefixed with its source).
+    #[arg(
+        short = 'l',
+        long = "selector",
+        value_name = "SELECTOR",
+        conflicts_with = "pod"
+    )]
+    pub selector: Option<String>,
+    /// Every container of each pod (each line prefixed with its source).
+    #[arg(long)]
+    pub all_containers: bool,
+    /// Prefix each line with [pod/NAME/CONTAINER] (default: on when several streams).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub prefix: Option<bool>,
     /// The container (default: the pod's only or first container).
     #[arg(short = 'c', long, value_name = "CONTAINER")]
     pub container: Option<String>,

@@ -299,3 +299,100 @@ fn a_pod_runs_an_image_pushed_into_the_built_in_registry() {
     });
     assert_eq!(c.ctl(&["logs", "pushed"]).ok(), "ran-the-pushed-image\n");
 }
+
+/// `logs deploy/NAME`, `logs -l SELECTOR --all-containers` (prefixed lines) and
+/// `--prefix=false`, through a real agent.
+#[test]
+#[ignore = "requires root: a real agent runs containers (namespaces, cgroups, overlay mounts)"]
+fn logs_of_a_deployment_and_of_a_selector() {
+    let c = Controller::start();
+    let tarball = c.dir.path().join("busybox.tar");
+    shoal_runtime::testimage::busybox_docker_save(
+        std::path::Path::new(shoal_runtime::testimage::BUSYBOX),
+        &tarball,
+        "busybox:latest",
+    )
+    .expect("build the busybox image tarball (needs Debian's busybox-static)");
+    c.ctl(&["image", "import", tarball.to_str().unwrap()]).ok();
+    let node = format!("ctl-logs-{}", std::process::id());
+    let mut agent = Agent::start(&c, &node);
+    let container = |name: &str| {
+        json!({"name": name, "image": "busybox:latest",
+            "command": ["sh", "-c", format!("echo from-{name}-$(hostname); exec sleep 1000")],
+            "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}})
+    };
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "chatty"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "chatty"}},
+            "template": {
+                "metadata": {"labels": {"app": "chatty"}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                         "containers": [container("a"), container("b")]}
+            }
+        }
+    });
+    let f = c.write("chatty.json", &deploy.to_string());
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    let mut pods = Vec::new();
+    eventually("two chatty pods logging", Duration::from_secs(90), || {
+        let out = c
+            .ctl(&["get", "pods", "-l", "app=chatty", "-o", "json"])
+            .ok();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let running: Vec<String> = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        if running.len() == 2
+            && running.iter().all(|p| {
+                c.ctl(&["logs", p.as_str(), "-c", "b"])
+                    .ok()
+                    .starts_with("from-b")
+            })
+        {
+            pods = running;
+            Ok(())
+        } else {
+            Err(format!("{running:?}; agent: {}", agent.log_tail()))
+        }
+    });
+
+    // deploy/NAME: one of its pods, the first container, no prefix.
+    let run = c.ctl(&["logs", "deploy/chatty"]);
+    assert!(
+        run.stderr.contains("Found 2 pods, using pod/"),
+        "{}",
+        run.stderr
+    );
+    let out = run.ok();
+    assert!(
+        out.starts_with("from-a-") && out.lines().count() == 1,
+        "{out}"
+    );
+
+    // -l with every container: four lines, each prefixed with its source.
+    let out = c
+        .ctl(&["logs", "-l", "app=chatty", "--all-containers"])
+        .ok();
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = Vec::new();
+    for p in &pods {
+        for ct in ["a", "b"] {
+            want.push(format!("[pod/{p}/{ct}] from-{ct}-{p}"));
+        }
+    }
+    want.sort();
+    assert_eq!(lines, want, "{out}");
+    let out = c
+        .ctl(&["logs", "-l", "app=chatty", "-c", "b", "--prefix=false"])
+        .ok();
+    assert!(out.lines().all(|l| l.starts_with("from-b-")), "{out}");
+    let e = c.ctl(&["logs", "deploy/nosuch"]).err();
+    assert!(e.contains("nosuch"), "{e}");
+}
