@@ -145,13 +145,18 @@ echo "image of $MIB MiB (one layer of random bytes), 3 controllers; RSS before/p
 phase "import (shoalctl, c1)" "$BIN/shoalctl" --server "${SH[0]}" image import "$WORK/big-import.tar"
 phase "push (skopeo, c1)" skopeo copy --dest-cert-dir "$WORK/certs" --dest-creds "bench:$RTOKEN" \
   "docker-archive:$WORK/big-push.tar" "docker://${REG[0]}/default/big-push:1"
+# The layer digests of the stored manifests (skopeo compresses the pushed layer, so its
+# digest is not the tarball's).
 for name in big-import big-push; do
-  layer=$(tar -xOf "$WORK/$name.tar" manifest.json | python3 -c 'import json,sys; print("sha256:" + json.load(sys.stdin)[0]["Layers"][0].split("/")[0])')
-  echo "$name: layer on $(copies "$layer") of 3 controllers' disks"
-  echo "$layer" >"$WORK/$name.layer"
+  ref=big-import:1; [[ $name == big-push ]] && ref=default/big-push:1
+  layer=$(skopeo inspect --raw --cert-dir "$WORK/certs" --creds "bench:$RTOKEN" "docker://${REG[0]}/$ref" |
+    python3 -c 'import json,sys; m = json.load(sys.stdin); print(m["layers"][0]["digest"], m["layers"][0]["size"])')
+  echo "$name: layer ${layer% *} ($(( ${layer#* } >> 20 )) MiB stored) on $(copies "${layer% *}") of 3 controllers' disks"
+  echo "${layer% *}" >"$WORK/$name.layer"
 done
 kill -9 "${PIDS[0]}"
-say "controller 1 killed"
+wait "${PIDS[0]}" 2>/dev/null || true
+say "controller 1 killed (its RSS reads 0 from here on)"
 for name in big-import big-push; do
   # One-component names are in namespace default: big-import:1 is what import named it.
   ref=big-import:1; [[ $name == big-push ]] && ref=default/big-push:1

@@ -220,6 +220,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         rt: rt.clone(),
         registry,
         partial_dir: dir.join("partial"),
+        order: args.image_sources.0.clone(),
     };
     let agent = Arc::new(Agent {
         host_ip: crate::args::host_of(&endpoint),

@@ -47,6 +47,12 @@ pub struct AgentArgs {
     /// (as k3s's flag of the same name): a node without a way out never tries one.
     #[arg(long)]
     pub disable_default_registry_endpoint: bool,
+    /// Where the node looks for an image, in order: `cluster` (the controllers' image
+    /// store, images imported or pushed to the built-in registry) and `registry` (the
+    /// image's registry or its --registries mirrors). `registry,cluster` prefers
+    /// registries; `cluster` alone never leaves the cluster. See docs/images.md.
+    #[arg(long, value_name = "SOURCES", default_value = "cluster,registry", value_parser = crate::pull::parse_order)]
+    pub image_sources: crate::pull::SourceOrder,
     /// Address to serve the Agent API (logs, exec, stats) on.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,

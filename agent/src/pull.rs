@@ -67,15 +67,48 @@ pub enum Source {
     Registry,
 }
 
-/// The sources to ask for an image with `policy`, given whether the node has a copy;
-/// empty: use the node's copy (or, without one, fail with `ErrImageNeverPull`).
-pub fn sources(policy: PullPolicy, present: bool) -> Vec<Source> {
+/// The sources to ask for an image with `policy`, given whether the node has a copy and
+/// the node's `--image-sources` order; empty: use the node's copy (or, without one, fail
+/// with `ErrImageNeverPull`).
+pub fn sources(policy: PullPolicy, present: bool, order: &[Source]) -> Vec<Source> {
     match (policy, present) {
         (PullPolicy::Never, _) | (PullPolicy::IfNotPresent, true) => vec![],
-        (PullPolicy::IfNotPresent, false) | (PullPolicy::Always, _) => {
-            vec![Source::Cluster, Source::Registry]
-        }
+        (PullPolicy::IfNotPresent, false) | (PullPolicy::Always, _) => order.to_vec(),
     }
+}
+
+/// The default `--image-sources`: the cluster first, then the registry.
+pub const DEFAULT_SOURCES: [Source; 2] = [Source::Cluster, Source::Registry];
+
+/// The value of `--image-sources` (a list as one flag value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOrder(pub Vec<Source>);
+
+/// [`parse_sources`] for the command line.
+pub fn parse_order(text: &str) -> Result<SourceOrder, String> {
+    parse_sources(text).map(SourceOrder)
+}
+
+/// Parses `--image-sources`: `cluster,registry` (the default), `registry,cluster`,
+/// `cluster` or `registry`.
+pub fn parse_sources(text: &str) -> Result<Vec<Source>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let s = match part {
+            "cluster" => Source::Cluster,
+            "registry" => Source::Registry,
+            other => {
+                return Err(format!(
+                    "unknown image source {other:?} (expected cluster and/or registry, e.g. cluster,registry)"
+                ));
+            }
+        };
+        if out.contains(&s) {
+            return Err(format!("image source {part:?} is given twice"));
+        }
+        out.push(s);
+    }
+    Ok(out)
 }
 
 /// What the cluster said about an image.
@@ -99,6 +132,8 @@ pub struct Puller {
     pub registry: Arc<RegistryClient>,
     /// Where partial downloads live (resumed after a failure).
     pub partial_dir: PathBuf,
+    /// `--image-sources`: where to look, in order.
+    pub order: Vec<Source>,
 }
 
 impl Puller {
@@ -121,7 +156,7 @@ impl Puller {
                 .ok()
                 .flatten()
         };
-        let plan = sources(policy, local.is_some());
+        let plan = sources(policy, local.is_some(), &self.order);
         if plan.is_empty() {
             return match local {
                 Some(_) => Ok(Pulled::Present),
@@ -135,7 +170,10 @@ impl Puller {
         }
         let mut cluster_failure = None;
         let mut cluster_not_found = false;
-        for source in plan {
+        // A registry failure when the cluster is still to be asked (`registry,cluster`).
+        let mut registry_error = None;
+        let last = plan.len() - 1;
+        for (i, source) in plan.into_iter().enumerate() {
             match source {
                 Source::Cluster => match self.ask_cluster(image, local.as_ref()).await {
                     ClusterAnswer::Have(digest, fetched) => {
@@ -178,6 +216,7 @@ impl Puller {
                                 },
                             );
                         }
+                        Err(e) if i < last => registry_error = Some(e),
                         Err(e) => {
                             let message =
                                 describe(image, &e, cluster_not_found, cluster_failure.as_deref());
@@ -190,10 +229,19 @@ impl Puller {
                 }
             }
         }
-        Err(failed(format!(
-            "image {image:?}: {}",
-            cluster_failure.unwrap_or_else(|| "no source".into())
-        )))
+        if let Some(e) = registry_error {
+            let message = describe(image, &e, cluster_not_found, cluster_failure.as_deref());
+            if local.is_some() && e.is_unreachable() && !cluster_not_found {
+                return Ok(Pulled::Stale(message));
+            }
+            return Err(failed(message));
+        }
+        Err(failed(match cluster_failure {
+            Some(f) => format!("image {image:?}: {f}"),
+            None => format!(
+                "image {image:?} not found in the cluster (this node's --image-sources is cluster: registries are not asked)"
+            ),
+        }))
     }
 
     /// Asks the controllers for `image` and fetches the blobs the node lacks.
@@ -439,15 +487,22 @@ mod tests {
     #[test]
     fn policies_pick_sources() {
         use PullPolicy::*;
-        assert!(sources(Never, true).is_empty());
-        assert!(sources(Never, false).is_empty());
-        assert!(sources(IfNotPresent, true).is_empty());
+        let d = &DEFAULT_SOURCES;
+        assert!(sources(Never, true, d).is_empty());
+        assert!(sources(Never, false, d).is_empty());
+        assert!(sources(IfNotPresent, true, d).is_empty());
         assert_eq!(
-            sources(IfNotPresent, false),
+            sources(IfNotPresent, false, d),
             [Source::Cluster, Source::Registry]
         );
-        assert_eq!(sources(Always, true), [Source::Cluster, Source::Registry]);
-        assert_eq!(sources(Always, false), [Source::Cluster, Source::Registry]);
+        assert_eq!(sources(Always, true, d), [Source::Cluster, Source::Registry]);
+        assert_eq!(sources(Always, false, d), [Source::Cluster, Source::Registry]);
+        let r = parse_sources("registry,cluster").unwrap();
+        assert_eq!(sources(Always, false, &r), [Source::Registry, Source::Cluster]);
+        assert_eq!(parse_sources("cluster").unwrap(), [Source::Cluster]);
+        assert!(parse_sources("cluster,cluster").unwrap_err().contains("twice"));
+        assert!(parse_sources("hub").unwrap_err().contains("\"hub\""));
+        assert!(parse_sources("").is_err());
     }
 
     #[test]

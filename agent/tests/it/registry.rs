@@ -110,3 +110,44 @@ async fn a_pod_pulls_from_a_registry_with_its_pull_secret_and_a_wrong_one_is_una
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "requires root: real containers, cgroups and namespaces"]
+async fn a_node_with_image_sources_cluster_never_asks_the_registry() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(None, None);
+    let archive = shoal_testkit::image::busybox(t.path(), "busybox:v1");
+    reg.push(&archive, "busybox:v1", "v2s2");
+    let addr = reg.addr.clone();
+    let registries = t.path().join("registries.yaml");
+    std::fs::write(
+        &registries,
+        format!("mirrors:\n  \"{addr}\":\n    endpoint: [\"http://{addr}\"]\n"),
+    )
+    .unwrap();
+    let c = Cluster::start_full(
+        "agent-it-sources",
+        1,
+        &[],
+        vec![
+            "--registries".into(),
+            registries.display().to_string(),
+            "--image-sources".into(),
+            "cluster".into(),
+        ],
+    )
+    .await;
+    let image = format!("{addr}/busybox:v1");
+    // The registry has it, but this node only asks the cluster, which does not.
+    c.create_pod(registry_pod("inside", &c.node, &image, "absent"))
+        .await;
+    let w = c
+        .wait_waiting("inside", "ImagePullBackOff", Duration::from_secs(60))
+        .await;
+    assert!(
+        w.message.contains("not found in the cluster")
+            && w.message.contains("--image-sources is cluster"),
+        "{}",
+        w.message
+    );
+}
