@@ -253,3 +253,32 @@ fn push_to_the_built_in_registry_with_a_token_over_tls() {
         .err();
     assert!(e.contains("unauthorized"), "{e}");
 }
+
+#[test]
+#[ignore = "requires root: a private dockerd (mounts, namespaces) and the controller's image store"]
+fn saved_images_load_and_run_in_docker() {
+    let c = Controller::start();
+    let name = format!("shoal-img/docker-{}:v1", std::process::id());
+    import_busybox(&c, &name);
+    let file = c.dir.path().join("for-docker.tar");
+    c.ctl(&["image", "save", &name, "-o", file.to_str().unwrap()])
+        .ok();
+    let mut dockerd = shoal_testkit::docker::Dockerd::start();
+    let out = dockerd.docker(&["load", "-i", file.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "docker load: {text}\n{}", dockerd.log());
+    assert!(text.contains(&format!("Loaded image: {name}")), "{text}");
+    let out = dockerd.docker(&["run", "--rm", "--network", "none", &name, "echo", "hello"]);
+    assert!(
+        out.status.success(),
+        "docker run: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        dockerd.log()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+}
