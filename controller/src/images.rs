@@ -1026,7 +1026,10 @@ impl ImagesService {
                     | StoreError::NotFound { .. }
                     | StoreError::AlreadyExists { .. }),
                 ) if attempt < ATTEMPTS => {
-                    tracing::info!(image = source, "image tag raced with another change ({e}); retrying");
+                    tracing::info!(
+                        image = source,
+                        "image tag raced with another change ({e}); retrying"
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1659,7 +1662,10 @@ mod tests {
         }
         assert_eq!(by_key.len(), 2, "{by_key:?}");
         let (obj, rev) = &by_key[&image_key(hex_of(&a.digest))];
-        assert_eq!((obj["names"].clone(), *rev), (json!(["busybox:latest", "app:latest"]), Some(4)));
+        assert_eq!(
+            (obj["names"].clone(), *rev),
+            (json!(["busybox:latest", "app:latest"]), Some(4))
+        );
         let (obj, rev) = &by_key[&image_key(hex_of(&b.digest))];
         assert_eq!((obj["names"].clone(), *rev), (json!(["app:v1"]), Some(5)));
 

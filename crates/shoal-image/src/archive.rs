@@ -29,8 +29,11 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Where blobs are read from (the controllers, a directory).
 pub trait BlobSource: Send + Sync {
     /// Opens blob `digest` of `size` bytes; an error names the blob and the source.
-    fn open(&self, digest: &Digest, size: u64)
-    -> impl Future<Output = io::Result<BlobStream>> + Send;
+    fn open(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> impl Future<Output = io::Result<BlobStream>> + Send;
 }
 
 /// The blobs of an image store's layout (`ROOT/blobs/sha256/<hex>`), read from files.
@@ -228,8 +231,8 @@ pub fn plan(images: &[SavedImage], docker: bool) -> Vec<Member> {
 /// image name, which `io.containerd.image.name` holds).
 pub fn full_name(name: &str) -> String {
     let first = name.split('/').next().unwrap_or(name);
-    let has_registry = name.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if has_registry {
         name.to_string()
     } else if name.contains('/') {
@@ -412,7 +415,11 @@ mod tests {
         }
     }
 
-    fn image(names: &[&str], layers: &[&[u8]], blobs: &mut BTreeMap<Digest, Vec<u8>>) -> SavedImage {
+    fn image(
+        names: &[&str],
+        layers: &[&[u8]],
+        blobs: &mut BTreeMap<Digest, Vec<u8>>,
+    ) -> SavedImage {
         let cfg = br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#;
         blobs.insert(Digest::of_bytes(cfg), cfg.to_vec());
         for l in layers {
@@ -422,7 +429,10 @@ mod tests {
             schema_version: 2,
             media_type: config::OCI_MANIFEST.into(),
             config: desc(config::OCI_CONFIG, cfg),
-            layers: layers.iter().map(|l| desc(config::OCI_LAYER_TAR, l)).collect(),
+            layers: layers
+                .iter()
+                .map(|l| desc(config::OCI_LAYER_TAR, l))
+                .collect(),
         };
         let bytes = serde_json::to_vec(&m).unwrap();
         SavedImage::new(
@@ -436,7 +446,11 @@ mod tests {
     #[test]
     fn plans_both_layouts_with_each_blob_once() {
         let mut blobs = BTreeMap::new();
-        let a = image(&["busybox:latest", "busybox:1"], &[b"one", b"two"], &mut blobs);
+        let a = image(
+            &["busybox:latest", "busybox:1"],
+            &[b"one", b"two"],
+            &mut blobs,
+        );
         let b = image(&[], &[b"two", b"three"], &mut blobs);
         let members = plan(&[a.clone(), b.clone()], true);
         let paths: Vec<&str> = members.iter().map(Member::path).collect();
@@ -453,7 +467,10 @@ mod tests {
             panic!()
         };
         let docker: Value = serde_json::from_slice(data).unwrap();
-        assert_eq!(docker[0]["RepoTags"], json!(["busybox:latest", "busybox:1"]));
+        assert_eq!(
+            docker[0]["RepoTags"],
+            json!(["busybox:latest", "busybox:1"])
+        );
         assert_eq!(
             docker[0]["Config"],
             format!("blobs/sha256/{}", a.manifest.config.digest.hex())
@@ -470,7 +487,10 @@ mod tests {
             m[0]["annotations"]["io.containerd.image.name"],
             "docker.io/library/busybox:latest"
         );
-        assert_eq!(m[1]["annotations"]["org.opencontainers.image.ref.name"], "1");
+        assert_eq!(
+            m[1]["annotations"]["org.opencontainers.image.ref.name"],
+            "1"
+        );
         assert_eq!(m[2]["digest"], b.digest.to_string());
         assert!(m[2].get("annotations").is_none());
         // OCI only.
@@ -527,7 +547,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with(&format!("blob {layer}: the bytes hash to")), "{e}");
+        assert!(
+            e.starts_with(&format!("blob {layer}: the bytes hash to")),
+            "{e}"
+        );
         let mut short = blobs;
         short.insert(layer.clone(), vec![7u8; 10]);
         let e = write(&mut Vec::new(), &members, &Mem(short), &mut |_: &Member| {})

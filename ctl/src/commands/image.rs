@@ -130,10 +130,15 @@ impl ClusterBlobs {
 
     /// Reads the manifest of `info` into memory and parses it; `names` are the names to
     /// save it under.
-    pub async fn image(&self, info: &ImageInfo, names: Vec<String>) -> Result<SavedImage, CtlError> {
-        let digest: Digest = info.digest.parse().map_err(|e| {
-            CtlError::BadResponse(format!("image digest {:?}: {e}", info.digest))
-        })?;
+    pub async fn image(
+        &self,
+        info: &ImageInfo,
+        names: Vec<String>,
+    ) -> Result<SavedImage, CtlError> {
+        let digest: Digest = info
+            .digest
+            .parse()
+            .map_err(|e| CtlError::BadResponse(format!("image digest {:?}: {e}", info.digest)))?;
         let mut stream = self
             .open(&digest, 0)
             .await

@@ -64,9 +64,9 @@ pub fn target(written: &str, plain_http: bool) -> Result<Target, CtlError> {
 /// `--creds USER:PASSWORD`, else the user's Docker config entry for the registry.
 fn credentials(args: &RegistryArgs, t: &Target) -> Result<Option<Credentials>, CtlError> {
     if let Some(c) = &args.creds {
-        let (username, password) = c.split_once(':').ok_or_else(|| {
-            CtlError::Usage("--creds: expected USER:PASSWORD".into())
-        })?;
+        let (username, password) = c
+            .split_once(':')
+            .ok_or_else(|| CtlError::Usage("--creds: expected USER:PASSWORD".into()))?;
         return Ok(Some(Credentials {
             username: username.to_string(),
             password: password.to_string(),
@@ -120,8 +120,13 @@ pub async fn push(
         (None, None) => "latest".to_string(),
     };
     let creds = credentials(args, &t)?;
-    let pusher = Pusher::new(&t.endpoint, &t.reference.repository, tls(args).as_ref(), creds)
-        .map_err(failed)?;
+    let pusher = Pusher::new(
+        &t.endpoint,
+        &t.reference.repository,
+        tls(args).as_ref(),
+        creds,
+    )
+    .map_err(failed)?;
     let mut progress = |d: &Descriptor, outcome: BlobOutcome| {
         let what = match outcome {
             BlobOutcome::Exists => "exists ",
@@ -201,10 +206,15 @@ pub async fn pull(
             path: std::env::temp_dir().display().to_string(),
             source,
         })?;
-    let store = ImageStore::open(dir.path().join("store"))
-        .map_err(|e| failed(RegistryError::Store(e)))?;
+    let store =
+        ImageStore::open(dir.path().join("store")).map_err(|e| failed(RegistryError::Store(e)))?;
     let downloaded = client
-        .download(&t.name, &Keyring::default(), &store, &dir.path().join("partial"))
+        .download(
+            &t.name,
+            &Keyring::default(),
+            &store,
+            &dir.path().join("partial"),
+        )
         .await
         .map_err(failed)?;
     let manifest_path = store.blob_path(&downloaded.digest);
@@ -221,8 +231,8 @@ pub async fn pull(
             .map(|n| vec![n])
             .unwrap_or_default()
     };
-    let image = SavedImage::new(names, downloaded.digest.clone(), bytes)
-        .map_err(CtlError::BadResponse)?;
+    let image =
+        SavedImage::new(names, downloaded.digest.clone(), bytes).map_err(CtlError::BadResponse)?;
     let tarball = dir.path().join("image.tar");
     let mut file = tokio::fs::File::create(&tarball)
         .await

@@ -21,7 +21,10 @@ pub async fn run(ctx: &mut Context, names: &[String], output: &Path) -> Result<(
     for name in names {
         let info = resolve(ctx, name).await?;
         let tag = saved_name(name, &info.names);
-        match images.iter_mut().find(|i| i.digest.to_string() == info.digest) {
+        match images
+            .iter_mut()
+            .find(|i| i.digest.to_string() == info.digest)
+        {
             Some(i) => i.names.extend(tag.filter(|t| !i.names.contains(t))),
             None => images.push(blobs.image(&info, tag.into_iter().collect()).await?),
         }
@@ -30,7 +33,11 @@ pub async fn run(ctx: &mut Context, names: &[String], output: &Path) -> Result<(
     let to_stdout = output.as_os_str() == "-";
     let mut progress = |m: &Member| {
         if let Member::Blob { digest, size, .. } = m {
-            note(&format!("saved {} {}", short(&digest.to_string()), output::size_text(*size)));
+            note(&format!(
+                "saved {} {}",
+                short(&digest.to_string()),
+                output::size_text(*size)
+            ));
         }
     };
     if to_stdout {
@@ -106,15 +113,19 @@ pub fn saved_name(asked: &str, names: &[String]) -> Option<String> {
         return None;
     }
     let normalized = shoal_image::normalize_reference(asked).ok()?;
-    names.iter().find(|n| **n == normalized).cloned().or_else(|| {
-        // A name written another way (`docker.io/library/busybox`) that resolved.
-        let key = |r: RegistryReference| (r.registry, r.repository, r.tag);
-        let want = key(RegistryReference::parse(asked).ok()?);
-        names
-            .iter()
-            .find(|n| RegistryReference::parse(n).ok().map(key).as_ref() == Some(&want))
-            .cloned()
-    })
+    names
+        .iter()
+        .find(|n| **n == normalized)
+        .cloned()
+        .or_else(|| {
+            // A name written another way (`docker.io/library/busybox`) that resolved.
+            let key = |r: RegistryReference| (r.registry, r.repository, r.tag);
+            let want = key(RegistryReference::parse(asked).ok()?);
+            names
+                .iter()
+                .find(|n| RegistryReference::parse(n).ok().map(key).as_ref() == Some(&want))
+                .cloned()
+        })
 }
 
 /// `sha256:0123456789abcdef…` → `sha256:0123456789ab`.
@@ -129,8 +140,14 @@ mod tests {
     #[test]
     fn saves_under_the_name_asked_for() {
         let names = vec!["busybox:latest".to_string(), "busybox:1".to_string()];
-        assert_eq!(saved_name("busybox", &names).as_deref(), Some("busybox:latest"));
-        assert_eq!(saved_name("busybox:1", &names).as_deref(), Some("busybox:1"));
+        assert_eq!(
+            saved_name("busybox", &names).as_deref(),
+            Some("busybox:latest")
+        );
+        assert_eq!(
+            saved_name("busybox:1", &names).as_deref(),
+            Some("busybox:1")
+        );
         assert_eq!(
             saved_name("docker.io/library/busybox:1", &names).as_deref(),
             Some("busybox:1")
@@ -138,7 +155,10 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(saved_name(&d, &names), None);
         assert_eq!(saved_name(&format!("busybox@{d}"), &names), None);
-        assert_eq!(tmp_path(Path::new("/x/b.tar")), PathBuf::from("/x/b.tar.tmp"));
+        assert_eq!(
+            tmp_path(Path::new("/x/b.tar")),
+            PathBuf::from("/x/b.tar.tmp")
+        );
         assert_eq!(short(&d), "sha256:aaaaaaaaaaaa");
     }
 }

@@ -65,7 +65,9 @@ fn tag_push_pull_and_save_through_a_real_registry() {
     assert_eq!(row[2], digest);
     let e = c.ctl(&["image", "tag", "nosuch:1", "x:1"]).err();
     assert!(e.contains("image \"nosuch:1\" not found"), "{e}");
-    let e = c.ctl(&["image", "tag", &name, &format!("x@{digest}")]).err();
+    let e = c
+        .ctl(&["image", "tag", &name, &format!("x@{digest}")])
+        .err();
     assert!(e.contains("expected NAME[:TAG], not a digest"), "{e}");
 
     // push to a registry with htpasswd.
@@ -94,7 +96,10 @@ fn tag_push_pull_and_save_through_a_real_registry() {
         "{out}"
     );
     assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("pushed sha256:")).count(),
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("pushed sha256:"))
+            .count(),
         2,
         "a layer and the config: {stderr}"
     );
@@ -118,7 +123,10 @@ fn tag_push_pull_and_save_through_a_real_registry() {
         "ci:s3cret",
     ]);
     assert_eq!(
-        run.stderr.lines().filter(|l| l.starts_with("exists ")).count(),
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("exists "))
+            .count(),
         2,
         "{run:?}"
     );
@@ -143,7 +151,9 @@ fn tag_push_pull_and_save_through_a_real_registry() {
         ])
         .err();
     assert!(
-        e.contains(&format!("pull {addr}/shoal/nosuch:v1: not found: http://{addr}")),
+        e.contains(&format!(
+            "pull {addr}/shoal/nosuch:v1: not found: http://{addr}"
+        )),
         "{e}"
     );
 
@@ -159,10 +169,7 @@ fn tag_push_pull_and_save_through_a_real_registry() {
     let v = json(&text);
     assert_eq!(v["Layers"].as_array().map(Vec::len), Some(1), "{text}");
     assert_eq!(v["Architecture"], "amd64", "{text}");
-    let (ok, text) = skopeo(&[
-        "inspect",
-        &format!("oci-archive:{}", file.display()),
-    ]);
+    let (ok, text) = skopeo(&["inspect", &format!("oci-archive:{}", file.display())]);
     assert!(ok, "skopeo inspect oci-archive: {text}");
     assert_eq!(json(&text)["Digest"], digest.as_str(), "{text}");
 
@@ -181,9 +188,15 @@ fn tag_push_pull_and_save_through_a_real_registry() {
     let stderr = run.stderr.clone();
     let out = run.ok();
     assert!(out.starts_with("Loaded image: "), "{out}");
-    assert!(out.contains(&digest), "the registry's digest is kept: {out}");
+    assert!(
+        out.contains(&digest),
+        "the registry's digest is kept: {out}"
+    );
     assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("pulled sha256:")).count(),
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("pulled sha256:"))
+            .count(),
         2,
         "{stderr}"
     );
@@ -222,7 +235,9 @@ fn push_to_the_built_in_registry_with_a_token_over_tls() {
     let dest = format!("{reg}/team-a/copy:v1");
     let creds = format!("alice:{token}");
     // The registry's certificate is signed by the cluster CA: unknown without --ca-file.
-    let e = c.ctl(&["image", "push", &name, &dest, "--creds", &creds]).err();
+    let e = c
+        .ctl(&["image", "push", &name, &dest, "--creds", &creds])
+        .err();
     assert!(e.contains(&format!("TLS: https://{reg}")), "{e}");
     // A bearer challenge answered with a push-scoped token.
     let ca = c.data_dir().join("pki/ca.crt");
@@ -238,7 +253,10 @@ fn push_to_the_built_in_registry_with_a_token_over_tls() {
             ca.to_str().unwrap(),
         ])
         .ok();
-    assert!(out.starts_with(&format!("{dest}: digest: {digest}")), "{out}");
+    assert!(
+        out.starts_with(&format!("{dest}: digest: {digest}")),
+        "{out}"
+    );
     let e = c
         .ctl(&[
             "image",
@@ -270,7 +288,11 @@ fn saved_images_load_and_run_in_docker() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "docker load: {text}\n{}", dockerd.log());
+    assert!(
+        out.status.success(),
+        "docker load: {text}\n{}",
+        dockerd.log()
+    );
     assert!(text.contains(&format!("Loaded image: {name}")), "{text}");
     let out = dockerd.docker(&["run", "--rm", "--network", "none", &name, "echo", "hello"]);
     assert!(

@@ -701,12 +701,12 @@ pub(super) async fn fetch_token(
             message: format!("token request: HTTP {}", status.as_u16()),
         });
     }
-    let body = read_limited(resp, MAX_DOCUMENT).await.map_err(|e| {
-        RegistryError::Protocol {
+    let body = read_limited(resp, MAX_DOCUMENT)
+        .await
+        .map_err(|e| RegistryError::Protocol {
             endpoint: url.origin(),
             message: format!("token answer: {e}"),
-        }
-    })?;
+        })?;
     let token = serde_json::from_slice::<TokenResponse>(&body)
         .ok()
         .and_then(TokenResponse::into_token)
@@ -782,7 +782,10 @@ pub fn check_media_types(m: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) async fn read_limited(resp: Response<Incoming>, limit: usize) -> Result<Vec<u8>, String> {
+pub(super) async fn read_limited(
+    resp: Response<Incoming>,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = resp.into_body();
     let mut out = Vec::new();
     loop {

@@ -159,7 +159,9 @@ impl DockerConfig {
             .map(|o| o.entry("auths").or_insert_with(|| serde_json::json!({})));
         if let Some(serde_json::Value::Object(a)) = auths {
             a.retain(|_, e| {
-                e.get("auth").and_then(|x| x.as_str()).is_some_and(|x| !x.is_empty())
+                e.get("auth")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|x| !x.is_empty())
                     || e.get("username").is_some()
             });
         }
@@ -237,7 +239,10 @@ mod tests {
         let e = DockerConfig::parse_user(b"[", "/home/u/.docker/config.json")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("/home/u/.docker/config.json: not a Docker config"), "{e}");
+        assert!(
+            e.starts_with("/home/u/.docker/config.json: not a Docker config"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ pub mod push;
 pub mod reference;
 
 pub use client::{Downloaded, Pulled, RegistryClient};
-pub use push::Pusher;
 pub use credentials::{Credentials, DockerConfig, Keyring};
 pub use hosts::{Endpoint, RegistriesConfig};
+pub use push::Pusher;
 pub use reference::Reference;
 
 use crate::ImageError;

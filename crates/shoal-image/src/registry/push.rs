@@ -24,12 +24,12 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use rustls::ClientConfig;
 
+use super::RegistryError;
 use super::auth::{Challenge, parse_challenge, token_url};
 use super::client::{fetch_token, read_limited, registry_message};
 use super::credentials::Credentials;
 use super::hosts::{Endpoint, TlsConfig};
 use super::http::{RESPONSE_TIMEOUT, Url, send_body, tls_config};
-use super::RegistryError;
 use crate::archive::BlobSource;
 use crate::config::{Descriptor, Manifest, OCI_MANIFEST};
 use crate::digest::Digest;
@@ -65,7 +65,11 @@ pub fn plan_blobs(manifest: &Manifest) -> Vec<Descriptor> {
 pub fn upload_url(base: &Url, location: &str, digest: &Digest) -> Option<Url> {
     let mut url = base.join(location)?;
     let sep = if url.path.contains('?') { '&' } else { '?' };
-    url.path = format!("{}{sep}digest={}", url.path, digest.to_string().replace(':', "%3A"));
+    url.path = format!(
+        "{}{sep}digest={}",
+        url.path,
+        digest.to_string().replace(':', "%3A")
+    );
     Some(url)
 }
 
@@ -161,7 +165,10 @@ impl Pusher {
 
     /// Uploads blob `d` from `source`: a session (`POST`), then one streamed `PUT`.
     async fn upload<S: BlobSource>(&self, d: &Descriptor, source: &S) -> Result<(), RegistryError> {
-        let what = format!("blob {} to {}/{}", d.digest, self.base.host, self.repository);
+        let what = format!(
+            "blob {} to {}/{}",
+            d.digest, self.base.host, self.repository
+        );
         let path = format!("/v2/{}/blobs/uploads/", self.repository);
         let resp = self
             .request(
@@ -173,7 +180,9 @@ impl Pusher {
             .await?;
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
-            return Err(self.status_error(status, &format!("upload of {what}"), resp).await);
+            return Err(self
+                .status_error(status, &format!("upload of {what}"), resp)
+                .await);
         }
         let location = resp
             .headers()
@@ -183,12 +192,13 @@ impl Pusher {
             .ok_or_else(|| self.protocol(format!("upload of {what}: 202 without a Location")))?;
         let url = upload_url(&self.base, &location, &d.digest)
             .ok_or_else(|| self.protocol(format!("upload of {what}: bad Location {location:?}")))?;
-        let stream = source.open(&d.digest, d.size).await.map_err(|e| {
-            RegistryError::Protocol {
+        let stream = source
+            .open(&d.digest, d.size)
+            .await
+            .map_err(|e| RegistryError::Protocol {
                 endpoint: "the cluster".into(),
                 message: format!("reading blob {}: {e}", d.digest),
-            }
-        })?;
+            })?;
         let body: Body = StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync();
         let mut headers = vec![
             (header::CONTENT_LENGTH, d.size.to_string()),
@@ -301,17 +311,16 @@ impl Pusher {
     /// The `Authorization` value that answers `challenge` (a token with push scope).
     async fn authorize(&self, challenge: Option<Challenge>) -> Result<String, RegistryError> {
         match challenge {
-            Some(Challenge::Basic) | None => {
-                self.creds
-                    .as_ref()
-                    .map(Credentials::basic_header)
-                    .ok_or_else(|| RegistryError::Unauthorized {
-                        endpoint: self.endpoint(),
-                        message: "the registry asks for credentials and none were given \
+            Some(Challenge::Basic) | None => self
+                .creds
+                .as_ref()
+                .map(Credentials::basic_header)
+                .ok_or_else(|| RegistryError::Unauthorized {
+                    endpoint: self.endpoint(),
+                    message: "the registry asks for credentials and none were given \
                                   (--creds USER:PASSWORD, or docker login)"
-                            .into(),
-                    })
-            }
+                        .into(),
+                }),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = push_scope(&self.repository);
                 let url = Url::parse(&token_url(&realm, service.as_deref(), Some(&scope)))
