@@ -81,8 +81,8 @@ pub enum CtlError {
         action: &'static str,
         /// The image reference.
         image: String,
-        /// What the registry (or the connection to it) did.
-        source: shoal_image::registry::RegistryError,
+        /// What the registry (or the connection to it) did (boxed: it is large).
+        source: Box<shoal_image::registry::RegistryError>,
     },
     /// The controller answered with something that is not a valid object.
     #[error("invalid answer from the controller: {0}")]

@@ -128,10 +128,10 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         let dir = self.dir();
-        if let Some(mut p) = self.proc.take() {
-            if let Err(e) = p.terminate(Duration::from_secs(30)) {
-                eprintln!("dockerd did not stop on SIGTERM ({e}); killed it");
-            }
+        if let Some(mut p) = self.proc.take()
+            && let Err(e) = p.terminate(Duration::from_secs(30))
+        {
+            eprintln!("dockerd did not stop on SIGTERM ({e}); killed it");
         }
         // The containerd dockerd started, if dockerd could not stop it.
         if let Some(pid) = live_pid(&dir.join("exec/containerd/containerd.pid")) {

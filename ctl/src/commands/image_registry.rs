@@ -75,7 +75,7 @@ fn credentials(args: &RegistryArgs, t: &Target) -> Result<Option<Credentials>, C
     let config = DockerConfig::load_user().map_err(|source| CtlError::Registry {
         action: "read credentials for",
         image: t.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(config.and_then(|c| {
         c.get(&t.reference.registry)
@@ -103,7 +103,7 @@ pub async fn push(
     let failed = |source: RegistryError| CtlError::Registry {
         action: "push",
         image: t.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let info = resolve(ctx, source).await?;
     let blobs = ClusterBlobs::new(ctx).await?;
@@ -186,7 +186,7 @@ pub async fn pull(
     let failed = |source: RegistryError| CtlError::Registry {
         action: "pull",
         image: t.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let creds = credentials(args, &t)?;
     let client = RegistryClient::new(pull_config(&t, args, creds)).with_progress(Arc::new(
