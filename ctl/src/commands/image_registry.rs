@@ -189,16 +189,16 @@ pub async fn pull(
         source: Box::new(source),
     };
     let creds = credentials(args, &t)?;
-    let client = RegistryClient::new(pull_config(&t, args, creds)).with_progress(Arc::new(
-        |d: &Descriptor, downloaded: u64| {
+    let client = RegistryClient::new(pull_config(&t, args, creds))
+        .with_credentials_hint("--creds USER:PASSWORD, or docker login")
+        .with_progress(Arc::new(|d: &Descriptor, downloaded: u64| {
             let what = if downloaded == 0 { "exists" } else { "pulled" };
             note(&format!(
                 "{what} {} {}",
                 short(&d.digest.to_string()),
                 output::size_text(d.size)
             ));
-        },
-    ));
+        }));
     let dir = tempfile::Builder::new()
         .prefix("shoalctl-pull-")
         .tempdir()

@@ -173,6 +173,26 @@ fn tag_push_pull_and_save_through_a_real_registry() {
     assert!(ok, "skopeo inspect oci-archive: {text}");
     assert_eq!(json(&text)["Digest"], digest.as_str(), "{text}");
 
+    let e = c.ctl(&["image", "pull", &plain]).err();
+    assert!(
+        e.contains(&format!("pull {dest}: unauthorized: http://{addr}"))
+            && e.contains("(--creds USER:PASSWORD, or docker login)"),
+        "{e}"
+    );
+    // stdout: the same tarball.
+    let run = Command::new(crate::harness::shoalctl_bin())
+        .args(["--server", &c.addr, "image", "save", &name, "-o", "-"])
+        .env("SHOAL_CONFIG", crate::harness::conf_for(&c.addr))
+        .env_remove("SHOAL_SERVER")
+        .output()
+        .expect("run shoalctl image save -o -");
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        run.stdout,
+        std::fs::read(&file).unwrap(),
+        "-o - and -o FILE differ"
+    );
+
     // pull: remove the image from the cluster, bring it back from the registry.
     c.ctl(&["image", "rm", &name, &other]).ok();
     assert!(ls_row(&c, &format!("shoal-img/other-{pid}"), "v2").is_none());

@@ -98,6 +98,8 @@ pub struct RegistryClient {
     /// Blobs downloaded at once.
     pub parallel: usize,
     progress: Option<Progress>,
+    /// Where credentials come from, for the message when a registry wants some.
+    credentials_hint: &'static str,
 }
 
 struct Progress(BlobProgress);
@@ -117,7 +119,15 @@ impl RegistryClient {
             blob_locks: Mutex::new(HashMap::new()),
             parallel: 3,
             progress: None,
+            credentials_hint: "imagePullSecrets, or configs in --registries",
         }
+    }
+
+    /// The same client naming `hint` as where credentials come from (in the error when a
+    /// registry asks for some and there are none).
+    pub fn with_credentials_hint(mut self, hint: &'static str) -> Self {
+        self.credentials_hint = hint;
+        self
     }
 
     /// The same client telling `progress` about each blob.
@@ -611,9 +621,10 @@ impl Session<'_> {
     async fn authorize(&self, challenge: Option<Challenge>) -> Result<String, RegistryError> {
         let no_creds = || RegistryError::Unauthorized {
             endpoint: self.endpoint(),
-            message: "the registry asks for credentials and none are configured for it \
-                      (imagePullSecrets, or configs in --registries)"
-                .into(),
+            message: format!(
+                "the registry asks for credentials and none are configured for it ({})",
+                self.client.credentials_hint
+            ),
         };
         match challenge {
             Some(Challenge::Basic) | None => self
