@@ -9,7 +9,6 @@
 //! from a [`BlobSource`] into an async writer, checking each blob's size and digest as it
 //! passes: an image is never held in memory.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -370,19 +369,11 @@ where
     Ok(written + 1024)
 }
 
-/// The descriptors of `images` by digest (for sizes and media types in progress lines).
-pub fn descriptors(images: &[SavedImage]) -> BTreeMap<Digest, config::Descriptor> {
-    images
-        .iter()
-        .flat_map(|i| std::iter::once(&i.manifest.config).chain(&i.manifest.layers))
-        .map(|d| (d.digest.clone(), d.clone()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Descriptor;
+    use std::collections::BTreeMap;
     use std::io::Read;
 
     /// Blobs from memory.
