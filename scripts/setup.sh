@@ -9,9 +9,10 @@
 set -euo pipefail
 what=${1:-test}
 demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
-# docker-registry, skopeo, apache2-utils (htpasswd): the registry-client tests run a real registry
+# docker-registry, skopeo, apache2-utils (htpasswd): the registry-client tests run a real registry;
+# docker.io: the `image save` test loads the tarball into a private dockerd and runs it
 test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd
-      docker-registry skopeo apache2-utils)
+      docker-registry skopeo apache2-utils docker.io)
 vms=(qemu-system-x86 qemu-utils mmdebstrap openssh-client)
 case "$what" in
     demo) pkgs=("${demo[@]}") ;;
@@ -31,8 +32,10 @@ if ((${#missing[@]})); then
 fi
 # etcd-server's package starts a system etcd on 2379 on some hosts; we never use it.
 # docker-registry's starts one on :5000; the tests start their own on free ports.
+# docker.io's starts the system dockerd; the tests start their own on a private socket.
 if command -v systemctl >/dev/null 2>&1; then
     systemctl stop etcd >/dev/null 2>&1 || true
     systemctl stop docker-registry >/dev/null 2>&1 || true
+    systemctl stop docker.service docker.socket containerd >/dev/null 2>&1 || true
 fi
 echo "setup: ok ($what)"

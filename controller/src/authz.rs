@@ -86,9 +86,12 @@ pub fn controller_policy() -> Policy {
             (p, Identity::Node { .. }) if p.starts_with("/shoal.v1.Proxy/") => {
                 Err(denied(who, "use the logs/exec proxy".into()))
             }
-            ("/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove", Identity::Node { .. })
+            (
+                "/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove" | "/shoal.v1.Images/Tag",
+                Identity::Node { .. },
+            )
             | (
-                "/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove",
+                "/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove" | "/shoal.v1.Images/Tag",
                 Identity::User {
                     role: Role::View, ..
                 }
@@ -623,5 +626,25 @@ mod tests {
             "{e:?}"
         );
         assert!(admission(&user(Role::Admin, None), &job, &cfg).is_ok());
+    }
+
+    #[test]
+    fn tagging_images_needs_what_importing_needs() {
+        let policy = controller_policy();
+        for method in ["Import", "Tag", "Remove"] {
+            let path = format!("/shoal.v1.Images/{method}");
+            assert!(policy(&path, Some(&user(Role::Admin, None))).is_ok());
+            assert!(policy(&path, Some(&user(Role::Edit, None))).is_ok());
+            for who in [
+                user(Role::View, None),
+                user(Role::Edit, Some("team-a")),
+                Identity::Node { name: "n1".into() },
+            ] {
+                let e = policy(&path, Some(&who)).unwrap_err();
+                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{method} {who}");
+                assert!(e.message().contains("edit in every namespace"), "{e:?}");
+            }
+        }
+        assert!(policy("/shoal.v1.Images/Resolve", Some(&user(Role::View, None))).is_ok());
     }
 }

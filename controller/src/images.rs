@@ -34,7 +34,7 @@ use shoal_proto::images_server::{Images, ImagesServer};
 use shoal_proto::{
     BlobChunk, BlobRequest, BlobUpload, ImageInfo, ImageListRequest, ImageListResponse,
     ImageRemoveRequest, ImageRemoveResponse, ImportChunk, ImportResponse, PutBlobResponse,
-    ResolveRequest,
+    ResolveRequest, TagRequest,
 };
 use shoal_store::{Consistency, Store, StoreError, Write};
 
@@ -414,6 +414,31 @@ pub fn plan_name_moves(
         });
     }
     out
+}
+
+/// What tagging does: the record of the image `source` (a manifest digest) with the name
+/// `target` added, and the writes that store it and take the name off any other image (none
+/// when the image has the name already). Pure, for tests.
+pub fn plan_tag(
+    images: &[(ImageRecord, u64)],
+    source: &str,
+    target: &str,
+) -> Result<(ImageRecord, Vec<Write>), ImagesError> {
+    let Some((image, rev)) = images.iter().find(|(i, _)| i.digest == source) else {
+        return Err(ImagesError::NotFound(format!("image {source:?} not found")));
+    };
+    let mut tagged = image.clone();
+    if tagged.names.iter().any(|n| n == target) {
+        return Ok((tagged, Vec::new()));
+    }
+    tagged.names.push(target.to_string());
+    let mut writes = plan_name_moves(images, source, &[target.to_string()]);
+    writes.push(Write::Update {
+        key: image_key(hex_of(source)),
+        object: tagged.to_object(),
+        expected_revision: Some(*rev),
+    });
+    Ok((tagged, writes))
 }
 
 /// What removing a reference does: the image's new record (`None`: delete it) and the blobs
@@ -972,6 +997,45 @@ impl ImagesService {
         Ok(deleted)
     }
 
+    /// Gives the image `source` names the name `target` too (moving it off another image),
+    /// retrying after a concurrent change.
+    pub async fn tag(&self, source: &str, target: &str) -> Result<ImageRecord, ImagesError> {
+        let target = match parse_reference(target)? {
+            Reference::Name(n) => n,
+            Reference::Digest(_) => {
+                return Err(ImagesError::Invalid(format!(
+                    "tag {target:?}: expected NAME[:TAG], not a digest"
+                )));
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (image, _) = self.find(source).await?;
+            let (tagged, writes) = plan_tag(&self.images().await?, &image.digest, &target)?;
+            if writes.is_empty() {
+                return Ok(tagged);
+            }
+            match self.store.write(writes).await {
+                Ok(_) => {
+                    tracing::info!(image = %tagged.digest, name = %target, "image tagged");
+                    return Ok(tagged);
+                }
+                Err(
+                    e @ (StoreError::Conflict { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::AlreadyExists { .. }),
+                ) if attempt < ATTEMPTS => {
+                    tracing::info!(
+                        image = source,
+                        "image tag raced with another change ({e}); retrying"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Every image, sorted by first name then digest.
     pub async fn list_images(&self) -> Result<Vec<ImageRecord>, ImagesError> {
         let mut out: Vec<ImageRecord> = self.images().await?.into_iter().map(|(i, _)| i).collect();
@@ -1425,6 +1489,12 @@ impl Images for ImagesService {
         ))
     }
 
+    async fn tag(&self, request: Request<TagRequest>) -> Result<Response<ImageInfo>, Status> {
+        let req = request.into_inner();
+        let image = ImagesService::tag(self, &req.source, &req.target).await?;
+        Ok(Response::new(image.to_info()))
+    }
+
     async fn put_blob(
         &self,
         request: Request<Streaming<BlobUpload>>,
@@ -1567,6 +1637,49 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn tagging_adds_the_name_and_takes_it_off_its_old_image() {
+        let a = rec('a', &["busybox:latest"], &['1']);
+        let b = rec('b', &["app:v1", "app:latest"], &['2']);
+        let c = rec('c', &["other:1"], &['3']);
+        let images = vec![(a.clone(), 4), (b.clone(), 5), (c, 6)];
+        let (tagged, writes) = plan_tag(&images, &a.digest, "app:latest").unwrap();
+        assert_eq!(tagged.names, ["busybox:latest", "app:latest"]);
+        let mut by_key: BTreeMap<String, (Value, Option<u64>)> = BTreeMap::new();
+        for w in writes {
+            match w {
+                Write::Update {
+                    key,
+                    object,
+                    expected_revision,
+                } => {
+                    by_key.insert(key, (object, expected_revision));
+                }
+                other => panic!("unexpected write {other:?}"),
+            }
+        }
+        assert_eq!(by_key.len(), 2, "{by_key:?}");
+        let (obj, rev) = &by_key[&image_key(hex_of(&a.digest))];
+        assert_eq!(
+            (obj["names"].clone(), *rev),
+            (json!(["busybox:latest", "app:latest"]), Some(4))
+        );
+        let (obj, rev) = &by_key[&image_key(hex_of(&b.digest))];
+        assert_eq!((obj["names"].clone(), *rev), (json!(["app:v1"]), Some(5)));
+
+        // A name the image has already: nothing to write.
+        let (same, writes) = plan_tag(&images, &b.digest, "app:v1").unwrap();
+        assert!(writes.is_empty());
+        assert_eq!(same, b);
+        // A new name nobody has: one write.
+        let (_, writes) = plan_tag(&images, &b.digest, "app:v2").unwrap();
+        assert_eq!(writes.len(), 1);
+        // An image that went away meanwhile.
+        let gone = rec('d', &[], &[]).digest;
+        let e = plan_tag(&images, &gone, "x:1").unwrap_err();
+        assert_eq!(to_status(&e).code(), tonic::Code::NotFound);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub enum Command {
     Label(LabelArgs),
     /// Add, change or remove annotations of objects (values are free text).
     Annotate(LabelArgs),
-    /// Import, list and remove container images.
+    /// Import, list, tag, remove, save, push and pull container images.
     Image {
         /// What to do with images.
         #[command(subcommand)]
@@ -295,6 +295,67 @@ pub enum ImageCommand {
         #[arg(value_name = "NAME", required = true)]
         names: Vec<String>,
     },
+    /// Write cluster images to a tarball that `docker load` (and `image import`) reads.
+    Save {
+        /// NAME[:TAG] or digest references of cluster images.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// The tarball to write ('-' for stdout).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Give a cluster image another NAME[:TAG] (taken off any image that had it).
+    Tag {
+        /// The image: NAME[:TAG] or digest.
+        #[arg(value_name = "SOURCE")]
+        source: String,
+        /// The new NAME[:TAG].
+        #[arg(value_name = "TARGET")]
+        target: String,
+    },
+    /// Push a cluster image to a registry.
+    Push {
+        /// The cluster image: NAME[:TAG] or digest.
+        #[arg(value_name = "SOURCE")]
+        source: String,
+        /// Where to push it: REGISTRY/REPOSITORY[:TAG] (default: SOURCE); an `http://`
+        /// prefix means plain HTTP.
+        #[arg(value_name = "DEST")]
+        dest: Option<String>,
+        /// How to reach the registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull an image from a registry into the cluster.
+    Pull {
+        /// REGISTRY/REPOSITORY[:TAG] or …@sha256:…; an `http://` prefix means plain HTTP.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// An extra NAME[:TAG] to give the image in the cluster.
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        /// How to reach the registry.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+/// How `image push` and `image pull` reach a registry.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// USER:PASSWORD for the registry (default: the Docker config of `docker login`,
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// A PEM file of CA certificates to trust for the registry (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Do not verify the registry's TLS certificate (testing only).
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// Arguments of `logs`.

@@ -73,6 +73,17 @@ pub enum CtlError {
         /// The server's message.
         message: String,
     },
+    /// A registry push or pull failed; the cause says how (unauthorized, not found, TLS,
+    /// unreachable) and names the registry's address.
+    #[error("{action} {image}: {source}")]
+    Registry {
+        /// `push` or `pull`.
+        action: &'static str,
+        /// The image reference.
+        image: String,
+        /// What the registry (or the connection to it) did (boxed: it is large).
+        source: Box<shoal_image::registry::RegistryError>,
+    },
     /// The controller answered with something that is not a valid object.
     #[error("invalid answer from the controller: {0}")]
     BadResponse(String),

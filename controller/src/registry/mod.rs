@@ -108,7 +108,7 @@ fn error_response(e: &RegistryError) -> Response<Body> {
     r
 }
 
-fn header<'a>(h: &'a HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+fn header(h: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

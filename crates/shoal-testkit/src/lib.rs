@@ -18,6 +18,8 @@
 //! - `image::busybox` (feature `image`): the busybox test image tarball.
 //! - [`TestRegistry`]: Debian's `docker-registry` on a loopback port (htpasswd, HTTP or
 //!   TLS), images pushed into it with skopeo.
+//! - [`docker::Dockerd`]: a private `dockerd` (data root, exec root and socket in a
+//!   temporary directory), stopped by PID and removed on drop.
 //! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
 //!   another test or another test process.
 //!
@@ -27,6 +29,7 @@
 
 mod bins;
 mod controller;
+pub mod docker;
 #[cfg(feature = "image")]
 pub mod image;
 mod names;

@@ -1,11 +1,21 @@
-//! `shoalctl image import|ls|rm`: the controllers' `Images` service. Import streams the
-//! tarball in chunks (the extra tag rides on the first one).
+//! `shoalctl image import|ls|rm|tag`: the controllers' `Images` service. Import streams the
+//! tarball in chunks (the extra tag rides on the first one). `save` is in
+//! [`super::image_save`], `push` and `pull` in [`super::image_registry`]; the cluster's
+//! blobs reach them through [`ClusterBlobs`].
 
 use std::path::Path;
 
+use bytes::Bytes;
+use futures::StreamExt;
+use shoal_image::archive::{BlobSource, BlobStream, SavedImage};
+use shoal_image::digest::Digest;
 use shoal_proto::images_client::ImagesClient;
-use shoal_proto::{ImageListRequest, ImageRemoveRequest, ImportChunk};
+use shoal_proto::{
+    BlobRequest, ImageInfo, ImageListRequest, ImageRemoveRequest, ImportChunk, ResolveRequest,
+    TagRequest,
+};
 use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
 
 use super::{Context, finish, note, print};
 use crate::cli::ImageCommand;
@@ -14,6 +24,9 @@ use crate::output;
 
 /// Bytes per import message (well under gRPC's 4 MiB message limit).
 const CHUNK: usize = 1024 * 1024;
+
+/// Largest manifest read into memory.
+const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Runs `image …`.
 pub async fn run(ctx: &mut Context, command: ImageCommand) -> Result<(), CtlError> {
@@ -55,11 +68,126 @@ pub async fn run(ctx: &mut Context, command: ImageCommand) -> Result<(), CtlErro
             }
             finish(failures, total, "removals")
         }
+        ImageCommand::Tag { source, target } => {
+            let req = TagRequest {
+                source: source.clone(),
+                target: target.clone(),
+            };
+            let img = ctx
+                .conn()
+                .await?
+                .call_on(|ch| {
+                    let r = req.clone();
+                    async move { ImagesClient::new(ch).tag(r).await }
+                })
+                .await
+                .map_err(|s| service_error(&s, None, Service::Workload))?;
+            print(&format!("Tagged {source} as {target} ({})\n", img.digest))
+        }
+        ImageCommand::Save { names, output } => super::image_save::run(ctx, &names, &output).await,
+        ImageCommand::Push {
+            source,
+            dest,
+            registry,
+        } => super::image_registry::push(ctx, &source, dest.as_deref(), &registry).await,
+        ImageCommand::Pull {
+            reference,
+            tag,
+            registry,
+        } => super::image_registry::pull(ctx, &reference, tag, &registry).await,
+    }
+}
+
+/// The cluster image a reference names.
+pub async fn resolve(ctx: &mut Context, name: &str) -> Result<ImageInfo, CtlError> {
+    let req = ResolveRequest {
+        name: name.to_string(),
+    };
+    ctx.conn()
+        .await?
+        .call_on(|ch| {
+            let r = req.clone();
+            async move { ImagesClient::new(ch).resolve(r).await }
+        })
+        .await
+        .map_err(|s| service_error(&s, None, Service::Workload))
+}
+
+/// The blobs of the cluster's images, streamed from the controller by `Images.Blob`.
+#[derive(Debug, Clone)]
+pub struct ClusterBlobs {
+    channel: Channel,
+}
+
+impl ClusterBlobs {
+    /// Blobs from the controller `ctx` is connected to (on a channel without the request
+    /// deadline: a large layer may take longer).
+    pub async fn new(ctx: &mut Context) -> Result<Self, CtlError> {
+        Ok(Self {
+            channel: ctx.conn().await?.channel_without_deadline().await?,
+        })
+    }
+
+    /// Reads the manifest of `info` into memory and parses it; `names` are the names to
+    /// save it under.
+    pub async fn image(
+        &self,
+        info: &ImageInfo,
+        names: Vec<String>,
+    ) -> Result<SavedImage, CtlError> {
+        let digest: Digest = info
+            .digest
+            .parse()
+            .map_err(|e| CtlError::BadResponse(format!("image digest {:?}: {e}", info.digest)))?;
+        let mut stream = self
+            .open(&digest, 0)
+            .await
+            .map_err(|e| blob_error(&digest, e))?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| blob_error(&digest, e))?);
+            if bytes.len() as u64 > MAX_MANIFEST {
+                return Err(CtlError::BadResponse(format!(
+                    "manifest {digest} is larger than {MAX_MANIFEST} bytes"
+                )));
+            }
+        }
+        SavedImage::new(names, digest, bytes).map_err(CtlError::BadResponse)
+    }
+}
+
+/// A blob stream's error as the user sees it: the controller's own error when it was one.
+pub fn blob_error(d: &Digest, e: std::io::Error) -> CtlError {
+    match e.into_inner().map(|b| b.downcast::<CtlError>()) {
+        Some(Ok(ctl)) => *ctl,
+        Some(Err(other)) => CtlError::BadResponse(format!("blob {d}: {other}")),
+        None => CtlError::BadResponse(format!("blob {d}: read failed")),
+    }
+}
+
+impl BlobSource for ClusterBlobs {
+    async fn open(&self, digest: &Digest, _size: u64) -> std::io::Result<BlobStream> {
+        let req = BlobRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            local_only: false,
+        };
+        let stream = ImagesClient::new(self.channel.clone())
+            .max_decoding_message_size(16 << 20)
+            .blob(req)
+            .await
+            .map_err(|s| std::io::Error::other(service_error(&s, None, Service::Workload)))?
+            .into_inner();
+        Ok(Box::pin(stream.map(|chunk| {
+            chunk
+                .map(|c| Bytes::from(c.data))
+                .map_err(|s| std::io::Error::other(service_error(&s, None, Service::Workload)))
+        })))
     }
 }
 
 /// Streams the tarball and prints each imported image's names and digest.
-async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), CtlError> {
+pub async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), CtlError> {
     let shown = path.display().to_string();
     let io_err = |source| CtlError::Io {
         path: shown.clone(),

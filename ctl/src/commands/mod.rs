@@ -14,6 +14,8 @@ pub mod edit;
 pub mod exec;
 pub mod get;
 pub mod image;
+pub mod image_registry;
+pub mod image_save;
 pub mod label;
 pub mod logs;
 pub mod meta;

@@ -10,6 +10,7 @@ mod config;
 mod ha;
 mod habits;
 mod harness;
+mod images;
 mod membership;
 mod services;
 mod upstream;

@@ -67,6 +67,26 @@ pub struct Pulled {
     pub downloaded: u64,
 }
 
+/// An image fetched by [`RegistryClient::download`]: its blobs and manifest are in the
+/// store's blob directory.
+#[derive(Debug)]
+pub struct Downloaded {
+    /// The platform manifest's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The endpoint it came from.
+    pub endpoint: String,
+    /// Blob bytes downloaded.
+    pub downloaded: u64,
+}
+
+/// Told about each blob as its download completes: the blob and the bytes downloaded (0:
+/// the store had it).
+pub type BlobProgress = Arc<dyn Fn(&Descriptor, u64) + Send + Sync>;
+
 /// Pulls images from registries with a node's `registries.yaml`.
 #[derive(Debug)]
 pub struct RegistryClient {
@@ -77,6 +97,17 @@ pub struct RegistryClient {
     blob_locks: Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// Blobs downloaded at once.
     pub parallel: usize,
+    progress: Option<Progress>,
+    /// Where credentials come from, for the message when a registry wants some.
+    credentials_hint: &'static str,
+}
+
+struct Progress(BlobProgress);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl RegistryClient {
@@ -87,6 +118,27 @@ impl RegistryClient {
             tls: Mutex::new(HashMap::new()),
             blob_locks: Mutex::new(HashMap::new()),
             parallel: 3,
+            progress: None,
+            credentials_hint: "imagePullSecrets, or configs in --registries",
+        }
+    }
+
+    /// The same client naming `hint` as where credentials come from (in the error when a
+    /// registry asks for some and there are none).
+    pub fn with_credentials_hint(mut self, hint: &'static str) -> Self {
+        self.credentials_hint = hint;
+        self
+    }
+
+    /// The same client telling `progress` about each blob.
+    pub fn with_progress(mut self, progress: BlobProgress) -> Self {
+        self.progress = Some(Progress(progress));
+        self
+    }
+
+    fn report(&self, d: &Descriptor, downloaded: u64) {
+        if let Some(p) = &self.progress {
+            (p.0)(d, downloaded);
         }
     }
 
@@ -124,6 +176,32 @@ impl RegistryClient {
         partial_dir: &Path,
         names: &[String],
     ) -> Result<Pulled, RegistryError> {
+        let d = self.download(image, keyring, store, partial_dir).await?;
+        let (store2, digest, names) = (store.clone(), d.digest.clone(), names.to_vec());
+        let image = tokio::task::spawn_blocking(move || store2.register_pulled(&digest, &names))
+            .await
+            .map_err(|e| RegistryError::Protocol {
+                endpoint: d.endpoint.clone(),
+                message: format!("registering the image: {e}"),
+            })??;
+        Ok(Pulled {
+            image,
+            endpoint: d.endpoint,
+            downloaded: d.downloaded,
+        })
+    }
+
+    /// Fetches `image`'s manifest (this platform's) and blobs into `store`'s blob
+    /// directory without registering or unpacking it (`shoalctl image pull` makes an OCI
+    /// layout of them), trying each endpoint in turn; the error is the most telling of
+    /// theirs.
+    pub async fn download(
+        &self,
+        image: &str,
+        keyring: &Keyring,
+        store: &ImageStore,
+        partial_dir: &Path,
+    ) -> Result<Downloaded, RegistryError> {
         let r = Reference::parse(image)?;
         let mut errors = Vec::new();
         for ep in self.config.endpoints(&r) {
@@ -139,7 +217,7 @@ impl RegistryClient {
                 creds,
                 auth: Mutex::new(None),
             };
-            match session.pull(store, partial_dir, names).await {
+            match session.download(store, partial_dir).await {
                 Ok(p) => return Ok(p),
                 Err(e) => {
                     tracing::debug!(image, endpoint = %ep, "pull failed: {e}");
@@ -187,12 +265,13 @@ impl Session<'_> {
         }
     }
 
-    async fn pull(
+    /// Fetches the manifest (this platform's, from an index) and every blob the store
+    /// lacks into the store, without registering the image.
+    async fn download(
         &self,
         store: &ImageStore,
         partial_dir: &Path,
-        names: &[String],
-    ) -> Result<Pulled, RegistryError> {
+    ) -> Result<Downloaded, RegistryError> {
         let top = self.manifest(&self.r.manifest_reference()).await?;
         if let Some(d) = &self.r.digest
             && d != &top.digest
@@ -256,19 +335,19 @@ impl Session<'_> {
         while let Some(n) = running.next().await {
             downloaded += n?;
         }
-
-        let (store2, digest, bytes, names) =
-            (store.clone(), m.digest.clone(), m.bytes, names.to_vec());
-        let image = tokio::task::spawn_blocking(move || {
+        let (store2, digest, bytes) = (store.clone(), m.digest.clone(), m.bytes.clone());
+        tokio::task::spawn_blocking(move || {
             if !store2.has_blob(&digest) {
                 store2.import_blob(&digest, &mut &bytes[..])?;
             }
-            store2.register_pulled(&digest, &names)
+            Ok::<_, crate::ImageError>(())
         })
         .await
-        .map_err(|e| self.protocol(format!("registering the image: {e}")))??;
-        Ok(Pulled {
-            image,
+        .map_err(|e| self.protocol(format!("storing the manifest: {e}")))??;
+        Ok(Downloaded {
+            digest: m.digest,
+            media_type: m.media_type,
+            manifest,
             endpoint: self.endpoint(),
             downloaded,
         })
@@ -339,6 +418,7 @@ impl Session<'_> {
         let lock = self.client.blob_lock(&path);
         let _held = lock.lock().await;
         if store.has_blob(&d.digest) {
+            self.client.report(d, 0);
             return Ok(0);
         }
         let what = format!("blob {} of {}", d.digest, self.r);
@@ -477,6 +557,7 @@ impl Session<'_> {
             .map_err(|e| self.protocol(format!("{what}: {e}")))?;
             remove(&path).await;
             res?;
+            self.client.report(d, downloaded);
             return Ok(downloaded);
         }
         Err(last.unwrap_or_else(|| self.protocol(format!("{what}: gave up"))))
@@ -540,9 +621,10 @@ impl Session<'_> {
     async fn authorize(&self, challenge: Option<Challenge>) -> Result<String, RegistryError> {
         let no_creds = || RegistryError::Unauthorized {
             endpoint: self.endpoint(),
-            message: "the registry asks for credentials and none are configured for it \
-                      (imagePullSecrets, or configs in --registries)"
-                .into(),
+            message: format!(
+                "the registry asks for credentials and none are configured for it ({})",
+                self.client.credentials_hint
+            ),
         };
         match challenge {
             Some(Challenge::Basic) | None => self
@@ -559,49 +641,8 @@ impl Session<'_> {
                     scope.unwrap_or_else(|| format!("repository:{}:pull", self.r.repository));
                 let url = Url::parse(&token_url(&realm, service.as_deref(), Some(&scope)))
                     .ok_or_else(|| self.protocol(format!("bad token realm {realm:?}")))?;
-                let mut h = Vec::new();
-                if let Some(c) = &self.creds {
-                    h.push((header::AUTHORIZATION, c.basic_header()));
-                }
                 let tls = self.client.tls_for(&url.host, self.r)?;
-                let resp = send(&tls, &url, Method::GET, &h).await?;
-                let status = resp.status();
-                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    return Err(RegistryError::Unauthorized {
-                        endpoint: url.origin(),
-                        message: match &self.creds {
-                            Some(c) => format!(
-                                "the token server refused the credentials of user {:?} (HTTP {})",
-                                c.username,
-                                status.as_u16()
-                            ),
-                            None => format!(
-                                "the token server wants credentials (HTTP {}) and none are configured",
-                                status.as_u16()
-                            ),
-                        },
-                    });
-                }
-                if !status.is_success() {
-                    return Err(RegistryError::Protocol {
-                        endpoint: url.origin(),
-                        message: format!("token request: HTTP {}", status.as_u16()),
-                    });
-                }
-                let body = read_limited(resp, MAX_DOCUMENT).await.map_err(|e| {
-                    RegistryError::Protocol {
-                        endpoint: url.origin(),
-                        message: format!("token answer: {e}"),
-                    }
-                })?;
-                let token = serde_json::from_slice::<TokenResponse>(&body)
-                    .ok()
-                    .and_then(TokenResponse::into_token)
-                    .ok_or_else(|| RegistryError::Protocol {
-                        endpoint: url.origin(),
-                        message: "the token answer has no token".into(),
-                    })?;
-                Ok(format!("Bearer {token}"))
+                fetch_token(&tls, &url, self.creds.as_ref()).await
             }
         }
     }
@@ -636,8 +677,59 @@ impl Session<'_> {
     }
 }
 
+/// Asks the token server at `url` (a bearer challenge's realm with service and scope) for
+/// a token, with `creds` if any; the `Authorization` value to send.
+pub(super) async fn fetch_token(
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+    creds: Option<&Credentials>,
+) -> Result<String, RegistryError> {
+    let mut h = Vec::new();
+    if let Some(c) = creds {
+        h.push((header::AUTHORIZATION, c.basic_header()));
+    }
+    let resp = send(tls, url, Method::GET, &h).await?;
+    let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(RegistryError::Unauthorized {
+            endpoint: url.origin(),
+            message: match creds {
+                Some(c) => format!(
+                    "the token server refused the credentials of user {:?} (HTTP {})",
+                    c.username,
+                    status.as_u16()
+                ),
+                None => format!(
+                    "the token server wants credentials (HTTP {}) and none are configured",
+                    status.as_u16()
+                ),
+            },
+        });
+    }
+    if !status.is_success() {
+        return Err(RegistryError::Protocol {
+            endpoint: url.origin(),
+            message: format!("token request: HTTP {}", status.as_u16()),
+        });
+    }
+    let body = read_limited(resp, MAX_DOCUMENT)
+        .await
+        .map_err(|e| RegistryError::Protocol {
+            endpoint: url.origin(),
+            message: format!("token answer: {e}"),
+        })?;
+    let token = serde_json::from_slice::<TokenResponse>(&body)
+        .ok()
+        .and_then(TokenResponse::into_token)
+        .ok_or_else(|| RegistryError::Protocol {
+            endpoint: url.origin(),
+            message: "the token answer has no token".into(),
+        })?;
+    Ok(format!("Bearer {token}"))
+}
+
 /// The first message of a distribution-spec error body (`{"errors":[{"code","message"}]}`).
-fn registry_message(body: &[u8]) -> Option<String> {
+pub(super) fn registry_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let e = v.get("errors")?.get(0)?;
     let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
@@ -701,7 +793,10 @@ pub fn check_media_types(m: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-async fn read_limited(resp: Response<Incoming>, limit: usize) -> Result<Vec<u8>, String> {
+pub(super) async fn read_limited(
+    resp: Response<Incoming>,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = resp.into_body();
     let mut out = Vec::new();
     loop {

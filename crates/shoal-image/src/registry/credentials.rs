@@ -124,6 +124,51 @@ impl DockerConfig {
         Ok(Self { auths })
     }
 
+    /// The user's Docker config, as `docker login` writes it: `$DOCKER_CONFIG/config.json`,
+    /// else `$HOME/.docker/config.json`; `None` when there is none. Entries without
+    /// credentials (those of a credential helper, `"host": {}`) are left out.
+    pub fn load_user() -> Result<Option<Self>, RegistryError> {
+        let path = match (std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME")) {
+            (Some(d), _) => std::path::PathBuf::from(d).join("config.json"),
+            (None, Some(h)) => std::path::PathBuf::from(h).join(".docker/config.json"),
+            (None, None) => return Ok(None),
+        };
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(RegistryError::Config {
+                    source_name: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Self::parse_user(&data, &path.display().to_string()).map(Some)
+    }
+
+    /// [`Self::parse`] for a user's config file: entries without credentials are skipped
+    /// and a file without `auths` is empty.
+    pub fn parse_user(data: &[u8], source: &str) -> Result<Self, RegistryError> {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(data).map_err(|e| RegistryError::Config {
+                source_name: source.to_string(),
+                message: format!("not a Docker config: {e}"),
+            })?;
+        let auths = v
+            .as_object_mut()
+            .map(|o| o.entry("auths").or_insert_with(|| serde_json::json!({})));
+        if let Some(serde_json::Value::Object(a)) = auths {
+            a.retain(|_, e| {
+                e.get("auth")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|x| !x.is_empty())
+                    || e.get("username").is_some()
+            });
+        }
+        let data = serde_json::to_vec(&v).unwrap_or_default();
+        Self::parse(&data, source)
+    }
+
     /// The credentials for a registry host (`docker.io`, `host:port`).
     pub fn get(&self, host: &str) -> Option<&Credentials> {
         self.auths.get(&normalize_key(host))
@@ -181,6 +226,22 @@ mod tests {
                 .unwrap()
                 .basic_header(),
             "Basic dTE6cDE="
+        );
+    }
+
+    #[test]
+    fn user_configs_skip_credential_helper_entries() {
+        let json = br#"{"auths":{"h:1":{},"h:2":{"auth":"eDp5"}},"credsStore":"pass"}"#;
+        let c = DockerConfig::parse_user(json, "config.json").unwrap();
+        assert!(c.get("h:1").is_none());
+        assert_eq!(c.get("h:2").unwrap().username, "x");
+        assert!(DockerConfig::parse_user(b"{}", "config.json").is_ok());
+        let e = DockerConfig::parse_user(b"[", "/home/u/.docker/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/home/u/.docker/config.json: not a Docker config"),
+            "{e}"
         );
     }
 

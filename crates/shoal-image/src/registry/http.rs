@@ -215,6 +215,33 @@ pub async fn send(
     method: Method,
     headers: &[(header::HeaderName, String)],
 ) -> Result<Response<Incoming>, RegistryError> {
+    send_body(
+        tls,
+        url,
+        method,
+        headers,
+        Empty::<Bytes>::new(),
+        Some(RESPONSE_TIMEOUT),
+    )
+    .await
+}
+
+/// Sends one request with `body` on a new connection. `response_timeout` bounds the wait
+/// for the response's headers (`None` for a streamed upload, whose answer comes after the
+/// whole body: its source bounds the time between chunks).
+pub async fn send_body<B>(
+    tls: &Arc<ClientConfig>,
+    url: &Url,
+    method: Method,
+    headers: &[(header::HeaderName, String)],
+    body: B,
+    response_timeout: Option<Duration>,
+) -> Result<Response<Incoming>, RegistryError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let endpoint = url.origin();
     let (host, port) = url.host_port();
     let unreachable = |message: String| RegistryError::Unreachable {
@@ -264,16 +291,30 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| RegistryError::Protocol {
-            endpoint: endpoint.clone(),
-            message: format!("request {}: {e}", url.path),
-        })?;
-    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req))
-        .await
-        .map_err(|_| unreachable(format!("no answer within {RESPONSE_TIMEOUT:?}")))?
-        .map_err(|e| unreachable(format!("{}: {e}", url.path)))
+    let req = req.body(body).map_err(|e| RegistryError::Protocol {
+        endpoint: endpoint.clone(),
+        message: format!("request {}: {e}", url.path),
+    })?;
+    let answer = sender.send_request(req);
+    let resp = match response_timeout {
+        Some(t) => tokio::time::timeout(t, answer)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {t:?}")))?,
+        None => answer.await,
+    };
+    resp.map_err(|e| unreachable(format!("{}: {}", url.path, error_chain(&e))))
+}
+
+/// An error with its causes (hyper's "error sending request" hides the body's error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn connect_message(e: &std::io::Error) -> String {

@@ -1,7 +1,7 @@
-//! Pulling images from registries (the OCI distribution API, which Docker Hub, the
+//! Pulling images from and pushing them to registries (the OCI distribution API, which Docker Hub, the
 //! Debian `docker-registry`, Harbor, Quay … serve): references ([`reference`]), the
 //! node's `registries.yaml` ([`hosts`]), credentials ([`credentials`]), auth challenges
-//! ([`auth`]), HTTP ([`http`]) and the pull itself ([`client`]). The pure parts (parsing,
+//! ([`auth`]), HTTP ([`http`]), the pull itself ([`client`]) and the push ([`push`]). The pure parts (parsing,
 //! endpoint and credential selection, platform choice, error classification) are
 //! separate from the I/O and unit-tested; the pull is tested against a real registry
 //! (`tests/it/registry.rs`).
@@ -11,11 +11,13 @@ pub mod client;
 pub mod credentials;
 pub mod hosts;
 pub mod http;
+pub mod push;
 pub mod reference;
 
-pub use client::{Pulled, RegistryClient};
+pub use client::{Downloaded, Pulled, RegistryClient};
 pub use credentials::{Credentials, DockerConfig, Keyring};
 pub use hosts::{Endpoint, RegistriesConfig};
+pub use push::Pusher;
 pub use reference::Reference;
 
 use crate::ImageError;
