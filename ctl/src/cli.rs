@@ -131,6 +131,15 @@ pub enum Command {
     },
     /// Print the version of shoalctl.
     Version,
+    /// The documentation of a kind or one of its fields: `explain pod.spec.containers`.
+    Explain {
+        /// KIND or KIND.FIELD.FIELD… (kind names, plurals and short names work).
+        #[arg(value_name = "KIND[.FIELD]")]
+        target: String,
+        /// Every field below, as a tree (names and types, no descriptions).
+        #[arg(long)]
+        recursive: bool,
+    },
     /// The resource types the cluster serves (NAME SHORTNAMES APIVERSION NAMESPACED KIND).
     ApiResources {
         /// Omit the header line.

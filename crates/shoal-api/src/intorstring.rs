@@ -138,3 +138,16 @@ mod tests {
         assert!(serde_json::from_str::<IntOrString>("99999999999").is_err());
     }
 }
+
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "description": "An integer or a string (a port name, or a percentage such as 25%)."
+        })
+    }
+}

@@ -340,7 +340,7 @@ impl<'de> Deserialize<'de> for Quantity {
 
 /// Amounts of the resources the scheduler counts, in base units; sums of
 /// [`ResourceList`]s (`a + b`, `total - used`, `sum()`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// CPU in millicores.
@@ -603,5 +603,18 @@ mod tests {
             parsed > 100,
             "seed 0x5eed_0002: only {parsed} inputs parsed"
         );
+    }
+}
+
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "number"],
+            "description": "A Kubernetes quantity: a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, …), e.g. 250m, 64Mi."
+        })
     }
 }

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod drain;
 pub mod edit;
 pub mod exec;
+pub mod explain;
 pub mod get;
 pub mod image;
 pub mod image_registry;
@@ -376,6 +377,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Config { command } => access::config(ctx, command).await,
         Command::Version => version::run(),
         Command::ApiResources { no_headers } => meta::api_resources(no_headers),
+        Command::Explain { target, recursive } => explain::run(&target, recursive),
         Command::Completion { shell } => meta::completion(shell),
     }
 }
