@@ -19,7 +19,7 @@ pub mod process;
 pub mod version;
 
 pub use error::ObserveError;
-pub use listen::{Listen, ReadyCheck, serve};
+pub use listen::{Listen, ReadyCheck, ready_fn, serve};
 pub use log::{LogFormat, init_logging};
 pub use prometheus_client::registry::Registry;
 

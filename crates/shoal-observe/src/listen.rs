@@ -67,8 +67,23 @@ impl Listen {
     }
 }
 
-/// The daemon's readiness: `Ok` when ready, else why not (the body of a 503).
-pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// The daemon's readiness: `Ok` when ready, else why not (the body of a 503). It may
+/// ask the network (the controller's asks the Raft leader); it is given 3 s.
+pub type ReadyCheck = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// A [`ReadyCheck`] from a synchronous function.
+pub fn ready_fn(f: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> ReadyCheck {
+    let f = Arc::new(f);
+    Arc::new(move || {
+        let f = f.clone();
+        Box::pin(async move { f() })
+    })
+}
+
+/// How long `/readyz` waits for the check.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` ends.
 pub async fn serve(
@@ -96,8 +111,12 @@ pub async fn serve(
         let (registry, ready) = (registry.clone(), ready.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = respond(req.method(), req.uri().path(), &registry, &ready);
-                async move { Ok::<_, Infallible>(resp) }
+                let (registry, ready) = (registry.clone(), ready.clone());
+                async move {
+                    Ok::<_, Infallible>(
+                        respond(req.method(), req.uri().path(), &registry, &ready).await,
+                    )
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -109,7 +128,7 @@ pub async fn serve(
 /// The content type of the text `prometheus-client` writes (OpenMetrics 1.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn respond(
+async fn respond(
     method: &Method,
     path: &str,
     registry: &Registry,
@@ -137,9 +156,13 @@ fn respond(
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match ready() {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        "/readyz" => match tokio::time::timeout(READY_TIMEOUT, ready()).await {
+            Ok(Ok(())) => text(StatusCode::OK, "ready\n".into()),
+            Ok(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: no answer within {READY_TIMEOUT:?}\n"),
+            ),
         },
         _ => text(
             StatusCode::NOT_FOUND,
@@ -165,17 +188,17 @@ mod tests {
         assert_eq!(Listen::Off.to_string(), "none");
     }
 
-    #[test]
-    fn routes() {
+    #[tokio::test]
+    async fn routes() {
         let r = crate::new_registry();
-        let ok: ReadyCheck = Arc::new(|| Ok(()));
-        let no: ReadyCheck = Arc::new(|| Err("no leader".into()));
-        assert_eq!(respond(&Method::GET, "/healthz", &r, &no).status(), 200);
-        assert_eq!(respond(&Method::GET, "/readyz", &r, &ok).status(), 200);
-        assert_eq!(respond(&Method::GET, "/readyz", &r, &no).status(), 503);
-        assert_eq!(respond(&Method::GET, "/nope", &r, &ok).status(), 404);
-        assert_eq!(respond(&Method::POST, "/metrics", &r, &ok).status(), 405);
-        let m = respond(&Method::GET, "/metrics", &r, &ok);
+        let ok = ready_fn(|| Ok(()));
+        let no = ready_fn(|| Err("no leader".into()));
+        assert_eq!(respond(&Method::GET, "/healthz", &r, &no).await.status(), 200);
+        assert_eq!(respond(&Method::GET, "/readyz", &r, &ok).await.status(), 200);
+        assert_eq!(respond(&Method::GET, "/readyz", &r, &no).await.status(), 503);
+        assert_eq!(respond(&Method::GET, "/nope", &r, &ok).await.status(), 404);
+        assert_eq!(respond(&Method::POST, "/metrics", &r, &ok).await.status(), 405);
+        let m = respond(&Method::GET, "/metrics", &r, &ok).await;
         assert_eq!(m.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
     }
 
@@ -188,7 +211,7 @@ mod tests {
         let task = tokio::spawn(serve(
             l,
             Arc::new(crate::new_registry()),
-            Arc::new(|| Ok(())),
+            ready_fn(|| Ok(())),
             async {
                 let _ = rx.await;
             },
