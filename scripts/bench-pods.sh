@@ -81,7 +81,7 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
   wait_for 60 dockerd "$DOCKER" info
 fi
 
-"$BIN/shoal-controller" --id 1 --listen "$CTRL" --registry-listen none --data-dir "$WORK/controller" >"$WORK/controller.log" 2>&1 &
+"$BIN/shoal-controller" --id 1 --listen "$CTRL" --registry-listen none --metrics-listen none --data-dir "$WORK/controller" >"$WORK/controller.log" 2>&1 &
 CPID=$!
 export SHOAL_CONFIG=$WORK/controller/admin.conf   # written by the controller on its first start
 wait_for 30 "the controller's admin.conf" test -s "$SHOAL_CONFIG"

@@ -99,6 +99,13 @@ pub struct AgentArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object a line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: shoal_observe::LogFormat,
+    /// Where Prometheus metrics (/metrics), /healthz and /readyz are served over plain
+    /// HTTP: HOST:PORT, or `none`. No authentication: keep it on loopback or a private net.
+    #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:7180")]
+    pub metrics_listen: shoal_observe::Listen,
 }
 
 impl AgentArgs {
