@@ -126,10 +126,7 @@ pub async fn sample_forever(agent: Arc<Agent>) {
         tick.tick().await;
         let a = agent.clone();
         if let Ok(s) = tokio::task::spawn_blocking(move || sample(&a)).await {
-            *metrics()
-                .snapshot
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = s;
+            *metrics().snapshot.lock().unwrap_or_else(|p| p.into_inner()) = s;
         }
     }
 }
@@ -251,10 +248,7 @@ impl Collector for SnapshotCollector {
 }
 
 /// Records one image made sure of for a container and how long it took.
-pub fn observe_pull(
-    r: &Result<crate::pull::Pulled, crate::pull::PullError>,
-    took: Duration,
-) {
+pub fn observe_pull(r: &Result<crate::pull::Pulled, crate::pull::PullError>, took: Duration) {
     let result = match r {
         Ok(crate::pull::Pulled::Present) => "present",
         Ok(crate::pull::Pulled::Fetched { .. }) => "fetched",

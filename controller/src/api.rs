@@ -700,6 +700,7 @@ impl ClusterService {
             commit_index: leader.map(|m| m.last_applied).unwrap_or(0),
             members,
             answered_by: self.store.node_id(),
+            server_version: shoal_observe::version::LINE.to_string(),
         }
     }
 }

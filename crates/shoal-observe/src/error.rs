@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     /// `--log` is no tracing filter.
-    #[error("--log {filter:?}: invalid filter: {reason} (expected e.g. info or shoal_store=debug,openraft=warn)")]
+    #[error(
+        "--log {filter:?}: invalid filter: {reason} (expected e.g. info or shoal_store=debug,openraft=warn)"
+    )]
     LogFilter {
         /// The filter given.
         filter: String,
@@ -15,7 +17,9 @@ pub enum ObserveError {
     #[error("installing the logger: {0}")]
     LogInit(String),
     /// The listener's address could not be bound.
-    #[error("while binding {flag} {addr} (another process has the port? pick another, or none to turn it off): {source}")]
+    #[error(
+        "while binding {flag} {addr} (another process has the port? pick another, or none to turn it off): {source}"
+    )]
     Bind {
         /// The flag that names the address.
         flag: &'static str,

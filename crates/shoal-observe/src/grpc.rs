@@ -118,8 +118,7 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 128
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
     };
     (ok(service) && ok(method)).then_some((service, method))
@@ -274,7 +273,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"grpc_requests_total{service="p.S",method="Missing",code="NotFound"} 1"#),
+            text.contains(
+                r#"grpc_requests_total{service="p.S",method="Missing",code="NotFound"} 1"#
+            ),
             "{text}"
         );
         assert!(

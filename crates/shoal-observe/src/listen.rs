@@ -30,9 +30,10 @@ impl std::str::FromStr for Listen {
     fn from_str(s: &str) -> Result<Listen, String> {
         match s.trim() {
             "none" => Ok(Listen::Off),
-            v => v.parse().map(Listen::On).map_err(|_| {
-                format!("{v:?}: expected IP:PORT (e.g. 127.0.0.1:7080) or none")
-            }),
+            v => v
+                .parse()
+                .map(Listen::On)
+                .map_err(|_| format!("{v:?}: expected IP:PORT (e.g. 127.0.0.1:7080) or none")),
         }
     }
 }
@@ -158,7 +159,10 @@ async fn respond(
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match tokio::time::timeout(READY_TIMEOUT, ready()).await {
             Ok(Ok(())) => text(StatusCode::OK, "ready\n".into()),
-            Ok(Err(why)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Ok(Err(why)) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
             Err(_) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: no answer within {READY_TIMEOUT:?}\n"),
@@ -193,11 +197,23 @@ mod tests {
         let r = crate::new_registry();
         let ok = ready_fn(|| Ok(()));
         let no = ready_fn(|| Err("no leader".into()));
-        assert_eq!(respond(&Method::GET, "/healthz", &r, &no).await.status(), 200);
-        assert_eq!(respond(&Method::GET, "/readyz", &r, &ok).await.status(), 200);
-        assert_eq!(respond(&Method::GET, "/readyz", &r, &no).await.status(), 503);
+        assert_eq!(
+            respond(&Method::GET, "/healthz", &r, &no).await.status(),
+            200
+        );
+        assert_eq!(
+            respond(&Method::GET, "/readyz", &r, &ok).await.status(),
+            200
+        );
+        assert_eq!(
+            respond(&Method::GET, "/readyz", &r, &no).await.status(),
+            503
+        );
         assert_eq!(respond(&Method::GET, "/nope", &r, &ok).await.status(), 404);
-        assert_eq!(respond(&Method::POST, "/metrics", &r, &ok).await.status(), 405);
+        assert_eq!(
+            respond(&Method::POST, "/metrics", &r, &ok).await.status(),
+            405
+        );
         let m = respond(&Method::GET, "/metrics", &r, &ok).await;
         assert_eq!(m.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
     }
@@ -223,7 +239,10 @@ mod tests {
         let mut body = String::new();
         s.read_to_string(&mut body).await.unwrap();
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        assert!(body.contains("# TYPE shoal_process_resident_memory_bytes gauge"), "{body}");
+        assert!(
+            body.contains("# TYPE shoal_process_resident_memory_bytes gauge"),
+            "{body}"
+        );
         assert!(body.contains("shoal_build_info{"), "{body}");
         let _ = tx.send(());
         task.await.unwrap();
