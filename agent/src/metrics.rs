@@ -78,12 +78,21 @@ pub struct AgentMetrics {
 /// The process's agent metrics.
 pub fn metrics() -> &'static AgentMetrics {
     static M: OnceLock<AgentMetrics> = OnceLock::new();
-    M.get_or_init(|| AgentMetrics {
-        image_pulls: Family::default(),
-        image_pull_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
-        nft_update: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
-        registered: Arc::new(AtomicBool::new(false)),
-        snapshot: Default::default(),
+    M.get_or_init(|| {
+        let m = AgentMetrics {
+            image_pulls: Family::default(),
+            image_pull_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            nft_update: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            registered: Arc::new(AtomicBool::new(false)),
+            snapshot: Default::default(),
+        };
+        // Served (at 0) before the first pull.
+        for result in ["present", "fetched", "stale", "failed"] {
+            m.image_pulls.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        m
     })
 }
 

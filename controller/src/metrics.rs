@@ -86,10 +86,45 @@ pub struct ControllerMetrics {
     pub scheduler_unschedulable: Gauge,
 }
 
-/// The process's controller metrics.
+/// The reconcilers' names in `shoal_reconcile_actions_total{reconciler}`.
+pub const RECONCILERS: [&str; 8] = [
+    "deployments",
+    "cron jobs",
+    "jobs",
+    "scheduler",
+    "node lifecycle",
+    "endpoints",
+    "garbage collector",
+    "namespaces",
+];
+
+/// The process's controller metrics. Labelled series that are known in advance start
+/// at 0, so that every metric is served (with its type) before its first event.
 pub fn metrics() -> &'static ControllerMetrics {
     static M: OnceLock<ControllerMetrics> = OnceLock::new();
-    M.get_or_init(|| ControllerMetrics {
+    M.get_or_init(|| {
+        let m = new_metrics();
+        for reconciler in RECONCILERS {
+            m.reconcile_actions.get_or_create(&ReconcilerLabels {
+                reconciler: reconciler.to_string(),
+            });
+        }
+        for result in ["scheduled", "unschedulable"] {
+            m.scheduler_attempts.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
+        for k in shoal_api::Kind::ALL {
+            m.store_objects.get_or_create(&KindLabels {
+                kind: k.as_str().to_string(),
+            });
+        }
+        m
+    })
+}
+
+fn new_metrics() -> ControllerMetrics {
+    ControllerMetrics {
         raft_term: Gauge::default(),
         raft_last_log_index: Gauge::default(),
         raft_applied_index: Gauge::default(),
@@ -106,7 +141,7 @@ pub fn metrics() -> &'static ControllerMetrics {
         scheduler_latency: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         scheduler_plan: seconds_histogram(),
         scheduler_unschedulable: Gauge::default(),
-    })
+    }
 }
 
 /// Registers every controller metric in `r`.
