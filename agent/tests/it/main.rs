@@ -23,6 +23,7 @@ use shoal_testkit::{ControllerCluster, Proc, free_port};
 use tonic::transport::Channel;
 
 mod batch;
+mod metrics;
 mod registry;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
