@@ -456,6 +456,57 @@ mod tests {
 }
 
 #[cfg(test)]
+mod observe_flag_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_log_flags_from_the_command_line_and_the_config_file() {
+        let a = Args::try_parse_from(["shoal-controller"]).unwrap();
+        assert_eq!(
+            a.metrics_listen,
+            shoal_observe::Listen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)))
+        );
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Text);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "metrics-listen: none\nlog-format: json\n").unwrap();
+        let a: Args =
+            shoal_flags::try_parse_from(["shoal-controller", "--config", f.to_str().unwrap()])
+                .unwrap();
+        assert_eq!(a.metrics_listen, shoal_observe::Listen::Off);
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Json);
+        std::fs::write(&f, "metrics-listen: 7080\n").unwrap();
+        let e = shoal_flags::try_parse_from::<Args, _, _>([
+            "shoal-controller",
+            "--config",
+            f.to_str().unwrap(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metrics-listen") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_an_error_naming_it() {
+        let a = Args::try_parse_from(["shoal-controller", "--log", "shoal_store=loud"]).unwrap();
+        let e = init_tracing(&a).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--log \"shoal_store=loud\": invalid filter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_ports_are_reserved_for_host_ports() {
+        let a = authz::AdmissionConfig::new(7000, Vec::new()).with_metrics_port(9090);
+        let ports: Vec<u16> = a.reserved_host_ports.iter().map(|p| p.0).collect();
+        for p in [7080, 7180, 9090] {
+            assert!(ports.contains(&p), "{p} in {ports:?}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod size_flag_tests {
     use super::*;
 

@@ -32,9 +32,9 @@
 mod bins;
 mod controller;
 pub mod docker;
-pub mod metrics;
 #[cfg(feature = "image")]
 pub mod image;
+pub mod metrics;
 mod names;
 mod netns;
 mod process;

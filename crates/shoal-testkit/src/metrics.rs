@@ -125,8 +125,7 @@ pub fn scrape(addr: &str) -> Result<Scrape, String> {
 /// rows for `both` count for each): (sample name as documented, type).
 pub fn documented(process: &str) -> Vec<(String, String)> {
     let path = crate::workspace_root().join("docs/observability.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -145,7 +144,10 @@ pub fn documented(process: &str) -> Vec<(String, String)> {
 pub fn missing_documented(scrape: &Scrape, process: &str) -> Vec<String> {
     let mut bad = Vec::new();
     let docs = documented(process);
-    assert!(!docs.is_empty(), "docs/observability.md lists no {process} metric");
+    assert!(
+        !docs.is_empty(),
+        "docs/observability.md lists no {process} metric"
+    );
     for (name, ty) in docs {
         // A counter's family is named without `_total` (its samples carry it).
         let family = match ty.as_str() {
