@@ -88,9 +88,11 @@ pub fn metrics() -> &'static AgentMetrics {
         };
         // Served (at 0) before the first pull.
         for result in ["present", "fetched", "stale", "failed"] {
-            m.image_pulls.get_or_create(&ResultLabels {
-                result: result.to_string(),
-            });
+            m.image_pulls
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
         }
         m
     })

@@ -105,19 +105,25 @@ pub fn metrics() -> &'static ControllerMetrics {
     M.get_or_init(|| {
         let m = new_metrics();
         for reconciler in RECONCILERS {
-            m.reconcile_actions.get_or_create(&ReconcilerLabels {
-                reconciler: reconciler.to_string(),
-            });
+            m.reconcile_actions
+                .get_or_create(&ReconcilerLabels {
+                    reconciler: reconciler.to_string(),
+                })
+                .inc_by(0);
         }
         for result in ["scheduled", "unschedulable"] {
-            m.scheduler_attempts.get_or_create(&ResultLabels {
-                result: result.to_string(),
-            });
+            m.scheduler_attempts
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
         }
         for k in shoal_api::Kind::ALL {
-            m.store_objects.get_or_create(&KindLabels {
-                kind: k.as_str().to_string(),
-            });
+            m.store_objects
+                .get_or_create(&KindLabels {
+                    kind: k.as_str().to_string(),
+                })
+                .set(0);
         }
         m
     })
