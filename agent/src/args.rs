@@ -276,6 +276,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_and_log_flags() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        let a = Cli::try_parse_from(["shoal-agent"]).unwrap().a;
+        assert_eq!(
+            a.metrics_listen,
+            shoal_observe::Listen::On("127.0.0.1:7180".parse().unwrap())
+        );
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Text);
+        let a = Cli::try_parse_from([
+            "shoal-agent",
+            "--metrics-listen",
+            "none",
+            "--log-format",
+            "json",
+        ])
+        .unwrap()
+        .a;
+        assert_eq!(a.metrics_listen, shoal_observe::Listen::Off);
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Json);
+        let e = Cli::try_parse_from(["shoal-agent", "--metrics-listen", "localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--metrics-listen") && e.contains("none"), "{e}");
+    }
+
+    #[test]
     fn hosts() {
         assert_eq!(host_of("10.0.0.1:7100"), "10.0.0.1");
         assert_eq!(host_of("[::1]:7100"), "::1");
