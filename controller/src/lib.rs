@@ -1,7 +1,8 @@
 //! The Shoal controller: serves the cluster API and the Raft RPCs on one gRPC
 //! port, is a member of the Raft-replicated store, and (on the leader) runs the
 //! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on
-//! shoal-image for its image store (to verify and unpack imported images);
+//! shoal-image for its image store (to verify and unpack imported images),
+//! and on shoal-observe for metrics, health and logs (docs/observability.md);
 //! never on the container runtime or the agent.
 #![warn(missing_docs)]
 
