@@ -22,7 +22,9 @@ pub struct CronJob {
 }
 
 /// What happens when a run is due while an earlier Job still runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ConcurrencyPolicy {
     /// Start the new Job anyway (the default).
     #[default]

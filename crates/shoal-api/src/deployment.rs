@@ -105,7 +105,9 @@ pub struct PodTemplateSpec {
 }
 
 /// How pods are replaced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DeploymentStrategyType {
     /// Start new pods while stopping old ones, within maxSurge/maxUnavailable (the default).
     #[default]

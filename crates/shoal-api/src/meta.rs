@@ -156,7 +156,9 @@ pub struct ObjectReference {
 }
 
 /// Status of a condition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ConditionStatus {
     /// The condition holds.
     True,
@@ -212,8 +214,19 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 
 /// Network protocol of a port.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-, schemars::JsonSchema)]
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Protocol {
     /// TCP (the default).
     #[default]

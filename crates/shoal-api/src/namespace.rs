@@ -20,7 +20,9 @@ pub struct Namespace {
 }
 
 /// Lifecycle phase of a namespace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum NamespacePhase {
     /// In use.
     #[default]

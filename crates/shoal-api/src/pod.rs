@@ -26,7 +26,9 @@ fn default_grace() -> i64 {
 }
 
 /// When the agent restarts a pod's exited containers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum RestartPolicy {
     /// Always restart (the default).
     #[default]
@@ -38,7 +40,9 @@ pub enum RestartPolicy {
 }
 
 /// How a pod's `/etc/resolv.conf` is made (`spec.dnsPolicy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DnsPolicy {
     /// The node's DNS server with the cluster's search domains (the default).
     #[default]
@@ -402,7 +406,9 @@ pub struct SeccompProfile {
 }
 
 /// `securityContext.seccompProfile.type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SeccompProfileType {
     /// Shoal's default filter (Docker's profile as the reference).
     #[default]
@@ -487,7 +493,9 @@ pub fn capability_numbers(name: &str) -> Option<Vec<u32>> {
 }
 
 /// How a toleration matches a taint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum TolerationOperator {
     /// Key and value must match (the default).
     #[default]
@@ -541,7 +549,9 @@ impl Toleration {
 }
 
 /// Lifecycle phase of a pod.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum PodPhase {
     /// Accepted, not yet running (unscheduled, or image/sandbox being prepared).
     #[default]

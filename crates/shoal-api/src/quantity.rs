@@ -340,7 +340,9 @@ impl<'de> Deserialize<'de> for Quantity {
 
 /// Amounts of the resources the scheduler counts, in base units; sums of
 /// [`ResourceList`]s (`a + b`, `total - used`, `sum()`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// CPU in millicores.

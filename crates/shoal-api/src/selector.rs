@@ -511,7 +511,9 @@ pub struct LabelSelectorRequirement {
 }
 
 /// The manifest form of a selector (`spec.selector` of a Deployment).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorSpec {
     /// Labels that must be present with these values.

@@ -18,7 +18,9 @@ pub struct Service {
 }
 
 /// How a service is exposed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ServiceType {
     /// A virtual IP reachable inside the cluster (the default).
     #[default]

@@ -375,7 +375,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,
-        Command::Version => version::run(),
+        Command::Version { client } => version::run(ctx, client).await,
         Command::ApiResources { no_headers } => meta::api_resources(no_headers),
         Command::Explain { target, recursive } => explain::run(&target, recursive),
         Command::Completion { shell } => meta::completion(shell),
