@@ -450,6 +450,19 @@ impl std::iter::Sum for Resources {
     }
 }
 
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "number"],
+            "description": "A Kubernetes quantity: a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, …), e.g. 250m, 64Mi."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,18 +618,5 @@ mod tests {
             parsed > 100,
             "seed 0x5eed_0002: only {parsed} inputs parsed"
         );
-    }
-}
-
-impl schemars::JsonSchema for Quantity {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Quantity".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": ["string", "number"],
-            "description": "A Kubernetes quantity: a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, …), e.g. 250m, 64Mi."
-        })
     }
 }

@@ -59,7 +59,7 @@ fn resolve<'a>(root: &'a Value, mut s: &'a Value) -> &'a Value {
 }
 
 /// kubectl's type notation: `<string>`, `<[]Container>`, `<map[string]string>`, `<Object>`.
-fn type_name(root: &Value, s: &Value) -> String {
+fn type_name(s: &Value) -> String {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         return r.trim_start_matches("#/$defs/").to_string();
     }
@@ -71,7 +71,7 @@ fn type_name(root: &Value, s: &Value) -> String {
             .iter()
             .find(|a| a.get("type").and_then(Value::as_str) != Some("null"))
     {
-        return type_name(root, first);
+        return type_name(first);
     }
     let ty = match s.get("type") {
         Some(Value::String(t)) => t.clone(),
@@ -87,11 +87,11 @@ fn type_name(root: &Value, s: &Value) -> String {
         "array" => format!(
             "[]{}",
             s.get("items")
-                .map(|i| type_name(root, i))
+                .map(type_name)
                 .unwrap_or_else(|| "Object".into())
         ),
         "object" => match s.get("additionalProperties") {
-            Some(a) if a.is_object() => format!("map[string]{}", type_name(root, a)),
+            Some(a) if a.is_object() => format!("map[string]{}", type_name(a)),
             _ if s.get("properties").is_some() => "Object".into(),
             _ => "map[string]Object".into(),
         },
@@ -146,7 +146,7 @@ fn field_lines(root: &Value, obj: &Value, depth: usize, recursive: bool, out: &m
         } else {
             ""
         };
-        out.push_str(&format!("{pad}{name}\t<{}>{req}\n", type_name(root, s)));
+        out.push_str(&format!("{pad}{name}\t<{}>{req}\n", type_name(s)));
         if recursive {
             let inner = fields_of(root, s);
             if inner.get("properties").is_some() && depth < 12 {
@@ -203,7 +203,7 @@ pub fn explain_text(
         kind.kubernetes_api_version()
     );
     if let Some(last) = path.last() {
-        out.push_str(&format!("FIELD:    {last} <{}>\n\n", type_name(schema, s)));
+        out.push_str(&format!("FIELD:    {last} <{}>\n\n", type_name(s)));
     }
     out.push_str("DESCRIPTION:\n");
     out.push_str(&indent(&description(s, schema), 5));
