@@ -46,6 +46,8 @@ for (const table of document.querySelectorAll("table[data-live]")) {
         body.appendChild(tr);
       }
       table.replaceChild(body, table.tBodies[0]);
+      const empty = table.nextElementSibling;
+      if (empty && empty.classList.contains("empty")) empty.hidden = data.rows.length > 0;
       refreshes += 1;
       table.dataset.refreshes = String(refreshes);
       if (stamp) stamp.textContent = "(updated " + new Date().toLocaleTimeString() + ")";
