@@ -162,19 +162,34 @@ mod tests {
             g.check(&Method::GET, Some("namespace=a&token=00ff"), &h),
             Verdict::Allow { set_cookie: true }
         );
-        for bad in [None, Some("token=00fe"), Some("token="), Some("token=00ff00"), Some("x=00ff")] {
+        for bad in [
+            None,
+            Some("token=00fe"),
+            Some("token="),
+            Some("token=00ff00"),
+            Some("x=00ff"),
+        ] {
             assert!(
                 matches!(g.check(&Method::GET, bad, &h), Verdict::Forbidden(_)),
                 "{bad:?}"
             );
         }
-        let with_cookie = |c: &str| headers(&[(header::HOST, "localhost:8123"), (header::COOKIE, c)]);
+        let with_cookie =
+            |c: &str| headers(&[(header::HOST, "localhost:8123"), (header::COOKIE, c)]);
         assert_eq!(
-            g.check(&Method::GET, None, &with_cookie("a=b; shoal-dashboard-8123=00ff")),
+            g.check(
+                &Method::GET,
+                None,
+                &with_cookie("a=b; shoal-dashboard-8123=00ff")
+            ),
             Verdict::Allow { set_cookie: false }
         );
         // Another dashboard's cookie (another port) or a wrong value does not do.
-        for c in ["shoal-dashboard-8124=00ff", "shoal-dashboard-8123=00fe", "shoal-dashboard-8123"] {
+        for c in [
+            "shoal-dashboard-8124=00ff",
+            "shoal-dashboard-8123=00fe",
+            "shoal-dashboard-8123",
+        ] {
             assert!(matches!(
                 g.check(&Method::GET, None, &with_cookie(c)),
                 Verdict::Forbidden(_)
@@ -193,12 +208,24 @@ mod tests {
         let q = Some("token=00ff");
         for host in ["127.0.0.1:8123", "localhost:8123", "LOCALHOST:8123"] {
             let h = headers(&[(header::HOST, host)]);
-            assert_eq!(g.check(&Method::GET, q, &h), Verdict::Allow { set_cookie: true });
+            assert_eq!(
+                g.check(&Method::GET, q, &h),
+                Verdict::Allow { set_cookie: true }
+            );
         }
         // DNS rebinding: a foreign name resolving to 127.0.0.1; another port; no Host.
-        for host in ["evil.example:8123", "127.0.0.1:8124", "127.0.0.1", "localhost", "[::1]:8123"] {
+        for host in [
+            "evil.example:8123",
+            "127.0.0.1:8124",
+            "127.0.0.1",
+            "localhost",
+            "[::1]:8123",
+        ] {
             let h = headers(&[(header::HOST, host)]);
-            assert!(matches!(g.check(&Method::GET, q, &h), Verdict::Forbidden(_)), "{host}");
+            assert!(
+                matches!(g.check(&Method::GET, q, &h), Verdict::Forbidden(_)),
+                "{host}"
+            );
         }
         assert!(matches!(
             g.check(&Method::GET, q, &HeaderMap::new()),
@@ -206,7 +233,10 @@ mod tests {
         ));
         for origin in ["http://127.0.0.1:8123", "http://localhost:8123"] {
             let h = headers(&[(header::HOST, "127.0.0.1:8123"), (header::ORIGIN, origin)]);
-            assert_eq!(g.check(&Method::GET, q, &h), Verdict::Allow { set_cookie: true });
+            assert_eq!(
+                g.check(&Method::GET, q, &h),
+                Verdict::Allow { set_cookie: true }
+            );
         }
         for origin in [
             "http://evil.example",
@@ -216,7 +246,10 @@ mod tests {
             "http://127.0.0.1:8123.evil.example",
         ] {
             let h = headers(&[(header::HOST, "127.0.0.1:8123"), (header::ORIGIN, origin)]);
-            assert!(matches!(g.check(&Method::GET, q, &h), Verdict::Forbidden(_)), "{origin}");
+            assert!(
+                matches!(g.check(&Method::GET, q, &h), Verdict::Forbidden(_)),
+                "{origin}"
+            );
         }
     }
 

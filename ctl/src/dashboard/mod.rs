@@ -22,7 +22,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::Value;
 use shoal_proto::proxy_client::ProxyClient;
-use shoal_proto::{ClusterStatusRequest, ClusterStatusResponse, LogsRequest, NodeStats, StatsRequest};
+use shoal_proto::{
+    ClusterStatusRequest, ClusterStatusResponse, LogsRequest, NodeStats, StatsRequest,
+};
 use tokio::sync::Mutex;
 
 use crate::commands::{Context, note, print};
@@ -73,7 +75,9 @@ pub async fn serve(ctx: Context, opts: Options) -> Result<(), CtlError> {
     let guard = Guard::new(Guard::random_token(), port);
     let url = format!("http://127.0.0.1:{port}/?token={}", guard.token());
     print(&format!("{url}\n"))?;
-    note("Serving the dashboard on 127.0.0.1 only (read-only, with your credentials); Ctrl-C stops it.");
+    note(
+        "Serving the dashboard on 127.0.0.1 only (read-only, with your credentials); Ctrl-C stops it.",
+    );
     if opts.open_browser {
         open_browser(&url);
     }
@@ -140,7 +144,10 @@ async fn handle<B>(state: &State, req: http::Request<B>) -> Reply {
     let mut reply = match state.guard.check(&method, query.as_deref(), req.headers()) {
         Verdict::Forbidden(reason) => html(StatusCode::FORBIDDEN, render::forbidden(reason)),
         Verdict::MethodNotAllowed => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard is read-only\n");
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the dashboard is read-only\n",
+            );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             r
@@ -187,7 +194,7 @@ fn text(status: StatusCode, body: &str) -> Reply {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-/// Which page a path is.
+/// Which page a path is: the embedded assets, a pod's logs, or a page of objects.
 async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
     match path {
         "/assets/dashboard.css" => {
@@ -199,28 +206,26 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
         _ => {}
     }
     let mut ctx = state.ctx.lock().await;
-    let ctx = &mut *ctx;
-    let now = chrono::Utc::now();
     if let Some((ns, pod)) = logs_target(path) {
         let tail = param(query, "tail")
             .and_then(|t| t.parse::<i64>().ok())
             .filter(|t| *t > 0)
             .unwrap_or(state.log_lines);
-        return match (checked_name(&ns), checked_name(&pod)) {
-            (Ok(()), Ok(())) => {
-                let log = read_log(ctx, &ns, &pod, tail).await;
-                let status = if log.is_ok() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                let log = log.as_deref().map_err(|e| e.to_string());
-                html(status, render::logs(&ns, &pod, tail, log.as_deref().map_err(String::as_str)))
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                html(StatusCode::BAD_REQUEST, render::error_page(Tab::Pods, None, &e))
-            }
+        if let Err(e) = checked_name(&ns).and(checked_name(&pod)) {
+            return html(
+                StatusCode::BAD_REQUEST,
+                render::error_page(Tab::Pods, None, &e),
+            );
+        }
+        let log = read_log(&mut ctx, &ns, &pod, tail)
+            .await
+            .map_err(|e| e.to_string());
+        let status = match log {
+            Ok(_) => StatusCode::OK,
+            Err(_) => StatusCode::BAD_GATEWAY,
         };
+        let log = log.as_deref().map_err(String::as_str);
+        return html(status, render::logs(&ns, &pod, tail, log));
     }
     let tab = match path {
         "/" => Tab::Overview,
@@ -237,6 +242,7 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
             );
         }
     };
+    // No parameter: the context's namespace; an empty one: every namespace.
     let namespace = match param(query, "namespace") {
         None => Some(state.default_namespace.clone()),
         Some(ns) if ns.is_empty() => None,
@@ -245,58 +251,14 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
             Err(e) => return html(StatusCode::BAD_REQUEST, render::error_page(tab, None, &e)),
         },
     };
-    let page = match path {
-        "/" => overview(ctx).await,
-        "/nodes" => nodes(ctx, now).await,
-        _ => {
-            let scope = match scope(ctx, namespace).await {
-                Ok(s) => s,
-                Err(e) => {
-                    return html(StatusCode::BAD_GATEWAY, render::error_page(tab, None, &e.to_string()));
-                }
-            };
-            let ns = scope.namespace.clone().unwrap_or_default();
-            let result = match path {
-                "/api/pods" => list(ctx, "Pod", &ns).await.map(|pods| {
-                    let body = render::pods_json(&scope, &pods, now).to_string();
-                    return_json(body)
-                }),
-                "/pods" => list(ctx, "Pod", &ns).await.map(|p| render::pods(&scope, &p, now)).map(ok_html),
-                "/placement" => async {
-                    let nodes = list(ctx, "Node", "").await?;
-                    let pods = list(ctx, "Pod", &ns).await?;
-                    Ok(render::placement(&scope, &nodes, &pods))
-                }
-                .await
-                .map(ok_html),
-                "/deployments" => list(ctx, "Deployment", &ns)
-                    .await
-                    .map(|d| render::deployments(&scope, &d, now))
-                    .map(ok_html),
-                "/services" => async {
-                    let services = list(ctx, "Service", &ns).await?;
-                    let endpoints = list(ctx, "Endpoints", &ns).await?;
-                    Ok(render::services(&scope, &services, endpoints, now))
-                }
-                .await
-                .map(ok_html),
-                _ => list(ctx, "Event", &ns).await.map(|e| render::events(&scope, &e, now)).map(ok_html),
-            };
-            match result {
-                Ok(r) => return r,
-                Err(e) if path == "/api/pods" => {
-                    return respond(
-                        StatusCode::BAD_GATEWAY,
-                        "application/json",
-                        serde_json::json!({"error": e.to_string()}).to_string(),
-                    );
-                }
-                Err(e) => Err((Some(scope), e)),
-            }
-        }
-    };
-    match page {
-        Ok(body) => html(StatusCode::OK, body),
+    match page(&mut ctx, path, namespace).await {
+        Ok(Body::Html(body)) => html(StatusCode::OK, body),
+        Ok(Body::Json(body)) => respond(StatusCode::OK, "application/json", body),
+        Err((_, e)) if path == "/api/pods" => respond(
+            StatusCode::BAD_GATEWAY,
+            "application/json",
+            serde_json::json!({"error": e.to_string()}).to_string(),
+        ),
         Err((scope, e)) => html(
             StatusCode::BAD_GATEWAY,
             render::error_page(tab, scope.as_ref(), &e.to_string()),
@@ -304,21 +266,64 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
     }
 }
 
-fn ok_html(body: String) -> Reply {
-    html(StatusCode::OK, body)
+/// A page's answer.
+enum Body {
+    Html(String),
+    Json(String),
 }
 
-fn return_json(body: String) -> Reply {
-    respond(StatusCode::OK, "application/json", body)
+/// What went wrong getting a page's data (with the namespace picker, when it was read).
+type PageError = (Option<Scope>, CtlError);
+
+/// Reads what the page at `path` shows and renders it.
+async fn page(ctx: &mut Context, path: &str, namespace: Option<String>) -> Result<Body, PageError> {
+    let now = chrono::Utc::now();
+    match path {
+        "/" => return overview(ctx).await.map(Body::Html),
+        "/nodes" => return nodes(ctx, now).await.map(Body::Html),
+        _ => {}
+    }
+    let scope = scope(ctx, namespace).await.map_err(|e| (None, e))?;
+    let ns = scope.namespace.clone().unwrap_or_default();
+    let body = async {
+        Ok(match path {
+            "/api/pods" => {
+                let pods = list(ctx, "Pod", &ns).await?;
+                Body::Json(render::pods_json(&scope, &pods, now).to_string())
+            }
+            "/pods" => Body::Html(render::pods(&scope, &list(ctx, "Pod", &ns).await?, now)),
+            "/placement" => {
+                let nodes = list(ctx, "Node", "").await?;
+                let pods = list(ctx, "Pod", &ns).await?;
+                Body::Html(render::placement(&scope, &nodes, &pods))
+            }
+            "/deployments" => {
+                let items = list(ctx, "Deployment", &ns).await?;
+                Body::Html(render::deployments(&scope, &items, now))
+            }
+            "/services" => {
+                let services = list(ctx, "Service", &ns).await?;
+                let endpoints = list(ctx, "Endpoints", &ns).await?;
+                Body::Html(render::services(&scope, &services, endpoints, now))
+            }
+            _ => Body::Html(render::events(&scope, &list(ctx, "Event", &ns).await?, now)),
+        })
+    }
+    .await;
+    body.map_err(|e: CtlError| (Some(scope), e))
 }
 
-type PageResult = Result<String, (Option<Scope>, CtlError)>;
+type PageResult = Result<String, PageError>;
 
 async fn overview(ctx: &mut Context) -> PageResult {
     let status = cluster_status(ctx).await.map_err(|e| e.to_string());
     let nodes = list(ctx, "Node", "").await.map_err(|e| (None, e))?;
     let pods = list(ctx, "Pod", "").await.map_err(|e| (None, e))?;
-    Ok(render::overview(status.as_ref().map_err(String::as_str), &nodes, &pods))
+    Ok(render::overview(
+        status.as_ref().map_err(String::as_str),
+        &nodes,
+        &pods,
+    ))
 }
 
 async fn nodes(ctx: &mut Context, now: chrono::DateTime<chrono::Utc>) -> PageResult {
@@ -372,7 +377,12 @@ async fn node_stats(ctx: &mut Context) -> Result<Vec<NodeStats>, CtlError> {
 }
 
 /// The last `tail` lines of a pod's (default container's) log through `Proxy.Logs`.
-async fn read_log(ctx: &mut Context, namespace: &str, pod: &str, tail: i64) -> Result<String, CtlError> {
+async fn read_log(
+    ctx: &mut Context,
+    namespace: &str,
+    pod: &str,
+    tail: i64,
+) -> Result<String, CtlError> {
     let target = Target::new("pod", namespace, pod);
     let req = LogsRequest {
         namespace: namespace.to_string(),
@@ -456,9 +466,18 @@ mod tests {
         );
         assert_eq!(logs_target("/pods/default/logs"), None);
         assert_eq!(logs_target("/pods/a%2/b/logs"), None);
-        assert_eq!(param(Some("namespace=team&tail=5"), "tail").as_deref(), Some("5"));
-        assert_eq!(param(Some("namespace=&x"), "namespace").as_deref(), Some(""));
-        assert_eq!(param(Some("namespace=a%20b+c"), "namespace").as_deref(), Some("a b c"));
+        assert_eq!(
+            param(Some("namespace=team&tail=5"), "tail").as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            param(Some("namespace=&x"), "namespace").as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            param(Some("namespace=a%20b+c"), "namespace").as_deref(),
+            Some("a b c")
+        );
         assert_eq!(param(Some("x=1"), "namespace"), None);
         assert_eq!(param(None, "namespace"), None);
         assert!(checked_name("web-1").is_ok());

@@ -208,7 +208,11 @@ fn picker(tab: Tab, s: &Scope) -> String {
         "<form class=\"namespace\" method=\"get\" action=\"{}\"><label>Namespace \
 <select name=\"namespace\" id=\"namespace\"><option value=\"\"{}>All namespaces</option>",
         tab.path(),
-        if s.namespace.is_none() { " selected" } else { "" }
+        if s.namespace.is_none() {
+            " selected"
+        } else {
+            ""
+        }
     );
     for ns in &s.namespaces {
         let sel = if s.namespace.as_deref() == Some(ns) {
@@ -216,10 +220,7 @@ fn picker(tab: Tab, s: &Scope) -> String {
         } else {
             ""
         };
-        out.push_str(&format!(
-            "<option value=\"{0}\"{sel}>{0}</option>",
-            esc(ns)
-        ));
+        out.push_str(&format!("<option value=\"{0}\"{sel}>{0}</option>", esc(ns)));
     }
     out.push_str("</select></label> <button type=\"submit\">Show</button></form>");
     out
@@ -602,9 +603,8 @@ pub fn deployments(scope: &Scope, items: &[Value], now: DateTime<Utc>) -> String
     let rows: Vec<Vec<Cell>> = sorted
         .into_iter()
         .map(|d| {
-            let num = |p: &str, default: i64| {
-                d.pointer(p).and_then(Value::as_i64).unwrap_or(default)
-            };
+            let num =
+                |p: &str, default: i64| d.pointer(p).and_then(Value::as_i64).unwrap_or(default);
             let desired = num("/spec/replicas", 1);
             let ready = num("/status/readyReplicas", 0);
             let updated = num("/status/updatedReplicas", 0);
@@ -636,7 +636,13 @@ pub fn services(
         wide: true,
         ..scope.options()
     };
-    let t = output::table_with(&svc, services, opts, now, &Related::with_endpoints(endpoints));
+    let t = output::table_with(
+        &svc,
+        services,
+        opts,
+        now,
+        &Related::with_endpoints(endpoints),
+    );
     let rows: Vec<Vec<Cell>> = t.rows.into_iter().map(text_cells).collect();
     let body = table(&t.headers, &rows, " id=\"services\"");
     layout(Tab::Services, "Services", Some(scope), &body)
@@ -674,7 +680,10 @@ pub fn logs(namespace: &str, pod: &str, tail: i64, log: Result<&str, &str>) -> S
     );
     match log {
         Ok("") => body.push_str("<p class=\"empty\">The log is empty.</p>"),
-        Ok(text) => body.push_str(&format!("<pre class=\"logs\" id=\"logs\">{}</pre>", esc(text))),
+        Ok(text) => body.push_str(&format!(
+            "<pre class=\"logs\" id=\"logs\">{}</pre>",
+            esc(text)
+        )),
         Err(e) => body.push_str(&format!(
             "<p class=\"error\" id=\"logs-error\">Cannot read the logs: {}</p>",
             esc(e)
@@ -809,7 +818,11 @@ mod tests {
             healthy,
             voter: true,
             term: 4,
-            error: if healthy { String::new() } else { "connection refused".into() },
+            error: if healthy {
+                String::new()
+            } else {
+                "connection refused".into()
+            },
             ..Default::default()
         };
         let mut s = ClusterStatusResponse {
@@ -819,14 +832,23 @@ mod tests {
             answered_by: 1,
             members: vec![m(2, false, true), m(1, true, true)],
         };
-        let pods = [pod("default", "a", "n1", "Running"), pod("default", "b", "", "Pending")];
+        let pods = [
+            pod("default", "a", "n1", "Running"),
+            pod("default", "b", "", "Pending"),
+        ];
         let html = overview(Ok(&s), &[node("n1")], &pods);
-        assert!(html.contains("Healthy: 2 of 2 controllers healthy, leader 1, term 4"), "{html}");
+        assert!(
+            html.contains("Healthy: 2 of 2 controllers healthy, leader 1, term 4"),
+            "{html}"
+        );
         let first = html.find("127.0.0.1:7001").unwrap();
         assert!(first < html.find("127.0.0.1:7002").unwrap(), "sorted by id");
         assert!(html.contains("<td>leader</td>") && html.contains("<td>follower</td>"));
         assert!(html.contains("1 of 1 ready"), "{html}");
-        assert!(html.contains("1 Pending") && html.contains("1 Running"), "{html}");
+        assert!(
+            html.contains("1 Pending") && html.contains("1 Running"),
+            "{html}"
+        );
         s.members[0] = m(2, false, false);
         let html = overview(Ok(&s), &[], &[]);
         assert!(html.contains("Degraded: 1 of 2"), "{html}");
@@ -837,7 +859,10 @@ mod tests {
 
     #[test]
     fn nodes_show_capacity_pods_and_usage() {
-        let pods = [pod("default", "a", "n1", "Running"), pod("x", "b", "n1", "Running")];
+        let pods = [
+            pod("default", "a", "n1", "Running"),
+            pod("x", "b", "n1", "Running"),
+        ];
         let stats = [
             NodeStats {
                 node: "n1".into(),
@@ -858,7 +883,10 @@ mod tests {
         assert!(html.contains("<td>2 / 110</td>") && html.contains("<td>0 / 110</td>"));
         assert!(html.contains("<td>250m (25%)</td>") && html.contains("<td>64Mi (25%)</td>"));
         assert!(html.contains("<td>16Gi</td>") && html.contains(">Ready<"));
-        assert!(html.contains("n2: node &quot;n2&quot; has no agent endpoint"), "{html}");
+        assert!(
+            html.contains("n2: node &quot;n2&quot; has no agent endpoint"),
+            "{html}"
+        );
     }
 
     #[test]
@@ -868,11 +896,18 @@ mod tests {
             pod("default", "b", "n2", "Failed"),
             pod("default", "c", "", "Pending"),
         ];
-        let html = placement(&scope(Some("default")), &[node("n1"), node("n2"), node("n3")], &pods);
+        let html = placement(
+            &scope(Some("default")),
+            &[node("n1"), node("n2"), node("n3")],
+            &pods,
+        );
         for n in ["n1", "n2", "n3", "not scheduled"] {
             assert!(html.contains(&format!("<h3>{n}</h3>")), "{n}: {html}");
         }
-        assert!(html.contains("class=\"pod phase-running\" href=\"/pods/default/a/logs\""), "{html}");
+        assert!(
+            html.contains("class=\"pod phase-running\" href=\"/pods/default/a/logs\""),
+            "{html}"
+        );
         assert!(html.contains("class=\"pod phase-failed\""));
         let n1 = html.find("<h3>n1</h3>").unwrap();
         let n2 = html.find("<h3>n2</h3>").unwrap();
@@ -885,10 +920,18 @@ mod tests {
     fn pods_page_links_logs_and_refreshes_from_json() {
         let pods = [pod("team", "web-1", "n1", "Running")];
         let html = self::pods(&scope(Some("team")), &pods, now());
-        assert!(html.contains("data-live=\"/api/pods?namespace=team\""), "{html}");
-        assert!(html.contains("<a href=\"/pods/team/web-1/logs\">web-1</a>"), "{html}");
+        assert!(
+            html.contains("data-live=\"/api/pods?namespace=team\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("<a href=\"/pods/team/web-1/logs\">web-1</a>"),
+            "{html}"
+        );
         assert!(html.contains("<td>Running</td>") && html.contains("<td>n1</td>"));
-        assert!(html.contains("<option value=\"team\" selected>") || html.contains("All namespaces"));
+        assert!(
+            html.contains("<option value=\"team\" selected>") || html.contains("All namespaces")
+        );
         let j = pods_json(&scope(None), &pods, now());
         assert_eq!(j["headers"][0], "NAMESPACE");
         assert_eq!(j["rows"][0]["cells"][0], "team");
@@ -916,16 +959,27 @@ mod tests {
         let ep = json!({"kind": "Endpoints", "metadata": {"name": "web", "namespace": "default"},
             "subsets": [{"addresses": [{"ip": "10.1.0.5"}], "ports": [{"port": 8080}]}]});
         let html = services(&scope(Some("default")), &[svc], vec![ep], now());
-        assert!(html.contains("<td>10.96.0.10</td>") && html.contains("<td>10.1.0.5:8080</td>"), "{html}");
+        assert!(
+            html.contains("<td>10.96.0.10</td>") && html.contains("<td>10.1.0.5:8080</td>"),
+            "{html}"
+        );
         let ev = json!({"kind": "Event", "metadata": {"name": "e", "namespace": "default"},
             "type": "Normal", "reason": "Scheduled", "message": "bound to n1",
             "involvedObject": {"kind": "Pod", "name": "web-1"}, "lastTimestamp": "2026-12-05T11:59:00Z"});
         let html = events(&scope(Some("default")), &[ev], now());
-        assert!(html.contains("<td>Scheduled</td>") && html.contains("<td>pod/web-1</td>"), "{html}");
+        assert!(
+            html.contains("<td>Scheduled</td>") && html.contains("<td>pod/web-1</td>"),
+            "{html}"
+        );
         let html = logs("default", "web-1", 50, Ok("one\ntwo\n"));
         assert!(html.contains("<pre class=\"logs\" id=\"logs\">one\ntwo\n</pre>"));
         assert!(html.contains("last 50 lines"));
-        let html = logs("default", "web-1", 50, Err("node \"n1\" has no agent endpoint"));
+        let html = logs(
+            "default",
+            "web-1",
+            50,
+            Err("node \"n1\" has no agent endpoint"),
+        );
         assert!(html.contains("Cannot read the logs: node &quot;n1&quot; has no agent endpoint"));
     }
 }

@@ -43,7 +43,14 @@ struct Dashboard {
 impl Dashboard {
     fn start(c: &Controller) -> Dashboard {
         let mut child = Command::new(shoalctl_bin())
-            .args(["--server", &c.addr, "dashboard", "--no-browser", "--port", "0"])
+            .args([
+                "--server",
+                &c.addr,
+                "dashboard",
+                "--no-browser",
+                "--port",
+                "0",
+            ])
             .env_remove("SHOAL_SERVER")
             .env("SHOAL_CONFIG", conf_for(&c.addr))
             .stdin(Stdio::null())
@@ -69,9 +76,9 @@ impl Dashboard {
             log,
         };
         let url = first.trim();
-        let rest = url
-            .strip_prefix("http://127.0.0.1:")
-            .unwrap_or_else(|| panic!("first line is not the URL: {first:?}; stderr {:?}", d.log()));
+        let rest = url.strip_prefix("http://127.0.0.1:").unwrap_or_else(|| {
+            panic!("first line is not the URL: {first:?}; stderr {:?}", d.log())
+        });
         let (port, token) = rest.split_once("/?token=").expect("URL with a token");
         d.port = port.parse().expect("port");
         d.token = token.to_string();
@@ -81,7 +88,10 @@ impl Dashboard {
 
     fn url(&self, path: &str) -> String {
         let sep = if path.contains('?') { '&' } else { '?' };
-        format!("http://127.0.0.1:{}{path}{sep}token={}", self.port, self.token)
+        format!(
+            "http://127.0.0.1:{}{path}{sep}token={}",
+            self.port, self.token
+        )
     }
 
     fn log(&self) -> Vec<String> {
@@ -183,7 +193,10 @@ impl Chromium {
                 None => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-        self.out.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        self.out
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -259,58 +272,111 @@ fn dashboard_guards_requests_and_renders_every_page_in_chromium() {
     assert_eq!(s, 403, "no token: {body}");
     let (s, _, _) = http_get(port, "/?token=0000", &[("host", &host)]);
     assert_eq!(s, 403, "wrong token");
-    let (s, _, _) = http_get(port, &with_token, &[("host", &format!("rebind.example:{port}"))]);
+    let (s, _, _) = http_get(
+        port,
+        &with_token,
+        &[("host", &format!("rebind.example:{port}"))],
+    );
     assert_eq!(s, 403, "foreign Host");
-    let (s, _, _) = http_get(port, &with_token, &[("host", &host), ("origin", "http://evil.example")]);
+    let (s, _, _) = http_get(
+        port,
+        &with_token,
+        &[("host", &host), ("origin", "http://evil.example")],
+    );
     assert_eq!(s, 403, "foreign Origin");
     let (s, h, body) = http_get(port, &with_token, &[("host", &host)]);
     assert_eq!(s, 200, "{body}");
     let cookie = h["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
-    let (s, _, _) = http_get(port, "/nodes", &[("host", &format!("localhost:{port}")), ("cookie", &pair)]);
+    let (s, _, _) = http_get(
+        port,
+        "/nodes",
+        &[("host", &format!("localhost:{port}")), ("cookie", &pair)],
+    );
     assert_eq!(s, 200, "the cookie stands for the token");
-    let (s, _, body) = http_get(port, "/api/pods?namespace=default", &[("host", &host), ("cookie", &pair)]);
+    let (s, _, body) = http_get(
+        port,
+        "/api/pods?namespace=default",
+        &[("host", &host), ("cookie", &pair)],
+    );
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"client\""), "{body}");
-    assert!(!d.log().iter().any(|l| l.contains(&d.token)), "the token is never logged");
+    assert!(
+        !d.log().iter().any(|l| l.contains(&d.token)),
+        "the token is never logged"
+    );
 
     // Every page in a real browser.
     let members = c.addr.clone();
     let dom = dump_dom(&d.url("/"));
     assert!(dom.contains("Healthy: 1 of 1 controllers healthy"), "{dom}");
     assert!(dom.contains(&members), "member address: {dom}");
-    assert!(!dom.contains("token="), "the script takes the token out of the page's URL");
+    assert!(
+        !dom.contains("token="),
+        "the script takes the token out of the page's URL"
+    );
 
     let dom = dump_dom(&d.url("/nodes"));
-    assert!(dom.contains("<td>dash-n1</td>") && dom.contains("<td>4 / 110</td>"), "{dom}");
-    assert!(dom.contains("has no agent endpoint"), "why usage is missing: {dom}");
+    assert!(
+        dom.contains("<td>dash-n1</td>") && dom.contains("<td>4 / 110</td>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("has no agent endpoint"),
+        "why usage is missing: {dom}"
+    );
 
     let dom = dump_dom(&d.url("/pods?namespace=default"));
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap();
         let phase = p["status"]["phase"].as_str().unwrap_or("Pending");
         assert!(dom.contains(&format!(">{name}</a>")), "pod {name}: {dom}");
-        assert!(dom.contains(&format!("<td>{phase}</td>")), "phase {phase}: {dom}");
+        assert!(
+            dom.contains(&format!("<td>{phase}</td>")),
+            "phase {phase}: {dom}"
+        );
     }
-    assert!(dom.contains("data-refreshes=\""), "the script refreshed the table: {dom}");
+    assert!(
+        dom.contains("data-refreshes=\""),
+        "the script refreshed the table: {dom}"
+    );
 
     let dom = dump_dom(&d.url("/deployments?namespace=default"));
     assert!(dom.contains(">web<") && dom.contains("/3 ready"), "{dom}");
     assert!(dom.contains("<progress"), "{dom}");
 
     let dom = dump_dom(&d.url("/services?namespace=default"));
-    assert!(dom.contains("<td>web</td>") && dom.contains("NodePort") && dom.contains("30080"), "{dom}");
+    assert!(
+        dom.contains("<td>web</td>") && dom.contains("NodePort") && dom.contains("30080"),
+        "{dom}"
+    );
 
     let dom = dump_dom(&d.url("/events?namespace=default"));
-    assert!(dom.contains(&format!("<td>{reason}</td>")), "event {reason}: {dom}");
+    assert!(
+        dom.contains(&format!("<td>{reason}</td>")),
+        "event {reason}: {dom}"
+    );
 
     let dom = dump_dom(&d.url("/placement?namespace="));
-    assert!(dom.contains("<h3>dash-n1</h3>") && dom.contains("4 pods"), "{dom}");
-    assert!(dom.contains("title=\"default/client (Pending)\"") || dom.contains("title=\"default/client (Running)\""), "{dom}");
+    assert!(
+        dom.contains("<h3>dash-n1</h3>") && dom.contains("4 pods"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("title=\"default/client (Pending)\"")
+            || dom.contains("title=\"default/client (Running)\""),
+        "{dom}"
+    );
 
     let dom = dump_dom(&d.url("/pods/default/client/logs"));
-    assert!(dom.contains("Cannot read the logs:") && dom.contains("no agent endpoint"), "{dom}");
+    assert!(
+        dom.contains("Cannot read the logs:") && dom.contains("no agent endpoint"),
+        "{dom}"
+    );
 
     // A pod created after the page loaded appears through the script's refresh. Chromium
     // runs the page for 10 minutes of virtual time (a refresh every 2 s; virtual time
