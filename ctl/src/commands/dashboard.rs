@@ -24,3 +24,27 @@ pub async fn run(ctx: &mut Context, args: DashboardArgs) -> Result<(), CtlError>
     let owned = std::mem::replace(ctx, Context::new(ctx.settings().clone(), None));
     dashboard::serve(owned, opts).await
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> crate::cli::DashboardArgs {
+        let mut full = vec!["shoalctl", "dashboard"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Dashboard(a) => a,
+            _ => panic!("not dashboard"),
+        }
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let a = args(&[]);
+        assert_eq!((a.port, a.no_browser, a.log_lines), (0, false, 200));
+        let a = args(&["--port", "8001", "--no-browser", "--log-lines", "50"]);
+        assert_eq!((a.port, a.no_browser, a.log_lines), (8001, true, 50));
+        assert!(Cli::try_parse_from(["shoalctl", "dashboard", "--port", "70000"]).is_err());
+    }
+}

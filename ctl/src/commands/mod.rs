@@ -40,7 +40,8 @@ use crate::error::{CtlError, Target, status_error};
 use crate::kinds::KindInfo;
 
 /// What every verb needs: where the controllers are, the namespace, one connection.
-#[derive(Debug)]
+/// A clone shares the connection (see [`Connection`]).
+#[derive(Debug, Clone)]
 pub struct Context {
     settings: Settings,
     namespace: Option<String>,

@@ -25,7 +25,6 @@ use shoal_proto::proxy_client::ProxyClient;
 use shoal_proto::{
     ClusterStatusRequest, ClusterStatusResponse, LogsRequest, NodeStats, StatsRequest,
 };
-use tokio::sync::Mutex;
 
 use crate::commands::{Context, note, print};
 use crate::error::{CtlError, Service, Target, service_error, status_error};
@@ -53,8 +52,9 @@ pub struct Options {
 #[derive(Debug)]
 struct State {
     guard: Guard,
-    /// The one connection (its calls are serialised; the pages are small).
-    ctx: Mutex<Context>,
+    /// The connection made at start; each request works on a clone (which shares it), so
+    /// a slow page (a node's stats, a log) does not hold up the others.
+    ctx: Context,
     /// The namespace pages show without `?namespace=`.
     default_namespace: String,
     log_lines: i64,
@@ -84,7 +84,7 @@ pub async fn serve(ctx: Context, opts: Options) -> Result<(), CtlError> {
     let state = Arc::new(State {
         guard,
         default_namespace: ctx.namespace().to_string(),
-        ctx: Mutex::new(ctx),
+        ctx,
         log_lines: opts.log_lines,
     });
     let ctrl_c = tokio::signal::ctrl_c();
@@ -205,7 +205,7 @@ async fn route(state: &State, path: &str, query: Option<&str>) -> Reply {
         }
         _ => {}
     }
-    let mut ctx = state.ctx.lock().await;
+    let mut ctx = state.ctx.clone();
     if let Some((ns, pod)) = logs_target(path) {
         let tail = param(query, "tail")
             .and_then(|t| t.parse::<i64>().ok())

@@ -291,6 +291,11 @@ fn dashboard_guards_requests_and_renders_every_page_in_chromium() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
     let (s, _, _) = http_get(
         port,
