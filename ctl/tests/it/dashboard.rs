@@ -438,3 +438,73 @@ fn dashboard_guards_requests_and_renders_every_page_in_chromium() {
         }
     }
 }
+
+#[test]
+#[ignore = "requires root: a real agent runs containers (namespaces, cgroups, overlay mounts)"]
+fn dashboard_shows_a_real_pods_log_and_node_usage() {
+    let c = Controller::start();
+    let tarball = c.dir.path().join("busybox.tar");
+    shoal_runtime::testimage::busybox_docker_save(
+        Path::new(shoal_runtime::testimage::BUSYBOX),
+        &tarball,
+        "busybox:latest",
+    )
+    .expect("build the busybox image tarball (needs Debian's busybox-static)");
+    c.ctl(&["image", "import", tarball.to_str().unwrap()]).ok();
+    let node = format!("dash-agent-{}", std::process::id());
+    let mut agent = crate::agent::Agent::start(&c, &node);
+    let pod = json!({
+        "apiVersion": "shoal/v1", "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox:latest", "command": ["sh", "-c",
+                "echo '<b>line-1</b>'; echo line-2; exec sleep 1000"]}]
+        }
+    });
+    let f = c.write("pod.json", &pod.to_string());
+    c.ctl(&["create", "-f", f.to_str().unwrap()]).ok();
+    eventually("the pod running", Duration::from_secs(60), || {
+        let v = get_json(&c, &["pod/talker"]);
+        if v["status"]["phase"] == "Running" {
+            Ok(())
+        } else {
+            Err(format!("{}; agent: {}", v["status"], agent.log_tail()))
+        }
+    });
+
+    let d = Dashboard::start(&c);
+    let host = format!("127.0.0.1:{}", d.port);
+    let page = |path: &str| {
+        let target = format!("{path}?token={}", d.token);
+        http_get(d.port, &target, &[("host", &host)])
+    };
+    // The log lines, as text (the container's markup is escaped).
+    let body = eventually("the log on the logs page", Duration::from_secs(20), || {
+        let (status, _, body) = page("/pods/default/talker/logs");
+        if status == 200 && body.contains("line-2") {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    });
+    assert!(body.contains("&lt;b&gt;line-1&lt;/b&gt;\nline-2"), "{body}");
+    // Usage from the agent's stats: millicores and mebibytes with percentages.
+    eventually("usage on the nodes page", Duration::from_secs(20), || {
+        let (_, _, body) = page("/nodes");
+        let row = body
+            .split("<tr>")
+            .find(|r| r.contains(&format!("<td>{node}</td>")))
+            .unwrap_or_default()
+            .to_string();
+        if row.contains("m (") && row.contains("Mi (") {
+            Ok(())
+        } else {
+            Err(row)
+        }
+    });
+    // And in a browser: the running pod in its node's column.
+    let dom = dump_dom(&d.url("/placement?namespace=default"));
+    assert!(dom.contains("title=\"default/talker (Running)\""), "{dom}");
+}
