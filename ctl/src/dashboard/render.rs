@@ -762,7 +762,6 @@ mod tests {
             leader_id: 1,
             term: 2,
             commit_index: 3,
-            answered_by: 1,
             members: vec![MemberStatus {
                 id: 1,
                 address: EVIL.into(),
@@ -772,6 +771,7 @@ mod tests {
                 error: EVIL.into(),
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let dep = json!({"kind": "Deployment", "metadata": {"name": EVIL, "namespace": "default"},
             "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": EVIL, "image": EVIL}]}}}});
@@ -829,8 +829,8 @@ mod tests {
             leader_id: 1,
             term: 4,
             commit_index: 42,
-            answered_by: 1,
             members: vec![m(2, false, true), m(1, true, true)],
+            ..Default::default()
         };
         let pods = [
             pod("default", "a", "n1", "Running"),
