@@ -21,8 +21,8 @@ pub async fn run(ctx: &mut Context, args: DashboardArgs) -> Result<(), CtlError>
         open_browser: !args.no_browser,
         log_lines: args.log_lines,
     };
-    let owned = std::mem::replace(ctx, Context::new(ctx.settings().clone(), None));
-    dashboard::serve(owned, opts).await
+    // The server's requests each work on a clone, which shares this connection.
+    dashboard::serve(ctx.clone(), opts).await
 }
 
 #[cfg(test)]
