@@ -11,8 +11,9 @@ what=${1:-test}
 demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
 # docker-registry, skopeo, apache2-utils (htpasswd): the registry-client tests run a real registry;
 # docker.io: the `image save` test loads the tarball into a private dockerd and runs it
+# chromium: the dashboard test renders every page in headless Chromium
 test=(protobuf-compiler libprotobuf-dev crun runc etcd-server wireguard-go iperf3 tcpdump systemd
-      docker-registry skopeo apache2-utils docker.io)
+      docker-registry skopeo apache2-utils docker.io chromium)
 vms=(qemu-system-x86 qemu-utils mmdebstrap openssh-client)
 case "$what" in
     demo) pkgs=("${demo[@]}") ;;

@@ -111,6 +111,9 @@ pub enum Command {
     Wait(WaitArgs),
     /// The events of the namespace, oldest first (LAST SEEN TYPE REASON OBJECT MESSAGE).
     Events(EventsArgs),
+    /// Serve a local, read-only web dashboard of the cluster on 127.0.0.1 (with this
+    /// configuration's credentials; the URL printed carries a one-time random token).
+    Dashboard(DashboardArgs),
     /// The controller cluster.
     Cluster {
         /// What to show.
@@ -527,6 +530,20 @@ pub struct NodeArgs {
     /// The node (or node/NAME).
     #[arg(value_name = "NODE")]
     pub node: String,
+}
+
+/// Arguments of `dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The port on 127.0.0.1 (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Do not try to open a browser (`xdg-open`); only print the URL.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Lines of a pod's log the logs page shows.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub log_lines: i64,
 }
 
 /// Arguments of `events`.

@@ -58,8 +58,9 @@ pub fn client_error(e: ClientError) -> CtlError {
     }
 }
 
-/// A connected client kept for the whole command.
-#[derive(Debug)]
+/// A connected client kept for the whole command. Clones share the client's current
+/// member (the dashboard serves requests at once, each with its own clone).
+#[derive(Debug, Clone)]
 pub struct Connection {
     client: Client,
 }

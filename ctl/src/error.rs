@@ -35,6 +35,14 @@ pub enum CtlError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The dashboard could not listen on its loopback address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// `127.0.0.1:PORT`.
+        addr: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(std::io::Error),

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod dashboard;
 pub mod error;
 pub mod kinds;
 pub mod labels;

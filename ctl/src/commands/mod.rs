@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod cordon;
 pub mod create;
 pub mod create_config;
+pub mod dashboard;
 pub mod delete;
 pub mod describe;
 pub mod diff;
@@ -40,7 +41,8 @@ use crate::error::{CtlError, Target, status_error};
 use crate::kinds::KindInfo;
 
 /// What every verb needs: where the controllers are, the namespace, one connection.
-#[derive(Debug)]
+/// A clone shares the connection (see [`Connection`]).
+#[derive(Debug, Clone)]
 pub struct Context {
     settings: Settings,
     namespace: Option<String>,
@@ -372,6 +374,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Taint(a) => taint::run(ctx, a).await,
         Command::Wait(a) => wait::run(ctx, a).await,
         Command::Events(a) => get::events(ctx, a).await,
+        Command::Dashboard(a) => dashboard::run(ctx, a).await,
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,

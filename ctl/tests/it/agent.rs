@@ -17,13 +17,13 @@ fn agent_bin() -> PathBuf {
 }
 
 /// A running agent; killed (by PID) on drop, then `--cleanup` removes its pods.
-struct Agent {
+pub(crate) struct Agent {
     proc: Option<Proc>,
     data: PathBuf,
 }
 
 impl Agent {
-    fn start(c: &Controller, node: &str) -> Agent {
+    pub(crate) fn start(c: &Controller, node: &str) -> Agent {
         let data = c.dir.path().join("agent");
         let log = c.dir.path().join("agent.log");
         // A node join token, made as an admin would (`shoalctl token create`).
@@ -54,7 +54,7 @@ impl Agent {
     }
 
     /// The agent's state (running or exit status) and last log lines.
-    fn log_tail(&mut self) -> String {
+    pub(crate) fn log_tail(&mut self) -> String {
         self.proc.as_mut().map(|p| p.report(20)).unwrap_or_default()
     }
 }

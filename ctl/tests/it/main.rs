@@ -7,6 +7,7 @@ mod apply;
 mod batch;
 mod commands;
 mod config;
+mod dashboard;
 mod ha;
 mod habits;
 mod harness;
