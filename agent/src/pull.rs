@@ -495,12 +495,25 @@ mod tests {
             sources(IfNotPresent, false, d),
             [Source::Cluster, Source::Registry]
         );
-        assert_eq!(sources(Always, true, d), [Source::Cluster, Source::Registry]);
-        assert_eq!(sources(Always, false, d), [Source::Cluster, Source::Registry]);
+        assert_eq!(
+            sources(Always, true, d),
+            [Source::Cluster, Source::Registry]
+        );
+        assert_eq!(
+            sources(Always, false, d),
+            [Source::Cluster, Source::Registry]
+        );
         let r = parse_sources("registry,cluster").unwrap();
-        assert_eq!(sources(Always, false, &r), [Source::Registry, Source::Cluster]);
+        assert_eq!(
+            sources(Always, false, &r),
+            [Source::Registry, Source::Cluster]
+        );
         assert_eq!(parse_sources("cluster").unwrap(), [Source::Cluster]);
-        assert!(parse_sources("cluster,cluster").unwrap_err().contains("twice"));
+        assert!(
+            parse_sources("cluster,cluster")
+                .unwrap_err()
+                .contains("twice")
+        );
         assert!(parse_sources("hub").unwrap_err().contains("\"hub\""));
         assert!(parse_sources("").is_err());
     }

@@ -1,4 +1,4 @@
-//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, Stats.
+//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, PortForward, Stats.
 
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -11,7 +11,8 @@ use shoal_proto::exec_input::Input;
 use shoal_proto::exec_output::Output;
 use shoal_proto::{
     ContainerStats, ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, PingRequest,
-    PingResponse, StatsRequest, StatsResponse,
+    PingResponse, PortForwardInput, PortForwardOutput, StatsRequest, StatsResponse,
+    port_forward_input,
 };
 use shoal_runtime::{ExecSpec, LogOptions, RuntimeError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -343,6 +344,51 @@ impl AgentApi for AgentService {
             }));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type PortForwardStream = BoxStream<PortForwardOutput>;
+
+    async fn port_forward(
+        &self,
+        r: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        let mut input = r.into_inner();
+        let start = match input.message().await? {
+            Some(PortForwardInput {
+                input: Some(port_forward_input::Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "port-forward: the first message must be `start`",
+                ));
+            }
+        };
+        let port = u16::try_from(start.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "port-forward: port {} is not in 1-65535",
+                    start.port
+                ))
+            })?;
+        let (ns, pod) = (start.namespace.clone(), start.pod.clone());
+        let (sb, _) = self.agent.find_sandbox(&ns, &pod).ok_or_else(|| {
+            Status::not_found(format!("pod {ns}/{pod} is not on node {}", self.agent.name))
+        })?;
+        let rt = self.agent.rt.clone();
+        let socket = tokio::task::spawn_blocking(move || {
+            let netns = rt.sandbox(&sb).map_err(|e| to_status(&e))?.netns_path;
+            // FAILED_PRECONDITION, not UNAVAILABLE: the agent answered, the pod's port did not.
+            crate::forward::connect(&netns, port)
+                .map_err(|e| Status::failed_precondition(format!("pod {ns}/{pod}: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        crate::forward::pump(socket, input, tx)
+            .map_err(|e| Status::internal(format!("port-forward socket: {e}")))?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn stats(&self, _r: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {

@@ -151,6 +151,90 @@ pub async fn run(ctx: &mut Context, args: ExecArgs) -> Result<(), CtlError> {
     }
 }
 
+/// What a non-interactive command printed and how it ended.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its exit code.
+    pub exit_code: i32,
+}
+
+/// Runs `command` in a container without a TTY, feeding it `stdin` (then its end) when
+/// given, and collects its output (`cp` runs `tar` this way). Uses a channel without the
+/// request deadline: a copy may take longer.
+pub async fn capture(
+    ctx: &mut Context,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    command: Vec<String>,
+    stdin: Option<Vec<u8>>,
+) -> Result<Captured, CtlError> {
+    let target = Target::new("pod", namespace, pod);
+    let (tx, rx) = mpsc::channel::<ExecInput>(16);
+    let start = ExecInput {
+        input: Some(Input::Start(ExecStart {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.unwrap_or_default().to_string(),
+            command,
+            tty: false,
+            stdin: stdin.is_some(),
+            rows: 0,
+            cols: 0,
+        })),
+    };
+    tx.send(start)
+        .await
+        .map_err(|_| CtlError::Terminal("exec input closed".into()))?;
+    let channel = ctx.conn().await?.channel_without_deadline().await?;
+    let mut output = ProxyClient::new(channel)
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| service_error(&s, Some(&target), Service::Workload))?
+        .into_inner();
+    if let Some(data) = stdin {
+        tokio::spawn(async move {
+            for chunk in data.chunks(STDIN_CHUNK) {
+                let m = ExecInput {
+                    input: Some(Input::Stdin(chunk.to_vec())),
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(ExecInput {
+                    input: Some(Input::StdinEof(true)),
+                })
+                .await;
+        });
+    } else {
+        drop(tx);
+    }
+    let mut out = Captured::default();
+    let mut exit_code = None;
+    while let Some(m) = output
+        .message()
+        .await
+        .map_err(|s| service_error(&s, Some(&target), Service::Workload))?
+    {
+        match m.output {
+            Some(Output::Stdout(b)) => out.stdout.extend_from_slice(&b),
+            Some(Output::Stderr(b)) => out.stderr.extend_from_slice(&b),
+            Some(Output::ExitCode(c)) => exit_code = Some(c),
+            None => {}
+        }
+    }
+    out.exit_code = exit_code.ok_or_else(|| {
+        CtlError::BadResponse("the exec session ended without an exit code".into())
+    })?;
+    Ok(out)
+}
+
 fn signal_err(e: std::io::Error) -> CtlError {
     CtlError::Terminal(format!("installing signal handlers: {e}"))
 }

@@ -4,6 +4,7 @@ pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod cordon;
+pub mod cp;
 pub mod create;
 pub mod create_config;
 pub mod delete;
@@ -20,7 +21,9 @@ pub mod label;
 pub mod logs;
 pub mod meta;
 pub mod patch;
+pub mod port_forward;
 pub mod rollout;
+pub mod run;
 pub mod scale;
 pub mod set;
 pub mod taint;
@@ -361,6 +364,9 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Image { command } => image::run(ctx, command).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
+        Command::Cp(a) => cp::run(ctx, a).await,
+        Command::PortForward(a) => port_forward::run(ctx, a).await,
+        Command::Run(a) => run::run(ctx, a).await,
         Command::Top { command } => top::run(ctx, command).await,
         Command::Scale(a) => scale::run(ctx, a).await,
         Command::Set { command } => set::run(ctx, command).await,
