@@ -12,18 +12,18 @@ use shoal_testkit::Proc;
 use crate::harness::{Controller, eventually, free_port, shoalctl_bin, watcher};
 
 /// The agent binary (`$SHOAL_AGENT_BIN`, else in the test binary's target directory).
-fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     shoal_testkit::bin("shoal-agent")
 }
 
 /// A running agent; killed (by PID) on drop, then `--cleanup` removes its pods.
-struct Agent {
+pub(crate) struct Agent {
     proc: Option<Proc>,
     data: PathBuf,
 }
 
 impl Agent {
-    fn start(c: &Controller, node: &str) -> Agent {
+    pub(crate) fn start(c: &Controller, node: &str) -> Agent {
         let data = c.dir.path().join("agent");
         let log = c.dir.path().join("agent.log");
         // A node join token, made as an admin would (`shoalctl token create`).
@@ -52,7 +52,7 @@ impl Agent {
     }
 
     /// The agent's state (running or exit status) and last log lines.
-    fn log_tail(&mut self) -> String {
+    pub(crate) fn log_tail(&mut self) -> String {
         self.proc.as_mut().map(|p| p.report(20)).unwrap_or_default()
     }
 }

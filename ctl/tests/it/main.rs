@@ -14,5 +14,6 @@ mod images;
 mod membership;
 mod services;
 mod upstream;
+mod verbs;
 mod watch;
 mod workloads;
