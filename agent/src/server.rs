@@ -1,4 +1,5 @@
-//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, PortForward, Stats.
+//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, Attach, PortForward,
+//! Stats.
 
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -343,6 +344,117 @@ impl AgentApi for AgentService {
                 output: Some(Output::ExitCode(code)),
             }));
         });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type AttachStream = BoxStream<ExecOutput>;
+
+    async fn attach(
+        &self,
+        r: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = r.into_inner();
+        let start = match input.message().await? {
+            Some(ExecInput {
+                input: Some(Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "attach: the first message must be `start`",
+                ));
+            }
+        };
+        let c = self
+            .find(&start.namespace, &start.pod, &start.container)
+            .await?;
+        let rt = self.agent.rt.clone();
+        let id = c.id.clone();
+        let want_stdin = start.stdin;
+        // Input only when asked for (and possible); output from the log, from now on.
+        let (att, reader) = tokio::task::spawn_blocking(move || {
+            let att = if want_stdin {
+                Some(rt.attach(&id)?)
+            } else {
+                None
+            };
+            let opts = LogOptions {
+                tail: Some(0),
+                since: None,
+                follow: true,
+            };
+            Ok::<_, RuntimeError>((att, rt.logs(&id, opts)?))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| to_status(&e))?;
+        if let Some(a) = &att
+            && start.rows > 0
+            && start.cols > 0
+        {
+            let _ = a.resize(start.rows as u16, start.cols as u16);
+        }
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<ExecOutput, Status>>(64);
+        let rt = self.agent.rt.clone();
+        let id = c.id.clone();
+        // Output: the log followed until the container's run ends (then its exit code), or
+        // until the client is gone (noticed at the next line).
+        std::thread::spawn(move || {
+            for l in reader {
+                let Ok(l) = l else { break };
+                let mut data = l.text.into_bytes();
+                if !l.partial {
+                    data.push(b'\n');
+                }
+                let o = match l.stream {
+                    shoal_runtime::Stream::Stderr => Output::Stderr(data),
+                    _ => Output::Stdout(data),
+                };
+                if out_tx
+                    .blocking_send(Ok(ExecOutput { output: Some(o) }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Ok(st) = rt.status(&id)
+                && let shoal_runtime::ContainerState::Exited(e) = st.state
+            {
+                let _ = out_tx.blocking_send(Ok(ExecOutput {
+                    output: Some(Output::ExitCode(e.exit_code)),
+                }));
+            }
+        });
+        if let Some(mut att) = att {
+            let (in_tx, in_rx) = std::sync::mpsc::channel::<Input>();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = input.message().await {
+                    if let Some(i) = m.input
+                        && in_tx.send(i).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                while let Ok(i) = in_rx.recv() {
+                    match i {
+                        Input::Stdin(data) => {
+                            if att.write(&data).is_err() {
+                                return;
+                            }
+                        }
+                        Input::StdinEof(_) => {
+                            let _ = att.close();
+                            return;
+                        }
+                        Input::Resize(r) => {
+                            let _ = att.resize(r.rows as u16, r.cols as u16);
+                        }
+                        Input::Start(_) => {}
+                    }
+                }
+            });
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 

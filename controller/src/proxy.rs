@@ -1,4 +1,4 @@
-//! The `Proxy` gRPC service: `logs`, `exec`, `port-forward` and `stats` reach the pod's agent through the
+//! The `Proxy` gRPC service: `logs`, `exec`, `attach`, `port-forward` and `stats` reach the pod's agent through the
 //! controller, so users need to reach only a controller. The pod's `spec.nodeName` names the
 //! node; the Node object's `status.agentEndpoint` is the agent's `host:port`.
 
@@ -415,6 +415,45 @@ impl Proxy for ProxyService {
         let outbound = tokio_stream::once(first).chain(rest);
         let upstream = c
             .exec(Request::new(outbound))
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
+        Ok(Response::new(relay(t.node.clone(), upstream)))
+    }
+
+    type AttachStream = BoxStream<ExecOutput>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let who = caller(&request)?;
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(s)) => return Err(s),
+            None => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "attach: the input stream is empty".into(),
+                )));
+            }
+        };
+        let start = match &first.input {
+            Some(exec_input::Input::Start(s)) => s.clone(),
+            _ => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "attach: the first input message must be `start`".into(),
+                )));
+            }
+        };
+        // As exec (Kubernetes' `pods/attach`): writing to a process' stdin is running code.
+        check_pod_access(&who, Verb::Create, &start.namespace)?;
+        let t = self.pod_target(&start.namespace, &start.pod).await?;
+        let mut c = self.client(&t)?;
+        let rest = inbound.map_while(|r| r.ok());
+        let outbound = tokio_stream::once(first).chain(rest);
+        let upstream = c
+            .attach(Request::new(outbound))
             .await
             .map_err(|s| self.agent_error(&t, s))?
             .into_inner();

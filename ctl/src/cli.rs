@@ -79,6 +79,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a command in a pod's container.
     Exec(ExecArgs),
+    /// Attach to the main process of a running container (its output; -i its stdin).
+    Attach(AttachArgs),
     /// Copy files and directories to and from a container (tar through exec).
     Cp(CpArgs),
     /// Forward local ports to a pod's ports (also svc/NAME, deploy/NAME).
@@ -428,6 +430,23 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// Arguments of `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Forward standard input to the process (the container needs `stdin` or `tty`).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Use the local terminal in raw mode (the container needs `tty`).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// The pod (or pod/NAME).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+}
+
 /// Arguments of `cp`.
 #[derive(Debug, Args)]
 pub struct CpArgs {
@@ -487,10 +506,11 @@ pub struct RunArgs {
     /// Delete the pod when it ends (with --attach).
     #[arg(long)]
     pub rm: bool,
-    /// Keep the container's stdin open and attach to it (not supported yet).
+    /// Give the container a stdin and attach to it (implies --attach); its end closes
+    /// the container's stdin.
     #[arg(short = 'i', long)]
     pub stdin: bool,
-    /// Give the container a TTY (not supported yet).
+    /// Give the container a TTY (with -i: the local terminal in raw mode).
     #[arg(short = 't', long)]
     pub tty: bool,
     /// How long --attach waits for the container to start.

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod apply;
+pub mod attach;
 pub mod cluster;
 pub mod cordon;
 pub mod cp;
@@ -364,6 +365,7 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Image { command } => image::run(ctx, command).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
+        Command::Attach(a) => attach::run(ctx, a).await,
         Command::Cp(a) => cp::run(ctx, a).await,
         Command::PortForward(a) => port_forward::run(ctx, a).await,
         Command::Run(a) => run::run(ctx, a).await,

@@ -1,9 +1,9 @@
 //! `shoalctl run NAME --image IMAGE [-- ARGS…]`: creates a Pod with one container (named
 //! NAME, labelled `run=NAME` unless `--labels`), as `kubectl run` does. `--attach` waits
 //! for the container to start, follows its log (`Proxy.Logs`) to its end and exits with its
-//! exit code; `--rm` then deletes the pod (also on Ctrl-C). Attaching to the container's
-//! own stdin and TTY (`-i`, `-t`) is not supported yet: the runtime gives the main process
-//! no stdin.
+//! exit code; `--rm` then deletes the pod (also on Ctrl-C). `-i` (implies `--attach`) gives
+//! the container `stdin: true, stdinOnce: true` and `-t` `tty: true`, and attaches to the
+//! main process through `Proxy.Attach` instead (exec's session: raw mode, resizes).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -61,6 +61,13 @@ pub fn pod_object(args: &RunArgs, namespace: &str) -> Result<Value, CtlError> {
         env.push(json!({"name": k, "value": v}));
     }
     let mut container = json!({"name": args.name, "image": args.image});
+    if args.stdin {
+        container["stdin"] = json!(true);
+        container["stdinOnce"] = json!(true);
+    }
+    if args.tty {
+        container["tty"] = json!(true);
+    }
     if !args.args.is_empty() {
         let key = if args.command { "command" } else { "args" };
         container[key] = json!(args.args);
@@ -112,14 +119,8 @@ fn exit_code(pod: &Value) -> Option<i32> {
 
 /// Runs `run`.
 pub async fn run(ctx: &mut Context, args: RunArgs) -> Result<(), CtlError> {
-    if args.stdin || args.tty {
-        return Err(CtlError::Usage(
-            "-i/-t (attaching to the container's stdin and TTY) is not supported yet; \
-             use --attach to follow its output"
-                .into(),
-        ));
-    }
-    if args.rm && !args.attach {
+    let attached = args.attach || args.stdin;
+    if args.rm && !attached {
         return Err(CtlError::Usage(
             "--rm should only be used for attached containers (--attach)".into(),
         ));
@@ -128,7 +129,7 @@ pub async fn run(ctx: &mut Context, args: RunArgs) -> Result<(), CtlError> {
     let pod = pod_object(&args, &namespace)?;
     let target = Target::new("pod", &namespace, &args.name);
     ctx.create(&target, &pod).await?;
-    if !args.attach {
+    if !attached {
         return print(&format!("pod/{} created\n", args.name));
     }
     let result = tokio::select! {
@@ -164,6 +165,10 @@ async fn attach(ctx: &mut Context, namespace: &str, args: &RunArgs) -> Result<()
             )));
         }
         tokio::time::sleep(POLL).await;
+    }
+    if args.stdin {
+        let start = super::attach::start(namespace, &args.name, None, true, args.tty);
+        return super::exec::session(ctx, super::exec::Session::Attach, start).await;
     }
     let target = Target::new("pod", namespace, &args.name);
     let channel = ctx.conn().await?.channel_without_deadline().await?;
@@ -254,6 +259,7 @@ mod tests {
         assert_eq!(c["image"], "busybox");
         assert_eq!(c["args"], json!(["echo", "hi"]));
         assert!(c.get("command").is_none());
+        assert!(c.get("stdin").is_none() && c.get("tty").is_none());
         assert_eq!(
             c["env"],
             json!([{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}])
@@ -278,6 +284,12 @@ mod tests {
         assert_eq!(
             p["spec"]["containers"][0]["command"],
             json!(["sh", "-c", "true"])
+        );
+        let p = pod_object(&args(&["t", "--image", "busybox", "-i", "-t"]), "d").unwrap();
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(
+            (&c["stdin"], &c["stdinOnce"], &c["tty"]),
+            (&json!(true), &json!(true), &json!(true))
         );
     }
 

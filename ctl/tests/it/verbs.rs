@@ -323,7 +323,82 @@ fn run_creates_a_pod_and_attaches_to_its_output() {
     assert_eq!(c.ctl(&["logs", "plain"]).ok(), "hi\n");
     let e = c.ctl(&["run", "x", "--image", "busybox", "--rm"]).err();
     assert!(e.contains("--rm should only be used"), "{e}");
-    let e = c.ctl(&["run", "x", "--image", "busybox", "-i", "-t"]).err();
-    assert!(e.contains("not supported yet"), "{e}");
     c.ctl(&["delete", "pod", "plain"]).ok();
+
+    // -i: the main process gets stdin; its end closes it (stdinOnce), cat ends, exit 0.
+    let run = c.ctl_stdin(
+        &[
+            "run",
+            "echoer",
+            "-i",
+            "--rm",
+            "--restart",
+            "Never",
+            "--image",
+            "busybox:latest",
+            "--command",
+            "--",
+            "cat",
+        ],
+        "hello\nworld\n",
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "hello\nworld\npod \"echoer\" deleted\n"),
+        "{run:?}; agent: {}",
+        agent.log_tail()
+    );
+}
+
+#[test]
+#[ignore = "requires root: a real agent runs containers (namespaces, cgroups, overlay mounts)"]
+fn attach_to_the_stdin_of_a_running_container() {
+    let c = controller();
+    let node = format!("ctl-attach-{}", std::process::id());
+    let mut agent = Agent::start(&c, &node);
+    let pod = |name: &str, tty: bool, script: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "main", "image": "busybox:latest", "stdin": true,
+                    "tty": tty, "command": ["sh", "-c", script]}]}
+        })
+    };
+    // A pipe: each line written comes back, the end of input ends the loop and the
+    // container, whose exit code (4) becomes shoalctl's.
+    create_running(
+        &c,
+        &mut agent,
+        &pod(
+            "reader",
+            false,
+            "while read l; do echo got-$l; done; echo bye; exit 4",
+        ),
+    );
+    let run = c.ctl_stdin(&["attach", "-i", "reader"], "one\ntwo\n");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (4, "got-one\ngot-two\nbye\n"),
+        "{run:?}; agent: {}",
+        agent.log_tail()
+    );
+    // A TTY: the process sees a terminal; input is echoed by the pty.
+    create_running(
+        &c,
+        &mut agent,
+        &pod(
+            "term",
+            true,
+            "read l; echo got-$l; test -t 0 && echo on-a-tty",
+        ),
+    );
+    let run = c.ctl_stdin(&["attach", "-i", "term"], "x\n");
+    let out = run.stdout.replace('\r', "");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(out.contains("got-x\non-a-tty\n"), "{run:?}");
+    // Not a container with stdin.
+    let e = c.ctl(&["attach", "-i", "nope"]).err();
+    assert!(e.contains("pod \"nope\" not found"), "{e}");
 }
