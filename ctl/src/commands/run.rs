@@ -149,10 +149,10 @@ pub async fn run(ctx: &mut Context, args: RunArgs) -> Result<(), CtlError> {
 async fn attach(ctx: &mut Context, namespace: &str, args: &RunArgs) -> Result<(), CtlError> {
     let kind = kinds::resolve("Pod")?;
     let deadline = Instant::now() + args.pod_running_timeout;
-    loop {
+    let state = loop {
         let pod = ctx.get(&kind, namespace, &args.name).await?;
-        if started(&pod).is_some() {
-            break;
+        if let Some(s) = started(&pod) {
+            break s;
         }
         if Instant::now() >= deadline {
             let state = pod
@@ -165,8 +165,9 @@ async fn attach(ctx: &mut Context, namespace: &str, args: &RunArgs) -> Result<()
             )));
         }
         tokio::time::sleep(POLL).await;
-    }
-    if args.stdin {
+    };
+    // A container that already ended has no stdin to attach to: its log is all there is.
+    if args.stdin && state == "running" {
         let start = super::attach::start(namespace, &args.name, None, true, args.tty);
         return super::exec::session(ctx, super::exec::Session::Attach, start).await;
     }
