@@ -398,6 +398,45 @@ fn attach_to_the_stdin_of_a_running_container() {
     let out = run.stdout.replace('\r', "");
     assert_eq!(run.code, 0, "{run:?}");
     assert!(out.contains("got-x\non-a-tty\n"), "{run:?}");
+    // run -it on a real terminal (a pty from util-linux `script`): raw mode here, the pty
+    // there, the exit code back and the local terminal settings restored.
+    let inner = format!(
+        "stty -g; {} --server {} run -it --rm --restart Never --image busybox:latest tt --command -- sh -c 'until [ x$x = xgo ]; do read x; done; test -t 0 && echo remote-tty-$x; exit 3'; echo rc=$?; stty -g",
+        crate::harness::shoalctl_bin().display(),
+        c.addr
+    );
+    let mut out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("SHOAL_CONFIG", crate::harness::conf_for(&c.addr))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run util-linux script");
+    // `go` typed until the remote side has it (lines typed before the session opened are
+    // echoed by the local terminal and not sent; the remote loop waits for one that is).
+    let mut input = out.stdin.take().unwrap();
+    let typist = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if input.write_all(b"go\r").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let out = out.wait_with_output().unwrap();
+    let _ = typist.join();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let at = |want: &str| lines.iter().position(|l| *l == want);
+    let (tty, deleted, rc) = (at("remote-tty-go"), at("pod \"tt\" deleted"), at("rc=3"));
+    assert!(tty.is_some() && tty < deleted && deleted < rc, "{text:?}");
+    // `stty -g` before and after (the lines of colon-separated settings).
+    let stty: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.matches(':').count() > 10)
+        .collect();
+    assert_eq!(stty.len(), 2, "{text:?}");
+    assert_eq!(stty[0], stty[1], "terminal settings not restored: {text:?}");
     // Not a container with stdin.
     let e = c.ctl(&["attach", "-i", "nope"]).err();
     assert!(e.contains("pod \"nope\" not found"), "{e}");
