@@ -92,7 +92,7 @@ for i in 1 2 3; do
     CA_HASH=$(awk '/^ca-hash:/ {print $2}' <<<"$out")
     JOIN=(--join "${SH[0]}" --join-token "$TOKEN" --ca-hash "$CA_HASH")
   fi
-  "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen "${REG[$((i-1))]}" \
+  "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen "${REG[$((i-1))]}" --metrics-listen none \
     --data-dir "$WORK/s$i" "${JOIN[@]}" >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
   if [[ $i == 1 ]]; then

@@ -81,7 +81,7 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
   wait_for 60 dockerd "$DOCKER" info
 fi
 
-"$BIN/shoal-controller" --id 1 --listen "$CTRL" --registry-listen none --data-dir "$WORK/controller" >"$WORK/controller.log" 2>&1 &
+"$BIN/shoal-controller" --id 1 --listen "$CTRL" --registry-listen none --metrics-listen none --data-dir "$WORK/controller" >"$WORK/controller.log" 2>&1 &
 CPID=$!
 export SHOAL_CONFIG=$WORK/controller/admin.conf   # written by the controller on its first start
 wait_for 30 "the controller's admin.conf" test -s "$SHOAL_CONFIG"
@@ -93,7 +93,7 @@ TOKEN=$(awk '/^token:/ {print $2}' "$WORK/token.out")
 CA_HASH=$(awk '/^ca-hash:/ {print $2}' "$WORK/token.out")
 [ -n "$TOKEN" ] && [ -n "$CA_HASH" ] || { echo "bench-pods: unexpected token output: $(cat "$WORK/token.out")" >&2; exit 1; }
 "$BIN/shoal-agent" --name bench --controller "$CTRL" --data-dir "$WORK/agent" \
-  --listen 127.0.0.1:$APORT --network none --join-token "$TOKEN" --ca-hash "$CA_HASH" >"$WORK/agent.log" 2>&1 &
+  --listen 127.0.0.1:$APORT --metrics-listen none --network none --join-token "$TOKEN" --ca-hash "$CA_HASH" >"$WORK/agent.log" 2>&1 &
 APID=$!
 wait_for 30 "node bench to be Ready" sh -c "'$BIN/shoalctl' --server '$CTRL' get nodes | grep -w bench | grep -qw Ready"
 

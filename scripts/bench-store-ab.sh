@@ -57,7 +57,7 @@ for i in 1 2 3; do
     JOIN=(--join "${NA[0]}" --join-token "$(awk '/^token:/ {print $2}' <<<"$out")"
           --ca-hash "$(awk '/^ca-hash:/ {print $2}' <<<"$out")")
   fi
-  "$NEW/shoal-controller" --id $i --listen "${NA[$((i-1))]}" --registry-listen none --data-dir "$WORK/n$i" "${JOIN[@]}" \
+  "$NEW/shoal-controller" --id $i --listen "${NA[$((i-1))]}" --registry-listen none --metrics-listen none --data-dir "$WORK/n$i" "${JOIN[@]}" \
     >"$WORK/n$i.log" 2>&1 &
   PIDS+=($!)
   if [[ $i == 1 ]]; then

@@ -60,7 +60,7 @@ for i in 1 2 3; do
     [[ -n $TOKEN && -n $CA_HASH ]] || { say "unexpected token output: $out"; exit 1; }
     JOIN=(--join "${SH[0]}" --join-token "$TOKEN" --ca-hash "$CA_HASH")
   fi
-  "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen none --data-dir "$WORK/s$i" \
+  "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen none --metrics-listen none --data-dir "$WORK/s$i" \
     "${JOIN[@]}" >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
   if [[ $i == 1 ]]; then

@@ -243,8 +243,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("while binding {}", args.listen))?;
+    let metrics_listener = args.metrics_listen.bind("--metrics-listen").await?;
+    let mut registry = shoal_observe::new_registry();
+    let grpc_metrics = shoal_observe::grpc::GrpcMetrics::register(&mut registry);
+    crate::metrics::register(&mut registry);
     info!(node = %name, listen = %args.listen, advertise = %endpoint, "agent serving");
-    let server = tokio::spawn(crate::server::serve(agent.clone(), listener, tls.server()?));
+    let server = tokio::spawn(crate::server::serve(
+        agent.clone(),
+        listener,
+        tls.server()?,
+        grpc_metrics,
+    ));
+    let observe = [
+        tokio::spawn(crate::metrics::sample_forever(agent.clone())),
+        tokio::spawn(async move {
+            if let Some(l) = metrics_listener {
+                let ready = crate::metrics::readiness();
+                shoal_observe::serve(l, Arc::new(registry), ready, std::future::pending()).await;
+            }
+        }),
+    ];
 
     let mut facts = NodeFacts::gather(&name, labels, &endpoint, &sys);
     let net_setup = match args.network {
@@ -266,6 +284,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     info!(node = %name, controller = ctl.address(), "node registered");
+    crate::metrics::metrics()
+        .registered
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let hb = {
         let (ctl, interval) = (ctl.clone(), args.heartbeat());
         tokio::spawn(async move {
@@ -299,7 +320,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("stopping (containers keep running)");
-    for t in [hb, watch, sync, rotation] {
+    for t in [hb, watch, sync, rotation].into_iter().chain(observe) {
         t.abort();
     }
     if let Some(net) = agent.net.get()
@@ -362,6 +383,11 @@ impl Agent {
 
     fn mine(&self, p: &Pod) -> bool {
         p.spec.node_name.as_deref() == Some(self.name.as_str())
+    }
+
+    /// Every pod bound to this node, as last watched.
+    pub fn pods_now(&self) -> Vec<Pod> {
+        lock(&self.pods).values().cloned().collect()
     }
 
     /// The pod (as last seen) of a sandbox.
@@ -808,11 +834,13 @@ impl Agent {
             return;
         };
         let keyring = self.pull_keyring(&pod).await;
-        match self
+        let started = std::time::Instant::now();
+        let pulled = self
             .puller
             .ensure_image(&c.image, c.pull_policy(), &keyring)
-            .await
-        {
+            .await;
+        crate::metrics::observe_pull(&pulled, started.elapsed());
+        match pulled {
             Ok(crate::pull::Pulled::Fetched { from, digest }) => self.pod_event(
                 &pod,
                 PodEvent::normal(

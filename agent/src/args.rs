@@ -99,6 +99,13 @@ pub struct AgentArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object a line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: shoal_observe::LogFormat,
+    /// Where Prometheus metrics (/metrics), /healthz and /readyz are served over plain
+    /// HTTP: HOST:PORT, or `none`. No authentication: keep it on loopback or a private net.
+    #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:7180")]
+    pub metrics_listen: shoal_observe::Listen,
 }
 
 impl AgentArgs {
@@ -266,6 +273,37 @@ mod tests {
             e.contains("dns.example") && e.contains("--upstream-dns"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn metrics_and_log_flags() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        let a = Cli::try_parse_from(["shoal-agent"]).unwrap().a;
+        assert_eq!(
+            a.metrics_listen,
+            shoal_observe::Listen::On("127.0.0.1:7180".parse().unwrap())
+        );
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Text);
+        let a = Cli::try_parse_from([
+            "shoal-agent",
+            "--metrics-listen",
+            "none",
+            "--log-format",
+            "json",
+        ])
+        .unwrap()
+        .a;
+        assert_eq!(a.metrics_listen, shoal_observe::Listen::Off);
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Json);
+        let e = Cli::try_parse_from(["shoal-agent", "--metrics-listen", "localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--metrics-listen") && e.contains("none"), "{e}");
     }
 
     #[test]

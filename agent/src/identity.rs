@@ -180,6 +180,8 @@ impl NodeTls {
 pub fn agent_policy() -> Policy {
     Arc::new(|path: &str, who: Option<&Identity>| match who {
         Some(Identity::Controller { .. }) => Ok(()),
+        // Health checks come from anyone (over TLS), with or without a certificate.
+        _ if path.starts_with("/grpc.health.v1.Health/") => Ok(()),
         Some(other) => Err(tonic::Status::permission_denied(format!(
             "{other} may not call {path} on an agent (controllers only)"
         ))),

@@ -3,8 +3,8 @@
 //! the controllers, sandboxes, containers, probes, stop and clean up), writes
 //! pod status and Events, and serves logs/exec/stats to the controllers.
 //! Depends on shoal-api, shoal-proto and shoal-runtime (images through its
-//! `shoal_runtime::image` re-export of shoal-image); never on the
-//! controller or the store.
+//! `shoal_runtime::image` re-export of shoal-image), and on shoal-observe
+//! for metrics, health and logs; never on the controller or the store.
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -13,6 +13,7 @@ pub mod args;
 pub mod events;
 pub mod forward;
 pub mod identity;
+pub mod metrics;
 pub mod mirror;
 pub mod naming;
 pub mod network;

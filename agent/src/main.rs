@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal-agent",
-    version,
+    version = shoal_observe::version::LINE,
     about,
     args_conflicts_with_subcommands = true
 )]
@@ -53,12 +53,7 @@ fn main() {
 
 /// Runs the agent (or its `--cleanup`) with logs on stderr.
 fn run_agent(args: shoal_agent::AgentArgs) -> anyhow::Result<i32> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    shoal_observe::init_logging(&args.log, args.log_format)?;
     if args.cleanup {
         shoal_agent::cleanup(&args)?;
         return Ok(0);

@@ -361,9 +361,13 @@ impl PodNetwork {
         let text = shoal_net::nft::render(&s.rules);
         if applied.rules.as_deref() != Some(text.as_str()) {
             let rules = s.rules.clone();
+            let started = std::time::Instant::now();
             tokio::task::spawn_blocking(move || shoal_net::nft::apply(&rules))
                 .await?
                 .context("while applying the service rules")?;
+            crate::metrics::metrics()
+                .nft_update
+                .observe(started.elapsed().as_secs_f64());
             debug!(services = s.rules.services.len(), "service rules applied");
             applied.rules = Some(text);
         }

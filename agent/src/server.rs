@@ -28,11 +28,19 @@ pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    grpc_metrics: shoal_observe::grpc::GrpcMetrics,
 ) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health.set_serving::<AgentServer<AgentService>>().await;
     tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer())
         .layer(shoal_pki::layer::AuthLayer::new(
             crate::identity::agent_policy(),
         ))
+        .add_service(health_service)
         .add_service(AgentServer::new(AgentService { agent }))
         .serve_with_incoming(shoal_pki::tls::incoming(listener, tls))
         .await

@@ -382,6 +382,8 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
             .arg(&addrs[i])
             .arg("--registry-listen")
             .arg("none")
+            .arg("--metrics-listen")
+            .arg("none")
             .arg("--data-dir")
             .arg(data(i));
         if i > 0 {

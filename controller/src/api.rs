@@ -77,6 +77,8 @@ pub struct ServeConfig {
     pub cipher: std::sync::Arc<crate::encryption::SecretCipher>,
     /// Admission rules.
     pub admission: crate::authz::AdmissionConfig,
+    /// Request metrics of the gRPC server (docs/observability.md).
+    pub grpc_metrics: shoal_observe::grpc::GrpcMetrics,
 }
 
 /// Serves the cluster API, the access service, the Raft RPCs and gRPC reflection over
@@ -97,6 +99,7 @@ pub async fn serve(
         tls,
         cipher,
         admission,
+        grpc_metrics,
     } = cfg;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shoal_proto::FILE_DESCRIPTOR_SET)
@@ -149,10 +152,13 @@ pub async fn serve(
     let access =
         crate::access::AccessService::new(store.clone(), tls.clone(), cipher).into_server();
     let server_tls = tls.server_config()?;
+    let health = crate::metrics::health_service().await;
     tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer())
         .layer(shoal_pki::layer::AuthLayer::new(
             crate::authz::controller_policy(),
         ))
+        .add_service(health)
         .add_service(ClusterServer::new(
             ClusterService::new(store.clone(), net).with_admission(admission),
         ))
@@ -694,6 +700,7 @@ impl ClusterService {
             commit_index: leader.map(|m| m.last_applied).unwrap_or(0),
             members,
             answered_by: self.store.node_id(),
+            server_version: shoal_observe::version::LINE.to_string(),
         }
     }
 }

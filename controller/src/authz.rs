@@ -53,7 +53,9 @@ fn denied(who: &Identity, what: String) -> Status {
 pub fn controller_policy() -> Policy {
     Arc::new(|path: &str, who: Option<&Identity>| {
         let Some(who) = who else {
-            return if path == "/shoal.v1.Access/Join" {
+            // Health checks (load balancers, orchestrators) come without a certificate.
+            return if path == "/shoal.v1.Access/Join" || path.starts_with("/grpc.health.v1.Health/")
+            {
                 Ok(())
             } else {
                 Err(Status::unauthenticated(format!(
@@ -324,6 +326,8 @@ impl AdmissionConfig {
             (7000, "the controller API (default)"),
             (7100, "the agent API (default)"),
             (7050, "the built-in registry (default)"),
+            (7080, "the controller metrics listener (default)"),
+            (7180, "the agent metrics listener (default)"),
             (51820, "WireGuard (the agents' default --wireguard-port)"),
         ];
         ports.sort();
@@ -336,6 +340,16 @@ impl AdmissionConfig {
 }
 
 impl AdmissionConfig {
+    /// Also reserves the port this controller's metrics listener (`--metrics-listen`) uses.
+    pub fn with_metrics_port(mut self, port: u16) -> AdmissionConfig {
+        if !self.reserved_host_ports.iter().any(|p| p.0 == port) {
+            self.reserved_host_ports
+                .push((port, "the controller metrics listener"));
+            self.reserved_host_ports.sort();
+        }
+        self
+    }
+
     /// Also reserves the port this controller's built-in registry listens on.
     pub fn with_registry_port(mut self, port: u16) -> AdmissionConfig {
         if !self.reserved_host_ports.iter().any(|p| p.0 == port) {

@@ -1,7 +1,8 @@
 //! The Shoal controller: serves the cluster API and the Raft RPCs on one gRPC
 //! port, is a member of the Raft-replicated store, and (on the leader) runs the
 //! reconcilers. Depends on shoal-api, shoal-proto and shoal-store, and on
-//! shoal-image for its image store (to verify and unpack imported images);
+//! shoal-image for its image store (to verify and unpack imported images),
+//! and on shoal-observe for metrics, health and logs (docs/observability.md);
 //! never on the container runtime or the agent.
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod blobs;
 pub mod encryption;
 pub mod error;
 pub mod images;
+pub mod metrics;
 pub mod network;
 pub mod pki;
 pub mod proxy;
@@ -31,7 +33,7 @@ use tracing::info;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "shoal-controller",
-    version,
+    version = shoal_observe::version::LINE,
     about = "Shoal controller: cluster API + Raft member"
 )]
 pub struct Args {
@@ -90,6 +92,13 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `shoal_store=debug`.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log: String,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object a line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: shoal_observe::LogFormat,
+    /// Where Prometheus metrics (/metrics), /healthz and /readyz are served over plain
+    /// HTTP: HOST:PORT, or `none`. No authentication: keep it on loopback or a private net.
+    #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:7080")]
+    pub metrics_listen: shoal_observe::Listen,
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_every: u64,
@@ -123,6 +132,8 @@ pub struct Args {
 
 /// Default port of the built-in registry.
 pub const DEFAULT_REGISTRY_PORT: u16 = 7050;
+/// Default port of the metrics listener (`--metrics-listen`).
+pub const DEFAULT_METRICS_PORT: u16 = 7080;
 
 impl Args {
     /// The built-in registry's address from `--registry-listen` (`None`: off).
@@ -161,14 +172,10 @@ fn parse_size(v: &str) -> Result<u64, String> {
     }
 }
 
-/// Sets up `tracing` output on stderr with the given filter.
-pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Sets up `tracing` output on stderr from `--log` and `--log-format`; an invalid
+/// filter is an error naming it.
+pub fn init_tracing(args: &Args) -> Result<(), shoal_observe::ObserveError> {
+    shoal_observe::init_logging(&args.log, args.log_format)
 }
 
 /// Checks a `HOST:PORT` flag value.
@@ -300,6 +307,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let metrics_listener = args.metrics_listen.bind("--metrics-listen").await?;
+    let mut registry = shoal_observe::new_registry();
+    let grpc_metrics = shoal_observe::grpc::GrpcMetrics::register(&mut registry);
+    metrics::register(&mut registry);
     info!(
         id = args.id,
         listen = %args.listen,
@@ -322,11 +333,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             admission: {
                 let a =
                     authz::AdmissionConfig::new(args.listen.port(), args.allow_host_path.clone());
+                let a = match args.metrics_listen.port() {
+                    Some(p) => a.with_metrics_port(p),
+                    None => a,
+                };
                 match registry_listen {
                     Some(r) => a.with_registry_port(r.port()),
                     None => a,
                 }
             },
+            grpc_metrics,
         },
         listener,
         registry_listener,
@@ -337,6 +353,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pki_tasks = [
         tokio::spawn(pki::publish_ca(store.clone(), tls.clone())),
         tokio::spawn(pki::rotate(store.clone(), tls.clone())),
+        tokio::spawn(metrics::follow_raft(store.clone())),
+        tokio::spawn(metrics::count_objects(
+            store.clone(),
+            std::time::Duration::from_secs(10),
+        )),
+        tokio::spawn({
+            let ready = metrics::readiness(store.clone());
+            let registry = std::sync::Arc::new(registry);
+            async move {
+                if let Some(l) = metrics_listener {
+                    shoal_observe::serve(l, registry, ready, std::future::pending()).await;
+                }
+            }
+        }),
     ];
 
     // One membership model: an empty data dir without --join starts a new one-member
@@ -422,6 +452,57 @@ mod tests {
         for bad in ["127.0.0.1", ":7000", "a:b", "a:70000"] {
             let e = check_host_port("--join", bad).unwrap_err().to_string();
             assert!(e.contains("--join") && e.contains("HOST:PORT"), "{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod observe_flag_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_log_flags_from_the_command_line_and_the_config_file() {
+        let a = Args::try_parse_from(["shoal-controller"]).unwrap();
+        assert_eq!(
+            a.metrics_listen,
+            shoal_observe::Listen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)))
+        );
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Text);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "metrics-listen: none\nlog-format: json\n").unwrap();
+        let a: Args =
+            shoal_flags::try_parse_from(["shoal-controller", "--config", f.to_str().unwrap()])
+                .unwrap();
+        assert_eq!(a.metrics_listen, shoal_observe::Listen::Off);
+        assert_eq!(a.log_format, shoal_observe::LogFormat::Json);
+        std::fs::write(&f, "metrics-listen: 7080\n").unwrap();
+        let e = shoal_flags::try_parse_from::<Args, _, _>([
+            "shoal-controller",
+            "--config",
+            f.to_str().unwrap(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metrics-listen") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_an_error_naming_it() {
+        let a = Args::try_parse_from(["shoal-controller", "--log", "shoal_store=loud"]).unwrap();
+        let e = init_tracing(&a).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--log \"shoal_store=loud\": invalid filter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_ports_are_reserved_for_host_ports() {
+        let a = authz::AdmissionConfig::new(7000, Vec::new()).with_metrics_port(9090);
+        let ports: Vec<u16> = a.reserved_host_ports.iter().map(|p| p.0).collect();
+        for p in [7080, 7180, 9090] {
+            assert!(ports.contains(&p), "{p} in {ports:?}");
         }
     }
 }

@@ -6,7 +6,10 @@ use shoal_controller::{Args, run};
 async fn main() {
     // Flags may also come from `--config FILE` (YAML; the command line wins).
     let args: Args = shoal_flags::parse();
-    shoal_controller::init_tracing(&args.log);
+    if let Err(e) = shoal_controller::init_tracing(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "shoalctl",
-    version,
+    version = shoal_observe::version::LINE,
     about = "Control a Shoal cluster",
     propagate_version = true
 )]
@@ -35,10 +35,10 @@ pub struct Cli {
     #[arg(long, short = 'n', global = true, value_name = "NS")]
     pub namespace: Option<String>,
     /// How long to wait for each controller address to accept a connection.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
     /// Deadline of each request (watch streams are not limited).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
     /// What to do.
     #[command(subcommand)]
@@ -137,8 +137,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Print the version of shoalctl.
-    Version,
+    /// Print the version of shoalctl and of the controller that answers.
+    Version {
+        /// Only shoalctl's own version (no request to a controller).
+        #[arg(long)]
+        client: bool,
+    },
+    /// The documentation of a kind or one of its fields: `explain pod.spec.containers`.
+    Explain {
+        /// KIND or KIND.FIELD.FIELD… (kind names, plurals and short names work).
+        #[arg(value_name = "KIND[.FIELD]")]
+        target: String,
+        /// Every field below, as a tree (names and types, no descriptions).
+        #[arg(long)]
+        recursive: bool,
+    },
     /// The resource types the cluster serves (NAME SHORTNAMES APIVERSION NAMESPACED KIND).
     ApiResources {
         /// Omit the header line.
@@ -514,7 +527,7 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// How long --attach waits for the container to start.
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_timeout)]
     pub pod_running_timeout: Duration,
     /// Arguments (or with --command, the command and its arguments), after `--`.
     #[arg(value_name = "ARGS", last = true)]
@@ -952,31 +965,7 @@ pub struct LabelArgs {
     pub selector: Option<String>,
 }
 
-/// Parses `500ms`, `2s`, `1m` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 2s, 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s or m")),
-    };
-    if !(secs > 0.0 && secs < 86_400.0) {
-        return Err(format!(
-            "invalid duration {s:?}: must be positive and under a day"
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-pub use shoal_flags::parse_span;
+pub use shoal_flags::{parse_span, parse_timeout};
 
 #[cfg(test)]
 mod tests {
@@ -1052,14 +1041,21 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("fast").is_err());
+    fn timeouts_take_every_unit_of_the_one_parser() {
+        // `--request-timeout 1h` was refused where `--timeout 1h` worked: one parser now.
+        let c = Cli::try_parse_from([
+            "shoalctl",
+            "--request-timeout",
+            "1h",
+            "--connect-timeout",
+            "500ms",
+            "version",
+        ])
+        .unwrap();
+        assert_eq!(c.request_timeout, Duration::from_secs(3600));
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["shoalctl", "--request-timeout", "0s", "version"]).is_err());
+        assert!(Cli::try_parse_from(["shoalctl", "--request-timeout", "2d", "version"]).is_ok());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use shoal_testkit::{ControllerCluster, Proc, free_port};
 use tonic::transport::Channel;
 
 mod batch;
+mod metrics;
 mod registry;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_shoal-agent");
@@ -37,6 +38,8 @@ struct Cluster {
     ctl_addr: String,
     ctl_addrs: Vec<String>,
     agent_addr: String,
+    /// The agent's `--metrics-listen`.
+    metrics_addr: String,
     agent: Option<Proc>,
     /// A node join token (unlimited uses) and the CA hash.
     join: (String, String),
@@ -76,6 +79,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             node: node.to_string(),
             agent_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
             ctl_addr: controllers.addr(1),
             ctl_addrs: controllers.addrs(),
             agent: None,
@@ -110,6 +114,8 @@ impl Cluster {
             &self.ctl_addrs.join(","),
             "--listen",
             &self.agent_addr,
+            "--metrics-listen",
+            &self.metrics_addr,
         ])
         .args([
             "--labels",

@@ -160,7 +160,11 @@ async fn session(
         "reconcilers listed"
     );
     loop {
+        let started = std::time::Instant::now();
         let retry = pass(store, cfg, &mut cache, leading_since, names).await?;
+        crate::metrics::metrics()
+            .reconcile_pass
+            .observe(started.elapsed().as_secs_f64());
         let now = Utc::now();
         let mut wake = if retry {
             Duration::from_millis(50)
@@ -259,7 +263,11 @@ async fn pass(
     retry |= execute(store, cache, "jobs", actions).await?;
 
     let actions = tokio::task::block_in_place(|| {
-        scheduler::plan(&cache.pods, &cache.nodes, now, cfg.node_timeout, names)
+        let started = std::time::Instant::now();
+        let actions = scheduler::plan(&cache.pods, &cache.nodes, now, cfg.node_timeout, names);
+        let pending = cache.pods.values().filter(|p| scheduler::is_pending(p));
+        crate::metrics::observe_scheduler(pending.count(), &actions, started.elapsed(), now);
+        actions
     });
     retry |= execute(store, cache, "scheduler", actions).await?;
 
@@ -479,6 +487,7 @@ async fn execute(
         return Ok(false);
     }
     debug!("{who}: {} writes", actions.len());
+    crate::metrics::observe_actions(who, actions.len());
     let mut retry = false;
     let chunks: Vec<Vec<Action>> = actions.chunks(CHUNK).map(<[Action]>::to_vec).collect();
     let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| async move {

@@ -7,6 +7,7 @@ mod harness;
 mod images;
 mod jobs;
 mod membership;
+mod metrics;
 mod namespaces;
 mod network;
 mod reconcile;

@@ -17,7 +17,7 @@ use crate::validation::{self as v, ValidationErrors};
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
 /// Key/value configuration for pods.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMap {
     /// Name (DNS-1123 subdomain), namespace, labels.
@@ -49,7 +49,7 @@ pub mod secret_type {
 }
 
 /// Sensitive key/value data for pods, encrypted at rest by the controllers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secret {
     /// Name (DNS-1123 subdomain), namespace, labels.

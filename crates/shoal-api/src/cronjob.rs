@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A cron job: `metadata`, desired `spec`, observed `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CronJob {
     /// Name, namespace, labels, server-set fields.
@@ -22,7 +22,9 @@ pub struct CronJob {
 }
 
 /// What happens when a run is due while an earlier Job still runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ConcurrencyPolicy {
     /// Start the new Job anyway (the default).
     #[default]
@@ -42,7 +44,7 @@ fn one() -> i32 {
 }
 
 /// Desired state of a cron job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CronJobSpec {
     /// Standard 5-field cron expression (`minute hour day-of-month month day-of-week`)
@@ -68,7 +70,7 @@ pub struct CronJobSpec {
 }
 
 /// The job template of a cron job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobTemplateSpec {
     /// Labels and annotations of the Jobs.
@@ -79,7 +81,7 @@ pub struct JobTemplateSpec {
 }
 
 /// Observed state of a cron job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CronJobStatus {
     /// Jobs it made that have not finished.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A deployment: `metadata`, desired `spec`, observed `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Deployment {
     /// Name, namespace, labels, server-set fields.
@@ -60,7 +60,7 @@ pub(crate) fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Er
 }
 
 /// Desired state of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentSpec {
     /// Number of pods (default 1).
@@ -82,7 +82,7 @@ pub struct DeploymentSpec {
 }
 
 /// Metadata of a pod template: only labels and annotations.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodTemplateMeta {
     /// Labels every pod gets (must match the selector).
@@ -94,7 +94,7 @@ pub struct PodTemplateMeta {
 }
 
 /// The pod template of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodTemplateSpec {
     /// Labels and annotations of the pods.
@@ -105,7 +105,9 @@ pub struct PodTemplateSpec {
 }
 
 /// How pods are replaced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DeploymentStrategyType {
     /// Start new pods while stopping old ones, within maxSurge/maxUnavailable (the default).
     #[default]
@@ -119,7 +121,7 @@ fn default_pct() -> IntOrString {
 }
 
 /// Limits of a rolling update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollingUpdate {
     /// Pods above `replicas` allowed during the update: a count or a percentage (default 25%, rounded up).
@@ -140,7 +142,7 @@ impl Default for RollingUpdate {
 }
 
 /// `spec.strategy`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentStrategy {
     /// `RollingUpdate` (default) or `Recreate`.
@@ -171,7 +173,7 @@ impl DeploymentStrategy {
 }
 
 /// Observed state of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentStatus {
     /// Pods that belong to the deployment.
@@ -206,7 +208,7 @@ pub struct DeploymentStatus {
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// One entry of a deployment's rollout history (`status.history`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentRevision {
     /// Revision number (increasing).

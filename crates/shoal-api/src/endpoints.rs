@@ -5,7 +5,7 @@ use crate::validation::{self as v, ValidationErrors, index, join};
 use serde::{Deserialize, Serialize};
 
 /// The endpoints of the service of the same name and namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoints {
     /// Name (= the service's), namespace.
@@ -17,7 +17,7 @@ pub struct Endpoints {
 }
 
 /// Addresses that share a set of ports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointSubset {
     /// Ready pod addresses (traffic goes here).
@@ -32,7 +32,7 @@ pub struct EndpointSubset {
 }
 
 /// One pod address.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointAddress {
     /// Pod IP.
@@ -46,7 +46,7 @@ pub struct EndpointAddress {
 }
 
 /// One port of the endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointPort {
     /// Name of the service port.

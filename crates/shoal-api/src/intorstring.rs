@@ -118,6 +118,19 @@ impl<'de> Deserialize<'de> for IntOrString {
     }
 }
 
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "description": "An integer or a string (a port name, or a percentage such as 25%)."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

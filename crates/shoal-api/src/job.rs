@@ -13,7 +13,7 @@ pub const JOB_NAME_LABEL: &str = "job-name";
 pub const CONTROLLER_UID_LABEL: &str = "controller-uid";
 
 /// A job: `metadata`, desired `spec`, observed `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Job {
     /// Name, namespace, labels, server-set fields.
@@ -35,7 +35,7 @@ fn default_backoff() -> i32 {
 }
 
 /// Desired state of a job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobSpec {
     /// Succeeded pods needed for the job to be complete (default 1).
@@ -58,7 +58,7 @@ pub struct JobSpec {
 }
 
 /// Observed state of a job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobStatus {
     /// Pods pending or running.

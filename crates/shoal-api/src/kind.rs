@@ -186,6 +186,17 @@ impl<'de> Deserialize<'de> for Kind {
     }
 }
 
+impl schemars::JsonSchema for Kind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Kind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        schemars::json_schema!({"type": "string", "enum": kinds})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `metadata` of every object: identity, labels, and fields the server sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
     /// The object's name, unique per kind and namespace.
@@ -119,7 +119,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// Names the object that owns another (a Deployment owns its Pods).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OwnerReference {
     /// API version of the owner (`shoal/v1`).
@@ -140,7 +140,7 @@ pub struct OwnerReference {
 }
 
 /// Refers to one object (events' `involvedObject`, endpoints' `targetRef`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectReference {
     /// Kind of the object.
@@ -156,7 +156,9 @@ pub struct ObjectReference {
 }
 
 /// Status of a condition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ConditionStatus {
     /// The condition holds.
     True,
@@ -169,7 +171,7 @@ pub enum ConditionStatus {
 
 /// An observed condition of a pod, node or deployment (`Ready`, `PodScheduled`,
 /// `Available`, `Progressing`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     /// Condition type, e.g. `Ready`.
@@ -212,7 +214,18 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 
 /// Network protocol of a port.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 pub enum Protocol {
     /// TCP (the default).

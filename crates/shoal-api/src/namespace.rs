@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const BUILT_IN: [&str; 2] = ["default", "shoal-system"];
 
 /// A namespace (cluster-scoped).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Namespace {
     /// Name (DNS-1123 label), labels, server-set fields.
@@ -20,7 +20,9 @@ pub struct Namespace {
 }
 
 /// Lifecycle phase of a namespace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum NamespacePhase {
     /// In use.
     #[default]
@@ -30,7 +32,7 @@ pub enum NamespacePhase {
 }
 
 /// Observed state of a namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceStatus {
     /// Phase.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A node: `metadata`, `spec` (pod CIDR, cordon, taints) and `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Node {
     /// Name (DNS-1123 subdomain), labels, server-set fields; no namespace.
@@ -23,7 +23,7 @@ pub struct Node {
 }
 
 /// Desired state of a node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSpec {
     /// The node's pod network (a /24 of the cluster CIDR, assigned by the controller).
@@ -38,7 +38,7 @@ pub struct NodeSpec {
 }
 
 /// A node taint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Taint {
     /// Key (label-key syntax).
@@ -51,7 +51,7 @@ pub struct Taint {
 }
 
 /// Kind of node address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum NodeAddressType {
     /// Address reachable by other nodes (the WireGuard underlay).
     InternalIP,
@@ -62,7 +62,7 @@ pub enum NodeAddressType {
 }
 
 /// One address of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeAddress {
     /// Kind of address.
@@ -73,7 +73,7 @@ pub struct NodeAddress {
 }
 
 /// Versions and platform of a node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSystemInfo {
     /// `uname -r`.
@@ -97,7 +97,7 @@ pub struct NodeSystemInfo {
 }
 
 /// The node's WireGuard identity on the overlay.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WireguardInfo {
     /// Public key (base64 as `wg` prints it, or hex).
@@ -107,7 +107,7 @@ pub struct WireguardInfo {
 }
 
 /// State reported by a node's agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeStatus {
     /// Total resources (cpu, memory, pods, pids).

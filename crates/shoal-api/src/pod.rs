@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pod: `metadata`, desired `spec` and observed `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pod {
     /// Name, namespace, labels, server-set fields.
@@ -26,7 +26,9 @@ fn default_grace() -> i64 {
 }
 
 /// When the agent restarts a pod's exited containers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum RestartPolicy {
     /// Always restart (the default).
     #[default]
@@ -38,7 +40,9 @@ pub enum RestartPolicy {
 }
 
 /// How a pod's `/etc/resolv.conf` is made (`spec.dnsPolicy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DnsPolicy {
     /// The node's DNS server with the cluster's search domains (the default).
     #[default]
@@ -51,7 +55,7 @@ pub enum DnsPolicy {
 }
 
 /// What should run: the pod's containers and their environment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSpec {
     /// The containers (at least one), started in order.
@@ -92,7 +96,7 @@ pub struct PodSpec {
 }
 
 /// A reference to an object of the same namespace, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalObjectReference {
     /// The object's name.
@@ -102,7 +106,7 @@ pub struct LocalObjectReference {
 /// When the agent fetches a container's image (docs/images.md). Unset, it is `Always`
 /// for an image without a tag or with `:latest`, `IfNotPresent` otherwise, as in
 /// Kubernetes ([`Container::pull_policy`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum PullPolicy {
     /// Ask for the image's current digest every time a container starts (the cluster's
     /// image store, then the registry) and fetch it if the node's copy differs.
@@ -124,7 +128,7 @@ fn image_tag(image: &str) -> Option<&str> {
 }
 
 /// One container of a pod.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     /// Name, unique in the pod (DNS-1123 label).
@@ -184,7 +188,7 @@ pub struct Container {
 }
 
 /// An environment variable.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     /// Variable name.
@@ -198,7 +202,7 @@ pub struct EnvVar {
 }
 
 /// A port a container listens on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerPort {
     /// Name, referable from a Service's `targetPort` (IANA service name, at most 15 characters).
@@ -215,7 +219,7 @@ pub struct ContainerPort {
 }
 
 /// Requested (for scheduling) and limited (enforced) resources.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceRequirements {
     /// Amounts reserved on the node; default to the limits when only limits are given.
@@ -227,7 +231,7 @@ pub struct ResourceRequirements {
 }
 
 /// A volume mounted into a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeMount {
     /// Name of a volume of the pod.
@@ -240,7 +244,7 @@ pub struct VolumeMount {
 }
 
 /// A volume of the pod; exactly one source must be set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Volume {
     /// Name (DNS-1123 label), unique in the pod.
@@ -270,12 +274,12 @@ pub struct Volume {
 }
 
 /// `emptyDir: {}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmptyDirVolume {}
 
 /// `hostPath: {path: /data}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostPathVolume {
     /// Absolute path on the node.
@@ -299,7 +303,7 @@ fn default_success() -> i32 {
 }
 
 /// A health check; exactly one of `exec`, `tcpSocket`, `httpGet` must be set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
     /// Run a command in the container; exit status 0 is success.
@@ -345,7 +349,7 @@ impl Probe {
 }
 
 /// `exec: {command: [...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecAction {
     /// Command and arguments (not run through a shell).
@@ -353,7 +357,7 @@ pub struct ExecAction {
 }
 
 /// `tcpSocket: {port: 8080}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSocketAction {
     /// Port number or name of a container port.
@@ -365,7 +369,7 @@ fn default_http_path() -> String {
 }
 
 /// `httpGet: {path: /healthz, port: 8080}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGetAction {
     /// Request path (default `/`).
@@ -376,7 +380,7 @@ pub struct HttpGetAction {
 }
 
 /// User, group, seccomp profile and capabilities of a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityContext {
     /// Numeric user id.
@@ -403,7 +407,7 @@ impl SecurityContext {
 }
 
 /// `securityContext.seccompProfile`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeccompProfile {
     /// Which filter.
@@ -415,7 +419,9 @@ pub struct SeccompProfile {
 }
 
 /// `securityContext.seccompProfile.type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SeccompProfileType {
     /// Shoal's default filter (Docker's profile as the reference).
     #[default]
@@ -428,7 +434,7 @@ pub enum SeccompProfileType {
 
 /// `securityContext.capabilities`: names such as `NET_ADMIN` or
 /// `CAP_NET_ADMIN` (any case), or `ALL`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capabilities {
     /// Added to the default set.
@@ -500,7 +506,9 @@ pub fn capability_numbers(name: &str) -> Option<Vec<u32>> {
 }
 
 /// How a toleration matches a taint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum TolerationOperator {
     /// Key and value must match (the default).
     #[default]
@@ -510,7 +518,7 @@ pub enum TolerationOperator {
 }
 
 /// Effect of a node taint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum TaintEffect {
     /// Pods that do not tolerate it are not scheduled on the node.
     NoSchedule,
@@ -521,7 +529,7 @@ pub enum TaintEffect {
 }
 
 /// A taint the pod tolerates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Toleration {
     /// Taint key (empty with `Exists`: every key).
@@ -554,7 +562,9 @@ impl Toleration {
 }
 
 /// Lifecycle phase of a pod.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum PodPhase {
     /// Accepted, not yet running (unscheduled, or image/sandbox being prepared).
     #[default]
@@ -583,7 +593,7 @@ impl PodPhase {
 }
 
 /// Observed state of a pod.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodStatus {
     /// Lifecycle phase.
@@ -619,7 +629,7 @@ pub struct PodStatus {
 }
 
 /// Observed state of one container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerStatus {
     /// Container name.
@@ -649,7 +659,7 @@ pub struct ContainerStatus {
 }
 
 /// State of a container: at most one of the fields is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerState {
     /// Not running yet (e.g. `ContainerCreating`, `CrashLoopBackOff`).
@@ -664,7 +674,7 @@ pub struct ContainerState {
 }
 
 /// A container that is not running yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerStateWaiting {
     /// Why (`ContainerCreating`, `ImagePullBackOff`, `CrashLoopBackOff`).
@@ -676,7 +686,7 @@ pub struct ContainerStateWaiting {
 }
 
 /// A running container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerStateRunning {
     /// When it started.
@@ -685,7 +695,7 @@ pub struct ContainerStateRunning {
 }
 
 /// An exited container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerStateTerminated {
     /// Exit status (128 + signal number when killed by a signal).

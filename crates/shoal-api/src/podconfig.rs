@@ -29,7 +29,7 @@ pub const RESOURCE_FIELDS: [&str; 4] = [
 ];
 
 /// Where a variable's value comes from; exactly one field is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVarSource {
     /// A key of a ConfigMap in the pod's namespace.
@@ -47,7 +47,7 @@ pub struct EnvVarSource {
 }
 
 /// One key of a named ConfigMap or Secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeySelector {
     /// The object's name.
@@ -61,7 +61,7 @@ pub struct KeySelector {
 }
 
 /// A field of the pod.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectFieldSelector {
     /// `metadata.name`, `metadata.namespace`, `status.podIP`, `spec.nodeName`, ...
@@ -72,7 +72,7 @@ pub struct ObjectFieldSelector {
 }
 
 /// A resource limit or request of a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceFieldSelector {
     /// The container (default: the one the variable belongs to; required in volumes).
@@ -86,7 +86,7 @@ pub struct ResourceFieldSelector {
 }
 
 /// Every key of a ConfigMap or Secret as variables.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvFromSource {
     /// Put before every key.
@@ -101,7 +101,7 @@ pub struct EnvFromSource {
 }
 
 /// A named ConfigMap or Secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NameRef {
     /// The object's name.
@@ -112,7 +112,7 @@ pub struct NameRef {
 }
 
 /// A key written to a file of a volume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyToPath {
     /// The key.
@@ -125,7 +125,7 @@ pub struct KeyToPath {
 }
 
 /// `configMap:` volume: every key (or `items`) as a file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMapVolume {
     /// The ConfigMap.
@@ -142,7 +142,7 @@ pub struct ConfigMapVolume {
 }
 
 /// `secret:` volume: every key (or `items`) as a file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretVolume {
     /// The Secret.
@@ -159,7 +159,7 @@ pub struct SecretVolume {
 }
 
 /// One file of a `downwardAPI` volume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DownwardApiFile {
     /// Relative path of the file.
@@ -176,7 +176,7 @@ pub struct DownwardApiFile {
 }
 
 /// `downwardAPI:` volume: pod fields as files.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DownwardApiVolume {
     /// The files.
@@ -188,7 +188,7 @@ pub struct DownwardApiVolume {
 }
 
 /// A ConfigMap in a projected volume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMapProjection {
     /// The ConfigMap.
@@ -202,7 +202,7 @@ pub struct ConfigMapProjection {
 }
 
 /// A Secret in a projected volume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretProjection {
     /// The Secret.
@@ -216,7 +216,7 @@ pub struct SecretProjection {
 }
 
 /// Pod fields in a projected volume.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DownwardApiProjection {
     /// The files.
@@ -225,7 +225,7 @@ pub struct DownwardApiProjection {
 }
 
 /// One source of a projected volume; exactly one field is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeProjection {
     /// A ConfigMap.
@@ -244,7 +244,7 @@ pub struct VolumeProjection {
 }
 
 /// `projected:` volume: several sources in one directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectedVolume {
     /// The sources.

@@ -340,7 +340,9 @@ impl<'de> Deserialize<'de> for Quantity {
 
 /// Amounts of the resources the scheduler counts, in base units; sums of
 /// [`ResourceList`]s (`a + b`, `total - used`, `sum()`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// CPU in millicores.
@@ -445,6 +447,19 @@ impl Sub for Resources {
 impl std::iter::Sum for Resources {
     fn sum<I: Iterator<Item = Resources>>(iter: I) -> Resources {
         iter.fold(Resources::default(), Add::add)
+    }
+}
+
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "number"],
+            "description": "A Kubernetes quantity: a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, …), e.g. 250m, 64Mi."
+        })
     }
 }
 

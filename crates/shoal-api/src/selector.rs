@@ -485,7 +485,7 @@ impl fmt::Display for LabelSelector {
 }
 
 /// Operator of a manifest `matchExpressions` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SelectorOperator {
     /// The label's value is one of `values`.
     In,
@@ -498,7 +498,7 @@ pub enum SelectorOperator {
 }
 
 /// One `matchExpressions` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorRequirement {
     /// The label key.
@@ -511,7 +511,9 @@ pub struct LabelSelectorRequirement {
 }
 
 /// The manifest form of a selector (`spec.selector` of a Deployment).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorSpec {
     /// Labels that must be present with these values.

@@ -116,8 +116,20 @@ pub fn expand(cmd: &Command, argv: Vec<OsString>) -> Result<Vec<OsString>, Flags
     Ok(out)
 }
 
+/// Parses a timeout: a span as [`parse_span`] reads it, more than zero.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_span(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "invalid duration {:?}: must be more than zero; expected e.g. 500ms, 30s, 1h",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a Go-style span such as `90s`, `5m`, `1h30m`, `2d` or `500ms` (a plain number is
-/// seconds).
+/// seconds). The one duration parser of every Shoal flag.
 pub fn parse_span(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     let bad = |why: &str| format!("invalid duration {text:?}: {why}; expected e.g. 30s, 5m, 1h30m");
@@ -219,6 +231,30 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<T, FlagsError> {
         try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn spans_and_timeouts() {
+        let s = |v: &str| parse_span(v);
+        assert_eq!(s("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(s("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(s("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(s("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(s("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(s("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(s(" 1.5s "), Ok(Duration::from_millis(1500)));
+        assert_eq!(s("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(s("0s"), Ok(Duration::ZERO));
+        for bad in ["", "m", "5x", "h5", "5m3", "-5m", "1y", "fast"] {
+            let e = s(bad).unwrap_err();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+        // A timeout is the same parser, more than zero: `1h` works as it does for spans.
+        assert_eq!(parse_timeout("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        let e = parse_timeout("0s").unwrap_err();
+        assert!(e.contains("more than zero"), "{e}");
+        assert!(parse_timeout("soon").is_err());
     }
 
     #[test]

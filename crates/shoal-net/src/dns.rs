@@ -284,7 +284,43 @@ enum Decision {
 
 /// Like [`answer`], but with `forwarding` a well-formed query (QUERY, one question, class IN)
 /// for a name outside `zone` and not in the table is handed back for forwarding.
+/// Queries the node DNS decided on since the process started, by outcome: answered from
+/// the cluster zone (or refused) here, and forwarded upstream. Process-wide (the agent
+/// runs one node DNS) and read by its metrics.
+pub static QUERIES: QueryCounts = QueryCounts {
+    answered: std::sync::atomic::AtomicU64::new(0),
+    forwarded: std::sync::atomic::AtomicU64::new(0),
+};
+
+/// See [`QUERIES`].
+#[derive(Debug)]
+pub struct QueryCounts {
+    /// Answered here (from the cluster zone, or an error).
+    pub answered: std::sync::atomic::AtomicU64,
+    /// Forwarded to an upstream resolver.
+    pub forwarded: std::sync::atomic::AtomicU64,
+}
+
 fn decide(query: &[u8], zone: &str, table: &DnsTable, udp: bool, forwarding: bool) -> Decision {
+    let d = decide_inner(query, zone, table, udp, forwarding);
+    let counter = match &d {
+        Decision::Reply(None) => None,
+        Decision::Reply(Some(_)) => Some(&QUERIES.answered),
+        Decision::Forward(..) => Some(&QUERIES.forwarded),
+    };
+    if let Some(c) = counter {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    d
+}
+
+fn decide_inner(
+    query: &[u8],
+    zone: &str,
+    table: &DnsTable,
+    udp: bool,
+    forwarding: bool,
+) -> Decision {
     use Decision::Reply;
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return Reply(None); // no complete header, or a response (never answer those: no loops)

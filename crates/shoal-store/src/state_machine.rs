@@ -217,6 +217,11 @@ impl SledStateMachine {
             .map_err(|_| StoreError::Storage("watch hub lock poisoned".into()))
     }
 
+    /// Watch streams of this member that are still open.
+    pub fn watchers(&self) -> usize {
+        self.hub().map(|h| h.watchers()).unwrap_or(0)
+    }
+
     /// The index of the last applied entry (0 before any).
     pub fn last_applied_index(&self) -> u64 {
         self.shared

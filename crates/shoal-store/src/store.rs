@@ -810,6 +810,11 @@ impl Store {
         Ok(w)
     }
 
+    /// Watch streams of this member that are still open (API watches and the reconcilers').
+    pub fn watchers(&self) -> usize {
+        self.inner.sm.watchers()
+    }
+
     /// The revision this member has applied up to.
     pub fn applied_revision(&self) -> u64 {
         self.inner.sm.last_applied_index()

@@ -54,6 +54,11 @@ impl WatchHub {
         self.floor
     }
 
+    /// Watchers whose stream is still open (for the watchers metric).
+    pub(crate) fn watchers(&self) -> usize {
+        self.subs.iter().filter(|s| !s.tx.is_closed()).count()
+    }
+
     /// Records and fans out events (all events of one apply call, in order).
     pub(crate) fn publish(&mut self, events: Vec<WatchEvent>) {
         if events.is_empty() {

@@ -131,6 +131,8 @@ pub struct Member {
     pub addr: String,
     /// Its built-in registry's `127.0.0.1:PORT` (`--registry-listen`).
     pub registry_addr: String,
+    /// Its metrics listener's `127.0.0.1:PORT` (`--metrics-listen`).
+    pub metrics_addr: String,
     /// Its data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Its log file (appended to across restarts).
@@ -228,6 +230,7 @@ impl ControllerCluster {
             id,
             addr: addr.clone(),
             registry_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
             data_dir: dir.join(format!("c{id}")),
             log: dir.join(format!("c{id}.log")),
             proc: None,
@@ -252,6 +255,11 @@ impl ControllerCluster {
     /// Member `id`'s built-in registry address (`127.0.0.1:PORT`).
     pub fn registry_addr(&self, id: u64) -> String {
         self.member(id).registry_addr.clone()
+    }
+
+    /// Member `id`'s metrics listener (`/metrics`, `/healthz`, `/readyz`), `127.0.0.1:PORT`.
+    pub fn metrics_addr(&self, id: u64) -> String {
+        self.member(id).metrics_addr.clone()
     }
 
     /// Member `id`'s data directory.
@@ -309,6 +317,9 @@ impl ControllerCluster {
             .env("SHOAL_LOG", &self.log_filter);
         if !self.extra_args.iter().any(|a| a == "--registry-listen") {
             cmd.arg("--registry-listen").arg(&m.registry_addr);
+        }
+        if !self.extra_args.iter().any(|a| a == "--metrics-listen") {
+            cmd.arg("--metrics-listen").arg(&m.metrics_addr);
         }
         if let Some(s) = self.snapshot_every {
             cmd.arg("--snapshot-every").arg(s.to_string());

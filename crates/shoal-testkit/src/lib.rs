@@ -20,6 +20,8 @@
 //!   TLS), images pushed into it with skopeo.
 //! - [`docker::Dockerd`]: a private `dockerd` (data root, exec root and socket in a
 //!   temporary directory), stopped by PID and removed on drop.
+//! - [`metrics`]: scraping a daemon's `/metrics`, `/healthz`, `/readyz` over plain HTTP
+//!   and parsing the Prometheus text, checked against docs/observability.md.
 //! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
 //!   another test or another test process.
 //!
@@ -32,6 +34,7 @@ mod controller;
 pub mod docker;
 #[cfg(feature = "image")]
 pub mod image;
+pub mod metrics;
 mod names;
 mod netns;
 mod process;

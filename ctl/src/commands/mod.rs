@@ -14,6 +14,7 @@ pub mod diff;
 pub mod drain;
 pub mod edit;
 pub mod exec;
+pub mod explain;
 pub mod get;
 pub mod image;
 pub mod image_registry;
@@ -382,8 +383,9 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Cluster { command } => cluster::run(ctx, command).await,
         Command::Token { command } => access::token(ctx, command).await,
         Command::Config { command } => access::config(ctx, command).await,
-        Command::Version => version::run(),
+        Command::Version { client } => version::run(ctx, client).await,
         Command::ApiResources { no_headers } => meta::api_resources(no_headers),
+        Command::Explain { target, recursive } => explain::run(&target, recursive),
         Command::Completion { shell } => meta::completion(shell),
     }
 }

@@ -107,6 +107,7 @@ mod tests {
                 m(1, true, true, ""),
             ],
             answered_by: 1,
+            ..Default::default()
         };
         assert_eq!(
             cluster_status(&s),

@@ -40,6 +40,8 @@ impl Agent {
         let mut cmd = Command::new(agent_bin());
         cmd.args(["--name", node, "--controller", &c.addr, "--listen"])
             .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
             // Agents of these tests share the host's network namespace: no pod network.
             .args(["--network", "none"])
             .args(["--join-token", &token, "--ca-hash", &hash])

@@ -487,9 +487,32 @@ fn cluster_status_and_version() {
     assert_eq!(j["leaderId"], 1);
     assert_eq!(j["members"][0]["address"], c.addr.as_str());
 
-    let v = run_ctl("127.0.0.1:1", &["version"], None).ok();
+    let v = run_ctl("127.0.0.1:1", &["version", "--client"], None).ok();
     assert!(
-        v.starts_with(&format!("Client Version: v{}", env!("CARGO_PKG_VERSION"))),
+        v.starts_with(&format!("Client Version: v{}", env!("CARGO_PKG_VERSION")))
+            && !v.contains("Server Version"),
         "{v}"
+    );
+    // The server's version: the controller's build (same workspace, same line).
+    let v = c.ctl(&["version"]).ok();
+    let client = v.lines().next().unwrap_or_default().to_string();
+    let server = v
+        .lines()
+        .find_map(|l| l.strip_prefix("Server Version: "))
+        .unwrap_or_else(|| panic!("no server version: {v}"));
+    assert!(
+        client.contains(" (commit ") && client.contains(", built "),
+        "{v}"
+    );
+    assert!(
+        server.starts_with(&format!("v{} (commit ", env!("CARGO_PKG_VERSION")))
+            && server.ends_with("(controller 1)"),
+        "{v}"
+    );
+    // An unreachable controller is an error, after the client's line.
+    let e = run_ctl("127.0.0.1:1", &["version"], None);
+    assert!(
+        e.code != 0 && e.stdout.starts_with("Client Version: v"),
+        "{e:?}"
     );
 }

@@ -181,7 +181,7 @@ fn annotate_rollout_restart_and_taint() {
 }
 
 #[test]
-fn api_resources_and_completion_scripts_load_in_bash() {
+fn api_resources_explain_and_completion_scripts_load_in_bash() {
     // Neither needs a cluster.
     let out = Command::new(shoalctl_bin())
         .arg("api-resources")
@@ -195,6 +195,31 @@ fn api_resources_and_completion_scripts_load_in_bash() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>()
                 == ["deployments", "deploy", "apps/v1", "true", "Deployment"]),
         "{text}"
+    );
+
+    // explain: from the schema, no cluster either.
+    let explain = |args: &[&str]| {
+        Command::new(shoalctl_bin())
+            .arg("explain")
+            .args(args)
+            .output()
+            .expect("run shoalctl")
+    };
+    let out = explain(&["deploy.spec.template.spec.containers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("KIND:     Deployment")
+            && text.contains("VERSION:  apps/v1")
+            && text.contains("FIELD:    containers <[]Container>")
+            && text.contains("   image\t<"),
+        "{text}"
+    );
+    let out = explain(&["pod.spec.contaners"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"contaners\" does not exist in Pod.spec"),
+        "{err}"
     );
 
     let bin = shoalctl_bin();

@@ -116,6 +116,8 @@ fn snapshot_save_restores_into_a_new_cluster() {
             &format!("127.0.0.1:{}", free_port()),
             "--registry-listen",
             "none",
+            "--metrics-listen",
+            "none",
         ])
         .arg("--data-dir")
         .arg(c.dir().join("bad"))
@@ -129,7 +131,16 @@ fn snapshot_save_restores_into_a_new_cluster() {
     let addr = format!("127.0.0.1:{}", free_port());
     let _restored = Proc(
         Command::new(controller_bin())
-            .args(["--id", "5", "--listen", &addr, "--registry-listen", "none"])
+            .args([
+                "--id",
+                "5",
+                "--listen",
+                &addr,
+                "--registry-listen",
+                "none",
+                "--metrics-listen",
+                "none",
+            ])
             .arg("--data-dir")
             .arg(c.dir().join("restored"))
             .arg("--restore")
