@@ -196,8 +196,14 @@ pub async fn run(ctx: &mut Context, args: PortForwardArgs) -> Result<(), CtlErro
         let (channel, namespace, pod) = (channel.clone(), namespace.clone(), pod.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = l.accept().await else {
-                    continue;
+                let sock = match l.accept().await {
+                    Ok((sock, _)) => sock,
+                    Err(e) => {
+                        // E.g. out of descriptors: say so, and do not spin.
+                        note(&format!("error: accepting on 127.0.0.1:{local}: {e}"));
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let _ = super::print(&format!("Handling connection for {local}\n"));
                 let (channel, namespace, pod) = (channel.clone(), namespace.clone(), pod.clone());
