@@ -76,7 +76,9 @@ fn cp_both_ways_files_and_directories() {
     let path = |p: &str| local.join(p).to_str().unwrap().to_string();
 
     // Up: a file under a new name, a directory under a new name, a file into a directory.
+    let started = std::time::Instant::now();
     c.ctl(&["cp", &path("big.bin"), "files:/tmp/up.bin"]).ok();
+    eprintln!("cp of 100 KiB to a pod: {:?}", started.elapsed());
     let sum = |p: &str| c.ctl(&["exec", "files", "--", "md5sum", p]).ok();
     let local_md5 = std::process::Command::new("md5sum")
         .arg(local.join("big.bin"))
@@ -110,7 +112,9 @@ fn cp_both_ways_files_and_directories() {
     );
 
     // Down: the file and the directory back, compared byte for byte.
+    let started = std::time::Instant::now();
     c.ctl(&["cp", "files:/tmp/up.bin", &path("down.bin")]).ok();
+    eprintln!("cp of 100 KiB from a pod: {:?}", started.elapsed());
     assert_eq!(std::fs::read(local.join("down.bin")).unwrap(), data);
     c.ctl(&["cp", "files:/tmp/uptree", &path("downtree")]).ok();
     assert_eq!(
@@ -203,6 +207,12 @@ fn port_forward_to_a_pod_and_a_service() {
                 Err(format!("{r:?}; {}", pf.report()))
             }
         });
+        let started = std::time::Instant::now();
+        http_get(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        eprintln!(
+            "one HTTP GET through port-forward {target}: {:?}",
+            started.elapsed()
+        );
         // Two connections open at once, each its own stream.
         let a = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -248,6 +258,7 @@ fn run_creates_a_pod_and_attaches_to_its_output() {
     let _node = format!("ctl-run-{}", std::process::id());
     let mut agent = Agent::start(&c, &_node);
     // --rm --attach: the output comes back, then the pod is deleted.
+    let started = std::time::Instant::now();
     let run = c.ctl(&[
         "run",
         "hello",
@@ -268,6 +279,10 @@ fn run_creates_a_pod_and_attaches_to_its_output() {
         (0, "hello-from-run\nsecond\npod \"hello\" deleted\n"),
         "{run:?}; agent: {}",
         agent.log_tail()
+    );
+    eprintln!(
+        "run --rm --attach (create, start, log, delete): {:?}",
+        started.elapsed()
     );
     let e = c.ctl(&["get", "pod", "hello"]).err();
     assert!(e.contains("not found"), "{e}");
