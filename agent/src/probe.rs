@@ -218,10 +218,12 @@ fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Runs `f` on a new thread that first joins the network namespace `netns`.
-fn in_netns<F>(netns: &Path, f: F) -> Result<(), String>
+/// Runs `f` on a new thread that first joins the network namespace `netns` (the thread
+/// ends with `f`, so no other work ever runs in the pod's namespace).
+pub fn in_netns<T, F>(netns: &Path, f: F) -> Result<T, String>
 where
-    F: FnOnce() -> Result<(), String> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
 {
     let ns = std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
     std::thread::spawn(move || {

@@ -1,4 +1,5 @@
-//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, Stats.
+//! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, Attach, PortForward,
+//! Stats.
 
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -11,7 +12,8 @@ use shoal_proto::exec_input::Input;
 use shoal_proto::exec_output::Output;
 use shoal_proto::{
     ContainerStats, ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, PingRequest,
-    PingResponse, StatsRequest, StatsResponse,
+    PingResponse, PortForwardInput, PortForwardOutput, StatsRequest, StatsResponse,
+    port_forward_input,
 };
 use shoal_runtime::{ExecSpec, LogOptions, RuntimeError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -351,6 +353,162 @@ impl AgentApi for AgentService {
             }));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type AttachStream = BoxStream<ExecOutput>;
+
+    async fn attach(
+        &self,
+        r: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = r.into_inner();
+        let start = match input.message().await? {
+            Some(ExecInput {
+                input: Some(Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "attach: the first message must be `start`",
+                ));
+            }
+        };
+        let c = self
+            .find(&start.namespace, &start.pod, &start.container)
+            .await?;
+        let rt = self.agent.rt.clone();
+        let id = c.id.clone();
+        let want_stdin = start.stdin;
+        // Input only when asked for (and possible); output from the log, from now on.
+        let (att, reader) = tokio::task::spawn_blocking(move || {
+            let att = if want_stdin {
+                Some(rt.attach(&id)?)
+            } else {
+                None
+            };
+            let opts = LogOptions {
+                tail: Some(0),
+                since: None,
+                follow: true,
+            };
+            Ok::<_, RuntimeError>((att, rt.logs(&id, opts)?))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| to_status(&e))?;
+        if let Some(a) = &att
+            && start.rows > 0
+            && start.cols > 0
+        {
+            let _ = a.resize(start.rows as u16, start.cols as u16);
+        }
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<ExecOutput, Status>>(64);
+        let rt = self.agent.rt.clone();
+        let id = c.id.clone();
+        // Output: the log followed until the container's run ends (then its exit code), or
+        // until the client is gone (noticed at the next line).
+        std::thread::spawn(move || {
+            for l in reader {
+                let Ok(l) = l else { break };
+                let mut data = l.text.into_bytes();
+                if !l.partial {
+                    data.push(b'\n');
+                }
+                let o = match l.stream {
+                    shoal_runtime::Stream::Stderr => Output::Stderr(data),
+                    _ => Output::Stdout(data),
+                };
+                if out_tx
+                    .blocking_send(Ok(ExecOutput { output: Some(o) }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Ok(st) = rt.status(&id)
+                && let shoal_runtime::ContainerState::Exited(e) = st.state
+            {
+                let _ = out_tx.blocking_send(Ok(ExecOutput {
+                    output: Some(Output::ExitCode(e.exit_code)),
+                }));
+            }
+        });
+        if let Some(mut att) = att {
+            let (in_tx, in_rx) = std::sync::mpsc::channel::<Input>();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = input.message().await {
+                    if let Some(i) = m.input
+                        && in_tx.send(i).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                while let Ok(i) = in_rx.recv() {
+                    match i {
+                        Input::Stdin(data) => {
+                            if att.write(&data).is_err() {
+                                return;
+                            }
+                        }
+                        Input::StdinEof(_) => {
+                            let _ = att.close();
+                            return;
+                        }
+                        Input::Resize(r) => {
+                            let _ = att.resize(r.rows as u16, r.cols as u16);
+                        }
+                        Input::Start(_) => {}
+                    }
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type PortForwardStream = BoxStream<PortForwardOutput>;
+
+    async fn port_forward(
+        &self,
+        r: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        let mut input = r.into_inner();
+        let start = match input.message().await? {
+            Some(PortForwardInput {
+                input: Some(port_forward_input::Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "port-forward: the first message must be `start`",
+                ));
+            }
+        };
+        let port = u16::try_from(start.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "port-forward: port {} is not in 1-65535",
+                    start.port
+                ))
+            })?;
+        let (ns, pod) = (start.namespace.clone(), start.pod.clone());
+        let (sb, _) = self.agent.find_sandbox(&ns, &pod).ok_or_else(|| {
+            Status::not_found(format!("pod {ns}/{pod} is not on node {}", self.agent.name))
+        })?;
+        let rt = self.agent.rt.clone();
+        let socket = tokio::task::spawn_blocking(move || {
+            let netns = rt.sandbox(&sb).map_err(|e| to_status(&e))?.netns_path;
+            // FAILED_PRECONDITION, not UNAVAILABLE: the agent answered, the pod's port did not.
+            crate::forward::connect(&netns, port)
+                .map_err(|e| Status::failed_precondition(format!("pod {ns}/{pod}: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        crate::forward::pump(socket, input, tx)
+            .map_err(|e| Status::internal(format!("port-forward socket: {e}")))?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn stats(&self, _r: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {

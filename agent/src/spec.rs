@@ -43,6 +43,8 @@ pub fn container_spec(
 ) -> Result<ContainerSpec, String> {
     let mut s = ContainerSpec::new(id, c.image.clone());
     s.name = c.name.clone();
+    s.stdin = c.stdin;
+    s.tty = c.tty;
     match &resolved.env {
         Some(env) => {
             (s.command, s.args) = crate::podconfig::expand_command(c, env);

@@ -1,4 +1,4 @@
-//! The `Proxy` gRPC service: `logs`, `exec` and `stats` reach the pod's agent through the
+//! The `Proxy` gRPC service: `logs`, `exec`, `attach`, `port-forward` and `stats` reach the pod's agent through the
 //! controller, so users need to reach only a controller. The pod's `spec.nodeName` names the
 //! node; the Node object's `status.agentEndpoint` is the agent's `host:port`.
 
@@ -12,8 +12,8 @@ use serde_json::Value;
 use shoal_proto::agent_client::AgentClient;
 use shoal_proto::proxy_server::{Proxy, ProxyServer};
 use shoal_proto::{
-    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, StatsRequest, StatsResponse,
-    exec_input,
+    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, PortForwardInput, PortForwardOutput,
+    StatsRequest, StatsResponse, exec_input, port_forward_input,
 };
 use shoal_store::{Consistency, Store, StoreError};
 use tokio_stream::StreamExt;
@@ -150,8 +150,8 @@ fn caller<T>(req: &Request<T>) -> Result<shoal_pki::Identity, Status> {
         .ok_or_else(|| Status::unauthenticated("a client certificate of this cluster is required"))
 }
 
-/// Logs need read access to the pod's namespace; exec write access (as `pods/exec` in
-/// Kubernetes: `edit`, not `view`).
+/// Logs need read access to the pod's namespace; exec and port-forward write access (as
+/// `pods/exec` and `pods/portforward` in Kubernetes: `edit`, not `view`).
 fn check_pod_access(who: &shoal_pki::Identity, verb: Verb, namespace: &str) -> Result<(), Status> {
     let ns = if namespace.is_empty() {
         "default"
@@ -415,6 +415,91 @@ impl Proxy for ProxyService {
         let outbound = tokio_stream::once(first).chain(rest);
         let upstream = c
             .exec(Request::new(outbound))
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
+        Ok(Response::new(relay(t.node.clone(), upstream)))
+    }
+
+    type AttachStream = BoxStream<ExecOutput>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let who = caller(&request)?;
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(s)) => return Err(s),
+            None => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "attach: the input stream is empty".into(),
+                )));
+            }
+        };
+        let start = match &first.input {
+            Some(exec_input::Input::Start(s)) => s.clone(),
+            _ => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "attach: the first input message must be `start`".into(),
+                )));
+            }
+        };
+        // As exec (Kubernetes' `pods/attach`): writing to a process' stdin is running code.
+        check_pod_access(&who, Verb::Create, &start.namespace)?;
+        let t = self.pod_target(&start.namespace, &start.pod).await?;
+        let mut c = self.client(&t)?;
+        let rest = inbound.map_while(|r| r.ok());
+        let outbound = tokio_stream::once(first).chain(rest);
+        let upstream = c
+            .attach(Request::new(outbound))
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
+        Ok(Response::new(relay(t.node.clone(), upstream)))
+    }
+
+    type PortForwardStream = BoxStream<PortForwardOutput>;
+
+    async fn port_forward(
+        &self,
+        request: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        let who = caller(&request)?;
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(s)) => return Err(s),
+            None => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "port-forward: the input stream is empty".into(),
+                )));
+            }
+        };
+        let start = match &first.input {
+            Some(port_forward_input::Input::Start(s)) => s.clone(),
+            _ => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "port-forward: the first input message must be `start`".into(),
+                )));
+            }
+        };
+        if start.port == 0 || start.port > u32::from(u16::MAX) {
+            return Err(to_status(&ProxyError::Invalid(format!(
+                "port-forward: port {} is not in 1-65535",
+                start.port
+            ))));
+        }
+        // The same right as exec: a connection to the pod's port reaches what only the pod
+        // reaches.
+        check_pod_access(&who, Verb::Create, &start.namespace)?;
+        let t = self.pod_target(&start.namespace, &start.pod).await?;
+        let mut c = self.client(&t)?;
+        let rest = inbound.map_while(|r| r.ok());
+        let outbound = tokio_stream::once(first).chain(rest);
+        let upstream = c
+            .port_forward(Request::new(outbound))
             .await
             .map_err(|s| self.agent_error(&t, s))?
             .into_inner();

@@ -79,6 +79,14 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a command in a pod's container.
     Exec(ExecArgs),
+    /// Attach to the main process of a running container (its output; -i its stdin).
+    Attach(AttachArgs),
+    /// Copy files and directories to and from a container (tar through exec).
+    Cp(CpArgs),
+    /// Forward local ports to a pod's ports (also svc/NAME, deploy/NAME).
+    PortForward(PortForwardArgs),
+    /// Create a pod running one container; --attach follows it to its end.
+    Run(RunArgs),
     /// CPU and memory use of pods or nodes.
     Top {
         /// Pods or nodes.
@@ -436,6 +444,97 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`.
     #[arg(value_name = "COMMAND", last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// Arguments of `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Forward standard input to the process (the container needs `stdin` or `tty`).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Use the local terminal in raw mode (the container needs `tty`).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// The pod (or pod/NAME).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+}
+
+/// Arguments of `cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// What to copy: a local path, or [NAMESPACE/]POD:PATH.
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// Where to: a local path, or [NAMESPACE/]POD:PATH (exactly one side is a pod).
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+}
+
+/// Arguments of `port-forward`.
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// The pod (or pod/NAME), svc/NAME (a pod it selects; ports are the service's) or
+    /// TYPE/NAME of an owner such as deploy/NAME (one of its pods, running ones first).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// [LOCAL:]REMOTE: listen on 127.0.0.1:LOCAL (same as REMOTE when omitted; `:REMOTE`
+    /// picks a free port) and forward each connection to REMOTE of the pod.
+    #[arg(value_name = "PORTS", required = true, num_args = 1..)]
+    pub ports: Vec<String>,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pod's name (also its container's name).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The container image.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// The pod's restart policy: Always, OnFailure or Never.
+    #[arg(long, value_name = "POLICY", default_value = "Always")]
+    pub restart: String,
+    /// An environment variable K=V of the container (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// The pod's labels, K=V[,K=V…] (default: run=NAME).
+    #[arg(short = 'l', long, value_name = "LABELS")]
+    pub labels: Option<String>,
+    /// The port the container exposes (containerPort).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// The arguments after `--` are the command (replacing the image's entrypoint), not
+    /// arguments to it.
+    #[arg(long)]
+    pub command: bool,
+    /// Wait for the container to run, print its output until it ends and exit with its
+    /// exit code.
+    #[arg(long)]
+    pub attach: bool,
+    /// Delete the pod when it ends (with --attach).
+    #[arg(long)]
+    pub rm: bool,
+    /// Give the container a stdin and attach to it (implies --attach); its end closes
+    /// the container's stdin.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Give the container a TTY (with -i: the local terminal in raw mode).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// How long --attach waits for the container to start.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_timeout)]
+    pub pod_running_timeout: Duration,
+    /// Arguments (or with --command, the command and its arguments), after `--`.
+    #[arg(value_name = "ARGS", last = true)]
+    pub args: Vec<String>,
 }
 
 /// `shoalctl top …`.

@@ -101,6 +101,9 @@ pub enum CtlError {
     /// The local terminal could not be put into or out of raw mode.
     #[error("terminal: {0}")]
     Terminal(String),
+    /// `cp` failed, locally or in the container (the whole message, naming the path).
+    #[error("{0}")]
+    Copy(String),
     /// The request cannot be served in the object's current state (the whole message).
     #[error("{0}")]
     NotPossible(String),

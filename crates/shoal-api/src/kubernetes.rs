@@ -66,9 +66,6 @@ const POD_SPEC: &[&str] = &[
 const CONTAINER: &[&str] = &[
     "lifecycle",
     "startupProbe",
-    "stdin",
-    "stdinOnce",
-    "tty",
     "terminationMessagePath",
     "terminationMessagePolicy",
     "resizePolicy",

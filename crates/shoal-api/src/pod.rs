@@ -172,6 +172,19 @@ pub struct Container {
     /// User and group to run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Give the main process a stdin that `attach` can write to (as Kubernetes'
+    /// `stdin`; without it stdin is `/dev/null`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// Close the main process' stdin when the first attached client ends its input
+    /// (Kubernetes' `stdinOnce`; Shoal always does this, the field is accepted for
+    /// compatibility).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_once: bool,
+    /// Run the main process on a terminal (stdin, stdout and stderr on one pty; as
+    /// Kubernetes' `tty`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 /// An environment variable.

@@ -60,6 +60,7 @@ pub(crate) fn container_main(
     cfg: &ContainerConfig,
     dir: &Path,
     sync_fd: RawFd,
+    stdin_fd: Option<RawFd>,
     stdout_fd: RawFd,
     stderr_fd: RawFd,
 ) -> R<Infallible> {
@@ -72,8 +73,14 @@ pub(crate) fn container_main(
         cfg.cgroup.join_self().map_err(|e| e.to_string())?;
     }
     // stdio
-    let devnull = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    dup2(devnull.as_fd(), 0)?;
+    match stdin_fd {
+        // SAFETY: a valid pipe end or pty slave inherited from the supervisor.
+        Some(fd) => dup2(unsafe { BorrowedFd::borrow_raw(fd) }, 0)?,
+        None => {
+            let devnull = fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+            dup2(devnull.as_fd(), 0)?;
+        }
+    }
     // SAFETY: fds are valid pipe ends inherited from the supervisor.
     dup2(unsafe { BorrowedFd::borrow_raw(stdout_fd) }, 1)?;
     // SAFETY: as above.
@@ -118,7 +125,7 @@ pub(crate) fn container_main(
         &cfg.env,
         &cfg.cwd,
         &cfg.user,
-        false,
+        cfg.spec.tty,
         &cfg.spec.security,
     )
 }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod attach;
 pub mod caps;
 pub mod cgroup;
 pub mod devices;
@@ -32,6 +33,7 @@ pub mod util;
 pub use shoal_image as image;
 pub use shoal_image::{digest, testimage};
 
+pub use attach::AttachInput;
 pub use cgroup::{CgroupLayout, Resources, Stats};
 pub use exec::{ExecProcess, ExecSpec};
 pub use image::{Image, ImageConfig, ImageRef, ImageStore};

@@ -598,6 +598,22 @@ impl Runtime {
         Ok(self.load_config(id)?.cgroup.stats()?)
     }
 
+    /// The writing side of the running container's stdin (its spec has `stdin` or `tty`).
+    pub fn attach(&self, id: &str) -> Result<crate::AttachInput, RuntimeError> {
+        let cfg = self.load_config(id)?;
+        if !self.status(id)?.is_running() {
+            return Err(RuntimeError::NotRunning(id.to_string()));
+        }
+        if !cfg.spec.stdin && !cfg.spec.tty {
+            return Err(RuntimeError::InvalidSpec {
+                id: id.to_string(),
+                message: "attach: the container was not started with stdin or tty".into(),
+            });
+        }
+        crate::AttachInput::open(&self.container_dir(id), cfg.spec.tty)
+            .map_err(io_err(format!("attach to the stdin of {id}")))
+    }
+
     /// Starts a command inside the running container.
     pub fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecProcess, RuntimeError> {
         self.load_config(id)?;

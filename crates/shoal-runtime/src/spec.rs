@@ -140,6 +140,13 @@ pub struct ContainerSpec {
     /// on and the default capability set.
     #[serde(default)]
     pub security: Security,
+    /// Give the process a stdin (a pipe the supervisor holds; `attach` writes to it).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run the process on a pty (stdin, stdout and stderr; output goes to the log as
+    /// stdout).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A container's seccomp filter and capabilities.
@@ -190,6 +197,8 @@ impl ContainerSpec {
             log_path: None,
             log: LogConfig::default(),
             security: Security::default(),
+            stdin: false,
+            tty: false,
         }
     }
 }

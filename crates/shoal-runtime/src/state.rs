@@ -24,6 +24,9 @@ pub mod files {
     pub const STOP: &str = "stop";
     /// The default log file.
     pub const LOG: &str = "container.log";
+    /// `SUPERVISOR_PID FD DEV INO` of the writing side of the main process' stdin (with
+    /// `stdin` or `tty`), for `attach`.
+    pub const STDIN: &str = "stdin.fd";
 }
 
 /// Everything needed to start (and exec into) the container, fixed at create time.

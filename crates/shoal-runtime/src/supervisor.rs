@@ -70,6 +70,10 @@ struct Running {
     pid: Pid,
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
+    /// The writing side of the process' stdin (a pipe's write end, or the pty master with
+    /// a TTY) while it is open; `attach` gets a copy through `pidfd_getfd` (see
+    /// `files::STDIN`). SIGUSR1 closes it (the attached client ended its input).
+    input: Option<OwnedFd>,
     started_at: chrono::DateTime<Utc>,
     started: Instant,
     oom_base: u64,
@@ -101,6 +105,7 @@ impl Supervisor {
             Signal::SIGTERM,
             Signal::SIGINT,
             Signal::SIGHUP,
+            Signal::SIGUSR1,
         ] {
             mask.add(s);
         }
@@ -279,8 +284,32 @@ impl Supervisor {
         let oom_base = self.cfg.cgroup.oom_kills();
         let pipe =
             || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        // stdio: pipes for stdout and stderr (the log); with `tty` one pty for all three,
+        // with `stdin` a pipe for stdin; otherwise the child opens /dev/null.
+        let (out_r, out_w, err_r, err_w, in_r, input) = if self.cfg.spec.tty {
+            let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+            for fd in [&pty.master, &pty.slave] {
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )
+                .map_err(|e| format!("pty: {e}"))?;
+            }
+            let out_r = pty.master.try_clone().map_err(|e| format!("pty: {e}"))?;
+            let out_w = pty.slave.try_clone().map_err(|e| format!("pty: {e}"))?;
+            let err_w = pty.slave.try_clone().map_err(|e| format!("pty: {e}"))?;
+            (out_r, out_w, None, err_w, Some(pty.slave), Some(pty.master))
+        } else {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let (in_r, in_w) = if self.cfg.spec.stdin {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            } else {
+                (None, None)
+            };
+            (out_r, out_w, Some(err_r), err_w, in_r, in_w)
+        };
         let (sync_r, sync_w) = pipe()?;
         let (fail_r, fail_w) = pipe()?;
         let mut stack = vec![0u8; 1 << 20];
@@ -292,8 +321,10 @@ impl Supervisor {
             err_w.as_raw_fd(),
             fail_w.as_raw_fd(),
         );
+        let ir = in_r.as_ref().map(|f| f.as_raw_fd());
         let cb = Box::new(move || -> isize {
-            let r: Result<Infallible, String> = crate::init::container_main(cfg, dir, sr, ow, ew);
+            let r: Result<Infallible, String> =
+                crate::init::container_main(cfg, dir, sr, ir, ow, ew);
             let Err(msg) = r;
             // SAFETY: writing a byte buffer to our own pipe end.
             unsafe { libc::write(fw, msg.as_ptr().cast(), msg.len()) };
@@ -309,7 +340,7 @@ impl Supervisor {
         let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
             .map_err(|e| format!("clone: {e}"))?;
         t.mark("clone");
-        drop((out_w, err_w, sync_r, fail_w));
+        drop((out_w, err_w, sync_r, fail_w, in_r));
         let started_at = Utc::now();
         let started = Instant::now();
         if self.cfg.cgroup.layout.is_v2()
@@ -329,10 +360,24 @@ impl Supervisor {
             let _ = waitpid(pid, None);
             return Err(String::from_utf8_lossy(&msg).into_owned());
         }
+        if let Some(w) = &input {
+            // Where `attach` finds the writing side: our pid, the descriptor, and its
+            // device and inode (checked after `pidfd_getfd`, so a reused number is refused).
+            let st = nix::sys::stat::fstat(w).map_err(|e| format!("stdin: {e}"))?;
+            let line = format!(
+                "{} {} {} {}\n",
+                std::process::id(),
+                w.as_raw_fd(),
+                st.st_dev,
+                st.st_ino
+            );
+            let _ = fs::write(self.dir.join(files::STDIN), line);
+        }
         Ok(Running {
             pid,
             out: Some(out_r),
-            err: Some(err_r),
+            err: err_r,
+            input,
             started_at,
             started,
             oom_base,
@@ -366,6 +411,11 @@ impl Supervisor {
             .filter_map(|(f, s)| f.map(|f| (f.as_raw_fd(), s)))
             .collect();
             let ev = self.poll(&fds, timeout);
+            // The end of an attached client's input closes a pipe stdin (the process reads
+            // EOF); a pty gets ^D from the agent instead and stays open.
+            if ev.close_stdin && !self.cfg.spec.tty && run.input.take().is_some() {
+                let _ = fs::remove_file(self.dir.join(files::STDIN));
+            }
             for (stream, data) in ev.data {
                 if data.is_empty() {
                     match stream {
@@ -431,6 +481,7 @@ impl Supervisor {
                 match Signal::try_from(si.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => ev.child = true,
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => ev.stop = true,
+                    Ok(Signal::SIGUSR1) => ev.close_stdin = true,
                     _ => {}
                 }
             }
@@ -458,6 +509,7 @@ impl Supervisor {
 struct Events {
     child: bool,
     stop: bool,
+    close_stdin: bool,
     data: Vec<(Stream, Vec<u8>)>,
 }
 

@@ -86,30 +86,66 @@ pub fn start_message(
     }
 }
 
+/// Which bidirectional session of the `Proxy` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// `Proxy.Exec`: a new process.
+    Exec,
+    /// `Proxy.Attach`: the container's main process (`attach`, `run -i`).
+    Attach,
+}
+
 /// Runs `exec`.
 pub async fn run(ctx: &mut Context, args: ExecArgs) -> Result<(), CtlError> {
     let pod = pod_name(&args.pod)?;
     let namespace = ctx.namespace().to_string();
-    let target = Target::new("pod", &namespace, &pod);
+    let start = match start_message(&namespace, &pod, &args, args.tty, (0, 0)).input {
+        Some(Input::Start(s)) => s,
+        _ => return Err(CtlError::Usage("exec: no start message".into())),
+    };
+    session(ctx, Session::Exec, start).await
+}
+
+/// Runs an exec or attach session: `start.tty` asks for a TTY (granted when stdin is a
+/// terminal), `start.stdin` forwards stdin.
+pub async fn session(
+    ctx: &mut Context,
+    kind: Session,
+    mut start: ExecStart,
+) -> Result<(), CtlError> {
+    let target = Target::new("pod", &start.namespace, &start.pod);
     let stdin_tty = rustix::termios::isatty(std::io::stdin().as_fd());
-    let tty = args.tty && stdin_tty;
-    if args.tty && !stdin_tty {
+    let tty = start.tty && stdin_tty;
+    if start.tty && !stdin_tty {
         note("Unable to use a TTY - input is not a terminal");
     }
     let size = if tty { window_size() } else { (0, 0) };
+    (start.tty, start.rows, start.cols) = (tty, size.0, size.1);
+    let forward = start.stdin;
     let (tx, rx) = mpsc::channel::<ExecInput>(16);
-    tx.send(start_message(&namespace, &pod, &args, tty, size))
-        .await
-        .map_err(|_| CtlError::Terminal("exec input closed".into()))?;
-    let channel = ctx.conn().await?.channel().await?;
-    let mut output = ProxyClient::new(channel)
-        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
+    tx.send(ExecInput {
+        input: Some(Input::Start(start)),
+    })
+    .await
+    .map_err(|_| CtlError::Terminal("exec input closed".into()))?;
+    let conn = ctx.conn().await?;
+    let channel = match kind {
+        Session::Exec => conn.channel().await?,
+        // An attached session lasts as long as the container: no request deadline.
+        Session::Attach => conn.channel_without_deadline().await?,
+    };
+    let mut client = ProxyClient::new(channel);
+    let input = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let call = match kind {
+        Session::Exec => client.exec(input).await,
+        Session::Attach => client.attach(input).await,
+    };
+    let mut output = call
         .map_err(|s| service_error(&s, Some(&target), Service::Workload))?
         .into_inner();
     // Raw mode only once the session is open, so that errors print normally.
     let raw = if tty { Some(RawMode::enable()?) } else { None };
-    if args.stdin {
+    if forward {
         forward_stdin(tx.clone());
     }
     let mut winch = signal(SignalKind::window_change()).map_err(signal_err)?;
@@ -142,13 +178,99 @@ pub async fn run(ctx: &mut Context, args: ExecArgs) -> Result<(), CtlError> {
     };
     drop(raw);
     result?;
-    match exit_code {
-        Some(0) => Ok(()),
-        Some(c) => Err(CtlError::RemoteExit(c)),
-        None => Err(CtlError::BadResponse(
+    match (exit_code, kind) {
+        (Some(0), _) => Ok(()),
+        (Some(c), _) => Err(CtlError::RemoteExit(c)),
+        // The container restarts (or the agent could not tell): nothing more to say.
+        (None, Session::Attach) => Ok(()),
+        (None, Session::Exec) => Err(CtlError::BadResponse(
             "the exec session ended without an exit code".into(),
         )),
     }
+}
+
+/// What a non-interactive command printed and how it ended.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its exit code.
+    pub exit_code: i32,
+}
+
+/// Runs `command` in a container without a TTY, feeding it `stdin` (then its end) when
+/// given, and collects its output (`cp` runs `tar` this way). Uses a channel without the
+/// request deadline: a copy may take longer.
+pub async fn capture(
+    ctx: &mut Context,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    command: Vec<String>,
+    stdin: Option<Vec<u8>>,
+) -> Result<Captured, CtlError> {
+    let target = Target::new("pod", namespace, pod);
+    let (tx, rx) = mpsc::channel::<ExecInput>(16);
+    let start = ExecInput {
+        input: Some(Input::Start(ExecStart {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.unwrap_or_default().to_string(),
+            command,
+            tty: false,
+            stdin: stdin.is_some(),
+            rows: 0,
+            cols: 0,
+        })),
+    };
+    tx.send(start)
+        .await
+        .map_err(|_| CtlError::Terminal("exec input closed".into()))?;
+    let channel = ctx.conn().await?.channel_without_deadline().await?;
+    let mut output = ProxyClient::new(channel)
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| service_error(&s, Some(&target), Service::Workload))?
+        .into_inner();
+    if let Some(data) = stdin {
+        tokio::spawn(async move {
+            for chunk in data.chunks(STDIN_CHUNK) {
+                let m = ExecInput {
+                    input: Some(Input::Stdin(chunk.to_vec())),
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(ExecInput {
+                    input: Some(Input::StdinEof(true)),
+                })
+                .await;
+        });
+    } else {
+        drop(tx);
+    }
+    let mut out = Captured::default();
+    let mut exit_code = None;
+    while let Some(m) = output
+        .message()
+        .await
+        .map_err(|s| service_error(&s, Some(&target), Service::Workload))?
+    {
+        match m.output {
+            Some(Output::Stdout(b)) => out.stdout.extend_from_slice(&b),
+            Some(Output::Stderr(b)) => out.stderr.extend_from_slice(&b),
+            Some(Output::ExitCode(c)) => exit_code = Some(c),
+            None => {}
+        }
+    }
+    out.exit_code = exit_code.ok_or_else(|| {
+        CtlError::BadResponse("the exec session ended without an exit code".into())
+    })?;
+    Ok(out)
 }
 
 fn signal_err(e: std::io::Error) -> CtlError {

@@ -2,8 +2,10 @@
 
 pub mod access;
 pub mod apply;
+pub mod attach;
 pub mod cluster;
 pub mod cordon;
+pub mod cp;
 pub mod create;
 pub mod create_config;
 pub mod dashboard;
@@ -22,7 +24,9 @@ pub mod label;
 pub mod logs;
 pub mod meta;
 pub mod patch;
+pub mod port_forward;
 pub mod rollout;
+pub mod run;
 pub mod scale;
 pub mod set;
 pub mod taint;
@@ -364,6 +368,10 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Image { command } => image::run(ctx, command).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
+        Command::Attach(a) => attach::run(ctx, a).await,
+        Command::Cp(a) => cp::run(ctx, a).await,
+        Command::PortForward(a) => port_forward::run(ctx, a).await,
+        Command::Run(a) => run::run(ctx, a).await,
         Command::Top { command } => top::run(ctx, command).await,
         Command::Scale(a) => scale::run(ctx, a).await,
         Command::Set { command } => set::run(ctx, command).await,

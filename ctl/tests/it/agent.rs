@@ -12,7 +12,7 @@ use shoal_testkit::Proc;
 use crate::harness::{Controller, eventually, free_port, shoalctl_bin, watcher};
 
 /// The agent binary (`$SHOAL_AGENT_BIN`, else in the test binary's target directory).
-fn agent_bin() -> PathBuf {
+pub(crate) fn agent_bin() -> PathBuf {
     shoal_testkit::bin("shoal-agent")
 }
 

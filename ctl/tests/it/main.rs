@@ -15,5 +15,6 @@ mod images;
 mod membership;
 mod services;
 mod upstream;
+mod verbs;
 mod watch;
 mod workloads;

@@ -2,6 +2,7 @@
 //! are `#[ignore]`d; run them with `cargo test -p shoal-runtime -- --include-ignored`.
 #![allow(clippy::unwrap_used)]
 
+mod attach;
 mod cgroups;
 mod common;
 mod containers;
