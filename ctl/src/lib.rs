@@ -14,6 +14,7 @@ pub mod labels;
 pub mod manifest;
 pub mod merge;
 pub mod output;
+pub mod progress;
 pub mod sources;
 
 pub use cli::Cli;

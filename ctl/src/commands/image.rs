@@ -193,11 +193,16 @@ pub async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), C
         path: shown.clone(),
         source,
     };
+    let mut total = None;
     let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if shown == "-" {
         Box::new(tokio::io::stdin())
     } else {
-        Box::new(tokio::fs::File::open(path).await.map_err(io_err)?)
+        let f = tokio::fs::File::open(path).await.map_err(io_err)?;
+        total = f.metadata().await.ok().map(|m| m.len());
+        Box::new(f)
     };
+    let bar = crate::progress::bytes(total, &format!("importing {shown}"));
+    let sent = bar.clone();
     // Read ahead into a bounded channel so that a slow controller applies back-pressure.
     let (tx, rx) = tokio::sync::mpsc::channel::<ImportChunk>(4);
     let (err_tx, mut err_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
@@ -225,6 +230,7 @@ pub async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), C
                 tag: if first { tag.clone() } else { String::new() },
             };
             first = false;
+            sent.inc(filled as u64);
             let last = filled < CHUNK;
             if tx.send(chunk).await.is_err() || last {
                 return;
@@ -236,6 +242,7 @@ pub async fn import(ctx: &mut Context, path: &Path, tag: String) -> Result<(), C
     let result = ImagesClient::new(channel)
         .import(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
+    bar.finish_and_clear();
     if let Ok(e) = err_rx.try_recv() {
         return Err(io_err(e));
     }

@@ -73,6 +73,19 @@ pub enum RolloutState {
     Stuck(String),
 }
 
+/// (replicas updated and available, desired replicas) of a Deployment: the progress bar.
+pub fn rollout_progress(d: &Value) -> (u64, u64) {
+    let int = |p: &str| d.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let desired = d
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    let done = int("/status/updatedReplicas")
+        .min(int("/status/availableReplicas"))
+        .min(desired);
+    (done, desired)
+}
+
 /// Judges one version of a Deployment like `kubectl rollout status`: done when
 /// `status.observedGeneration >= metadata.generation` and updated == spec.replicas,
 /// no old replicas are left and every updated replica is available.
@@ -129,18 +142,30 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
     let ns = ctx.namespace_for(kind);
     let fields = format!("metadata.name={name}");
     let mut last = String::new();
-    let mut show = |state: &RolloutState| -> Result<Option<Result<(), CtlError>>, CtlError> {
-        let (line, end) = match state {
-            RolloutState::Waiting(l) => (l, None),
-            RolloutState::Done(l) => (l, Some(Ok(()))),
-            RolloutState::Stuck(l) => return Ok(Some(Err(CtlError::NotPossible(l.clone())))),
+    // Updated and available replicas of the desired count, on a terminal.
+    let bar = crate::progress::count(0, &format!("deployment/{name}"));
+    let mut show =
+        |state: &RolloutState, d: &Value| -> Result<Option<Result<(), CtlError>>, CtlError> {
+            let (line, end) = match state {
+                RolloutState::Waiting(l) => (l, None),
+                RolloutState::Done(l) => (l, Some(Ok(()))),
+                RolloutState::Stuck(l) => {
+                    bar.finish_and_clear();
+                    return Ok(Some(Err(CtlError::NotPossible(l.clone()))));
+                }
+            };
+            let (done, total) = rollout_progress(d);
+            bar.set_length(total);
+            bar.set_position(done);
+            if *line != last {
+                bar.suspend(|| print(&format!("{line}\n")))?;
+                last = line.clone();
+            }
+            if end.is_some() {
+                bar.finish_and_clear();
+            }
+            Ok(end)
         };
-        if *line != last {
-            print(&format!("{line}\n"))?;
-            last = line.clone();
-        }
-        Ok(end)
-    };
     // shoal-client's watcher: a list, then changes; it re-lists when the watch is too old
     // and moves to the next controller when one goes away.
     let client = ctx.conn().await?.client().clone();
@@ -175,7 +200,7 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
                 object
             }
         };
-        if let Some(end) = show(&rollout_state(&d))? {
+        if let Some(end) = show(&rollout_state(&d), &d)? {
             return end;
         }
     }
@@ -316,6 +341,14 @@ async fn undo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_counts_updated_and_available_replicas() {
+        let d = serde_json::json!({"spec": {"replicas": 3},
+            "status": {"updatedReplicas": 2, "availableReplicas": 3}});
+        assert_eq!(rollout_progress(&d), (2, 3));
+        assert_eq!(rollout_progress(&serde_json::json!({})), (0, 1));
+    }
 
     #[test]
     fn restart_sets_the_template_annotation() {

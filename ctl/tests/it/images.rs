@@ -324,3 +324,35 @@ fn saved_images_load_and_run_in_docker() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 }
+
+/// On a terminal `image import` draws a progress bar on stderr; through a pipe it prints
+/// only its result line (what scripts parse).
+#[test]
+#[ignore = "requires root: the controller's image store unpacks layers (ownership, device nodes)"]
+fn import_shows_a_progress_bar_only_on_a_terminal() {
+    let c = Controller::start();
+    let tarball = shoal_testkit::image::busybox(c.dir.path(), "progress:1");
+    let piped = c.ctl(&["image", "import", tarball.to_str().unwrap()]);
+    assert!(!piped.stderr.contains("importing"), "{}", piped.stderr);
+    assert!(piped.ok().starts_with("Loaded image: progress:1"));
+
+    // util-linux `script` runs the command on a pseudo-terminal and copies what it shows.
+    let cmd = format!(
+        "{} --server {} image import --tag progress:2 {}",
+        crate::harness::shoalctl_bin().display(),
+        c.addr,
+        tarball.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("SHOAL_CONFIG", crate::harness::conf_for(&c.addr))
+        .env("TERM", "xterm")
+        .output()
+        .expect("run script (util-linux)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("importing ") && shown.contains("Loaded image: progress:"),
+        "{shown}"
+    );
+}
