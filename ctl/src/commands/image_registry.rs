@@ -127,21 +127,28 @@ pub async fn push(
         creds,
     )
     .map_err(failed)?;
+    // A bar of the image's bytes on a terminal, a line per blob as each completes.
+    let total = info.layer_sizes.iter().sum::<u64>() + info.config_json.len() as u64;
+    let bar = crate::progress::bytes(Some(total), &format!("pushing {}", t.name));
     let mut progress = |d: &Descriptor, outcome: BlobOutcome| {
         let what = match outcome {
             BlobOutcome::Exists => "exists ",
             BlobOutcome::Pushed => "pushed ",
         };
-        note(&format!(
-            "{what}{} {}",
-            short(&d.digest.to_string()),
-            output::size_text(d.size)
-        ));
+        bar.inc(d.size);
+        bar.suspend(|| {
+            note(&format!(
+                "{what}{} {}",
+                short(&d.digest.to_string()),
+                output::size_text(d.size)
+            ))
+        });
     };
-    let digest = pusher
+    let pushed = pusher
         .push(&reference, &image.manifest_bytes, &blobs, &mut progress)
-        .await
-        .map_err(failed)?;
+        .await;
+    bar.finish_and_clear();
+    let digest = pushed.map_err(failed)?;
     print(&format!(
         "{}: digest: {digest} size: {}\n",
         t.name,
