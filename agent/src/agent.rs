@@ -385,6 +385,11 @@ impl Agent {
         p.spec.node_name.as_deref() == Some(self.name.as_str())
     }
 
+    /// The node's pod network, once it is up (none with `--network none`).
+    pub fn pod_network(&self) -> Option<&Arc<crate::network::PodNetwork>> {
+        self.net.get()
+    }
+
     /// Every pod bound to this node, as last watched.
     pub fn pods_now(&self) -> Vec<Pod> {
         lock(&self.pods).values().cloned().collect()

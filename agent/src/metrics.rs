@@ -59,6 +59,35 @@ pub struct Snapshot {
     pub containers: BTreeMap<String, u64>,
     /// Every container.
     pub rows: Vec<ContainerRow>,
+    /// The overlay's peers (none without a pod network).
+    pub peers: Vec<PeerRow>,
+}
+
+/// One overlay peer in a sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerRow {
+    /// The peer's public key (base64).
+    pub peer: String,
+    /// Bytes received from it.
+    pub rx_bytes: u64,
+    /// Bytes sent to it.
+    pub tx_bytes: u64,
+    /// Seconds since the last completed handshake, if there was one.
+    pub handshake_age: Option<f64>,
+}
+
+/// The sample rows of the overlay's peers. Pure.
+pub fn peer_rows(peers: &[shoal_net::wg::PeerState]) -> Vec<PeerRow> {
+    use base64::Engine as _;
+    peers
+        .iter()
+        .map(|p| PeerRow {
+            peer: base64::engine::general_purpose::STANDARD.encode(p.public_key),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            handshake_age: p.last_handshake.map(|d| d.as_secs_f64()),
+        })
+        .collect()
 }
 
 /// The agent's metrics (clones share their values).
@@ -178,6 +207,9 @@ fn sample(agent: &Agent) -> Snapshot {
             restarts: c.restart_count(),
         });
     }
+    if let Some(net) = agent.pod_network() {
+        s.peers = peer_rows(&net.overlay_peers());
+    }
     s
 }
 
@@ -242,6 +274,42 @@ impl Collector for SnapshotCollector {
         )?;
         for r in &s.rows {
             ConstCounter::new(u64::from(r.restarts)).encode(e.encode_family(&labels(r))?)?;
+        }
+        let e = enc.encode_descriptor(
+            "agent_overlay_peers",
+            "WireGuard overlay peers of this node (the other nodes with a pod network)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.peers.len() as i64).encode(e)?;
+        for (name, help, dir) in [
+            (
+                "agent_overlay_received_bytes",
+                "Bytes received from an overlay peer (decrypted WireGuard payload, by the interface's count)",
+                true,
+            ),
+            (
+                "agent_overlay_sent_bytes",
+                "Bytes sent to an overlay peer (by the interface's count)",
+                false,
+            ),
+        ] {
+            let mut e = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &s.peers {
+                let v = if dir { p.rx_bytes } else { p.tx_bytes };
+                ConstCounter::new(v).encode(e.encode_family(&[("peer", p.peer.as_str())])?)?;
+            }
+        }
+        let mut e = enc.encode_descriptor(
+            "agent_overlay_handshake_age_seconds",
+            "Seconds since the last completed WireGuard handshake with a peer (absent before the first)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &s.peers {
+            if let Some(age) = p.handshake_age {
+                ConstGauge::new(age).encode(e.encode_family(&[("peer", p.peer.as_str())])?)?;
+            }
         }
         let q = &shoal_net::dns::QUERIES;
         let mut e = enc.encode_descriptor(
@@ -308,8 +376,25 @@ mod tests {
                 cpu_seconds: Some(1.5),
                 restarts: 2,
             }],
+            peers: peer_rows(&[shoal_net::wg::PeerState {
+                public_key: [1; 32],
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                last_handshake: Some(Duration::from_secs(7)),
+                rx_bytes: 100,
+                tx_bytes: 200,
+            }]),
         };
         let text = shoal_observe::encode(&r);
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        for want in [
+            "shoal_agent_overlay_peers 1".to_string(),
+            format!("shoal_agent_overlay_received_bytes_total{{peer=\"{key}\"}} 100"),
+            format!("shoal_agent_overlay_sent_bytes_total{{peer=\"{key}\"}} 200"),
+            format!("shoal_agent_overlay_handshake_age_seconds{{peer=\"{key}\"}} 7"),
+        ] {
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
         for want in [
             "shoal_agent_pods{phase=\"Running\"} 2",
             "shoal_agent_containers{state=\"running\"} 3",

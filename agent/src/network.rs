@@ -140,6 +140,13 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
+    /// The overlay's peers as its interface reports them (bytes, last handshake); empty
+    /// once the overlay is down or when the interface cannot be read.
+    pub fn overlay_peers(&self) -> Vec<shoal_net::wg::PeerState> {
+        let o = lock(&self.overlay).clone();
+        o.and_then(|o| o.peers().ok()).unwrap_or_default()
+    }
+
     /// Waits for the pod CIDR, sets up the node and starts the sync task and the DNS server.
     pub async fn start(
         node: &str,

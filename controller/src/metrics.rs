@@ -155,6 +155,11 @@ pub fn register(r: &mut Registry) {
     let m = metrics().clone();
     r.register("raft_term", "Current Raft term of this member", m.raft_term);
     r.register(
+        "raft_log_flush_duration_seconds",
+        "Time of each flush of the Raft log to disk (appends, votes): the wait before a write is acknowledged",
+        shoal_store::log_flush_histogram().clone(),
+    );
+    r.register(
         "raft_last_log_index",
         "Index of the last entry in this member's Raft log",
         m.raft_last_log_index,

@@ -244,6 +244,13 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("shoal_build_info{"), "{body}");
+        // At least this test's task and the server's are alive.
+        let tasks: i64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_process_tokio_tasks "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no task count in {body}"));
+        assert!(tasks >= 1, "{body}");
         let _ = tx.send(());
         task.await.unwrap();
     }

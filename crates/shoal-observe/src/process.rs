@@ -104,6 +104,17 @@ impl Collector for ProcessCollector {
                 ConstGauge::new(v as i64).encode(m)?;
             }
         }
+        // Tasks of the runtime serving this scrape (the process's main one): a task leak
+        // shows here long before it shows in memory.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let m = encoder.encode_descriptor(
+                "process_tokio_tasks",
+                "Tasks alive in the process's main async runtime (tokio)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(h.metrics().num_alive_tasks() as i64).encode(m)?;
+        }
         if let Some(cpu) = s.cpu_seconds {
             let m = encoder.encode_descriptor(
                 "process_cpu_seconds",

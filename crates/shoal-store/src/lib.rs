@@ -18,7 +18,7 @@ mod watch;
 pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
 pub use codec::ValueCodec;
 pub use error::StoreError;
-pub use log_store::SledLogStore;
+pub use log_store::{SledLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use state_machine::{DEDUP_WINDOW, SledStateMachine};
 pub use store::{Store, StoreConfig};

@@ -14,6 +14,19 @@ use serde::de::DeserializeOwned;
 use crate::StoreError;
 use crate::types::TypeConfig;
 
+/// Durations of the log's flushes to disk (appends and vote/purge metadata): the
+/// controller serves them as `shoal_raft_log_flush_duration_seconds`. One per process.
+pub fn log_flush_histogram() -> &'static prometheus_client::metrics::histogram::Histogram {
+    static H: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram> =
+        std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        // 50 µs … ~1.6 s.
+        prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 16),
+        )
+    })
+}
+
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
@@ -83,10 +96,12 @@ impl SledLogStore {
         self.meta
             .insert(key, b)
             .map_err(|e| StorageIOError::write(&e))?;
+        let started = std::time::Instant::now();
         self.db
             .flush_async()
             .await
             .map_err(|e| StorageIOError::write(&e))?;
+        log_flush_histogram().observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -193,12 +208,14 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        let started = std::time::Instant::now();
         let res = self
             .db
             .flush_async()
             .await
             .map(|_| ())
             .map_err(std::io::Error::other);
+        log_flush_histogram().observe(started.elapsed().as_secs_f64());
         let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
