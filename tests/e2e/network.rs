@@ -450,6 +450,39 @@ fn pod_network_overlay_services_dns_and_ports() {
     let out = on_node(&c, &a.1, &["wg", "show", &format!("wg-{}", a.1)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("latest handshake"), "{text}");
+    // The agent's metrics (127.0.0.1:7180 in its namespace) say the same: two peers,
+    // bytes both ways and a handshake with the node the pod pinged.
+    let node = a.1.clone();
+    let pinged_key = wg_key(&c, &b.1);
+    eventually(
+        "overlay metrics of the agent",
+        Duration::from_secs(20),
+        || {
+            let out = on_node(
+                &c,
+                &node,
+                &[
+                    "bash",
+                    "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/7180 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+                ],
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let value = |name: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            let peer = format!("{{peer=\"{pinged_key}\"}} ");
+            let ok = value("shoal_agent_overlay_peers ") == Some(2.0)
+                && value(&format!("shoal_agent_overlay_received_bytes_total{peer}")).unwrap_or(0.0)
+                    > 0.0
+                && value(&format!("shoal_agent_overlay_sent_bytes_total{peer}")).unwrap_or(0.0)
+                    > 0.0
+                && value(&format!("shoal_agent_overlay_handshake_age_seconds{peer}")).is_some();
+            if ok { Ok(()) } else { Err(text) }
+        },
+    );
 
     // The Service answers from all 3 replicas, by VIP and by DNS name.
     let svc = eventually(

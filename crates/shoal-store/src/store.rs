@@ -123,6 +123,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// sled's page cache. Its default (1 GiB) is what a controller grew to in the soak
+/// test (docs/reliability.md: 60 MiB to 1.2 GiB in 15 minutes of pod churn, the cache
+/// filling with pages of the Raft log and of short-lived objects); the store's working
+/// set (objects, the log since the last snapshot) is far smaller, so a small cache costs
+/// reads from the OS page cache at most.
+const CACHE_BYTES: u64 = 64 << 20;
+
 fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
@@ -132,6 +139,7 @@ fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
         match sled::Config::new()
             .path(&path)
             .flush_every_ms(Some(200))
+            .cache_capacity(CACHE_BYTES)
             .open()
         {
             Ok(db) => return Ok(db),
