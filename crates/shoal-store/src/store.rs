@@ -123,11 +123,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// sled's page cache. Its default (1 GiB) is what a controller grew to in the soak
-/// test (docs/reliability.md: 60 MiB to 1.2 GiB in 15 minutes of pod churn, the cache
-/// filling with pages of the Raft log and of short-lived objects); the store's working
-/// set (objects, the log since the last snapshot) is far smaller, so a small cache costs
-/// reads from the OS page cache at most.
+/// sled's page cache, bounded: its default is 1 GiB, more than a small controller's
+/// whole memory budget, while the store's working set (objects, the log since the last
+/// snapshot) is far smaller; a miss costs a read from the OS page cache. (It is not what
+/// made controllers grow in the soak test: docs/reliability.md.)
 const CACHE_BYTES: u64 = 64 << 20;
 
 fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
