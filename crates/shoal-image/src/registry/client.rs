@@ -654,26 +654,56 @@ impl Session<'_> {
         what: &str,
         resp: Response<Incoming>,
     ) -> RegistryError {
-        let detail = read_limited(resp, 64 << 10)
-            .await
-            .ok()
-            .and_then(|b| registry_message(&b))
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default();
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                endpoint: self.endpoint(),
-                message: match &self.creds {
-                    Some(c) => format!(
-                        "{what}: the credentials of user {:?} were refused (HTTP {}{detail})",
-                        c.username,
-                        status.as_u16()
-                    ),
-                    None => format!("{what}: HTTP {}{detail}", status.as_u16()),
-                },
+        status_error(
+            self.endpoint(),
+            self.creds.as_ref(),
+            None,
+            status,
+            what,
+            resp,
+        )
+        .await
+    }
+}
+
+/// The error for an unexpected `status` from `endpoint` answering `what`, with the
+/// registry's own message if it sent one; `no_creds_hint` says where credentials come
+/// from when none were given.
+pub(super) async fn status_error(
+    endpoint: String,
+    creds: Option<&Credentials>,
+    no_creds_hint: Option<&str>,
+    status: StatusCode,
+    what: &str,
+    resp: Response<Incoming>,
+) -> RegistryError {
+    let detail = read_limited(resp, 64 << 10)
+        .await
+        .ok()
+        .and_then(|b| registry_message(&b))
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let code = status.as_u16();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+            endpoint,
+            message: match (creds, no_creds_hint) {
+                (Some(c), _) => format!(
+                    "{what}: the credentials of user {:?} were refused (HTTP {code}{detail})",
+                    c.username
+                ),
+                (None, Some(hint)) => format!("{what}: HTTP {code}{detail}; {hint}"),
+                (None, None) => format!("{what}: HTTP {code}{detail}"),
             },
-            s => self.protocol(format!("{what}: HTTP {}{detail}", s.as_u16())),
-        }
+        },
+        StatusCode::NOT_FOUND => RegistryError::NotFound {
+            endpoint,
+            what: format!("{what} (HTTP 404{detail})"),
+        },
+        _ => RegistryError::Protocol {
+            endpoint,
+            message: format!("{what}: HTTP {code}{detail}"),
+        },
     }
 }
 

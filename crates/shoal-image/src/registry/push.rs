@@ -26,7 +26,7 @@ use rustls::ClientConfig;
 
 use super::RegistryError;
 use super::auth::{Challenge, parse_challenge, token_url};
-use super::client::{fetch_token, read_limited, registry_message};
+use super::client::fetch_token;
 use super::credentials::Credentials;
 use super::hosts::{Endpoint, TlsConfig};
 use super::http::{RESPONSE_TIMEOUT, Url, send_body, tls_config};
@@ -342,33 +342,15 @@ impl Pusher {
         what: &str,
         resp: Response<Incoming>,
     ) -> RegistryError {
-        let detail = read_limited(resp, 64 << 10)
-            .await
-            .ok()
-            .and_then(|b| registry_message(&b))
-            .map(|m| format!(": {m}"))
-            .unwrap_or_default();
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                endpoint: self.endpoint(),
-                message: match &self.creds {
-                    Some(c) => format!(
-                        "{what}: the credentials of user {:?} were refused (HTTP {}{detail})",
-                        c.username,
-                        status.as_u16()
-                    ),
-                    None => format!(
-                        "{what}: HTTP {}{detail}; no credentials were given (--creds USER:PASSWORD, or docker login)",
-                        status.as_u16()
-                    ),
-                },
-            },
-            StatusCode::NOT_FOUND => RegistryError::NotFound {
-                endpoint: self.endpoint(),
-                what: format!("{what} (HTTP 404{detail})"),
-            },
-            s => self.protocol(format!("{what}: HTTP {}{detail}", s.as_u16())),
-        }
+        super::client::status_error(
+            self.endpoint(),
+            self.creds.as_ref(),
+            Some("no credentials were given (--creds USER:PASSWORD, or docker login)"),
+            status,
+            what,
+            resp,
+        )
+        .await
     }
 }
 
