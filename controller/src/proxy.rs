@@ -384,15 +384,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<Self::ExecStream>, Status> {
         let who = caller(&request)?;
         let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(s)) => return Err(s),
-            None => {
-                return Err(to_status(&ProxyError::Invalid(
-                    "exec: the input stream is empty".into(),
-                )));
-            }
-        };
+        let first = first_message(&mut inbound, "exec").await?;
         let start = match &first.input {
             Some(exec_input::Input::Start(s)) => s.clone(),
             _ => {
@@ -429,15 +421,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let who = caller(&request)?;
         let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(s)) => return Err(s),
-            None => {
-                return Err(to_status(&ProxyError::Invalid(
-                    "attach: the input stream is empty".into(),
-                )));
-            }
-        };
+        let first = first_message(&mut inbound, "attach").await?;
         let start = match &first.input {
             Some(exec_input::Input::Start(s)) => s.clone(),
             _ => {
@@ -468,15 +452,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<Self::PortForwardStream>, Status> {
         let who = caller(&request)?;
         let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(s)) => return Err(s),
-            None => {
-                return Err(to_status(&ProxyError::Invalid(
-                    "port-forward: the input stream is empty".into(),
-                )));
-            }
-        };
+        let first = first_message(&mut inbound, "port-forward").await?;
         let start = match &first.input {
             Some(port_forward_input::Input::Start(s)) => s.clone(),
             _ => {
@@ -518,6 +494,18 @@ impl Proxy for ProxyService {
             self.node_stats(&t).await?
         };
         Ok(Response::new(StatsResponse { nodes }))
+    }
+}
+
+/// The first message of a client stream (exec, attach, port-forward all start with one);
+/// an empty stream is an error naming `verb`.
+async fn first_message<T>(inbound: &mut Streaming<T>, verb: &str) -> Result<T, Status> {
+    match inbound.next().await {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(s)) => Err(s),
+        None => Err(to_status(&ProxyError::Invalid(format!(
+            "{verb}: the input stream is empty"
+        )))),
     }
 }
 
