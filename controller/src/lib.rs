@@ -102,6 +102,10 @@ pub struct Args {
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_every: u64,
+    /// Most Events kept: beyond it the oldest go first (Events also go an hour after
+    /// they were last seen). Bounds the store and its snapshots under heavy churn.
+    #[arg(long, default_value_t = 10_000)]
+    pub event_limit: usize,
     /// Seconds without a heartbeat after which a node is NotReady.
     #[arg(long, default_value_t = 10.0)]
     pub node_timeout: f64,
@@ -400,6 +404,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         reconcile::ReconcileConfig {
             node_timeout: std::time::Duration::from_secs_f64(args.node_timeout),
             eviction_delay: std::time::Duration::from_secs_f64(args.eviction_delay),
+            event_limit: args.event_limit,
             net,
         },
     );

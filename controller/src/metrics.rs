@@ -72,6 +72,8 @@ pub struct ControllerMetrics {
     pub store_objects: Family<KindLabels, Gauge>,
     /// `shoal_store_watchers`.
     pub store_watchers: Gauge,
+    /// `shoal_store_watch_history_bytes`.
+    pub store_watch_history_bytes: Gauge,
     /// `shoal_reconcile_pass_duration_seconds`.
     pub reconcile_pass: Histogram,
     /// `shoal_reconcile_actions_total{reconciler}`.
@@ -141,6 +143,7 @@ fn new_metrics() -> ControllerMetrics {
         raft_leader_changes: Counter::default(),
         store_objects: Family::default(),
         store_watchers: Gauge::default(),
+        store_watch_history_bytes: Gauge::default(),
         reconcile_pass: seconds_histogram(),
         reconcile_actions: Family::default(),
         scheduler_attempts: Family::default(),
@@ -203,6 +206,11 @@ pub fn register(r: &mut Registry) {
         "store_watchers",
         "Open watch streams on this member's store (API watches and the reconcilers')",
         m.store_watchers,
+    );
+    r.register(
+        "store_watch_history_bytes",
+        "Bytes of watch events this member keeps for resuming watchers (capped)",
+        m.store_watch_history_bytes,
     );
     r.register(
         "reconcile_pass_duration_seconds",
@@ -281,10 +289,13 @@ pub async fn count_objects(store: Store, every: Duration) {
     loop {
         tick.tick().await;
         m.store_watchers.set(store.watchers() as i64);
-        let Ok((items, _)) = store.list("", Consistency::Local).await else {
+        m.store_watch_history_bytes
+            .set(store.watch_history_bytes() as i64);
+        // Keys only: parsing every object every 10 s cost as much memory as the store.
+        let Ok(keys) = store.local_keys("") else {
             continue;
         };
-        let counts = count_by_kind(&items);
+        let counts = count_by_kind(keys.iter().map(String::as_str));
         // Kinds that went to zero are kept at 0 rather than left at their last count.
         for k in shoal_api::Kind::ALL {
             m.store_objects
@@ -302,14 +313,20 @@ pub async fn count_objects(store: Store, every: Duration) {
 }
 
 /// Objects by their `kind` field (`other` for an object without one).
-pub fn count_by_kind(items: &[serde_json::Value]) -> BTreeMap<String, u64> {
+/// Counts store keys (`Kind/namespace/name`, including the controller's own records such
+/// as `Image/` and `BlobMeta/`) by their first part; a key without a plain alphanumeric
+/// first part counts as `other`.
+pub fn count_by_kind<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for v in items {
-        let kind = v
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .filter(|k| k.len() <= 64)
-            .unwrap_or("other");
+    for key in keys {
+        let kind = match key.split_once('/') {
+            Some((k, _))
+                if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                k
+            }
+            _ => "other",
+        };
         *out.entry(kind.to_string()).or_default() += 1;
     }
     out
@@ -401,15 +418,11 @@ mod tests {
 
     #[test]
     fn objects_count_by_kind() {
-        let items = [
-            json!({"kind": "Pod"}),
-            json!({"kind": "Pod"}),
-            json!({"kind": "Node"}),
-            json!({"no": "kind"}),
-        ];
-        let c = count_by_kind(&items);
+        let keys = ["Pod/a/x", "Pod/b/y", "Node//n", "Image//busybox", "no-kind/a/z", "nokind"];
+        let c = count_by_kind(keys.into_iter());
         assert_eq!(c["Pod"], 2);
         assert_eq!(c["Node"], 1);
-        assert_eq!(c["other"], 1);
+        assert_eq!(c["Image"], 1);
+        assert_eq!(c["other"], 2);
     }
 }

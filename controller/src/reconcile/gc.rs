@@ -1,6 +1,6 @@
 //! The garbage collector: deletes pods whose controlling Deployment or Job (by uid) no
-//! longer exists, Jobs whose controlling CronJob no longer exists, and events older than
-//! [`super::events::EVENT_TTL`].
+//! longer exists, Jobs whose controlling CronJob no longer exists, events older than
+//! [`super::events::EVENT_TTL`], and the oldest events beyond the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,9 +45,15 @@ pub struct Owned<'a> {
 }
 
 /// Plans one pass: orphans (pods whose controller owner of kind Deployment or Job, and
-/// Jobs whose controller owner of kind CronJob, has a uid that exists nowhere) and events
-/// last seen more than an hour before `now`.
-pub fn plan(owned: Owned<'_>, events: &BTreeMap<String, Event>, now: DateTime<Utc>) -> GcPlan {
+/// Jobs whose controller owner of kind CronJob, has a uid that exists nowhere), events
+/// last seen more than an hour before `now`, and the oldest events beyond `event_limit`
+/// (by time last seen, then key; an event without a time counts as oldest).
+pub fn plan(
+    owned: Owned<'_>,
+    events: &BTreeMap<String, Event>,
+    event_limit: usize,
+    now: DateTime<Utc>,
+) -> GcPlan {
     let uids: BTreeSet<(Kind, &str)> = (owned
         .deployments
         .values()
@@ -80,8 +86,22 @@ pub fn plan(owned: Owned<'_>, events: &BTreeMap<String, Event>, now: DateTime<Ut
             out.orphans.push(o);
         }
     }
+    let mut kept = Vec::with_capacity(events.len());
     for (key, e) in events {
-        if event_time(e).is_some_and(|t| now.signed_duration_since(t) > EVENT_TTL) {
+        let t = event_time(e);
+        if t.is_some_and(|t| now.signed_duration_since(t) > EVENT_TTL) {
+            out.expired_events.push(Action::Delete {
+                key: key.clone(),
+                revision: revision(&e.metadata),
+            });
+        } else {
+            kept.push((t, key, e));
+        }
+    }
+    if kept.len() > event_limit {
+        kept.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let excess = kept.len() - event_limit;
+        for (_, key, e) in kept.into_iter().take(excess) {
             out.expired_events.push(Action::Delete {
                 key: key.clone(),
                 revision: revision(&e.metadata),
@@ -167,6 +187,7 @@ mod tests {
                 cronjobs: &BTreeMap::new(),
             },
             &events,
+            10,
             t(3700),
         );
         assert_eq!(
@@ -217,6 +238,7 @@ mod tests {
                 cronjobs: &BTreeMap::new(),
             },
             &BTreeMap::new(),
+            10,
             t(0),
         );
         let found: Vec<(String, String)> = plan
@@ -231,5 +253,47 @@ mod tests {
                 ("Job/prod/x-1".to_string(), "CronJob/prod/x".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn the_oldest_events_beyond_the_limit_go() {
+        let ev = |name: &str, at: Option<i64>| -> (String, Event) {
+            let mut v = json!({
+                "metadata": {"name": name, "namespace": "prod", "resourceVersion": "3"},
+                "involvedObject": {"kind": "Pod", "namespace": "prod", "name": "x"},
+                "reason": "Started"
+            });
+            if let Some(at) = at {
+                v["lastTimestamp"] = json!(t(at));
+            }
+            (format!("Event/prod/{name}"), serde_json::from_value(v).unwrap())
+        };
+        // Keys in the reverse order of age: the plan sorts by time, not by key.
+        let events = BTreeMap::from([
+            ev("a", Some(50)),
+            ev("b", Some(40)),
+            ev("c", Some(30)),
+            ev("d", None),
+            ev("e", Some(-7200)),
+        ]);
+        let empty = BTreeMap::new();
+        let owned = Owned {
+            pods: &BTreeMap::new(),
+            deployments: &BTreeMap::new(),
+            jobs: &BTreeMap::new(),
+            cronjobs: &empty,
+        };
+        let deleted = |limit| -> Vec<String> {
+            plan(owned, &events, limit, t(60))
+                .expired_events
+                .iter()
+                .map(Action::key)
+                .collect()
+        };
+        // `e` is past the hour whatever the limit; then the timeless `d`, then `c`.
+        assert_eq!(deleted(10), ["Event/prod/e"]);
+        assert_eq!(deleted(4), ["Event/prod/e"]);
+        assert_eq!(deleted(2), ["Event/prod/e", "Event/prod/d", "Event/prod/c"]);
+        assert_eq!(deleted(0).len(), 5);
     }
 }

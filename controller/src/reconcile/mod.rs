@@ -42,6 +42,8 @@ pub struct ReconcileConfig {
     pub node_timeout: Duration,
     /// Pods of a NotReady node are replaced elsewhere after this delay.
     pub eviction_delay: Duration,
+    /// Most Events kept (the oldest beyond it are deleted).
+    pub event_limit: usize,
     /// Cluster CIDR and node prefix (node pod CIDRs).
     pub net: crate::network::NetConfig,
 }
@@ -51,6 +53,7 @@ impl Default for ReconcileConfig {
         Self {
             node_timeout: Duration::from_secs(10),
             eviction_delay: Duration::from_secs(20),
+            event_limit: 10_000,
             net: crate::network::NetConfig::default(),
         }
     }
@@ -301,6 +304,7 @@ async fn pass(
             cronjobs: &cache.cronjobs,
         },
         &cache.events,
+        cfg.event_limit,
         now,
     );
     let mut actions = gc.expired_events;

@@ -16,11 +16,12 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::StoreError;
 use crate::backup::Backup;
-use crate::types::{ApplyResult, Command, EventType, TypeConfig, WatchEvent, Write, WriteOutcome};
-use crate::watch::{WatchHub, WatchStream};
+use crate::types::{ApplyResult, Command, EventType, TypeConfig, Write, WriteOutcome};
+use crate::watch::{SharedEvent, WatchHub, WatchStream};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -40,15 +41,27 @@ struct RequestRecord {
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
 type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
-/// The serialized form of a snapshot.
+/// The serialized form of a snapshot. Objects and request records stay raw JSON (as the
+/// trees store them): a snapshot is built, sent and installed without parsing every object
+/// into a `Value` tree, which took ten times the snapshot's size in memory.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     last_applied: Option<LogId<u64>>,
     membership: Membership,
-    objects: Vec<(String, Value)>,
-    /// Remembered request ids (see [`DEDUP_WINDOW`]).
+    objects: Vec<(String, Box<RawValue>)>,
+    /// Remembered request ids (see [`DEDUP_WINDOW`]), each a [`RequestRecord`].
     #[serde(default)]
-    requests: Vec<(String, RequestRecord)>,
+    requests: Vec<(String, Box<RawValue>)>,
+}
+
+/// The part of a raw [`RequestRecord`] its index needs.
+#[derive(Deserialize)]
+struct RecordIndex {
+    index: u64,
+}
+
+fn raw(b: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+    serde_json::from_slice(b)
 }
 
 #[derive(Debug)]
@@ -142,7 +155,11 @@ fn stamp(mut obj: Value, index: u64, prev: Option<&Value>) -> Value {
 
 impl SledStateMachine {
     /// Opens the state trees of `db`; `watch_history` bounds the resumable event history.
-    pub fn open(db: &sled::Db, watch_history: usize) -> Result<Self, StoreError> {
+    pub fn open(
+        db: &sled::Db,
+        watch_history: usize,
+        watch_history_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let state = db.open_tree("state")?;
         let sm_meta = db.open_tree("sm_meta")?;
         let requests = db.open_tree("requests")?;
@@ -175,6 +192,7 @@ impl SledStateMachine {
                 }),
                 hub: Mutex::new(WatchHub::new(
                     watch_history,
+                    watch_history_bytes,
                     last_applied.map_or(0, |l| l.index),
                 )),
             }),
@@ -220,6 +238,20 @@ impl SledStateMachine {
     /// Watch streams of this member that are still open.
     pub fn watchers(&self) -> usize {
         self.hub().map(|h| h.watchers()).unwrap_or(0)
+    }
+
+    /// The keys under `prefix` (values are not read).
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.shared.state.scan_prefix(prefix.as_bytes()).keys() {
+            out.push(String::from_utf8_lossy(&k?).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Bytes of events the watch history holds now.
+    pub fn watch_history_bytes(&self) -> usize {
+        self.hub().map(|h| h.history_bytes()).unwrap_or(0)
     }
 
     /// The index of the last applied entry (0 before any).
@@ -318,10 +350,16 @@ impl SledStateMachine {
         membership: Membership,
     ) -> Result<(), StoreError> {
         let sm_meta = db.open_tree("sm_meta")?;
+        let mut objects = Vec::with_capacity(backup.objects.len());
+        for (k, v) in &backup.objects {
+            let v = serde_json::value::to_raw_value(v)
+                .map_err(|e| StoreError::Storage(format!("encoding restored {k}: {e}")))?;
+            objects.push((k.clone(), v));
+        }
         let body = SnapshotBody {
             last_applied: Some(log_id),
             membership: membership.clone(),
-            objects: backup.objects.clone(),
+            objects,
             requests: Vec::new(),
         };
         let meta = SnapshotMeta {
@@ -356,19 +394,17 @@ impl SledStateMachine {
 
     /// Replaces every object and the applied state with a snapshot body (atomically in sled).
     fn replace_state(&self, body: &SnapshotBody) -> Result<(), StorageError<u64>> {
-        let mut encoded = Vec::with_capacity(body.objects.len());
-        for (k, v) in &body.objects {
-            encoded.push((k.clone(), serde_json::to_vec(v).map_err(sm_err)?));
-        }
+        let encoded: Vec<(&str, &[u8])> = body
+            .objects
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get().as_bytes()))
+            .collect();
         let la = serde_json::to_vec(&body.last_applied).map_err(sm_err)?;
         let mem = serde_json::to_vec(&body.membership).map_err(sm_err)?;
         let mut reqs = Vec::with_capacity(body.requests.len());
         for (id, rec) in &body.requests {
-            reqs.push((
-                id.clone(),
-                rec.index,
-                serde_json::to_vec(rec).map_err(sm_err)?,
-            ));
+            let RecordIndex { index } = serde_json::from_str(rec.get()).map_err(sm_err)?;
+            reqs.push((id.as_str(), index, rec.get().as_bytes()));
         }
         self.shared.requests.clear().map_err(sm_err)?;
         self.shared.request_index.clear().map_err(sm_err)?;
@@ -396,7 +432,7 @@ impl SledStateMachine {
                     s.remove(k)?;
                 }
                 for (k, v) in &encoded {
-                    s.insert(k.as_bytes(), v.as_slice())?;
+                    s.insert(k.as_bytes(), *v)?;
                 }
                 m.insert(LAST_APPLIED, la.as_slice())?;
                 m.insert(MEMBERSHIP, mem.as_slice())?;
@@ -412,7 +448,7 @@ impl SledStateMachine {
         overlay: &mut BTreeMap<String, Option<Value>>,
         index: u64,
         cmd: Command,
-        events: &mut Vec<WatchEvent>,
+        events: &mut Vec<SharedEvent>,
         requests: &mut BTreeMap<String, RequestRecord>,
     ) -> Result<ApplyResult, StorageError<u64>> {
         if let Some(id) = &cmd.request_id {
@@ -446,7 +482,7 @@ impl SledStateMachine {
         overlay: &mut BTreeMap<String, Option<Value>>,
         index: u64,
         cmd: Command,
-        events: &mut Vec<WatchEvent>,
+        events: &mut Vec<SharedEvent>,
     ) -> Result<ApplyResult, StorageError<u64>> {
         let mut local: BTreeMap<String, Option<Value>> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(cmd.writes.len());
@@ -485,7 +521,12 @@ impl SledStateMachine {
                 continue;
             }
             // The old version travels with a Modified event (selector watches need it).
-            let prev = current.clone();
+            let prev = match (&w, &current) {
+                (Write::Update { .. } | Write::Put { .. }, Some(c)) => {
+                    Some(serde_json::to_vec(c).map_err(sm_err)?)
+                }
+                _ => None,
+            };
             let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> =
                 match (w, current) {
                     (Write::Create { .. }, Some(_)) => {
@@ -540,17 +581,13 @@ impl SledStateMachine {
             match res {
                 Err(e) => return Ok(Err(e)),
                 Ok((new, out, et)) => {
-                    evs.push(WatchEvent {
-                        revision: index,
-                        event_type: et,
-                        key: key.clone(),
-                        object: out.object.clone(),
-                        prev_object: if et == EventType::Modified {
-                            prev
-                        } else {
-                            None
-                        },
-                    });
+                    evs.push(SharedEvent::new(
+                        index,
+                        et,
+                        key.clone(),
+                        serde_json::to_vec(&out.object).map_err(sm_err)?,
+                        prev,
+                    ));
                     local.insert(key, new);
                     outcomes.push(out);
                 }
@@ -580,7 +617,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
                 let (k, v) = kv.map_err(read_err)?;
                 objects.push((
                     String::from_utf8_lossy(&k).into_owned(),
-                    serde_json::from_slice(&v).map_err(read_err)?,
+                    raw(&v).map_err(read_err)?,
                 ));
             }
             let mut requests = Vec::new();
@@ -588,7 +625,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
                 let (k, v) = kv.map_err(read_err)?;
                 requests.push((
                     String::from_utf8_lossy(&k).into_owned(),
-                    serde_json::from_slice(&v).map_err(read_err)?,
+                    raw(&v).map_err(read_err)?,
                 ));
             }
             SnapshotBody {
@@ -808,7 +845,7 @@ mod tests {
             .path(dir.path().join("db"))
             .open()
             .expect("sled");
-        SledStateMachine::open(&db, 100).expect("open")
+        SledStateMachine::open(&db, 100, usize::MAX).expect("open")
     }
 
     #[tokio::test]

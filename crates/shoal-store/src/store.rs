@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub keep_logs_after_snapshot: u64,
     /// Number of watch events kept for resuming watchers.
     pub watch_history: usize,
+    /// Bytes of watch events (their objects as JSON) kept for resuming watchers: the
+    /// history keeps at most `watch_history` events and at most this many bytes.
+    pub watch_history_bytes: usize,
     /// How long a write or linearizable read keeps retrying across leader changes.
     pub request_timeout: Duration,
     /// TLS of connections to the other members (mutual: this member's controller
@@ -91,6 +94,7 @@ impl Default for StoreConfig {
             snapshot_every: 5000,
             keep_logs_after_snapshot: 1000,
             watch_history: 10_000,
+            watch_history_bytes: 32 << 20,
             request_timeout: Duration::from_secs(10),
             peer_tls: None,
             codec: None,
@@ -237,7 +241,7 @@ impl Store {
         }
         let db = open_db(&cfg.data_dir)?;
         let log = SledLogStore::open(&db)?;
-        let sm = SledStateMachine::open(&db, cfg.watch_history)?;
+        let sm = SledStateMachine::open(&db, cfg.watch_history, cfg.watch_history_bytes)?;
         let config = Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -820,6 +824,16 @@ impl Store {
     /// Watch streams of this member that are still open (API watches and the reconcilers').
     pub fn watchers(&self) -> usize {
         self.inner.sm.watchers()
+    }
+
+    /// The keys under `prefix` in this member's state (no read barrier, no values parsed).
+    pub fn local_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.sm.keys(prefix)
+    }
+
+    /// Bytes of events the watch history holds now.
+    pub fn watch_history_bytes(&self) -> usize {
+        self.inner.sm.watch_history_bytes()
     }
 
     /// The revision this member has applied up to.

@@ -10,15 +10,73 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::StoreError;
-use crate::types::WatchEvent;
+use crate::types::{EventType, WatchEvent};
 
 /// Extra room in a watcher's channel beyond the history size before it counts as lagging.
 const WATCH_SLACK: usize = 1024;
 
+/// One change as the history keeps it and every watcher shares it (behind an `Arc`): the
+/// objects as their JSON bytes, a fraction of a parsed tree's memory, parsed only by the
+/// stream that delivers the event.
+#[derive(Debug)]
+pub(crate) struct SharedEvent {
+    revision: u64,
+    event_type: EventType,
+    key: String,
+    object: Box<[u8]>,
+    prev_object: Option<Box<[u8]>>,
+}
+
+impl SharedEvent {
+    /// One change, its objects already encoded as JSON.
+    pub(crate) fn new(
+        revision: u64,
+        event_type: EventType,
+        key: String,
+        object: Vec<u8>,
+        prev_object: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            revision,
+            event_type,
+            key,
+            object: object.into_boxed_slice(),
+            prev_object: prev_object.map(Vec::into_boxed_slice),
+        }
+    }
+
+    /// What the history counts against its byte cap.
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.key.len()
+            + self.object.len()
+            + self.prev_object.as_ref().map_or(0, |p| p.len())
+    }
+
+    fn decode(&self) -> Result<WatchEvent, StoreError> {
+        let parse = |b: &[u8]| {
+            serde_json::from_slice(b)
+                .map_err(|e| StoreError::Storage(format!("watch event of {}: {e}", self.key)))
+        };
+        Ok(WatchEvent {
+            revision: self.revision,
+            event_type: self.event_type,
+            key: self.key.clone(),
+            object: parse(&self.object)?,
+            prev_object: match &self.prev_object {
+                Some(p) => Some(parse(p)?),
+                None => None,
+            },
+        })
+    }
+}
+
+type Shared = Arc<SharedEvent>;
+
 #[derive(Debug)]
 struct Subscriber {
     prefix: String,
-    tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
+    tx: mpsc::Sender<Result<Shared, StoreError>>,
     lagged: Arc<AtomicBool>,
     last_sent: u64,
     /// Events up to this revision are not sent: the watcher asked for what came after it,
@@ -28,24 +86,37 @@ struct Subscriber {
 
 /// The history and the subscribers. Guarded by one mutex so that a subscriber's replay and its
 /// registration happen atomically with respect to publishing (no lost or duplicated event).
+/// The history is bounded both in events and in bytes (whichever is reached first), so a
+/// burst of large objects cannot make a member hold gigabytes.
 #[derive(Debug)]
 pub(crate) struct WatchHub {
-    history: VecDeque<WatchEvent>,
+    history: VecDeque<Shared>,
+    /// Sum of [`SharedEvent::size`] over `history`.
+    history_bytes: usize,
     /// Every event with a revision greater than `floor` is in `history`.
     floor: u64,
     cap: usize,
+    cap_bytes: usize,
     subs: Vec<Subscriber>,
 }
 
 impl WatchHub {
-    /// A hub whose history starts complete after revision `floor`.
-    pub(crate) fn new(cap: usize, floor: u64) -> Self {
+    /// A hub whose history starts complete after revision `floor`, keeping at most `cap`
+    /// events and `cap_bytes` bytes of them.
+    pub(crate) fn new(cap: usize, cap_bytes: usize, floor: u64) -> Self {
         Self {
             history: VecDeque::new(),
+            history_bytes: 0,
             floor,
             cap: cap.max(1),
+            cap_bytes,
             subs: Vec::new(),
         }
+    }
+
+    /// Bytes the history holds now (for the metric and tests).
+    pub(crate) fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     /// The oldest revision a watcher may resume after.
@@ -60,10 +131,11 @@ impl WatchHub {
     }
 
     /// Records and fans out events (all events of one apply call, in order).
-    pub(crate) fn publish(&mut self, events: Vec<WatchEvent>) {
+    pub(crate) fn publish(&mut self, events: Vec<SharedEvent>) {
         if events.is_empty() {
             return;
         }
+        let events: Vec<Shared> = events.into_iter().map(Arc::new).collect();
         for ev in &events {
             self.subs.retain_mut(|s| {
                 if !ev.key.starts_with(&s.prefix) || ev.revision <= s.after {
@@ -82,11 +154,13 @@ impl WatchHub {
                 }
             });
         }
+        self.history_bytes += events.iter().map(|e| e.size()).sum::<usize>();
         self.history.extend(events);
-        while self.history.len() > self.cap {
+        while self.history.len() > self.cap || self.history_bytes > self.cap_bytes {
             let Some(old) = self.history.pop_front() else {
                 break;
             };
+            self.history_bytes -= old.size();
             self.floor = old.revision;
             // Events of one batch share a revision: drop the whole revision.
             while self
@@ -94,7 +168,9 @@ impl WatchHub {
                 .front()
                 .is_some_and(|e| e.revision <= self.floor)
             {
-                self.history.pop_front();
+                if let Some(e) = self.history.pop_front() {
+                    self.history_bytes -= e.size();
+                }
             }
         }
     }
@@ -103,6 +179,7 @@ impl WatchHub {
     /// watcher receives `TooOld` and is closed.
     pub(crate) fn reset(&mut self, floor: u64) {
         self.history.clear();
+        self.history_bytes = 0;
         self.floor = floor;
         for s in self.subs.drain(..) {
             let err = StoreError::TooOld {
@@ -168,7 +245,7 @@ impl WatchHub {
 /// and with `Err(Lagged)` when the consumer fell too far behind; both mean "re-list".
 #[derive(Debug)]
 pub struct WatchStream {
-    rx: mpsc::Receiver<Result<WatchEvent, StoreError>>,
+    rx: mpsc::Receiver<Result<Shared, StoreError>>,
     lagged: Arc<AtomicBool>,
     prefix: String,
     done: bool,
@@ -177,7 +254,8 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    fn open(&self, mut ev: WatchEvent) -> Result<WatchEvent, StoreError> {
+    fn open(&self, ev: &SharedEvent) -> Result<WatchEvent, StoreError> {
+        let mut ev = ev.decode()?;
         if let Some(c) = &self.codec {
             ev.object = c.open(&ev.key, std::mem::take(&mut ev.object))?;
             if let Some(p) = ev.prev_object.take() {
@@ -211,7 +289,7 @@ impl Stream for WatchStream {
                 }
             }
             Poll::Ready(Some(Ok(ev))) => {
-                let r = self.open(ev);
+                let r = self.open(&ev);
                 if r.is_err() {
                     self.done = true;
                 }
@@ -225,22 +303,15 @@ impl Stream for WatchStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EventType;
     use futures::StreamExt;
 
-    fn ev(rev: u64, key: &str) -> WatchEvent {
-        WatchEvent {
-            revision: rev,
-            event_type: EventType::Added,
-            key: key.into(),
-            object: serde_json::json!({}),
-            prev_object: None,
-        }
+    fn ev(rev: u64, key: &str) -> SharedEvent {
+        SharedEvent::new(rev, EventType::Added, key.into(), b"{}".to_vec(), None)
     }
 
     #[tokio::test]
     async fn resume_replays_only_newer_matching_events() {
-        let mut hub = WatchHub::new(10, 0);
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
         hub.publish(vec![ev(1, "Pod/a/x"), ev(2, "Node//n"), ev(3, "Pod/a/y")]);
         let mut s = hub.subscribe("Pod/", Some(1), 3).expect("subscribe");
         hub.publish(vec![ev(4, "Pod/b/z")]);
@@ -254,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn resume_ahead_of_this_member_skips_what_it_applies_late() {
         // A watcher moved from another member has seen revision 5; this one has applied 3.
-        let mut hub = WatchHub::new(10, 0);
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
         hub.publish(vec![ev(3, "Pod/a/x")]);
         let mut s = hub.subscribe("Pod/", Some(5), 3).expect("subscribe");
         hub.publish(vec![ev(4, "Pod/a/y")]);
@@ -269,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn trimming_keeps_whole_revisions_and_reports_too_old() {
-        let mut hub = WatchHub::new(2, 0);
+        let mut hub = WatchHub::new(2, usize::MAX, 0);
         hub.publish(vec![ev(1, "a"), ev(2, "b"), ev(2, "c"), ev(3, "d")]);
         // history cap 2: revision 1 and the whole of revision 2 were dropped.
         assert_eq!(hub.floor(), 2);
@@ -286,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn reset_closes_watchers_with_too_old() {
-        let mut hub = WatchHub::new(10, 0);
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
         let mut s = hub.subscribe("", None, 0).expect("subscribe");
         hub.reset(50);
         assert!(matches!(
@@ -297,8 +368,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_byte_cap_trims_whole_revisions_too() {
+        let big = |rev: u64, key: &str| {
+            let obj = serde_json::to_vec(&serde_json::json!({"data": "x".repeat(1000)}))
+                .expect("encode");
+            SharedEvent::new(rev, EventType::Modified, key.into(), obj.clone(), Some(obj))
+        };
+        let one = big(1, "a").size();
+        // Room for three events by bytes, a hundred by count.
+        let mut hub = WatchHub::new(100, 3 * one + one / 2, 0);
+        hub.publish(vec![big(1, "a"), big(1, "b")]);
+        hub.publish(vec![big(2, "c")]);
+        assert_eq!(hub.floor(), 0);
+        hub.publish(vec![big(3, "d")]);
+        // Four events exceed the cap: the whole of revision 1 goes.
+        assert_eq!(hub.floor(), 1);
+        assert_eq!(hub.history_bytes(), 2 * one);
+        let mut s = hub.subscribe("", Some(1), 3).expect("subscribe");
+        let e = s.next().await.expect("ev").expect("ok");
+        assert_eq!((e.revision, e.key.as_str()), (2, "c"));
+        assert_eq!(e.prev_object, Some(serde_json::json!({"data": "x".repeat(1000)})));
+        assert!(matches!(
+            hub.subscribe("", Some(0), 3),
+            Err(StoreError::TooOld { oldest: 1, .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn slow_watcher_is_dropped_as_lagged() {
-        let mut hub = WatchHub::new(1, 0);
+        let mut hub = WatchHub::new(1, usize::MAX, 0);
         let mut s = hub.subscribe("", None, 0).expect("subscribe");
         for i in 1..=(WATCH_SLACK as u64 + 5) {
             hub.publish(vec![ev(i, "k")]);

@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, TempDir> for SledB
             .open()
             .expect("open sled");
         let log = SledLogStore::open(&db).expect("log trees");
-        let sm = SledStateMachine::open(&db, 100).expect("state trees");
+        let sm = SledStateMachine::open(&db, 100, usize::MAX).expect("state trees");
         Ok((dir, log, sm))
     }
 }
