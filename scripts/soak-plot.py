@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns scripts/soak.sh's samples (DIR/procs.csv, DIR/host.csv) into DIR/summary.md and
-line charts DIR/rss.svg, DIR/fds.svg, DIR/threads.svg, DIR/host.svg (plain SVG, no
+line charts DIR/rss.svg, DIR/fds.svg, DIR/threads.svg, DIR/tasks.svg, DIR/host.svg (plain SVG, no
 plotting library needed). Usage: soak-plot.py DIR"""
 import csv
 import sys
@@ -46,25 +46,29 @@ def main():
     procs = defaultdict(list)
     with open(d / "procs.csv") as f:
         for r in csv.DictReader(f):
-            procs[r["proc"]].append((int(r["t"]), int(r["rss_bytes"]), int(r["open_fds"]), int(r["threads"])))
+            tasks = int(r.get("tokio_tasks") or 0)  # older runs did not record it
+            procs[r["proc"]].append((int(r["t"]), int(r["rss_bytes"]), int(r["open_fds"]), int(r["threads"]), tasks))
     host = []
     with open(d / "host.csv") as f:
         for r in csv.DictReader(f):
             host.append({k: int(v) for k, v in r.items()})
     chart(d / "rss.svg", "Resident memory per process", "MiB",
-          {p: [(t, r / 2**20) for t, r, _, _ in s] for p, s in procs.items()})
+          {p: [(t, r / 2**20) for t, r, _, _, _ in s] for p, s in procs.items()})
     chart(d / "fds.svg", "Open file descriptors per process", "fds",
-          {p: [(t, fd) for t, _, fd, _ in s] for p, s in procs.items()})
+          {p: [(t, fd) for t, _, fd, _, _ in s] for p, s in procs.items()})
     chart(d / "threads.svg", "Threads per process", "threads",
-          {p: [(t, th) for t, _, _, th in s] for p, s in procs.items()})
+          {p: [(t, th) for t, _, _, th, _ in s] for p, s in procs.items()})
+    chart(d / "tasks.svg", "Tokio tasks per process", "tasks",
+          {p: [(t, k) for t, _, _, _, k in s] for p, s in procs.items()})
     chart(d / "host.svg", "Host: shoal mounts, cgroups, veths, processes", "count",
           {k: [(h["t"], h[k]) for h in host] for k in ("mounts", "cgroups", "veths", "processes")})
-    lines = ["| process | RSS first / max / last (MiB) | fds first / max / last | threads first / max / last |",
-             "|---|---|---|---|"]
+    lines = ["| process | RSS first / max / last (MiB) | fds first / max / last | threads first / max / last"
+             " | tokio tasks first / max / last |",
+             "|---|---|---|---|---|"]
     for p in sorted(procs):
         s = procs[p]
         col = lambda i, scale=1: f"{s[0][i]/scale:.0f} / {max(x[i] for x in s)/scale:.0f} / {s[-1][i]/scale:.0f}"
-        lines.append(f"| {p} | {col(1, 2**20)} | {col(2)} | {col(3)} |")
+        lines.append(f"| {p} | {col(1, 2**20)} | {col(2)} | {col(3)} | {col(4)} |")
     lines += ["", "| host | first | max | last |", "|---|---|---|---|"]
     for k in ("mounts", "cgroups", "veths", "processes"):
         lines.append(f"| {k} | {host[0][k]} | {max(h[k] for h in host)} | {host[-1][k]} |")

@@ -118,12 +118,13 @@ say "a batch of $BATCH pods takes ${full}s at full speed ($rate pods/s); soaking
 echo "full_batch_seconds=$full pods_per_second=$rate pause_seconds=$pause batch=$BATCH" >"$OUT/churn.txt"
 
 # Samples: the metrics of each process, the host's counts.
-scrape() { # NODE PORT -> "rss,fds,threads"
+scrape() { # NODE PORT -> "rss,fds,threads,tasks"
     "${NC[@]}" exec "$1" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/$2 && printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
         awk '/^shoal_process_resident_memory_bytes /{r=$2} /^shoal_process_open_fds /{f=$2} /^shoal_process_threads /{t=$2}
-             END {printf "%d,%d,%d", r, f, t}'
+             /^shoal_process_tokio_tasks /{k=$2}
+             END {printf "%d,%d,%d,%d", r, f, t, k}'
 }
-echo "t,proc,rss_bytes,open_fds,threads" >"$OUT/procs.csv"
+echo "t,proc,rss_bytes,open_fds,threads,tokio_tasks" >"$OUT/procs.csv"
 echo "t,mounts,cgroups,veths,processes" >"$OUT/host.csv"
 start=$SECONDS
 sample() {

@@ -2,6 +2,12 @@
 
 use shoal_controller::{Args, run};
 
+/// jemalloc rather than glibc's malloc: under churn glibc's per-thread arenas kept the peak
+/// of every snapshot build resident, so the controller grew step by step
+/// (docs/reliability.md); jemalloc returns freed pages to the system after a few seconds.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     // Flags may also come from `--config FILE` (YAML; the command line wins).

@@ -321,7 +321,9 @@ pub fn count_by_kind<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String
     for key in keys {
         let kind = match key.split_once('/') {
             Some((k, _))
-                if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                if !k.is_empty()
+                    && k.len() <= 64
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric()) =>
             {
                 k
             }
@@ -418,7 +420,14 @@ mod tests {
 
     #[test]
     fn objects_count_by_kind() {
-        let keys = ["Pod/a/x", "Pod/b/y", "Node//n", "Image//busybox", "no-kind/a/z", "nokind"];
+        let keys = [
+            "Pod/a/x",
+            "Pod/b/y",
+            "Node//n",
+            "Image//busybox",
+            "no-kind/a/z",
+            "nokind",
+        ];
         let c = count_by_kind(keys.into_iter());
         assert_eq!(c["Pod"], 2);
         assert_eq!(c["Node"], 1);

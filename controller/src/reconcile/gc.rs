@@ -266,7 +266,10 @@ mod tests {
             if let Some(at) = at {
                 v["lastTimestamp"] = json!(t(at));
             }
-            (format!("Event/prod/{name}"), serde_json::from_value(v).unwrap())
+            (
+                format!("Event/prod/{name}"),
+                serde_json::from_value(v).unwrap(),
+            )
         };
         // Keys in the reverse order of age: the plan sorts by time, not by key.
         let events = BTreeMap::from([

@@ -370,8 +370,8 @@ mod tests {
     #[tokio::test]
     async fn the_byte_cap_trims_whole_revisions_too() {
         let big = |rev: u64, key: &str| {
-            let obj = serde_json::to_vec(&serde_json::json!({"data": "x".repeat(1000)}))
-                .expect("encode");
+            let obj =
+                serde_json::to_vec(&serde_json::json!({"data": "x".repeat(1000)})).expect("encode");
             SharedEvent::new(rev, EventType::Modified, key.into(), obj.clone(), Some(obj))
         };
         let one = big(1, "a").size();
@@ -387,7 +387,10 @@ mod tests {
         let mut s = hub.subscribe("", Some(1), 3).expect("subscribe");
         let e = s.next().await.expect("ev").expect("ok");
         assert_eq!((e.revision, e.key.as_str()), (2, "c"));
-        assert_eq!(e.prev_object, Some(serde_json::json!({"data": "x".repeat(1000)})));
+        assert_eq!(
+            e.prev_object,
+            Some(serde_json::json!({"data": "x".repeat(1000)}))
+        );
         assert!(matches!(
             hub.subscribe("", Some(0), 3),
             Err(StoreError::TooOld { oldest: 1, .. })
