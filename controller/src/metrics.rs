@@ -416,7 +416,6 @@ pub fn readiness(store: Store) -> shoal_observe::ReadyCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn objects_count_by_kind() {
