@@ -196,10 +196,15 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
     let fields = format!("metadata.name={name}");
     let mut last = String::new();
     let daemonset = kind.kind == "DaemonSet";
-    let (judge, progress): (fn(&Value) -> RolloutState, fn(&Value) -> (u64, u64)) = if daemonset {
-        (daemonset_rollout_state, daemonset_rollout_progress)
+    let judge: fn(&Value) -> RolloutState = if daemonset {
+        daemonset_rollout_state
     } else {
-        (rollout_state, rollout_progress)
+        rollout_state
+    };
+    let progress: fn(&Value) -> (u64, u64) = if daemonset {
+        daemonset_rollout_progress
+    } else {
+        rollout_progress
     };
     // Updated and available pods of the desired count, on a terminal.
     let bar = crate::progress::count(0, &kind.slash_name(name));
