@@ -71,8 +71,7 @@ fn wait_for(c: &NetnsCluster, what: &str, nodes: &[&str], version: &str) -> Vec<
 }
 
 fn status(c: &NetnsCluster) -> Result<Value, String> {
-    c.json(&["get", "ds", "agent"])
-        .map(|d| d["status"].clone())
+    c.json(&["get", "ds", "agent"]).map(|d| d["status"].clone())
 }
 
 #[test]
@@ -107,13 +106,20 @@ fn daemonset_follows_node_joins_labels_and_rolls_updates() {
         "{s}"
     );
     let table = c.ctl_ok(&["get", "ds"]);
-    assert!(table.contains("DESIRED") && table.contains("agent"), "{table}");
+    assert!(
+        table.contains("DESIRED") && table.contains("agent"),
+        "{table}"
+    );
 
     // node3 joins again (its agent re-registers the Node): it gets a pod, the others keep theirs.
     let st = c.script(&["start", "n3"]);
     assert!(st.status.success(), "start n3: {st:?}");
     let joined = wait_for(&c, "a pod on node3", &["node1", "node2", "node3"], "v1");
-    assert_eq!(joined[..2], first[..], "node1's and node2's pods were replaced");
+    assert_eq!(
+        joined[..2],
+        first[..],
+        "node1's and node2's pods were replaced"
+    );
 
     // A template change rolls out one node at a time; rollout status waits for it.
     let out = c.apply(&daemonset("v2", ""));
@@ -152,12 +158,16 @@ fn daemonset_follows_node_joins_labels_and_rolls_updates() {
 
     // Deleting the daemon set deletes its pods.
     c.ctl_ok(&["delete", "ds", "agent"]);
-    eventually("the daemon set's pods to go", Duration::from_secs(60), || {
-        let pods = c.pods("app=ds-e2e")?;
-        if pods.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} pods left", pods.len()))
-        }
-    });
+    eventually(
+        "the daemon set's pods to go",
+        Duration::from_secs(60),
+        || {
+            let pods = c.pods("app=ds-e2e")?;
+            if pods.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} pods left", pods.len()))
+            }
+        },
+    );
 }
