@@ -369,13 +369,14 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 /// Admission rules for the pods an object makes (a Pod, the template of a Deployment,
-/// Job or CronJob):
+/// DaemonSet, Job or CronJob):
 /// hostPath only for admins (or under an allowed prefix), no host port that Shoal or
 /// ssh uses. Errors name the field.
 pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<(), Status> {
     let (spec, at) = match o {
         Object::Pod(p) => (&p.spec, "spec"),
         Object::Deployment(d) => (&d.spec.template.spec, "spec.template.spec"),
+        Object::DaemonSet(d) => (&d.spec.template.spec, "spec.template.spec"),
         Object::Job(j) => (&j.spec.template.spec, "spec.template.spec"),
         Object::CronJob(c) => (
             &c.spec.job_template.spec.template.spec,
@@ -640,6 +641,28 @@ mod tests {
             "{e:?}"
         );
         assert!(admission(&user(Role::Admin, None), &job, &cfg).is_ok());
+    }
+
+    #[test]
+    fn daemonsets_are_namespaced_writes_with_pod_admission() {
+        let team = user(Role::Edit, Some("team"));
+        assert!(check_verb(&team, Verb::Create, Kind::DaemonSet, "team").is_ok());
+        assert!(check_verb(&team, Verb::Delete, Kind::DaemonSet, "other").is_err());
+        let ds = Object::from_json(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d", "namespace": "team"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}},
+                     "template": {"metadata": {"labels": {"a": "b"}},
+                                  "spec": {"containers": [{"name": "c", "image": "b"}],
+                                           "volumes": [{"name": "h", "hostPath": {"path": "/var/log"}}]}}}}))
+        .unwrap();
+        let cfg = AdmissionConfig::default();
+        let e = admission(&team, &ds, &cfg).unwrap_err();
+        assert!(
+            e.message()
+                .contains("DaemonSet d: spec.template.spec.volumes[0]"),
+            "{e:?}"
+        );
+        assert!(admission(&user(Role::Admin, None), &ds, &cfg).is_ok());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn of_kind(kind: Kind) -> KindInfo {
     let singular = match kind {
         Kind::Pod => "pod",
         Kind::Deployment => "deployment",
+        Kind::DaemonSet => "daemonset",
         Kind::Service => "service",
         Kind::Node => "node",
         Kind::Event => "event",

@@ -3,6 +3,7 @@
 //! They need root; build the binaries first (`cargo build --workspace`).
 
 mod comeback;
+mod daemonset;
 mod harness;
 mod install;
 mod network;

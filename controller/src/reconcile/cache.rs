@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use shoal_api::{
-    CronJob, Deployment, Endpoints, Event, Job, Namespace, Node, Object, Pod, Service,
+    CronJob, DaemonSet, Deployment, Endpoints, Event, Job, Namespace, Node, Object, Pod, Service,
 };
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 9] = [
+pub const PREFIXES: [&str; 10] = [
     "Pod/",
     "Deployment/",
+    "DaemonSet/",
     "Node/",
     "Event/",
     "Service/",
@@ -29,6 +30,8 @@ pub struct Cache {
     pub pods: BTreeMap<String, Pod>,
     /// Deployments by key.
     pub deployments: BTreeMap<String, Deployment>,
+    /// DaemonSets by key.
+    pub daemonsets: BTreeMap<String, DaemonSet>,
     /// Nodes by key.
     pub nodes: BTreeMap<String, Node>,
     /// Events by key.
@@ -56,6 +59,7 @@ impl Cache {
         match prefix {
             "Pod/" => self.pods.clear(),
             "Deployment/" => self.deployments.clear(),
+            "DaemonSet/" => self.daemonsets.clear(),
             "Node/" => self.nodes.clear(),
             "Event/" => self.events.clear(),
             "Service/" => self.services.clear(),
@@ -116,6 +120,12 @@ impl Cache {
             }
             ("Deployment", _) => {
                 self.deployments.remove(key);
+            }
+            ("DaemonSet", Some(Object::DaemonSet(d))) => {
+                self.daemonsets.insert(key.to_string(), d);
+            }
+            ("DaemonSet", _) => {
+                self.daemonsets.remove(key);
             }
             ("Node", Some(Object::Node(n))) => {
                 self.nodes.insert(key.to_string(), n);

@@ -1,11 +1,11 @@
-//! The garbage collector: deletes pods whose controlling Deployment or Job (by uid) no
-//! longer exists, Jobs whose controlling CronJob no longer exists, events older than
+//! The garbage collector: deletes pods whose controlling Deployment, DaemonSet or Job
+//! (by uid) no longer exists, Jobs whose controlling CronJob no longer exists, events older than
 //! [`super::events::EVENT_TTL`], and the oldest events beyond the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use shoal_api::{CronJob, Deployment, Event, Job, Kind, ObjectMeta, Pod};
+use shoal_api::{CronJob, DaemonSet, Deployment, Event, Job, Kind, ObjectMeta, Pod};
 
 use super::action::{Action, namespace, revision};
 use super::events::{EVENT_TTL, event_time};
@@ -24,8 +24,8 @@ pub struct Orphan {
 /// What one pass of the garbage collector found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GcPlan {
-    /// Pods whose controlling Deployment or Job, and Jobs whose controlling CronJob, are
-    /// missing from the cache.
+    /// Pods whose controlling Deployment, DaemonSet or Job, and Jobs whose controlling
+    /// CronJob, are missing from the cache.
     pub orphans: Vec<Orphan>,
     /// Deletes of expired events.
     pub expired_events: Vec<Action>,
@@ -38,15 +38,17 @@ pub struct Owned<'a> {
     pub pods: &'a BTreeMap<String, Pod>,
     /// Deployments by key.
     pub deployments: &'a BTreeMap<String, Deployment>,
+    /// DaemonSets by key.
+    pub daemonsets: &'a BTreeMap<String, DaemonSet>,
     /// Jobs by key.
     pub jobs: &'a BTreeMap<String, Job>,
     /// CronJobs by key.
     pub cronjobs: &'a BTreeMap<String, CronJob>,
 }
 
-/// Plans one pass: orphans (pods whose controller owner of kind Deployment or Job, and
-/// Jobs whose controller owner of kind CronJob, has a uid that exists nowhere), events
-/// last seen more than an hour before `now`, and the oldest events beyond `event_limit`
+/// Plans one pass: orphans (pods whose controller owner of kind Deployment, DaemonSet or
+/// Job, and Jobs whose controller owner of kind CronJob, has a uid that exists nowhere),
+/// events last seen more than an hour before `now`, and the oldest events beyond `event_limit`
 /// (by time last seen, then key; an event without a time counts as oldest).
 pub fn plan(
     owned: Owned<'_>,
@@ -58,6 +60,12 @@ pub fn plan(
         .deployments
         .values()
         .map(|d| (Kind::Deployment, &d.metadata)))
+    .chain(
+        owned
+            .daemonsets
+            .values()
+            .map(|d| (Kind::DaemonSet, &d.metadata)),
+    )
     .chain(owned.jobs.values().map(|j| (Kind::Job, &j.metadata)))
     .chain(
         owned
@@ -72,7 +80,7 @@ pub fn plan(
         (
             Kind::Pod,
             &p.metadata,
-            [Kind::Deployment, Kind::Job].as_slice(),
+            [Kind::Deployment, Kind::DaemonSet, Kind::Job].as_slice(),
         )
     }))
     .chain(
@@ -183,6 +191,7 @@ mod tests {
             Owned {
                 pods: &pods,
                 deployments: &deployments,
+                daemonsets: &BTreeMap::new(),
                 jobs: &BTreeMap::new(),
                 cronjobs: &BTreeMap::new(),
             },
@@ -234,6 +243,7 @@ mod tests {
             Owned {
                 pods: &pods,
                 deployments: &BTreeMap::new(),
+                daemonsets: &BTreeMap::new(),
                 jobs: &jobs,
                 cronjobs: &BTreeMap::new(),
             },
@@ -283,6 +293,7 @@ mod tests {
         let owned = Owned {
             pods: &BTreeMap::new(),
             deployments: &BTreeMap::new(),
+            daemonsets: &BTreeMap::new(),
             jobs: &BTreeMap::new(),
             cronjobs: &empty,
         };
@@ -298,5 +309,52 @@ mod tests {
         assert_eq!(deleted(4), ["Event/prod/e"]);
         assert_eq!(deleted(2), ["Event/prod/e", "Event/prod/d", "Event/prod/c"]);
         assert_eq!(deleted(0).len(), 5);
+    }
+
+    #[test]
+    fn pods_of_deleted_daemonsets_are_orphans() {
+        let pod = |name: &str, uid: &str| -> (String, Pod) {
+            let p: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "prod", "resourceVersion": "5",
+                             "ownerReferences": [{"kind": "DaemonSet", "name": "agent", "uid": uid, "controller": true}]},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            }))
+            .unwrap();
+            (format!("Pod/prod/{name}"), p)
+        };
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "agent", "namespace": "prod", "uid": "d-live"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}},
+                     "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "b"}]}}}
+        }))
+        .unwrap();
+        let pods = BTreeMap::from([pod("kept", "d-live"), pod("gone", "d-old")]);
+        let daemonsets = BTreeMap::from([("DaemonSet/prod/agent".to_string(), ds)]);
+        let owned = Owned {
+            pods: &pods,
+            deployments: &BTreeMap::new(),
+            daemonsets: &daemonsets,
+            jobs: &BTreeMap::new(),
+            cronjobs: &BTreeMap::new(),
+        };
+        let found: Vec<(String, String, String)> = plan(owned, &BTreeMap::new(), 10, t(0))
+            .orphans
+            .iter()
+            .map(|o| (o.action.key(), o.owner_key.clone(), o.owner_uid.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(
+                "Pod/prod/gone".to_string(),
+                "DaemonSet/prod/agent".to_string(),
+                "d-old".to_string()
+            )]
+        );
+        // With the daemon set deleted, its pods are orphans too.
+        let owned = Owned {
+            daemonsets: &BTreeMap::new(),
+            ..owned
+        };
+        assert_eq!(plan(owned, &BTreeMap::new(), 10, t(0)).orphans.len(), 2);
     }
 }

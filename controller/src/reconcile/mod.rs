@@ -2,9 +2,9 @@
 //! that run while this member is the Raft leader and stop when it is not.
 //!
 //! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
-//! [`job`], [`cronjob`], [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`],
+//! [`daemonset`], [`job`], [`cronjob`], [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`],
 //! [`namespaces`]); this module is the thin loop that keeps a cache of Pods, Deployments,
-//! Jobs, CronJobs, Nodes, Events, Services, Endpoints and Namespaces
+//! DaemonSets, Jobs, CronJobs, Nodes, Events, Services, Endpoints and Namespaces
 //! (list, then watch from the list's revision;
 //! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
 //! changes (debounced) and periodically, and writes their actions.
@@ -12,6 +12,7 @@
 pub mod action;
 pub mod cache;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -213,7 +214,7 @@ fn apply(
     }
 }
 
-/// One pass of every reconciler, in order: deployments, cron jobs (new Jobs), jobs (new
+/// One pass of every reconciler, in order: deployments, daemon sets (bound pods), cron jobs (new Jobs), jobs (new
 /// pods), scheduler (binds them),
 /// node lifecycle, node pod CIDRs, endpoints, garbage collection. Returns true when a
 /// write must be retried soon.
@@ -240,6 +241,25 @@ async fn pass(
         actions
     });
     retry |= execute(store, cache, "deployments", actions).await?;
+
+    let actions = tokio::task::block_in_place(|| {
+        let owned = job::by_owner(Kind::DaemonSet, cache.pods.values());
+        let mut actions = Vec::new();
+        for ds in cache.daemonsets.values() {
+            let uid = ds.metadata.uid.as_deref().unwrap_or("");
+            let pods = owned.get(uid).map(Vec::as_slice).unwrap_or(&[]);
+            actions.extend(daemonset::plan(
+                ds,
+                pods,
+                &cache.nodes,
+                now,
+                cfg.node_timeout,
+                names,
+            ));
+        }
+        actions
+    });
+    retry |= execute(store, cache, "daemon sets", actions).await?;
 
     let actions = tokio::task::block_in_place(|| {
         let owned = job::by_owner(Kind::CronJob, cache.jobs.values());
@@ -300,6 +320,7 @@ async fn pass(
         gc::Owned {
             pods: &cache.pods,
             deployments: &cache.deployments,
+            daemonsets: &cache.daemonsets,
             jobs: &cache.jobs,
             cronjobs: &cache.cronjobs,
         },

@@ -1,7 +1,7 @@
 //! The node lifecycle reconciler: a node whose agent stopped heartbeating becomes
 //! `Ready=Unknown` (reason `NodeStatusUnknown`, event `NodeNotReady`); after a further
 //! delay its pods are replaced elsewhere (owned pods deleted, standalone pods `Failed`
-//! with reason `NodeLost`).
+//! with reason `NodeLost`), except daemon pods, which stay with their node.
 //!
 //! Silence is counted from the node's last heartbeat, but never from before the moment
 //! this member started watching the nodes as leader (`watching_since`): a leader cannot
@@ -116,7 +116,9 @@ pub fn plan(
         let Some(silent) = lost.get(node) else {
             continue;
         };
-        if is_terminal(p) {
+        // Daemon pods tolerate node.kubernetes.io/not-ready and unreachable (NoExecute):
+        // they stay with their node, as in Kubernetes (see `daemonset`).
+        if is_terminal(p) || super::daemonset::is_daemon_pod(p) {
             continue;
         }
         let owned = p.metadata.controller_owner().is_some();
@@ -317,11 +319,15 @@ mod tests {
         let nodes = BTreeMap::from([(k, n), node("n2", 129)]);
         let (kd, mut done) = pod("done", "n1", false);
         done.status.as_mut().unwrap().phase = PodPhase::Succeeded;
+        // A daemon pod stays with its lost node (it tolerates not-ready/unreachable).
+        let (kds, mut daemon) = pod("daemon", "n1", true);
+        daemon.metadata.owner_references[0].kind = Kind::DaemonSet;
         let pods = BTreeMap::from([
             pod("owned", "n1", true),
             pod("alone", "n1", false),
             pod("elsewhere", "n2", true),
             (kd, done),
+            (kds, daemon),
         ]);
         // Not yet: 29 s silent < 10 + 20.
         assert!(

@@ -235,47 +235,7 @@ impl Deployment {
             &mut errs,
         );
         let spec = &self.spec;
-        if spec.selector.is_empty() {
-            errs.push(
-                "spec.selector",
-                "must not be empty: set matchLabels or matchExpressions",
-            );
-        } else {
-            match LabelSelector::from_spec(&spec.selector) {
-                Err(SelectorError::Invalid { field, message }) => {
-                    errs.push(format!("spec.selector.{field}"), message)
-                }
-                Err(e) => errs.push("spec.selector", e.to_string()),
-                Ok(sel) => {
-                    if !sel.matches(&spec.template.metadata.labels) {
-                        errs.push(
-                            "spec.template.metadata.labels",
-                            format!(
-                                "selector {sel:?} does not match the template labels",
-                                sel = sel.to_string()
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        v::validate_labels(
-            &spec.template.metadata.labels,
-            "spec.template.metadata.labels",
-            &mut errs,
-        );
-        v::validate_annotations(
-            &spec.template.metadata.annotations,
-            "spec.template.metadata.annotations",
-            &mut errs,
-        );
-        spec.template.spec.validate("spec.template.spec", &mut errs);
-        if spec.template.spec.node_name.is_some() {
-            errs.push(
-                "spec.template.spec.nodeName",
-                "must not be set in a template",
-            );
-        }
+        validate_selector_and_template(&spec.selector, &spec.template, &mut errs);
         if let Some(ru) = &spec.strategy.rolling_update {
             if spec.strategy.type_ == DeploymentStrategyType::Recreate {
                 errs.push(
@@ -309,6 +269,58 @@ impl Deployment {
             }
         }
         errs.into_result()
+    }
+}
+
+/// Checks the `spec.selector` and `spec.template` of a workload that owns pods made from
+/// a template (Deployment, DaemonSet): the selector is non-empty, valid and matches the
+/// template's labels; the template's labels, annotations and pod spec are valid; and the
+/// template has no `nodeName`.
+pub(crate) fn validate_selector_and_template(
+    selector: &LabelSelectorSpec,
+    template: &PodTemplateSpec,
+    errs: &mut ValidationErrors,
+) {
+    if selector.is_empty() {
+        errs.push(
+            "spec.selector",
+            "must not be empty: set matchLabels or matchExpressions",
+        );
+    } else {
+        match LabelSelector::from_spec(selector) {
+            Err(SelectorError::Invalid { field, message }) => {
+                errs.push(format!("spec.selector.{field}"), message)
+            }
+            Err(e) => errs.push("spec.selector", e.to_string()),
+            Ok(sel) => {
+                if !sel.matches(&template.metadata.labels) {
+                    errs.push(
+                        "spec.template.metadata.labels",
+                        format!(
+                            "selector {sel:?} does not match the template labels",
+                            sel = sel.to_string()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    v::validate_labels(
+        &template.metadata.labels,
+        "spec.template.metadata.labels",
+        errs,
+    );
+    v::validate_annotations(
+        &template.metadata.annotations,
+        "spec.template.metadata.annotations",
+        errs,
+    );
+    template.spec.validate("spec.template.spec", errs);
+    if template.spec.node_name.is_some() {
+        errs.push(
+            "spec.template.spec.nodeName",
+            "must not be set in a template",
+        );
     }
 }
 

@@ -14,6 +14,8 @@ pub enum Kind {
     Pod,
     /// A replicated, rolling-updated set of pods made from a template.
     Deployment,
+    /// One pod from a template on every matching node (`apps/v1`).
+    DaemonSet,
     /// A stable virtual IP and DNS name load-balanced to selected pods.
     Service,
     /// A machine running the agent (cluster-scoped).
@@ -37,15 +39,16 @@ pub enum Kind {
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Pod,
         Kind::Deployment,
+        Kind::DaemonSet,
         Kind::Service,
         Kind::Node,
         Kind::Event,
@@ -62,6 +65,7 @@ impl Kind {
         match self {
             Kind::Pod => "Pod",
             Kind::Deployment => "Deployment",
+            Kind::DaemonSet => "DaemonSet",
             Kind::Service => "Service",
             Kind::Node => "Node",
             Kind::Event => "Event",
@@ -84,6 +88,7 @@ impl Kind {
         match self {
             Kind::Pod => "pods",
             Kind::Deployment => "deployments",
+            Kind::DaemonSet => "daemonsets",
             Kind::Service => "services",
             Kind::Node => "nodes",
             Kind::Event => "events",
@@ -101,6 +106,7 @@ impl Kind {
         Some(match self {
             Kind::Pod => "po",
             Kind::Deployment => "deploy",
+            Kind::DaemonSet => "ds",
             Kind::Service => "svc",
             Kind::Node => "no",
             Kind::Event => "ev",
@@ -117,11 +123,11 @@ impl Kind {
         API_VERSION
     }
 
-    /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment,
-    /// `batch/v1` for Job and CronJob.
+    /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment and
+    /// DaemonSet, `batch/v1` for Job and CronJob.
     pub fn kubernetes_api_version(self) -> &'static str {
         match self {
-            Kind::Deployment => "apps/v1",
+            Kind::Deployment | Kind::DaemonSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
@@ -142,13 +148,14 @@ impl FromStr for Kind {
     type Err = UnknownKind;
 
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
-    /// `deployment`, `deployments`, `deploy`, `service`, `services`, `svc`, `node`, `nodes`,
+    /// `deployment`, `deployments`, `deploy`, `daemonset`, `daemonsets`, `ds`, `service`, `services`, `svc`, `node`, `nodes`,
     /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
     /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
             "deployment" | "deployments" | "deploy" => Kind::Deployment,
+            "daemonset" | "daemonsets" | "ds" => Kind::DaemonSet,
             "service" | "services" | "svc" => Kind::Service,
             "node" | "nodes" | "no" => Kind::Node,
             "event" | "events" | "ev" => Kind::Event,
@@ -180,7 +187,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, got {s:?}"
+                "expected one of Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, got {s:?}"
             ))
         })
     }
@@ -229,6 +236,8 @@ mod tests {
             ("jobs", Kind::Job),
             ("cj", Kind::CronJob),
             ("CronJobs", Kind::CronJob),
+            ("ds", Kind::DaemonSet),
+            ("DaemonSets", Kind::DaemonSet),
         ] {
             assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
         }
@@ -252,6 +261,8 @@ mod tests {
         assert!(Kind::Job.accepts_api_version("batch/v1"));
         assert!(Kind::CronJob.accepts_api_version("batch/v1"));
         assert!(!Kind::Job.accepts_api_version("apps/v1"));
+        assert!(Kind::DaemonSet.accepts_api_version("apps/v1"));
+        assert!(!Kind::DaemonSet.accepts_api_version("v1"));
         for k in Kind::ALL {
             assert_eq!(k.to_string().parse::<Kind>().unwrap(), k);
             assert_eq!(k.plural().parse::<Kind>().unwrap(), k);

@@ -148,7 +148,6 @@ const KINDS: &[&str] = &[
     "ReplicaSet",
     "ReplicationController",
     "StatefulSet",
-    "DaemonSet",
     "Ingress",
     "IngressClass",
     "PersistentVolume",
@@ -184,7 +183,7 @@ fn keys(path: &str) -> Vec<&str> {
 fn pod_spec(kind: Kind) -> Option<&'static [&'static str]> {
     match kind {
         Kind::Pod => Some(&["spec"]),
-        Kind::Deployment => Some(&["spec", "template", "spec"]),
+        Kind::Deployment | Kind::DaemonSet => Some(&["spec", "template", "spec"]),
         _ => None,
     }
 }
@@ -215,6 +214,9 @@ fn fields_at(kind: Kind, parent: &[&str]) -> &'static [&'static str] {
     match (kind, parent) {
         (Kind::Deployment, ["spec"]) => &["minReadySeconds", "progressDeadlineSeconds"],
         (Kind::Deployment, ["spec", "template", "metadata"]) => TEMPLATE_METADATA,
+        (Kind::DaemonSet, ["spec"]) => &["minReadySeconds", "revisionHistoryLimit"],
+        (Kind::DaemonSet, ["spec", "template", "metadata"]) => TEMPLATE_METADATA,
+        (Kind::DaemonSet, ["spec", "updateStrategy", "rollingUpdate"]) => &["maxSurge"],
         (Kind::Service, []) => &["status"],
         (Kind::Service, ["spec"]) => SERVICE_SPEC,
         (Kind::Service, ["spec", "ports"]) => &["appProtocol"],

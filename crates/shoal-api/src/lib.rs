@@ -1,4 +1,4 @@
-//! Shoal's resource model: Pod, Deployment, Service, Node, Event, Namespace, Endpoints,
+//! Shoal's resource model: Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints,
 //! Job, CronJob, ConfigMap, Secret;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
@@ -7,6 +7,7 @@
 
 pub mod configmap;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
@@ -31,6 +32,10 @@ pub mod validation;
 pub use configmap::{ConfigMap, MAX_DATA_BYTES, Secret};
 pub use cronjob::{
     ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec, Schedule,
+};
+pub use daemonset::{
+    DAEMONSET_HASH_LABEL, DaemonSet, DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy,
+    DaemonSetUpdateStrategyType, RollingUpdateDaemonSet,
 };
 pub use deployment::{
     Deployment, DeploymentRevision, DeploymentSpec, DeploymentStatus, DeploymentStrategy,

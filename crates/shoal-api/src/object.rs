@@ -3,6 +3,7 @@
 
 use crate::configmap::{ConfigMap, Secret};
 use crate::cronjob::CronJob;
+use crate::daemonset::DaemonSet;
 use crate::deployment::Deployment;
 use crate::endpoints::Endpoints;
 use crate::event::Event;
@@ -28,6 +29,8 @@ pub enum Object {
     Pod(Pod),
     /// A deployment.
     Deployment(Deployment),
+    /// A daemon set.
+    DaemonSet(DaemonSet),
     /// A service.
     Service(Service),
     /// A node.
@@ -139,7 +142,8 @@ macro_rules! each_kind {
 }
 
 each_kind!(
-    Pod, Deployment, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret
+    Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob,
+    ConfigMap, Secret
 );
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
@@ -573,6 +577,7 @@ impl Object {
         let result = match self {
             Object::Pod(v) => typed_yaml(Kind::Pod, v),
             Object::Deployment(v) => typed_yaml(Kind::Deployment, v),
+            Object::DaemonSet(v) => typed_yaml(Kind::DaemonSet, v),
             Object::Service(v) => typed_yaml(Kind::Service, v),
             Object::Node(v) => typed_yaml(Kind::Node, v),
             Object::Event(v) => typed_yaml(Kind::Event, v),

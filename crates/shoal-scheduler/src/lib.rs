@@ -30,4 +30,4 @@ pub use node::{NodeInfo, Protocol, Taint, TaintEffect};
 pub use plan::{Binding, SchedulePlan};
 pub use pod::{BoundPod, PodRequest, Toleration, TolerationOperator};
 pub use resources::Resources;
-pub use schedule::schedule;
+pub use schedule::{schedule, static_rejection};

@@ -326,32 +326,42 @@ impl StaticCache {
     }
 }
 
+/// The first static filter (readiness, cordon, `NoSchedule`/`NoExecute` taints,
+/// `nodeSelector`, in Kubernetes' order) that rejects `pod` on `node`, or `None` when the
+/// node passes them all. Resources and host ports are not looked at. The DaemonSet
+/// reconciler asks this per node (with the node's readiness and cordon adjusted to its
+/// own rules) instead of placing pods.
+pub fn static_rejection(pod: &PodRequest, node: &NodeInfo) -> Option<FitReason> {
+    let tolerated = |t: &crate::Taint| pod.tolerations.iter().any(|tol| tol.tolerates(t));
+    if !node.ready {
+        Some(FitReason::NotReady)
+    } else if node.unschedulable {
+        Some(FitReason::Unschedulable)
+    } else if node
+        .taints
+        .iter()
+        .any(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerated(t))
+    {
+        Some(FitReason::UntoleratedTaint)
+    } else if !pod
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+    {
+        Some(FitReason::NodeSelectorMismatch)
+    } else {
+        None
+    }
+}
+
 /// Runs the filters that depend only on the node and the pod's selector and
-/// tolerations, in Kubernetes' order; a rejected node counts one reason.
+/// tolerations ([`static_rejection`]); a rejected node counts one reason.
 fn static_filter(pod: &PodRequest, nodes: &[&NodeInfo]) -> Statics {
     let mut eligible = Vec::with_capacity(nodes.len());
     let mut reasons: BTreeMap<FitReason, usize> = BTreeMap::new();
     let tolerated = |t: &crate::Taint| pod.tolerations.iter().any(|tol| tol.tolerates(t));
     for (i, node) in nodes.iter().enumerate() {
-        let rejected = if !node.ready {
-            Some(FitReason::NotReady)
-        } else if node.unschedulable {
-            Some(FitReason::Unschedulable)
-        } else if node
-            .taints
-            .iter()
-            .any(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerated(t))
-        {
-            Some(FitReason::UntoleratedTaint)
-        } else if !pod
-            .node_selector
-            .iter()
-            .all(|(k, v)| node.labels.get(k) == Some(v))
-        {
-            Some(FitReason::NodeSelectorMismatch)
-        } else {
-            None
-        };
+        let rejected = static_rejection(pod, node);
         match rejected {
             Some(r) => *reasons.entry(r).or_default() += 1,
             None => eligible.push(Eligible {
@@ -422,5 +432,36 @@ mod tests {
         pod.tolerations
             .push(Toleration::exists("x", Some(TaintEffect::PreferNoSchedule)));
         assert_eq!(static_filter(&pod, &refs).eligible[0].prefer_no_schedule, 1);
+    }
+
+    #[test]
+    fn static_rejection_in_kubernetes_order() {
+        let mut node = NodeInfo::new("a", Resources::new(1000, 1000, 10));
+        node.labels.insert("disk".into(), "ssd".into());
+        let mut pod = PodRequest::new("p", 1, 1);
+        pod.node_selector.insert("disk".into(), "ssd".into());
+        assert_eq!(static_rejection(&pod, &node), None);
+        node.taints = vec![Taint::new("x", "1", TaintEffect::PreferNoSchedule)];
+        assert_eq!(static_rejection(&pod, &node), None);
+        node.taints
+            .push(Taint::new("d", "1", TaintEffect::NoSchedule));
+        assert_eq!(
+            static_rejection(&pod, &node),
+            Some(FitReason::UntoleratedTaint)
+        );
+        pod.tolerations.push(Toleration::equal("d", "1", None));
+        assert_eq!(static_rejection(&pod, &node), None);
+        pod.node_selector.insert("disk".into(), "hdd".into());
+        assert_eq!(
+            static_rejection(&pod, &node),
+            Some(FitReason::NodeSelectorMismatch)
+        );
+        node.unschedulable = true;
+        assert_eq!(
+            static_rejection(&pod, &node),
+            Some(FitReason::Unschedulable)
+        );
+        node.ready = false;
+        assert_eq!(static_rejection(&pod, &node), Some(FitReason::NotReady));
     }
 }

@@ -16,6 +16,7 @@ pub fn schema_of(kind: Kind) -> Value {
     let s = match kind {
         Kind::Pod => schema_for!(shoal_api::Pod),
         Kind::Deployment => schema_for!(shoal_api::Deployment),
+        Kind::DaemonSet => schema_for!(shoal_api::DaemonSet),
         Kind::Service => schema_for!(shoal_api::Service),
         Kind::Node => schema_for!(shoal_api::Node),
         Kind::Event => schema_for!(shoal_api::Event),

@@ -60,6 +60,8 @@ mod tests {
         assert_eq!(t.rows.len(), Kind::ALL.len());
         let deploy = t.rows.iter().find(|r| r[0] == "deployments").unwrap();
         assert_eq!(deploy[1..], ["deploy", "apps/v1", "true", "Deployment"]);
+        let ds = t.rows.iter().find(|r| r[0] == "daemonsets").unwrap();
+        assert_eq!(ds[1..], ["ds", "apps/v1", "true", "DaemonSet"]);
         let nodes = t.rows.iter().find(|r| r[0] == "nodes").unwrap();
         assert_eq!(nodes[3], "false");
     }

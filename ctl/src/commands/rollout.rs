@@ -1,5 +1,6 @@
-//! `shoalctl rollout status|history|undo|restart deployment/NAME`. Status follows the Deployment
-//! with a watch and judges each version with [`rollout_state`] (a pure function, kubectl's
+//! `shoalctl rollout status|history|undo|restart deployment/NAME` (`status` and `restart`
+//! also take `daemonset/NAME`). Status follows the object with a watch and judges each
+//! version with [`rollout_state`] or [`daemonset_rollout_state`] (pure functions, kubectl's
 //! rules); undo copies a revision's template from `status.history` into `spec.template`
 //! with the resourceVersion as precondition; restart sets the template annotation
 //! [`RESTARTED_AT`] to now, which changes the template and so rolls every pod.
@@ -23,14 +24,15 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlError> {
     match command {
         RolloutCommand::Status { target, timeout } => {
-            let (kind, name) = one_target(&target, &["Deployment"])?;
+            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet"])?;
             let work = status(ctx, &kind, &name);
             match timeout {
                 None => work.await,
                 Some(t) => tokio::time::timeout(t, work).await.map_err(|_| {
                     CtlError::WaitTimeout(format!(
-                        "timed out after {} waiting for deployment {name:?} to roll out",
-                        output::human_age(chrono::Duration::from_std(t).unwrap_or_default())
+                        "timed out after {} waiting for {} {name:?} to roll out",
+                        output::human_age(chrono::Duration::from_std(t).unwrap_or_default()),
+                        kind.singular
                     ))
                 })?,
             }
@@ -49,7 +51,7 @@ pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlEr
             undo(ctx, &kind, &name, to_revision).await
         }
         RolloutCommand::Restart { target } => {
-            let (kind, name) = one_target(&target, &["Deployment"])?;
+            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet"])?;
             let ns = ctx.namespace_for(&kind);
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             ctx.modify(&kind, &ns, &name, None, |d| {
@@ -137,13 +139,75 @@ pub fn rollout_state(d: &Value) -> RolloutState {
     RolloutState::Done(format!("deployment {name:?} successfully rolled out"))
 }
 
-/// Follows the Deployment until [`rollout_state`] says done (printing each new line).
+/// (pods updated and available, nodes that should run one) of a DaemonSet: the progress bar.
+pub fn daemonset_rollout_progress(d: &Value) -> (u64, u64) {
+    let int = |p: &str| d.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let desired = int("/status/desiredNumberScheduled");
+    let done = int("/status/updatedNumberScheduled")
+        .min(int("/status/numberAvailable"))
+        .min(desired);
+    (done, desired)
+}
+
+/// Judges one version of a DaemonSet like `kubectl rollout status`: only for
+/// `RollingUpdate`; done when `status.observedGeneration >= metadata.generation` and every
+/// node that should run the pod runs an updated, available one.
+pub fn daemonset_rollout_state(d: &Value) -> RolloutState {
+    let name = d
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let int = |p: &str| d.pointer(p).and_then(Value::as_i64);
+    let strategy = d
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    if strategy != "RollingUpdate" {
+        return RolloutState::Stuck(format!(
+            "rollout status is only available for RollingUpdate strategy type (daemon set {name:?} has {strategy})"
+        ));
+    }
+    let generation = int("/metadata/generation").unwrap_or(0);
+    if int("/status/observedGeneration").is_none_or(|o| o < generation) {
+        return RolloutState::Waiting(
+            "Waiting for daemon set spec update to be observed...".into(),
+        );
+    }
+    let desired = int("/status/desiredNumberScheduled").unwrap_or(0);
+    let updated = int("/status/updatedNumberScheduled").unwrap_or(0);
+    let available = int("/status/numberAvailable").unwrap_or(0);
+    if updated < desired {
+        return RolloutState::Waiting(format!(
+            "Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated..."
+        ));
+    }
+    if available < desired {
+        return RolloutState::Waiting(format!(
+            "Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available..."
+        ));
+    }
+    RolloutState::Done(format!("daemon set {name:?} successfully rolled out"))
+}
+
+/// Follows the Deployment or DaemonSet until [`rollout_state`] or
+/// [`daemonset_rollout_state`] says done (printing each new line).
 async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), CtlError> {
     let ns = ctx.namespace_for(kind);
     let fields = format!("metadata.name={name}");
     let mut last = String::new();
-    // Updated and available replicas of the desired count, on a terminal.
-    let bar = crate::progress::count(0, &format!("deployment/{name}"));
+    let daemonset = kind.kind == "DaemonSet";
+    let judge: fn(&Value) -> RolloutState = if daemonset {
+        daemonset_rollout_state
+    } else {
+        rollout_state
+    };
+    let progress: fn(&Value) -> (u64, u64) = if daemonset {
+        daemonset_rollout_progress
+    } else {
+        rollout_progress
+    };
+    // Updated and available pods of the desired count, on a terminal.
+    let bar = crate::progress::count(0, &kind.slash_name(name));
     let mut show =
         |state: &RolloutState, d: &Value| -> Result<Option<Result<(), CtlError>>, CtlError> {
             let (line, end) = match state {
@@ -154,7 +218,7 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
                     return Ok(Some(Err(CtlError::NotPossible(l.clone()))));
                 }
             };
-            let (done, total) = rollout_progress(d);
+            let (done, total) = progress(d);
             bar.set_length(total);
             bar.set_position(done);
             if *line != last {
@@ -194,13 +258,14 @@ async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), Ct
                 }
                 if ev == EventKind::Deleted {
                     return Err(CtlError::NotPossible(format!(
-                        "deployment {name:?} was deleted during the rollout"
+                        "{} {name:?} was deleted during the rollout",
+                        kind.singular
                     )));
                 }
                 object
             }
         };
-        if let Some(end) = show(&rollout_state(&d), &d)? {
+        if let Some(end) = show(&judge(&d), &d)? {
             return end;
         }
     }
@@ -274,12 +339,12 @@ pub fn pick_revision(
     Ok((rev_of(entry), template))
 }
 
-/// Sets `spec.template.metadata.annotations[RESTARTED_AT]` of a Deployment.
+/// Sets `spec.template.metadata.annotations[RESTARTED_AT]` of a Deployment or DaemonSet.
 pub fn set_restarted_at(d: &mut Value, now: &str) -> Result<(), CtlError> {
     let template = d
         .pointer_mut("/spec/template")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| CtlError::BadResponse("the deployment has no spec.template".into()))?;
+        .ok_or_else(|| CtlError::BadResponse("the object has no spec.template".into()))?;
     let meta = template
         .entry("metadata")
         .or_insert_with(|| serde_json::json!({}));
@@ -444,5 +509,48 @@ mod tests {
                 .contains("no previous revision")
         );
         assert!(pick_revision(&json!({}), "web", None).is_err());
+    }
+
+    #[test]
+    fn daemonset_rollout_state_like_kubectl() {
+        let ds = |generation: i64, observed: i64, updated: i64, available: i64| {
+            json!({"metadata": {"name": "agent", "generation": generation},
+                   "spec": {"updateStrategy": {"type": "RollingUpdate"}},
+                   "status": {"observedGeneration": observed, "desiredNumberScheduled": 3,
+                              "updatedNumberScheduled": updated, "numberAvailable": available}})
+        };
+        assert_eq!(
+            daemonset_rollout_state(&ds(2, 1, 3, 3)),
+            RolloutState::Waiting("Waiting for daemon set spec update to be observed...".into())
+        );
+        assert_eq!(
+            daemonset_rollout_state(&ds(2, 2, 1, 3)),
+            RolloutState::Waiting(
+                "Waiting for daemon set \"agent\" rollout to finish: 1 out of 3 new pods have been updated...".into()
+            )
+        );
+        assert_eq!(
+            daemonset_rollout_state(&ds(2, 2, 3, 2)),
+            RolloutState::Waiting(
+                "Waiting for daemon set \"agent\" rollout to finish: 2 of 3 updated pods are available...".into()
+            )
+        );
+        assert_eq!(
+            daemonset_rollout_state(&ds(2, 2, 3, 3)),
+            RolloutState::Done("daemon set \"agent\" successfully rolled out".into())
+        );
+        assert_eq!(daemonset_rollout_progress(&ds(2, 2, 3, 2)), (2, 3));
+        let mut on_delete = ds(2, 2, 3, 3);
+        on_delete["spec"]["updateStrategy"]["type"] = json!("OnDelete");
+        assert!(matches!(
+            daemonset_rollout_state(&on_delete),
+            RolloutState::Stuck(m) if m.contains("only available for RollingUpdate")
+        ));
+        let mut d = json!({"spec": {"template": {"spec": {}}}});
+        set_restarted_at(&mut d, "2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT],
+            "2026-01-01T00:00:00Z"
+        );
     }
 }

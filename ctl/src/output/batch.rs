@@ -48,7 +48,8 @@ pub fn headers(kind: &str) -> Option<(&'static [&'static str], &'static [&'stati
     }
 }
 
-fn template_columns(template: Option<&Value>, selector: String) -> Vec<String> {
+/// The `-o wide` columns of a workload: CONTAINERS, IMAGES (of `template`) and `selector`.
+pub(crate) fn template_columns(template: Option<&Value>, selector: String) -> Vec<String> {
     let containers = template.map(|t| arr(t, "/spec/containers")).unwrap_or(&[]);
     let names: Vec<&str> = containers.iter().filter_map(|c| s_at(c, "/name")).collect();
     let images: Vec<&str> = containers

@@ -130,6 +130,17 @@ pub fn describe(
                 p.kv(0, &key, val);
             }
         }
+        "DaemonSet" => {
+            p.lines.extend(super::daemonset::describe(v));
+            p.heading(0, "Pod Template");
+            p.map(
+                2,
+                "Labels",
+                &string_map(v, "/spec/template/metadata/labels"),
+            );
+            p.heading(2, "Containers");
+            describe_containers(&mut p, 4, arr(v, "/spec/template/spec/containers"), &[]);
+        }
         k @ ("Job" | "CronJob") => {
             p.lines.extend(super::batch::describe(k, v, now));
             let t = super::batch::pod_template(k, v).unwrap_or(&Value::Null);

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod cluster;
 pub mod config;
+pub mod daemonset;
 pub mod describe;
 pub mod fields;
 pub mod jsonpath;

@@ -41,6 +41,7 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
             &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
             &["CONTAINERS", "IMAGES", "SELECTOR"],
         ),
+        "DaemonSet" => super::daemonset::HEADERS,
         "Service" => (
             &["NAME", "TYPE", "CLUSTER-IP", "PORTS", "AGE"],
             &["SELECTOR", "ENDPOINTS"],
@@ -224,6 +225,10 @@ pub fn row_with(
             super::config::row(k, v, name, age).unwrap_or_default(),
             vec![],
         ),
+        "DaemonSet" => {
+            let (cells, wide) = super::daemonset::row(v, age);
+            (std::iter::once(name).chain(cells).collect(), wide)
+        }
         k @ ("Job" | "CronJob") => {
             let (cells, wide) = super::batch::row(k, v, age, now);
             (std::iter::once(name).chain(cells).collect(), wide)
