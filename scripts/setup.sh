@@ -8,7 +8,8 @@
 # needs protoc *and* libprotobuf-dev (google/protobuf/*.proto), so those are test packages.
 set -euo pipefail
 what=${1:-test}
-demo=(busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
+# make: the controller's allocator (tikv-jemalloc-sys) builds jemalloc with configure + make
+demo=(make busybox-static nftables wireguard-tools iproute2 iputils-ping procps util-linux dnsmasq-base)
 # docker-registry, skopeo, apache2-utils (htpasswd): the registry-client tests run a real registry;
 # docker.io: the `image save` test loads the tarball into a private dockerd and runs it
 # chromium: the dashboard test renders every page in headless Chromium
