@@ -163,6 +163,11 @@ pub fn register(r: &mut Registry) {
         shoal_store::log_flush_histogram().clone(),
     );
     r.register(
+        "raft_entry_requests",
+        "Client write requests per Raft entry this member proposed as leader (group commit)",
+        shoal_store::entry_requests_histogram().clone(),
+    );
+    r.register(
         "raft_last_log_index",
         "Index of the last entry in this member's Raft log",
         m.raft_last_log_index,

@@ -75,10 +75,9 @@ pub enum ReconcileError {
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// The plans also run this often without any change (time-based conditions, lost writes).
 const RESYNC: Duration = Duration::from_secs(2);
-/// Writes per store batch (one Raft entry).
-const CHUNK: usize = 500;
-/// Batches written concurrently.
-const PARALLEL_CHUNKS: usize = 8;
+
+/// Keys re-read at once after their writes' preconditions failed.
+const STALE_READS: usize = 16;
 
 /// Starts the reconcilers; they run whenever this member leads.
 pub fn spawn(store: Store, cfg: ReconcileConfig) -> JoinHandle<()> {
@@ -499,9 +498,10 @@ async fn confirm_orphans(
     Ok((actions, retry))
 }
 
-/// Writes `actions` in batches of [`CHUNK`] (several batches in flight), applies the
+/// Writes each action as its own request (`Store::write_each`: one conflict fails one
+/// action, not its neighbours; group commit puts them into few Raft entries), applies the
 /// outcomes to the cache, and refreshes the key of a failed precondition. Returns true
-/// when some batch failed and must be re-planned.
+/// when some write failed and must be re-planned.
 async fn execute(
     store: &Store,
     cache: &mut Cache,
@@ -513,22 +513,21 @@ async fn execute(
     }
     debug!("{who}: {} writes", actions.len());
     crate::metrics::observe_actions(who, actions.len());
+    let writes = actions.iter().map(|a| vec![a.to_write()]).collect();
+    let results = store.write_each(writes).await;
     let mut retry = false;
-    let chunks: Vec<Vec<Action>> = actions.chunks(CHUNK).map(<[Action]>::to_vec).collect();
-    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| async move {
-        let deleted: Vec<String> = chunk
-            .iter()
-            .filter(|a| matches!(a, Action::Delete { .. }))
-            .map(Action::key)
-            .collect();
-        let writes = chunk.iter().map(Action::to_write).collect();
-        (store.write(writes).await, deleted)
-    }))
-    .buffer_unordered(PARALLEL_CHUNKS);
     let mut stale = Vec::new();
-    while let Some((result, deleted)) = results.next().await {
+    let mut failed = None;
+    let mut transient: Option<(usize, StoreError)> = None;
+    for (action, result) in actions.iter().zip(results) {
         match result {
-            Ok(outcomes) => cache.apply_outcomes(&outcomes, &deleted),
+            Ok(outcomes) => {
+                let deleted = match action {
+                    Action::Delete { key, .. } => vec![key.clone()],
+                    _ => Vec::new(),
+                };
+                cache.apply_outcomes(&outcomes, &deleted);
+            }
             Err(
                 StoreError::Conflict { key, .. }
                 | StoreError::NotFound { key }
@@ -539,15 +538,27 @@ async fn execute(
                 retry = true;
             }
             Err(e) if e.is_retryable() || matches!(e, StoreError::Indeterminate(_)) => {
-                warn!("{who}: write failed, retrying: {e}");
+                transient.get_or_insert((0, e)).0 += 1;
                 retry = true;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
     }
-    drop(results);
-    for key in stale {
-        let v = store.get(&key, Consistency::Linearizable).await?;
+    if let Some((n, e)) = transient {
+        warn!("{who}: {n} writes failed, retrying: {e}");
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let mut fresh = futures::stream::iter(stale.into_iter().map(|key| async move {
+        let v = store.get(&key, Consistency::Linearizable).await;
+        (key, v)
+    }))
+    .buffer_unordered(STALE_READS);
+    while let Some((key, v)) = fresh.next().await {
+        let v = v?;
         let rev = v
             .as_ref()
             .and_then(|v| v.pointer("/metadata/resourceVersion"))

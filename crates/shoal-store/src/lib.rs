@@ -6,6 +6,7 @@
 mod backup;
 mod codec;
 mod error;
+mod group;
 mod log_store;
 mod membership;
 mod network;
@@ -18,6 +19,7 @@ mod watch;
 pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
 pub use codec::ValueCodec;
 pub use error::StoreError;
+pub use group::entry_requests_histogram;
 pub use log_store::{SledLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use state_machine::{DEDUP_WINDOW, SledStateMachine};

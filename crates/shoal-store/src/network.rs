@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError, NetworkError, PayloadTooLarge,
-    RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, ServerState};
 use serde::Serialize;
@@ -25,6 +25,7 @@ use shoal_proto::{
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::group::{Grouper, Proposal};
 use crate::types::{Command, StoreRaft, TypeConfig};
 
 /// Largest gRPC message accepted or sent on the Raft service (snapshot chunks, big batches).
@@ -36,34 +37,6 @@ pub const SPLIT_APPEND_BYTES: usize = 1024 * 1024;
 
 /// Largest encoded write batch accepted by [`crate::Store::write`] (one Raft entry).
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
-
-/// The leader's answer to a forwarded write.
-pub(crate) type ForwardResult =
-    Result<ClientWriteResponse<TypeConfig>, RaftError<u64, ClientWriteError<u64, BasicNode>>>;
-
-/// Proposes `cmd` on this member's Raft and waits for the outcome. A proposal that could not
-/// even be handed to the Raft core (stopped) is reported as `ForwardToLeader { None }`: it
-/// surely was not proposed, so the caller may retry elsewhere. A proposal lost afterwards
-/// (core stopped while waiting) is `Fatal`: its outcome is unknown. Entries truncated by a new
-/// leader come back as `ForwardToLeader` from openraft itself.
-pub(crate) async fn propose(raft: &StoreRaft, cmd: Command) -> ForwardResult {
-    let rx = match raft.client_write_ff(cmd).await {
-        Ok(rx) => rx,
-        Err(_) => {
-            return Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
-                ForwardToLeader {
-                    leader_id: None,
-                    leader_node: None,
-                },
-            )));
-        }
-    };
-    match rx.await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => Err(RaftError::APIError(e)),
-        Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
-    }
-}
 
 /// Encodes a message into a payload.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, serde_json::Error> {
@@ -266,6 +239,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
 #[derive(Clone)]
 pub struct RaftGrpc {
     pub(crate) raft: StoreRaft,
+    pub(crate) grouper: Grouper,
     pub(crate) ops: crate::membership::MembershipOps,
 }
 
@@ -342,8 +316,14 @@ impl RaftRpc for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let bytes = request.get_ref().data.len();
         let cmd: Command = decode(request.get_ref()).map_err(|e| bad_request("forward", e))?;
-        let res: ForwardResult = propose(&self.raft, cmd).await;
+        if !cmd.grouped.is_empty() {
+            return Err(Status::invalid_argument(
+                "forward: a forwarded request must not carry grouped requests",
+            ));
+        }
+        let res: Proposal = self.grouper.propose(cmd, bytes).await;
         encode_status("forward", &res)
     }
 

@@ -676,7 +676,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ApplyResult>>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -691,17 +691,25 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         for entry in entries {
             last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => results.push(Ok(Vec::new())),
-                EntryPayload::Normal(cmd) => results.push(self.apply_command(
-                    &mut overlay,
-                    entry.log_id.index,
-                    cmd,
-                    &mut events,
-                    &mut requests,
-                )?),
+                EntryPayload::Blank => results.push(Vec::new()),
+                EntryPayload::Normal(mut cmd) => {
+                    // The entry's requests, each on its own (see `crate::group`).
+                    let grouped = std::mem::take(&mut cmd.grouped);
+                    let mut out = Vec::with_capacity(1 + grouped.len());
+                    for c in std::iter::once(cmd).chain(grouped) {
+                        out.push(self.apply_command(
+                            &mut overlay,
+                            entry.log_id.index,
+                            c,
+                            &mut events,
+                            &mut requests,
+                        )?);
+                    }
+                    results.push(out);
+                }
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
-                    results.push(Ok(Vec::new()));
+                    results.push(Vec::new());
                 }
             }
         }
@@ -837,7 +845,19 @@ mod tests {
                 object: json!({"kind": "Pod", "metadata": {"name": key, "uid": "u-1"}, "spec": {}}),
             }],
             request_id: Some(request_id.into()),
+            grouped: Vec::new(),
         })
+    }
+
+    /// The results of entries that each carry one request.
+    fn single(results: Vec<Vec<ApplyResult>>) -> Vec<ApplyResult> {
+        results
+            .into_iter()
+            .map(|mut r| {
+                assert_eq!(r.len(), 1, "one request per entry");
+                r.remove(0)
+            })
+            .collect()
     }
 
     fn open(dir: &tempfile::TempDir) -> SledStateMachine {
@@ -870,17 +890,19 @@ mod tests {
                         },
                     ],
                     request_id: Some(id.into()),
+                    grouped: Vec::new(),
                 }),
             )
         };
-        let out = sm
-            .apply([
+        let out = single(
+            sm.apply([
                 batch(2, "Namespace//gone", None, "a"),
                 batch(3, "Namespace//team", Some(7), "b"),
                 batch(4, "Namespace//team", Some(1), "c"),
             ])
             .await
-            .expect("apply");
+            .expect("apply"),
+        );
         assert!(matches!(&out[0], Err(StoreError::NotFound { key }) if key == "Namespace//gone"));
         assert!(matches!(
             &out[1],
@@ -900,21 +922,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_requests_of_a_grouped_entry_each_succeed_or_fail_on_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(&dir);
+        let mut w = sm.watch("", None).expect("watch");
+        sm.apply([entry(1, create("Pod/a/taken", "r0"))])
+            .await
+            .expect("apply");
+        let EntryPayload::Normal(mut head) = create("Pod/a/x", "r1") else {
+            unreachable!()
+        };
+        head.grouped = ["Pod/a/taken", "Pod/a/y", "Pod/a/x"]
+            .iter()
+            .zip(["r2", "r3", "r1"])
+            .map(|(k, id)| match create(k, id) {
+                EntryPayload::Normal(c) => c,
+                _ => unreachable!(),
+            })
+            .collect();
+        let out = sm
+            .apply([entry(2, EntryPayload::Normal(head))])
+            .await
+            .expect("apply");
+        assert_eq!(out.len(), 1, "one result list per entry");
+        let r = &out[0];
+        assert_eq!(r.len(), 4, "one result per request: {r:?}");
+        assert!(r[0].is_ok());
+        assert_eq!(
+            r[1],
+            Err(StoreError::AlreadyExists {
+                key: "Pod/a/taken".into()
+            }),
+            "a failed request fails alone"
+        );
+        assert_eq!(r[2].as_ref().expect("created")[0].revision, 2);
+        assert_eq!(
+            r[3], r[0],
+            "a resend in the same entry answers the first outcome"
+        );
+        for key in ["Pod/a/x", "Pod/a/y"] {
+            let o = sm.get(key).expect("get").expect("present");
+            assert_eq!(o["metadata"]["resourceVersion"], json!("2"));
+        }
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(w.next().await.expect("ev").expect("ok").key);
+        }
+        assert_eq!(got, ["Pod/a/taken", "Pod/a/x", "Pod/a/y"]);
+    }
+
+    #[tokio::test]
     async fn a_resent_request_is_applied_once_and_answers_the_first_outcome() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sm = open(&dir);
         let mut w = sm.watch("", None).expect("watch");
-        let first = sm
-            .apply([entry(1, create("Pod/a/x", "r1"))])
-            .await
-            .expect("apply");
-        let again = sm
-            .apply([
+        let first = single(
+            sm.apply([entry(1, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
+        let again = single(
+            sm.apply([
                 entry(2, create("Pod/a/x", "r1")),
                 entry(3, create("Pod/a/y", "r2")),
             ])
             .await
-            .expect("apply");
+            .expect("apply"),
+        );
         assert_eq!(first[0], again[0], "the resend answers the first outcome");
         assert!(again[1].is_ok());
         let x = sm.get("Pod/a/x").expect("get").expect("present");
@@ -946,10 +1020,11 @@ mod tests {
             b.get("Pod/a/x").expect("get").expect("present")["metadata"]["uid"],
             json!("u-1")
         );
-        let resent = b
-            .apply([entry(2, create("Pod/a/x", "r1"))])
-            .await
-            .expect("apply");
+        let resent = single(
+            b.apply([entry(2, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
         assert!(
             resent[0].is_ok(),
             "deduplicated after a snapshot install: {resent:?}"
@@ -960,10 +1035,11 @@ mod tests {
             .map(|i| entry(i, EntryPayload::Blank))
             .collect();
         b.apply(blanks).await.expect("apply blanks");
-        let late = b
-            .apply([entry(DEDUP_WINDOW + 5, create("Pod/a/x", "r1"))])
-            .await
-            .expect("apply");
+        let late = single(
+            b.apply([entry(DEDUP_WINDOW + 5, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
         assert_eq!(
             late[0],
             Err(StoreError::AlreadyExists {

@@ -15,11 +15,11 @@ use tokio::time::Instant;
 
 use crate::StoreError;
 use crate::backup::Backup;
+use crate::group::{Grouper, Proposal};
 use crate::log_store::SledLogStore;
 use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
-    ForwardResult, MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode,
-    never_delivered, propose,
+    MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered,
 };
 use crate::state_machine::SledStateMachine;
 use crate::types::{
@@ -110,6 +110,7 @@ struct Inner {
     clients: PeerClients,
     ops: MembershipOps,
     leader_rx: watch::Receiver<Option<u64>>,
+    grouper: Grouper,
 }
 
 /// One member of the replicated object store. Cheap to clone.
@@ -211,9 +212,9 @@ enum Attempt {
     Retry(StoreError),
 }
 
-fn classify(res: ForwardResult) -> Attempt {
+fn classify(res: Proposal) -> Attempt {
     match res {
-        Ok(resp) => Attempt::Done(resp.data),
+        Ok(result) => Attempt::Done(result),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Attempt::Retry(
             StoreError::Unavailable(format!("leadership moved to {:?}", f.leader_id)),
         ),
@@ -284,6 +285,7 @@ impl Store {
             }
             tx.send_replace(None);
         });
+        let grouper = Grouper::start(raft.clone());
         let ops = MembershipOps {
             raft: raft.clone(),
             clients: clients.clone(),
@@ -300,6 +302,7 @@ impl Store {
                 clients,
                 ops,
                 leader_rx,
+                grouper,
             }),
         })
     }
@@ -308,6 +311,7 @@ impl Store {
     pub fn raft_service(&self) -> RaftServer<RaftGrpc> {
         RaftGrpc {
             raft: self.inner.raft.clone(),
+            grouper: self.inner.grouper.clone(),
             ops: self.inner.ops.clone(),
         }
         .into_server()
@@ -605,6 +609,7 @@ impl Store {
         let cmd = Command {
             writes,
             request_id: Some(uuid::Uuid::new_v4().to_string()),
+            grouped: Vec::new(),
         };
         let size = encode(&cmd)
             .map_err(|e| StoreError::Invalid(format!("encoding write batch: {e}")))?
@@ -633,7 +638,7 @@ impl Store {
             }
             let attempt = match leader {
                 None => Attempt::Retry(StoreError::NoLeader),
-                Some(l) if l == me => classify(propose(&self.inner.raft, cmd.clone()).await),
+                Some(l) if l == me => classify(self.inner.grouper.propose(cmd.clone(), size).await),
                 Some(l) => self.forward(l, &cmd, deadline).await,
             };
             match attempt {
@@ -648,6 +653,18 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Applies each batch as its own request, all or nothing per batch, and returns one
+    /// result per batch in order: one batch's failure (a conflict, say) fails only that
+    /// batch. The batches are proposed concurrently, so group commit puts them into few Raft
+    /// entries. No order among the batches is promised (on the leader they keep the order
+    /// given; forwarded from a follower they race), so two batches should not write one key.
+    pub async fn write_each(
+        &self,
+        batches: Vec<Vec<Write>>,
+    ) -> Vec<Result<Vec<WriteOutcome>, StoreError>> {
+        futures::future::join_all(batches.into_iter().map(|b| self.write(b))).await
     }
 
     async fn forward(&self, leader: u64, cmd: &Command, deadline: Instant) -> Attempt {
@@ -673,7 +690,7 @@ impl Store {
                 .max(Duration::from_millis(100)),
         );
         match client.forward(req).await {
-            Ok(resp) => match decode::<ForwardResult>(resp.get_ref()) {
+            Ok(resp) => match decode::<Proposal>(resp.get_ref()) {
                 Ok(r) => classify(r),
                 Err(e) => Attempt::Done(Err(StoreError::Indeterminate(format!(
                     "leader {leader} reply: {e}"

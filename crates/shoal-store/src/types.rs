@@ -11,7 +11,7 @@ openraft::declare_raft_types!(
     /// openraft type configuration of the store: commands are write batches.
     pub TypeConfig:
         D = Command,
-        R = ApplyResult,
+        R = Vec<ApplyResult>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -21,7 +21,8 @@ openraft::declare_raft_types!(
 /// The Raft handle type of the store.
 pub type StoreRaft = openraft::Raft<TypeConfig>;
 
-/// One Raft log entry's payload: a batch applied atomically.
+/// One Raft log entry's payload: one client request (a batch applied atomically), and the
+/// requests group commit put beside it in the same entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// Writes applied in order, all or nothing.
@@ -31,9 +32,15 @@ pub struct Command {
     /// returns the first outcome. This makes resending after an unknown outcome safe.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Further requests committed in this entry (group commit, `crate::group`), applied after
+    /// this one in order, each all or nothing on its own, with its own id and result. They
+    /// touch no key of each other; their own `grouped` is empty. Absent in entries written
+    /// before group commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grouped: Vec<Command>,
 }
 
-/// What applying one command produced (identical on every replica).
+/// What applying one request produced (identical on every replica).
 pub type ApplyResult = Result<Vec<WriteOutcome>, StoreError>;
 
 /// How fresh a read must be.

@@ -248,6 +248,97 @@ async fn a_failing_write_aborts_the_whole_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_entries_and_each_keeps_its_own_outcome() {
+    let c = Cluster::start("group", 3, |_| {}).await;
+    let leader = c.leader().await;
+    let s = c.store(leader);
+    s.write(vec![create("Pod/default/taken", "taken")])
+        .await
+        .expect("seed");
+    // On the leader: 200 requests at once, one of them doomed.
+    let mut batches: Vec<Vec<Write>> = (0..199)
+        .map(|i| vec![create(&format!("Pod/default/l{i}"), &format!("l{i}"))])
+        .collect();
+    batches.insert(77, vec![create("Pod/default/taken", "taken")]);
+    let res = s.write_each(batches).await;
+    assert_eq!(res.len(), 200);
+    assert_eq!(
+        res[77],
+        Err(StoreError::AlreadyExists {
+            key: "Pod/default/taken".into()
+        }),
+        "the doomed request fails alone"
+    );
+    let revs: std::collections::BTreeSet<u64> = res
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 77)
+        .map(|(i, r)| {
+            let out = r.as_ref().unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(out.len(), 1);
+            out[0].revision
+        })
+        .collect();
+    assert!(
+        revs.len() < 50,
+        "199 concurrent requests took {} entries: group commit did not group",
+        revs.len()
+    );
+    // Forwarded from a follower: grouped on the leader the same way.
+    let f = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
+    let res = c
+        .store(f)
+        .write_each(
+            (0..100)
+                .map(|i| vec![create(&format!("Pod/default/f{i}"), &format!("f{i}"))])
+                .collect(),
+        )
+        .await;
+    let revs: std::collections::BTreeSet<u64> = res
+        .iter()
+        .map(|r| r.as_ref().expect("forwarded write")[0].revision)
+        .collect();
+    assert!(revs.len() < 100, "forwarded requests were never grouped");
+    // Two requests on one key never share an entry (nor a revision).
+    let res = s
+        .write_each(vec![
+            vec![Write::Put {
+                key: "Pod/default/l1".into(),
+                object: pod("l1", "nginx"),
+            }],
+            vec![Write::Put {
+                key: "Pod/default/l1".into(),
+                object: pod("l1", "redis"),
+            }],
+        ])
+        .await;
+    let (a, b) = (
+        res[0].as_ref().expect("first")[0].revision,
+        res[1].as_ref().expect("second")[0].revision,
+    );
+    assert!(a < b, "revisions {a} and {b}");
+    for id in c.running() {
+        let (items, _) = c
+            .store(id)
+            .list("Pod/default/", Consistency::Linearizable)
+            .await
+            .expect("list");
+        assert_eq!(items.len(), 300, "member {id}");
+        let l1 = c
+            .store(id)
+            .get("Pod/default/l1", Consistency::Linearizable)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(l1["spec"]["containers"][0]["image"], json!("redis"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_from_a_revision_and_reports_too_old() {
     let c = Cluster::start("watch", 3, |cfg: &mut StoreConfig| cfg.watch_history = 20).await;
     let leader = c.leader().await;
