@@ -232,14 +232,16 @@ pub fn plan(
         .as_ref()
         .map(|r| r.partition)
         .unwrap_or(0);
-    if rolling && all_there && condemned.is_empty() && live.values().all(|p| available(p)) {
-        if let Some((_, p)) = live
+    if rolling
+        && all_there
+        && condemned.is_empty()
+        && live.values().all(|p| available(p))
+        && let Some((_, p)) = live
             .range(partition..replicas)
             .rev()
             .find(|(_, p)| rev_of(p).as_deref() != Some(update.as_str()))
-        {
-            actions.push(delete(p));
-        }
+    {
+        actions.push(delete(p));
     }
 
     // Status, as observed before these actions.

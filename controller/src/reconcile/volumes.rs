@@ -7,7 +7,7 @@
 //! any more, is `Released`; the node's agent removes the directory and the volume when
 //! its reclaim policy is `Delete`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_api::{
     AccessMode, ClaimPhase, ClaimReference, Kind, LOCAL_PATH_CLASS, LOCAL_PATH_PROVISIONER, Object,
@@ -178,11 +178,11 @@ fn refers_to(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
 pub fn plan(storage: Storage<'_>, pods: &BTreeMap<String, Pod>) -> Vec<Action> {
     // (namespace, claim name) -> the node of the first bound, running pod that mounts it.
     let mut first_node: BTreeMap<(&str, &str), &str> = BTreeMap::new();
-    let mut mounted: BTreeMap<(&str, &str), ()> = BTreeMap::new();
+    let mut mounted: BTreeSet<(&str, &str)> = BTreeSet::new();
     for p in pods.values().filter(|p| !is_terminal(p)) {
         let ns = namespace(&p.metadata);
         for name in claim_names(p) {
-            mounted.insert((ns, name), ());
+            mounted.insert((ns, name));
             if let Some(n) = node_of(p) {
                 first_node.entry((ns, name)).or_insert(n);
             }
@@ -267,7 +267,7 @@ pub fn plan(storage: Storage<'_>, pods: &BTreeMap<String, Pod>) -> Vec<Action> {
                 .claims
                 .get(&key_for(Kind::PersistentVolumeClaim, &r.namespace, &r.name));
         let claimed = claim.is_some_and(|c| r.uid.is_none() || r.uid == c.metadata.uid);
-        if !claimed && !mounted.contains_key(&(r.namespace.as_str(), r.name.as_str())) {
+        if !claimed && !mounted.contains(&(r.namespace.as_str(), r.name.as_str())) {
             actions.push(Action::Update(Object::PersistentVolume(with_phase(
                 pv,
                 VolumePhase::Released,
