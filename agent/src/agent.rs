@@ -34,6 +34,9 @@ use std::net::Ipv4Addr;
 
 /// How often the sync loop runs without a watch event.
 const RESYNC: Duration = Duration::from_secs(1);
+/// How often the node's `Released` volumes with reclaim policy `Delete` are looked for.
+const VOLUME_RECLAIM: Duration = Duration::from_secs(3);
+
 /// How often the files of a running pod's ConfigMap/Secret volumes are brought up to date.
 const CONFIG_REFRESH: Duration = Duration::from_secs(2);
 /// Longest image pull back-off.
@@ -107,6 +110,8 @@ pub struct Agent {
     pub ctl: Arc<Client>,
     /// `DATA/agent`.
     pub dir: PathBuf,
+    /// `DATA` (`--data-dir`): local persistent volumes live in `DATA/volumes`.
+    pub data_dir: PathBuf,
     /// Machine facts.
     pub sys: SysInfo,
     backoff_initial: Duration,
@@ -230,6 +235,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         rt,
         ctl: ctl.clone(),
         dir,
+        data_dir: args.data_dir.clone(),
         sys: sys.clone(),
         backoff_initial: Duration::from_millis(args.restart_backoff_ms),
         pods: Mutex::new(BTreeMap::new()),
@@ -317,10 +323,24 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let watch = tokio::spawn(agent.clone().watch_pods());
     let sync = tokio::spawn(agent.clone().sync_loop());
+    let reclaim = {
+        let (ctl, data_dir, node) = (ctl.clone(), args.data_dir.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(VOLUME_RECLAIM);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                crate::volumes::reclaim_pass(&ctl, &data_dir, &node).await;
+            }
+        })
+    };
 
     shutdown_signal().await;
     info!("stopping (containers keep running)");
-    for t in [hb, watch, sync, rotation].into_iter().chain(observe) {
+    for t in [hb, watch, sync, rotation, reclaim]
+        .into_iter()
+        .chain(observe)
+    {
         t.abort();
     }
     if let Some(net) = agent.net.get()
@@ -1092,7 +1112,9 @@ impl Agent {
     ) -> Result<crate::podconfig::Resolved, crate::podconfig::ConfigError> {
         let src = self.fetch_sources(pod).await?;
         let env = crate::podconfig::container_env(pod, c, &src, &self.pod_facts(sandbox))?;
-        let volume_dirs = self.write_config_volumes(sandbox, pod, &src).await?;
+        let mut volume_dirs = self.write_config_volumes(sandbox, pod, &src).await?;
+        volume_dirs
+            .extend(crate::volumes::claim_dirs(&self.ctl, &self.data_dir, &self.name, pod).await?);
         Ok(crate::podconfig::Resolved {
             env: Some(env),
             volume_dirs,

@@ -26,6 +26,7 @@ pub mod server;
 pub mod spec;
 pub mod status;
 pub mod sysinfo;
+pub mod volumes;
 
 pub use agent::{Agent, cleanup, run};
 pub use args::AgentArgs;

@@ -561,6 +561,10 @@ pub fn desired(i: &DesiredInput<'_>) -> Desired {
     let mut dns = HashMap::new();
     for (key, s) in i.services {
         let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        if s.is_headless() {
+            dns.extend(headless_records(s, i.endpoints.get(key)));
+            continue;
+        }
         let Some(vip) = s
             .spec
             .cluster_ip
@@ -638,6 +642,34 @@ pub fn desired(i: &DesiredInput<'_>) -> Desired {
     }
 }
 
+/// The DNS records of a headless service, as Kubernetes' DNS makes them: its name
+/// resolves to every ready address of its endpoints, and `HOSTNAME.NAME.NAMESPACE.svc…`
+/// to the ready pod with that `hostname` and `subdomain: NAME`. Without ready pods there
+/// is no record.
+fn headless_records(
+    s: &shoal_api::Service,
+    ep: Option<&shoal_api::Endpoints>,
+) -> Vec<(String, Vec<Ipv4Addr>)> {
+    let name = s.dns_name();
+    let ready: Vec<(&shoal_api::EndpointAddress, Ipv4Addr)> = ep
+        .into_iter()
+        .flat_map(|e| e.subsets.iter())
+        .flat_map(|sub| sub.addresses.iter())
+        .filter_map(|a| Some((a, a.ip.parse().ok()?)))
+        .collect();
+    let mut all: Vec<Ipv4Addr> = ready.iter().map(|(_, ip)| *ip).collect();
+    all.sort();
+    all.dedup();
+    let mut out: Vec<(String, Vec<Ipv4Addr>)> = ready
+        .iter()
+        .filter_map(|(a, ip)| Some((format!("{}.{name}", a.hostname.as_deref()?), vec![*ip])))
+        .collect();
+    if !all.is_empty() {
+        out.push((name, all));
+    }
+    out
+}
+
 /// `--cleanup`: removes the bridge, veths, service rules and network state.
 pub async fn cleanup(data_dir: &Path, cluster_cidr: Ipv4Net) -> anyhow::Result<()> {
     let net = NodeNet {
@@ -694,6 +726,42 @@ mod tests {
                 "wireguard": {"publicKey": key, "endpoint": format!("{ip}:51820")}
             }
         }))
+    }
+
+    #[test]
+    fn headless_services_resolve_to_ready_pods_and_their_hostnames() {
+        let svc: Service = obj(json!({
+            "metadata": {"name": "web", "namespace": "ns1"},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "None"}
+        }));
+        let ep: Endpoints = obj(json!({
+            "metadata": {"name": "web", "namespace": "ns1"},
+            "subsets": [{"addresses": [{"ip": "10.244.1.7", "hostname": "web-1"},
+                                       {"ip": "10.244.0.3", "hostname": "web-0"},
+                                       {"ip": "10.244.0.4"}],
+                         "notReadyAddresses": [{"ip": "10.244.0.9", "hostname": "web-2"}]}]
+        }));
+        let mut got = headless_records(&svc, Some(&ep));
+        got.sort();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "web-0.web.ns1.svc.shoal.local".to_string(),
+                    vec![ip("10.244.0.3")]
+                ),
+                (
+                    "web-1.web.ns1.svc.shoal.local".to_string(),
+                    vec![ip("10.244.1.7")]
+                ),
+                (
+                    "web.ns1.svc.shoal.local".to_string(),
+                    vec![ip("10.244.0.3"), ip("10.244.0.4"), ip("10.244.1.7")]
+                ),
+            ]
+        );
+        assert!(headless_records(&svc, None).is_empty());
     }
 
     #[test]

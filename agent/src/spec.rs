@@ -81,7 +81,15 @@ pub fn container_spec(
                     c.name, vm.mount_path, vm.name
                 )
             })?;
-        let (source, ro) = if crate::podconfig::is_config_volume(vol) {
+        let (source, ro) = if let Some(claim) = &vol.persistent_volume_claim {
+            let dir = resolved.volume_dirs.get(&vol.name).ok_or_else(|| {
+                format!(
+                    "container {}: volume {:?}: the directory of claim {:?} is not known",
+                    c.name, vol.name, claim.claim_name
+                )
+            })?;
+            (MountSource::HostPath(dir.clone()), claim.read_only)
+        } else if crate::podconfig::is_config_volume(vol) {
             let dir = resolved.volume_dirs.get(&vol.name).ok_or_else(|| {
                 format!(
                     "container {}: volume {:?}: its files were not written",

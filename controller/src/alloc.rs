@@ -183,6 +183,7 @@ pub fn assign_service(
     let mut claims_new = false;
     let current_ip = current.and_then(|c| c.spec.cluster_ip.clone());
     match (desired.spec.cluster_ip.clone(), current_ip) {
+        (Some(want), None) if want == shoal_api::service::CLUSTER_IP_NONE => {}
         (None, Some(cur)) => desired.spec.cluster_ip = Some(cur),
         (Some(want), Some(cur)) => {
             let same = match (want.parse::<Ipv4Addr>(), cur.parse::<Ipv4Addr>()) {

@@ -290,6 +290,32 @@ impl ClusterService {
                 }
                 Ok(false)
             }
+            (Object::PersistentVolumeClaim(c), _) => {
+                // The binding is the controller's: an apply without it keeps it.
+                if let Some(Object::PersistentVolumeClaim(cur)) = current
+                    && let Some(bound) = cur.spec.volume_name
+                {
+                    match &c.spec.volume_name {
+                        None => c.spec.volume_name = Some(bound),
+                        Some(v) if *v == bound => {}
+                        Some(v) => {
+                            return Err(ApiError::Invalid(format!(
+                                "persistentvolumeclaim {}: spec.volumeName: field is immutable once set (it is {bound:?}; got {v:?})",
+                                c.metadata.name
+                            )));
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            (Object::PersistentVolume(v), _) => {
+                if let Some(Object::PersistentVolume(cur)) = current
+                    && v.spec.claim_ref.is_none()
+                {
+                    v.spec.claim_ref = cur.spec.claim_ref;
+                }
+                Ok(false)
+            }
             (Object::Namespace(n), _) => {
                 // The phase is the server's (a delete makes it Terminating).
                 n.status = match current {
@@ -1072,6 +1098,14 @@ impl Cluster for ClusterService {
         check_verb(&who, Verb::Delete, kind, &ns)?;
         let key = key_for(&kind.to_string(), &ns, &req.name);
         let expected = (req.resource_version != 0).then_some(req.resource_version);
+        if kind == Kind::PersistentVolume && matches!(who, Identity::Node { .. }) {
+            let stored = self
+                .store
+                .get(&key, Consistency::Linearizable)
+                .await
+                .map_err(ApiError::from)?;
+            crate::authz::node_deletes_volume(&who, &req.name, stored.as_ref())?;
+        }
         if kind == Kind::Namespace {
             return Ok(Response::new(ObjectResponse {
                 object_json: self

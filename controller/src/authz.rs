@@ -177,6 +177,8 @@ pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Re
                 (Kind::Node | Kind::Pod, Verb::Update) => Ok(()),
                 (Kind::Node, Verb::Create) => Ok(()),
                 (Kind::Event, Verb::Create | Verb::Update) => Ok(()),
+                // Its own Released volumes, object by object: see [`node_deletes_volume`].
+                (Kind::PersistentVolume, Verb::Delete) => Ok(()),
                 _ => Err(denied(who, what())),
             }
         }
@@ -269,6 +271,39 @@ pub fn check_write(
         }
         Kind::Event => Ok(()),
         _ => Err(denied(who, format!("write {}", kind.plural()))),
+    }
+}
+
+/// The node authorizer for volume deletion: a node deletes only a PersistentVolume on
+/// itself that is `Released` with reclaim policy `Delete` (its agent has removed the
+/// directory). `stored` is the volume as stored (`None`: absent, nothing to check).
+pub fn node_deletes_volume(
+    who: &Identity,
+    name: &str,
+    stored: Option<&Value>,
+) -> Result<(), Status> {
+    let Identity::Node { name: me } = who else {
+        return Ok(());
+    };
+    let Some(v) = stored else {
+        return Ok(());
+    };
+    let pv = match Object::from_json(v) {
+        Ok(Object::PersistentVolume(pv)) => pv,
+        _ => return Err(denied(who, format!("delete persistentvolume {name}"))),
+    };
+    if pv.node() == Some(me.as_str())
+        && pv.phase() == shoal_api::VolumePhase::Released
+        && pv.spec.persistent_volume_reclaim_policy == shoal_api::ReclaimPolicy::Delete
+    {
+        Ok(())
+    } else {
+        Err(denied(
+            who,
+            format!(
+                "delete persistentvolume {name} (a node deletes only its own Released volumes with reclaim policy Delete)"
+            ),
+        ))
     }
 }
 
@@ -377,6 +412,7 @@ pub fn admission(who: &Identity, o: &Object, cfg: &AdmissionConfig) -> Result<()
         Object::Pod(p) => (&p.spec, "spec"),
         Object::Deployment(d) => (&d.spec.template.spec, "spec.template.spec"),
         Object::DaemonSet(d) => (&d.spec.template.spec, "spec.template.spec"),
+        Object::StatefulSet(s) => (&s.spec.template.spec, "spec.template.spec"),
         Object::Job(j) => (&j.spec.template.spec, "spec.template.spec"),
         Object::CronJob(c) => (
             &c.spec.job_template.spec.template.spec,
@@ -581,6 +617,34 @@ mod tests {
         let n3 = Identity::Node { name: "n3".into() };
         assert!(node_reads_config(&n3, Kind::Secret, "db", &pods).is_err());
         assert!(node_reads_config(&n3, Kind::Secret, "regcred", &pods).is_err());
+    }
+
+    #[test]
+    fn nodes_delete_only_their_own_released_volumes() {
+        let n1 = Identity::Node { name: "n1".into() };
+        assert!(check_verb(&n1, Verb::Delete, Kind::PersistentVolume, "").is_ok());
+        assert!(check_verb(&n1, Verb::Create, Kind::PersistentVolume, "").is_err());
+        assert!(check_verb(&n1, Verb::Delete, Kind::PersistentVolumeClaim, "a").is_err());
+        let pv = |node: &str, phase: &str, policy: &str| {
+            json!({"apiVersion": "shoal/v1", "kind": "PersistentVolume",
+                   "metadata": {"name": "pv1"},
+                   "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                            "persistentVolumeReclaimPolicy": policy,
+                            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}},
+                   "status": {"phase": phase}})
+        };
+        assert!(node_deletes_volume(&n1, "pv1", Some(&pv("n1", "Released", "Delete"))).is_ok());
+        for bad in [
+            pv("n2", "Released", "Delete"),
+            pv("n1", "Bound", "Delete"),
+            pv("n1", "Released", "Retain"),
+        ] {
+            let e = node_deletes_volume(&n1, "pv1", Some(&bad)).unwrap_err();
+            assert!(e.message().contains("its own Released volumes"), "{e:?}");
+        }
+        let admin = user(Role::Admin, None);
+        assert!(node_deletes_volume(&admin, "pv1", Some(&pv("n2", "Bound", "Retain"))).is_ok());
     }
 
     #[test]

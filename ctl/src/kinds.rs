@@ -33,6 +33,7 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::Pod => "pod",
         Kind::Deployment => "deployment",
         Kind::DaemonSet => "daemonset",
+        Kind::StatefulSet => "statefulset",
         Kind::Service => "service",
         Kind::Node => "node",
         Kind::Event => "event",
@@ -42,6 +43,8 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::CronJob => "cronjob",
         Kind::ConfigMap => "configmap",
         Kind::Secret => "secret",
+        Kind::PersistentVolumeClaim => "persistentvolumeclaim",
+        Kind::PersistentVolume => "persistentvolume",
     };
     KindInfo {
         kind: kind.as_str(),

@@ -5,15 +5,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use shoal_api::{
-    CronJob, DaemonSet, Deployment, Endpoints, Event, Job, Namespace, Node, Object, Pod, Service,
+    CronJob, DaemonSet, Deployment, Endpoints, Event, Job, Namespace, Node, Object,
+    PersistentVolume, PersistentVolumeClaim, Pod, Service, StatefulSet,
 };
 use shoal_store::{EventType, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
-pub const PREFIXES: [&str; 10] = [
+pub const PREFIXES: [&str; 13] = [
     "Pod/",
     "Deployment/",
     "DaemonSet/",
+    "StatefulSet/",
+    "PersistentVolumeClaim/",
+    "PersistentVolume/",
     "Node/",
     "Event/",
     "Service/",
@@ -32,6 +36,12 @@ pub struct Cache {
     pub deployments: BTreeMap<String, Deployment>,
     /// DaemonSets by key.
     pub daemonsets: BTreeMap<String, DaemonSet>,
+    /// StatefulSets by key.
+    pub statefulsets: BTreeMap<String, StatefulSet>,
+    /// PersistentVolumeClaims by key.
+    pub claims: BTreeMap<String, PersistentVolumeClaim>,
+    /// PersistentVolumes by key.
+    pub volumes: BTreeMap<String, PersistentVolume>,
     /// Nodes by key.
     pub nodes: BTreeMap<String, Node>,
     /// Events by key.
@@ -60,6 +70,9 @@ impl Cache {
             "Pod/" => self.pods.clear(),
             "Deployment/" => self.deployments.clear(),
             "DaemonSet/" => self.daemonsets.clear(),
+            "StatefulSet/" => self.statefulsets.clear(),
+            "PersistentVolumeClaim/" => self.claims.clear(),
+            "PersistentVolume/" => self.volumes.clear(),
             "Node/" => self.nodes.clear(),
             "Event/" => self.events.clear(),
             "Service/" => self.services.clear(),
@@ -126,6 +139,24 @@ impl Cache {
             }
             ("DaemonSet", _) => {
                 self.daemonsets.remove(key);
+            }
+            ("StatefulSet", Some(Object::StatefulSet(d))) => {
+                self.statefulsets.insert(key.to_string(), d);
+            }
+            ("StatefulSet", _) => {
+                self.statefulsets.remove(key);
+            }
+            ("PersistentVolumeClaim", Some(Object::PersistentVolumeClaim(c))) => {
+                self.claims.insert(key.to_string(), c);
+            }
+            ("PersistentVolumeClaim", _) => {
+                self.claims.remove(key);
+            }
+            ("PersistentVolume", Some(Object::PersistentVolume(v))) => {
+                self.volumes.insert(key.to_string(), v);
+            }
+            ("PersistentVolume", _) => {
+                self.volumes.remove(key);
             }
             ("Node", Some(Object::Node(n))) => {
                 self.nodes.insert(key.to_string(), n);

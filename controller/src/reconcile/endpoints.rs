@@ -93,6 +93,11 @@ pub fn subsets(svc: &Service, pods: &BTreeMap<String, Pod>) -> Vec<EndpointSubse
         }
         let addr = EndpointAddress {
             ip: ip.to_string(),
+            hostname: p
+                .spec
+                .hostname
+                .clone()
+                .filter(|_| p.spec.subdomain.as_deref() == Some(svc.metadata.name.as_str())),
             node_name: p.spec.node_name.clone().filter(|n| !n.is_empty()),
             target_ref: Some(ObjectReference {
                 kind: Kind::Pod,

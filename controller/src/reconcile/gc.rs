@@ -1,11 +1,12 @@
-//! The garbage collector: deletes pods whose controlling Deployment, DaemonSet or Job
+//! The garbage collector: deletes pods whose controlling Deployment, DaemonSet,
+//! StatefulSet or Job
 //! (by uid) no longer exists, Jobs whose controlling CronJob no longer exists, events older than
 //! [`super::events::EVENT_TTL`], and the oldest events beyond the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use shoal_api::{CronJob, DaemonSet, Deployment, Event, Job, Kind, ObjectMeta, Pod};
+use shoal_api::{CronJob, DaemonSet, Deployment, Event, Job, Kind, ObjectMeta, Pod, StatefulSet};
 
 use super::action::{Action, namespace, revision};
 use super::events::{EVENT_TTL, event_time};
@@ -40,6 +41,8 @@ pub struct Owned<'a> {
     pub deployments: &'a BTreeMap<String, Deployment>,
     /// DaemonSets by key.
     pub daemonsets: &'a BTreeMap<String, DaemonSet>,
+    /// StatefulSets by key (their claims are kept: Kubernetes' default retention).
+    pub statefulsets: &'a BTreeMap<String, StatefulSet>,
     /// Jobs by key.
     pub jobs: &'a BTreeMap<String, Job>,
     /// CronJobs by key.
@@ -66,6 +69,12 @@ pub fn plan(
             .values()
             .map(|d| (Kind::DaemonSet, &d.metadata)),
     )
+    .chain(
+        owned
+            .statefulsets
+            .values()
+            .map(|s| (Kind::StatefulSet, &s.metadata)),
+    )
     .chain(owned.jobs.values().map(|j| (Kind::Job, &j.metadata)))
     .chain(
         owned
@@ -80,7 +89,13 @@ pub fn plan(
         (
             Kind::Pod,
             &p.metadata,
-            [Kind::Deployment, Kind::DaemonSet, Kind::Job].as_slice(),
+            [
+                Kind::Deployment,
+                Kind::DaemonSet,
+                Kind::StatefulSet,
+                Kind::Job,
+            ]
+            .as_slice(),
         )
     }))
     .chain(
@@ -192,6 +207,7 @@ mod tests {
                 pods: &pods,
                 deployments: &deployments,
                 daemonsets: &BTreeMap::new(),
+                statefulsets: &BTreeMap::new(),
                 jobs: &BTreeMap::new(),
                 cronjobs: &BTreeMap::new(),
             },
@@ -244,6 +260,7 @@ mod tests {
                 pods: &pods,
                 deployments: &BTreeMap::new(),
                 daemonsets: &BTreeMap::new(),
+                statefulsets: &BTreeMap::new(),
                 jobs: &jobs,
                 cronjobs: &BTreeMap::new(),
             },
@@ -294,6 +311,7 @@ mod tests {
             pods: &BTreeMap::new(),
             deployments: &BTreeMap::new(),
             daemonsets: &BTreeMap::new(),
+            statefulsets: &BTreeMap::new(),
             jobs: &BTreeMap::new(),
             cronjobs: &empty,
         };
@@ -334,6 +352,7 @@ mod tests {
             pods: &pods,
             deployments: &BTreeMap::new(),
             daemonsets: &daemonsets,
+            statefulsets: &BTreeMap::new(),
             jobs: &BTreeMap::new(),
             cronjobs: &BTreeMap::new(),
         };
@@ -353,6 +372,7 @@ mod tests {
         // With the daemon set deleted, its pods are orphans too.
         let owned = Owned {
             daemonsets: &BTreeMap::new(),
+            statefulsets: &BTreeMap::new(),
             ..owned
         };
         assert_eq!(plan(owned, &BTreeMap::new(), 10, t(0)).orphans.len(), 2);

@@ -2,9 +2,11 @@
 //! that run while this member is the Raft leader and stop when it is not.
 //!
 //! Each reconciler is a pure `plan(desired, observed) -> Vec<Action>` ([`deployment`],
-//! [`daemonset`], [`job`], [`cronjob`], [`scheduler`], [`nodes`], [`podcidr`], [`endpoints`], [`gc`],
-//! [`namespaces`]); this module is the thin loop that keeps a cache of Pods, Deployments,
-//! DaemonSets, Jobs, CronJobs, Nodes, Events, Services, Endpoints and Namespaces
+//! [`daemonset`], [`statefulset`], [`job`], [`cronjob`], [`scheduler`], [`volumes`],
+//! [`nodes`], [`podcidr`], [`endpoints`], [`gc`], [`namespaces`]); this module is the thin
+//! loop that keeps a cache of Pods, Deployments, DaemonSets, StatefulSets, Jobs,
+//! CronJobs, Nodes, Events, Services, Endpoints, Namespaces, PersistentVolumeClaims and
+//! PersistentVolumes
 //! (list, then watch from the list's revision;
 //! re-list when the watch says `TooOld`/`Lagged`), runs the plans after every batch of
 //! changes (debounced) and periodically, and writes their actions.
@@ -22,6 +24,8 @@ pub mod namespaces;
 pub mod nodes;
 pub mod podcidr;
 pub mod scheduler;
+pub mod statefulset;
+pub mod volumes;
 
 use std::time::Duration;
 
@@ -213,8 +217,9 @@ fn apply(
     }
 }
 
-/// One pass of every reconciler, in order: deployments, daemon sets (bound pods), cron jobs (new Jobs), jobs (new
-/// pods), scheduler (binds them),
+/// One pass of every reconciler, in order: deployments, daemon sets (bound pods), stateful
+/// sets (claims and pods), cron jobs (new Jobs), jobs (new pods), scheduler (binds them),
+/// volumes (provisions and binds the claims of bound pods),
 /// node lifecycle, node pod CIDRs, endpoints, garbage collection. Returns true when a
 /// write must be retried soon.
 async fn pass(
@@ -261,6 +266,18 @@ async fn pass(
     retry |= execute(store, cache, "daemon sets", actions).await?;
 
     let actions = tokio::task::block_in_place(|| {
+        let owned = job::by_owner(Kind::StatefulSet, cache.pods.values());
+        let mut actions = Vec::new();
+        for s in cache.statefulsets.values() {
+            let uid = s.metadata.uid.as_deref().unwrap_or("");
+            let pods = owned.get(uid).map(Vec::as_slice).unwrap_or(&[]);
+            actions.extend(statefulset::plan(s, pods, &cache.claims, now));
+        }
+        actions
+    });
+    retry |= execute(store, cache, "stateful sets", actions).await?;
+
+    let actions = tokio::task::block_in_place(|| {
         let owned = job::by_owner(Kind::CronJob, cache.jobs.values());
         let mut actions = Vec::new();
         for c in cache.cronjobs.values() {
@@ -286,12 +303,32 @@ async fn pass(
 
     let actions = tokio::task::block_in_place(|| {
         let started = std::time::Instant::now();
-        let actions = scheduler::plan(&cache.pods, &cache.nodes, now, cfg.node_timeout, names);
+        let storage = volumes::Storage {
+            claims: &cache.claims,
+            volumes: &cache.volumes,
+        };
+        let actions = scheduler::plan(
+            &cache.pods,
+            &cache.nodes,
+            storage,
+            now,
+            cfg.node_timeout,
+            names,
+        );
         let pending = cache.pods.values().filter(|p| scheduler::is_pending(p));
         crate::metrics::observe_scheduler(pending.count(), &actions, started.elapsed(), now);
         actions
     });
     retry |= execute(store, cache, "scheduler", actions).await?;
+
+    let actions = volumes::plan(
+        volumes::Storage {
+            claims: &cache.claims,
+            volumes: &cache.volumes,
+        },
+        &cache.pods,
+    );
+    retry |= execute(store, cache, "volumes", actions).await?;
 
     let actions = nodes::plan(
         &cache.nodes,
@@ -320,6 +357,7 @@ async fn pass(
             pods: &cache.pods,
             deployments: &cache.deployments,
             daemonsets: &cache.daemonsets,
+            statefulsets: &cache.statefulsets,
             jobs: &cache.jobs,
             cronjobs: &cache.cronjobs,
         },

@@ -10,6 +10,7 @@ use shoal_scheduler as sched;
 
 use super::action::{Action, Names, is_terminal, node_of, pod_key, set_condition};
 use super::events::{new_event, reference};
+use super::volumes;
 
 /// Component name in the events the scheduler writes.
 pub const COMPONENT: &str = "scheduler";
@@ -111,6 +112,7 @@ pub fn pod_request(p: &Pod) -> sched::PodRequest {
             .collect(),
         host_ports: host_ports(p),
         owner: owner(p),
+        volume_node: None,
     }
 }
 
@@ -122,10 +124,13 @@ pub fn is_pending(p: &Pod) -> bool {
 /// Plans one scheduling pass: bind every pending pod that fits (an `Update` of the pod
 /// setting `spec.nodeName` and condition `PodScheduled=True`), and for each pod that fits
 /// nowhere set `PodScheduled=False`/`Unschedulable` with the fit error as message plus a
-/// `FailedScheduling` event, only when that message changed.
+/// `FailedScheduling` event, only when that message changed. A pod mounting bound
+/// claims may only go to their volumes' node; one whose claims are missing waits
+/// ([`volumes::pod_volume_node`]).
 pub fn plan(
     pods: &BTreeMap<String, Pod>,
     nodes: &BTreeMap<String, Node>,
+    storage: volumes::Storage<'_>,
     now: DateTime<Utc>,
     node_timeout: Duration,
     names: &mut dyn Names,
@@ -142,13 +147,18 @@ pub fn plan(
             .cmp(&b.metadata.creation_timestamp)
             .then_with(|| ka.cmp(kb))
     });
-    let requests: Vec<sched::PodRequest> = pending
-        .iter()
-        .map(|(k, p)| sched::PodRequest {
-            key: (*k).clone(),
-            ..pod_request(p)
-        })
-        .collect();
+    let mut requests: Vec<sched::PodRequest> = Vec::with_capacity(pending.len());
+    let mut unschedulable: Vec<(String, String)> = Vec::new();
+    for (k, p) in &pending {
+        match volumes::pod_volume_node(p, storage) {
+            Ok(volume_node) => requests.push(sched::PodRequest {
+                key: (*k).clone(),
+                volume_node,
+                ..pod_request(p)
+            }),
+            Err(why) => unschedulable.push(((*k).clone(), why)),
+        }
+    }
     let infos: Vec<sched::NodeInfo> = nodes
         .values()
         .map(|n| node_info(n, now, node_timeout))
@@ -186,11 +196,16 @@ pub fn plan(
         );
         actions.push(Action::Update(Object::Pod(p)));
     }
-    for (key, err) in &result.unschedulable {
+    unschedulable.extend(
+        result
+            .unschedulable
+            .iter()
+            .map(|(k, e)| (k.clone(), e.to_string())),
+    );
+    for (key, message) in unschedulable {
         let Some(p) = by_key.get(key.as_str()) else {
             continue;
         };
-        let message = err.to_string();
         let mut p = (*p).clone();
         let status = p.status.get_or_insert_with(PodStatus::default);
         if !set_condition(
@@ -223,6 +238,16 @@ mod tests {
     use super::*;
     use crate::reconcile::action::CountingNames;
     use serde_json::json;
+
+    static NO_CLAIMS: BTreeMap<String, shoal_api::PersistentVolumeClaim> = BTreeMap::new();
+    static NO_VOLUMES: BTreeMap<String, shoal_api::PersistentVolume> = BTreeMap::new();
+
+    fn storage() -> volumes::Storage<'static> {
+        volumes::Storage {
+            claims: &NO_CLAIMS,
+            volumes: &NO_VOLUMES,
+        }
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap()
@@ -286,6 +311,7 @@ mod tests {
         let actions = plan(
             &pods,
             &nodes,
+            storage(),
             t(1),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -339,6 +365,7 @@ mod tests {
         let actions = plan(
             &pods,
             &nodes,
+            storage(),
             t(1),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -372,6 +399,7 @@ mod tests {
         let actions = plan(
             &pods,
             &nodes,
+            storage(),
             t(1),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -394,6 +422,7 @@ mod tests {
             plan(
                 &pods,
                 &nodes,
+                storage(),
                 t(2),
                 Duration::from_secs(10),
                 &mut CountingNames(0)
@@ -406,6 +435,7 @@ mod tests {
         let again = plan(
             &pods,
             &fewer,
+            storage(),
             t(3),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -433,6 +463,7 @@ mod tests {
         let b = bindings(&plan(
             &pods,
             &nodes,
+            storage(),
             t(100),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -457,6 +488,7 @@ mod tests {
             plan(
                 &pods,
                 &nodes,
+                storage(),
                 t(1),
                 Duration::from_secs(10),
                 &mut CountingNames(0)
@@ -471,6 +503,7 @@ mod tests {
         let actions = plan(
             &pods,
             &BTreeMap::new(),
+            storage(),
             t(1),
             Duration::from_secs(10),
             &mut CountingNames(0),
@@ -479,5 +512,61 @@ mod tests {
             panic!("{actions:?}")
         };
         assert_eq!(e.message, "0/0 nodes: no nodes registered");
+    }
+
+    #[test]
+    fn bound_claims_pin_pods_and_missing_claims_hold_them() {
+        let nodes: BTreeMap<_, _> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| node(n, "8Gi", json!({}), 0))
+            .collect();
+        let with_claim = |name: &str, claim: &str| {
+            let (k, mut p) = pod(name, "64Mi", None, json!({}));
+            p.spec.volumes = vec![
+                serde_json::from_value(
+                    json!({"name": "v", "persistentVolumeClaim": {"claimName": claim}}),
+                )
+                .unwrap(),
+            ];
+            (k, p)
+        };
+        let pods: BTreeMap<_, _> = [with_claim("a", "data"), with_claim("b", "nope")]
+            .into_iter()
+            .collect();
+        let claim: shoal_api::PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data", "namespace": "default", "uid": "u1"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                     "volumeName": "pvc-u1"},
+            "status": {"phase": "Bound"}
+        }))
+        .unwrap();
+        let pv = volumes::provisioned_volume(&claim, "pvc-u1", "n3");
+        let claims = BTreeMap::from([("PersistentVolumeClaim/default/data".to_string(), claim)]);
+        let vols = BTreeMap::from([("PersistentVolume//pvc-u1".to_string(), pv)]);
+        let storage = volumes::Storage {
+            claims: &claims,
+            volumes: &vols,
+        };
+        let actions = plan(
+            &pods,
+            &nodes,
+            storage,
+            t(1),
+            Duration::from_secs(10),
+            &mut CountingNames(0),
+        );
+        assert_eq!(
+            bindings(&actions),
+            BTreeMap::from([("a".to_string(), "n3".to_string())])
+        );
+        let ev = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Create(Object::Event(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .expect("a FailedScheduling event");
+        assert_eq!(ev.involved_object.name, "b");
+        assert_eq!(ev.message, "persistentvolumeclaim \"nope\" not found");
     }
 }

@@ -37,6 +37,10 @@ pub struct EndpointSubset {
 pub struct EndpointAddress {
     /// Pod IP.
     pub ip: String,
+    /// The pod's `hostname`, when its `subdomain` is the service's name (its DNS name
+    /// `HOSTNAME.SERVICE.NAMESPACE.svc.shoal.local` under a headless service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Node running the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,

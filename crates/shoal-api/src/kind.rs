@@ -16,6 +16,8 @@ pub enum Kind {
     Deployment,
     /// One pod from a template on every matching node (`apps/v1`).
     DaemonSet,
+    /// Pods with stable names, DNS names and volumes (`apps/v1`).
+    StatefulSet,
     /// A stable virtual IP and DNS name load-balanced to selected pods.
     Service,
     /// A machine running the agent (cluster-scoped).
@@ -34,21 +36,26 @@ pub enum Kind {
     ConfigMap,
     /// Sensitive key/value data for pods (encrypted at rest).
     Secret,
+    /// A request for storage that pods mount.
+    PersistentVolumeClaim,
+    /// A directory on one node bound to a claim (cluster-scoped).
+    PersistentVolume,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), statefulset (sts), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret, persistentvolumeclaim (pvc), persistentvolume (pv)"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::DaemonSet,
+        Kind::StatefulSet,
         Kind::Service,
         Kind::Node,
         Kind::Event,
@@ -58,6 +65,8 @@ impl Kind {
         Kind::CronJob,
         Kind::ConfigMap,
         Kind::Secret,
+        Kind::PersistentVolumeClaim,
+        Kind::PersistentVolume,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -66,6 +75,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
+            Kind::StatefulSet => "StatefulSet",
             Kind::Service => "Service",
             Kind::Node => "Node",
             Kind::Event => "Event",
@@ -75,12 +85,15 @@ impl Kind {
             Kind::CronJob => "CronJob",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::PersistentVolume => "PersistentVolume",
         }
     }
 
-    /// True for kinds that live in a namespace (all but Node and Namespace).
+    /// True for kinds that live in a namespace (all but Node, Namespace and
+    /// PersistentVolume).
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node | Kind::Namespace)
+        !matches!(self, Kind::Node | Kind::Namespace | Kind::PersistentVolume)
     }
 
     /// The lower-case plural: `pods`.
@@ -89,6 +102,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Deployment => "deployments",
             Kind::DaemonSet => "daemonsets",
+            Kind::StatefulSet => "statefulsets",
             Kind::Service => "services",
             Kind::Node => "nodes",
             Kind::Event => "events",
@@ -98,6 +112,8 @@ impl Kind {
             Kind::CronJob => "cronjobs",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaims",
+            Kind::PersistentVolume => "persistentvolumes",
         }
     }
 
@@ -107,6 +123,9 @@ impl Kind {
             Kind::Pod => "po",
             Kind::Deployment => "deploy",
             Kind::DaemonSet => "ds",
+            Kind::StatefulSet => "sts",
+            Kind::PersistentVolumeClaim => "pvc",
+            Kind::PersistentVolume => "pv",
             Kind::Service => "svc",
             Kind::Node => "no",
             Kind::Event => "ev",
@@ -123,11 +142,11 @@ impl Kind {
         API_VERSION
     }
 
-    /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment and
-    /// DaemonSet, `batch/v1` for Job and CronJob.
+    /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment,
+    /// DaemonSet and StatefulSet, `batch/v1` for Job and CronJob.
     pub fn kubernetes_api_version(self) -> &'static str {
         match self {
-            Kind::Deployment | Kind::DaemonSet => "apps/v1",
+            Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
@@ -148,14 +167,21 @@ impl FromStr for Kind {
     type Err = UnknownKind;
 
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
-    /// `deployment`, `deployments`, `deploy`, `daemonset`, `daemonsets`, `ds`, `service`, `services`, `svc`, `node`, `nodes`,
+    /// `deployment`, `deployments`, `deploy`, `daemonset`, `daemonsets`, `ds`, `statefulset`, `statefulsets`, `sts`, `service`, `services`, `svc`, `node`, `nodes`,
     /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
-    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`.
+    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`,
+    /// `persistentvolumeclaim`, `persistentvolumeclaims`, `pvc`, `persistentvolume`,
+    /// `persistentvolumes`, `pv`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
             "deployment" | "deployments" | "deploy" => Kind::Deployment,
             "daemonset" | "daemonsets" | "ds" => Kind::DaemonSet,
+            "statefulset" | "statefulsets" | "sts" => Kind::StatefulSet,
+            "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => {
+                Kind::PersistentVolumeClaim
+            }
+            "persistentvolume" | "persistentvolumes" | "pv" => Kind::PersistentVolume,
             "service" | "services" | "svc" => Kind::Service,
             "node" | "nodes" | "no" => Kind::Node,
             "event" | "events" | "ev" => Kind::Event,
@@ -187,7 +213,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, got {s:?}"
+                "expected one of Pod, Deployment, DaemonSet, StatefulSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, PersistentVolumeClaim, PersistentVolume, got {s:?}"
             ))
         })
     }
@@ -238,6 +264,9 @@ mod tests {
             ("CronJobs", Kind::CronJob),
             ("ds", Kind::DaemonSet),
             ("DaemonSets", Kind::DaemonSet),
+            ("sts", Kind::StatefulSet),
+            ("pvc", Kind::PersistentVolumeClaim),
+            ("PersistentVolumes", Kind::PersistentVolume),
         ] {
             assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
         }

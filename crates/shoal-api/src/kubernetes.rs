@@ -52,7 +52,6 @@ const POD_SPEC: &[&str] = &[
     "schedulingGates",
     "runtimeClassName",
     "activeDeadlineSeconds",
-    "subdomain",
     "hostAliases",
     "enableServiceLinks",
     "overhead",
@@ -94,7 +93,6 @@ const VOLUME_MOUNT: &[&str] = &[
 ];
 
 const VOLUME: &[&str] = &[
-    "persistentVolumeClaim",
     "ephemeral",
     "nfs",
     "csi",
@@ -132,6 +130,30 @@ const SERVICE_SPEC: &[&str] = &[
     "trafficDistribution",
 ];
 
+const PVC_SPEC: &[&str] = &[
+    "selector",
+    "dataSource",
+    "dataSourceRef",
+    "volumeAttributesClassName",
+];
+
+const PV_SPEC: &[&str] = &[
+    "hostPath",
+    "local",
+    "nfs",
+    "csi",
+    "iscsi",
+    "cephfs",
+    "rbd",
+    "fc",
+    "mountOptions",
+    "volumeAttributesClassName",
+    "awsElasticBlockStore",
+    "gcePersistentDisk",
+    "azureDisk",
+    "azureFile",
+];
+
 const NODE_SPEC: &[&str] = &["podCIDRs", "providerID", "configSource", "externalID"];
 
 const EVENT: &[&str] = &[
@@ -147,11 +169,8 @@ const EVENT: &[&str] = &[
 const KINDS: &[&str] = &[
     "ReplicaSet",
     "ReplicationController",
-    "StatefulSet",
     "Ingress",
     "IngressClass",
-    "PersistentVolume",
-    "PersistentVolumeClaim",
     "StorageClass",
     "ServiceAccount",
     "Role",
@@ -183,7 +202,9 @@ fn keys(path: &str) -> Vec<&str> {
 fn pod_spec(kind: Kind) -> Option<&'static [&'static str]> {
     match kind {
         Kind::Pod => Some(&["spec"]),
-        Kind::Deployment | Kind::DaemonSet => Some(&["spec", "template", "spec"]),
+        Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => {
+            Some(&["spec", "template", "spec"])
+        }
         _ => None,
     }
 }
@@ -217,6 +238,19 @@ fn fields_at(kind: Kind, parent: &[&str]) -> &'static [&'static str] {
         (Kind::DaemonSet, ["spec"]) => &["minReadySeconds", "revisionHistoryLimit"],
         (Kind::DaemonSet, ["spec", "template", "metadata"]) => TEMPLATE_METADATA,
         (Kind::DaemonSet, ["spec", "updateStrategy", "rollingUpdate"]) => &["maxSurge"],
+        (Kind::StatefulSet, ["spec"]) => &[
+            "revisionHistoryLimit",
+            "persistentVolumeClaimRetentionPolicy",
+            "ordinals",
+        ],
+        (Kind::StatefulSet, ["spec", "template", "metadata"]) => TEMPLATE_METADATA,
+        (Kind::StatefulSet, ["spec", "updateStrategy", "rollingUpdate"]) => &["maxUnavailable"],
+        (Kind::StatefulSet, ["spec", "volumeClaimTemplates"]) => &["apiVersion", "kind", "status"],
+        (Kind::StatefulSet, ["spec", "volumeClaimTemplates", "spec"]) => PVC_SPEC,
+        (Kind::PersistentVolumeClaim, ["spec"]) => PVC_SPEC,
+        (Kind::PersistentVolumeClaim, ["spec", "resources"]) => &["limits"],
+        (Kind::StatefulSet, ["spec", "volumeClaimTemplates", "spec", "resources"]) => &["limits"],
+        (Kind::PersistentVolume, ["spec"]) => PV_SPEC,
         (Kind::Service, []) => &["status"],
         (Kind::Service, ["spec"]) => SERVICE_SPEC,
         (Kind::Service, ["spec", "ports"]) => &["appProtocol"],
@@ -249,6 +283,17 @@ pub fn is_kubernetes_value(kind: Kind, path: &str, value: &str) -> bool {
             "LoadBalancer" | "ExternalName"
         ) | (_, [.., "protocol"], "SCTP")
             | (_, [.., "matchExpressions", "operator"], "Gt" | "Lt")
+            | (
+                _,
+                [.., "accessModes"],
+                "ReadWriteMany" | "ReadOnlyMany" | "ReadWriteOncePod"
+            )
+            | (_, [.., "volumeMode"], "Block")
+            | (
+                _,
+                [.., "nodeSelectorTerms", "matchExpressions", "operator"],
+                "NotIn" | "Exists" | "DoesNotExist"
+            )
     )
 }
 
@@ -297,7 +342,7 @@ mod tests {
         ));
         assert!(is_kubernetes_field(
             Kind::Deployment,
-            "spec.template.spec.volumes[0].persistentVolumeClaim"
+            "spec.template.spec.volumes[0].nfs"
         ));
         assert!(is_kubernetes_field(Kind::Pod, "spec.hostNetwork"));
         assert!(is_kubernetes_field(Kind::Pod, "metadata.finalizers"));
@@ -330,7 +375,8 @@ mod tests {
             "spec.containers[0].ports[1].protocol",
             "SCTP"
         ));
-        assert!(is_kubernetes_kind("StatefulSet"));
+        assert!(is_kubernetes_kind("ReplicaSet"));
+        assert!(!is_kubernetes_kind("StatefulSet"));
         assert!(!is_kubernetes_kind("Widget"));
     }
 

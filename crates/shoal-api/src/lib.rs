@@ -1,5 +1,6 @@
-//! Shoal's resource model: Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints,
-//! Job, CronJob, ConfigMap, Secret;
+//! Shoal's resource model: Pod, Deployment, DaemonSet, StatefulSet, Service, Node, Event,
+//! Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, PersistentVolumeClaim,
+//! PersistentVolume;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
@@ -22,11 +23,14 @@ pub mod meta;
 pub mod namespace;
 pub mod node;
 pub mod object;
+pub mod persistentvolume;
+pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod podconfig;
 pub mod quantity;
 pub mod selector;
 pub mod service;
+pub mod statefulset;
 pub mod validation;
 
 pub use configmap::{ConfigMap, MAX_DATA_BYTES, Secret};
@@ -57,15 +61,29 @@ pub use node::{
     Node, NodeAddress, NodeAddressType, NodeSpec, NodeStatus, NodeSystemInfo, Taint, WireguardInfo,
 };
 pub use object::{DEFAULT_NAMESPACE, Object, Resource, key_for};
+pub use persistentvolume::{
+    ClaimReference, HOSTNAME_KEY, LOCAL_PATH_PROVISIONER, PROVISIONED_BY, PersistentVolume,
+    PersistentVolumeSpec, PersistentVolumeStatus, ReclaimPolicy, VolumeNodeAffinity, VolumePhase,
+};
+pub use persistentvolumeclaim::{
+    AccessMode, ClaimPhase, LOCAL_PATH_CLASS, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimStatus, STORAGE, VolumeMode, VolumeResourceRequirements,
+};
 pub use pod::{
     CAPABILITY_NAMES, Capabilities, Container, ContainerPort, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction, Pod, PodPhase,
-    PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile,
-    SeccompProfileType, SecurityContext, TaintEffect, TcpSocketAction, Toleration,
-    TolerationOperator, Volume, VolumeMount, capability_numbers,
+    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction,
+    PersistentVolumeClaimVolumeSource, Pod, PodPhase, PodSpec, PodStatus, Probe, PullPolicy,
+    ResourceRequirements, RestartPolicy, SeccompProfile, SeccompProfileType, SecurityContext,
+    TaintEffect, TcpSocketAction, Toleration, TolerationOperator, Volume, VolumeMount,
+    capability_numbers,
 };
 pub use quantity::{Quantity, QuantityError, ResourceList, Resources};
 pub use selector::{LabelSelector, LabelSelectorSpec, SelectorError};
 pub use service::{Service, ServicePort, ServiceSpec, ServiceType};
+pub use statefulset::{
+    POD_INDEX_LABEL, POD_NAME_LABEL, PersistentVolumeClaimTemplate, PodManagementPolicy,
+    StatefulSet, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
+    StatefulSetUpdateStrategyType,
+};
 pub use validation::{FieldError, ValidationErrors};

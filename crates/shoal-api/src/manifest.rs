@@ -515,12 +515,12 @@ spec:
     fn kubernetes_kinds_values_and_typos_are_told_apart() {
         let e = parse_manifests(
             "k.yaml",
-            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\n",
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: db}\n",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("k.yaml: document 1 (StatefulSet db): kind: \"StatefulSet\" is not supported by Shoal (a Kubernetes kind; Shoal has Pod, Deployment"),
+            e.starts_with("k.yaml: document 1 (ReplicaSet db): kind: \"ReplicaSet\" is not supported by Shoal (a Kubernetes kind; Shoal has Pod, Deployment"),
             "{e}"
         );
         let e = parse_manifests(
@@ -579,8 +579,8 @@ spec:
             }
         }
         assert_eq!(
-            parsed, 10,
-            "expected the Pod, init containers, Deployment, DaemonSet, Job, CronJob, Service, Endpoints, ConfigMap and Secret examples"
+            parsed, 13,
+            "expected the Pod, init containers, Deployment, DaemonSet, StatefulSet, PersistentVolumeClaim, PersistentVolume, Job, CronJob, Service, Endpoints, ConfigMap and Secret examples"
         );
     }
 

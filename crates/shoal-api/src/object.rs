@@ -13,8 +13,11 @@ use crate::kubernetes;
 use crate::meta::ObjectMeta;
 use crate::namespace::Namespace;
 use crate::node::Node;
+use crate::persistentvolume::PersistentVolume;
+use crate::persistentvolumeclaim::PersistentVolumeClaim;
 use crate::pod::Pod;
 use crate::service::Service;
+use crate::statefulset::StatefulSet;
 use crate::validation::{FieldError, ValidationErrors};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -31,6 +34,8 @@ pub enum Object {
     Deployment(Deployment),
     /// A daemon set.
     DaemonSet(DaemonSet),
+    /// A stateful set.
+    StatefulSet(StatefulSet),
     /// A service.
     Service(Service),
     /// A node.
@@ -49,6 +54,10 @@ pub enum Object {
     ConfigMap(ConfigMap),
     /// A secret.
     Secret(Secret),
+    /// A persistent volume claim.
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    /// A persistent volume.
+    PersistentVolume(PersistentVolume),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -142,8 +151,21 @@ macro_rules! each_kind {
 }
 
 each_kind!(
-    Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob,
-    ConfigMap, Secret
+    Pod,
+    Deployment,
+    DaemonSet,
+    StatefulSet,
+    Service,
+    Node,
+    Event,
+    Namespace,
+    Endpoints,
+    Job,
+    CronJob,
+    ConfigMap,
+    Secret,
+    PersistentVolumeClaim,
+    PersistentVolume
 );
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
@@ -578,6 +600,9 @@ impl Object {
             Object::Pod(v) => typed_yaml(Kind::Pod, v),
             Object::Deployment(v) => typed_yaml(Kind::Deployment, v),
             Object::DaemonSet(v) => typed_yaml(Kind::DaemonSet, v),
+            Object::StatefulSet(v) => typed_yaml(Kind::StatefulSet, v),
+            Object::PersistentVolumeClaim(v) => typed_yaml(Kind::PersistentVolumeClaim, v),
+            Object::PersistentVolume(v) => typed_yaml(Kind::PersistentVolume, v),
             Object::Service(v) => typed_yaml(Kind::Service, v),
             Object::Node(v) => typed_yaml(Kind::Node, v),
             Object::Event(v) => typed_yaml(Kind::Event, v),

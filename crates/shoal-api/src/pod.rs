@@ -89,6 +89,10 @@ pub struct PodSpec {
     /// Host name inside the pod (default: the pod's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// With `hostname`, the pod's DNS name is `HOSTNAME.SUBDOMAIN.NAMESPACE.svc.shoal.local`
+    /// when a headless Service named `SUBDOMAIN` exists in the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
     /// Secrets of type `kubernetes.io/dockerconfigjson` (in the pod's namespace) whose
     /// credentials the node uses to pull this pod's images from registries, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -271,6 +275,21 @@ pub struct Volume {
     /// ConfigMaps, Secrets and pod fields in one directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projected: Option<crate::podconfig::ProjectedVolume>,
+    /// A PersistentVolumeClaim of the pod's namespace: its volume's directory on the
+    /// claim's node (the pod runs only there once the claim is bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+}
+
+/// `persistentVolumeClaim: {claimName: data}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolumeClaimVolumeSource {
+    /// The claim's name (same namespace as the pod).
+    pub claim_name: String,
+    /// Mount read-only in every container.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
 }
 
 /// `emptyDir: {}`.
@@ -836,11 +855,18 @@ impl PodSpec {
                 vol.secret.is_some(),
                 vol.downward_api.is_some(),
                 vol.projected.is_some(),
+                vol.persistent_volume_claim.is_some(),
             ];
             if sources.iter().filter(|b| **b).count() != 1 {
                 errs.push(
                     &p,
-                    "exactly one of emptyDir, hostPath, configMap, secret, downwardAPI or projected must be set",
+                    "exactly one of emptyDir, hostPath, configMap, secret, downwardAPI, projected or persistentVolumeClaim must be set",
+                );
+            }
+            if let Some(c) = &vol.persistent_volume_claim {
+                errs.check(
+                    join(&p, "persistentVolumeClaim.claimName"),
+                    v::check_dns1123_subdomain(&c.claim_name),
                 );
             }
             if let Some(hp) = &vol.host_path
@@ -1063,6 +1089,9 @@ impl PodSpec {
         }
         if let Some(h) = &self.hostname {
             errs.check(join(path, "hostname"), v::check_dns1123_label(h));
+        }
+        if let Some(d) = &self.subdomain {
+            errs.check(join(path, "subdomain"), v::check_dns1123_label(d));
         }
         for (i, s) in self.image_pull_secrets.iter().enumerate() {
             let p = index(&join(path, "imagePullSecrets"), i);

@@ -39,9 +39,13 @@ pub struct ServiceSpec {
     /// Pods with all these labels are the endpoints (empty: none are selected).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
-    /// The ports (at least one).
+    /// The ports (at least one, except for a headless service).
+    #[serde(default)]
     pub ports: Vec<ServicePort>,
-    /// The virtual IP (allocated by the controller when unset).
+    /// The virtual IP (allocated by the controller when unset), or `None` for a
+    /// headless service: no virtual IP, and its DNS name resolves to the ready pods'
+    /// addresses (and `HOSTNAME.NAME.NAMESPACE.svc.shoal.local` to each pod with that
+    /// `hostname` and `subdomain: NAME`).
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
 }
@@ -75,6 +79,9 @@ impl ServicePort {
     }
 }
 
+/// The `clusterIP` of a headless service.
+pub const CLUSTER_IP_NONE: &str = "None";
+
 /// Lowest node port.
 pub const NODE_PORT_MIN: i32 = 30000;
 /// Highest node port.
@@ -88,6 +95,11 @@ impl Service {
             self.metadata.name,
             self.metadata.namespace.as_deref().unwrap_or("default")
         )
+    }
+
+    /// True for a headless service (`clusterIP: None`).
+    pub fn is_headless(&self) -> bool {
+        self.spec.cluster_ip.as_deref() == Some(CLUSTER_IP_NONE)
     }
 
     /// Fills in `targetPort` (= `port`).
@@ -106,8 +118,11 @@ impl Service {
             .validate(crate::Kind::Service, v::check_dns1035_label, &mut errs);
         let spec = &self.spec;
         v::validate_labels(&spec.selector, "spec.selector", &mut errs);
-        if spec.ports.is_empty() {
-            errs.push("spec.ports", "at least one port is required");
+        if spec.ports.is_empty() && !self.is_headless() {
+            errs.push(
+                "spec.ports",
+                "at least one port is required (unless clusterIP is None)",
+            );
         }
         let mut names = BTreeSet::new();
         let mut ports = BTreeSet::new();
@@ -156,7 +171,14 @@ impl Service {
                 }
             }
         }
-        if let Some(ip) = &spec.cluster_ip {
+        if self.is_headless() {
+            if spec.type_ != ServiceType::ClusterIP {
+                errs.push(
+                    "spec.clusterIP",
+                    "None (headless) is only for type ClusterIP",
+                );
+            }
+        } else if let Some(ip) = &spec.cluster_ip {
             errs.check("spec.clusterIP", v::check_ipv4(ip));
         }
         errs.into_result()
@@ -205,5 +227,30 @@ mod tests {
             "{e}"
         );
         assert_eq!(s.dns_name(), "1web.default.svc.shoal.local");
+    }
+
+    #[test]
+    fn headless_services() {
+        let s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "None"}
+        }))
+        .unwrap();
+        assert!(s.is_headless());
+        s.validate().unwrap();
+        let mut np = s.clone();
+        np.spec.type_ = ServiceType::NodePort;
+        let e = np.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("spec.clusterIP: None (headless) is only for type ClusterIP"),
+            "{e}"
+        );
+        let mut ported = s.clone();
+        ported.spec.cluster_ip = None;
+        let e = ported.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("spec.ports: at least one port is required"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shoal_api::{Object, Resource};
 use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::images_client::ImagesClient;
-use shoal_proto::{GetRequest, ObjectRequest};
+use shoal_proto::{DeleteRequest, GetRequest, ObjectRequest};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -277,6 +277,33 @@ impl Client {
             .map(|j| decode::<T>(j))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((items, resp.resource_version))
+    }
+
+    /// Deletes an object, on the precondition that its revision is `resource_version`
+    /// (0: none); `Ok(false)` when it did not exist.
+    pub async fn delete<T: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: u64,
+    ) -> Result<bool, ClientError> {
+        let req = DeleteRequest {
+            kind: T::KIND.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            resource_version,
+        };
+        match self
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.delete(r).await }
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some(Code::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates an object; returns it as stored.

@@ -15,6 +15,8 @@ pub enum FitReason {
     UntoleratedTaint,
     /// The node's labels do not match the pod's `nodeSelector`.
     NodeSelectorMismatch,
+    /// The pod mounts a local volume that lives on another node.
+    VolumeNodeConflict,
     /// Requested cpu exceeds what is left on the node.
     InsufficientCpu,
     /// Requested memory exceeds what is left on the node.
@@ -33,6 +35,7 @@ impl FitReason {
             FitReason::Unschedulable => "unschedulable",
             FitReason::UntoleratedTaint => "untolerated taint",
             FitReason::NodeSelectorMismatch => "node selector mismatch",
+            FitReason::VolumeNodeConflict => "volume node affinity conflict",
             FitReason::InsufficientCpu => "insufficient cpu",
             FitReason::InsufficientMemory => "insufficient memory",
             FitReason::TooManyPods => "too many pods",

@@ -79,6 +79,9 @@ pub struct PodRequest {
     pub host_ports: Vec<(u16, Protocol)>,
     /// Owner uid (e.g. the Deployment's); pods with the same owner are spread over nodes.
     pub owner: Option<String>,
+    /// The node holding the local volumes the pod mounts (its bound claims' volumes):
+    /// the only node it may run on.
+    pub volume_node: Option<String>,
 }
 
 impl PodRequest {

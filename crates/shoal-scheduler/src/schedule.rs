@@ -280,11 +280,12 @@ fn intern(ids: &mut HashMap<String, u32>, pods: &mut Vec<Vec<u32>>, owner: &str)
     id
 }
 
-/// Result of the static filters for one (selector, tolerations) pair.
+/// Result of the static filters for one (selector, tolerations, volume node) triple.
 #[derive(Debug)]
 struct Statics {
     selector: BTreeMap<String, String>,
     tolerations: Vec<Toleration>,
+    volume_node: Option<String>,
     eligible: Vec<Eligible>,
     /// Largest `prefer_no_schedule` among `eligible`.
     max_prefer_no_schedule: u32,
@@ -292,7 +293,7 @@ struct Statics {
     reasons: BTreeMap<FitReason, usize>,
 }
 
-/// Static filter results by hash of (selector, tolerations).
+/// Static filter results by hash of (selector, tolerations, volume node).
 #[derive(Debug, Default)]
 struct StaticCache {
     entries: HashMap<u64, Vec<Statics>>,
@@ -304,10 +305,14 @@ impl StaticCache {
         let mut h = DefaultHasher::new();
         pod.node_selector.hash(&mut h);
         pod.tolerations.hash(&mut h);
+        pod.volume_node.hash(&mut h);
         let key = h.finish();
         let hit = self.entries.get(&key).and_then(|v| {
-            v.iter()
-                .position(|s| s.selector == pod.node_selector && s.tolerations == pod.tolerations)
+            v.iter().position(|s| {
+                s.selector == pod.node_selector
+                    && s.tolerations == pod.tolerations
+                    && s.volume_node == pod.volume_node
+            })
         });
         let pos = match hit {
             Some(pos) => pos,
@@ -327,7 +332,7 @@ impl StaticCache {
 }
 
 /// The first static filter (readiness, cordon, `NoSchedule`/`NoExecute` taints,
-/// `nodeSelector`, in Kubernetes' order) that rejects `pod` on `node`, or `None` when the
+/// `nodeSelector`, the node of the pod's local volumes, in Kubernetes' order) that rejects `pod` on `node`, or `None` when the
 /// node passes them all. Resources and host ports are not looked at. The DaemonSet
 /// reconciler asks this per node (with the node's readiness and cordon adjusted to its
 /// own rules) instead of placing pods.
@@ -349,6 +354,8 @@ pub fn static_rejection(pod: &PodRequest, node: &NodeInfo) -> Option<FitReason> 
         .all(|(k, v)| node.labels.get(k) == Some(v))
     {
         Some(FitReason::NodeSelectorMismatch)
+    } else if pod.volume_node.as_ref().is_some_and(|n| *n != node.name) {
+        Some(FitReason::VolumeNodeConflict)
     } else {
         None
     }
@@ -377,6 +384,7 @@ fn static_filter(pod: &PodRequest, nodes: &[&NodeInfo]) -> Statics {
     Statics {
         selector: pod.node_selector.clone(),
         tolerations: pod.tolerations.clone(),
+        volume_node: pod.volume_node.clone(),
         max_prefer_no_schedule: eligible
             .iter()
             .map(|e| e.prefer_no_schedule)
@@ -456,6 +464,15 @@ mod tests {
             static_rejection(&pod, &node),
             Some(FitReason::NodeSelectorMismatch)
         );
+        pod.node_selector.insert("disk".into(), "ssd".into());
+        pod.volume_node = Some("b".into());
+        assert_eq!(
+            static_rejection(&pod, &node),
+            Some(FitReason::VolumeNodeConflict)
+        );
+        pod.volume_node = Some("a".into());
+        assert_eq!(static_rejection(&pod, &node), None);
+        pod.node_selector.insert("disk".into(), "hdd".into());
         node.unschedulable = true;
         assert_eq!(
             static_rejection(&pod, &node),

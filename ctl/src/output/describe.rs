@@ -130,8 +130,15 @@ pub fn describe(
                 p.kv(0, &key, val);
             }
         }
-        "DaemonSet" => {
-            p.lines.extend(super::daemonset::describe(v));
+        k @ ("PersistentVolumeClaim" | "PersistentVolume") => {
+            p.lines
+                .extend(super::storage::describe(k, v).unwrap_or_default());
+        }
+        k @ ("DaemonSet" | "StatefulSet") => {
+            p.lines.extend(match k {
+                "DaemonSet" => super::daemonset::describe(v),
+                _ => super::storage::describe(k, v).unwrap_or_default(),
+            });
             p.heading(0, "Pod Template");
             p.map(
                 2,

@@ -16,6 +16,7 @@ pub mod fields;
 pub mod jsonpath;
 pub mod objects;
 pub mod rows;
+pub mod storage;
 pub mod table;
 pub mod time;
 pub mod workloads;

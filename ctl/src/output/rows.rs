@@ -42,6 +42,7 @@ pub fn headers(kind: &KindInfo, opts: TableOptions) -> Vec<String> {
             &["CONTAINERS", "IMAGES", "SELECTOR"],
         ),
         "DaemonSet" => super::daemonset::HEADERS,
+        k if super::storage::headers(k).is_some() => super::storage::headers(k).unwrap_or_default(),
         "Service" => (
             &["NAME", "TYPE", "CLUSTER-IP", "PORTS", "AGE"],
             &["SELECTOR", "ENDPOINTS"],
@@ -227,6 +228,10 @@ pub fn row_with(
         ),
         "DaemonSet" => {
             let (cells, wide) = super::daemonset::row(v, age);
+            (std::iter::once(name).chain(cells).collect(), wide)
+        }
+        k @ ("StatefulSet" | "PersistentVolumeClaim" | "PersistentVolume") => {
+            let (cells, wide) = super::storage::row(k, v, age).unwrap_or_default();
             (std::iter::once(name).chain(cells).collect(), wide)
         }
         k @ ("Job" | "CronJob") => {

@@ -1,5 +1,6 @@
-//! Manifests from the Kubernetes documentation that use ConfigMaps, init containers and
-//! Jobs (`ctl/tests/fixtures/upstream/`, kept unchanged) pass `apply --dry-run=server`,
+//! Manifests from the Kubernetes documentation that use ConfigMaps, init containers,
+//! Jobs and a StatefulSet with a headless Service (`ctl/tests/fixtures/upstream/`, kept
+//! unchanged but for what each file's first lines say) pass `apply --dry-run=server`,
 //! writing nothing; then a real apply of each creates what it lists.
 
 use crate::harness::{Controller, workspace};
@@ -13,7 +14,7 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 5, "{files:?}");
     for f in &files {
         let path = f.to_str().expect("utf-8");
         let out = c.ctl(&["apply", "--dry-run=server", "-f", path]).ok();
@@ -23,7 +24,7 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         );
     }
     // Nothing was written by the dry runs.
-    for kind in ["pods", "configmaps", "jobs"] {
+    for kind in ["pods", "configmaps", "jobs", "statefulsets"] {
         assert_eq!(c.ctl(&["get", kind, "-o", "name"]).ok(), "", "{kind}");
     }
     for f in &files {
@@ -34,6 +35,10 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         "configmap/example-redis-config\nconfigmap/special-config\n"
     );
     assert_eq!(c.ctl(&["get", "jobs", "-o", "name"]).ok(), "job/pi\n");
+    assert_eq!(
+        c.ctl(&["get", "statefulsets", "-o", "name"]).ok(),
+        "statefulset/web\n"
+    );
     let pods = c.ctl(&["get", "pods", "-o", "name"]).ok();
     for p in ["pod/dapi-test-pod", "pod/init-demo", "pod/redis"] {
         assert!(pods.lines().any(|l| l == p), "{p} missing from {pods}");

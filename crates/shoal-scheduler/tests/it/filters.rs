@@ -233,3 +233,29 @@ fn huge_quantities_do_not_overflow() {
     let plan = schedule(&[pod("q", u64::MAX, 10)], &[node("a", 1000, 1)], &[]);
     assert_eq!(error_of(&plan, "q"), "0/1 nodes: 1 insufficient cpu");
 }
+
+#[test]
+fn local_volumes_pin_pods_to_their_node() {
+    let nodes = vec![node("a", 4000, 8), node("b", 4000, 8), node("c", 4000, 8)];
+    let mut p = pod("p", 100, 100);
+    p.volume_node = Some("b".into());
+    let mut q = pod("q", 100, 100);
+    q.volume_node = Some("c".into());
+    let plan = schedule(&[p.clone(), q, pod("free", 100, 100)], &nodes, &[]);
+    assert_eq!(node_of(&plan, "p"), "b");
+    assert_eq!(node_of(&plan, "q"), "c");
+    // Its node full: the pod waits rather than going elsewhere.
+    let full: Vec<BoundPod> = (0..110).map(|_| BoundPod::new("b", 1, 1)).collect();
+    let plan = schedule(&[p.clone()], &nodes, &full);
+    assert_eq!(
+        error_of(&plan, "p"),
+        "0/3 nodes: 2 volume node affinity conflict, 1 too many pods"
+    );
+    // A volume on a node that left the cluster.
+    p.volume_node = Some("gone".into());
+    let plan = schedule(&[p], &nodes, &[]);
+    assert_eq!(
+        error_of(&plan, "p"),
+        "0/3 nodes: 3 volume node affinity conflict"
+    );
+}
