@@ -42,6 +42,7 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::CronJob => "cronjob",
         Kind::ConfigMap => "configmap",
         Kind::Secret => "secret",
+        Kind::NetworkPolicy => "networkpolicy",
     };
     KindInfo {
         kind: kind.as_str(),

@@ -34,18 +34,20 @@ pub enum Kind {
     ConfigMap,
     /// Sensitive key/value data for pods (encrypted at rest).
     Secret,
+    /// Which pods may connect to which (`networking.k8s.io/v1`).
+    NetworkPolicy,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret, networkpolicy (netpol)"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::DaemonSet,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::CronJob,
         Kind::ConfigMap,
         Kind::Secret,
+        Kind::NetworkPolicy,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -75,6 +78,7 @@ impl Kind {
             Kind::CronJob => "CronJob",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -98,6 +102,7 @@ impl Kind {
             Kind::CronJob => "cronjobs",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
 
@@ -114,6 +119,7 @@ impl Kind {
             Kind::Endpoints => "ep",
             Kind::CronJob => "cj",
             Kind::ConfigMap => "cm",
+            Kind::NetworkPolicy => "netpol",
             Kind::Job | Kind::Secret => return None,
         })
     }
@@ -124,11 +130,12 @@ impl Kind {
     }
 
     /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment and
-    /// DaemonSet, `batch/v1` for Job and CronJob.
+    /// DaemonSet, `batch/v1` for Job and CronJob, `networking.k8s.io/v1` for NetworkPolicy.
     pub fn kubernetes_api_version(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::DaemonSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -150,7 +157,8 @@ impl FromStr for Kind {
     /// Accepts kubectl's names and aliases, case-insensitively: `pod`, `pods`, `po`,
     /// `deployment`, `deployments`, `deploy`, `daemonset`, `daemonsets`, `ds`, `service`, `services`, `svc`, `node`, `nodes`,
     /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
-    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`.
+    /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`,
+    /// `networkpolicy`, `networkpolicies`, `netpol`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
@@ -165,6 +173,7 @@ impl FromStr for Kind {
             "cronjob" | "cronjobs" | "cj" => Kind::CronJob,
             "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
             "secret" | "secrets" => Kind::Secret,
+            "networkpolicy" | "networkpolicies" | "netpol" => Kind::NetworkPolicy,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }
@@ -187,7 +196,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, got {s:?}"
+                "expected one of Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, NetworkPolicy, got {s:?}"
             ))
         })
     }
@@ -238,6 +247,8 @@ mod tests {
             ("CronJobs", Kind::CronJob),
             ("ds", Kind::DaemonSet),
             ("DaemonSets", Kind::DaemonSet),
+            ("netpol", Kind::NetworkPolicy),
+            ("NetworkPolicies", Kind::NetworkPolicy),
         ] {
             assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
         }
@@ -263,6 +274,8 @@ mod tests {
         assert!(!Kind::Job.accepts_api_version("apps/v1"));
         assert!(Kind::DaemonSet.accepts_api_version("apps/v1"));
         assert!(!Kind::DaemonSet.accepts_api_version("v1"));
+        assert!(Kind::NetworkPolicy.accepts_api_version("networking.k8s.io/v1"));
+        assert!(!Kind::NetworkPolicy.accepts_api_version("v1"));
         for k in Kind::ALL {
             assert_eq!(k.to_string().parse::<Kind>().unwrap(), k);
             assert_eq!(k.plural().parse::<Kind>().unwrap(), k);

@@ -158,7 +158,6 @@ const KINDS: &[&str] = &[
     "RoleBinding",
     "ClusterRole",
     "ClusterRoleBinding",
-    "NetworkPolicy",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "PriorityClass",

@@ -1,5 +1,5 @@
 //! Shoal's resource model: Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints,
-//! Job, CronJob, ConfigMap, Secret;
+//! Job, CronJob, ConfigMap, Secret, NetworkPolicy;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@ mod locate;
 pub mod manifest;
 pub mod meta;
 pub mod namespace;
+pub mod networkpolicy;
 pub mod node;
 pub mod object;
 pub mod pod;
@@ -53,6 +54,11 @@ pub use meta::{
     find_condition,
 };
 pub use namespace::{Namespace, NamespacePhase, NamespaceStatus};
+pub use networkpolicy::{
+    IpBlock, NAMESPACE_NAME_LABEL, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PolicyType,
+    namespace_labels,
+};
 pub use node::{
     Node, NodeAddress, NodeAddressType, NodeSpec, NodeStatus, NodeSystemInfo, Taint, WireguardInfo,
 };

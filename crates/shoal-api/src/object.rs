@@ -12,6 +12,7 @@ use crate::kind::{API_VERSION, Kind};
 use crate::kubernetes;
 use crate::meta::ObjectMeta;
 use crate::namespace::Namespace;
+use crate::networkpolicy::NetworkPolicy;
 use crate::node::Node;
 use crate::pod::Pod;
 use crate::service::Service;
@@ -49,6 +50,8 @@ pub enum Object {
     ConfigMap(ConfigMap),
     /// A secret.
     Secret(Secret),
+    /// A network policy.
+    NetworkPolicy(NetworkPolicy),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -142,8 +145,19 @@ macro_rules! each_kind {
 }
 
 each_kind!(
-    Pod, Deployment, DaemonSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob,
-    ConfigMap, Secret
+    Pod,
+    Deployment,
+    DaemonSet,
+    Service,
+    Node,
+    Event,
+    Namespace,
+    Endpoints,
+    Job,
+    CronJob,
+    ConfigMap,
+    Secret,
+    NetworkPolicy
 );
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
@@ -587,6 +601,7 @@ impl Object {
             Object::CronJob(v) => typed_yaml(Kind::CronJob, v),
             Object::ConfigMap(v) => typed_yaml(Kind::ConfigMap, v),
             Object::Secret(v) => typed_yaml(Kind::Secret, v),
+            Object::NetworkPolicy(v) => typed_yaml(Kind::NetworkPolicy, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))

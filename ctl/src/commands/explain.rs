@@ -17,6 +17,7 @@ pub fn schema_of(kind: Kind) -> Value {
         Kind::Pod => schema_for!(shoal_api::Pod),
         Kind::Deployment => schema_for!(shoal_api::Deployment),
         Kind::DaemonSet => schema_for!(shoal_api::DaemonSet),
+        Kind::NetworkPolicy => schema_for!(shoal_api::NetworkPolicy),
         Kind::Service => schema_for!(shoal_api::Service),
         Kind::Node => schema_for!(shoal_api::Node),
         Kind::Event => schema_for!(shoal_api::Event),
