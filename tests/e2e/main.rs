@@ -7,5 +7,6 @@ mod daemonset;
 mod harness;
 mod install;
 mod network;
+mod network_policy;
 mod workload_api;
 mod workloads;

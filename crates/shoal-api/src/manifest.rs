@@ -579,8 +579,8 @@ spec:
             }
         }
         assert_eq!(
-            parsed, 10,
-            "expected the Pod, init containers, Deployment, DaemonSet, Job, CronJob, Service, Endpoints, ConfigMap and Secret examples"
+            parsed, 11,
+            "expected the Pod, init containers, Deployment, DaemonSet, Job, CronJob, Service, Endpoints, ConfigMap, Secret and NetworkPolicy examples"
         );
     }
 
