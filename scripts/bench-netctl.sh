@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Pod network control path on one node: nftables table replacement time for
-# growing numbers of services, and node DNS latency (known / unknown names).
+# growing numbers of services, the same with 100 network policies over 1,000 pods
+# and the in-place set update of one pod change, and node DNS latency (known /
+# unknown names).
 # Runs shoal-net's own code in a fresh network namespace (unshare -n), which
 # vanishes with the process: nothing to clean up on the host.
 # Usage: scripts/bench-netctl.sh [extra shoal-bench netctl flags]   (root)

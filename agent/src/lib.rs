@@ -16,6 +16,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mirror;
 pub mod naming;
+pub mod netpol;
 pub mod network;
 pub mod node;
 pub mod plan;

@@ -1,8 +1,9 @@
 //! The pod network on this node (`--network bridge`): waits for the
 //! controller to assign the node's pod CIDR, sets up the bridge, brings up
 //! the WireGuard overlay, gives each pod an IP and a veth, and keeps the
-//! overlay peers and routes, the service rules (nftables) and the node's DNS
-//! server in step with the cluster's Nodes, Services, Endpoints and Pods.
+//! overlay peers and routes, the service and network policy rules (nftables) and
+//! the node's DNS server in step with the cluster's Nodes, Services, Endpoints,
+//! Pods, NetworkPolicies and Namespaces.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ipnet::Ipv4Net;
-use shoal_api::{Endpoints, Node, Pod, Protocol, Service, WireguardInfo};
+use shoal_api::{Endpoints, Namespace, NetworkPolicy, Node, Pod, Protocol, Service, WireguardInfo};
 use shoal_net::dns::DnsTable;
 use shoal_net::ipam::PodIpam;
 use shoal_net::link::NodeNet;
@@ -297,7 +298,9 @@ impl PodNetwork {
         let mut nodes = mirror::start::<Node>(ctl.clone(), "");
         let mut services = mirror::start::<Service>(ctl.clone(), "");
         let mut endpoints = mirror::start::<Endpoints>(ctl.clone(), "");
-        let mut pods = mirror::start::<Pod>(ctl, "");
+        let mut pods = mirror::start::<Pod>(ctl.clone(), "");
+        let mut policies = mirror::start::<NetworkPolicy>(ctl.clone(), "");
+        let mut namespaces = mirror::start::<Namespace>(ctl, "");
         let mut applied = Applied::default();
         loop {
             let (n, s, e, p) = (
@@ -306,13 +309,20 @@ impl PodNetwork {
                 endpoints.borrow_and_update().clone(),
                 pods.borrow_and_update().clone(),
             );
+            let (np, ns) = (
+                policies.borrow_and_update().clone(),
+                namespaces.borrow_and_update().clone(),
+            );
             // Nothing is applied before everything was listed once: an agent
-            // restarting would otherwise drop peers and services for a moment.
-            let listed = match (n, s, e, p) {
-                (Some(n), Some(s), Some(e), Some(p)) => Some((n, s, e, p)),
+            // restarting would otherwise drop peers and services for a moment
+            // (or let a pod under a policy through).
+            let listed = match (n, s, e, p, np, ns) {
+                (Some(n), Some(s), Some(e), Some(p), Some(np), Some(ns)) => {
+                    Some((n, s, e, p, np, ns))
+                }
                 _ => None,
             };
-            if let Some((n, s, e, p)) = listed {
+            if let Some((n, s, e, p, np, ns)) = listed {
                 let state = desired(&DesiredInput {
                     node: &self.node,
                     settings: &self.settings,
@@ -322,6 +332,8 @@ impl PodNetwork {
                     services: &s,
                     endpoints: &e,
                     pods: &p,
+                    policies: &np,
+                    namespaces: &ns,
                     host_ports: lock(&self.attached).values().flatten().cloned().collect(),
                 });
                 if let Err(e) = self.apply(&state, &mut applied).await {
@@ -335,6 +347,8 @@ impl PodNetwork {
                 _ = services.changed() => {}
                 _ = endpoints.changed() => {}
                 _ = pods.changed() => {}
+                _ = policies.changed() => {}
+                _ = namespaces.changed() => {}
                 _ = self.changed.notified() => {}
                 // Now and then re-apply everything: repairs a rule, route or
                 // peer someone changed by hand (unchanged peers are a no-op).
@@ -365,19 +379,25 @@ impl PodNetwork {
             info!(peers = s.peers.len(), "overlay peers updated");
             applied.peers = Some(s.peers.clone());
         }
-        let text = shoal_net::nft::render(&s.rules);
-        if applied.rules.as_deref() != Some(text.as_str()) {
-            let rules = s.rules.clone();
-            let started = std::time::Instant::now();
-            tokio::task::spawn_blocking(move || shoal_net::nft::apply(&rules))
+        let rules = s.rules.clone();
+        let prev = applied.rules.take();
+        let started = std::time::Instant::now();
+        let (now, kind) =
+            tokio::task::spawn_blocking(move || shoal_net::nft::update(prev.as_ref(), &rules))
                 .await?
-                .context("while applying the service rules")?;
+                .context("while applying the service and network policy rules")?;
+        if kind != shoal_net::nft::UpdateKind::None {
             crate::metrics::metrics()
                 .nft_update
                 .observe(started.elapsed().as_secs_f64());
-            debug!(services = s.rules.services.len(), "service rules applied");
-            applied.rules = Some(text);
+            debug!(
+                services = s.rules.services.len(),
+                policies = s.rules.policies.len(),
+                ?kind,
+                "nftables rules applied"
+            );
         }
+        applied.rules = Some(now);
         if applied.dns.as_ref() != Some(&s.dns) {
             self.dns.replace(s.dns.clone());
             applied.dns = Some(s.dns.clone());
@@ -473,7 +493,7 @@ fn proto(p: Protocol) -> Proto {
 #[derive(Debug, Default)]
 struct Applied {
     peers: Option<Vec<Peer>>,
-    rules: Option<String>,
+    rules: Option<shoal_net::nft::Rendered>,
     dns: Option<HashMap<String, Vec<Ipv4Addr>>>,
 }
 
@@ -507,6 +527,10 @@ pub struct DesiredInput<'a> {
     pub endpoints: &'a Snapshot<Endpoints>,
     /// Every Pod.
     pub pods: &'a Snapshot<Pod>,
+    /// Every NetworkPolicy.
+    pub policies: &'a Snapshot<NetworkPolicy>,
+    /// Every Namespace (for namespace selectors).
+    pub namespaces: &'a Snapshot<Namespace>,
     /// Host ports of the pods on this node.
     pub host_ports: Vec<HostPortRule>,
 }
@@ -637,6 +661,7 @@ pub fn desired(i: &DesiredInput<'_>) -> Desired {
             services,
             host_ports,
             protected: protected.into_iter().collect(),
+            policies: crate::netpol::plan(i.node, i.policies, i.pods, i.namespaces),
         },
         dns,
     }
@@ -822,6 +847,8 @@ mod tests {
             services: &services,
             endpoints: &endpoints,
             pods: &pods,
+            policies: &Snapshot::new(),
+            namespaces: &Snapshot::new(),
             host_ports: vec![],
         });
         assert_eq!(d.peers.len(), 1, "{:?}", d.peers);

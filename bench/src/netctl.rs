@@ -1,10 +1,11 @@
 //! `shoal-bench netctl`: the pod network's control path on one node — how long replacing the
 //! node's nftables table takes for growing numbers of services (the agent replaces it whole on
-//! every Service/Endpoints/Pod change), and how fast the node DNS answers a known name and an
-//! unknown one. Runs `shoal-net` itself (the agent's code) in a fresh network namespace: start
+//! every Service/Endpoints change), the same with network policies over many pods and the
+//! in-place set update a pod change costs under them, and how fast the node DNS answers a
+//! known name and an unknown one. Runs `shoal-net` itself (the agent's code) in a fresh network namespace: start
 //! it through `scripts/bench-netctl.sh`, which wraps it in `unshare -n`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use anyhow::{Context, bail};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use shoal_net::dns::{self, DnsTable};
-use shoal_net::nft::{self, Backend, NodeRules, Proto, ServiceRule};
+use shoal_net::netpol::{Peers, PolicyRule, PolicyRules, PortRange};
+use shoal_net::nft::{self, Backend, NodeRules, Proto, ServiceRule, UpdateKind};
 
 use crate::percentile;
 
@@ -36,6 +38,12 @@ pub struct NetctlArgs {
     /// Service names in the DNS table.
     #[arg(long, default_value_t = 1000)]
     pub records: usize,
+    /// Pods in the cluster for the network policy case (250 per node; this node is the first).
+    #[arg(long, default_value_t = 1000)]
+    pub policy_pods: usize,
+    /// Network policies for the policy case (each selects the pods with one label value).
+    #[arg(long, default_value_t = 100)]
+    pub policies: usize,
 }
 
 /// Runs both measurements and prints one markdown table each.
@@ -85,7 +93,140 @@ pub async fn run(a: NetctlArgs) -> anyhow::Result<()> {
         );
     }
     nft::remove(TABLE).context("removing the benchmark table")?;
+    policy_updates(&a)?;
+    nft::remove(TABLE).context("removing the benchmark table")?;
     dns_latency(&a).await
+}
+
+/// Pod `i` of the policy case: 250 per node, this node holding pods 0..250.
+fn policy_pod(i: usize) -> Ipv4Addr {
+    let (node, host) = (i / 250, i % 250);
+    Ipv4Addr::new(10, 244, u8::try_from(node).unwrap_or(255), 2 + host as u8)
+}
+
+/// `pods` pods labelled `app=a(i % policies)`; policy k selects label `a{k}`, allows ingress
+/// from `a{k+1}` on TCP 8080 and from 192.168.k.0/24 on UDP 53, and egress to `a{k+2}` on
+/// TCP 5432. `extra` adds pod `pods` (local, label `a0`).
+fn policy_rules(pods: usize, policies: usize, extra: bool) -> Vec<PolicyRules> {
+    let n = pods + usize::from(extra);
+    let with = |k: usize, local: bool| -> BTreeSet<Ipv4Addr> {
+        (0..n)
+            .filter(|i| i % policies == k % policies && (!local || *i < 250 || *i == pods))
+            .map(|i| {
+                if i == pods {
+                    Ipv4Addr::new(10, 244, 0, 253)
+                } else {
+                    policy_pod(i)
+                }
+            })
+            .collect()
+    };
+    let tcp = |p: u16| PortRange {
+        proto: Proto::Tcp,
+        first: p,
+        last: p,
+    };
+    (0..policies)
+        .map(|k| PolicyRules {
+            id: format!("default/p{k}"),
+            selected: with(k, true),
+            ingress: Some(vec![
+                PolicyRule {
+                    peers: Some(Peers {
+                        pods: Some(with(k + 1, false)),
+                        ranges: vec![],
+                    }),
+                    ports: vec![tcp(8080)],
+                },
+                PolicyRule {
+                    peers: Some(Peers {
+                        pods: None,
+                        ranges: vec![(
+                            Ipv4Addr::new(192, 168, k as u8, 0),
+                            Ipv4Addr::new(192, 168, k as u8, 255),
+                        )],
+                    }),
+                    ports: vec![PortRange {
+                        proto: Proto::Udp,
+                        first: 53,
+                        last: 53,
+                    }],
+                },
+            ]),
+            egress: Some(vec![PolicyRule {
+                peers: Some(Peers {
+                    pods: Some(with(k + 2, false)),
+                    ranges: vec![],
+                }),
+                ports: vec![tcp(5432)],
+            }]),
+        })
+        .collect()
+}
+
+/// The policy case: full render + apply of 100 services and the policies, then one pod
+/// added and removed again, each an in-place set update ([`nft::update`]).
+fn policy_updates(a: &NetctlArgs) -> anyhow::Result<()> {
+    let mut base = node_rules(100);
+    base.policies = policy_rules(a.policy_pods, a.policies, false);
+    let mut more = base.clone();
+    more.policies = policy_rules(a.policy_pods, a.policies, true);
+    let t = Instant::now();
+    let script = nft::render(&base);
+    let render = t.elapsed();
+    let mut full = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        nft::apply(&base).context("nft apply with policies")?;
+        full.push(t.elapsed());
+    }
+    full.sort();
+    let (mut now, _) = nft::update(None, &base).context("nft update")?;
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for _ in 0..a.runs {
+        for (rules, took) in [(&more, &mut add), (&base, &mut del)] {
+            let t = Instant::now();
+            let (next, kind) = nft::update(Some(&now), rules).context("nft update of one pod")?;
+            took.push(t.elapsed());
+            if kind != UpdateKind::Elements {
+                bail!("a pod change took a {kind:?} update, expected set elements only");
+            }
+            now = next;
+        }
+    }
+    add.sort();
+    del.sort();
+    let set_elements: usize = nft::rendered(&base)
+        .dynamic
+        .values()
+        .map(BTreeSet::len)
+        .sum();
+    println!();
+    println!(
+        "{} pods ({} on this node), {} policies (3 rules each), 100 services; {} pod addresses in sets, script {:.0} KiB, render {:.1} ms:",
+        a.policy_pods,
+        a.policy_pods.min(250),
+        a.policies,
+        set_elements,
+        script.len() as f64 / 1024.0,
+        render.as_secs_f64() * 1000.0
+    );
+    println!();
+    println!("| update | ms p50 | p90 | max |");
+    println!("|---|---:|---:|---:|");
+    for (name, t) in [
+        ("full render + apply", &full),
+        ("one pod added (in place)", &add),
+        ("one pod removed (in place)", &del),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            percentile(t, 0.5),
+            percentile(t, 0.9),
+            percentile(t, 1.0)
+        );
+    }
+    Ok(())
 }
 
 /// `n` ClusterIP services of one TCP port each, every one with 3 ready endpoints; every
@@ -124,6 +265,7 @@ fn node_rules(n: usize) -> NodeRules {
             (Ipv4Addr::new(192, 0, 2, 1), 7000),
             (Ipv4Addr::new(192, 0, 2, 1), 7100),
         ],
+        policies: Vec::new(),
     }
 }
 

@@ -45,6 +45,7 @@ pub fn of_kind(kind: Kind) -> KindInfo {
         Kind::Secret => "secret",
         Kind::PersistentVolumeClaim => "persistentvolumeclaim",
         Kind::PersistentVolume => "persistentvolume",
+        Kind::NetworkPolicy => "networkpolicy",
     };
     KindInfo {
         kind: kind.as_str(),

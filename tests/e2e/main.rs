@@ -8,5 +8,6 @@ mod harness;
 mod install;
 mod network;
 mod statefulset;
+mod network_policy;
 mod workload_api;
 mod workloads;

@@ -80,7 +80,7 @@ fn pod_ips(c: &NetnsCluster, selector: &str, n: usize) -> Vec<(String, String, S
 }
 
 /// Runs `sh -c script` in a pod through shoalctl exec.
-fn sh(c: &NetnsCluster, pod: &str, script: &str) -> Result<String, String> {
+pub(crate) fn sh(c: &NetnsCluster, pod: &str, script: &str) -> Result<String, String> {
     let out = c.ctl(&["exec", pod, "--", "sh", "-c", script]);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -106,7 +106,7 @@ fn num(node: &str) -> String {
 }
 
 /// The network namespace file of a pod (from its uid, as the agent names sandboxes).
-fn pod_netns(c: &NetnsCluster, pod: &str) -> String {
+pub(crate) fn pod_netns(c: &NetnsCluster, pod: &str) -> String {
     let p = c.json(&["get", "pod", pod]).expect("get pod");
     let uid: String = p["metadata"]["uid"]
         .as_str()
@@ -123,7 +123,7 @@ fn pod_netns(c: &NetnsCluster, pod: &str) -> String {
 }
 
 /// A UDP socket bound inside the network namespace at `netns`.
-fn udp_in(netns: &str, bind: SocketAddr) -> UdpSocket {
+pub(crate) fn udp_in(netns: &str, bind: SocketAddr) -> UdpSocket {
     let netns = netns.to_string();
     std::thread::spawn(move || {
         let f = std::fs::File::open(&netns).unwrap_or_else(|e| panic!("{netns}: {e}"));

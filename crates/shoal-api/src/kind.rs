@@ -40,18 +40,20 @@ pub enum Kind {
     PersistentVolumeClaim,
     /// A directory on one node bound to a claim (cluster-scoped).
     PersistentVolume,
+    /// Which pods may connect to which (`networking.k8s.io/v1`).
+    NetworkPolicy,
 }
 
 /// The name given to [`Kind::from_str`] is not a kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), statefulset (sts), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret, persistentvolumeclaim (pvc), persistentvolume (pv)"
+    "unknown kind {0:?}: expected one of pod (po), deployment (deploy), daemonset (ds), statefulset (sts), service (svc), node (no), event (ev), namespace (ns), endpoints (ep), job, cronjob (cj), configmap (cm), secret, persistentvolumeclaim (pvc), persistentvolume (pv), networkpolicy (netpol)"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::DaemonSet,
@@ -67,6 +69,7 @@ impl Kind {
         Kind::Secret,
         Kind::PersistentVolumeClaim,
         Kind::PersistentVolume,
+        Kind::NetworkPolicy,
     ];
 
     /// The name as written in manifests: `Pod`.
@@ -87,6 +90,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::PersistentVolume => "PersistentVolume",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -114,6 +118,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
             Kind::PersistentVolume => "persistentvolumes",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
 
@@ -133,6 +138,7 @@ impl Kind {
             Kind::Endpoints => "ep",
             Kind::CronJob => "cj",
             Kind::ConfigMap => "cm",
+            Kind::NetworkPolicy => "netpol",
             Kind::Job | Kind::Secret => return None,
         })
     }
@@ -143,11 +149,13 @@ impl Kind {
     }
 
     /// The Kubernetes API version of the same kind: `v1`, `apps/v1` for Deployment,
-    /// DaemonSet and StatefulSet, `batch/v1` for Job and CronJob.
+    /// DaemonSet and StatefulSet, `batch/v1` for Job and CronJob, `networking.k8s.io/v1` for
+    /// NetworkPolicy.
     pub fn kubernetes_api_version(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -171,7 +179,7 @@ impl FromStr for Kind {
     /// `no`, `event`, `events`, `ev`, `namespace`, `namespaces`, `ns`, `endpoints`, `ep`,
     /// `job`, `jobs`, `cronjob`, `cronjobs`, `cj`, `configmap`, `configmaps`, `cm`, `secret`, `secrets`,
     /// `persistentvolumeclaim`, `persistentvolumeclaims`, `pvc`, `persistentvolume`,
-    /// `persistentvolumes`, `pv`.
+    /// `persistentvolumes`, `pv`, `networkpolicy`, `networkpolicies`, `netpol`.
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => Kind::Pod,
@@ -191,6 +199,7 @@ impl FromStr for Kind {
             "cronjob" | "cronjobs" | "cj" => Kind::CronJob,
             "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
             "secret" | "secrets" => Kind::Secret,
+            "networkpolicy" | "networkpolicies" | "netpol" => Kind::NetworkPolicy,
             _ => return Err(UnknownKind(s.to_string())),
         })
     }
@@ -213,7 +222,7 @@ impl<'de> Deserialize<'de> for Kind {
         let s = String::deserialize(d)?;
         Kind::from_manifest_name(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "expected one of Pod, Deployment, DaemonSet, StatefulSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, PersistentVolumeClaim, PersistentVolume, got {s:?}"
+                "expected one of Pod, Deployment, DaemonSet, StatefulSet, Service, Node, Event, Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, PersistentVolumeClaim, PersistentVolume, NetworkPolicy, got {s:?}"
             ))
         })
     }
@@ -267,6 +276,8 @@ mod tests {
             ("sts", Kind::StatefulSet),
             ("pvc", Kind::PersistentVolumeClaim),
             ("PersistentVolumes", Kind::PersistentVolume),
+            ("netpol", Kind::NetworkPolicy),
+            ("NetworkPolicies", Kind::NetworkPolicy),
         ] {
             assert_eq!(s.parse::<Kind>().unwrap(), k, "{s}");
         }
@@ -292,6 +303,8 @@ mod tests {
         assert!(!Kind::Job.accepts_api_version("apps/v1"));
         assert!(Kind::DaemonSet.accepts_api_version("apps/v1"));
         assert!(!Kind::DaemonSet.accepts_api_version("v1"));
+        assert!(Kind::NetworkPolicy.accepts_api_version("networking.k8s.io/v1"));
+        assert!(!Kind::NetworkPolicy.accepts_api_version("v1"));
         for k in Kind::ALL {
             assert_eq!(k.to_string().parse::<Kind>().unwrap(), k);
             assert_eq!(k.plural().parse::<Kind>().unwrap(), k);

@@ -177,7 +177,6 @@ const KINDS: &[&str] = &[
     "RoleBinding",
     "ClusterRole",
     "ClusterRoleBinding",
-    "NetworkPolicy",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "PriorityClass",

@@ -1,6 +1,6 @@
 //! Shoal's resource model: Pod, Deployment, DaemonSet, StatefulSet, Service, Node, Event,
 //! Namespace, Endpoints, Job, CronJob, ConfigMap, Secret, PersistentVolumeClaim,
-//! PersistentVolume;
+//! PersistentVolume, NetworkPolicy;
 //! multi-document YAML manifests; validation with Kubernetes' rules; label selectors;
 //! quantities. Pure: no I/O, and it must never depend on another crate of ours.
 #![warn(missing_docs)]
@@ -21,6 +21,7 @@ mod locate;
 pub mod manifest;
 pub mod meta;
 pub mod namespace;
+pub mod networkpolicy;
 pub mod node;
 pub mod object;
 pub mod persistentvolume;
@@ -57,6 +58,11 @@ pub use meta::{
     find_condition,
 };
 pub use namespace::{Namespace, NamespacePhase, NamespaceStatus};
+pub use networkpolicy::{
+    IpBlock, NAMESPACE_NAME_LABEL, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PolicyType,
+    namespace_labels,
+};
 pub use node::{
     Node, NodeAddress, NodeAddressType, NodeSpec, NodeStatus, NodeSystemInfo, Taint, WireguardInfo,
 };

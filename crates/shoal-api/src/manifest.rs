@@ -579,8 +579,8 @@ spec:
             }
         }
         assert_eq!(
-            parsed, 13,
-            "expected the Pod, init containers, Deployment, DaemonSet, StatefulSet, PersistentVolumeClaim, PersistentVolume, Job, CronJob, Service, Endpoints, ConfigMap and Secret examples"
+            parsed, 14,
+            "expected the Pod, init containers, Deployment, DaemonSet, StatefulSet, PersistentVolumeClaim, PersistentVolume, Job, CronJob, Service, Endpoints, ConfigMap, Secret and NetworkPolicy examples"
         );
     }
 

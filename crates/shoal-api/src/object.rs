@@ -12,6 +12,7 @@ use crate::kind::{API_VERSION, Kind};
 use crate::kubernetes;
 use crate::meta::ObjectMeta;
 use crate::namespace::Namespace;
+use crate::networkpolicy::NetworkPolicy;
 use crate::node::Node;
 use crate::persistentvolume::PersistentVolume;
 use crate::persistentvolumeclaim::PersistentVolumeClaim;
@@ -58,6 +59,8 @@ pub enum Object {
     PersistentVolumeClaim(PersistentVolumeClaim),
     /// A persistent volume.
     PersistentVolume(PersistentVolume),
+    /// A network policy.
+    NetworkPolicy(NetworkPolicy),
 }
 
 /// A typed object of one kind (`Pod`, `Deployment`, ...), convertible to and from [`Object`].
@@ -165,7 +168,8 @@ each_kind!(
     ConfigMap,
     Secret,
     PersistentVolumeClaim,
-    PersistentVolume
+    PersistentVolume,
+    NetworkPolicy
 );
 
 /// The store key `Kind/namespace/name`; the namespace is empty for cluster-scoped
@@ -612,6 +616,7 @@ impl Object {
             Object::CronJob(v) => typed_yaml(Kind::CronJob, v),
             Object::ConfigMap(v) => typed_yaml(Kind::ConfigMap, v),
             Object::Secret(v) => typed_yaml(Kind::Secret, v),
+            Object::NetworkPolicy(v) => typed_yaml(Kind::NetworkPolicy, v),
         };
         // Serializing these types cannot fail: every map key is a string.
         result.unwrap_or_else(|e| format!("# cannot render {} as YAML: {e}\n", self.key()))

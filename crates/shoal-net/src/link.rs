@@ -36,6 +36,9 @@ pub const VETH_PREFIX: &str = "vsh";
 pub const UNREACHABLE_METRIC: u32 = 4000;
 /// The IPv4 forwarding switch of the current network namespace.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// br_netfilter's switch (per network namespace): bridged IPv4 frames also go through the
+/// `ip` family's hooks, so network policy sees traffic between pods of one node.
+pub const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 const ENOENT: i32 = libc::ENOENT;
 const ESRCH: i32 = libc::ESRCH;
@@ -144,6 +147,7 @@ pub fn host_veth_name(sandbox: &str) -> String {
 /// the cluster CIDR (metric 4000). Idempotent.
 pub async fn ensure_node(n: &NodeNet) -> Result<(), LinkError> {
     write_sysctl(Path::new(IP_FORWARD), "1")?;
+    ensure_bridge_netfilter();
     let nl = Netlink::connect()?;
     let h = &nl.handle;
     let bridge = match get_link(h, &n.bridge).await? {
@@ -732,6 +736,28 @@ fn route_prefsrc(r: &RouteMessage) -> Option<Ipv4Addr> {
         RouteAttribute::PrefSource(RouteAddress::Inet(v)) => Some(*v),
         _ => None,
     })
+}
+
+/// Turns on br_netfilter for this namespace (loading the module with `modprobe` when its
+/// switch is missing). Without it, network policy still holds between nodes and to the node,
+/// but not between two pods of the same node: that is logged, not fatal.
+fn ensure_bridge_netfilter() {
+    let path = Path::new(BRIDGE_NF_CALL_IPTABLES);
+    if !path.exists() {
+        let loaded = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .stderr(std::process::Stdio::null())
+            .status();
+        tracing::info!(
+            "{} missing; modprobe br_netfilter: {loaded:?}",
+            path.display()
+        );
+    }
+    if let Err(e) = write_sysctl(path, "1") {
+        tracing::warn!(
+            "{e}: network policies are not enforced between pods of this node (load br_netfilter)"
+        );
+    }
 }
 
 fn write_sysctl(path: &Path, value: &str) -> Result<(), LinkError> {

@@ -37,15 +37,20 @@
 //!   is on the same bridge would otherwise be told to send VIP traffic straight to the backend.
 //! - `filter-input`/`filter-forward` drop new connections from pods (in on the bridge or from the
 //!   cluster CIDR, but not the node itself over `lo`) to the `protected` (address, TCP port)
-//!   pairs; DNS to the gateway stays open.
+//!   pairs; DNS to the gateway stays open (unless a network policy isolates the pod's egress).
+//! - `policy`, `netpol-ingress`, `netpol-egress` and the `np-…` sets enforce network policies
+//!   (see [`crate::netpol`]); the sets of pod addresses are *dynamic*: [`update`] changes only
+//!   their elements when nothing else of the table changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
+
+use crate::netpol::{self, PolicyRules};
 
 /// Packet mark bit used to request SNAT to the gateway in `nat-postrouting`.
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -155,6 +160,8 @@ pub struct NodeRules {
     pub host_ports: Vec<HostPortRule>,
     /// (address, TCP port) pairs that pods must not reach (the node's own API ports).
     pub protected: Vec<(Ipv4Addr, u16)>,
+    /// Network policies selecting pods of this node.
+    pub policies: Vec<PolicyRules>,
 }
 
 /// Renders the complete `nft -f` script that atomically updates table `ip <table>` in place.
@@ -167,23 +174,103 @@ pub struct NodeRules {
 /// skipped, with a `#` comment in the script saying so.
 pub fn render(r: &NodeRules) -> String {
     let s = build(r);
-    format!("{}{}", s.head, s.body)
+    let fill = netpol::element_updates(&sanitize_ident(&r.table), &BTreeMap::new(), &s.dynamic);
+    format!("{}{}{fill}", s.head, s.body)
 }
 
 /// A rendered table: the update prelude and the full definition.
 struct Script {
     /// Comments, then: create the table and its sets/maps if missing, flush rules and elements.
     head: String,
-    /// `table ip T { … }`: sets/maps with their elements, all chains with their rules.
+    /// `table ip T { … }`: sets/maps with their elements, all chains with their rules; the
+    /// dynamic (policy) sets without elements.
     body: String,
+    /// The elements of the dynamic sets, by set name.
+    dynamic: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What [`update`] last put into the kernel: the table without the dynamic sets' elements,
+/// and those elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// Head and body of the full script (no dynamic elements).
+    pub skeleton: String,
+    /// Elements of the dynamic (pod address) sets, by set name.
+    pub dynamic: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// How [`update`] changed the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// Nothing changed.
+    None,
+    /// Only elements of dynamic sets were added or deleted.
+    Elements,
+    /// The table was rewritten ([`apply`]).
+    Full,
+}
+
+/// The table [`render`] would write, split into skeleton and dynamic elements (pure).
+pub fn rendered(r: &NodeRules) -> Rendered {
+    let s = build(r);
+    Rendered {
+        skeleton: format!("{}{}", s.head, s.body),
+        dynamic: s.dynamic,
+    }
+}
+
+/// The script that takes the kernel from `prev` to `next` in place, if only dynamic elements
+/// differ (pure): `Some("")` when nothing differs, `None` when the table must be rewritten.
+pub fn element_script(table: &str, prev: Option<&Rendered>, next: &Rendered) -> Option<String> {
+    let prev = prev.filter(|p| p.skeleton == next.skeleton)?;
+    Some(netpol::element_updates(
+        &sanitize_ident(table),
+        &prev.dynamic,
+        &next.dynamic,
+    ))
+}
+
+/// Brings table `ip <table>` from `prev` (what the last call returned; `None` when unknown)
+/// to `r`: a set-element transaction when only pod addresses of policies changed, else
+/// [`apply`]. Returns what is now in the kernel and which kind of update it took.
+pub fn update(prev: Option<&Rendered>, r: &NodeRules) -> Result<(Rendered, UpdateKind), NftError> {
+    check_table(&r.table)?;
+    let next = rendered(r);
+    match element_script(&r.table, prev, &next) {
+        Some(script) if script.is_empty() => return Ok((next, UpdateKind::None)),
+        Some(script) => match run_nft(&r.table, &script) {
+            Ok(()) => return Ok((next, UpdateKind::Elements)),
+            Err(e) => {
+                tracing::warn!(table = %r.table, "updating the policy sets in place failed ({e}); rewriting the table");
+            }
+        },
+        None => {}
+    }
+    apply(r)?;
+    Ok((next, UpdateKind::Full))
 }
 
 impl Script {
     /// Names of the chains the body defines (each starts a line with one tab and `chain `).
     fn chains(&self) -> BTreeSet<&str> {
+        self.defined("chain")
+    }
+
+    /// Names of the policy sets the body defines.
+    fn policy_sets(&self) -> BTreeSet<&str> {
+        self.defined("set")
+            .into_iter()
+            .filter(|n| n.starts_with("np-"))
+            .collect()
+    }
+
+    /// Names of the chains or sets (`what`) the body defines (each starts a line with one tab
+    /// and `what `).
+    fn defined(&self, what: &str) -> BTreeSet<&str> {
+        let prefix = format!("\t{what} ");
         self.body
             .lines()
-            .filter_map(|l| l.strip_prefix("\tchain ")?.strip_suffix(" {"))
+            .filter_map(|l| l.strip_prefix(prefix.as_str())?.strip_suffix(" {"))
             .collect()
     }
 }
@@ -374,6 +461,8 @@ fn build(r: &NodeRules) -> Script {
         .map(|(a, p)| format!("{a} . {p}"))
         .collect();
 
+    let policy = netpol::render(&r.policies);
+
     let mut head = String::new();
     let _ = writeln!(
         head,
@@ -387,10 +476,16 @@ fn build(r: &NodeRules) -> Script {
     for (kind, name, ty) in COLLECTIONS {
         set_or_map(&mut head, &format!("{kind} {name}"), ty, &[]);
     }
+    for set in &policy.sets {
+        set_or_map(&mut head, &format!("set {}", set.name), &set.decl, &[]);
+    }
     head.push_str("}\n");
     let _ = writeln!(head, "flush table ip {table}");
     for (kind, name, _) in COLLECTIONS {
         let _ = writeln!(head, "flush {kind} ip {table} {name}");
+    }
+    for set in &policy.sets {
+        let _ = writeln!(head, "flush set ip {table} {}", set.name);
     }
 
     let mut out = String::new();
@@ -406,8 +501,13 @@ fn build(r: &NodeRules) -> Script {
     for ((kind, name, ty), elems) in COLLECTIONS.iter().zip(elements) {
         set_or_map(&mut out, &format!("{kind} {name}"), ty, elems);
     }
+    for set in &policy.sets {
+        let elems: &[String] = if set.dynamic { &[] } else { &set.elements };
+        set_or_map(&mut out, &format!("set {}", set.name), &set.decl, elems);
+    }
 
     let local = "fib daddr type local ip daddr != 127.0.0.0/8";
+    let egress_isolated = netpol::EGRESS_ISOLATED;
     let _ = write!(
         out,
         "\
@@ -431,6 +531,7 @@ fn build(r: &NodeRules) -> Script {
 \tchain filter-input {{
 \t\ttype filter hook input priority filter; policy accept;
 \t\tct state established,related accept
+\t\tiifname {bridge} ip saddr @{egress_isolated} jump netpol-egress
 \t\tiifname {bridge} ip daddr {gw} meta l4proto tcp th dport 53 accept
 \t\tiifname {bridge} ip daddr {gw} meta l4proto udp th dport 53 accept
 \t\tjump isolation
@@ -439,6 +540,7 @@ fn build(r: &NodeRules) -> Script {
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tct state established,related accept
 \t\tjump isolation
+\t\tjump netpol
 \t}}
 \tchain isolation {{
 \t\tiifname \"lo\" return
@@ -480,10 +582,15 @@ fn build(r: &NodeRules) -> Script {
 \t}}
 "
     );
+    out.push_str(&policy.chains(&bridge));
     out.push_str(&svc_chains);
     out.push_str(&hp_chains);
     out.push_str("}\n");
-    Script { head, body: out }
+    Script {
+        head,
+        body: out,
+        dynamic: policy.dynamic(),
+    }
 }
 
 /// Applies [`render`]`(r)` with one `nft -f -` run and deletes chains it no longer uses, in the
@@ -504,11 +611,24 @@ pub fn apply(r: &NodeRules) -> Result<(), NftError> {
         .iter()
         .filter(|c| !defined.contains(c.as_str()))
         .collect();
+    let existing_sets = sets(&r.table).unwrap_or_else(|e| {
+        tracing::warn!(table = %r.table, "listing the table's sets failed: {e}");
+        BTreeSet::new()
+    });
+    let defined_sets = s.policy_sets();
     let mut update = s.head.clone();
     for c in &stale {
         let _ = writeln!(update, "delete chain ip {} {}", r.table, quote_chain(c));
     }
+    for set in existing_sets
+        .iter()
+        .filter(|n| n.starts_with("np-") && !defined_sets.contains(n.as_str()))
+    {
+        let _ = writeln!(update, "delete set ip {} {}", r.table, quote_chain(set));
+    }
     update.push_str(&s.body);
+    let fill = netpol::element_updates(&r.table, &BTreeMap::new(), &s.dynamic);
+    update.push_str(&fill);
     match run_nft(&r.table, &update) {
         Ok(()) => Ok(()),
         Err(NftError::Failed { stderr, .. }) => {
@@ -519,7 +639,10 @@ pub fn apply(r: &NodeRules) -> Result<(), NftError> {
             let table = &r.table;
             run_nft(
                 table,
-                &format!("table ip {table} {{}}\ndelete table ip {table}\n{}", s.body),
+                &format!(
+                    "table ip {table} {{}}\ndelete table ip {table}\n{}{fill}",
+                    s.body
+                ),
             )
         }
         Err(e) => Err(e),
@@ -532,14 +655,25 @@ fn chains(table: &str) -> Result<BTreeSet<String>, NftError> {
     Ok(chains_in_listing(&json, table))
 }
 
+/// The names of the sets of table `ip <table>` (terse: without their elements).
+fn sets(table: &str) -> Result<BTreeSet<String>, NftError> {
+    let json = nft(table, &["-t", "-j", "list", "sets", "ip"], None)?;
+    Ok(listed(&json, "set", table))
+}
+
 /// Chain names of `table` in the output of `nft -j list chains ip`.
 fn chains_in_listing(json: &[u8], table: &str) -> BTreeSet<String> {
+    listed(json, "chain", table)
+}
+
+/// Names of the objects of type `what` (`chain`, `set`) of `table` in an `nft -j` listing.
+fn listed(json: &[u8], what: &str, table: &str) -> BTreeSet<String> {
     let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
     v["nftables"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|o| o.get("chain"))
+        .filter_map(|o| o.get(what))
         .filter(|c| c["family"] == "ip" && c["table"] == table)
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .collect()
@@ -663,7 +797,7 @@ fn unique_chain(used: &mut BTreeSet<String>, base: &str) -> String {
 }
 
 /// FNV-1a 64: stable across Rust versions (unlike `DefaultHasher`).
-fn fnv1a(s: &str) -> u64 {
+pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -697,7 +831,7 @@ fn comment_text(s: &str) -> String {
         .collect()
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("\"{}\"", comment_text(s))
 }
 
@@ -747,6 +881,7 @@ mod tests {
                 container_port: 443,
             }],
             protected: vec![("172.30.0.1".parse().unwrap(), 7443)],
+            policies: vec![],
         }
     }
 
@@ -779,21 +914,20 @@ mod tests {
                 "flush map ip shoal host-ports",
                 "flush map ip shoal no-endpoint-services",
                 "flush map ip shoal no-endpoint-nodeports",
+                "flush set ip shoal ingress-isolated",
+                "flush set ip shoal egress-isolated",
             ]
         );
-        assert_eq!(
-            head.last(),
-            Some(&"flush map ip shoal no-endpoint-nodeports")
-        );
+        assert_eq!(head.last(), Some(&"flush set ip shoal egress-isolated"));
         // The table is never deleted (its base chains stay registered).
         assert!(!render(&rules()).contains("delete"));
         assert!(s.body.starts_with("table ip shoal {\n"), "{}", s.body);
         assert_eq!(s.body.matches("table ip shoal {\n").count(), 1);
-        // The chains found for `apply`: 14 fixed ones, web's service chain and its two endpoint
-        // chains, the host port's; none for the service without endpoints; every jump and goto
-        // target among them.
+        // The chains found for `apply`: 17 fixed ones (3 of them for network policy), web's
+        // service chain and its two endpoint chains, the host port's; none for the service
+        // without endpoints; every jump and goto target among them.
         let chains = s.chains();
-        assert_eq!(chains.len(), 14 + 3 + 1, "{chains:?}");
+        assert_eq!(chains.len(), 17 + 3 + 1, "{chains:?}");
         let svc = format!("svc-{}", chain_suffix("default/web/80"));
         assert!(chains.contains("nat-prerouting") && chains.contains("hostport-tcp-8443"));
         assert!(chains.contains(svc.as_str()), "{chains:?}");

@@ -18,7 +18,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns};
 use shoal_net::dns::{self, DnsTable};
-use shoal_net::nft::{self, Backend, HostPortRule, NodeRules, Proto, ServiceRule};
+use shoal_net::netpol::{Peers, PolicyRule, PolicyRules, PortRange};
+use shoal_net::nft::{self, Backend, HostPortRule, NodeRules, Proto, ServiceRule, UpdateKind};
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
 const NODE_UL: Ipv4Addr = Ipv4Addr::new(172, 30, 1, 1);
@@ -432,6 +433,7 @@ fn rules(tcp: &[u8], udp: &[u8]) -> NodeRules {
             container_port: TCP_PORT,
         }],
         protected: vec![(GW, 7443), (NODE_UL, 7443), (GW, 53)],
+        policies: vec![],
     }
 }
 
@@ -1023,4 +1025,150 @@ fn node_dns_forwards_to_a_real_upstream_caches_and_fails_fast() {
         start.elapsed(),
         Duration::from_secs(3),
     );
+}
+
+fn one_policy(id: &str, selected: &[Ipv4Addr]) -> PolicyRules {
+    PolicyRules {
+        id: id.into(),
+        selected: selected.iter().copied().collect(),
+        ingress: None,
+        egress: None,
+    }
+}
+
+fn peers(pods: &[Ipv4Addr], ranges: &[(Ipv4Addr, Ipv4Addr)]) -> Option<Peers> {
+    Some(Peers {
+        pods: Some(pods.iter().copied().collect()),
+        ranges: ranges.to_vec(),
+    })
+}
+
+fn port(proto: Proto, p: u16) -> PortRange {
+    PortRange {
+        proto,
+        first: p,
+        last: p,
+    }
+}
+
+/// Network policy in the kernel: ingress to pod1 only from the client on TCP (and from the
+/// remote node's block on UDP), egress of pod2 only to pod3; pods joining a rule are set
+/// elements added in place; DNS to the gateway under an egress policy needs a rule; the
+/// policy's sets go with it.
+#[test]
+#[ignore = "requires root: network namespaces, nftables"]
+fn network_policy_in_the_forward_path_with_sets_updated_in_place() {
+    let mut t = Topo::new("pol");
+    let remote = t.add_remote();
+    let _remote_srv = server(&remote, TCP_PORT, Some(UDP_PORT), "remote");
+    let (p1, p2, p3) = (pod_ip(1), pod_ip(2), pod_ip(3));
+    let mut r = rules(&[1, 2, 3], &[1, 2, 3]);
+    let mut web = one_policy("prod/web", &[p1]);
+    web.ingress = Some(vec![
+        PolicyRule {
+            peers: peers(&[CLIENT], &[]),
+            ports: vec![port(Proto::Tcp, TCP_PORT)],
+        },
+        PolicyRule {
+            peers: Some(Peers {
+                pods: None,
+                ranges: vec![(
+                    "10.244.2.0".parse().expect("ip"),
+                    "10.244.2.255".parse().expect("ip"),
+                )],
+            }),
+            ports: vec![port(Proto::Udp, UDP_PORT)],
+        },
+    ]);
+    let mut out = one_policy("prod/out", &[p2]);
+    out.egress = Some(vec![PolicyRule {
+        peers: peers(&[p3], &[]),
+        ports: vec![],
+    }]);
+    r.policies = vec![web.clone(), out.clone()];
+    let node = t.node.clone();
+    let update = move |prev: Option<nft::Rendered>, r: &NodeRules| {
+        let r = r.clone();
+        in_netns(&node, move || nft::update(prev.as_ref(), &r)).expect("nft update")
+    };
+    let (now, kind) = update(None, &r);
+    assert_eq!(kind, UpdateKind::Full);
+
+    let short = Duration::from_millis(700);
+    let tcp_from = |ns: &str, to: Ipv4Addr| in_netns(ns, move || tcp_get(sa(to, TCP_PORT), short));
+    let udp_from = |ns: &str, to: Ipv4Addr| in_netns(ns, move || udp_get(sa(to, UDP_PORT)));
+    // Ingress of pod1 (same node, bridged): the client on TCP only; pod3 not at all.
+    assert_eq!(tcp_from(&t.client, p1).expect("client -> pod1 tcp"), "pod1");
+    assert!(
+        udp_from(&t.client, p1).is_err(),
+        "client -> pod1 udp allowed"
+    );
+    assert!(tcp_from(&t.pods[2], p1).is_err(), "pod3 -> pod1 allowed");
+    // From the other node (routed): UDP by the ipBlock, TCP not.
+    assert_eq!(udp_from(&remote, p1).expect("remote -> pod1 udp"), "pod1");
+    assert!(tcp_from(&remote, p1).is_err(), "remote -> pod1 tcp allowed");
+    // Unselected pods are open; egress of pod2 only to pod3, not to pod1's node peers.
+    assert_eq!(tcp_from(&t.pods[2], p2).expect("pod3 -> pod2"), "pod2");
+    assert_eq!(tcp_from(&t.pods[1], p3).expect("pod2 -> pod3"), "pod3");
+    assert_eq!(udp_from(&t.pods[1], p3).expect("pod2 -> pod3 udp"), "pod3");
+    assert!(
+        tcp_from(&t.pods[1], REMOTE_POD).is_err(),
+        "pod2 -> remote allowed"
+    );
+    // Egress isolation covers the node too: DNS on the gateway needs a rule.
+    let _dns = server(&t.node, 53, Some(53), "dns");
+    let dns = |ns: &str| in_netns(ns, move || udp_get(sa(GW, 53)));
+    assert_eq!(dns(&t.pods[2]).expect("pod3 dns"), "dns");
+    assert!(dns(&t.pods[1]).is_err(), "pod2 reached DNS without a rule");
+
+    // pod3 becomes a peer of web's first rule: one set element added in place.
+    let mut r2 = r.clone();
+    if let Some(rules) = &mut web.ingress
+        && let Some(p) = &mut rules[0].peers
+    {
+        p.pods.get_or_insert_default().insert(p3);
+    }
+    r2.policies = vec![web.clone(), out.clone()];
+    let (now, kind) = update(Some(now), &r2);
+    assert_eq!(kind, UpdateKind::Elements);
+    assert_eq!(
+        tcp_from(&t.pods[2], p1).expect("pod3 -> pod1 once a peer"),
+        "pod1"
+    );
+    let (now, kind) = update(Some(now), &r2);
+    assert_eq!(kind, UpdateKind::None);
+    // pod1 leaves web's selection: open to all again (element deleted in place).
+    web.selected.clear();
+    r2.policies = vec![web.clone(), out.clone()];
+    let (now, kind) = update(Some(now), &r2);
+    assert_eq!(kind, UpdateKind::Elements);
+    assert_eq!(
+        udp_from(&t.client, p1).expect("client -> pod1 udp, unselected"),
+        "pod1"
+    );
+    // A new rule (DNS for pod2) changes the table's shape: a full update.
+    let mut dns_rule = out.clone();
+    if let Some(rules) = &mut dns_rule.egress {
+        rules.push(PolicyRule {
+            peers: None,
+            ports: vec![port(Proto::Udp, 53), port(Proto::Tcp, 53)],
+        });
+    }
+    r2.policies = vec![web.clone(), dns_rule];
+    let (now, kind) = update(Some(now), &r2);
+    assert_eq!(kind, UpdateKind::Full);
+    assert_eq!(dns(&t.pods[1]).expect("pod2 dns with a rule"), "dns");
+
+    // Policies gone: their sets are deleted, everything is open.
+    let listing = || output(&["ip", "netns", "exec", &t.node, "nft", "-t", "list", "sets"]);
+    assert!(listing().contains("set np-"), "{}", listing());
+    r2.policies.clear();
+    let (_, kind) = update(Some(now), &r2);
+    assert_eq!(kind, UpdateKind::Full);
+    assert!(!listing().contains("set np-"), "{}", listing());
+    assert_eq!(
+        tcp_from(&t.pods[1], REMOTE_POD).expect("pod2 -> remote"),
+        "remote"
+    );
+    in_netns(&t.node, || nft::remove("shoal")).expect("remove");
 }

@@ -20,6 +20,7 @@ pub fn schema_of(kind: Kind) -> Value {
         Kind::StatefulSet => schema_for!(shoal_api::StatefulSet),
         Kind::PersistentVolumeClaim => schema_for!(shoal_api::PersistentVolumeClaim),
         Kind::PersistentVolume => schema_for!(shoal_api::PersistentVolume),
+        Kind::NetworkPolicy => schema_for!(shoal_api::NetworkPolicy),
         Kind::Service => schema_for!(shoal_api::Service),
         Kind::Node => schema_for!(shoal_api::Node),
         Kind::Event => schema_for!(shoal_api::Event),
