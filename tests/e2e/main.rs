@@ -7,5 +7,6 @@ mod daemonset;
 mod harness;
 mod install;
 mod network;
+mod pod_fields;
 mod workload_api;
 mod workloads;

@@ -1,5 +1,5 @@
-//! Manifests from the Kubernetes documentation that use ConfigMaps, init containers and
-//! Jobs (`ctl/tests/fixtures/upstream/`, kept unchanged) pass `apply --dry-run=server`,
+//! Manifests from the Kubernetes documentation that use ConfigMaps, init containers,
+//! Jobs, securityContext, lifecycle hooks and probe headers (`ctl/tests/fixtures/upstream/`, kept unchanged) pass `apply --dry-run=server`,
 //! writing nothing; then a real apply of each creates what it lists.
 
 use crate::harness::{Controller, workspace};
@@ -13,7 +13,7 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     for f in &files {
         let path = f.to_str().expect("utf-8");
         let out = c.ctl(&["apply", "--dry-run=server", "-f", path]).ok();
@@ -35,7 +35,14 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
     );
     assert_eq!(c.ctl(&["get", "jobs", "-o", "name"]).ok(), "job/pi\n");
     let pods = c.ctl(&["get", "pods", "-o", "name"]).ok();
-    for p in ["pod/dapi-test-pod", "pod/init-demo", "pod/redis"] {
+    for p in [
+        "pod/dapi-test-pod",
+        "pod/init-demo",
+        "pod/redis",
+        "pod/liveness-http",
+        "pod/security-context-demo",
+        "pod/lifecycle-demo",
+    ] {
         assert!(pods.lines().any(|l| l == p), "{p} missing from {pods}");
     }
 }
