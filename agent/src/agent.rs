@@ -27,7 +27,7 @@ use crate::naming::{pod_key, sandbox_name};
 use crate::network::{NetSettings, NetworkMode};
 use crate::node::NodeFacts;
 use crate::plan::{Action, Context, DesiredPod, Observed, ObservedContainer, is_terminal, plan};
-use crate::probe::ProbeState;
+use crate::probe::{ProbeKind, ProbeState};
 use crate::status::{PULL_BACKOFF, StatusInput, pod_status, transition_events};
 use crate::sysinfo::SysInfo;
 use std::net::Ipv4Addr;
@@ -92,6 +92,7 @@ struct SyncState {
     waiting: BTreeMap<String, BTreeMap<String, (String, String)>>,
     liveness: BTreeMap<String, ProbeState>,
     readiness: BTreeMap<String, ProbeState>,
+    startup: BTreeMap<String, ProbeState>,
     unhealthy: BTreeSet<String>,
     /// When each pod's config volumes were last refreshed.
     config_refreshed: BTreeMap<String, Instant>,
@@ -140,6 +141,15 @@ type RecentEvents = BTreeMap<(String, String, String), shoal_api::Event>;
 
 /// Most events remembered for aggregation.
 const MAX_RECENT_EVENTS: usize = 2048;
+
+/// The probe states of one kind.
+fn probe_map(st: &mut SyncState, kind: ProbeKind) -> &mut BTreeMap<String, ProbeState> {
+    match kind {
+        ProbeKind::Liveness => &mut st.liveness,
+        ProbeKind::Readiness => &mut st.readiness,
+        ProbeKind::Startup => &mut st.startup,
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -697,6 +707,7 @@ impl Agent {
                     st.unhealthy.remove(&old_id);
                     st.liveness.remove(&old_id);
                     st.readiness.remove(&old_id);
+                    st.startup.remove(&old_id);
                 }
                 self.start(&sandbox, &container, &new_id).await;
             }
@@ -807,6 +818,7 @@ impl Agent {
         let prefix = format!("{sandbox}-");
         st.liveness.retain(|id, _| !id.starts_with(&prefix));
         st.readiness.retain(|id, _| !id.starts_with(&prefix));
+        st.startup.retain(|id, _| !id.starts_with(&prefix));
     }
 
     /// Stops container `id` of `sandbox`: its preStop `hook` first (if it runs), within
@@ -1324,18 +1336,22 @@ impl Agent {
                     continue;
                 }
                 live_ids.insert(o.id.clone());
-                for (liveness, probe) in [(true, &c.liveness_probe), (false, &c.readiness_probe)] {
-                    let Some(probe) = probe.clone() else { continue };
+                for kind in [
+                    ProbeKind::Startup,
+                    ProbeKind::Liveness,
+                    ProbeKind::Readiness,
+                ] {
+                    let Some(probe) = kind.of(c).cloned() else {
+                        continue;
+                    };
                     {
                         let mut st = lock(&self.state);
-                        let map = if liveness {
-                            &mut st.liveness
-                        } else {
-                            &mut st.readiness
-                        };
-                        let ps = map
+                        if !kind.runs(c.startup_probe.is_some(), st.startup.get(&o.id)) {
+                            continue;
+                        }
+                        let ps = probe_map(&mut st, kind)
                             .entry(o.id.clone())
-                            .or_insert_with(|| ProbeState::new(now, liveness));
+                            .or_insert_with(|| ProbeState::new(now, kind == ProbeKind::Liveness));
                         if !crate::probe::due(&probe, ps, now) {
                             continue;
                         }
@@ -1354,25 +1370,21 @@ impl Agent {
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
-                        let kind = if liveness { "Liveness" } else { "Readiness" };
                         if let Err(msg) = &res {
                             me.pod_event(
                                 &pod,
                                 PodEvent::warning(
                                     "Unhealthy",
-                                    format!("{kind} probe failed: {msg}"),
+                                    format!("{} probe failed: {msg}", kind.name()),
                                 ),
                             );
                         }
                         let mut st = lock(&me.state);
-                        let map = if liveness {
-                            &mut st.liveness
-                        } else {
-                            &mut st.readiness
+                        let Some(ps) = probe_map(&mut st, kind).get_mut(&id) else {
+                            return;
                         };
-                        let Some(ps) = map.get_mut(&id) else { return };
                         crate::probe::record(&probe, ps, res.is_ok());
-                        let failed = liveness && !ps.ok;
+                        let failed = kind.failed(&probe, ps);
                         if failed {
                             st.unhealthy.insert(id.clone());
                         }
@@ -1385,6 +1397,7 @@ impl Agent {
         let mut st = lock(&self.state);
         st.liveness.retain(|id, _| live_ids.contains(id));
         st.readiness.retain(|id, _| live_ids.contains(id));
+        st.startup.retain(|id, _| live_ids.contains(id));
     }
 
     async fn write_status(&self, d: &DesiredPod, observed: &Observed) {
@@ -1393,10 +1406,20 @@ impl Agent {
         let (waiting, ready) = {
             let st = lock(&self.state);
             let waiting = st.waiting.get(&d.sandbox).cloned().unwrap_or_default();
-            let ready: BTreeMap<String, bool> = st
-                .readiness
+            let ok = |m: &BTreeMap<String, ProbeState>, id: &str| m.get(id).map(|s| s.ok);
+            let ready: BTreeMap<String, bool> = d
+                .pod
+                .spec
+                .containers
                 .iter()
-                .map(|(k, v)| (k.clone(), v.ok))
+                .filter_map(|c| Some((c, observed.latest(&d.sandbox, &c.name)?)))
+                .map(|(c, o)| {
+                    let ready = crate::probe::container_ready(
+                        c.startup_probe.as_ref().map(|_| ok(&st.startup, &o.id)),
+                        c.readiness_probe.as_ref().map(|_| ok(&st.readiness, &o.id)),
+                    );
+                    (o.id.clone(), ready)
+                })
                 .collect();
             (waiting, ready)
         };

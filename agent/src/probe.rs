@@ -36,6 +36,65 @@ pub fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, u64) {
     (kept, total)
 }
 
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    /// `livenessProbe`: failing restarts the container.
+    Liveness,
+    /// `readinessProbe`: passing makes the container ready.
+    Readiness,
+    /// `startupProbe`: the others wait until it passes once; failing restarts the container.
+    Startup,
+}
+
+impl ProbeKind {
+    /// `Liveness`, `Readiness`, `Startup` (as in the kubelet's event messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Startup => "Startup",
+        }
+    }
+
+    /// The probe of this kind of container `c`.
+    pub fn of(self, c: &Container) -> Option<&Probe> {
+        match self {
+            ProbeKind::Liveness => c.liveness_probe.as_ref(),
+            ProbeKind::Readiness => c.readiness_probe.as_ref(),
+            ProbeKind::Startup => c.startup_probe.as_ref(),
+        }
+    }
+
+    /// Whether a probe of this kind runs now, given the container's startup probe state
+    /// (`None`: none yet) and whether it has one: a startup probe until it has passed,
+    /// the others only after.
+    pub fn runs(self, has_startup: bool, startup: Option<&ProbeState>) -> bool {
+        let started = !has_startup || startup.is_some_and(|s| s.ok);
+        match self {
+            ProbeKind::Startup => !started,
+            _ => started,
+        }
+    }
+
+    /// Whether the result `st` means the container must be restarted.
+    pub fn failed(self, p: &Probe, st: &ProbeState) -> bool {
+        match self {
+            ProbeKind::Liveness => !st.ok,
+            ProbeKind::Startup => st.failures >= p.failure_threshold.max(1) as u32,
+            ProbeKind::Readiness => false,
+        }
+    }
+}
+
+/// Whether a running container is ready: its startup probe (if any) has passed and its
+/// readiness probe (if any) passes; `None` is "not probed yet".
+pub fn container_ready(startup: Option<Option<bool>>, readiness: Option<Option<bool>>) -> bool {
+    [startup, readiness]
+        .into_iter()
+        .all(|p| p.is_none_or(|r| r == Some(true)))
+}
+
 /// The probe bookkeeping of one container and probe kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeState {
@@ -124,6 +183,8 @@ pub enum Check {
     Tcp(u16),
     /// HTTP(S) GET; a status in 200..400 is success.
     Http(HttpCheck),
+    /// `grpc.health.v1.Health/Check` of (port, service) on the pod; `SERVING` passes.
+    Grpc(u16, String),
     /// Wait (a `sleep` hook).
     Sleep(u64),
 }
@@ -205,7 +266,11 @@ impl Check {
         if let Some(h) = &p.http_get {
             return Ok(Check::Http(HttpCheck::of(h, c)?));
         }
-        Err("the probe has no exec, tcpSocket or httpGet action".into())
+        if let Some(g) = &p.grpc {
+            let port = resolve_port(&IntOrString::Int(g.port), c)?;
+            return Ok(Check::Grpc(port, g.service.clone().unwrap_or_default()));
+        }
+        Err("the probe has no exec, tcpSocket, httpGet or grpc action".into())
     }
 
     /// The check of lifecycle hook `h` of container `c`.
@@ -244,6 +309,10 @@ impl Check {
             Check::Http(h) => {
                 let h = h.clone();
                 in_netns(netns, move || http_get(&h, timeout))
+            }
+            Check::Grpc(port, service) => {
+                let (port, service) = (*port, service.clone());
+                in_netns(netns, move || grpc_check(port, &service, timeout))
             }
             Check::Sleep(secs) => {
                 std::thread::sleep(Duration::from_secs(*secs).min(timeout));
@@ -341,6 +410,46 @@ fn http_get(h: &HttpCheck, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// `grpc.health.v1.Health/Check` of `service` at `127.0.0.1:port` (in the calling
+/// thread's network namespace, on a runtime of its own); `SERVING` passes.
+fn grpc_check(port: u16, service: &str, timeout: Duration) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let target = format!("127.0.0.1:{port}");
+    let fail = |e: &dyn std::fmt::Display| format!("grpc health check of {target}: {e}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&e))?;
+    let status = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| fail(&e))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let req = HealthCheckRequest {
+            service: service.to_string(),
+        };
+        client
+            .check(req)
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|e| fail(&e.message()))
+    })?;
+    if status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        let name = ServingStatus::try_from(status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN");
+        Err(format!(
+            "grpc health check of {target}: service {service:?} is {name}"
+        ))
+    }
+}
+
 /// Sends `req` and reads the first line of the response.
 fn status_line(mut s: impl Read + Write, req: &str) -> std::io::Result<String> {
     s.write_all(req.as_bytes())?;
@@ -416,6 +525,38 @@ mod tests {
     }
 
     #[test]
+    fn the_startup_probe_gates_the_others_and_its_failure_restarts() {
+        let t0 = Instant::now();
+        let p = probe(0, 1, 3);
+        let mut st = ProbeState::new(t0, false);
+        for k in [ProbeKind::Liveness, ProbeKind::Readiness] {
+            assert!(k.runs(false, None), "{k:?} without a startup probe");
+            assert!(!k.runs(true, None), "{k:?} before the startup probe ran");
+            assert!(!k.runs(true, Some(&st)), "{k:?} before it passed");
+        }
+        assert!(ProbeKind::Startup.runs(true, Some(&st)));
+        record(&p, &mut st, false);
+        record(&p, &mut st, false);
+        assert!(!ProbeKind::Startup.failed(&p, &st));
+        record(&p, &mut st, false);
+        assert!(ProbeKind::Startup.failed(&p, &st), "threshold reached");
+        let mut passed = ProbeState::new(t0, false);
+        record(&p, &mut passed, true);
+        assert!(
+            !ProbeKind::Startup.runs(true, Some(&passed)),
+            "done once passed"
+        );
+        assert!(ProbeKind::Liveness.runs(true, Some(&passed)));
+        assert!(!ProbeKind::Readiness.failed(&p, &st));
+        // Ready: every probe the container has must pass.
+        assert!(container_ready(None, None));
+        assert!(!container_ready(Some(None), None));
+        assert!(!container_ready(Some(Some(true)), Some(Some(false))));
+        assert!(container_ready(Some(Some(true)), Some(Some(true))));
+        assert!(container_ready(Some(Some(true)), None));
+    }
+
+    #[test]
     fn thresholds_flip_the_verdict() {
         let p = probe(0, 1, 3);
         let mut live = ProbeState::new(Instant::now(), true);
@@ -488,6 +629,32 @@ mod tests {
         let probe: Probe =
             serde_json::from_value(serde_json::json!({"tcpSocket": {"port": "web"}})).unwrap();
         assert_eq!(Check::of_probe(&probe, &c).unwrap(), Check::Tcp(8080));
+    }
+
+    #[test]
+    fn grpc_checks_against_a_local_health_server() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        rt.block_on(reporter.set_service_status("", tonic_health::ServingStatus::Serving));
+        rt.block_on(reporter.set_service_status("db", tonic_health::ServingStatus::NotServing));
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+        );
+        let t = Duration::from_secs(5);
+        grpc_check(port, "", t).unwrap();
+        let e = grpc_check(port, "db", t).unwrap_err();
+        assert!(e.contains("NOT_SERVING"), "{e}");
+        let e = grpc_check(port, "nope", t).unwrap_err();
+        assert!(e.contains("grpc health check"), "{e}");
+        drop(rt);
+        // Nothing listens any more.
+        assert!(grpc_check(port, "", t).is_err());
     }
 
     #[test]

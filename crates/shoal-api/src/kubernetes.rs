@@ -63,7 +63,6 @@ const POD_SPEC: &[&str] = &[
 ];
 
 const CONTAINER: &[&str] = &[
-    "startupProbe",
     "terminationMessagePath",
     "terminationMessagePolicy",
     "resizePolicy",
@@ -89,7 +88,7 @@ const POD_SECURITY_CONTEXT: &[&str] = &[
     "appArmorProfile",
 ];
 
-const PROBE: &[&str] = &["grpc", "terminationGracePeriodSeconds"];
+const PROBE: &[&str] = &["terminationGracePeriodSeconds"];
 const VOLUME_MOUNT: &[&str] = &[
     "subPath",
     "subPathExpr",
@@ -205,7 +204,10 @@ fn fields_at(kind: Kind, parent: &[&str]) -> &'static [&'static str] {
             ["securityContext"] => POD_SECURITY_CONTEXT,
             ["containers"] => CONTAINER,
             ["containers", "securityContext"] => SECURITY_CONTEXT,
-            ["containers", "livenessProbe" | "readinessProbe"] => PROBE,
+            [
+                "containers",
+                "livenessProbe" | "readinessProbe" | "startupProbe",
+            ] => PROBE,
             ["containers", "lifecycle"] => &["stopSignal"],
             ["containers", "lifecycle", "postStart" | "preStop"] => &["tcpSocket"],
             ["containers", "ports"] => &["hostIP"],
@@ -295,7 +297,7 @@ mod tests {
     fn kubernetes_fields_by_kind_and_place() {
         assert!(is_kubernetes_field(
             Kind::Pod,
-            "spec.containers[0].startupProbe"
+            "spec.containers[0].startupProbe.terminationGracePeriodSeconds"
         ));
         assert!(is_kubernetes_field(
             Kind::Deployment,

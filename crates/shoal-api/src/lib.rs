@@ -60,9 +60,9 @@ pub use object::{DEFAULT_NAMESPACE, Object, Resource, key_for};
 pub use pod::{
     CAPABILITY_NAMES, Capabilities, Container, ContainerPort, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction, HttpHeader,
-    Lifecycle, LifecycleHandler, Pod, PodPhase, PodSecurityContext, PodSpec, PodStatus, Probe,
-    PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile, SeccompProfileType,
+    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, GrpcAction, HostPathVolume, HttpGetAction,
+    HttpHeader, Lifecycle, LifecycleHandler, Pod, PodPhase, PodSecurityContext, PodSpec, PodStatus,
+    Probe, PullPolicy, ResourceRequirements, RestartPolicy, SeccompProfile, SeccompProfileType,
     SecurityContext, SleepAction, TaintEffect, TcpSocketAction, Toleration, TolerationOperator,
     UriScheme, Volume, VolumeMount, capability_numbers,
 };

@@ -199,6 +199,10 @@ pub struct Container {
     /// Marks the container ready (and the pod an endpoint) when it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// Runs first, until it succeeds once: liveness and readiness probes wait for it;
+    /// failing `failureThreshold` times restarts the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
     /// User, groups, capabilities, seccomp, read-only root (over the pod's
     /// `securityContext`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,7 +340,7 @@ fn default_success() -> i32 {
     1
 }
 
-/// A health check; exactly one of `exec`, `tcpSocket`, `httpGet` must be set.
+/// A health check; exactly one of `exec`, `tcpSocket`, `httpGet`, `grpc` must be set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
@@ -349,6 +353,9 @@ pub struct Probe {
     /// HTTP GET; a status in 200..400 is success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<HttpGetAction>,
+    /// `grpc.health.v1.Health/Check`; `SERVING` is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
     /// Seconds after the container starts before the first check (default 0).
     #[serde(default)]
     pub initial_delay_seconds: i32,
@@ -373,6 +380,7 @@ impl Probe {
             exec: None,
             tcp_socket: None,
             http_get: None,
+            grpc: None,
             initial_delay_seconds: 0,
             period_seconds: default_period(),
             timeout_seconds: default_timeout(),
@@ -380,6 +388,17 @@ impl Probe {
             success_threshold: default_success(),
         }
     }
+}
+
+/// `grpc: {port: 9090, service: ""}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcAction {
+    /// Port number (1-65535; names are not accepted, as in Kubernetes).
+    pub port: i32,
+    /// The service name asked about (default empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// `exec: {command: [...]}`.
@@ -1010,6 +1029,7 @@ impl PodSpec {
             for (set, field) in [
                 (c.liveness_probe.is_some(), "livenessProbe"),
                 (c.readiness_probe.is_some(), "readinessProbe"),
+                (c.startup_probe.is_some(), "startupProbe"),
                 (c.lifecycle.is_some(), "lifecycle"),
                 (!c.ports.is_empty(), "ports"),
             ] {
@@ -1126,6 +1146,9 @@ impl PodSpec {
             }
             if let Some(pr) = &c.readiness_probe {
                 validate_probe(pr, c, &join(&p, "readinessProbe"), false, errs);
+            }
+            if let Some(pr) = &c.startup_probe {
+                validate_probe(pr, c, &join(&p, "startupProbe"), true, errs);
             }
             if let Some(sc) = &c.security_context {
                 validate_container_security(sc, &join(&p, "securityContext"), errs);
@@ -1369,12 +1392,16 @@ fn validate_probe(
 ) {
     let n = usize::from(p.exec.is_some())
         + usize::from(p.tcp_socket.is_some())
-        + usize::from(p.http_get.is_some());
+        + usize::from(p.http_get.is_some())
+        + usize::from(p.grpc.is_some());
     if n != 1 {
         errs.push(
             path,
-            "exactly one of exec, tcpSocket or httpGet must be set",
+            "exactly one of exec, tcpSocket, httpGet or grpc must be set",
         );
+    }
+    if let Some(g) = &p.grpc {
+        errs.check(join(path, "grpc.port"), v::check_port(g.port));
     }
     if let Some(e) = &p.exec {
         validate_exec(e, path, errs);
@@ -1405,7 +1432,7 @@ fn validate_probe(
         errs.push(
             join(path, "successThreshold"),
             format!(
-                "must be 1 for a liveness probe, got {}",
+                "must be 1 for a liveness or startup probe, got {}",
                 p.success_threshold
             ),
         );
@@ -1620,6 +1647,7 @@ mod tests {
                         "httpHeaders": [{"name": "Bad Name", "value": "x\r\ny"}]}}},
                 "readinessProbe": {"httpGet": {"port": 80, "httpHeaders": [{"name": "", "value": ""}]}}}],
             "initContainers": [{"name": "i", "image": "busybox",
+                "startupProbe": {"exec": {"command": ["true"]}, "successThreshold": 2},
                 "lifecycle": {"preStop": {"sleep": {"seconds": -1}}}}]
         }));
         let mut errs = ValidationErrors::new();
@@ -1635,6 +1663,8 @@ mod tests {
             "spec.containers[0].lifecycle.preStop.httpGet.httpHeaders[0].value: must not contain a line break",
             "spec.containers[0].readinessProbe.httpGet.httpHeaders[0].name",
             "spec.initContainers[0].lifecycle: must not be set on an init container",
+            "spec.initContainers[0].startupProbe: must not be set on an init container",
+            "spec.initContainers[0].startupProbe.successThreshold: must be 1 for a liveness or startup probe, got 2",
             "spec.initContainers[0].lifecycle.preStop.sleep.seconds: must not be negative, got -1",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
@@ -1708,7 +1738,7 @@ mod tests {
             "spec.containers[0].resources.requests.cpu: request 2 is greater than limit 1",
             "spec.containers[0].volumeMounts[0].name: no volume named \"missing\"",
             "spec.containers[0].volumeMounts[0].mountPath: must be an absolute path",
-            "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket or httpGet",
+            "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket, httpGet or grpc",
             "spec.containers[0].livenessProbe.tcpSocket.port: no port named \"http\"",
             "spec.containers[0].livenessProbe.successThreshold: must be 1",
             "spec.volumes[0]: exactly one of emptyDir, hostPath, configMap",
