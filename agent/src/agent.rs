@@ -27,7 +27,7 @@ use crate::naming::{pod_key, sandbox_name};
 use crate::network::{NetSettings, NetworkMode};
 use crate::node::NodeFacts;
 use crate::plan::{Action, Context, DesiredPod, Observed, ObservedContainer, is_terminal, plan};
-use crate::probe::ProbeState;
+use crate::probe::{ProbeKind, ProbeState};
 use crate::status::{PULL_BACKOFF, StatusInput, pod_status, transition_events};
 use crate::sysinfo::SysInfo;
 use std::net::Ipv4Addr;
@@ -57,6 +57,10 @@ pub struct PodMeta {
     pub uid: Option<String>,
     /// Grace period in milliseconds.
     pub grace_ms: u64,
+    /// The containers' preStop hooks, by container name (run before SIGTERM also when
+    /// the pod object is gone).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pre_stop: BTreeMap<String, crate::probe::Check>,
 }
 
 impl PodMeta {
@@ -70,6 +74,7 @@ impl PodMeta {
             name: pod.metadata.name.clone(),
             uid: pod.metadata.uid.clone(),
             grace_ms: crate::spec::grace(pod).as_millis() as u64,
+            pre_stop: crate::hooks::pre_stop_checks(pod),
         }
     }
 
@@ -90,9 +95,12 @@ struct SyncState {
     waiting: BTreeMap<String, BTreeMap<String, (String, String)>>,
     liveness: BTreeMap<String, ProbeState>,
     readiness: BTreeMap<String, ProbeState>,
+    startup: BTreeMap<String, ProbeState>,
     unhealthy: BTreeSet<String>,
     /// When each pod's config volumes were last refreshed.
     config_refreshed: BTreeMap<String, Instant>,
+    /// The run (start time) of each container whose postStart hook has been started.
+    post_started: BTreeMap<String, chrono::DateTime<Utc>>,
 }
 
 /// The agent of one node.
@@ -128,6 +136,9 @@ pub struct Agent {
     recent_events: Arc<Mutex<RecentEvents>>,
     /// The pod network (set once the node's pod CIDR is known; unset with `--network none`).
     net: std::sync::OnceLock<Arc<crate::network::PodNetwork>>,
+    /// When this agent started (containers started before it do not get postStart
+    /// hooks again).
+    started_at: chrono::DateTime<Utc>,
 }
 
 /// Events written, by (pod, reason, message).
@@ -135,6 +146,15 @@ type RecentEvents = BTreeMap<(String, String, String), shoal_api::Event>;
 
 /// Most events remembered for aggregation.
 const MAX_RECENT_EVENTS: usize = 2048;
+
+/// The probe states of one kind.
+fn probe_map(st: &mut SyncState, kind: ProbeKind) -> &mut BTreeMap<String, ProbeState> {
+    match kind {
+        ProbeKind::Liveness => &mut st.liveness,
+        ProbeKind::Readiness => &mut st.readiness,
+        ProbeKind::Startup => &mut st.startup,
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -244,6 +264,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         wake: Notify::new(),
         recent_events: Arc::new(Mutex::new(BTreeMap::new())),
         net: std::sync::OnceLock::new(),
+        started_at: Utc::now(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -561,6 +582,7 @@ impl Agent {
             });
         }
         self.run_probes(&desired, &observed);
+        self.run_post_start(&desired, &observed);
         self.refresh_config_volumes(&desired, &observed);
         for d in &desired {
             self.write_status(d, &observed).await;
@@ -689,14 +711,15 @@ impl Agent {
                     ),
                 );
                 let grace = crate::spec::grace(&pod);
+                let hook = crate::hooks::pre_stop_checks(&pod).remove(&container);
                 let old = old_id.clone();
-                if let Err(e) = self
-                    .blocking(move |rt| {
-                        rt.stop(&old, grace)?;
-                        rt.remove(&old)
-                    })
-                    .await
-                {
+                let stopped = self
+                    .stop_container(&sandbox, &old_id, grace, hook, &PodMeta::of(&pod))
+                    .await;
+                if let Err(e) = match stopped {
+                    Ok(_) => self.blocking(move |rt| rt.remove(&old)).await,
+                    Err(e) => Err(e),
+                } {
                     warn!("container {old_id}: {e}");
                 }
                 {
@@ -704,12 +727,17 @@ impl Agent {
                     st.unhealthy.remove(&old_id);
                     st.liveness.remove(&old_id);
                     st.readiness.remove(&old_id);
+                    st.startup.remove(&old_id);
                 }
                 self.start(&sandbox, &container, &new_id).await;
             }
             Action::StopContainer { sandbox, id } => {
                 let pod = self.pod_of(&sandbox);
                 let grace = pod.as_ref().map(crate::spec::grace).unwrap_or_default();
+                let meta = pod
+                    .as_ref()
+                    .map(PodMeta::of)
+                    .or_else(|| self.read_meta(&sandbox));
                 if let Some(p) = &pod {
                     self.pod_event(
                         p,
@@ -717,7 +745,22 @@ impl Agent {
                     );
                 }
                 let i = id.clone();
-                if let Err(e) = self.blocking(move |rt| rt.stop(&i, grace)).await {
+                let name = self
+                    .blocking(move |rt| rt.status(&i))
+                    .await
+                    .map(|s| s.name)
+                    .unwrap_or_default();
+                let result = match meta {
+                    Some(m) => {
+                        let hook = m.pre_stop.get(&name).cloned();
+                        self.stop_container(&sandbox, &id, grace, hook, &m).await
+                    }
+                    None => {
+                        let i = id.clone();
+                        self.blocking(move |rt| rt.stop(&i, grace)).await
+                    }
+                };
+                if let Err(e) = result {
                     warn!("stop {id}: {e}");
                 }
             }
@@ -747,16 +790,23 @@ impl Agent {
             .unwrap_or_default();
         let mut stops = Vec::new();
         for c in containers {
-            if let Some(m) = &meta
-                && c.is_running()
-            {
-                self.event(
-                    m.pod_ref(),
-                    PodEvent::normal("Killing", format!("Stopping container {}", c.name)),
-                );
+            match &meta {
+                Some(m) if c.is_running() => {
+                    self.event(
+                        m.pod_ref(),
+                        PodEvent::normal("Killing", format!("Stopping container {}", c.name)),
+                    );
+                    let (me, m, sb) = (self.clone(), m.clone(), sandbox.to_string());
+                    let hook = m.pre_stop.get(&c.name).cloned();
+                    stops.push(tokio::spawn(async move {
+                        me.stop_container(&sb, &c.id, grace, hook, &m).await
+                    }));
+                }
+                _ => {
+                    let rt = self.rt.clone();
+                    stops.push(tokio::task::spawn_blocking(move || rt.stop(&c.id, grace)));
+                }
             }
-            let rt = self.rt.clone();
-            stops.push(tokio::task::spawn_blocking(move || rt.stop(&c.id, grace)));
         }
         for s in stops {
             if let Ok(Err(e)) = s.await {
@@ -788,6 +838,123 @@ impl Agent {
         let prefix = format!("{sandbox}-");
         st.liveness.retain(|id, _| !id.starts_with(&prefix));
         st.readiness.retain(|id, _| !id.starts_with(&prefix));
+        st.startup.retain(|id, _| !id.starts_with(&prefix));
+    }
+
+    /// Stops container `id` of `sandbox`: its preStop `hook` first (if it runs), within
+    /// `grace`, then SIGTERM and SIGKILL after what is left of the grace period
+    /// ([`crate::hooks::grace_after_hook`]). A failed hook is reported as an event of
+    /// the pod `meta`, and the container is stopped anyway.
+    async fn stop_container(
+        self: &Arc<Self>,
+        sandbox: &str,
+        id: &str,
+        grace: Duration,
+        hook: Option<crate::probe::Check>,
+        meta: &PodMeta,
+    ) -> Result<shoal_runtime::ContainerStatus, RuntimeError> {
+        let mut grace_left = grace;
+        if let Some(check) = hook {
+            let (sb, i) = (sandbox.to_string(), id.to_string());
+            let started = Instant::now();
+            let res = self
+                .blocking(move |rt| {
+                    if !rt.status(&i)?.is_running() {
+                        return Ok(Ok(()));
+                    }
+                    let netns = rt.sandbox(&sb)?.netns_path;
+                    Ok(check.run(rt, &i, &netns, grace))
+                })
+                .await;
+            grace_left = crate::hooks::grace_after_hook(grace, started.elapsed());
+            let failed = match res {
+                Ok(Ok(())) => None,
+                Ok(Err(msg)) => Some(msg),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(msg) = failed {
+                warn!("container {id}: preStop hook failed: {msg}");
+                self.event(
+                    meta.pod_ref(),
+                    PodEvent::warning(
+                        crate::hooks::FAILED_PRE_STOP,
+                        format!("PreStopHook failed: {msg}"),
+                    ),
+                );
+            }
+        }
+        let i = id.to_string();
+        self.blocking(move |rt| rt.stop(&i, grace_left)).await
+    }
+
+    /// Starts the postStart hook of every container run that has one and has not had
+    /// it ([`crate::hooks::post_start_due`]). A failure is an event and kills the
+    /// container's process (its supervisor restarts it by the pod's restart policy).
+    fn run_post_start(self: &Arc<Self>, desired: &[DesiredPod], observed: &Observed) {
+        let mut runs = BTreeSet::new();
+        for d in desired.iter().filter(|d| !is_terminal(&d.pod)) {
+            for c in &d.pod.spec.containers {
+                let Some(o) = observed.latest(&d.sandbox, &c.name) else {
+                    continue;
+                };
+                let shoal_runtime::ContainerState::Running { pid, started_at } = o.status.state
+                else {
+                    continue;
+                };
+                runs.insert(o.id.clone());
+                let Some(check) = crate::hooks::post_start_check(c) else {
+                    continue;
+                };
+                {
+                    let mut st = lock(&self.state);
+                    if !crate::hooks::post_start_due(
+                        started_at,
+                        self.started_at,
+                        st.post_started.get(&o.id),
+                    ) {
+                        continue;
+                    }
+                    st.post_started.insert(o.id.clone(), started_at);
+                }
+                let (me, id, sb, pod) =
+                    (self.clone(), o.id.clone(), d.sandbox.clone(), d.pod.clone());
+                let grace = crate::spec::grace(&d.pod).max(crate::hooks::MIN_GRACE_AFTER_HOOK);
+                let name = c.name.clone();
+                tokio::spawn(async move {
+                    let res = match check {
+                        Ok(check) => me
+                            .blocking(move |rt| {
+                                let netns = rt.sandbox(&sb)?.netns_path;
+                                Ok(check.run(rt, &id, &netns, grace))
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string())),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(msg) = res {
+                        warn!(
+                            "pod {}: container {name}: postStart hook failed: {msg}",
+                            pod_key(&pod)
+                        );
+                        me.pod_event(
+                            &pod,
+                            PodEvent::warning(
+                                crate::hooks::FAILED_POST_START,
+                                format!("PostStartHook failed: {msg}"),
+                            ),
+                        );
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        me.wake.notify_one();
+                    }
+                });
+            }
+        }
+        lock(&self.state)
+            .post_started
+            .retain(|id, _| runs.contains(id));
     }
 
     /// Connects a sandbox to the pod network; on failure removes the sandbox
@@ -987,9 +1154,26 @@ impl Agent {
             }
             Err(e) => {
                 warn!("pod {}: container {container}: {e}", pod_key(&pod));
-                if !matches!(e, RuntimeError::Start { .. }) {
-                    self.hold(sandbox, container);
-                    self.set_waiting(sandbox, container, "CreateContainerError", &e.to_string());
+                match &e {
+                    RuntimeError::Start { .. } => {}
+                    RuntimeError::Config { message, .. } => {
+                        self.hold(sandbox, container);
+                        self.set_waiting(
+                            sandbox,
+                            container,
+                            crate::podconfig::CONFIG_ERROR,
+                            message,
+                        );
+                    }
+                    _ => {
+                        self.hold(sandbox, container);
+                        self.set_waiting(
+                            sandbox,
+                            container,
+                            "CreateContainerError",
+                            &e.to_string(),
+                        );
+                    }
                 }
                 self.pod_event(&pod, PodEvent::warning("Failed", format!("Error: {e}")));
             }
@@ -1174,18 +1358,22 @@ impl Agent {
                     continue;
                 }
                 live_ids.insert(o.id.clone());
-                for (liveness, probe) in [(true, &c.liveness_probe), (false, &c.readiness_probe)] {
-                    let Some(probe) = probe.clone() else { continue };
+                for kind in [
+                    ProbeKind::Startup,
+                    ProbeKind::Liveness,
+                    ProbeKind::Readiness,
+                ] {
+                    let Some(probe) = kind.of(c).cloned() else {
+                        continue;
+                    };
                     {
                         let mut st = lock(&self.state);
-                        let map = if liveness {
-                            &mut st.liveness
-                        } else {
-                            &mut st.readiness
-                        };
-                        let ps = map
+                        if !kind.runs(c.startup_probe.is_some(), st.startup.get(&o.id)) {
+                            continue;
+                        }
+                        let ps = probe_map(&mut st, kind)
                             .entry(o.id.clone())
-                            .or_insert_with(|| ProbeState::new(now, liveness));
+                            .or_insert_with(|| ProbeState::new(now, kind == ProbeKind::Liveness));
                         if !crate::probe::due(&probe, ps, now) {
                             continue;
                         }
@@ -1204,25 +1392,21 @@ impl Agent {
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
-                        let kind = if liveness { "Liveness" } else { "Readiness" };
                         if let Err(msg) = &res {
                             me.pod_event(
                                 &pod,
                                 PodEvent::warning(
                                     "Unhealthy",
-                                    format!("{kind} probe failed: {msg}"),
+                                    format!("{} probe failed: {msg}", kind.name()),
                                 ),
                             );
                         }
                         let mut st = lock(&me.state);
-                        let map = if liveness {
-                            &mut st.liveness
-                        } else {
-                            &mut st.readiness
+                        let Some(ps) = probe_map(&mut st, kind).get_mut(&id) else {
+                            return;
                         };
-                        let Some(ps) = map.get_mut(&id) else { return };
                         crate::probe::record(&probe, ps, res.is_ok());
-                        let failed = liveness && !ps.ok;
+                        let failed = kind.failed(&probe, ps);
                         if failed {
                             st.unhealthy.insert(id.clone());
                         }
@@ -1235,6 +1419,7 @@ impl Agent {
         let mut st = lock(&self.state);
         st.liveness.retain(|id, _| live_ids.contains(id));
         st.readiness.retain(|id, _| live_ids.contains(id));
+        st.startup.retain(|id, _| live_ids.contains(id));
     }
 
     async fn write_status(&self, d: &DesiredPod, observed: &Observed) {
@@ -1243,10 +1428,20 @@ impl Agent {
         let (waiting, ready) = {
             let st = lock(&self.state);
             let waiting = st.waiting.get(&d.sandbox).cloned().unwrap_or_default();
-            let ready: BTreeMap<String, bool> = st
-                .readiness
+            let ok = |m: &BTreeMap<String, ProbeState>, id: &str| m.get(id).map(|s| s.ok);
+            let ready: BTreeMap<String, bool> = d
+                .pod
+                .spec
+                .containers
                 .iter()
-                .map(|(k, v)| (k.clone(), v.ok))
+                .filter_map(|c| Some((c, observed.latest(&d.sandbox, &c.name)?)))
+                .map(|(c, o)| {
+                    let ready = crate::probe::container_ready(
+                        c.startup_probe.as_ref().map(|_| ok(&st.startup, &o.id)),
+                        c.readiness_probe.as_ref().map(|_| ok(&st.readiness, &o.id)),
+                    );
+                    (o.id.clone(), ready)
+                })
                 .collect();
             (waiting, ready)
         };

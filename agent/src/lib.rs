@@ -12,6 +12,7 @@ pub mod agent;
 pub mod args;
 pub mod events;
 pub mod forward;
+pub mod hooks;
 pub mod identity;
 pub mod metrics;
 pub mod mirror;

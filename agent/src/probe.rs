@@ -3,11 +3,12 @@
 //! inside the pod's network namespace).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shoal_api::{Container, IntOrString, Probe};
+use serde::{Deserialize, Serialize};
+use shoal_api::{Container, HttpGetAction, IntOrString, LifecycleHandler, Probe, UriScheme};
 use shoal_runtime::{ExecSpec, Runtime};
 
 /// Bytes of an exec probe's stdout and of its stderr that the agent keeps (Kubernetes
@@ -33,6 +34,65 @@ pub fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, u64) {
         }
     }
     (kept, total)
+}
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    /// `livenessProbe`: failing restarts the container.
+    Liveness,
+    /// `readinessProbe`: passing makes the container ready.
+    Readiness,
+    /// `startupProbe`: the others wait until it passes once; failing restarts the container.
+    Startup,
+}
+
+impl ProbeKind {
+    /// `Liveness`, `Readiness`, `Startup` (as in the kubelet's event messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Startup => "Startup",
+        }
+    }
+
+    /// The probe of this kind of container `c`.
+    pub fn of(self, c: &Container) -> Option<&Probe> {
+        match self {
+            ProbeKind::Liveness => c.liveness_probe.as_ref(),
+            ProbeKind::Readiness => c.readiness_probe.as_ref(),
+            ProbeKind::Startup => c.startup_probe.as_ref(),
+        }
+    }
+
+    /// Whether a probe of this kind runs now, given the container's startup probe state
+    /// (`None`: none yet) and whether it has one: a startup probe until it has passed,
+    /// the others only after.
+    pub fn runs(self, has_startup: bool, startup: Option<&ProbeState>) -> bool {
+        let started = !has_startup || startup.is_some_and(|s| s.ok);
+        match self {
+            ProbeKind::Startup => !started,
+            _ => started,
+        }
+    }
+
+    /// Whether the result `st` means the container must be restarted.
+    pub fn failed(self, p: &Probe, st: &ProbeState) -> bool {
+        match self {
+            ProbeKind::Liveness => !st.ok,
+            ProbeKind::Startup => st.failures >= p.failure_threshold.max(1) as u32,
+            ProbeKind::Readiness => false,
+        }
+    }
+}
+
+/// Whether a running container is ready: its startup probe (if any) has passed and its
+/// readiness probe (if any) passes; `None` is "not probed yet".
+pub fn container_ready(startup: Option<Option<bool>>, readiness: Option<Option<bool>>) -> bool {
+    [startup, readiness]
+        .into_iter()
+        .all(|p| p.is_none_or(|r| r == Some(true)))
 }
 
 /// The probe bookkeeping of one container and probe kind.
@@ -113,26 +173,159 @@ pub fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
     }
 }
 
+/// What a probe or a lifecycle hook does, with its port resolved (so a hook can be kept
+/// in the agent's pod record and run after the pod object is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Check {
+    /// Run a command in the container; exit status 0 is success.
+    Exec(Vec<String>),
+    /// Connect to a TCP port of the pod.
+    Tcp(u16),
+    /// HTTP(S) GET; a status in 200..400 is success.
+    Http(HttpCheck),
+    /// `grpc.health.v1.Health/Check` of (port, service) on the pod; `SERVING` passes.
+    Grpc(u16, String),
+    /// Wait (a `sleep` hook).
+    Sleep(u64),
+}
+
+/// An HTTP GET: where, what and with which headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCheck {
+    /// Address (default: 127.0.0.1 in the pod's network namespace).
+    pub host: Ipv4Addr,
+    /// Port.
+    pub port: u16,
+    /// Path.
+    pub path: String,
+    /// TLS without certificate verification.
+    pub https: bool,
+    /// Extra headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpCheck {
+    /// The GET of `h` for container `c` (named ports resolved).
+    pub fn of(h: &HttpGetAction, c: &Container) -> Result<HttpCheck, String> {
+        let host = match &h.host {
+            Some(a) => a
+                .parse()
+                .map_err(|_| format!("httpGet.host: {a:?} is not an IPv4 address"))?,
+            None => Ipv4Addr::LOCALHOST,
+        };
+        Ok(HttpCheck {
+            host,
+            port: resolve_port(&h.port, c)?,
+            path: h.path.clone(),
+            https: h.scheme == Some(UriScheme::Https),
+            headers: h
+                .http_headers
+                .iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
+        })
+    }
+
+    /// `http://127.0.0.1:8080/healthz`, for messages.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
+    }
+
+    /// The request: `Host`, `User-Agent` and `Accept` unless a header of the same name
+    /// (any case) replaces it, then the headers in order.
+    pub fn request(&self) -> String {
+        let set = |n: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+        let mut req = format!("GET {} HTTP/1.0\r\n", self.path);
+        for (name, value) in [
+            ("Host", format!("{}:{}", self.host, self.port)),
+            ("User-Agent", "shoal-probe/1".to_string()),
+            ("Accept", "*/*".to_string()),
+        ] {
+            if !set(name) {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        for (k, v) in &self.headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        req
+    }
+}
+
+impl Check {
+    /// The check of probe `p` of container `c`.
+    pub fn of_probe(p: &Probe, c: &Container) -> Result<Check, String> {
+        if let Some(e) = &p.exec {
+            return Ok(Check::Exec(e.command.clone()));
+        }
+        if let Some(t) = &p.tcp_socket {
+            return Ok(Check::Tcp(resolve_port(&t.port, c)?));
+        }
+        if let Some(h) = &p.http_get {
+            return Ok(Check::Http(HttpCheck::of(h, c)?));
+        }
+        if let Some(g) = &p.grpc {
+            let port = resolve_port(&IntOrString::Int(g.port), c)?;
+            return Ok(Check::Grpc(port, g.service.clone().unwrap_or_default()));
+        }
+        Err("the probe has no exec, tcpSocket, httpGet or grpc action".into())
+    }
+
+    /// The check of lifecycle hook `h` of container `c`.
+    pub fn of_hook(h: &LifecycleHandler, c: &Container) -> Result<Check, String> {
+        if let Some(e) = &h.exec {
+            return Ok(Check::Exec(e.command.clone()));
+        }
+        if let Some(g) = &h.http_get {
+            return Ok(Check::Http(HttpCheck::of(g, c)?));
+        }
+        if let Some(s) = &h.sleep {
+            return Ok(Check::Sleep(s.seconds.max(0) as u64));
+        }
+        Err("the hook has no exec, httpGet or sleep action".into())
+    }
+
+    /// Runs the check against container `id` (blocking), giving up after `timeout`;
+    /// `Err` says why it failed.
+    pub fn run(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        netns: &Path,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match self {
+            Check::Exec(cmd) => exec_probe(rt, id, cmd, timeout),
+            Check::Tcp(port) => {
+                let port = *port;
+                in_netns(netns, move || {
+                    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
+                        .map(|_| ())
+                        .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))
+                })
+            }
+            Check::Http(h) => {
+                let h = h.clone();
+                in_netns(netns, move || http_get(&h, timeout))
+            }
+            Check::Grpc(port, service) => {
+                let (port, service) = (*port, service.clone());
+                in_netns(netns, move || grpc_check(port, &service, timeout))
+            }
+            Check::Sleep(secs) => {
+                std::thread::sleep(Duration::from_secs(*secs).min(timeout));
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs one probe of container `id` (blocking); `Err` says why it failed.
 pub fn run(rt: &Runtime, id: &str, netns: &Path, c: &Container, p: &Probe) -> Result<(), String> {
     let timeout = secs(p.timeout_seconds.max(1));
-    if let Some(e) = &p.exec {
-        return exec_probe(rt, id, &e.command, timeout);
-    }
-    if let Some(t) = &p.tcp_socket {
-        let port = resolve_port(&t.port, c)?;
-        return in_netns(netns, move || {
-            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
-                .map(|_| ())
-                .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))
-        });
-    }
-    if let Some(h) = &p.http_get {
-        let port = resolve_port(&h.port, c)?;
-        let path = h.path.clone();
-        return in_netns(netns, move || http_get(port, &path, timeout));
-    }
-    Err("the probe has no exec, tcpSocket or httpGet action".into())
+    Check::of_probe(p, c)?.run(rt, id, netns, timeout)
 }
 
 fn exec_probe(rt: &Runtime, id: &str, cmd: &[String], timeout: Duration) -> Result<(), String> {
@@ -183,39 +376,94 @@ fn exec_probe(rt: &Runtime, id: &str, cmd: &[String], timeout: Duration) -> Resu
     }
 }
 
-fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
+fn http_get(h: &HttpCheck, timeout: Duration) -> Result<(), String> {
+    let url = h.url();
+    let fail = |e: &dyn std::fmt::Display| format!("get {url}: {e}");
+    let addr = SocketAddr::from((h.host, h.port));
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail(&e))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shoal-probe/1\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
-    let mut buf = [0u8; 64];
-    let mut got = Vec::new();
-    while !got.contains(&b'\n') && got.len() < 64 {
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("get http://127.0.0.1:{port}{path}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&got);
+    let line = if h.https {
+        // The kubelet does not verify a probe's certificate; neither do we (the same
+        // no-verification settings as a registry's `insecure_skip_verify`).
+        let insecure = shoal_runtime::image::registry::hosts::TlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        };
+        let tls = shoal_runtime::image::registry::http::tls_config(Some(&insecure))
+            .map_err(|e| fail(&e))?;
+        let conn =
+            rustls::ClientConnection::new(tls, IpAddr::V4(h.host).into()).map_err(|e| fail(&e))?;
+        status_line(rustls::StreamOwned::new(conn, s), &h.request()).map_err(|e| fail(&e))?
+    } else {
+        status_line(s, &h.request()).map_err(|e| fail(&e))?
+    };
     let code: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("get http://127.0.0.1:{port}{path}: malformed response {line:?}"))?;
+        .ok_or_else(|| fail(&format!("malformed response {line:?}")))?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
         Err(format!("http probe failed with statuscode: {code}"))
     }
+}
+
+/// `grpc.health.v1.Health/Check` of `service` at `127.0.0.1:port` (in the calling
+/// thread's network namespace, on a runtime of its own); `SERVING` passes.
+fn grpc_check(port: u16, service: &str, timeout: Duration) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let target = format!("127.0.0.1:{port}");
+    let fail = |e: &dyn std::fmt::Display| format!("grpc health check of {target}: {e}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&e))?;
+    let status = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| fail(&e))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let req = HealthCheckRequest {
+            service: service.to_string(),
+        };
+        client
+            .check(req)
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|e| fail(&e.message()))
+    })?;
+    if status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        let name = ServingStatus::try_from(status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN");
+        Err(format!(
+            "grpc health check of {target}: service {service:?} is {name}"
+        ))
+    }
+}
+
+/// Sends `req` and reads the first line of the response.
+fn status_line(mut s: impl Read + Write, req: &str) -> std::io::Result<String> {
+    s.write_all(req.as_bytes())?;
+    s.flush()?;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.contains(&b'\n') && got.len() < 64 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
 /// Runs `f` on a new thread that first joins the network namespace `netns` (the thread
@@ -277,6 +525,38 @@ mod tests {
     }
 
     #[test]
+    fn the_startup_probe_gates_the_others_and_its_failure_restarts() {
+        let t0 = Instant::now();
+        let p = probe(0, 1, 3);
+        let mut st = ProbeState::new(t0, false);
+        for k in [ProbeKind::Liveness, ProbeKind::Readiness] {
+            assert!(k.runs(false, None), "{k:?} without a startup probe");
+            assert!(!k.runs(true, None), "{k:?} before the startup probe ran");
+            assert!(!k.runs(true, Some(&st)), "{k:?} before it passed");
+        }
+        assert!(ProbeKind::Startup.runs(true, Some(&st)));
+        record(&p, &mut st, false);
+        record(&p, &mut st, false);
+        assert!(!ProbeKind::Startup.failed(&p, &st));
+        record(&p, &mut st, false);
+        assert!(ProbeKind::Startup.failed(&p, &st), "threshold reached");
+        let mut passed = ProbeState::new(t0, false);
+        record(&p, &mut passed, true);
+        assert!(
+            !ProbeKind::Startup.runs(true, Some(&passed)),
+            "done once passed"
+        );
+        assert!(ProbeKind::Liveness.runs(true, Some(&passed)));
+        assert!(!ProbeKind::Readiness.failed(&p, &st));
+        // Ready: every probe the container has must pass.
+        assert!(container_ready(None, None));
+        assert!(!container_ready(Some(None), None));
+        assert!(!container_ready(Some(Some(true)), Some(Some(false))));
+        assert!(container_ready(Some(Some(true)), Some(Some(true))));
+        assert!(container_ready(Some(Some(true)), None));
+    }
+
+    #[test]
     fn thresholds_flip_the_verdict() {
         let p = probe(0, 1, 3);
         let mut live = ProbeState::new(Instant::now(), true);
@@ -315,6 +595,69 @@ mod tests {
     }
 
     #[test]
+    fn http_requests_carry_the_headers_and_may_replace_the_defaults() {
+        let c = Container {
+            ports: vec![ContainerPort {
+                name: Some("web".into()),
+                container_port: 8080,
+                ..ContainerPort::default()
+            }],
+            ..Container::default()
+        };
+        let h: HttpGetAction = serde_json::from_value(serde_json::json!({
+            "path": "/healthz", "port": "web", "scheme": "HTTPS",
+            "httpHeaders": [{"name": "Custom-Header", "value": "Awesome"},
+                            {"name": "host", "value": "example.com"}]
+        }))
+        .unwrap();
+        let check = HttpCheck::of(&h, &c).unwrap();
+        assert_eq!(check.url(), "https://127.0.0.1:8080/healthz");
+        assert_eq!(
+            check.request(),
+            "GET /healthz HTTP/1.0\r\nUser-Agent: shoal-probe/1\r\nAccept: */*\r\n\
+             Custom-Header: Awesome\r\nhost: example.com\r\nConnection: close\r\n\r\n"
+        );
+        let plain: HttpGetAction =
+            serde_json::from_value(serde_json::json!({"port": 80, "host": "10.0.0.7"})).unwrap();
+        let check = HttpCheck::of(&plain, &c).unwrap();
+        assert_eq!(check.url(), "http://10.0.0.7:80/");
+        assert!(check.request().contains("\r\nHost: 10.0.0.7:80\r\n"));
+        // Hooks: sleep and exec; a probe and a hook with the same action agree.
+        let hook: LifecycleHandler =
+            serde_json::from_value(serde_json::json!({"sleep": {"seconds": 3}})).unwrap();
+        assert_eq!(Check::of_hook(&hook, &c).unwrap(), Check::Sleep(3));
+        let probe: Probe =
+            serde_json::from_value(serde_json::json!({"tcpSocket": {"port": "web"}})).unwrap();
+        assert_eq!(Check::of_probe(&probe, &c).unwrap(), Check::Tcp(8080));
+    }
+
+    #[test]
+    fn grpc_checks_against_a_local_health_server() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        rt.block_on(reporter.set_service_status("", tonic_health::ServingStatus::Serving));
+        rt.block_on(reporter.set_service_status("db", tonic_health::ServingStatus::NotServing));
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+        );
+        let t = Duration::from_secs(5);
+        grpc_check(port, "", t).unwrap();
+        let e = grpc_check(port, "db", t).unwrap_err();
+        assert!(e.contains("NOT_SERVING"), "{e}");
+        let e = grpc_check(port, "nope", t).unwrap_err();
+        assert!(e.contains("grpc health check"), "{e}");
+        drop(rt);
+        // Nothing listens any more.
+        assert!(grpc_check(port, "", t).is_err());
+    }
+
+    #[test]
     fn http_and_tcp_checks_against_a_local_server() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -327,8 +670,15 @@ mod tests {
                 let _ = s.write_all(format!("HTTP/1.0 {code}\r\n\r\n").as_bytes());
             }
         });
-        http_get(port, "/healthz", Duration::from_secs(2)).unwrap();
-        let e = http_get(port, "/", Duration::from_secs(2)).unwrap_err();
+        let check = |path: &str| HttpCheck {
+            host: Ipv4Addr::LOCALHOST,
+            port,
+            path: path.into(),
+            https: false,
+            headers: Vec::new(),
+        };
+        http_get(&check("/healthz"), Duration::from_secs(2)).unwrap();
+        let e = http_get(&check("/"), Duration::from_secs(2)).unwrap_err();
         assert!(e.contains("500"), "{e}");
         server.join().unwrap();
     }

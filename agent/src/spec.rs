@@ -61,14 +61,12 @@ pub fn container_spec(
         }
     }
     s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
-    s.user = c
-        .security_context
-        .as_ref()
-        .and_then(|sc| match (sc.run_as_user, sc.run_as_group) {
-            (Some(u), Some(g)) => Some(format!("{u}:{g}")),
-            (Some(u), None) => Some(u.to_string()),
-            (None, _) => None,
-        });
+    let sc = c.effective_security(pod.spec.security_context.as_ref());
+    s.user = match (sc.run_as_user, sc.run_as_group) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        (None, _) => None,
+    };
     for vm in &c.volume_mounts {
         let vol = pod
             .spec
@@ -141,15 +139,14 @@ pub fn container_spec(
         ..Backoff::default()
     };
     s.grace_period = grace(pod);
-    if let Some(sc) = &c.security_context {
-        s.security = security(c, sc)?;
-    }
+    s.security = security(pod, c, &sc)?;
     Ok(s)
 }
 
-/// The runtime's seccomp and capability settings of container `c`
-/// (validation refuses the same errors earlier; this names the field too).
-fn security(c: &Container, sc: &SecurityContext) -> Result<Security, String> {
+/// The runtime's security settings of container `c` of `pod`, whose effective
+/// `securityContext` (the pod's merged in) is `sc` (validation refuses the same errors
+/// earlier; this names the field too).
+fn security(pod: &Pod, c: &Container, sc: &SecurityContext) -> Result<Security, String> {
     let field = |f: &str| format!("container {}: securityContext.{f}", c.name);
     if sc
         .seccomp_profile
@@ -161,8 +158,21 @@ fn security(c: &Container, sc: &SecurityContext) -> Result<Security, String> {
             field("seccompProfile.type")
         ));
     }
+    let id = |v: i64, f: &str| {
+        u32::try_from(v)
+            .map_err(|_| format!("securityContext.{f}: must be between 0 and 4294967295, got {v}"))
+    };
+    let psc = pod.spec.security_context.clone().unwrap_or_default();
     let mut out = Security {
         seccomp_unconfined: sc.seccomp_unconfined(),
+        run_as_non_root: sc.run_as_non_root == Some(true),
+        read_only_rootfs: sc.read_only_root_filesystem == Some(true),
+        fs_group: psc.fs_group.map(|g| id(g, "fsGroup")).transpose()?,
+        supplemental_groups: psc
+            .supplemental_groups
+            .iter()
+            .map(|g| id(*g, "supplementalGroups"))
+            .collect::<Result<_, _>>()?,
         ..Security::default()
     };
     if let Some(caps) = &sc.capabilities {
@@ -228,6 +238,7 @@ mod tests {
                     add: vec!["NET_ADMIN".into(), "cap_sys_time".into()],
                     drop: vec!["CAP_CHOWN".into()],
                 }),
+                ..Default::default()
             }),
             ..Container::default()
         };
@@ -286,6 +297,7 @@ mod tests {
                 seccomp_unconfined: true,
                 cap_add: vec![12, 25],
                 cap_drop: vec![0],
+                ..Security::default()
             }
         );
         assert_eq!(s.resources.memory_bytes, Some(32 << 20));
@@ -307,5 +319,77 @@ mod tests {
         );
         let sb = sandbox_config(&pod, "p1");
         assert_eq!(sb.hostname.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn container_security_context_overrides_the_pods() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sec", "namespace": "default"},
+            "spec": {
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                    "supplementalGroups": [4000, 5000], "runAsNonRoot": true,
+                    "seccompProfile": {"type": "Unconfined"}},
+                "containers": [
+                    {"name": "plain", "image": "busybox"},
+                    {"name": "own", "image": "busybox", "securityContext": {
+                        "runAsUser": 2000, "runAsNonRoot": false,
+                        "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                        "seccompProfile": {"type": "RuntimeDefault"}}}
+                ]
+            }
+        }))
+        .unwrap();
+        let spec = |i: usize| {
+            container_spec(
+                &pod,
+                &pod.spec.containers[i],
+                "id",
+                Duration::ZERO,
+                &Default::default(),
+            )
+            .unwrap()
+        };
+        let plain = spec(0);
+        assert_eq!(plain.user.as_deref(), Some("1000:3000"));
+        assert_eq!(
+            plain.security,
+            Security {
+                seccomp_unconfined: true,
+                run_as_non_root: true,
+                read_only_rootfs: false,
+                supplemental_groups: vec![4000, 5000],
+                fs_group: Some(2000),
+                ..Security::default()
+            }
+        );
+        let own = spec(1);
+        assert_eq!(
+            own.user.as_deref(),
+            Some("2000:3000"),
+            "the pod's group stays"
+        );
+        assert_eq!(
+            own.security,
+            Security {
+                seccomp_unconfined: false,
+                run_as_non_root: false,
+                read_only_rootfs: true,
+                supplemental_groups: vec![4000, 5000],
+                fs_group: Some(2000),
+                ..Security::default()
+            }
+        );
+        // Without any securityContext: the image's user, the runtime's defaults.
+        let mut bare = pod.clone();
+        bare.spec.security_context = None;
+        let s = container_spec(
+            &bare,
+            &bare.spec.containers[0],
+            "id",
+            Duration::ZERO,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!((s.user, s.security), (None, Security::default()));
     }
 }

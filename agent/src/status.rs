@@ -147,7 +147,7 @@ fn container_status(
                         }),
                         ..ApiState::default()
                     };
-                    let probed = c.readiness_probe.is_some();
+                    let probed = c.readiness_probe.is_some() || c.startup_probe.is_some();
                     cs.ready = !probed || input.ready.get(&o.id).copied().unwrap_or(false);
                 }
                 ContainerState::BackOff { .. } => {

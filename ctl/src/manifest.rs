@@ -190,7 +190,7 @@ metadata: {name: n1}
         std::fs::write(&a, TWO).unwrap();
         std::fs::write(
             &b,
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: c, image: i, lifecycle: {}}]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: c, image: i, terminationMessagePolicy: File}]}\n",
         )
         .unwrap();
         let e = load(&[a.clone(), b.clone()], &mut std::io::empty(), Some("dev"))
@@ -208,7 +208,7 @@ metadata: {name: n1}
         assert_eq!(
             lines[1],
             format!(
-                "{}: document 1 (Pod x): spec.containers[0].lifecycle: not supported by Shoal (a Kubernetes field) (line 4)",
+                "{}: document 1 (Pod x): spec.containers[0].terminationMessagePolicy: not supported by Shoal (a Kubernetes field) (line 4)",
                 b.display()
             )
         );

@@ -9,5 +9,6 @@ mod install;
 mod network;
 mod statefulset;
 mod network_policy;
+mod pod_fields;
 mod workload_api;
 mod workloads;

@@ -47,7 +47,6 @@ const POD_SPEC: &[&str] = &[
     "hostUsers",
     "shareProcessNamespace",
     "dnsConfig",
-    "securityContext",
     "schedulerName",
     "schedulingGates",
     "runtimeClassName",
@@ -63,8 +62,6 @@ const POD_SPEC: &[&str] = &[
 ];
 
 const CONTAINER: &[&str] = &[
-    "lifecycle",
-    "startupProbe",
     "terminationMessagePath",
     "terminationMessagePolicy",
     "resizePolicy",
@@ -74,17 +71,23 @@ const CONTAINER: &[&str] = &[
 
 const SECURITY_CONTEXT: &[&str] = &[
     "privileged",
-    "readOnlyRootFilesystem",
-    "allowPrivilegeEscalation",
-    "runAsNonRoot",
     "procMount",
     "seLinuxOptions",
     "windowsOptions",
     "appArmorProfile",
 ];
 
-const PROBE: &[&str] = &["grpc", "terminationGracePeriodSeconds"];
-const HTTP_GET: &[&str] = &["host", "scheme", "httpHeaders"];
+const POD_SECURITY_CONTEXT: &[&str] = &[
+    "fsGroupChangePolicy",
+    "supplementalGroupsPolicy",
+    "sysctls",
+    "seLinuxOptions",
+    "seLinuxChangePolicy",
+    "windowsOptions",
+    "appArmorProfile",
+];
+
+const PROBE: &[&str] = &["terminationGracePeriodSeconds"];
 const VOLUME_MOUNT: &[&str] = &[
     "subPath",
     "subPathExpr",
@@ -218,10 +221,15 @@ fn fields_at(kind: Kind, parent: &[&str]) -> &'static [&'static str] {
     {
         return match rest {
             [] => POD_SPEC,
+            ["securityContext"] => POD_SECURITY_CONTEXT,
             ["containers"] => CONTAINER,
             ["containers", "securityContext"] => SECURITY_CONTEXT,
-            ["containers", "livenessProbe" | "readinessProbe"] => PROBE,
-            ["containers", "livenessProbe" | "readinessProbe", "httpGet"] => HTTP_GET,
+            [
+                "containers",
+                "livenessProbe" | "readinessProbe" | "startupProbe",
+            ] => PROBE,
+            ["containers", "lifecycle"] => &["stopSignal"],
+            ["containers", "lifecycle", "postStart" | "preStop"] => &["tcpSocket"],
             ["containers", "ports"] => &["hostIP"],
             ["containers", "volumeMounts"] => VOLUME_MOUNT,
             ["containers", "resources"] => &["claims"],
@@ -333,11 +341,23 @@ mod tests {
     fn kubernetes_fields_by_kind_and_place() {
         assert!(is_kubernetes_field(
             Kind::Pod,
-            "spec.containers[0].lifecycle"
+            "spec.containers[0].startupProbe.terminationGracePeriodSeconds"
         ));
         assert!(is_kubernetes_field(
             Kind::Deployment,
-            "spec.template.spec.containers[2].lifecycle"
+            "spec.template.spec.containers[2].lifecycle.preStop.tcpSocket"
+        ));
+        assert!(is_kubernetes_field(
+            Kind::Pod,
+            "spec.securityContext.sysctls"
+        ));
+        assert!(is_kubernetes_field(
+            Kind::Pod,
+            "spec.containers[0].securityContext.privileged"
+        ));
+        assert!(!is_kubernetes_field(
+            Kind::Pod,
+            "spec.containers[0].securityContext.runAsNonRoot"
         ));
         assert!(is_kubernetes_field(
             Kind::Deployment,
@@ -345,10 +365,6 @@ mod tests {
         ));
         assert!(is_kubernetes_field(Kind::Pod, "spec.hostNetwork"));
         assert!(is_kubernetes_field(Kind::Pod, "metadata.finalizers"));
-        assert!(is_kubernetes_field(
-            Kind::Pod,
-            "spec.containers[0].livenessProbe.httpGet.scheme"
-        ));
         assert!(is_kubernetes_field(Kind::Service, "spec.sessionAffinity"));
         assert!(is_kubernetes_field(
             Kind::Deployment,

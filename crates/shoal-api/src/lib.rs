@@ -78,11 +78,12 @@ pub use persistentvolumeclaim::{
 pub use pod::{
     CAPABILITY_NAMES, Capabilities, Container, ContainerPort, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, HostPathVolume, HttpGetAction,
-    PersistentVolumeClaimVolumeSource, Pod, PodPhase, PodSpec, PodStatus, Probe, PullPolicy,
-    ResourceRequirements, RestartPolicy, SeccompProfile, SeccompProfileType, SecurityContext,
-    TaintEffect, TcpSocketAction, Toleration, TolerationOperator, Volume, VolumeMount,
-    capability_numbers,
+    DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, GrpcAction, HostPathVolume, HttpGetAction,
+    HttpHeader, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource, Pod, PodPhase,
+    PodSecurityContext, PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements,
+    RestartPolicy, SeccompProfile, SeccompProfileType, SecurityContext, SleepAction,
+    TaintEffect, TcpSocketAction, Toleration, TolerationOperator, UriScheme, Volume,
+    VolumeMount, capability_numbers,
 };
 pub use quantity::{Quantity, QuantityError, ResourceList, Resources};
 pub use selector::{LabelSelector, LabelSelectorSpec, SelectorError};

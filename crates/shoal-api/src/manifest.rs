@@ -490,7 +490,7 @@ spec:
       containers:
       - name: c
         image: busybox
-        lifecycle: {preStop: {exec: {command: [x]}}}
+        terminationMessagePath: /dev/termination-log
         imagePullPolicyy: Always
 ";
         let e = parse_manifests("w.yaml", text).unwrap_err();
@@ -506,7 +506,7 @@ spec:
                 "w.yaml: document 3 (Deployment web): spec.paused: expected a boolean, got \"maybe\" (line 17)",
                 "w.yaml: document 3 (Deployment web): spec.replicas: expected a non-negative integer, got \"three\" (line 16)",
                 "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].imagePullPolicyy: unknown field `imagePullPolicyy`, did you mean `imagePullPolicy`? (line 26)",
-                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].lifecycle: not supported by Shoal (a Kubernetes field) (line 25)",
+                "w.yaml: document 3 (Deployment web): spec.template.spec.containers[0].terminationMessagePath: not supported by Shoal (a Kubernetes field) (line 25)",
             ]
         );
     }

@@ -97,6 +97,36 @@ pub struct PodSpec {
     /// credentials the node uses to pull this pod's images from registries, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// User, groups and seccomp profile of every container (a container's own
+    /// `securityContext` wins field by field), plus `fsGroup` and `supplementalGroups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+}
+
+/// `spec.securityContext`: defaults for every container and the pod's groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurityContext {
+    /// Numeric user id of every container (unless the container sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
+    /// Numeric primary group id of every container (unless the container sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i64>,
+    /// Refuse to start a container whose user is root (uid 0) or cannot be proven not to
+    /// be (a user name in the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    /// A group added to every container's supplementary groups; the pod's emptyDir
+    /// volumes are owned by it and setgid, so files made in them belong to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<i64>,
+    /// Groups added to every container's supplementary groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplemental_groups: Vec<i64>,
+    /// The seccomp filter of every container (unless the container sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
 }
 
 /// A reference to an object of the same namespace, by name.
@@ -173,9 +203,17 @@ pub struct Container {
     /// Marks the container ready (and the pod an endpoint) when it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
-    /// User and group to run as.
+    /// Runs first, until it succeeds once: liveness and readiness probes wait for it;
+    /// failing `failureThreshold` times restarts the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    /// User, groups, capabilities, seccomp, read-only root (over the pod's
+    /// `securityContext`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Hooks run after the container starts and before it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
     /// Give the main process a stdin that `attach` can write to (as Kubernetes'
     /// `stdin`; without it stdin is `/dev/null`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -321,7 +359,7 @@ fn default_success() -> i32 {
     1
 }
 
-/// A health check; exactly one of `exec`, `tcpSocket`, `httpGet` must be set.
+/// A health check; exactly one of `exec`, `tcpSocket`, `httpGet`, `grpc` must be set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
@@ -334,6 +372,9 @@ pub struct Probe {
     /// HTTP GET; a status in 200..400 is success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<HttpGetAction>,
+    /// `grpc.health.v1.Health/Check`; `SERVING` is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
     /// Seconds after the container starts before the first check (default 0).
     #[serde(default)]
     pub initial_delay_seconds: i32,
@@ -358,6 +399,7 @@ impl Probe {
             exec: None,
             tcp_socket: None,
             http_get: None,
+            grpc: None,
             initial_delay_seconds: 0,
             period_seconds: default_period(),
             timeout_seconds: default_timeout(),
@@ -365,6 +407,17 @@ impl Probe {
             success_threshold: default_success(),
         }
     }
+}
+
+/// `grpc: {port: 9090, service: ""}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcAction {
+    /// Port number (1-65535; names are not accepted, as in Kubernetes).
+    pub port: i32,
+    /// The service name asked about (default empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// `exec: {command: [...]}`.
@@ -396,6 +449,77 @@ pub struct HttpGetAction {
     pub path: String,
     /// Port number or name of a container port.
     pub port: crate::IntOrString,
+    /// Address to connect to (an IPv4 address; default: the pod's own, as loopback in
+    /// its network namespace). Also the `Host` header unless `httpHeaders` sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `HTTP` (default) or `HTTPS` (the certificate is not verified, as the kubelet does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<UriScheme>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+/// `httpGet.scheme`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum UriScheme {
+    /// Plain HTTP (the default).
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    /// TLS, without verifying the server's certificate.
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+/// One `httpGet.httpHeaders` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// `lifecycle`: hooks run right after the container starts and before it is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Runs right after each start of the container; if it fails, the container is
+    /// killed (and restarted by the pod's restart policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<LifecycleHandler>,
+    /// Runs before the container is sent SIGTERM, within the pod's
+    /// `terminationGracePeriodSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<LifecycleHandler>,
+}
+
+/// A lifecycle hook: exactly one of `exec`, `httpGet`, `sleep`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LifecycleHandler {
+    /// Run a command in the container; exit status 0 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// HTTP GET; a status in 200..400 is success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// Wait this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepAction>,
+}
+
+/// `sleep: {seconds: 5}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SleepAction {
+    /// Seconds to wait (0 or more).
+    pub seconds: i64,
 }
 
 /// User, group, seccomp profile and capabilities of a container.
@@ -414,14 +538,45 @@ pub struct SecurityContext {
     /// Capabilities added to or dropped from the default set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// Refuse to start the container if its user is root (overrides the pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    /// Mount the container's root file system read-only (volumes stay writable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    /// Only `false` is accepted: Shoal always sets `no_new_privs`, so setuid binaries
+    /// and file capabilities never raise a container's privileges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
 }
 
 impl SecurityContext {
     /// Whether the seccomp filter is off (`seccompProfile.type: Unconfined`).
     pub fn seccomp_unconfined(&self) -> bool {
-        self.seccomp_profile
-            .as_ref()
-            .is_some_and(|p| p.kind == SeccompProfileType::Unconfined)
+        seccomp_unconfined(self.seccomp_profile.as_ref())
+    }
+}
+
+fn seccomp_unconfined(p: Option<&SeccompProfile>) -> bool {
+    p.is_some_and(|p| p.kind == SeccompProfileType::Unconfined)
+}
+
+impl Container {
+    /// The security settings in force for this container of a pod whose
+    /// `spec.securityContext` is `pod`: the container's own fields, and the pod's where the
+    /// container leaves them unset (as in Kubernetes). `fsGroup` and
+    /// `supplementalGroups` are pod-only; see [`PodSecurityContext`].
+    pub fn effective_security(&self, pod: Option<&PodSecurityContext>) -> SecurityContext {
+        let mut sc = self.security_context.clone().unwrap_or_default();
+        if let Some(p) = pod {
+            sc.run_as_user = sc.run_as_user.or(p.run_as_user);
+            sc.run_as_group = sc.run_as_group.or(p.run_as_group);
+            sc.run_as_non_root = sc.run_as_non_root.or(p.run_as_non_root);
+            if sc.seccomp_profile.is_none() {
+                sc.seccomp_profile = p.seccomp_profile.clone();
+            }
+        }
+        sc
     }
 }
 
@@ -824,6 +979,11 @@ impl PodSpec {
                 out.push(join(&join(&scp, "capabilities"), "add"));
             }
         }
+        if let Some(sc) = &self.security_context
+            && seccomp_unconfined(sc.seccomp_profile.as_ref())
+        {
+            out.push(join(&join(path, "securityContext.seccompProfile"), "type"));
+        }
         for (j, vol) in self.volumes.iter().enumerate() {
             if vol.host_path.is_some() {
                 out.push(join(&index(&join(path, "volumes"), j), "hostPath"));
@@ -895,6 +1055,8 @@ impl PodSpec {
             for (set, field) in [
                 (c.liveness_probe.is_some(), "livenessProbe"),
                 (c.readiness_probe.is_some(), "readinessProbe"),
+                (c.startup_probe.is_some(), "startupProbe"),
+                (c.lifecycle.is_some(), "lifecycle"),
                 (!c.ports.is_empty(), "ports"),
             ] {
                 if set {
@@ -1011,49 +1173,35 @@ impl PodSpec {
             if let Some(pr) = &c.readiness_probe {
                 validate_probe(pr, c, &join(&p, "readinessProbe"), false, errs);
             }
+            if let Some(pr) = &c.startup_probe {
+                validate_probe(pr, c, &join(&p, "startupProbe"), true, errs);
+            }
             if let Some(sc) = &c.security_context {
-                for (f, val) in [
-                    ("runAsUser", sc.run_as_user),
-                    ("runAsGroup", sc.run_as_group),
-                ] {
-                    if let Some(x) = val
-                        && !(0..=i64::from(u32::MAX)).contains(&x)
-                    {
-                        errs.push(
-                            join(&join(&p, "securityContext"), f),
-                            format!("must be between 0 and 4294967295, got {x}"),
-                        );
+                validate_container_security(sc, &join(&p, "securityContext"), errs);
+            }
+            if let Some(l) = &c.lifecycle {
+                let lp = join(&p, "lifecycle");
+                for (f, h) in [("postStart", &l.post_start), ("preStop", &l.pre_stop)] {
+                    if let Some(h) = h {
+                        validate_handler(h, c, &join(&lp, f), errs);
                     }
                 }
-                let scp = join(&p, "securityContext");
-                if let Some(prof) = &sc.seccomp_profile {
-                    let pp = join(&scp, "seccompProfile");
-                    if prof.kind == SeccompProfileType::Localhost {
-                        errs.push(
-                            join(&pp, "type"),
-                            "Localhost profiles are not supported; use RuntimeDefault or Unconfined",
-                        );
-                    } else if prof.localhost_profile.is_some() {
-                        errs.push(
-                            join(&pp, "localhostProfile"),
-                            "only allowed with type Localhost (which is not supported)",
-                        );
-                    }
-                }
-                if let Some(caps) = &sc.capabilities {
-                    for (list, names) in [("add", &caps.add), ("drop", &caps.drop)] {
-                        for (k, n) in names.iter().enumerate() {
-                            if capability_numbers(n).is_none() {
-                                errs.push(
-                                    index(&join(&join(&scp, "capabilities"), list), k),
-                                    format!(
-                                        "unknown capability {n:?}; expected a Linux capability name such as NET_ADMIN or CAP_NET_ADMIN, or ALL"
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
+            }
+        }
+        if let Some(sc) = &self.security_context {
+            let scp = join(path, "securityContext");
+            for (f, val) in [
+                ("runAsUser", sc.run_as_user),
+                ("runAsGroup", sc.run_as_group),
+                ("fsGroup", sc.fs_group),
+            ] {
+                check_id(val, &join(&scp, f), errs);
+            }
+            for (i, g) in sc.supplemental_groups.iter().enumerate() {
+                check_id(Some(*g), &index(&join(&scp, "supplementalGroups"), i), errs);
+            }
+            if let Some(prof) = &sc.seccomp_profile {
+                validate_seccomp(prof, &join(&scp, "seccompProfile"), errs);
             }
         }
         v::validate_labels(&self.node_selector, &join(path, "nodeSelector"), errs);
@@ -1096,6 +1244,61 @@ impl PodSpec {
         for (i, s) in self.image_pull_secrets.iter().enumerate() {
             let p = index(&join(path, "imagePullSecrets"), i);
             errs.check(join(&p, "name"), v::check_dns1123_subdomain(&s.name));
+        }
+    }
+}
+
+/// A user or group id: 0 to 4294967295.
+fn check_id(val: Option<i64>, path: &str, errs: &mut ValidationErrors) {
+    if let Some(x) = val
+        && !(0..=i64::from(u32::MAX)).contains(&x)
+    {
+        errs.push(path, format!("must be between 0 and 4294967295, got {x}"));
+    }
+}
+
+fn validate_seccomp(prof: &SeccompProfile, path: &str, errs: &mut ValidationErrors) {
+    if prof.kind == SeccompProfileType::Localhost {
+        errs.push(
+            join(path, "type"),
+            "Localhost profiles are not supported; use RuntimeDefault or Unconfined",
+        );
+    } else if prof.localhost_profile.is_some() {
+        errs.push(
+            join(path, "localhostProfile"),
+            "only allowed with type Localhost (which is not supported)",
+        );
+    }
+}
+
+fn validate_container_security(sc: &SecurityContext, scp: &str, errs: &mut ValidationErrors) {
+    for (f, val) in [
+        ("runAsUser", sc.run_as_user),
+        ("runAsGroup", sc.run_as_group),
+    ] {
+        check_id(val, &join(scp, f), errs);
+    }
+    if let Some(prof) = &sc.seccomp_profile {
+        validate_seccomp(prof, &join(scp, "seccompProfile"), errs);
+    }
+    if sc.allow_privilege_escalation == Some(true) {
+        errs.push(
+            join(scp, "allowPrivilegeEscalation"),
+            "true is not supported: Shoal always sets no_new_privs (use false or leave it unset)",
+        );
+    }
+    if let Some(caps) = &sc.capabilities {
+        for (list, names) in [("add", &caps.add), ("drop", &caps.drop)] {
+            for (k, n) in names.iter().enumerate() {
+                if capability_numbers(n).is_none() {
+                    errs.push(
+                        index(&join(&join(scp, "capabilities"), list), k),
+                        format!(
+                            "unknown capability {n:?}; expected a Linux capability name such as NET_ADMIN or CAP_NET_ADMIN, or ALL"
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -1149,6 +1352,66 @@ fn validate_port_ref(
     }
 }
 
+fn validate_exec(e: &ExecAction, path: &str, errs: &mut ValidationErrors) {
+    if e.command.is_empty() {
+        errs.push(join(path, "exec.command"), "must not be empty");
+    }
+}
+
+fn validate_http_get(h: &HttpGetAction, c: &Container, path: &str, errs: &mut ValidationErrors) {
+    validate_port_ref(&h.port, c, &join(path, "port"), errs);
+    if !h.path.starts_with('/') {
+        errs.push(
+            join(path, "path"),
+            format!("must start with '/', got {:?}", h.path),
+        );
+    }
+    if let Some(host) = &h.host
+        && host.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        errs.push(
+            join(path, "host"),
+            format!("expected an IPv4 address (host names are not resolved), got {host:?}"),
+        );
+    }
+    for (i, hd) in h.http_headers.iter().enumerate() {
+        let hp = index(&join(path, "httpHeaders"), i);
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if hd.name.is_empty() || !hd.name.bytes().all(token) {
+            errs.push(
+                join(&hp, "name"),
+                format!("{:?} is not a valid HTTP header name", hd.name),
+            );
+        }
+        if hd.value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            errs.push(join(&hp, "value"), "must not contain a line break");
+        }
+    }
+}
+
+fn validate_handler(h: &LifecycleHandler, c: &Container, path: &str, errs: &mut ValidationErrors) {
+    let n = usize::from(h.exec.is_some())
+        + usize::from(h.http_get.is_some())
+        + usize::from(h.sleep.is_some());
+    if n != 1 {
+        errs.push(path, "exactly one of exec, httpGet or sleep must be set");
+    }
+    if let Some(e) = &h.exec {
+        validate_exec(e, path, errs);
+    }
+    if let Some(g) = &h.http_get {
+        validate_http_get(g, c, &join(path, "httpGet"), errs);
+    }
+    if let Some(s) = &h.sleep
+        && s.seconds < 0
+    {
+        errs.push(
+            join(path, "sleep.seconds"),
+            format!("must not be negative, got {}", s.seconds),
+        );
+    }
+}
+
 fn validate_probe(
     p: &Probe,
     c: &Container,
@@ -1158,29 +1421,25 @@ fn validate_probe(
 ) {
     let n = usize::from(p.exec.is_some())
         + usize::from(p.tcp_socket.is_some())
-        + usize::from(p.http_get.is_some());
+        + usize::from(p.http_get.is_some())
+        + usize::from(p.grpc.is_some());
     if n != 1 {
         errs.push(
             path,
-            "exactly one of exec, tcpSocket or httpGet must be set",
+            "exactly one of exec, tcpSocket, httpGet or grpc must be set",
         );
     }
-    if let Some(e) = &p.exec
-        && e.command.is_empty()
-    {
-        errs.push(join(path, "exec.command"), "must not be empty");
+    if let Some(g) = &p.grpc {
+        errs.check(join(path, "grpc.port"), v::check_port(g.port));
+    }
+    if let Some(e) = &p.exec {
+        validate_exec(e, path, errs);
     }
     if let Some(t) = &p.tcp_socket {
         validate_port_ref(&t.port, c, &join(path, "tcpSocket.port"), errs);
     }
     if let Some(h) = &p.http_get {
-        validate_port_ref(&h.port, c, &join(path, "httpGet.port"), errs);
-        if !h.path.starts_with('/') {
-            errs.push(
-                join(path, "httpGet.path"),
-                format!("must start with '/', got {:?}", h.path),
-            );
-        }
+        validate_http_get(h, c, &join(path, "httpGet"), errs);
     }
     if p.initial_delay_seconds < 0 {
         errs.push(
@@ -1202,7 +1461,7 @@ fn validate_probe(
         errs.push(
             join(path, "successThreshold"),
             format!(
-                "must be 1 for a liveness probe, got {}",
+                "must be 1 for a liveness or startup probe, got {}",
                 p.success_threshold
             ),
         );
@@ -1333,6 +1592,115 @@ mod tests {
     }
 
     #[test]
+    fn pod_security_context_and_container_overrides() {
+        let s = pod_spec(serde_json::json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                "supplementalGroups": [4000], "runAsNonRoot": true},
+            "containers": [
+                {"name": "a", "image": "busybox"},
+                {"name": "b", "image": "busybox", "securityContext": {
+                    "runAsUser": 0, "runAsNonRoot": false, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false}}
+            ]
+        }));
+        let mut errs = ValidationErrors::new();
+        s.validate("spec", &mut errs);
+        assert!(errs.is_empty(), "{errs}");
+        let pod = s.security_context.as_ref();
+        let a = s.containers[0].effective_security(pod);
+        assert_eq!(
+            (a.run_as_user, a.run_as_group, a.run_as_non_root),
+            (Some(1000), Some(3000), Some(true))
+        );
+        let b = s.containers[1].effective_security(pod);
+        assert_eq!(
+            (b.run_as_user, b.run_as_group, b.run_as_non_root),
+            (Some(0), Some(3000), Some(false)),
+            "the container's own fields win, the pod's fill the rest"
+        );
+        assert_eq!(b.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            s.containers[0].effective_security(None),
+            SecurityContext::default()
+        );
+
+        let bad = pod_spec(serde_json::json!({
+            "securityContext": {"fsGroup": -1, "supplementalGroups": [5, 4_294_967_296_i64],
+                "seccompProfile": {"type": "Localhost"}},
+            "containers": [{"name": "a", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": true}}]
+        }));
+        let mut errs = ValidationErrors::new();
+        bad.validate("spec", &mut errs);
+        let text = errs.to_string();
+        for want in [
+            "spec.securityContext.fsGroup: must be between 0 and 4294967295, got -1",
+            "spec.securityContext.supplementalGroups[1]: must be between 0 and 4294967295",
+            "spec.securityContext.seccompProfile.type: Localhost profiles are not supported",
+            "spec.containers[0].securityContext.allowPrivilegeEscalation: true is not supported",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert_eq!(errs.errors.len(), 4, "{text}");
+        // Unconfined at pod level needs an administrator like at container level.
+        let unconfined = pod_spec(serde_json::json!({
+            "securityContext": {"seccompProfile": {"type": "Unconfined"}},
+            "containers": [{"name": "a", "image": "busybox"}]
+        }));
+        assert_eq!(
+            unconfined.privileged_settings("spec"),
+            ["spec.securityContext.seccompProfile.type"]
+        );
+    }
+
+    #[test]
+    fn lifecycle_hooks_and_http_get_fields_are_checked() {
+        let ok = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "busybox",
+                "ports": [{"name": "web", "containerPort": 8080}],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo up"]}},
+                    "preStop": {"httpGet": {"path": "/quit", "port": "web", "host": "127.0.0.1",
+                        "scheme": "HTTPS", "httpHeaders": [{"name": "X-Token", "value": "a b"}]}}},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080,
+                    "httpHeaders": [{"name": "Custom-Header", "value": "Awesome"}]}}}]
+        }));
+        let mut errs = ValidationErrors::new();
+        ok.validate("spec", &mut errs);
+        assert!(errs.is_empty(), "{errs}");
+        let bad = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "busybox",
+                "lifecycle": {
+                    "postStart": {"exec": {"command": []}, "sleep": {"seconds": 1}},
+                    "preStop": {"httpGet": {"path": "quit", "port": "web", "host": "db.local",
+                        "httpHeaders": [{"name": "Bad Name", "value": "x\r\ny"}]}}},
+                "readinessProbe": {"httpGet": {"port": 80, "httpHeaders": [{"name": "", "value": ""}]}}}],
+            "initContainers": [{"name": "i", "image": "busybox",
+                "startupProbe": {"exec": {"command": ["true"]}, "successThreshold": 2},
+                "lifecycle": {"preStop": {"sleep": {"seconds": -1}}}}]
+        }));
+        let mut errs = ValidationErrors::new();
+        bad.validate("spec", &mut errs);
+        let text = errs.to_string();
+        for want in [
+            "spec.containers[0].lifecycle.postStart: exactly one of exec, httpGet or sleep must be set",
+            "spec.containers[0].lifecycle.postStart.exec.command: must not be empty",
+            "spec.containers[0].lifecycle.preStop.httpGet.port: no port named \"web\"",
+            "spec.containers[0].lifecycle.preStop.httpGet.path: must start with '/'",
+            "spec.containers[0].lifecycle.preStop.httpGet.host: expected an IPv4 address",
+            "spec.containers[0].lifecycle.preStop.httpGet.httpHeaders[0].name: \"Bad Name\" is not a valid HTTP header name",
+            "spec.containers[0].lifecycle.preStop.httpGet.httpHeaders[0].value: must not contain a line break",
+            "spec.containers[0].readinessProbe.httpGet.httpHeaders[0].name",
+            "spec.initContainers[0].lifecycle: must not be set on an init container",
+            "spec.initContainers[0].startupProbe: must not be set on an init container",
+            "spec.initContainers[0].startupProbe.successThreshold: must be 1 for a liveness or startup probe, got 2",
+            "spec.initContainers[0].lifecycle.preStop.sleep.seconds: must not be negative, got -1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn capability_names_with_and_without_prefix() {
         assert_eq!(capability_numbers("NET_ADMIN"), Some(vec![12]));
         assert_eq!(capability_numbers("CAP_NET_ADMIN"), Some(vec![12]));
@@ -1399,7 +1767,7 @@ mod tests {
             "spec.containers[0].resources.requests.cpu: request 2 is greater than limit 1",
             "spec.containers[0].volumeMounts[0].name: no volume named \"missing\"",
             "spec.containers[0].volumeMounts[0].mountPath: must be an absolute path",
-            "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket or httpGet",
+            "spec.containers[0].livenessProbe: exactly one of exec, tcpSocket, httpGet or grpc",
             "spec.containers[0].livenessProbe.tcpSocket.port: no port named \"http\"",
             "spec.containers[0].livenessProbe.successThreshold: must be 1",
             "spec.volumes[0]: exactly one of emptyDir, hostPath, configMap",

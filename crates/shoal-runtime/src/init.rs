@@ -105,6 +105,7 @@ pub(crate) fn container_main(
         etc_files: &cfg.etc_files,
         binds: &cfg.binds,
         host_dev: Path::new("/dev"),
+        read_only_root: cfg.spec.security.read_only_rootfs,
     })?;
     mounts::apply(&steps)?;
     // Wait until the supervisor has released us (on v2, after moving us
@@ -234,7 +235,16 @@ pub(crate) fn become_process(
     shoal_files::set_umask(shoal_files::CONTAINER_UMASK);
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let ids = crate::user::resolve_user(user, &passwd, &group)?;
+    let mut ids = crate::user::resolve_user(user, &passwd, &group)?;
+    if security.run_as_non_root && ids.uid == 0 {
+        return Err(format!(
+            "container has runAsNonRoot and user {user:?} is root (uid 0)"
+        ));
+    }
+    ids.add_groups(&security.supplemental_groups);
+    if let Some(g) = security.fs_group {
+        ids.add_groups(&[g]);
+    }
     let cwd = if cwd.is_empty() { "/" } else { cwd };
     if !Path::new(cwd).exists() {
         mkdir_p(Path::new(cwd))?;

@@ -69,6 +69,9 @@ pub struct RootfsInput<'a> {
     pub binds: &'a [(PathBuf, PathBuf, bool)],
     /// Where the host's devices are (`/dev`; a directory in tests).
     pub host_dev: &'a Path,
+    /// Make the root read-only after the pivot (`readOnlyRootFilesystem`); the mounts
+    /// on it (volumes, `/dev`, `/proc`, `/etc` files) keep their own flags.
+    pub read_only_root: bool,
 }
 
 /// One step of the root file system setup.
@@ -319,6 +322,17 @@ pub fn plan(input: &RootfsInput<'_>) -> Result<Vec<Step>, String> {
             .iter()
             .map(|p| Step::ReadOnly(PathBuf::from(p))),
     );
+    if input.read_only_root {
+        // A bind remount changes this mount only, not the overlay's super block nor
+        // the mounts below it.
+        out.push(Step::Mount {
+            source: None,
+            target: PathBuf::from("/"),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            data: None,
+        });
+    }
     Ok(out)
 }
 
@@ -464,6 +478,7 @@ mod tests {
             etc_files: etc,
             binds,
             host_dev: Path::new("/dev"),
+            read_only_root: false,
         }
     }
 
@@ -495,6 +510,35 @@ mod tests {
         );
         let err = plan(&input(&v2, &[], &[], &[])).unwrap_err();
         assert!(err.contains("no layers"), "{err}");
+    }
+
+    #[test]
+    fn read_only_root_is_remounted_last_and_only_when_asked() {
+        let v2 = CgroupLayout::V2 {
+            root: PathBuf::from("/sys/fs/cgroup"),
+        };
+        let layers = [PathBuf::from("/l/base")];
+        let binds = [(PathBuf::from("/data"), PathBuf::from("/srv/data"), false)];
+        let ro_root = |s: &Step| {
+            matches!(s, Step::Mount { source: None, target, flags, .. }
+                if target == Path::new("/") && flags.contains(MsFlags::MS_RDONLY))
+        };
+        let plain = plan(&input(&v2, &layers, &binds, &[])).unwrap();
+        assert!(!plain.iter().any(ro_root));
+        let mut inp = input(&v2, &layers, &binds, &[]);
+        inp.read_only_root = true;
+        let steps = plan(&inp).unwrap();
+        let last = steps.last().expect("steps");
+        assert!(ro_root(last), "{last:?}");
+        assert!(matches!(last, Step::Mount { flags, .. }
+            if flags.contains(MsFlags::MS_BIND | MsFlags::MS_REMOUNT)));
+        // The volume is still bound writable.
+        assert!(steps.contains(&Step::BindInto {
+            source: "/data".into(),
+            root: "/run/r".into(),
+            dest: "/srv/data".into(),
+            read_only: false,
+        }));
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub enum RuntimeError {
         /// Why.
         message: String,
     },
+    /// The spec cannot be honoured with this image (e.g. `runAsNonRoot` and a root
+    /// user): the kubelet's `CreateContainerConfigError`.
+    #[error("container {id}: {message}")]
+    Config {
+        /// Container id.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The container is not running.
     #[error("container {0} is not running")]
     NotRunning(String),
@@ -271,9 +280,17 @@ impl Runtime {
                     }
                     let p = sandbox.volume_dir(v);
                     // 0777 like Kubernetes' emptyDir: any user of the pod writes it; no
-                    // user of the host reaches it (the pod directory is 0700).
-                    shoal_files::dir_with_mode(&p, 0o777)
+                    // user of the host reaches it (the pod directory is 0700). With an
+                    // fsGroup, owned by that group and setgid, so what is made in it
+                    // belongs to the group too.
+                    let fs_group = spec.security.fs_group;
+                    let mode = if fs_group.is_some() { 0o2777 } else { 0o777 };
+                    shoal_files::dir_with_mode(&p, mode)
                         .map_err(io_err(format!("create volume {}", p.display())))?;
+                    if let Some(g) = fs_group {
+                        crate::util::own_by_group(&p, g, mode)
+                            .map_err(io_err(format!("fsGroup {g} on volume {}", p.display())))?;
+                    }
                     p
                 }
                 MountSource::HostPath(p) => {
@@ -305,6 +322,12 @@ impl Runtime {
             .user
             .clone()
             .unwrap_or_else(|| image.config.user.clone());
+        if spec.security.run_as_non_root {
+            crate::spec::check_non_root(&user).map_err(|message| RuntimeError::Config {
+                id: id.clone(),
+                message,
+            })?;
+        }
         let log_path = spec
             .log_path
             .clone()

@@ -161,6 +161,36 @@ pub struct Security {
     /// Capability numbers removed (after adding).
     #[serde(default)]
     pub cap_drop: Vec<u32>,
+    /// Refuse to run as uid 0 (`runAsNonRoot`): the start fails with
+    /// [`crate::RuntimeError::Config`] when the user is root or a name (which cannot be
+    /// checked before the rootfs exists, as in Kubernetes).
+    #[serde(default)]
+    pub run_as_non_root: bool,
+    /// Mount the root file system read-only (volumes and `/etc` files stay as they are).
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// Supplementary groups added to the user's (`supplementalGroups`, `fsGroup`).
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
+    /// The group that owns the pod's emptyDir volumes (created setgid, group-writable).
+    #[serde(default)]
+    pub fs_group: Option<u32>,
+}
+
+/// Whether the user spec `user` (`uid`, `uid:gid`, `name`, empty for root) may run
+/// with `runAsNonRoot`: the kubelet's rule, so the same manifests fail the same way.
+pub fn check_non_root(user: &str) -> Result<(), String> {
+    let uid = user.split(':').next().unwrap_or("").trim();
+    match uid.parse::<u32>() {
+        Ok(0) => Err("container has runAsNonRoot and image will run as root (uid 0)".into()),
+        Ok(_) => Ok(()),
+        Err(_) if uid.is_empty() => {
+            Err("container has runAsNonRoot and image will run as root (no user set)".into())
+        }
+        Err(_) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({uid}), cannot verify user is non-root"
+        )),
+    }
 }
 
 impl Security {
@@ -247,15 +277,32 @@ mod tests {
         let def = Security::default();
         assert_eq!(def.cap_mask(), crate::caps::default_mask());
         let s = Security {
-            seccomp_unconfined: false,
             cap_add: vec![12, 0, 99],
             cap_drop: vec![0, 13],
+            ..Security::default()
         };
         let m = s.cap_mask();
         assert!(m & (1 << 12) != 0, "NET_ADMIN added");
         assert!(m & 1 == 0, "CHOWN dropped even though also added");
         assert!(m & (1 << 13) == 0, "NET_RAW dropped");
         assert_eq!(m.count_ones(), crate::caps::default_mask().count_ones() - 1);
+    }
+
+    #[test]
+    fn run_as_non_root_follows_the_kubelet() {
+        for ok in ["1000", "1000:0", "65534:65534"] {
+            assert_eq!(check_non_root(ok), Ok(()), "{ok}");
+        }
+        for (bad, want) in [
+            ("", "will run as root"),
+            ("0", "will run as root (uid 0)"),
+            ("0:1000", "will run as root (uid 0)"),
+            ("nobody", "non-numeric user (nobody)"),
+            ("app:app", "non-numeric user (app)"),
+        ] {
+            let e = check_non_root(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -16,6 +16,16 @@ pub struct UserIds {
     pub home: String,
 }
 
+impl UserIds {
+    /// Adds supplementary groups (`supplementalGroups`, `fsGroup`), keeping the list
+    /// sorted and without the primary group or duplicates.
+    pub fn add_groups(&mut self, extra: &[u32]) {
+        self.groups.extend(extra.iter().filter(|g| **g != self.gid));
+        self.groups.sort_unstable();
+        self.groups.dedup();
+    }
+}
+
 /// Resolves `spec` using the contents of the container's passwd and group
 /// files (empty strings if absent). Empty `spec` means root.
 pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<UserIds, String> {
@@ -111,5 +121,12 @@ mod tests {
         assert_eq!((u.uid, u.gid), (4242, 4343));
         assert!(resolve_user("nobody", PW, GR).is_err());
         assert!(resolve_user("user:nogroup", PW, GR).is_err());
+        let mut u = resolve_user("user", PW, GR).unwrap();
+        u.add_groups(&[2000, 1000, 10, 5]);
+        assert_eq!(
+            u.groups,
+            vec![5, 10, 2000],
+            "sorted, no primary group, no duplicates"
+        );
     }
 }

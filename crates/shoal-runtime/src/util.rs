@@ -35,6 +35,14 @@ pub fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::other(format!("{}: path contains NUL", path.display())))
 }
 
+/// Gives directory `dir` to group `gid` and sets `mode` again (after the chown, which
+/// may clear a setgid bit).
+pub fn own_by_group(dir: &Path, gid: u32, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
 /// Whether another process holds an exclusive `flock` on `path`.
 pub fn is_locked(path: &Path) -> bool {
     let Ok(f) = File::open(path) else {

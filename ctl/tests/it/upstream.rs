@@ -1,6 +1,7 @@
 //! Manifests from the Kubernetes documentation that use ConfigMaps, init containers,
-//! Jobs and a StatefulSet with a headless Service (`ctl/tests/fixtures/upstream/`, kept
-//! unchanged but for what each file's first lines say) pass `apply --dry-run=server`,
+//! Jobs, a StatefulSet with a headless Service, securityContext, lifecycle hooks and probe
+//! headers (`ctl/tests/fixtures/upstream/`, kept unchanged but for what a file's first
+//! lines say) pass `apply --dry-run=server`,
 //! writing nothing; then a real apply of each creates what it lists.
 
 use crate::harness::{Controller, workspace};
@@ -14,7 +15,7 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     for f in &files {
         let path = f.to_str().expect("utf-8");
         let out = c.ctl(&["apply", "--dry-run=server", "-f", path]).ok();
@@ -40,7 +41,14 @@ fn upstream_manifests_pass_server_dry_run_unchanged() {
         "statefulset/web\n"
     );
     let pods = c.ctl(&["get", "pods", "-o", "name"]).ok();
-    for p in ["pod/dapi-test-pod", "pod/init-demo", "pod/redis"] {
+    for p in [
+        "pod/dapi-test-pod",
+        "pod/init-demo",
+        "pod/redis",
+        "pod/liveness-http",
+        "pod/security-context-demo",
+        "pod/lifecycle-demo",
+    ] {
         assert!(pods.lines().any(|l| l == p), "{p} missing from {pods}");
     }
 }
