@@ -69,6 +69,12 @@ fn matches_parts(pattern: &[String], path: &[&str]) -> bool {
     }
 }
 
+/// Whether `name` (one path component) matches `pattern` (`*`, `?`, `[…]`), as COPY's
+/// source globs and `.dockerignore` lines match.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(pattern.as_bytes(), name.as_bytes())
+}
+
 /// Go's `filepath.Match` for one component: `*`, `?`, `[abc]`, `[a-z]`, `[^a]`, `\x`.
 fn glob(p: &[u8], s: &[u8]) -> bool {
     match p.split_first() {
