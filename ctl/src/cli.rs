@@ -458,7 +458,7 @@ pub struct BuildArgs {
     pub quiet: bool,
     /// The build context: a directory (`.dockerignore` in it is honoured).
     #[arg(value_name = "DIR")]
-    pub context: PathBuf,
+    pub dir: PathBuf,
 }
 
 /// Arguments of `commit`.

@@ -119,7 +119,7 @@ fn add_dir(
 
 /// Runs `build`.
 pub async fn run(ctx: &mut Context, args: BuildArgs) -> Result<(), CtlError> {
-    let context = args.context.clone();
+    let context = args.dir.clone();
     let meta = std::fs::metadata(&context).map_err(|source| CtlError::Io {
         path: context.display().to_string(),
         source,
