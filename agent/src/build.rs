@@ -12,8 +12,10 @@
 //! A RUN step is a container of the step's parent image in the build's sandbox (which
 //! has the pod network when the node has one); its overlayfs upper directory becomes the
 //! step's layer. COPY and ADD write their layer from the context (or a stage's files)
-//! directly. The result goes back to the controller as an OCI-layout tarball; the
-//! controller imports it into the cluster's store, so a failed build leaves no image.
+//! directly. The result goes back to the controller: `result` (with the manifest digest)
+//! first, then the image as an OCI-layout tarball, which the controller imports into the
+//! cluster's store unless the cluster has that digest already (a cached rebuild then only
+//! names it); a failed build leaves no image.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -410,19 +412,35 @@ pub async fn build(
     })
     .await
     .map_err(|e| internal("build")(&e))??;
-    send_image(rt.images(), &state, &name, &tmp.0, &out).await?;
+    let result = BuildResult {
+        name: name.clone(),
+        digest: state.manifest.to_string(),
+        node: agent.name.clone(),
+        steps: exec.steps,
+        cached: exec.cached,
+    };
+    send_result_and_image(rt.images(), &state, result, &tmp.0, &out).await
+}
+
+/// Sends `result`, then the image: the controller stops reading (and the send fails
+/// quietly) when the cluster has that digest already.
+async fn send_result_and_image(
+    store: &ImageStore,
+    state: &State,
+    result: BuildResult,
+    tmp: &Path,
+    out: &Progress,
+) -> Result<(), BuildFailure> {
+    let name = result.name.clone();
     out.send(Ok(BuildOutput {
-        output: Some(Output::Result(BuildResult {
-            name,
-            digest: state.manifest.to_string(),
-            node: agent.name.clone(),
-            steps: exec.steps,
-            cached: exec.cached,
-        })),
+        output: Some(Output::Result(result)),
     }))
     .await
     .map_err(|_| BuildFailure::Gone)?;
-    Ok(())
+    match send_image(store, state, &name, tmp, out).await {
+        Err(BuildFailure::Gone) => Ok(()),
+        r => r,
+    }
 }
 
 async fn say_async(out: &Progress, text: String) -> Result<(), BuildFailure> {
@@ -1048,18 +1066,14 @@ pub async fn commit(
     })
     .await
     .map_err(|e| internal("commit")(&e))??;
-    send_image(agent.rt.images(), &state, &name, &tmp.0, &out).await?;
-    out.send(Ok(BuildOutput {
-        output: Some(Output::Result(BuildResult {
-            name,
-            digest: state.manifest.to_string(),
-            node: agent.name.clone(),
-            steps: 1,
-            cached: 0,
-        })),
-    }))
-    .await
-    .map_err(|_| BuildFailure::Gone)
+    let result = BuildResult {
+        name,
+        digest: state.manifest.to_string(),
+        node: agent.name.clone(),
+        steps: 1,
+        cached: 0,
+    };
+    send_result_and_image(agent.rt.images(), &state, result, &tmp.0, &out).await
 }
 
 #[cfg(test)]

@@ -423,9 +423,10 @@ pub fn pick_build_node(nodes: &[Value], pods_per_node: &HashMap<String, usize>) 
         .map(String::from)
 }
 
-/// Passes a build's (or commit's) output on to the client and imports the image it ends
-/// with; the `result` sent last carries the cluster's digest. A failure anywhere imports
-/// nothing.
+/// Passes a build's (or commit's) output on to the client and stores the image: the agent
+/// sends `result` (its manifest digest) and then the image as a tarball. When the cluster
+/// has that digest already (a cached rebuild), the name is only tagged and the tarball not
+/// read; otherwise it is imported. A failure anywhere stores nothing.
 async fn relay_build(
     images: crate::images::ImagesService,
     node: String,
@@ -433,76 +434,72 @@ async fn relay_build(
     mut upstream: Streaming<BuildOutput>,
     tx: tokio::sync::mpsc::Sender<Result<BuildOutput, Status>>,
 ) {
-    use crate::images::ImagesError;
-    let (img_tx, img_rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, ImagesError>>(8);
-    let import = tokio::spawn(async move {
-        images
-            .import_stream(tokio_stream::wrappers::ReceiverStream::new(img_rx), &name)
-            .await
-    });
-    let abandon = |why: &str| {
-        let _ = img_tx.try_send(Err(ImagesError::Invalid(why.to_string())));
-        import.abort();
+    let fail = |status: Status| {
+        to_status(&ProxyError::Agent {
+            node: node.clone(),
+            status,
+        })
     };
-    loop {
+    // Progress, until the result.
+    let mut result = loop {
         match upstream.message().await {
             Ok(Some(BuildOutput {
-                output: Some(build_output::Output::Image(data)),
-            })) => {
-                if img_tx.send(Ok(data)).await.is_err() {
-                    // The import stopped (too large, disk): its error comes with `result`.
-                    continue;
-                }
-            }
-            Ok(Some(BuildOutput {
-                output: Some(build_output::Output::Result(mut r)),
-            })) => {
-                drop(img_tx);
-                let imported = match import.await {
-                    Ok(Ok(records)) => records,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(crate::images::to_status(&e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("import: {e}")))).await;
-                        return;
-                    }
-                };
-                if let Some(rec) = imported.first() {
-                    r.digest = rec.digest.clone();
-                }
-                r.node = node;
-                let _ = tx
-                    .send(Ok(BuildOutput {
-                        output: Some(build_output::Output::Result(r)),
-                    }))
-                    .await;
-                return;
-            }
+                output: Some(build_output::Output::Result(r)),
+            })) => break r,
             Ok(Some(other)) => {
                 if tx.send(Ok(other)).await.is_err() {
-                    abandon("the client went away");
                     return;
                 }
             }
             Ok(None) => {
-                abandon("the agent ended without a result");
                 let _ = tx
-                    .send(Err(to_status(&ProxyError::Agent {
-                        node,
-                        status: Status::internal("the build ended without a result"),
-                    })))
+                    .send(Err(fail(Status::internal(
+                        "the build ended without a result",
+                    ))))
                     .await;
                 return;
             }
             Err(s) => {
-                abandon("the build failed");
-                let _ = tx
-                    .send(Err(to_status(&ProxyError::Agent { node, status: s })))
-                    .await;
+                let _ = tx.send(Err(fail(s))).await;
                 return;
             }
+        }
+    };
+    result.node = node.clone();
+    let stored = match images.find(&result.digest).await {
+        Ok(_) => images.tag(&result.digest, &name).await.map(|r| r.digest),
+        Err(_) => {
+            let chunks = futures::stream::unfold(upstream, |mut up| async move {
+                match up.message().await {
+                    Ok(Some(BuildOutput {
+                        output: Some(build_output::Output::Image(data)),
+                    })) => Some((Ok(data), up)),
+                    Ok(Some(_)) => Some((Ok(Vec::new()), up)),
+                    Ok(None) => None,
+                    Err(s) => Some((Err(crate::images::ImagesError::Stream(s)), up)),
+                }
+            });
+            images.import_stream(chunks, &name).await.map(|records| {
+                records
+                    .first()
+                    .map(|r| r.digest.clone())
+                    .unwrap_or_default()
+            })
+        }
+    };
+    match stored {
+        Ok(digest) => {
+            if !digest.is_empty() {
+                result.digest = digest;
+            }
+            let _ = tx
+                .send(Ok(BuildOutput {
+                    output: Some(build_output::Output::Result(result)),
+                }))
+                .await;
+        }
+        Err(e) => {
+            let _ = tx.send(Err(crate::images::to_status(&e))).await;
         }
     }
 }
