@@ -29,7 +29,7 @@ pub fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>, CtlError> 
     let mut out = BTreeMap::new();
     for a in raw {
         match a.split_once('=') {
-            Some((k, _)) if k.is_empty() => {
+            Some(("", _)) => {
                 return Err(CtlError::Usage(format!("--build-arg {a:?}: expected K=V")));
             }
             Some((k, v)) => {
