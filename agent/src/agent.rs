@@ -124,7 +124,9 @@ pub struct Agent {
     pub sys: SysInfo,
     backoff_initial: Duration,
     /// Images: the cluster's store, then registries.
-    puller: crate::pull::Puller,
+    pub(crate) puller: crate::pull::Puller,
+    /// Image builds (`shoalctl build`): their runtime and cache, made on the first build.
+    pub(crate) builds: crate::build::Builds,
     pods: Mutex<BTreeMap<String, Pod>>,
     /// Set once the pods were listed: before that an empty cache would mean
     /// "remove everything" to the plan (fatal after an agent restart).
@@ -252,6 +254,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         name: name.clone(),
         endpoint: endpoint.clone(),
         puller,
+        builds: crate::build::Builds::default(),
         rt,
         ctl: ctl.clone(),
         dir,

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod build;
 pub mod events;
 pub mod forward;
 pub mod hooks;

@@ -1,5 +1,5 @@
 //! The `Agent` gRPC service the controllers call: Ping, Logs, Exec, Attach, PortForward,
-//! Stats.
+//! Stats, Build and Commit.
 
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -11,9 +11,9 @@ use shoal_proto::agent_server::{Agent as AgentApi, AgentServer};
 use shoal_proto::exec_input::Input;
 use shoal_proto::exec_output::Output;
 use shoal_proto::{
-    ContainerStats, ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, PingRequest,
-    PingResponse, PortForwardInput, PortForwardOutput, StatsRequest, StatsResponse,
-    port_forward_input,
+    BuildInput, BuildOutput, CommitRequest, ContainerStats, ExecInput, ExecOutput, LogChunk,
+    LogsRequest, NodeStats, PingRequest, PingResponse, PortForwardInput, PortForwardOutput,
+    StatsRequest, StatsResponse, build_input, port_forward_input,
 };
 use shoal_runtime::{ExecSpec, LogOptions, RuntimeError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -464,6 +464,78 @@ impl AgentApi for AgentService {
             });
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type BuildStream = BoxStream<BuildOutput>;
+
+    async fn build(
+        &self,
+        r: Request<Streaming<BuildInput>>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let mut input = r.into_inner();
+        let start = match input.message().await? {
+            Some(BuildInput {
+                input: Some(build_input::Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "build: the first message must be `start`",
+                ));
+            }
+        };
+        // The context, to a file: the build reads it once the client sent all of it.
+        let dir = self.agent.dir.join("build").join("tmp");
+        shoal_files::private_dir(&dir)
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let context = tempfile::Builder::new()
+            .prefix("context-")
+            .tempfile_in(&dir)
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let mut file = tokio::fs::File::from_std(
+            context
+                .reopen()
+                .map_err(|e| Status::internal(format!("build context: {e}")))?,
+        );
+        while let Some(m) = input.message().await? {
+            if let Some(build_input::Input::Context(data)) = m.input {
+                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+                    .await
+                    .map_err(|e| Status::internal(format!("build context: {e}")))?;
+            }
+        }
+        drop(file);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let agent = self.agent.clone();
+        tokio::spawn(async move {
+            let path = context.path().to_path_buf();
+            let r = crate::build::build(agent, start, path, tx.clone()).await;
+            drop(context);
+            if let Err(e) = r {
+                let _ = tx.send(Err(crate::build::to_status(&e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type CommitStream = BoxStream<BuildOutput>;
+
+    async fn commit(
+        &self,
+        r: Request<CommitRequest>,
+    ) -> Result<Response<Self::CommitStream>, Status> {
+        let req = r.into_inner();
+        let c = self.find(&req.namespace, &req.pod, &req.container).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let agent = self.agent.clone();
+        tokio::spawn(async move {
+            let r =
+                crate::build::commit(agent, req, c.id.clone(), c.status.image.clone(), tx.clone())
+                    .await;
+            if let Err(e) = r {
+                let _ = tx.send(Err(crate::build::to_status(&e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type PortForwardStream = BoxStream<PortForwardOutput>;

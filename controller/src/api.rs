@@ -147,8 +147,10 @@ pub async fn serve(
         None => None,
     };
     let _registry_stop = registry_stop;
+    let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone())
+        .with_images(images_service.clone())
+        .into_server();
     let images = images_service.into_server();
-    let proxy = crate::proxy::ProxyService::new(store.clone(), tls.clone()).into_server();
     let access =
         crate::access::AccessService::new(store.clone(), tls.clone(), cipher).into_server();
     let server_tls = tls.server_config()?;

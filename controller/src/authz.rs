@@ -93,7 +93,11 @@ pub fn controller_policy() -> Policy {
                 Identity::Node { .. },
             )
             | (
-                "/shoal.v1.Images/Import" | "/shoal.v1.Images/Remove" | "/shoal.v1.Images/Tag",
+                "/shoal.v1.Images/Import"
+                | "/shoal.v1.Images/Remove"
+                | "/shoal.v1.Images/Tag"
+                | "/shoal.v1.Proxy/Build"
+                | "/shoal.v1.Proxy/Commit",
                 Identity::User {
                     role: Role::View, ..
                 }
@@ -747,5 +751,22 @@ mod tests {
             }
         }
         assert!(policy("/shoal.v1.Images/Resolve", Some(&user(Role::View, None))).is_ok());
+    }
+
+    #[test]
+    fn builds_and_commits_need_what_importing_needs() {
+        let policy = controller_policy();
+        for path in ["/shoal.v1.Proxy/Build", "/shoal.v1.Proxy/Commit"] {
+            assert!(policy(path, Some(&user(Role::Admin, None))).is_ok());
+            assert!(policy(path, Some(&user(Role::Edit, None))).is_ok());
+            for who in [
+                user(Role::View, None),
+                user(Role::Edit, Some("team-a")),
+                Identity::Node { name: "n1".into() },
+            ] {
+                let e = policy(path, Some(&who)).unwrap_err();
+                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{path} {who}");
+            }
+        }
     }
 }

@@ -646,6 +646,46 @@ impl ImagesService {
         result
     }
 
+    /// Imports an archive arriving in pieces (an `Import` upload, the image a build or a
+    /// commit produced), with an optional extra `tag`. An `Err` piece abandons it: nothing
+    /// is imported.
+    pub async fn import_stream<S>(
+        &self,
+        chunks: S,
+        tag: &str,
+    ) -> Result<Vec<ImageRecord>, ImagesError>
+    where
+        S: Stream<Item = Result<Vec<u8>, ImagesError>> + Send,
+    {
+        let mut chunks = std::pin::pin!(chunks);
+        let file = tempfile::Builder::new()
+            .prefix("import-")
+            .suffix(".tar")
+            .tempfile_in(&self.upload_dir)
+            .map_err(|e| io_err(&self.upload_dir, e))?;
+        let path = file.path().to_path_buf();
+        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| io_err(&path, e))?);
+        let mut total = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let data = chunk?;
+            total += data.len() as u64;
+            // Stop as the bytes arrive; the temporary file goes with `file`.
+            check_import_size(total, self.max_image_size)?;
+            out.write_all(&data).await.map_err(|e| io_err(&path, e))?;
+        }
+        out.flush().await.map_err(|e| io_err(&path, e))?;
+        drop(out);
+        if total == 0 {
+            return Err(ImagesError::Invalid(
+                "import: the stream held no data".into(),
+            ));
+        }
+        tracing::info!(bytes = total, "image archive received");
+        let result = self.import_file(&path, Some(tag)).await;
+        drop(file);
+        result
+    }
+
     async fn replicate_all(&self, images: &[Prepared]) -> Result<Vec<ImageRecord>, ImagesError> {
         let mut out = Vec::new();
         for p in images {
@@ -1413,38 +1453,16 @@ impl Images for ImagesService {
         request: Request<Streaming<ImportChunk>>,
     ) -> Result<Response<ImportResponse>, Status> {
         let mut stream = request.into_inner();
-        let file = tempfile::Builder::new()
-            .prefix("import-")
-            .suffix(".tar")
-            .tempfile_in(&self.upload_dir)
-            .map_err(|e| io_err(&self.upload_dir, e))?;
-        let path = file.path().to_path_buf();
-        let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| io_err(&path, e))?);
-        let mut tag = String::new();
-        let mut first = true;
-        let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(ImagesError::Stream)?;
-            if first {
-                tag = chunk.tag.clone();
-                first = false;
+        let first = match stream.next().await {
+            Some(chunk) => chunk.map_err(ImagesError::Stream)?,
+            None => {
+                return Err(ImagesError::Invalid("import: the stream held no data".into()).into());
             }
-            total += chunk.data.len() as u64;
-            // Stop as the bytes arrive; the temporary file goes with `file`.
-            check_import_size(total, self.max_image_size)?;
-            out.write_all(&chunk.data)
-                .await
-                .map_err(|e| io_err(&path, e))?;
-        }
-        out.flush().await.map_err(|e| io_err(&path, e))?;
-        drop(out);
-        if total == 0 {
-            return Err(ImagesError::Invalid("import: the stream held no data".into()).into());
-        }
-        tracing::info!(bytes = total, "image archive received");
-        let result = self.import_file(&path, Some(&tag)).await;
-        drop(file);
-        let images = result?;
+        };
+        let tag = first.tag.clone();
+        let chunks = tokio_stream::once(Ok(first.data))
+            .chain(stream.map(|c| c.map(|c| c.data).map_err(ImagesError::Stream)));
+        let images = self.import_stream(chunks, &tag).await?;
         Ok(Response::new(ImportResponse {
             images: images.iter().map(ImageRecord::to_info).collect(),
         }))

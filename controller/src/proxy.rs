@@ -1,6 +1,11 @@
 //! The `Proxy` gRPC service: `logs`, `exec`, `attach`, `port-forward` and `stats` reach the pod's agent through the
 //! controller, so users need to reach only a controller. The pod's `spec.nodeName` names the
 //! node; the Node object's `status.agentEndpoint` is the agent's `host:port`.
+//!
+//! `build` and `commit` run on an agent too (a build on `--node` or the node
+//! [`pick_build_node`] chooses; a commit on the pod's node); the agent sends the image back
+//! as a tarball, which the controller imports into the cluster's image store only when the
+//! build succeeded (docs/build.md).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,8 +17,9 @@ use serde_json::Value;
 use shoal_proto::agent_client::AgentClient;
 use shoal_proto::proxy_server::{Proxy, ProxyServer};
 use shoal_proto::{
-    ExecInput, ExecOutput, LogChunk, LogsRequest, NodeStats, PortForwardInput, PortForwardOutput,
-    StatsRequest, StatsResponse, exec_input, port_forward_input,
+    BuildInput, BuildOutput, CommitRequest, ExecInput, ExecOutput, LogChunk, LogsRequest,
+    NodeStats, PortForwardInput, PortForwardOutput, StatsRequest, StatsResponse, build_input,
+    build_output, exec_input, port_forward_input,
 };
 use shoal_store::{Consistency, Store, StoreError};
 use tokio_stream::StreamExt;
@@ -121,6 +127,8 @@ pub struct ProxyService {
     tls: crate::pki::ControllerTls,
     /// One lazily connecting channel per (node, agent endpoint).
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The cluster's image store: where builds and commits land.
+    images: Option<crate::images::ImagesService>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -178,7 +186,40 @@ impl ProxyService {
             store,
             tls,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            images: None,
         }
+    }
+
+    /// Builds and commits import their images into `images`.
+    pub fn with_images(mut self, images: crate::images::ImagesService) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// The node a build runs on: `--node`, else [`pick_build_node`]'s choice.
+    async fn build_target(&self, node: &str) -> Result<AgentTarget, ProxyError> {
+        if !node.is_empty() {
+            return self.node_target(node).await;
+        }
+        let (nodes, _) = self.store.list("Node/", Consistency::Local).await?;
+        let (pods, _) = self.store.list("Pod/", Consistency::Local).await?;
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for p in &pods {
+            if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+                *load.entry(n.to_string()).or_default() += 1;
+            }
+        }
+        let name = pick_build_node(&nodes, &load).ok_or_else(|| {
+            ProxyError::Invalid(
+                "build: no Ready, schedulable node with an agent to build on (name one with --node)"
+                    .into(),
+            )
+        })?;
+        let v = nodes
+            .iter()
+            .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(name.as_str()))
+            .ok_or_else(|| ProxyError::NodeNotFound(name.clone()))?;
+        target_of_node(&name, v)
     }
 
     /// The tonic server for this service.
@@ -344,6 +385,125 @@ impl ProxyService {
     }
 }
 
+/// The node a build goes to when none is named: Ready, not cordoned, without a
+/// `NoSchedule`/`NoExecute` taint, with an agent endpoint; of those the one with the fewest
+/// pods (ties: the name that sorts first). Pure.
+pub fn pick_build_node(nodes: &[Value], pods_per_node: &HashMap<String, usize>) -> Option<String> {
+    nodes
+        .iter()
+        .filter(|n| {
+            let ready = n
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+            let cordoned = n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true);
+            let tainted = n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .is_some_and(|t| {
+                    t.iter()
+                        .any(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+                });
+            let endpoint = n
+                .pointer("/status/agentEndpoint")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.trim().is_empty());
+            ready && !cordoned && !tainted && endpoint
+        })
+        .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
+        .min_by_key(|name| {
+            (
+                pods_per_node.get(*name).copied().unwrap_or(0),
+                name.to_string(),
+            )
+        })
+        .map(String::from)
+}
+
+/// Passes a build's (or commit's) output on to the client and stores the image: the agent
+/// sends `result` (its manifest digest) and then the image as a tarball. When the cluster
+/// has that digest already (a cached rebuild), the name is only tagged and the tarball not
+/// read; otherwise it is imported. A failure anywhere stores nothing.
+async fn relay_build(
+    images: crate::images::ImagesService,
+    node: String,
+    name: String,
+    mut upstream: Streaming<BuildOutput>,
+    tx: tokio::sync::mpsc::Sender<Result<BuildOutput, Status>>,
+) {
+    let fail = |status: Status| {
+        to_status(&ProxyError::Agent {
+            node: node.clone(),
+            status,
+        })
+    };
+    // Progress, until the result.
+    let mut result = loop {
+        match upstream.message().await {
+            Ok(Some(BuildOutput {
+                output: Some(build_output::Output::Result(r)),
+            })) => break r,
+            Ok(Some(other)) => {
+                if tx.send(Ok(other)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx
+                    .send(Err(fail(Status::internal(
+                        "the build ended without a result",
+                    ))))
+                    .await;
+                return;
+            }
+            Err(s) => {
+                let _ = tx.send(Err(fail(s))).await;
+                return;
+            }
+        }
+    };
+    result.node = node.clone();
+    let stored = match images.find(&result.digest).await {
+        Ok(_) => images.tag(&result.digest, &name).await.map(|r| r.digest),
+        Err(_) => {
+            let chunks = futures::stream::unfold(upstream, |mut up| async move {
+                match up.message().await {
+                    Ok(Some(BuildOutput {
+                        output: Some(build_output::Output::Image(data)),
+                    })) => Some((Ok(data), up)),
+                    Ok(Some(_)) => Some((Ok(Vec::new()), up)),
+                    Ok(None) => None,
+                    Err(s) => Some((Err(crate::images::ImagesError::Stream(s)), up)),
+                }
+            });
+            images.import_stream(chunks, &name).await.map(|records| {
+                records
+                    .first()
+                    .map(|r| r.digest.clone())
+                    .unwrap_or_default()
+            })
+        }
+    };
+    match stored {
+        Ok(digest) => {
+            if !digest.is_empty() {
+                result.digest = digest;
+            }
+            let _ = tx
+                .send(Ok(BuildOutput {
+                    output: Some(build_output::Output::Result(result)),
+                }))
+                .await;
+        }
+        Err(e) => {
+            let _ = tx.send(Err(crate::images::to_status(&e))).await;
+        }
+    }
+}
+
 /// The agent address of a Node object.
 fn target_of_node(node: &str, v: &Value) -> Result<AgentTarget, ProxyError> {
     match v.pointer("/status/agentEndpoint").and_then(Value::as_str) {
@@ -482,6 +642,81 @@ impl Proxy for ProxyService {
         Ok(Response::new(relay(t.node.clone(), upstream)))
     }
 
+    type BuildStream = BoxStream<BuildOutput>;
+
+    async fn build(
+        &self,
+        request: Request<Streaming<BuildInput>>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = first_message(&mut inbound, "build").await?;
+        let start = match &first.input {
+            Some(build_input::Input::Start(s)) => s.clone(),
+            _ => {
+                return Err(to_status(&ProxyError::Invalid(
+                    "build: the first input message must be `start`".into(),
+                )));
+            }
+        };
+        if start.name.trim().is_empty() {
+            return Err(to_status(&ProxyError::Invalid(
+                "build: the image name is empty (-t NAME[:TAG])".into(),
+            )));
+        }
+        let images = self
+            .images
+            .clone()
+            .ok_or_else(|| Status::unimplemented("this controller has no image store"))?;
+        let t = self.build_target(&start.node).await?;
+        let mut c = self.client(&t)?;
+        let rest = inbound.map_while(|r| r.ok());
+        let outbound = tokio_stream::once(first).chain(rest);
+        let upstream = c
+            .build(Request::new(outbound))
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(relay_build(images, t.node, start.name, upstream, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type CommitStream = BoxStream<BuildOutput>;
+
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<Self::CommitStream>, Status> {
+        let who = caller(&request)?;
+        let req = request.into_inner();
+        // Reading a container's files is what exec does.
+        check_pod_access(&who, Verb::Create, &req.namespace)?;
+        if req.name.trim().is_empty() {
+            return Err(to_status(&ProxyError::Invalid(
+                "commit: the image name is empty (NAME[:TAG])".into(),
+            )));
+        }
+        let images = self
+            .images
+            .clone()
+            .ok_or_else(|| Status::unimplemented("this controller has no image store"))?;
+        let t = self.pod_target(&req.namespace, &req.pod).await?;
+        let mut c = self.client(&t)?;
+        let name = req.name.clone();
+        let upstream = c
+            .commit(req)
+            .await
+            .map_err(|s| self.agent_error(&t, s))?
+            .into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(relay_build(images, t.node, name, upstream, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn stats(
         &self,
         request: Request<StatsRequest>,
@@ -531,6 +766,39 @@ mod tests {
             "{e}"
         );
         assert_eq!(to_status(&e).code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn builds_go_to_the_least_loaded_ready_schedulable_node() {
+        let node = |name: &str, ready: bool, extra: Value| {
+            let mut n = json!({
+                "metadata": {"name": name},
+                "status": {
+                    "agentEndpoint": "127.0.0.1:7100",
+                    "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
+                }
+            });
+            n["spec"] = extra;
+            n
+        };
+        let nodes = vec![
+            node("a", true, json!({})),
+            node("b", true, json!({})),
+            node("c", false, json!({})),
+            node("d", true, json!({"unschedulable": true})),
+            node(
+                "e",
+                true,
+                json!({"taints": [{"key": "k", "effect": "NoSchedule"}]}),
+            ),
+        ];
+        let load: HashMap<String, usize> = [("a".to_string(), 3), ("b".to_string(), 1)].into();
+        assert_eq!(pick_build_node(&nodes, &load).as_deref(), Some("b"));
+        assert_eq!(
+            pick_build_node(&nodes, &HashMap::new()).as_deref(),
+            Some("a")
+        );
+        assert_eq!(pick_build_node(&nodes[2..], &HashMap::new()), None);
     }
 
     #[test]

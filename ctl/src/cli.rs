@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Build an image from a Dockerfile on a node of the cluster and store it in the
+    /// cluster's image store (docs/build.md).
+    Build(BuildArgs),
+    /// Make an image of a pod container's changed files (its writable layer).
+    Commit(CommitArgs),
     /// Print the logs of a pod's container.
     Logs(LogsArgs),
     /// Run a command in a pod's container.
@@ -424,6 +429,54 @@ pub struct LogsArgs {
     /// The previous (terminated) instance of the container.
     #[arg(short = 'p', long)]
     pub previous: bool,
+}
+
+/// Arguments of `build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image's NAME[:TAG] (`:latest` when no tag).
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tag: String,
+    /// The Dockerfile (default: DIR/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A build argument (an ARG's value); repeatable. `K` alone takes K's value from the
+    /// environment.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// The node to build on (default: the controller picks a Ready, schedulable node).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Run every step; use no cached result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print only the image's digest at the end (no step output).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The build context: a directory (`.dockerignore` in it is honoured).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Arguments of `commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The container (default: the pod's only or first container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// A Dockerfile line applied to the image's config (`CMD …`, `ENTRYPOINT …`, `ENV K=V`,
+    /// `WORKDIR …`, `USER …`, `EXPOSE …`, `VOLUME …`, `LABEL …`); repeatable.
+    #[arg(long = "change", value_name = "LINE")]
+    pub changes: Vec<String>,
+    /// The pod (or pod/NAME).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+    /// The new image's NAME[:TAG].
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
 }
 
 /// Arguments of `exec`.

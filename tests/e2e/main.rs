@@ -2,6 +2,7 @@
 //! binaries on a `deploy/netns-cluster` whose nodes are network namespaces.
 //! They need root; build the binaries first (`cargo build --workspace`).
 
+mod build;
 mod comeback;
 mod daemonset;
 mod harness;

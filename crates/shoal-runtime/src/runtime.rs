@@ -603,6 +603,13 @@ impl Runtime {
         }
     }
 
+    /// The container's writable layer (its overlayfs upper directory): every file it
+    /// wrote, and a 0/0 character device for every file it deleted from its image. Read
+    /// by image builds once the container exited, and by `commit`.
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
+    }
+
     /// Reads the container's log.
     pub fn logs(&self, id: &str, opts: LogOptions) -> Result<LogReader, RuntimeError> {
         let cfg = self.load_config(id)?;

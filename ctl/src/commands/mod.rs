@@ -3,7 +3,9 @@
 pub mod access;
 pub mod apply;
 pub mod attach;
+pub mod build;
 pub mod cluster;
+pub mod commit;
 pub mod cordon;
 pub mod cp;
 pub mod create;
@@ -366,6 +368,8 @@ pub async fn dispatch(ctx: &mut Context, command: Command) -> Result<(), CtlErro
         Command::Label(a) => label::run(ctx, a, crate::labels::MetaMap::Labels).await,
         Command::Annotate(a) => label::run(ctx, a, crate::labels::MetaMap::Annotations).await,
         Command::Image { command } => image::run(ctx, command).await,
+        Command::Build(a) => build::run(ctx, a).await,
+        Command::Commit(a) => commit::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
         Command::Attach(a) => attach::run(ctx, a).await,
