@@ -755,19 +755,5 @@ mod tests {
             endpoints_text(&ep, 3),
             "10.1.0.5:8080,10.1.0.6:8080,10.1.1.2:8080 + 1 more..."
         );
-
-        let np = |sel: Value| {
-            json!({"kind": "NetworkPolicy", "metadata": {"name": "web", "creationTimestamp": ago(1)},
-                   "spec": {"podSelector": sel}})
-        };
-        let t = table(
-            &resolve("netpol").unwrap(),
-            &[np(json!({"matchLabels": {"app": "web"}})), np(json!({}))],
-            TableOptions::default(),
-            now(),
-        );
-        assert_eq!(t.headers, ["NAME", "POD-SELECTOR", "AGE"]);
-        assert_eq!(t.rows[0], ["web", "app=web", "1s"]);
-        assert_eq!(t.rows[1], ["web", "<none>", "1s"]);
     }
 }
