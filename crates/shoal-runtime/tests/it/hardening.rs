@@ -507,6 +507,7 @@ fn security_context_seccomp_unconfined_and_capabilities() {
             seccomp_unconfined: false,
             cap_add: vec![12],
             cap_drop: vec![0],
+            ..Default::default()
         },
     );
     assert!(has(&tuned, "stdout Seccomp:\t2"), "{tuned:?}");
@@ -519,4 +520,64 @@ fn security_context_seccomp_unconfined_and_capabilities() {
     // takes an address on its loopback, and chown is refused.
     assert!(has(&tuned, "stdout addr-added"), "{tuned:?}");
     assert!(has(&tuned, "stdout no-chown"), "{tuned:?}");
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn read_only_root_groups_fs_group_and_run_as_non_root() {
+    let t = TestRuntime::new("hrofs");
+    let pod = t.pod("hrofs-pod");
+    let id = "hrofs-c";
+    let mut spec = t.sh(
+        id,
+        "touch /rootfile 2>/dev/null && echo root-writable || echo root-read-only; \
+         touch /vol/f && echo vol-writable; stat -c 'vol %g %a' /vol; stat -c 'file %g' /vol/f; \
+         echo groups $(id -G); echo uid $(id -u)",
+    );
+    spec.user = Some("1000:3000".into());
+    spec.mounts.push(shoal_runtime::Mount {
+        source: shoal_runtime::MountSource::EmptyDir("vol".into()),
+        destination: "/vol".into(),
+        read_only: false,
+    });
+    spec.security = shoal_runtime::Security {
+        read_only_rootfs: true,
+        run_as_non_root: true,
+        supplemental_groups: vec![4000],
+        fs_group: Some(2000),
+        ..Default::default()
+    };
+    t.rt.create_and_start(&pod, spec).expect("start");
+    let st = t.rt.wait(id, Duration::from_secs(20)).expect("wait");
+    let out = t.log_lines(id);
+    assert_eq!(st.exit().map(|e| e.exit_code), Some(0), "{out:?}");
+    for want in [
+        "stdout root-read-only",
+        "stdout vol-writable",
+        "stdout vol 2000 2777",
+        "stdout file 2000",
+        "stdout uid 1000",
+    ] {
+        assert!(has(&out, want), "{want:?} missing: {out:?}");
+    }
+    let groups = out
+        .iter()
+        .find_map(|l| l.strip_prefix("stdout groups "))
+        .unwrap_or_else(|| panic!("no groups: {out:?}"));
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert_eq!(groups, ["3000", "2000", "4000"], "{out:?}");
+
+    // Control: the same script without the settings writes to its root.
+    let plain = run("hrofsctl", "touch /rootfile && echo root-writable");
+    assert!(has(&plain.1, "stdout root-writable"), "{plain:?}");
+
+    // runAsNonRoot and the image's root user: refused before anything runs.
+    let mut root = t.sh("hrofs-root", "echo ran");
+    root.security.run_as_non_root = true;
+    let e = t.rt.create_and_start(&pod, root).expect_err("root refused");
+    assert!(
+        matches!(e, shoal_runtime::RuntimeError::Config { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("runAsNonRoot"), "{e}");
 }
