@@ -80,10 +80,9 @@ pub use pod::{
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     DnsPolicy, EmptyDirVolume, EnvVar, ExecAction, GrpcAction, HostPathVolume, HttpGetAction,
     HttpHeader, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource, Pod, PodPhase,
-    PodSecurityContext, PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements,
-    RestartPolicy, SeccompProfile, SeccompProfileType, SecurityContext, SleepAction,
-    TaintEffect, TcpSocketAction, Toleration, TolerationOperator, UriScheme, Volume,
-    VolumeMount, capability_numbers,
+    PodSecurityContext, PodSpec, PodStatus, Probe, PullPolicy, ResourceRequirements, RestartPolicy,
+    SeccompProfile, SeccompProfileType, SecurityContext, SleepAction, TaintEffect, TcpSocketAction,
+    Toleration, TolerationOperator, UriScheme, Volume, VolumeMount, capability_numbers,
 };
 pub use quantity::{Quantity, QuantityError, ResourceList, Resources};
 pub use selector::{LabelSelector, LabelSelectorSpec, SelectorError};
