@@ -4,6 +4,8 @@
 //! (`NetnsCluster::up`, `ctl`, `ctl_ok`, `apply`, `json`, `pods`, `exec`, `exec_ok`,
 //! `script`, `main_pid`, `down`, `eventually`, `bin_dir`); keep them when the kit changes.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 pub use shoal_testkit::{NetnsCluster, bin_dir, eventually};
@@ -44,4 +46,20 @@ pub fn container0(p: &Value) -> Value {
     p.pointer("/status/containerStatuses/0")
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+/// The pod's IP once it is Ready (waits up to 90 s).
+pub fn ready_ip(c: &NetnsCluster, name: &str) -> String {
+    eventually(
+        &format!("{name} ready with an IP"),
+        Duration::from_secs(90),
+        || {
+            let p = c.json(&["get", "pod", name])?;
+            p.pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .filter(|_| is_ready(&p))
+                .map(String::from)
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{NetnsCluster, eventually, is_ready, name_of, node_of};
+use crate::harness::{NetnsCluster, eventually, is_ready, name_of, node_of, ready_ip};
 
 const ECHO: &str = r#"
 apiVersion: apps/v1
@@ -769,21 +769,7 @@ fn overlay_fails_closed_and_follows_membership() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ip_of = |name: &str| -> String {
-        eventually(
-            &format!("{name} has an IP"),
-            Duration::from_secs(60),
-            || {
-                let p = c.json(&["get", "pod", name])?;
-                p.pointer("/status/podIP")
-                    .and_then(Value::as_str)
-                    .filter(|_| is_ready(&p))
-                    .map(String::from)
-                    .ok_or_else(|| "not yet".to_string())
-            },
-        )
-    };
-    let (ip_a, ip_b) = (ip_of("a"), ip_of("b"));
+    let (ip_a, ip_b) = (ready_ip(&c, "a"), ready_ip(&c, "b"));
     eventually("a reaches b", Duration::from_secs(20), || {
         sh(&c, "a", &format!("timeout 5 wget -qO- http://{ip_b}:8080/"))
     });

@@ -7,9 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::harness::{NetnsCluster, eventually, is_ready};
+use crate::harness::{NetnsCluster, eventually, ready_ip as ip_of};
 use crate::network::{pod_netns, sh, udp_in};
 
 const UDP_PORT: u16 = 9999;
@@ -27,21 +25,6 @@ fn apply(c: &NetnsCluster, yaml: &str) {
         "apply: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn ip_of(c: &NetnsCluster, name: &str) -> String {
-    eventually(
-        &format!("{name} ready with an IP"),
-        Duration::from_secs(90),
-        || {
-            let p = c.json(&["get", "pod", name])?;
-            p.pointer("/status/podIP")
-                .and_then(Value::as_str)
-                .filter(|_| is_ready(&p))
-                .map(String::from)
-                .ok_or_else(|| "not yet".to_string())
-        },
-    )
 }
 
 /// One TCP request from pod `from` to `ip`:8080 (a fresh connection). `timeout`, not
