@@ -117,7 +117,7 @@ pub fn render(policies: &[PolicyRules]) -> Policy {
         if p.ingress.is_none() && p.egress.is_none() {
             continue;
         }
-        let base = unique(
+        let base = crate::nft::unique_name(
             &mut used,
             &format!("np-{:08x}", crate::nft::fnv1a(&p.id) as u32),
         );
@@ -299,16 +299,6 @@ pub fn element_updates(
 
 fn addrs(s: &BTreeSet<Ipv4Addr>) -> Vec<String> {
     s.iter().map(Ipv4Addr::to_string).collect()
-}
-
-fn unique(used: &mut BTreeSet<String>, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut n = 1;
-    while !used.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}-{n}");
-    }
-    name
 }
 
 /// Sorted, with overlapping and adjacent ranges joined (an interval set refuses overlaps).

@@ -336,7 +336,7 @@ fn build(r: &NodeRules) -> Script {
             ));
             continue;
         }
-        let svc_chain = unique_chain(&mut used_chains, &format!("svc-{}", chain_suffix(&s.id)));
+        let svc_chain = unique_name(&mut used_chains, &format!("svc-{}", chain_suffix(&s.id)));
         let comment = quote(&comment_text(&s.id));
         let node_port = match s.node_port {
             Some(np) if !nodeport_keys.insert((s.protocol, np)) => {
@@ -373,7 +373,7 @@ fn build(r: &NodeRules) -> Script {
         let mut ep_chains = Vec::new();
         let mut ep_text = String::new();
         for b in &backends {
-            let ep = unique_chain(
+            let ep = unique_name(
                 &mut used_chains,
                 &format!(
                     "sep-{}-{}-{}",
@@ -786,7 +786,8 @@ fn chain_suffix(id: &str) -> String {
     s
 }
 
-fn unique_chain(used: &mut BTreeSet<String>, base: &str) -> String {
+/// `base`, or `base-2`, `base-3`… when taken; records the name in `used`.
+pub(crate) fn unique_name(used: &mut BTreeSet<String>, base: &str) -> String {
     let mut name = base.to_string();
     let mut n = 1;
     while !used.insert(name.clone()) {
