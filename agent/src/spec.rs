@@ -165,6 +165,7 @@ fn security(pod: &Pod, c: &Container, sc: &SecurityContext) -> Result<Security, 
     let psc = pod.spec.security_context.clone().unwrap_or_default();
     let mut out = Security {
         seccomp_unconfined: sc.seccomp_unconfined(),
+        privileged: sc.is_privileged(),
         run_as_non_root: sc.run_as_non_root == Some(true),
         read_only_rootfs: sc.read_only_root_filesystem == Some(true),
         fs_group: psc.fs_group.map(|g| id(g, "fsGroup")).transpose()?,
@@ -391,5 +392,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.user, s.security), (None, Security::default()));
+        // privileged reaches the runtime.
+        let mut privileged = bare.clone();
+        privileged.spec.containers[0].security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let s = container_spec(
+            &privileged,
+            &privileged.spec.containers[0],
+            "id",
+            Duration::ZERO,
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(s.security.privileged);
+        assert_eq!(
+            s.security.cap_mask(),
+            shoal_runtime::caps::all_mask(shoal_runtime::caps::last_cap())
+        );
     }
 }

@@ -34,6 +34,17 @@ spec:
   - name: app
     image: busybox:latest
     command: ["sh", "-c", "exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: privileged}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    command: ["sh", "-c", "exec sleep 3600"]
+    securityContext: {privileged: true}
 "#;
 
 /// The first container status of pod `name`.
@@ -124,6 +135,35 @@ fn security_context_user_groups_read_only_root_and_run_as_non_root() {
     );
     let p = c.json(&["get", "pod", "rootless"]).expect("pod");
     assert_eq!(phase(&p), "Pending", "{p}");
+
+    // privileged (applied by the admin): every capability, no filter, no no_new_privs,
+    // the host's devices and a writable /sys — for exec too.
+    wait_running(&c, "privileged");
+    let (ok, out) = sh(
+        &c,
+        "privileged",
+        "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; test -c /dev/net/tun && echo tun; \
+         grep -q ' /sys sysfs rw' /proc/mounts && echo sys-rw",
+    );
+    assert!(ok, "{out}");
+    // Every capability the agent holds: the bounding set of this test process, which
+    // started it (all of them on an ordinary host).
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let all = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .expect("CapBnd")
+        .trim()
+        .to_string();
+    for want in [
+        format!("CapEff:\t{all}"),
+        "Seccomp:\t0".into(),
+        "NoNewPrivs:\t0".into(),
+        "tun".into(),
+        "sys-rw".into(),
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want:?} missing: {out}");
+    }
 }
 
 /// A pod whose container logs its start and its SIGTERM into a hostPath directory, with

@@ -166,6 +166,10 @@ struct RunArgs {
     /// Run without the seccomp filter (`seccompProfile.type: Unconfined`).
     #[arg(long)]
     seccomp_unconfined: bool,
+    /// Every capability, every host device, no seccomp filter, `/sys` writable
+    /// (`securityContext.privileged`, Docker's `--privileged`).
+    #[arg(long)]
+    privileged: bool,
     /// Capability to add to the default set (`NET_ADMIN` or `CAP_NET_ADMIN`; repeatable).
     #[arg(long)]
     cap_add: Vec<String>,
@@ -327,6 +331,7 @@ fn run_container(rt: &Runtime, a: RunArgs) -> Result<i32> {
     spec.command = a.cmd;
     spec.user = a.user;
     spec.security.seccomp_unconfined = a.seccomp_unconfined;
+    spec.security.privileged = a.privileged;
     for (flag, names, into) in [
         ("--cap-add", &a.cap_add, &mut spec.security.cap_add),
         ("--cap-drop", &a.cap_drop, &mut spec.security.cap_drop),

@@ -381,6 +381,21 @@ async fn roles_and_admission() {
         Code::PermissionDenied,
         "hostPath",
     );
+    // privileged: the same rule, named by its field.
+    let privileged = |name: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&in_ns("team", name, false)).expect("json");
+        v["spec"]["containers"][0]["securityContext"] = serde_json::json!({"privileged": true});
+        v.to_string()
+    };
+    denied(
+        t.create(ObjectRequest {
+            object_json: privileged("priv"),
+        })
+        .await,
+        Code::PermissionDenied,
+        "set spec.containers[0].securityContext.privileged (Pod priv); only admins may",
+    );
     // Admins may, but never a host port Shoal uses.
     let mut a = client(&addr).await.expect("admin");
     a.create(ObjectRequest {
@@ -388,6 +403,11 @@ async fn roles_and_admission() {
     })
     .await
     .expect("admin hostPath");
+    a.create(ObjectRequest {
+        object_json: privileged("priv"),
+    })
+    .await
+    .expect("admin privileged");
     let mut p: serde_json::Value = serde_json::from_str(&pod_json("ssh")).expect("json");
     p["spec"]["containers"][0]["ports"] =
         serde_json::json!([{"containerPort": 22, "hostPort": 22}]);
@@ -421,7 +441,8 @@ async fn roles_and_admission() {
         Code::PermissionDenied,
         "admin only",
     );
-    assert_eq!(pods(&addr).await, 2, "only the allowed pods exist");
+    // ok and host in team, priv by the admin: none of the refused ones.
+    assert_eq!(pods(&addr).await, 3, "only the allowed pods exist");
 }
 
 #[tokio::test]

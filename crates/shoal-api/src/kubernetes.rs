@@ -70,7 +70,6 @@ const CONTAINER: &[&str] = &[
 ];
 
 const SECURITY_CONTEXT: &[&str] = &[
-    "privileged",
     "procMount",
     "seLinuxOptions",
     "windowsOptions",
@@ -353,7 +352,7 @@ mod tests {
         ));
         assert!(is_kubernetes_field(
             Kind::Pod,
-            "spec.containers[0].securityContext.privileged"
+            "spec.containers[0].securityContext.procMount"
         ));
         assert!(!is_kubernetes_field(
             Kind::Pod,

@@ -544,16 +544,27 @@ pub struct SecurityContext {
     /// Mount the container's root file system read-only (volumes stay writable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only_root_filesystem: Option<bool>,
-    /// Only `false` is accepted: Shoal always sets `no_new_privs`, so setuid binaries
-    /// and file capabilities never raise a container's privileges.
+    /// `false` (or unset) for an ordinary container: Shoal always sets `no_new_privs`, so
+    /// setuid binaries and file capabilities never raise its privileges. `true` only with
+    /// `privileged: true` (which implies it), as in Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_privilege_escalation: Option<bool>,
+    /// Run with every capability, no seccomp filter, no `no_new_privs`, every host device,
+    /// `/sys` writable and nothing in `/proc` masked (Docker's `--privileged`). Needs an
+    /// administrator (see [`PodSpec::privileged_settings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
 }
 
 impl SecurityContext {
     /// Whether the seccomp filter is off (`seccompProfile.type: Unconfined`).
     pub fn seccomp_unconfined(&self) -> bool {
         seccomp_unconfined(self.seccomp_profile.as_ref())
+    }
+
+    /// Whether the container is privileged (`privileged: true`).
+    pub fn is_privileged(&self) -> bool {
+        self.privileged == Some(true)
     }
 }
 
@@ -950,7 +961,7 @@ impl PodSpec {
 
     /// The field paths (under `path`, e.g. `spec` or `spec.template.spec`)
     /// of settings that weaken the host's protection and so need an
-    /// administrator: `seccompProfile.type: Unconfined`, a non-empty
+    /// administrator: `privileged: true`, `seccompProfile.type: Unconfined`, a non-empty
     /// `capabilities.add`, and `hostPath` volumes. Empty for an ordinary pod.
     /// Admission (who may set them) is the caller's; this only lists them.
     pub fn privileged_settings(&self, path: &str) -> Vec<String> {
@@ -972,6 +983,9 @@ impl PodSpec {
                 continue;
             };
             let scp = join(&cp, "securityContext");
+            if sc.is_privileged() {
+                out.push(join(&scp, "privileged"));
+            }
             if sc.seccomp_unconfined() {
                 out.push(join(&join(&scp, "seccompProfile"), "type"));
             }
@@ -1281,11 +1295,17 @@ fn validate_container_security(sc: &SecurityContext, scp: &str, errs: &mut Valid
     if let Some(prof) = &sc.seccomp_profile {
         validate_seccomp(prof, &join(scp, "seccompProfile"), errs);
     }
-    if sc.allow_privilege_escalation == Some(true) {
-        errs.push(
+    match (sc.allow_privilege_escalation, sc.is_privileged()) {
+        (Some(true), false) => errs.push(
             join(scp, "allowPrivilegeEscalation"),
-            "true is not supported: Shoal always sets no_new_privs (use false or leave it unset)",
-        );
+            "true is only supported with privileged: true; Shoal sets no_new_privs for every other container (use false or leave it unset)",
+        ),
+        // Kubernetes' own rule: the two contradict each other.
+        (Some(false), true) => errs.push(
+            join(scp, "allowPrivilegeEscalation"),
+            "cannot be false when privileged is true",
+        ),
+        _ => {}
     }
     if let Some(caps) = &sc.capabilities {
         for (list, names) in [("add", &caps.add), ("drop", &caps.drop)] {
@@ -1637,7 +1657,7 @@ mod tests {
             "spec.securityContext.fsGroup: must be between 0 and 4294967295, got -1",
             "spec.securityContext.supplementalGroups[1]: must be between 0 and 4294967295",
             "spec.securityContext.seccompProfile.type: Localhost profiles are not supported",
-            "spec.containers[0].securityContext.allowPrivilegeEscalation: true is not supported",
+            "spec.containers[0].securityContext.allowPrivilegeEscalation: true is only supported with privileged: true",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
@@ -1726,7 +1746,9 @@ mod tests {
                 {"name": "a", "image": "busybox"},
                 {"name": "b", "image": "busybox", "securityContext": {
                     "seccompProfile": {"type": "Unconfined"},
-                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}}
+                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["CHOWN"]}}},
+                {"name": "c", "image": "busybox", "securityContext": {
+                    "privileged": true, "allowPrivilegeEscalation": true}}
             ],
             "volumes": [{"name": "e", "emptyDir": {}}, {"name": "h", "hostPath": {"path": "/etc"}}]
         }));
@@ -1735,8 +1757,23 @@ mod tests {
             [
                 "spec.template.spec.containers[1].securityContext.seccompProfile.type",
                 "spec.template.spec.containers[1].securityContext.capabilities.add",
+                "spec.template.spec.containers[2].securityContext.privileged",
                 "spec.template.spec.volumes[1].hostPath",
             ]
+        );
+        let mut errs = ValidationErrors::default();
+        risky.validate("spec", &mut errs);
+        assert!(errs.errors.is_empty(), "{errs:?}");
+        // privileged with allowPrivilegeEscalation: false contradicts itself.
+        let contradiction = pod_spec(serde_json::json!({
+            "containers": [{"name": "a", "image": "busybox", "securityContext": {
+                "privileged": true, "allowPrivilegeEscalation": false}}]
+        }));
+        let mut errs = ValidationErrors::default();
+        contradiction.validate("spec", &mut errs);
+        assert_eq!(
+            errs.to_string(),
+            "spec.containers[0].securityContext.allowPrivilegeEscalation: cannot be false when privileged is true"
         );
     }
 

@@ -26,6 +26,28 @@ pub fn default_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0u64, |m, (n, _)| m | (1u64 << n))
 }
 
+/// Every capability from 0 to `last` (a privileged container's set).
+pub fn all_mask(last: u32) -> u64 {
+    if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    }
+}
+
+/// The bounding set of this process as a mask (capabilities `0..=last` it may still
+/// hold): a privileged container gets every capability the runtime itself has, which is
+/// all of them on an ordinary host, fewer inside a restricted sandbox.
+pub fn bounding_mask(last: u32) -> u64 {
+    let held = |c: u32| {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_CAPBSET_READ, c as libc::c_ulong, 0, 0, 0) == 1 }
+    };
+    (0..=last.min(63))
+        .filter(|c| held(*c))
+        .fold(0u64, |m, c| m | (1u64 << c))
+}
+
 /// Highest capability number the kernel knows.
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")

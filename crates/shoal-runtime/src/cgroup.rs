@@ -261,8 +261,17 @@ impl Cgroup {
         }
     }
 
-    /// Creates the directories and writes the limits.
+    /// Creates the directories and writes the limits and the default device allowlist.
     pub fn create(&self, r: &Resources) -> Result<(), CgroupError> {
+        self.create_with_devices(r, &devices::default_allowlist())
+    }
+
+    /// [`Self::create`] with the device allowlist `allow` (see [`devices::allowlist`]).
+    pub fn create_with_devices(
+        &self,
+        r: &Resources,
+        allow: &[devices::DeviceRule],
+    ) -> Result<(), CgroupError> {
         match &self.layout {
             CgroupLayout::V2 { root } => {
                 // Enable the controllers on every ancestor.
@@ -292,7 +301,7 @@ impl Cgroup {
                 // controller). Only on a real cgroup2 directory: unit tests
                 // write this layout into a temporary directory.
                 if devices::is_cgroup2_dir(&dir) {
-                    devices::attach_v2(&dir, &devices::default_allowlist())?;
+                    devices::attach_v2(&dir, allow)?;
                 }
             }
             CgroupLayout::V1 { .. } => {
@@ -316,7 +325,7 @@ impl Cgroup {
                     }
                 }
                 if let Some(d) = self.dir_of("devices") {
-                    for (file, line) in devices::v1_lines(&devices::default_allowlist()) {
+                    for (file, line) in devices::v1_lines(allow) {
                         write_file(&d.join(file), &line)?;
                     }
                 }

@@ -122,6 +122,22 @@ pub fn default_allowlist() -> Vec<DeviceRule> {
     ]
 }
 
+/// The allowlist of a container: [`default_allowlist`], or for a privileged container
+/// (`securityContext.privileged`) one rule allowing every device, as Docker's
+/// `--privileged` does.
+pub fn allowlist(privileged: bool) -> Vec<DeviceRule> {
+    if privileged {
+        vec![DeviceRule {
+            kind: DevKind::All,
+            major: None,
+            minor: None,
+            access: access::MKNOD | access::READ | access::WRITE,
+        }]
+    } else {
+        default_allowlist()
+    }
+}
+
 /// Whether any rule of `rules` allows the access (deny by default).
 pub fn allowed(rules: &[DeviceRule], kind: DevKind, major: u32, minor: u32, access: u32) -> bool {
     rules.iter().any(|r| r.allows(kind, major, minor, access))
@@ -498,6 +514,28 @@ mod tests {
             0,
             "block 1:3"
         );
+    }
+
+    #[test]
+    fn a_privileged_container_may_use_every_device() {
+        let rules = allowlist(true);
+        let prog = bpf_program(&rules);
+        for kind in [DevKind::Char, DevKind::Block] {
+            for (major, minor) in [(1, 1), (8, 0), (10, 200), (254, 3)] {
+                for acc in 1..8 {
+                    assert_eq!(
+                        run(&prog, kind, major, minor, acc),
+                        1,
+                        "{kind:?} {major}:{minor}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            v1_lines(&rules)[1],
+            ("devices.allow", "a *:* rwm".to_string())
+        );
+        assert_eq!(allowlist(false), default_allowlist());
     }
 
     #[test]

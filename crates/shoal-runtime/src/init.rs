@@ -95,6 +95,12 @@ pub(crate) fn container_main(
     // mount exists only in the container's own mount namespace.
     nix::unistd::sethostname(&cfg.hostname)
         .map_err(|e| format!("sethostname {}: {e}", cfg.hostname))?;
+    // Privileged: every device node of the host (read before the plan: the plan is pure).
+    let privileged_devices = if cfg.spec.security.privileged {
+        mounts::host_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
+    };
     let steps = mounts::plan(&mounts::RootfsInput {
         rootfs: &cfg.rootfs_mountpoint,
         upper: dir.join("upper"),
@@ -106,6 +112,11 @@ pub(crate) fn container_main(
         binds: &cfg.binds,
         host_dev: Path::new("/dev"),
         read_only_root: cfg.spec.security.read_only_rootfs,
+        privileged: cfg
+            .spec
+            .security
+            .privileged
+            .then_some(privileged_devices.as_slice()),
     })?;
     mounts::apply(&steps)?;
     // Wait until the supervisor has released us (on v2, after moving us
@@ -268,7 +279,8 @@ pub(crate) fn become_process(
     }
 
     set_default_rlimits()?;
-    let mask = security.cap_mask();
+    // Never more than the runtime holds (a privileged container asks for all of them).
+    let mask = security.cap_mask() & caps::bounding_mask(caps::last_cap());
     caps::drop_bounding(mask, caps::last_cap()).map_err(|e| e.to_string())?;
     let groups: Vec<Gid> = ids.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
@@ -287,8 +299,10 @@ pub(crate) fn become_process(
     if ids.uid == 0 {
         caps::set_caps(mask).map_err(|e| e.to_string())?;
     }
+    // A privileged container may gain privileges through setuid binaries, as with
+    // Docker's --privileged (Kubernetes: allowPrivilegeEscalation is true).
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+    if !security.privileged && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
     // Rust ignores SIGPIPE, the helpers ignore terminal signals, and callers
@@ -304,7 +318,7 @@ pub(crate) fn become_process(
     .map_err(|e| format!("sigprocmask: {e}"))?;
 
     // Last: the filter also refuses calls made above (setns, unshare, …).
-    if !security.seccomp_unconfined {
+    if !security.seccomp_unconfined && !security.privileged {
         crate::seccomp::apply_default()?;
     }
     let cprog = CString::new(prog.as_os_str().as_encoded_bytes())

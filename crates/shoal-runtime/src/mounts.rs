@@ -72,6 +72,43 @@ pub struct RootfsInput<'a> {
     /// Make the root read-only after the pivot (`readOnlyRootFilesystem`); the mounts
     /// on it (volumes, `/dev`, `/proc`, `/etc` files) keep their own flags.
     pub read_only_root: bool,
+    /// `Some(devices)` for a privileged container: the host's device nodes (paths under
+    /// `host_dev`, from [`host_devices`]) are bound in place of [`DEVICES`], `/dev` is not
+    /// `nodev`, `/sys` and the cgroup mounts are writable and nothing is masked.
+    pub privileged: Option<&'a [PathBuf]>,
+}
+
+/// The character and block devices under `dev` (relative paths), for a privileged
+/// container, leaving out what every container gets a fresh one of (`pts`, `shm`,
+/// `mqueue`) and the host's `console`, as runc does. Unreadable entries are skipped.
+pub fn host_devices(dev: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    fn walk(dev: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dev.join(rel)) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = rel.join(e.file_name());
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if !matches!(
+                    name.to_str(),
+                    Some("pts" | "shm" | "mqueue" | "hugepages" | ".lxc" | ".udev")
+                ) {
+                    walk(dev, &name, out);
+                }
+            } else if (ft.is_char_device() || ft.is_block_device())
+                && name.as_os_str() != "console"
+                && name.as_os_str() != "ptmx"
+            {
+                out.push(name);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dev, Path::new(""), &mut out);
+    out.sort();
+    out
 }
 
 /// One step of the root file system setup.
@@ -209,14 +246,24 @@ pub fn plan(input: &RootfsInput<'_>) -> Result<Vec<Step>, String> {
     // /dev's flags.
     let dev = root.join("dev");
     out.push(Step::Mkdir(dev.clone()));
+    // A privileged container may make device nodes (it has CAP_MKNOD and every device
+    // is allowed), so its /dev is not nodev, as with runc.
+    let dev_flags = match input.privileged {
+        None => MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(_) => MsFlags::MS_NOSUID,
+    };
     out.push(mnt(
         "tmpfs",
         dev.clone(),
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME,
+        dev_flags | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     ));
-    for name in DEVICES {
+    let devices: Vec<PathBuf> = match input.privileged {
+        None => DEVICES.iter().map(PathBuf::from).collect(),
+        Some(all) => all.to_vec(),
+    };
+    for name in &devices {
         out.push(Step::Touch(dev.join(name)));
         out.push(Step::Mount {
             source: Some(input.host_dev.join(name)),
@@ -260,11 +307,16 @@ pub fn plan(input: &RootfsInput<'_>) -> Result<Vec<Step>, String> {
     // /sys read-only, with the container's own cgroups at /sys/fs/cgroup.
     let sys = root.join("sys");
     out.push(Step::Mkdir(sys.clone()));
-    out.push(mnt("sysfs", sys.clone(), "sysfs", flags_ro(), None));
+    let sys_flags = match input.privileged {
+        None => flags_ro(),
+        Some(_) => MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    };
+    let cgroup_ro = input.privileged.is_none();
+    out.push(mnt("sysfs", sys.clone(), "sysfs", sys_flags, None));
     let cg = sys.join("fs/cgroup");
     match input.cgroup_layout {
         CgroupLayout::V2 { root: cgroot } => {
-            bind_steps(&mut out, cgroot.join(input.cgroup_rel), cg, true);
+            bind_steps(&mut out, cgroot.join(input.cgroup_rel), cg, cgroup_ro);
         }
         CgroupLayout::V1 { mounts } => {
             out.push(mnt(
@@ -285,15 +337,17 @@ pub fn plan(input: &RootfsInput<'_>) -> Result<Vec<Step>, String> {
                     .ok_or_else(|| format!("cgroup mount {} has no name", mp.display()))?;
                 let t = cg.join(name);
                 out.push(Step::Mkdir(t.clone()));
-                bind_steps(&mut out, mp.join(input.cgroup_rel), t, true);
+                bind_steps(&mut out, mp.join(input.cgroup_rel), t, cgroup_ro);
             }
-            out.push(Step::Mount {
-                source: None,
-                target: cg,
-                fstype: None,
-                flags: MsFlags::MS_REMOUNT | flags_ro(),
-                data: Some("mode=755".into()),
-            });
+            if cgroup_ro {
+                out.push(Step::Mount {
+                    source: None,
+                    target: cg,
+                    fstype: None,
+                    flags: MsFlags::MS_REMOUNT | flags_ro(),
+                    data: Some("mode=755".into()),
+                });
+            }
         }
     }
 
@@ -316,12 +370,14 @@ pub fn plan(input: &RootfsInput<'_>) -> Result<Vec<Step>, String> {
     }
 
     out.push(Step::PivotRoot(root.to_path_buf()));
-    out.extend(MASKED_PATHS.iter().map(|p| Step::Mask(PathBuf::from(p))));
-    out.extend(
-        READONLY_PATHS
-            .iter()
-            .map(|p| Step::ReadOnly(PathBuf::from(p))),
-    );
+    if input.privileged.is_none() {
+        out.extend(MASKED_PATHS.iter().map(|p| Step::Mask(PathBuf::from(p))));
+        out.extend(
+            READONLY_PATHS
+                .iter()
+                .map(|p| Step::ReadOnly(PathBuf::from(p))),
+        );
+    }
     if input.read_only_root {
         // A bind remount changes this mount only, not the overlay's super block nor
         // the mounts below it.
@@ -479,6 +535,7 @@ mod tests {
             binds,
             host_dev: Path::new("/dev"),
             read_only_root: false,
+            privileged: None,
         }
     }
 
@@ -510,6 +567,73 @@ mod tests {
         );
         let err = plan(&input(&v2, &[], &[], &[])).unwrap_err();
         assert!(err.contains("no layers"), "{err}");
+    }
+
+    #[test]
+    fn privileged_binds_host_devices_leaves_sys_writable_and_masks_nothing() {
+        let v2 = CgroupLayout::V2 {
+            root: PathBuf::from("/sys/fs/cgroup"),
+        };
+        let layers = [PathBuf::from("/l/base")];
+        let is_ro_sysfs = |s: &Step| {
+            matches!(s, Step::Mount { fstype: Some(t), flags, .. }
+                if t == "sysfs" && flags.contains(MsFlags::MS_RDONLY))
+        };
+        let dev_nodev = |s: &Step| {
+            matches!(s, Step::Mount { fstype: Some(t), target, flags, .. }
+                if t == "tmpfs" && target == Path::new("/run/r/dev")
+                    && flags.contains(MsFlags::MS_NODEV))
+        };
+        let plain = plan(&input(&v2, &layers, &[], &[])).unwrap();
+        assert!(plain.iter().any(is_ro_sysfs));
+        assert!(plain.iter().any(dev_nodev));
+        assert!(plain.iter().any(|s| matches!(s, Step::Mask(_))));
+        assert!(plain.contains(&Step::Touch("/run/r/dev/null".into())));
+
+        let devs = [PathBuf::from("loop0"), PathBuf::from("net/tun")];
+        let mut inp = input(&v2, &layers, &[], &[]);
+        inp.privileged = Some(&devs);
+        let steps = plan(&inp).unwrap();
+        assert!(!steps.iter().any(is_ro_sysfs), "{steps:#?}");
+        assert!(!steps.iter().any(dev_nodev), "{steps:#?}");
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::Mask(_) | Step::ReadOnly(_))),
+            "{steps:#?}"
+        );
+        // Exactly the listed devices, each touched and bound from the host's /dev.
+        for d in ["loop0", "net/tun"] {
+            assert!(steps.contains(&Step::Touch(Path::new("/run/r/dev").join(d))));
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Mount { source: Some(src), .. }
+                if *src == Path::new("/dev").join(d)))
+            );
+        }
+        assert!(!steps.contains(&Step::Touch("/run/r/dev/null".into())));
+        // The cgroup bind is not remounted read-only.
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::Mount { target, flags, .. }
+            if target == Path::new("/run/r/sys/fs/cgroup") && flags.contains(MsFlags::MS_RDONLY)))
+        );
+    }
+
+    #[test]
+    fn host_devices_lists_nodes_but_not_pts_shm_or_console() {
+        let devs = host_devices(Path::new("/dev"));
+        assert!(devs.contains(&PathBuf::from("null")), "{devs:?}");
+        assert!(
+            !devs
+                .iter()
+                .any(|d| d.starts_with("pts") || d.starts_with("shm") || d == Path::new("console")),
+            "{devs:?}"
+        );
+        // Only device nodes: directories and symlinks (fd, stdin, …) are not listed.
+        assert!(!devs.contains(&PathBuf::from("fd")), "{devs:?}");
     }
 
     #[test]

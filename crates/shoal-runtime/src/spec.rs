@@ -175,6 +175,12 @@ pub struct Security {
     /// The group that owns the pod's emptyDir volumes (created setgid, group-writable).
     #[serde(default)]
     pub fs_group: Option<u32>,
+    /// `privileged`: every capability, no seccomp filter and no `no_new_privs`, every
+    /// host device (bound into `/dev`, allowed by the device cgroup), `/sys` and the
+    /// cgroup mounts writable, nothing in `/proc` masked. Overrides the fields above
+    /// that confine (`seccomp_unconfined`, `cap_add`, `cap_drop`).
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Whether the user spec `user` (`uid`, `uid:gid`, `name`, empty for root) may run
@@ -195,8 +201,12 @@ pub fn check_non_root(user: &str) -> Result<(), String> {
 
 impl Security {
     /// The capability mask of a root process: the default set, plus
-    /// `cap_add`, minus `cap_drop` (numbers above 63 are ignored).
+    /// `cap_add`, minus `cap_drop` (numbers above 63 are ignored); every capability the
+    /// kernel knows when privileged.
     pub fn cap_mask(&self) -> u64 {
+        if self.privileged {
+            return crate::caps::all_mask(crate::caps::last_cap());
+        }
         let bits = |v: &[u32]| {
             v.iter()
                 .filter(|n| **n < 64)

@@ -126,7 +126,10 @@ impl Supervisor {
             .map_err(|e| e.to_string())?;
         t.mark("lock, signals, log, stale cgroup");
         cfg.cgroup
-            .create(&cfg.spec.resources)
+            .create_with_devices(
+                &cfg.spec.resources,
+                &crate::devices::allowlist(cfg.spec.security.privileged),
+            )
             .map_err(|e| e.to_string())?;
         t.mark("cgroup create");
         let state = StateFile {

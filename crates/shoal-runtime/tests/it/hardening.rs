@@ -524,6 +524,53 @@ fn security_context_seccomp_unconfined_and_capabilities() {
 
 #[test]
 #[ignore = "requires root: namespaces, overlayfs, cgroups"]
+fn privileged_has_every_capability_device_and_a_writable_sys() {
+    let script = "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; \
+                  ( : < /dev/net/tun ) 2>/dev/null && echo tun-open || echo no-tun; \
+                  grep -q ' /sys sysfs rw' /proc/mounts && echo sys-rw || echo sys-ro; \
+                  grep -q ' /proc/interrupts ' /proc/mounts && echo interrupts-masked || echo interrupts-visible; \
+                  mkdir -p /mnt/x; mount -t tmpfs none /mnt/x 2>/dev/null && echo mounted || echo no-mount";
+    // Control: an ordinary container has none of it.
+    let def = run_with("hprivdef", script, shoal_runtime::Security::default());
+    for want in [
+        "stdout Seccomp:\t2",
+        "stdout NoNewPrivs:\t1",
+        "stdout no-tun",
+        "stdout sys-ro",
+        "stdout interrupts-masked",
+        "stdout no-mount",
+    ] {
+        assert!(has(&def, want), "{want:?} missing: {def:?}");
+    }
+    let privileged = run_with(
+        "hpriv",
+        script,
+        shoal_runtime::Security {
+            privileged: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        cap_eff(&privileged),
+        // Every capability this (root) test process holds.
+        shoal_runtime::caps::bounding_mask(shoal_runtime::caps::last_cap()),
+        "{privileged:?}"
+    );
+    for want in [
+        "stdout Seccomp:\t0",
+        "stdout NoNewPrivs:\t0",
+        "stdout tun-open",
+        "stdout sys-rw",
+        "stdout interrupts-visible",
+        // In the container's own mount namespace, which goes with it.
+        "stdout mounted",
+    ] {
+        assert!(has(&privileged, want), "{want:?} missing: {privileged:?}");
+    }
+}
+
+#[test]
+#[ignore = "requires root: namespaces, overlayfs, cgroups"]
 fn read_only_root_groups_fs_group_and_run_as_non_root() {
     let t = TestRuntime::new("hrofs");
     let pod = t.pod("hrofs-pod");
