@@ -254,7 +254,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         name: name.clone(),
         endpoint: endpoint.clone(),
         puller,
-        builds: crate::build::Builds::default(),
+        builds: crate::build::Builds::new(args.build_cache_max_bytes),
         rt,
         ctl: ctl.clone(),
         dir,

@@ -35,6 +35,11 @@ pub struct AgentArgs {
     /// unpacks (decompression bombs and huge sparse files stop there).
     #[arg(long, default_value_t = shoal_runtime::image::limits::Limits::default().max_unpacked_bytes)]
     pub image_max_unpacked_bytes: u64,
+    /// Largest size, in bytes, of the build cache (`shoalctl build`): the layers of the
+    /// images in this node's build store, blobs and unpacked. Past it, after a build, the
+    /// least recently used images are dropped (10 GiB by default; 0: no bound).
+    #[arg(long, default_value_t = 10 << 30)]
+    pub build_cache_max_bytes: u64,
     /// Most tar entries (files, directories, links) in the layers of one image.
     #[arg(long, default_value_t = shoal_runtime::image::limits::Limits::default().max_entries)]
     pub image_max_entries: u64,

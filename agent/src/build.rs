@@ -87,13 +87,91 @@ fn internal(what: &str) -> impl Fn(&dyn std::fmt::Display) -> BuildFailure + '_ 
     move |e| BuildFailure::Internal(format!("{what}: {e}"))
 }
 
-/// The build runtime, made on the first build.
+/// The build runtime (made on the first build) and the cache's bound.
 #[derive(Debug, Default)]
 pub struct Builds {
     rt: Mutex<Option<Arc<Runtime>>>,
+    book: Mutex<Book>,
+    /// `--build-cache-max-bytes` (0: no bound).
+    limit: u64,
 }
 
+/// Builds in progress and when each image of the build store was last used.
+#[derive(Debug, Default)]
+struct Book {
+    active: usize,
+    /// Loaded from [`USES_FILE`] on the first build that ends.
+    uses: Option<Uses>,
+}
+
+/// When each image (manifest digest) of the build store was last built or found by a
+/// cache lookup, as a sequence number: only the order matters, so no clock is trusted.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Uses {
+    seq: u64,
+    used: BTreeMap<String, u64>,
+}
+
+/// The file of [`Uses`], in the build runtime's directory.
+const USES_FILE: &str = "cache-uses.json";
+
 impl Builds {
+    /// No runtime yet; the cache bounded to `limit` bytes of layers (0: unbounded).
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    fn begin(&self) {
+        self.book.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+    }
+
+    /// Ends a build that used the images `used`: records the uses and, when no other
+    /// build is running (so nothing in the store is in use), drops the least recently
+    /// used images until the cache fits its bound. Errors are logged: a build's result
+    /// does not depend on them.
+    fn finish(&self, dir: &Path, used: &[Digest]) {
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        book.active = book.active.saturating_sub(1);
+        let active = book.active;
+        let path = dir.join(USES_FILE);
+        let uses = book.uses.get_or_insert_with(|| {
+            fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        });
+        for d in used {
+            uses.seq += 1;
+            uses.used.insert(d.to_string(), uses.seq);
+        }
+        let rt = self.rt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if active == 0
+            && self.limit > 0
+            && let Some(rt) = rt
+        {
+            match prune(rt.images(), uses, self.limit) {
+                Ok(Some((n, before, after))) => tracing::info!(
+                    images = n,
+                    before,
+                    after,
+                    limit = self.limit,
+                    "build cache pruned (least recently used first)"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("build cache: {e}"),
+            }
+        }
+        let saved = serde_json::to_vec(&*uses)
+            .map_err(std::io::Error::other)
+            .and_then(|b| shoal_files::write_atomic(&path, &b, 0o600));
+        if let Err(e) = saved {
+            tracing::warn!("build cache: {}: {e}", path.display());
+        }
+    }
+
     fn runtime(&self, agent: &Agent) -> Result<Arc<Runtime>, BuildFailure> {
         let mut slot = self.rt.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rt) = slot.as_ref() {
@@ -108,6 +186,73 @@ impl Builds {
         *slot = Some(rt.clone());
         Ok(rt)
     }
+}
+
+/// Drops the least recently used images of the build store until the layers left take at
+/// most `limit` bytes (blobs plus unpacked directories), then deletes what no image uses:
+/// `(images dropped, bytes before, bytes after)`, or `None` when the cache fits.
+fn prune(
+    store: &ImageStore,
+    uses: &mut Uses,
+    limit: u64,
+) -> Result<Option<(usize, u64, u64)>, String> {
+    use shoal_build::cache::{self, CachedImage};
+    let list = store.list().map_err(|e| e.to_string())?;
+    let digests: std::collections::BTreeSet<Digest> = list.into_iter().map(|s| s.digest).collect();
+    let mut images = Vec::new();
+    let mut bytes = BTreeMap::new();
+    for d in digests {
+        let Ok(img) = store.resolve(&d.to_string()) else {
+            continue;
+        };
+        for l in &img.layers {
+            bytes.entry(l.to_string()).or_insert_with(|| {
+                let blob = fs::metadata(store.blob_path(l)).map_or(0, |m| m.len());
+                blob + dir_bytes(&store.layer_dir(l))
+            });
+        }
+        images.push(CachedImage {
+            last_use: uses.used.get(&d.to_string()).copied().unwrap_or(0),
+            id: d.to_string(),
+            layers: img.layers.iter().map(Digest::to_string).collect(),
+        });
+    }
+    let before = cache::size(&images, &bytes);
+    let drop = cache::evict(&images, &bytes, limit);
+    if drop.is_empty() {
+        return Ok(None);
+    }
+    for id in &drop {
+        store.remove(id).map_err(|e| format!("drop {id}: {e}"))?;
+        uses.used.remove(id);
+    }
+    store
+        .gc(&std::collections::BTreeSet::new())
+        .map_err(|e| e.to_string())?;
+    let after = cache::size(images.iter().filter(|i| !drop.contains(&i.id)), &bytes);
+    Ok(Some((drop.len(), before, after)))
+}
+
+/// Bytes of the files under `dir` (a hard-linked file counted once; 0 if missing).
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
 }
 
 /// One step's result: an image in a store.
@@ -292,12 +437,29 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs a build: `context` is the uploaded context tarball.
+/// Runs a build: `context` is the uploaded context tarball. Afterwards, whether it
+/// succeeded or not, the cache keeps to its bound.
 pub async fn build(
     agent: Arc<Agent>,
     start: BuildStart,
     context: PathBuf,
     out: Progress,
+) -> Result<(), BuildFailure> {
+    agent.builds.begin();
+    let used = Arc::new(Mutex::new(Vec::new()));
+    let r = build_steps(agent.clone(), start, context, out, used.clone()).await;
+    let used = std::mem::take(&mut *used.lock().unwrap_or_else(|p| p.into_inner()));
+    let a = agent.clone();
+    let _ = tokio::task::spawn_blocking(move || a.builds.finish(&a.dir.join("build"), &used)).await;
+    r
+}
+
+async fn build_steps(
+    agent: Arc<Agent>,
+    start: BuildStart,
+    context: PathBuf,
+    out: Progress,
+    used: Arc<Mutex<Vec<Digest>>>,
 ) -> Result<(), BuildFailure> {
     let file = if start.dockerfile_name.is_empty() {
         "Dockerfile".to_string()
@@ -376,6 +538,9 @@ pub async fn build(
             })
             .await
             .map_err(|e| internal("pull")(&e))??;
+            used.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(digest.clone());
             images.insert(image.to_string(), digest);
         }
     }
@@ -394,6 +559,8 @@ pub async fn build(
             .pod_network()
             .cloned()
             .map(|n| (n, tokio::runtime::Handle::current())),
+        handle: tokio::runtime::Handle::current(),
+        used,
         step: 0,
         steps: 0,
         cached: 0,
@@ -465,6 +632,10 @@ struct Exec {
     /// The build's sandbox, made for the first RUN.
     sandbox: Option<String>,
     net: Option<(Arc<crate::network::PodNetwork>, tokio::runtime::Handle)>,
+    /// The agent's runtime, for downloads (`ADD URL`) from the blocking build.
+    handle: tokio::runtime::Handle,
+    /// The build store's images this build made or found in the cache (for the bound).
+    used: Arc<Mutex<Vec<Digest>>>,
     step: usize,
     steps: u32,
     cached: u32,
@@ -620,6 +791,13 @@ impl Exec {
             .ok_or_else(|| BuildFailure::Internal("the target stage was not built".into()))
     }
 
+    fn use_image(&self, d: &Digest) {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d.clone());
+    }
+
     /// The cached result of step `n` (key `key`), or `make`'s, recorded in the cache.
     fn cached_or(
         &mut self,
@@ -633,11 +811,13 @@ impl Exec {
             && let Ok(img) = self.store().resolve(&cache_name)
         {
             self.cached += 1;
+            self.use_image(&img.digest);
             say(&self.out, format!("#{n} CACHED\n"))?;
             return read_state(self.store(), &img.digest);
         }
         let started = Instant::now();
         let state = make(self)?;
+        self.use_image(&state.manifest);
         self.store()
             .tag(&state.manifest.to_string(), &cache_name)
             .map_err(|e| internal("build cache")(&e))?;
@@ -815,13 +995,20 @@ impl Exec {
             })?,
         };
         let mut sources = Vec::new();
+        let mut fetched = Vec::new();
         for s in &spec.sources {
             let s = x(s)?;
-            if add && (s.starts_with("http://") || s.starts_with("https://")) {
-                return Err(BuildFailure::Invalid(self.at(
-                    line,
-                    format!("ADD {s}: ADD of a URL is not supported yet (download it into the context, or RUN wget in the image)"),
-                )));
+            if s.starts_with("http://") || s.starts_with("https://") {
+                if !add || from.is_some() {
+                    return Err(BuildFailure::Invalid(self.at(
+                        line,
+                        format!("{what} {s}: a URL source needs ADD without --from"),
+                    )));
+                }
+                let (path, name) = self.fetch(&s, &raw_dest, line)?;
+                fetched.push(path.clone());
+                sources.push((path, name));
+                continue;
             }
             let rel = clean_relative(&s).ok_or_else(|| {
                 BuildFailure::Invalid(self.at(
@@ -860,6 +1047,7 @@ impl Exec {
         let hash = format!("{hash} {dest} {owner:?} {:?}", spec.sources);
         Ok(Copy {
             sources,
+            fetched,
             dest,
             dest_is_dir,
             owner,
@@ -868,6 +1056,50 @@ impl Exec {
             hash,
             label: what,
         })
+    }
+
+    /// Downloads an `ADD URL` source into the build's temporary directory: (host path,
+    /// file name). Docker's rules: the file is named by the URL path's last segment (or by
+    /// the destination when it is not a directory), mode 0600, never unpacked; the content
+    /// is part of the step's cache key, so a changed file rebuilds from that step.
+    fn fetch(&self, url: &str, dest: &str, line: usize) -> Result<(PathBuf, String), BuildFailure> {
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.split_once("://"))
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .and_then(|(_, path)| path.rsplit('/').next())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .map(str::to_string);
+        let dest_is_dir = dest.ends_with('/') || dest == ".";
+        let name = match (name, dest_is_dir) {
+            (Some(n), _) => n,
+            (None, false) => "download".to_string(),
+            (None, true) => {
+                return Err(BuildFailure::Invalid(self.at(
+                    line,
+                    format!("ADD {url}: cannot tell a file name from the URL; give the destination as a file path"),
+                )));
+            }
+        };
+        let dir = self
+            .tmp
+            .join(format!("url-{}", shoal_runtime::util::random_hex()));
+        fs::create_dir_all(&dir).map_err(|e| internal("build tmp")(&e))?;
+        let path = dir.join(&name);
+        let max = self.store().limits().max_unpacked_bytes;
+        say(&self.out, format!("#{} ADD downloading {url}\n", self.step))?;
+        self.handle
+            .block_on(shoal_runtime::image::registry::http::fetch_to_file(
+                url, &path, max,
+            ))
+            .map_err(|e| BuildFailure::NotFound(self.at(line, format!("ADD {url}: {e}"))))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| internal("ADD URL")(&e))?;
+        }
+        Ok((path, name))
     }
 
     /// Context paths matching `rel` (a glob in its last component).
@@ -944,7 +1176,8 @@ impl Exec {
                 }
                 continue;
             }
-            if c.add && source_view.is_none() && meta.is_file() {
+            // A local tar is unpacked; a downloaded one is not (as in Docker).
+            if c.add && source_view.is_none() && meta.is_file() && !c.fetched.contains(host) {
                 let mut head = [0u8; 512];
                 let got = File::open(host)
                     .and_then(|mut f| read_up_to(&mut f, &mut head))
@@ -976,6 +1209,8 @@ impl Exec {
 struct Copy {
     /// (host path, path as named in the instruction).
     sources: Vec<(PathBuf, String)>,
+    /// The sources that `ADD URL` downloaded (never unpacked).
+    fetched: Vec<PathBuf>,
     /// Absolute destination.
     dest: String,
     dest_is_dir: bool,

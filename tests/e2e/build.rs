@@ -1,8 +1,9 @@
 //! Image builds on a real cluster (1 controller + 1 agent): the three Dockerfiles
 //! build on the agent, land in the cluster's image store and run as pods; a second build
 //! is fully cached and a changed `note.txt` rebuilds from its step on; bad Dockerfiles fail
-//! with their line; a failed RUN leaves no image; `commit` of a container that wrote a
-//! file makes an image whose pods see the file.
+//! with their line; a failed RUN leaves no image; `ADD` of a URL served by a pod; `commit`
+//! of a container that wrote a file makes an image whose pods see the file; the build cache
+//! keeps to `--build-cache-max-bytes`, least recently used first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -141,7 +142,43 @@ fn dockerfiles_build_on_the_cluster_are_cached_and_run_as_pods() {
     let again = build(&c, "third_image", &three);
     assert_eq!(cached_steps(&again), vec![2, 4, 5], "{again}");
 
+    // ADD of a URL: a file served by a pod (busybox httpd) on the pod network, never
+    // unpacked, mode 0600; cached while the file is the same, rebuilt when it changes.
+    let out = c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox:latest\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo served-over-http > /www/hello.txt && exec httpd -f -p 8080 -h /www\"]\n    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ip = crate::harness::ready_ip(&c, "web");
+    let url = context(
+        &c,
+        "url",
+        &format!(
+            "FROM busybox:latest\nADD http://{ip}:8080/hello.txt /srv/\nCMD [\"sh\", \"-c\", \"cat /srv/hello.txt; stat -c %a /srv/hello.txt\"]\n"
+        ),
+    );
+    let out = build(&c, "url_image", &url);
+    assert!(out.contains("2 steps, 0 cached"), "{out}");
+    let logs = run_pod(&c, "url-a", "url_image");
+    assert!(
+        logs.contains("served-over-http") && logs.contains("600"),
+        "{logs}"
+    );
+    let again = build(&c, "url_image", &url);
+    assert_eq!(cached_steps(&again), vec![2, 3], "{again}");
+    c.ctl_ok(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo changed > /www/hello.txt",
+    ]);
+    let changed = build(&c, "url_image", &url);
+    assert!(cached_steps(&changed).is_empty(), "{changed}");
+    assert!(run_pod(&c, "url-b", "url_image").contains("changed"));
+
     // Bad input: each a clear error with its line, and no image.
+    let missing = format!("FROM busybox:latest\nADD http://{ip}:8080/missing.txt /x\n");
     let cases = [
         (
             "FROM busybox:latest\nFOO bar\n",
@@ -161,6 +198,8 @@ fn dockerfiles_build_on_the_cluster_are_cached_and_run_as_pods() {
             "FROM busybox:latest\nRUN echo partial > /p; exit 3\n",
             "exit code 3",
         ),
+        // A URL that is not there: the line, the URL and why.
+        (missing.as_str(), "Dockerfile:2: ADD http://"),
     ];
     let before = c.ctl_ok(&["image", "ls"]);
     for (i, (dockerfile, want)) in cases.iter().enumerate() {
@@ -200,4 +239,62 @@ fn dockerfiles_build_on_the_cluster_are_cached_and_run_as_pods() {
     ]);
     assert!(out.contains("committed:1"), "{out}");
     assert!(run_pod(&c, "reader", "committed:1").contains("committed-file"));
+}
+
+/// Bytes under `dirs` by `du -scb` (apparent sizes, hard links once; directories count
+/// too, so this is a little above what the agent counts).
+fn du(dirs: &[PathBuf]) -> u64 {
+    let out = Command::new("du")
+        .arg("-scb")
+        .args(dirs)
+        .output()
+        .expect("du");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du: {out:?}"))
+}
+
+#[test]
+#[ignore = "requires root: network namespaces, containers, cgroups"]
+fn the_build_cache_keeps_to_its_bound_least_recently_used_first() {
+    // 12 MiB: the busybox image (~4 MB with its unpacked copy) and one build of 3 MB of
+    // random data (~6 MB: the layer and its unpacked copy) fit; a second such build does not.
+    const LIMIT: u64 = 12 << 20;
+    let limit = format!("--build-cache-max-bytes={LIMIT}");
+    let c = NetnsCluster::up_with("e2ebcache", 1, 1, &[], &[&limit]);
+    c.ctl_ok(&["image", "import", c.image_tar.to_str().expect("path")]);
+    let store = c.state_dir().join("n1/data/agent/build/images");
+    let cache_bytes = || du(&[store.join("blobs"), store.join("layers")]);
+    let df = |tag: &str| {
+        format!(
+            "FROM busybox:latest\nRUN head -c 3000000 /dev/urandom > /{tag}.bin\nCMD [\"ls\", \"-l\", \"/{tag}.bin\"]\n"
+        )
+    };
+    let a = context(&c, "ca", &df("a"));
+    let b = context(&c, "cb", &df("b"));
+
+    let out = build(&c, "cache_a", &a);
+    assert!(out.contains("2 steps, 0 cached"), "{out}");
+    assert_eq!(cached_steps(&build(&c, "cache_a", &a)), vec![2, 3]);
+    // B does not fit beside A: A, used least recently, is dropped; the base and B stay.
+    build(&c, "cache_b", &b);
+    assert!(
+        cache_bytes() <= LIMIT,
+        "{} bytes in the build store, bound {LIMIT}",
+        cache_bytes()
+    );
+    assert_eq!(cached_steps(&build(&c, "cache_b", &b)), vec![2, 3]);
+    let again = build(&c, "cache_a", &a);
+    assert!(
+        cached_steps(&again).is_empty(),
+        "A should have been dropped from the cache: {again}"
+    );
+    assert!(cache_bytes() <= LIMIT, "{} bytes", cache_bytes());
+    // The cluster's images are not the cache: both still run.
+    assert!(run_pod(&c, "cache-b-pod", "cache_b").contains("/b.bin"));
+    assert!(run_pod(&c, "cache-a-pod", "cache_a").contains("/a.bin"));
 }

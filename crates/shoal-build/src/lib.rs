@@ -7,7 +7,8 @@
 //! * [`config`]: the image configuration changes of ENV, WORKDIR, CMD, … and manifests;
 //! * [`ignore`], the rules of `.dockerignore`;
 //! * [`layer`]: layer tarballs from an overlayfs upper directory, context files, a
-//!   stage's files and local tarballs.
+//!   stage's files and local tarballs;
+//! * [`cache`]: the bound on the build cache (least recently used images first).
 //!
 //! Crate rules: everything but [`layer`] is pure. The agent runs the steps (containers
 //! through `shoal-runtime`, images through `shoal-image`); this crate must never depend
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cache;
 pub mod config;
 pub mod dockerfile;
 pub mod ignore;

@@ -47,6 +47,20 @@ impl NetnsCluster {
     /// When `up` or the image build fails, with their output; the cluster is torn down
     /// first.
     pub fn up(prefix: &str, controllers: u32, agents: u32, controller_args: &[&str]) -> Self {
+        Self::up_with(prefix, controllers, agents, controller_args, &[])
+    }
+
+    /// [`Self::up`] with extra flags for every agent as well.
+    ///
+    /// # Panics
+    /// As [`Self::up`].
+    pub fn up_with(
+        prefix: &str,
+        controllers: u32,
+        agents: u32,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Self {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let bin = bin_dir();
         for b in ["shoal-controller", "shoal-agent", "shoalctl"] {
@@ -79,6 +93,10 @@ impl NetnsCluster {
         ];
         for a in controller_args {
             args.push("--controller-arg".into());
+            args.push((*a).to_string());
+        }
+        for a in agent_args {
+            args.push("--agent-arg".into());
             args.push((*a).to_string());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();

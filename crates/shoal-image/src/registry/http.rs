@@ -305,6 +305,94 @@ where
     resp.map_err(|e| unreachable(format!("{}: {}", url.path, error_chain(&e))))
 }
 
+/// Most redirects [`fetch_to_file`] follows.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Downloads a plain `http(s)://` URL (a Dockerfile's `ADD URL`) into `dest` (created or
+/// truncated) and returns its length: redirects followed (up to [`MAX_REDIRECTS`]), the
+/// system's roots for HTTPS, the same timeouts as registry requests, and an error once the
+/// body passes `max_bytes`. A 404 is [`RegistryError::NotFound`]; any other status that is
+/// not a success is a [`RegistryError::Protocol`] naming it.
+pub async fn fetch_to_file(
+    url: &str,
+    dest: &std::path::Path,
+    max_bytes: u64,
+) -> Result<u64, RegistryError> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let protocol = |endpoint: &str, message: String| RegistryError::Protocol {
+        endpoint: endpoint.to_string(),
+        message,
+    };
+    let mut u = Url::parse(url)
+        .ok_or_else(|| protocol(url, "not an absolute http:// or https:// URL".into()))?;
+    let tls = tls_config(None)?;
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = send(&tls, &u, Method::GET, &[]).await?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| u.join(l))
+                .ok_or_else(|| {
+                    protocol(&u.origin(), format!("{status} without a usable Location"))
+                })?;
+            u = to;
+            continue;
+        }
+        if status == http::StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                endpoint: u.origin(),
+                what: u.path.clone(),
+            });
+        }
+        if !status.is_success() {
+            return Err(protocol(
+                &u.origin(),
+                format!("GET {}: HTTP {status}", u.path),
+            ));
+        }
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| crate::io_err(dest, e))?;
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(IDLE_TIMEOUT, body.frame()).await {
+                Err(_) => {
+                    return Err(protocol(
+                        &u.origin(),
+                        format!("no data for {IDLE_TIMEOUT:?}"),
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(protocol(&u.origin(), error_chain(&e))),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(d) = frame.into_data() {
+                n += d.len() as u64;
+                if n > max_bytes {
+                    return Err(protocol(
+                        &u.origin(),
+                        format!("GET {}: larger than {max_bytes} bytes", u.path),
+                    ));
+                }
+                file.write_all(&d)
+                    .await
+                    .map_err(|e| crate::io_err(dest, e))?;
+            }
+        }
+        file.flush().await.map_err(|e| crate::io_err(dest, e))?;
+        return Ok(n);
+    }
+    Err(protocol(
+        url,
+        format!("more than {MAX_REDIRECTS} redirects"),
+    ))
+}
+
 /// An error with its causes (hyper's "error sending request" hides the body's error).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -335,6 +423,88 @@ fn tls_message(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback HTTP/1.1 server answering each request by its path: `/moved` redirects
+    /// to `/file`, `/file` is the body, `/loop` redirects to itself, anything else is 404.
+    async fn serve(body: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req);
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let head = match path.as_str() {
+                        "/moved" => {
+                            "HTTP/1.1 302 Found\r\nLocation: /file\r\nContent-Length: 0\r\n\r\n"
+                                .to_string()
+                        }
+                        "/loop" => {
+                            "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n"
+                                .to_string()
+                        }
+                        "/file" => {
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                        }
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    };
+                    let _ = s.write_all(head.as_bytes()).await;
+                    if path == "/file" {
+                        let _ = s.write_all(body).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn fetch_follows_redirects_and_names_what_failed() {
+        let base = serve(b"hello from a URL\n").await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let n = fetch_to_file(&format!("{base}/moved"), &dest, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(n, 17);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello from a URL\n");
+        let e = fetch_to_file(&format!("{base}/nope"), &dest, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound { what, .. } if what == "/nope"),
+            "{e}"
+        );
+        let e = fetch_to_file(&format!("{base}/file"), &dest, 4)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 4 bytes"), "{e}");
+        let e = fetch_to_file(&format!("{base}/loop"), &dest, 1 << 20)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 10 redirects"), "{e}");
+        let e = fetch_to_file("ftp://x/y", &dest, 1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an absolute http"), "{e}");
+        // Nothing listens on port 9 of loopback.
+        let e = fetch_to_file("http://127.0.0.1:9/x", &dest, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Unreachable { .. }), "{e}");
+    }
 
     #[test]
     fn parses_and_joins_urls() {
