@@ -658,6 +658,75 @@ mod tests {
     }
 
     #[test]
+    fn https_checks_send_the_headers_and_skip_certificate_checks_like_the_kubelet() {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        // A certificate of a CA the probe has never seen: verification would refuse it.
+        let ca = shoal_pki::Ca::generate("probe-test").unwrap();
+        let (cert, key) = ca
+            .issue(
+                &shoal_pki::Identity::Node { name: "web".into() },
+                &["127.0.0.1".into()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let cfg = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(shoal_pki::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    shoal_pki::tls::certs_from_pem("cert", &cert).unwrap(),
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s.unwrap());
+                let mut req = Vec::new();
+                let mut b = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let code = if i == 0 { "200 OK" } else { "503 Busy" };
+                let _ = tls.write_all(format!("HTTP/1.0 {code}\r\n\r\n").as_bytes());
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                requests.push(String::from_utf8_lossy(&req).into_owned());
+            }
+            requests
+        });
+        let check = HttpCheck {
+            host: Ipv4Addr::LOCALHOST,
+            port,
+            path: "/healthz".into(),
+            https: true,
+            headers: vec![("X-Probe".into(), "shoal".into())],
+        };
+        http_get(&check, Duration::from_secs(5)).unwrap();
+        let e = http_get(&check, Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("503"), "{e}");
+        let requests = server.join().unwrap();
+        assert!(
+            requests[0].starts_with("GET /healthz HTTP/1.0\r\n"),
+            "{requests:?}"
+        );
+        assert!(
+            requests[0].contains("\r\nX-Probe: shoal\r\n"),
+            "{requests:?}"
+        );
+    }
+
+    #[test]
     fn http_and_tcp_checks_against_a_local_server() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -640,9 +640,11 @@ pub enum SetCommand {
 /// `shoalctl rollout …`.
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
-    /// Wait until the deployment's or daemon set's rollout is complete, printing progress.
+    /// Wait until the deployment's, daemon set's or stateful set's rollout is complete,
+    /// printing progress.
     Status {
-        /// `deployment/NAME`, `daemonset/NAME` (`ds/NAME`) or `deployment NAME`.
+        /// `deployment/NAME`, `daemonset/NAME` (`ds/NAME`), `statefulset/NAME` (`sts/NAME`)
+        /// or `deployment NAME`.
         #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
         target: Vec<String>,
         /// Give up after this long (e.g. 90s, 5m; default: wait forever).
@@ -667,10 +669,12 @@ pub enum RolloutCommand {
         #[arg(long, value_name = "N")]
         to_revision: Option<i64>,
     },
-    /// Replace every pod of the deployment or daemon set with a new one (a rolling update
-    /// that changes only the template annotation kubectl.kubernetes.io/restartedAt).
+    /// Replace every pod of the deployment, daemon set or stateful set with a new one (a
+    /// rolling update that changes only the template annotation
+    /// kubectl.kubernetes.io/restartedAt).
     Restart {
-        /// `deployment/NAME`, `daemonset/NAME` (`ds/NAME`) or `deployment NAME`.
+        /// `deployment/NAME`, `daemonset/NAME` (`ds/NAME`), `statefulset/NAME` (`sts/NAME`)
+        /// or `deployment NAME`.
         #[arg(value_name = "TYPE[/NAME]", required = true, num_args = 1..=2)]
         target: Vec<String>,
     },

@@ -223,6 +223,24 @@ fn statefulset_keeps_names_volumes_and_dns() {
     );
     assert!(all.contains(&ip1), "{all}");
 
+    // rollout restart replaces every pod, highest ordinal first, and rollout status
+    // follows it to the end; the data stays with web-0.
+    let (before, _, _) = ready_pod(&c, "web-0");
+    let out = ctl_in(&c, &["rollout", "restart", "sts", "web"]).expect("restart");
+    assert!(out.contains("statefulset/web restarted"), "{out}");
+    let out = ctl_in(
+        &c,
+        &["rollout", "status", "sts", "web", "--timeout", "180s"],
+    )
+    .expect("rollout status");
+    assert!(
+        out.contains("statefulset rolling update complete 2 pods at revision"),
+        "{out}"
+    );
+    let (uid, node, _) = ready_pod(&c, "web-0");
+    assert!(uid != before && node == node0, "web-0 {uid} on {node}");
+    assert_eq!(sh(&c, "web-0", "cat /data/f").expect("file").trim(), "kept");
+
     // The set goes with its pods; the claims stay.
     ctl_in(&c, &["delete", "statefulset", "web"]).expect("delete sts");
     eventually("the set's pods to go", Duration::from_secs(60), || {

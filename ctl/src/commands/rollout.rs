@@ -24,7 +24,7 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlError> {
     match command {
         RolloutCommand::Status { target, timeout } => {
-            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet"])?;
+            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet", "StatefulSet"])?;
             let work = status(ctx, &kind, &name);
             match timeout {
                 None => work.await,
@@ -51,7 +51,7 @@ pub async fn run(ctx: &mut Context, command: RolloutCommand) -> Result<(), CtlEr
             undo(ctx, &kind, &name, to_revision).await
         }
         RolloutCommand::Restart { target } => {
-            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet"])?;
+            let (kind, name) = one_target(&target, &["Deployment", "DaemonSet", "StatefulSet"])?;
             let ns = ctx.namespace_for(&kind);
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             ctx.modify(&kind, &ns, &name, None, |d| {
@@ -189,22 +189,91 @@ pub fn daemonset_rollout_state(d: &Value) -> RolloutState {
     RolloutState::Done(format!("daemon set {name:?} successfully rolled out"))
 }
 
-/// Follows the Deployment or DaemonSet until [`rollout_state`] or
-/// [`daemonset_rollout_state`] says done (printing each new line).
+/// (pods ready and of the update revision, desired replicas) of a StatefulSet: the
+/// progress bar.
+pub fn statefulset_rollout_progress(s: &Value) -> (u64, u64) {
+    let int = |p: &str| s.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let desired = s
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    let done = int("/status/updatedReplicas")
+        .min(int("/status/readyReplicas"))
+        .min(desired);
+    (done, desired)
+}
+
+/// Judges one version of a StatefulSet like `kubectl rollout status`: only for
+/// `RollingUpdate`; waits for the spec to be observed and every replica to be ready; with a
+/// `partition`, done once the pods from the partition up are updated; otherwise done when
+/// the current revision has caught up with the update revision.
+pub fn statefulset_rollout_state(s: &Value) -> RolloutState {
+    let int = |p: &str| s.pointer(p).and_then(Value::as_i64);
+    let text = |p: &str| s.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let strategy = s
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    if strategy != "RollingUpdate" {
+        return RolloutState::Stuck(
+            "rollout status is only available for RollingUpdate strategy type".into(),
+        );
+    }
+    let generation = int("/metadata/generation").unwrap_or(0);
+    if int("/status/observedGeneration").is_none_or(|o| o == 0 || o < generation) {
+        return RolloutState::Waiting(
+            "Waiting for statefulset spec update to be observed...".into(),
+        );
+    }
+    let replicas = int("/spec/replicas").unwrap_or(1);
+    let ready = int("/status/readyReplicas").unwrap_or(0);
+    if ready < replicas {
+        return RolloutState::Waiting(format!(
+            "Waiting for {} pods to be ready...",
+            replicas - ready
+        ));
+    }
+    let updated = int("/status/updatedReplicas").unwrap_or(0);
+    let partition = int("/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0);
+    if partition > 0 {
+        if updated < replicas - partition {
+            return RolloutState::Waiting(format!(
+                "Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...",
+                replicas - partition
+            ));
+        }
+        return RolloutState::Done(format!(
+            "partitioned roll out complete: {updated} new pods have been updated..."
+        ));
+    }
+    let (current, update) = (
+        text("/status/currentRevision"),
+        text("/status/updateRevision"),
+    );
+    if current != update {
+        return RolloutState::Waiting(format!(
+            "waiting for statefulset rolling update to complete {updated} pods at revision {update}..."
+        ));
+    }
+    RolloutState::Done(format!(
+        "statefulset rolling update complete {} pods at revision {current}...",
+        int("/status/currentReplicas").unwrap_or(0)
+    ))
+}
+
+/// Follows the Deployment, DaemonSet or StatefulSet until its judge ([`rollout_state`],
+/// [`daemonset_rollout_state`], [`statefulset_rollout_state`]) says done (printing each
+/// new line).
 async fn status(ctx: &mut Context, kind: &KindInfo, name: &str) -> Result<(), CtlError> {
     let ns = ctx.namespace_for(kind);
     let fields = format!("metadata.name={name}");
     let mut last = String::new();
-    let daemonset = kind.kind == "DaemonSet";
-    let judge: fn(&Value) -> RolloutState = if daemonset {
-        daemonset_rollout_state
-    } else {
-        rollout_state
-    };
-    let progress: fn(&Value) -> (u64, u64) = if daemonset {
-        daemonset_rollout_progress
-    } else {
-        rollout_progress
+    type Judge = fn(&Value) -> RolloutState;
+    type Progress = fn(&Value) -> (u64, u64);
+    let (judge, progress): (Judge, Progress) = match kind.kind {
+        "DaemonSet" => (daemonset_rollout_state, daemonset_rollout_progress),
+        "StatefulSet" => (statefulset_rollout_state, statefulset_rollout_progress),
+        _ => (rollout_state, rollout_progress),
     };
     // Updated and available pods of the desired count, on a terminal.
     let bar = crate::progress::count(0, &kind.slash_name(name));
@@ -339,7 +408,8 @@ pub fn pick_revision(
     Ok((rev_of(entry), template))
 }
 
-/// Sets `spec.template.metadata.annotations[RESTARTED_AT]` of a Deployment or DaemonSet.
+/// Sets `spec.template.metadata.annotations[RESTARTED_AT]` of a Deployment, DaemonSet or
+/// StatefulSet.
 pub fn set_restarted_at(d: &mut Value, now: &str) -> Result<(), CtlError> {
     let template = d
         .pointer_mut("/spec/template")
@@ -509,6 +579,70 @@ mod tests {
                 .contains("no previous revision")
         );
         assert!(pick_revision(&json!({}), "web", None).is_err());
+    }
+
+    #[test]
+    fn statefulset_rollout_state_like_kubectl() {
+        let sts = |generation: i64, st: Value, partition: Option<i64>| {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "web", "generation": generation},
+                "spec": {"replicas": 3, "updateStrategy": {"type": "RollingUpdate"}},
+                "status": st
+            });
+            if let Some(p) = partition {
+                v["spec"]["updateStrategy"]["rollingUpdate"] = serde_json::json!({"partition": p});
+            }
+            v
+        };
+        let wait = |s: &str| RolloutState::Waiting(s.into());
+        let st = |obs: i64, ready: i64, updated: i64, cur: &str, upd: &str| {
+            serde_json::json!({"observedGeneration": obs, "readyReplicas": ready,
+                "updatedReplicas": updated, "currentReplicas": 3 - updated.min(3),
+                "currentRevision": cur, "updateRevision": upd})
+        };
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, st(1, 3, 3, "a", "a"), None)),
+            wait("Waiting for statefulset spec update to be observed...")
+        );
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, st(2, 1, 1, "a", "b"), None)),
+            wait("Waiting for 2 pods to be ready...")
+        );
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, st(2, 3, 1, "a", "b"), None)),
+            wait("waiting for statefulset rolling update to complete 1 pods at revision b...")
+        );
+        let mut done = st(2, 3, 3, "b", "b");
+        done["currentReplicas"] = 3.into();
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, done, None)),
+            RolloutState::Done(
+                "statefulset rolling update complete 3 pods at revision b...".into()
+            )
+        );
+        // A partition of 2: only web-2 is to be updated.
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, st(2, 3, 0, "a", "b"), Some(2))),
+            wait(
+                "Waiting for partitioned roll out to finish: 0 out of 1 new pods have been updated..."
+            )
+        );
+        assert_eq!(
+            statefulset_rollout_state(&sts(2, st(2, 3, 1, "a", "b"), Some(2))),
+            RolloutState::Done(
+                "partitioned roll out complete: 1 new pods have been updated...".into()
+            )
+        );
+        let mut on_delete = sts(2, st(2, 3, 3, "a", "a"), None);
+        on_delete["spec"]["updateStrategy"]["type"] = "OnDelete".into();
+        assert!(matches!(
+            statefulset_rollout_state(&on_delete),
+            RolloutState::Stuck(_)
+        ));
+        assert_eq!(
+            statefulset_rollout_progress(&sts(2, st(2, 2, 1, "a", "b"), None)),
+            (1, 3)
+        );
     }
 
     #[test]
