@@ -5,6 +5,7 @@
 mod build;
 mod comeback;
 mod daemonset;
+mod faults;
 mod harness;
 mod install;
 mod network;

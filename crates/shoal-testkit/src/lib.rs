@@ -22,6 +22,8 @@
 //!   temporary directory), stopped by PID and removed on drop.
 //! - [`metrics`]: scraping a daemon's `/metrics`, `/healthz`, `/readyz` over plain HTTP
 //!   and parsing the Prometheus text, checked against docs/observability.md.
+//! - [`linearizability`]: a checker (Wing & Gong with Lowe's search, Porcupine-style)
+//!   for histories of creates, updates, deletes and reads of objects.
 //! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
 //!   another test or another test process.
 //!
@@ -34,6 +36,7 @@ mod controller;
 pub mod docker;
 #[cfg(feature = "image")]
 pub mod image;
+pub mod linearizability;
 pub mod metrics;
 mod names;
 mod netns;
