@@ -167,6 +167,17 @@ pub fn register(r: &mut Registry) {
         "Client write requests per Raft entry this member proposed as leader (group commit)",
         shoal_store::entry_requests_histogram().clone(),
     );
+    let (rounds, reads) = shoal_store::read_counters();
+    r.register(
+        "store_read_rounds",
+        "ReadIndex rounds this member ran for linearizable reads (shared by the reads waiting at the time)",
+        rounds.clone(),
+    );
+    r.register(
+        "store_linearizable_reads",
+        "Linearizable reads (get, list, watch starts) this member served",
+        reads.clone(),
+    );
     r.register(
         "raft_last_log_index",
         "Index of the last entry in this member's Raft log",

@@ -10,6 +10,7 @@ mod group;
 mod log_store;
 mod membership;
 mod network;
+mod reads;
 mod state_machine;
 mod store;
 pub mod testing;
@@ -22,6 +23,7 @@ pub use error::StoreError;
 pub use group::entry_requests_histogram;
 pub use log_store::{SledLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
+pub use reads::read_counters;
 pub use state_machine::{DEDUP_WINDOW, SledStateMachine};
 pub use store::{Store, StoreConfig};
 pub use types::{

@@ -111,6 +111,7 @@ struct Inner {
     ops: MembershipOps,
     leader_rx: watch::Receiver<Option<u64>>,
     grouper: Grouper,
+    reads: crate::reads::ReadRounds,
 }
 
 /// One member of the replicated object store. Cheap to clone.
@@ -303,6 +304,7 @@ impl Store {
                 ops,
                 leader_rx,
                 grouper,
+                reads: Default::default(),
             }),
         })
     }
@@ -707,8 +709,26 @@ impl Store {
         }
     }
 
-    /// Makes the next local read linearizable (see [`Consistency::Linearizable`]).
+    /// Makes the next local read linearizable (see [`Consistency::Linearizable`]): joins
+    /// the next shared ReadIndex round (`reads.rs`), starting the rounds' driver if none
+    /// runs.
     async fn linearize(&self) -> Result<(), StoreError> {
+        let (rx, start) = self.inner.reads.join();
+        if start {
+            let store = self.clone();
+            tokio::spawn(async move {
+                while let Some(round) = store.inner.reads.take_next() {
+                    let r = store.linearize_round().await;
+                    round.send_replace(Some(r));
+                }
+            });
+        }
+        crate::reads::outcome(rx).await
+    }
+
+    /// One ReadIndex round: confirms leadership (on the leader) or asks the leader for its
+    /// read index, then waits until this member has applied it.
+    async fn linearize_round(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let me = self.inner.cfg.node_id;
         let mut last_err = StoreError::NoLeader;
