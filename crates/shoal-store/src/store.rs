@@ -112,6 +112,8 @@ struct Inner {
     leader_rx: watch::Receiver<Option<u64>>,
     grouper: Grouper,
     reads: crate::reads::ReadRounds,
+    /// Last field: dropped after everything that holds the Raft handle.
+    _raft_rt: RaftRuntime,
 }
 
 /// One member of the replicated object store. Cheap to clone.
@@ -126,6 +128,41 @@ impl std::fmt::Debug for Store {
             .field("node_id", &self.inner.cfg.node_id)
             .field("data_dir", &self.inner.cfg.data_dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// The runtime a member's Raft core runs on, with the replication to each follower and
+/// the storage calls it makes: two threads of its own, so that reconcilers, API handlers
+/// and image transfers on the controller's runtime cannot delay heartbeats and votes
+/// (issue "Control plane at scale", part 6). The gRPC server that receives Raft RPCs
+/// still runs on the caller's runtime; it only passes each request to the core. One per
+/// member (in-process test clusters get one each, as separate processes would); shut
+/// down in the background when the store is dropped.
+#[derive(Debug)]
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn new(id: u64) -> Result<Self, StoreError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("raft-{id}"))
+            .enable_all()
+            .build()
+            .map(|rt| RaftRuntime(Some(rt)))
+            .map_err(|e| StoreError::Storage(format!("the Raft runtime: {e}")))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        // Not `drop`: that blocks, which a runtime may not do inside another one.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -266,8 +303,21 @@ impl Store {
         let network = NetworkFactory {
             clients: clients.clone(),
         };
-        let raft = StoreRaft::new(cfg.node_id, Arc::new(config), network, log, sm.clone())
+        // Made on the Raft runtime, so that its core (and the replication and storage
+        // tasks the core spawns) runs there.
+        let raft_rt = RaftRuntime::new(cfg.node_id)?;
+        let raft = raft_rt
+            .handle()
+            .ok_or_else(|| StoreError::Storage("the Raft runtime is gone".into()))?
+            .spawn(StoreRaft::new(
+                cfg.node_id,
+                Arc::new(config),
+                network,
+                log,
+                sm.clone(),
+            ))
             .await
+            .map_err(|e| StoreError::Storage(format!("starting raft: {e}")))?
             .map_err(|e| {
                 StoreError::Storage(format!("starting raft for member {}: {e}", cfg.node_id))
             })?;
@@ -305,6 +355,7 @@ impl Store {
                 leader_rx,
                 grouper,
                 reads: Default::default(),
+                _raft_rt: raft_rt,
             }),
         })
     }
