@@ -30,7 +30,8 @@ use shoal_api::{
 };
 
 use super::action::{
-    Action, Names, is_pod_ready, is_terminal, namespace, node_of, pod_key, revision, set_condition,
+    Action, Names, bind, is_pod_ready, is_terminal, namespace, node_of, pod_key, revision,
+    set_condition,
 };
 use super::scheduler::{node_info, pod_request};
 
@@ -79,17 +80,7 @@ pub fn new_pod(
             });
         }
     }
-    spec.node_name = Some(node.to_string());
-    let mut status = PodStatus::default();
-    set_condition(
-        &mut status.conditions,
-        "PodScheduled",
-        ConditionStatus::True,
-        "",
-        "",
-        now,
-    );
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             labels,
             annotations: ds.spec.template.metadata.annotations.clone(),
@@ -104,8 +95,11 @@ pub fn new_pod(
             ..ObjectMeta::named(&ns, &format!("{prefix}-{}", names.suffix(5)))
         },
         spec,
-        status: Some(status),
-    }
+        status: Some(PodStatus::default()),
+    };
+    // Created already bound, with the scheduler's binding.
+    bind(&pod, node, now).apply_to(&mut pod);
+    pod
 }
 
 /// Whether a node should run the daemon pod, and whether it should keep one it has
