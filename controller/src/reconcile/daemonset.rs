@@ -24,14 +24,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shoal_api::{
-    ConditionStatus, DAEMONSET_HASH_LABEL, DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategyType,
-    Kind, Node, Object, ObjectMeta, OwnerReference, Pod, PodStatus, TaintEffect, Toleration,
+    DAEMONSET_HASH_LABEL, DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategyType, Kind, Node,
+    Object, ObjectMeta, OwnerReference, Pod, PodStatus, TaintEffect, Toleration,
     TolerationOperator, template_hash,
 };
 
 use super::action::{
     Action, Names, bind, is_pod_ready, is_terminal, namespace, node_of, pod_key, revision,
-    set_condition,
 };
 use super::scheduler::{node_info, pod_request};
 
@@ -312,7 +311,7 @@ mod tests {
     use super::*;
     use crate::reconcile::action::CountingNames;
     use serde_json::json;
-    use shoal_api::PodPhase;
+    use shoal_api::{ConditionStatus, PodPhase};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
