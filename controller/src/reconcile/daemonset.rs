@@ -309,7 +309,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::action::CountingNames;
+    use crate::reconcile::action::{CountingNames, set_condition};
     use serde_json::json;
     use shoal_api::{ConditionStatus, PodPhase};
 
