@@ -5,7 +5,8 @@
 # load average before and after, and removes everything it started.
 # Usage: scripts/bench-sched.sh [shoal-bench sched args…]
 #   e.g. scripts/bench-sched.sh --nodes 1000 --pods 10000 --batch 100 --clients 8
-# SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl.
+# SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl; LEADER_ONLY=1 sends
+# every request to member 1 (the first leader), so no write is forwarded.
 # Processes are stopped by PID and the temp directory removed on exit, also on failure.
 # Traffic stays on 127.0.0.1 (ports 17401-17403).
 set -euo pipefail
@@ -61,6 +62,8 @@ for i in 1 2 3; do
 done
 say "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 E=$(IFS=,; echo "${SH[*]}")
+# LEADER_ONLY=1: every client talks to member 1 (the first leader): no forwarded writes.
+[[ -z "${LEADER_ONLY:-}" ]] || E=${SH[0]}
 "$BIN/shoal-bench" sched --endpoints "$E" "$@" & BENCH=$!
 wait "$BENCH"; BENCH=
 say "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
