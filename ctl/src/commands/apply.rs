@@ -69,8 +69,11 @@ pub async fn run(ctx: &mut Context, args: ApplyArgs) -> Result<(), CtlError> {
                 _ => CtlError::Objects(
                     failed
                         .into_iter()
-                        .map(|(i, e)| {
-                            format!("{}: {e}", objects[i].kind.slash_name(&objects[i].name))
+                        .map(|(i, e)| match i {
+                            Some(i) => {
+                                format!("{}: {e}", objects[i].kind.slash_name(&objects[i].name))
+                            }
+                            None => e.to_string(),
                         })
                         .collect(),
                 ),
@@ -127,12 +130,13 @@ pub async fn merge_and_send(
     }
 }
 
-/// The result of each manifest object (None where it failed), the live objects read
-/// last, and the objects that failed with their errors.
+/// The live objects read last, the result of each manifest object (None where it
+/// failed), and the errors: of one object (its index), or of the Apply of the existing
+/// objects as a whole (None).
 type Written = (
     Vec<Option<Value>>,
     Vec<Option<ApplyResult>>,
-    Vec<(usize, CtlError)>,
+    Vec<(Option<usize>, CtlError)>,
 );
 
 /// Creates the objects that do not exist with one CreateMany, then applies the existing
@@ -147,7 +151,7 @@ pub async fn create_and_apply(
         .any(|o| o.raw.pointer("/metadata/resourceVersion").is_some());
     let mut results: Vec<Option<ApplyResult>> = vec![None; objects.len()];
     let mut live_all: Vec<Option<Value>> = vec![None; objects.len()];
-    let mut failed: Vec<(usize, CtlError)> = Vec::new();
+    let mut failed: Vec<(Option<usize>, CtlError)> = Vec::new();
     // Indexes still to write.
     let mut left: Vec<usize> = (0..objects.len()).collect();
     let mut attempt = 0;
@@ -181,7 +185,7 @@ pub async fn create_and_apply(
                     {
                         again.push(i)
                     }
-                    Err(s) => failed.push((i, status_error(&s, None))),
+                    Err(s) => failed.push((Some(i), status_error(&s, None))),
                 }
             }
         }
@@ -196,13 +200,14 @@ pub async fn create_and_apply(
                 Err(CtlError::Conflict(_)) if !own_versions && attempt < APPLY_ATTEMPTS => {
                     again.extend(existing.iter().map(|&k| left[k]));
                 }
-                Err(e) => return Err(e),
+                // Nothing of the Apply was written; what CreateMany wrote is reported.
+                Err(e) => failed.push((None, e)),
             }
         }
         again.sort_unstable();
         left = again;
     }
-    failed.sort_by_key(|(i, _)| *i);
+    failed.sort_by_key(|(i, _)| i.unwrap_or(usize::MAX));
     Ok((live_all, results, failed))
 }
 
