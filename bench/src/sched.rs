@@ -2,7 +2,9 @@
 //!
 //! The load generator registers SIMULATED nodes (Node objects with capacity, Ready=True and
 //! a heartbeat refreshed every `--heartbeat-secs`, as an agent would; no agent and no
-//! container runs), then creates pods (`--clients` concurrent Creates, or Applies of `--batch` pods) and watches until every pod has `spec.nodeName`. Pods bound per second is
+//! container runs), then creates pods (`--clients` concurrent Creates, or CreateMany requests
+//! of `--batch` pods; `--via apply` sends those as one atomic Apply instead, the old batched
+//! path) and watches until every pod has `spec.nodeName`. Pods bound per second is
 //! measured from the first create to the last binding seen on the watch.
 
 use std::collections::HashSet;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_proto::{ApplyRequest, ObjectRequest, WatchRequest};
+use shoal_proto::{ApplyRequest, CreateManyRequest, ObjectRequest, WatchRequest};
 
 use crate::{cluster_client, ensure_namespace};
 
@@ -27,10 +29,14 @@ pub struct SchedArgs {
     /// Pods to create and wait for.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// Pods per request: 1 = Create, more = one Apply of that many (one Raft entry, but
-    /// the server reads each object linearizably first).
+    /// Pods per request: 1 = Create, more = one CreateMany of that many (each pod its own
+    /// store request and result, group-committed), or one Apply with `--via apply`.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// How a batch is sent: `create-many` or `apply` (one atomic Apply; the server reads
+    /// each object linearizably first).
+    #[arg(long, default_value = "create-many", value_parser = ["create-many", "apply"])]
+    pub via: String,
     /// Concurrent create requests.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -120,6 +126,52 @@ async fn create_retrying(
             Err(s) => return Err(s).context("creating an object"),
         }
     }
+}
+
+/// Creates objects with CreateMany, sending again the ones that failed transiently (an
+/// election under load) for up to 60 s; `already exists` after a resend means an earlier
+/// attempt went through. Any other failure of an object is an error.
+async fn create_many_retrying(
+    c: &mut shoal_proto::cluster_client::ClusterClient<tonic::transport::Channel>,
+    mut objects_json: Vec<String>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut resend = false;
+    while !objects_json.is_empty() {
+        let results = match c
+            .create_many(CreateManyRequest {
+                objects_json: objects_json.clone(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().results,
+            Err(s) if Instant::now() < deadline && s.code() != tonic::Code::InvalidArgument => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                resend = true;
+                continue;
+            }
+            Err(s) => return Err(s).context("creating pods"),
+        };
+        let mut again = Vec::new();
+        for r in results {
+            match tonic::Code::from_i32(r.code) {
+                tonic::Code::Ok => {}
+                tonic::Code::AlreadyExists if resend => {}
+                tonic::Code::Unavailable | tonic::Code::Aborted | tonic::Code::Internal
+                    if Instant::now() < deadline =>
+                {
+                    again.push(objects_json[r.index as usize].clone());
+                }
+                _ => bail!("creating pod {}: {}", r.name, r.error),
+            }
+        }
+        if !again.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            resend = true;
+        }
+        objects_json = again;
+    }
+    Ok(())
 }
 
 /// Runs the benchmark and prints one JSON line with the figures.
@@ -224,11 +276,12 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     let batches = Arc::new(batches);
     let mut creators = Vec::new();
     for ci in 0..a.clients.max(1) {
-        let (next, batches, ns, ep) = (
+        let (next, batches, ns, ep, via) = (
             next.clone(),
             batches.clone(),
             ns.clone(),
             eps[ci % eps.len()].clone(),
+            a.via.clone(),
         );
         creators.push(tokio::spawn(async move {
             let mut c = cluster_client(&ep).await?;
@@ -246,13 +299,15 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
                 if objects_json.len() == 1 {
                     let object_json = objects_json.into_iter().next().unwrap_or_default();
                     create_retrying(&mut c, object_json).await?;
-                } else {
+                } else if via == "apply" {
                     c.apply(ApplyRequest {
                         objects_json,
                         dry_run: false,
                     })
                     .await
                     .context("creating pods")?;
+                } else {
+                    create_many_retrying(&mut c, objects_json).await?;
                 }
             }
             anyhow::Ok(())
@@ -296,7 +351,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     }
     let total = done.duration_since(t0).as_secs_f64();
     let out = serde_json::json!({
-        "nodes": a.nodes, "pods": a.pods, "batch": a.batch, "clients": a.clients,
+        "nodes": a.nodes, "pods": a.pods, "batch": a.batch, "via": a.via, "clients": a.clients,
         "create_seconds": created.as_secs_f64(),
         "create_per_sec": a.pods as f64 / created.as_secs_f64(),
         "first_binding_after_ms": first.map(|f| f.duration_since(t0).as_secs_f64() * 1000.0),

@@ -11,9 +11,9 @@ use shoal_api::{Kind, Object};
 use shoal_proto::cluster_server::{Cluster, ClusterServer};
 use shoal_proto::{
     AddMemberRequest, ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest,
-    ClusterStatusResponse, DeleteRequest, GetRequest, ListRequest, ListResponse, MemberStatus,
-    ObjectRequest, ObjectResponse, RemoveMemberRequest, SnapshotChunk, SnapshotRequest, WatchEvent,
-    WatchRequest,
+    ClusterStatusResponse, CreateManyRequest, CreateManyResponse, CreateManyResult, DeleteRequest,
+    GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest, ObjectResponse,
+    RemoveMemberRequest, SnapshotChunk, SnapshotRequest, WatchEvent, WatchRequest,
 };
 use shoal_store::{Consistency, EventType, Store, StoreError, Write};
 use tokio_stream::StreamExt;
@@ -405,6 +405,114 @@ impl ClusterService {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Creates each object on its own (the CreateMany RPC): every object is parsed,
+    /// authorized and admitted as by Create; then the Namespaces among them are created,
+    /// then the rest, each round as one group of store requests ([`Store::write_each`]: one
+    /// request per object, all or nothing per object, committed in few Raft entries).
+    /// Returns one result per document, in order.
+    async fn create_each(&self, who: &Identity, docs: &[String]) -> Vec<CreateManyResult> {
+        let mut results: Vec<CreateManyResult> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| named_result(i, j))
+            .collect();
+        let mut objects = Vec::with_capacity(docs.len());
+        for (i, j) in docs.iter().enumerate() {
+            let o = match parse_object(j, &format!("object {}", i + 1)) {
+                Ok(o) => o,
+                Err(e) => {
+                    set_error(&mut results[i], &crate::error::to_status(&e));
+                    continue;
+                }
+            };
+            results[i].kind = o.kind().to_string();
+            results[i].namespace = effective_namespace(o.kind(), o.namespace());
+            results[i].name = o.name().to_string();
+            match self.authorize_write(who, Verb::Create, &o).await {
+                Ok(()) => objects.push((i, o)),
+                Err(s) => set_error(&mut results[i], &s),
+            }
+        }
+        let (namespaces, rest): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .partition(|(_, o)| matches!(o, Object::Namespace(_)));
+        for round in [namespaces, rest] {
+            for (i, r) in self.create_round(round).await {
+                match r {
+                    Ok(v) => results[i].object_json = v.to_string(),
+                    Err(e) => set_error(&mut results[i], &crate::error::to_status(&e)),
+                }
+            }
+        }
+        results
+    }
+
+    /// Creates `objects` (index, object) each as its own store request, concurrently; a
+    /// Service (its addresses are allocated one at a time) and an object whose namespace
+    /// changed under it go the way of a single Create.
+    async fn create_round(
+        &self,
+        objects: Vec<(usize, Object)>,
+    ) -> Vec<(usize, Result<Value, ApiError>)> {
+        let mut out = Vec::with_capacity(objects.len());
+        let mut checks: BTreeMap<String, Write> = BTreeMap::new();
+        let mut alone = Vec::new();
+        let mut sent = Vec::with_capacity(objects.len());
+        let mut batches = Vec::with_capacity(objects.len());
+        for (i, o) in objects {
+            if matches!(o, Object::Service(_)) {
+                alone.push((i, o));
+                continue;
+            }
+            let ns = effective_namespace(o.kind(), o.namespace());
+            let mut writes = Vec::with_capacity(2);
+            if o.kind().namespaced() {
+                let check = match checks.get(&ns) {
+                    Some(w) => Ok(w.clone()),
+                    None => self.namespace_check(&ns).await,
+                };
+                match check {
+                    Ok(w) => {
+                        checks.insert(ns.clone(), w.clone());
+                        writes.push(w);
+                    }
+                    Err(e) => {
+                        out.push((i, Err(e)));
+                        continue;
+                    }
+                }
+            }
+            let mut obj = o.clone();
+            if let Object::Namespace(n) = &mut obj {
+                // The phase is the server's: a new namespace is Active.
+                n.status = shoal_api::Namespace::named(&n.metadata.name).status;
+            }
+            let mut v = obj.to_json();
+            strip_server_meta(&mut v);
+            let key = o.key();
+            writes.push(Write::Create {
+                key: key.clone(),
+                object: v,
+            });
+            batches.push(writes);
+            sent.push((i, o, key, key_for("Namespace", "", &ns)));
+        }
+        let written = self.store.write_each(batches).await;
+        for ((i, o, key, ns_key), r) in sent.into_iter().zip(written) {
+            match r {
+                Ok(w) => out.push((i, Ok(outcome_of(w, &key)))),
+                // The namespace changed after it was read (or a neighbour created the
+                // built-in one first): the single path reads it again and retries.
+                Err(e) if is_race_on(&e, &ns_key) => alone.push((i, o)),
+                Err(e) => out.push((i, Err(e.into()))),
+            }
+        }
+        for (i, o) in alone {
+            out.push((i, self.create_object(o).await));
+        }
+        out
     }
 
     /// Replaces one object. A Service or Node is read first so that the parts the server
@@ -839,6 +947,30 @@ fn parse_object(json: &str, what: &str) -> Result<Object, ApiError> {
     Ok(o)
 }
 
+/// The result of document `i` of a CreateMany request before it is written: its kind,
+/// namespace and name as far as the JSON tells.
+fn named_result(i: usize, json: &str) -> CreateManyResult {
+    let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    let field = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    CreateManyResult {
+        index: u32::try_from(i).unwrap_or(u32::MAX),
+        kind: field("/kind"),
+        namespace: field("/metadata/namespace"),
+        name: field("/metadata/name"),
+        ..Default::default()
+    }
+}
+
+fn set_error(r: &mut CreateManyResult, s: &Status) {
+    r.code = s.code() as i32;
+    r.error = s.message().to_string();
+}
+
 fn strip_server_meta(v: &mut Value) {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in SERVER_META {
@@ -1003,6 +1135,16 @@ impl Cluster for ClusterService {
         Ok(Response::new(ObjectResponse {
             object_json: out.to_string(),
         }))
+    }
+
+    async fn create_many(
+        &self,
+        request: Request<CreateManyRequest>,
+    ) -> Result<Response<CreateManyResponse>, Status> {
+        let who = caller(&request)?;
+        let req = request.into_inner();
+        let results = self.create_each(&who, &req.objects_json).await;
+        Ok(Response::new(CreateManyResponse { results }))
     }
 
     async fn update(

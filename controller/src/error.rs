@@ -54,7 +54,9 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
         ApiError::Store(s) => match s {
             StoreError::NotFound { .. } => Status::not_found(s.to_string()),
             StoreError::AlreadyExists { .. } => Status::already_exists(s.to_string()),
-            StoreError::Conflict { .. } => Status::aborted(s.to_string()),
+            StoreError::Conflict { .. } | StoreError::AlreadyBound { .. } => {
+                Status::aborted(s.to_string())
+            }
             StoreError::TooOld { .. } | StoreError::Lagged { .. } => {
                 Status::out_of_range(s.to_string())
             }

@@ -18,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use shoal_api::{Object, Pod};
 use shoal_store::{Consistency, Store};
 
 use crate::reconcile::action::Action;
@@ -351,16 +350,16 @@ pub fn count_by_kind<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String
 }
 
 /// Records one scheduler plan: `pending` pods were planned in `took` and `actions`
-/// came out of it (a binding is an update that sets a pod's node).
+/// came out of it (each [`Action::Bind`] is a binding).
 pub fn observe_scheduler(pending: usize, actions: &[Action], took: Duration, now: DateTime<Utc>) {
     if pending == 0 {
         metrics().scheduler_unschedulable.set(0);
         return;
     }
-    let bound: Vec<&Pod> = actions
+    let bound: Vec<&crate::reconcile::action::Binding> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Update(Object::Pod(p)) if p.spec.node_name.is_some() => Some(p),
+            Action::Bind(b) => Some(b),
             _ => None,
         })
         .collect();
@@ -375,8 +374,8 @@ pub fn observe_scheduler(pending: usize, actions: &[Action], took: Duration, now
     attempts("scheduled").inc_by(bound.len() as u64);
     attempts("unschedulable").inc_by(unschedulable as u64);
     m.scheduler_unschedulable.set(unschedulable as i64);
-    for p in bound {
-        if let Some(created) = p.metadata.creation_timestamp
+    for b in bound {
+        if let Some(created) = b.created
             && let Ok(d) = now.signed_duration_since(created).to_std()
         {
             m.scheduler_latency.observe(d.as_secs_f64());

@@ -58,6 +58,10 @@ pub enum CtlError {
     /// The controller rejected the request as invalid.
     #[error("rejected by the controller: {0}")]
     Invalid(String),
+    /// Several objects of one request failed, each on its own: one line per object
+    /// (`pod/web: permission denied: …`).
+    #[error("{}", .0.join("\n"))]
+    Objects(Vec<String>),
     /// The controller is there but cannot serve (no leader, shutting down, …).
     #[error("controller unavailable: {0}")]
     Unavailable(String),

@@ -12,6 +12,8 @@ pub enum Action {
     /// Replace an object, on the precondition that its revision is still
     /// `metadata.resourceVersion` of the given object.
     Update(Object),
+    /// Bind a pod to a node (a small store command, not the whole pod; see [`bind`]).
+    Bind(Binding),
     /// Delete an object at a known revision.
     Delete {
         /// Store key.
@@ -26,6 +28,7 @@ impl Action {
     pub fn key(&self) -> String {
         match self {
             Action::Create(o) | Action::Update(o) => o.key(),
+            Action::Bind(b) => b.key.clone(),
             Action::Delete { key, .. } => key.clone(),
         }
     }
@@ -48,11 +51,64 @@ impl Action {
                 object: o.to_json(),
                 expected_revision: Some(revision(o.meta())).filter(|r| *r != 0),
             },
+            Action::Bind(b) => Write::Bind {
+                key: b.key.clone(),
+                node_name: b.node.clone(),
+                expected_revision: Some(b.revision).filter(|r| *r != 0),
+                condition: serde_json::to_value(&b.condition).unwrap_or_default(),
+            },
             Action::Delete { key, revision } => Write::Delete {
                 key: key.clone(),
                 expected_revision: Some(*revision).filter(|r| *r != 0),
             },
         }
+    }
+}
+
+/// A pod bound to a node: the scheduler writes it as [`Action::Bind`] (the store sets the
+/// node and the condition, [`Write::Bind`]); the DaemonSet controller applies it to the pods
+/// it creates already bound ([`Binding::apply_to`]). Both make it with [`bind`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The pod's store key.
+    pub key: String,
+    /// The node it goes to.
+    pub node: String,
+    /// The pod's revision the binding was planned against (0: no precondition).
+    pub revision: u64,
+    /// `PodScheduled=True`.
+    pub condition: Condition,
+    /// When the pod was created (for the scheduling latency).
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// The one way a pod is bound: to `node` at `now`, on the precondition of `p`'s revision.
+pub fn bind(p: &Pod, node: &str, now: DateTime<Utc>) -> Binding {
+    let mut condition = Condition::new("PodScheduled", ConditionStatus::True);
+    condition.last_transition_time = Some(now);
+    Binding {
+        key: pod_key(p),
+        node: node.to_string(),
+        revision: revision(&p.metadata),
+        condition,
+        created: p.metadata.creation_timestamp,
+    }
+}
+
+impl Binding {
+    /// Binds a pod in hand, as the store does with [`Write::Bind`]: sets `spec.nodeName` and
+    /// the condition (keeping its transition time when the status is unchanged).
+    pub fn apply_to(&self, p: &mut Pod) {
+        p.spec.node_name = Some(self.node.clone());
+        let c = &self.condition;
+        set_condition(
+            &mut p.status.get_or_insert_with(Default::default).conditions,
+            &c.type_,
+            c.status,
+            &c.reason,
+            &c.message,
+            c.last_transition_time.unwrap_or_default(),
+        );
     }
 }
 

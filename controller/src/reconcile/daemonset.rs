@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shoal_api::{
-    ConditionStatus, DAEMONSET_HASH_LABEL, DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategyType,
-    Kind, Node, Object, ObjectMeta, OwnerReference, Pod, PodStatus, TaintEffect, Toleration,
+    DAEMONSET_HASH_LABEL, DaemonSet, DaemonSetStatus, DaemonSetUpdateStrategyType, Kind, Node,
+    Object, ObjectMeta, OwnerReference, Pod, PodStatus, TaintEffect, Toleration,
     TolerationOperator, template_hash,
 };
 
 use super::action::{
-    Action, Names, is_pod_ready, is_terminal, namespace, node_of, pod_key, revision, set_condition,
+    Action, Names, bind, is_pod_ready, is_terminal, namespace, node_of, pod_key, revision,
 };
 use super::scheduler::{node_info, pod_request};
 
@@ -79,17 +79,7 @@ pub fn new_pod(
             });
         }
     }
-    spec.node_name = Some(node.to_string());
-    let mut status = PodStatus::default();
-    set_condition(
-        &mut status.conditions,
-        "PodScheduled",
-        ConditionStatus::True,
-        "",
-        "",
-        now,
-    );
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             labels,
             annotations: ds.spec.template.metadata.annotations.clone(),
@@ -104,8 +94,11 @@ pub fn new_pod(
             ..ObjectMeta::named(&ns, &format!("{prefix}-{}", names.suffix(5)))
         },
         spec,
-        status: Some(status),
-    }
+        status: Some(PodStatus::default()),
+    };
+    // Created already bound, with the scheduler's binding.
+    bind(&pod, node, now).apply_to(&mut pod);
+    pod
 }
 
 /// Whether a node should run the daemon pod, and whether it should keep one it has
@@ -316,9 +309,9 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::action::CountingNames;
+    use crate::reconcile::action::{CountingNames, set_condition};
     use serde_json::json;
-    use shoal_api::PodPhase;
+    use shoal_api::{ConditionStatus, PodPhase};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 

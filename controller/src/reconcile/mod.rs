@@ -569,7 +569,8 @@ async fn execute(
             Err(
                 StoreError::Conflict { key, .. }
                 | StoreError::NotFound { key }
-                | StoreError::AlreadyExists { key },
+                | StoreError::AlreadyExists { key }
+                | StoreError::AlreadyBound { key, .. },
             ) => {
                 debug!("{who}: precondition failed on {key}; re-planning");
                 stale.push(key);

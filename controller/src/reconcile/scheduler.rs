@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use shoal_api::{ConditionStatus, EventType, Kind, Node, Object, Pod, PodStatus};
 use shoal_scheduler as sched;
 
-use super::action::{Action, Names, is_terminal, node_of, pod_key, set_condition};
+use super::action::{Action, Names, bind, is_terminal, node_of, pod_key, set_condition};
 use super::events::{new_event, reference};
 use super::volumes;
 
@@ -121,8 +121,9 @@ pub fn is_pending(p: &Pod) -> bool {
     node_of(p).is_none() && p.metadata.deletion_timestamp.is_none() && !is_terminal(p)
 }
 
-/// Plans one scheduling pass: bind every pending pod that fits (an `Update` of the pod
-/// setting `spec.nodeName` and condition `PodScheduled=True`), and for each pod that fits
+/// Plans one scheduling pass: bind every pending pod that fits (an [`Action::Bind`]: the
+/// store sets `spec.nodeName` and condition `PodScheduled=True` at the planned revision),
+/// and for each pod that fits
 /// nowhere set `PodScheduled=False`/`Unschedulable` with the fit error as message plus a
 /// `FailedScheduling` event, only when that message changed. A pod mounting bound
 /// claims may only go to their volumes' node; one whose claims are missing waits
@@ -183,18 +184,7 @@ pub fn plan(
         let Some(p) = by_key.get(b.pod_key.as_str()) else {
             continue;
         };
-        let mut p = (*p).clone();
-        p.spec.node_name = Some(b.node.clone());
-        let status = p.status.get_or_insert_with(PodStatus::default);
-        set_condition(
-            &mut status.conditions,
-            "PodScheduled",
-            ConditionStatus::True,
-            "",
-            "",
-            now,
-        );
-        actions.push(Action::Update(Object::Pod(p)));
+        actions.push(Action::Bind(bind(p, &b.node, now)));
     }
     unschedulable.extend(
         result
@@ -291,9 +281,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Update(Object::Pod(p)) => {
-                    Some((p.metadata.name.clone(), p.spec.node_name.clone()?))
-                }
+                Action::Bind(b) => Some((b.key.rsplit('/').next()?.to_string(), b.node.clone())),
                 _ => None,
             })
             .collect()
@@ -327,23 +315,28 @@ mod tests {
             vec![2, 2, 2],
             "{b:?}"
         );
-        // Every binding is a CAS update carrying PodScheduled=True.
+        // Every binding is a bind command at the planned revision carrying PodScheduled=True.
         for a in &actions {
-            let Action::Update(Object::Pod(p)) = a else {
+            let Action::Bind(b) = a else {
                 panic!("unexpected action {a:?}")
             };
-            assert_eq!(p.metadata.resource_version.as_deref(), Some("7"));
-            let c =
-                shoal_api::find_condition(&p.status.as_ref().unwrap().conditions, "PodScheduled")
-                    .unwrap();
-            assert_eq!(c.status, ConditionStatus::True);
-            assert!(matches!(
-                a.to_write(),
-                shoal_store::Write::Update {
-                    expected_revision: Some(7),
-                    ..
-                }
-            ));
+            assert_eq!(b.revision, 7);
+            assert_eq!(
+                (b.condition.type_.as_str(), b.condition.status),
+                ("PodScheduled", ConditionStatus::True)
+            );
+            let shoal_store::Write::Bind {
+                expected_revision: Some(7),
+                node_name,
+                condition,
+                ..
+            } = a.to_write()
+            else {
+                panic!("not a bind at revision 7: {:?}", a.to_write())
+            };
+            assert_eq!(node_name, b.node);
+            assert_eq!(condition["type"], json!("PodScheduled"));
+            assert_eq!(condition["status"], json!("True"));
         }
     }
 

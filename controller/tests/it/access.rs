@@ -616,3 +616,141 @@ async fn a_capture_of_client_and_raft_traffic_shows_no_plaintext() {
         );
     }
 }
+
+/// CreateMany: each object parsed, authorized, admitted and created on its own, with its
+/// own result; the refused ones leave nothing behind.
+#[tokio::test]
+async fn create_many_gives_each_object_its_own_result() {
+    use shoal_proto::CreateManyRequest;
+    let c = tokio::task::spawn_blocking(|| TestCluster::start(1))
+        .await
+        .expect("start");
+    let addr = c.addr(1);
+    let conf = c.admin_conf();
+    let ca_pem = ca_of(&conf);
+    let mut admin = client(&addr).await.expect("admin");
+    let pod_in = |ns: &str, name: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&pod_json(name)).expect("json");
+        v["metadata"]["namespace"] = ns.into();
+        v
+    };
+    let ns = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    admin
+        .create(ObjectRequest {
+            object_json: ns("team").to_string(),
+        })
+        .await
+        .expect("namespace team");
+
+    // As alice (edit in team): ok, invalid, forbidden by role, forbidden by admission,
+    // not JSON, ok.
+    let team = user(&conf, &addr, "alice", "edit", "team").await;
+    let mut t = ClusterClient::new(as_who(&ca_pem, Some(&team), &addr).await.expect("edit"));
+    let mut host = pod_in("team", "host");
+    host["spec"]["volumes"] = serde_json::json!([{"name": "h", "hostPath": {"path": "/"}}]);
+    let mut invalid = pod_in("team", "bad");
+    invalid["spec"]["containers"] = serde_json::json!([]);
+    let docs = vec![
+        pod_in("team", "one").to_string(),
+        invalid.to_string(),
+        pod_in("default", "elsewhere").to_string(),
+        host.to_string(),
+        "{not json".to_string(),
+        pod_in("team", "two").to_string(),
+    ];
+    let r = t
+        .create_many(CreateManyRequest { objects_json: docs })
+        .await
+        .expect("create many")
+        .into_inner()
+        .results;
+    let summary: Vec<(u32, &str, &str, i32)> = r
+        .iter()
+        .map(|x| (x.index, x.namespace.as_str(), x.name.as_str(), x.code))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (0, "team", "one", Code::Ok as i32),
+            (1, "team", "bad", Code::InvalidArgument as i32),
+            (2, "default", "elsewhere", Code::PermissionDenied as i32),
+            (3, "team", "host", Code::PermissionDenied as i32),
+            (4, "", "", Code::InvalidArgument as i32),
+            (5, "team", "two", Code::Ok as i32),
+        ],
+        "{r:#?}"
+    );
+    assert!(r[1].error.contains("object 2"), "{:?}", r[1].error);
+    assert!(r[2].error.contains("namespace default"), "{:?}", r[2].error);
+    assert!(r[3].error.contains("hostPath"), "{:?}", r[3].error);
+    for ok in [&r[0], &r[5]] {
+        assert!(ok.error.is_empty());
+        let v: serde_json::Value = serde_json::from_str(&ok.object_json).expect("object");
+        assert!(v["metadata"]["resourceVersion"].is_string(), "{v}");
+        assert!(v["metadata"]["uid"].is_string(), "{v}");
+    }
+    assert!(r[1].object_json.is_empty() && r[3].object_json.is_empty());
+
+    // As the admin: a namespace and a pod in it (namespaces go first), a pod in a missing
+    // namespace, a pod that exists.
+    let r = admin
+        .create_many(CreateManyRequest {
+            objects_json: vec![
+                pod_in("fresh", "early").to_string(),
+                ns("fresh").to_string(),
+                pod_in("nowhere", "lost").to_string(),
+                pod_in("team", "one").to_string(),
+            ],
+        })
+        .await
+        .expect("create many")
+        .into_inner()
+        .results;
+    let codes: Vec<i32> = r.iter().map(|x| x.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Code::Ok as i32,
+            Code::Ok as i32,
+            Code::NotFound as i32,
+            Code::AlreadyExists as i32
+        ],
+        "{r:#?}"
+    );
+    assert!(
+        r[2].error.contains("namespace \"nowhere\" not found"),
+        "{:?}",
+        r[2].error
+    );
+
+    // Exactly the accepted pods exist, and the existing one is unchanged.
+    let names = |items: Vec<String>| -> std::collections::BTreeSet<String> {
+        items
+            .iter()
+            .map(|j| {
+                let v: serde_json::Value = serde_json::from_str(j).expect("json");
+                format!(
+                    "{}/{}",
+                    v["metadata"]["namespace"].as_str().unwrap_or(""),
+                    v["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let all = admin
+        .list(ListRequest {
+            kind: "Pod".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .items_json;
+    assert_eq!(
+        names(all),
+        ["fresh/early", "team/one", "team/two"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+}

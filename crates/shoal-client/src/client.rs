@@ -7,7 +7,7 @@ use std::time::Duration;
 use shoal_api::{Object, Resource};
 use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::images_client::ImagesClient;
-use shoal_proto::{DeleteRequest, GetRequest, ObjectRequest};
+use shoal_proto::{CreateManyRequest, CreateManyResult, DeleteRequest, GetRequest, ObjectRequest};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -316,6 +316,26 @@ impl Client {
         self.write(obj, true).await
     }
 
+    /// Creates many objects (JSON documents of any kinds) in one CreateMany request, each
+    /// on its own: one outcome per object, in order, the object as stored or that object's
+    /// error as Create would answer it. A request resent after a broken connection (see
+    /// [`Client::call_on`]) may answer ALREADY_EXISTS for objects the first one created.
+    pub async fn create_many(
+        &self,
+        objects: &[serde_json::Value],
+    ) -> Result<Vec<Result<serde_json::Value, tonic::Status>>, ClientError> {
+        let req = CreateManyRequest {
+            objects_json: objects.iter().map(serde_json::Value::to_string).collect(),
+        };
+        let resp = self
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.create_many(r).await }
+            })
+            .await?;
+        created_outcomes(objects.len(), resp.results)
+    }
+
     async fn write<T: Resource>(&self, obj: &T, update: bool) -> Result<T, ClientError> {
         let json = Into::<Object>::into(obj.clone()).to_json_string();
         let resp = self
@@ -336,6 +356,32 @@ impl Client {
     }
 }
 
+/// The outcomes of a CreateMany answer for `sent` objects, in request order.
+fn created_outcomes(
+    sent: usize,
+    results: Vec<CreateManyResult>,
+) -> Result<Vec<Result<serde_json::Value, tonic::Status>>, ClientError> {
+    let bad = |message: String| ClientError::Decode {
+        what: "CreateMany answer".into(),
+        message,
+    };
+    if results.len() != sent {
+        return Err(bad(format!("{} results for {sent} objects", results.len())));
+    }
+    let mut out = Vec::with_capacity(sent);
+    for (i, r) in results.into_iter().enumerate() {
+        if r.index as usize != i {
+            return Err(bad(format!("result {i} is for object {}", r.index)));
+        }
+        out.push(match Code::from(r.code) {
+            Code::Ok => Ok(serde_json::from_str(&r.object_json)
+                .map_err(|e| bad(format!("object {i} ({} {}): {e}", r.kind, r.name)))?),
+            code => Err(tonic::Status::new(code, r.error)),
+        });
+    }
+    Ok(out)
+}
+
 /// Decodes a stored object of kind `T`.
 pub fn decode<T: Resource>(json: &str) -> Result<T, ClientError> {
     let bad = |message: String| ClientError::Decode {
@@ -348,6 +394,40 @@ pub fn decode<T: Resource>(json: &str) -> Result<T, ClientError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn create_many_answers_are_checked_and_kept_in_order() {
+        use super::created_outcomes;
+        use shoal_proto::CreateManyResult;
+        let ok = |i: u32| CreateManyResult {
+            index: i,
+            object_json: format!(r#"{{"n": {i}}}"#),
+            ..Default::default()
+        };
+        let failed = CreateManyResult {
+            index: 1,
+            name: "b".into(),
+            code: tonic::Code::PermissionDenied as i32,
+            error: "no".into(),
+            ..Default::default()
+        };
+        let out = created_outcomes(3, vec![ok(0), failed.clone(), ok(2)]).expect("three");
+        assert_eq!(out[0].as_ref().expect("ok")["n"], 0);
+        let e = out[1].as_ref().expect_err("refused");
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::PermissionDenied, "no")
+        );
+        assert_eq!(out[2].as_ref().expect("ok")["n"], 2);
+        assert!(
+            created_outcomes(2, vec![ok(0)]).is_err(),
+            "one result missing"
+        );
+        assert!(
+            created_outcomes(2, vec![ok(0), ok(0)]).is_err(),
+            "out of order"
+        );
+    }
+
     use super::*;
     use crate::Endpoints;
 

@@ -27,6 +27,14 @@ pub enum StoreError {
         /// The revision stored now.
         actual: u64,
     },
+    /// A bind found the pod bound to another node.
+    #[error("object {key} is already bound to node {node}")]
+    AlreadyBound {
+        /// The pod's key.
+        key: String,
+        /// The node it is bound to.
+        node: String,
+    },
     /// A watch asked to resume from a revision older than the kept history: re-list.
     #[error("revision {requested} is too old (oldest resumable revision is {oldest}): re-list")]
     TooOld {

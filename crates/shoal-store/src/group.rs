@@ -9,9 +9,12 @@
 //! requests queue, and the next entry takes all of them. Requests proposed on the leader and
 //! requests forwarded to it by followers go through the same queue.
 //!
-//! Two requests that touch the same key never share an entry: the writes of one entry share
+//! Two requests that write the same key never share an entry: the writes of one entry share
 //! its log index as their revision, and two versions of one object must not carry the same
 //! `resourceVersion` (a client holding the first could compare-and-swap against the second).
+//! A [`Write::Check`](crate::Write::Check) writes nothing, so checks of one key (the namespace
+//! precondition of many creates in it) share an entry; a check applied after a write of its
+//! key in the same entry sees that write, as it would in a later entry.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::StoreError;
 use crate::network::MAX_COMMAND_BYTES;
-use crate::types::{ApplyResult, Command, StoreRaft};
+use crate::types::{ApplyResult, Command, StoreRaft, Write};
 
 /// Entries being committed at once; requests arriving meanwhile queue for the next one.
 pub const IN_FLIGHT: usize = 2;
@@ -165,6 +168,14 @@ fn deliver(results: Vec<ApplyResult>, replies: Vec<oneshot::Sender<Proposal>>) {
     }
 }
 
+/// The keys `cmd` writes (a check writes nothing).
+fn written(cmd: &Command) -> impl Iterator<Item = &str> {
+    cmd.writes
+        .iter()
+        .filter(|w| !matches!(w, Write::Check { .. }))
+        .map(Write::key)
+}
+
 /// The requests of one entry being gathered (pure: what may join).
 struct Group {
     cmds: Vec<Command>,
@@ -185,16 +196,16 @@ impl Group {
         g
     }
 
-    /// True when `cmd` may join: room left, and no key shared with a request already in.
+    /// True when `cmd` may join: room left, and no key written by it and by a request
+    /// already in.
     fn admits(&self, cmd: &Command, bytes: usize) -> bool {
         self.cmds.len() < MAX_GROUP
             && self.bytes + bytes <= MAX_COMMAND_BYTES
-            && cmd.writes.iter().all(|w| !self.keys.contains(w.key()))
+            && written(cmd).all(|k| !self.keys.contains(k))
     }
 
     fn push(&mut self, p: Pending) {
-        self.keys
-            .extend(p.cmd.writes.iter().map(|w| w.key().to_owned()));
+        self.keys.extend(written(&p.cmd).map(str::to_owned));
         self.bytes += p.bytes;
         self.cmds.push(p.cmd);
         self.replies.push(p.reply);
@@ -214,7 +225,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::types::Write;
 
     fn put(key: &str) -> Command {
         Command {
@@ -262,6 +272,31 @@ mod tests {
             expected_revision: None,
         });
         assert!(!g.admits(&two, 10), "one shared key is enough");
+    }
+
+    #[test]
+    fn checks_of_one_key_share_an_entry_but_writes_of_it_do_not() {
+        let create_in_ns = |name: &str| {
+            let mut c = put(&format!("Pod/ns/{name}"));
+            c.writes.insert(
+                0,
+                Write::Check {
+                    key: "Namespace//ns".into(),
+                    expected_revision: Some(3),
+                },
+            );
+            c
+        };
+        let mut g = Group::new(pending(create_in_ns("a"), 10));
+        assert!(g.admits(&create_in_ns("b"), 10), "two checks of one key");
+        g.push(pending(create_in_ns("b"), 10));
+        assert!(!g.admits(&create_in_ns("a"), 10), "the same pod twice");
+        assert!(
+            g.admits(&put("Namespace//ns"), 10),
+            "a write after checks of its key (applied in order, the checks see the old one)"
+        );
+        g.push(pending(put("Namespace//ns"), 10));
+        assert!(!g.admits(&put("Namespace//ns"), 10));
     }
 
     #[test]

@@ -522,7 +522,7 @@ impl SledStateMachine {
             }
             // The old version travels with a Modified event (selector watches need it).
             let prev = match (&w, &current) {
-                (Write::Update { .. } | Write::Put { .. }, Some(c)) => {
+                (Write::Update { .. } | Write::Put { .. } | Write::Bind { .. }, Some(c)) => {
                     Some(serde_json::to_vec(c).map_err(sm_err)?)
                 }
                 _ => None,
@@ -542,6 +542,7 @@ impl SledStateMachine {
                     }
                     (Write::Update { .. }, None)
                     | (Write::Delete { .. }, None)
+                    | (Write::Bind { .. }, None)
                     | (Write::Check { .. }, _) => Err(StoreError::NotFound { key: key.clone() }),
                     (
                         Write::Update {
@@ -558,6 +559,24 @@ impl SledStateMachine {
                             EventType::Modified,
                         )
                     }),
+                    (
+                        Write::Bind {
+                            node_name,
+                            expected_revision,
+                            condition,
+                            ..
+                        },
+                        Some(cur),
+                    ) => check(expected_revision, &cur)
+                        .and_then(|()| bind(&key, &cur, &node_name, condition))
+                        .map(|obj| {
+                            let obj = stamp(obj, index, Some(&cur));
+                            (
+                                Some(obj.clone()),
+                                outcome(&key, index, obj, false),
+                                EventType::Modified,
+                            )
+                        }),
                     (Write::Put { object, .. }, Some(cur)) => {
                         let obj = stamp(object, index, Some(&cur));
                         Ok((
@@ -597,6 +616,71 @@ impl SledStateMachine {
         events.extend(evs);
         Ok(Ok(outcomes))
     }
+}
+
+/// The pod `cur` bound to `node` with `condition` set (see [`Write::Bind`]).
+fn bind(key: &str, cur: &Value, node: &str, mut condition: Value) -> Result<Value, StoreError> {
+    let bound = cur
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    if let Some(b) = bound
+        && b != node
+    {
+        return Err(StoreError::AlreadyBound {
+            key: key.to_owned(),
+            node: b.to_owned(),
+        });
+    }
+    let mut obj = cur.clone();
+    let Some(map) = obj.as_object_mut() else {
+        return Err(StoreError::Invalid(format!("bind of {key}: not an object")));
+    };
+    let spec = map
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(spec) = spec.as_object_mut() else {
+        return Err(StoreError::Invalid(format!(
+            "bind of {key}: spec is not an object"
+        )));
+    };
+    spec.insert("nodeName".into(), Value::String(node.to_owned()));
+    let status = map
+        .entry("status")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !status.is_object() {
+        *status = Value::Object(Default::default());
+    }
+    let conditions = status
+        .as_object_mut()
+        .map(|s| {
+            s.entry("conditions")
+                .or_insert_with(|| Value::Array(Vec::new()))
+        })
+        .filter(|c| c.is_array());
+    let Some(Value::Array(conditions)) = conditions else {
+        return Err(StoreError::Invalid(format!(
+            "bind of {key}: status.conditions is not a list"
+        )));
+    };
+    let type_ = condition.get("type").cloned();
+    match conditions
+        .iter_mut()
+        .find(|c| c.get("type") == type_.as_ref())
+    {
+        Some(old) => {
+            // Same status: the transition time stays the one of the last transition.
+            if old.get("status") == condition.get("status")
+                && let (Some(t), Some(c)) =
+                    (old.get("lastTransitionTime"), condition.as_object_mut())
+            {
+                c.insert("lastTransitionTime".into(), t.clone());
+            }
+            *old = condition;
+        }
+        None => conditions.push(condition),
+    }
+    Ok(obj)
 }
 
 fn outcome(key: &str, revision: u64, object: Value, created: bool) -> WriteOutcome {
@@ -1047,6 +1131,154 @@ mod tests {
             })
         );
         assert_eq!(b.shared.requests.len(), 1, "old ids were evicted");
+    }
+
+    fn bind_entry(
+        index: u64,
+        key: &str,
+        node: &str,
+        rev: Option<u64>,
+        request_id: &str,
+    ) -> Entry<TypeConfig> {
+        entry(
+            index,
+            EntryPayload::Normal(Command {
+                writes: vec![Write::Bind {
+                    key: key.into(),
+                    node_name: node.into(),
+                    expected_revision: rev,
+                    condition: json!({"type": "PodScheduled", "status": "True",
+                        "lastTransitionTime": format!("t{index}")}),
+                }],
+                request_id: Some(request_id.into()),
+                grouped: Vec::new(),
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_bind_sets_the_node_and_condition_and_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(&dir);
+        let pod = |name: &str, id: &str| {
+            entry(
+                1,
+                EntryPayload::Normal(Command {
+                    writes: vec![Write::Create {
+                        key: format!("Pod/a/{name}"),
+                        object: json!({"kind": "Pod", "metadata": {"name": name},
+                            "spec": {"containers": [{"name": "c"}]},
+                            "status": {"phase": "Pending", "conditions": [
+                                {"type": "Ready", "status": "False"}]}}),
+                    }],
+                    request_id: Some(id.into()),
+                    grouped: Vec::new(),
+                }),
+            )
+        };
+        let EntryPayload::Normal(mut head) = pod("p1", "c1").payload else {
+            unreachable!()
+        };
+        head.grouped = [("p2", "c2"), ("p3", "c3")]
+            .iter()
+            .map(|(n, id)| match pod(n, id).payload {
+                EntryPayload::Normal(c) => c,
+                _ => unreachable!(),
+            })
+            .collect();
+        sm.apply([entry(1, EntryPayload::Normal(head))])
+            .await
+            .expect("apply");
+        let mut w = sm.watch("", None).expect("watch");
+
+        // One entry: ok, conflict (stale revision), missing pod, ok; each on its own.
+        let EntryPayload::Normal(mut head) = bind_entry(2, "Pod/a/p1", "n1", Some(1), "b1").payload
+        else {
+            unreachable!()
+        };
+        head.grouped = vec![
+            bind_entry(2, "Pod/a/p2", "n1", Some(7), "b2"),
+            bind_entry(2, "Pod/a/gone", "n1", None, "b3"),
+            bind_entry(2, "Pod/a/p3", "n2", None, "b4"),
+        ]
+        .into_iter()
+        .map(|e| match e.payload {
+            EntryPayload::Normal(c) => c,
+            _ => unreachable!(),
+        })
+        .collect();
+        let out = sm
+            .apply([entry(2, EntryPayload::Normal(head))])
+            .await
+            .expect("apply");
+        let r = &out[0];
+        assert_eq!(r.len(), 4, "{r:?}");
+        let bound = &r[0].as_ref().expect("bound")[0];
+        assert_eq!(bound.revision, 2);
+        assert_eq!(bound.object["spec"]["nodeName"], json!("n1"));
+        assert_eq!(
+            bound.object["spec"]["containers"],
+            json!([{"name": "c"}]),
+            "the rest of the pod is kept"
+        );
+        assert_eq!(
+            bound.object["status"]["conditions"],
+            json!([{"type": "Ready", "status": "False"},
+                   {"type": "PodScheduled", "status": "True", "lastTransitionTime": "t2"}])
+        );
+        assert_eq!(bound.object["metadata"]["generation"], json!(2));
+        assert_eq!(
+            r[1],
+            Err(StoreError::Conflict {
+                key: "Pod/a/p2".into(),
+                expected: 7,
+                actual: 1
+            })
+        );
+        assert_eq!(
+            r[2],
+            Err(StoreError::NotFound {
+                key: "Pod/a/gone".into()
+            })
+        );
+        assert!(r[3].is_ok());
+        let p2 = sm.get("Pod/a/p2").expect("get").expect("present");
+        assert!(
+            p2["spec"].get("nodeName").is_none(),
+            "the conflict changed nothing"
+        );
+        assert_eq!(p2["metadata"]["resourceVersion"], json!("1"));
+        let ev = w.next().await.expect("ev").expect("ok");
+        assert_eq!(
+            (ev.key.as_str(), ev.event_type),
+            ("Pod/a/p1", EventType::Modified)
+        );
+        assert!(ev.prev_object.is_some(), "a bind event carries the old pod");
+
+        // Already bound: to another node fails; to the same node only sets the condition
+        // (its transition time kept while the status is unchanged).
+        let out = single(
+            sm.apply([
+                bind_entry(3, "Pod/a/p1", "n2", None, "b5"),
+                bind_entry(4, "Pod/a/p1", "n1", Some(2), "b6"),
+            ])
+            .await
+            .expect("apply"),
+        );
+        assert_eq!(
+            out[0],
+            Err(StoreError::AlreadyBound {
+                key: "Pod/a/p1".into(),
+                node: "n1".into()
+            })
+        );
+        let again = &out[1].as_ref().expect("same node")[0];
+        assert_eq!(again.object["spec"]["nodeName"], json!("n1"));
+        assert_eq!(
+            again.object["status"]["conditions"][1]["lastTransitionTime"],
+            json!("t2")
+        );
+        assert_eq!(again.revision, 4);
     }
 
     #[tokio::test]

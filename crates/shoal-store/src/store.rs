@@ -646,6 +646,13 @@ impl Store {
                         )));
                     }
                 }
+                Write::Bind { key, condition, .. } => {
+                    if !condition.get("type").is_some_and(Value::is_string) {
+                        return Err(StoreError::Invalid(format!(
+                            "bind of {key}: the condition needs a string \"type\""
+                        )));
+                    }
+                }
                 Write::Delete { .. } | Write::Check { .. } => {}
             }
             if let Some(codec) = &self.inner.cfg.codec {
@@ -655,7 +662,7 @@ impl Store {
                     | Write::Update { key, object, .. } => {
                         *object = codec.seal(key, std::mem::take(object))?;
                     }
-                    Write::Delete { .. } | Write::Check { .. } => {}
+                    Write::Delete { .. } | Write::Check { .. } | Write::Bind { .. } => {}
                 }
             }
         }

@@ -96,6 +96,22 @@ pub enum Write {
         /// The revision the object must still have, when set.
         expected_revision: Option<u64>,
     },
+    /// Bind a pod to a node without sending the pod: set `spec.nodeName` to `node_name` and
+    /// put `condition` (a condition object, matched by its `type`, e.g. `PodScheduled=True`)
+    /// into `status.conditions`, keeping the old `lastTransitionTime` when the condition's
+    /// status is unchanged. Fails with `NotFound`, `Conflict` (revision) or `AlreadyBound`
+    /// (the pod is bound to another node); binding again to the same node only sets the
+    /// condition.
+    Bind {
+        /// `Pod/namespace/name`.
+        key: String,
+        /// The node the pod goes to.
+        node_name: String,
+        /// Compare-and-swap on the current revision when set.
+        expected_revision: Option<u64>,
+        /// The condition to set, e.g. `{"type": "PodScheduled", "status": "True", …}`.
+        condition: Value,
+    },
 }
 
 impl Write {
@@ -106,7 +122,8 @@ impl Write {
             | Write::Update { key, .. }
             | Write::Put { key, .. }
             | Write::Delete { key, .. }
-            | Write::Check { key, .. } => key,
+            | Write::Check { key, .. }
+            | Write::Bind { key, .. } => key,
         }
     }
 }

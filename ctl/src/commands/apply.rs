@@ -1,10 +1,15 @@
-//! `shoalctl apply -f …`: every object of the manifests in one atomic Apply request,
-//! each merged client-side with its live object and the last-applied configuration
-//! ([`crate::merge`]), like kubectl's client-side apply.
+//! `shoalctl apply -f …`: each object of the manifests merged client-side with its live
+//! object and the last-applied configuration ([`crate::merge`]), like kubectl's
+//! client-side apply.
 //!
-//! The live objects are read first; each merged object carries the live
-//! `resourceVersion`, so the request fails (ABORTED) if any object changed after it was
-//! read; then everything is read and merged again (up to [`APPLY_ATTEMPTS`] times).
+//! The live objects are read first (one List per kind and namespace, or a Get each for a
+//! few). The objects that do not exist yet are created with one CreateMany request, each
+//! on its own (one refused object fails alone, with its own error line); the existing ones
+//! are then written in one atomic Apply request. Each merged object carries the live
+//! `resourceVersion`, so that Apply fails (ABORTED) if any object changed after it was
+//! read; then what is left is read and merged again (up to [`APPLY_ATTEMPTS`] times), as
+//! is an object someone else created between the read and the CreateMany. Dry runs send
+//! everything in one Apply with `dry_run` (nothing is written).
 
 use std::collections::BTreeMap;
 
@@ -38,12 +43,42 @@ pub async fn run(ctx: &mut Context, args: ApplyArgs) -> Result<(), CtlError> {
             .map(|((o, l), d)| result_line(o.kind.kind, &o.name, merge::action(l.as_ref(), d)))
             .collect();
         (live, lines)
-    } else {
-        let (live, results) = merge_and_send(ctx, &objects, mode == DryRun::Server).await?;
+    } else if mode == DryRun::Server {
+        let (live, results) = merge_and_send(ctx, &objects, true).await?;
         let lines = results
             .iter()
             .map(|r| result_line(&r.kind, &r.name, &r.action))
             .collect();
+        (live, lines)
+    } else {
+        let (live, results, failed) = create_and_apply(ctx, &objects).await?;
+        let lines: Vec<String> = results
+            .iter()
+            .flatten()
+            .map(|r| result_line(&r.kind, &r.name, &r.action))
+            .collect();
+        if !failed.is_empty() {
+            // What was written is reported before the errors of the objects that were not.
+            print(&lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+            return Err(match failed.len() {
+                1 => failed
+                    .into_iter()
+                    .map(|(_, e)| e)
+                    .next()
+                    .unwrap_or(CtlError::Objects(Vec::new())),
+                _ => CtlError::Objects(
+                    failed
+                        .into_iter()
+                        .map(|(i, e)| match i {
+                            Some(i) => {
+                                format!("{}: {e}", objects[i].kind.slash_name(&objects[i].name))
+                            }
+                            None => e.to_string(),
+                        })
+                        .collect(),
+                ),
+            });
+        }
         (live, lines)
     };
     for (o, l) in objects.iter().zip(&live) {
@@ -92,6 +127,98 @@ pub async fn merge_and_send(
             Err(CtlError::Conflict(_)) if !own_versions && attempt < APPLY_ATTEMPTS => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The live objects read last, the result of each manifest object (None where it
+/// failed), and the errors: of one object (its index), or of the Apply of the existing
+/// objects as a whole (None).
+type Written = (
+    Vec<Option<Value>>,
+    Vec<Option<ApplyResult>>,
+    Vec<(Option<usize>, CtlError)>,
+);
+
+/// Creates the objects that do not exist with one CreateMany, then applies the existing
+/// ones in one Apply (see the module docs); repeats for what changed under it, up to
+/// [`APPLY_ATTEMPTS`] times. A refused create fails that object only.
+pub async fn create_and_apply(
+    ctx: &mut Context,
+    objects: &[ManifestObject],
+) -> Result<Written, CtlError> {
+    let own_versions = objects
+        .iter()
+        .any(|o| o.raw.pointer("/metadata/resourceVersion").is_some());
+    let mut results: Vec<Option<ApplyResult>> = vec![None; objects.len()];
+    let mut live_all: Vec<Option<Value>> = vec![None; objects.len()];
+    let mut failed: Vec<(Option<usize>, CtlError)> = Vec::new();
+    // Indexes still to write.
+    let mut left: Vec<usize> = (0..objects.len()).collect();
+    let mut attempt = 0;
+    while !left.is_empty() {
+        attempt += 1;
+        let todo: Vec<ManifestObject> = left.iter().map(|&i| objects[i].clone()).collect();
+        let live = live_objects(ctx, &todo).await?;
+        let desired = desired_objects(&todo, &live)?;
+        for (&i, l) in left.iter().zip(&live) {
+            live_all[i] = l.clone();
+        }
+        let (new, existing): (Vec<usize>, Vec<usize>) =
+            (0..todo.len()).partition(|&k| live[k].is_none());
+        let mut again = Vec::new();
+        if !new.is_empty() {
+            let docs: Vec<Value> = new.iter().map(|&k| desired[k].clone()).collect();
+            let outcomes = ctx
+                .conn()
+                .await?
+                .client()
+                .create_many(&docs)
+                .await
+                .map_err(crate::client::client_error)?;
+            for (&k, outcome) in new.iter().zip(outcomes) {
+                let i = left[k];
+                match outcome {
+                    Ok(v) => results[i] = Some(created(&objects[i], v)),
+                    // Created by someone else since the read: merge with it next round.
+                    Err(s)
+                        if s.code() == tonic::Code::AlreadyExists && attempt < APPLY_ATTEMPTS =>
+                    {
+                        again.push(i)
+                    }
+                    Err(s) => failed.push((Some(i), status_error(&s, None))),
+                }
+            }
+        }
+        if !existing.is_empty() {
+            let docs: Vec<Value> = existing.iter().map(|&k| desired[k].clone()).collect();
+            match send(ctx, &docs, false).await {
+                Ok(rs) => {
+                    for (&k, r) in existing.iter().zip(rs) {
+                        results[left[k]] = Some(r);
+                    }
+                }
+                Err(CtlError::Conflict(_)) if !own_versions && attempt < APPLY_ATTEMPTS => {
+                    again.extend(existing.iter().map(|&k| left[k]));
+                }
+                // Nothing of the Apply was written; what CreateMany wrote is reported.
+                Err(e) => failed.push((None, e)),
+            }
+        }
+        again.sort_unstable();
+        left = again;
+    }
+    failed.sort_by_key(|(i, _)| i.unwrap_or(usize::MAX));
+    Ok((live_all, results, failed))
+}
+
+/// The result line's data for an object CreateMany created.
+fn created(o: &ManifestObject, stored: Value) -> ApplyResult {
+    ApplyResult {
+        kind: o.kind.kind.to_string(),
+        namespace: o.namespace.clone(),
+        name: o.name.clone(),
+        action: "created".into(),
+        object_json: stored.to_string(),
     }
 }
 

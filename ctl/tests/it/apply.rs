@@ -505,3 +505,87 @@ fn every_manifest_error_is_reported_and_nothing_is_applied() {
     let r = c.ctl(&["get", "pods"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
 }
+
+/// `n` ConfigMaps `c<first>…` in namespace `ns`, with `value` in their data.
+fn config_maps(ns: &str, range: std::ops::Range<usize>, value: &str) -> String {
+    range
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, namespace: {ns}}}\ndata: {{k: \"{value}\"}}\n---\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn apply_of_many_objects_creates_the_new_ones_each_on_its_own() {
+    let c = Controller::start();
+    // A namespace and twelve objects in it (one List reads them), and a pod elsewhere.
+    let first = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}{POD}",
+        config_maps("shop", 0..12, "a")
+    );
+    let out = apply(&c, "many.yaml", &first);
+    let mut want = String::from("namespace/shop created\n");
+    for i in 0..12 {
+        want.push_str(&format!("configmap/c{i} created\n"));
+    }
+    want.push_str("pod/p1 created\n");
+    assert_eq!(out, want);
+    let cm = get(&c, &["configmap", "c11", "-n", "shop"]);
+    assert_eq!(cm["data"]["k"], "a");
+    assert!(
+        cm["metadata"]["annotations"][LAST_APPLIED].is_string(),
+        "{cm}"
+    );
+
+    // Existing objects keep apply's merge (one changed, the rest unchanged), new ones are
+    // created; the output keeps the manifest's order.
+    let second = format!(
+        "{}{}{}",
+        config_maps("shop", 0..3, "a"),
+        config_maps("shop", 3..4, "b"),
+        config_maps("shop", 12..14, "a"),
+    );
+    let out = apply(&c, "more.yaml", &second);
+    assert_eq!(
+        out,
+        "configmap/c0 unchanged\nconfigmap/c1 unchanged\nconfigmap/c2 unchanged\n\
+         configmap/c3 configured\nconfigmap/c12 created\nconfigmap/c13 created\n"
+    );
+    assert_eq!(
+        get(&c, &["configmap", "c3", "-n", "shop"])["data"]["k"],
+        "b"
+    );
+
+    // A new object the controller refuses fails alone: the others are created and
+    // reported, its error is the one a single apply of it gives, and the exit code is 1.
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: s1, namespace: shop}\nspec:\n  clusterIP: 10.97.0.1\n  ports: [{port: 80}]\n---\n";
+    let f = c.write(
+        "mixed.yaml",
+        &format!(
+            "{}{bad}{}",
+            config_maps("shop", 20..21, "x"),
+            config_maps("shop", 21..22, "x")
+        ),
+    );
+    let r = c.ctl(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stdout, "configmap/c20 created\nconfigmap/c21 created\n",
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.starts_with("error: rejected by the controller: ")
+            && r.stderr
+                .contains("10.97.0.1 is not inside the service CIDR")
+            && r.stderr.lines().count() == 1,
+        "{r:?}"
+    );
+    assert_eq!(
+        get(&c, &["configmap", "c21", "-n", "shop"])["data"]["k"],
+        "x"
+    );
+    let r = c.ctl(&["get", "services", "-n", "shop"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+}

@@ -15,7 +15,7 @@ fn json(text: &str) -> Value {
 }
 
 #[test]
-fn apply_is_atomic_and_reports_each_action() {
+fn apply_reports_each_action() {
     let c = Controller::start();
     let out = c.ctl(&["apply", "-f", &web_yaml()]).ok();
     assert_eq!(
