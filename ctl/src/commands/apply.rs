@@ -3,9 +3,13 @@
 //! client-side apply.
 //!
 //! The live objects are read first (one List per kind and namespace, or a Get each for a
-//! few). The objects that do not exist yet are created with one CreateMany request, each
-//! on its own (one refused object fails alone, with its own error line); the existing ones
-//! are then written in one atomic Apply request. Each merged object carries the live
+//! few). The merged set then goes to the controller once as a server-side dry run: an
+//! object it refuses (validation, access, admission, a service address outside the CIDR)
+//! stops the whole apply before anything is written, as it did when apply was one atomic
+//! request. The objects that do not exist yet are then created with one CreateMany
+//! request, each on its own (one that fails only now — created by someone else meanwhile,
+//! or refused because the cluster changed since the dry run — fails alone, with its own
+//! error line); the existing ones are written in one atomic Apply request. Each merged object carries the live
 //! `resourceVersion`, so that Apply fails (ABORTED) if any object changed after it was
 //! read; then what is left is read and merged again (up to [`APPLY_ATTEMPTS`] times), as
 //! is an object someone else created between the read and the CreateMany. Dry runs send
@@ -160,6 +164,15 @@ pub async fn create_and_apply(
         let todo: Vec<ManifestObject> = left.iter().map(|&i| objects[i].clone()).collect();
         let live = live_objects(ctx, &todo).await?;
         let desired = desired_objects(&todo, &live)?;
+        if attempt == 1 {
+            // Nothing half-applied: whatever the controller would refuse, it refuses now.
+            // A conflict (an object changed since the read) is left to the writes below,
+            // which read and merge again.
+            match send(ctx, &desired, true).await {
+                Ok(_) | Err(CtlError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         for (&i, l) in left.iter().zip(&live) {
             live_all[i] = l.clone();
         }
