@@ -1,5 +1,5 @@
-//! Replicated, persistent object store: openraft drives the log, sled holds the
-//! log, the vote and the state machine; revisions and watch. Must never depend on
+//! Replicated, persistent object store: openraft drives the log, a write-ahead log of
+//! our own holds the log and the vote, sled the state machine; revisions and watch. Must never depend on
 //! shoal-api (objects are JSON values here).
 #![warn(missing_docs)]
 
@@ -15,13 +15,14 @@ mod state_machine;
 mod store;
 pub mod testing;
 mod types;
+mod wal;
 mod watch;
 
 pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
 pub use codec::ValueCodec;
 pub use error::StoreError;
 pub use group::entry_requests_histogram;
-pub use log_store::{SledLogStore, log_flush_histogram};
+pub use log_store::{WalLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use reads::read_counters;
 pub use state_machine::{DEDUP_WINDOW, SledStateMachine};

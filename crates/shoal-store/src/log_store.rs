@@ -1,4 +1,5 @@
-//! The Raft log, the vote and the committed index in sled trees (`log`, `meta`).
+//! The Raft log, the vote, the committed index and the purge point in a write-ahead log of
+//! our own ([`crate::wal`], design note 0011), with one `fdatasync` per appended group.
 
 // openraft's trait methods return `StorageError`; helpers return it too, unboxed.
 #![allow(clippy::result_large_err)]
@@ -7,14 +8,17 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::{Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
 
 use crate::StoreError;
 use crate::types::TypeConfig;
+use crate::wal::{Record, Wal};
 
-/// Durations of the log's flushes to disk (appends and vote/purge metadata): the
+/// Durations of the log's flushes to disk (`fdatasync` of appended groups, truncations and
+/// purges; `fsync` of votes): the
 /// controller serves them as `shoal_raft_log_flush_duration_seconds`. One per process.
 pub fn log_flush_histogram() -> &'static prometheus_client::metrics::histogram::Histogram {
     static H: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram> =
@@ -27,136 +31,190 @@ pub fn log_flush_histogram() -> &'static prometheus_client::metrics::histogram::
     })
 }
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const LAST_PURGED: &[u8] = b"last_purged";
+/// The log's directory inside a member's data dir.
+pub(crate) const LOG_DIR: &str = "raft-log";
+const MIGRATING_DIR: &str = "raft-log.migrating";
+/// A new segment is started once the last one holds this many bytes.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The sled trees of the log before it moved to the WAL.
+const OLD_LOG: &str = "log";
+const OLD_META: &str = "meta";
 
-/// The log store: entries keyed by big-endian index in tree `log`; vote, committed and last
-/// purged log id in tree `meta`. Cloning shares the trees (it is also the log reader).
+/// The log store over the WAL. Cloning shares it (it is also the log reader).
 #[derive(Debug, Clone)]
-pub struct SledLogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
+pub struct WalLogStore {
+    wal: Arc<Mutex<Wal>>,
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(v)
+fn sync_err(e: std::io::Error) -> StoreError {
+    StoreError::Storage(format!("raft log: syncing: {e}"))
 }
 
-fn from_json<T: DeserializeOwned>(b: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(b)
+/// How a write is made durable.
+#[derive(Clone, Copy)]
+enum Sync {
+    /// Not now (the next synced write or segment start carries it).
+    Lazy,
+    /// `fdatasync`: the data and the file size.
+    Data,
+    /// `fsync`: everything (the vote).
+    All,
 }
 
-impl SledLogStore {
-    /// Opens (creates) the log trees of `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        let store = Self {
-            db: db.clone(),
-            log: db.open_tree("log")?,
-            meta: db.open_tree("meta")?,
-        };
-        // Finish a purge that a crash interrupted (its deletions are not flushed eagerly).
-        let purged: Option<LogId<u64>> = match store.meta.get(LAST_PURGED)? {
-            Some(b) => {
-                from_json(&b).map_err(|e| StoreError::Storage(format!("meta/last_purged: {e}")))?
-            }
-            None => None,
-        };
-        if let Some(p) = purged {
-            let mut batch = sled::Batch::default();
-            for kv in store.log.range(..=p.index.to_be_bytes()) {
-                batch.remove(kv?.0);
-            }
-            store.log.apply_batch(batch)?;
+impl WalLogStore {
+    /// Opens (creates) the log in `data_dir`/raft-log. A data dir whose log is still in the
+    /// sled trees of `db` (before the WAL) is migrated once: the WAL is built aside, synced,
+    /// renamed into place, then the old trees are dropped.
+    pub fn open(data_dir: &Path, db: &sled::Db) -> Result<Self, StoreError> {
+        let dir = data_dir.join(LOG_DIR);
+        let names = db.tree_names();
+        let has_old = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
+        if !dir.exists() && (has_old(OLD_LOG) || has_old(OLD_META)) {
+            migrate_from_sled(data_dir, db)?;
         }
-        Ok(store)
+        let wal = Wal::open(&dir, SEGMENT_BYTES)?;
+        // A crash between the rename and the drop leaves the old trees: drop them now.
+        for t in [OLD_LOG, OLD_META] {
+            if has_old(t) {
+                db.drop_tree(t)?;
+            }
+        }
+        Ok(Self {
+            wal: Arc::new(Mutex::new(wal)),
+        })
     }
 
-    /// Marks the log of an empty database as purged up to `log_id` (a restored snapshot
+    /// Creates the log of a new data dir as purged up to `log_id` (a restored snapshot
     /// stands in for it).
-    pub(crate) fn seed_purged(db: &sled::Db, log_id: LogId<u64>) -> Result<(), StoreError> {
-        let meta = db.open_tree("meta")?;
-        let b = to_json(&log_id)
-            .map_err(|e| StoreError::Storage(format!("encoding meta/last_purged: {e}")))?;
-        meta.insert(LAST_PURGED, b)?;
+    pub(crate) fn seed_purged(data_dir: &Path, log_id: LogId<u64>) -> Result<(), StoreError> {
+        let mut wal = Wal::open(&data_dir.join(LOG_DIR), SEGMENT_BYTES)?;
+        wal.write(vec![Record::Purged(log_id)])?;
+        wal.sync_handle()?.sync_data().map_err(sync_err)?;
         Ok(())
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
-        let v = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
-        match v {
-            None => Ok(None),
-            Some(b) => Ok(Some(from_json(&b).map_err(|e| StorageIOError::read(&e))?)),
-        }
+    fn lock(&self) -> MutexGuard<'_, Wal> {
+        // A panic while holding the lock leaves the WAL as written; keep using it.
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn put_meta<T: Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError<u64>> {
-        let b = to_json(v).map_err(|e| StorageIOError::write(&e))?;
-        self.meta
-            .insert(key, b)
-            .map_err(|e| StorageIOError::write(&e))?;
+    /// Writes `records`, then syncs as asked off the async threads (outside the lock, so
+    /// log readers are not held up by the disk), timing the sync.
+    async fn write(&self, records: Vec<Record>, sync: Sync) -> Result<(), StoreError> {
+        let file = {
+            let mut wal = self.lock();
+            wal.write(records)?;
+            match sync {
+                Sync::Lazy => return Ok(()),
+                Sync::Data | Sync::All => wal.sync_handle()?,
+            }
+        };
         let started = std::time::Instant::now();
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write(&e))?;
+        tokio::task::spawn_blocking(move || match sync {
+            Sync::All => file.sync_all(),
+            _ => file.sync_data(),
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("raft log: sync task: {e}")))?
+        .map_err(sync_err)?;
         log_flush_histogram().observe(started.elapsed().as_secs_f64());
         Ok(())
     }
-
-    fn last_purged(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        self.get_meta(LAST_PURGED)
-    }
 }
 
-fn bound_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
-    match b {
-        Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-        Bound::Unbounded => Bound::Unbounded,
+/// Copies the log, vote, committed index and purge point of the sled trees of a data dir
+/// from before the WAL into a new WAL at `data_dir`/raft-log (built in raft-log.migrating,
+/// synced, then renamed, so a crash leaves either no WAL or a whole one).
+fn migrate_from_sled(data_dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    let tmp = data_dir.join(MIGRATING_DIR);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .map_err(|e| StoreError::Storage(format!("removing {}: {e}", tmp.display())))?;
     }
+    let log = db.open_tree(OLD_LOG)?;
+    let meta = db.open_tree(OLD_META)?;
+    let old = |key: &str| -> Result<Option<sled::IVec>, StoreError> { Ok(meta.get(key)?) };
+    let bad = |what: &str, e: serde_json::Error| {
+        StoreError::Storage(format!(
+            "migrating the raft log from {}: sled {what} does not decode: {e}",
+            data_dir.display()
+        ))
+    };
+    let mut head = Vec::new();
+    if let Some(b) = old("vote")? {
+        head.push(Record::Vote(
+            serde_json::from_slice(&b).map_err(|e| bad("meta/vote", e))?,
+        ));
+    }
+    if let Some(b) = old("last_purged")? {
+        let p: Option<LogId<u64>> =
+            serde_json::from_slice(&b).map_err(|e| bad("meta/last_purged", e))?;
+        head.extend(p.map(Record::Purged));
+    }
+    if let Some(b) = old("committed")? {
+        head.push(Record::Committed(
+            serde_json::from_slice(&b).map_err(|e| bad("meta/committed", e))?,
+        ));
+    }
+    let mut wal = Wal::open(&tmp, SEGMENT_BYTES)?;
+    wal.write(head)?;
+    let mut n = 0usize;
+    let mut batch = Vec::new();
+    for kv in log.iter() {
+        let (_, v) = kv?;
+        let e: Entry<TypeConfig> = serde_json::from_slice(&v).map_err(|e| bad("log entry", e))?;
+        batch.push(Record::Entry(e));
+        n += 1;
+        if batch.len() == 1024 {
+            wal.write(std::mem::take(&mut batch))?;
+        }
+    }
+    wal.write(batch)?;
+    wal.sync_handle()?.sync_all().map_err(sync_err)?;
+    drop(wal);
+    let dir = data_dir.join(LOG_DIR);
+    std::fs::rename(&tmp, &dir).map_err(|e| {
+        StoreError::Storage(format!(
+            "renaming {} to {}: {e}",
+            tmp.display(),
+            dir.display()
+        ))
+    })?;
+    crate::wal::sync_dir(data_dir)?;
+    tracing::info!(entries = n, dir = %dir.display(), "migrated the raft log from sled to the WAL");
+    Ok(())
 }
 
-impl RaftLogReader<TypeConfig> for SledLogStore {
+fn io(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl RaftLogReader<TypeConfig> for WalLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        let r = (bound_key(range.start_bound()), bound_key(range.end_bound()));
-        let floor = self.last_purged()?.map(|l| l.index);
-        let mut out = Vec::new();
-        for kv in self.log.range::<[u8; 8], _>(r) {
-            let (_, v) = kv.map_err(|e| StorageIOError::read_logs(&e))?;
-            let e: Entry<TypeConfig> = from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-            // Skip leftovers of a purge interrupted by a crash.
-            if floor.is_some_and(|f| e.get_log_id().index <= f) {
-                continue;
-            }
-            out.push(e);
-        }
-        Ok(out)
+        let wal = self.lock();
+        let r: (Bound<&u64>, Bound<&u64>) = (range.start_bound(), range.end_bound());
+        Ok(wal
+            .state()
+            .entries
+            .range(r)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
-impl RaftLogStorage<TypeConfig> for SledLogStore {
-    type LogReader = SledLogStore;
+impl RaftLogStorage<TypeConfig> for WalLogStore {
+    type LogReader = WalLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let last_purged = self.last_purged()?;
-        let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((_, v)) => {
-                let e: Entry<TypeConfig> =
-                    from_json(&v).map_err(|e| StorageIOError::read_logs(&e))?;
-                // Deletions of a purge are not flushed: after a crash, entries at or below the
-                // purge point may linger; the purge point still bounds the log from below.
-                std::cmp::max(Some(*e.get_log_id()), last_purged)
-            }
-            None => last_purged,
-        };
+        let wal = self.lock();
+        let st = wal.state();
+        let last = st.entries.last_key_value().map(|(_, e)| e.log_id);
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_purged_log_id: st.purged,
+            last_log_id: std::cmp::max(last, st.purged),
         })
     }
 
@@ -165,29 +223,28 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.put_meta(VOTE, vote)
+        self.write(vec![Record::Vote(*vote)], Sync::All)
             .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+            .map_err(|e| StorageIOError::write_vote(&io(e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.get_meta(VOTE)
+        Ok(self.lock().state().vote)
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        // Flushed lazily: a lost committed index only costs re-applying on restart.
-        let b = to_json(&committed).map_err(|e| StorageIOError::write(&e))?;
-        self.meta
-            .insert(COMMITTED, b)
-            .map_err(|e| StorageIOError::write(&e))?;
-        Ok(())
+        // Synced lazily (with the next append): a lost committed index only costs
+        // re-applying on restart.
+        self.write(vec![Record::Committed(committed)], Sync::Lazy)
+            .await
+            .map_err(|e| StorageIOError::write(&io(e)).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.get_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
+        Ok(self.lock().state().committed)
     }
 
     async fn append<I>(
@@ -199,23 +256,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            let id = *e.get_log_id();
-            let b = to_json(&e).map_err(|err| StorageIOError::write_log_entry(id, &err))?;
-            batch.insert(&id.index.to_be_bytes(), b);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        let started = std::time::Instant::now();
-        let res = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
-        log_flush_histogram().observe(started.elapsed().as_secs_f64());
+        let records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+        // One fdatasync for the whole group; openraft learns of it only after.
+        let res = self.write(records, Sync::Data).await.map_err(io);
         let failed = res.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(res);
         match failed {
@@ -225,32 +268,121 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(log_id.index.to_be_bytes()..) {
-            let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.db
-            .flush_async()
+        self.write(vec![Record::Truncate(log_id.index)], Sync::Data)
             .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
+            .map_err(|e| StorageIOError::write_logs(&io(e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        // Record the purge point first so a crash in between never loses it.
-        self.put_meta(LAST_PURGED, &log_id).await?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.write(vec![Record::Purged(log_id)], Sync::Data)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.lock()
+            .delete_purged_segments()
+            .map_err(|e| StorageIOError::write_logs(&io(e)))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
+
+    fn id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: id(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Writes a log the way the sled log store before the WAL did: JSON in trees `log`
+    /// (big-endian index keys) and `meta`, including a leftover of an interrupted purge.
+    fn old_sled_log(db: &sled::Db) {
+        let log = db.open_tree("log").unwrap();
+        for i in 3u64..=6 {
+            log.insert(i.to_be_bytes(), serde_json::to_vec(&blank(2, i)).unwrap())
+                .unwrap();
+        }
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("vote", serde_json::to_vec(&Vote::new(2, 1)).unwrap())
+            .unwrap();
+        meta.insert("committed", serde_json::to_vec(&Some(id(2, 5))).unwrap())
+            .unwrap();
+        meta.insert("last_purged", serde_json::to_vec(&id(2, 3)).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sled_log_is_migrated_once_and_its_trees_dropped() {
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-log-migrate-")
+            .tempdir()
+            .unwrap();
+        let db = sled::open(dir.path().join("store.sled")).unwrap();
+        old_sled_log(&db);
+        // A crash in an earlier migration left a partial copy: it is redone.
+        std::fs::create_dir_all(dir.path().join(MIGRATING_DIR)).unwrap();
+        std::fs::write(dir.path().join(MIGRATING_DIR).join("junk.wal"), b"x").unwrap();
+        for round in 0..2 {
+            let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+            assert_eq!(
+                s.read_vote().await.unwrap(),
+                Some(Vote::new(2, 1)),
+                "round {round}"
+            );
+            assert_eq!(s.read_committed().await.unwrap(), Some(id(2, 5)));
+            let st = s.get_log_state().await.unwrap();
+            assert_eq!(st.last_purged_log_id, Some(id(2, 3)));
+            assert_eq!(st.last_log_id, Some(id(2, 6)));
+            let got: Vec<u64> = s
+                .try_get_log_entries(0..100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect();
+            assert_eq!(
+                got,
+                vec![4, 5, 6],
+                "the purged leftover 3 is not carried over"
+            );
+            let names = db.tree_names();
+            assert!(
+                !names
+                    .iter()
+                    .any(|t| t.as_ref() == b"log" || t.as_ref() == b"meta")
+            );
+            assert!(!dir.path().join(MIGRATING_DIR).exists());
+            drop(s);
+        }
+    }
+
+    #[tokio::test]
+    async fn vote_truncate_and_purge_persist_through_the_store() {
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-log-store-")
+            .tempdir()
+            .unwrap();
+        let db = sled::open(dir.path().join("store.sled")).unwrap();
+        {
+            let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+            s.save_vote(&Vote::new(3, 2)).await.unwrap();
+            s.lock()
+                .write((1..=5).map(|i| Record::Entry(blank(3, i))).collect())
+                .unwrap();
+            s.truncate(id(3, 4)).await.unwrap();
+            s.purge(id(3, 1)).await.unwrap();
+        }
+        let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(id(3, 1)));
+        assert_eq!(st.last_log_id, Some(id(3, 3)));
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::StoreError;
 use crate::backup::Backup;
 use crate::group::{Grouper, Proposal};
-use crate::log_store::SledLogStore;
+use crate::log_store::WalLogStore;
 use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
     MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered,
@@ -279,7 +279,7 @@ impl Store {
             return Err(StoreError::Invalid("data_dir: must be set".into()));
         }
         let db = open_db(&cfg.data_dir)?;
-        let log = SledLogStore::open(&db)?;
+        let log = WalLogStore::open(&cfg.data_dir, &db)?;
         let sm = SledStateMachine::open(&db, cfg.watch_history, cfg.watch_history_bytes)?;
         let config = Config {
             cluster_name: "shoal".into(),
@@ -566,8 +566,8 @@ impl Store {
             log_id,
             openraft::StoredMembership::new(Some(log_id), membership),
         )?;
-        SledLogStore::seed_purged(&db, log_id)?;
         db.flush()?;
+        WalLogStore::seed_purged(dir, log_id)?;
         Ok(())
     }
 

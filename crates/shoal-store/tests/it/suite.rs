@@ -1,14 +1,14 @@
-//! openraft's own storage test suite against the sled log store and state machine.
+//! openraft's own storage test suite against the WAL log store and the sled state machine.
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
-use shoal_store::{SledLogStore, SledStateMachine, TypeConfig};
+use shoal_store::{SledStateMachine, TypeConfig, WalLogStore};
 use tempfile::TempDir;
 
 struct SledBuilder;
 
-impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(TempDir, SledLogStore, SledStateMachine), StorageError<u64>> {
+impl StoreBuilder<TypeConfig, WalLogStore, SledStateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, WalLogStore, SledStateMachine), StorageError<u64>> {
         let dir = tempfile::Builder::new()
             .prefix("shoal-store-suite-")
             .tempdir()
@@ -17,7 +17,7 @@ impl StoreBuilder<TypeConfig, SledLogStore, SledStateMachine, TempDir> for SledB
             .path(dir.path().join("db"))
             .open()
             .expect("open sled");
-        let log = SledLogStore::open(&db).expect("log trees");
+        let log = WalLogStore::open(dir.path(), &db).expect("log");
         let sm = SledStateMachine::open(&db, 100, usize::MAX).expect("state trees");
         Ok((dir, log, sm))
     }

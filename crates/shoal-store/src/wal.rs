@@ -1,0 +1,576 @@
+//! The write-ahead log of the Raft log, the vote, the committed index and the purge point
+//! (design note 0011): numbered segment files of framed records, `[len u32 LE][crc32 u32
+//! LE][kind u8, payload]`, the crc (crc32fast) over kind and payload.
+//!
+//! Written by hand because the log openraft needs is small (append, truncate a suffix,
+//! purge a prefix, a vote) and the crates that do it measured no better than one
+//! `fdatasync` per group, which this does (see the note).
+//!
+//! - A segment starts with the state (vote, committed, purge point) at its creation, so
+//!   older segments can be deleted whole once the purge point passes their last entry.
+//! - Opening replays the segments in order; a torn record at the tail of the last segment
+//!   (a crash mid-write) is cut off; a bad record anywhere else is an error.
+//! - Truncation (a conflicting suffix) is a record: replay drops the entries it names.
+//! - Entries are kept decoded in memory between snapshots (the log openraft keeps is
+//!   bounded by the snapshot policy).
+//!
+//! This type does no syncing of its own beyond segment creation: callers write, then
+//! sync the handle from [`Wal::sync_handle`] (outside their lock), so readers are not held
+//! up by the disk.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use openraft::{Entry, LogId, RaftLogId, Vote};
+
+use crate::StoreError;
+use crate::types::TypeConfig;
+
+const KIND_ENTRY: u8 = 1;
+const KIND_VOTE: u8 = 2;
+const KIND_COMMITTED: u8 = 3;
+const KIND_PURGED: u8 = 4;
+const KIND_TRUNCATE: u8 = 5;
+const HEADER: usize = 8;
+const SUFFIX: &str = "wal";
+
+/// One record of the log.
+#[derive(Debug, Clone)]
+pub(crate) enum Record {
+    /// A log entry (an append at index i replaces everything from i on).
+    Entry(Entry<TypeConfig>),
+    /// The vote.
+    Vote(Vote<u64>),
+    /// The committed log id.
+    Committed(Option<LogId<u64>>),
+    /// Entries up to and including this id are purged.
+    Purged(LogId<u64>),
+    /// Entries from this index on are removed.
+    Truncate(u64),
+}
+
+fn json_err(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Storage(format!("raft log: encoding {what}: {e}"))
+}
+
+/// Appends the framed encoding of `rec` to `buf`. Payloads are JSON: entries carry the
+/// commands' `serde_json::Value` objects, which only self-describing formats decode
+/// (bincode and postcard cannot).
+pub(crate) fn encode(rec: &Record, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    match rec {
+        Record::Entry(e) => {
+            buf.push(KIND_ENTRY);
+            serde_json::to_writer(&mut *buf, e).map_err(|e| json_err("entry", e))?;
+        }
+        Record::Vote(v) => {
+            buf.push(KIND_VOTE);
+            serde_json::to_writer(&mut *buf, v).map_err(|e| json_err("vote", e))?;
+        }
+        Record::Committed(c) => {
+            buf.push(KIND_COMMITTED);
+            serde_json::to_writer(&mut *buf, c).map_err(|e| json_err("committed", e))?;
+        }
+        Record::Purged(p) => {
+            buf.push(KIND_PURGED);
+            serde_json::to_writer(&mut *buf, p).map_err(|e| json_err("purge point", e))?;
+        }
+        Record::Truncate(i) => {
+            buf.push(KIND_TRUNCATE);
+            buf.extend_from_slice(&i.to_le_bytes());
+        }
+    }
+    let body = &buf[start + HEADER..];
+    let len = u32::try_from(body.len())
+        .map_err(|_| StoreError::Storage(format!("raft log: record of {} bytes", body.len())))?;
+    let crc = crc32fast::hash(body);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// What decoding the start of a buffer found.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A record and its framed length.
+    Record(Record, usize),
+    /// Not a whole, intact record: a torn write (or corruption).
+    Torn(&'static str),
+}
+
+/// Decodes the record at the start of `b`. A frame whose crc holds but whose payload does
+/// not decode is an error (a bug or a foreign file), not a torn write.
+pub(crate) fn decode(b: &[u8]) -> Result<Decoded, String> {
+    if b.len() < HEADER {
+        return Ok(Decoded::Torn("short header"));
+    }
+    let len = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+    if len == 0 {
+        return Ok(Decoded::Torn("empty record"));
+    }
+    let Some(body) = b.get(HEADER..HEADER + len) else {
+        return Ok(Decoded::Torn("short record"));
+    };
+    if crc32fast::hash(body) != crc {
+        return Ok(Decoded::Torn("checksum mismatch"));
+    }
+    let p = &body[1..];
+    let rec = match body[0] {
+        KIND_ENTRY => Record::Entry(serde_json::from_slice(p).map_err(|e| format!("entry: {e}"))?),
+        KIND_VOTE => Record::Vote(serde_json::from_slice(p).map_err(|e| format!("vote: {e}"))?),
+        KIND_COMMITTED => {
+            Record::Committed(serde_json::from_slice(p).map_err(|e| format!("committed: {e}"))?)
+        }
+        KIND_PURGED => {
+            Record::Purged(serde_json::from_slice(p).map_err(|e| format!("purge point: {e}"))?)
+        }
+        KIND_TRUNCATE => Record::Truncate(u64::from_le_bytes(
+            p.try_into()
+                .map_err(|_| format!("truncate: {} payload bytes", p.len()))?,
+        )),
+        k => return Err(format!("unknown record kind {k}")),
+    };
+    Ok(Decoded::Record(rec, HEADER + len))
+}
+
+/// The state the records describe.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub entries: BTreeMap<u64, Entry<TypeConfig>>,
+    pub vote: Option<Vote<u64>>,
+    pub committed: Option<LogId<u64>>,
+    pub purged: Option<LogId<u64>>,
+}
+
+impl State {
+    /// Applies one record.
+    pub(crate) fn apply(&mut self, rec: Record) {
+        match rec {
+            Record::Entry(e) => {
+                let i = e.get_log_id().index;
+                if self.purged.is_some_and(|p| i <= p.index) {
+                    return;
+                }
+                self.entries.split_off(&i);
+                self.entries.insert(i, e);
+            }
+            Record::Vote(v) => self.vote = Some(v),
+            Record::Committed(c) => self.committed = c,
+            Record::Purged(p) => {
+                self.purged = std::cmp::max(self.purged, Some(p));
+                self.entries = self.entries.split_off(&(p.index + 1));
+            }
+            Record::Truncate(i) => {
+                self.entries.split_off(&i);
+            }
+        }
+    }
+
+    /// The records that restore this state's vote, committed and purge point (the head of a
+    /// new segment).
+    fn head(&self) -> Vec<Record> {
+        let mut v = Vec::new();
+        if let Some(x) = self.vote {
+            v.push(Record::Vote(x));
+        }
+        if let Some(p) = self.purged {
+            v.push(Record::Purged(p));
+        }
+        if self.committed.is_some() {
+            v.push(Record::Committed(self.committed));
+        }
+        v
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    /// The largest entry index ever written to it (truncated ones included).
+    max_index: Option<u64>,
+}
+
+/// The log: its directory, segments, the open last segment and the state.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+    active: File,
+    active_len: u64,
+    state: State,
+}
+
+fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> StoreError {
+    StoreError::Storage(format!("raft log: {what}: {e}"))
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{SUFFIX}"))
+}
+
+/// Makes a directory's entries (a created or deleted file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(format_args!("syncing directory {}", dir.display()), e))
+}
+
+impl Wal {
+    /// Opens the log in `dir` (creating it), replaying its segments; a new segment is started
+    /// once the last one holds `segment_bytes`.
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_err(format_args!("creating {}", dir.display()), e))?;
+        let mut ids = Vec::new();
+        let rd =
+            std::fs::read_dir(dir).map_err(|e| io_err(format_args!("{}", dir.display()), e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| io_err(format_args!("{}", dir.display()), e))?;
+            let name = ent.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+                continue;
+            };
+            let id: u64 = stem.parse().map_err(|_| {
+                StoreError::Storage(format!(
+                    "raft log: unexpected file {} in {}",
+                    name.to_string_lossy(),
+                    dir.display()
+                ))
+            })?;
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        let mut state = State::default();
+        let mut segments = Vec::new();
+        let mut last_len = 0;
+        for (n, &id) in ids.iter().enumerate() {
+            let path = segment_path(dir, id);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| io_err(format_args!("reading {}", path.display()), e))?;
+            let mut at = 0;
+            let mut max_index = None;
+            while at < bytes.len() {
+                match decode(&bytes[at..]).map_err(|e| {
+                    StoreError::Storage(format!("raft log: {} at offset {at}: {e}", path.display()))
+                })? {
+                    Decoded::Record(rec, len) => {
+                        if let Record::Entry(e) = &rec {
+                            max_index = max_index.max(Some(e.get_log_id().index));
+                        }
+                        state.apply(rec);
+                        at += len;
+                    }
+                    Decoded::Torn(why) if n + 1 == ids.len() => {
+                        tracing::warn!(
+                            segment = %path.display(), offset = at, dropped = bytes.len() - at,
+                            "raft log: cutting a torn tail ({why})"
+                        );
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| io_err(format_args!("opening {}", path.display()), e))?;
+                        f.set_len(at as u64)
+                            .and_then(|_| f.sync_all())
+                            .map_err(|e| io_err(format_args!("cutting {}", path.display()), e))?;
+                        break;
+                    }
+                    Decoded::Torn(why) => {
+                        return Err(StoreError::Storage(format!(
+                            "raft log: {} is damaged at offset {at} ({why}) and is not the last segment",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            last_len = at as u64;
+            segments.push(Segment { id, max_index });
+        }
+        let active = match segments.last() {
+            Some(s) => {
+                let path = segment_path(dir, s.id);
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io_err(format_args!("opening {}", path.display()), e))?
+            }
+            None => {
+                let (f, len) = Self::create_segment(dir, 1, &state)?;
+                segments.push(Segment {
+                    id: 1,
+                    max_index: None,
+                });
+                last_len = len;
+                f
+            }
+        };
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments,
+            active,
+            active_len: last_len,
+            state,
+        })
+    }
+
+    /// Creates segment `id` headed by `state`'s vote, committed and purge point, durably.
+    fn create_segment(dir: &Path, id: u64, state: &State) -> Result<(File, u64), StoreError> {
+        let path = segment_path(dir, id);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err(format_args!("creating {}", path.display()), e))?;
+        let mut buf = Vec::new();
+        for r in state.head() {
+            encode(&r, &mut buf)?;
+        }
+        f.write_all(&buf)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(format_args!("writing {}", path.display()), e))?;
+        sync_dir(dir)?;
+        Ok((f, buf.len() as u64))
+    }
+
+    /// The state (entries, vote, committed, purge point).
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Appends `records` to the last segment (page cache only: sync [`Wal::sync_handle`]
+    /// afterwards for durability) and applies them. Starts a new segment first when the
+    /// last one is full.
+    pub(crate) fn write(&mut self, records: Vec<Record>) -> Result<(), StoreError> {
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        let mut buf = Vec::new();
+        for r in &records {
+            encode(r, &mut buf)?;
+        }
+        if let Err(e) = self.active.write_all(&buf) {
+            // A partial write would leave garbage before the next record: cut it off (the
+            // next open would too, but only if it stayed the tail).
+            let _ = self.active.set_len(self.active_len);
+            return Err(io_err("appending", e));
+        }
+        self.active_len += buf.len() as u64;
+        let seg = self.segments.last_mut().expect("an active segment");
+        for r in records {
+            if let Record::Entry(e) = &r {
+                seg.max_index = seg.max_index.max(Some(e.get_log_id().index));
+            }
+            self.state.apply(r);
+        }
+        Ok(())
+    }
+
+    /// A handle on the last segment to `sync_data`/`sync_all` outside the caller's lock.
+    pub(crate) fn sync_handle(&self) -> Result<File, StoreError> {
+        self.active
+            .try_clone()
+            .map_err(|e| io_err("duplicating the segment handle", e))
+    }
+
+    fn roll(&mut self) -> Result<(), StoreError> {
+        self.active
+            .sync_data()
+            .map_err(|e| io_err("syncing the full segment", e))?;
+        let id = self.segments.last().map_or(1, |s| s.id + 1);
+        let (f, len) = Self::create_segment(&self.dir, id, &self.state)?;
+        self.active = f;
+        self.active_len = len;
+        self.segments.push(Segment {
+            id,
+            max_index: None,
+        });
+        Ok(())
+    }
+
+    /// Deletes the segments (never the last) all of whose entries are at or below the purge
+    /// point; returns how many. Their vote/committed/purge records live on in the head of
+    /// every later segment.
+    pub(crate) fn delete_purged_segments(&mut self) -> Result<usize, StoreError> {
+        let Some(p) = self.state.purged else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        while self.segments.len() > 1 && self.segments[0].max_index.is_none_or(|m| m <= p.index) {
+            let path = segment_path(&self.dir, self.segments[0].id);
+            std::fs::remove_file(&path)
+                .map_err(|e| io_err(format_args!("deleting {}", path.display()), e))?;
+            self.segments.remove(0);
+            n += 1;
+        }
+        if n > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(n)
+    }
+
+    /// How many segment files there are.
+    #[cfg(test)]
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entry(term: u64, index: u64) -> Record {
+        Record::Entry(Entry {
+            log_id: id(term, index),
+            payload: EntryPayload::Blank,
+        })
+    }
+
+    fn indexes(w: &Wal) -> Vec<(u64, u64)> {
+        w.state()
+            .entries
+            .values()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("shoal-wal-")
+            .tempdir()
+            .expect("tempdir")
+    }
+
+    #[test]
+    fn appends_survive_reopen() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write((1..=3).map(|i| entry(1, i)).collect()).unwrap();
+        w.sync_handle().unwrap().sync_data().unwrap();
+        w.write(vec![Record::Committed(Some(id(1, 2)))]).unwrap();
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2), (1, 3)]);
+        assert_eq!(w.state().committed, Some(id(1, 2)));
+    }
+
+    #[test]
+    fn vote_survives_reopen_and_segment_deletion() {
+        let d = dir();
+        let v = Vote::new(7, 2);
+        let mut w = Wal::open(d.path(), 64).unwrap();
+        w.write(vec![Record::Vote(v)]).unwrap();
+        for i in 1..=10 {
+            w.write(vec![entry(7, i)]).unwrap();
+        }
+        assert!(w.segment_count() > 3, "small segments roll");
+        w.write(vec![Record::Purged(id(7, 9))]).unwrap();
+        assert!(w.delete_purged_segments().unwrap() > 0);
+        drop(w);
+        let w = Wal::open(d.path(), 64).unwrap();
+        assert_eq!(
+            w.state().vote,
+            Some(v),
+            "the vote lives on in later segment heads"
+        );
+        assert_eq!(w.state().purged, Some(id(7, 9)));
+        assert_eq!(indexes(&w), vec![(7, 10)]);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_writing_goes_on() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write(vec![entry(1, 1), entry(1, 2)]).unwrap();
+        drop(w);
+        // A crash in the middle of the third record.
+        let seg = segment_path(d.path(), 1);
+        let mut buf = Vec::new();
+        encode(&entry(1, 3), &mut buf).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&buf[..buf.len() - 3]).unwrap();
+        drop(f);
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2)]);
+        w.write(vec![entry(1, 3)]).unwrap();
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn flipped_byte_in_the_tail_is_torn_but_in_an_older_segment_is_an_error() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write(vec![entry(1, 1), entry(1, 2)]).unwrap();
+        drop(w);
+        let seg = segment_path(d.path(), 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let mut w = Wal::open(d.path(), 1).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1)]);
+        // Tiny segments: this write rolls to segment 2, so segment 1 is no longer the tail.
+        w.write(vec![entry(1, 2)]).unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = Wal::open(d.path(), 1).unwrap_err().to_string();
+        assert!(
+            err.contains("not the last segment") && err.contains("00000000000000000001.wal"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncate_drops_the_suffix_across_reopen() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write((1..=5).map(|i| entry(1, i)).collect()).unwrap();
+        w.write(vec![Record::Truncate(3)]).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2)]);
+        w.write(vec![entry(2, 3)]).unwrap();
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn purge_deletes_whole_segments_only() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 150).unwrap();
+        for i in 1..=20 {
+            w.write(vec![entry(1, i)]).unwrap();
+        }
+        w.write(vec![Record::Purged(id(1, 12))]).unwrap();
+        let before = w.segment_count();
+        let deleted = w.delete_purged_segments().unwrap();
+        assert!(deleted > 0 && deleted < before, "{deleted} of {before}");
+        assert_eq!(w.segment_count(), before - deleted);
+        assert_eq!(indexes(&w).first(), Some(&(1, 13)));
+        drop(w);
+        let w = Wal::open(d.path(), 150).unwrap();
+        assert_eq!(indexes(&w), (13..=20).map(|i| (1, i)).collect::<Vec<_>>());
+        assert_eq!(w.state().purged, Some(id(1, 12)));
+    }
+
+    #[test]
+    fn unknown_file_names_are_refused() {
+        let d = dir();
+        std::fs::write(d.path().join("x.wal"), b"").unwrap();
+        let err = Wal::open(d.path(), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("unexpected file x.wal"), "{err}");
+    }
+}
