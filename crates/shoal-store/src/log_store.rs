@@ -1,5 +1,5 @@
 //! The Raft log, the vote, the committed index and the purge point in a write-ahead log of
-//! our own ([`crate::wal`], design note 0011), with one `fdatasync` per appended group.
+//! our own ([`crate::wal`], design note 0013), with one `fdatasync` per appended group.
 
 // openraft's trait methods return `StorageError`; helpers return it too, unboxed.
 #![allow(clippy::result_large_err)]

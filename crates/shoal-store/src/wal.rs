@@ -1,5 +1,5 @@
 //! The write-ahead log of the Raft log, the vote, the committed index and the purge point
-//! (design note 0011): numbered segment files of framed records, `[len u32 LE][crc32 u32
+//! (design note 0013): numbered segment files of framed records, `[len u32 LE][crc32 u32
 //! LE][kind u8, payload]`, the crc (crc32fast) over kind and payload.
 //!
 //! Written by hand because the log openraft needs is small (append, truncate a suffix,
