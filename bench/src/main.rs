@@ -65,12 +65,7 @@ enum Cmd {
     },
     /// Start 3 controllers (the first makes the cluster CA, the others join with controller
     /// join tokens and are added as members), SIGKILL the leader `runs` times, time the first acknowledged write after each.
-    Failover {
-        #[arg(long)]
-        controller_bin: String,
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-    },
+    Failover(FailoverArgs),
     /// Register simulated nodes, create pods, time until every pod is bound (scheduler end to end).
     Sched(sched::SchedArgs),
     /// Start pods one at a time on a real agent (beside `docker run -d`): start latency and memory.
@@ -98,10 +93,7 @@ async fn main() -> anyhow::Result<()> {
             };
             store(target, &endpoints, clients, ops, &tag, tls.as_ref()).await
         }
-        Cmd::Failover {
-            controller_bin,
-            runs,
-        } => failover(&controller_bin, runs).await,
+        Cmd::Failover(a) => failover(a).await,
         Cmd::Sched(a) => sched::run(a).await,
         Cmd::Pods(a) => podstart::run(a).await,
         Cmd::Netctl(a) => netctl::run(a).await,
@@ -351,18 +343,42 @@ async fn controller_token(conf: &Path, addr: &str) -> anyhow::Result<(String, St
 
 /// [`failover_runs`], ended by SIGINT or SIGTERM too: dropping it kills (by PID) and reaps
 /// every controller it started and removes its directory.
-async fn failover(bin: &str, runs: usize) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    #[arg(long)]
+    controller_bin: String,
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Kill the next leader as soon as the cluster takes writes again, without waiting for
+    /// the member restarted by the previous run to catch up (two faults in a row).
+    #[arg(long)]
+    no_settle: bool,
+    /// Writers creating pods on the live members all along (errors ignored): a failover
+    /// under load.
+    #[arg(long, default_value_t = 0)]
+    load: usize,
+    /// After the runs, keep the load this many seconds and count the elections in that
+    /// time (the Raft term's growth): with no fault, every one is needless.
+    #[arg(long, default_value_t = 0)]
+    quiet_secs: u64,
+    /// Extra argument for every controller (repeatable), e.g. `--controller-arg=--election-timeout=200`.
+    #[arg(long, allow_hyphen_values = true)]
+    controller_arg: Vec<String>,
+}
+
+async fn failover(a: FailoverArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        r = failover_runs(bin, runs) => r,
+        r = failover_runs(&a) => r,
         _ = term.recv() => bail!("stopped by SIGTERM (controllers killed, directory removed)"),
         _ = int.recv() => bail!("stopped by SIGINT (controllers killed, directory removed)"),
     }
 }
 
-async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
+async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
+    let (bin, runs) = (a.controller_bin.as_str(), a.runs);
     let dir = tempfile::Builder::new()
         .prefix("shoal-bench-failover.")
         .tempdir()?;
@@ -392,6 +408,7 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
         if let Some((t, hash)) = token {
             cmd.arg("--join-token").arg(t).arg("--ca-hash").arg(hash);
         }
+        cmd.args(&a.controller_arg);
         cmd.env("SHOAL_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -438,6 +455,7 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
     .await?;
     let mut alive = [true; 3];
     let mut times = Vec::new();
+    let load = Load::start(a.load, &conf, &addrs).await?;
     for run in 0..runs {
         let leader = retry("waiting for a leader that takes writes", 30, || async {
             let l = leader_of(&conf, &addrs, &alive)
@@ -453,6 +471,9 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
             Ok(l)
         })
         .await?;
+        if !a.no_settle {
+            settle(&conf, &addrs[leader]).await?;
+        }
         let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
         let mut clients = Vec::new();
         for s in &survivors {
@@ -495,11 +516,127 @@ async fn failover_runs(bin: &str, runs: usize) -> anyhow::Result<()> {
         procs[leader] = spawn(leader, None)?;
         alive[leader] = true;
     }
+    let mut quiet = serde_json::Value::Null;
+    if a.quiet_secs > 0 {
+        let term = |s: &shoal_proto::ClusterStatusResponse| s.term;
+        settle(
+            &conf,
+            &addrs[leader_of(&conf, &addrs, &alive)
+                .await
+                .context("no leader")?],
+        )
+        .await?;
+        let before = term(&status_of(&conf, &addrs[0]).await?);
+        let writes = load.acked();
+        tokio::time::sleep(Duration::from_secs(a.quiet_secs)).await;
+        let after = term(&status_of(&conf, &addrs[0]).await?);
+        quiet = serde_json::json!({"secs": a.quiet_secs, "elections": after - before,
+            "load_writes_per_s": (load.acked() - writes) as f64 / a.quiet_secs as f64});
+        eprintln!(
+            "quiet {} s under load: term {before} -> {after} ({} needless elections)",
+            a.quiet_secs,
+            after - before
+        );
+    }
+    let load_writes = load.stop().await;
+    let per_run: Vec<u128> = times.iter().map(Duration::as_millis).collect();
     times.sort();
     println!(
         "{}",
         serde_json::json!({"runs": times.len(), "median_ms": percentile(&times, 0.5),
-                           "min_ms": percentile(&times, 0.0), "max_ms": percentile(&times, 1.0)})
+                           "p99_ms": percentile(&times, 0.99),
+                           "min_ms": percentile(&times, 0.0), "max_ms": percentile(&times, 1.0),
+                           "per_run_ms": per_run, "settle": !a.no_settle,
+                           "load_writers": a.load, "load_writes": load_writes, "quiet": quiet})
     );
     Ok(())
+}
+
+async fn status_of(conf: &Path, addr: &str) -> anyhow::Result<shoal_proto::ClusterStatusResponse> {
+    let mut c = shoal_client::Client::cluster(channel_with(conf, addr).await?);
+    Ok(c.status(ClusterStatusRequest {}).await?.into_inner())
+}
+
+/// Waits until every member answers and has applied what the leader had committed when
+/// the wait began: the cluster is whole again (a restarted member has caught up).
+async fn settle(conf: &Path, leader: &str) -> anyhow::Result<()> {
+    let target = status_of(conf, leader).await?.commit_index;
+    retry("waiting for every member to catch up", 60, || async {
+        let s = status_of(conf, leader).await?;
+        match s
+            .members
+            .iter()
+            .find(|m| !m.healthy || m.last_applied < target)
+        {
+            None => Ok(()),
+            Some(m) => bail!(
+                "member {} has applied {} of {target} ({})",
+                m.id,
+                m.last_applied,
+                m.error
+            ),
+        }
+    })
+    .await
+}
+
+/// Background writers for a failover under load: each creates pods on the members in
+/// turn (a dead member's attempt fails fast and is skipped) and counts what is acknowledged.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(writers: usize, conf: &Path, addrs: &[String]) -> anyhow::Result<Load> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let mut channels = Vec::new();
+        for a in addrs {
+            channels.push(channel_with(conf, a).await?);
+        }
+        let tasks = (0..writers)
+            .map(|w| {
+                let (stop, acked) = (stop.clone(), acked.clone());
+                let mut clients: Vec<_> = channels
+                    .iter()
+                    .map(|c| shoal_client::Client::cluster(c.clone()))
+                    .collect();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let i = (w + n as usize) % clients.len();
+                        let mut req = tonic::Request::new(ObjectRequest {
+                            object_json: pod(&format!("load-{w}-{n}")),
+                        });
+                        req.set_timeout(Duration::from_secs(1));
+                        match clients[i].create(req).await {
+                            Ok(_) => {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // a dead member refuses at once: don't spin on it
+                            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok(Load { stop, acked, tasks })
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // `self.tasks` is moved: read the counter field directly
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

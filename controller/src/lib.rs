@@ -102,6 +102,15 @@ pub struct Args {
     /// Build a snapshot after this many log entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_every: u64,
+    /// Milliseconds between the leader's heartbeats to the other members (like etcd's
+    /// --heartbeat-interval).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Milliseconds a member waits without hearing from a leader before it stands for
+    /// election: each wait is drawn between MS and 2×MS. At least 3× --heartbeat-interval;
+    /// lower means a faster failover and, on a loaded machine, more needless elections.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub election_timeout: u64,
     /// Most Events kept: beyond it the oldest go first (Events also go an hour after
     /// they were last seen). Bounds the store and its snapshots under heavy churn.
     #[arg(long, default_value_t = 10_000)]
@@ -190,6 +199,22 @@ fn check_host_port(flag: &str, v: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The Raft election timeout range (MS, 2×MS) from `--heartbeat-interval` and
+/// `--election-timeout`: a member must hear several heartbeats within one timeout, or a
+/// single late heartbeat starts an election.
+fn raft_timing(heartbeat_ms: u64, election_ms: u64) -> anyhow::Result<(u64, u64)> {
+    if heartbeat_ms == 0 {
+        bail!("--heartbeat-interval 0: expected a positive number of milliseconds");
+    }
+    if election_ms < 3 * heartbeat_ms {
+        bail!(
+            "--election-timeout {election_ms}: expected at least 3 × --heartbeat-interval ({} ms)",
+            3 * heartbeat_ms
+        );
+    }
+    Ok((election_ms, 2 * election_ms))
+}
+
 /// Prepares an empty data dir from a backup file (`--restore`); refuses a damaged file or a
 /// non-empty data dir before writing anything.
 pub fn restore_from(
@@ -242,6 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--id 0: the id must be a positive integer");
     }
     check_host_port("--advertise", &advertise)?;
+    let election_timeout = raft_timing(args.heartbeat_interval, args.election_timeout)?;
     if let Some(j) = &args.join {
         check_host_port("--join", j)?;
     }
@@ -295,6 +321,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.codec = Some(cipher.clone());
     cfg.peer_tls = Some(tls.peer_client()?);
     cfg.snapshot_every = args.snapshot_every;
+    cfg.heartbeat_ms = args.heartbeat_interval;
+    cfg.election_timeout_ms = election_timeout;
     cfg.keep_logs_after_snapshot = args.snapshot_every.min(cfg.keep_logs_after_snapshot) / 2;
     let store = Store::open(cfg)
         .await
@@ -449,6 +477,23 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raft_timing_needs_several_heartbeats_per_election_timeout() {
+        assert_eq!(raft_timing(100, 300).unwrap(), (300, 600));
+        assert_eq!(raft_timing(50, 150).unwrap(), (150, 300));
+        let e = raft_timing(100, 250).unwrap_err().to_string();
+        assert!(
+            e.contains("--election-timeout 250") && e.contains("300 ms"),
+            "{e}"
+        );
+        assert!(
+            raft_timing(0, 300)
+                .unwrap_err()
+                .to_string()
+                .contains("--heartbeat-interval 0")
+        );
+    }
 
     #[test]
     fn host_port_flags_are_checked() {
