@@ -364,6 +364,13 @@ struct FailoverArgs {
     /// Extra argument for every controller (repeatable), e.g. `--controller-arg=--election-timeout=200`.
     #[arg(long, allow_hyphen_values = true)]
     controller_arg: Vec<String>,
+    /// Keep each member's log in DIR/cN.log (appended across restarts), to see why a
+    /// run was slow.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// The members' log filter (SHOAL_LOG), e.g. `info,openraft=info`.
+    #[arg(long, default_value = "warn")]
+    log_filter: String,
 }
 
 async fn failover(a: FailoverArgs) -> anyhow::Result<()> {
@@ -409,9 +416,20 @@ async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
             cmd.arg("--join-token").arg(t).arg("--ca-hash").arg(hash);
         }
         cmd.args(&a.controller_arg);
-        cmd.env("SHOAL_LOG", "warn")
+        let log = match &a.log_dir {
+            // Appended across restarts: one file per member for the whole run.
+            Some(d) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join(format!("c{}.log", i + 1)))
+                    .with_context(|| format!("opening a log in {}", d.display()))?,
+            ),
+            None => Stdio::null(),
+        };
+        cmd.env("SHOAL_LOG", &a.log_filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         Ok(Proc(Some(
             cmd.spawn().with_context(|| format!("starting {bin}"))?,
         )))
@@ -490,6 +508,9 @@ async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
         }
         alive[leader] = false;
         let t0 = Instant::now();
+        let killed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let mut n = 0usize;
         'outer: loop {
             for c in clients.iter_mut() {
@@ -508,8 +529,10 @@ async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
         }
         let took = t0.elapsed();
         eprintln!(
-            "run {run}: leader {} killed, first acknowledged write after {:.0} ms",
+            "run {run}: leader {} killed at {}.{:03} (Unix time), first acknowledged write after {:.0} ms",
             leader + 1,
+            killed_at.as_secs(),
+            killed_at.subsec_millis(),
             took.as_secs_f64() * 1000.0
         );
         times.push(took);
