@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Store benchmark: create throughput/latency of a 3-member Shoal controller cluster vs two
 # 3-member etcd 3.4 clusters (Debian etcd-server), one in plain text and one with client and
-# peer mutual TLS, all on loopback, in the same run, interleaved (shoal, etcd, etcd-tls, …);
-# then leader failover time (median of 10).
+# peer mutual TLS, all on loopback, in the same run, interleaved (shoal, etcd, etcd-tls, …),
+# with 1, 16 and 64 clients (CLIENTS="1 64" to choose); etcd writes put-if-absent
+# transactions, as a Create is (ETCD_PUT=1: plain puts, as before 2026-12-06); then leader
+# failover time (30 runs).
 # Shoal is formed as a user forms it: member 1 makes the cluster CA and admin.conf, members
 # 2 and 3 join with a controller join token from `shoalctl token create` and are added with
 # `shoalctl cluster add-member`; the load generator reads admin.conf (SHOAL_CONFIG).
@@ -116,12 +118,14 @@ retry 60 "etcd to take writes" "$BIN/shoal-bench" store --target etcd --endpoint
 retry 60 "etcd (TLS) to take writes" "$BIN/shoal-bench" store --target etcd --endpoints "$ETCD_TLS_EPS" "${ETCD_TLS[@]}" --clients 4 --ops 200 --tag warm >/dev/null
 
 echo "# machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(etcd --version | head -1), binaries $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo +changes)"
+ETCD_OP=()
+[[ -z "${ETCD_PUT:-}" ]] || ETCD_OP=(--etcd-put)
 for round in 1 2; do
-  for c in 1 64; do
+  for c in ${CLIENTS:-1 16 64}; do
     echo "# round $round, $c clients; load average $(cut -d' ' -f1-3 /proc/loadavg)"
     bench store --target shoal --endpoints "$SHOAL_EPS" --clients $c --ops "$OPS" --tag "r$round-c$c"
-    bench store --target etcd --endpoints "$ETCD_EPS" --clients $c --ops "$OPS" --tag "r$round-c$c"
-    bench store --target etcd --endpoints "$ETCD_TLS_EPS" "${ETCD_TLS[@]}" --clients $c --ops "$OPS" --tag "r$round-c$c"
+    bench store --target etcd --endpoints "$ETCD_EPS" "${ETCD_OP[@]}" --clients $c --ops "$OPS" --tag "r$round-c$c"
+    bench store --target etcd --endpoints "$ETCD_TLS_EPS" "${ETCD_TLS[@]}" "${ETCD_OP[@]}" --clients $c --ops "$OPS" --tag "r$round-c$c"
   done
 done
 echo "# load average after the store rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -130,5 +134,5 @@ for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 PIDS=()
 echo "# failover (separate 3-member cluster, joined with tokens)"
-bench failover --controller-bin "$BIN/shoal-controller" --runs 10
+bench failover --controller-bin "$BIN/shoal-controller" --runs 30
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -62,6 +62,11 @@ enum Cmd {
         /// etcd only: client private key (PEM).
         #[arg(long, requires = "cacert")]
         key: Option<PathBuf>,
+        /// etcd only: plain puts instead of put-if-absent transactions (a Compare of the
+        /// key's create revision with 0, then the put: what a Create is, and what
+        /// Kubernetes' apiserver sends etcd for one). The figures before 2026-12-06 used puts.
+        #[arg(long)]
+        etcd_put: bool,
     },
     /// Start 3 controllers (the first makes the cluster CA, the others join with controller
     /// join tokens and are added as members), SIGKILL the leader `runs` times, time the first acknowledged write after each.
@@ -86,12 +91,19 @@ async fn main() -> anyhow::Result<()> {
             cacert,
             cert,
             key,
+            etcd_put,
         } => {
             let tls = match (cacert, cert, key) {
                 (Some(ca), Some(cert), Some(key)) => Some(EtcdTls { ca, cert, key }),
                 _ => None,
             };
-            store(target, &endpoints, clients, ops, &tag, tls.as_ref()).await
+            let how = StoreArgs {
+                clients,
+                ops,
+                tag,
+                etcd_put,
+            };
+            store(target, &endpoints, &how, tls.as_ref()).await
         }
         Cmd::Failover(a) => failover(a).await,
         Cmd::Sched(a) => sched::run(a).await,
@@ -190,14 +202,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// How `store` writes: clients, total operations, the key tag, etcd puts or transactions.
+struct StoreArgs {
+    clients: usize,
+    ops: usize,
+    tag: String,
+    etcd_put: bool,
+}
+
 async fn store(
     target: Target,
     endpoints: &str,
-    clients: usize,
-    ops: usize,
-    tag: &str,
+    how: &StoreArgs,
     etcd_tls: Option<&EtcdTls>,
 ) -> anyhow::Result<()> {
+    let (clients, ops, tag, etcd_put) = (how.clients, how.ops, how.tag.as_str(), how.etcd_put);
     if etcd_tls.is_some() && matches!(target, Target::Shoal) {
         bail!("--cacert/--cert/--key are for etcd; Shoal's credentials come from SHOAL_CONFIG");
     }
@@ -241,8 +260,19 @@ async fn store(
                     start.wait().await;
                     for i in 0..per_client {
                         let body = pod(&format!("{tag}-{c}-{i}"));
+                        let key = format!("/bench/{tag}-{c}-{i}");
                         let t = Instant::now();
-                        cl.put(format!("/bench/{tag}-{c}-{i}"), body, None).await?;
+                        if etcd_put {
+                            cl.put(key, body, None).await?;
+                        } else {
+                            use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                            let txn = Txn::new()
+                                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                                .and_then([TxnOp::put(key.clone(), body, None)]);
+                            if !cl.txn(txn).await?.succeeded() {
+                                bail!("etcd: {key} already exists (use a new --tag)");
+                            }
+                        }
                         lat.push(t.elapsed());
                     }
                 }
@@ -261,6 +291,7 @@ async fn store(
     let out = serde_json::json!({
         "target": format!("{target:?}").to_lowercase(), "clients": clients, "ops": all.len(),
         "tls": matches!(target, Target::Shoal) || etcd_tls.is_some(),
+        "etcd_op": match target { Target::Etcd if etcd_put => "put", Target::Etcd => "txn", Target::Shoal => "" },
         "seconds": secs, "ops_per_sec": all.len() as f64 / secs,
         "p50_ms": percentile(&all, 0.50), "p99_ms": percentile(&all, 0.99),
     });
