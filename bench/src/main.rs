@@ -97,13 +97,17 @@ async fn main() -> anyhow::Result<()> {
                 (Some(ca), Some(cert), Some(key)) => Some(EtcdTls { ca, cert, key }),
                 _ => None,
             };
-            let how = StoreArgs {
+            let etcd_op = if etcd_put { EtcdOp::Put } else { EtcdOp::Txn };
+            store(
+                target,
+                &endpoints,
                 clients,
                 ops,
-                tag,
-                etcd_put,
-            };
-            store(target, &endpoints, &how, tls.as_ref()).await
+                &tag,
+                etcd_op,
+                tls.as_ref(),
+            )
+            .await
         }
         Cmd::Failover(a) => failover(a).await,
         Cmd::Sched(a) => sched::run(a).await,
@@ -202,21 +206,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// How `store` writes: clients, total operations, the key tag, etcd puts or transactions.
-struct StoreArgs {
-    clients: usize,
-    ops: usize,
-    tag: String,
-    etcd_put: bool,
+/// How `store` writes to etcd: a put-if-absent transaction (a Create) or a plain put.
+#[derive(Clone, Copy, Debug)]
+enum EtcdOp {
+    Txn,
+    Put,
 }
 
 async fn store(
     target: Target,
     endpoints: &str,
-    how: &StoreArgs,
+    clients: usize,
+    ops: usize,
+    tag: &str,
+    etcd_op: EtcdOp,
     etcd_tls: Option<&EtcdTls>,
 ) -> anyhow::Result<()> {
-    let (clients, ops, tag, etcd_put) = (how.clients, how.ops, how.tag.as_str(), how.etcd_put);
     if etcd_tls.is_some() && matches!(target, Target::Shoal) {
         bail!("--cacert/--cert/--key are for etcd; Shoal's credentials come from SHOAL_CONFIG");
     }
@@ -262,15 +267,22 @@ async fn store(
                         let body = pod(&format!("{tag}-{c}-{i}"));
                         let key = format!("/bench/{tag}-{c}-{i}");
                         let t = Instant::now();
-                        if etcd_put {
-                            cl.put(key, body, None).await?;
-                        } else {
-                            use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-                            let txn = Txn::new()
-                                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                                .and_then([TxnOp::put(key.clone(), body, None)]);
-                            if !cl.txn(txn).await?.succeeded() {
-                                bail!("etcd: {key} already exists (use a new --tag)");
+                        match etcd_op {
+                            EtcdOp::Put => {
+                                cl.put(key, body, None).await?;
+                            }
+                            EtcdOp::Txn => {
+                                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                                let txn = Txn::new()
+                                    .when([Compare::create_revision(
+                                        key.clone(),
+                                        CompareOp::Equal,
+                                        0,
+                                    )])
+                                    .and_then([TxnOp::put(key.clone(), body, None)]);
+                                if !cl.txn(txn).await?.succeeded() {
+                                    bail!("etcd: {key} already exists (use a new --tag)");
+                                }
                             }
                         }
                         lat.push(t.elapsed());
@@ -291,7 +303,11 @@ async fn store(
     let out = serde_json::json!({
         "target": format!("{target:?}").to_lowercase(), "clients": clients, "ops": all.len(),
         "tls": matches!(target, Target::Shoal) || etcd_tls.is_some(),
-        "etcd_op": match target { Target::Etcd if etcd_put => "put", Target::Etcd => "txn", Target::Shoal => "" },
+        "etcd_op": match (target, etcd_op) {
+            (Target::Shoal, _) => "",
+            (Target::Etcd, EtcdOp::Txn) => "txn",
+            (Target::Etcd, EtcdOp::Put) => "put",
+        },
         "seconds": secs, "ops_per_sec": all.len() as f64 / secs,
         "p50_ms": percentile(&all, 0.50), "p99_ms": percentile(&all, 0.99),
     });
@@ -321,12 +337,8 @@ async fn leader_of(conf: &Path, addrs: &[String], alive: &[bool]) -> Option<usiz
         if !alive[i] {
             continue;
         }
-        if let Ok(ch) = channel_with(conf, a).await
-            && let Ok(s) = shoal_client::Client::cluster(ch)
-                .status(ClusterStatusRequest {})
-                .await
-        {
-            let id = s.into_inner().leader_id as usize;
+        if let Ok(s) = status_of(conf, a).await {
+            let id = s.leader_id as usize;
             if id >= 1 && id <= addrs.len() && alive[id - 1] {
                 return Some(id - 1);
             }
@@ -372,8 +384,7 @@ async fn controller_token(conf: &Path, addr: &str) -> anyhow::Result<(String, St
     Ok((t.token, t.ca_hash))
 }
 
-/// [`failover_runs`], ended by SIGINT or SIGTERM too: dropping it kills (by PID) and reaps
-/// every controller it started and removes its directory.
+/// `shoal-bench failover`: the cluster, the kills, the load and the members' logs.
 #[derive(Debug, clap::Args)]
 struct FailoverArgs {
     #[arg(long)]
@@ -404,6 +415,8 @@ struct FailoverArgs {
     log_filter: String,
 }
 
+/// [`failover_runs`], ended by SIGINT or SIGTERM too: dropping it kills (by PID) and reaps
+/// every controller it started and removes its directory.
 async fn failover(a: FailoverArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -572,7 +585,6 @@ async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
     }
     let mut quiet = serde_json::Value::Null;
     if a.quiet_secs > 0 {
-        let term = |s: &shoal_proto::ClusterStatusResponse| s.term;
         settle(
             &conf,
             &addrs[leader_of(&conf, &addrs, &alive)
@@ -580,10 +592,10 @@ async fn failover_runs(a: &FailoverArgs) -> anyhow::Result<()> {
                 .context("no leader")?],
         )
         .await?;
-        let before = term(&status_of(&conf, &addrs[0]).await?);
+        let before = status_of(&conf, &addrs[0]).await?.term;
         let writes = load.acked();
         tokio::time::sleep(Duration::from_secs(a.quiet_secs)).await;
-        let after = term(&status_of(&conf, &addrs[0]).await?);
+        let after = status_of(&conf, &addrs[0]).await?.term;
         quiet = serde_json::json!({"secs": a.quiet_secs, "elections": after - before,
             "load_writes_per_s": (load.acked() - writes) as f64 / a.quiet_secs as f64});
         eprintln!(
@@ -686,11 +698,11 @@ impl Load {
     }
 
     async fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.tasks {
+        let Load { stop, acked, tasks } = self;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
             let _ = t.await;
         }
-        // `self.tasks` is moved: read the counter field directly
-        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+        acked.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -288,21 +288,21 @@ async fn a_cronjob_runs_a_job_on_the_next_minute() {
     .await;
     // Two budgets, so a loaded machine slows neither into the other: at most a minute
     // (plus slack) until the schedule fires, then the run itself.
-    let addr = c.ctl_addr.clone();
-    let fired: CronJob = eventually("cronjob tick scheduled", Duration::from_secs(80), || {
-        let addr = addr.clone();
-        async move {
-            let cj: CronJob = get_obj(&addr, "default", "tick").await?;
+    let cc = &c;
+    let fired: CronJob = eventually(
+        "cronjob tick scheduled",
+        Duration::from_secs(80),
+        || async move {
+            let cj: CronJob = get_obj(&cc.ctl_addr, "default", "tick").await?;
             match cj.status.as_ref() {
                 Some(s) if s.last_schedule_time.is_some() => Ok(cj),
                 s => Err(format!("status {s:?}")),
             }
-        }
-    })
+        },
+    )
     .await;
     let scheduled = fired.status.unwrap().last_schedule_time.unwrap();
     let job_name = format!("tick-{}", scheduled.timestamp() / 60);
-    let cc = &c;
     let cj: CronJob = eventually("a run of cronjob tick", Duration::from_secs(90), || {
         let job_name = job_name.clone();
         async move {

@@ -176,7 +176,7 @@ const CACHE_BYTES: u64 = 64 << 20;
 /// (mod 8), so members do not all snapshot at the same log index (each snapshot serializes and
 /// flushes the whole state; all at once, they stall every member's log flushes together).
 fn staggered(every: u64, id: u64) -> u64 {
-    every + (every / 8) * ((id.saturating_sub(1)) % 8)
+    every + (every / 8) * (id.saturating_sub(1) % 8)
 }
 
 fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
