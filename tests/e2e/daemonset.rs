@@ -96,15 +96,17 @@ fn daemonset_follows_node_joins_labels_and_rolls_updates() {
     let out = c.apply(&daemonset("v1", ""));
     assert!(out.status.success(), "apply: {out:?}");
     let first = wait_for(&c, "pods on node1 and node2", &["node1", "node2"], "v1");
-    let s = status(&c).expect("status");
-    assert_eq!(
-        (
+    // The status follows the pods' readiness a reconcile later: wait for it, not one read.
+    eventually("status 2 desired, 2 ready", Duration::from_secs(30), || {
+        let s = status(&c)?;
+        match (
             s["desiredNumberScheduled"].as_i64(),
-            s["numberReady"].as_i64()
-        ),
-        (Some(2), Some(2)),
-        "{s}"
-    );
+            s["numberReady"].as_i64(),
+        ) {
+            (Some(2), Some(2)) => Ok(()),
+            _ => Err(s.to_string()),
+        }
+    });
     let table = c.ctl_ok(&["get", "ds"]);
     assert!(
         table.contains("DESIRED") && table.contains("agent"),
