@@ -1,5 +1,6 @@
 //! Replicated, persistent object store: openraft drives the log, a write-ahead log of
-//! our own holds the log and the vote, sled the state machine; revisions and watch. Must never depend on
+//! our own holds the log and the vote, the state machine lives in memory with its snapshot
+//! in a file; revisions and watch. Must never depend on
 //! shoal-api (objects are JSON values here).
 #![warn(missing_docs)]
 
@@ -7,10 +8,12 @@ mod backup;
 mod codec;
 mod error;
 mod group;
+mod legacy;
 mod log_store;
 mod membership;
 mod network;
 mod reads;
+mod snapshot_file;
 mod state_machine;
 mod store;
 pub mod testing;
@@ -25,7 +28,7 @@ pub use group::entry_requests_histogram;
 pub use log_store::{WalLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
 pub use reads::read_counters;
-pub use state_machine::{DEDUP_WINDOW, SledStateMachine};
+pub use state_machine::{DEDUP_WINDOW, MemStateMachine};
 pub use store::{Store, StoreConfig};
 pub use types::{
     ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft,

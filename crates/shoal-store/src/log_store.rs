@@ -62,23 +62,9 @@ enum Sync {
 }
 
 impl WalLogStore {
-    /// Opens (creates) the log in `data_dir`/raft-log. A data dir whose log is still in the
-    /// sled trees of `db` (before the WAL) is migrated once: the WAL is built aside, synced,
-    /// renamed into place, then the old trees are dropped.
-    pub fn open(data_dir: &Path, db: &sled::Db) -> Result<Self, StoreError> {
-        let dir = data_dir.join(LOG_DIR);
-        let names = db.tree_names();
-        let has_old = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
-        if !dir.exists() && (has_old(OLD_LOG) || has_old(OLD_META)) {
-            migrate_from_sled(data_dir, db)?;
-        }
-        let wal = Wal::open(&dir, SEGMENT_BYTES)?;
-        // A crash between the rename and the drop leaves the old trees: drop them now.
-        for t in [OLD_LOG, OLD_META] {
-            if has_old(t) {
-                db.drop_tree(t)?;
-            }
-        }
+    /// Opens (creates) the log in `data_dir`/raft-log.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let wal = Wal::open(&data_dir.join(LOG_DIR), SEGMENT_BYTES)?;
         Ok(Self {
             wal: Arc::new(Mutex::new(wal)),
         })
@@ -120,6 +106,24 @@ impl WalLogStore {
         log_flush_histogram().observe(started.elapsed().as_secs_f64());
         Ok(())
     }
+}
+
+/// Moves the log of a data dir whose log is still in the sled trees of `db` (before the
+/// WAL) into the WAL, once: the WAL is built aside, synced, renamed into place, then the
+/// old trees are dropped.
+pub(crate) fn migrate_log(data_dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    let names = db.tree_names();
+    let has_old = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
+    if !data_dir.join(LOG_DIR).exists() && (has_old(OLD_LOG) || has_old(OLD_META)) {
+        migrate_from_sled(data_dir, db)?;
+    }
+    // A crash between the rename and the drop leaves the old trees: drop them now.
+    for t in [OLD_LOG, OLD_META] {
+        if has_old(t) {
+            db.drop_tree(t)?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies the log, vote, committed index and purge point of the sled trees of a data dir
@@ -330,7 +334,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(MIGRATING_DIR)).unwrap();
         std::fs::write(dir.path().join(MIGRATING_DIR).join("junk.wal"), b"x").unwrap();
         for round in 0..2 {
-            let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+            migrate_log(dir.path(), &db).unwrap();
+            let mut s = WalLogStore::open(dir.path()).unwrap();
             assert_eq!(
                 s.read_vote().await.unwrap(),
                 Some(Vote::new(2, 1)),
@@ -369,9 +374,8 @@ mod tests {
             .prefix("shoal-log-store-")
             .tempdir()
             .unwrap();
-        let db = sled::open(dir.path().join("store.sled")).unwrap();
         {
-            let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+            let mut s = WalLogStore::open(dir.path()).unwrap();
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
             s.lock()
                 .write((1..=5).map(|i| Record::Entry(blank(3, i))).collect())
@@ -379,7 +383,7 @@ mod tests {
             s.truncate(id(3, 4)).await.unwrap();
             s.purge(id(3, 1)).await.unwrap();
         }
-        let mut s = WalLogStore::open(dir.path(), &db).unwrap();
+        let mut s = WalLogStore::open(dir.path()).unwrap();
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(id(3, 1)));

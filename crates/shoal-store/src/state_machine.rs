@@ -1,11 +1,14 @@
-//! The replicated state machine: objects in sled tree `state`, last applied log id, membership
-//! and the current snapshot in tree `sm_meta`; applied changes go to the watch hub.
+//! The replicated state machine, in memory: objects (as their JSON), remembered request
+//! ids, the last applied log id and the membership. Its durable copy is the current Raft
+//! snapshot in [`crate::snapshot_file`]; on start it is rebuilt from that file and openraft
+//! re-applies the log after it (design note 0014). Applied changes go to the watch hub.
 
 // openraft's trait methods return `StorageError`; helpers return it too, unboxed.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,79 +23,188 @@ use serde_json::value::RawValue;
 
 use crate::StoreError;
 use crate::backup::Backup;
+use crate::snapshot_file::{self, Meta};
 use crate::types::{ApplyResult, Command, EventType, TypeConfig, Write, WriteOutcome};
 use crate::watch::{SharedEvent, WatchHub, WatchStream};
-
-const LAST_APPLIED: &[u8] = b"last_applied";
-const MEMBERSHIP: &[u8] = b"membership";
-const SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 
 /// How many log indexes a request id is remembered for deduplication.
 pub const DEDUP_WINDOW: u64 = 20_000;
 
-/// A remembered request: where it was applied and what it returned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RequestRecord {
+/// A remembered request: where it was applied and what it returned (an [`ApplyResult`]
+/// as JSON: parsed only when the request is sent again).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestRecord {
+    pub(crate) index: u64,
+    pub(crate) result: Arc<str>,
+}
+
+/// A [`RequestRecord`] as a snapshot holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordJson<R> {
     index: u64,
-    result: ApplyResult,
+    result: R,
 }
 
 pub(crate) type Membership = StoredMembership<u64, BasicNode>;
-type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
 
-/// The serialized form of a snapshot. Objects and request records stay raw JSON (as the
-/// trees store them): a snapshot is built, sent and installed without parsing every object
-/// into a `Value` tree, which took ten times the snapshot's size in memory.
-#[derive(Debug, Serialize, Deserialize)]
+/// The serialized form of a snapshot (what Raft sends and the snapshot file holds after
+/// its header): objects stay raw JSON, so a snapshot is built, sent and installed without
+/// parsing every object into a `Value` tree.
+#[derive(Debug, Deserialize)]
 struct SnapshotBody {
-    last_applied: Option<LogId<u64>>,
-    membership: Membership,
+    #[serde(rename = "last_applied")]
+    _last_applied: Option<LogId<u64>>,
+    #[serde(rename = "membership")]
+    _membership: Membership,
     objects: Vec<(String, Box<RawValue>)>,
-    /// Remembered request ids (see [`DEDUP_WINDOW`]), each a [`RequestRecord`].
+    /// Remembered request ids (see [`DEDUP_WINDOW`]).
     #[serde(default)]
-    requests: Vec<(String, Box<RawValue>)>,
+    requests: Vec<(String, RecordJson<Box<RawValue>>)>,
 }
 
-/// The part of a raw [`RequestRecord`] its index needs.
-#[derive(Deserialize)]
-struct RecordIndex {
-    index: u64,
+/// [`SnapshotBody`] as it is written: borrowed from a copy of the state.
+#[derive(Serialize)]
+struct SnapshotBodyRef<'a> {
+    last_applied: Option<LogId<u64>>,
+    membership: &'a Membership,
+    objects: Vec<(&'a str, &'a RawValue)>,
+    requests: Vec<(&'a str, RecordJson<&'a RawValue>)>,
 }
 
-fn raw(b: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
-    serde_json::from_slice(b)
-}
-
-#[derive(Debug)]
-struct Applied {
+/// Everything the state machine holds; replaced whole by a snapshot install.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct State {
+    /// key -> the object's JSON (shared with snapshot copies, never parsed in place).
+    objects: BTreeMap<String, Arc<str>>,
+    /// request id -> where it was applied and what it returned.
+    requests: HashMap<String, RequestRecord>,
+    /// (index, request id), for forgetting old ids in log order.
+    request_order: BTreeSet<(u64, String)>,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
+}
+
+impl State {
+    /// The state a snapshot holds.
+    fn from_snapshot(meta: &Meta, data: &[u8]) -> Result<State, String> {
+        let body: SnapshotBody = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let objects = body
+            .objects
+            .into_iter()
+            .map(|(k, v)| (k, Arc::from(Box::<str>::from(v))))
+            .collect();
+        let mut requests = HashMap::with_capacity(body.requests.len());
+        let mut request_order = BTreeSet::new();
+        for (id, r) in body.requests {
+            request_order.insert((r.index, id.clone()));
+            let result = Arc::from(Box::<str>::from(r.result));
+            requests.insert(
+                id,
+                RequestRecord {
+                    index: r.index,
+                    result,
+                },
+            );
+        }
+        Ok(State {
+            objects,
+            requests,
+            request_order,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        })
+    }
+
+    fn revision(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+
+    fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Arc<str>)> {
+        self.objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    fn remember(&mut self, id: String, rec: RequestRecord) {
+        if let Some(old) = self.requests.get(&id) {
+            self.request_order.remove(&(old.index, id.clone()));
+        }
+        self.request_order.insert((rec.index, id.clone()));
+        self.requests.insert(id, rec);
+    }
+
+    /// Forgets request ids applied before `cutoff` (deterministic: by log index).
+    fn forget_before(&mut self, cutoff: u64) {
+        while let Some((index, _)) = self.request_order.first()
+            && *index < cutoff
+        {
+            if let Some((_, id)) = self.request_order.pop_first() {
+                self.requests.remove(&id);
+            }
+        }
+    }
+
+    /// The snapshot data of this state (see [`SnapshotBody`]).
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut objects = Vec::with_capacity(self.objects.len());
+        for (k, v) in &self.objects {
+            let raw: &RawValue = serde_json::from_str(v).map_err(|e| format!("{k}: {e}"))?;
+            objects.push((k.as_str(), raw));
+        }
+        let mut requests = Vec::with_capacity(self.requests.len());
+        for (id, r) in &self.requests {
+            let result: &RawValue =
+                serde_json::from_str(&r.result).map_err(|e| format!("request {id}: {e}"))?;
+            requests.push((
+                id.as_str(),
+                RecordJson {
+                    index: r.index,
+                    result,
+                },
+            ));
+        }
+        let body = SnapshotBodyRef {
+            last_applied: self.last_applied,
+            membership: &self.membership,
+            objects,
+            requests,
+        };
+        serde_json::to_vec(&body).map_err(|e| e.to_string())
+    }
+}
+
+fn parse(key: &str, v: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(v).map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))
 }
 
 #[derive(Debug)]
 struct Shared {
-    db: sled::Db,
-    state: sled::Tree,
-    sm_meta: sled::Tree,
-    /// request id -> [`RequestRecord`].
-    requests: sled::Tree,
-    /// big-endian index -> request id, for evicting old records in order.
-    request_index: sled::Tree,
     /// Held for writing while applying or installing, for reading while listing: a list sees
     /// one revision exactly.
-    applied: RwLock<Applied>,
+    state: RwLock<State>,
     hub: Mutex<WatchHub>,
+    /// The member's data dir (where the snapshot file lives).
+    dir: PathBuf,
+    /// The last log id of the snapshot file; held while writing it, so that an older
+    /// snapshot (a build racing an install) never replaces a newer one.
+    file: Mutex<Option<LogId<u64>>>,
 }
 
 /// The state machine handle; clones share the state (it is also the snapshot builder).
 #[derive(Debug, Clone)]
-pub struct SledStateMachine {
+pub struct MemStateMachine {
     shared: Arc<Shared>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn snapshot_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
 }
 
 fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -103,6 +215,9 @@ fn lock_poisoned() -> StorageError<u64> {
     sm_err("state machine lock poisoned")
 }
 
+fn poisoned() -> StoreError {
+    StoreError::Storage("state machine lock poisoned".into())
+}
 /// The revision stored in an object's `metadata.resourceVersion`.
 pub(crate) fn revision_of(obj: &Value) -> u64 {
     obj.pointer("/metadata/resourceVersion")
@@ -153,79 +268,42 @@ fn stamp(mut obj: Value, index: u64, prev: Option<&Value>) -> Value {
     obj
 }
 
-impl SledStateMachine {
-    /// Opens the state trees of `db`; `watch_history` bounds the resumable event history.
+impl MemStateMachine {
+    /// Opens the state machine of data dir `dir`: the state of its snapshot file, empty
+    /// without one (openraft then re-applies the log after it); `watch_history` and
+    /// `watch_history_bytes` bound the resumable event history.
     pub fn open(
-        db: &sled::Db,
+        dir: &Path,
         watch_history: usize,
         watch_history_bytes: usize,
     ) -> Result<Self, StoreError> {
-        let state = db.open_tree("state")?;
-        let sm_meta = db.open_tree("sm_meta")?;
-        let requests = db.open_tree("requests")?;
-        let request_index = db.open_tree("request_index")?;
-        let get = |k: &[u8]| -> Result<Option<sled::IVec>, StoreError> { Ok(sm_meta.get(k)?) };
-        let decode = |what: &str, b: &[u8]| -> Result<_, StoreError> {
-            serde_json::from_slice::<Value>(b)
-                .map_err(|e| StoreError::Storage(format!("sm_meta/{what}: {e}")))
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
+        let (state, file) = match snapshot_file::read(dir)? {
+            Some((meta, data)) => (
+                State::from_snapshot(&meta, &data).map_err(|e| {
+                    StoreError::Storage(format!(
+                        "snapshot file {}: {e}",
+                        snapshot_file::path(dir).display()
+                    ))
+                })?,
+                meta.last_log_id,
+            ),
+            None => (State::default(), None),
         };
-        let last_applied: Option<LogId<u64>> = match get(LAST_APPLIED)? {
-            Some(b) => serde_json::from_value(decode("last_applied", &b)?)
-                .map_err(|e| StoreError::Storage(format!("sm_meta/last_applied: {e}")))?,
-            None => None,
-        };
-        let membership: Membership = match get(MEMBERSHIP)? {
-            Some(b) => serde_json::from_value(decode("membership", &b)?)
-                .map_err(|e| StoreError::Storage(format!("sm_meta/membership: {e}")))?,
-            None => Membership::default(),
-        };
-        let sm = Self {
+        let revision = state.revision();
+        Ok(Self {
             shared: Arc::new(Shared {
-                db: db.clone(),
-                state,
-                sm_meta,
-                requests,
-                request_index,
-                applied: RwLock::new(Applied {
-                    last_applied,
-                    membership: membership.clone(),
-                }),
-                hub: Mutex::new(WatchHub::new(
-                    watch_history,
-                    watch_history_bytes,
-                    last_applied.map_or(0, |l| l.index),
-                )),
+                state: RwLock::new(state),
+                hub: Mutex::new(WatchHub::new(watch_history, watch_history_bytes, revision)),
+                dir: dir.to_path_buf(),
+                file: Mutex::new(file),
             }),
-        };
-        // A crash in the middle of installing a snapshot: redo the install from the stored copy.
-        if let Some((meta, data)) = sm
-            .stored_snapshot()
-            .map_err(|e| StoreError::Storage(e.to_string()))?
-            && meta.last_log_id > last_applied
-        {
-            let body: SnapshotBody = serde_json::from_slice(&data)
-                .map_err(|e| StoreError::Storage(format!("sm_meta/snapshot_data: {e}")))?;
-            let body = SnapshotBody {
-                last_applied: meta.last_log_id,
-                membership: meta.last_membership,
-                objects: body.objects,
-                requests: body.requests,
-            };
-            sm.replace_state(&body)
-                .map_err(|e| StoreError::Storage(e.to_string()))?;
-            let mut a = sm
-                .shared
-                .applied
-                .write()
-                .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-            *a = Applied {
-                last_applied: body.last_applied,
-                membership: body.membership,
-            };
-            drop(a);
-            sm.hub()?.reset(body.last_applied.map_or(0, |l| l.index));
-        }
-        Ok(sm)
+        })
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, State>, StoreError> {
+        self.shared.state.read().map_err(|_| poisoned())
     }
 
     fn hub(&self) -> Result<std::sync::MutexGuard<'_, WatchHub>, StoreError> {
@@ -242,11 +320,11 @@ impl SledStateMachine {
 
     /// The keys under `prefix` (values are not read).
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for k in self.shared.state.scan_prefix(prefix.as_bytes()).keys() {
-            out.push(String::from_utf8_lossy(&k?).into_owned());
-        }
-        Ok(out)
+        Ok(self
+            .read()?
+            .prefixed(prefix)
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 
     /// Bytes of events the watch history holds now.
@@ -256,28 +334,13 @@ impl SledStateMachine {
 
     /// The index of the last applied entry (0 before any).
     pub fn last_applied_index(&self) -> u64 {
-        self.shared
-            .applied
-            .read()
-            .map(|a| a.last_applied.map_or(0, |l| l.index))
-            .unwrap_or(0)
+        self.read().map(|s| s.revision()).unwrap_or(0)
     }
 
     /// Reads one object.
     pub fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let _a = self
-            .shared
-            .applied
-            .read()
-            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-        match self.shared.state.get(key.as_bytes())? {
-            None => Ok(None),
-            Some(b) => {
-                Ok(Some(serde_json::from_slice(&b).map_err(|e| {
-                    StoreError::Storage(format!("state/{key}: {e}"))
-                })?))
-            }
-        }
+        let raw = self.read()?.objects.get(key).cloned();
+        raw.map(|v| parse(key, &v)).transpose()
     }
 
     /// Lists every object whose key starts with `prefix`, with the revision the list reflects.
@@ -286,339 +349,302 @@ impl SledStateMachine {
         Ok((items.into_iter().map(|(_, v)| v).collect(), rev))
     }
 
-    /// Like [`SledStateMachine::list`], with each object's key.
+    /// Like [`MemStateMachine::list`], with each object's key. The objects are copied (as
+    /// shared JSON) under the lock and parsed after it, so a long list does not hold up
+    /// apply.
     pub fn list_keyed(&self, prefix: &str) -> Result<(Vec<(String, Value)>, u64), StoreError> {
-        let a = self
-            .shared
-            .applied
-            .read()
-            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-        let mut out = Vec::new();
-        for kv in self.shared.state.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let value = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?;
-            out.push((key, value));
+        let (raw, rev): (Vec<(String, Arc<str>)>, u64) = {
+            let s = self.read()?;
+            let raw = s
+                .prefixed(prefix)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (raw, s.revision())
+        };
+        let mut out = Vec::with_capacity(raw.len());
+        for (k, v) in raw {
+            let value = parse(&k, &v)?;
+            out.push((k, value));
         }
-        Ok((out, a.last_applied.map_or(0, |l| l.index)))
+        Ok((out, rev))
     }
 
     /// Starts a watch (see [`crate::Store::watch`]).
     pub fn watch(&self, prefix: &str, after: Option<u64>) -> Result<WatchStream, StoreError> {
         // Taking the read lock first orders this against apply (which holds the write lock
         // while publishing), so `current` is exact.
-        let a = self
-            .shared
-            .applied
-            .read()
-            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-        let current = a.last_applied.map_or(0, |l| l.index);
+        let s = self.read()?;
+        let current = s.revision();
         let mut hub = self.hub()?;
         hub.subscribe(prefix, after, current)
     }
 
-    /// Every object and the revision the copy reflects, read under the apply lock (one
-    /// consistent cut).
+    /// Every object and the revision the copy reflects (one consistent cut).
     pub fn export(&self) -> Result<Backup, StoreError> {
-        let a = self
-            .shared
-            .applied
-            .read()
-            .map_err(|_| StoreError::Storage("lock poisoned".into()))?;
-        let mut objects = Vec::new();
-        for kv in self.shared.state.iter() {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let obj = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Storage(format!("state/{key}: {e}")))?;
-            objects.push((key, obj));
-        }
-        Ok(Backup {
-            revision: a.last_applied.map_or(0, |l| l.index),
-            objects,
-        })
+        let (objects, revision) = self.list_keyed("")?;
+        Ok(Backup { revision, objects })
     }
 
-    /// Stores `backup` as this (empty) database's current Raft snapshot at `log_id` with
-    /// `membership`; [`SledStateMachine::open`] then installs it like a snapshot whose
-    /// install was interrupted, so a restore goes through the tested install path.
+    /// Makes `backup` the snapshot file of the (empty) data dir `dir`, at `log_id` with
+    /// `membership`: [`MemStateMachine::open`] then starts from it like from any snapshot.
     pub(crate) fn seed(
-        db: &sled::Db,
+        dir: &Path,
         backup: &Backup,
         log_id: LogId<u64>,
         membership: Membership,
     ) -> Result<(), StoreError> {
-        let sm_meta = db.open_tree("sm_meta")?;
-        let mut objects = Vec::with_capacity(backup.objects.len());
+        let mut objects = BTreeMap::new();
         for (k, v) in &backup.objects {
-            let v = serde_json::value::to_raw_value(v)
+            let v = serde_json::to_string(v)
                 .map_err(|e| StoreError::Storage(format!("encoding restored {k}: {e}")))?;
-            objects.push((k.clone(), v));
+            objects.insert(k.clone(), Arc::from(v));
         }
-        let body = SnapshotBody {
-            last_applied: Some(log_id),
-            membership: membership.clone(),
+        let state = State {
             objects,
-            requests: Vec::new(),
+            last_applied: Some(log_id),
+            membership,
+            ..State::default()
         };
-        let meta = SnapshotMeta {
-            last_log_id: Some(log_id),
-            last_membership: membership,
-            snapshot_id: format!("restored-{}", log_id.index),
-        };
-        let enc = |what: &str, r: serde_json::Result<Vec<u8>>| {
-            r.map_err(|e| StoreError::Storage(format!("encoding restored {what}: {e}")))
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            SNAPSHOT_META,
-            enc("snapshot meta", serde_json::to_vec(&meta))?,
-        );
-        batch.insert(SNAPSHOT_DATA, enc("snapshot", serde_json::to_vec(&body))?);
-        sm_meta.apply_batch(batch)?;
-        Ok(())
+        persist_state(dir, &state, format!("restored-{}", log_id.index))
     }
 
-    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
-        let m = self.shared.sm_meta.get(SNAPSHOT_META).map_err(read_err)?;
-        let d = self.shared.sm_meta.get(SNAPSHOT_DATA).map_err(read_err)?;
-        match (m, d) {
-            (Some(m), Some(d)) => {
-                let meta = serde_json::from_slice(&m).map_err(read_err)?;
-                Ok(Some((meta, d.to_vec())))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Replaces every object and the applied state with a snapshot body (atomically in sled).
-    fn replace_state(&self, body: &SnapshotBody) -> Result<(), StorageError<u64>> {
-        let encoded: Vec<(&str, &[u8])> = body
-            .objects
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.get().as_bytes()))
-            .collect();
-        let la = serde_json::to_vec(&body.last_applied).map_err(sm_err)?;
-        let mem = serde_json::to_vec(&body.membership).map_err(sm_err)?;
-        let mut reqs = Vec::with_capacity(body.requests.len());
-        for (id, rec) in &body.requests {
-            let RecordIndex { index } = serde_json::from_str(rec.get()).map_err(sm_err)?;
-            reqs.push((id.as_str(), index, rec.get().as_bytes()));
-        }
-        self.shared.requests.clear().map_err(sm_err)?;
-        self.shared.request_index.clear().map_err(sm_err)?;
-        for (id, index, rec) in reqs {
-            self.shared
-                .requests
-                .insert(id.as_bytes(), rec)
-                .map_err(sm_err)?;
-            self.shared
-                .request_index
-                .insert(index.to_be_bytes(), id.as_bytes())
-                .map_err(sm_err)?;
-        }
-        let old_keys: Vec<sled::IVec> = self
+    /// Writes `meta` + `data` as the snapshot file unless the file already holds a newer
+    /// snapshot (a build that raced an install).
+    fn persist(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
+        let mut file = self
             .shared
-            .state
-            .iter()
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(sm_err)?;
-        use sled::Transactional;
-        (&self.shared.state, &self.shared.sm_meta)
-            .transaction(|(s, m)| {
-                for k in &old_keys {
-                    s.remove(k)?;
-                }
-                for (k, v) in &encoded {
-                    s.insert(k.as_bytes(), *v)?;
-                }
-                m.insert(LAST_APPLIED, la.as_slice())?;
-                m.insert(MEMBERSHIP, mem.as_slice())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| sm_err(format!("{e:?}")))?;
+            .file
+            .lock()
+            .map_err(|_| StoreError::Storage("snapshot file lock poisoned".into()))?;
+        if meta.last_log_id < *file {
+            return Ok(());
+        }
+        snapshot_file::write(&self.shared.dir, meta, data)?;
+        *file = meta.last_log_id;
         Ok(())
-    }
-
-    /// Applies one command against `overlay` (pending writes of this apply call) and the tree.
-    fn apply_command(
-        &self,
-        overlay: &mut BTreeMap<String, Option<Value>>,
-        index: u64,
-        cmd: Command,
-        events: &mut Vec<SharedEvent>,
-        requests: &mut BTreeMap<String, RequestRecord>,
-    ) -> Result<ApplyResult, StorageError<u64>> {
-        if let Some(id) = &cmd.request_id {
-            if let Some(rec) = requests.get(id) {
-                return Ok(rec.result.clone());
-            }
-            if let Some(b) = self.shared.requests.get(id.as_bytes()).map_err(read_err)? {
-                let rec: RequestRecord = serde_json::from_slice(&b).map_err(read_err)?;
-                if index.saturating_sub(rec.index) <= DEDUP_WINDOW {
-                    return Ok(rec.result);
-                }
-            }
-        }
-        let request_id = cmd.request_id.clone();
-        let result = self.apply_writes(overlay, index, cmd, events)?;
-        if let Some(id) = request_id {
-            requests.insert(
-                id,
-                RequestRecord {
-                    index,
-                    result: result.clone(),
-                },
-            );
-        }
-        Ok(result)
-    }
-
-    /// Applies the writes of one command, all or nothing.
-    fn apply_writes(
-        &self,
-        overlay: &mut BTreeMap<String, Option<Value>>,
-        index: u64,
-        cmd: Command,
-        events: &mut Vec<SharedEvent>,
-    ) -> Result<ApplyResult, StorageError<u64>> {
-        let mut local: BTreeMap<String, Option<Value>> = BTreeMap::new();
-        let mut outcomes = Vec::with_capacity(cmd.writes.len());
-        let mut evs = Vec::with_capacity(cmd.writes.len());
-        for w in cmd.writes {
-            let key = w.key().to_owned();
-            let current: Option<Value> = match local.get(&key).or_else(|| overlay.get(&key)) {
-                Some(v) => v.clone(),
-                None => match self.shared.state.get(key.as_bytes()).map_err(read_err)? {
-                    Some(b) => Some(serde_json::from_slice(&b).map_err(read_err)?),
-                    None => None,
-                },
-            };
-            let check = |expected: Option<u64>, cur: &Value| -> Result<(), StoreError> {
-                match expected {
-                    Some(e) if e != revision_of(cur) => Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: e,
-                        actual: revision_of(cur),
-                    }),
-                    _ => Ok(()),
-                }
-            };
-            if let Write::Check {
-                expected_revision, ..
-            } = &w
-            {
-                // A precondition only: no change, no event, no outcome.
-                let res = match &current {
-                    None => Err(StoreError::NotFound { key: key.clone() }),
-                    Some(cur) => check(*expected_revision, cur),
-                };
-                if let Err(e) = res {
-                    return Ok(Err(e));
-                }
-                continue;
-            }
-            // The old version travels with a Modified event (selector watches need it).
-            let prev = match (&w, &current) {
-                (Write::Update { .. } | Write::Put { .. } | Write::Bind { .. }, Some(c)) => {
-                    Some(serde_json::to_vec(c).map_err(sm_err)?)
-                }
-                _ => None,
-            };
-            let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> =
-                match (w, current) {
-                    (Write::Create { .. }, Some(_)) => {
-                        Err(StoreError::AlreadyExists { key: key.clone() })
-                    }
-                    (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
-                        let obj = stamp(object, index, None);
-                        Ok((
-                            Some(obj.clone()),
-                            outcome(&key, index, obj, true),
-                            EventType::Added,
-                        ))
-                    }
-                    (Write::Update { .. }, None)
-                    | (Write::Delete { .. }, None)
-                    | (Write::Bind { .. }, None)
-                    | (Write::Check { .. }, _) => Err(StoreError::NotFound { key: key.clone() }),
-                    (
-                        Write::Update {
-                            object,
-                            expected_revision,
-                            ..
-                        },
-                        Some(cur),
-                    ) => check(expected_revision, &cur).map(|()| {
-                        let obj = stamp(object, index, Some(&cur));
-                        (
-                            Some(obj.clone()),
-                            outcome(&key, index, obj, false),
-                            EventType::Modified,
-                        )
-                    }),
-                    (
-                        Write::Bind {
-                            node_name,
-                            expected_revision,
-                            condition,
-                            ..
-                        },
-                        Some(cur),
-                    ) => check(expected_revision, &cur)
-                        .and_then(|()| bind(&key, &cur, &node_name, condition))
-                        .map(|obj| {
-                            let obj = stamp(obj, index, Some(&cur));
-                            (
-                                Some(obj.clone()),
-                                outcome(&key, index, obj, false),
-                                EventType::Modified,
-                            )
-                        }),
-                    (Write::Put { object, .. }, Some(cur)) => {
-                        let obj = stamp(object, index, Some(&cur));
-                        Ok((
-                            Some(obj.clone()),
-                            outcome(&key, index, obj, false),
-                            EventType::Modified,
-                        ))
-                    }
-                    (
-                        Write::Delete {
-                            expected_revision, ..
-                        },
-                        Some(mut cur),
-                    ) => check(expected_revision, &cur).map(|()| {
-                        if let Some(md) = metadata_mut(&mut cur) {
-                            md.insert("resourceVersion".into(), Value::String(index.to_string()));
-                        }
-                        (None, outcome(&key, index, cur, false), EventType::Deleted)
-                    }),
-                };
-            match res {
-                Err(e) => return Ok(Err(e)),
-                Ok((new, out, et)) => {
-                    evs.push(SharedEvent::new(
-                        index,
-                        et,
-                        key.clone(),
-                        serde_json::to_vec(&out.object).map_err(sm_err)?,
-                        prev,
-                    ));
-                    local.insert(key, new);
-                    outcomes.push(out);
-                }
-            }
-        }
-        overlay.extend(local);
-        events.extend(evs);
-        Ok(Ok(outcomes))
     }
 }
 
-/// The pod `cur` bound to `node` with `condition` set (see [`Write::Bind`]).
+/// Writes `state` as the snapshot file of `dir` (restores and migrations).
+pub(crate) fn persist_state(
+    dir: &Path,
+    state: &State,
+    snapshot_id: String,
+) -> Result<(), StoreError> {
+    let data = state
+        .encode()
+        .map_err(|e| StoreError::Storage(format!("encoding the state: {e}")))?;
+    let meta = SnapshotMeta {
+        last_log_id: state.last_applied,
+        last_membership: state.membership.clone(),
+        snapshot_id,
+    };
+    snapshot_file::write(dir, &meta, &data)
+}
+
+impl State {
+    /// A state made of these parts (a migration from an older layout).
+    pub(crate) fn from_parts(
+        objects: BTreeMap<String, Arc<str>>,
+        requests: Vec<(String, RequestRecord)>,
+        last_applied: Option<LogId<u64>>,
+        membership: Membership,
+    ) -> State {
+        let request_order = requests
+            .iter()
+            .map(|(id, r)| (r.index, id.clone()))
+            .collect();
+        State {
+            objects,
+            requests: requests.into_iter().collect(),
+            request_order,
+            last_applied,
+            membership,
+        }
+    }
+}
+
+/// Applies one command to `state`: a request id seen within [`DEDUP_WINDOW`] answers its
+/// first outcome again.
+fn apply_command(
+    state: &mut State,
+    index: u64,
+    cmd: Command,
+    events: &mut Vec<SharedEvent>,
+) -> Result<ApplyResult, StorageError<u64>> {
+    if let Some(id) = &cmd.request_id
+        && let Some(rec) = state.requests.get(id)
+        && index.saturating_sub(rec.index) <= DEDUP_WINDOW
+    {
+        return serde_json::from_str(&rec.result).map_err(read_err);
+    }
+    let request_id = cmd.request_id.clone();
+    let result = apply_writes(state, index, cmd, events)?;
+    if let Some(id) = request_id {
+        let json = serde_json::to_string(&result).map_err(sm_err)?;
+        state.remember(
+            id,
+            RequestRecord {
+                index,
+                result: Arc::from(json),
+            },
+        );
+    }
+    Ok(result)
+}
+
+/// Applies the writes of one command to `state`, all or nothing.
+fn apply_writes(
+    state: &mut State,
+    index: u64,
+    cmd: Command,
+    events: &mut Vec<SharedEvent>,
+) -> Result<ApplyResult, StorageError<u64>> {
+    let mut local: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(cmd.writes.len());
+    let mut evs = Vec::with_capacity(cmd.writes.len());
+    for w in cmd.writes {
+        let key = w.key().to_owned();
+        // The stored JSON travels as the old version of a Modified event (selector watches
+        // need it) without encoding it again.
+        let (current, mut current_json): (Option<Value>, Option<&Arc<str>>) = match local.get(&key)
+        {
+            Some(v) => (v.clone(), None),
+            None => match state.objects.get(&key) {
+                Some(raw) => (Some(parse(&key, raw).map_err(read_err)?), Some(raw)),
+                None => (None, None),
+            },
+        };
+        let check = |expected: Option<u64>, cur: &Value| -> Result<(), StoreError> {
+            match expected {
+                Some(e) if e != revision_of(cur) => Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: e,
+                    actual: revision_of(cur),
+                }),
+                _ => Ok(()),
+            }
+        };
+        if let Write::Check {
+            expected_revision, ..
+        } = &w
+        {
+            // A precondition only: no change, no event, no outcome.
+            let res = match &current {
+                None => Err(StoreError::NotFound { key: key.clone() }),
+                Some(cur) => check(*expected_revision, cur),
+            };
+            if let Err(e) = res {
+                return Ok(Err(e));
+            }
+            continue;
+        }
+        let prev = match (&w, &current) {
+            (Write::Update { .. } | Write::Put { .. } | Write::Bind { .. }, Some(c)) => {
+                Some(match current_json.take() {
+                    Some(raw) => raw.as_bytes().to_vec(),
+                    None => serde_json::to_vec(c).map_err(sm_err)?,
+                })
+            }
+            _ => None,
+        };
+        let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> = match (w, current) {
+            (Write::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
+            (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
+                let obj = stamp(object, index, None);
+                Ok((
+                    Some(obj.clone()),
+                    outcome(&key, index, obj, true),
+                    EventType::Added,
+                ))
+            }
+            (Write::Update { .. }, None)
+            | (Write::Delete { .. }, None)
+            | (Write::Bind { .. }, None)
+            | (Write::Check { .. }, _) => Err(StoreError::NotFound { key: key.clone() }),
+            (
+                Write::Update {
+                    object,
+                    expected_revision,
+                    ..
+                },
+                Some(cur),
+            ) => check(expected_revision, &cur).map(|()| {
+                let obj = stamp(object, index, Some(&cur));
+                (
+                    Some(obj.clone()),
+                    outcome(&key, index, obj, false),
+                    EventType::Modified,
+                )
+            }),
+            (
+                Write::Bind {
+                    node_name,
+                    expected_revision,
+                    condition,
+                    ..
+                },
+                Some(cur),
+            ) => check(expected_revision, &cur)
+                .and_then(|()| bind(&key, &cur, &node_name, condition))
+                .map(|obj| {
+                    let obj = stamp(obj, index, Some(&cur));
+                    (
+                        Some(obj.clone()),
+                        outcome(&key, index, obj, false),
+                        EventType::Modified,
+                    )
+                }),
+            (Write::Put { object, .. }, Some(cur)) => {
+                let obj = stamp(object, index, Some(&cur));
+                Ok((
+                    Some(obj.clone()),
+                    outcome(&key, index, obj, false),
+                    EventType::Modified,
+                ))
+            }
+            (
+                Write::Delete {
+                    expected_revision, ..
+                },
+                Some(mut cur),
+            ) => check(expected_revision, &cur).map(|()| {
+                if let Some(md) = metadata_mut(&mut cur) {
+                    md.insert("resourceVersion".into(), Value::String(index.to_string()));
+                }
+                (None, outcome(&key, index, cur, false), EventType::Deleted)
+            }),
+        };
+        match res {
+            Err(e) => return Ok(Err(e)),
+            Ok((new, out, et)) => {
+                evs.push(SharedEvent::new(
+                    index,
+                    et,
+                    key.clone(),
+                    serde_json::to_vec(&out.object).map_err(sm_err)?,
+                    prev,
+                ));
+                local.insert(key, new);
+                outcomes.push(out);
+            }
+        }
+    }
+    for (k, v) in local {
+        match v {
+            Some(v) => {
+                let json = serde_json::to_string(&v).map_err(sm_err)?;
+                state.objects.insert(k, Arc::from(json));
+            }
+            None => {
+                state.objects.remove(&k);
+            }
+        }
+    }
+    events.extend(evs);
+    Ok(Ok(outcomes))
+}
+
 fn bind(key: &str, cur: &Value, node: &str, mut condition: Value) -> Result<Value, StoreError> {
     let bound = cur
         .pointer("/spec/nodeName")
@@ -692,57 +718,41 @@ fn outcome(key: &str, revision: u64, object: Value, created: bool) -> WriteOutco
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
+impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let body = {
-            let a = self.shared.applied.read().map_err(|_| lock_poisoned())?;
-            let mut objects = Vec::new();
-            for kv in self.shared.state.iter() {
-                let (k, v) = kv.map_err(read_err)?;
-                objects.push((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    raw(&v).map_err(read_err)?,
-                ));
-            }
-            let mut requests = Vec::new();
-            for kv in self.shared.requests.iter() {
-                let (k, v) = kv.map_err(read_err)?;
-                requests.push((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    raw(&v).map_err(read_err)?,
-                ));
-            }
-            SnapshotBody {
-                last_applied: a.last_applied,
-                membership: a.membership.clone(),
-                objects,
-                requests,
-            }
-        };
-        let data = serde_json::to_vec(&body).map_err(sm_err)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let snapshot_id = match body.last_applied {
-            Some(l) => format!(
-                "{}-{}-{}-{nanos}",
-                l.leader_id.term, l.leader_id.node_id, l.index
-            ),
-            None => format!("none-{nanos}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: body.last_applied,
-            last_membership: body.membership,
-            snapshot_id,
-        };
-        let m = serde_json::to_vec(&meta).map_err(sm_err)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, m);
-        batch.insert(SNAPSHOT_DATA, data.as_slice());
-        self.shared.sm_meta.apply_batch(batch).map_err(sm_err)?;
-        // The snapshot allows purging the log: make it (and the state it reflects) durable first.
-        self.shared.db.flush_async().await.map_err(sm_err)?;
+        // A copy of the state (shared object JSON, no parsing) under the lock; encoding and
+        // the file's fsync happen off the lock and off the Raft runtime's threads.
+        let copy = self
+            .shared
+            .state
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .clone();
+        let sm = self.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || {
+            let data = copy.encode().map_err(snapshot_err)?;
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let snapshot_id = match copy.last_applied {
+                Some(l) => format!(
+                    "{}-{}-{}-{nanos}",
+                    l.leader_id.term, l.leader_id.node_id, l.index
+                ),
+                None => format!("none-{nanos}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: copy.last_applied,
+                last_membership: copy.membership.clone(),
+                snapshot_id,
+            };
+            // The snapshot allows purging the log: it is durable before it is returned.
+            sm.persist(&meta, &data).map_err(snapshot_err)?;
+            Ok::<_, StorageError<u64>>((meta, data))
+        })
+        .await
+        .map_err(snapshot_err)??;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -750,14 +760,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for SledStateMachine {
-    type SnapshotBuilder = SledStateMachine;
+impl RaftStateMachine<TypeConfig> for MemStateMachine {
+    type SnapshotBuilder = MemStateMachine;
 
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, Membership), StorageError<u64>> {
-        let a = self.shared.applied.read().map_err(|_| lock_poisoned())?;
-        Ok((a.last_applied, a.membership.clone()))
+        let s = self.shared.state.read().map_err(|_| lock_poisoned())?;
+        Ok((s.last_applied, s.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ApplyResult>>, StorageError<u64>>
@@ -765,15 +775,11 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut a = self.shared.applied.write().map_err(|_| lock_poisoned())?;
-        let mut last_applied = a.last_applied;
-        let mut membership = a.membership.clone();
-        let mut overlay: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut s = self.shared.state.write().map_err(|_| lock_poisoned())?;
         let mut events = Vec::new();
         let mut results = Vec::new();
-        let mut requests: BTreeMap<String, RequestRecord> = BTreeMap::new();
         for entry in entries {
-            last_applied = Some(entry.log_id);
+            s.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(Vec::new()),
                 EntryPayload::Normal(mut cmd) => {
@@ -781,78 +787,22 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     let grouped = std::mem::take(&mut cmd.grouped);
                     let mut out = Vec::with_capacity(1 + grouped.len());
                     for c in std::iter::once(cmd).chain(grouped) {
-                        out.push(self.apply_command(
-                            &mut overlay,
-                            entry.log_id.index,
-                            c,
-                            &mut events,
-                            &mut requests,
-                        )?);
+                        out.push(apply_command(&mut s, entry.log_id.index, c, &mut events)?);
                     }
                     results.push(out);
                 }
                 EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    s.membership = StoredMembership::new(Some(entry.log_id), m);
                     results.push(Vec::new());
                 }
             }
         }
-        let mut encoded = Vec::with_capacity(overlay.len());
-        for (k, v) in overlay {
-            let v = match v {
-                Some(v) => Some(serde_json::to_vec(&v).map_err(sm_err)?),
-                None => None,
-            };
-            encoded.push((k, v));
-        }
-        let la = serde_json::to_vec(&last_applied).map_err(sm_err)?;
-        let mem = serde_json::to_vec(&membership).map_err(sm_err)?;
-        let mut new_requests = Vec::with_capacity(requests.len());
-        for (id, rec) in &requests {
-            new_requests.push((
-                id.clone(),
-                rec.index,
-                serde_json::to_vec(rec).map_err(sm_err)?,
-            ));
-        }
         // Forget request ids older than the window (deterministic: by log index).
-        let mut expired: Vec<(sled::IVec, sled::IVec)> = Vec::new();
-        if let Some(cutoff) = last_applied.map(|l| l.index.saturating_sub(DEDUP_WINDOW))
+        if let Some(cutoff) = s.last_applied.map(|l| l.index.saturating_sub(DEDUP_WINDOW))
             && cutoff > 0
         {
-            for kv in self.shared.request_index.range(..cutoff.to_be_bytes()) {
-                expired.push(kv.map_err(read_err)?);
-            }
+            s.forget_before(cutoff);
         }
-        use sled::Transactional;
-        (
-            &self.shared.state,
-            &self.shared.sm_meta,
-            &self.shared.requests,
-            &self.shared.request_index,
-        )
-            .transaction(|(s, m, rq, ri)| {
-                for (k, v) in &encoded {
-                    match v {
-                        Some(v) => s.insert(k.as_bytes(), v.as_slice())?,
-                        None => s.remove(k.as_bytes())?,
-                    };
-                }
-                for (idx, id) in &expired {
-                    ri.remove(idx)?;
-                    rq.remove(id)?;
-                }
-                for (id, index, rec) in &new_requests {
-                    rq.insert(id.as_bytes(), rec.as_slice())?;
-                    ri.insert(&index.to_be_bytes(), id.as_bytes())?;
-                }
-                m.insert(LAST_APPLIED, la.as_slice())?;
-                m.insert(MEMBERSHIP, mem.as_slice())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| sm_err(format!("{e:?}")))?;
-        a.last_applied = last_applied;
-        a.membership = membership;
         // Published under the write lock: a concurrent list+watch sees either before or after.
         self.hub().map_err(sm_err)?.publish(events);
         Ok(results)
@@ -870,38 +820,37 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
+        meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = serde_json::from_slice(&data).map_err(sm_err)?;
-        // Keep the snapshot first (durably), so a crash mid-install is redone on open.
-        let m = serde_json::to_vec(meta).map_err(sm_err)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, m);
-        batch.insert(SNAPSHOT_DATA, data.as_slice());
-        self.shared.sm_meta.apply_batch(batch).map_err(sm_err)?;
-        self.shared.db.flush_async().await.map_err(sm_err)?;
-        let body = SnapshotBody {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            objects: body.objects,
-            requests: body.requests,
-        };
-        let mut a = self.shared.applied.write().map_err(|_| lock_poisoned())?;
-        self.replace_state(&body)?;
-        a.last_applied = body.last_applied;
-        a.membership = body.membership;
-        self.hub()
-            .map_err(sm_err)?
-            .reset(body.last_applied.map_or(0, |l| l.index));
+        let sm = self.clone();
+        let m = meta.clone();
+        // Parsed, then kept durably before it replaces the state: a crash after this
+        // restarts from it.
+        let state = tokio::task::spawn_blocking(move || {
+            let state = State::from_snapshot(&m, &data).map_err(sm_err)?;
+            sm.persist(&m, &data).map_err(snapshot_err)?;
+            Ok::<_, StorageError<u64>>(state)
+        })
+        .await
+        .map_err(sm_err)??;
+        let revision = state.revision();
+        let mut s = self.shared.state.write().map_err(|_| lock_poisoned())?;
+        *s = state;
+        self.hub().map_err(sm_err)?.reset(revision);
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(self.stored_snapshot()?.map(|(meta, data)| Snapshot {
+        let dir = self.shared.dir.clone();
+        let read = tokio::task::spawn_blocking(move || snapshot_file::read(&dir))
+            .await
+            .map_err(read_err)?
+            .map_err(read_err)?;
+        Ok(read.map(|(meta, data)| Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
@@ -944,12 +893,8 @@ mod tests {
             .collect()
     }
 
-    fn open(dir: &tempfile::TempDir) -> SledStateMachine {
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("sled");
-        SledStateMachine::open(&db, 100, usize::MAX).expect("open")
+    fn open(dir: &tempfile::TempDir) -> MemStateMachine {
+        MemStateMachine::open(dir.path(), 100, usize::MAX).expect("open")
     }
 
     #[tokio::test]
@@ -1130,7 +1075,9 @@ mod tests {
                 key: "Pod/a/x".into()
             })
         );
-        assert_eq!(b.shared.requests.len(), 1, "old ids were evicted");
+        let st = b.read().expect("state");
+        assert_eq!(st.requests.len(), 1, "old ids were evicted");
+        assert_eq!(st.request_order.len(), 1);
     }
 
     fn bind_entry(
@@ -1282,14 +1229,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn state_survives_reopen() {
+    async fn a_reopened_state_machine_holds_its_last_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let mut sm = open(&dir);
             sm.apply([entry(1, create("Pod/a/x", "r1"))])
                 .await
                 .expect("apply");
-            sm.shared.db.flush().expect("flush");
+            sm.build_snapshot().await.expect("snapshot");
+            // After the snapshot: only in memory (openraft re-applies it from the log).
+            sm.apply([entry(2, create("Pod/a/y", "r2"))])
+                .await
+                .expect("apply");
         }
         let mut sm = open(&dir);
         let (applied, _) = sm.applied_state().await.expect("applied");
@@ -1303,5 +1254,47 @@ mod tests {
                 oldest: 1
             })
         ));
+        // The request id came back with the snapshot: re-applying r1 answers its outcome.
+        let again = single(
+            sm.apply([entry(2, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
+        assert!(again[0].is_ok(), "{again:?}");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(1));
+    }
+
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_file() {
+        let d1 = tempfile::tempdir().expect("tempdir");
+        let d2 = tempfile::tempdir().expect("tempdir");
+        let mut a = open(&d1);
+        let mut b = open(&d2);
+        b.apply([entry(1, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        let old = b.build_snapshot().await.expect("snapshot");
+        a.apply([
+            entry(1, create("Pod/a/x", "r1")),
+            entry(2, create("Pod/a/y", "r2")),
+        ])
+        .await
+        .expect("apply");
+        let new = a.build_snapshot().await.expect("snapshot");
+        b.install_snapshot(&new.meta, new.snapshot)
+            .await
+            .expect("install");
+        // A build of index 1 that finishes after the install of index 2 keeps the file at 2.
+        let data = old.snapshot.into_inner();
+        b.persist(&old.meta, &data).expect("persist");
+        let (meta, _) = snapshot_file::read(d2.path()).expect("read").expect("some");
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(2));
+        let b2 = open(&d2);
+        assert_eq!(b2.list("Pod/").expect("list").0.len(), 2);
     }
 }

@@ -21,7 +21,7 @@ use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
     MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered,
 };
-use crate::state_machine::SledStateMachine;
+use crate::state_machine::MemStateMachine;
 use crate::types::{
     ClusterStatus, Command, Consistency, MemberStatus, StoreRaft, Write, WriteOutcome,
 };
@@ -32,7 +32,8 @@ use crate::watch::WatchStream;
 pub struct StoreConfig {
     /// This member's Raft id (stable across restarts, non-zero).
     pub node_id: u64,
-    /// Directory of the sled database (created if missing).
+    /// The member's data directory: the Raft log (`raft-log/`) and the snapshot file
+    /// (`state.snap`); created if missing.
     pub data_dir: PathBuf,
     /// `host:port` of this member's gRPC server, as the others reach it.
     pub advertise_addr: String,
@@ -105,8 +106,7 @@ impl Default for StoreConfig {
 struct Inner {
     cfg: StoreConfig,
     raft: StoreRaft,
-    sm: SledStateMachine,
-    db: sled::Db,
+    sm: MemStateMachine,
     clients: PeerClients,
     ops: MembershipOps,
     leader_rx: watch::Receiver<Option<u64>>,
@@ -166,52 +166,11 @@ impl Drop for RaftRuntime {
     }
 }
 
-/// sled's page cache, bounded: its default is 1 GiB, more than a small controller's
-/// whole memory budget, while the store's working set (objects, the log since the last
-/// snapshot) is far smaller; a miss costs a read from the OS page cache. (It is not what
-/// made controllers grow in the soak test: docs/reliability.md.)
-const CACHE_BYTES: u64 = 64 << 20;
-
 /// The snapshot interval of member `id`: `every` plus an eighth of it per member id above 1
 /// (mod 8), so members do not all snapshot at the same log index (each snapshot serializes and
 /// flushes the whole state; all at once, they stall every member's log flushes together).
 fn staggered(every: u64, id: u64) -> u64 {
     every + (every / 8) * (id.saturating_sub(1) % 8)
-}
-
-fn open_db(dir: &std::path::Path) -> Result<sled::Db, StoreError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join("store.sled");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match sled::Config::new()
-            .path(&path)
-            .flush_every_ms(Some(200))
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            // A previous instance in this process may still be releasing the file lock.
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
-            {
-                if std::time::Instant::now() > deadline {
-                    return Err(StoreError::Storage(format!(
-                        "opening {}: {e}",
-                        path.display()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => {
-                return Err(StoreError::Storage(format!(
-                    "opening {}: {e}",
-                    path.display()
-                )));
-            }
-        }
-    }
 }
 
 /// Checks a key of the form `Kind/namespace/name` (namespace may be empty).
@@ -275,7 +234,7 @@ fn classify(res: Proposal) -> Attempt {
 }
 
 impl Store {
-    /// Opens (or creates) the member's sled database and starts its Raft node. Does not serve
+    /// Opens (or creates) the member's data dir and starts its Raft node. Does not serve
     /// gRPC and does not form a cluster: mount [`Store::raft_service`] and call
     /// [`Store::bootstrap`].
     pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
@@ -285,9 +244,12 @@ impl Store {
         if cfg.data_dir.as_os_str().is_empty() {
             return Err(StoreError::Invalid("data_dir: must be set".into()));
         }
-        let db = open_db(&cfg.data_dir)?;
-        let log = WalLogStore::open(&cfg.data_dir, &db)?;
-        let sm = SledStateMachine::open(&db, cfg.watch_history, cfg.watch_history_bytes)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StoreError::Storage(format!("creating {}: {e}", cfg.data_dir.display()))
+        })?;
+        crate::legacy::migrate(&cfg.data_dir)?;
+        let log = WalLogStore::open(&cfg.data_dir)?;
+        let sm = MemStateMachine::open(&cfg.data_dir, cfg.watch_history, cfg.watch_history_bytes)?;
         let config = Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -359,7 +321,6 @@ impl Store {
                 cfg,
                 raft,
                 sm,
-                db,
                 clients,
                 ops,
                 leader_rx,
@@ -561,7 +522,8 @@ impl Store {
                 dir.display()
             )));
         }
-        let db = open_db(dir)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
         let log_id = openraft::LogId::new(
             openraft::CommittedLeaderId::new(0, cfg.node_id),
             backup.revision,
@@ -570,13 +532,12 @@ impl Store {
             vec![std::collections::BTreeSet::from([cfg.node_id])],
             BTreeMap::from([(cfg.node_id, BasicNode::new(&cfg.advertise_addr))]),
         );
-        SledStateMachine::seed(
-            &db,
+        MemStateMachine::seed(
+            dir,
             backup,
             log_id,
             openraft::StoredMembership::new(Some(log_id), membership),
         )?;
-        db.flush()?;
         WalLogStore::seed_purged(dir, log_id)?;
         Ok(())
     }
@@ -1064,16 +1025,13 @@ impl Store {
             })
     }
 
-    /// Stops the Raft node and flushes sled. Other calls fail afterwards; the data dir can be
-    /// reopened once every clone of this `Store` and its service are dropped.
+    /// Stops the Raft node (everything acknowledged is already durable in the log).
+    /// Other calls fail afterwards; the data dir can be reopened once every clone of this
+    /// `Store` and its service are dropped.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        let res = self.inner.raft.shutdown().await;
-        let flushed = self.inner.db.flush_async().await;
-        res.map_err(|e| {
+        self.inner.raft.shutdown().await.map_err(|e| {
             StoreError::Storage(format!("stopping raft of member {}: {e}", self.node_id()))
-        })?;
-        flushed?;
-        Ok(())
+        })
     }
 
     /// The underlying openraft handle (metrics, advanced use).
