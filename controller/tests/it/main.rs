@@ -10,6 +10,7 @@ mod membership;
 mod metrics;
 mod namespaces;
 mod network;
+mod power_loss;
 mod reconcile;
 mod registry;
 mod secrets;

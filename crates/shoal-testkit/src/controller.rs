@@ -8,6 +8,7 @@ use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::{AddMemberRequest, ClusterStatusRequest, ListRequest};
 use tonic::transport::Channel;
 
+use crate::lazyfs::LazyMount;
 use crate::process::Proc;
 use crate::{bin, eventually_async, free_port};
 
@@ -154,6 +155,9 @@ pub struct ControllerCluster {
     /// `SHOAL_LOG` of every member.
     pub log_filter: String,
     controller: PathBuf,
+    /// `shoal-lazyfs` mounts under members' data directories, by member id; unmounted on
+    /// drop after every member is killed, before the scratch directory goes.
+    lazyfs: Vec<(u64, LazyMount)>,
     dir: tempfile::TempDir,
 }
 
@@ -166,6 +170,7 @@ impl ControllerCluster {
             extra_args: Vec::new(),
             log_filter: "info,openraft=warn".to_string(),
             controller: bin("shoal-controller"),
+            lazyfs: Vec::new(),
             dir: tempfile::Builder::new()
                 .prefix(&format!("shoal-cc-{}-", std::process::id()))
                 .tempdir()
@@ -405,6 +410,52 @@ impl ControllerCluster {
         }
     }
 
+    /// Mounts a `shoal-lazyfs` over `DIR/cID.backing` at member `id`'s data directory
+    /// (declared, not started yet): its data then survives a [`ControllerCluster::cut_power`]
+    /// only where it was fsynced. Root only. Its log is `DIR/cID.lazyfs.log`.
+    pub fn mount_lazyfs(&mut self, id: u64) {
+        let m = self.member(id);
+        assert!(
+            m.proc.is_none(),
+            "member {id} is running: mount before it starts"
+        );
+        assert!(
+            self.lazyfs.iter().all(|(i, _)| *i != id),
+            "member {id} already has a lazyfs mount"
+        );
+        let dir = self.dir.path();
+        let mount = LazyMount::start(
+            &dir.join(format!("c{id}.backing")),
+            &m.data_dir,
+            &dir.join(format!("c{id}.lazyfs.log")),
+        );
+        self.lazyfs.push((id, mount));
+    }
+
+    /// A power cut of every member at once: SIGKILL every running member (all signalled
+    /// before any is reaped), then SIGUSR1 to every `shoal-lazyfs` mount, waiting until
+    /// each has dropped its unsynced data. Returns each mount's cut line, by member id.
+    /// Restart the members with [`ControllerCluster::start_member`].
+    pub fn cut_power(&mut self) -> Vec<(u64, String)> {
+        for m in &self.members {
+            if let Some(pid) = m.proc.as_ref().and_then(Proc::pid) {
+                crate::process::signal(pid, libc::SIGKILL);
+            }
+        }
+        for m in &mut self.members {
+            if let Some(mut p) = m.proc.take() {
+                p.kill();
+            }
+        }
+        for (_, l) in &mut self.lazyfs {
+            l.signal_cut();
+        }
+        self.lazyfs
+            .iter_mut()
+            .map(|(id, l)| (*id, l.wait_cut()))
+            .collect()
+    }
+
     /// SIGKILLs member `id` and reaps it.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut p) = self.member_mut(id).proc.take() {
@@ -522,6 +573,13 @@ impl Drop for ControllerCluster {
             if let Some(mut p) = m.proc.take() {
                 p.kill();
             }
+        }
+        for (id, mut l) in self.lazyfs.drain(..) {
+            if std::thread::panicking() {
+                eprintln!("---- member {id}'s {}", l.report(10));
+            }
+            // Drop unmounts (and says so on stderr when it had to force it).
+            drop(l);
         }
     }
 }

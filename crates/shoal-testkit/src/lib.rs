@@ -24,6 +24,9 @@
 //!   and parsing the Prometheus text, checked against docs/observability.md.
 //! - [`linearizability`]: a checker (Wing & Gong with Lowe's search, Porcupine-style)
 //!   for histories of creates, updates, deletes and reads of objects.
+//! - [`LazyMount`]: a `shoal-lazyfs` mount (a disk that drops unsynced data on a "power
+//!   cut"), unmounted and reaped on drop; [`ControllerCluster::mount_lazyfs`] puts one
+//!   under a member's data directory and [`ControllerCluster::cut_power`] cuts them all.
 //! - [`unique_name`]: names for namespaces, links and clusters that do not clash with
 //!   another test or another test process.
 //!
@@ -36,6 +39,7 @@ mod controller;
 pub mod docker;
 #[cfg(feature = "image")]
 pub mod image;
+mod lazyfs;
 pub mod linearizability;
 pub mod metrics;
 mod names;
@@ -49,6 +53,7 @@ pub use controller::{
     ControllerCluster, Member, agent_channel, channel, channel_timeout, client_of, conf_for,
     create_token, grpc_client, register_conf,
 };
+pub use lazyfs::{LazyMount, is_mounted};
 pub use names::unique_name;
 pub use netns::NetnsCluster;
 pub use process::{Proc, Watcher, log_tail};

@@ -20,7 +20,7 @@ fn describe(status: Option<ExitStatus>) -> String {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) with the PID of a child this process spawned and has not reaped yet
     // (callers hold the `Child`), so the PID cannot have been reused.
     unsafe {
