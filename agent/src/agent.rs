@@ -304,28 +304,36 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Some((key, settings))
         }
     };
-    loop {
+    let registered = loop {
         match crate::node::register(&ctl, &facts).await {
-            Ok(_) => break,
+            Ok(n) => break n,
             Err(e) => {
                 warn!("registering node {name}: {e}; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
+    };
     info!(node = %name, controller = ctl.address(), "node registered");
     crate::metrics::metrics()
         .registered
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let hb = {
         let (ctl, interval) = (ctl.clone(), args.heartbeat());
+        // Heartbeats are not writes (see `crate::node`): the status is synced only when
+        // the Node's revision is not the one this agent last saw.
+        let mut seen = crate::node::revision(&registered);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = crate::node::heartbeat(&ctl, &facts).await {
-                    warn!("heartbeat: {e}");
+                match ctl.heartbeat(&facts.name).await {
+                    Ok(rev) if rev == seen && rev != 0 => {}
+                    Ok(_) => match crate::node::sync_status(&ctl, &facts).await {
+                        Ok(n) => seen = crate::node::revision(&n),
+                        Err(e) => warn!("syncing the node status: {e}"),
+                    },
+                    Err(e) => warn!("heartbeat: {e}"),
                 }
             }
         })

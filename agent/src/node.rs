@@ -1,7 +1,10 @@
 //! The agent's Node object: registration (labels, capacity, addresses,
-//! endpoint) and heartbeats, which replace only `status` — read, modify,
+//! endpoint) and status syncs, which replace only `status` — read, modify,
 //! write with the resourceVersion as precondition — so that `spec`
-//! (cordon, taints, pod CIDR) set by others is never clobbered.
+//! (cordon, taints, pod CIDR) set by others is never clobbered. Heartbeats
+//! themselves are not writes: the agent sends the `Heartbeat` RPC (kept in the
+//! controllers' memory) and syncs the status only when the Node changed under
+//! it or its facts differ from the stored status ([`sync_status`]).
 
 use std::collections::BTreeMap;
 
@@ -160,16 +163,46 @@ pub async fn register(ctl: &Client, f: &NodeFacts) -> Result<Node, ClientError> 
     }
 }
 
-/// One heartbeat: replaces the status of the current Node object (re-read on
-/// conflict); re-registers if the Node was deleted.
-pub async fn heartbeat(ctl: &Client, f: &NodeFacts) -> Result<Node, ClientError> {
+/// `status` without the times every heartbeat would change.
+fn without_heartbeat_times(s: &NodeStatus) -> NodeStatus {
+    let mut s = s.clone();
+    s.heartbeat_time = None;
+    for c in &mut s.conditions {
+        c.last_heartbeat_time = None;
+    }
+    s
+}
+
+/// Whether writing `new` over `old` changes more than the heartbeat times.
+pub fn status_changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
+    old.is_none_or(|o| without_heartbeat_times(o) != without_heartbeat_times(new))
+}
+
+/// The Node's resourceVersion (0 when unset).
+pub fn revision(n: &Node) -> u64 {
+    n.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Makes the Node's status what this agent reports: writes it (re-read on conflict)
+/// only when it differs beyond the heartbeat times — after someone else changed the
+/// Node (the node controller marked it NotReady after a silence, say) or when the
+/// facts changed; re-registers if the Node was deleted. Returns the Node as stored.
+pub async fn sync_status(ctl: &Client, f: &NodeFacts) -> Result<Node, ClientError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let Some(mut n) = ctl.get::<Node>("", &f.name).await? else {
             return register(ctl, f).await;
         };
-        n.status = Some(node_status(n.status.as_ref(), f, Utc::now()));
+        let status = node_status(n.status.as_ref(), f, Utc::now());
+        if !status_changed(n.status.as_ref(), &status) {
+            return Ok(n);
+        }
+        n.status = Some(status);
         match ctl.update(&n).await {
             Err(e)
                 if attempt < 5
@@ -195,6 +228,26 @@ mod tests {
             info: NodeSystemInfo::default(),
             wireguard: None,
         }
+    }
+
+    #[test]
+    fn only_a_change_beyond_the_heartbeat_times_is_written() {
+        let t = Utc.timestamp_opt(1_000_000, 0).unwrap();
+        let n = registration(None, &facts(), t);
+        let old = n.status.as_ref().unwrap();
+        let later = node_status(Some(old), &facts(), t + chrono::TimeDelta::seconds(30));
+        assert!(!status_changed(Some(old), &later));
+        let mut moved = facts();
+        moved.endpoint = "10.0.0.6:7100".into();
+        assert!(status_changed(
+            Some(old),
+            &node_status(Some(old), &moved, t)
+        ));
+        // Marked NotReady by the node controller: the agent's Ready status is a change.
+        let mut marked = old.clone();
+        marked.conditions[0].status = ConditionStatus::Unknown;
+        assert!(status_changed(Some(&marked), &later));
+        assert!(status_changed(None, &later));
     }
 
     #[test]

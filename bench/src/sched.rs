@@ -1,7 +1,8 @@
 //! `shoal-bench sched`: scheduler end to end through a running controller cluster.
 //!
 //! The load generator registers SIMULATED nodes (Node objects with capacity, Ready=True and
-//! a heartbeat refreshed every `--heartbeat-secs`, as an agent would; no agent and no
+//! a Heartbeat RPC every `--heartbeat-secs`, as an agent sends it; `--heartbeat-writes`: a
+//! Node status update instead, as agents did before heartbeats left the log; no agent and no
 //! container runs), then creates pods (`--clients` concurrent Creates, or CreateMany requests
 //! of `--batch` pods; `--via apply` sends those as one atomic Apply instead, the old batched
 //! path) and watches until every pod has `spec.nodeName`. Pods bound per second is
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_proto::{ApplyRequest, CreateManyRequest, ObjectRequest, WatchRequest};
+use shoal_proto::{ApplyRequest, CreateManyRequest, HeartbeatRequest, ObjectRequest, WatchRequest};
 
 use crate::{cluster_client, ensure_namespace};
 
@@ -43,6 +44,10 @@ pub struct SchedArgs {
     /// Seconds between heartbeats of each simulated node (0: register only).
     #[arg(long, default_value_t = 2.0)]
     pub heartbeat_secs: f64,
+    /// Heartbeat the way agents did before heartbeats left the Raft log: an unconditional
+    /// update of the Node's status each time (default: the Heartbeat RPC agents send now).
+    #[arg(long)]
+    pub heartbeat_writes: bool,
     /// Distinguishes object names between runs.
     #[arg(long, default_value = "run")]
     pub tag: String,
@@ -214,7 +219,9 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // Heartbeats, as agents send them: an unconditional update of each node's status.
+    // Heartbeats, as agents send them (or, with --heartbeat-writes, an unconditional update
+    // of each node's status, as they did before).
+    let writes = a.heartbeat_writes;
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeats = if a.heartbeat_secs > 0.0 {
         let (stop, eps, names, every) = (
@@ -238,8 +245,15 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
                     let chunk: Vec<String> = chunk.to_vec();
                     tasks.push(tokio::spawn(async move {
                         for (i, n) in chunk.iter().enumerate() {
-                            let body = sim_node(n, i % 3).to_string();
-                            let _ = cl.update(ObjectRequest { object_json: body }).await;
+                            if writes {
+                                let body = sim_node(n, i % 3).to_string();
+                                let _ = cl.update(ObjectRequest { object_json: body }).await;
+                            } else {
+                                let req = HeartbeatRequest {
+                                    node_name: n.clone(),
+                                };
+                                let _ = cl.heartbeat(req).await;
+                            }
                         }
                     }));
                 }

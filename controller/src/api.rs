@@ -12,8 +12,9 @@ use shoal_proto::cluster_server::{Cluster, ClusterServer};
 use shoal_proto::{
     AddMemberRequest, ApplyRequest, ApplyResponse, ApplyResult, ClusterStatusRequest,
     ClusterStatusResponse, CreateManyRequest, CreateManyResponse, CreateManyResult, DeleteRequest,
-    GetRequest, ListRequest, ListResponse, MemberStatus, ObjectRequest, ObjectResponse,
-    RemoveMemberRequest, SnapshotChunk, SnapshotRequest, WatchEvent, WatchRequest,
+    GetRequest, HeartbeatRequest, HeartbeatResponse, ListRequest, ListResponse, MemberStatus,
+    ObjectRequest, ObjectResponse, RemoveMemberRequest, SnapshotChunk, SnapshotRequest, WatchEvent,
+    WatchRequest,
 };
 use shoal_store::{Consistency, EventType, Store, StoreError, Write};
 use tokio_stream::StreamExt;
@@ -21,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::alloc::{ServiceAddresses, assign_service, keep_pod_cidr, service_id};
-use crate::authz::{Verb, admission, check_verb, check_write};
+use crate::authz::{Verb, admission, check_heartbeat, check_verb, check_write};
 use crate::error::ApiError;
 use crate::network::NetConfig;
 use shoal_pki::Identity;
@@ -842,6 +843,31 @@ impl ClusterService {
 }
 
 /// The verified identity of the caller (set by the authorization layer).
+/// Shows a Node's latest heartbeat: heartbeats are kept in the controllers' memory, not
+/// written to the Node (see `Store::keep_alive`), so `status.heartbeatTime` is the later of
+/// the stored one (the agent's last status write) and the last heartbeat this member knows of.
+fn with_last_heartbeat(store: &Store, node: &mut Value) {
+    let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(heard) = store.last_heard(name) else {
+        return;
+    };
+    let stored = node
+        .pointer("/status/heartbeatTime")
+        .and_then(Value::as_str)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    if stored.is_some_and(|s| s >= heard) {
+        return;
+    }
+    if let Some(status) = node.get_mut("status").and_then(Value::as_object_mut) {
+        status.insert(
+            "heartbeatTime".into(),
+            Value::String(heard.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+}
+
 fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
     shoal_pki::layer::identity_of(req)
         .ok_or_else(|| Status::unauthenticated("a client certificate of this cluster is required"))
@@ -1191,9 +1217,14 @@ impl Cluster for ClusterService {
             .get(&key_for(&kind.to_string(), &ns, &req.name), consistency)
             .await
         {
-            Ok(Some(v)) => Ok(Response::new(ObjectResponse {
-                object_json: v.to_string(),
-            })),
+            Ok(Some(mut v)) => {
+                if kind == Kind::Node {
+                    with_last_heartbeat(&self.store, &mut v);
+                }
+                Ok(Response::new(ObjectResponse {
+                    object_json: v.to_string(),
+                }))
+            }
             Ok(None) => Err(ApiError::NotFound {
                 kind: kind.to_string().to_lowercase(),
                 namespace: ns,
@@ -1215,11 +1246,16 @@ impl Cluster for ClusterService {
         } else {
             Consistency::Linearizable
         };
-        let (items, rev) = self
+        let (mut items, rev) = self
             .store
             .list(&list_prefix(kind, &req.namespace), consistency)
             .await
             .map_err(ApiError::from)?;
+        if kind == Kind::Node {
+            for v in &mut items {
+                with_last_heartbeat(&self.store, v);
+            }
+        }
         let items_json = items
             .iter()
             .filter(|v| filter.matches(v))
@@ -1323,6 +1359,26 @@ impl Cluster for ClusterService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let who = caller(&request)?;
+        let name = request.into_inner().node_name;
+        if name.is_empty() {
+            return Err(ApiError::Invalid("heartbeat: node_name: must be set".into()).into());
+        }
+        check_heartbeat(&who, &name)?;
+        self.store.keep_alive(&name);
+        let node = self
+            .store
+            .get(&key_for("Node", "", &name), Consistency::Local)
+            .await
+            .map_err(ApiError::from)?;
+        let node_revision = node.as_ref().map_or(0, revision_of);
+        Ok(Response::new(HeartbeatResponse { node_revision }))
     }
 
     async fn status(

@@ -199,6 +199,15 @@ fn str_at<'a>(v: Option<&'a Value>, p: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// May `who` send heartbeats for node `name`? Its own agent, controllers and admins.
+pub fn check_heartbeat(who: &Identity, name: &str) -> Result<(), Status> {
+    match who {
+        Identity::Node { name: me } if me == name => Ok(()),
+        _ if who.is_controller() || who.is_admin() => Ok(()),
+        _ => Err(denied(who, format!("send heartbeats for node {name}"))),
+    }
+}
+
 /// Object-level rules of a write (`new` as sent, `old` as stored, `None` when absent):
 /// the node authorizer, and what binds a Node's network identity to its node.
 pub fn check_write(
@@ -497,6 +506,16 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("namespace x"), "{}", e.message());
         assert!(check_verb(&user(Role::Admin, None), Verb::Delete, Kind::Node, "").is_ok());
+    }
+
+    #[test]
+    fn a_node_beats_only_for_itself() {
+        let n1 = Identity::Node { name: "n1".into() };
+        assert!(check_heartbeat(&n1, "n1").is_ok());
+        let e = check_heartbeat(&n1, "n2").expect_err("another node");
+        assert!(e.message().contains("heartbeats for node n2"), "{e:?}");
+        assert!(check_heartbeat(&user(Role::Admin, None), "n2").is_ok());
+        assert!(check_heartbeat(&user(Role::Edit, None), "n2").is_err());
     }
 
     #[test]

@@ -379,16 +379,41 @@ async fn node_registers_heartbeats_runs_a_pod_and_removes_it() {
     assert_eq!(first.internal_ip(), Some("127.0.0.1"));
     assert!(s.capacity["cpu"].as_millis() >= 1000 && s.capacity["memory"].as_bytes() > 0);
     let t0 = s.heartbeat_time.unwrap();
-    eventually("heartbeat advances", Duration::from_secs(10), || async {
-        let n: Node = get_obj(&c.ctl_addr, "", &c.node).await?;
-        let t = n.status.and_then(|s| s.heartbeat_time).unwrap();
-        if t > t0 {
-            Ok(())
-        } else {
-            Err(format!("heartbeat still {t}"))
+    let advanced = |after: chrono::DateTime<chrono::Utc>| {
+        let addr = c.ctl_addr.clone();
+        let node = c.node.clone();
+        async move {
+            let n: Node = get_obj(&addr, "", &node).await?;
+            let t = n.status.as_ref().and_then(|s| s.heartbeat_time).unwrap();
+            if t > after {
+                Ok((n, t))
+            } else {
+                Err(format!("heartbeat still {t}"))
+            }
         }
+    };
+    let (n1, t1) = eventually("heartbeat advances", Duration::from_secs(10), || {
+        advanced(t0)
     })
     .await;
+    // Heartbeats are kept in the controllers' memory, not written: the Node's revision
+    // stays while its heartbeat time (as the API shows it) goes on advancing.
+    let (n2, t2) = eventually("heartbeat advances again", Duration::from_secs(10), || {
+        advanced(t1)
+    })
+    .await;
+    let (n3, _) = eventually("and again", Duration::from_secs(10), || advanced(t2)).await;
+    assert_eq!(
+        (
+            n2.metadata.resource_version.as_deref(),
+            n3.metadata.resource_version.as_deref()
+        ),
+        (
+            n1.metadata.resource_version.as_deref(),
+            n1.metadata.resource_version.as_deref()
+        ),
+        "heartbeats must not write the Node"
+    );
 
     // A pod runs (image pulled from the controller) and reports Running.
     let t = Instant::now();

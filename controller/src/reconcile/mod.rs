@@ -168,6 +168,7 @@ async fn session(
     );
     loop {
         let started = std::time::Instant::now();
+        with_last_heartbeats(store, &mut cache);
         let retry = pass(store, cfg, &mut cache, leading_since, names).await?;
         crate::metrics::metrics()
             .reconcile_pass
@@ -199,6 +200,22 @@ async fn session(
                 }
             }
             _ = tokio::time::sleep(wake) => {}
+        }
+    }
+}
+
+/// Brings each cached Node's `status.heartbeatTime` up to the last heartbeat this leader
+/// heard (heartbeats are kept in memory, not written to the Node: `Store::keep_alive`), so
+/// the plans judge silence from the latest one. Watch events replace cached Nodes with
+/// the stored objects; this runs before every pass.
+fn with_last_heartbeats(store: &Store, cache: &mut Cache) {
+    for n in cache.nodes.values_mut() {
+        let Some(heard) = store.last_heard(&n.metadata.name) else {
+            continue;
+        };
+        let status = n.status.get_or_insert_with(Default::default);
+        if status.heartbeat_time.is_none_or(|t| t < heard) {
+            status.heartbeat_time = Some(heard);
         }
     }
 }

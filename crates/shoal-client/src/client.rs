@@ -7,7 +7,9 @@ use std::time::Duration;
 use shoal_api::{Object, Resource};
 use shoal_proto::cluster_client::ClusterClient;
 use shoal_proto::images_client::ImagesClient;
-use shoal_proto::{CreateManyRequest, CreateManyResult, DeleteRequest, GetRequest, ObjectRequest};
+use shoal_proto::{
+    CreateManyRequest, CreateManyResult, DeleteRequest, GetRequest, HeartbeatRequest, ObjectRequest,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -304,6 +306,22 @@ impl Client {
             Err(e) if e.code() == Some(Code::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Tells the controllers node `node` is alive (kept in their memory, not written to
+    /// the Node); returns the Node's resourceVersion on the member that answered (0 when
+    /// it has no such Node), so a caller can rewrite the Node's status only when someone
+    /// else changed the Node.
+    pub async fn heartbeat(&self, node: &str) -> Result<u64, ClientError> {
+        let req = HeartbeatRequest {
+            node_name: node.to_string(),
+        };
+        self.call(|mut c| {
+            let r = req.clone();
+            async move { c.heartbeat(r).await }
+        })
+        .await
+        .map(|r| r.node_revision)
     }
 
     /// Creates an object; returns it as stored.

@@ -9,6 +9,7 @@ mod codec;
 mod error;
 mod group;
 mod legacy;
+pub mod liveness;
 mod log_store;
 mod membership;
 mod network;

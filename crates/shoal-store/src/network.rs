@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use shoal_proto::raft_client::RaftClient;
 use shoal_proto::raft_server::{Raft as RaftRpc, RaftServer};
 use shoal_proto::{
-    MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    KeepAliveRequest, KeepAliveResponse, MemberInfoRequest, MemberInfoResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -241,6 +242,7 @@ pub struct RaftGrpc {
     pub(crate) raft: StoreRaft,
     pub(crate) grouper: Grouper,
     pub(crate) ops: crate::membership::MembershipOps,
+    pub(crate) liveness: std::sync::Arc<crate::liveness::Liveness>,
 }
 
 impl std::fmt::Debug for RaftGrpc {
@@ -340,6 +342,21 @@ impl RaftRpc for RaftGrpc {
                 self.raft.metrics().borrow().id
             ))),
         }
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<KeepAliveRequest>,
+    ) -> Result<Response<KeepAliveResponse>, Status> {
+        let req = request.into_inner();
+        self.liveness
+            .record(req.names, chrono::Utc::now().timestamp_millis());
+        let heard = if req.want_heard {
+            self.liveness.all()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(KeepAliveResponse { heard }))
     }
 
     async fn member_info(

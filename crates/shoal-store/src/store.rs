@@ -9,13 +9,14 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde_json::Value;
 use shoal_proto::raft_server::RaftServer;
-use shoal_proto::{MemberInfoRequest, ReadIndexRequest};
+use shoal_proto::{KeepAliveRequest, MemberInfoRequest, ReadIndexRequest};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::StoreError;
 use crate::backup::Backup;
 use crate::group::{Grouper, Proposal};
+use crate::liveness::Liveness;
 use crate::log_store::WalLogStore;
 use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
@@ -112,6 +113,7 @@ struct Inner {
     leader_rx: watch::Receiver<Option<u64>>,
     grouper: Grouper,
     reads: crate::reads::ReadRounds,
+    liveness: Arc<Liveness>,
     /// Last field: dropped after everything that holds the Raft handle.
     _raft_rt: RaftRuntime,
 }
@@ -171,6 +173,49 @@ impl Drop for RaftRuntime {
 /// flushes the whole state; all at once, they stall every member's log flushes together).
 fn staggered(every: u64, id: u64) -> u64 {
     every + (every / 8) * (id.saturating_sub(1) % 8)
+}
+
+/// Forwards queued keep-alives to the leader in batches and pulls the leader's record
+/// (see [`crate::liveness`]), until the store is dropped.
+async fn forward_keep_alives(
+    inner: std::sync::Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use crate::liveness::{BATCH_WINDOW, PULL_EVERY};
+    let mut last_pull = Instant::now() - PULL_EVERY;
+    loop {
+        let mut batch = std::collections::BTreeSet::new();
+        match tokio::time::timeout(PULL_EVERY, rx.recv()).await {
+            Ok(None) => return,
+            Ok(Some(first)) => {
+                batch.insert(first);
+                tokio::time::sleep(BATCH_WINDOW).await;
+                while let Ok(n) = rx.try_recv() {
+                    batch.insert(n);
+                }
+            }
+            Err(_) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner };
+        let want_heard = last_pull.elapsed() >= PULL_EVERY;
+        if batch.is_empty() && !want_heard {
+            continue;
+        }
+        let req = KeepAliveRequest {
+            names: batch.into_iter().collect(),
+            want_heard,
+        };
+        match store.send_keep_alives(req).await {
+            Some(Ok(heard)) if want_heard => {
+                last_pull = Instant::now();
+                store.inner.liveness.merge(heard);
+            }
+            None | Some(Ok(_)) => {}
+            // The names' next heartbeats make up for a lost batch.
+            Some(Err(e)) => tracing::debug!("forwarding keep-alives to the leader: {e}"),
+        }
+    }
 }
 
 /// Checks a key of the form `Kind/namespace/name` (namespace may be empty).
@@ -316,19 +361,21 @@ impl Store {
             catch_up: cfg.catch_up_timeout,
             commit_timeout: cfg.request_timeout,
         };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                cfg,
-                raft,
-                sm,
-                clients,
-                ops,
-                leader_rx,
-                grouper,
-                reads: Default::default(),
-                _raft_rt: raft_rt,
-            }),
-        })
+        let (liveness, forward_rx) = Liveness::new();
+        let inner = Arc::new(Inner {
+            cfg,
+            raft,
+            sm,
+            clients,
+            ops,
+            leader_rx,
+            grouper,
+            reads: Default::default(),
+            liveness: Arc::new(liveness),
+            _raft_rt: raft_rt,
+        });
+        tokio::spawn(forward_keep_alives(Arc::downgrade(&inner), forward_rx));
+        Ok(Store { inner })
     }
 
     /// The tonic service carrying Raft traffic to this member; serve it next to the API.
@@ -337,6 +384,7 @@ impl Store {
             raft: self.inner.raft.clone(),
             grouper: self.inner.grouper.clone(),
             ops: self.inner.ops.clone(),
+            liveness: self.inner.liveness.clone(),
         }
         .into_server()
     }
@@ -569,6 +617,49 @@ impl Store {
     /// The current leader id, updated on every change (for leader-only loops).
     pub fn leader_changes(&self) -> watch::Receiver<Option<u64>> {
         self.inner.leader_rx.clone()
+    }
+
+    /// Records that `name` (a node) was heard from now: kept in memory, forwarded to the
+    /// leader in a batch unless this member leads; never written to the log (see
+    /// [`crate::liveness`]).
+    pub fn keep_alive(&self, name: &str) {
+        let leading =
+            self.inner.raft.metrics().borrow().current_leader == Some(self.inner.cfg.node_id);
+        self.inner.liveness.heard_now(name, leading);
+    }
+
+    /// When `name` was last heard from, as far as this member knows (the leader knows of
+    /// every keep-alive; a follower pulls the leader's record every second).
+    pub fn last_heard(&self, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.liveness.last_heard(name)
+    }
+
+    /// Sends one batch of keep-alives to the leader; `None` when this member leads or no
+    /// leader is known.
+    async fn send_keep_alives(
+        &self,
+        req: KeepAliveRequest,
+    ) -> Option<Result<Vec<shoal_proto::Heard>, String>> {
+        let leader = self.inner.raft.metrics().borrow().current_leader?;
+        if leader == self.inner.cfg.node_id {
+            return None;
+        }
+        let Some(addr) = self.leader_addr(leader) else {
+            return Some(Err(format!("leader {leader} has no address")));
+        };
+        let mut client = match self.inner.clients.client(leader, &addr) {
+            Ok(c) => c,
+            Err(s) => return Some(Err(s.message().to_owned())),
+        };
+        let mut r = tonic::Request::new(req);
+        r.set_timeout(Duration::from_secs(2));
+        Some(
+            client
+                .keep_alive(r)
+                .await
+                .map(|r| r.into_inner().heard)
+                .map_err(|s| format!("leader {leader} at {addr}: {}", s.message())),
+        )
     }
 
     fn leader_addr(&self, id: u64) -> Option<String> {

@@ -765,3 +765,65 @@ async fn a_single_member_store_bootstraps_and_reopens() {
     );
     m.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_reach_every_member_without_touching_the_log() {
+    let c = Cluster::start("keep-alive", 3, |_| {}).await;
+    let leader = c.leader().await;
+    let followers: Vec<u64> = c.running().into_iter().filter(|i| *i != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+    // Let the blank entry of the new term apply everywhere first.
+    c.store(leader)
+        .write(vec![create("Pod/default/settle", "settle")])
+        .await
+        .expect("write");
+    let revision = c.store(leader).applied_revision();
+    // Kept in milliseconds.
+    let before = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis())
+        .expect("now");
+    c.store(f1).keep_alive("node-a");
+    assert!(
+        c.store(f1)
+            .last_heard("node-a")
+            .is_some_and(|t| t >= before)
+    );
+    let heard = |id: u64, name: &'static str| {
+        let s = c.store(id).clone();
+        async move {
+            match s.last_heard(name) {
+                Some(t) if t >= before => Ok(()),
+                other => Err(format!("member {id} last heard of {name}: {other:?}")),
+            }
+        }
+    };
+    eventually("the leader hears of node-a", Duration::from_secs(5), || {
+        heard(leader, "node-a")
+    })
+    .await;
+    // The other follower pulls the leader's record.
+    eventually(
+        "the other follower hears of node-a",
+        Duration::from_secs(5),
+        || heard(f2, "node-a"),
+    )
+    .await;
+    c.store(leader).keep_alive("node-b");
+    eventually(
+        "one follower hears of node-b",
+        Duration::from_secs(5),
+        || heard(f1, "node-b"),
+    )
+    .await;
+    eventually("the other hears of node-b", Duration::from_secs(5), || {
+        heard(f2, "node-b")
+    })
+    .await;
+    assert_eq!(c.store(leader).last_heard("node-c"), None);
+    for id in c.running() {
+        assert_eq!(
+            c.store(id).applied_revision(),
+            revision,
+            "member {id}: keep-alives must not go through the log"
+        );
+    }
+}
