@@ -2,7 +2,8 @@
 # Scheduler end to end (docs/benchmarks.md "Scheduler end to end"): forms a fresh 3-member
 # controller cluster (mutual TLS, members 2 and 3 joined with tokens), runs
 # `shoal-bench sched` against it with the given arguments, prints its JSON line and the
-# load average before and after, and removes everything it started.
+# load average before and after and each member's resident memory at the end, and removes
+# everything it started.
 # Usage: scripts/bench-sched.sh [shoal-bench sched args…]
 #   e.g. scripts/bench-sched.sh --nodes 1000 --pods 10000 --batch 100 --clients 8
 # SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl; LEADER_ONLY=1 sends
@@ -67,3 +68,7 @@ E=$(IFS=,; echo "${SH[*]}")
 "$BIN/shoal-bench" sched --endpoints "$E" "$@" & BENCH=$!
 wait "$BENCH"; BENCH=
 say "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Resident memory of each member with everything still stored (the memory target of issue 12).
+for i in 1 2 3; do
+  say "controller $i: $(awk '/^VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/${PIDS[$((i-1))]}/status")"
+done

@@ -198,14 +198,25 @@ impl RaftLogReader<TypeConfig> for WalLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
-        let wal = self.lock();
-        let r: (Bound<&u64>, Bound<&u64>) = (range.start_bound(), range.end_bound());
-        Ok(wal
-            .state()
-            .entries
-            .range(r)
-            .map(|(_, e)| e.clone())
-            .collect())
+        // Copied out under the lock, decoded after it.
+        let stored: Vec<crate::wal::StoredEntry> = {
+            let wal = self.lock();
+            let r: (Bound<&u64>, Bound<&u64>) = (range.start_bound(), range.end_bound());
+            wal.state()
+                .entries
+                .range(r)
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        stored
+            .iter()
+            .map(|e| {
+                e.decode().map_err(|why| {
+                    StorageIOError::read_logs(&std::io::Error::other(format!("raft log: {why}")))
+                        .into()
+                })
+            })
+            .collect()
     }
 }
 

@@ -11,8 +11,9 @@
 //! - Opening replays the segments in order; a torn record at the tail of the last segment
 //!   (a crash mid-write) is cut off; a bad record anywhere else is an error.
 //! - Truncation (a conflicting suffix) is a record: replay drops the entries it names.
-//! - Entries are kept decoded in memory between snapshots (the log openraft keeps is
-//!   bounded by the snapshot policy).
+//! - Entries are kept in memory between snapshots as their encoded payload (a tenth of a
+//!   decoded entry's memory: its objects as JSON, not `Value` trees) and decoded when read
+//!   (the log openraft keeps is bounded by the snapshot policy).
 //!
 //! This type does no syncing of its own beyond segment creation: callers write, then
 //! sync the handle from [`Wal::sync_handle`] (outside their lock), so readers are not held
@@ -23,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use openraft::{Entry, LogId, RaftLogId, Vote};
+use openraft::{Entry, LogId, Vote};
 
 use crate::StoreError;
 use crate::types::TypeConfig;
@@ -36,11 +37,42 @@ const KIND_TRUNCATE: u8 = 5;
 const HEADER: usize = 8;
 const SUFFIX: &str = "wal";
 
+/// A log entry as the log keeps it: its id and its encoded payload (JSON).
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEntry {
+    pub(crate) log_id: LogId<u64>,
+    json: Box<[u8]>,
+}
+
+/// The part of an encoded entry a stored one needs (serde skips the rest).
+#[derive(serde::Deserialize)]
+struct EntryHead {
+    log_id: LogId<u64>,
+}
+
+impl StoredEntry {
+    fn from_json(json: &[u8]) -> Result<StoredEntry, String> {
+        let EntryHead { log_id } =
+            serde_json::from_slice(json).map_err(|e| format!("entry: {e}"))?;
+        Ok(StoredEntry {
+            log_id,
+            json: json.into(),
+        })
+    }
+
+    /// The entry, decoded.
+    pub(crate) fn decode(&self) -> Result<Entry<TypeConfig>, String> {
+        serde_json::from_slice(&self.json).map_err(|e| format!("entry {}: {e}", self.log_id.index))
+    }
+}
+
 /// One record of the log.
 #[derive(Debug, Clone)]
 pub(crate) enum Record {
-    /// A log entry (an append at index i replaces everything from i on).
+    /// A log entry to append (an append at index i replaces everything from i on).
     Entry(Entry<TypeConfig>),
+    /// A log entry as read back or kept (see [`StoredEntry`]).
+    Stored(StoredEntry),
     /// The vote.
     Vote(Vote<u64>),
     /// The committed log id.
@@ -65,6 +97,10 @@ pub(crate) fn encode(rec: &Record, buf: &mut Vec<u8>) -> Result<(), StoreError> 
         Record::Entry(e) => {
             buf.push(KIND_ENTRY);
             serde_json::to_writer(&mut *buf, e).map_err(|e| json_err("entry", e))?;
+        }
+        Record::Stored(e) => {
+            buf.push(KIND_ENTRY);
+            buf.extend_from_slice(&e.json);
         }
         Record::Vote(v) => {
             buf.push(KIND_VOTE);
@@ -120,7 +156,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, String> {
     }
     let p = &body[1..];
     let rec = match body[0] {
-        KIND_ENTRY => Record::Entry(serde_json::from_slice(p).map_err(|e| format!("entry: {e}"))?),
+        KIND_ENTRY => Record::Stored(StoredEntry::from_json(p)?),
         KIND_VOTE => Record::Vote(serde_json::from_slice(p).map_err(|e| format!("vote: {e}"))?),
         KIND_COMMITTED => {
             Record::Committed(serde_json::from_slice(p).map_err(|e| format!("committed: {e}"))?)
@@ -140,20 +176,28 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, String> {
 /// The state the records describe.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub entries: BTreeMap<u64, Entry<TypeConfig>>,
+    pub entries: BTreeMap<u64, StoredEntry>,
     pub vote: Option<Vote<u64>>,
     pub committed: Option<LogId<u64>>,
     pub purged: Option<LogId<u64>>,
 }
 
 impl State {
-    /// Applies one record.
-    pub(crate) fn apply(&mut self, rec: Record) {
+    /// Applies one record ([`Wal::write`] turns appended entries into stored ones first;
+    /// an `Entry` here is encoded on the spot).
+    pub(crate) fn apply(&mut self, rec: Record) -> Result<(), StoreError> {
         match rec {
             Record::Entry(e) => {
-                let i = e.get_log_id().index;
+                let json = serde_json::to_vec(&e).map_err(|e| json_err("entry", e))?;
+                return self.apply(Record::Stored(StoredEntry {
+                    log_id: e.log_id,
+                    json: json.into(),
+                }));
+            }
+            Record::Stored(e) => {
+                let i = e.log_id.index;
                 if self.purged.is_some_and(|p| i <= p.index) {
-                    return;
+                    return Ok(());
                 }
                 self.entries.split_off(&i);
                 self.entries.insert(i, e);
@@ -168,6 +212,7 @@ impl State {
                 self.entries.split_off(&i);
             }
         }
+        Ok(())
     }
 
     /// The records that restore this state's vote, committed and purge point (the head of a
@@ -259,10 +304,10 @@ impl Wal {
                     StoreError::Storage(format!("raft log: {} at offset {at}: {e}", path.display()))
                 })? {
                     Decoded::Record(rec, len) => {
-                        if let Record::Entry(e) = &rec {
-                            max_index = max_index.max(Some(e.get_log_id().index));
+                        if let Record::Stored(e) = &rec {
+                            max_index = max_index.max(Some(e.log_id.index));
                         }
-                        state.apply(rec);
+                        state.apply(rec)?;
                         at += len;
                     }
                     Decoded::Torn(why) if n + 1 == ids.len() => {
@@ -350,8 +395,11 @@ impl Wal {
             self.roll()?;
         }
         let mut buf = Vec::new();
+        let mut frames = Vec::with_capacity(records.len());
         for r in &records {
+            let start = buf.len();
             encode(r, &mut buf)?;
+            frames.push(start..buf.len());
         }
         if let Err(e) = self.active.write_all(&buf) {
             // A partial write would leave garbage before the next record: cut it off (the
@@ -361,11 +409,19 @@ impl Wal {
         }
         self.active_len += buf.len() as u64;
         let seg = self.segments.last_mut().expect("an active segment");
-        for r in records {
-            if let Record::Entry(e) = &r {
-                seg.max_index = seg.max_index.max(Some(e.get_log_id().index));
+        for (r, frame) in records.into_iter().zip(frames) {
+            // An entry is kept as the payload just written, not encoded again.
+            let r = match r {
+                Record::Entry(e) => Record::Stored(StoredEntry {
+                    log_id: e.log_id,
+                    json: buf[frame.start + HEADER + 1..frame.end].into(),
+                }),
+                other => other,
+            };
+            if let Record::Stored(e) = &r {
+                seg.max_index = seg.max_index.max(Some(e.log_id.index));
             }
-            self.state.apply(r);
+            self.state.apply(r)?;
         }
         Ok(())
     }
@@ -462,6 +518,32 @@ mod tests {
         let w = Wal::open(d.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&w), vec![(1, 1), (1, 2), (1, 3)]);
         assert_eq!(w.state().committed, Some(id(1, 2)));
+    }
+
+    #[test]
+    fn entries_are_kept_encoded_and_decode_as_written() {
+        let d = dir();
+        let cmd = crate::types::Command {
+            writes: vec![crate::types::Write::Create {
+                key: "Pod/default/a".into(),
+                object: serde_json::json!({"metadata": {"name": "a"}, "spec": {"x": [1, 2]}}),
+            }],
+            request_id: Some("r1".into()),
+            grouped: Vec::new(),
+        };
+        let e = Entry {
+            log_id: id(2, 1),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write(vec![Record::Entry(e.clone())]).unwrap();
+        let as_json = |e: &Entry<TypeConfig>| serde_json::to_value(e).unwrap();
+        let kept = w.state().entries[&1].decode().unwrap();
+        assert_eq!(as_json(&kept), as_json(&e));
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        let read = w.state().entries[&1].decode().unwrap();
+        assert_eq!(as_json(&read), as_json(&e));
     }
 
     #[test]
