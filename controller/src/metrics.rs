@@ -178,6 +178,11 @@ pub fn register(r: &mut Registry) {
         reads.clone(),
     );
     r.register(
+        "store_lease_reads",
+        "Linearizable reads (and followers' ReadIndex requests) this member served as leader within its read lease, without a round",
+        shoal_store::lease_read_counter().clone(),
+    );
+    r.register(
         "raft_last_log_index",
         "Index of the last entry in this member's Raft log",
         m.raft_last_log_index,

@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use group::entry_requests_histogram;
 pub use log_store::{WalLogStore, log_flush_histogram};
 pub use network::{MAX_COMMAND_BYTES, MAX_MESSAGE_BYTES, NetworkFactory, RaftGrpc, RaftPeer};
-pub use reads::read_counters;
+pub use reads::{lease_read_counter, read_counters};
 pub use state_machine::{DEDUP_WINDOW, MemStateMachine};
 pub use store::{Store, StoreConfig};
 pub use types::{

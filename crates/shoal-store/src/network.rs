@@ -243,6 +243,9 @@ pub struct RaftGrpc {
     pub(crate) grouper: Grouper,
     pub(crate) ops: crate::membership::MembershipOps,
     pub(crate) liveness: std::sync::Arc<crate::liveness::Liveness>,
+    pub(crate) lease: std::sync::Arc<crate::reads::Lease>,
+    pub(crate) lease_length: std::time::Duration,
+    pub(crate) sm: crate::state_machine::MemStateMachine,
 }
 
 impl std::fmt::Debug for RaftGrpc {
@@ -333,10 +336,35 @@ impl RaftRpc for RaftGrpc {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        // Within this leader's read lease its applied index covers every acknowledged write
+        // (see `reads.rs`): no round. The state machine's own index, not the metrics': a
+        // write is answered right after it is applied, before the metrics catch up.
+        let leased = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+                && self
+                    .lease
+                    .holds(m.current_term, tokio::time::Instant::now())
+        };
+        if leased {
+            crate::reads::lease_read_counter().inc();
+            return Ok(Response::new(ReadIndexResponse {
+                index: self.sm.last_applied_index(),
+            }));
+        }
+        let term = self.raft.metrics().borrow().current_term;
+        let started = tokio::time::Instant::now();
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
-                index: read.map_or(0, |l| l.index),
-            })),
+            Ok((read, applied)) => {
+                // A lease only once everything of earlier terms is applied here.
+                if applied >= read {
+                    self.lease.extend(term, started, self.lease_length);
+                }
+                Ok(Response::new(ReadIndexResponse {
+                    index: read.map_or(0, |l| l.index),
+                }))
+            }
             Err(e) => Err(Status::unavailable(format!(
                 "read index on member {}: {e}",
                 self.raft.metrics().borrow().id

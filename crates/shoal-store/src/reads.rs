@@ -4,10 +4,25 @@
 //! arrives while a round is in flight joins the same next round. At most one round runs
 //! at a time; under load one round serves many readers, and a lone reader pays exactly
 //! one round, as before.
+//!
+//! A leader also holds a **read lease** (issue "Control plane at scale", part 3): a round
+//! it ran itself that started at `S` proves that a quorum heard from it after `S`, and
+//! openraft 0.9 members refuse to vote for anyone else until `election_timeout_max` after
+//! they last heard from their leader (and stand only after `election_timeout_max +
+//! election_timeout` without a word). So until `S + election_timeout_min / 2` no other
+//! leader can exist and this leader has applied every acknowledged write (it answers a
+//! write only after applying it; the round applied everything of earlier terms): reads in
+//! that window are served locally without a round, and so is a follower's ReadIndex
+//! request (the leader's applied index). The margin — half the shortest timeout against
+//! the longest wait — covers clock rate drift and scheduling delays up to several hundred
+//! milliseconds; what it does not cover is a member whose clock stops while others run (a
+//! suspended VM resumed inside its old lease): such a member loses its lease at the first
+//! term change it sees, but may serve stale reads until then.
 
 use std::sync::Mutex;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::StoreError;
 
@@ -74,6 +89,39 @@ impl ReadRounds {
     }
 }
 
+/// Reads served within a leader's lease (no round), for `shoal_store_lease_reads_total`.
+pub fn lease_read_counter() -> &'static prometheus_client::metrics::counter::Counter {
+    static C: std::sync::OnceLock<prometheus_client::metrics::counter::Counter> =
+        std::sync::OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// A leader's read lease (see the module docs): the term it was earned in and when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    until: Mutex<Option<(u64, Instant)>>,
+}
+
+impl Lease {
+    /// Records a round of term `term` that started at `started` and succeeded: the lease
+    /// runs `length` from `started`.
+    pub(crate) fn extend(&self, term: u64, started: Instant, length: std::time::Duration) {
+        let end = started + length;
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        *until = match *until {
+            Some((t, e)) if t == term => Some((t, e.max(end))),
+            Some((t, _)) if t > term => *until,
+            _ => Some((term, end)),
+        };
+    }
+
+    /// Whether this member, leading in `term`, still holds a lease at `now`.
+    pub(crate) fn holds(&self, term: u64, now: Instant) -> bool {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(*until, Some((t, end)) if t == term && now < end)
+    }
+}
+
 /// Waits for the outcome of the round `rx` joined (a driver that went away is a
 /// shutdown).
 pub(crate) async fn outcome(mut rx: watch::Receiver<Outcome>) -> Result<(), StoreError> {
@@ -86,6 +134,26 @@ pub(crate) async fn outcome(mut rx: watch::Receiver<Outcome>) -> Result<(), Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_holds_in_its_term_until_it_ends() {
+        let l = Lease::default();
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        assert!(!l.holds(3, t0));
+        l.extend(3, t0, ms(100));
+        assert!(l.holds(3, t0 + ms(99)));
+        assert!(!l.holds(3, t0 + ms(100)));
+        assert!(!l.holds(4, t0), "another term: no lease");
+        // A later round extends it; an older round does not shorten it.
+        l.extend(3, t0 + ms(50), ms(100));
+        l.extend(3, t0, ms(100));
+        assert!(l.holds(3, t0 + ms(149)));
+        // A round of an older term never replaces a newer term's lease.
+        l.extend(5, t0, ms(10));
+        l.extend(4, t0, ms(1000));
+        assert!(l.holds(5, t0 + ms(5)) && !l.holds(4, t0 + ms(5)));
+    }
 
     #[tokio::test]
     async fn readers_that_arrive_during_a_round_share_the_next_one() {

@@ -113,6 +113,7 @@ struct Inner {
     leader_rx: watch::Receiver<Option<u64>>,
     grouper: Grouper,
     reads: crate::reads::ReadRounds,
+    lease: Arc<crate::reads::Lease>,
     liveness: Arc<Liveness>,
     /// Last field: dropped after everything that holds the Raft handle.
     _raft_rt: RaftRuntime,
@@ -371,6 +372,7 @@ impl Store {
             leader_rx,
             grouper,
             reads: Default::default(),
+            lease: Default::default(),
             liveness: Arc::new(liveness),
             _raft_rt: raft_rt,
         });
@@ -385,6 +387,9 @@ impl Store {
             grouper: self.inner.grouper.clone(),
             ops: self.inner.ops.clone(),
             liveness: self.inner.liveness.clone(),
+            lease: self.inner.lease.clone(),
+            lease_length: self.lease_length(),
+            sm: self.inner.sm.clone(),
         }
         .into_server()
     }
@@ -833,6 +838,11 @@ impl Store {
     /// the next shared ReadIndex round (`reads.rs`), starting the rounds' driver if none
     /// runs.
     async fn linearize(&self) -> Result<(), StoreError> {
+        if self.lease_holds() {
+            crate::reads::read_counters().1.inc();
+            crate::reads::lease_read_counter().inc();
+            return Ok(());
+        }
         let (rx, start) = self.inner.reads.join();
         if start {
             let store = self.clone();
@@ -844,6 +854,19 @@ impl Store {
             });
         }
         crate::reads::outcome(rx).await
+    }
+
+    /// Whether this member leads and holds a read lease (see `reads.rs`).
+    fn lease_holds(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.inner.cfg.node_id)
+            && self.inner.lease.holds(m.current_term, Instant::now())
+    }
+
+    /// How long a read lease lasts after the start of the round that earned it.
+    fn lease_length(&self) -> Duration {
+        Duration::from_millis(self.inner.cfg.election_timeout_ms.0 / 2)
     }
 
     /// One ReadIndex round: confirms leadership (on the leader) or asks the leader for its
@@ -859,11 +882,18 @@ impl Store {
             let leader = self.inner.raft.metrics().borrow().current_leader;
             match leader {
                 None => last_err = StoreError::NoLeader,
-                Some(l) if l == me => match self.inner.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(RaftError::Fatal(_)) => return Err(StoreError::Shutdown),
-                    Err(e) => last_err = StoreError::Unavailable(e.to_string()),
-                },
+                Some(l) if l == me => {
+                    let term = self.inner.raft.metrics().borrow().current_term;
+                    let started = Instant::now();
+                    match self.inner.raft.ensure_linearizable().await {
+                        Ok(_) => {
+                            self.inner.lease.extend(term, started, self.lease_length());
+                            return Ok(());
+                        }
+                        Err(RaftError::Fatal(_)) => return Err(StoreError::Shutdown),
+                        Err(e) => last_err = StoreError::Unavailable(e.to_string()),
+                    }
+                }
                 Some(l) => match self.read_index_from(l, deadline).await {
                     Ok(index) => {
                         let left = deadline.saturating_duration_since(Instant::now());

@@ -827,3 +827,76 @@ async fn keep_alives_reach_every_member_without_touching_the_log() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_serves_reads_within_its_lease_without_a_round() {
+    let c = Cluster::start("lease", 3, |_| {}).await;
+    let leader = c.leader().await;
+    c.store(leader)
+        .write(vec![create("Pod/default/lease", "lease")])
+        .await
+        .expect("write");
+    let before = shoal_store::lease_read_counter().get();
+    for _ in 0..20 {
+        let got = c
+            .store(leader)
+            .get("Pod/default/lease", Consistency::Linearizable)
+            .await
+            .expect("get");
+        assert!(got.is_some());
+    }
+    let served = shoal_store::lease_read_counter().get() - before;
+    // The first read may run a round (which earns the lease); the next ones, within half
+    // the election timeout, are served by the lease.
+    assert!(served >= 10, "{served} of 20 reads served by the lease");
+    // A follower's read asks the leader, which answers from its lease too.
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    let before = shoal_store::lease_read_counter().get();
+    c.store(leader)
+        .get("Pod/default/lease", Consistency::Linearizable)
+        .await
+        .expect("get");
+    let got = c
+        .store(follower)
+        .get("Pod/default/lease", Consistency::Linearizable)
+        .await
+        .expect("get");
+    assert!(got.is_some());
+    assert!(shoal_store::lease_read_counter().get() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_read_after_an_acknowledged_write_sees_it_under_the_lease() {
+    let c = Cluster::start("lease-follower", 3, |_| {}).await;
+    let leader = c.leader().await;
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    for i in 0..300 {
+        let key = format!("Pod/default/rw-{i}");
+        // Keep the leader's lease fresh, so the follower's ReadIndex is answered from it.
+        c.store(leader)
+            .get("Pod/default/none", Consistency::Linearizable)
+            .await
+            .expect("get");
+        c.store(leader)
+            .write(vec![create(&key, &format!("rw-{i}"))])
+            .await
+            .expect("write");
+        let got = c
+            .store(follower)
+            .get(&key, Consistency::Linearizable)
+            .await
+            .expect("read");
+        assert!(
+            got.is_some(),
+            "read {i} on member {follower} missed an acknowledged write"
+        );
+    }
+}
