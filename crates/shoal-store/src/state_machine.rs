@@ -476,12 +476,13 @@ fn apply_command(
         && let Some(rec) = state.requests.get(id)
         && index.saturating_sub(rec.index) <= DEDUP_WINDOW
     {
-        return serde_json::from_str(&rec.result).map_err(read_err);
+        let remembered: ApplyResult = serde_json::from_str(&rec.result).map_err(read_err)?;
+        return Ok(remembered.map(|outs| outs.into_iter().map(|o| refill(state, o)).collect()));
     }
     let request_id = cmd.request_id.clone();
     let result = apply_writes(state, index, cmd, events)?;
     if let Some(id) = request_id {
-        let json = serde_json::to_string(&result).map_err(sm_err)?;
+        let json = serde_json::to_string(&strip(state, &result)).map_err(sm_err)?;
         state.remember(
             id,
             RequestRecord {
@@ -491,6 +492,86 @@ fn apply_command(
         );
     }
     Ok(result)
+}
+
+/// `result` as a request record keeps it: an outcome's object is left out (null) while the
+/// state holds that very object (same key and revision), to be read back on a resend
+/// ([`refill`]); a deleted object is kept. Records of the last [`DEDUP_WINDOW`] indexes
+/// would otherwise hold a second copy of every object written (binds included).
+fn strip(state: &State, result: &ApplyResult) -> ApplyResult {
+    result.clone().map(|outs| {
+        outs.into_iter()
+            .map(|mut o| {
+                let stored = state
+                    .objects
+                    .get(&o.key)
+                    .and_then(|v| serde_json::from_str::<RevisionOnly>(v).ok())
+                    .is_some_and(|r| r.revision() == o.revision);
+                if stored && revision_of(&o.object) == o.revision {
+                    o.object = Value::Null;
+                }
+                o
+            })
+            .collect()
+    })
+}
+
+/// An outcome read back from a request record (see [`strip`]): a left-out object is the
+/// stored one at the outcome's revision; if it changed since, the object as stored now;
+/// if it is gone, its identity only (kind, name, namespace, resourceVersion).
+fn refill(state: &State, mut o: WriteOutcome) -> WriteOutcome {
+    if !o.object.is_null() {
+        return o;
+    }
+    o.object = match state
+        .objects
+        .get(&o.key)
+        .and_then(|v| parse(&o.key, v).ok())
+    {
+        Some(v) => v,
+        None => {
+            let mut parts = o.key.splitn(3, '/');
+            let (kind, ns, name) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let mut md = serde_json::Map::new();
+            md.insert("name".into(), Value::String(name.into()));
+            if !ns.is_empty() {
+                md.insert("namespace".into(), Value::String(ns.into()));
+            }
+            md.insert(
+                "resourceVersion".into(),
+                Value::String(o.revision.to_string()),
+            );
+            serde_json::json!({"kind": kind, "metadata": md})
+        }
+    };
+    o
+}
+
+/// An object's `metadata.resourceVersion`, read without building the whole tree.
+#[derive(Deserialize)]
+struct RevisionOnly {
+    #[serde(default)]
+    metadata: RevisionMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct RevisionMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+impl RevisionOnly {
+    fn revision(&self) -> u64 {
+        self.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Applies the writes of one command to `state`, all or nothing.
@@ -1025,6 +1106,57 @@ mod tests {
         assert_eq!(w.next().await.expect("ev").expect("ok").revision, 1);
         assert_eq!(w.next().await.expect("ev").expect("ok").revision, 3);
         assert_eq!(sm.last_applied_index(), 3);
+        // The record does not hold a copy of the object while the state holds it.
+        let rec = sm.read().expect("state").requests["r1"].result.clone();
+        assert!(!rec.contains("\"uid\""), "{rec}");
+    }
+
+    #[tokio::test]
+    async fn a_resend_after_the_object_changed_or_went_answers_what_is_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = open(&dir);
+        sm.apply([entry(1, create("Pod/a/x", "r1"))])
+            .await
+            .expect("apply");
+        let update = EntryPayload::Normal(Command {
+            writes: vec![Write::Put {
+                key: "Pod/a/x".into(),
+                object: json!({"metadata": {"name": "x", "uid": "u-1"}, "spec": {"v": 2}}),
+            }],
+            request_id: Some("r2".into()),
+            grouped: Vec::new(),
+        });
+        sm.apply([entry(2, update)]).await.expect("apply");
+        // Changed since: the resend of r1 answers its revision with the object as it is now.
+        let again = single(
+            sm.apply([entry(3, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
+        let out = &again[0].as_ref().expect("ok")[0];
+        assert_eq!(out.revision, 1);
+        assert_eq!(out.object["spec"]["v"], json!(2));
+        let delete = EntryPayload::Normal(Command {
+            writes: vec![Write::Delete {
+                key: "Pod/a/x".into(),
+                expected_revision: None,
+            }],
+            request_id: Some("r3".into()),
+            grouped: Vec::new(),
+        });
+        sm.apply([entry(4, delete)]).await.expect("apply");
+        // Gone since: its identity; the delete's own record kept the deleted object.
+        let again = single(
+            sm.apply([entry(5, create("Pod/a/x", "r1"))])
+                .await
+                .expect("apply"),
+        );
+        let out = &again[0].as_ref().expect("ok")[0];
+        assert_eq!(out.object["metadata"]["name"], json!("x"));
+        assert_eq!(out.object["metadata"]["namespace"], json!("a"));
+        assert_eq!(out.object["kind"], json!("Pod"));
+        let rec = sm.read().expect("state").requests["r3"].result.clone();
+        assert!(rec.contains("\"u-1\""), "{rec}");
     }
 
     #[tokio::test]
