@@ -177,7 +177,12 @@ fn tcp_get(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
 }
 
 fn udp_get(addr: SocketAddr) -> std::io::Result<String> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
+    udp_get_from(addr, 0)
+}
+
+/// [`udp_get`] from source port `port` (0: any).
+fn udp_get_from(addr: SocketAddr, port: u16) -> std::io::Result<String> {
+    let s = UdpSocket::bind(("0.0.0.0", port))?;
     s.connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.send(b"hi")?;
@@ -199,11 +204,18 @@ fn tcp_counts(ns: &str, addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     })
 }
 
-fn udp_counts(ns: &str, addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+/// `n` UDP requests to `addr` from namespace `ns`, from source ports `first_port`,
+/// `first_port + 1`, …: answers counted by text (errors panic). Each call of a test uses its
+/// own ports: a request from a port an earlier request used is the same conntrack flow
+/// (until it expires) and keeps that flow's backend, also one that has left the Endpoints
+/// since (docs/network.md, Limits) — a new flow is what a rules change steers.
+fn udp_counts(ns: &str, addr: SocketAddr, n: usize, first_port: u16) -> BTreeMap<String, usize> {
     in_netns(ns, move || {
         let mut m = BTreeMap::new();
         for i in 0..n {
-            let a = udp_get(addr).unwrap_or_else(|e| panic!("udp request {i} to {addr}: {e}"));
+            let port = first_port + i as u16;
+            let a = udp_get_from(addr, port)
+                .unwrap_or_else(|e| panic!("udp request {i} to {addr} from port {port}: {e}"));
             *m.entry(a).or_insert(0) += 1;
         }
         m
@@ -450,18 +462,30 @@ fn clusterip_balances_tcp_and_udp_follows_updates_and_rejects_without_endpoints(
     let tcp = tcp_counts(&t.client, sa(VIP, TCP_PORT), 60);
     println!("tcp over 60 requests: {tcp:?}");
     assert_eq!(names(&tcp), ["pod1", "pod2", "pod3"], "{tcp:?}");
-    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60);
+    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60, 41_000);
     println!("udp over 60 requests: {udp:?}");
     assert_eq!(names(&udp), ["pod1", "pod2", "pod3"], "{udp:?}");
     // The node itself (output hook) reaches the service too.
     let own = tcp_counts(&t.node, sa(VIP, TCP_PORT), 30);
     assert!(own.len() >= 2, "from the node: {own:?}");
 
-    // Atomic replacement with two backends: pod3 gets nothing any more.
+    // A UDP flow (one source port) that went to pod3: it keeps going there after pod3
+    // leaves (conntrack entries are not flushed: docs/network.md, Limits).
+    let to_pod3 = in_netns(&t.client, || {
+        (43_000..43_100)
+            .find(|p| udp_get_from(sa(VIP_UDP, UDP_PORT), *p).is_ok_and(|a| a == "pod3"))
+    })
+    .expect("one of 100 flows to pod3");
+
+    // Atomic replacement with two backends: pod3 gets no new connection or flow.
     t.apply(&rules(&[1, 2], &[1, 2]));
     let tcp = tcp_counts(&t.client, sa(VIP, TCP_PORT), 60);
     assert_eq!(names(&tcp), ["pod1", "pod2"], "{tcp:?}");
-    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60);
+    let kept = in_netns(&t.client, move || {
+        udp_get_from(sa(VIP_UDP, UDP_PORT), to_pod3)
+    });
+    assert_eq!(kept.expect("the old flow").as_str(), "pod3");
+    let udp = udp_counts(&t.client, sa(VIP_UDP, UDP_PORT), 60, 42_000);
     assert_eq!(names(&udp), ["pod1", "pod2"], "{udp:?}");
 
     // No endpoints: refused at once (TCP reset; ICMP port unreachable for UDP).
