@@ -353,17 +353,24 @@ impl RaftRpc for RaftGrpc {
                 index: self.sm.last_applied_index(),
             }));
         }
-        let term = self.raft.metrics().borrow().current_term;
+        let (term, last_log) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
         let started = tokio::time::Instant::now();
         match self.raft.get_read_log_id().await {
             Ok((read, applied)) => {
-                // A lease only once everything of earlier terms is applied here.
-                if applied >= read {
+                // The read index covers everything in this leader's log when the request
+                // came: a leader restored after a power cut keeps its term without a new
+                // entry, and the committed index it read back may be older than what it had
+                // acknowledged (it is synced lazily).
+                let index = read.map_or(0, |l| l.index).max(last_log);
+                // A lease only once all of that is applied here.
+                if applied.map_or(0, |l| l.index) >= index {
                     self.lease.extend(term, started, self.lease_length);
                 }
-                Ok(Response::new(ReadIndexResponse {
-                    index: read.map_or(0, |l| l.index),
-                }))
+                Ok(Response::new(ReadIndexResponse { index }))
             }
             Err(e) => Err(Status::unavailable(format!(
                 "read index on member {}: {e}",

@@ -883,10 +883,30 @@ impl Store {
             match leader {
                 None => last_err = StoreError::NoLeader,
                 Some(l) if l == me => {
-                    let term = self.inner.raft.metrics().borrow().current_term;
+                    let (term, last_log) = {
+                        let m = self.inner.raft.metrics();
+                        let m = m.borrow();
+                        (m.current_term, m.last_log_index.unwrap_or(0))
+                    };
                     let started = Instant::now();
                     match self.inner.raft.ensure_linearizable().await {
                         Ok(_) => {
+                            // Also everything in this leader's log when the round began:
+                            // a leader restored after a power cut keeps its term without
+                            // a new entry, and the committed index it read back may be
+                            // older than what it had acknowledged (it is synced lazily).
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if let Err(e) = self
+                                .inner
+                                .raft
+                                .wait(Some(left))
+                                .applied_index_at_least(Some(last_log), "linearizable read")
+                                .await
+                            {
+                                return Err(StoreError::Unavailable(format!(
+                                    "waiting to apply index {last_log}: {e}"
+                                )));
+                            }
                             self.inner.lease.extend(term, started, self.lease_length());
                             return Ok(());
                         }

@@ -574,6 +574,14 @@ impl Drop for ControllerCluster {
                 p.kill();
             }
         }
+        // Its addresses are free again (and may go to a later test's server, or be a
+        // test's "dead" address): they no longer name this cluster's configuration.
+        {
+            let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+            for m in &self.members {
+                r.remove(&m.addr);
+            }
+        }
         for (id, mut l) in self.lazyfs.drain(..) {
             if std::thread::panicking() {
                 eprintln!("---- member {id}'s {}", l.report(10));
