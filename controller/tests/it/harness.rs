@@ -33,16 +33,26 @@ pub async fn create_pod(addr: &str, name: &str) -> Result<(), String> {
 
 /// Names of the pods in `addr`'s local copy (stale read: no leader involved).
 pub async fn local_pod_names(addr: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    names(addr, "Pod", true).await
+}
+
+/// The names of the `kind` objects in namespace default that a list through `addr` returns
+/// (`stale`: this member's own state; else a linearizable list).
+pub async fn names(
+    addr: &str,
+    kind: &str,
+    stale: bool,
+) -> Result<std::collections::BTreeSet<String>, String> {
     let mut c = client(addr).await?;
     let r = c
         .list(ListRequest {
-            kind: "Pod".into(),
+            kind: kind.into(),
             namespace: "default".into(),
-            stale: true,
+            stale,
             ..Default::default()
         })
         .await
-        .map_err(|e| e.message().to_string())?
+        .map_err(|s| format!("{addr}: {:?}: {}", s.code(), s.message()))?
         .into_inner();
     Ok(r.items_json
         .iter()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_proto::{ListRequest, ObjectRequest};
+use shoal_proto::ObjectRequest;
 
 use crate::harness::{TestCluster, client, eventually};
 
@@ -89,25 +89,7 @@ impl Drop for PanicLines {
 
 /// The ConfigMaps a linearizable list through `addr` returns.
 async fn config_maps(addr: &str) -> Result<BTreeSet<String>, String> {
-    let r = client(addr)
-        .await?
-        .list(ListRequest {
-            kind: "ConfigMap".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| format!("{addr}: {:?}: {}", s.code(), s.message()))?
-        .into_inner();
-    Ok(r.items_json
-        .iter()
-        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .filter_map(|v| {
-            v.pointer("/metadata/name")
-                .and_then(|n| n.as_str())
-                .map(String::from)
-        })
-        .collect())
+    crate::harness::names(addr, "ConfigMap", false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -435,6 +435,27 @@ impl LazyFs {
         Ok(self.lock().path(parent.0)?.join(name))
     }
 
+    /// Makes entry `name` in `parent` with `make` (given its backing path), owned by the
+    /// caller, and replies with its attributes.
+    fn make_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        make: impl FnOnce(&Path) -> Result<(), Errno>,
+    ) {
+        let r = self.child(parent, name).and_then(|p| {
+            make(&p)?;
+            own(&p, req);
+            Ok(())
+        });
+        match r {
+            Ok(()) => self.reply_entry(reply, parent, name),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, parent: INodeNo, name: &OsStr) {
         match self.entry(parent, name) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -557,17 +578,11 @@ impl Filesystem for LazyFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.child(parent, name).and_then(|p| {
+        self.make_entry(req, parent, name, reply, |p| {
             let kind = nix::sys::stat::SFlag::from_bits_truncate(mode & libc::S_IFMT);
             let perm = nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777);
-            nix::sys::stat::mknod(&p, kind, perm, u64::from(rdev)).map_err(nix_errno)?;
-            own(&p, req);
-            Ok(())
+            nix::sys::stat::mknod(p, kind, perm, u64::from(rdev)).map_err(nix_errno)
         });
-        match r {
-            Ok(()) => self.reply_entry(reply, parent, name),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn mkdir(
@@ -579,18 +594,12 @@ impl Filesystem for LazyFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.child(parent, name).and_then(|p| {
+        self.make_entry(req, parent, name, reply, |p| {
             fs::DirBuilder::new()
                 .mode(mode & 0o7777)
-                .create(&p)
-                .map_err(|e| errno(&e))?;
-            own(&p, req);
-            Ok(())
+                .create(p)
+                .map_err(|e| errno(&e))
         });
-        match r {
-            Ok(()) => self.reply_entry(reply, parent, name),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -637,15 +646,9 @@ impl Filesystem for LazyFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.child(parent, link_name).and_then(|p| {
-            std::os::unix::fs::symlink(target, &p).map_err(|e| errno(&e))?;
-            own(&p, req);
-            Ok(())
+        self.make_entry(req, parent, link_name, reply, |p| {
+            std::os::unix::fs::symlink(target, p).map_err(|e| errno(&e))
         });
-        match r {
-            Ok(()) => self.reply_entry(reply, parent, link_name),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn rename(

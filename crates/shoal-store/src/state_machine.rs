@@ -495,19 +495,15 @@ fn apply_command(
 }
 
 /// `result` as a request record keeps it: an outcome's object is left out (null) while the
-/// state holds that very object (same key and revision), to be read back on a resend
-/// ([`refill`]); a deleted object is kept. Records of the last [`DEDUP_WINDOW`] indexes
-/// would otherwise hold a second copy of every object written (binds included).
+/// state holds its key — this command wrote it, so at the outcome's revision — to be read
+/// back on a resend ([`refill`]); a deleted object is kept. Records of the last
+/// [`DEDUP_WINDOW`] indexes would otherwise hold a second copy of every object written
+/// (binds included).
 fn strip(state: &State, result: &ApplyResult) -> ApplyResult {
     result.clone().map(|outs| {
         outs.into_iter()
             .map(|mut o| {
-                let stored = state
-                    .objects
-                    .get(&o.key)
-                    .and_then(|v| serde_json::from_str::<RevisionOnly>(v).ok())
-                    .is_some_and(|r| r.revision() == o.revision);
-                if stored && revision_of(&o.object) == o.revision {
+                if state.objects.contains_key(&o.key) {
                     o.object = Value::Null;
                 }
                 o
@@ -549,29 +545,6 @@ fn refill(state: &State, mut o: WriteOutcome) -> WriteOutcome {
         }
     };
     o
-}
-
-/// An object's `metadata.resourceVersion`, read without building the whole tree.
-#[derive(Deserialize)]
-struct RevisionOnly {
-    #[serde(default)]
-    metadata: RevisionMeta,
-}
-
-#[derive(Deserialize, Default)]
-struct RevisionMeta {
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<String>,
-}
-
-impl RevisionOnly {
-    fn revision(&self) -> u64 {
-        self.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 /// Applies the writes of one command to `state`, all or nothing.
