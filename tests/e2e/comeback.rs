@@ -80,11 +80,23 @@ fn shells(cluster: &str, token: &str) -> BTreeMap<i32, String> {
         if !cmdline.split(|b| *b == 0).any(|a| a == token.as_bytes()) {
             continue;
         }
-        let zombie = std::fs::read_to_string(p.join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(true);
-        if zombie {
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        let after_comm = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("Z");
+        if after_comm.starts_with('Z') {
+            continue;
+        }
+        // `sleep 1 &` forks the shell: until the child execs sleep it is a copy (same comm
+        // and cmdline) whose parent is the shell. Count the shells, not their copies.
+        let ppid: i32 = after_comm
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let parent_cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+        if parent_cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == token.as_bytes())
+        {
             continue;
         }
         let node = std::fs::read_to_string(p.join("mountinfo"))
