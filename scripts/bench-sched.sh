@@ -8,6 +8,9 @@
 #   e.g. scripts/bench-sched.sh --nodes 1000 --pods 10000 --batch 100 --clients 8
 # SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl; LEADER_ONLY=1 sends
 # every request to member 1 (the first leader), so no write is forwarded.
+# HEAP_PROFILE=DIR runs member 1 (the first leader) under heaptrack and leaves its profile in
+# DIR (build the controller with `--features system-allocator` first: heaptrack hooks malloc,
+# not jemalloc); read it with `heaptrack_print -f DIR/heaptrack.*.zst`.
 # Processes are stopped by PID and the temp directory removed on exit, also on failure.
 # Traffic stays on 127.0.0.1 (ports 17401-17403).
 set -euo pipefail
@@ -51,7 +54,11 @@ for i in 1 2 3; do
     CA_HASH=$(awk '/^ca-hash:/ {print $2}' <<<"$out")
     JOIN=(--join "${SH[0]}" --join-token "$TOKEN" --ca-hash "$CA_HASH")
   fi
-  "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen none \
+  WRAP=()
+  if [[ $i == 1 && -n "${HEAP_PROFILE:-}" ]]; then
+    mkdir -p "$HEAP_PROFILE"; WRAP=(heaptrack -o "$HEAP_PROFILE/heaptrack.leader")
+  fi
+  "${WRAP[@]}" "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen none \
     --metrics-listen none --data-dir "$WORK/s$i" --node-timeout 600 \
     "${JOIN[@]}" >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
@@ -70,5 +77,14 @@ wait "$BENCH"; BENCH=
 say "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Resident memory of each member with everything still stored (the memory target of issue 12).
 for i in 1 2 3; do
-  say "controller $i: $(awk '/^VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/${PIDS[$((i-1))]}/status")"
+  pid=${PIDS[$((i-1))]}
+  # under heaptrack the controller is the wrapper script's child
+  [[ $i != 1 || -z "${HEAP_PROFILE:-}" ]] || pid=$(pgrep -P "$pid" -f shoal-controller | head -1)
+  say "controller $i: $(awk '/^VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$pid/status")"
 done
+if [[ -n "${HEAP_PROFILE:-}" ]]; then
+  # a clean exit lets heaptrack finish its file
+  kill -TERM "$(pgrep -P "${PIDS[0]}" -f shoal-controller | head -1)" 2>/dev/null || true
+  timeout 60 tail --pid="${PIDS[0]}" -f /dev/null || say "heaptrack did not finish in 60 s"
+  say "heap profile: $(ls "$HEAP_PROFILE"/heaptrack.leader*)"
+fi

@@ -128,6 +128,8 @@ pub struct Agent {
     /// Image builds (`shoalctl build`): their runtime and cache, made on the first build.
     pub(crate) builds: crate::build::Builds,
     pods: Mutex<BTreeMap<String, Pod>>,
+    /// The Secrets and ConfigMaps the pods refer to, mirrored (one watch per object).
+    configs: crate::configcache::ConfigCache,
     /// Set once the pods were listed: before that an empty cache would mean
     /// "remove everything" to the plan (fatal after an agent restart).
     listed: std::sync::atomic::AtomicBool,
@@ -262,6 +264,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         sys: sys.clone(),
         backoff_initial: Duration::from_millis(args.restart_backoff_ms),
         pods: Mutex::new(BTreeMap::new()),
+        configs: crate::configcache::ConfigCache::new(ctl.clone()),
         listed: std::sync::atomic::AtomicBool::new(false),
         state: Mutex::new(SyncState::default()),
         wake: Notify::new(),
@@ -502,6 +505,7 @@ impl Agent {
                 .filter(|p| self.mine(p))
                 .map(|p| (sandbox_name(p), p.clone()))
                 .collect();
+            self.configs.sync(fresh.values());
             *lock(&self.pods) = fresh;
             self.listed.store(true, std::sync::atomic::Ordering::SeqCst);
             self.wake.notify_one();
@@ -1191,13 +1195,14 @@ impl Agent {
         }
     }
 
-    /// The credentials of `pod`'s `imagePullSecrets` (the node authorizer lets a node get
-    /// them); a missing or malformed one is skipped with a warning event.
+    /// The credentials of `pod`'s `imagePullSecrets` (from the node's mirrors: the node
+    /// authorizer lets a node read them); a missing or malformed one is skipped with a
+    /// warning event.
     async fn pull_keyring(&self, pod: &Pod) -> shoal_runtime::image::registry::Keyring {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut secrets = Vec::new();
         for r in &pod.spec.image_pull_secrets {
-            let got = match self.ctl.get::<shoal_api::Secret>(ns, &r.name).await {
+            let got = match self.configs.secret(ns, &r.name).await {
                 Ok(s) => s,
                 Err(e) => {
                     debug!("pod {}: imagePullSecret {}: {e}", pod_key(pod), r.name);
@@ -1214,8 +1219,8 @@ impl Agent {
         keyring
     }
 
-    /// The ConfigMaps and Secrets `pod` refers to, fetched one by one (the node authorizer
-    /// lets a node get those of the pods bound to it).
+    /// The ConfigMaps and Secrets `pod` refers to, from the node's mirrors of them (the
+    /// node authorizer lets a node read those of the pods bound to it, one by one).
     async fn fetch_sources(
         &self,
         pod: &Pod,
@@ -1224,17 +1229,16 @@ impl Agent {
         let refs = shoal_api::podconfig::ConfigRefs::of(&pod.spec);
         let mut src = crate::podconfig::Sources::default();
         for name in refs.config_maps {
-            let got = self
-                .ctl
-                .get::<shoal_api::ConfigMap>(ns, &name)
-                .await
-                .map_err(|e| crate::podconfig::ConfigError(format!("configmap {name:?}: {e}")))?;
+            let got =
+                self.configs.config_map(ns, &name).await.map_err(|e| {
+                    crate::podconfig::ConfigError(format!("configmap {name:?}: {e}"))
+                })?;
             src.config_maps.insert(name, got);
         }
         for name in refs.secrets {
             let got = self
-                .ctl
-                .get::<shoal_api::Secret>(ns, &name)
+                .configs
+                .secret(ns, &name)
                 .await
                 .map_err(|e| crate::podconfig::ConfigError(format!("secret {name:?}: {e}")))?;
             src.secrets.insert(name, got);

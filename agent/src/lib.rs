@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod args;
 pub mod build;
+pub mod configcache;
 pub mod events;
 pub mod forward;
 pub mod hooks;

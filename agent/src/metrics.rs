@@ -33,6 +33,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels with one `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `cache` (the node's mirror) or `controller` (a get: the mirror had not listed yet).
+    pub source: String,
+}
+
 /// One container as sampled.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerRow {
@@ -97,6 +104,8 @@ pub struct AgentMetrics {
     pub image_pulls: Family<ResultLabels, Counter>,
     /// `shoal_agent_image_pull_duration_seconds`.
     pub image_pull_duration: Histogram,
+    /// `shoal_agent_config_reads_total{source}`.
+    pub config_reads: Family<SourceLabels, Counter>,
     /// `shoal_agent_nft_update_duration_seconds`.
     pub nft_update: Histogram,
     /// Set once the node is registered with the controllers (`/readyz`).
@@ -111,6 +120,7 @@ pub fn metrics() -> &'static AgentMetrics {
         let m = AgentMetrics {
             image_pulls: Family::default(),
             image_pull_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            config_reads: Family::default(),
             nft_update: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             registered: Arc::new(AtomicBool::new(false)),
             snapshot: Default::default(),
@@ -123,8 +133,25 @@ pub fn metrics() -> &'static AgentMetrics {
                 })
                 .inc_by(0);
         }
+        for source in ["cache", "controller"] {
+            m.config_reads
+                .get_or_create(&SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc_by(0);
+        }
         m
     })
+}
+
+/// Counts one read of a Secret or ConfigMap from `source`.
+pub fn observe_config_read(source: &str) {
+    metrics()
+        .config_reads
+        .get_or_create(&SourceLabels {
+            source: source.to_string(),
+        })
+        .inc();
 }
 
 /// Registers every agent metric in `r`.
@@ -139,6 +166,11 @@ pub fn register(r: &mut Registry) {
         "agent_image_pull_duration_seconds",
         "Time to make sure of an image for a container (fetched ones only)",
         m.image_pull_duration,
+    );
+    r.register(
+        "agent_config_reads",
+        "Reads of the Secrets and ConfigMaps pods refer to (container starts, config volume refreshes, image pull credentials), by source: cache (the node's watch of that object) or controller (a get, while that watch had not listed yet)",
+        m.config_reads,
     );
     r.register(
         "agent_nft_update_duration_seconds",

@@ -31,11 +31,21 @@ pub fn start<T: Resource + Send + Sync + 'static>(
     ctl: Arc<Client>,
     field_selector: &str,
 ) -> watch::Receiver<Published<T>> {
+    start_with(
+        ctl,
+        ListParams {
+            field_selector: field_selector.to_string(),
+            ..ListParams::default()
+        },
+    )
+}
+
+/// Starts mirroring the objects of kind `T` that `params` selects.
+pub fn start_with<T: Resource + Send + Sync + 'static>(
+    ctl: Arc<Client>,
+    params: ListParams,
+) -> watch::Receiver<Published<T>> {
     let (tx, rx) = watch::channel(None);
-    let params = ListParams {
-        field_selector: field_selector.to_string(),
-        ..ListParams::default()
-    };
     tokio::spawn(run::<T>(Client::clone(&ctl), params, tx));
     rx
 }
@@ -51,7 +61,12 @@ async fn run<T: Resource + Send + Sync + 'static>(
     let mut w = Watcher::<T>::typed(ctl.clone(), params.clone(), Machine::new(None));
     let mut snap = Snapshot::new();
     loop {
-        match w.next().await {
+        let next = tokio::select! {
+            n = w.next() => n,
+            // Nobody reads this mirror any more: stop, which closes the watch.
+            _ = tx.closed() => return,
+        };
+        match next {
             Ok(WatchOutput::Listed { items, .. }) => {
                 snap = items.into_iter().map(|o| (key_of(&o), o)).collect();
             }
@@ -74,7 +89,10 @@ async fn run<T: Resource + Send + Sync + 'static>(
                 // An answer no member can cure (e.g. a rejected selector): start over
                 // with a list after a pause rather than stop mirroring.
                 warn!("{kind} mirror: {e}; listing again in 1 s");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                }
                 w = Watcher::<T>::typed(ctl.clone(), params.clone(), Machine::new(None));
                 continue;
             }

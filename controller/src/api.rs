@@ -213,6 +213,48 @@ impl ClusterService {
 
     /// Checks that `who` may write `o` (verb, object rules, admission), reading the
     /// stored object where the rules need it.
+    /// The node authorizer's check of a read of Secrets or ConfigMaps (other callers and
+    /// kinds pass): a node reads one object by name (`name`: a get's name, or the
+    /// `metadata.name=NAME` of a list's or watch's field selector) in one namespace, and
+    /// only while a pod bound to it refers to it ([`crate::authz::node_reads_config`]). A
+    /// watch is checked when it opens (as in Kubernetes), not again while it runs.
+    async fn authorize_node_config(
+        &self,
+        who: &Identity,
+        kind: Kind,
+        ns: &str,
+        name: Option<&str>,
+        consistency: Consistency,
+    ) -> Result<(), Status> {
+        if !matches!(who, Identity::Node { .. }) || !matches!(kind, Kind::Secret | Kind::ConfigMap)
+        {
+            return Ok(());
+        }
+        let (Some(name), false) = (name, ns.is_empty()) else {
+            return Err(crate::authz::denied(
+                who,
+                format!(
+                    "list {}s of {} (a node reads Secrets and ConfigMaps one by one: a namespace and the field selector metadata.name=NAME)",
+                    kind.as_str().to_lowercase(),
+                    if ns.is_empty() { "every namespace" } else { ns },
+                ),
+            ));
+        };
+        let (pods, _) = self
+            .store
+            .list(&list_prefix(Kind::Pod, ns), consistency)
+            .await
+            .map_err(ApiError::from)?;
+        let pods: Vec<shoal_api::Pod> = pods
+            .iter()
+            .filter_map(|v| match Object::from_json(v) {
+                Ok(Object::Pod(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        crate::authz::node_reads_config(who, kind, name, &pods)
+    }
+
     async fn authorize_write(&self, who: &Identity, verb: Verb, o: &Object) -> Result<(), Status> {
         let kind = o.kind();
         let ns = effective_namespace(kind, o.namespace());
@@ -960,6 +1002,17 @@ fn list_prefix(kind: Kind, ns: &str) -> String {
     }
 }
 
+/// The store prefix a List or Watch reads: the kind (and namespace), narrowed to keys that
+/// start with the selected name when the filter selects one (the filter still checks the
+/// name exactly).
+fn narrow_prefix(kind: Kind, ns: &str, filter: &Filter) -> String {
+    match filter.single_name() {
+        Some(name) if !kind.namespaced() => key_for(&kind.to_string(), "", name),
+        Some(name) if !ns.is_empty() => key_for(&kind.to_string(), ns, name),
+        _ => list_prefix(kind, ns),
+    }
+}
+
 fn parse_object(json: &str, what: &str) -> Result<Object, ApiError> {
     let v: Value = serde_json::from_str(json)
         .map_err(|e| ApiError::Invalid(format!("{what}: not valid JSON: {e}")))?;
@@ -1096,6 +1149,15 @@ impl Filter {
         Ok(Self { labels, fields: fs })
     }
 
+    /// The one name the filter selects (`metadata.name=NAME`, alone or beside other
+    /// fields), if any.
+    fn single_name(&self) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _, eq)| *eq && k == "metadata.name")
+            .map(|(_, v, _)| v.as_str())
+    }
+
     /// The type a watcher with this filter sees for `ev`, if any. As in Kubernetes, an
     /// object that starts matching is ADDED and one that stops matching is DELETED (with
     /// its new state), so that a watcher's copy never keeps an object it would not list.
@@ -1197,21 +1259,8 @@ impl Cluster for ClusterService {
         } else {
             Consistency::Linearizable
         };
-        if matches!(who, Identity::Node { .. }) && matches!(kind, Kind::Secret | Kind::ConfigMap) {
-            let (pods, _) = self
-                .store
-                .list(&list_prefix(Kind::Pod, &ns), consistency)
-                .await
-                .map_err(ApiError::from)?;
-            let pods: Vec<shoal_api::Pod> = pods
-                .iter()
-                .filter_map(|v| match Object::from_json(v) {
-                    Ok(Object::Pod(p)) => Some(p),
-                    _ => None,
-                })
-                .collect();
-            crate::authz::node_reads_config(&who, kind, &req.name, &pods)?;
-        }
+        self.authorize_node_config(&who, kind, &ns, Some(&req.name), consistency)
+            .await?;
         match self
             .store
             .get(&key_for(&kind.to_string(), &ns, &req.name), consistency)
@@ -1246,9 +1295,17 @@ impl Cluster for ClusterService {
         } else {
             Consistency::Linearizable
         };
+        self.authorize_node_config(
+            &who,
+            kind,
+            &req.namespace,
+            filter.single_name(),
+            consistency,
+        )
+        .await?;
         let (mut items, rev) = self
             .store
-            .list(&list_prefix(kind, &req.namespace), consistency)
+            .list(&narrow_prefix(kind, &req.namespace, &filter), consistency)
             .await
             .map_err(ApiError::from)?;
         if kind == Kind::Node {
@@ -1330,10 +1387,18 @@ impl Cluster for ClusterService {
         let kind = parse_kind(&req.kind)?;
         check_verb(&who, Verb::Watch, kind, &req.namespace)?;
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
+        self.authorize_node_config(
+            &who,
+            kind,
+            &req.namespace,
+            filter.single_name(),
+            Consistency::Linearizable,
+        )
+        .await?;
         let after = (req.resource_version != 0).then_some(req.resource_version);
         let mut events = self
             .store
-            .watch(&list_prefix(kind, &req.namespace), after)
+            .watch(&narrow_prefix(kind, &req.namespace, &filter), after)
             .await
             .map_err(ApiError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);

@@ -45,7 +45,7 @@ impl Verb {
     }
 }
 
-fn denied(who: &Identity, what: String) -> Status {
+pub(crate) fn denied(who: &Identity, what: String) -> Status {
     Status::permission_denied(format!("{who} may not {what}"))
 }
 
@@ -161,14 +161,15 @@ pub fn check_verb(who: &Identity, verb: Verb, kind: Kind, namespace: &str) -> Re
         }
         Identity::Node { .. } => {
             if matches!(kind, Kind::Secret | Kind::ConfigMap) {
-                // Object by object, for the pods bound to it: see [`node_reads_config`].
-                return if verb == Verb::Get {
+                // Object by object, for the pods bound to it: see [`node_reads_config`] (the
+                // API checks the object's name and the pods on each get, list and watch).
+                return if verb.reads() {
                     Ok(())
                 } else {
                     Err(denied(
                         who,
                         format!(
-                            "{} (a node gets the Secrets and ConfigMaps of the pods bound to it one by one)",
+                            "{} (a node reads the Secrets and ConfigMaps of the pods bound to it, one by one)",
                             what()
                         ),
                     ))
@@ -610,8 +611,9 @@ mod tests {
 
         let n1 = Identity::Node { name: "n1".into() };
         assert!(check_verb(&n1, Verb::Get, Kind::Secret, "a").is_ok());
-        assert!(check_verb(&n1, Verb::List, Kind::Secret, "a").is_err());
-        assert!(check_verb(&n1, Verb::Watch, Kind::ConfigMap, "").is_err());
+        // Lists and watches pass the verb check; the API narrows them to one named object.
+        assert!(check_verb(&n1, Verb::List, Kind::Secret, "a").is_ok());
+        assert!(check_verb(&n1, Verb::Watch, Kind::ConfigMap, "").is_ok());
         assert!(check_verb(&n1, Verb::Create, Kind::Secret, "a").is_err());
         let pod = |node: &str| -> shoal_api::Pod {
             serde_json::from_value(json!({

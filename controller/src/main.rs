@@ -5,6 +5,9 @@ use shoal_controller::{Args, run};
 /// jemalloc rather than glibc's malloc: under churn glibc's per-thread arenas kept the peak
 /// of every snapshot build resident, so the controller grew step by step
 /// (docs/reliability.md); jemalloc returns freed pages to the system after a few seconds.
+/// The `system-allocator` feature leaves glibc's malloc in place for heap profilers
+/// (docs/benchmarks.md "Controller memory").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -148,6 +148,32 @@ async fn env_and_files_from_config_maps_and_secrets_follow_updates() {
     )
     .await;
 
+    // The refreshes (every 2 s) read the node's mirrors of the two objects, not the
+    // controllers: over 5 s the cache reads grow and the controller reads do not.
+    let reads = || async {
+        let m = c.metrics_addr.clone();
+        let s = tokio::task::spawn_blocking(move || shoal_testkit::metrics::scrape(&m))
+            .await
+            .unwrap()
+            .expect("scrape the agent");
+        let at = |source: &str| {
+            s.value("shoal_agent_config_reads_total", &[("source", source)])
+                .unwrap_or_else(|| panic!("shoal_agent_config_reads_total{{source={source}}}"))
+        };
+        (at("cache"), at("controller"))
+    };
+    let (cache_before, controller_before) = reads().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cache_after, controller_after) = reads().await;
+    assert!(
+        cache_after >= cache_before + 2.0,
+        "refreshes read the cache: {cache_before} -> {cache_after}"
+    );
+    assert_eq!(
+        controller_after, controller_before,
+        "refreshes must not read the controllers"
+    );
+
     // The Secret's value is in neither the agent's log nor an Event.
     let log = c.logs();
     assert!(!log.contains(&marker), "the secret is in the agent's log");

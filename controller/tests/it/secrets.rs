@@ -440,4 +440,70 @@ async fn a_node_gets_only_the_secrets_of_its_pods_and_never_the_key() {
         .await
         .expect_err("no list");
     assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("one by one"), "{}", e.message());
+
+    // By name, a node lists and watches the Secrets of its pods (the agent's mirrors).
+    let by_name = |name: &str| shoal_proto::ListRequest {
+        kind: "Secret".into(),
+        namespace: "default".into(),
+        field_selector: format!("metadata.name={name}"),
+        ..Default::default()
+    };
+    let listed = node.list(by_name("db")).await.expect("list db by name");
+    let listed = listed.into_inner();
+    assert_eq!(listed.items_json.len(), 1, "{:?}", listed.items_json);
+    assert!(listed.items_json[0].contains("\"name\":\"db\""));
+    let e = node
+        .list(by_name("other"))
+        .await
+        .expect_err("not its pod's");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let watch_of = |name: &str, after: u64| shoal_proto::WatchRequest {
+        kind: "Secret".into(),
+        namespace: "default".into(),
+        field_selector: format!("metadata.name={name}"),
+        resource_version: after,
+        ..Default::default()
+    };
+    let e = node.watch(watch_of("other", listed.resource_version)).await;
+    assert_eq!(e.expect_err("not its pod's").code(), Code::PermissionDenied);
+    let mut events = node
+        .watch(watch_of("db", listed.resource_version))
+        .await
+        .expect("watch db by name")
+        .into_inner();
+    // A Secret whose name starts with "db" is not the one watched: its change must not
+    // reach the node.
+    create(
+        &mut g,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db2", "namespace": "default"},
+            "stringData": {"k": "not for n1"},
+        })
+        .to_string(),
+    )
+    .await;
+    g.update(ObjectRequest {
+        object_json: serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"},
+            "stringData": {"k": "v2"},
+        })
+        .to_string(),
+    })
+    .await
+    .expect("update db");
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream is open")
+        .expect("an event");
+    assert_eq!(ev.r#type, "MODIFIED");
+    assert!(
+        ev.object_json.contains("\"name\":\"db\""),
+        "{}",
+        ev.object_json
+    );
+    assert!(!ev.object_json.contains("db2"), "{}", ev.object_json);
 }
