@@ -8,6 +8,7 @@
 #   e.g. scripts/bench-sched.sh --nodes 1000 --pods 10000 --batch 100 --clients 8
 # SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl; LEADER_ONLY=1 sends
 # every request to member 1 (the first leader), so no write is forwarded.
+# SETTLE_SECS=N prints the members' resident memory again after N idle seconds.
 # HEAP_PROFILE=DIR runs member 1 (the first leader) under heaptrack and leaves its profile in
 # DIR (build the controller with `--features system-allocator` first: heaptrack hooks malloc,
 # not jemalloc); read it with `heaptrack_print -f DIR/heaptrack.*.zst`.
@@ -76,12 +77,20 @@ E=$(IFS=,; echo "${SH[*]}")
 wait "$BENCH"; BENCH=
 say "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Resident memory of each member with everything still stored (the memory target of issue 12).
-for i in 1 2 3; do
-  pid=${PIDS[$((i-1))]}
-  # under heaptrack the controller is the wrapper script's child
-  [[ $i != 1 || -z "${HEAP_PROFILE:-}" ]] || pid=$(pgrep -P "$pid" -f shoal-controller | head -1)
-  say "controller $i: $(awk '/^VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$pid/status")"
-done
+rss() {
+  for i in 1 2 3; do
+    pid=${PIDS[$((i-1))]}
+    # under heaptrack the controller is the wrapper script's child
+    [[ $i != 1 || -z "${HEAP_PROFILE:-}" ]] || pid=$(pgrep -P "$pid" -f shoal-controller | head -1)
+    say "controller $i$1: $(awk '/^VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$pid/status")"
+  done
+}
+rss ""
+# SETTLE_SECS=N: again after N idle seconds (jemalloc returns freed pages after ≈10 s).
+if [[ -n "${SETTLE_SECS:-}" ]]; then
+  sleep "$SETTLE_SECS"
+  rss " after ${SETTLE_SECS} s idle"
+fi
 if [[ -n "${HEAP_PROFILE:-}" ]]; then
   # a clean exit lets heaptrack finish its file
   kill -TERM "$(pgrep -P "${PIDS[0]}" -f shoal-controller | head -1)" 2>/dev/null || true

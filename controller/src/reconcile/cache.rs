@@ -8,7 +8,7 @@ use shoal_api::{
     CronJob, DaemonSet, Deployment, Endpoints, Event, Job, Namespace, Node, Object,
     PersistentVolume, PersistentVolumeClaim, Pod, Service, StatefulSet,
 };
-use shoal_store::{EventType, WatchEvent, WriteOutcome};
+use shoal_store::{EventType, PendingEvent, StoreError, WatchEvent, WriteOutcome};
 
 /// Prefixes the reconcilers follow.
 pub const PREFIXES: [&str; 13] = [
@@ -93,6 +93,20 @@ impl Cache {
     pub fn apply_event(&mut self, ev: &WatchEvent) {
         let obj = (ev.event_type != EventType::Deleted).then_some(&ev.object);
         self.set(&ev.key, obj, ev.revision);
+    }
+
+    /// Applies one queued watch event, decoding its object only when the cache keeps it
+    /// (a deletion needs just the key; an event older than the cache's copy is skipped).
+    pub fn apply_pending(&mut self, ev: &PendingEvent) -> Result<(), StoreError> {
+        if self.revs.get(ev.key()).is_some_and(|r| *r > ev.revision()) {
+            return Ok(());
+        }
+        if ev.event_type() == EventType::Deleted {
+            self.set(ev.key(), None, ev.revision());
+        } else {
+            self.set(ev.key(), Some(&ev.object()?), ev.revision());
+        }
+        Ok(())
     }
 
     /// Applies the outcomes of a write this member made.

@@ -53,18 +53,19 @@ impl SharedEvent {
             + self.prev_object.as_ref().map_or(0, |p| p.len())
     }
 
+    fn parse(&self, b: &[u8]) -> Result<serde_json::Value, StoreError> {
+        serde_json::from_slice(b)
+            .map_err(|e| StoreError::Storage(format!("watch event of {}: {e}", self.key)))
+    }
+
     fn decode(&self) -> Result<WatchEvent, StoreError> {
-        let parse = |b: &[u8]| {
-            serde_json::from_slice(b)
-                .map_err(|e| StoreError::Storage(format!("watch event of {}: {e}", self.key)))
-        };
         Ok(WatchEvent {
             revision: self.revision,
             event_type: self.event_type,
             key: self.key.clone(),
-            object: parse(&self.object)?,
+            object: self.parse(&self.object)?,
             prev_object: match &self.prev_object {
-                Some(p) => Some(parse(p)?),
+                Some(p) => Some(self.parse(p)?),
                 None => None,
             },
         })
@@ -254,22 +255,16 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    fn open(&self, ev: &SharedEvent) -> Result<WatchEvent, StoreError> {
-        let mut ev = ev.decode()?;
-        if let Some(c) = &self.codec {
-            ev.object = c.open(&ev.key, std::mem::take(&mut ev.object))?;
-            if let Some(p) = ev.prev_object.take() {
-                ev.prev_object = Some(c.open(&ev.key, p)?);
-            }
-        }
-        Ok(ev)
+    /// The same stream, its events not decoded: each [`PendingEvent`] shares the bytes the
+    /// history holds, so a consumer that queues events while it is busy (the reconcilers)
+    /// holds a pointer per event, not a parsed tree.
+    pub fn pending(self) -> PendingStream {
+        PendingStream(self)
     }
-}
 
-impl Stream for WatchStream {
-    type Item = Result<WatchEvent, StoreError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    /// The next shared event; ends the stream after an error, and reports a drop for
+    /// lagging as `Lagged`.
+    fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Shared, StoreError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -288,16 +283,96 @@ impl Stream for WatchStream {
                     Poll::Ready(None)
                 }
             }
+            Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(Ok(ev))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<WatchEvent, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.poll_shared(cx) {
             Poll::Ready(Some(Ok(ev))) => {
-                let r = self.open(&ev);
+                let r = open(&ev, self.codec.as_ref());
                 if r.is_err() {
                     self.done = true;
                 }
                 Poll::Ready(Some(r))
             }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// One change of a [`PendingStream`], decoded only by [`PendingEvent::open`].
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    ev: Shared,
+    codec: Option<Arc<dyn crate::ValueCodec>>,
+}
+
+impl PendingEvent {
+    /// The revision of the change.
+    pub fn revision(&self) -> u64 {
+        self.ev.revision
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        &self.ev.key
+    }
+
+    /// Added, Modified or Deleted.
+    pub fn event_type(&self) -> EventType {
+        self.ev.event_type
+    }
+
+    /// The decoded change (sealed objects opened), as [`WatchStream`] yields it.
+    pub fn open(&self) -> Result<WatchEvent, StoreError> {
+        open(&self.ev, self.codec.as_ref())
+    }
+
+    /// Only the object after the change (for Deleted: the last state), decoded and opened.
+    pub fn object(&self) -> Result<serde_json::Value, StoreError> {
+        let v = self.ev.parse(&self.ev.object)?;
+        match &self.codec {
+            Some(c) => c.open(&self.ev.key, v),
+            None => Ok(v),
+        }
+    }
+}
+
+/// A [`WatchStream`] whose events are decoded by the consumer, when it applies them.
+#[derive(Debug)]
+pub struct PendingStream(WatchStream);
+
+impl Stream for PendingStream {
+    type Item = Result<PendingEvent, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let codec = self.0.codec.clone();
+        self.0
+            .poll_shared(cx)
+            .map(|o| o.map(|r| r.map(|ev| PendingEvent { ev, codec })))
+    }
+}
+
+fn open(
+    ev: &SharedEvent,
+    codec: Option<&Arc<dyn crate::ValueCodec>>,
+) -> Result<WatchEvent, StoreError> {
+    let mut ev = ev.decode()?;
+    if let Some(c) = codec {
+        ev.object = c.open(&ev.key, std::mem::take(&mut ev.object))?;
+        if let Some(p) = ev.prev_object.take() {
+            ev.prev_object = Some(c.open(&ev.key, p)?);
+        }
+    }
+    Ok(ev)
 }
 
 #[cfg(test)]
@@ -307,6 +382,45 @@ mod tests {
 
     fn ev(rev: u64, key: &str) -> SharedEvent {
         SharedEvent::new(rev, EventType::Added, key.into(), b"{}".to_vec(), None)
+    }
+
+    #[tokio::test]
+    async fn pending_events_decode_like_the_stream_and_share_the_history() {
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
+        let mut plain = hub.subscribe("Pod/", None, 0).expect("subscribe");
+        let mut pending = hub.subscribe("Pod/", None, 0).expect("subscribe").pending();
+        hub.publish(vec![
+            SharedEvent::new(
+                4,
+                EventType::Modified,
+                "Pod/a/x".into(),
+                br#"{"v":2}"#.to_vec(),
+                Some(br#"{"v":1}"#.to_vec()),
+            ),
+            SharedEvent::new(
+                4,
+                EventType::Deleted,
+                "Pod/a/y".into(),
+                b"{}".to_vec(),
+                None,
+            ),
+        ]);
+        for _ in 0..2 {
+            let want = plain.next().await.expect("ev").expect("ok");
+            let got = pending.next().await.expect("ev").expect("ok");
+            assert_eq!(
+                (got.revision(), got.key()),
+                (want.revision, want.key.as_str())
+            );
+            assert_eq!(got.event_type(), want.event_type);
+            assert_eq!(got.object().expect("object"), want.object);
+            assert_eq!(got.open().expect("open"), want);
+            // The queued event is the history's own copy, not a new one.
+            assert!(hub.history.iter().any(|h| Arc::ptr_eq(h, &got.ev)));
+        }
+        // When the hub goes, the stream ends.
+        drop(hub);
+        assert!(pending.next().await.is_none());
     }
 
     #[tokio::test]
