@@ -8,10 +8,13 @@
 #   e.g. scripts/bench-sched.sh --nodes 1000 --pods 10000 --batch 100 --clients 8
 # SKIP_BUILD=1 uses the binaries as they are; CTL=PATH another shoalctl; LEADER_ONLY=1 sends
 # every request to member 1 (the first leader), so no write is forwarded.
+# CONTROLLER_ARGS="--flag=value ..." adds flags to every controller (e.g. longer election
+# timeouts for a heap profile, which slows member 1).
 # SETTLE_SECS=N prints the members' resident memory again after N idle seconds.
 # HEAP_PROFILE=DIR runs member 1 (the first leader) under heaptrack and leaves its profile in
 # DIR (build the controller with `--features system-allocator` first: heaptrack hooks malloc,
-# not jemalloc); read it with `heaptrack_print -f DIR/heaptrack.*.zst`.
+# not jemalloc); read it with `heaptrack_print -f DIR/heaptrack.*.zst`. Member 1 is killed
+# after the run (and SETTLE_SECS), so the profile's "leaked" memory is what it held then.
 # Processes are stopped by PID and the temp directory removed on exit, also on failure.
 # Traffic stays on 127.0.0.1 (ports 17401-17403).
 set -euo pipefail
@@ -61,7 +64,7 @@ for i in 1 2 3; do
   fi
   "${WRAP[@]}" "$BIN/shoal-controller" --id $i --listen "${SH[$((i-1))]}" --registry-listen none \
     --metrics-listen none --data-dir "$WORK/s$i" --node-timeout 600 \
-    "${JOIN[@]}" >"$WORK/s$i.log" 2>&1 &
+    "${JOIN[@]}" ${CONTROLLER_ARGS:-} >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
   if [[ $i == 1 ]]; then
     retry 30 "controller 1 to write $SHOAL_CONFIG" test -s "$SHOAL_CONFIG" >/dev/null
@@ -92,8 +95,10 @@ if [[ -n "${SETTLE_SECS:-}" ]]; then
   rss " after ${SETTLE_SECS} s idle"
 fi
 if [[ -n "${HEAP_PROFILE:-}" ]]; then
-  # a clean exit lets heaptrack finish its file
-  kill -TERM "$(pgrep -P "${PIDS[0]}" -f shoal-controller | head -1)" 2>/dev/null || true
+  # SIGKILL, not SIGTERM: nothing is freed on the way out, so heaptrack's "leaked" is what
+  # member 1 held at this moment (heaptrack_print --print-leaks 1, or -F with
+  # --flamegraph-cost-type leaked); heaptrack still finishes its file.
+  kill -KILL "$(pgrep -P "${PIDS[0]}" -f shoal-controller | head -1)" 2>/dev/null || true
   timeout 60 tail --pid="${PIDS[0]}" -f /dev/null || say "heaptrack did not finish in 60 s"
   say "heap profile: $(ls "$HEAP_PROFILE"/heaptrack.leader*)"
 fi

@@ -60,9 +60,9 @@ impl ProbeKind {
     /// The probe of this kind of container `c`.
     pub fn of(self, c: &Container) -> Option<&Probe> {
         match self {
-            ProbeKind::Liveness => c.liveness_probe.as_ref(),
-            ProbeKind::Readiness => c.readiness_probe.as_ref(),
-            ProbeKind::Startup => c.startup_probe.as_ref(),
+            ProbeKind::Liveness => c.liveness_probe.as_deref(),
+            ProbeKind::Readiness => c.readiness_probe.as_deref(),
+            ProbeKind::Startup => c.startup_probe.as_deref(),
         }
     }
 

@@ -228,7 +228,7 @@ mod tests {
                     read_only: false,
                 },
             ],
-            security_context: Some(SecurityContext {
+            security_context: Some(Box::new(SecurityContext {
                 run_as_user: Some(1000),
                 run_as_group: None,
                 seccomp_profile: Some(shoal_api::SeccompProfile {
@@ -240,7 +240,7 @@ mod tests {
                     drop: vec!["CAP_CHOWN".into()],
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Container::default()
         };
         c.resources
@@ -394,10 +394,10 @@ mod tests {
         assert_eq!((s.user, s.security), (None, Security::default()));
         // privileged reaches the runtime.
         let mut privileged = bare.clone();
-        privileged.spec.containers[0].security_context = Some(SecurityContext {
+        privileged.spec.containers[0].security_context = Some(Box::new(SecurityContext {
             privileged: Some(true),
             ..Default::default()
-        });
+        }));
         let s = container_spec(
             &privileged,
             &privileged.spec.containers[0],

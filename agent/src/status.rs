@@ -602,7 +602,7 @@ mod tests {
     #[test]
     fn readiness_probe_gates_ready() {
         let mut p = pod(RestartPolicy::Always, &["a"]);
-        p.spec.containers[0].readiness_probe = Some(Probe::with_defaults());
+        p.spec.containers[0].readiness_probe = Some(Box::new(Probe::with_defaults()));
         let o = obs("a", 0, 0, run());
         let s = status(&p, std::slice::from_ref(&o));
         assert_eq!(cond(&s, "Ready"), ConditionStatus::False);
