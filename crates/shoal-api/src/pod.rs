@@ -580,7 +580,11 @@ impl Container {
     /// container leaves them unset (as in Kubernetes). `fsGroup` and
     /// `supplementalGroups` are pod-only; see [`PodSecurityContext`].
     pub fn effective_security(&self, pod: Option<&PodSecurityContext>) -> SecurityContext {
-        let mut sc = self.security_context.as_deref().cloned().unwrap_or_default();
+        let mut sc = self
+            .security_context
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
         if let Some(p) = pod {
             sc.run_as_user = sc.run_as_user.or(p.run_as_user);
             sc.run_as_group = sc.run_as_group.or(p.run_as_group);

@@ -11,9 +11,11 @@
 //! - Opening replays the segments in order; a torn record at the tail of the last segment
 //!   (a crash mid-write) is cut off; a bad record anywhere else is an error.
 //! - Truncation (a conflicting suffix) is a record: replay drops the entries it names.
-//! - Entries are kept in memory between snapshots as their encoded payload (a tenth of a
-//!   decoded entry's memory: its objects as JSON, not `Value` trees) and decoded when read
-//!   (the log openraft keeps is bounded by the snapshot policy).
+//! - Entries are kept as their encoded payload and decoded when read. The payloads of the
+//!   log's tail (the last [`TAIL_BYTES`] written) stay in memory, where replication and
+//!   apply read them; older ones, and every one replayed at open, are read back from their
+//!   segment (the page cache, in practice) and checked against their crc. A stored entry
+//!   holds its segment's file open, so a segment deleted after a purge still reads.
 //!
 //! This type does no syncing of its own beyond segment creation: callers write, then
 //! sync the handle from [`Wal::sync_handle`] (outside their lock), so readers are not held
@@ -23,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::{Entry, LogId, Vote};
 
@@ -37,11 +40,26 @@ const KIND_TRUNCATE: u8 = 5;
 const HEADER: usize = 8;
 const SUFFIX: &str = "wal";
 
-/// A log entry as the log keeps it: its id and its encoded payload (JSON).
+/// Bytes of entry payloads the log keeps in memory: the most recently written ones (with
+/// group commit an entry may carry a hundred objects; at 20,000 pods the whole log held
+/// ≈18 MB on every member, the largest part after the objects themselves).
+pub(crate) const TAIL_BYTES: usize = 8 << 20;
+
+/// Where an entry's frame is in its segment.
+#[derive(Debug, Clone)]
+struct Location {
+    file: Arc<File>,
+    offset: u64,
+    len: u32,
+}
+
+/// A log entry as the log keeps it: its id, where it is on disk (unless it was never
+/// written), and its encoded payload (JSON) while it is in the log's tail.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredEntry {
     pub(crate) log_id: LogId<u64>,
-    json: Box<[u8]>,
+    at: Option<Location>,
+    json: Option<Box<[u8]>>,
 }
 
 /// The part of an encoded entry a stored one needs (serde skips the rest).
@@ -56,13 +74,49 @@ impl StoredEntry {
             serde_json::from_slice(json).map_err(|e| format!("entry: {e}"))?;
         Ok(StoredEntry {
             log_id,
-            json: json.into(),
+            at: None,
+            json: Some(json.into()),
         })
+    }
+
+    /// The encoded payload: from memory, or read back from the segment.
+    fn json(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+        use std::os::unix::fs::FileExt as _;
+        if let Some(j) = &self.json {
+            return Ok(std::borrow::Cow::Borrowed(j));
+        }
+        let i = self.log_id.index;
+        let Some(at) = &self.at else {
+            return Err(format!("entry {i}: neither in memory nor on disk"));
+        };
+        let mut frame = vec![0u8; at.len as usize];
+        at.file
+            .read_exact_at(&mut frame, at.offset)
+            .map_err(|e| format!("entry {i}: reading it back at offset {}: {e}", at.offset))?;
+        match decode(&frame).map_err(|e| format!("entry {i}: {e}"))? {
+            Decoded::Record(
+                Record::Stored(StoredEntry {
+                    log_id,
+                    json: Some(j),
+                    ..
+                }),
+                _,
+            ) if log_id == self.log_id => Ok(std::borrow::Cow::Owned(j.into_vec())),
+            Decoded::Record(..) => Err(format!(
+                "entry {i}: offset {} holds another record",
+                at.offset
+            )),
+            Decoded::Torn(why) => Err(format!(
+                "entry {i}: damaged on disk at offset {} ({why})",
+                at.offset
+            )),
+        }
     }
 
     /// The entry, decoded.
     pub(crate) fn decode(&self) -> Result<Entry<TypeConfig>, String> {
-        serde_json::from_slice(&self.json).map_err(|e| format!("entry {}: {e}", self.log_id.index))
+        serde_json::from_slice(&self.json()?)
+            .map_err(|e| format!("entry {}: {e}", self.log_id.index))
     }
 }
 
@@ -100,7 +154,10 @@ pub(crate) fn encode(rec: &Record, buf: &mut Vec<u8>) -> Result<(), StoreError> 
         }
         Record::Stored(e) => {
             buf.push(KIND_ENTRY);
-            buf.extend_from_slice(&e.json);
+            buf.extend_from_slice(
+                &e.json()
+                    .map_err(|e| StoreError::Storage(format!("raft log: {e}")))?,
+            );
         }
         Record::Vote(v) => {
             buf.push(KIND_VOTE);
@@ -191,7 +248,8 @@ impl State {
                 let json = serde_json::to_vec(&e).map_err(|e| json_err("entry", e))?;
                 return self.apply(Record::Stored(StoredEntry {
                     log_id: e.log_id,
-                    json: json.into(),
+                    at: None,
+                    json: Some(json.into()),
                 }));
             }
             Record::Stored(e) => {
@@ -235,6 +293,8 @@ impl State {
 #[derive(Debug)]
 struct Segment {
     id: u64,
+    /// A read handle (entries not in memory are read through it).
+    read: Arc<File>,
     /// The largest entry index ever written to it (truncated ones included).
     max_index: Option<u64>,
 }
@@ -248,6 +308,12 @@ pub(crate) struct Wal {
     active: File,
     active_len: u64,
     state: State,
+    /// Entries whose payload is in memory, oldest first, with their payload's size.
+    tail: std::collections::VecDeque<(u64, usize)>,
+    /// Sum of the sizes in `tail`.
+    tail_bytes: usize,
+    /// The most `tail_bytes` may hold ([`TAIL_BYTES`]; smaller in tests).
+    tail_cap: usize,
 }
 
 fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> StoreError {
@@ -297,15 +363,26 @@ impl Wal {
             let path = segment_path(dir, id);
             let bytes = std::fs::read(&path)
                 .map_err(|e| io_err(format_args!("reading {}", path.display()), e))?;
+            let read = Arc::new(
+                File::open(&path)
+                    .map_err(|e| io_err(format_args!("opening {}", path.display()), e))?,
+            );
             let mut at = 0;
             let mut max_index = None;
             while at < bytes.len() {
                 match decode(&bytes[at..]).map_err(|e| {
                     StoreError::Storage(format!("raft log: {} at offset {at}: {e}", path.display()))
                 })? {
-                    Decoded::Record(rec, len) => {
-                        if let Record::Stored(e) = &rec {
+                    Decoded::Record(mut rec, len) => {
+                        if let Record::Stored(e) = &mut rec {
                             max_index = max_index.max(Some(e.log_id.index));
+                            // Replayed entries are read back from disk when needed.
+                            e.json = None;
+                            e.at = Some(Location {
+                                file: read.clone(),
+                                offset: at as u64,
+                                len: len as u32,
+                            });
                         }
                         state.apply(rec)?;
                         at += len;
@@ -333,7 +410,11 @@ impl Wal {
                 }
             }
             last_len = at as u64;
-            segments.push(Segment { id, max_index });
+            segments.push(Segment {
+                id,
+                read,
+                max_index,
+            });
         }
         let active = match segments.last() {
             Some(s) => {
@@ -344,9 +425,10 @@ impl Wal {
                     .map_err(|e| io_err(format_args!("opening {}", path.display()), e))?
             }
             None => {
-                let (f, len) = Self::create_segment(dir, 1, &state)?;
+                let (f, read, len) = Self::create_segment(dir, 1, &state)?;
                 segments.push(Segment {
                     id: 1,
+                    read,
                     max_index: None,
                 });
                 last_len = len;
@@ -360,11 +442,19 @@ impl Wal {
             active,
             active_len: last_len,
             state,
+            tail: Default::default(),
+            tail_bytes: 0,
+            tail_cap: TAIL_BYTES,
         })
     }
 
     /// Creates segment `id` headed by `state`'s vote, committed and purge point, durably.
-    fn create_segment(dir: &Path, id: u64, state: &State) -> Result<(File, u64), StoreError> {
+    /// Returns its append handle, a read handle and its length.
+    fn create_segment(
+        dir: &Path,
+        id: u64,
+        state: &State,
+    ) -> Result<(File, Arc<File>, u64), StoreError> {
         let path = segment_path(dir, id);
         let mut f = OpenOptions::new()
             .append(true)
@@ -379,7 +469,9 @@ impl Wal {
             .and_then(|_| f.sync_all())
             .map_err(|e| io_err(format_args!("writing {}", path.display()), e))?;
         sync_dir(dir)?;
-        Ok((f, buf.len() as u64))
+        let read =
+            File::open(&path).map_err(|e| io_err(format_args!("opening {}", path.display()), e))?;
+        Ok((f, Arc::new(read), buf.len() as u64))
     }
 
     /// The state (entries, vote, committed, purge point).
@@ -407,15 +499,26 @@ impl Wal {
             let _ = self.active.set_len(self.active_len);
             return Err(io_err("appending", e));
         }
+        let base = self.active_len;
         self.active_len += buf.len() as u64;
         let seg = self.segments.last_mut().expect("an active segment");
         for (r, frame) in records.into_iter().zip(frames) {
             // An entry is kept as the payload just written, not encoded again.
             let r = match r {
-                Record::Entry(e) => Record::Stored(StoredEntry {
-                    log_id: e.log_id,
-                    json: buf[frame.start + HEADER + 1..frame.end].into(),
-                }),
+                Record::Entry(e) => {
+                    let json: Box<[u8]> = buf[frame.start + HEADER + 1..frame.end].into();
+                    self.tail.push_back((e.log_id.index, json.len()));
+                    self.tail_bytes += json.len();
+                    Record::Stored(StoredEntry {
+                        log_id: e.log_id,
+                        at: Some(Location {
+                            file: seg.read.clone(),
+                            offset: base + frame.start as u64,
+                            len: frame.len() as u32,
+                        }),
+                        json: Some(json),
+                    })
+                }
                 other => other,
             };
             if let Record::Stored(e) = &r {
@@ -423,7 +526,36 @@ impl Wal {
             }
             self.state.apply(r)?;
         }
+        self.trim_tail();
         Ok(())
+    }
+
+    /// Drops the in-memory payloads of the oldest entries beyond [`TAIL_BYTES`] (they are
+    /// read back from their segment when needed).
+    fn trim_tail(&mut self) {
+        while self.tail_bytes > self.tail_cap {
+            let Some((i, len)) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= len;
+            // The index may have been truncated or purged since, or written again (then
+            // its newer payload goes to disk early: harmless).
+            if let Some(e) = self.state.entries.get_mut(&i)
+                && e.at.is_some()
+            {
+                e.json = None;
+            }
+        }
+    }
+
+    /// Bytes of entry payloads held in memory.
+    #[cfg(test)]
+    fn payload_bytes_in_memory(&self) -> usize {
+        self.state
+            .entries
+            .values()
+            .filter_map(|e| e.json.as_ref().map(|j| j.len()))
+            .sum()
     }
 
     /// A handle on the last segment to `sync_data`/`sync_all` outside the caller's lock.
@@ -438,11 +570,12 @@ impl Wal {
             .sync_data()
             .map_err(|e| io_err("syncing the full segment", e))?;
         let id = self.segments.last().map_or(1, |s| s.id + 1);
-        let (f, len) = Self::create_segment(&self.dir, id, &self.state)?;
+        let (f, read, len) = Self::create_segment(&self.dir, id, &self.state)?;
         self.active = f;
         self.active_len = len;
         self.segments.push(Segment {
             id,
+            read,
             max_index: None,
         });
         Ok(())
@@ -505,6 +638,68 @@ mod tests {
             .prefix("shoal-wal-")
             .tempdir()
             .expect("tempdir")
+    }
+
+    #[test]
+    fn only_the_tail_stays_in_memory_and_the_rest_reads_back_from_disk() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 4 << 10).unwrap();
+        w.tail_cap = 2 << 10;
+        let big = |i: u64| Entry::<TypeConfig> {
+            log_id: id(1, i),
+            payload: EntryPayload::Normal(crate::types::Command {
+                writes: vec![crate::types::Write::Put {
+                    key: format!("ConfigMap/default/c{i}"),
+                    object: serde_json::json!({"data": {"x": "y".repeat(300), "i": i}}),
+                }],
+                request_id: Some(format!("r{i}")),
+                grouped: vec![],
+            }),
+        };
+        let as_json = |e: &Entry<TypeConfig>| serde_json::to_value(e).unwrap();
+        for i in 1..=40 {
+            w.write(vec![Record::Entry(big(i))]).unwrap();
+        }
+        let held = w.payload_bytes_in_memory();
+        assert!(held <= 2 << 10, "{held} bytes of payloads in memory");
+        assert!(w.segment_count() > 2, "several segments");
+        for i in 1..=40 {
+            let got = w.state().entries[&i].decode().unwrap();
+            assert_eq!(as_json(&got), as_json(&big(i)), "entry {i}");
+        }
+        // A reader holding an old entry still reads it after its segment is deleted.
+        let first = w.state().entries[&1].clone();
+        w.write(vec![Record::Purged(id(1, 30))]).unwrap();
+        assert!(w.delete_purged_segments().unwrap() > 0);
+        assert_eq!(as_json(&first.decode().unwrap()), as_json(&big(1)));
+        // Reopened, nothing is in memory and everything reads back.
+        drop(w);
+        let w = Wal::open(d.path(), 4 << 10).unwrap();
+        assert_eq!(w.payload_bytes_in_memory(), 0);
+        for i in 31..=40 {
+            let got = w.state().entries[&i].decode().unwrap();
+            assert_eq!(as_json(&got), as_json(&big(i)), "entry {i} after reopen");
+        }
+    }
+
+    #[test]
+    fn an_entry_damaged_on_disk_is_an_error_naming_it() {
+        use std::os::unix::fs::FileExt as _;
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write((1..=3).map(|i| entry(1, i)).collect()).unwrap();
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        let e = w.state().entries[&2].clone();
+        let at = e.at.clone().unwrap();
+        // Flip a byte of entry 2's frame after the log was opened.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(d.path(), 1))
+            .unwrap();
+        f.write_all_at(b"X", at.offset + HEADER as u64 + 3).unwrap();
+        let err = e.decode().unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("damaged"), "{err}");
     }
 
     #[test]
