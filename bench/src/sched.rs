@@ -48,6 +48,11 @@ pub struct SchedArgs {
     /// update of the Node's status each time (default: the Heartbeat RPC agents send now).
     #[arg(long)]
     pub heartbeat_writes: bool,
+    /// Each simulated node also watches the pods bound to it (a Watch with the field
+    /// selector `spec.nodeName=NODE`, as agents do), 100 streams per connection, spread
+    /// over the endpoints; the events they receive are counted (`node_watch_events`).
+    #[arg(long)]
+    pub node_watches: bool,
     /// Distinguishes object names between runs.
     #[arg(long, default_value = "run")]
     pub tag: String,
@@ -270,6 +275,36 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         None
     };
 
+    // The nodes' own pod watches (--node-watches), open before the first create.
+    let node_events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut node_watches = Vec::new();
+    if a.node_watches {
+        for (ci, chunk) in node_names.chunks(100).enumerate() {
+            let c = cluster_client(&eps[ci % eps.len()]).await?;
+            for n in chunk {
+                let mut c = c.clone();
+                let req = WatchRequest {
+                    kind: "Pod".into(),
+                    namespace: ns.clone(),
+                    field_selector: format!("spec.nodeName={n}"),
+                    ..Default::default()
+                };
+                let mut s = c
+                    .watch(req)
+                    .await
+                    .with_context(|| format!("watching the pods of {n}"))?
+                    .into_inner();
+                let count = node_events.clone();
+                node_watches.push(tokio::spawn(async move {
+                    while let Ok(Some(_)) = s.message().await {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+        }
+        eprintln!("{} node pod watches open", node_watches.len());
+    }
+
     // Watch bindings before the first create.
     let mut wc = cluster_client(&eps[eps.len() - 1]).await?;
     let mut stream = wc
@@ -363,6 +398,9 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     if let Some(h) = heartbeats {
         h.abort();
     }
+    for w in &node_watches {
+        w.abort();
+    }
     let total = done.duration_since(t0).as_secs_f64();
     let out = serde_json::json!({
         "nodes": a.nodes, "pods": a.pods, "batch": a.batch, "via": a.via, "clients": a.clients,
@@ -372,6 +410,8 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         "end_to_end_seconds": total,
         "pods_bound_per_sec": a.pods as f64 / total,
         "last_binding_after_last_create_ms": (total - created.as_secs_f64()) * 1000.0,
+        "node_watches": node_watches.len(),
+        "node_watch_events": node_events.load(Ordering::Relaxed),
     });
     println!("{out}");
     Ok(())

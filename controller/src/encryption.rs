@@ -187,6 +187,10 @@ impl ValueCodec for SecretCipher {
         Ok(object)
     }
 
+    fn seals(&self, key: &str) -> bool {
+        key.starts_with(SEALED_PREFIX)
+    }
+
     fn open(&self, key: &str, mut stored: Value) -> Result<Value, StoreError> {
         if !key.starts_with(SEALED_PREFIX) {
             return Ok(stored);

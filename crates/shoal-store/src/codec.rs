@@ -15,4 +15,11 @@ pub trait ValueCodec: Send + Sync + std::fmt::Debug {
     fn seal(&self, key: &str, object: Value) -> Result<Value, StoreError>;
     /// The object of the stored form `stored` at `key`.
     fn open(&self, key: &str, stored: Value) -> Result<Value, StoreError>;
+    /// False when the objects at `key` are stored as they are (`open` would return them
+    /// unchanged), so readers may use the stored JSON directly. The default is the safe
+    /// answer.
+    fn seals(&self, key: &str) -> bool {
+        let _ = key;
+        true
+    }
 }

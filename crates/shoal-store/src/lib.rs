@@ -35,4 +35,4 @@ pub use types::{
     ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft,
     TypeConfig, WatchEvent, Write, WriteOutcome,
 };
-pub use watch::{PendingEvent, PendingStream, WatchStream};
+pub use watch::{PendingEvent, PendingStream, Trigger, WatchStream};

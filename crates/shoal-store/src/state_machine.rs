@@ -371,12 +371,22 @@ impl MemStateMachine {
 
     /// Starts a watch (see [`crate::Store::watch`]).
     pub fn watch(&self, prefix: &str, after: Option<u64>) -> Result<WatchStream, StoreError> {
+        self.watch_where(prefix, None, after)
+    }
+
+    /// Starts a watch narrowed by a trigger (see [`crate::Store::watch_where`]).
+    pub fn watch_where(
+        &self,
+        prefix: &str,
+        trigger: Option<crate::watch::Trigger>,
+        after: Option<u64>,
+    ) -> Result<WatchStream, StoreError> {
         // Taking the read lock first orders this against apply (which holds the write lock
         // while publishing), so `current` is exact.
         let s = self.read()?;
         let current = s.revision();
         let mut hub = self.hub()?;
-        hub.subscribe(prefix, after, current)
+        hub.subscribe_where(prefix, trigger, after, current)
     }
 
     /// Every object and the revision the copy reflects (one consistent cut).

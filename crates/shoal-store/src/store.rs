@@ -1028,6 +1028,23 @@ impl Store {
         Ok(w)
     }
 
+    /// [`Store::watch`] of only the changes whose object, after or before the change, holds
+    /// a value at a field ([`crate::Trigger`]): the member hands each change only to the
+    /// watchers it concerns.
+    pub async fn watch_where(
+        &self,
+        prefix: &str,
+        trigger: crate::Trigger,
+        after_revision: Option<u64>,
+    ) -> Result<WatchStream, StoreError> {
+        let mut w = self
+            .inner
+            .sm
+            .watch_where(prefix, Some(trigger), after_revision)?;
+        w.codec = self.inner.cfg.codec.clone();
+        Ok(w)
+    }
+
     /// Watch streams of this member that are still open (API watches and the reconcilers').
     pub fn watchers(&self) -> usize {
         self.inner.sm.watchers()

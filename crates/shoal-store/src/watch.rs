@@ -74,9 +74,54 @@ impl SharedEvent {
 
 type Shared = Arc<SharedEvent>;
 
+/// A pre-filter of a watch on one field's value: the watcher is handed only the changes
+/// whose object, after or before the change, holds `value` at the JSON pointer `pointer`
+/// (e.g. `/spec/nodeName`). With a thousand agents each watching the pods of its node, a
+/// member then hands each change to the one or two watchers it concerns (as the Kubernetes
+/// watch cache's triggers do), instead of to every watcher to filter. It reads objects as
+/// stored: use it only on fields a [`crate::ValueCodec`] does not seal. The caller's own
+/// filter still applies to what passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// JSON pointer of the field (`/spec/nodeName`).
+    pub pointer: String,
+    /// The value a change must hold there, after or before it.
+    pub value: String,
+}
+
+/// The values an event holds at one trigger's pointer, after and before the change: read
+/// once per event and pointer, then compared by every watcher with that pointer.
+#[derive(Debug, Default)]
+struct TriggerValues {
+    pointer: String,
+    now: Option<String>,
+    before: Option<String>,
+}
+
+impl TriggerValues {
+    fn of(pointer: &str, parsed: &(Option<serde_json::Value>, Option<serde_json::Value>)) -> Self {
+        let at = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .and_then(|v| v.pointer(pointer))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            pointer: pointer.to_owned(),
+            now: at(&parsed.0),
+            before: at(&parsed.1),
+        }
+    }
+
+    fn hit(&self, value: &str) -> bool {
+        self.now.as_deref() == Some(value) || self.before.as_deref() == Some(value)
+    }
+}
+
 #[derive(Debug)]
 struct Subscriber {
     prefix: String,
+    trigger: Option<Trigger>,
     tx: mpsc::Sender<Result<Shared, StoreError>>,
     lagged: Arc<AtomicBool>,
     last_sent: u64,
@@ -138,9 +183,29 @@ impl WatchHub {
         }
         let events: Vec<Shared> = events.into_iter().map(Arc::new).collect();
         for ev in &events {
+            // Parsed at most once per event, and each trigger's field read once per event,
+            // for the watchers with a trigger.
+            let mut parsed: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> = None;
+            let mut values: Vec<TriggerValues> = Vec::new();
             self.subs.retain_mut(|s| {
                 if !ev.key.starts_with(&s.prefix) || ev.revision <= s.after {
                     return !s.tx.is_closed();
+                }
+                if let Some(t) = &s.trigger {
+                    let i = match values.iter().position(|v| v.pointer == t.pointer) {
+                        Some(i) => i,
+                        None => {
+                            let parsed = parsed.get_or_insert_with(|| {
+                                let parse = |b: &[u8]| serde_json::from_slice(b).ok();
+                                (parse(&ev.object), ev.prev_object.as_deref().and_then(parse))
+                            });
+                            values.push(TriggerValues::of(&t.pointer, parsed));
+                            values.len() - 1
+                        }
+                    };
+                    if !values[i].hit(&t.value) {
+                        return !s.tx.is_closed();
+                    }
                 }
                 match s.tx.try_send(Ok(ev.clone())) {
                     Ok(()) => {
@@ -195,9 +260,22 @@ impl WatchHub {
 
     /// Registers a watcher of `prefix`; with `after = Some(r)` it first receives every kept
     /// event with revision > r.
+    #[cfg(test)]
     pub(crate) fn subscribe(
         &mut self,
         prefix: &str,
+        after: Option<u64>,
+        current: u64,
+    ) -> Result<WatchStream, StoreError> {
+        self.subscribe_where(prefix, None, after, current)
+    }
+
+    /// [`WatchHub::subscribe`] with a [`Trigger`]. The replay of the history after `after`
+    /// is not narrowed by it (a watcher's own filter drops what does not concern it).
+    pub(crate) fn subscribe_where(
+        &mut self,
+        prefix: &str,
+        trigger: Option<Trigger>,
         after: Option<u64>,
         current: u64,
     ) -> Result<WatchStream, StoreError> {
@@ -227,6 +305,7 @@ impl WatchHub {
         }
         self.subs.push(Subscriber {
             prefix: prefix.to_owned(),
+            trigger,
             tx,
             lagged: lagged.clone(),
             last_sent,
@@ -336,6 +415,17 @@ impl PendingEvent {
         open(&self.ev, self.codec.as_ref())
     }
 
+    /// The stored JSON of the object after the change and of the one before it (Modified
+    /// only), when this member's codec stores objects at this key as they are; `None` when
+    /// they are sealed (then [`PendingEvent::open`]). Lets a watch serve and filter an event
+    /// without building its trees.
+    pub fn raw(&self) -> Option<(&[u8], Option<&[u8]>)> {
+        if self.codec.as_ref().is_some_and(|c| c.seals(&self.ev.key)) {
+            return None;
+        }
+        Some((&self.ev.object, self.ev.prev_object.as_deref()))
+    }
+
     /// Only the object after the change (for Deleted: the last state), decoded and opened.
     pub fn object(&self) -> Result<serde_json::Value, StoreError> {
         let v = self.ev.parse(&self.ev.object)?;
@@ -382,6 +472,56 @@ mod tests {
 
     fn ev(rev: u64, key: &str) -> SharedEvent {
         SharedEvent::new(rev, EventType::Added, key.into(), b"{}".to_vec(), None)
+    }
+
+    #[tokio::test]
+    async fn a_trigger_hands_a_watcher_only_the_changes_of_its_value() {
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
+        let on = |node: &str| format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#).into_bytes();
+        let trigger = |node: &str| Trigger {
+            pointer: "/spec/nodeName".into(),
+            value: node.into(),
+        };
+        let mut n1 = hub
+            .subscribe_where("Pod/", Some(trigger("n1")), None, 0)
+            .expect("subscribe");
+        let mut all = hub.subscribe("Pod/", None, 0).expect("subscribe").pending();
+        let ev = |rev, t, key: &str, now: Vec<u8>, before: Option<Vec<u8>>| {
+            SharedEvent::new(rev, t, key.into(), now, before)
+        };
+        hub.publish(vec![
+            ev(1, EventType::Added, "Pod/a/unbound", b"{}".to_vec(), None),
+            ev(
+                2,
+                EventType::Modified,
+                "Pod/a/x",
+                on("n1"),
+                Some(b"{}".to_vec()),
+            ),
+            ev(
+                3,
+                EventType::Modified,
+                "Pod/a/y",
+                on("n2"),
+                Some(b"{}".to_vec()),
+            ),
+            // Moved off n1: n1's watcher must see it (to drop the pod).
+            ev(4, EventType::Modified, "Pod/a/x", on("n2"), Some(on("n1"))),
+            ev(5, EventType::Deleted, "Pod/a/z", on("n1"), None),
+            ev(6, EventType::Added, "Pod/a/bad", b"not json".to_vec(), None),
+        ]);
+        drop(hub);
+        let mut got = Vec::new();
+        while let Some(e) = n1.next().await {
+            got.push(e.expect("ok").revision);
+        }
+        assert_eq!(got, vec![2, 4, 5]);
+        let mut every = 0;
+        while let Some(e) = all.next().await {
+            e.expect("ok");
+            every += 1;
+        }
+        assert_eq!(every, 6);
     }
 
     #[tokio::test]
