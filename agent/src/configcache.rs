@@ -72,11 +72,6 @@ impl ConfigCache {
         keep(&self.ctl, &mut lock(&self.config_maps), &w.config_maps);
     }
 
-    /// How many objects are mirrored (Secrets, ConfigMaps).
-    pub fn len(&self) -> (usize, usize) {
-        (lock(&self.secrets).len(), lock(&self.config_maps).len())
-    }
-
     /// Secret `ns/name`: from its mirror once listed, else from the controllers.
     pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, ClientError> {
         read(&self.ctl, &self.secrets, ns, name).await

@@ -1,6 +1,7 @@
 //! The `Cluster` gRPC service: apply/create/update/get/list/delete/watch/status over the
 //! replicated store, with validation through shoal-api; membership changes and backups.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::str::FromStr;
@@ -211,8 +212,6 @@ impl ClusterService {
         self
     }
 
-    /// Checks that `who` may write `o` (verb, object rules, admission), reading the
-    /// stored object where the rules need it.
     /// The node authorizer's check of a read of Secrets or ConfigMaps (other callers and
     /// kinds pass): a node reads one object by name (`name`: a get's name, or the
     /// `metadata.name=NAME` of a list's or watch's field selector) in one namespace, and
@@ -221,6 +220,7 @@ impl ClusterService {
     async fn authorize_node_config(
         &self,
         who: &Identity,
+        verb: Verb,
         kind: Kind,
         ns: &str,
         name: Option<&str>,
@@ -234,7 +234,8 @@ impl ClusterService {
             return Err(crate::authz::denied(
                 who,
                 format!(
-                    "list {}s of {} (a node reads Secrets and ConfigMaps one by one: a namespace and the field selector metadata.name=NAME)",
+                    "{} {}s of {} (a node reads Secrets and ConfigMaps one by one: a namespace and the field selector metadata.name=NAME)",
+                    verb.as_str(),
                     kind.as_str().to_lowercase(),
                     if ns.is_empty() { "every namespace" } else { ns },
                 ),
@@ -255,6 +256,8 @@ impl ClusterService {
         crate::authz::node_reads_config(who, kind, name, &pods)
     }
 
+    /// Checks that `who` may write `o` (verb, object rules, admission), reading the
+    /// stored object where the rules need it.
     async fn authorize_write(&self, who: &Identity, verb: Verb, o: &Object) -> Result<(), Status> {
         let kind = o.kind();
         let ns = effective_namespace(kind, o.namespace());
@@ -1137,36 +1140,36 @@ struct FilterView<'a> {
     #[serde(borrow, rename = "involvedObject")]
     involved_object: MetaView<'a>,
     #[serde(borrow, rename = "type")]
-    type_: Option<std::borrow::Cow<'a, str>>,
+    type_: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    reason: Option<std::borrow::Cow<'a, str>>,
+    reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct MetaView<'a> {
     #[serde(borrow)]
-    name: Option<std::borrow::Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    namespace: Option<std::borrow::Cow<'a, str>>,
+    namespace: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    labels: BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>,
+    labels: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct SpecView<'a> {
     #[serde(borrow, rename = "nodeName")]
-    node_name: Option<std::borrow::Cow<'a, str>>,
+    node_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct StatusView<'a> {
     #[serde(borrow)]
-    phase: Option<std::borrow::Cow<'a, str>>,
+    phase: Option<Cow<'a, str>>,
 }
 
 /// Object filter from a label selector and a field selector (`spec.nodeName=X`).
@@ -1410,7 +1413,7 @@ impl Cluster for ClusterService {
         } else {
             Consistency::Linearizable
         };
-        self.authorize_node_config(&who, kind, &ns, Some(&req.name), consistency)
+        self.authorize_node_config(&who, Verb::Get, kind, &ns, Some(&req.name), consistency)
             .await?;
         match self
             .store
@@ -1448,6 +1451,7 @@ impl Cluster for ClusterService {
         };
         self.authorize_node_config(
             &who,
+            Verb::List,
             kind,
             &req.namespace,
             filter.single_name(),
@@ -1540,6 +1544,7 @@ impl Cluster for ClusterService {
         let filter = Filter::parse(&req.label_selector, &req.field_selector)?;
         self.authorize_node_config(
             &who,
+            Verb::Watch,
             kind,
             &req.namespace,
             filter.single_name(),
