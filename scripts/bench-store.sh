@@ -9,6 +9,7 @@
 # 2 and 3 join with a controller join token from `shoalctl token create` and are added with
 # `shoalctl cluster add-member`; the load generator reads admin.conf (SHOAL_CONFIG).
 # Usage: scripts/bench-store.sh [OPS]   (run as root on an otherwise idle machine)
+# FAILOVER_RUNS=N: failover runs (default 30; 0 skips the failover).
 # Everything it starts (processes, by PID; its temp directory) is removed on exit, also on
 # failure or SIGINT/SIGTERM. Traffic stays on 127.0.0.1.
 set -euo pipefail
@@ -133,6 +134,8 @@ echo "# load average after the store rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
 for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 PIDS=()
-echo "# failover (separate 3-member cluster, joined with tokens)"
-bench failover --controller-bin "$BIN/shoal-controller" --runs 30
+if [[ ${FAILOVER_RUNS:-30} != 0 ]]; then
+  echo "# failover (separate 3-member cluster, joined with tokens)"
+  bench failover --controller-bin "$BIN/shoal-controller" --runs "${FAILOVER_RUNS:-30}"
+fi
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -230,7 +230,7 @@ mod tests {
         Command {
             writes: vec![Write::Put {
                 key: key.into(),
-                object: json!({}),
+                object: crate::types::Object::encode(&json!({})).unwrap(),
             }],
             request_id: Some(format!("id-{key}")),
             grouped: Vec::new(),

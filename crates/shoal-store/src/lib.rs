@@ -21,6 +21,7 @@ pub mod testing;
 mod types;
 mod wal;
 mod watch;
+mod wire;
 
 pub use backup::{BACKUP_FORMAT, BACKUP_MAGIC, Backup};
 pub use codec::ValueCodec;
@@ -32,7 +33,7 @@ pub use reads::{lease_read_counter, read_counters};
 pub use state_machine::{DEDUP_WINDOW, MemStateMachine};
 pub use store::{Store, StoreConfig};
 pub use types::{
-    ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, StoreRaft,
+    ApplyResult, ClusterStatus, Command, Consistency, EventType, MemberStatus, Object, StoreRaft,
     TypeConfig, WatchEvent, Write, WriteOutcome,
 };
 pub use watch::{PendingEvent, PendingStream, Trigger, WatchStream};

@@ -1,4 +1,5 @@
-//! The Raft transport over tonic: openraft messages travel as JSON in `RaftPayload.data`.
+//! The Raft transport over tonic: openraft messages travel in `RaftPayload.data`, requests
+//! and forwarded writes in the binary encoding of [`crate::wire`], replies as JSON.
 //! This module is the one place that converts between openraft types and protobuf.
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use shoal_proto::{
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::StoreError;
 use crate::group::{Grouper, Proposal};
 use crate::types::{Command, StoreRaft, TypeConfig};
 
@@ -39,19 +41,26 @@ pub const SPLIT_APPEND_BYTES: usize = 1024 * 1024;
 /// Largest encoded write batch accepted by [`crate::Store::write`] (one Raft entry).
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024;
 
-/// Encodes a message into a payload.
-pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, serde_json::Error> {
+/// Encodes a reply or a membership change (JSON: they carry documents and errors).
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, StoreError> {
     Ok(RaftPayload {
-        data: serde_json::to_vec(v)?,
+        data: serde_json::to_vec(v).map_err(|e| StoreError::Invalid(format!("encoding: {e}")))?,
     })
 }
 
-/// Decodes a payload.
-pub(crate) fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(&p.data)
+/// Encodes a Raft request or a forwarded write (binary, [`crate::wire`]).
+pub(crate) fn encode_binary<T: Serialize>(v: &T) -> Result<RaftPayload, StoreError> {
+    Ok(RaftPayload {
+        data: crate::wire::encode(v).map_err(|e| StoreError::Invalid(format!("encoding: {e}")))?,
+    })
 }
 
-fn bad_request(what: &str, e: serde_json::Error) -> Status {
+/// Decodes a payload, binary or JSON.
+pub(crate) fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, StoreError> {
+    crate::wire::decode(&p.data).map_err(|e| StoreError::Invalid(format!("decoding: {e}")))
+}
+
+fn bad_request(what: &str, e: StoreError) -> Status {
     Status::invalid_argument(format!("decoding {what} payload: {e}"))
 }
 
@@ -63,11 +72,17 @@ fn encode_status<T: Serialize>(what: &str, v: &T) -> Result<Response<RaftPayload
 
 type ClientMap = HashMap<(u64, String), RaftClient<Channel>>;
 
+/// How long a member that refused a binary payload is sent JSON before binary is tried
+/// again (it may have been upgraded meanwhile).
+const JSON_ONLY_FOR: Duration = Duration::from_secs(60);
+
 /// Cached lazily-connecting gRPC clients to the other members, by id and address, over
-/// mutual TLS.
+/// mutual TLS; and which members get JSON payloads (an older version during a rolling
+/// upgrade, [`older_member`]).
 #[derive(Debug, Clone)]
 pub(crate) struct PeerClients {
     map: Arc<Mutex<ClientMap>>,
+    json_only: Arc<Mutex<HashMap<u64, std::time::Instant>>>,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -76,7 +91,36 @@ impl PeerClients {
     pub(crate) fn new(tls: Arc<rustls::ClientConfig>) -> PeerClients {
         PeerClients {
             map: Default::default(),
+            json_only: Default::default(),
             tls,
+        }
+    }
+
+    /// The encoding of a request to member `id`: binary, unless it refused binary lately.
+    pub(crate) fn encode_for<T: Serialize>(
+        &self,
+        id: u64,
+        v: &T,
+    ) -> Result<(RaftPayload, bool), StoreError> {
+        let json = self.json_only.lock().is_ok_and(|m| {
+            m.get(&id)
+                .is_some_and(|since| since.elapsed() < JSON_ONLY_FOR)
+        });
+        if json {
+            encode(v).map(|p| (p, false))
+        } else {
+            encode_binary(v).map(|p| (p, true))
+        }
+    }
+
+    /// Member `id` refused a binary payload: send it JSON for a while.
+    pub(crate) fn mark_json_only(&self, id: u64) {
+        tracing::warn!(
+            member = id,
+            "member refused a binary Raft payload (an older version?): sending it JSON"
+        );
+        if let Ok(mut m) = self.json_only.lock() {
+            m.insert(id, std::time::Instant::now());
         }
     }
 
@@ -101,6 +145,15 @@ impl PeerClients {
         }
         Ok(c)
     }
+}
+
+/// True when a member refused a payload it could not decode: a member from before the
+/// binary encoding ([`crate::wire`]) answers a binary payload so, without applying
+/// anything, and the request may be sent again as JSON.
+pub(crate) fn older_member(s: &Status) -> bool {
+    s.code() == tonic::Code::InvalidArgument
+        && s.message().starts_with("decoding ")
+        && s.message().contains(" payload: ")
 }
 
 /// True when a gRPC failure proves the request never reached the peer (safe to resend).
@@ -151,7 +204,10 @@ impl RaftPeer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (payload, binary) = self
+            .clients
+            .encode_for(self.target, req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if payload.data.len() > SPLIT_APPEND_BYTES && entries > 1 {
             // openraft retries with at most this many entries.
             return Err(RPCError::PayloadTooLarge(
@@ -180,6 +236,10 @@ impl RaftPeer {
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|s| {
+            if binary && older_member(&s) {
+                // openraft sends again soon; that attempt is JSON.
+                self.clients.mark_json_only(self.target);
+            }
             if s.code() == tonic::Code::Unavailable {
                 RPCError::Unreachable(Unreachable::new(&s))
             } else {
@@ -409,5 +469,55 @@ impl RaftRpc for RaftGrpc {
             decode(request.get_ref()).map_err(|e| bad_request("change_membership", e))?;
         let res: Result<(), crate::StoreError> = self.ops.apply(&change).await;
         encode_status("change_membership", &res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_of_an_older_member_is_told_from_other_failures() {
+        // What a member from before the binary encoding answers (its serde_json error).
+        let old = Status::invalid_argument(
+            "decoding append_entries payload: expected value at line 1 column 1",
+        );
+        assert!(older_member(&old));
+        // This version answers an undecodable payload the same way.
+        let e = decode::<Command>(&RaftPayload {
+            data: vec![crate::wire::BINARY, 0xff, 0xff],
+        })
+        .unwrap_err();
+        assert!(older_member(&bad_request("forward", e)));
+        for other in [
+            Status::invalid_argument(
+                "forward: a forwarded request must not carry grouped requests",
+            ),
+            Status::unavailable("decoding append_entries payload: x"),
+            Status::internal("encoding append_entries reply: x"),
+        ] {
+            assert!(!older_member(&other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_member_that_refused_binary_is_sent_json_until_the_mark_expires() {
+        let clients = PeerClients::new(crate::testing::test_peer_tls(1));
+        let vote = VoteRequest::new(openraft::Vote::new(1, 1), None);
+        let (p, binary) = clients.encode_for(2, &vote).unwrap();
+        assert!(binary && p.data[0] == crate::wire::BINARY);
+        clients.mark_json_only(2);
+        let (p, binary) = clients.encode_for(2, &vote).unwrap();
+        assert!(!binary && p.data[0] == b'{');
+        assert_eq!(decode::<VoteRequest<u64>>(&p).unwrap(), vote);
+        // Other members still get binary.
+        assert!(clients.encode_for(3, &vote).unwrap().1);
+        // After the mark's time, binary again.
+        clients
+            .json_only
+            .lock()
+            .unwrap()
+            .insert(2, std::time::Instant::now() - JSON_ONLY_FOR);
+        assert!(clients.encode_for(2, &vote).unwrap().1);
     }
 }

@@ -557,27 +557,28 @@ fn refill(state: &State, mut o: WriteOutcome) -> WriteOutcome {
     o
 }
 
-/// Applies the writes of one command to `state`, all or nothing.
+/// Applies the writes of one command to `state`, all or nothing. Each object is parsed
+/// once (it arrives as text, [`crate::types::Object`]), stamped, and encoded once: the
+/// state and the watch event share that text.
 fn apply_writes(
     state: &mut State,
     index: u64,
     cmd: Command,
     events: &mut Vec<SharedEvent>,
 ) -> Result<ApplyResult, StorageError<u64>> {
-    let mut local: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    // What this command wrote so far (None: deleted), applied to the state at the end.
+    let mut local: BTreeMap<String, Option<Arc<str>>> = BTreeMap::new();
     let mut outcomes = Vec::with_capacity(cmd.writes.len());
     let mut evs = Vec::with_capacity(cmd.writes.len());
     for w in cmd.writes {
         let key = w.key().to_owned();
-        // The stored JSON travels as the old version of a Modified event (selector watches
-        // need it) without encoding it again.
-        let (current, mut current_json): (Option<Value>, Option<&Arc<str>>) = match local.get(&key)
-        {
-            Some(v) => (v.clone(), None),
-            None => match state.objects.get(&key) {
-                Some(raw) => (Some(parse(&key, raw).map_err(read_err)?), Some(raw)),
-                None => (None, None),
-            },
+        let current_json: Option<Arc<str>> = match local.get(&key) {
+            Some(v) => v.clone(),
+            None => state.objects.get(&key).cloned(),
+        };
+        let current = match &current_json {
+            Some(raw) => Some(parse(&key, raw).map_err(read_err)?),
+            None => None,
         };
         let check = |expected: Option<u64>, cur: &Value| -> Result<(), StoreError> {
             match expected {
@@ -603,25 +604,20 @@ fn apply_writes(
             }
             continue;
         }
-        let prev = match (&w, &current) {
-            (Write::Update { .. } | Write::Put { .. } | Write::Bind { .. }, Some(c)) => {
-                Some(match current_json.take() {
-                    Some(raw) => raw.as_bytes().to_vec(),
-                    None => serde_json::to_vec(c).map_err(sm_err)?,
-                })
+        // The stored JSON travels as the old version of a Modified event (selector watches
+        // need it) without encoding it again.
+        let prev = match (&w, &current_json) {
+            (Write::Update { .. } | Write::Put { .. } | Write::Bind { .. }, Some(raw)) => {
+                Some(raw.as_bytes().to_vec())
             }
             _ => None,
         };
-        let res: Result<(Option<Value>, WriteOutcome, EventType), StoreError> = match (w, current) {
+        // The object after the write (for a delete, as it was) and the kind of change.
+        let res: Result<(Value, EventType), StoreError> = match (w, current) {
             (Write::Create { .. }, Some(_)) => Err(StoreError::AlreadyExists { key: key.clone() }),
-            (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => {
-                let obj = stamp(object, index, None);
-                Ok((
-                    Some(obj.clone()),
-                    outcome(&key, index, obj, true),
-                    EventType::Added,
-                ))
-            }
+            (Write::Create { object, .. }, None) | (Write::Put { object, .. }, None) => object
+                .decode(&key)
+                .map(|o| (stamp(o, index, None), EventType::Added)),
             (Write::Update { .. }, None)
             | (Write::Delete { .. }, None)
             | (Write::Bind { .. }, None)
@@ -633,14 +629,12 @@ fn apply_writes(
                     ..
                 },
                 Some(cur),
-            ) => check(expected_revision, &cur).map(|()| {
-                let obj = stamp(object, index, Some(&cur));
-                (
-                    Some(obj.clone()),
-                    outcome(&key, index, obj, false),
-                    EventType::Modified,
-                )
-            }),
+            ) => check(expected_revision, &cur)
+                .and_then(|()| object.decode(&key))
+                .map(|o| {
+                    let obj = stamp(o, index, Some(&cur));
+                    (obj, EventType::Modified)
+                }),
             (
                 Write::Bind {
                     node_name,
@@ -650,23 +644,16 @@ fn apply_writes(
                 },
                 Some(cur),
             ) => check(expected_revision, &cur)
-                .and_then(|()| bind(&key, &cur, &node_name, condition))
+                .and_then(|()| condition.decode(&key))
+                .and_then(|c| bind(&key, &cur, &node_name, c))
                 .map(|obj| {
                     let obj = stamp(obj, index, Some(&cur));
-                    (
-                        Some(obj.clone()),
-                        outcome(&key, index, obj, false),
-                        EventType::Modified,
-                    )
+                    (obj, EventType::Modified)
                 }),
-            (Write::Put { object, .. }, Some(cur)) => {
-                let obj = stamp(object, index, Some(&cur));
-                Ok((
-                    Some(obj.clone()),
-                    outcome(&key, index, obj, false),
-                    EventType::Modified,
-                ))
-            }
+            (Write::Put { object, .. }, Some(cur)) => object.decode(&key).map(|o| {
+                let obj = stamp(o, index, Some(&cur));
+                (obj, EventType::Modified)
+            }),
             (
                 Write::Delete {
                     expected_revision, ..
@@ -676,29 +663,40 @@ fn apply_writes(
                 if let Some(md) = metadata_mut(&mut cur) {
                     md.insert("resourceVersion".into(), Value::String(index.to_string()));
                 }
-                (None, outcome(&key, index, cur, false), EventType::Deleted)
+                (cur, EventType::Deleted)
             }),
         };
         match res {
             Err(e) => return Ok(Err(e)),
-            Ok((new, out, et)) => {
+            Ok((gone, EventType::Deleted)) => {
+                evs.push(SharedEvent::new(
+                    index,
+                    EventType::Deleted,
+                    key.clone(),
+                    serde_json::to_vec(&gone).map_err(sm_err)?,
+                    prev,
+                ));
+                outcomes.push(outcome(&key, index, gone, false));
+                local.insert(key, None);
+            }
+            Ok((obj, et)) => {
+                let json: Arc<str> = Arc::from(serde_json::to_string(&obj).map_err(sm_err)?);
                 evs.push(SharedEvent::new(
                     index,
                     et,
                     key.clone(),
-                    serde_json::to_vec(&out.object).map_err(sm_err)?,
+                    json.as_bytes().to_vec(),
                     prev,
                 ));
-                local.insert(key, new);
-                outcomes.push(out);
+                outcomes.push(outcome(&key, index, obj, et == EventType::Added));
+                local.insert(key, Some(json));
             }
         }
     }
     for (k, v) in local {
         match v {
             Some(v) => {
-                let json = serde_json::to_string(&v).map_err(sm_err)?;
-                state.objects.insert(k, Arc::from(json));
+                state.objects.insert(k, v);
             }
             None => {
                 state.objects.remove(&k);
@@ -939,7 +937,10 @@ mod tests {
         EntryPayload::Normal(Command {
             writes: vec![Write::Create {
                 key: key.into(),
-                object: json!({"kind": "Pod", "metadata": {"name": key, "uid": "u-1"}, "spec": {}}),
+                object: crate::types::Object::encode(
+                    &json!({"kind": "Pod", "metadata": {"name": key, "uid": "u-1"}, "spec": {}}),
+                )
+                .unwrap(),
             }],
             request_id: Some(request_id.into()),
             grouped: Vec::new(),
@@ -979,7 +980,10 @@ mod tests {
                         },
                         Write::Create {
                             key: format!("Pod/team/{id}"),
-                            object: json!({"kind": "Pod", "metadata": {"name": id}}),
+                            object: crate::types::Object::encode(
+                                &json!({"kind": "Pod", "metadata": {"name": id}}),
+                            )
+                            .unwrap(),
                         },
                     ],
                     request_id: Some(id.into()),
@@ -1104,7 +1108,10 @@ mod tests {
         let update = EntryPayload::Normal(Command {
             writes: vec![Write::Put {
                 key: "Pod/a/x".into(),
-                object: json!({"metadata": {"name": "x", "uid": "u-1"}, "spec": {"v": 2}}),
+                object: crate::types::Object::encode(
+                    &json!({"metadata": {"name": "x", "uid": "u-1"}, "spec": {"v": 2}}),
+                )
+                .unwrap(),
             }],
             request_id: Some("r2".into()),
             grouped: Vec::new(),
@@ -1209,8 +1216,11 @@ mod tests {
                     key: key.into(),
                     node_name: node.into(),
                     expected_revision: rev,
-                    condition: json!({"type": "PodScheduled", "status": "True",
+                    condition: crate::types::Object::encode(
+                        &json!({"type": "PodScheduled", "status": "True",
                         "lastTransitionTime": format!("t{index}")}),
+                    )
+                    .unwrap(),
                 }],
                 request_id: Some(request_id.into()),
                 grouped: Vec::new(),
@@ -1228,10 +1238,13 @@ mod tests {
                 EntryPayload::Normal(Command {
                     writes: vec![Write::Create {
                         key: format!("Pod/a/{name}"),
-                        object: json!({"kind": "Pod", "metadata": {"name": name},
+                        object: crate::types::Object::encode(
+                            &json!({"kind": "Pod", "metadata": {"name": name},
                             "spec": {"containers": [{"name": "c"}]},
                             "status": {"phase": "Pending", "conditions": [
                                 {"type": "Ready", "status": "False"}]}}),
+                        )
+                        .unwrap(),
                     }],
                     request_id: Some(id.into()),
                     grouped: Vec::new(),

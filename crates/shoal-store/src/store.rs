@@ -20,7 +20,8 @@ use crate::liveness::Liveness;
 use crate::log_store::WalLogStore;
 use crate::membership::{MembershipChange, MembershipOps};
 use crate::network::{
-    MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode, never_delivered,
+    MAX_COMMAND_BYTES, NetworkFactory, PeerClients, RaftGrpc, decode, encode, encode_binary,
+    never_delivered, older_member,
 };
 use crate::state_machine::MemStateMachine;
 use crate::types::{
@@ -734,11 +735,14 @@ impl Store {
             }
         }
         let cmd = Command {
-            writes,
+            writes: writes
+                .into_iter()
+                .map(Write::encode)
+                .collect::<Result<_, _>>()?,
             request_id: Some(uuid::Uuid::new_v4().to_string()),
             grouped: Vec::new(),
         };
-        let size = encode(&cmd)
+        let size = encode_binary(&cmd)
             .map_err(|e| StoreError::Invalid(format!("encoding write batch: {e}")))?
             .data
             .len();
@@ -804,7 +808,7 @@ impl Store {
             Ok(c) => c,
             Err(s) => return Attempt::Done(Err(StoreError::Invalid(s.message().to_owned()))),
         };
-        let payload = match encode(cmd) {
+        let (payload, binary) = match self.inner.clients.encode_for(leader, cmd) {
             Ok(p) => p,
             Err(e) => {
                 return Attempt::Done(Err(StoreError::Invalid(format!("encoding command: {e}"))));
@@ -827,6 +831,14 @@ impl Store {
                 "leader {leader} at {addr}: {}",
                 s.message()
             ))),
+            // An older leader could not decode it and applied nothing: the retry is JSON.
+            Err(s) if binary && older_member(&s) => {
+                self.inner.clients.mark_json_only(leader);
+                Attempt::Retry(StoreError::Unavailable(format!(
+                    "leader {leader} at {addr}: {}",
+                    s.message()
+                )))
+            }
             Err(s) => Attempt::Retry(StoreError::Indeterminate(format!(
                 "forwarding to leader {leader} at {addr}: {}",
                 s.message()

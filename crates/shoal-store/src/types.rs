@@ -2,8 +2,9 @@
 
 use std::io::Cursor;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::StoreError;
 
@@ -23,10 +24,14 @@ pub type StoreRaft = openraft::Raft<TypeConfig>;
 
 /// One Raft log entry's payload: one client request (a batch applied atomically), and the
 /// requests group commit put beside it in the same entry.
+///
+/// Entries travel and are stored in a binary encoding ([`crate::wire`]); the objects in
+/// them are carried as their JSON text ([`Object`]), so the log, replication and forwarding
+/// copy them and only the state machine parses them, once, when it applies them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// Writes applied in order, all or nothing.
-    pub writes: Vec<Write>,
+    pub writes: Vec<Write<Object>>,
     /// Unique id of the client request (set by the proposer). A command whose id was already
     /// applied within the last [`crate::DEDUP_WINDOW`] log indexes is not applied again: it
     /// returns the first outcome. This makes resending after an unknown outcome safe.
@@ -34,10 +39,67 @@ pub struct Command {
     pub request_id: Option<String>,
     /// Further requests committed in this entry (group commit, `crate::group`), applied after
     /// this one in order, each all or nothing on its own, with its own id and result. They
-    /// touch no key of each other; their own `grouped` is empty. Absent in entries written
-    /// before group commit.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// touch no key of each other; their own `grouped` is empty. Absent in (JSON) entries
+    /// written before group commit.
+    #[serde(default)]
     pub grouped: Vec<Command>,
+}
+
+/// A JSON document carried through the Raft log as its text (see [`Command`]).
+///
+/// Serialized into JSON it is the document itself (so entries written as JSON before the
+/// binary log still read back); into a binary format, a string. Reading it from a binary
+/// format checks that it is JSON (a scan, no tree is built).
+#[derive(Debug, Clone)]
+pub struct Object(Box<RawValue>);
+
+impl Object {
+    /// The text of `value`.
+    pub fn encode(value: &Value) -> Result<Object, StoreError> {
+        serde_json::value::to_raw_value(value)
+            .map(Object)
+            .map_err(|e| StoreError::Invalid(format!("encoding an object: {e}")))
+    }
+
+    /// The document, parsed; `key` names it in the error.
+    pub fn decode(&self, key: &str) -> Result<Value, StoreError> {
+        serde_json::from_str(self.0.get())
+            .map_err(|e| StoreError::Storage(format!("object of {key} in the log: {e}")))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Object) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            self.0.serialize(s)
+        } else {
+            s.serialize_str(self.0.get())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Object, D::Error> {
+        if d.is_human_readable() {
+            Box::<RawValue>::deserialize(d).map(Object)
+        } else {
+            let text = String::deserialize(d)?;
+            RawValue::from_string(text)
+                .map(Object)
+                .map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 /// What applying one request produced (identical on every replica).
@@ -54,22 +116,23 @@ pub enum Consistency {
     Local,
 }
 
-/// One write of a batch.
+/// One write of a batch. Callers give objects as documents (`Write`, that is
+/// `Write<Value>`); the log carries them as text (`Write<Object>`, see [`Command`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Write {
+pub enum Write<O = Value> {
     /// Create a new object; fails with `AlreadyExists` if the key exists.
     Create {
         /// `Kind/namespace/name`.
         key: String,
         /// The object document.
-        object: Value,
+        object: O,
     },
     /// Replace an existing object; fails with `NotFound` or `Conflict`.
     Update {
         /// `Kind/namespace/name`.
         key: String,
         /// The new object document.
-        object: Value,
+        object: O,
         /// Compare-and-swap on the current revision when set.
         expected_revision: Option<u64>,
     },
@@ -78,7 +141,7 @@ pub enum Write {
         /// `Kind/namespace/name`.
         key: String,
         /// The object document.
-        object: Value,
+        object: O,
     },
     /// Remove an object; fails with `NotFound` or `Conflict`.
     Delete {
@@ -110,11 +173,11 @@ pub enum Write {
         /// Compare-and-swap on the current revision when set.
         expected_revision: Option<u64>,
         /// The condition to set, e.g. `{"type": "PodScheduled", "status": "True", …}`.
-        condition: Value,
+        condition: O,
     },
 }
 
-impl Write {
+impl<O> Write<O> {
     /// The key this write touches.
     pub fn key(&self) -> &str {
         match self {
@@ -125,6 +188,56 @@ impl Write {
             | Write::Check { key, .. }
             | Write::Bind { key, .. } => key,
         }
+    }
+}
+
+impl Write {
+    /// The write as the log carries it: its documents encoded once, here.
+    pub fn encode(self) -> Result<Write<Object>, StoreError> {
+        Ok(match self {
+            Write::Create { key, object } => Write::Create {
+                object: Object::encode(&object)?,
+                key,
+            },
+            Write::Update {
+                key,
+                object,
+                expected_revision,
+            } => Write::Update {
+                object: Object::encode(&object)?,
+                key,
+                expected_revision,
+            },
+            Write::Put { key, object } => Write::Put {
+                object: Object::encode(&object)?,
+                key,
+            },
+            Write::Delete {
+                key,
+                expected_revision,
+            } => Write::Delete {
+                key,
+                expected_revision,
+            },
+            Write::Check {
+                key,
+                expected_revision,
+            } => Write::Check {
+                key,
+                expected_revision,
+            },
+            Write::Bind {
+                key,
+                node_name,
+                expected_revision,
+                condition,
+            } => Write::Bind {
+                condition: Object::encode(&condition)?,
+                key,
+                node_name,
+                expected_revision,
+            },
+        })
     }
 }
 

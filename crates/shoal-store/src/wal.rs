@@ -11,7 +11,8 @@
 //! - Opening replays the segments in order; a torn record at the tail of the last segment
 //!   (a crash mid-write) is cut off; a bad record anywhere else is an error.
 //! - Truncation (a conflicting suffix) is a record: replay drops the entries it names.
-//! - Entries are kept as their encoded payload and decoded when read. The payloads of the
+//! - Entries are encoded with [`crate::wire`] (binary; logs written before it hold JSON
+//!   entries, which still read back), kept as their encoded payload and decoded when read. The payloads of the
 //!   log's tail (the last [`TAIL_BYTES`] written) stay in memory, where replication and
 //!   apply read them; older ones, and every one replayed at open, are read back from their
 //!   segment (the page cache, in practice) and checked against their crc. A stored entry
@@ -54,35 +55,28 @@ struct Location {
 }
 
 /// A log entry as the log keeps it: its id, where it is on disk (unless it was never
-/// written), and its encoded payload (JSON) while it is in the log's tail.
+/// written), and its encoded payload while it is in the log's tail.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredEntry {
     pub(crate) log_id: LogId<u64>,
     at: Option<Location>,
-    json: Option<Box<[u8]>>,
-}
-
-/// The part of an encoded entry a stored one needs (serde skips the rest).
-#[derive(serde::Deserialize)]
-struct EntryHead {
-    log_id: LogId<u64>,
+    payload: Option<Box<[u8]>>,
 }
 
 impl StoredEntry {
-    fn from_json(json: &[u8]) -> Result<StoredEntry, String> {
-        let EntryHead { log_id } =
-            serde_json::from_slice(json).map_err(|e| format!("entry: {e}"))?;
+    fn from_payload(payload: &[u8]) -> Result<StoredEntry, String> {
+        let log_id = crate::wire::entry_log_id(payload).map_err(|e| format!("entry: {e}"))?;
         Ok(StoredEntry {
             log_id,
             at: None,
-            json: Some(json.into()),
+            payload: Some(payload.into()),
         })
     }
 
     /// The encoded payload: from memory, or read back from the segment.
-    fn json(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    fn payload(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
         use std::os::unix::fs::FileExt as _;
-        if let Some(j) = &self.json {
+        if let Some(j) = &self.payload {
             return Ok(std::borrow::Cow::Borrowed(j));
         }
         let i = self.log_id.index;
@@ -97,7 +91,7 @@ impl StoredEntry {
             Decoded::Record(
                 Record::Stored(StoredEntry {
                     log_id,
-                    json: Some(j),
+                    payload: Some(j),
                     ..
                 }),
                 _,
@@ -115,7 +109,7 @@ impl StoredEntry {
 
     /// The entry, decoded.
     pub(crate) fn decode(&self) -> Result<Entry<TypeConfig>, String> {
-        serde_json::from_slice(&self.json()?)
+        crate::wire::decode(&self.payload()?)
             .map_err(|e| format!("entry {}: {e}", self.log_id.index))
     }
 }
@@ -141,21 +135,21 @@ fn json_err(what: &str, e: serde_json::Error) -> StoreError {
     StoreError::Storage(format!("raft log: encoding {what}: {e}"))
 }
 
-/// Appends the framed encoding of `rec` to `buf`. Payloads are JSON: entries carry the
-/// commands' `serde_json::Value` objects, which only self-describing formats decode
-/// (bincode and postcard cannot).
+/// Appends the framed encoding of `rec` to `buf`. Entries are binary ([`crate::wire`]);
+/// the small records (vote, committed, purge point) JSON.
 pub(crate) fn encode(rec: &Record, buf: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
     match rec {
         Record::Entry(e) => {
             buf.push(KIND_ENTRY);
-            serde_json::to_writer(&mut *buf, e).map_err(|e| json_err("entry", e))?;
+            crate::wire::encode_into(e, buf)
+                .map_err(|e| StoreError::Storage(format!("raft log: encoding entry: {e}")))?;
         }
         Record::Stored(e) => {
             buf.push(KIND_ENTRY);
             buf.extend_from_slice(
-                &e.json()
+                &e.payload()
                     .map_err(|e| StoreError::Storage(format!("raft log: {e}")))?,
             );
         }
@@ -213,7 +207,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Decoded, String> {
     }
     let p = &body[1..];
     let rec = match body[0] {
-        KIND_ENTRY => Record::Stored(StoredEntry::from_json(p)?),
+        KIND_ENTRY => Record::Stored(StoredEntry::from_payload(p)?),
         KIND_VOTE => Record::Vote(serde_json::from_slice(p).map_err(|e| format!("vote: {e}"))?),
         KIND_COMMITTED => {
             Record::Committed(serde_json::from_slice(p).map_err(|e| format!("committed: {e}"))?)
@@ -245,11 +239,12 @@ impl State {
     pub(crate) fn apply(&mut self, rec: Record) -> Result<(), StoreError> {
         match rec {
             Record::Entry(e) => {
-                let json = serde_json::to_vec(&e).map_err(|e| json_err("entry", e))?;
+                let payload = crate::wire::encode(&e)
+                    .map_err(|e| StoreError::Storage(format!("raft log: encoding entry: {e}")))?;
                 return self.apply(Record::Stored(StoredEntry {
                     log_id: e.log_id,
                     at: None,
-                    json: Some(json.into()),
+                    payload: Some(payload.into()),
                 }));
             }
             Record::Stored(e) => {
@@ -377,7 +372,7 @@ impl Wal {
                         if let Record::Stored(e) = &mut rec {
                             max_index = max_index.max(Some(e.log_id.index));
                             // Replayed entries are read back from disk when needed.
-                            e.json = None;
+                            e.payload = None;
                             e.at = Some(Location {
                                 file: read.clone(),
                                 offset: at as u64,
@@ -506,9 +501,9 @@ impl Wal {
             // An entry is kept as the payload just written, not encoded again.
             let r = match r {
                 Record::Entry(e) => {
-                    let json: Box<[u8]> = buf[frame.start + HEADER + 1..frame.end].into();
-                    self.tail.push_back((e.log_id.index, json.len()));
-                    self.tail_bytes += json.len();
+                    let payload: Box<[u8]> = buf[frame.start + HEADER + 1..frame.end].into();
+                    self.tail.push_back((e.log_id.index, payload.len()));
+                    self.tail_bytes += payload.len();
                     Record::Stored(StoredEntry {
                         log_id: e.log_id,
                         at: Some(Location {
@@ -516,7 +511,7 @@ impl Wal {
                             offset: base + frame.start as u64,
                             len: frame.len() as u32,
                         }),
-                        json: Some(json),
+                        payload: Some(payload),
                     })
                 }
                 other => other,
@@ -543,7 +538,7 @@ impl Wal {
             if let Some(e) = self.state.entries.get_mut(&i)
                 && e.at.is_some()
             {
-                e.json = None;
+                e.payload = None;
             }
         }
     }
@@ -554,7 +549,7 @@ impl Wal {
         self.state
             .entries
             .values()
-            .filter_map(|e| e.json.as_ref().map(|j| j.len()))
+            .filter_map(|e| e.payload.as_ref().map(|j| j.len()))
             .sum()
     }
 
@@ -650,7 +645,10 @@ mod tests {
             payload: EntryPayload::Normal(crate::types::Command {
                 writes: vec![crate::types::Write::Put {
                     key: format!("ConfigMap/default/c{i}"),
-                    object: serde_json::json!({"data": {"x": "y".repeat(300), "i": i}}),
+                    object: crate::types::Object::encode(
+                        &serde_json::json!({"data": {"x": "y".repeat(300), "i": i}}),
+                    )
+                    .unwrap(),
                 }],
                 request_id: Some(format!("r{i}")),
                 grouped: vec![],
@@ -721,7 +719,10 @@ mod tests {
         let cmd = crate::types::Command {
             writes: vec![crate::types::Write::Create {
                 key: "Pod/default/a".into(),
-                object: serde_json::json!({"metadata": {"name": "a"}, "spec": {"x": [1, 2]}}),
+                object: crate::types::Object::encode(
+                    &serde_json::json!({"metadata": {"name": "a"}, "spec": {"x": [1, 2]}}),
+                )
+                .unwrap(),
             }],
             request_id: Some("r1".into()),
             grouped: Vec::new(),
@@ -739,6 +740,45 @@ mod tests {
         let w = Wal::open(d.path(), 1 << 20).unwrap();
         let read = w.state().entries[&1].decode().unwrap();
         assert_eq!(as_json(&read), as_json(&e));
+    }
+
+    #[test]
+    fn a_log_with_json_entries_of_an_older_version_reads_back_and_goes_on() {
+        let d = dir();
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        w.write(vec![entry(1, 1)]).unwrap();
+        drop(w);
+        // Entry 2 as the log wrote it before the binary encoding: JSON, object inline.
+        let json = br#"{"log_id":{"leader_id":{"term":1,"node_id":1},"index":2},"payload":{"Normal":{"writes":[{"Put":{"key":"ConfigMap/ns/a","object":{"data":{"k":"v"}}}}],"request_id":"x"}}}"#;
+        let mut body = vec![KIND_ENTRY];
+        body.extend_from_slice(json);
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment_path(d.path(), 1))
+            .unwrap();
+        f.write_all(&frame).unwrap();
+        drop(f);
+        let mut w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2)]);
+        let EntryPayload::Normal(cmd) = w.state().entries[&2].decode().unwrap().payload else {
+            panic!("entry 2 is not a normal entry")
+        };
+        let crate::types::Write::Put { object, .. } = &cmd.writes[0] else {
+            panic!("not a put")
+        };
+        assert_eq!(object.as_str(), r#"{"data":{"k":"v"}}"#);
+        // New entries after it are binary; all three read back after a reopen.
+        w.write(vec![entry(1, 3)]).unwrap();
+        drop(w);
+        let w = Wal::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&w), vec![(1, 1), (1, 2), (1, 3)]);
+        for i in 1..=3 {
+            w.state().entries[&i].decode().unwrap();
+        }
     }
 
     #[test]
