@@ -32,6 +32,10 @@ pub const BRIDGE: &str = "shoal0";
 /// The nftables table of the node.
 pub const TABLE: &str = "shoal";
 
+/// The field selector of the pods an agent mirrors for the pod network: those with an
+/// address (a pod that loses it leaves the mirror as if deleted).
+pub const POD_NETWORK_SELECTOR: &str = "status.podIP!=";
+
 /// Whether pods get a network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NetworkMode {
@@ -298,7 +302,9 @@ impl PodNetwork {
         let mut nodes = mirror::start::<Node>(ctl.clone(), "");
         let mut services = mirror::start::<Service>(ctl.clone(), "");
         let mut endpoints = mirror::start::<Endpoints>(ctl.clone(), "");
-        let mut pods = mirror::start::<Pod>(ctl.clone(), "");
+        // Only pods with an address matter here (their DNS records, network policy peers):
+        // the burst of creates and binds of pending pods does not reach every agent.
+        let mut pods = mirror::start::<Pod>(ctl.clone(), POD_NETWORK_SELECTOR);
         let mut policies = mirror::start::<NetworkPolicy>(ctl.clone(), "");
         let mut namespaces = mirror::start::<Namespace>(ctl, "");
         let mut applied = Applied::default();

@@ -53,6 +53,16 @@ pub struct SchedArgs {
     /// over the endpoints; the events they receive are counted (`node_watch_events`).
     #[arg(long)]
     pub node_watches: bool,
+    /// Each simulated node also opens the watches of an agent's pod network (agent
+    /// `network.rs`): every Service, Endpoints, Node, NetworkPolicy and Namespace of the
+    /// cluster and the Pods with an address (`status.podIP!=`), 6 streams a node; the
+    /// events they receive are counted (`network_watch_events`).
+    #[arg(long)]
+    pub network_watches: bool,
+    /// With --network-watches: watch every Pod, as agents did before they narrowed it to
+    /// the pods with an address.
+    #[arg(long)]
+    pub network_all_pods: bool,
     /// Distinguishes object names between runs.
     #[arg(long, default_value = "run")]
     pub tag: String,
@@ -275,34 +285,81 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         None
     };
 
-    // The nodes' own pod watches (--node-watches), open before the first create.
+    // The nodes' own pod watches (--node-watches) and their network's watches
+    // (--network-watches), open before the first create.
     let node_events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let network_events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut node_watches = Vec::new();
-    if a.node_watches {
-        for (ci, chunk) in node_names.chunks(100).enumerate() {
-            let c = cluster_client(&eps[ci % eps.len()]).await?;
-            for n in chunk {
+    let mut network_watches = Vec::new();
+    for (ci, chunk) in node_names.chunks(100).enumerate() {
+        if !a.node_watches && !a.network_watches {
+            break;
+        }
+        let c = cluster_client(&eps[ci % eps.len()]).await?;
+        for n in chunk {
+            // (is a network watch, the request)
+            let mut reqs = Vec::new();
+            if a.node_watches {
+                reqs.push((
+                    false,
+                    WatchRequest {
+                        kind: "Pod".into(),
+                        namespace: ns.clone(),
+                        field_selector: format!("spec.nodeName={n}"),
+                        ..Default::default()
+                    },
+                ));
+            }
+            if a.network_watches {
+                for kind in [
+                    "Pod",
+                    "Service",
+                    "Endpoints",
+                    "Node",
+                    "NetworkPolicy",
+                    "Namespace",
+                ] {
+                    let narrow = kind == "Pod" && !a.network_all_pods;
+                    let req = WatchRequest {
+                        kind: kind.into(),
+                        field_selector: if narrow {
+                            "status.podIP!=".into()
+                        } else {
+                            String::new()
+                        },
+                        ..Default::default()
+                    };
+                    reqs.push((true, req));
+                }
+            }
+            for (network, req) in reqs {
                 let mut c = c.clone();
-                let req = WatchRequest {
-                    kind: "Pod".into(),
-                    namespace: ns.clone(),
-                    field_selector: format!("spec.nodeName={n}"),
-                    ..Default::default()
-                };
-                let mut s = c
-                    .watch(req)
-                    .await
-                    .with_context(|| format!("watching the pods of {n}"))?
-                    .into_inner();
-                let count = node_events.clone();
-                node_watches.push(tokio::spawn(async move {
+                let what = format!("{} watch of {n}", req.kind);
+                let mut s = c.watch(req).await.context(what)?.into_inner();
+                let count = if network {
+                    &network_events
+                } else {
+                    &node_events
+                }
+                .clone();
+                let h = tokio::spawn(async move {
                     while let Ok(Some(_)) = s.message().await {
                         count.fetch_add(1, Ordering::Relaxed);
                     }
-                }));
+                });
+                if network {
+                    network_watches.push(h);
+                } else {
+                    node_watches.push(h);
+                }
             }
         }
+    }
+    if a.node_watches {
         eprintln!("{} node pod watches open", node_watches.len());
+    }
+    if a.network_watches {
+        eprintln!("{} network watches open", network_watches.len());
     }
 
     // Watch bindings before the first create.
@@ -398,7 +455,7 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
     if let Some(h) = heartbeats {
         h.abort();
     }
-    for w in &node_watches {
+    for w in node_watches.iter().chain(&network_watches) {
         w.abort();
     }
     let total = done.duration_since(t0).as_secs_f64();
@@ -412,6 +469,8 @@ pub async fn run(a: SchedArgs) -> anyhow::Result<()> {
         "last_binding_after_last_create_ms": (total - created.as_secs_f64()) * 1000.0,
         "node_watches": node_watches.len(),
         "node_watch_events": node_events.load(Ordering::Relaxed),
+        "network_watches": network_watches.len(),
+        "network_watch_events": network_events.load(Ordering::Relaxed),
     });
     println!("{out}");
     Ok(())

@@ -1170,6 +1170,8 @@ struct SpecView<'a> {
 struct StatusView<'a> {
     #[serde(borrow)]
     phase: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "podIP")]
+    pod_ip: Option<Cow<'a, str>>,
 }
 
 /// Object filter from a label selector and a field selector (`spec.nodeName=X`).
@@ -1208,6 +1210,8 @@ impl Filter {
                 "metadata.name",
                 "metadata.namespace",
                 "status.phase",
+                // A pod's address (agents mirror the pods that have one: `status.podIP!=`).
+                "status.podIP",
                 // Events (what `shoalctl events --for` and kubectl use).
                 "involvedObject.kind",
                 "involvedObject.name",
@@ -1217,7 +1221,7 @@ impl Filter {
             .contains(&k)
             {
                 return Err(ApiError::Invalid(format!(
-                    "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase, involvedObject.kind, involvedObject.name, type, reason)"
+                    "field selector {part:?}: unsupported field {k:?} (supported: spec.nodeName, metadata.name, metadata.namespace, status.phase, status.podIP, involvedObject.kind, involvedObject.name, type, reason)"
                 )));
             }
             fs.push((k.to_string(), v.trim().to_string(), eq));
@@ -1234,13 +1238,26 @@ impl Filter {
             .map(|(_, v, _)| v.as_str())
     }
 
-    /// The node a `spec.nodeName=NODE` selector names (not the empty name: an unbound pod
-    /// has no such field), if any.
-    fn node_name(&self) -> Option<&str> {
-        self.fields
+    /// The store trigger of a watch of `kind` with this filter (a pre-filter on one field:
+    /// the member hands a change only to the watchers it may concern, `shoal_store::Trigger`;
+    /// this filter still decides on what passes): the node of a `spec.nodeName=NODE`
+    /// selector (an agent's own pods), else the first field the selector names (e.g. the
+    /// agents' `status.podIP!=`). None without a field selector, and for Secrets, whose
+    /// stored form is sealed.
+    fn trigger(&self, kind: Kind) -> Option<shoal_store::Trigger> {
+        if kind == Kind::Secret {
+            return None;
+        }
+        let (k, v, eq) = self
+            .fields
             .iter()
             .find(|(k, v, eq)| *eq && k == "spec.nodeName" && !v.is_empty())
-            .map(|(_, v, _)| v.as_str())
+            .or_else(|| self.fields.first())?;
+        Some(shoal_store::Trigger {
+            pointer: format!("/{}", k.replace('.', "/")),
+            value: v.clone(),
+            differs: !eq,
+        })
     }
 
     /// The type a watcher with this filter sees for `ev`, if any. As in Kubernetes, an
@@ -1321,6 +1338,7 @@ impl Filter {
                 "metadata.name" => v.metadata.name.as_deref(),
                 "metadata.namespace" => v.metadata.namespace.as_deref(),
                 "status.phase" => v.status.phase.as_deref(),
+                "status.podIP" => v.status.pod_ip.as_deref(),
                 "involvedObject.kind" => v.involved_object.kind.as_deref(),
                 "involvedObject.name" => v.involved_object.name.as_deref(),
                 "type" => v.type_.as_deref(),
@@ -1553,16 +1571,11 @@ impl Cluster for ClusterService {
         .await?;
         let after = (req.resource_version != 0).then_some(req.resource_version);
         let prefix = narrow_prefix(kind, &req.namespace, &filter);
-        // Agents watch the pods of their node: only the changes of those pods reach them.
-        let events = match filter.node_name() {
-            Some(node) if kind == Kind::Pod => {
-                let trigger = shoal_store::Trigger {
-                    pointer: "/spec/nodeName".into(),
-                    value: node.to_string(),
-                };
-                self.store.watch_where(&prefix, trigger, after).await
-            }
-            _ => self.store.watch(&prefix, after).await,
+        // Agents watch the pods of their node, and the pods with an address: only the
+        // changes of those pods reach them.
+        let events = match filter.trigger(kind) {
+            Some(trigger) => self.store.watch_where(&prefix, trigger, after).await,
+            None => self.store.watch(&prefix, after).await,
         };
         let mut events = events.map_err(ApiError::from)?.pending();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -1752,7 +1765,8 @@ mod tests {
     fn filtering_the_stored_json_agrees_with_filtering_the_tree() {
         let objects = [
             json!({"metadata": {"name": "a", "namespace": "x", "labels": {"app": "web", "t": "1"}},
-                   "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+                   "status": {"phase": "Running", "podIP": "10.244.0.5"}}),
             json!({"metadata": {"name": "b", "namespace": "y", "labels": {"app": "db"}},
                    "spec": {}, "status": {"phase": "Pending"}}),
             json!({"metadata": {"name": "e\"q", "namespace": "x"},
@@ -1773,6 +1787,9 @@ mod tests {
             ("", "metadata.name=e\"q"),
             ("", "involvedObject.kind=Pod,type=Warning,reason=Failed"),
             ("", "status.phase!=Running"),
+            // What agents mirror for the pod network: pods with an address.
+            ("", "status.podIP!="),
+            ("", "status.podIP=10.244.0.5"),
         ];
         let mut compared = 0;
         for (labels, fields) in filters {
@@ -1802,9 +1819,44 @@ mod tests {
                 }
             }
         }
-        // 288 cases: most are compared, those with the odd shapes fall back.
+        // The store's trigger of each filter never holds back a change the filter passes.
+        let mut held_back = 0;
+        for (labels, fields) in filters {
+            let f = Filter::parse(labels, fields).unwrap();
+            let Some(t) = f.trigger(Kind::Pod) else {
+                continue;
+            };
+            for (i, now) in objects.iter().enumerate() {
+                for prev in [None, Some(&objects[(i + 1) % objects.len()])] {
+                    for et in [EventType::Added, EventType::Modified, EventType::Deleted] {
+                        let prev = prev.filter(|_| et == EventType::Modified);
+                        if t.hits(now, prev) {
+                            continue;
+                        }
+                        held_back += 1;
+                        let ev = shoal_store::WatchEvent {
+                            revision: 1,
+                            event_type: et,
+                            key: "Pod/x/a".into(),
+                            object: now.clone(),
+                            prev_object: prev.cloned(),
+                        };
+                        assert_eq!(f.event_type(&ev), None, "{fields:?} {now} {prev:?} {et:?}");
+                    }
+                }
+            }
+        }
+        assert!(held_back > 20, "the triggers held back {held_back} changes");
+        assert!(Filter::parse("", "").unwrap().trigger(Kind::Pod).is_none());
         assert!(
-            (150..288).contains(&compared),
+            Filter::parse("", "metadata.name=a")
+                .unwrap()
+                .trigger(Kind::Secret)
+                .is_none()
+        );
+        // 360 cases: most are compared, those with the odd shapes fall back.
+        assert!(
+            (190..360).contains(&compared),
             "the view took {compared} cases"
         );
     }

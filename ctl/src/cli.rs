@@ -949,7 +949,8 @@ pub struct GetArgs {
     /// Label selector, e.g. `app=web,tier!=db,env in (a,b),!canary`.
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Field selector: spec.nodeName, metadata.name, metadata.namespace, status.phase;
+    /// Field selector: spec.nodeName, metadata.name, metadata.namespace, status.phase,
+    /// status.podIP;
     /// for events also involvedObject.kind, involvedObject.name, type, reason.
     #[arg(long, value_name = "SELECTOR")]
     pub field_selector: Option<String>,

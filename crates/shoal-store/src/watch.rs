@@ -1,6 +1,6 @@
 //! Fan-out of applied changes to watchers, with a bounded history for resuming.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +76,9 @@ type Shared = Arc<SharedEvent>;
 
 /// A pre-filter of a watch on one field's value: the watcher is handed only the changes
 /// whose object, after or before the change, holds `value` at the JSON pointer `pointer`
-/// (e.g. `/spec/nodeName`). With a thousand agents each watching the pods of its node, a
+/// (e.g. `/spec/nodeName`), or, with `differs`, holds something else there (a missing
+/// field or one that is not a string counts as the empty string, e.g. `/status/podIP`
+/// differing from "": the pods with an address). With a thousand agents each watching the pods of its node, a
 /// member then hands each change to the one or two watchers it concerns (as the Kubernetes
 /// watch cache's triggers do), instead of to every watcher to filter. It reads objects as
 /// stored: use it only on fields a [`crate::ValueCodec`] does not seal. The caller's own
@@ -87,47 +89,152 @@ pub struct Trigger {
     pub pointer: String,
     /// The value a change must hold there, after or before it.
     pub value: String,
+    /// The change must hold another value than `value` there instead.
+    pub differs: bool,
+}
+
+/// True when a field's value `v` ("" for a missing field) satisfies a trigger on `value`.
+fn holds(v: &str, value: &str, differs: bool) -> bool {
+    (v == value) != differs
+}
+
+impl Trigger {
+    fn holds(&self, v: &str) -> bool {
+        holds(v, &self.value, self.differs)
+    }
+
+    /// True when a change from `before` (None for a creation) to `now` is handed to the
+    /// watcher (what the member computes once per event and pointer).
+    pub fn hits(&self, now: &serde_json::Value, before: Option<&serde_json::Value>) -> bool {
+        fn at<'v>(v: &'v serde_json::Value, pointer: &str) -> &'v str {
+            v.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+        }
+        self.holds(at(now, &self.pointer))
+            || before.is_some_and(|b| self.holds(at(b, &self.pointer)))
+    }
 }
 
 /// The values an event holds at one trigger's pointer, after and before the change: read
-/// once per event and pointer, then compared by every watcher with that pointer.
+/// once per event and group, then compared for every value the group's watchers wait for.
+/// A missing field (or one that is not a string) reads as ""; `before` is None without a
+/// previous version.
 #[derive(Debug, Default)]
 struct TriggerValues {
-    pointer: String,
-    now: Option<String>,
+    now: String,
     before: Option<String>,
 }
 
 impl TriggerValues {
     fn of(pointer: &str, parsed: &(Option<serde_json::Value>, Option<serde_json::Value>)) -> Self {
-        let at = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .and_then(|v| v.pointer(pointer))
+        let at = |v: &serde_json::Value| {
+            v.pointer(pointer)
                 .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
+                .unwrap_or("")
+                .to_owned()
         };
         Self {
-            pointer: pointer.to_owned(),
-            now: at(&parsed.0),
-            before: at(&parsed.1),
+            now: parsed.0.as_ref().map(at).unwrap_or_default(),
+            before: parsed.1.as_ref().map(at),
         }
     }
 
-    fn hit(&self, value: &str) -> bool {
-        self.now.as_deref() == Some(value) || self.before.as_deref() == Some(value)
+    /// True when the change holds a value satisfying a trigger on `value`, after or before.
+    fn hit(&self, value: &str, differs: bool) -> bool {
+        holds(&self.now, value, differs)
+            || self
+                .before
+                .as_deref()
+                .is_some_and(|b| holds(b, value, differs))
     }
 }
 
 #[derive(Debug)]
 struct Subscriber {
-    prefix: String,
-    trigger: Option<Trigger>,
     tx: mpsc::Sender<Result<Shared, StoreError>>,
     lagged: Arc<AtomicBool>,
     last_sent: u64,
     /// Events up to this revision are not sent: the watcher asked for what came after it,
     /// and this member may not have applied that far yet when the watch started.
     after: u64,
+}
+
+impl Subscriber {
+    /// Hands `ev` over; false when the subscriber is gone (closed, or lagging: it is
+    /// dropped and its stream reports `Lagged`).
+    fn send(&mut self, ev: &Shared) -> bool {
+        if ev.revision <= self.after {
+            return !self.tx.is_closed();
+        }
+        match self.tx.try_send(Ok(ev.clone())) {
+            Ok(()) => {
+                self.last_sent = ev.revision;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::SeqCst);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The subscribers of one prefix and one kind of trigger (a pointer, equal or differing;
+/// or none), by the trigger's value ("" without a trigger). An event's key is compared with
+/// the prefix, and the trigger's field read, once for all of them; with equality triggers
+/// (an agent's `spec.nodeName=NODE`) the event goes straight to the subscribers of the
+/// one or two values it holds, so a thousand agents cost a lookup, not a thousand checks.
+#[derive(Debug)]
+struct Group {
+    prefix: String,
+    /// The triggers' pointer and `differs` (None: no trigger).
+    pointer: Option<(String, bool)>,
+    by_value: HashMap<String, Vec<Subscriber>>,
+}
+
+impl Group {
+    fn subscribers(&self) -> impl Iterator<Item = &Subscriber> {
+        self.by_value.values().flatten()
+    }
+
+    /// Hands `ev` to the subscribers it concerns; `values` reads the trigger's field once.
+    fn publish(&mut self, ev: &Shared, values: impl FnOnce(&str) -> TriggerValues) {
+        let Some((pointer, differs)) = &self.pointer else {
+            for subs in self.by_value.values_mut() {
+                subs.retain_mut(|s| s.send(ev));
+            }
+            return;
+        };
+        let v = values(pointer);
+        if *differs {
+            for (value, subs) in self.by_value.iter_mut() {
+                if v.hit(value, true) {
+                    subs.retain_mut(|s| s.send(ev));
+                }
+            }
+        } else {
+            let mut hit = vec![v.now.as_str()];
+            if let Some(b) = v.before.as_deref().filter(|b| *b != v.now) {
+                hit.push(b);
+            }
+            for value in hit {
+                if let Some(subs) = self.by_value.get_mut(value) {
+                    subs.retain_mut(|s| s.send(ev));
+                }
+            }
+        }
+    }
+
+    /// Drops closed subscribers and empty values; false when nothing is left.
+    fn prune(&mut self) -> bool {
+        self.by_value.retain(|_, subs| {
+            subs.retain(|s| !s.tx.is_closed());
+            !subs.is_empty()
+        });
+        !self.by_value.is_empty()
+    }
 }
 
 /// The history and the subscribers. Guarded by one mutex so that a subscriber's replay and its
@@ -143,7 +250,9 @@ pub(crate) struct WatchHub {
     floor: u64,
     cap: usize,
     cap_bytes: usize,
-    subs: Vec<Subscriber>,
+    groups: Vec<Group>,
+    /// Subscriptions since the last prune of closed subscribers.
+    since_prune: usize,
 }
 
 impl WatchHub {
@@ -156,7 +265,8 @@ impl WatchHub {
             floor,
             cap: cap.max(1),
             cap_bytes,
-            subs: Vec::new(),
+            groups: Vec::new(),
+            since_prune: 0,
         }
     }
 
@@ -173,7 +283,11 @@ impl WatchHub {
 
     /// Watchers whose stream is still open (for the watchers metric).
     pub(crate) fn watchers(&self) -> usize {
-        self.subs.iter().filter(|s| !s.tx.is_closed()).count()
+        self.groups
+            .iter()
+            .flat_map(Group::subscribers)
+            .filter(|s| !s.tx.is_closed())
+            .count()
     }
 
     /// Records and fans out events (all events of one apply call, in order).
@@ -184,41 +298,20 @@ impl WatchHub {
         let events: Vec<Shared> = events.into_iter().map(Arc::new).collect();
         for ev in &events {
             // Parsed at most once per event, and each trigger's field read once per event,
-            // for the watchers with a trigger.
+            // for the groups with a trigger.
             let mut parsed: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> = None;
-            let mut values: Vec<TriggerValues> = Vec::new();
-            self.subs.retain_mut(|s| {
-                if !ev.key.starts_with(&s.prefix) || ev.revision <= s.after {
-                    return !s.tx.is_closed();
+            for g in &mut self.groups {
+                if !ev.key.starts_with(&g.prefix) {
+                    continue;
                 }
-                if let Some(t) = &s.trigger {
-                    let i = match values.iter().position(|v| v.pointer == t.pointer) {
-                        Some(i) => i,
-                        None => {
-                            let parsed = parsed.get_or_insert_with(|| {
-                                let parse = |b: &[u8]| serde_json::from_slice(b).ok();
-                                (parse(&ev.object), ev.prev_object.as_deref().and_then(parse))
-                            });
-                            values.push(TriggerValues::of(&t.pointer, parsed));
-                            values.len() - 1
-                        }
-                    };
-                    if !values[i].hit(&t.value) {
-                        return !s.tx.is_closed();
-                    }
-                }
-                match s.tx.try_send(Ok(ev.clone())) {
-                    Ok(()) => {
-                        s.last_sent = ev.revision;
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        s.lagged.store(true, Ordering::SeqCst);
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
-            });
+                g.publish(ev, |pointer| {
+                    let parsed = parsed.get_or_insert_with(|| {
+                        let parse = |b: &[u8]| serde_json::from_slice(b).ok();
+                        (parse(&ev.object), ev.prev_object.as_deref().and_then(parse))
+                    });
+                    TriggerValues::of(pointer, parsed)
+                });
+            }
         }
         self.history_bytes += events.iter().map(|e| e.size()).sum::<usize>();
         self.history.extend(events);
@@ -247,7 +340,11 @@ impl WatchHub {
         self.history.clear();
         self.history_bytes = 0;
         self.floor = floor;
-        for s in self.subs.drain(..) {
+        for s in self
+            .groups
+            .drain(..)
+            .flat_map(|g| g.by_value.into_values().flatten())
+        {
             let err = StoreError::TooOld {
                 requested: s.last_sent,
                 oldest: floor,
@@ -303,14 +400,33 @@ impl WatchHub {
                 last_sent = ev.revision;
             }
         }
-        self.subs.push(Subscriber {
-            prefix: prefix.to_owned(),
-            trigger,
+        let pointer = trigger.as_ref().map(|t| (t.pointer.clone(), t.differs));
+        let value = trigger.map(|t| t.value).unwrap_or_default();
+        let sub = Subscriber {
             tx,
             lagged: lagged.clone(),
             last_sent,
             after: after.unwrap_or(0),
-        });
+        };
+        match self
+            .groups
+            .iter_mut()
+            .find(|g| g.prefix == prefix && g.pointer == pointer)
+        {
+            Some(g) => g.by_value.entry(value).or_default().push(sub),
+            None => self.groups.push(Group {
+                prefix: prefix.to_owned(),
+                pointer,
+                by_value: HashMap::from([(value, vec![sub])]),
+            }),
+        }
+        // Closed subscribers are dropped when an event reaches them; those of values no
+        // event reaches any more (a node gone) every 64 subscriptions.
+        self.since_prune += 1;
+        if self.since_prune >= 64 {
+            self.since_prune = 0;
+            self.groups.retain_mut(Group::prune);
+        }
         Ok(WatchStream {
             rx,
             lagged,
@@ -481,6 +597,7 @@ mod tests {
         let trigger = |node: &str| Trigger {
             pointer: "/spec/nodeName".into(),
             value: node.into(),
+            differs: false,
         };
         let mut n1 = hub
             .subscribe_where("Pod/", Some(trigger("n1")), None, 0)
@@ -522,6 +639,67 @@ mod tests {
             every += 1;
         }
         assert_eq!(every, 6);
+    }
+
+    #[tokio::test]
+    async fn a_differs_trigger_hands_the_changes_that_hold_another_value_before_or_after() {
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
+        let ip = |ip: &str| format!(r#"{{"status":{{"podIP":"{ip}"}}}}"#).into_bytes();
+        let with_ip = Trigger {
+            pointer: "/status/podIP".into(),
+            value: String::new(),
+            differs: true,
+        };
+        let mut w = hub
+            .subscribe_where("Pod/", Some(with_ip), None, 0)
+            .expect("subscribe");
+        let ev = |rev, t, now: Vec<u8>, before: Option<Vec<u8>>| {
+            SharedEvent::new(rev, t, "Pod/a/x".into(), now, before)
+        };
+        hub.publish(vec![
+            // Created and bound without an address: not handed.
+            ev(1, EventType::Added, b"{}".to_vec(), None),
+            ev(2, EventType::Modified, b"{}".to_vec(), Some(b"{}".to_vec())),
+            // Gets one, changes with it, loses it, is deleted without it.
+            ev(3, EventType::Modified, ip("10.0.0.1"), Some(b"{}".to_vec())),
+            ev(4, EventType::Modified, ip("10.0.0.1"), Some(ip("10.0.0.1"))),
+            ev(5, EventType::Modified, ip(""), Some(ip("10.0.0.1"))),
+            ev(6, EventType::Deleted, ip(""), None),
+            ev(7, EventType::Deleted, ip("10.0.0.2"), None),
+        ]);
+        drop(hub);
+        let mut got = Vec::new();
+        while let Some(e) = w.next().await {
+            got.push(e.expect("ok").revision);
+        }
+        assert_eq!(got, vec![3, 4, 5, 7]);
+    }
+
+    #[tokio::test]
+    async fn watchers_share_groups_and_closed_ones_are_pruned() {
+        let mut hub = WatchHub::new(10, usize::MAX, 0);
+        let node = |n: usize| Trigger {
+            pointer: "/spec/nodeName".into(),
+            value: format!("n{n}"),
+            differs: false,
+        };
+        let streams: Vec<WatchStream> = (0..63)
+            .map(|n| hub.subscribe_where("Pod/", Some(node(n)), None, 0).unwrap())
+            .collect();
+        let plain = hub.subscribe("Pod/", None, 0).unwrap();
+        // One group for the 63 node triggers, one for the plain watcher.
+        assert_eq!(hub.groups.len(), 2);
+        assert_eq!(hub.watchers(), 64);
+        drop(streams);
+        assert_eq!(hub.watchers(), 1);
+        // The 64th subscription since the last prune drops the closed ones.
+        let _more: Vec<WatchStream> = (0..64)
+            .map(|_| hub.subscribe("Node/", None, 0).unwrap())
+            .collect();
+        let slots: usize = hub.groups.iter().map(|g| g.subscribers().count()).sum();
+        assert_eq!(slots, 65);
+        assert_eq!(hub.groups.len(), 2, "the empty trigger group is gone");
+        drop(plain);
     }
 
     #[tokio::test]
