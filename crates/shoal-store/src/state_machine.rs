@@ -492,7 +492,7 @@ fn apply_command(
     let request_id = cmd.request_id.clone();
     let result = apply_writes(state, index, cmd, events)?;
     if let Some(id) = request_id {
-        let json = serde_json::to_string(&strip(state, &result)).map_err(sm_err)?;
+        let json = serde_json::to_string(&recorded(state, &result)).map_err(sm_err)?;
         state.remember(
             id,
             RequestRecord {
@@ -504,22 +504,42 @@ fn apply_command(
     Ok(result)
 }
 
-/// `result` as a request record keeps it: an outcome's object is left out (null) while the
-/// state holds its key — this command wrote it, so at the outcome's revision — to be read
-/// back on a resend ([`refill`]); a deleted object is kept. Records of the last
-/// [`DEDUP_WINDOW`] indexes would otherwise hold a second copy of every object written
-/// (binds included).
-fn strip(state: &State, result: &ApplyResult) -> ApplyResult {
-    result.clone().map(|outs| {
-        outs.into_iter()
-            .map(|mut o| {
-                if state.objects.contains_key(&o.key) {
-                    o.object = Value::Null;
-                }
-                o
+/// An outcome as a request record keeps it: [`WriteOutcome`]'s fields, borrowed.
+#[derive(serde::Serialize)]
+struct RecordedOutcome<'a> {
+    key: &'a str,
+    revision: u64,
+    object: &'a Value,
+    created: bool,
+}
+
+/// `result` as a request record keeps it (it reads back as an [`ApplyResult`]): an
+/// outcome's object is left out (null) while the state holds its key — this command wrote
+/// it, so at the outcome's revision — to be read back on a resend ([`refill`]); a deleted
+/// object is kept. Records of the last [`DEDUP_WINDOW`] indexes would otherwise hold a
+/// second copy of every object written (binds included). Borrowed: nothing is copied to
+/// be encoded.
+fn recorded<'a>(
+    state: &State,
+    result: &'a ApplyResult,
+) -> Result<Vec<RecordedOutcome<'a>>, &'a StoreError> {
+    const LEFT_OUT: &Value = &Value::Null;
+    match result {
+        Ok(outs) => Ok(outs
+            .iter()
+            .map(|o| RecordedOutcome {
+                key: &o.key,
+                revision: o.revision,
+                object: if state.objects.contains_key(&o.key) {
+                    LEFT_OUT
+                } else {
+                    &o.object
+                },
+                created: o.created,
             })
-            .collect()
-    })
+            .collect()),
+        Err(e) => Err(e),
+    }
 }
 
 /// An outcome read back from a request record (see [`strip`]): a left-out object is the
