@@ -57,7 +57,7 @@ pub(crate) fn encode_binary<T: Serialize>(v: &T) -> Result<RaftPayload, StoreErr
 
 /// Decodes a payload, binary or JSON.
 pub(crate) fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, StoreError> {
-    crate::wire::decode(&p.data).map_err(|e| StoreError::Invalid(format!("decoding: {e}")))
+    crate::wire::decode(&p.data).map_err(StoreError::Invalid)
 }
 
 fn bad_request(what: &str, e: StoreError) -> Status {
