@@ -125,5 +125,24 @@ impl Drop for TestRuntime {
                 eprintln!("cleanup: rmdir {}: {e}", d.display());
             }
         }
+        // Removing containers and pods moves their directories to DATA/trash and starts a
+        // detached cleaner on it. Wait until it is done (bounded), or the data directory's
+        // removal races it and stops at the first entry the cleaner took away, leaving
+        // the directory behind (TempDir ignores that error).
+        let trash = self.dir.path().join("trash");
+        let emptied = || {
+            std::fs::read_dir(&trash).map_or(true, |mut d| {
+                d.all(|e| e.is_ok_and(|e| e.file_name() == ".lock"))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (!emptied() || shoal_runtime::util::is_locked(&trash.join(".lock")))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.dir.path()) {
+            eprintln!("cleanup: remove {}: {e}", self.dir.path().display());
+        }
     }
 }
