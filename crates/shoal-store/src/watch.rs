@@ -93,26 +93,11 @@ pub struct Trigger {
     pub differs: bool,
 }
 
-/// True when a field's value `v` ("" for a missing field) satisfies a trigger on `value`.
-fn holds(v: &str, value: &str, differs: bool) -> bool {
-    (v == value) != differs
-}
-
 impl Trigger {
-    fn holds(&self, v: &str) -> bool {
-        holds(v, &self.value, self.differs)
-    }
-
     /// True when a change from `before` (None for a creation) to `now` is handed to the
     /// watcher (what the member computes once per event and pointer).
     pub fn hits(&self, now: &serde_json::Value, before: Option<&serde_json::Value>) -> bool {
-        fn at<'v>(v: &'v serde_json::Value, pointer: &str) -> &'v str {
-            v.pointer(pointer)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("")
-        }
-        self.holds(at(now, &self.pointer))
-            || before.is_some_and(|b| self.holds(at(b, &self.pointer)))
+        TriggerValues::of(&self.pointer, Some(now), before).hit(&self.value, self.differs)
     }
 }
 
@@ -127,7 +112,11 @@ struct TriggerValues {
 }
 
 impl TriggerValues {
-    fn of(pointer: &str, parsed: &(Option<serde_json::Value>, Option<serde_json::Value>)) -> Self {
+    fn of(
+        pointer: &str,
+        now: Option<&serde_json::Value>,
+        before: Option<&serde_json::Value>,
+    ) -> Self {
         let at = |v: &serde_json::Value| {
             v.pointer(pointer)
                 .and_then(serde_json::Value::as_str)
@@ -135,18 +124,16 @@ impl TriggerValues {
                 .to_owned()
         };
         Self {
-            now: parsed.0.as_ref().map(at).unwrap_or_default(),
-            before: parsed.1.as_ref().map(at),
+            now: now.map(at).unwrap_or_default(),
+            before: before.map(at),
         }
     }
 
-    /// True when the change holds a value satisfying a trigger on `value`, after or before.
+    /// True when the change holds a value satisfying a trigger on `value` (equal to it,
+    /// or with `differs` another one), after or before.
     fn hit(&self, value: &str, differs: bool) -> bool {
-        holds(&self.now, value, differs)
-            || self
-                .before
-                .as_deref()
-                .is_some_and(|b| holds(b, value, differs))
+        let holds = |v: &str| (v == value) != differs;
+        holds(&self.now) || self.before.as_deref().is_some_and(holds)
     }
 }
 
@@ -309,7 +296,7 @@ impl WatchHub {
                         let parse = |b: &[u8]| serde_json::from_slice(b).ok();
                         (parse(&ev.object), ev.prev_object.as_deref().and_then(parse))
                     });
-                    TriggerValues::of(pointer, parsed)
+                    TriggerValues::of(pointer, parsed.0.as_ref(), parsed.1.as_ref())
                 });
             }
         }
