@@ -62,11 +62,26 @@ pub use wait::{eventually, eventually_async};
 
 /// A loopback TCP port nothing listens on right now (bound, then released: another
 /// process may take it before the caller binds it, which the harnesses accept as rare).
+///
+/// Never the same port twice in one process: the kernel may hand a just-released port out
+/// again, and a controller was once given one port for both its API and its registry
+/// ("address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0 for a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0 for a free port");
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// Reports a measured duration as one line on stderr, `timing: NAME MS ms (budget B ms)`,
